@@ -1,0 +1,38 @@
+//! Command-line parsing. Each domain owns its subcommands in its own file and is flattened here,
+//! so adding a command touches one file.
+
+use clap::{Parser, Subcommand};
+
+mod data_tools;
+mod eval;
+mod run;
+mod synth;
+
+#[derive(Parser)]
+#[command(name = "ssod", version, about = "Self-supervised pretraining workbench for object detectors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Run(run::RunCommand),
+    #[command(flatten)]
+    Eval(eval::EvalCommand),
+    #[command(flatten)]
+    DataTools(data_tools::DataToolsCommand),
+    #[command(flatten)]
+    Synth(synth::SynthCommand),
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(c) => c.execute(),
+        Command::Eval(c) => c.execute(),
+        Command::DataTools(c) => c.execute(),
+        Command::Synth(c) => c.execute(),
+    }
+}

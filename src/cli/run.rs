@@ -1,0 +1,21 @@
+//! `ssod run`: evaluate a Rhai script.
+
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand)]
+pub enum RunCommand {
+    /// Run a Rhai script (notebook)
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The script to run
+    pub script: std::path::PathBuf,
+}
+
+impl RunCommand {
+    pub fn execute(self) -> anyhow::Result<()> {
+        anyhow::bail!("not implemented yet")
+    }
+}

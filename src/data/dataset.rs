@@ -1,0 +1,162 @@
+//! The one in-memory dataset type: COCO's json structure. VOC sets are converted into it
+//! (`data::convert`), the loader draws from it, and evaluation compares against it.
+//!
+//! Boxes here are COCO xywh in original-image pixels (file-boundary format, see DESIGN.md).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub id: u64,
+    pub file_name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Category {
+    pub id: u64,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supercategory: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Annotation {
+    pub id: u64,
+    pub image_id: u64,
+    pub category_id: u64,
+    /// COCO `[x, y, w, h]`, original-image pixels.
+    #[serde(rename = "bbox")]
+    pub bbox_xywh: [f64; 4],
+    pub area: f64,
+    #[serde(default)]
+    pub iscrowd: u8,
+}
+
+/// A COCO dataset (`images`, `annotations`, `categories`) plus the folder its images live in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CocoDataset {
+    pub images: Vec<ImageInfo>,
+    pub annotations: Vec<Annotation>,
+    pub categories: Vec<Category>,
+    /// Folder that `file_name`s are relative to (not part of the json).
+    #[serde(skip)]
+    pub image_dir: PathBuf,
+}
+
+/// One detection in COCO results format (`[{image_id, category_id, bbox, score}]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub image_id: u64,
+    pub category_id: u64,
+    /// COCO `[x, y, w, h]`, original-image pixels.
+    #[serde(rename = "bbox")]
+    pub bbox_xywh: [f64; 4],
+    pub score: f64,
+}
+
+/// Parse a json file with an error that names the file, line and column.
+pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::format(
+            path.display(),
+            format!("line {}, column {}: {}", e.line(), e.column(), e),
+        )
+    })
+}
+
+/// Write json to a temporary file and rename it into place, so a crash never leaves half a file.
+pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string(value).map_err(|e| Error::format(path.display(), e.to_string()))?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Write bytes to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+impl CocoDataset {
+    /// Read a COCO json; `image_dir` defaults to the json's folder.
+    pub fn read(path: &Path) -> Result<Self> {
+        let mut ds: CocoDataset = read_json_file(path)?;
+        ds.image_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        ds.validate(&path.display().to_string())?;
+        Ok(ds)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_json_file(path, self)
+    }
+
+    /// Check ids are unique and every annotation points at a known image and category.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let mut image_ids = HashMap::new();
+        for (i, im) in self.images.iter().enumerate() {
+            if image_ids.insert(im.id, i).is_some() {
+                return Err(Error::format(source, format!("images[{i}]: duplicate image id {}", im.id)));
+            }
+        }
+        let cat_ids: std::collections::HashSet<u64> = self.categories.iter().map(|c| c.id).collect();
+        for (i, a) in self.annotations.iter().enumerate() {
+            if !image_ids.contains_key(&a.image_id) {
+                return Err(Error::format(
+                    source,
+                    format!("annotations[{i}]: image_id {} is not in images", a.image_id),
+                ));
+            }
+            if !cat_ids.contains(&a.category_id) {
+                return Err(Error::format(
+                    source,
+                    format!("annotations[{i}]: category_id {} is not in categories", a.category_id),
+                ));
+            }
+            let [_, _, w, h] = a.bbox_xywh;
+            if !(w >= 0.0 && h >= 0.0) {
+                return Err(Error::format(
+                    source,
+                    format!("annotations[{i}]: bbox {:?} has a negative width or height", a.bbox_xywh),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Annotations grouped by image id (images without annotations map to an empty list).
+    pub fn annotations_by_image(&self) -> HashMap<u64, Vec<&Annotation>> {
+        let mut map: HashMap<u64, Vec<&Annotation>> =
+            self.images.iter().map(|im| (im.id, Vec::new())).collect();
+        for a in &self.annotations {
+            map.entry(a.image_id).or_default().push(a);
+        }
+        map
+    }
+
+    /// Path of an image on disk.
+    pub fn image_path(&self, image: &ImageInfo) -> PathBuf {
+        self.image_dir.join(&image.file_name)
+    }
+
+    /// Category ids in order, and the contiguous 0-based class index of each (models use indices).
+    pub fn class_index(&self) -> HashMap<u64, usize> {
+        self.categories.iter().enumerate().map(|(i, c)| (c.id, i)).collect()
+    }
+}

@@ -1,0 +1,1 @@
+//! COCO evaluation (pycocotools-identical through hotcoco), metric exports and plots.

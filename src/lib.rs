@@ -20,7 +20,7 @@ pub mod pretrain;
 pub mod train;
 pub mod script;
 
-// pub use tensor::{Device, Shape, Tensor};
+pub use tensor::{Device, Shape, Tensor};
 
 /// The version string that keys notebook caches.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,92 @@
+//! Binary arithmetic with NumPy broadcasting. Backward reduces each gradient back to its input's
+//! shape (`sum_to_shape`).
+
+use super::{reduce::sum_to_shape, zip_values};
+use crate::autograd::record;
+use crate::tensor::{Shape, StridedIter, Tensor};
+use crate::Result;
+
+/// `f(a, b)` over the broadcast of the two shapes.
+fn broadcast_values(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
+    if a.shape() == b.shape() {
+        return zip_values(op, a, b, f);
+    }
+    let out_shape = Shape::broadcast(op, a.shape(), b.shape())?;
+    let values = a.with_values(|va| {
+        b.with_values(|vb| {
+            if vb.len() == 1 {
+                let s = vb[0];
+                return va.iter().map(|&x| f(x, s)).collect::<Vec<f32>>();
+            }
+            if va.len() == 1 && out_shape == *b.shape() {
+                let s = va[0];
+                return vb.iter().map(|&y| f(s, y)).collect();
+            }
+            let sa = a.shape().broadcast_strides(&a.shape().contiguous_strides(), &out_shape);
+            let sb = b.shape().broadcast_strides(&b.shape().contiguous_strides(), &out_shape);
+            StridedIter::with(out_shape.dims(), &sa, 0)
+                .zip(StridedIter::with(out_shape.dims(), &sb, 0))
+                .map(|(i, j)| f(va[i], vb[j]))
+                .collect()
+        })
+    });
+    Tensor::from_vec(values, out_shape)
+}
+
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = broadcast_values("add", a, b, |x, y| x + y)?;
+    let (sa, sb) = (a.shape().clone(), b.shape().clone());
+    record("add", out, &[a, b], move |g| Ok(vec![Some(sum_to_shape(g, &sa)?), Some(sum_to_shape(g, &sb)?)]))
+}
+
+pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = broadcast_values("sub", a, b, |x, y| x - y)?;
+    let (sa, sb) = (a.shape().clone(), b.shape().clone());
+    record("sub", out, &[a, b], move |g| {
+        let gb = super::neg(&sum_to_shape(g, &sb)?)?;
+        Ok(vec![Some(sum_to_shape(g, &sa)?), Some(gb)])
+    })
+}
+
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = broadcast_values("mul", a, b, |x, y| x * y)?;
+    let (a2, b2) = (a.detach(), b.detach());
+    record("mul", out, &[a, b], move |g| {
+        let ga = sum_to_shape(&broadcast_values("mul", g, &b2, |g, y| g * y)?, a2.shape())?;
+        let gb = sum_to_shape(&broadcast_values("mul", g, &a2, |g, x| g * x)?, b2.shape())?;
+        Ok(vec![Some(ga), Some(gb)])
+    })
+}
+
+pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = broadcast_values("div", a, b, |x, y| x / y)?;
+    let (a2, b2) = (a.detach(), b.detach());
+    record("div", out, &[a, b], move |g| {
+        let ga = sum_to_shape(&broadcast_values("div", g, &b2, |g, y| g / y)?, a2.shape())?;
+        // d(a/b)/db = -a / b²
+        let a_over_b2 = broadcast_values("div", &a2, &b2, |x, y| x / (y * y))?;
+        let gb = sum_to_shape(&broadcast_values("div", g, &a_over_b2, |g, q| -g * q)?, b2.shape())?;
+        Ok(vec![Some(ga), Some(gb)])
+    })
+}
+
+/// Elementwise max; on ties the gradient goes to `a` (as `torch.max(a, b)` picks one side).
+pub fn maximum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    select_binary("maximum", a, b, |x, y| x >= y)
+}
+
+/// Elementwise min; on ties the gradient goes to `a`.
+pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    select_binary("minimum", a, b, |x, y| x <= y)
+}
+
+fn select_binary(op: &'static str, a: &Tensor, b: &Tensor, take_a: fn(f32, f32) -> bool) -> Result<Tensor> {
+    let out = broadcast_values(op, a, b, move |x, y| if take_a(x, y) { x } else { y })?;
+    let (a2, b2) = (a.detach(), b.detach());
+    record(op, out, &[a, b], move |g| {
+        let mask_a = broadcast_values(op, &a2, &b2, move |x, y| if take_a(x, y) { 1.0 } else { 0.0 })?;
+        let ga = zip_values(op, g, &mask_a, |g, m| g * m)?;
+        let gb = zip_values(op, g, &mask_a, |g, m| g * (1.0 - m))?;
+        Ok(vec![Some(sum_to_shape(&ga, a2.shape())?), Some(sum_to_shape(&gb, b2.shape())?)])
+    })
+}

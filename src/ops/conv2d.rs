@@ -1,0 +1,116 @@
+//! 2-D convolution (cross-correlation, as PyTorch): `x [N,C,H,W], w [K,C/g,kh,kw], b [K]?`.
+//! The kernels live in `backend::cpu::conv2d` (`fwd`, `bwd_input`, `bwd_weight`).
+
+use crate::autograd::record;
+use crate::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// Stride, zero padding and groups (symmetric in H and W).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams { stride: 1, padding: 0, groups: 1 }
+    }
+}
+
+fn geometry(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Conv2dGeometry> {
+    let bad = |msg: String| Error::op("conv2d", msg);
+    if x.rank() != 4 || w.rank() != 4 {
+        return Err(Error::shape("conv2d", "x [N,C,H,W] and w [K,C/groups,kh,kw]", (x.shape(), w.shape())));
+    }
+    if p.stride == 0 || p.groups == 0 {
+        return Err(bad(format!("stride and groups must be >= 1, got {p:?}")));
+    }
+    let (n, c, h, wd) = (x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]);
+    let (k, cg, kh, kw) = (w.dims()[0], w.dims()[1], w.dims()[2], w.dims()[3]);
+    if c % p.groups != 0 || k % p.groups != 0 || cg * p.groups != c {
+        return Err(Error::ShapeMismatch {
+            op: "conv2d".into(),
+            expected: format!("w [K, {}/{} = {}, kh, kw] with K divisible by groups", c, p.groups, c / p.groups.max(1)),
+            got: format!("w {} for x {} (groups {})", w.shape(), x.shape(), p.groups),
+        });
+    }
+    if h + 2 * p.padding < kh || wd + 2 * p.padding < kw {
+        return Err(bad(format!(
+            "kernel {kh}x{kw} is larger than the padded input {}x{} (x {}, padding {})",
+            h + 2 * p.padding,
+            wd + 2 * p.padding,
+            x.shape(),
+            p.padding
+        )));
+    }
+    Ok(Conv2dGeometry {
+        batch: n,
+        in_channels: c,
+        in_h: h,
+        in_w: wd,
+        out_channels: k,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride: p.stride,
+        padding: p.padding,
+        groups: p.groups,
+    })
+}
+
+/// `y = conv(x, w) + b`.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
+    let g = geometry(x, w, &params)?;
+    if let Some(b) = b {
+        if b.dims() != [g.out_channels] {
+            return Err(Error::shape("conv2d (bias)", [g.out_channels], b.shape()));
+        }
+    }
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let mut y = x.with_values(|xv| w.with_values(|wv| cpu_conv2d::fwd(xv, wv, &g)));
+    if let Some(b) = b {
+        let plane = ho * wo;
+        b.with_values(|bv| {
+            for (i, chunk) in y.chunks_mut(plane.max(1)).enumerate() {
+                let bias = bv[i % g.out_channels];
+                chunk.iter_mut().for_each(|v| *v += bias);
+            }
+        });
+    }
+    let out = Tensor::from_vec(y, [g.batch, g.out_channels, ho, wo])?;
+    let (xs, ws) = (x.detach(), w.detach());
+    let mut inputs = vec![x, w];
+    if let Some(b) = b {
+        inputs.push(b);
+    }
+    let has_bias = b.is_some();
+    let (need_dx, need_dw) = (x.requires_grad(), w.requires_grad());
+    record("conv2d", out, &inputs, move |dy| {
+        dy.with_values(|dyv| {
+            let dx = if need_dx {
+                let v = ws.with_values(|wv| cpu_conv2d::bwd_input(dyv, wv, &g));
+                Some(Tensor::from_vec(v, xs.shape().clone())?)
+            } else {
+                None
+            };
+            let dw = if need_dw {
+                let v = xs.with_values(|xv| cpu_conv2d::bwd_weight(dyv, xv, &g));
+                Some(Tensor::from_vec(v, ws.shape().clone())?)
+            } else {
+                None
+            };
+            let mut grads = vec![dx, dw];
+            if has_bias {
+                let plane = (ho * wo).max(1);
+                let mut db = vec![0f64; g.out_channels];
+                for (i, chunk) in dyv.chunks(plane).enumerate() {
+                    db[i % g.out_channels] += chunk.iter().map(|&v| v as f64).sum::<f64>();
+                }
+                grads.push(Some(Tensor::from_vec(db.into_iter().map(|v| v as f32).collect(), [g.out_channels])?));
+            }
+            Ok(grads)
+        })
+    })
+}

@@ -1,0 +1,135 @@
+//! Elementwise unary ops and the scalar forms of arithmetic.
+//!
+//! Each op gives its derivative as a function of the value it saves: the input (`*_from_input`)
+//! or the output (`*_from_output`, e.g. sigmoid' = y(1-y)), whichever is cheaper.
+
+use super::{map_values, zip_values};
+use crate::autograd::record;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+fn unary_from_input(
+    op: &'static str,
+    x: &Tensor,
+    f: impl Fn(f32) -> f32 + Sync,
+    dfdx: impl Fn(f32) -> f32 + Sync + Send + 'static,
+) -> Result<Tensor> {
+    let y = map_values(x, f);
+    let saved = x.detach();
+    record(op, y, &[x], move |g| Ok(vec![Some(zip_values(op, g, &saved, |g, x| g * dfdx(x))?)]))
+}
+
+fn unary_from_output(
+    op: &'static str,
+    x: &Tensor,
+    f: impl Fn(f32) -> f32 + Sync,
+    dfdy: impl Fn(f32) -> f32 + Sync + Send + 'static,
+) -> Result<Tensor> {
+    let y = map_values(x, f);
+    let saved = y.detach();
+    record(op, y, &[x], move |g| Ok(vec![Some(zip_values(op, g, &saved, |g, y| g * dfdy(y))?)]))
+}
+
+/// Logistic sigmoid, stable for large |x|.
+pub(crate) fn sigmoid_f32(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+pub fn neg(x: &Tensor) -> Result<Tensor> {
+    unary_from_input("neg", x, |v| -v, |_| -1.0)
+}
+pub fn exp(x: &Tensor) -> Result<Tensor> {
+    unary_from_output("exp", x, f32::exp, |y| y)
+}
+pub fn log(x: &Tensor) -> Result<Tensor> {
+    unary_from_input("log", x, f32::ln, |x| 1.0 / x)
+}
+pub fn sqrt(x: &Tensor) -> Result<Tensor> {
+    unary_from_output("sqrt", x, f32::sqrt, |y| 0.5 / y)
+}
+/// |x|; the derivative at 0 is 0 (as PyTorch's sign(0) = 0).
+pub fn abs(x: &Tensor) -> Result<Tensor> {
+    unary_from_input("abs", x, f32::abs, |x| {
+        if x > 0.0 {
+            1.0
+        } else if x < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    })
+}
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    unary_from_input("relu", x, |v| v.max(0.0), |x| if x > 0.0 { 1.0 } else { 0.0 })
+}
+pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    unary_from_output("sigmoid", x, sigmoid_f32, |y| y * (1.0 - y))
+}
+pub fn tanh(x: &Tensor) -> Result<Tensor> {
+    unary_from_output("tanh", x, f32::tanh, |y| 1.0 - y * y)
+}
+/// SiLU (swish): x·σ(x); derivative σ(x)(1 + x(1 − σ(x))).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    unary_from_input(
+        "silu",
+        x,
+        |v| v * sigmoid_f32(v),
+        |x| {
+            let s = sigmoid_f32(x);
+            s * (1.0 + x * (1.0 - s))
+        },
+    )
+}
+/// Clamp into `[min, max]` (either bound may be infinite). The gradient passes where
+/// `min <= x <= max`, as PyTorch's clamp.
+pub fn clamp(x: &Tensor, min: f32, max: f32) -> Result<Tensor> {
+    if min.is_nan() || max.is_nan() || min > max {
+        return Err(Error::op("clamp", format!("bad bounds min={min} max={max}")));
+    }
+    unary_from_input("clamp", x, move |v| v.clamp(min, max), move |x| if x >= min && x <= max { 1.0 } else { 0.0 })
+}
+/// `x^p` for a scalar exponent.
+pub fn pow_scalar(x: &Tensor, p: f32) -> Result<Tensor> {
+    unary_from_input(
+        "pow",
+        x,
+        move |v| if p == 2.0 { v * v } else { v.powf(p) },
+        move |x| {
+            if p == 0.0 {
+                0.0
+            } else if p == 2.0 {
+                2.0 * x
+            } else {
+                p * x.powf(p - 1.0)
+            }
+        },
+    )
+}
+
+pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
+    unary_from_input("add", x, move |v| v + s, |_| 1.0)
+}
+/// `x - s`.
+pub fn sub_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
+    unary_from_input("sub", x, move |v| v - s, |_| 1.0)
+}
+/// `s - x`.
+pub fn rsub_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
+    unary_from_input("sub", x, move |v| s - v, |_| -1.0)
+}
+pub fn mul_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
+    unary_from_input("mul", x, move |v| v * s, move |_| s)
+}
+/// `x / s`.
+pub fn div_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
+    unary_from_input("div", x, move |v| v / s, move |_| 1.0 / s)
+}
+/// `s / x`.
+pub fn rdiv_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
+    unary_from_input("div", x, move |v| s / v, move |x| -s / (x * x))
+}

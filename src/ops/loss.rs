@@ -1,0 +1,119 @@
+//! Loss ops. Each returns per-element values (cross_entropy: one per row), no reduction.
+
+use super::elementwise::sigmoid_f32;
+use super::{softmax::log_softmax_values, zip_values};
+use crate::autograd::record;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// Binary cross-entropy on logits, `max(x,0) − x·t + log(1 + e^{−|x|})` (stable for |x| ~ 300),
+/// times `weight` when given. Gradients: x → (σ(x) − t)·w, t → −x·w, w → the unweighted loss.
+pub fn bce_with_logits(logits: &Tensor, target: &Tensor, weight: Option<&Tensor>) -> Result<Tensor> {
+    if logits.shape() != target.shape() {
+        return Err(Error::shape("bce_with_logits (target)", logits.shape(), target.shape()));
+    }
+    if let Some(w) = weight {
+        if w.shape() != logits.shape() {
+            return Err(Error::shape("bce_with_logits (weight)", logits.shape(), w.shape()));
+        }
+    }
+    let raw = zip_values("bce_with_logits", logits, target, |x, t| x.max(0.0) - x * t + (-x.abs()).exp().ln_1p())?;
+    let out = match weight {
+        Some(w) => zip_values("bce_with_logits", &raw, w, |l, w| l * w)?,
+        None => raw.clone(),
+    };
+    let (x, t) = (logits.detach(), target.detach());
+    let w = weight.map(Tensor::detach);
+    let mut inputs = vec![logits, target];
+    if let Some(wt) = weight {
+        inputs.push(wt);
+    }
+    record("bce_with_logits", out, &inputs, move |g| {
+        let gw = match &w {
+            Some(w) => zip_values("bce_with_logits", g, w, |g, w| g * w)?,
+            None => g.clone(),
+        };
+        let dx = {
+            let d = zip_values("bce_with_logits", &x, &t, |x, t| sigmoid_f32(x) - t)?;
+            zip_values("bce_with_logits", &gw, &d, |g, d| g * d)?
+        };
+        let dt = zip_values("bce_with_logits", &gw, &x, |g, x| -g * x)?;
+        let mut grads = vec![Some(dx), Some(dt)];
+        if w.is_some() {
+            grads.push(Some(zip_values("bce_with_logits", g, &raw, |g, l| g * l)?));
+        }
+        Ok(grads)
+    })
+}
+
+/// Cross-entropy of `logits [N, C]` against integer class ids `labels [N]` (given as floats):
+/// `−log_softmax(logits)[label]` per row.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    if logits.rank() != 2 || labels.dims() != [logits.dims()[0]] {
+        return Err(Error::shape("cross_entropy", "logits [N, C] and labels [N]", (logits.shape(), labels.shape())));
+    }
+    let (n, c) = (logits.dims()[0], logits.dims()[1]);
+    let classes: Vec<usize> = labels.with_values(|v| {
+        v.iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                if l.fract() == 0.0 && l >= 0.0 && (l as usize) < c {
+                    Ok(l as usize)
+                } else {
+                    Err(Error::op("cross_entropy", format!("label {l} at row {i} is not a class id in 0..{c}")))
+                }
+            })
+            .collect::<Result<_>>()
+    })?;
+    let logp = logits.with_values(|v| log_softmax_values(v, n, c, 1));
+    let losses: Vec<f32> = classes.iter().enumerate().map(|(i, &k)| -logp[i * c + k]).collect();
+    let out = Tensor::from_vec(losses, [n])?;
+    record("cross_entropy", out, &[logits], move |g| {
+        // d/dlogits = g_row · (softmax − onehot)
+        let gv = g.to_vec();
+        let mut dx: Vec<f32> = logp.iter().map(|l| l.exp()).collect();
+        for (i, &k) in classes.iter().enumerate() {
+            dx[i * c + k] -= 1.0;
+            dx[i * c..(i + 1) * c].iter_mut().for_each(|d| *d *= gv[i]);
+        }
+        Ok(vec![Some(Tensor::from_vec(dx, [n, c])?)])
+    })
+}
+
+/// `|a − b|` per element (gradient sign(a − b), 0 at equality).
+pub fn l1_loss(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let d = super::sub(a, b)?;
+    super::abs(&d)
+}
+
+/// Huber-style smooth L1 (PyTorch): `0.5·d²/β` when |d| < β, else `|d| − 0.5·β`.
+pub fn smooth_l1_loss(a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
+    if !(beta > 0.0) {
+        return Err(Error::op("smooth_l1", format!("beta must be > 0, got {beta}")));
+    }
+    if a.shape() != b.shape() {
+        return Err(Error::shape("smooth_l1", a.shape(), b.shape()));
+    }
+    let out = zip_values("smooth_l1", a, b, move |x, y| {
+        let d = (x - y).abs();
+        if d < beta {
+            0.5 * d * d / beta
+        } else {
+            d - 0.5 * beta
+        }
+    })?;
+    let (a2, b2) = (a.detach(), b.detach());
+    record("smooth_l1", out, &[a, b], move |g| {
+        let slope = zip_values("smooth_l1", &a2, &b2, move |x, y| {
+            let d = x - y;
+            if d.abs() < beta {
+                d / beta
+            } else {
+                d.signum() * (d != 0.0) as u8 as f32
+            }
+        })?;
+        let ga = zip_values("smooth_l1", g, &slope, |g, s| g * s)?;
+        let gb = zip_values("smooth_l1", g, &slope, |g, s| -g * s)?;
+        Ok(vec![Some(ga), Some(gb)])
+    })
+}

@@ -1,0 +1,184 @@
+//! Pooling over `[N, C, H, W]`: max (padding acts as −∞, as PyTorch), average (padding counts as
+//! zeros in the divisor: PyTorch's default `count_include_pad=True`), global average, and ×2
+//! nearest upsampling (YOLOX's PAFPN).
+
+use rayon::prelude::*;
+
+use crate::autograd::record;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+struct PoolGeom {
+    planes: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+fn geom(op: &str, x: &Tensor, p: &Pool2dParams) -> Result<PoolGeom> {
+    if x.rank() != 4 {
+        return Err(Error::shape(op, "x [N, C, H, W]", x.shape()));
+    }
+    if p.kernel == 0 || p.stride == 0 || p.padding * 2 > p.kernel {
+        return Err(Error::op(op, format!("bad parameters {p:?} (need kernel, stride >= 1 and padding <= kernel/2)")));
+    }
+    let (h, w) = (x.dims()[2], x.dims()[3]);
+    if h + 2 * p.padding < p.kernel || w + 2 * p.padding < p.kernel {
+        return Err(Error::op(op, format!("kernel {} larger than padded input of x {}", p.kernel, x.shape())));
+    }
+    Ok(PoolGeom {
+        planes: x.dims()[0] * x.dims()[1],
+        h,
+        w,
+        ho: (h + 2 * p.padding - p.kernel) / p.stride + 1,
+        wo: (w + 2 * p.padding - p.kernel) / p.stride + 1,
+    })
+}
+
+/// Max pooling; the gradient goes to the first maximal element of each window.
+pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
+    let g = geom("max_pool2d", x, &p)?;
+    let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
+    let xv = x.to_vec();
+    let mut y = vec![0f32; g.planes * ho * wo];
+    let mut arg = vec![0u32; g.planes * ho * wo];
+    y.par_chunks_mut((ho * wo).max(1)).zip(arg.par_chunks_mut((ho * wo).max(1))).enumerate().for_each(|(pl, (yp, ap))| {
+        let xp = &xv[pl * h * w..(pl + 1) * h * w];
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut best = f32::NEG_INFINITY;
+                let mut bi = u32::MAX;
+                for ky in 0..p.kernel {
+                    let iy = (oy * p.stride + ky) as isize - p.padding as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..p.kernel {
+                        let ix = (ox * p.stride + kx) as isize - p.padding as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let i = iy as usize * w + ix as usize;
+                        if bi == u32::MAX || xp[i] > best || xp[i].is_nan() && !best.is_nan() {
+                            best = xp[i];
+                            bi = i as u32;
+                        }
+                    }
+                }
+                yp[oy * wo + ox] = best;
+                ap[oy * wo + ox] = bi;
+            }
+        }
+    });
+    let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], ho, wo])?;
+    let in_shape = x.shape().clone();
+    record("max_pool2d", out, &[x], move |dy| {
+        let dyv = dy.to_vec();
+        let mut dx = vec![0f32; in_shape.numel()];
+        dx.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(pl, dxp)| {
+            for j in 0..ho * wo {
+                let o = pl * ho * wo + j;
+                dxp[arg[o] as usize] += dyv[o];
+            }
+        });
+        Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
+    })
+}
+
+/// Average pooling (zeros in the padding count in the divisor k², as PyTorch's default).
+pub fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
+    let g = geom("avg_pool2d", x, &p)?;
+    let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
+    let inv = 1.0 / (p.kernel * p.kernel) as f32;
+    // Visit the in-bounds taps of output (oy, ox).
+    let taps = move |oy: usize, ox: usize, f: &mut dyn FnMut(usize)| {
+        for ky in 0..p.kernel {
+            let iy = (oy * p.stride + ky) as isize - p.padding as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            for kx in 0..p.kernel {
+                let ix = (ox * p.stride + kx) as isize - p.padding as isize;
+                if ix >= 0 && ix < w as isize {
+                    f(iy as usize * w + ix as usize);
+                }
+            }
+        }
+    };
+    let xv = x.to_vec();
+    let mut y = vec![0f32; g.planes * ho * wo];
+    y.par_chunks_mut((ho * wo).max(1)).enumerate().for_each(|(pl, yp)| {
+        let xp = &xv[pl * h * w..(pl + 1) * h * w];
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut s = 0f32;
+                taps(oy, ox, &mut |i| s += xp[i]);
+                yp[oy * wo + ox] = s * inv;
+            }
+        }
+    });
+    let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], ho, wo])?;
+    let in_shape = x.shape().clone();
+    record("avg_pool2d", out, &[x], move |dy| {
+        let dyv = dy.to_vec();
+        let mut dx = vec![0f32; in_shape.numel()];
+        dx.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(pl, dxp)| {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let d = dyv[pl * ho * wo + oy * wo + ox] * inv;
+                    taps(oy, ox, &mut |i| dxp[i] += d);
+                }
+            }
+        });
+        Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
+    })
+}
+
+/// Mean over H and W: `[N, C, H, W] -> [N, C, 1, 1]`.
+pub fn global_avg_pool2d(x: &Tensor) -> Result<Tensor> {
+    if x.rank() != 4 {
+        return Err(Error::shape("global_avg_pool2d", "x [N, C, H, W]", x.shape()));
+    }
+    super::mean(x, &[2, 3], true)
+}
+
+/// Nearest-neighbour ×2 upsampling: `[N, C, H, W] -> [N, C, 2H, 2W]`.
+pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    if x.rank() != 4 {
+        return Err(Error::shape("upsample2x", "x [N, C, H, W]", x.shape()));
+    }
+    let (planes, h, w) = (x.dims()[0] * x.dims()[1], x.dims()[2], x.dims()[3]);
+    let xv = x.to_vec();
+    let mut y = vec![0f32; planes * 4 * h * w];
+    y.par_chunks_mut((4 * h * w).max(1)).enumerate().for_each(|(pl, yp)| {
+        let xp = &xv[pl * h * w..(pl + 1) * h * w];
+        for oy in 0..2 * h {
+            for ox in 0..2 * w {
+                yp[oy * 2 * w + ox] = xp[(oy / 2) * w + ox / 2];
+            }
+        }
+    });
+    let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], 2 * h, 2 * w])?;
+    let in_shape = x.shape().clone();
+    record("upsample2x", out, &[x], move |dy| {
+        let dyv = dy.to_vec();
+        let mut dx = vec![0f32; in_shape.numel()];
+        dx.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(pl, dxp)| {
+            let dp = &dyv[pl * 4 * h * w..(pl + 1) * 4 * h * w];
+            for oy in 0..2 * h {
+                for ox in 0..2 * w {
+                    dxp[(oy / 2) * w + ox / 2] += dp[oy * 2 * w + ox];
+                }
+            }
+        });
+        Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
+    })
+}

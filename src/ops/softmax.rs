@@ -1,0 +1,68 @@
+//! softmax and log_softmax along an axis (max-subtracted, so large logits do not overflow).
+
+use super::split_at_axis;
+use crate::autograd::record;
+use crate::tensor::Tensor;
+use crate::Result;
+
+/// `log_softmax` values of a contiguous `[outer, len, inner]` block.
+pub(crate) fn log_softmax_values(v: &[f32], outer: usize, len: usize, inner: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    for o in 0..outer {
+        for j in 0..inner {
+            let at = |i: usize| (o * len + i) * inner + j;
+            let m = (0..len).map(|i| v[at(i)]).fold(f32::NEG_INFINITY, f32::max);
+            let lse = m + (0..len).map(|i| ((v[at(i)] - m) as f64).exp()).sum::<f64>().ln() as f32;
+            for i in 0..len {
+                out[at(i)] = v[at(i)] - lse;
+            }
+        }
+    }
+    out
+}
+
+pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
+    let a = x.shape().axis("log_softmax", axis)?;
+    let (outer, len, inner) = split_at_axis(x.dims(), a);
+    let y = x.with_values(|v| log_softmax_values(v, outer, len, inner));
+    let out = Tensor::from_vec(y, x.shape().clone())?;
+    let saved = out.detach();
+    record("log_softmax", out, &[x], move |g| {
+        // dx = g − softmax · Σ g
+        let (gv, yv) = (g.to_vec(), saved.to_vec());
+        let mut dx = vec![0f32; gv.len()];
+        for o in 0..outer {
+            for j in 0..inner {
+                let at = |i: usize| (o * len + i) * inner + j;
+                let s: f32 = (0..len).map(|i| gv[at(i)]).sum();
+                for i in 0..len {
+                    dx[at(i)] = gv[at(i)] - yv[at(i)].exp() * s;
+                }
+            }
+        }
+        Ok(vec![Some(Tensor::from_vec(dx, saved.shape().clone())?)])
+    })
+}
+
+pub fn softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
+    let a = x.shape().axis("softmax", axis)?;
+    let (outer, len, inner) = split_at_axis(x.dims(), a);
+    let y: Vec<f32> = x.with_values(|v| log_softmax_values(v, outer, len, inner)).into_iter().map(f32::exp).collect();
+    let out = Tensor::from_vec(y, x.shape().clone())?;
+    let saved = out.detach();
+    record("softmax", out, &[x], move |g| {
+        // dx = y · (g − Σ g·y)
+        let (gv, yv) = (g.to_vec(), saved.to_vec());
+        let mut dx = vec![0f32; gv.len()];
+        for o in 0..outer {
+            for j in 0..inner {
+                let at = |i: usize| (o * len + i) * inner + j;
+                let s: f32 = (0..len).map(|i| gv[at(i)] * yv[at(i)]).sum();
+                for i in 0..len {
+                    dx[at(i)] = yv[at(i)] * (gv[at(i)] - s);
+                }
+            }
+        }
+        Ok(vec![Some(Tensor::from_vec(dx, saved.shape().clone())?)])
+    })
+}

@@ -72,7 +72,9 @@ pub fn backward(root: &Tensor) -> Result<()> {
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(root.id(), Tensor::ones(root.shape().clone()));
     for (t, node) in order.iter().rev() {
-        let Some(g) = grads.remove(&t.id()) else { continue };
+        let Some(g) = grads.remove(&t.id()) else {
+            continue;
+        };
         match node {
             Some(node) => {
                 let input_grads = (node.backward)(&g)?;

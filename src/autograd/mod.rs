@@ -84,7 +84,9 @@ pub fn anomaly_mode() -> bool {
 
 pub(crate) fn check_finite(op: &str, t: &Tensor, phase: &str) -> Result<()> {
     let bad = t.with_values(|v| {
-        v.iter().find(|x| !x.is_finite()).map(|x| if x.is_nan() { "NaN" } else { "Inf" })
+        v.iter()
+            .find(|x| !x.is_finite())
+            .map(|x| if x.is_nan() { "NaN" } else { "Inf" })
     });
     match bad {
         Some(what) => Err(Error::Anomaly {

@@ -16,6 +16,14 @@ pub struct RunArgs {
 
 impl RunCommand {
     pub fn execute(self) -> anyhow::Result<()> {
-        anyhow::bail!("not implemented yet")
+        match self {
+            RunCommand::Run(args) => {
+                let run = ssod::script::run_script_file(&args.script)?;
+                if !run.value.is_unit() {
+                    println!("{}", run.value);
+                }
+                Ok(())
+            }
+        }
     }
 }

@@ -7,7 +7,12 @@ use crate::tensor::{Shape, StridedIter, Tensor};
 use crate::Result;
 
 /// `f(a, b)` over the broadcast of the two shapes.
-fn broadcast_values(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
+fn broadcast_values(
+    op: &str,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<Tensor> {
     if a.shape() == b.shape() {
         return zip_values(op, a, b, f);
     }
@@ -22,8 +27,12 @@ fn broadcast_values(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f3
                 let s = va[0];
                 return vb.iter().map(|&y| f(s, y)).collect();
             }
-            let sa = a.shape().broadcast_strides(&a.shape().contiguous_strides(), &out_shape);
-            let sb = b.shape().broadcast_strides(&b.shape().contiguous_strides(), &out_shape);
+            let sa = a
+                .shape()
+                .broadcast_strides(&a.shape().contiguous_strides(), &out_shape);
+            let sb = b
+                .shape()
+                .broadcast_strides(&b.shape().contiguous_strides(), &out_shape);
             StridedIter::with(out_shape.dims(), &sa, 0)
                 .zip(StridedIter::with(out_shape.dims(), &sb, 0))
                 .map(|(i, j)| f(va[i], vb[j]))
@@ -36,7 +45,12 @@ fn broadcast_values(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f3
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = broadcast_values("add", a, b, |x, y| x + y)?;
     let (sa, sb) = (a.shape().clone(), b.shape().clone());
-    record("add", out, &[a, b], move |g| Ok(vec![Some(sum_to_shape(g, &sa)?), Some(sum_to_shape(g, &sb)?)]))
+    record("add", out, &[a, b], move |g| {
+        Ok(vec![
+            Some(sum_to_shape(g, &sa)?),
+            Some(sum_to_shape(g, &sb)?),
+        ])
+    })
 }
 
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -65,7 +79,10 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let ga = sum_to_shape(&broadcast_values("div", g, &b2, |g, y| g / y)?, a2.shape())?;
         // d(a/b)/db = -a / b²
         let a_over_b2 = broadcast_values("div", &a2, &b2, |x, y| x / (y * y))?;
-        let gb = sum_to_shape(&broadcast_values("div", g, &a_over_b2, |g, q| -g * q)?, b2.shape())?;
+        let gb = sum_to_shape(
+            &broadcast_values("div", g, &a_over_b2, |g, q| -g * q)?,
+            b2.shape(),
+        )?;
         Ok(vec![Some(ga), Some(gb)])
     })
 }
@@ -80,13 +97,26 @@ pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     select_binary("minimum", a, b, |x, y| x <= y)
 }
 
-fn select_binary(op: &'static str, a: &Tensor, b: &Tensor, take_a: fn(f32, f32) -> bool) -> Result<Tensor> {
+fn select_binary(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    take_a: fn(f32, f32) -> bool,
+) -> Result<Tensor> {
     let out = broadcast_values(op, a, b, move |x, y| if take_a(x, y) { x } else { y })?;
     let (a2, b2) = (a.detach(), b.detach());
     record(op, out, &[a, b], move |g| {
-        let mask_a = broadcast_values(op, &a2, &b2, move |x, y| if take_a(x, y) { 1.0 } else { 0.0 })?;
+        let mask_a = broadcast_values(
+            op,
+            &a2,
+            &b2,
+            move |x, y| if take_a(x, y) { 1.0 } else { 0.0 },
+        )?;
         let ga = zip_values(op, g, &mask_a, |g, m| g * m)?;
         let gb = zip_values(op, g, &mask_a, |g, m| g * (1.0 - m))?;
-        Ok(vec![Some(sum_to_shape(&ga, a2.shape())?), Some(sum_to_shape(&gb, b2.shape())?)])
+        Ok(vec![
+            Some(sum_to_shape(&ga, a2.shape())?),
+            Some(sum_to_shape(&gb, b2.shape())?),
+        ])
     })
 }

@@ -16,14 +16,22 @@ pub struct Conv2dParams {
 
 impl Default for Conv2dParams {
     fn default() -> Self {
-        Conv2dParams { stride: 1, padding: 0, groups: 1 }
+        Conv2dParams {
+            stride: 1,
+            padding: 0,
+            groups: 1,
+        }
     }
 }
 
 fn geometry(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Conv2dGeometry> {
     let bad = |msg: String| Error::op("conv2d", msg);
     if x.rank() != 4 || w.rank() != 4 {
-        return Err(Error::shape("conv2d", "x [N,C,H,W] and w [K,C/groups,kh,kw]", (x.shape(), w.shape())));
+        return Err(Error::shape(
+            "conv2d",
+            "x [N,C,H,W] and w [K,C/groups,kh,kw]",
+            (x.shape(), w.shape()),
+        ));
     }
     if p.stride == 0 || p.groups == 0 {
         return Err(bad(format!("stride and groups must be >= 1, got {p:?}")));
@@ -33,7 +41,12 @@ fn geometry(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Conv2dGeometry> 
     if c % p.groups != 0 || k % p.groups != 0 || cg * p.groups != c {
         return Err(Error::ShapeMismatch {
             op: "conv2d".into(),
-            expected: format!("w [K, {}/{} = {}, kh, kw] with K divisible by groups", c, p.groups, c / p.groups.max(1)),
+            expected: format!(
+                "w [K, {}/{} = {}, kh, kw] with K divisible by groups",
+                c,
+                p.groups,
+                c / p.groups.max(1)
+            ),
             got: format!("w {} for x {} (groups {})", w.shape(), x.shape(), p.groups),
         });
     }
@@ -108,7 +121,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
                 for (i, chunk) in dyv.chunks(plane).enumerate() {
                     db[i % g.out_channels] += chunk.iter().map(|&v| v as f64).sum::<f64>();
                 }
-                grads.push(Some(Tensor::from_vec(db.into_iter().map(|v| v as f32).collect(), [g.out_channels])?));
+                grads.push(Some(Tensor::from_vec(
+                    db.into_iter().map(|v| v as f32).collect(),
+                    [g.out_channels],
+                )?));
             }
             Ok(grads)
         })

@@ -16,7 +16,9 @@ fn unary_from_input(
 ) -> Result<Tensor> {
     let y = map_values(x, f);
     let saved = x.detach();
-    record(op, y, &[x], move |g| Ok(vec![Some(zip_values(op, g, &saved, |g, x| g * dfdx(x))?)]))
+    record(op, y, &[x], move |g| {
+        Ok(vec![Some(zip_values(op, g, &saved, |g, x| g * dfdx(x))?)])
+    })
 }
 
 fn unary_from_output(
@@ -27,7 +29,9 @@ fn unary_from_output(
 ) -> Result<Tensor> {
     let y = map_values(x, f);
     let saved = y.detach();
-    record(op, y, &[x], move |g| Ok(vec![Some(zip_values(op, g, &saved, |g, y| g * dfdy(y))?)]))
+    record(op, y, &[x], move |g| {
+        Ok(vec![Some(zip_values(op, g, &saved, |g, y| g * dfdy(y))?)])
+    })
 }
 
 /// Logistic sigmoid, stable for large |x|.
@@ -65,7 +69,12 @@ pub fn abs(x: &Tensor) -> Result<Tensor> {
     })
 }
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    unary_from_input("relu", x, |v| v.max(0.0), |x| if x > 0.0 { 1.0 } else { 0.0 })
+    unary_from_input(
+        "relu",
+        x,
+        |v| v.max(0.0),
+        |x| if x > 0.0 { 1.0 } else { 0.0 },
+    )
 }
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     unary_from_output("sigmoid", x, sigmoid_f32, |y| y * (1.0 - y))
@@ -89,9 +98,17 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 /// `min <= x <= max`, as PyTorch's clamp.
 pub fn clamp(x: &Tensor, min: f32, max: f32) -> Result<Tensor> {
     if min.is_nan() || max.is_nan() || min > max {
-        return Err(Error::op("clamp", format!("bad bounds min={min} max={max}")));
+        return Err(Error::op(
+            "clamp",
+            format!("bad bounds min={min} max={max}"),
+        ));
     }
-    unary_from_input("clamp", x, move |v| v.clamp(min, max), move |x| if x >= min && x <= max { 1.0 } else { 0.0 })
+    unary_from_input(
+        "clamp",
+        x,
+        move |v| v.clamp(min, max),
+        move |x| if x >= min && x <= max { 1.0 } else { 0.0 },
+    )
 }
 /// `x^p` for a scalar exponent.
 pub fn pow_scalar(x: &Tensor, p: f32) -> Result<Tensor> {

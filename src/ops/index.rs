@@ -12,7 +12,10 @@ fn to_indices(op: &str, idx: &Tensor, bound: usize) -> Result<Vec<usize>> {
             .enumerate()
             .map(|(k, &f)| {
                 if f.fract() != 0.0 || f < 0.0 || f >= bound as f32 || !f.is_finite() {
-                    Err(Error::op(op, format!("index {f} at position {k} is not an integer in 0..{bound}")))
+                    Err(Error::op(
+                        op,
+                        format!("index {f} at position {k} is not an integer in 0..{bound}"),
+                    ))
                 } else {
                     Ok(f as usize)
                 }
@@ -66,7 +69,14 @@ pub fn index_select(x: &Tensor, axis: isize, indices: &Tensor) -> Result<Tensor>
 pub fn gather(x: &Tensor, axis: isize, index: &Tensor) -> Result<Tensor> {
     let a = x.shape().axis("gather", axis)?;
     let same_rank = index.rank() == x.rank();
-    if !same_rank || index.dims().iter().zip(x.dims()).enumerate().any(|(i, (p, q))| i != a && p != q) {
+    if !same_rank
+        || index
+            .dims()
+            .iter()
+            .zip(x.dims())
+            .enumerate()
+            .any(|(i, (p, q))| i != a && p != q)
+    {
         return Err(Error::ShapeMismatch {
             op: "gather".into(),
             expected: format!("an index shaped like {} except along axis {a}", x.shape()),

@@ -8,16 +8,30 @@ use crate::{Error, Result};
 
 /// Binary cross-entropy on logits, `max(x,0) − x·t + log(1 + e^{−|x|})` (stable for |x| ~ 300),
 /// times `weight` when given. Gradients: x → (σ(x) − t)·w, t → −x·w, w → the unweighted loss.
-pub fn bce_with_logits(logits: &Tensor, target: &Tensor, weight: Option<&Tensor>) -> Result<Tensor> {
+pub fn bce_with_logits(
+    logits: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<Tensor> {
     if logits.shape() != target.shape() {
-        return Err(Error::shape("bce_with_logits (target)", logits.shape(), target.shape()));
+        return Err(Error::shape(
+            "bce_with_logits (target)",
+            logits.shape(),
+            target.shape(),
+        ));
     }
     if let Some(w) = weight {
         if w.shape() != logits.shape() {
-            return Err(Error::shape("bce_with_logits (weight)", logits.shape(), w.shape()));
+            return Err(Error::shape(
+                "bce_with_logits (weight)",
+                logits.shape(),
+                w.shape(),
+            ));
         }
     }
-    let raw = zip_values("bce_with_logits", logits, target, |x, t| x.max(0.0) - x * t + (-x.abs()).exp().ln_1p())?;
+    let raw = zip_values("bce_with_logits", logits, target, |x, t| {
+        x.max(0.0) - x * t + (-x.abs()).exp().ln_1p()
+    })?;
     let out = match weight {
         Some(w) => zip_values("bce_with_logits", &raw, w, |l, w| l * w)?,
         None => raw.clone(),
@@ -50,7 +64,11 @@ pub fn bce_with_logits(logits: &Tensor, target: &Tensor, weight: Option<&Tensor>
 /// `−log_softmax(logits)[label]` per row.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     if logits.rank() != 2 || labels.dims() != [logits.dims()[0]] {
-        return Err(Error::shape("cross_entropy", "logits [N, C] and labels [N]", (logits.shape(), labels.shape())));
+        return Err(Error::shape(
+            "cross_entropy",
+            "logits [N, C] and labels [N]",
+            (logits.shape(), labels.shape()),
+        ));
     }
     let (n, c) = (logits.dims()[0], logits.dims()[1]);
     let classes: Vec<usize> = labels.with_values(|v| {
@@ -60,13 +78,20 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
                 if l.fract() == 0.0 && l >= 0.0 && (l as usize) < c {
                     Ok(l as usize)
                 } else {
-                    Err(Error::op("cross_entropy", format!("label {l} at row {i} is not a class id in 0..{c}")))
+                    Err(Error::op(
+                        "cross_entropy",
+                        format!("label {l} at row {i} is not a class id in 0..{c}"),
+                    ))
                 }
             })
             .collect::<Result<_>>()
     })?;
     let logp = logits.with_values(|v| log_softmax_values(v, n, c, 1));
-    let losses: Vec<f32> = classes.iter().enumerate().map(|(i, &k)| -logp[i * c + k]).collect();
+    let losses: Vec<f32> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| -logp[i * c + k])
+        .collect();
     let out = Tensor::from_vec(losses, [n])?;
     record("cross_entropy", out, &[logits], move |g| {
         // d/dlogits = g_row · (softmax − onehot)
@@ -89,7 +114,10 @@ pub fn l1_loss(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Huber-style smooth L1 (PyTorch): `0.5·d²/β` when |d| < β, else `|d| − 0.5·β`.
 pub fn smooth_l1_loss(a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
     if !(beta > 0.0) {
-        return Err(Error::op("smooth_l1", format!("beta must be > 0, got {beta}")));
+        return Err(Error::op(
+            "smooth_l1",
+            format!("beta must be > 0, got {beta}"),
+        ));
     }
     if a.shape() != b.shape() {
         return Err(Error::shape("smooth_l1", a.shape(), b.shape()));

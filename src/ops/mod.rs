@@ -21,8 +21,8 @@ pub use batch_norm::{batch_norm2d, BatchNormParams};
 pub use binary::{add, div, maximum, minimum, mul, sub};
 pub use conv2d::{conv2d, Conv2dParams};
 pub use elementwise::{
-    abs, add_scalar, clamp, div_scalar, exp, log, mul_scalar, neg, pow_scalar, rdiv_scalar, relu, rsub_scalar,
-    sigmoid, silu, sqrt, sub_scalar, tanh,
+    abs, add_scalar, clamp, div_scalar, exp, log, mul_scalar, neg, pow_scalar, rdiv_scalar, relu,
+    rsub_scalar, sigmoid, silu, sqrt, sub_scalar, tanh,
 };
 pub use index::{gather, index_select};
 pub use loss::{bce_with_logits, cross_entropy, l1_loss, smooth_l1_loss};
@@ -30,8 +30,8 @@ pub use matmul::{linear, matmul};
 pub use pool::{avg_pool2d, global_avg_pool2d, max_pool2d, upsample_nearest2x, Pool2dParams};
 pub use reduce::{max_axis, mean, mean_all, sum, sum_all, sum_to_shape};
 pub use shape::{
-    broadcast_to, cat, contiguous, flatten, infer_shape, narrow, permute, reshape, slice_step, split, squeeze, transpose,
-    unsqueeze,
+    broadcast_to, cat, contiguous, flatten, infer_shape, narrow, permute, reshape, slice_step,
+    split, squeeze, transpose, unsqueeze,
 };
 pub use similarity::cosine_similarity;
 pub use softmax::{log_softmax, softmax};
@@ -57,14 +57,22 @@ pub(crate) fn map_values(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
 }
 
 /// A fresh contiguous tensor with `f(a, b)` over two tensors of the same shape.
-pub(crate) fn zip_values(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
+pub(crate) fn zip_values(
+    op: &str,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<Tensor> {
     if a.shape() != b.shape() {
         return Err(crate::Error::shape(op, a.shape(), b.shape()));
     }
     let out = a.with_values(|va| {
         b.with_values(|vb| {
             if va.len() >= PAR_MIN_LEN {
-                va.par_iter().zip(vb.par_iter()).map(|(&x, &y)| f(x, y)).collect::<Vec<f32>>()
+                va.par_iter()
+                    .zip(vb.par_iter())
+                    .map(|(&x, &y)| f(x, y))
+                    .collect::<Vec<f32>>()
             } else {
                 va.iter().zip(vb.iter()).map(|(&x, &y)| f(x, y)).collect()
             }

@@ -28,11 +28,21 @@ fn geom(op: &str, x: &Tensor, p: &Pool2dParams) -> Result<PoolGeom> {
         return Err(Error::shape(op, "x [N, C, H, W]", x.shape()));
     }
     if p.kernel == 0 || p.stride == 0 || p.padding * 2 > p.kernel {
-        return Err(Error::op(op, format!("bad parameters {p:?} (need kernel, stride >= 1 and padding <= kernel/2)")));
+        return Err(Error::op(
+            op,
+            format!("bad parameters {p:?} (need kernel, stride >= 1 and padding <= kernel/2)"),
+        ));
     }
     let (h, w) = (x.dims()[2], x.dims()[3]);
     if h + 2 * p.padding < p.kernel || w + 2 * p.padding < p.kernel {
-        return Err(Error::op(op, format!("kernel {} larger than padded input of x {}", p.kernel, x.shape())));
+        return Err(Error::op(
+            op,
+            format!(
+                "kernel {} larger than padded input of x {}",
+                p.kernel,
+                x.shape()
+            ),
+        ));
     }
     Ok(PoolGeom {
         planes: x.dims()[0] * x.dims()[1],
@@ -50,45 +60,50 @@ pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
     let xv = x.to_vec();
     let mut y = vec![0f32; g.planes * ho * wo];
     let mut arg = vec![0u32; g.planes * ho * wo];
-    y.par_chunks_mut((ho * wo).max(1)).zip(arg.par_chunks_mut((ho * wo).max(1))).enumerate().for_each(|(pl, (yp, ap))| {
-        let xp = &xv[pl * h * w..(pl + 1) * h * w];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let mut best = f32::NEG_INFINITY;
-                let mut bi = u32::MAX;
-                for ky in 0..p.kernel {
-                    let iy = (oy * p.stride + ky) as isize - p.padding as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..p.kernel {
-                        let ix = (ox * p.stride + kx) as isize - p.padding as isize;
-                        if ix < 0 || ix >= w as isize {
+    y.par_chunks_mut((ho * wo).max(1))
+        .zip(arg.par_chunks_mut((ho * wo).max(1)))
+        .enumerate()
+        .for_each(|(pl, (yp, ap))| {
+            let xp = &xv[pl * h * w..(pl + 1) * h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut best = f32::NEG_INFINITY;
+                    let mut bi = u32::MAX;
+                    for ky in 0..p.kernel {
+                        let iy = (oy * p.stride + ky) as isize - p.padding as isize;
+                        if iy < 0 || iy >= h as isize {
                             continue;
                         }
-                        let i = iy as usize * w + ix as usize;
-                        if bi == u32::MAX || xp[i] > best || xp[i].is_nan() && !best.is_nan() {
-                            best = xp[i];
-                            bi = i as u32;
+                        for kx in 0..p.kernel {
+                            let ix = (ox * p.stride + kx) as isize - p.padding as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let i = iy as usize * w + ix as usize;
+                            if bi == u32::MAX || xp[i] > best || xp[i].is_nan() && !best.is_nan() {
+                                best = xp[i];
+                                bi = i as u32;
+                            }
                         }
                     }
+                    yp[oy * wo + ox] = best;
+                    ap[oy * wo + ox] = bi;
                 }
-                yp[oy * wo + ox] = best;
-                ap[oy * wo + ox] = bi;
             }
-        }
-    });
+        });
     let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], ho, wo])?;
     let in_shape = x.shape().clone();
     record("max_pool2d", out, &[x], move |dy| {
         let dyv = dy.to_vec();
         let mut dx = vec![0f32; in_shape.numel()];
-        dx.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(pl, dxp)| {
-            for j in 0..ho * wo {
-                let o = pl * ho * wo + j;
-                dxp[arg[o] as usize] += dyv[o];
-            }
-        });
+        dx.par_chunks_mut((h * w).max(1))
+            .enumerate()
+            .for_each(|(pl, dxp)| {
+                for j in 0..ho * wo {
+                    let o = pl * ho * wo + j;
+                    dxp[arg[o] as usize] += dyv[o];
+                }
+            });
         Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
     })
 }
@@ -115,29 +130,33 @@ pub fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
     };
     let xv = x.to_vec();
     let mut y = vec![0f32; g.planes * ho * wo];
-    y.par_chunks_mut((ho * wo).max(1)).enumerate().for_each(|(pl, yp)| {
-        let xp = &xv[pl * h * w..(pl + 1) * h * w];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let mut s = 0f32;
-                taps(oy, ox, &mut |i| s += xp[i]);
-                yp[oy * wo + ox] = s * inv;
+    y.par_chunks_mut((ho * wo).max(1))
+        .enumerate()
+        .for_each(|(pl, yp)| {
+            let xp = &xv[pl * h * w..(pl + 1) * h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut s = 0f32;
+                    taps(oy, ox, &mut |i| s += xp[i]);
+                    yp[oy * wo + ox] = s * inv;
+                }
             }
-        }
-    });
+        });
     let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], ho, wo])?;
     let in_shape = x.shape().clone();
     record("avg_pool2d", out, &[x], move |dy| {
         let dyv = dy.to_vec();
         let mut dx = vec![0f32; in_shape.numel()];
-        dx.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(pl, dxp)| {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let d = dyv[pl * ho * wo + oy * wo + ox] * inv;
-                    taps(oy, ox, &mut |i| dxp[i] += d);
+        dx.par_chunks_mut((h * w).max(1))
+            .enumerate()
+            .for_each(|(pl, dxp)| {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let d = dyv[pl * ho * wo + oy * wo + ox] * inv;
+                        taps(oy, ox, &mut |i| dxp[i] += d);
+                    }
                 }
-            }
-        });
+            });
         Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
     })
 }
@@ -145,7 +164,11 @@ pub fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
 /// Mean over H and W: `[N, C, H, W] -> [N, C, 1, 1]`.
 pub fn global_avg_pool2d(x: &Tensor) -> Result<Tensor> {
     if x.rank() != 4 {
-        return Err(Error::shape("global_avg_pool2d", "x [N, C, H, W]", x.shape()));
+        return Err(Error::shape(
+            "global_avg_pool2d",
+            "x [N, C, H, W]",
+            x.shape(),
+        ));
     }
     super::mean(x, &[2, 3], true)
 }
@@ -158,27 +181,31 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (planes, h, w) = (x.dims()[0] * x.dims()[1], x.dims()[2], x.dims()[3]);
     let xv = x.to_vec();
     let mut y = vec![0f32; planes * 4 * h * w];
-    y.par_chunks_mut((4 * h * w).max(1)).enumerate().for_each(|(pl, yp)| {
-        let xp = &xv[pl * h * w..(pl + 1) * h * w];
-        for oy in 0..2 * h {
-            for ox in 0..2 * w {
-                yp[oy * 2 * w + ox] = xp[(oy / 2) * w + ox / 2];
+    y.par_chunks_mut((4 * h * w).max(1))
+        .enumerate()
+        .for_each(|(pl, yp)| {
+            let xp = &xv[pl * h * w..(pl + 1) * h * w];
+            for oy in 0..2 * h {
+                for ox in 0..2 * w {
+                    yp[oy * 2 * w + ox] = xp[(oy / 2) * w + ox / 2];
+                }
             }
-        }
-    });
+        });
     let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], 2 * h, 2 * w])?;
     let in_shape = x.shape().clone();
     record("upsample2x", out, &[x], move |dy| {
         let dyv = dy.to_vec();
         let mut dx = vec![0f32; in_shape.numel()];
-        dx.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(pl, dxp)| {
-            let dp = &dyv[pl * 4 * h * w..(pl + 1) * 4 * h * w];
-            for oy in 0..2 * h {
-                for ox in 0..2 * w {
-                    dxp[(oy / 2) * w + ox / 2] += dp[oy * 2 * w + ox];
+        dx.par_chunks_mut((h * w).max(1))
+            .enumerate()
+            .for_each(|(pl, dxp)| {
+                let dp = &dyv[pl * 4 * h * w..(pl + 1) * 4 * h * w];
+                for oy in 0..2 * h {
+                    for ox in 0..2 * w {
+                        dxp[(oy / 2) * w + ox / 2] += dp[oy * 2 * w + ox];
+                    }
                 }
-            }
-        });
+            });
         Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
     })
 }

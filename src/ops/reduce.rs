@@ -22,18 +22,30 @@ fn resolve_axes(op: &str, shape: &Shape, axes: &[isize]) -> Result<Vec<bool>> {
 /// reduced axes with size 1.
 pub fn sum(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
     let reduce = resolve_axes("sum", x.shape(), axes)?;
-    let kept: Vec<usize> = x.dims().iter().zip(&reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let kept: Vec<usize> = x
+        .dims()
+        .iter()
+        .zip(&reduce)
+        .map(|(&d, &r)| if r { 1 } else { d })
+        .collect();
     let values = sum_values_keepdim(x, &kept);
     let out_dims: Vec<usize> = if keepdim {
         kept.clone()
     } else {
-        x.dims().iter().zip(&reduce).filter(|(_, &r)| !r).map(|(&d, _)| d).collect()
+        x.dims()
+            .iter()
+            .zip(&reduce)
+            .filter(|(_, &r)| !r)
+            .map(|(&d, _)| d)
+            .collect()
     };
     let out = Tensor::from_vec(values, out_dims)?;
     let in_shape = x.shape().clone();
     record("sum", out, &[x], move |g| {
         let g = g.reshape(kept.clone())?;
-        Ok(vec![Some(super::broadcast_to(&g, &in_shape)?.contiguous()?)])
+        Ok(vec![Some(
+            super::broadcast_to(&g, &in_shape)?.contiguous()?,
+        )])
     })
 }
 
@@ -52,7 +64,13 @@ fn sum_values_keepdim(x: &Tensor, kept: &[usize]) -> Vec<f32> {
 
 pub fn mean(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
     let reduce = resolve_axes("mean", x.shape(), axes)?;
-    let count: usize = x.dims().iter().zip(&reduce).filter(|(_, &r)| r).map(|(&d, _)| d).product();
+    let count: usize = x
+        .dims()
+        .iter()
+        .zip(&reduce)
+        .filter(|(_, &r)| r)
+        .map(|(&d, _)| d)
+        .product();
     let s = sum(x, axes, keepdim)?;
     super::div_scalar(&s, count.max(1) as f32)
 }
@@ -81,7 +99,10 @@ pub fn max_axis(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
     let a = x.shape().axis("max", axis)?;
     let (outer, len, inner) = split_at_axis(x.dims(), a);
     if len == 0 {
-        return Err(Error::op("max", format!("max over an empty axis of shape {}", x.shape())));
+        return Err(Error::op(
+            "max",
+            format!("max over an empty axis of shape {}", x.shape()),
+        ));
     }
     let mut values = vec![0f32; outer * inner];
     let mut argmax = vec![0usize; outer * inner];
@@ -145,5 +166,7 @@ pub fn sum_to_shape(g: &Tensor, target: &Shape) -> Result<Tensor> {
     let values = sum_values_keepdim(g, &kept);
     let out = Tensor::from_vec(values, target.clone())?;
     let g_shape = g.shape().clone();
-    record("sum_to_shape", out, &[g], move |gg| Ok(vec![Some(super::broadcast_to(gg, &g_shape)?.contiguous()?)]))
+    record("sum_to_shape", out, &[g], move |gg| {
+        Ok(vec![Some(super::broadcast_to(gg, &g_shape)?.contiguous()?)])
+    })
 }

@@ -17,11 +17,21 @@ pub fn reshape(x: &Tensor, shape: impl Into<Shape>) -> Result<Tensor> {
             got: format!("{shape}"),
         });
     }
-    let base = if x.is_contiguous() { x.clone() } else { contiguous(x)? };
-    let layout = Layout { strides: shape.contiguous_strides(), shape, offset: base.layout().offset };
+    let base = if x.is_contiguous() {
+        x.clone()
+    } else {
+        contiguous(x)?
+    };
+    let layout = Layout {
+        strides: shape.contiguous_strides(),
+        shape,
+        offset: base.layout().offset,
+    };
     let out = base.view_with_layout(layout);
     let in_shape = x.shape().clone();
-    record("reshape", out, &[x], move |g| Ok(vec![Some(reshape(g, in_shape.clone())?)]))
+    record("reshape", out, &[x], move |g| {
+        Ok(vec![Some(reshape(g, in_shape.clone())?)])
+    })
 }
 
 /// Resolve a shape with at most one `-1` against `numel` elements.
@@ -31,10 +41,16 @@ pub fn infer_shape(op: &str, dims: &[i64], numel: usize) -> Result<Shape> {
     for (i, &d) in dims.iter().enumerate() {
         if d == -1 {
             if infer_at.replace(i).is_some() {
-                return Err(Error::op(op, format!("only one -1 allowed in shape {dims:?}")));
+                return Err(Error::op(
+                    op,
+                    format!("only one -1 allowed in shape {dims:?}"),
+                ));
             }
         } else if d < 0 {
-            return Err(Error::op(op, format!("negative dimension in shape {dims:?}")));
+            return Err(Error::op(
+                op,
+                format!("negative dimension in shape {dims:?}"),
+            ));
         } else {
             known *= d as usize;
         }
@@ -42,7 +58,10 @@ pub fn infer_shape(op: &str, dims: &[i64], numel: usize) -> Result<Shape> {
     let mut out: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = infer_at {
         if known == 0 || numel % known != 0 {
-            return Err(Error::op(op, format!("cannot infer -1 in shape {dims:?} for {numel} elements")));
+            return Err(Error::op(
+                op,
+                format!("cannot infer -1 in shape {dims:?} for {numel} elements"),
+            ));
         }
         out[i] = numel / known;
     }
@@ -62,8 +81,18 @@ pub fn contiguous(x: &Tensor) -> Result<Tensor> {
 pub fn permute(x: &Tensor, axes: &[usize]) -> Result<Tensor> {
     let rank = x.rank();
     let mut seen = vec![false; rank];
-    if axes.len() != rank || axes.iter().any(|&a| a >= rank || std::mem::replace(&mut seen[a], true)) {
-        return Err(Error::op("permute", format!("axes {axes:?} are not a permutation of 0..{rank} (shape {})", x.shape())));
+    if axes.len() != rank
+        || axes
+            .iter()
+            .any(|&a| a >= rank || std::mem::replace(&mut seen[a], true))
+    {
+        return Err(Error::op(
+            "permute",
+            format!(
+                "axes {axes:?} are not a permutation of 0..{rank} (shape {})",
+                x.shape()
+            ),
+        ));
     }
     let l = x.layout();
     let layout = Layout {
@@ -76,7 +105,9 @@ pub fn permute(x: &Tensor, axes: &[usize]) -> Result<Tensor> {
     for (i, &a) in axes.iter().enumerate() {
         inverse[a] = i;
     }
-    record("permute", out, &[x], move |g| Ok(vec![Some(permute(g, &inverse)?)]))
+    record("permute", out, &[x], move |g| {
+        Ok(vec![Some(permute(g, &inverse)?)])
+    })
 }
 
 /// Swap two axes.
@@ -89,14 +120,23 @@ pub fn transpose(x: &Tensor, a: isize, b: isize) -> Result<Tensor> {
 }
 
 /// Elements `start, start+step, ...` below `end` along `axis` (Python's `x[..., start:end:step]`).
-pub fn slice_step(x: &Tensor, axis: isize, start: usize, end: usize, step: usize) -> Result<Tensor> {
+pub fn slice_step(
+    x: &Tensor,
+    axis: isize,
+    start: usize,
+    end: usize,
+    step: usize,
+) -> Result<Tensor> {
     let a = x.shape().axis("slice", axis)?;
     let dim = x.dims()[a];
     let end = end.min(dim);
     if step == 0 || start > end {
         return Err(Error::op(
             "slice",
-            format!("bad slice {start}:{end}:{step} on axis {a} of shape {}", x.shape()),
+            format!(
+                "bad slice {start}:{end}:{step} on axis {a} of shape {}",
+                x.shape()
+            ),
         ));
     }
     let len = (end - start).div_ceil(step);
@@ -106,7 +146,11 @@ pub fn slice_step(x: &Tensor, axis: isize, start: usize, end: usize, step: usize
     let mut strides = l.strides.clone();
     strides[a] *= step;
     let offset = l.offset + if len > 0 { start * l.strides[a] } else { 0 };
-    let out = x.view_with_layout(Layout { shape: Shape(dims.clone()), strides, offset });
+    let out = x.view_with_layout(Layout {
+        shape: Shape(dims.clone()),
+        strides,
+        offset,
+    });
     let in_shape = x.shape().clone();
     record("slice", out, &[x], move |g| {
         // Scatter g into zeros at the logical positions the slice read.
@@ -115,7 +159,11 @@ pub fn slice_step(x: &Tensor, axis: isize, start: usize, end: usize, step: usize
         view_strides[a] *= step;
         let mut gx = vec![0f32; in_shape.numel()];
         g.with_values(|gv| {
-            for (&v, i) in gv.iter().zip(StridedIter::with(&dims, &view_strides, start * in_strides[a])) {
+            for (&v, i) in gv.iter().zip(StridedIter::with(
+                &dims,
+                &view_strides,
+                start * in_strides[a],
+            )) {
                 gx[i] += v;
             }
         });
@@ -129,7 +177,11 @@ pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tenso
     if start + len > x.dims()[a] {
         return Err(Error::op(
             "narrow",
-            format!("range {start}..{} exceeds axis {a} of shape {}", start + len, x.shape()),
+            format!(
+                "range {start}..{} exceeds axis {a} of shape {}",
+                start + len,
+                x.shape()
+            ),
         ));
     }
     slice_step(x, a as isize, start, start + len, 1)
@@ -138,7 +190,10 @@ pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tenso
 /// Insert an axis of size 1 at `axis` (0..=rank).
 pub fn unsqueeze(x: &Tensor, axis: usize) -> Result<Tensor> {
     if axis > x.rank() {
-        return Err(Error::op("unsqueeze", format!("axis {axis} out of range for shape {}", x.shape())));
+        return Err(Error::op(
+            "unsqueeze",
+            format!("axis {axis} out of range for shape {}", x.shape()),
+        ));
     }
     let mut dims = x.dims().to_vec();
     dims.insert(axis, 1);
@@ -149,7 +204,10 @@ pub fn unsqueeze(x: &Tensor, axis: usize) -> Result<Tensor> {
 pub fn squeeze(x: &Tensor, axis: isize) -> Result<Tensor> {
     let a = x.shape().axis("squeeze", axis)?;
     if x.dims()[a] != 1 {
-        return Err(Error::op("squeeze", format!("axis {a} of shape {} is not 1", x.shape())));
+        return Err(Error::op(
+            "squeeze",
+            format!("axis {a} of shape {} is not 1", x.shape()),
+        ));
     }
     let mut dims = x.dims().to_vec();
     dims.remove(a);
@@ -159,7 +217,10 @@ pub fn squeeze(x: &Tensor, axis: isize) -> Result<Tensor> {
 /// Merge axes `start..=end` into one.
 pub fn flatten(x: &Tensor, start: usize, end: usize) -> Result<Tensor> {
     if start > end || end >= x.rank().max(1) {
-        return Err(Error::op("flatten", format!("bad axes {start}..={end} for shape {}", x.shape())));
+        return Err(Error::op(
+            "flatten",
+            format!("bad axes {start}..={end} for shape {}", x.shape()),
+        ));
     }
     if x.rank() == 0 {
         return reshape(x, [1]);
@@ -182,18 +243,30 @@ pub fn broadcast_to(x: &Tensor, shape: &Shape) -> Result<Tensor> {
     }
     let l = x.layout();
     let strides = l.shape.broadcast_strides(&l.strides, shape);
-    let out = x.view_with_layout(Layout { shape: shape.clone(), strides, offset: l.offset });
+    let out = x.view_with_layout(Layout {
+        shape: shape.clone(),
+        strides,
+        offset: l.offset,
+    });
     let in_shape = x.shape().clone();
-    record("broadcast_to", out, &[x], move |g| Ok(vec![Some(super::sum_to_shape(g, &in_shape)?)]))
+    record("broadcast_to", out, &[x], move |g| {
+        Ok(vec![Some(super::sum_to_shape(g, &in_shape)?)])
+    })
 }
 
 /// Concatenate along `axis`; every other dimension must agree.
 pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
-    let first = xs.first().ok_or_else(|| Error::op("cat", "needs at least one tensor"))?;
+    let first = xs
+        .first()
+        .ok_or_else(|| Error::op("cat", "needs at least one tensor"))?;
     let a = first.shape().axis("cat", axis)?;
     for x in xs {
         let same = x.rank() == first.rank()
-            && x.dims().iter().zip(first.dims()).enumerate().all(|(i, (p, q))| i == a || p == q);
+            && x.dims()
+                .iter()
+                .zip(first.dims())
+                .enumerate()
+                .all(|(i, (p, q))| i == a || p == q);
         if !same {
             return Err(Error::ShapeMismatch {
                 op: "cat".into(),
@@ -213,7 +286,8 @@ pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
         x.with_values(|v| {
             for o in 0..outer {
                 let dst = (o * total + at) * inner;
-                out[dst..dst + len * inner].copy_from_slice(&v[o * len * inner..(o + 1) * len * inner]);
+                out[dst..dst + len * inner]
+                    .copy_from_slice(&v[o * len * inner..(o + 1) * len * inner]);
             }
         });
         at += len;
@@ -237,7 +311,10 @@ pub fn split(x: &Tensor, sizes: &[usize], axis: isize) -> Result<Vec<Tensor>> {
     if sizes.iter().sum::<usize>() != x.dims()[a] {
         return Err(Error::op(
             "split",
-            format!("sizes {sizes:?} do not add up to axis {a} of shape {}", x.shape()),
+            format!(
+                "sizes {sizes:?} do not add up to axis {a} of shape {}",
+                x.shape()
+            ),
         ));
     }
     let mut at = 0;

@@ -30,7 +30,10 @@ pub fn cosine_similarity(a: &Tensor, b: &Tensor, axis: isize) -> Result<Tensor> 
             stats[o * inner + j] = (dot, na.sqrt().max(EPS), nb.sqrt().max(EPS));
         }
     }
-    let values: Vec<f32> = stats.iter().map(|&(d, na, nb)| (d / (na * nb)) as f32).collect();
+    let values: Vec<f32> = stats
+        .iter()
+        .map(|&(d, na, nb)| (d / (na * nb)) as f32)
+        .collect();
     let mut out_dims = shape.dims().to_vec();
     out_dims.remove(ax);
     let out = Tensor::from_vec(values, out_dims)?;
@@ -56,6 +59,9 @@ pub fn cosine_similarity(a: &Tensor, b: &Tensor, axis: isize) -> Result<Tensor> 
                 }
             }
         }
-        Ok(vec![Some(Tensor::from_vec(ga, shape.clone())?), Some(Tensor::from_vec(gb, shape.clone())?)])
+        Ok(vec![
+            Some(Tensor::from_vec(ga, shape.clone())?),
+            Some(Tensor::from_vec(gb, shape.clone())?),
+        ])
     })
 }

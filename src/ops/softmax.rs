@@ -12,7 +12,11 @@ pub(crate) fn log_softmax_values(v: &[f32], outer: usize, len: usize, inner: usi
         for j in 0..inner {
             let at = |i: usize| (o * len + i) * inner + j;
             let m = (0..len).map(|i| v[at(i)]).fold(f32::NEG_INFINITY, f32::max);
-            let lse = m + (0..len).map(|i| ((v[at(i)] - m) as f64).exp()).sum::<f64>().ln() as f32;
+            let lse = m
+                + (0..len)
+                    .map(|i| ((v[at(i)] - m) as f64).exp())
+                    .sum::<f64>()
+                    .ln() as f32;
             for i in 0..len {
                 out[at(i)] = v[at(i)] - lse;
             }
@@ -47,7 +51,11 @@ pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
 pub fn softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
     let a = x.shape().axis("softmax", axis)?;
     let (outer, len, inner) = split_at_axis(x.dims(), a);
-    let y: Vec<f32> = x.with_values(|v| log_softmax_values(v, outer, len, inner)).into_iter().map(f32::exp).collect();
+    let y: Vec<f32> = x
+        .with_values(|v| log_softmax_values(v, outer, len, inner))
+        .into_iter()
+        .map(f32::exp)
+        .collect();
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let saved = out.detach();
     record("softmax", out, &[x], move |g| {

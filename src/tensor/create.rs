@@ -25,7 +25,10 @@ impl Tensor {
     /// `start, start + step, ...` below `end` (above it for a negative step), as NumPy.
     pub fn arange(start: f32, end: f32, step: f32) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
-            return Err(Error::op("arange", format!("bad range start={start} end={end} step={step}")));
+            return Err(Error::op(
+                "arange",
+                format!("bad range start={start} end={end} step={step}"),
+            ));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let values: Vec<f32> = (0..n).map(|i| start + i as f32 * step).collect();
@@ -42,7 +45,9 @@ impl Tensor {
     pub fn randn(shape: impl Into<Shape>, seed: u64) -> Tensor {
         let shape = shape.into();
         let mut rng = crate::rng::rng_for(seed, "tensor/randn");
-        let values: Vec<f32> = (0..shape.numel()).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+        let values: Vec<f32> = (0..shape.numel())
+            .map(|_| rng.sample::<f32, _>(StandardNormal))
+            .collect();
         Tensor::from_vec(values, shape).expect("length matches by construction")
     }
     pub fn zeros_like(&self) -> Tensor {

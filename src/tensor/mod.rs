@@ -68,7 +68,11 @@ pub struct Layout {
 impl Layout {
     pub fn contiguous(shape: Shape) -> Self {
         let strides = shape.contiguous_strides();
-        Layout { shape, strides, offset: 0 }
+        Layout {
+            shape,
+            strides,
+            offset: 0,
+        }
     }
     pub fn is_contiguous(&self) -> bool {
         let expected = self.shape.contiguous_strides();
@@ -111,7 +115,9 @@ impl std::fmt::Debug for Tensor {
 }
 
 fn lock_poisoned(what: &str) -> Error {
-    Error::Msg(format!("internal lock on {what} was poisoned by a panic in another thread"))
+    Error::Msg(format!(
+        "internal lock on {what} was poisoned by a panic in another thread"
+    ))
 }
 
 impl Tensor {
@@ -125,7 +131,10 @@ impl Tensor {
                 got: format!("{} values", data.len()),
             });
         }
-        Ok(Tensor::from_storage(Storage::Cpu(data), Layout::contiguous(shape)))
+        Ok(Tensor::from_storage(
+            Storage::Cpu(data),
+            Layout::contiguous(shape),
+        ))
     }
 
     pub(crate) fn from_storage(storage: Storage, layout: Layout) -> Tensor {
@@ -163,7 +172,11 @@ impl Tensor {
         &self.0.layout
     }
     pub fn device(&self) -> Device {
-        self.0.storage.read().map(|s| s.device()).unwrap_or(Device::Cpu)
+        self.0
+            .storage
+            .read()
+            .map(|s| s.device())
+            .unwrap_or(Device::Cpu)
     }
     pub fn is_contiguous(&self) -> bool {
         self.0.layout.is_contiguous()
@@ -198,7 +211,10 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(Error::op(
                 "item",
-                format!("needs a tensor with one element, got shape {}", self.shape()),
+                format!(
+                    "needs a tensor with one element, got shape {}",
+                    self.shape()
+                ),
             ));
         }
         Ok(self.with_values(|v| v[0]))
@@ -219,7 +235,11 @@ impl Tensor {
         if !l.is_contiguous() {
             return Err(Error::op("update_values", "needs a contiguous tensor"));
         }
-        let mut guard = self.0.storage.write().map_err(|_| lock_poisoned("tensor storage"))?;
+        let mut guard = self
+            .0
+            .storage
+            .write()
+            .map_err(|_| lock_poisoned("tensor storage"))?;
         let data = guard.cpu_mut();
         f(&mut data[l.offset..l.offset + l.shape.numel()]);
         Ok(())
@@ -249,7 +269,11 @@ impl Tensor {
 
     /// The accumulated gradient of a leaf, if any backward pass reached it.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn set_grad(&self, g: Option<Tensor>) {

@@ -14,7 +14,14 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
     let shape_txt = match shape.len() {
         0 => "()".to_string(),
         1 => format!("({},)", shape[0]),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // Pad so that magic + 2 version bytes + 2 length bytes + header + '\n' is a multiple of 64.
@@ -26,7 +33,10 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
     bytes.extend_from_slice(&[1, 0]);
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    t.with_values(|v| v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())));
+    t.with_values(|v| {
+        v.iter()
+            .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()))
+    });
     crate::data::dataset::write_atomic(path, &bytes)
 }
 
@@ -57,7 +67,10 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
             if bytes.len() < 12 {
                 return Err("truncated header".into());
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(format!("unsupported .npy version {v}")),
     };
@@ -65,7 +78,8 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
     if bytes.len() < header_end {
         return Err("truncated header".into());
     }
-    let header = std::str::from_utf8(&bytes[header_start..header_end]).map_err(|_| "header is not text")?;
+    let header =
+        std::str::from_utf8(&bytes[header_start..header_end]).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
@@ -82,7 +96,10 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape entry `{s}`")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad shape entry `{s}`"))
+        })
         .collect::<std::result::Result<_, _>>()?;
     let (endian, code) = descr.split_at(1);
     let big_endian = match endian {
@@ -111,7 +128,11 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let body = &bytes[header_end..];
     if body.len() < n * width {
-        return Err(format!("data holds {} bytes, shape {shape:?} needs {}", body.len(), n * width));
+        return Err(format!(
+            "data holds {} bytes, shape {shape:?} needs {}",
+            body.len(),
+            n * width
+        ));
     }
     let mut values = Vec::with_capacity(n);
     for chunk in body[..n * width].chunks_exact(width) {
@@ -148,7 +169,10 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
 fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let pat1 = format!("'{key}':");
     let pat2 = format!("\"{key}\":");
-    let start = header.find(&pat1).map(|i| i + pat1.len()).or_else(|| header.find(&pat2).map(|i| i + pat2.len()))?;
+    let start = header
+        .find(&pat1)
+        .map(|i| i + pat1.len())
+        .or_else(|| header.find(&pat2).map(|i| i + pat2.len()))?;
     let rest = &header[start..];
     let mut depth = 0;
     for (i, c) in rest.char_indices() {

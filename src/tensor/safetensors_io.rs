@@ -54,13 +54,18 @@ pub fn read_safetensors(path: &Path) -> Result<TensorFile> {
 }
 
 fn decode(dtype: Dtype, data: &[u8]) -> std::result::Result<Vec<f32>, String> {
-    let conv = |w: usize, f: &dyn Fn(&[u8]) -> f32| -> Vec<f32> { data.chunks_exact(w).map(f).collect() };
+    let conv =
+        |w: usize, f: &dyn Fn(&[u8]) -> f32| -> Vec<f32> { data.chunks_exact(w).map(f).collect() };
     Ok(match dtype {
         Dtype::F32 => conv(4, &|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         Dtype::F16 => conv(2, &|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
         Dtype::BF16 => conv(2, &|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        Dtype::F64 => conv(8, &|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32),
-        Dtype::I64 => conv(8, &|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32),
+        Dtype::F64 => conv(8, &|b| {
+            f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32
+        }),
+        Dtype::I64 => conv(8, &|b| {
+            i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32
+        }),
         Dtype::I32 => conv(4, &|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32),
         Dtype::U8 => conv(1, &|b| b[0] as f32),
         Dtype::I8 => conv(1, &|b| b[0] as i8 as f32),
@@ -102,15 +107,28 @@ pub fn write_safetensors<'a>(
         .map(|(name, t)| {
             let bytes = t.with_values(|v| match dtype {
                 SaveDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                SaveDtype::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-                SaveDtype::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+                SaveDtype::F16 => v
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+                SaveDtype::BF16 => v
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
             });
             let dt = match dtype {
                 SaveDtype::F32 => Dtype::F32,
                 SaveDtype::F16 => Dtype::F16,
                 SaveDtype::BF16 => Dtype::BF16,
             };
-            (name.to_string(), Encoded { dtype: dt, shape: t.dims().to_vec(), bytes })
+            (
+                name.to_string(),
+                Encoded {
+                    dtype: dt,
+                    shape: t.dims().to_vec(),
+                    bytes,
+                },
+            )
         })
         .collect();
     let bytes = safetensors::serialize(encoded.iter().map(|(n, e)| (n.as_str(), e)), metadata)

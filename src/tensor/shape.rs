@@ -76,8 +76,16 @@ impl Shape {
         let rank = a.rank().max(b.rank());
         let mut out = vec![0; rank];
         for i in 0..rank {
-            let da = if i + a.rank() >= rank { a.0[i + a.rank() - rank] } else { 1 };
-            let db = if i + b.rank() >= rank { b.0[i + b.rank() - rank] } else { 1 };
+            let da = if i + a.rank() >= rank {
+                a.0[i + a.rank() - rank]
+            } else {
+                1
+            };
+            let db = if i + b.rank() >= rank {
+                b.0[i + b.rank() - rank]
+            } else {
+                1
+            };
             out[i] = if da == db || db == 1 {
                 da
             } else if da == 1 {

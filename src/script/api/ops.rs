@@ -215,7 +215,7 @@ pub fn register(api: &mut Api) {
             lift(ops::conv2d(&x, &w, Some(&b), conv_params(&o)?))
         }
     );
-    func!(api, 
+    func!(api,
         "batch_norm",
         &["x: Tensor", "gamma: Tensor", "beta: Tensor", "running_mean: Tensor", "running_var: Tensor", "opts: Map"],
         "Tensor",

@@ -56,11 +56,7 @@ impl Error {
         }
     }
 
-    pub fn shape(
-        op: impl Into<String>,
-        expected: impl std::fmt::Debug,
-        got: impl std::fmt::Debug,
-    ) -> Self {
+    pub fn shape(op: impl Into<String>, expected: impl std::fmt::Debug, got: impl std::fmt::Debug) -> Self {
         Error::ShapeMismatch {
             op: op.into(),
             expected: format!("{expected:?}"),

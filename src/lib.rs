@@ -7,18 +7,18 @@ pub mod error;
 pub mod rng;
 pub use error::{Error, Result};
 
-pub mod autograd;
 pub mod backend;
-pub mod data;
-pub mod detect;
-pub mod eval;
-pub mod models;
-pub mod nn;
-pub mod ops;
-pub mod pretrain;
-pub mod script;
 pub mod tensor;
+pub mod autograd;
+pub mod ops;
+pub mod nn;
+pub mod models;
+pub mod detect;
+pub mod data;
+pub mod eval;
+pub mod pretrain;
 pub mod train;
+pub mod script;
 
 // pub use tensor::{Device, Shape, Tensor};
 

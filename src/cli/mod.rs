@@ -9,11 +9,7 @@ mod run;
 mod synth;
 
 #[derive(Parser)]
-#[command(
-    name = "ssod",
-    version,
-    about = "Self-supervised pretraining workbench for object detectors"
-)]
+#[command(name = "ssod", version, about = "Self-supervised pretraining workbench for object detectors")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -82,9 +82,7 @@ pub mod reference {
                                     if ix < 0 || ix >= g.in_w as isize {
                                         continue;
                                     }
-                                    let x_i = ((n * g.in_channels + ci) * g.in_h + iy as usize)
-                                        * g.in_w
-                                        + ix as usize;
+                                    let x_i = ((n * g.in_channels + ci) * g.in_h + iy as usize) * g.in_w + ix as usize;
                                     let w_i = ((k * cin_g + c) * g.kernel_h + ky) * g.kernel_w + kx;
                                     f(x_i, w_i, y_i);
                                 }

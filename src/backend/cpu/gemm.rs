@@ -11,19 +11,11 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// Row-major `rows × cols` matrix.
     pub fn row_major(data: &'a [f32], cols: usize) -> Self {
-        MatRef {
-            data,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        MatRef { data, row_stride: cols, col_stride: 1 }
     }
     /// The transpose of a row-major `rows × cols` matrix (i.e. a `cols × rows` view).
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        MatRef {
-            data,
-            row_stride: 1,
-            col_stride: cols,
-        }
+        MatRef { data, row_stride: 1, col_stride: cols }
     }
 }
 
@@ -32,17 +24,7 @@ impl<'a> MatRef<'a> {
 ///
 /// Panics if a view does not cover its matrix: callers check user shapes before calling.
 #[allow(clippy::too_many_arguments)]
-pub fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef,
-    b: MatRef,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-    threads: usize,
-) {
+pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, threads: usize) {
     if m == 0 || n == 0 {
         return;
     }
@@ -55,18 +37,9 @@ pub fn sgemm(
         return;
     }
     let last = |v: &MatRef, r: usize, cc: usize| (r - 1) * v.row_stride + (cc - 1) * v.col_stride;
-    assert!(
-        last(&a, m, k) < a.data.len(),
-        "sgemm: lhs view out of bounds"
-    );
-    assert!(
-        last(&b, k, n) < b.data.len(),
-        "sgemm: rhs view out of bounds"
-    );
-    assert!(
-        (m - 1) * ldc + n <= c.len(),
-        "sgemm: dst view out of bounds"
-    );
+    assert!(last(&a, m, k) < a.data.len(), "sgemm: lhs view out of bounds");
+    assert!(last(&b, k, n) < b.data.len(), "sgemm: rhs view out of bounds");
+    assert!((m - 1) * ldc + n <= c.len(), "sgemm: dst view out of bounds");
     let parallelism = if threads <= 1 {
         gemm::Parallelism::None
     } else {

@@ -18,23 +18,36 @@ use ssod::data::CocoDataset;
 #[derive(Subcommand)]
 pub enum DataToolsCommand {
     /// Convert VOC XML annotations to one COCO json, with the study's coco-tools rules
+    ///
+    /// Image ids follow the list order (--ann-list) or the sorted file names (--ann-dir);
+    /// categories follow labels.txt from 1; bbox = [int(xmin)-1, int(ymin)-1, int(xmax)-(int(xmin)-1),
+    /// int(ymax)-(int(ymin)-1)]. Every bad file/object is listed and nothing is written unless
+    /// --skip-invalid. An existing --out is refused unless --force.
     #[command(name = "voc2coco")]
     Voc2coco(Voc2cocoArgs),
     /// Cut foreground/background crops for center-loss pretraining from a COCO json + images
+    ///
+    /// Per image: one background crop (IoU < 0.005 with every GT, up to 11 tries) and one positive crop
+    /// centred on a random GT, both square of side int(224*U(0.8,1.2)). Writes OUT/pos/*.png,
+    /// OUT/neg/*.png and OUT/crops.csv. A non-empty OUT is refused unless --force.
     #[command(name = "crop")]
     Crop(CropArgs),
     /// Keep a seeded random subset (or every N-th) of the frames of a video or image folder
+    ///
+    /// A video file is decoded with ffmpeg (must be installed); a folder is read as a sequence of
+    /// images in file-name order. Kept frames are written as OUT/frame_NNNNNN.png, NNNNNN = the frame's
+    /// index in the input. A non-empty OUT is refused unless --force.
     #[command(name = "frames")]
     Frames(FramesArgs),
     /// Print images, objects, objects per image and the COCO size histogram of a VOC or COCO set
+    ///
+    /// PATH is a COCO json, a FloW root (training/ and test/ splits, summarised each), a classic VOC
+    /// root (its Annotations/ folder) or a folder of VOC xml files. Labels come from --labels, else
+    /// PATH/labels.txt, else the names found in the files.
     #[command(name = "stats")]
     Stats(StatsArgs),
 }
 
-/// Image ids follow the list order (--ann-list) or the sorted file names (--ann-dir);
-/// categories follow labels.txt from 1; bbox = [int(xmin)-1, int(ymin)-1, int(xmax)-(int(xmin)-1),
-/// int(ymax)-(int(ymin)-1)]. Every bad file/object is listed and nothing is written unless
-/// --skip-invalid. An existing --out is refused unless --force.
 #[derive(Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["ann_list", "ann_dir"])))]
 pub struct Voc2cocoArgs {
@@ -58,9 +71,6 @@ pub struct Voc2cocoArgs {
     force: bool,
 }
 
-/// Per image: one background crop (IoU < 0.005 with every GT, up to 11 tries) and one positive crop
-/// centred on a random GT, both square of side int(224*U(0.8,1.2)). Writes OUT/pos/*.png,
-/// OUT/neg/*.png and OUT/crops.csv. A non-empty OUT is refused unless --force.
 #[derive(Args)]
 pub struct CropArgs {
     /// COCO json (e.g. from voc2coco or ssod synth)
@@ -83,9 +93,6 @@ pub struct CropArgs {
     force: bool,
 }
 
-/// A video file is decoded with ffmpeg (must be installed); a folder is read as a sequence of
-/// images in file-name order. Kept frames are written as OUT/frame_NNNNNN.png, NNNNNN = the frame's
-/// index in the input. A non-empty OUT is refused unless --force.
 #[derive(Args)]
 #[command(group(ArgGroup::new("selection").args(["keep_prob", "every"])))]
 pub struct FramesArgs {
@@ -115,9 +122,6 @@ pub struct FramesArgs {
     force: bool,
 }
 
-/// PATH is a COCO json, a FloW root (training/ and test/ splits, summarised each), a classic VOC
-/// root (its Annotations/ folder) or a folder of VOC xml files. Labels come from --labels, else
-/// PATH/labels.txt, else the names found in the files.
 #[derive(Args)]
 pub struct StatsArgs {
     /// Dataset folder or COCO json file

@@ -109,6 +109,12 @@ pub fn extract_frames(input: &Path, out_dir: &Path, opts: &FramesOptions) -> Res
             )));
         }
     }
+    if !input.exists() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: no such file or folder",
+            input.display()
+        )));
+    }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let mut report = FramesReport::default();
     let mut sink = |index: usize, frame: RgbImage| -> Result<()> {

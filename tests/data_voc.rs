@@ -567,3 +567,24 @@ fn summary_histogram_uses_coco_area_ranges() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains(&shown), "{}", text(&o.stdout));
 }
+
+#[test]
+fn cli_voc2coco_duplicate_label_names_labels_txt() {
+    let dir = fresh_dir("cli_dup_labels");
+    write_good_set(&dir);
+    std::fs::write(dir.join("labels.txt"), "bottle\ncan\nbottle\n").unwrap();
+    let out = dir.join("out.json");
+    let o = ssod(&[
+        "voc2coco",
+        "--ann-dir",
+        dir.to_str().unwrap(),
+        "--labels",
+        dir.join("labels.txt").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("labels.txt: label `bottle` is listed twice (labels 1 and 3)"), "{err}");
+    assert!(!out.exists());
+}

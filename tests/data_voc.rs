@@ -585,6 +585,62 @@ fn cli_voc2coco_duplicate_label_names_labels_txt() {
     ]);
     assert!(!o.status.success());
     let err = text(&o.stderr);
-    assert!(err.contains("labels.txt: label `bottle` is listed twice (labels 1 and 3)"), "{err}");
+    assert!(
+        err.contains("labels.txt: label `bottle` is listed twice (labels 1 and 3)"),
+        "{err}"
+    );
     assert!(!out.exists());
+}
+
+#[test]
+fn cli_stats_on_a_flow_root_summarises_each_split() {
+    let root = fresh_dir("stats_flow");
+    std::fs::write(root.join("labels.txt"), "bottle\n").unwrap();
+    // training: 2 images, 3 boxes (10x10 small, 40x40 medium, 100x100 large); test: 1 image, no box.
+    let train = root.join("training/annotations");
+    let test = root.join("test/annotations");
+    std::fs::create_dir_all(&train).unwrap();
+    std::fs::create_dir_all(&test).unwrap();
+    std::fs::write(
+        train.join("000001.xml"),
+        voc_xml(
+            "x",
+            640,
+            480,
+            &[
+                ("bottle", "1", "1", "10", "10"),
+                ("bottle", "1", "1", "40", "40"),
+            ],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        train.join("000002.xml"),
+        voc_xml("x", 640, 480, &[("bottle", "1", "1", "100", "100")]),
+    )
+    .unwrap();
+    std::fs::write(test.join("000001.xml"), voc_xml("x", 640, 480, &[])).unwrap();
+    let o = ssod(&["stats", root.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let train_at = out.find("training").expect(&out);
+    let test_at = out.find("test\n").expect(&out);
+    assert!(train_at < test_at, "{out}");
+    let (train_part, test_part) = out.split_at(test_at);
+    assert!(
+        train_part.contains("images:  2 (0 without objects)"),
+        "{out}"
+    );
+    assert!(
+        train_part.contains("objects: 3 (1.50 per image, at most 2 in one image)"),
+        "{out}"
+    );
+    assert!(
+        train_part.contains("small (<32²) 1 (33.3%), medium 1 (33.3%), large (>=96²) 1 (33.3%)"),
+        "{out}"
+    );
+    assert!(
+        test_part.contains("images:  1 (1 without objects)"),
+        "{out}"
+    );
 }

@@ -176,6 +176,7 @@ pub fn pr_curves_png(metrics: &Metrics, category_id: Option<u64>) -> Result<Vec<
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
             .label_font((FONT_FAMILY, 14))
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
@@ -256,6 +257,7 @@ pub fn run_bars_png(run_names: &[String], metric_names: &[String], values: &[Vec
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .label_font((FONT_FAMILY, 13))
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)

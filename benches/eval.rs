@@ -19,7 +19,12 @@ fn case(n_images: u64, dets_per_image: usize, n_classes: u64) -> (CocoDataset, V
         let mut boxes = Vec::new();
         for _ in 0..rng.random_range(1..12) {
             let (w, h) = (rng.random_range(6.0..200.0), rng.random_range(6.0..200.0));
-            let bbox_xywh = [rng.random_range(0.0..1000.0), rng.random_range(0.0..500.0), w, h];
+            let bbox_xywh = [
+                rng.random_range(0.0..1000.0),
+                rng.random_range(0.0..500.0),
+                w,
+                h,
+            ];
             let category_id = rng.random_range(1..=n_classes);
             annotations.push(Annotation {
                 id: annotations.len() as u64 + 1,
@@ -36,7 +41,11 @@ fn case(n_images: u64, dets_per_image: usize, n_classes: u64) -> (CocoDataset, V
             let jitter = rng.random_range(-0.3..0.3);
             detections.push(Detection {
                 image_id,
-                category_id: if rng.random_bool(0.8) { c } else { rng.random_range(1..=n_classes) },
+                category_id: if rng.random_bool(0.8) {
+                    c
+                } else {
+                    rng.random_range(1..=n_classes)
+                },
                 bbox_xywh: [x + jitter * w, y - jitter * h, w * (1.0 + jitter), h],
                 score: rng.random_range(0.0..1.0),
             });

@@ -24,7 +24,13 @@ fn image(id: u64) -> ImageInfo {
     }
 }
 
-fn gt_box(id: u64, image_id: u64, category_id: u64, bbox_xywh: [f64; 4], iscrowd: u8) -> Annotation {
+fn gt_box(
+    id: u64,
+    image_id: u64,
+    category_id: u64,
+    bbox_xywh: [f64; 4],
+    iscrowd: u8,
+) -> Annotation {
     Annotation {
         id,
         image_id,
@@ -60,7 +66,10 @@ fn dataset(images: Vec<ImageInfo>, annotations: Vec<Annotation>, n_categories: u
 }
 
 fn assert_close(got: f64, expected: f64, what: &str) {
-    assert!((got - expected).abs() < EXACT, "{what}: got {got}, expected {expected}");
+    assert!(
+        (got - expected).abs() < EXACT,
+        "{what}: got {got}, expected {expected}"
+    );
 }
 
 /// Two small ground-truth boxes A, B (area 100 each) in one image.
@@ -138,7 +147,11 @@ fn max_dets_cap_drops_lower_scored_detections() {
         det(1, 1, [20.0, 20.0, 10.0, 10.0], 0.7),
     ];
     let m = evaluate(&gt, &dets, MaxDets::new(&[3, 1, 2]).unwrap()).unwrap();
-    assert_eq!(m.max_dets.0, [1, 2, 3], "caps are sorted as pycocotools sorts them");
+    assert_eq!(
+        m.max_dets.0,
+        [1, 2, 3],
+        "caps are sorted as pycocotools sorts them"
+    );
     assert_eq!(m.stats[0], -1.0);
     assert_close(m.stats[1], 51.0 / 101.0, "AP50 at cap 3");
     assert_close(m.get("AR_1").unwrap(), 0.5, "AR_1");
@@ -177,7 +190,11 @@ fn crowd_region_absorbs_a_detection() {
     assert_close(m.stats[1], 1.0, "AP50");
     assert_close(m.get("AR_100").unwrap(), 1.0, "AR_100");
     // A crowd region is never a target: with only C, there is no ground truth to compute on.
-    let crowd_only = dataset(vec![image(1)], vec![gt_box(2, 1, 1, [50.0, 50.0, 40.0, 40.0], 1)], 1);
+    let crowd_only = dataset(
+        vec![image(1)],
+        vec![gt_box(2, 1, 1, [50.0, 50.0, 40.0, 40.0], 1)],
+        1,
+    );
     let m = evaluate(&crowd_only, &dets, MaxDets::COCO).unwrap();
     assert_eq!(m.stats[0], -1.0);
 }
@@ -232,7 +249,9 @@ fn area_ranges_split_ground_truth_and_detections() {
 fn empty_detections_give_zeros_and_a_warning() {
     let m = evaluate(&two_box_gt(), &[], MaxDets::STUDY).unwrap();
     // Ground truth exists for small boxes only: small and all are 0, medium/large -1.
-    let expected = [0.0, 0.0, 0.0, 0.0, -1.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0];
+    let expected = [
+        0.0, 0.0, 0.0, 0.0, -1.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0,
+    ];
     assert_eq!(m.stats, expected);
     assert_eq!(m.warnings.len(), 1);
     assert!(m.warnings[0].contains("no detections"), "{:?}", m.warnings);
@@ -241,24 +260,45 @@ fn empty_detections_give_zeros_and_a_warning() {
 #[test]
 fn unknown_ids_and_bad_boxes_are_named() {
     let gt = two_box_gt();
-    let err = evaluate(&gt, &[det(1, 1, [0.0; 4], 0.5), det(7, 1, [0.0; 4], 0.5)], MaxDets::COCO)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("image id(s) 7") && err.contains("detections[1]"), "{err}");
-    let err = evaluate(&gt, &[det(1, 9, [0.0; 4], 0.5)], MaxDets::COCO).unwrap_err().to_string();
-    assert!(err.contains("category id(s) 9") && err.contains("detections[0]"), "{err}");
     let err = evaluate(
         &gt,
-        &[det(1, 1, [0.0; 4], 0.5), det(1, 1, [1.0, 1.0, 5.0, -2.0], 0.5)],
+        &[det(1, 1, [0.0; 4], 0.5), det(7, 1, [0.0; 4], 0.5)],
         MaxDets::COCO,
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("detections[1]") && err.contains("negative"), "{err}");
+    assert!(
+        err.contains("image id(s) 7") && err.contains("detections[1]"),
+        "{err}"
+    );
+    let err = evaluate(&gt, &[det(1, 9, [0.0; 4], 0.5)], MaxDets::COCO)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("category id(s) 9") && err.contains("detections[0]"),
+        "{err}"
+    );
+    let err = evaluate(
+        &gt,
+        &[
+            det(1, 1, [0.0; 4], 0.5),
+            det(1, 1, [1.0, 1.0, 5.0, -2.0], 0.5),
+        ],
+        MaxDets::COCO,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("detections[1]") && err.contains("negative"),
+        "{err}"
+    );
     let err = evaluate(&gt, &[det(1, 1, [0.0; 4], f64::NAN)], MaxDets::COCO)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("detections[0]") && err.contains("not finite"), "{err}");
+    assert!(
+        err.contains("detections[0]") && err.contains("not finite"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -283,13 +323,31 @@ fn malformed_json_names_file_line_and_column() {
     let gt_path = dir.join("gt.json");
     two_box_gt().write(&gt_path).unwrap();
     let dt_path = dir.join("dt.json");
-    std::fs::write(&dt_path, "[\n  {\"image_id\": 1, \"category_id\": 1,\n   \"bbox\": [0, 0, 1 1], \"score\": 0.5}\n]").unwrap();
-    let err = evaluate_files(&gt_path, &dt_path, MaxDets::COCO).unwrap_err().to_string();
-    assert!(err.contains("dt.json") && err.contains("line 3, column 21"), "{err}");
+    std::fs::write(
+        &dt_path,
+        "[\n  {\"image_id\": 1, \"category_id\": 1,\n   \"bbox\": [0, 0, 1 1], \"score\": 0.5}\n]",
+    )
+    .unwrap();
+    let err = evaluate_files(&gt_path, &dt_path, MaxDets::COCO)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dt.json") && err.contains("line 3, column 21"),
+        "{err}"
+    );
     // Errors found after parsing name the detections file too.
-    std::fs::write(&dt_path, r#"[{"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]"#).unwrap();
-    let err = evaluate_files(&gt_path, &dt_path, MaxDets::COCO).unwrap_err().to_string();
-    assert!(err.contains("dt.json") && err.contains("image id(s) 5"), "{err}");
+    std::fs::write(
+        &dt_path,
+        r#"[{"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]"#,
+    )
+    .unwrap();
+    let err = evaluate_files(&gt_path, &dt_path, MaxDets::COCO)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dt.json") && err.contains("image id(s) 5"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -304,7 +362,8 @@ fn random_case(seed: u64) -> (CocoDataset, Vec<Detection>) {
         let n_gt = rng.random_range(0..8);
         let mut boxes = Vec::new();
         for _ in 0..n_gt {
-            let side: f64 = [8.0, 20.0, 45.0, 80.0, 150.0][rng.random_range(0..5)] * rng.random_range(0.7..1.3);
+            let side: f64 =
+                [8.0, 20.0, 45.0, 80.0, 150.0][rng.random_range(0..5)] * rng.random_range(0.7..1.3);
             let w = side * rng.random_range(0.6..1.4);
             let h = side * rng.random_range(0.6..1.4);
             let x = rng.random_range(0.0..(640.0 - w).max(1.0));
@@ -330,18 +389,43 @@ fn random_case(seed: u64) -> (CocoDataset, Vec<Detection>) {
         for _ in 0..n_dets {
             let (bbox_xywh, category_id) = if !boxes.is_empty() && rng.random_bool(0.5) {
                 let ([x, y, w, h], c) = boxes[rng.random_range(0..boxes.len())];
-                let j = |s: f64, rng: &mut rand_chacha::ChaCha8Rng| s * rng.random_range(-0.25..0.25);
+                let j =
+                    |s: f64, rng: &mut rand_chacha::ChaCha8Rng| s * rng.random_range(-0.25..0.25);
                 let c = if rng.random_bool(0.9) { c } else { 3 };
-                ([x + j(w, &mut rng), y + j(h, &mut rng), w * rng.random_range(0.7..1.3), h * rng.random_range(0.7..1.3)], c)
+                (
+                    [
+                        x + j(w, &mut rng),
+                        y + j(h, &mut rng),
+                        w * rng.random_range(0.7..1.3),
+                        h * rng.random_range(0.7..1.3),
+                    ],
+                    c,
+                )
             } else {
                 let w = rng.random_range(2.0..200.0);
                 let h = rng.random_range(2.0..200.0);
-                ([rng.random_range(0.0..600.0), rng.random_range(0.0..450.0), w, h], rng.random_range(1..=3))
+                (
+                    [
+                        rng.random_range(0.0..600.0),
+                        rng.random_range(0.0..450.0),
+                        w,
+                        h,
+                    ],
+                    rng.random_range(1..=3),
+                )
             };
-            dets.push(det(image_id, category_id, bbox_xywh, rng.random_range(0.0..1.0)));
+            dets.push(det(
+                image_id,
+                category_id,
+                bbox_xywh,
+                rng.random_range(0.0..1.0),
+            ));
         }
     }
-    (dataset((1..=n_images).map(image).collect(), annotations, 3), dets)
+    (
+        dataset((1..=n_images).map(image).collect(), annotations, 3),
+        dets,
+    )
 }
 
 const PYCOCOTOOLS_SCRIPT: &str = r#"
@@ -383,15 +467,26 @@ fn matches_pycocotools_on_a_random_case() {
             .arg(&caps)
             .output()
             .unwrap();
-        assert!(out.status.success(), "pycocotools failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pycocotools failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let expected: Vec<f64> = serde_json::from_slice(&out.stdout).unwrap();
         // Through the files (as `ssod eval`) and in memory.
         let from_files = evaluate_files(&gt_path, &dt_path, max_dets).unwrap();
         let in_memory = evaluate(&gt, &dets, max_dets).unwrap();
         assert_eq!(from_files.stats, in_memory.stats);
         for (i, (got, want)) in in_memory.stats.iter().zip(&expected).enumerate() {
-            println!("{caps} {:<10} ssod {got:.12} pycocotools {want:.12}", in_memory.names()[i]);
-            assert!((got - want).abs() < 1e-9, "{caps} {}: {got} vs pycocotools {want}", in_memory.names()[i]);
+            println!(
+                "{caps} {:<10} ssod {got:.12} pycocotools {want:.12}",
+                in_memory.names()[i]
+            );
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{caps} {}: {got} vs pycocotools {want}",
+                in_memory.names()[i]
+            );
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();

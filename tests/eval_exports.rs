@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ssod::data::dataset::{write_json_file, Annotation, Category, CocoDataset, Detection, ImageInfo};
+use ssod::data::dataset::{
+    write_json_file, Annotation, Category, CocoDataset, Detection, ImageInfo,
+};
 use ssod::eval::coco::{evaluate, MaxDets};
 use ssod::eval::markdown::{format_cell, markdown_table, mean_std, MetricRow};
 use ssod::eval::metrics_csv::{read_metrics_csv, MetricsCsv, MetricsRow};
@@ -46,15 +48,19 @@ fn hand_case() -> (CocoDataset, Vec<Detection>) {
         }],
         image_dir: PathBuf::new(),
     };
-    let dets = [([0.0, 0.0, 10.0, 10.0], 0.9), ([200.0, 200.0, 10.0, 10.0], 0.8), ([20.0, 20.0, 10.0, 10.0], 0.7)]
-        .iter()
-        .map(|&(b, s)| Detection {
-            image_id: 1,
-            category_id: 1,
-            bbox_xywh: b,
-            score: s,
-        })
-        .collect();
+    let dets = [
+        ([0.0, 0.0, 10.0, 10.0], 0.9),
+        ([200.0, 200.0, 10.0, 10.0], 0.8),
+        ([20.0, 20.0, 10.0, 10.0], 0.7),
+    ]
+    .iter()
+    .map(|&(b, s)| Detection {
+        image_id: 1,
+        category_id: 1,
+        bbox_xywh: b,
+        score: s,
+    })
+    .collect();
     (gt, dets)
 }
 
@@ -102,7 +108,9 @@ fn metrics_csv_appends_and_resumes_but_never_mixes_layouts() {
     let err = csv.append(&bad).unwrap_err().to_string();
     assert!(err.contains("differ"), "{err}");
     // Another layout onto the same file is refused and the file is left as it was.
-    let err = MetricsCsv::open(&path, &["iou"], MaxDets::STUDY).unwrap_err().to_string();
+    let err = MetricsCsv::open(&path, &["iou"], MaxDets::STUDY)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("another header"), "{err}");
     assert_eq!(read_metrics_csv(&path).unwrap().rows.len(), 3);
     // A broken csv is reported with its line and column.
@@ -143,8 +151,13 @@ fn markdown_mean_and_std_over_seeds() {
         label: "short".into(),
         per_seed: vec![vec![0.3]],
     }];
-    let err = markdown_table("Run", &columns, &bad, 3).unwrap_err().to_string();
-    assert!(err.contains("short") && err.contains("1 values for 2 columns"), "{err}");
+    let err = markdown_table("Run", &columns, &bad, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("short") && err.contains("1 values for 2 columns"),
+        "{err}"
+    );
 }
 
 /// Decoded PNG: its size, and how many pixels are not white.
@@ -162,8 +175,13 @@ fn pr_curve_values_and_plots_render_headless() {
     // because pycocotools divides by tp + fp + np.spacing(1).
     let curve = metrics.precision.pr_curve(0.5, None).unwrap();
     assert_eq!(curve.len(), 101);
-    assert!(curve[..51].iter().all(|&(_, p)| (p - 1.0).abs() < 1e-12), "{curve:?}");
-    assert!(curve[51..].iter().all(|&(_, p)| (p - 2.0 / 3.0).abs() < 1e-12));
+    assert!(
+        curve[..51].iter().all(|&(_, p)| (p - 1.0).abs() < 1e-12),
+        "{curve:?}"
+    );
+    assert!(curve[51..]
+        .iter()
+        .all(|&(_, p)| (p - 2.0 / 3.0).abs() < 1e-12));
     assert_eq!(curve, metrics.precision.pr_curve(0.75, Some(1)).unwrap());
     assert!(metrics.precision.pr_curve(0.6, None).is_ok());
     assert!(metrics.precision.pr_curve(0.52, None).is_err());
@@ -177,23 +195,33 @@ fn pr_curve_values_and_plots_render_headless() {
     let csv_path = dir.join("metrics.csv");
     let mut csv = MetricsCsv::open(&csv_path, &["iou", "obj"], MaxDets::STUDY).unwrap();
     for epoch in 0..5 {
-        csv.append(&row(epoch, 2.0 / (epoch as f64 + 1.0), 0.05 * epoch as f64)).unwrap();
+        csv.append(&row(epoch, 2.0 / (epoch as f64 + 1.0), 0.05 * epoch as f64))
+            .unwrap();
     }
     let (w, h, ink) = png_ink(&training_curves_png(&read_metrics_csv(&csv_path).unwrap()).unwrap());
     assert_eq!((w, h), (1500, 450));
-    assert!(ink > 10000, "training curves look empty ({ink} inked pixels)");
+    assert!(
+        ink > 10000,
+        "training curves look empty ({ink} inked pixels)"
+    );
 
     let runs = vec!["baseline".to_string(), "ciou".to_string()];
     let names = vec!["AP".to_string(), "AP50".to_string()];
-    let (_, _, ink) = png_ink(&run_bars_png(&runs, &names, &[vec![0.3, 0.7], vec![0.37, -1.0]]).unwrap());
+    let (_, _, ink) =
+        png_ink(&run_bars_png(&runs, &names, &[vec![0.3, 0.7], vec![0.37, -1.0]]).unwrap());
     assert!(ink > 5000, "bar chart looks empty ({ink} inked pixels)");
-    let err = run_bars_png(&runs, &names, &[vec![0.3]]).unwrap_err().to_string();
+    let err = run_bars_png(&runs, &names, &[vec![0.3]])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("2 runs"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn ssod(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ssod")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -233,12 +261,22 @@ fn ssod_eval_command_prints_and_exports() {
     let (ok, stdout, stderr) = ssod(&args);
     assert!(ok, "{stderr}");
     // 253/303 = 0.83498... prints as 0.835; AR_100 = AR_300 = AR_1000 = 1.
-    assert!(stdout.starts_with(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.835\n"));
-    assert!(stdout.contains(" Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=1000 ] = 0.835\n"));
-    assert!(stdout.contains(" Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=300 ] = 1.000\n"));
-    assert!(stdout.contains("| bottle | 1 | 0.835 | 0.835 |"), "{stdout}");
+    assert!(stdout.starts_with(
+        " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.835\n"
+    ));
+    assert!(stdout.contains(
+        " Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=1000 ] = 0.835\n"
+    ));
+    assert!(stdout.contains(
+        " Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=300 ] = 1.000\n"
+    ));
+    assert!(
+        stdout.contains("| bottle | 1 | 0.835 | 0.835 |"),
+        "{stdout}"
+    );
 
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
     assert_eq!(json["max_dets"], serde_json::json!([100, 300, 1000]));
     assert_eq!(json["names"][7], "AR_300");
     assert!((json["stats"][0].as_f64().unwrap() - 253.0 / 303.0).abs() < 1e-12);
@@ -255,7 +293,10 @@ fn ssod_eval_command_prints_and_exports() {
     // Outputs that exist are refused without --force, and left alone.
     std::fs::write(&json_out, "mine").unwrap();
     let (ok, _, stderr) = ssod(&args);
-    assert!(!ok && stderr.contains("exists") && stderr.contains("--force"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read_to_string(&json_out).unwrap(), "mine");
     let mut forced = args.to_vec();
     forced.push("--force");
@@ -267,17 +308,41 @@ fn ssod_eval_command_prints_and_exports() {
     let (ok, _, stderr) = ssod(&["plot-bars", "--run", &run_arg, "--out", s(&bars)]);
     assert!(ok && bars.exists(), "{stderr}");
     let table_arg = format!("base={},{}", s(&json_out), s(&json_out));
-    let (ok, stdout, stderr) = ssod(&["metrics-table", "--run", &table_arg, "--metrics", "AP,AR_1000"]);
+    let (ok, stdout, stderr) = ssod(&[
+        "metrics-table",
+        "--run",
+        &table_arg,
+        "--metrics",
+        "AP,AR_1000",
+    ]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("| base (n=2) | 0.835 ± 0.000 | 1.000 ± 0.000 |"), "{stdout}");
+    assert!(
+        stdout.contains("| base (n=2) | 0.835 ± 0.000 | 1.000 ± 0.000 |"),
+        "{stdout}"
+    );
 
     // Bad input: an unknown image id is named, with the file.
-    std::fs::write(&dt_path, r#"[{"image_id": 3, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]"#).unwrap();
+    std::fs::write(
+        &dt_path,
+        r#"[{"image_id": 3, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]"#,
+    )
+    .unwrap();
     let (ok, _, stderr) = ssod(&["eval", "--gt", s(&gt_path), "--dt", s(&dt_path)]);
-    assert!(!ok && stderr.contains("dt.json") && stderr.contains("image id(s) 3"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("dt.json") && stderr.contains("image id(s) 3"),
+        "{stderr}"
+    );
     // An empty list: zeros and a warning.
     std::fs::write(&dt_path, "[]").unwrap();
-    let (ok, stdout, stderr) = ssod(&["eval", "--gt", s(&gt_path), "--dt", s(&dt_path), "--max-dets", "1,10,100"]);
+    let (ok, stdout, stderr) = ssod(&[
+        "eval",
+        "--gt",
+        s(&gt_path),
+        "--dt",
+        s(&dt_path),
+        "--max-dets",
+        "1,10,100",
+    ]);
     assert!(ok && stderr.contains("warning: no detections"), "{stderr}");
     assert!(stdout.contains("maxDets=  1 ] = 0.000"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();

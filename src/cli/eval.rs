@@ -128,10 +128,18 @@ fn pick(stats: &[(String, f64)], names: &[String], path: &Path) -> anyhow::Resul
     names
         .iter()
         .map(|n| {
-            stats.iter().find(|(k, _)| k == n).map(|(_, v)| *v).with_context(|| {
-                let known: Vec<&str> = stats.iter().map(|(k, _)| k.as_str()).collect();
-                format!("{}: no stat named `{n}` (it has {})", path.display(), known.join(", "))
-            })
+            stats
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| *v)
+                .with_context(|| {
+                    let known: Vec<&str> = stats.iter().map(|(k, _)| k.as_str()).collect();
+                    format!(
+                        "{}: no stat named `{n}` (it has {})",
+                        path.display(),
+                        known.join(", ")
+                    )
+                })
         })
         .collect()
 }
@@ -155,7 +163,8 @@ impl EvalCommand {
             }
             EvalCommand::PlotBars(a) => {
                 check_output(&a.out, a.force)?;
-                let metric_names: Vec<String> = a.metrics.split(',').map(|s| s.trim().to_string()).collect();
+                let metric_names: Vec<String> =
+                    a.metrics.split(',').map(|s| s.trim().to_string()).collect();
                 let (mut names, mut values) = (Vec::new(), Vec::new());
                 for run in &a.runs {
                     let (name, file) = split_label(run, "NAME=metrics.json")?;
@@ -171,8 +180,9 @@ impl EvalCommand {
                 if let Some(out) = &a.out {
                     check_output(out, a.force)?;
                 }
-                let mut columns: Option<Vec<String>> =
-                    a.metrics.map(|m| m.split(',').map(|s| s.trim().to_string()).collect());
+                let mut columns: Option<Vec<String>> = a
+                    .metrics
+                    .map(|m| m.split(',').map(|s| s.trim().to_string()).collect());
                 let mut rows = Vec::new();
                 for run in &a.runs {
                     let (label, files) = split_label(run, "LABEL=seed1.json,seed2.json")?;
@@ -180,7 +190,8 @@ impl EvalCommand {
                     for file in files.split(',') {
                         let path = Path::new(file);
                         let stats = read_stats_json(path)?;
-                        let cols = columns.get_or_insert_with(|| stats.iter().map(|(k, _)| k.clone()).collect());
+                        let cols = columns
+                            .get_or_insert_with(|| stats.iter().map(|(k, _)| k.clone()).collect());
                         per_seed.push(pick(&stats, cols, path)?);
                     }
                     rows.push(MetricRow {

@@ -44,7 +44,10 @@ impl MaxDets {
             .split(',')
             .map(|s| {
                 s.trim().parse::<usize>().map_err(|_| {
-                    Error::InvalidArgument(format!("max-dets: `{}` in `{text}` is not a whole number", s.trim()))
+                    Error::InvalidArgument(format!(
+                        "max-dets: `{}` in `{text}` is not a whole number",
+                        s.trim()
+                    ))
                 })
             })
             .collect::<Result<Vec<usize>>>()?;
@@ -152,7 +155,11 @@ pub struct PrecisionArray {
 
 impl PrecisionArray {
     fn index(&self, t: usize, r: usize, k: usize, a: usize, m: usize) -> usize {
-        let (nr, nk, na) = (self.rec_thrs.len(), self.category_ids.len(), self.area_labels.len());
+        let (nr, nk, na) = (
+            self.rec_thrs.len(),
+            self.category_ids.len(),
+            self.area_labels.len(),
+        );
         (((t * nr + r) * nk + k) * na + a) * 3 + m
     }
 
@@ -165,12 +172,21 @@ impl PrecisionArray {
             .iter()
             .position(|&x| (x - iou_thr).abs() < 1e-9)
             .ok_or_else(|| {
-                Error::InvalidArgument(format!("pr_curve: IoU {iou_thr} is not one of {:?}", self.iou_thrs))
+                Error::InvalidArgument(format!(
+                    "pr_curve: IoU {iou_thr} is not one of {:?}",
+                    self.iou_thrs
+                ))
             })?;
         let ks: Vec<usize> = match category_id {
-            Some(id) => vec![self.category_ids.iter().position(|&c| c == id).ok_or_else(|| {
-                Error::InvalidArgument(format!("pr_curve: category id {id} is not in the ground truth"))
-            })?],
+            Some(id) => vec![self
+                .category_ids
+                .iter()
+                .position(|&c| c == id)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "pr_curve: category id {id} is not in the ground truth"
+                    ))
+                })?],
             None => (0..self.category_ids.len()).collect(),
         };
         let (a, m) = (0, 2);
@@ -208,7 +224,10 @@ impl Metrics {
 
     /// A stat by its name (`"AP"`, `"AP50"`, `"AR_100"`, `"AP_small"`, ...).
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.names().iter().position(|n| n == name).map(|i| self.stats[i])
+        self.names()
+            .iter()
+            .position(|n| n == name)
+            .map(|i| self.stats[i])
     }
 
     pub fn ap(&self) -> f64 {
@@ -266,8 +285,20 @@ impl Metrics {
     pub fn per_class_table(&self) -> String {
         let mut out = String::from("| category | id | AP | AP50 |\n|---|---|---|---|\n");
         for c in &self.per_class {
-            let fmt = |v: f64| if v < 0.0 { "n/a".to_string() } else { format!("{v:.3}") };
-            out.push_str(&format!("| {} | {} | {} | {} |\n", c.name, c.category_id, fmt(c.ap), fmt(c.ap50)));
+            let fmt = |v: f64| {
+                if v < 0.0 {
+                    "n/a".to_string()
+                } else {
+                    format!("{v:.3}")
+                }
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                c.name,
+                c.category_id,
+                fmt(c.ap),
+                fmt(c.ap50)
+            ));
         }
         out
     }
@@ -314,7 +345,11 @@ pub fn validate_detections(gt: &CocoDataset, detections: &[Detection]) -> Result
     }
     let list = |ids: &BTreeSet<u64>| {
         let shown: Vec<String> = ids.iter().take(10).map(u64::to_string).collect();
-        let more = if ids.len() > 10 { format!(" and {} more", ids.len() - 10) } else { String::new() };
+        let more = if ids.len() > 10 {
+            format!(" and {} more", ids.len() - 10)
+        } else {
+            String::new()
+        };
         format!("{}{more}", shown.join(", "))
     };
     if let Some(i) = first_unknown_image {
@@ -415,10 +450,14 @@ pub fn evaluate(gt: &CocoDataset, detections: &[Detection], max_dets: MaxDets) -
     validate_detections(gt, detections)?;
     let mut warnings = Vec::new();
     if detections.is_empty() {
-        warnings.push("no detections: every metric is 0 (or -1 where there is no ground truth)".to_string());
+        warnings.push(
+            "no detections: every metric is 0 (or -1 where there is no ground truth)".to_string(),
+        );
     }
     if gt.annotations.is_empty() {
-        warnings.push("the ground truth has no annotations: every metric is -1 (not computed)".to_string());
+        warnings.push(
+            "the ground truth has no annotations: every metric is -1 (not computed)".to_string(),
+        );
     }
 
     let coco_gt = hotcoco::COCO::from_dataset(to_hotcoco_gt(gt));
@@ -438,31 +477,32 @@ pub fn evaluate(gt: &CocoDataset, detections: &[Detection], max_dets: MaxDets) -
 
     // pycocotools `_summarize`: slice precision [T,R,K,A,M] (or recall [T,K,A,M]) at one area
     // range and one cap (and one IoU threshold when given), mean of the entries > -1.
-    let stat = |def: &StatDef| -> f64 {
-        let Some(a) = area_labels.iter().position(|l| l == def.area) else {
-            return -1.0;
+    let stat =
+        |def: &StatDef| -> f64 {
+            let Some(a) = area_labels.iter().position(|l| l == def.area) else {
+                return -1.0;
+            };
+            // `mind = [i for i, mDet in enumerate(p.maxDets) if mDet == maxDets]`: empty when the cap
+            // is not one of the three, which makes the mean -1.
+            let Some(m) = max_dets.0.iter().position(|&d| d == def.max_det) else {
+                return -1.0;
+            };
+            let ts: Vec<usize> = match def.iou_thr {
+                Some(thr) => params.iou_thr_idx(thr).into_iter().collect(),
+                None => (0..shape.t).collect(),
+            };
+            if def.is_ap {
+                mean_of_valid(ts.iter().flat_map(|&t| {
+                    (0..shape.r).flat_map(move |r| {
+                        (0..shape.k).map(move |k| acc.precision[acc.precision_idx(t, r, k, a, m)])
+                    })
+                }))
+            } else {
+                mean_of_valid(ts.iter().flat_map(|&t| {
+                    (0..shape.k).map(move |k| acc.recall[acc.recall_idx(t, k, a, m)])
+                }))
+            }
         };
-        // `mind = [i for i, mDet in enumerate(p.maxDets) if mDet == maxDets]`: empty when the cap
-        // is not one of the three, which makes the mean -1.
-        let Some(m) = max_dets.0.iter().position(|&d| d == def.max_det) else {
-            return -1.0;
-        };
-        let ts: Vec<usize> = match def.iou_thr {
-            Some(thr) => params.iou_thr_idx(thr).into_iter().collect(),
-            None => (0..shape.t).collect(),
-        };
-        if def.is_ap {
-            mean_of_valid(ts.iter().flat_map(|&t| {
-                (0..shape.r)
-                    .flat_map(move |r| (0..shape.k).map(move |k| acc.precision[acc.precision_idx(t, r, k, a, m)]))
-            }))
-        } else {
-            mean_of_valid(
-                ts.iter()
-                    .flat_map(|&t| (0..shape.k).map(move |k| acc.recall[acc.recall_idx(t, k, a, m)])),
-            )
-        }
-    };
     let defs = stat_defs(max_dets);
     let mut stats = [0.0; 12];
     for (s, def) in stats.iter_mut().zip(defs.iter()) {
@@ -470,7 +510,11 @@ pub fn evaluate(gt: &CocoDataset, detections: &[Detection], max_dets: MaxDets) -
     }
 
     // Per-class AP as mmdetection's `classwise`: precision[:, :, k, area all, last cap].
-    let names: BTreeMap<u64, &str> = gt.categories.iter().map(|c| (c.id, c.name.as_str())).collect();
+    let names: BTreeMap<u64, &str> = gt
+        .categories
+        .iter()
+        .map(|c| (c.id, c.name.as_str()))
+        .collect();
     let a_all = area_labels.iter().position(|l| l == "all").unwrap_or(0);
     let t50 = params.iou_thr_idx(0.5);
     let per_class = acc
@@ -478,11 +522,13 @@ pub fn evaluate(gt: &CocoDataset, detections: &[Detection], max_dets: MaxDets) -
         .iter()
         .enumerate()
         .map(|(k, &id)| {
-            let ap = mean_of_valid(
-                (0..shape.t).flat_map(|t| (0..shape.r).map(move |r| acc.precision[acc.precision_idx(t, r, k, a_all, 2)])),
-            );
+            let ap = mean_of_valid((0..shape.t).flat_map(|t| {
+                (0..shape.r).map(move |r| acc.precision[acc.precision_idx(t, r, k, a_all, 2)])
+            }));
             let ap50 = match t50 {
-                Some(t) => mean_of_valid((0..shape.r).map(|r| acc.precision[acc.precision_idx(t, r, k, a_all, 2)])),
+                Some(t) => mean_of_valid(
+                    (0..shape.r).map(|r| acc.precision[acc.precision_idx(t, r, k, a_all, 2)]),
+                ),
                 None => -1.0,
             };
             ClassAp {

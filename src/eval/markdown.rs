@@ -39,10 +39,18 @@ pub fn format_cell(values: &[f64], decimals: usize) -> String {
 
 /// A markdown table: header `| first_column | columns... |`, one line per row. When any row has
 /// several seeds, the header's first cell says how many (`Run (seeds)` and `(n=3)` per row).
-pub fn markdown_table(first_column: &str, columns: &[String], rows: &[MetricRow], decimals: usize) -> Result<String> {
+pub fn markdown_table(
+    first_column: &str,
+    columns: &[String],
+    rows: &[MetricRow],
+    decimals: usize,
+) -> Result<String> {
     for row in rows {
         if row.per_seed.is_empty() {
-            return Err(Error::InvalidArgument(format!("markdown table: row `{}` has no values", row.label)));
+            return Err(Error::InvalidArgument(format!(
+                "markdown table: row `{}` has no values",
+                row.label
+            )));
         }
         for (s, values) in row.per_seed.iter().enumerate() {
             if values.len() != columns.len() {

@@ -47,7 +47,11 @@ impl MetricsRow {
 
 /// The header for a set of loss names and max-dets.
 pub fn metrics_csv_header(loss_names: &[&str], max_dets: MaxDets) -> Vec<String> {
-    let mut header = vec!["epoch".to_string(), "iteration".to_string(), "lr".to_string()];
+    let mut header = vec![
+        "epoch".to_string(),
+        "iteration".to_string(),
+        "lr".to_string(),
+    ];
     header.extend(loss_names.iter().map(|n| format!("train/{n}")));
     header.extend(stat_names(max_dets));
     header.push("images_per_s".to_string());
@@ -113,14 +117,24 @@ impl MetricsCsv {
     /// Append one row; its losses must have the names (and order) the file was opened with.
     pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
         let names: Vec<&str> = row.losses.iter().map(|(n, _)| n.as_str()).collect();
-        if names != self.loss_names.iter().map(String::as_str).collect::<Vec<_>>() {
+        if names
+            != self
+                .loss_names
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        {
             return Err(Error::InvalidArgument(format!(
                 "{}: row losses {names:?} differ from the columns {:?}",
                 self.path.display(),
                 self.loss_names
             )));
         }
-        let mut cells = vec![row.epoch.to_string(), row.iteration.to_string(), format!("{}", row.lr)];
+        let mut cells = vec![
+            row.epoch.to_string(),
+            row.iteration.to_string(),
+            format!("{}", row.lr),
+        ];
         cells.extend(row.losses.iter().map(|(_, v)| format!("{v}")));
         cells.extend(row.stats.iter().map(|v| format!("{v}")));
         cells.push(format!("{}", row.images_per_s));
@@ -147,7 +161,10 @@ impl MetricsTable {
 /// Read a `metrics.csv` (or any all-numeric csv with a header row).
 pub fn read_metrics_csv(path: &Path) -> Result<MetricsTable> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines
         .next()
         .ok_or_else(|| Error::format(path.display(), "empty file: expected a header row"))?;
@@ -158,7 +175,12 @@ pub fn read_metrics_csv(path: &Path) -> Result<MetricsTable> {
         if cells.len() != columns.len() {
             return Err(Error::format(
                 path.display(),
-                format!("line {}: {} cells, the header has {}", line_idx + 1, cells.len(), columns.len()),
+                format!(
+                    "line {}: {} cells, the header has {}",
+                    line_idx + 1,
+                    cells.len(),
+                    columns.len()
+                ),
             ));
         }
         let row = cells
@@ -172,7 +194,10 @@ pub fn read_metrics_csv(path: &Path) -> Result<MetricsTable> {
                 cell.parse::<f64>().map_err(|_| {
                     Error::format(
                         path.display(),
-                        format!("line {}, column `{col}`: `{cell}` is not a number", line_idx + 1),
+                        format!(
+                            "line {}, column `{col}`: `{cell}` is not a number",
+                            line_idx + 1
+                        ),
                     )
                 })
             })

@@ -10,4 +10,6 @@ pub mod markdown;
 pub mod metrics_csv;
 pub mod plots;
 
-pub use coco::{evaluate, evaluate_files, read_detections, ClassAp, MaxDets, Metrics, PrecisionArray};
+pub use coco::{
+    evaluate, evaluate_files, read_detections, ClassAp, MaxDets, Metrics, PrecisionArray,
+};

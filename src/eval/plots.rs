@@ -36,7 +36,11 @@ fn ensure_font() -> Result<()> {
 }
 
 /// Draw into a `width × height` RGB buffer and return it encoded as PNG.
-pub fn render_png(width: u32, height: u32, draw: impl FnOnce(&Area) -> Result<()>) -> Result<Vec<u8>> {
+pub fn render_png(
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&Area) -> Result<()>,
+) -> Result<Vec<u8>> {
     ensure_font()?;
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
     {
@@ -64,14 +68,25 @@ fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
         return None;
     }
     // A flat series still needs a non-empty axis.
-    let pad = if hi > lo { (hi - lo) * 0.05 } else { lo.abs().max(1.0) * 0.05 };
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.05
+    };
     Some((lo - pad, hi + pad))
 }
 
 /// One panel: several named series over a shared x, NaNs skipped.
-fn line_panel(area: &Area, title: &str, x_label: &str, xs: &[f64], series: &[(String, Vec<f64>)]) -> Result<()> {
+fn line_panel(
+    area: &Area,
+    title: &str,
+    x_label: &str,
+    xs: &[f64],
+    series: &[(String, Vec<f64>)],
+) -> Result<()> {
     let x_range = finite_range(xs.iter().copied()).unwrap_or((0.0, 1.0));
-    let y_range = finite_range(series.iter().flat_map(|(_, ys)| ys.iter().copied())).unwrap_or((0.0, 1.0));
+    let y_range =
+        finite_range(series.iter().flat_map(|(_, ys)| ys.iter().copied())).unwrap_or((0.0, 1.0));
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT_FAMILY, 20))
         .margin(10)
@@ -97,7 +112,9 @@ fn line_panel(area: &Area, title: &str, x_label: &str, xs: &[f64], series: &[(St
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| plot_err(title, e))?
             .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     if !series.is_empty() {
         chart
@@ -115,7 +132,9 @@ fn line_panel(area: &Area, title: &str, x_label: &str, xs: &[f64], series: &[(St
 /// learning rate, against epoch (or iteration, or row number when neither column exists).
 pub fn training_curves_png(table: &MetricsTable) -> Result<Vec<u8>> {
     if table.rows.is_empty() {
-        return Err(Error::InvalidArgument("training curves: the table has no rows".into()));
+        return Err(Error::InvalidArgument(
+            "training curves: the table has no rows".into(),
+        ));
     }
     let (x_label, xs) = match (table.column("epoch"), table.column("iteration")) {
         (Some(xs), _) => ("epoch", xs),
@@ -128,7 +147,14 @@ pub fn training_curves_png(table: &MetricsTable) -> Result<Vec<u8>> {
             .filter_map(|n| table.column(&n).map(|v| (n, v)))
             .collect()
     };
-    let losses = pick(table.columns.iter().filter(|c| c.starts_with("train/")).cloned().collect());
+    let losses = pick(
+        table
+            .columns
+            .iter()
+            .filter(|c| c.starts_with("train/"))
+            .cloned()
+            .collect(),
+    );
     let aps = pick(vec!["AP".into(), "AP50".into(), "AP75".into()]);
     let lr = pick(vec!["lr".into()]);
     render_png(1500, 450, |root| {
@@ -172,7 +198,9 @@ pub fn pr_curves_png(metrics: &Metrics, category_id: Option<u64>) -> Result<Vec<
                 .draw_series(LineSeries::new(curve, color.stroke_width(2)))
                 .map_err(|e| plot_err("pr curves", e))?
                 .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -187,9 +215,15 @@ pub fn pr_curves_png(metrics: &Metrics, category_id: Option<u64>) -> Result<Vec<
 
 /// A grouped bar chart: for each metric, one bar per run (ablations). `values[run][metric]`;
 /// pycocotools' -1 ("not computed") and NaN are left out.
-pub fn run_bars_png(run_names: &[String], metric_names: &[String], values: &[Vec<f64>]) -> Result<Vec<u8>> {
+pub fn run_bars_png(
+    run_names: &[String],
+    metric_names: &[String],
+    values: &[Vec<f64>],
+) -> Result<Vec<u8>> {
     if run_names.is_empty() || metric_names.is_empty() {
-        return Err(Error::InvalidArgument("run bars: need at least one run and one metric".into()));
+        return Err(Error::InvalidArgument(
+            "run bars: need at least one run and one metric".into(),
+        ));
     }
     if values.len() != run_names.len() {
         return Err(Error::InvalidArgument(format!(
@@ -245,15 +279,21 @@ pub fn run_bars_png(run_names: &[String], metric_names: &[String], values: &[Vec
         let bar_width = 0.8 / n_runs as f64;
         for (r, (run, row)) in run_names.iter().zip(values).enumerate() {
             let color = Palette99::pick(r).to_rgba();
-            let bars = row.iter().enumerate().filter(|(_, v)| v.is_finite() && **v >= 0.0).map(|(m, &v)| {
-                let x0 = m as f64 + 0.1 + r as f64 * bar_width;
-                Rectangle::new([(x0, 0.0), (x0 + bar_width * 0.9, v)], color.filled())
-            });
+            let bars = row
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite() && **v >= 0.0)
+                .map(|(m, &v)| {
+                    let x0 = m as f64 + 0.1 + r as f64 * bar_width;
+                    Rectangle::new([(x0, 0.0), (x0 + bar_width * 0.9, v)], color.filled())
+                });
             chart
                 .draw_series(bars)
                 .map_err(|e| plot_err("run bars", e))?
                 .label(run.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
         }
         chart
             .configure_series_labels()
@@ -282,6 +322,11 @@ pub fn plot_pr_curves(metrics: &Metrics, category_id: Option<u64>, out: &Path) -
 }
 
 /// [`run_bars_png`] written to `out`.
-pub fn plot_run_bars(run_names: &[String], metric_names: &[String], values: &[Vec<f64>], out: &Path) -> Result<()> {
+pub fn plot_run_bars(
+    run_names: &[String],
+    metric_names: &[String],
+    values: &[Vec<f64>],
+    out: &Path,
+) -> Result<()> {
     write_png(out, &run_bars_png(run_names, metric_names, values)?)
 }

@@ -352,8 +352,9 @@ fn malformed_json_names_file_line_and_column() {
 }
 
 /// A random case covering every branch the stats depend on: three categories (one without
-/// ground truth), all three area ranges, crowd regions, images over 100 and 300 detections.
-fn random_case(seed: u64) -> (CocoDataset, Vec<Detection>) {
+/// ground truth), all three area ranges, crowd regions, images over 100 and 300 detections, and
+/// (with `tied_scores`) many detections with equal scores.
+fn random_case(seed: u64, tied_scores: bool) -> (CocoDataset, Vec<Detection>) {
     let mut rng = ssod::rng::rng_for(seed, "eval-pycocotools");
     let n_images = 30;
     let mut annotations = Vec::new();
@@ -418,7 +419,12 @@ fn random_case(seed: u64) -> (CocoDataset, Vec<Detection>) {
                 image_id,
                 category_id,
                 bbox_xywh,
-                rng.random_range(0.0..1.0),
+                if tied_scores {
+                    // Steps of 0.05: many equal scores, ordered as pycocotools' stable sorts do.
+                    (rng.random_range(0.0..1.0f64) * 20.0).round() / 20.0
+                } else {
+                    rng.random_range(0.0..1.0)
+                },
             ));
         }
     }
@@ -452,8 +458,14 @@ fn matches_pycocotools_on_a_random_case() {
         println!("skipped: `python3 -c \"import pycocotools\"` failed (pip install pycocotools to run it)");
         return;
     }
-    let dir = temp_dir("pycocotools");
-    let (gt, dets) = random_case(7);
+    for (seed, tied_scores) in [(7, false), (11, true)] {
+        compare_with_pycocotools(seed, tied_scores);
+    }
+}
+
+fn compare_with_pycocotools(seed: u64, tied_scores: bool) {
+    let dir = temp_dir(&format!("pycocotools-{seed}"));
+    let (gt, dets) = random_case(seed, tied_scores);
     let gt_path = dir.join("gt.json");
     let dt_path = dir.join("dt.json");
     gt.write(&gt_path).unwrap();
@@ -479,7 +491,7 @@ fn matches_pycocotools_on_a_random_case() {
         assert_eq!(from_files.stats, in_memory.stats);
         for (i, (got, want)) in in_memory.stats.iter().zip(&expected).enumerate() {
             println!(
-                "{caps} {:<10} ssod {got:.12} pycocotools {want:.12}",
+                "seed {seed} caps {caps} {:<10} ssod {got:.12} pycocotools {want:.12}",
                 in_memory.names()[i]
             );
             assert!(

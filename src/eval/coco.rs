@@ -230,6 +230,11 @@ impl Metrics {
             .map(|i| self.stats[i])
     }
 
+    /// The 12 stats with their names, in pycocotools' order.
+    pub fn named_stats(&self) -> Vec<(String, f64)> {
+        self.names().into_iter().zip(self.stats).collect()
+    }
+
     pub fn ap(&self) -> f64 {
         self.stats[0]
     }
@@ -556,14 +561,12 @@ pub fn evaluate(gt: &CocoDataset, detections: &[Detection], max_dets: MaxDets) -
     })
 }
 
-/// Evaluate two files: a COCO ground-truth json and a COCO results json.
+/// Evaluate two files: a COCO ground-truth json and a COCO results json. Errors in the
+/// detections name the results file.
 pub fn evaluate_files(gt_path: &Path, dt_path: &Path, max_dets: MaxDets) -> Result<Metrics> {
     let gt = CocoDataset::read(gt_path)?;
     let detections = read_detections(dt_path)?;
-    evaluate(&gt, &detections, max_dets).map_err(|e| match e {
-        Error::InvalidArgument(msg) if msg.starts_with("detections") => {
-            Error::format(dt_path.display(), msg)
-        }
-        other => other,
-    })
+    validate_detections(&gt, &detections)
+        .map_err(|e| Error::format(dt_path.display(), e.to_string()))?;
+    evaluate(&gt, &detections, max_dets)
 }

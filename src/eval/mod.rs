@@ -1,1 +1,15 @@
-//! COCO evaluation (pycocotools-identical through hotcoco), metric exports and plots.
+//! COCO evaluation (pycocotools' numbers, through hotcoco), metric exports and plots.
+//!
+//! - [`coco`]: `evaluate(gt, detections, max_dets) -> Metrics`, the 12-line summary, json/csv.
+//! - [`metrics_csv`]: the per-run `metrics.csv` (one row per evaluation during training).
+//! - [`plots`]: PNG plots with an embedded font (training curves, PR curves, run bars).
+//! - [`markdown`]: metric tables, mean ± std over seeds.
+
+pub mod coco;
+pub mod markdown;
+pub mod metrics_csv;
+pub mod plots;
+
+pub use coco::{
+    evaluate, evaluate_files, read_detections, ClassAp, MaxDets, Metrics, PrecisionArray,
+};

@@ -1,1 +1,5 @@
-//! See DESIGN.md: this layer arrives with its issue.
+//! Models: the YOLOX family.
+
+pub mod yolox;
+
+pub use yolox::{YoloX, YoloXConfig};

@@ -1,0 +1,126 @@
+//! The parameter store: every parameter and buffer of a model under its full name, plus the
+//! model's train/eval mode. Layers keep handles to the same tensors, so loading a checkpoint
+//! (`copy_values_from`) updates the model in place.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand::Rng;
+
+use crate::tensor::{Shape, Tensor};
+use crate::{Error, Result};
+
+/// What an entry is, which decides optimiser treatment (YOLOX: weight decay on conv/linear
+/// weights only) and whether it counts as a parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorKind {
+    /// Conv / linear weight: trained, with weight decay.
+    Weight,
+    /// Bias or BN affine: trained, no weight decay.
+    NoDecay,
+    /// Running statistics: not trained, saved and loaded, averaged by EMA.
+    Buffer,
+}
+
+#[derive(Clone)]
+pub struct NamedTensor {
+    pub name: String,
+    pub tensor: Tensor,
+    pub kind: TensorKind,
+}
+
+#[derive(Clone, Default)]
+pub struct ParamStore {
+    entries: Arc<Mutex<Vec<NamedTensor>>>,
+    training: Arc<AtomicBool>,
+    seed: u64,
+}
+
+impl ParamStore {
+    pub fn new(seed: u64) -> Self {
+        ParamStore { entries: Default::default(), training: Arc::new(AtomicBool::new(true)), seed }
+    }
+
+    pub fn builder(&self) -> Builder {
+        Builder { store: self.clone(), prefix: String::new() }
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::Relaxed)
+    }
+
+    /// Every entry in registration order.
+    pub fn entries(&self) -> Vec<NamedTensor> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Trainable tensors (weights and no-decay parameters).
+    pub fn parameters(&self) -> Vec<NamedTensor> {
+        self.entries().into_iter().filter(|e| e.kind != TensorKind::Buffer).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Tensor> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|e| e.name == name).map(|e| e.tensor.clone())
+    }
+
+    /// Number of trainable scalars (PyTorch's `sum(p.numel() for p in model.parameters())`).
+    pub fn num_params(&self) -> usize {
+        self.parameters().iter().map(|e| e.tensor.numel()).sum()
+    }
+
+    fn insert(&self, entry: NamedTensor) -> Result<()> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.iter().any(|e| e.name == entry.name) {
+            return Err(Error::Msg(format!("parameter `{}` registered twice", entry.name)));
+        }
+        entries.push(entry);
+        Ok(())
+    }
+}
+
+/// Registers tensors under a name prefix (`builder.sub("backbone").sub("stem")`).
+#[derive(Clone)]
+pub struct Builder {
+    store: ParamStore,
+    prefix: String,
+}
+
+impl Builder {
+    pub fn sub(&self, name: impl std::fmt::Display) -> Builder {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        Builder { store: self.store.clone(), prefix }
+    }
+
+    pub fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    pub fn name(&self, leaf: &str) -> String {
+        if self.prefix.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{leaf}", self.prefix)
+        }
+    }
+
+    /// A tensor with `values` registered as `leaf`; trainable kinds require gradients.
+    pub fn register(&self, leaf: &str, shape: impl Into<Shape>, values: Vec<f32>, kind: TensorKind) -> Result<Tensor> {
+        let t = Tensor::from_vec(values, shape)?.with_requires_grad(kind != TensorKind::Buffer);
+        self.store.insert(NamedTensor { name: self.name(leaf), tensor: t.clone(), kind })?;
+        Ok(t)
+    }
+
+    /// PyTorch's default conv/linear init, `kaiming_uniform_(a=√5)`: U(−1/√fan_in, 1/√fan_in),
+    /// drawn from a stream named after the tensor, so values do not depend on build order.
+    pub fn uniform_fan_in(&self, leaf: &str, shape: impl Into<Shape>, fan_in: usize, kind: TensorKind) -> Result<Tensor> {
+        let shape = shape.into();
+        let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+        let mut rng = crate::rng::rng_for(self.store.seed, &format!("init/{}", self.name(leaf)));
+        let values = (0..shape.numel()).map(|_| rng.random_range(-bound..bound)).collect();
+        self.register(leaf, shape, values, kind)
+    }
+}

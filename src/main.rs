@@ -3,8 +3,17 @@
 mod cli;
 
 fn main() {
-    if let Err(err) = cli::main() {
-        eprintln!("error: {err:#}");
-        std::process::exit(1);
+    // A panic is a bug in ssod, never the user's fault: report it as one and exit non-zero
+    // instead of aborting with a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("internal error (please report): {info}");
+    }));
+    match std::panic::catch_unwind(cli::main) {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            eprintln!("error: {err:#}");
+            std::process::exit(1);
+        }
+        Err(_) => std::process::exit(101),
     }
 }

@@ -59,8 +59,12 @@ fn names_are_the_official_state_dict_names() {
     // nano's depthwise convs are DWConv (dconv + pconv).
     let nano = model("nano", 80);
     let names: Vec<String> = nano.tensor_names().into_iter().map(|(n, _)| n).collect();
-    assert!(names.iter().any(|n| n == "backbone.backbone.dark2.0.dconv.conv.weight"));
-    assert!(names.iter().any(|n| n == "head.cls_convs.0.0.pconv.bn.weight"));
+    assert!(names
+        .iter()
+        .any(|n| n == "backbone.backbone.dark2.0.dconv.conv.weight"));
+    assert!(names
+        .iter()
+        .any(|n| n == "head.cls_convs.0.0.pconv.bn.weight"));
 }
 
 #[test]
@@ -88,7 +92,10 @@ fn forward_gives_raw_outputs_per_anchor_and_prior_biases() {
     let bias = m.store.get("head.cls_preds.1.bias").unwrap().to_vec();
     assert!(bias.iter().all(|&b| (b + 4.59512).abs() < 1e-5));
     // Odd sizes are refused with the op's name.
-    let err = m.forward(&Tensor::zeros([1, 3, 60, 64])).unwrap_err().to_string();
+    let err = m
+        .forward(&Tensor::zeros([1, 3, 60, 64]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("yolox.forward"), "{err}");
 }
 
@@ -104,12 +111,21 @@ fn save_load_round_trip_and_strict_errors() {
     cfg.seed = 2;
     let b = YoloX::new(cfg).unwrap();
     let w = "backbone.backbone.stem.conv.conv.weight";
-    assert_ne!(a.store.get(w).unwrap().to_vec(), b.store.get(w).unwrap().to_vec());
+    assert_ne!(
+        a.store.get(w).unwrap().to_vec(),
+        b.store.get(w).unwrap().to_vec()
+    );
     b.load(&path).unwrap();
-    assert_eq!(a.store.get(w).unwrap().to_vec(), b.store.get(w).unwrap().to_vec());
+    assert_eq!(
+        a.store.get(w).unwrap().to_vec(),
+        b.store.get(w).unwrap().to_vec()
+    );
     // Another class count: the head's cls_preds shapes differ and are named.
     let c = YoloX::new(YoloXConfig::custom(0.33, 0.125, false, 5)).unwrap();
     let err = c.load(&path).unwrap_err().to_string();
-    assert!(err.contains("head.cls_preds.0.weight") && err.contains("shape"), "{err}");
+    assert!(
+        err.contains("head.cls_preds.0.weight") && err.contains("shape"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

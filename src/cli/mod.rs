@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod data_tools;
 mod eval;
+mod model;
 mod run;
 mod synth;
 
@@ -29,6 +30,8 @@ enum Command {
     DataTools(data_tools::DataToolsCommand),
     #[command(flatten)]
     Synth(synth::SynthCommand),
+    #[command(flatten)]
+    Model(model::ModelCommand),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Eval(c) => c.execute(),
         Command::DataTools(c) => c.execute(),
         Command::Synth(c) => c.execute(),
+        Command::Model(c) => c.execute(),
     }
 }

@@ -6,6 +6,15 @@ use clap::{Args, Subcommand};
 pub enum RunCommand {
     /// Run a Rhai script (notebook)
     Run(RunArgs),
+    /// List every function scripts can call, with its signature and description
+    Doc(DocArgs),
+}
+
+#[derive(Args)]
+pub struct DocArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -21,6 +30,17 @@ impl RunCommand {
                 let run = ssod::script::run_script_file(&args.script)?;
                 if !run.value.is_unit() {
                     println!("{}", run.value);
+                }
+                Ok(())
+            }
+            RunCommand::Doc(args) => {
+                let (_, docs) = ssod::script::new_engine();
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&docs)?);
+                } else {
+                    for d in docs {
+                        println!("{:<60} {}", d.signature, d.description);
+                    }
                 }
                 Ok(())
             }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::nn::{BaseConv, Builder, Conv, Conv2d, CspLayer, Focus, ParamStore, SppBottleneck, TensorKind};
+use crate::nn::{
+    BaseConv, Builder, Conv, Conv2d, CspLayer, Focus, ParamStore, SppBottleneck, TensorKind,
+};
 use crate::ops;
 use crate::tensor::safetensors_io::{read_safetensors, write_safetensors, SaveDtype};
 use crate::tensor::Tensor;
@@ -25,7 +27,11 @@ impl YoloXConfig {
     /// nano, tiny, s, m, l, x (exps/default/*.py).
     pub fn variant(name: &str, num_classes: usize) -> Result<Self> {
         let name = name.trim().to_ascii_lowercase();
-        let name = name.strip_prefix("yolox-").or_else(|| name.strip_prefix("yolox_")).unwrap_or(&name).to_string();
+        let name = name
+            .strip_prefix("yolox-")
+            .or_else(|| name.strip_prefix("yolox_"))
+            .unwrap_or(&name)
+            .to_string();
         let (depth, width, depthwise) = match name.as_str() {
             "nano" => (0.33, 0.25, true),
             "tiny" => (0.33, 0.375, false),
@@ -42,12 +48,24 @@ impl YoloXConfig {
         if num_classes == 0 {
             return Err(Error::InvalidArgument("num_classes must be >= 1".into()));
         }
-        Ok(YoloXConfig { depth, width, depthwise, num_classes, seed: 0 })
+        Ok(YoloXConfig {
+            depth,
+            width,
+            depthwise,
+            num_classes,
+            seed: 0,
+        })
     }
 
     /// A custom width (e.g. 0.125 for tests) with YOLOX-S depth.
     pub fn custom(depth: f64, width: f64, depthwise: bool, num_classes: usize) -> Self {
-        YoloXConfig { depth, width, depthwise, num_classes, seed: 0 }
+        YoloXConfig {
+            depth,
+            width,
+            depthwise,
+            num_classes,
+            seed: 0,
+        }
     }
 }
 
@@ -73,16 +91,37 @@ impl CspDarknet {
             ),
             dark3: (
                 Conv::new(&b.sub("dark3.0"), base * 2, base * 4, 3, 2, dw)?,
-                CspLayer::new(&b.sub("dark3.1"), base * 4, base * 4, base_depth * 3, true, dw)?,
+                CspLayer::new(
+                    &b.sub("dark3.1"),
+                    base * 4,
+                    base * 4,
+                    base_depth * 3,
+                    true,
+                    dw,
+                )?,
             ),
             dark4: (
                 Conv::new(&b.sub("dark4.0"), base * 4, base * 8, 3, 2, dw)?,
-                CspLayer::new(&b.sub("dark4.1"), base * 8, base * 8, base_depth * 3, true, dw)?,
+                CspLayer::new(
+                    &b.sub("dark4.1"),
+                    base * 8,
+                    base * 8,
+                    base_depth * 3,
+                    true,
+                    dw,
+                )?,
             ),
             dark5: (
                 Conv::new(&b.sub("dark5.0"), base * 8, base * 16, 3, 2, dw)?,
                 SppBottleneck::new(&b.sub("dark5.1"), base * 16, base * 16)?,
-                CspLayer::new(&b.sub("dark5.2"), base * 16, base * 16, base_depth, false, dw)?,
+                CspLayer::new(
+                    &b.sub("dark5.2"),
+                    base * 16,
+                    base * 16,
+                    base_depth,
+                    false,
+                    dw,
+                )?,
             ),
         })
     }
@@ -93,7 +132,10 @@ impl CspDarknet {
         let x = self.dark2.1.forward(&self.dark2.0.forward(&x)?)?; // [B, 2b, H/4, W/4]
         let c3 = self.dark3.1.forward(&self.dark3.0.forward(&x)?)?; // [B, 4b, H/8, W/8]
         let c4 = self.dark4.1.forward(&self.dark4.0.forward(&c3)?)?; // [B, 8b, H/16, W/16]
-        let c5 = self.dark5.2.forward(&self.dark5.1.forward(&self.dark5.0.forward(&c4)?)?)?; // [B, 16b, H/32, W/32]
+        let c5 = self
+            .dark5
+            .2
+            .forward(&self.dark5.1.forward(&self.dark5.0.forward(&c4)?)?)?; // [B, 16b, H/32, W/32]
         Ok((c3, c4, c5))
     }
 
@@ -126,7 +168,11 @@ pub struct Pafpn {
 
 impl Pafpn {
     pub fn new(b: &Builder, depth: f64, width: f64, depthwise: bool) -> Result<Self> {
-        let (c3, c4, c5) = ((256.0 * width) as usize, (512.0 * width) as usize, (1024.0 * width) as usize);
+        let (c3, c4, c5) = (
+            (256.0 * width) as usize,
+            (512.0 * width) as usize,
+            (1024.0 * width) as usize,
+        );
         let n = (3.0 * depth).round() as usize;
         let dw = depthwise;
         Ok(Pafpn {
@@ -146,11 +192,21 @@ impl Pafpn {
     pub fn forward(&self, x: &Tensor) -> Result<[Tensor; 3]> {
         let (x2, x1, x0) = self.backbone.forward(x)?;
         let fpn_out0 = self.lateral_conv0.forward(&x0)?; // [B, c4, H/32]
-        let f_out0 = self.c3_p4.forward(&ops::cat(&[ops::upsample_nearest2x(&fpn_out0)?, x1], 1)?)?; // [B, c4, H/16]
+        let f_out0 = self
+            .c3_p4
+            .forward(&ops::cat(&[ops::upsample_nearest2x(&fpn_out0)?, x1], 1)?)?; // [B, c4, H/16]
         let fpn_out1 = self.reduce_conv1.forward(&f_out0)?; // [B, c3, H/16]
-        let pan_out2 = self.c3_p3.forward(&ops::cat(&[ops::upsample_nearest2x(&fpn_out1)?, x2], 1)?)?; // [B, c3, H/8]
-        let pan_out1 = self.c3_n3.forward(&ops::cat(&[self.bu_conv2.forward(&pan_out2)?, fpn_out1], 1)?)?; // [B, c4, H/16]
-        let pan_out0 = self.c3_n4.forward(&ops::cat(&[self.bu_conv1.forward(&pan_out1)?, fpn_out0], 1)?)?; // [B, c5, H/32]
+        let pan_out2 = self
+            .c3_p3
+            .forward(&ops::cat(&[ops::upsample_nearest2x(&fpn_out1)?, x2], 1)?)?; // [B, c3, H/8]
+        let pan_out1 = self.c3_n3.forward(&ops::cat(
+            &[self.bu_conv2.forward(&pan_out2)?, fpn_out1],
+            1,
+        )?)?; // [B, c4, H/16]
+        let pan_out0 = self.c3_n4.forward(&ops::cat(
+            &[self.bu_conv1.forward(&pan_out1)?, fpn_out0],
+            1,
+        )?)?; // [B, c5, H/32]
         Ok([pan_out2, pan_out1, pan_out0])
     }
 
@@ -191,11 +247,19 @@ pub const PRIOR_BIAS: f32 = -4.595_12;
 impl YoloXHead {
     pub fn new(b: &Builder, num_classes: usize, width: f64, depthwise: bool) -> Result<Self> {
         let hidden = (256.0 * width) as usize;
-        let in_channels = [(256.0 * width) as usize, (512.0 * width) as usize, (1024.0 * width) as usize];
+        let in_channels = [
+            (256.0 * width) as usize,
+            (512.0 * width) as usize,
+            (1024.0 * width) as usize,
+        ];
         let mut levels = Vec::new();
         for (i, &cin) in in_channels.iter().enumerate() {
-            let conv = |name: &str, j: usize| Conv::new(&b.sub(name).sub(i).sub(j), hidden, hidden, 3, 1, depthwise);
-            let pred = |name: &str, cout: usize| Conv2d::new(&b.sub(name).sub(i), hidden, cout, 1, 1, 0, 1, true);
+            let conv = |name: &str, j: usize| {
+                Conv::new(&b.sub(name).sub(i).sub(j), hidden, hidden, 3, 1, depthwise)
+            };
+            let pred = |name: &str, cout: usize| {
+                Conv2d::new(&b.sub(name).sub(i), hidden, cout, 1, 1, 0, 1, true)
+            };
             let level = HeadLevel {
                 stem: BaseConv::new(&b.sub("stems").sub(i), cin, hidden, 1, 1, 1)?,
                 cls_convs: [conv("cls_convs", 0)?, conv("cls_convs", 1)?],
@@ -213,7 +277,11 @@ impl YoloXHead {
         }
         // Registration order of the official module: stems, cls_convs, reg_convs, preds per list;
         // names are what matter for checkpoints, so per-level construction is fine.
-        Ok(YoloXHead { levels, strides: [8, 16, 32], num_classes })
+        Ok(YoloXHead {
+            levels,
+            strides: [8, 16, 32],
+            num_classes,
+        })
     }
 
     /// Features (P3, P4, P5) → raw outputs `[B, A, 5 + C]`, anchors level by level, row-major.
@@ -261,15 +329,38 @@ impl YoloX {
     pub fn new(config: YoloXConfig) -> Result<Self> {
         let store = ParamStore::new(config.seed);
         let root = store.builder();
-        let backbone = Pafpn::new(&root.sub("backbone"), config.depth, config.width, config.depthwise)?;
-        let head = YoloXHead::new(&root.sub("head"), config.num_classes, config.width, config.depthwise)?;
-        Ok(YoloX { config, store, backbone, head })
+        let backbone = Pafpn::new(
+            &root.sub("backbone"),
+            config.depth,
+            config.width,
+            config.depthwise,
+        )?;
+        let head = YoloXHead::new(
+            &root.sub("head"),
+            config.num_classes,
+            config.width,
+            config.depthwise,
+        )?;
+        Ok(YoloX {
+            config,
+            store,
+            backbone,
+            head,
+        })
     }
 
     /// `images [B, 3, H, W]` (BGR 0..255, H and W multiples of 32) → raw `[B, A, 5 + C]`.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
-        if images.rank() != 4 || images.dims()[1] != 3 || images.dims()[2] % 32 != 0 || images.dims()[3] % 32 != 0 {
-            return Err(Error::shape("yolox.forward", "images [B, 3, H, W] with H and W multiples of 32", images.shape()));
+        if images.rank() != 4
+            || images.dims()[1] != 3
+            || images.dims()[2] % 32 != 0
+            || images.dims()[3] % 32 != 0
+        {
+            return Err(Error::shape(
+                "yolox.forward",
+                "images [B, 3, H, W] with H and W multiples of 32",
+                images.shape(),
+            ));
         }
         let feats = self.backbone.forward(images)?;
         self.head.forward(&feats)
@@ -305,7 +396,12 @@ impl YoloX {
     /// Save every parameter and buffer (f32 safetensors, official names).
     pub fn save(&self, path: &Path) -> Result<()> {
         let entries = self.store.entries();
-        write_safetensors(path, entries.iter().map(|e| (e.name.as_str(), &e.tensor)), SaveDtype::F32, None)
+        write_safetensors(
+            path,
+            entries.iter().map(|e| (e.name.as_str(), &e.tensor)),
+            SaveDtype::F32,
+            None,
+        )
     }
 
     /// Strict load: every tensor must be present with its shape and nothing unexpected may be
@@ -313,14 +409,20 @@ impl YoloX {
     pub fn load(&self, path: &Path) -> Result<usize> {
         let file = read_safetensors(path)?;
         let entries = self.store.entries();
-        let known: HashMap<&str, &Tensor> = entries.iter().map(|e| (e.name.as_str(), &e.tensor)).collect();
+        let known: HashMap<&str, &Tensor> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), &e.tensor))
+            .collect();
         let mut problems = Vec::new();
         for e in &entries {
             match file.tensors.get(&e.name) {
                 None => problems.push(format!("missing `{}`", e.name)),
-                Some(t) if t.shape() != e.tensor.shape() => {
-                    problems.push(format!("`{}` has shape {} in the file, the model needs {}", e.name, t.shape(), e.tensor.shape()))
-                }
+                Some(t) if t.shape() != e.tensor.shape() => problems.push(format!(
+                    "`{}` has shape {} in the file, the model needs {}",
+                    e.name,
+                    t.shape(),
+                    e.tensor.shape()
+                )),
                 Some(_) => {}
             }
         }
@@ -330,7 +432,10 @@ impl YoloX {
             }
         }
         if !problems.is_empty() {
-            return Err(Error::format(path.display(), format!("does not match the model: {}", problems.join("; "))));
+            return Err(Error::format(
+                path.display(),
+                format!("does not match the model: {}", problems.join("; ")),
+            ));
         }
         for e in &entries {
             e.tensor.copy_values_from(&file.tensors[&e.name].to_vec())?;
@@ -340,6 +445,10 @@ impl YoloX {
 
     /// The names and kinds of every tensor, for `ssod info` and tests.
     pub fn tensor_names(&self) -> Vec<(String, TensorKind)> {
-        self.store.entries().into_iter().map(|e| (e.name, e.kind)).collect()
+        self.store
+            .entries()
+            .into_iter()
+            .map(|e| (e.name, e.kind))
+            .collect()
     }
 }

@@ -14,11 +14,37 @@ pub struct Conv2d {
 
 impl Conv2d {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(b: &Builder, cin: usize, cout: usize, k: usize, stride: usize, padding: usize, groups: usize, bias: bool) -> Result<Self> {
+    pub fn new(
+        b: &Builder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let fan_in = cin / groups * k * k;
-        let weight = b.uniform_fan_in("weight", [cout, cin / groups, k, k], fan_in, TensorKind::Weight)?;
-        let bias = if bias { Some(b.uniform_fan_in("bias", [cout], fan_in, TensorKind::NoDecay)?) } else { None };
-        Ok(Conv2d { weight, bias, params: Conv2dParams { stride, padding, groups } })
+        let weight = b.uniform_fan_in(
+            "weight",
+            [cout, cin / groups, k, k],
+            fan_in,
+            TensorKind::Weight,
+        )?;
+        let bias = if bias {
+            Some(b.uniform_fan_in("bias", [cout], fan_in, TensorKind::NoDecay)?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            params: Conv2dParams {
+                stride,
+                padding,
+                groups,
+            },
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -56,8 +82,18 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let p = BatchNormParams { training: self.builder.store().is_training(), ..BatchNormParams::default() };
-        ops::batch_norm2d(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, p)
+        let p = BatchNormParams {
+            training: self.builder.store().is_training(),
+            ..BatchNormParams::default()
+        };
+        ops::batch_norm2d(
+            x,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            p,
+        )
     }
 }
 
@@ -68,9 +104,25 @@ pub struct BaseConv {
 }
 
 impl BaseConv {
-    pub fn new(b: &Builder, cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Result<Self> {
+    pub fn new(
+        b: &Builder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) -> Result<Self> {
         Ok(BaseConv {
-            conv: Conv2d::new(&b.sub("conv"), cin, cout, k, stride, (k - 1) / 2, groups, false)?,
+            conv: Conv2d::new(
+                &b.sub("conv"),
+                cin,
+                cout,
+                k,
+                stride,
+                (k - 1) / 2,
+                groups,
+                false,
+            )?,
             bn: BatchNorm2d::new(&b.sub("bn"), cout)?,
         })
     }
@@ -109,7 +161,14 @@ pub enum Conv {
 }
 
 impl Conv {
-    pub fn new(b: &Builder, cin: usize, cout: usize, k: usize, stride: usize, depthwise: bool) -> Result<Self> {
+    pub fn new(
+        b: &Builder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        depthwise: bool,
+    ) -> Result<Self> {
         Ok(if depthwise {
             Conv::Dw(DwConv::new(b, cin, cout, k, stride)?)
         } else {
@@ -144,7 +203,14 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    pub fn new(b: &Builder, cin: usize, cout: usize, shortcut: bool, expansion: f64, depthwise: bool) -> Result<Self> {
+    pub fn new(
+        b: &Builder,
+        cin: usize,
+        cout: usize,
+        shortcut: bool,
+        expansion: f64,
+        depthwise: bool,
+    ) -> Result<Self> {
         let hidden = (cout as f64 * expansion) as usize;
         Ok(Bottleneck {
             conv1: BaseConv::new(&b.sub("conv1"), cin, hidden, 1, 1, 1)?,
@@ -177,7 +243,14 @@ pub struct CspLayer {
 }
 
 impl CspLayer {
-    pub fn new(b: &Builder, cin: usize, cout: usize, n: usize, shortcut: bool, depthwise: bool) -> Result<Self> {
+    pub fn new(
+        b: &Builder,
+        cin: usize,
+        cout: usize,
+        n: usize,
+        shortcut: bool,
+        depthwise: bool,
+    ) -> Result<Self> {
         let hidden = (cout as f64 * 0.5) as usize;
         let m = (0..n)
             .map(|i| Bottleneck::new(&b.sub("m").sub(i), hidden, hidden, shortcut, 1.0, depthwise))
@@ -229,7 +302,14 @@ impl SppBottleneck {
         let x = self.conv1.forward(x)?;
         let mut parts = vec![x.clone()];
         for &k in &self.kernels {
-            parts.push(ops::max_pool2d(&x, Pool2dParams { kernel: k, stride: 1, padding: k / 2 })?);
+            parts.push(ops::max_pool2d(
+                &x,
+                Pool2dParams {
+                    kernel: k,
+                    stride: 1,
+                    padding: k / 2,
+                },
+            )?);
         }
         self.conv2.forward(&ops::cat(&parts, 1)?)
     }
@@ -246,7 +326,9 @@ pub struct Focus {
 
 impl Focus {
     pub fn new(b: &Builder, cin: usize, cout: usize, k: usize) -> Result<Self> {
-        Ok(Focus { conv: BaseConv::new(&b.sub("conv"), cin * 4, cout, k, 1, 1)? })
+        Ok(Focus {
+            conv: BaseConv::new(&b.sub("conv"), cin * 4, cout, k, 1, 1)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

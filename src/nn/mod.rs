@@ -4,5 +4,7 @@
 mod layers;
 mod store;
 
-pub use layers::{BaseConv, BatchNorm2d, Bottleneck, Conv, Conv2d, CspLayer, DwConv, Focus, SppBottleneck};
+pub use layers::{
+    BaseConv, BatchNorm2d, Bottleneck, Conv, Conv2d, CspLayer, DwConv, Focus, SppBottleneck,
+};
 pub use store::{Builder, NamedTensor, ParamStore, TensorKind};

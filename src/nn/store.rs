@@ -38,11 +38,18 @@ pub struct ParamStore {
 
 impl ParamStore {
     pub fn new(seed: u64) -> Self {
-        ParamStore { entries: Default::default(), training: Arc::new(AtomicBool::new(true)), seed }
+        ParamStore {
+            entries: Default::default(),
+            training: Arc::new(AtomicBool::new(true)),
+            seed,
+        }
     }
 
     pub fn builder(&self) -> Builder {
-        Builder { store: self.clone(), prefix: String::new() }
+        Builder {
+            store: self.clone(),
+            prefix: String::new(),
+        }
     }
 
     pub fn is_training(&self) -> bool {
@@ -55,16 +62,27 @@ impl ParamStore {
 
     /// Every entry in registration order.
     pub fn entries(&self) -> Vec<NamedTensor> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Trainable tensors (weights and no-decay parameters).
     pub fn parameters(&self) -> Vec<NamedTensor> {
-        self.entries().into_iter().filter(|e| e.kind != TensorKind::Buffer).collect()
+        self.entries()
+            .into_iter()
+            .filter(|e| e.kind != TensorKind::Buffer)
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<Tensor> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|e| e.name == name).map(|e| e.tensor.clone())
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.tensor.clone())
     }
 
     /// Number of trainable scalars (PyTorch's `sum(p.numel() for p in model.parameters())`).
@@ -75,7 +93,10 @@ impl ParamStore {
     fn insert(&self, entry: NamedTensor) -> Result<()> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.iter().any(|e| e.name == entry.name) {
-            return Err(Error::Msg(format!("parameter `{}` registered twice", entry.name)));
+            return Err(Error::Msg(format!(
+                "parameter `{}` registered twice",
+                entry.name
+            )));
         }
         entries.push(entry);
         Ok(())
@@ -91,8 +112,15 @@ pub struct Builder {
 
 impl Builder {
     pub fn sub(&self, name: impl std::fmt::Display) -> Builder {
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        Builder { store: self.store.clone(), prefix }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Builder {
+            store: self.store.clone(),
+            prefix,
+        }
     }
 
     pub fn store(&self) -> &ParamStore {
@@ -108,19 +136,37 @@ impl Builder {
     }
 
     /// A tensor with `values` registered as `leaf`; trainable kinds require gradients.
-    pub fn register(&self, leaf: &str, shape: impl Into<Shape>, values: Vec<f32>, kind: TensorKind) -> Result<Tensor> {
+    pub fn register(
+        &self,
+        leaf: &str,
+        shape: impl Into<Shape>,
+        values: Vec<f32>,
+        kind: TensorKind,
+    ) -> Result<Tensor> {
         let t = Tensor::from_vec(values, shape)?.with_requires_grad(kind != TensorKind::Buffer);
-        self.store.insert(NamedTensor { name: self.name(leaf), tensor: t.clone(), kind })?;
+        self.store.insert(NamedTensor {
+            name: self.name(leaf),
+            tensor: t.clone(),
+            kind,
+        })?;
         Ok(t)
     }
 
     /// PyTorch's default conv/linear init, `kaiming_uniform_(a=√5)`: U(−1/√fan_in, 1/√fan_in),
     /// drawn from a stream named after the tensor, so values do not depend on build order.
-    pub fn uniform_fan_in(&self, leaf: &str, shape: impl Into<Shape>, fan_in: usize, kind: TensorKind) -> Result<Tensor> {
+    pub fn uniform_fan_in(
+        &self,
+        leaf: &str,
+        shape: impl Into<Shape>,
+        fan_in: usize,
+        kind: TensorKind,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
         let mut rng = crate::rng::rng_for(self.store.seed, &format!("init/{}", self.name(leaf)));
-        let values = (0..shape.numel()).map(|_| rng.random_range(-bound..bound)).collect();
+        let values = (0..shape.numel())
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
         self.register(leaf, shape, values, kind)
     }
 }

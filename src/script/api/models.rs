@@ -1,0 +1,108 @@
+//! Models in Rhai: `yolox("s", #{ classes: 1 })`, forward, save/load, parameter counts.
+
+use std::sync::Arc;
+
+use rhai::{Map, INT};
+
+use super::Api;
+use crate::models::{YoloX, YoloXConfig};
+use crate::script::convert::{lift, script_err, Opts, ScriptResult};
+use crate::Tensor;
+
+/// A model handle (cheap to clone; clones share weights).
+#[derive(Clone)]
+pub struct Model(pub Arc<YoloX>);
+
+pub fn register(api: &mut Api) {
+    api.engine.register_type_with_name::<Model>("Model");
+    api.engine.register_fn("to_string", |m: &mut Model| {
+        format!(
+            "YOLOX(depth {}, width {}, classes {}, {} params)",
+            m.0.config.depth,
+            m.0.config.width,
+            m.0.config.num_classes,
+            m.0.num_params()
+        )
+    });
+    func!(api, "yolox", &["variant: String", "opts: Map"], "Model",
+        "A YOLOX detector: variant nano|tiny|s|m|l|x; opts: classes (80), seed (0), width/depth (override the variant).",
+        |variant: &str, o: Map| -> ScriptResult<Model> {
+            let opts = Opts::new("yolox", &o, &["classes", "seed", "width", "depth"])?;
+            let classes = opts.usize("classes", 80)?;
+            let mut cfg = lift(YoloXConfig::variant(variant, classes))?;
+            cfg.seed = opts.usize("seed", 0)? as u64;
+            cfg.width = opts.float("width", cfg.width)?;
+            cfg.depth = opts.float("depth", cfg.depth)?;
+            if !(cfg.width > 0.0 && cfg.depth > 0.0) {
+                return Err(script_err("yolox: width and depth must be > 0"));
+            }
+            Ok(Model(Arc::new(lift(YoloX::new(cfg))?)))
+        });
+    func!(
+        api,
+        "forward",
+        &["m: Model", "images: Tensor"],
+        "Tensor",
+        "Raw outputs [B, A, 5 + C] (reg 4, obj 1, cls C) for images [B, 3, H, W], BGR 0..255.",
+        |m: &mut Model, x: Tensor| -> ScriptResult<Tensor> { lift(m.0.forward(&x)) }
+    );
+    func!(
+        api,
+        "set_training",
+        &["m: Model", "on: bool"],
+        "()",
+        "Training mode (batch statistics) or eval mode (running statistics).",
+        |m: &mut Model, on: bool| m.0.set_training(on)
+    );
+    func!(
+        api,
+        "num_params",
+        &["m: Model"],
+        "i64",
+        "Number of trainable parameters.",
+        |m: &mut Model| m.0.num_params() as INT
+    );
+    func!(
+        api,
+        "gflops",
+        &["m: Model", "size: i64"],
+        "f64",
+        "GFLOPs at a square input size (YOLOX's accounting).",
+        |m: &mut Model, s: INT| m.0.gflops(s.max(0) as usize, s.max(0) as usize)
+    );
+    func!(
+        api,
+        "save",
+        &["m: Model", "path: String"],
+        "()",
+        "Save weights and buffers as safetensors (official names); refuses to overwrite.",
+        |m: &mut Model, p: &str| -> ScriptResult<()> {
+            if std::path::Path::new(p).exists() {
+                return Err(script_err(format!("save: `{p}` already exists")));
+            }
+            lift(m.0.save(p.as_ref()))
+        }
+    );
+    func!(
+        api,
+        "load",
+        &["m: Model", "path: String"],
+        "i64",
+        "Strict load of a safetensors checkpoint; returns the number of tensors loaded.",
+        |m: &mut Model, p: &str| -> ScriptResult<INT> { Ok(lift(m.0.load(p.as_ref()))? as INT) }
+    );
+    func!(
+        api,
+        "parameters",
+        &["m: Model"],
+        "Array",
+        "The trainable tensors.",
+        |m: &mut Model| -> rhai::Array {
+            m.0.store
+                .parameters()
+                .into_iter()
+                .map(|e| rhai::Dynamic::from(e.tensor))
+                .collect()
+        }
+    );
+}

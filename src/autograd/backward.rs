@@ -106,10 +106,12 @@ pub fn backward(root: &Tensor) -> Result<()> {
                 }
             }
             None => {
-                // A leaf: add into its .grad (fresh tensor, so earlier handles stay valid).
+                // A leaf: add into its .grad. Always a fresh contiguous tensor: `g` may be shared
+                // with another input (add's backward hands the same gradient to both) or be a
+                // view (permute's backward), and optimisers update .grad-derived values in place.
                 let total = match t.grad() {
                     Some(prev) => crate::ops::add(&prev, &g)?,
-                    None => g.detach(),
+                    None => Tensor::from_vec(g.to_vec(), g.shape().clone())?,
                 };
                 t.set_grad(Some(total));
             }

@@ -36,6 +36,9 @@ pub fn bce_with_logits(
         Some(w) => zip_values("bce_with_logits", &raw, w, |l, w| l * w)?,
         None => raw.clone(),
     };
+    // `raw` may be `out` itself (no weight): keep a detached handle, never the output, or the
+    // node would own its own output (an Arc cycle that leaks the graph).
+    let raw = raw.detach();
     let (x, t) = (logits.detach(), target.detach());
     let w = weight.map(Tensor::detach);
     let mut inputs = vec![logits, target];

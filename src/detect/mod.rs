@@ -1,1 +1,4 @@
-//! See DESIGN.md: this layer arrives with its issue.
+//! Detection-specific work: label assignment (SimOTA), losses, decoding and NMS.
+
+pub mod loss;
+pub mod simota;

@@ -106,6 +106,12 @@ fn check_binary(name: &str, op: BinOp, f: fn(f64, f64) -> f64, positive_b: bool)
 
 #[test]
 fn binary_broadcasting() {
+    // A 0-d scalar tensor against a matrix, and a transposed view against a row.
+    check("mul [] with [2,3]", &[x(&[], 110), x(&[2, 3], 111)], |t| ops::mul(&t[0], &t[1]), bin(&[], &[2, 3], |a, b| a * b));
+    check("sub [2,3] with []", &[x(&[2, 3], 112), x(&[], 113)], |t| ops::sub(&t[0], &t[1]), bin(&[2, 3], &[], |a, b| a - b));
+    check("add transpose([3,4]) with [3]", &[x(&[3, 4], 114), x(&[3], 115)], |t| ops::add(&ops::transpose(&t[0], 0, 1)?, &t[1]), |v| {
+        (0..12).map(|p| v[0][(p % 3) * 4 + p / 3] + v[1][p % 3]).collect()
+    });
     check_binary("add", ops::add, |a, b| a + b, false);
     check_binary("sub", ops::sub, |a, b| a - b, false);
     check_binary("mul", ops::mul, |a, b| a * b, false);

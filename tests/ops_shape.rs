@@ -287,6 +287,27 @@ fn index_select_and_gather() {
     }));
 }
 
+#[test]
+fn infer_shape_resolves_minus_one() {
+    assert_eq!(ops::infer_shape("reshape", &[2, -1, 4], 24).unwrap(), Shape(vec![2, 3, 4]));
+    assert_eq!(ops::infer_shape("reshape", &[-1], 7).unwrap(), Shape(vec![7]));
+    assert_eq!(ops::infer_shape("reshape", &[3, 5], 15).unwrap(), Shape(vec![3, 5]));
+    for (dims, n) in [(&[-1, -1][..], 4), (&[-1, 5], 12), (&[2, -3], 6)] {
+        let e = ops::infer_shape("reshape", dims, n).unwrap_err();
+        assert!(e.to_string().contains("reshape"), "{dims:?} for {n}: {e}");
+    }
+}
+
+/// NaN propagates through max (as torch.max).
+#[test]
+fn max_propagates_nan() {
+    let t = Tensor::from_vec(vec![1.0, f32::NAN, 3.0, 4.0, 5.0, 6.0], [2, 3]).unwrap();
+    let m = ops::max_axis(&t, 1, false).unwrap().to_vec();
+    assert!(m[0].is_nan() && m[1] == 6.0, "{m:?}");
+    let p = ops::max_pool2d(&t.reshape([1, 1, 2, 3]).unwrap(), ops::Pool2dParams { kernel: 2, stride: 1, padding: 0 }).unwrap().to_vec();
+    assert!(p[0].is_nan() && p[1].is_nan(), "{p:?}");
+}
+
 /// Bad arguments are errors naming the op, not panics.
 #[test]
 fn shape_errors_name_the_op() {
@@ -301,6 +322,12 @@ fn shape_errors_name_the_op() {
         ("gather", ops::gather(&t, 1, &Tensor::from_vec(vec![0.5; 2], [2, 1]).unwrap())),
         ("matmul", ops::matmul(&t, &Tensor::zeros([2, 3]))),
         ("add", ops::add(&t, &Tensor::zeros([2]))),
+        ("sum", ops::sum(&t, &[1, -1], false)),
+        ("max", ops::max_axis(&t, 2, false)),
+        ("conv2d", ops::conv2d(&Tensor::zeros([1, 3, 5, 5]), &Tensor::zeros([4, 2, 3, 3]), None, ops::Conv2dParams { stride: 1, padding: 0, groups: 2 })),
+        ("max_pool2d", ops::max_pool2d(&t, ops::Pool2dParams { kernel: 2, stride: 2, padding: 0 })),
+        ("cross_entropy", ops::cross_entropy(&t, &Tensor::from_vec(vec![0.0, 1.5], [2]).unwrap())),
+        ("bce_with_logits", ops::bce_with_logits(&t, &Tensor::zeros([3, 2]), None)),
     ];
     for (op, r) in cases {
         let e = r.err().unwrap_or_else(|| panic!("{op}: bad arguments gave Ok"));

@@ -146,6 +146,11 @@ fn safetensors_round_trips() {
     let a = Tensor::from_vec(vec![1.0, -2.5, 3.1415927, 1e-3, 65504.0, -1e-5], [2, 3]).unwrap();
     let b = Tensor::from_vec((0..10).map(|i| (i as f32 - 4.5) * 0.37).collect(), [10]).unwrap();
     let sc = Tensor::scalar(42.0);
+    // A non-contiguous view is saved in logical order.
+    let p = d.join("view.safetensors");
+    write_safetensors(&p, [("t", &ops::transpose(&a, 0, 1).unwrap())], SaveDtype::F32, None).unwrap();
+    let back = &read_safetensors(&p).unwrap().tensors["t"];
+    assert_eq!((back.dims(), back.to_vec()), (&[3usize, 2][..], vec![1.0, 1e-3, -2.5, 65504.0, 3.1415927, -1e-5]));
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string()), ("epoch".into(), "3".into())].into();
     for (dtype, rel) in [(SaveDtype::F32, 0.0), (SaveDtype::F16, 1.0 / 2048.0), (SaveDtype::BF16, 1.0 / 256.0)] {
         let p = d.join(format!("{dtype:?}.safetensors"));

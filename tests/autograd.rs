@@ -60,13 +60,22 @@ fn shared_input_accumulates_exactly() {
     let _s = serial();
     let xv = [0.5, -1.25, 2.0, 0.0];
     let x = leaf(&xv, &[4]);
-    let y = ops::add(&ops::mul(&x, &x).unwrap(), &ops::mul_scalar(&x, 3.0).unwrap()).unwrap();
+    let y = ops::add(
+        &ops::mul(&x, &x).unwrap(),
+        &ops::mul_scalar(&x, 3.0).unwrap(),
+    )
+    .unwrap();
     y.sum_all().unwrap().backward().unwrap();
     let want: Vec<f32> = xv.iter().map(|v| 2.0 * v + 3.0).collect();
     assert_eq!(x.grad().unwrap().to_vec(), want);
     // The same tensor as both operands of one op, through a view: Σ x·xᵀ over a [2,2] matrix.
     let m = leaf(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
-    ops::mul(&m, &ops::transpose(&m, 0, 1).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    ops::mul(&m, &ops::transpose(&m, 0, 1).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     // d/dm[i][j] Σ_ab m[a][b]·m[b][a] = 2·m[j][i]: [[2, 6], [4, 8]].
     assert_eq!(m.grad().unwrap().to_vec(), vec![2.0, 6.0, 4.0, 8.0]);
 }
@@ -77,13 +86,23 @@ fn grad_accumulates_across_passes_and_zero_grad() {
     let _s = serial();
     let x = leaf(&[1.0, -2.0, 3.0], &[3]);
     for _ in 0..2 {
-        ops::mul_scalar(&x, 2.0).unwrap().sum_all().unwrap().backward().unwrap();
+        ops::mul_scalar(&x, 2.0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
     }
     // Two passes of d(2x)/dx = 2.
     assert_eq!(x.grad().unwrap().to_vec(), vec![4.0; 3]);
     x.zero_grad();
     assert!(x.grad().is_none(), "zero_grad left a gradient");
-    ops::mul(&x, &x).unwrap().sum_all().unwrap().backward().unwrap();
+    ops::mul(&x, &x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert_eq!(x.grad().unwrap().to_vec(), vec![2.0, -4.0, 6.0]);
 }
 
@@ -95,13 +114,23 @@ fn leaf_grads_are_independent() {
     let _s = serial();
     let a = leaf(&[1.0, 2.0], &[2]);
     let b = leaf(&[3.0, 4.0], &[2]);
-    ops::add(&a, &b).unwrap().sum_all().unwrap().backward().unwrap();
+    ops::add(&a, &b)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let (ga, gb) = (a.grad().unwrap(), b.grad().unwrap());
     assert_eq!(ga.to_vec(), vec![1.0, 1.0]);
     // If this fails the gradient is non-contiguous or shared; either way a clipper that edits
     // grads in place would be wrong.
-    ga.update_values(|v| v.iter_mut().for_each(|g| *g = 0.0)).unwrap();
-    assert_eq!(gb.to_vec(), vec![1.0, 1.0], "b's gradient changed when a's was edited: they share storage");
+    ga.update_values(|v| v.iter_mut().for_each(|g| *g = 0.0))
+        .unwrap();
+    assert_eq!(
+        gb.to_vec(),
+        vec![1.0, 1.0],
+        "b's gradient changed when a's was edited: they share storage"
+    );
 }
 
 /// A leaf's gradient is contiguous (as its values are), so optimisers and clippers can edit it in
@@ -113,11 +142,17 @@ fn leaf_grad_is_contiguous() {
     let x = leaf(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
     // Σ w ⊙ xᵀ with w = [[1,2],[3,4],[5,6]]: d/dx[i][j] = w[j][i] → [[1,3,5],[2,4,6]].
     let w = t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]);
-    ops::mul(&ops::permute(&x, &[1, 0]).unwrap(), &w).unwrap().sum_all().unwrap().backward().unwrap();
+    ops::mul(&ops::permute(&x, &[1, 0]).unwrap(), &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let g = x.grad().unwrap();
     assert_eq!(g.to_vec(), vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
     assert!(g.is_contiguous(), "grad of x has layout {:?}", g.layout());
-    g.update_values(|v| v.iter_mut().for_each(|a| *a *= 0.5)).expect("in-place edit of a gradient");
+    g.update_values(|v| v.iter_mut().for_each(|a| *a *= 0.5))
+        .expect("in-place edit of a gradient");
 }
 
 #[test]
@@ -128,7 +163,12 @@ fn detach_stops_gradient() {
     assert!(!d.requires_grad(), "detached tensor requires grad");
     assert_eq!(d.to_vec(), x.to_vec());
     // y = Σ detach(x)·x: only the second factor carries a gradient, dy/dx = x (not 2x).
-    ops::mul(&d, &x).unwrap().sum_all().unwrap().backward().unwrap();
+    ops::mul(&d, &x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert_eq!(x.grad().unwrap().to_vec(), vec![1.5, -2.0]);
     assert!(d.grad().is_none());
 }
@@ -139,8 +179,14 @@ fn no_grad_records_nothing() {
     let x = leaf(&[1.0, 2.0], &[2]);
     let y = no_grad(|| ops::exp(&x).unwrap().sum_all().unwrap());
     assert!(!y.requires_grad(), "result under no_grad requires grad");
-    assert!(y.is_leaf() && y.op_name().is_none(), "a node was recorded under no_grad");
-    assert!(y.backward().is_err(), "backward through a no_grad result should be an error");
+    assert!(
+        y.is_leaf() && y.op_name().is_none(),
+        "a node was recorded under no_grad"
+    );
+    assert!(
+        y.backward().is_err(),
+        "backward through a no_grad result should be an error"
+    );
     assert!(x.grad().is_none());
     // Recording is back on afterwards.
     let z = ops::exp(&x).unwrap();
@@ -162,10 +208,16 @@ fn second_backward_is_an_error_naming_the_op() {
     let loss = ops::sum_all(&y).unwrap();
     loss.backward().unwrap();
     let e = loss.backward().unwrap_err();
-    assert!(matches!(e, Error::Autograd(_)) && e.to_string().contains("`sum`"), "second backward on the root: {e}");
+    assert!(
+        matches!(e, Error::Autograd(_)) && e.to_string().contains("`sum`"),
+        "second backward on the root: {e}"
+    );
     // A fresh root over the freed intermediate y: the error names `exp`.
     let e = ops::sum_all(&y).unwrap().backward().unwrap_err();
-    assert!(e.to_string().contains("`exp`"), "backward through a freed exp: {e}");
+    assert!(
+        e.to_string().contains("`exp`"),
+        "backward through a freed exp: {e}"
+    );
 }
 
 #[test]
@@ -173,7 +225,10 @@ fn backward_on_non_scalar_is_an_error() {
     let _s = serial();
     let x = leaf(&[1.0, 2.0, 3.0], &[3]);
     let e = ops::exp(&x).unwrap().backward().unwrap_err();
-    assert!(matches!(e, Error::Autograd(_)) && e.to_string().contains("[3]"), "{e}");
+    assert!(
+        matches!(e, Error::Autograd(_)) && e.to_string().contains("[3]"),
+        "{e}"
+    );
 }
 
 /// Anomaly mode names the first op that produced a NaN (forward) or an Inf (backward).
@@ -198,8 +253,16 @@ fn anomaly_mode_names_the_first_bad_op() {
     }
     // Backward: sqrt(0) is fine forward (0) but its gradient 0.5/0 is Inf.
     let z = leaf(&[0.0, 4.0], &[2]);
-    let e = ops::sqrt(&z).unwrap().sum_all().unwrap().backward().unwrap_err();
-    assert!(e.to_string().contains("sqrt") && e.to_string().contains("backward"), "{e}");
+    let e = ops::sqrt(&z)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("sqrt") && e.to_string().contains("backward"),
+        "{e}"
+    );
     set_anomaly_mode(false);
     // Off: the NaN goes through silently.
     assert!(ops::log(&nx).unwrap().to_vec().iter().all(|v| v.is_nan()));
@@ -235,15 +298,34 @@ impl TinyCnn {
     }
     /// `[N, 1, H, W] -> [N, 2]` logits.
     fn forward(&self, x: &Tensor, training: bool) -> Tensor {
-        let h = ops::conv2d(x, &self.w1, None, Conv2dParams { stride: 1, padding: 1, groups: 1 }).unwrap();
-        let bn = BatchNormParams { training, momentum: 0.1, eps: 1e-3 };
-        let h = ops::silu(&ops::batch_norm2d(&h, &self.gamma, &self.beta, &self.rm, &self.rv, bn).unwrap()).unwrap();
+        let h = ops::conv2d(
+            x,
+            &self.w1,
+            None,
+            Conv2dParams {
+                stride: 1,
+                padding: 1,
+                groups: 1,
+            },
+        )
+        .unwrap();
+        let bn = BatchNormParams {
+            training,
+            momentum: 0.1,
+            eps: 1e-3,
+        };
+        let h = ops::silu(
+            &ops::batch_norm2d(&h, &self.gamma, &self.beta, &self.rm, &self.rv, bn).unwrap(),
+        )
+        .unwrap();
         let n = x.dims()[0];
-        let pooled = ops::reshape(&ops::global_avg_pool2d(&h).unwrap(), [n, self.w1.dims()[0]]).unwrap();
+        let pooled =
+            ops::reshape(&ops::global_avg_pool2d(&h).unwrap(), [n, self.w1.dims()[0]]).unwrap();
         ops::linear(&pooled, &self.w2, Some(&self.b2)).unwrap()
     }
     fn step(&self, x: &Tensor, labels: &Tensor, lr: f32) -> f32 {
-        let loss = ops::mean_all(&ops::cross_entropy(&self.forward(x, true), labels).unwrap()).unwrap();
+        let loss =
+            ops::mean_all(&ops::cross_entropy(&self.forward(x, true), labels).unwrap()).unwrap();
         loss.backward().unwrap();
         sgd(&self.params(), lr);
         loss.item().unwrap()
@@ -253,7 +335,8 @@ impl TinyCnn {
 fn sgd(params: &[&Tensor], lr: f32) {
     for p in params {
         let g = p.grad().expect("parameter got a gradient").to_vec();
-        p.update_values(|v| v.iter_mut().zip(&g).for_each(|(w, g)| *w -= lr * g)).unwrap();
+        p.update_values(|v| v.iter_mut().zip(&g).for_each(|(w, g)| *w -= lr * g))
+            .unwrap();
         p.zero_grad();
     }
 }
@@ -296,25 +379,68 @@ fn memory_does_not_grow_over_training_steps() {
     println!("live heap bytes: after step 10 {at10}, after step 50 {at50}");
     // One forward graph holds ≥ 16·8·64·4 B = 32 KiB per saved activation; a leak of 40 graphs
     // would be megabytes.
-    assert!(at50 - at10 < 64 * 1024, "live heap grew by {} bytes over 40 training steps", at50 - at10);
+    assert!(
+        at50 - at10 < 64 * 1024,
+        "live heap grew by {} bytes over 40 training steps",
+        at50 - at10
+    );
 
     let before = LIVE_BYTES.load(Ordering::Relaxed);
-    let kept: Vec<Tensor> = (0..20).map(|_| ops::mean_all(&ops::cross_entropy(&model.forward(&x, true), &labels).unwrap()).unwrap()).collect();
+    let kept: Vec<Tensor> = (0..20)
+        .map(|_| {
+            ops::mean_all(&ops::cross_entropy(&model.forward(&x, true), &labels).unwrap()).unwrap()
+        })
+        .collect();
     let held = LIVE_BYTES.load(Ordering::Relaxed) - before;
-    assert!(held > 20 * 32 * 1024, "control: 20 live graphs only hold {held} bytes; the counter does not see them");
+    assert!(
+        held > 20 * 32 * 1024,
+        "control: 20 live graphs only hold {held} bytes; the counter does not see them"
+    );
     drop(kept);
     for p in model.params() {
         p.zero_grad();
     }
     let after = LIVE_BYTES.load(Ordering::Relaxed) - before;
-    assert!(after < 16 * 1024, "dropping 20 unused graphs left {after} bytes");
+    assert!(
+        after < 16 * 1024,
+        "dropping 20 unused graphs left {after} bytes"
+    );
 }
 
 /// A graph touching most ops, as a scalar.
 fn many_ops_loss(x: &Tensor, w: &Tensor) -> Tensor {
-    let h = ops::conv2d(x, w, None, Conv2dParams { stride: 2, padding: 1, groups: 1 }).unwrap(); // [2,4,4,4]
-    let h = ops::upsample_nearest2x(&ops::max_pool2d(&h, ops::Pool2dParams { kernel: 2, stride: 2, padding: 0 }).unwrap()).unwrap();
-    let h = ops::avg_pool2d(&ops::tanh(&h).unwrap(), ops::Pool2dParams { kernel: 3, stride: 1, padding: 1 }).unwrap();
+    let h = ops::conv2d(
+        x,
+        w,
+        None,
+        Conv2dParams {
+            stride: 2,
+            padding: 1,
+            groups: 1,
+        },
+    )
+    .unwrap(); // [2,4,4,4]
+    let h = ops::upsample_nearest2x(
+        &ops::max_pool2d(
+            &h,
+            ops::Pool2dParams {
+                kernel: 2,
+                stride: 2,
+                padding: 0,
+            },
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let h = ops::avg_pool2d(
+        &ops::tanh(&h).unwrap(),
+        ops::Pool2dParams {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        },
+    )
+    .unwrap();
     let p = ops::permute(&h, &[0, 2, 3, 1]).unwrap(); // [2,4,4,4]
     let s = ops::slice_step(&p, 1, 0, 4, 2).unwrap();
     let flat = ops::reshape(&s, [16, 4]).unwrap();
@@ -331,7 +457,12 @@ fn many_ops_loss(x: &Tensor, w: &Tensor) -> Tensor {
     let bce = ops::bce_with_logits(&g, &ops::sigmoid(&g).unwrap().detach(), Some(&half)).unwrap();
     let l1 = ops::smooth_l1_loss(&c, &ops::exp(&c).unwrap(), 1.0).unwrap();
     let cs = ops::cosine_similarity(&c, &ops::narrow(&c, 0, 0, 1).unwrap(), -1).unwrap();
-    let mx = ops::max_axis(&ops::maximum(&l1, &ops::silu(&l1).unwrap()).unwrap(), 1, false).unwrap();
+    let mx = ops::max_axis(
+        &ops::maximum(&l1, &ops::silu(&l1).unwrap()).unwrap(),
+        1,
+        false,
+    )
+    .unwrap();
     let total = ops::add(&ops::sum_all(&bce).unwrap(), &ops::mean_all(&mx).unwrap()).unwrap();
     ops::sub(&total, &ops::sum(&cs, &[0], false).unwrap()).unwrap()
 }
@@ -359,8 +490,14 @@ fn graphs_of_all_ops_are_freed() {
     }
     let after_drop = LIVE_BYTES.load(Ordering::Relaxed) - start;
     println!("many ops: live bytes +{after_backward} after 20 backward passes, +{after_drop} after 20 dropped graphs");
-    assert!(after_backward < 16 * 1024, "20 backward passes left {after_backward} bytes");
-    assert!(after_drop < 16 * 1024, "20 dropped graphs left {after_drop} bytes");
+    assert!(
+        after_backward < 16 * 1024,
+        "20 backward passes left {after_backward} bytes"
+    );
+    assert!(
+        after_drop < 16 * 1024,
+        "20 dropped graphs left {after_drop} bytes"
+    );
 }
 
 /// bce_with_logits without weights returns `raw` itself as its output and its backward closure
@@ -380,7 +517,10 @@ fn bce_without_weight_graph_is_freed_when_dropped() {
         drop(loss());
     }
     let grown = LIVE_BYTES.load(Ordering::Relaxed) - start;
-    assert!(grown < 1024, "20 dropped bce_with_logits graphs left {grown} bytes");
+    assert!(
+        grown < 1024,
+        "20 dropped bce_with_logits graphs left {grown} bytes"
+    );
 }
 
 /// 2-8-1 MLP (tanh) with hand-written SGD learns XOR to 100%.
@@ -391,9 +531,18 @@ fn mlp_learns_xor() {
     let y = t(&[0., 1., 1., 0.], &[4, 1]);
     let w1 = Tensor::randn([8, 2], 11).with_requires_grad(true);
     let b1 = Tensor::zeros([8]).with_requires_grad(true);
-    let w2 = ops::mul_scalar(&Tensor::randn([1, 8], 12), 0.5).unwrap().with_requires_grad(true);
+    let w2 = ops::mul_scalar(&Tensor::randn([1, 8], 12), 0.5)
+        .unwrap()
+        .with_requires_grad(true);
     let b2 = Tensor::zeros([1]).with_requires_grad(true);
-    let forward = || ops::linear(&ops::tanh(&ops::linear(&x, &w1, Some(&b1)).unwrap()).unwrap(), &w2, Some(&b2)).unwrap();
+    let forward = || {
+        ops::linear(
+            &ops::tanh(&ops::linear(&x, &w1, Some(&b1)).unwrap()).unwrap(),
+            &w2,
+            Some(&b2),
+        )
+        .unwrap()
+    };
     let mut loss = f32::NAN;
     for _ in 0..2000 {
         let l = ops::mean_all(&ops::bce_with_logits(&forward(), &y, None).unwrap()).unwrap();
@@ -404,7 +553,11 @@ fn mlp_learns_xor() {
     let logits = no_grad(forward).to_vec();
     let pred: Vec<f32> = logits.iter().map(|&l| (l > 0.0) as u8 as f32).collect();
     println!("xor: final loss {loss}, logits {logits:?}");
-    assert_eq!(pred, vec![0., 1., 1., 0.], "XOR not learned: loss {loss}, logits {logits:?}");
+    assert_eq!(
+        pred,
+        vec![0., 1., 1., 0.],
+        "XOR not learned: loss {loss}, logits {logits:?}"
+    );
     assert!(loss < 0.05, "XOR loss still {loss}");
 }
 
@@ -421,7 +574,14 @@ fn cnn_learns_bars() {
     }
     let logits = no_grad(|| model.forward(&x, false)).to_vec();
     let want = labels.to_vec();
-    let correct = logits.chunks(2).zip(&want).filter(|(l, &c)| ((l[1] > l[0]) as u8 as f32) == c).count();
+    let correct = logits
+        .chunks(2)
+        .zip(&want)
+        .filter(|(l, &c)| ((l[1] > l[0]) as u8 as f32) == c)
+        .count();
     println!("bars: final loss {loss}, eval accuracy {correct}/16");
-    assert_eq!(correct, 16, "bars: eval accuracy {correct}/16, train loss {loss}");
+    assert_eq!(
+        correct, 16,
+        "bars: eval accuracy {correct}/16, train loss {loss}"
+    );
 }

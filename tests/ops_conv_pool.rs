@@ -55,20 +55,47 @@ fn conv_ref(
 
 /// One conv2d case: batch n, channels c -> k, kernel, stride, padding, groups, bias, on 5×7.
 #[allow(clippy::too_many_arguments)]
-fn conv_case(n: usize, ci: usize, k: usize, ks: usize, stride: usize, pad: usize, groups: usize, bias: bool) {
+fn conv_case(
+    n: usize,
+    ci: usize,
+    k: usize,
+    ks: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+    bias: bool,
+) {
     let (h, w) = (5, 7);
     let name = format!("conv2d n{n} c{ci} k{k} {ks}x{ks} s{stride} p{pad} g{groups} bias={bias}");
     let seed = (n * 1000 + ci * 100 + k * 10 + ks + stride * 7 + pad * 3 + groups * 11) as u64;
-    let mut inputs = vec![x(&[n, ci, h, w], seed), x(&[k, ci / groups, ks, ks], seed + 1)];
+    let mut inputs = vec![
+        x(&[n, ci, h, w], seed),
+        x(&[k, ci / groups, ks, ks], seed + 1),
+    ];
     if bias {
         inputs.push(x(&[k], seed + 2));
     }
-    let p = Conv2dParams { stride, padding: pad, groups };
+    let p = Conv2dParams {
+        stride,
+        padding: pad,
+        groups,
+    };
     check(
         &name,
         &inputs,
         |t| ops::conv2d(&t[0], &t[1], t.get(2), p),
-        |v| conv_ref(&v[0], &v[1], v.get(2).map(|b| &b[..]), (n, ci, h, w), (k, ks, ks), stride, pad, groups),
+        |v| {
+            conv_ref(
+                &v[0],
+                &v[1],
+                v.get(2).map(|b| &b[..]),
+                (n, ci, h, w),
+                (k, ks, ks),
+                stride,
+                pad,
+                groups,
+            )
+        },
     );
 }
 
@@ -97,7 +124,18 @@ fn conv2d_view_input_and_frozen_weight() {
     check(
         "conv2d of NHWC->NCHW permute, frozen weight",
         &[x(&[1, 5, 7, 3], 6), c(wv.clone(), &[4, 3, 3, 3])],
-        |t| ops::conv2d(&t[0].permute(&[0, 3, 1, 2])?, &t[1], None, Conv2dParams { stride: 1, padding: 1, groups: 1 }),
+        |t| {
+            ops::conv2d(
+                &t[0].permute(&[0, 3, 1, 2])?,
+                &t[1],
+                None,
+                Conv2dParams {
+                    stride: 1,
+                    padding: 1,
+                    groups: 1,
+                },
+            )
+        },
         |v| {
             let mut nchw = vec![0f64; 105];
             for cc in 0..3 {
@@ -112,16 +150,27 @@ fn conv2d_view_input_and_frozen_weight() {
 
 /// Batch norm in f64: per channel mean and variance of the batch (biased) in training, of the
 /// running stats in eval.
-fn bn_ref(v: &[Vec<f64>], (n, ch, plane): (usize, usize, usize), stats: Option<(&[f64], &[f64])>, eps: f64) -> Vec<f64> {
+fn bn_ref(
+    v: &[Vec<f64>],
+    (n, ch, plane): (usize, usize, usize),
+    stats: Option<(&[f64], &[f64])>,
+    eps: f64,
+) -> Vec<f64> {
     let (x, g, b) = (&v[0], &v[1], &v[2]);
     let mut y = vec![0f64; x.len()];
     for cc in 0..ch {
-        let vals: Vec<f64> = (0..n).flat_map(|i| (0..plane).map(move |p| (i, p))).map(|(i, p)| x[(i * ch + cc) * plane + p]).collect();
+        let vals: Vec<f64> = (0..n)
+            .flat_map(|i| (0..plane).map(move |p| (i, p)))
+            .map(|(i, p)| x[(i * ch + cc) * plane + p])
+            .collect();
         let (mean, var) = match stats {
             Some((m, s)) => (m[cc], s[cc]),
             None => {
                 let m = vals.iter().sum::<f64>() / vals.len() as f64;
-                (m, vals.iter().map(|a| (a - m).powi(2)).sum::<f64>() / vals.len() as f64)
+                (
+                    m,
+                    vals.iter().map(|a| (a - m).powi(2)).sum::<f64>() / vals.len() as f64,
+                )
             }
         };
         for i in 0..n {
@@ -136,22 +185,42 @@ fn bn_ref(v: &[Vec<f64>], (n, ch, plane): (usize, usize, usize), stats: Option<(
 
 fn bn_case(n: usize, ch: usize, training: bool) {
     let (h, w) = (5, 7);
-    let p = BatchNormParams { training, momentum: 0.1, eps: 1e-3 };
+    let p = BatchNormParams {
+        training,
+        momentum: 0.1,
+        eps: 1e-3,
+    };
     let rm: Vec<f32> = (0..ch).map(|i| 0.1 * i as f32 - 0.2).collect();
     let rv: Vec<f32> = (0..ch).map(|i| 0.5 + 0.25 * i as f32).collect();
-    let (rm64, rv64): (Vec<f64>, Vec<f64>) = (rm.iter().map(|&v| v as f64).collect(), rv.iter().map(|&v| v as f64).collect());
+    let (rm64, rv64): (Vec<f64>, Vec<f64>) = (
+        rm.iter().map(|&v| v as f64).collect(),
+        rv.iter().map(|&v| v as f64).collect(),
+    );
     let name = format!("batch_norm2d n{n} c{ch} training={training}");
     // x has a per-channel offset so the mean is not ~0.
     let mut xin = x(&[n, ch, h, w], 200 + n as u64);
-    xin.values.iter_mut().enumerate().for_each(|(i, v)| *v = *v * 1.5 + ((i / (h * w)) % ch) as f32);
+    xin.values
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = *v * 1.5 + ((i / (h * w)) % ch) as f32);
     check(
         &name,
         &[xin, xu(&[ch], 0.5, 1.5, 201), x(&[ch], 202)],
         |t| {
-            let (m, v) = (Tensor::from_vec(rm.clone(), [ch])?, Tensor::from_vec(rv.clone(), [ch])?);
+            let (m, v) = (
+                Tensor::from_vec(rm.clone(), [ch])?,
+                Tensor::from_vec(rv.clone(), [ch])?,
+            );
             ops::batch_norm2d(&t[0], &t[1], &t[2], &m, &v, p)
         },
-        |v| bn_ref(v, (n, ch, h * w), if training { None } else { Some((&rm64, &rv64)) }, 1e-3),
+        |v| {
+            bn_ref(
+                v,
+                (n, ch, h * w),
+                if training { None } else { Some((&rm64, &rv64)) },
+                1e-3,
+            )
+        },
     );
 }
 
@@ -174,11 +243,26 @@ fn batch_norm2d_running_stats() {
     let rm = Tensor::from_vec(vec![0.5, -1.0], [ch]).unwrap();
     let rv = Tensor::from_vec(vec![2.0, 0.25], [ch]).unwrap();
     let m = 0.03;
-    ops::batch_norm2d(&xt, &g, &b, &rm, &rv, BatchNormParams { training: true, momentum: m, eps: 1e-3 }).unwrap();
+    ops::batch_norm2d(
+        &xt,
+        &g,
+        &b,
+        &rm,
+        &rv,
+        BatchNormParams {
+            training: true,
+            momentum: m,
+            eps: 1e-3,
+        },
+    )
+    .unwrap();
     let count = (n * h * w) as f64;
     let (mut want_m, mut want_v) = (vec![], vec![]);
     for (cc, (r_m, r_v)) in [(0.5f64, 2.0f64), (-1.0, 0.25)].into_iter().enumerate() {
-        let vals: Vec<f64> = (0..n).flat_map(|i| (0..h * w).map(move |p| (i, p))).map(|(i, p)| xv[(i * ch + cc) * h * w + p] as f64).collect();
+        let vals: Vec<f64> = (0..n)
+            .flat_map(|i| (0..h * w).map(move |p| (i, p)))
+            .map(|(i, p)| xv[(i * ch + cc) * h * w + p] as f64)
+            .collect();
         let mean = vals.iter().sum::<f64>() / count;
         let unbiased = vals.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (count - 1.0);
         want_m.push((1.0 - m as f64) * r_m + m as f64 * mean);
@@ -187,13 +271,32 @@ fn batch_norm2d_running_stats() {
     assert_close("running_mean after one step", &rm.to_vec(), &want_m, 1e-6);
     assert_close("running_var after one step", &rv.to_vec(), &want_v, 1e-6);
     // Eval: stats unchanged.
-    ops::batch_norm2d(&xt, &g, &b, &rm, &rv, BatchNormParams { training: false, momentum: m, eps: 1e-3 }).unwrap();
+    ops::batch_norm2d(
+        &xt,
+        &g,
+        &b,
+        &rm,
+        &rv,
+        BatchNormParams {
+            training: false,
+            momentum: m,
+            eps: 1e-3,
+        },
+    )
+    .unwrap();
     assert_close("running_mean after eval", &rm.to_vec(), &want_m, 1e-6);
     assert_close("running_var after eval", &rv.to_vec(), &want_v, 1e-6);
 }
 
 /// Pooling reference: max (padding = −∞) or average (padding counts as zero, divisor k²).
-fn pool_ref(x: &[f64], (planes, h, w): (usize, usize, usize), k: usize, s: usize, p: usize, max: bool) -> Vec<f64> {
+fn pool_ref(
+    x: &[f64],
+    (planes, h, w): (usize, usize, usize),
+    k: usize,
+    s: usize,
+    p: usize,
+    max: bool,
+) -> Vec<f64> {
     let ho = (h + 2 * p - k) / s + 1;
     let wo = (w + 2 * p - k) / s + 1;
     let mut y = vec![];
@@ -221,12 +324,25 @@ fn pool_ref(x: &[f64], (planes, h, w): (usize, usize, usize), k: usize, s: usize
 
 fn pool_case(n: usize, ch: usize, k: usize, s: usize, p: usize, max: bool) {
     let (h, w) = (5, 7);
-    let name = format!("{} n{n} c{ch} k{k} s{s} p{p}", if max { "max_pool2d" } else { "avg_pool2d" });
-    let params = Pool2dParams { kernel: k, stride: s, padding: p };
+    let name = format!(
+        "{} n{n} c{ch} k{k} s{s} p{p}",
+        if max { "max_pool2d" } else { "avg_pool2d" }
+    );
+    let params = Pool2dParams {
+        kernel: k,
+        stride: s,
+        padding: p,
+    };
     check(
         &name,
         &[x(&[n, ch, h, w], (n * 31 + k * 7 + s * 3 + p) as u64)],
-        |t| if max { ops::max_pool2d(&t[0], params) } else { ops::avg_pool2d(&t[0], params) },
+        |t| {
+            if max {
+                ops::max_pool2d(&t[0], params)
+            } else {
+                ops::avg_pool2d(&t[0], params)
+            }
+        },
         |v| pool_ref(&v[0], (n * ch, h, w), k, s, p, max),
     );
 }
@@ -248,7 +364,16 @@ fn max_pool2d_of_view() {
     check(
         "max_pool2d of permute",
         &[x(&[2, 5, 7, 3], 400)],
-        |t| ops::max_pool2d(&t[0].permute(&[0, 3, 1, 2])?, Pool2dParams { kernel: 5, stride: 1, padding: 2 }),
+        |t| {
+            ops::max_pool2d(
+                &t[0].permute(&[0, 3, 1, 2])?,
+                Pool2dParams {
+                    kernel: 5,
+                    stride: 1,
+                    padding: 2,
+                },
+            )
+        },
         |v| {
             let mut nchw = vec![0f64; v[0].len()];
             for (i, &a) in v[0].iter().enumerate() {
@@ -263,9 +388,16 @@ fn max_pool2d_of_view() {
 
 #[test]
 fn global_avg_pool2d_and_upsample() {
-    check("global_avg_pool2d n3 c2", &[x(&[3, 2, 5, 7], 500)], |t| ops::global_avg_pool2d(&t[0]), |v| {
-        v[0].chunks(35).map(|p| p.iter().sum::<f64>() / 35.0).collect()
-    });
+    check(
+        "global_avg_pool2d n3 c2",
+        &[x(&[3, 2, 5, 7], 500)],
+        |t| ops::global_avg_pool2d(&t[0]),
+        |v| {
+            v[0].chunks(35)
+                .map(|p| p.iter().sum::<f64>() / 35.0)
+                .collect()
+        },
+    );
     check(
         "upsample_nearest2x n3 c2",
         &[x(&[3, 2, 5, 7], 501)],
@@ -292,7 +424,21 @@ fn global_avg_pool2d_and_upsample() {
 /// equal values sends its whole gradient to its top-left element.
 #[test]
 fn max_pool2d_tie_goes_to_first() {
-    let xt = Tensor::from_vec(vec![1.0; 4], [1, 1, 2, 2]).unwrap().with_requires_grad(true);
-    ops::max_pool2d(&xt, Pool2dParams { kernel: 2, stride: 2, padding: 0 }).unwrap().sum_all().unwrap().backward().unwrap();
+    let xt = Tensor::from_vec(vec![1.0; 4], [1, 1, 2, 2])
+        .unwrap()
+        .with_requires_grad(true);
+    ops::max_pool2d(
+        &xt,
+        Pool2dParams {
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+        },
+    )
+    .unwrap()
+    .sum_all()
+    .unwrap()
+    .backward()
+    .unwrap();
     assert_eq!(xt.grad().unwrap().to_vec(), vec![1.0, 0.0, 0.0, 0.0]);
 }

@@ -20,7 +20,10 @@ fn scratch(name: &str) -> PathBuf {
 /// A `.npy` file: magic, version, header length, the dict padded with spaces to a multiple of 64
 /// (version 1.0: u16 length; 2.0: u32 length), then the raw data.
 fn npy_bytes(version: u8, descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}", if fortran { "True" } else { "False" });
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+        if fortran { "True" } else { "False" }
+    );
     let prefix = if version == 1 { 10 } else { 12 };
     while (prefix + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -47,14 +50,34 @@ fn read_bytes(dir: &std::path::Path, name: &str, bytes: &[u8]) -> ssod::Result<T
 #[test]
 fn npy_f32_round_trip() {
     let d = scratch("npy-rt");
-    let values: Vec<f32> = vec![0.0, -0.0, 1.5, -3.25e-8, f32::MAX, f32::MIN_POSITIVE, 1e30, -7.0, 0.1, 2.0 / 3.0, 5.0, 6.0];
+    let values: Vec<f32> = vec![
+        0.0,
+        -0.0,
+        1.5,
+        -3.25e-8,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        1e30,
+        -7.0,
+        0.1,
+        2.0 / 3.0,
+        5.0,
+        6.0,
+    ];
     for shape in [vec![12], vec![3, 4], vec![2, 3, 2], vec![1, 12, 1]] {
         let t = Tensor::from_vec(values.clone(), shape.clone()).unwrap();
         let p = d.join(format!("{shape:?}.npy"));
         write_npy(&p, &t).unwrap();
         let back = read_npy(&p).unwrap();
         assert_eq!(back.dims(), &shape[..]);
-        assert_eq!(back.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "values of {shape:?}");
+        assert_eq!(
+            back.to_vec()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "values of {shape:?}"
+        );
     }
     // Zero-dimensional.
     let p = d.join("scalar.npy");
@@ -67,49 +90,102 @@ fn npy_f32_round_trip() {
     write_npy(&p, &ops::transpose(&m, 0, 1).unwrap()).unwrap();
     let back = read_npy(&p).unwrap();
     assert_eq!(back.dims(), [3, 2]);
-    assert_eq!(back.to_vec(), vec![values[0], values[3], values[1], values[4], values[2], values[5]]);
+    assert_eq!(
+        back.to_vec(),
+        vec![values[0], values[3], values[1], values[4], values[2], values[5]]
+    );
     // The file itself is a valid v1.0 npy: header length makes the data start 64-aligned.
     let bytes = std::fs::read(&p).unwrap();
     let hl = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    assert_eq!((&bytes[..8], (10 + hl) % 64, bytes.len() - 10 - hl), (&b"\x93NUMPY\x01\x00"[..], 0, 24));
+    assert_eq!(
+        (&bytes[..8], (10 + hl) % 64, bytes.len() - 10 - hl),
+        (&b"\x93NUMPY\x01\x00"[..], 0, 24)
+    );
 }
 
 #[test]
 fn npy_other_dtypes_from_known_bytes() {
     let d = scratch("npy-dtypes");
-    let f64s: Vec<u8> = [1.5f64, -2.25, 1e-3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f64s: Vec<u8> = [1.5f64, -2.25, 1e-3]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let t = read_bytes(&d, "f8.npy", &npy_bytes(1, "<f8", false, "(3,)", &f64s)).unwrap();
-    assert_eq!((t.dims(), t.to_vec()), (&[3usize][..], vec![1.5, -2.25, 1e-3f64 as f32]));
+    assert_eq!(
+        (t.dims(), t.to_vec()),
+        (&[3usize][..], vec![1.5, -2.25, 1e-3f64 as f32])
+    );
 
-    let i64s: Vec<u8> = [7i64, -3, 1 << 40, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let i64s: Vec<u8> = [7i64, -3, 1 << 40, 0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let t = read_bytes(&d, "i8.npy", &npy_bytes(1, "<i8", false, "(2, 2)", &i64s)).unwrap();
-    assert_eq!((t.dims(), t.to_vec()), (&[2usize, 2][..], vec![7.0, -3.0, (1u64 << 40) as f32, 0.0]));
+    assert_eq!(
+        (t.dims(), t.to_vec()),
+        (&[2usize, 2][..], vec![7.0, -3.0, (1u64 << 40) as f32, 0.0])
+    );
 
-    let i32s: Vec<u8> = [-1i32, 2, 65536].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let i32s: Vec<u8> = [-1i32, 2, 65536]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let t = read_bytes(&d, "i4.npy", &npy_bytes(1, "<i4", false, "(3,)", &i32s)).unwrap();
     assert_eq!(t.to_vec(), vec![-1.0, 2.0, 65536.0]);
 
-    let t = read_bytes(&d, "u1.npy", &npy_bytes(1, "|u1", false, "(4,)", &[0, 1, 128, 255])).unwrap();
+    let t = read_bytes(
+        &d,
+        "u1.npy",
+        &npy_bytes(1, "|u1", false, "(4,)", &[0, 1, 128, 255]),
+    )
+    .unwrap();
     assert_eq!(t.to_vec(), vec![0.0, 1.0, 128.0, 255.0]);
 
-    let t = read_bytes(&d, "b1.npy", &npy_bytes(1, "|b1", false, "(2, 2)", &[1, 0, 0, 1])).unwrap();
-    assert_eq!((t.dims(), t.to_vec()), (&[2usize, 2][..], vec![1.0, 0.0, 0.0, 1.0]));
+    let t = read_bytes(
+        &d,
+        "b1.npy",
+        &npy_bytes(1, "|b1", false, "(2, 2)", &[1, 0, 0, 1]),
+    )
+    .unwrap();
+    assert_eq!(
+        (t.dims(), t.to_vec()),
+        (&[2usize, 2][..], vec![1.0, 0.0, 0.0, 1.0])
+    );
 
     // Fortran order: logical [[1,2,3],[4,5,6]] is stored column by column: 1,4,2,5,3,6.
-    let col: Vec<u8> = [1f32, 4., 2., 5., 3., 6.].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let t = read_bytes(&d, "fortran.npy", &npy_bytes(1, "<f4", true, "(2, 3)", &col)).unwrap();
-    assert_eq!((t.dims(), t.to_vec()), (&[2usize, 3][..], vec![1., 2., 3., 4., 5., 6.]));
+    let col: Vec<u8> = [1f32, 4., 2., 5., 3., 6.]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let t = read_bytes(
+        &d,
+        "fortran.npy",
+        &npy_bytes(1, "<f4", true, "(2, 3)", &col),
+    )
+    .unwrap();
+    assert_eq!(
+        (t.dims(), t.to_vec()),
+        (&[2usize, 3][..], vec![1., 2., 3., 4., 5., 6.])
+    );
     // Fortran order in 3-D: element (i,j,k) of shape (2,2,2) sits at i + 2j + 4k; value = 100i+10j+k.
-    let mut f3 = vec![0f32; 8];
+    let mut f3 = [0f32; 8];
     for (i, j, k) in (0..8).map(|p| (p / 4, (p / 2) % 2, p % 2)) {
         f3[i + 2 * j + 4 * k] = (100 * i + 10 * j + k) as f32;
     }
     let b: Vec<u8> = f3.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let t = read_bytes(&d, "fortran3.npy", &npy_bytes(1, "<f4", true, "(2, 2, 2)", &b)).unwrap();
+    let t = read_bytes(
+        &d,
+        "fortran3.npy",
+        &npy_bytes(1, "<f4", true, "(2, 2, 2)", &b),
+    )
+    .unwrap();
     assert_eq!(t.to_vec(), vec![0., 1., 10., 11., 100., 101., 110., 111.]);
 
     // Big-endian f4 and i8.
-    let be: Vec<u8> = [1.0f32, -0.5, 3.0e5].iter().flat_map(|v| v.to_be_bytes()).collect();
+    let be: Vec<u8> = [1.0f32, -0.5, 3.0e5]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
     let t = read_bytes(&d, "be-f4.npy", &npy_bytes(1, ">f4", false, "(3,)", &be)).unwrap();
     assert_eq!(t.to_vec(), vec![1.0, -0.5, 3.0e5]);
     let be: Vec<u8> = [-2i64, 300].iter().flat_map(|v| v.to_be_bytes()).collect();
@@ -126,14 +202,29 @@ fn npy_other_dtypes_from_known_bytes() {
 fn npy_bad_files_name_the_file() {
     let d = scratch("npy-bad");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("complex.npy", npy_bytes(1, "<c8", false, "(2,)", &[0; 16]), "c8"),
-        ("short.npy", npy_bytes(1, "<f4", false, "(4,)", &[0; 8]), "bytes"),
+        (
+            "complex.npy",
+            npy_bytes(1, "<c8", false, "(2,)", &[0; 16]),
+            "c8",
+        ),
+        (
+            "short.npy",
+            npy_bytes(1, "<f4", false, "(4,)", &[0; 8]),
+            "bytes",
+        ),
         ("magic.npy", b"PK\x03\x04 not an npy file".to_vec(), "magic"),
-        ("header.npy", npy_bytes(1, "<f4", false, "(2,)", &[0; 8])[..20].to_vec(), "truncated"),
+        (
+            "header.npy",
+            npy_bytes(1, "<f4", false, "(2,)", &[0; 8])[..20].to_vec(),
+            "truncated",
+        ),
     ];
     for (name, bytes, what) in cases {
         let e = read_bytes(&d, name, &bytes).unwrap_err().to_string();
-        assert!(e.contains(name) && e.contains(what), "{name}: error should name the file and say `{what}`: {e}");
+        assert!(
+            e.contains(name) && e.contains(what),
+            "{name}: error should name the file and say `{what}`: {e}"
+        );
     }
     let missing = d.join("missing.npy");
     let e = read_npy(&missing).unwrap_err().to_string();
@@ -143,27 +234,57 @@ fn npy_bad_files_name_the_file() {
 #[test]
 fn safetensors_round_trips() {
     let d = scratch("st-rt");
-    let a = Tensor::from_vec(vec![1.0, -2.5, 3.1415927, 1e-3, 65504.0, -1e-5], [2, 3]).unwrap();
+    let a = Tensor::from_vec(vec![1.0, -2.5, 0.3, 1e-3, 65504.0, -1e-5], [2, 3]).unwrap();
     let b = Tensor::from_vec((0..10).map(|i| (i as f32 - 4.5) * 0.37).collect(), [10]).unwrap();
     let sc = Tensor::scalar(42.0);
     // A non-contiguous view is saved in logical order.
     let p = d.join("view.safetensors");
-    write_safetensors(&p, [("t", &ops::transpose(&a, 0, 1).unwrap())], SaveDtype::F32, None).unwrap();
+    write_safetensors(
+        &p,
+        [("t", &ops::transpose(&a, 0, 1).unwrap())],
+        SaveDtype::F32,
+        None,
+    )
+    .unwrap();
     let back = &read_safetensors(&p).unwrap().tensors["t"];
-    assert_eq!((back.dims(), back.to_vec()), (&[3usize, 2][..], vec![1.0, 1e-3, -2.5, 65504.0, 3.1415927, -1e-5]));
-    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string()), ("epoch".into(), "3".into())].into();
-    for (dtype, rel) in [(SaveDtype::F32, 0.0), (SaveDtype::F16, 1.0 / 2048.0), (SaveDtype::BF16, 1.0 / 256.0)] {
+    assert_eq!(
+        (back.dims(), back.to_vec()),
+        (&[3usize, 2][..], vec![1.0, 1e-3, -2.5, 65504.0, 0.3, -1e-5])
+    );
+    let meta: HashMap<String, String> = [
+        ("format".to_string(), "pt".to_string()),
+        ("epoch".into(), "3".into()),
+    ]
+    .into();
+    for (dtype, rel) in [
+        (SaveDtype::F32, 0.0),
+        (SaveDtype::F16, 1.0 / 2048.0),
+        (SaveDtype::BF16, 1.0 / 256.0),
+    ] {
         let p = d.join(format!("{dtype:?}.safetensors"));
-        write_safetensors(&p, [("layer.a", &a), ("b", &b), ("s", &sc)], dtype, Some(meta.clone())).unwrap();
+        write_safetensors(
+            &p,
+            [("layer.a", &a), ("b", &b), ("s", &sc)],
+            dtype,
+            Some(meta.clone()),
+        )
+        .unwrap();
         let f = read_safetensors(&p).unwrap();
-        assert_eq!(f.tensors.keys().collect::<Vec<_>>(), vec!["b", "layer.a", "s"]);
+        assert_eq!(
+            f.tensors.keys().collect::<Vec<_>>(),
+            vec!["b", "layer.a", "s"]
+        );
         assert_eq!(f.metadata, meta);
         let want_dt = match dtype {
             SaveDtype::F32 => safetensors::Dtype::F32,
             SaveDtype::F16 => safetensors::Dtype::F16,
             SaveDtype::BF16 => safetensors::Dtype::BF16,
         };
-        assert!(f.dtypes.values().all(|&t| t == want_dt), "{dtype:?}: dtypes {:?}", f.dtypes);
+        assert!(
+            f.dtypes.values().all(|&t| t == want_dt),
+            "{dtype:?}: dtypes {:?}",
+            f.dtypes
+        );
         for (name, orig) in [("layer.a", &a), ("b", &b), ("s", &sc)] {
             let back = &f.tensors[name];
             assert_eq!(back.dims(), orig.dims(), "{dtype:?} {name} shape");
@@ -171,7 +292,10 @@ fn safetensors_round_trips() {
                 // Half precision: round to nearest keeps the relative error within half an ulp
                 // (2^-11 for f16, 2^-8 for bf16); the tiny 1e-5 is subnormal in f16 (spacing 6e-8).
                 let tol = rel * y.abs() as f64 + if dtype == SaveDtype::F16 { 6e-8 } else { 0.0 };
-                assert!(((x - y).abs() as f64) <= tol, "{dtype:?} {name}[{i}]: {x} vs {y}");
+                assert!(
+                    ((x - y).abs() as f64) <= tol,
+                    "{dtype:?} {name}[{i}]: {x} vs {y}"
+                );
             }
         }
     }
@@ -183,9 +307,15 @@ fn safetensors_from_known_bytes() {
     let d = scratch("st-bytes");
     let mut data = vec![];
     data.extend(5i64.to_le_bytes()); // bn.num_batches_tracked: I64 scalar 5, bytes 0..8
-    [1.0f32, -2.0, 0.5, 4.0].iter().for_each(|v| data.extend(v.to_le_bytes())); // conv.weight F32 [2,2], 8..24
-    [1.5f32, -0.25].iter().for_each(|v| data.extend(half::f16::from_f32(*v).to_le_bytes())); // h F16 [2], 24..28
-    [3.0f32, 0.125].iter().for_each(|v| data.extend(half::bf16::from_f32(*v).to_le_bytes())); // bf BF16 [2], 28..32
+    [1.0f32, -2.0, 0.5, 4.0]
+        .iter()
+        .for_each(|v| data.extend(v.to_le_bytes())); // conv.weight F32 [2,2], 8..24
+    [1.5f32, -0.25]
+        .iter()
+        .for_each(|v| data.extend(half::f16::from_f32(*v).to_le_bytes())); // h F16 [2], 24..28
+    [3.0f32, 0.125]
+        .iter()
+        .for_each(|v| data.extend(half::bf16::from_f32(*v).to_le_bytes())); // bf BF16 [2], 28..32
     let header = r#"{"__metadata__":{"format":"pt"},"bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"conv.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]},"h":{"dtype":"F16","shape":[2],"data_offsets":[24,28]},"bf":{"dtype":"BF16","shape":[2],"data_offsets":[28,32]}}"#;
     let mut header = header.to_string();
     while header.len() % 8 != 0 {
@@ -218,16 +348,28 @@ fn safetensors_bad_files_name_the_file() {
     huge_header[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("truncated.safetensors", bytes[..bytes.len() - 10].to_vec()),
-        ("garbage.safetensors", b"this is not a safetensors file at all".to_vec()),
+        (
+            "garbage.safetensors",
+            b"this is not a safetensors file at all".to_vec(),
+        ),
         ("tiny.safetensors", vec![1, 2, 3]),
         ("huge-header.safetensors", huge_header),
     ];
     for (name, b) in cases {
         let p = d.join(name);
         std::fs::write(&p, b).unwrap();
-        let e = read_safetensors(&p).err().unwrap_or_else(|| panic!("{name}: a corrupt file was read")).to_string();
-        assert!(e.contains(name), "{name}: error does not name the file: {e}");
+        let e = read_safetensors(&p)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: a corrupt file was read"))
+            .to_string();
+        assert!(
+            e.contains(name),
+            "{name}: error does not name the file: {e}"
+        );
     }
-    let e = read_safetensors(&d.join("missing.safetensors")).err().unwrap().to_string();
+    let e = read_safetensors(&d.join("missing.safetensors"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("missing.safetensors"), "{e}");
 }

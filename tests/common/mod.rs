@@ -48,7 +48,9 @@ pub fn randn(n: usize, seed: u64) -> Vec<f32> {
 /// `n` seeded values uniform in [lo, hi).
 pub fn uniform(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f32> {
     let mut r = Rng::new(seed);
-    (0..n).map(|_| (lo + (hi - lo) * r.uniform()) as f32).collect()
+    (0..n)
+        .map(|_| (lo + (hi - lo) * r.uniform()) as f32)
+        .collect()
 }
 
 /// One input of a checked op: values, shape, and whether it takes a gradient.
@@ -62,25 +64,49 @@ pub struct Input {
 /// A differentiable input of standard-normal values.
 pub fn x(shape: &[usize], seed: u64) -> Input {
     let n = shape.iter().product();
-    Input { values: randn(n, seed), shape: shape.to_vec(), grad: true }
+    Input {
+        values: randn(n, seed),
+        shape: shape.to_vec(),
+        grad: true,
+    }
 }
 
 /// A differentiable input of uniform values in [lo, hi) (for log, sqrt, div...).
 pub fn xu(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Input {
     let n = shape.iter().product();
-    Input { values: uniform(n, lo, hi, seed), shape: shape.to_vec(), grad: true }
+    Input {
+        values: uniform(n, lo, hi, seed),
+        shape: shape.to_vec(),
+        grad: true,
+    }
 }
 
 /// A differentiable input with given values.
 pub fn xv(values: Vec<f32>, shape: &[usize]) -> Input {
-    assert_eq!(values.len(), shape.iter().product::<usize>(), "xv: values do not fit shape {shape:?}");
-    Input { values, shape: shape.to_vec(), grad: true }
+    assert_eq!(
+        values.len(),
+        shape.iter().product::<usize>(),
+        "xv: values do not fit shape {shape:?}"
+    );
+    Input {
+        values,
+        shape: shape.to_vec(),
+        grad: true,
+    }
 }
 
 /// A constant input (indices, labels, targets): no gradient.
 pub fn c(values: Vec<f32>, shape: &[usize]) -> Input {
-    assert_eq!(values.len(), shape.iter().product::<usize>(), "c: values do not fit shape {shape:?}");
-    Input { values, shape: shape.to_vec(), grad: false }
+    assert_eq!(
+        values.len(),
+        shape.iter().product::<usize>(),
+        "c: values do not fit shape {shape:?}"
+    );
+    Input {
+        values,
+        shape: shape.to_vec(),
+        grad: false,
+    }
 }
 
 /// Row-major strides of `shape`.
@@ -110,12 +136,18 @@ pub fn ravel(idx: &[usize], shape: &[usize]) -> usize {
 /// Read `v` (of shape `shape`) at the multi-index `idx` of the broadcast `out` shape (NumPy rules).
 pub fn bcast_at(v: &[f64], shape: &[usize], idx: &[usize]) -> f64 {
     let off = idx.len() - shape.len();
-    let j: Vec<usize> = shape.iter().enumerate().map(|(a, &d)| if d == 1 { 0 } else { idx[a + off] }).collect();
+    let j: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(a, &d)| if d == 1 { 0 } else { idx[a + off] })
+        .collect();
     v[ravel(&j, shape)]
 }
 
 fn seed_of(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Tolerances of [`check_with`].
@@ -128,7 +160,11 @@ pub struct Tol {
     pub bwd_abs: f64,
 }
 
-pub const TOL: Tol = Tol { fwd: 1e-5, bwd_rel: 1e-3, bwd_abs: 1e-4 };
+pub const TOL: Tol = Tol {
+    fwd: 1e-5,
+    bwd_rel: 1e-3,
+    bwd_abs: 1e-4,
+};
 
 /// Check forward and backward of `ours` against `reference` with the default tolerances.
 pub fn check(
@@ -155,13 +191,23 @@ pub fn check_with(
                 .with_requires_grad(i.grad)
         })
         .collect();
-    let ref_in: Vec<Vec<f64>> = inputs.iter().map(|i| i.values.iter().map(|&v| v as f64).collect()).collect();
+    let ref_in: Vec<Vec<f64>> = inputs
+        .iter()
+        .map(|i| i.values.iter().map(|&v| v as f64).collect())
+        .collect();
 
     // (a) forward.
     let y = ours(&tensors).unwrap_or_else(|e| panic!("{op}: forward failed: {e}"));
     let yv = y.to_vec();
     let want = reference(&ref_in);
-    assert_eq!(yv.len(), want.len(), "{op}: ours has {} values (shape {:?}), the reference {}", yv.len(), y.dims(), want.len());
+    assert_eq!(
+        yv.len(),
+        want.len(),
+        "{op}: ours has {} values (shape {:?}), the reference {}",
+        yv.len(),
+        y.dims(),
+        want.len()
+    );
     let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
     let mut fwd_err = 0f64;
     for (i, (&o, &w)) in yv.iter().zip(&want).enumerate() {
@@ -180,16 +226,32 @@ pub fn check_with(
     let r: Vec<f64> = (0..want.len()).map(|_| rng.normal()).collect();
     let mut line = format!("{op}: fwd max err {fwd_err:.2e}");
     if inputs.iter().any(|i| i.grad) {
-        let rt = Tensor::from_vec(r.iter().map(|&v| v as f32).collect(), y.shape().clone()).expect("r fits y");
+        let rt = Tensor::from_vec(r.iter().map(|&v| v as f32).collect(), y.shape().clone())
+            .expect("r fits y");
         let loss = ops::sum_all(&ops::mul(&y, &rt).expect("mul")).expect("sum_all");
-        loss.backward().unwrap_or_else(|e| panic!("{op}: backward failed: {e}"));
-        let objective = |xs: &[Vec<f64>]| reference(xs).iter().zip(&r).map(|(a, b)| a * b).sum::<f64>();
+        loss.backward()
+            .unwrap_or_else(|e| panic!("{op}: backward failed: {e}"));
+        let objective = |xs: &[Vec<f64>]| {
+            reference(xs)
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+        };
         for (k, inp) in inputs.iter().enumerate() {
             if !inp.grad {
                 continue;
             }
-            let g = tensors[k].grad().unwrap_or_else(|| panic!("{op}: input {k} got no gradient"));
-            assert_eq!(g.dims(), &inp.shape[..], "{op}: input {k}: gradient shape {:?} vs input shape {:?}", g.dims(), inp.shape);
+            let g = tensors[k]
+                .grad()
+                .unwrap_or_else(|| panic!("{op}: input {k} got no gradient"));
+            assert_eq!(
+                g.dims(),
+                &inp.shape[..],
+                "{op}: input {k}: gradient shape {:?} vs input shape {:?}",
+                g.dims(),
+                inp.shape
+            );
             let gv = g.to_vec();
             let mut xs = ref_in.clone();
             let fd: Vec<f64> = (0..inp.values.len())
@@ -225,8 +287,17 @@ pub fn check_with(
 
 /// Assert two f32 slices agree within `tol` (absolute), naming what and where.
 pub fn assert_close(what: &str, ours: &[f32], want: &[f64], tol: f64) {
-    assert_eq!(ours.len(), want.len(), "{what}: {} values vs {} expected", ours.len(), want.len());
+    assert_eq!(
+        ours.len(),
+        want.len(),
+        "{what}: {} values vs {} expected",
+        ours.len(),
+        want.len()
+    );
     for (i, (&o, &w)) in ours.iter().zip(want).enumerate() {
-        assert!((o as f64 - w).abs() <= tol, "{what}: index {i}: got {o}, expected {w} (tol {tol})");
+        assert!(
+            (o as f64 - w).abs() <= tol,
+            "{what}: index {i}: got {o}, expected {w} (tol {tol})"
+        );
     }
 }

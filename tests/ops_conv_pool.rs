@@ -115,6 +115,39 @@ fn conv2d_cases() {
     conv_case(3, 2, 3, 1, 1, 1, 1, true); // 1x1 with padding 1 (a border of bias-only outputs)
 }
 
+/// Non-square kernels (3×1 and 1×3), stride 2 and padding 1.
+#[test]
+fn conv2d_non_square_kernels() {
+    let p = Conv2dParams {
+        stride: 2,
+        padding: 1,
+        groups: 1,
+    };
+    for (kh, kw) in [(3, 1), (1, 3)] {
+        check(
+            &format!("conv2d n3 c2 k3 {kh}x{kw} s2 p1"),
+            &[
+                x(&[3, 2, 5, 7], 40 + kh as u64),
+                x(&[3, 2, kh, kw], 50 + kw as u64),
+                x(&[3], 60),
+            ],
+            |t| ops::conv2d(&t[0], &t[1], Some(&t[2]), p),
+            |v| {
+                conv_ref(
+                    &v[0],
+                    &v[1],
+                    Some(&v[2]),
+                    (3, 2, 5, 7),
+                    (3, kh, kw),
+                    2,
+                    1,
+                    1,
+                )
+            },
+        );
+    }
+}
+
 /// conv2d with a non-contiguous input (a permuted view) and a weight that does not require grad.
 #[test]
 fn conv2d_view_input_and_frozen_weight() {

@@ -754,3 +754,76 @@ fn shape_errors_name_the_op() {
         );
     }
 }
+
+/// Products big enough for the threaded sgemm paths. Finite differences would be slow here, so
+/// the gradients are checked against their closed forms in f64: for L = Σ (A·B) ∘ R,
+/// dA = R·Bᵀ and dB = Aᵀ·R (summed over the batch when B is shared). Gradient entries are sums of
+/// ≤ 200 products of N(0,1) values (|g| ≲ 60), so f32 accumulation error stays ≪ 1e-3.
+#[test]
+fn large_matmul() {
+    for (batch, m, k, n, b_batched) in [
+        (1, 130, 257, 66, false),
+        (6, 33, 70, 41, true),
+        (6, 33, 70, 41, false),
+    ] {
+        let name = format!("matmul batch {batch} [{m}x{k}]·[{k}x{n}] b_batched={b_batched}");
+        let nb = if b_batched { batch } else { 1 };
+        let (av, bv, rv) = (
+            common::randn(batch * m * k, 1),
+            common::randn(nb * k * n, 2),
+            common::randn(batch * m * n, 3),
+        );
+        let a_shape = if batch == 1 {
+            vec![m, k]
+        } else {
+            vec![batch, m, k]
+        };
+        let b_shape = if b_batched {
+            vec![batch, k, n]
+        } else {
+            vec![k, n]
+        };
+        let a = Tensor::from_vec(av.clone(), a_shape)
+            .unwrap()
+            .with_requires_grad(true);
+        let b = Tensor::from_vec(bv.clone(), b_shape)
+            .unwrap()
+            .with_requires_grad(true);
+        let y = ops::matmul(&a, &b).unwrap();
+        let r = Tensor::from_vec(rv.clone(), y.shape().clone()).unwrap();
+        ops::sum_all(&ops::mul(&y, &r).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (yv, ga, gb) = (
+            y.to_vec(),
+            a.grad().unwrap().to_vec(),
+            b.grad().unwrap().to_vec(),
+        );
+        let (mut want_ga, mut want_gb) = (vec![0f64; av.len()], vec![0f64; bv.len()]);
+        for bi in 0..batch {
+            let bo = if b_batched { bi * k * n } else { 0 };
+            for i in 0..m {
+                for j in 0..n {
+                    let yo = (bi * m + i) * n + j;
+                    let want: f64 = (0..k)
+                        .map(|t| av[(bi * m + i) * k + t] as f64 * bv[bo + t * n + j] as f64)
+                        .sum();
+                    assert!(
+                        (yv[yo] as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{name}: y[{yo}] ours {} vs {want}",
+                        yv[yo]
+                    );
+                    let rr = rv[yo] as f64;
+                    for t in 0..k {
+                        want_ga[(bi * m + i) * k + t] += rr * bv[bo + t * n + j] as f64;
+                        want_gb[bo + t * n + j] += rr * av[(bi * m + i) * k + t] as f64;
+                    }
+                }
+            }
+        }
+        common::assert_close(&format!("{name}: dA"), &ga, &want_ga, 1e-3);
+        common::assert_close(&format!("{name}: dB"), &gb, &want_gb, 1e-3);
+        println!("{name}: ok");
+    }
+}

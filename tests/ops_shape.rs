@@ -332,6 +332,13 @@ fn cat_and_split() {
             out
         },
     );
+    // The same tensor twice in one cat: both pieces' gradients accumulate into it.
+    check(
+        "cat of x with itself",
+        &[x(&[2, 3], 59)],
+        |t| ops::cat(&[t[0].clone(), t[0].clone()], 0),
+        |v| [v[0].clone(), v[0].clone()].concat(),
+    );
     let s = [2, 6, 3];
     for (k, (start, len)) in [(0usize, 1usize), (1, 3), (4, 2)].into_iter().enumerate() {
         check(

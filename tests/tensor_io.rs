@@ -316,7 +316,11 @@ fn safetensors_from_known_bytes() {
     [3.0f32, 0.125]
         .iter()
         .for_each(|v| data.extend(half::bf16::from_f32(*v).to_le_bytes())); // bf BF16 [2], 28..32
-    let header = r#"{"__metadata__":{"format":"pt"},"bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"conv.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]},"h":{"dtype":"F16","shape":[2],"data_offsets":[24,28]},"bf":{"dtype":"BF16","shape":[2],"data_offsets":[28,32]}}"#;
+    [-7i32, 9].iter().for_each(|v| data.extend(v.to_le_bytes())); // i I32 [2], 32..40
+    data.extend([200u8, 0, 1]); // u U8 [3], 40..43
+    data.extend([1u8, 0]); // flags BOOL [2], 43..45
+    data.extend((-0.75f64).to_le_bytes()); // d F64 [1], 45..53
+    let header = r#"{"__metadata__":{"format":"pt"},"bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"conv.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]},"h":{"dtype":"F16","shape":[2],"data_offsets":[24,28]},"bf":{"dtype":"BF16","shape":[2],"data_offsets":[28,32]},"i":{"dtype":"I32","shape":[2],"data_offsets":[32,40]},"u":{"dtype":"U8","shape":[3],"data_offsets":[40,43]},"flags":{"dtype":"BOOL","shape":[2],"data_offsets":[43,45]},"d":{"dtype":"F64","shape":[1],"data_offsets":[45,53]}}"#;
     let mut header = header.to_string();
     while header.len() % 8 != 0 {
         header.push(' ');
@@ -335,6 +339,10 @@ fn safetensors_from_known_bytes() {
     // 1.5, −0.25, 3 and 0.125 are exact in f16 and bf16.
     assert_eq!(f.tensors["h"].to_vec(), vec![1.5, -0.25]);
     assert_eq!(f.tensors["bf"].to_vec(), vec![3.0, 0.125]);
+    assert_eq!(f.tensors["i"].to_vec(), vec![-7.0, 9.0]);
+    assert_eq!(f.tensors["u"].to_vec(), vec![200.0, 0.0, 1.0]);
+    assert_eq!(f.tensors["flags"].to_vec(), vec![1.0, 0.0]);
+    assert_eq!(f.tensors["d"].to_vec(), vec![-0.75]);
     assert_eq!(f.metadata.get("format").map(String::as_str), Some("pt"));
 }
 

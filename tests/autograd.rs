@@ -109,7 +109,6 @@ fn grad_accumulates_across_passes_and_zero_grad() {
 /// The grad handles of two leaves that got the same upstream gradient must not alias: changing
 /// one through `update_values` must not change the other.
 #[test]
-#[ignore = "BUG: leaf .grad() tensors alias each other (add's backward hands the same tensor to both inputs; the tape stores g.detach())"]
 fn leaf_grads_are_independent() {
     let _s = serial();
     let a = leaf(&[1.0, 2.0], &[2]);
@@ -136,7 +135,6 @@ fn leaf_grads_are_independent() {
 /// A leaf's gradient is contiguous (as its values are), so optimisers and clippers can edit it in
 /// place with `update_values`.
 #[test]
-#[ignore = "BUG: a leaf reached through permute gets a non-contiguous .grad() (a permuted view); update_values on it fails"]
 fn leaf_grad_is_contiguous() {
     let _s = serial();
     let x = leaf(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
@@ -505,7 +503,6 @@ fn graphs_of_all_ops_are_freed() {
 /// without backward (a validation loss computed with grad on) is never freed, with everything
 /// upstream of it.
 #[test]
-#[ignore = "BUG: bce_with_logits(.., None) leaks its whole graph when dropped without backward (Arc cycle: output -> node -> closure captures `raw` == output)"]
 fn bce_without_weight_graph_is_freed_when_dropped() {
     let _s = serial();
     let x = Tensor::randn([16, 4], 31).with_requires_grad(true);

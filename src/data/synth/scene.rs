@@ -66,7 +66,7 @@ impl Scene {
         let horizon = if rng.random_bool(0.85) {
             height as f32 * rng.random_range(0.26..0.45)
         } else {
-            -(height as f32) * rng.random_range(0.1..0.6)
+            -(height as f32) * rng.random_range(0.05..0.4)
         };
         let bank = (horizon >= 1.0).then(|| render_bank(rng, width + pan_margin, horizon.ceil() as usize, unit, &look));
         let dist_min = (10.0 * unit).max(-horizon + 4.0 * unit);
@@ -77,14 +77,14 @@ impl Scene {
         while bottles < n_bottles && tries < 50 * n_bottles.max(1) {
             tries += 1;
             // Far water covers fewer rows but more area: most bottles are far (small).
-            let dist = dist_min + (dist_max - dist_min) * rng.random::<f32>().powf(3.2);
-            let size = rng.random_range(0.2..0.48);
+            let dist = dist_min + (dist_max - dist_min) * rng.random::<f32>().powf(3.6);
+            let size = rng.random_range(0.18..0.45);
             let x = rng.random_range(0.0..width as f32);
-            let len = size * dist;
+            let len = size * (dist - (-horizon).max(0.0));
             let clash = objects.iter().any(|o| {
                 matches!(o.kind, FloaterKind::Bottle(_))
-                    && (o.x - x).abs() < 0.6 * (o.size * o.dist + len)
-                    && (o.dist - dist).abs() < 0.4 * (o.size * o.dist + len)
+                    && (o.x - x).abs() < 0.6 * (o.size * (o.dist + horizon.min(0.0)) + len)
+                    && (o.dist - dist).abs() < 0.4 * (o.size * (o.dist + horizon.min(0.0)) + len)
             });
             if clash {
                 continue;
@@ -127,7 +127,7 @@ impl Scene {
         let mut canvas = Canvas::new(w, h, self.look.sky_horizon);
         if let Some(bank) = &self.bank {
             let pan_col = pan.max(0.0) as usize;
-            let rows = (horizon.floor().max(0.0) as usize).min(h);
+            let rows = (horizon.ceil().max(0.0) as usize).min(h);
             let shift = (self.horizon.ceil() - horizon).max(0.0) as usize;
             for y in 0..rows {
                 let src_y = (y + shift).min(bank.canvas.height - 1);
@@ -156,7 +156,9 @@ impl Scene {
             }
             let cy = horizon + dist;
             let cx = o.x + o.vx * t - pan;
-            let length = o.size * dist;
+            // When the horizon is above the frame the top rows are still far away: sizes grow from
+            // there, not from the (invisible) horizon.
+            let length = o.size * (dist - (-self.horizon).max(0.0)).max(1.0);
             // A low camera sees the water plane foreshortened: more so far away.
             let fore = 0.12 + 0.45 * (dist / water_extent).clamp(0.0, 1.0);
             let heading = o.heading + o.spin * t;

@@ -163,9 +163,9 @@ pub fn render_water(canvas: &mut Canvas, bank: Option<&Bank>, horizon: f32, pan:
     let water_mean = (look.water[0] + look.water[1] + look.water[2]) / 3.0;
     // Murky river water tints and darkens what it mirrors (FloW's reflections are olive).
     let refl_tint = [
-        0.85 * (0.45 + 0.55 * look.water[0] / water_mean),
-        0.85 * (0.45 + 0.55 * look.water[1] / water_mean),
-        0.85 * (0.45 + 0.55 * look.water[2] / water_mean),
+        0.85 * (0.3 + 0.7 * look.water[0] / water_mean),
+        0.85 * (0.3 + 0.7 * look.water[1] / water_mean),
+        0.85 * (0.3 + 0.7 * look.water[2] / water_mean),
     ];
     // Sun glitter column weight per image column.
     let column: Vec<f32> = (0..w)
@@ -181,8 +181,8 @@ pub fn render_water(canvas: &mut Canvas, bank: Option<&Bank>, horizon: f32, pan:
         let z = waves.focal / dist;
         // World size of one pixel: an octave fades once a pixel spans about its wavelength.
         let footprint = waves.focal / (dist * dist);
-        let fade_a = waves.amp[0] / (1.0 + (footprint * 16.0 / waves.tile[0]).powi(2));
-        let fade_b = waves.amp[1] / (1.0 + (footprint * 16.0 / waves.tile[1]).powi(2));
+        let fade_a = waves.amp[0] / (1.0 + (footprint * 6.0 / waves.tile[0]).powi(2));
+        let fade_b = waves.amp[1] / (1.0 + (footprint * 6.0 / waves.tile[1]).powi(2));
         let fresnel = look.fresnel_near + (look.fresnel_far - look.fresnel_near) * (1.0 - depth).powi(2);
         let base_ref_y = horizon - dist * waves.stretch;
         let glint_row = look.sun_strength * (1.0 - depth).sqrt();

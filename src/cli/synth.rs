@@ -7,6 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
+use ssod::data::augment::AugmentConfig;
+use ssod::data::loader::{Loader, LoaderConfig};
 use ssod::data::synth::{generate, SynthConfig};
 use ssod::data::CocoDataset;
 
@@ -15,6 +17,36 @@ pub enum SynthCommand {
     /// Generate a FloW-like data set: training/ and test/ (JPEG + VOC XML), labels.txt,
     /// train.json/test.json and unlabeled video frames. The same seed gives byte-identical files.
     Synth(Synth),
+    /// Draw a grid of augmented training samples with their boxes (the way to see that boxes
+    /// follow pixels). Without --mosaic: HSV, flip and letterbox; with it: YOLOX's mosaic, random
+    /// affine and mixup as well.
+    Preview(Preview),
+}
+
+#[derive(Args)]
+pub struct Preview {
+    /// A FloW-layout folder (train.json + training/images, e.g. from `ssod synth`) or a COCO json.
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder of the images when --data is a json (default: the json's folder).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Output PNG. An existing file is not replaced unless --force is given.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    force: bool,
+    /// Use mosaic + random affine + mixup (YOLOX-S's recipe).
+    #[arg(long)]
+    mosaic: bool,
+    /// Number of samples in the grid.
+    #[arg(long, default_value_t = 16)]
+    count: usize,
+    /// Input size of each sample (square).
+    #[arg(long, default_value_t = 416)]
+    input: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -125,6 +157,83 @@ impl SynthCommand {
                 );
                 Ok(())
             }
+            SynthCommand::Preview(p) => preview(p),
         }
     }
+}
+
+/// Read the dataset named by `--data` with its image folder resolved.
+fn open_dataset(data: &std::path::Path, images: Option<&std::path::Path>) -> anyhow::Result<CocoDataset> {
+    let (json, default_images) = if data.is_dir() {
+        let json = data.join("train.json");
+        if !json.is_file() {
+            bail!("{} has no train.json (expected a FloW-layout folder, e.g. from `ssod synth`)", data.display());
+        }
+        (json, data.join("training").join("images"))
+    } else {
+        let dir = data.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        (data.to_path_buf(), dir)
+    };
+    let mut ds = CocoDataset::read(&json)?;
+    ds.image_dir = images.map(std::path::Path::to_path_buf).unwrap_or(default_images);
+    Ok(ds)
+}
+
+fn draw_box_xyxy(img: &mut image::RgbImage, b: [f32; 4], colour: image::Rgb<u8>) {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let (x0, y0) = (b[0].floor() as i64, b[1].floor() as i64);
+    let (x1, y1) = ((b[2].ceil() as i64 - 1).max(x0), (b[3].ceil() as i64 - 1).max(y0));
+    let mut put = |x: i64, y: i64| {
+        if x >= 0 && y >= 0 && x < w && y < h {
+            img.put_pixel(x as u32, y as u32, colour);
+        }
+    };
+    for t in 0..2 {
+        for x in x0..=x1 {
+            put(x, y0 - t);
+            put(x, y1 + t);
+        }
+        for y in y0..=y1 {
+            put(x0 - t, y);
+            put(x1 + t, y);
+        }
+    }
+}
+
+fn preview(p: Preview) -> anyhow::Result<()> {
+    if p.out.exists() && !p.force {
+        bail!("{} exists; pass --force to replace it", p.out.display());
+    }
+    if p.count == 0 || p.input < 32 {
+        bail!("--count must be at least 1 and --input at least 32");
+    }
+    let ds = open_dataset(&p.data, p.images.as_deref())?;
+    let base = AugmentConfig::yolox_s(p.input, p.input);
+    let augment = if p.mosaic { base } else { base.no_mosaic() };
+    let mut cfg = LoaderConfig::new(p.count, augment);
+    cfg.seed = p.seed;
+    let loader = Loader::new(&ds, cfg)?;
+    let samples = loader.augmented_samples(0, 0);
+    if samples.is_empty() {
+        bail!("no sample could be read from {}", p.data.display());
+    }
+    let cols = (samples.len() as f64).sqrt().ceil() as u32;
+    let rows = (samples.len() as u32).div_ceil(cols);
+    let gap = 4;
+    let tile = p.input + gap;
+    let mut grid = image::RgbImage::from_pixel(cols * tile, rows * tile, image::Rgb([255, 255, 255]));
+    let mut boxes = 0;
+    for (i, s) in samples.iter().enumerate() {
+        let mut img = s.image.clone();
+        for b in &s.boxes_cxcywh {
+            let xyxy = [b[0] - b[2] / 2.0, b[1] - b[3] / 2.0, b[0] + b[2] / 2.0, b[1] + b[3] / 2.0];
+            draw_box_xyxy(&mut img, xyxy, image::Rgb([255, 40, 40]));
+            boxes += 1;
+        }
+        let (c, r) = (i as u32 % cols, i as u32 / cols);
+        image::imageops::replace(&mut grid, &img, (c * tile) as i64, (r * tile) as i64);
+    }
+    ssod::data::image_io::write_rgb(&p.out, &grid)?;
+    println!("wrote {} ({} samples, {boxes} boxes)", p.out.display(), samples.len());
+    Ok(())
 }

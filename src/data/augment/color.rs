@@ -24,7 +24,7 @@ pub fn rgb_to_hsv8(r: u8, g: u8, b: u8) -> (i32, i32, i32) {
     if h < 0.0 {
         h += 360.0;
     }
-    let h8 = (h * 0.5).round() as i32;
+    let h8 = (h * 0.5 + 0.5) as i32;
     (if h8 >= 180 { h8 - 180 } else { h8 }, s, v)
 }
 
@@ -33,11 +33,11 @@ pub fn rgb_to_hsv8(r: u8, g: u8, b: u8) -> (i32, i32, i32) {
 pub fn hsv8_to_rgb(h: i32, s: i32, v: i32) -> [u8; 3] {
     let (s, v) = (s as f32 / 255.0, v as f32 / 255.0);
     if s == 0.0 {
-        let g = (v * 255.0).round() as u8;
+        let g = (v * 255.0 + 0.5) as u8;
         return [g, g, g];
     }
-    let hf = (h as f32 * 2.0 / 60.0).rem_euclid(6.0);
-    let sector = hf.floor() as i32;
+    let hf = (h.rem_euclid(180) as f32 * 2.0 / 60.0).min(5.999_999);
+    let sector = hf as i32;
     let f = hf - sector as f32;
     let p = v * (1.0 - s);
     let q = v * (1.0 - s * f);
@@ -50,7 +50,7 @@ pub fn hsv8_to_rgb(h: i32, s: i32, v: i32) -> [u8; 3] {
         4 => (t, p, v),
         _ => (v, p, q),
     };
-    let to8 = |x: f32| (x * 255.0).round().clamp(0.0, 255.0) as u8;
+    let to8 = |x: f32| (x * 255.0 + 0.5).clamp(0.0, 255.0) as u8;
     [to8(r), to8(g), to8(b)]
 }
 

@@ -7,21 +7,24 @@ use rand::Rng;
 /// YOLOX pads letterboxes, mosaics and warps with this grey.
 pub const PAD_VALUE: u8 = 114;
 
-/// Bilinear resize with pixel-centre alignment (OpenCV `INTER_LINEAR`, `align_corners=False`).
+/// Bilinear resize with pixel-centre alignment (OpenCV `INTER_LINEAR`, `align_corners=False`),
+/// in 11-bit fixed point as OpenCV's 8-bit path does.
 pub fn resize_bilinear(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    const ONE: u32 = 1 << 11;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (ow, oh) = (out_w.max(1) as usize, out_h.max(1) as usize);
     if (w, h) == (ow, oh) {
         return img.clone();
     }
-    let taps = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
+    // Per output coordinate: the two source taps and the weight of the second, in 1/2048.
+    let taps = |n_in: usize, n_out: usize| -> Vec<(usize, usize, u32)> {
         let s = n_in as f32 / n_out as f32;
         (0..n_out)
             .map(|o| {
                 let x = ((o as f32 + 0.5) * s - 0.5).max(0.0);
                 let x0 = (x as usize).min(n_in - 1);
                 let x1 = (x0 + 1).min(n_in - 1);
-                (x0, x1, x - x0 as f32)
+                (x0 * 3, x1 * 3, ((x - x0 as f32) * ONE as f32 + 0.5) as u32)
             })
             .collect()
     };
@@ -29,13 +32,15 @@ pub fn resize_bilinear(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     let src = img.as_raw();
     let mut out = vec![0u8; ow * oh * 3];
     for (oy, &(y0, y1, fy)) in yt.iter().enumerate() {
+        let (y0, y1) = (y0 / 3, y1 / 3);
         let (r0, r1) = (&src[y0 * w * 3..(y0 + 1) * w * 3], &src[y1 * w * 3..(y1 + 1) * w * 3]);
         let orow = &mut out[oy * ow * 3..(oy + 1) * ow * 3];
-        for (ox, &(x0, x1, fx)) in xt.iter().enumerate() {
+        for (o, &(x0, x1, fx)) in orow.chunks_exact_mut(3).zip(xt.iter()) {
+            let (gx, gy) = (ONE - fx, ONE - fy);
             for c in 0..3 {
-                let top = r0[x0 * 3 + c] as f32 + (r0[x1 * 3 + c] as f32 - r0[x0 * 3 + c] as f32) * fx;
-                let bot = r1[x0 * 3 + c] as f32 + (r1[x1 * 3 + c] as f32 - r1[x0 * 3 + c] as f32) * fx;
-                orow[ox * 3 + c] = (top + (bot - top) * fy + 0.5) as u8;
+                let top = r0[x0 + c] as u32 * gx + r0[x1 + c] as u32 * fx;
+                let bot = r1[x0 + c] as u32 * gx + r1[x1 + c] as u32 * fx;
+                o[c] = ((top * gy + bot * fy + (1 << 21)) >> 22) as u8;
             }
         }
     }
@@ -147,13 +152,28 @@ pub fn warp_affine(img: &RgbImage, m: &Affine, out_w: u32, out_h: u32) -> RgbIma
             let (dx, dy) = (ox as f32 - m[0][2], oy as f32 - m[1][2]);
             let sx = inv[0][0] * dx + inv[0][1] * dy;
             let sy = inv[1][0] * dx + inv[1][1] * dy;
-            let (fx0, fy0) = (sx.floor(), sy.floor());
+            // floor() without the libm call (the baseline x86-64 target has no SSE4.1 round).
+            let fx0 = (sx as i64 - i64::from(sx < (sx as i64) as f32)) as f32;
+            let fy0 = (sy as i64 - i64::from(sy < (sy as i64) as f32)) as f32;
             let (x0, y0) = (fx0 as i64, fy0 as i64);
             if x0 < -1 || y0 < -1 || x0 >= w || y0 >= h {
                 continue;
             }
             let (tx, ty) = (sx - fx0, sy - fy0);
             let base = (oy * out_w as usize + ox) * 3;
+            if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+                // All four taps inside: no border checks.
+                let i00 = ((y0 * w + x0) * 3) as usize;
+                let i10 = i00 + (w * 3) as usize;
+                for c in 0..3 {
+                    let (a, b) = (src[i00 + c] as f32, src[i00 + 3 + c] as f32);
+                    let (cc, d) = (src[i10 + c] as f32, src[i10 + 3 + c] as f32);
+                    let top = a + (b - a) * tx;
+                    let bot = cc + (d - cc) * tx;
+                    dst[base + c] = (top + (bot - top) * ty + 0.5) as u8;
+                }
+                continue;
+            }
             for c in 0..3 {
                 let top = tap(x0, y0, c) + (tap(x0 + 1, y0, c) - tap(x0, y0, c)) * tx;
                 let bot = tap(x0, y0 + 1, c) + (tap(x0 + 1, y0 + 1, c) - tap(x0, y0 + 1, c)) * tx;

@@ -22,21 +22,48 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn report(what: &str, images: usize, wall: f64, cpu: Option<f64>) {
-    let per_cpu = cpu.map(|c| format!(", {:.1} ms CPU/image = {:.1} images/s on 2 dedicated cores", 1e3 * c / images as f64, 2.0 * images as f64 / c));
-    println!("{what}: {images} images in {wall:.2} s wall = {:.1} images/s{}", images as f64 / wall, per_cpu.unwrap_or_default());
+    let per_cpu = cpu.map(|c| {
+        format!(
+            ", {:.1} ms CPU/image = {:.1} images/s on 2 dedicated cores",
+            1e3 * c / images as f64,
+            2.0 * images as f64 / c
+        )
+    });
+    println!(
+        "{what}: {images} images in {wall:.2} s wall = {:.1} images/s{}",
+        images as f64 / wall,
+        per_cpu.unwrap_or_default()
+    );
 }
 
 fn main() {
     let root = std::env::temp_dir().join(format!("ssod-bench-data-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let n = 96;
-    let cfg = SynthConfig { out: root.clone(), train: n, test: 0, width: 1280, height: 720, videos: 0, frames_per_video: 0, seed: 1 };
+    let cfg = SynthConfig {
+        out: root.clone(),
+        train: n,
+        test: 0,
+        width: 1280,
+        height: 720,
+        videos: 0,
+        frames_per_video: 0,
+        seed: 1,
+    };
     // Build the process-wide wave textures first (once per run, not per image).
     let _ = ssod::data::synth::render_labeled(0, "warmup", 0, 64, 36);
     let (t, c0) = (Instant::now(), cpu_seconds());
     generate(&cfg).expect("synth");
     let cpu = cpu_seconds().zip(c0).map(|(a, b)| a - b);
-    report(&format!("synth 1280x720 ({} rayon threads)", rayon::current_num_threads()), n, t.elapsed().as_secs_f64(), cpu);
+    report(
+        &format!(
+            "synth 1280x720 ({} rayon threads)",
+            rayon::current_num_threads()
+        ),
+        n,
+        t.elapsed().as_secs_f64(),
+        cpu,
+    );
 
     let mut ds = CocoDataset::read(&root.join("train.json")).expect("train.json");
     ds.image_dir = root.join("training/images");
@@ -52,7 +79,10 @@ fn main() {
         let (t, c0) = (Instant::now(), cpu_seconds());
         let images: usize = loader.epoch(1).map(|b| b.batch).sum();
         let cpu = cpu_seconds().zip(c0).map(|(a, b)| a - b);
-        let what = format!("loader mosaic+mixup 640, batch 8, 2 workers, cache {}", if cache { "on " } else { "off" });
+        let what = format!(
+            "loader mosaic+mixup 640, batch 8, 2 workers, cache {}",
+            if cache { "on " } else { "off" }
+        );
         report(&what, images, t.elapsed().as_secs_f64(), cpu);
     }
     let _ = std::fs::remove_dir_all(&root);

@@ -21,7 +21,11 @@ fn scene(w: u32, h: u32, boxes_xyxy: &[[f32; 4]]) -> Sample {
             }
         }
     }
-    Sample { image, boxes_xyxy: boxes_xyxy.to_vec(), classes: vec![0; boxes_xyxy.len()] }
+    Sample {
+        image,
+        boxes_xyxy: boxes_xyxy.to_vec(),
+        classes: vec![0; boxes_xyxy.len()],
+    }
 }
 
 fn is_object(p: &Rgb<u8>) -> bool {
@@ -34,7 +38,9 @@ fn object_pixels_inside_boxes(img: &RgbImage, boxes_xyxy: &[[f32; 4]], tol: f32)
     for (x, y, p) in img.enumerate_pixels() {
         if is_object(p) {
             let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
-            if boxes_xyxy.iter().any(|b| px >= b[0] - tol && px <= b[2] + tol && py >= b[1] - tol && py <= b[3] + tol) {
+            if boxes_xyxy.iter().any(|b| {
+                px >= b[0] - tol && px <= b[2] + tol && py >= b[1] - tol && py <= b[3] + tol
+            }) {
                 inside += 1;
             } else {
                 outside += 1;
@@ -85,8 +91,21 @@ fn affine_with_identity_parameters_is_identity() {
 
 #[test]
 fn random_affine_boxes_follow_the_pixels() {
-    let s = scene(160, 120, &[[20.0, 20.0, 60.0, 45.0], [90.0, 60.0, 140.0, 100.0], [70.0, 10.0, 80.0, 30.0]]);
-    let params = AffineParams { degrees: 10.0, translate: 0.1, scale: (0.5, 1.5), shear: 2.0 };
+    let s = scene(
+        160,
+        120,
+        &[
+            [20.0, 20.0, 60.0, 45.0],
+            [90.0, 60.0, 140.0, 100.0],
+            [70.0, 10.0, 80.0, 30.0],
+        ],
+    );
+    let params = AffineParams {
+        degrees: 10.0,
+        translate: 0.1,
+        scale: (0.5, 1.5),
+        shear: 2.0,
+    };
     for seed in 0..20 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let m = random_affine_matrix(&mut rng, &params, 160, 120);
@@ -94,9 +113,15 @@ fn random_affine_boxes_follow_the_pixels() {
         let boxes = affine_boxes_xyxy(&s.boxes_xyxy, &m, 160, 120);
         let (inside, outside) = object_pixels_inside_boxes(&img, &boxes, 1.0);
         assert!(inside > 0, "seed {seed}: no object pixel left");
-        assert_eq!(outside, 0, "seed {seed}: {outside} object pixels outside every box");
+        assert_eq!(
+            outside, 0,
+            "seed {seed}: {outside} object pixels outside every box"
+        );
         for b in &boxes {
-            assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 160.0 && b[3] <= 120.0, "{b:?} not clipped");
+            assert!(
+                b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 160.0 && b[3] <= 120.0,
+                "{b:?} not clipped"
+            );
         }
     }
 }
@@ -107,20 +132,40 @@ fn mosaic_boxes_lie_inside_the_canvas_and_cover_the_objects() {
         scene(200, 150, &[[10.0, 10.0, 50.0, 40.0]]),
         scene(120, 160, &[[30.0, 50.0, 90.0, 80.0]]),
         scene(160, 160, &[[100.0, 100.0, 150.0, 140.0]]),
-        scene(180, 100, &[[0.0, 0.0, 40.0, 30.0], [150.0, 70.0, 180.0, 100.0]]),
+        scene(
+            180,
+            100,
+            &[[0.0, 0.0, 40.0, 30.0], [150.0, 70.0, 180.0, 100.0]],
+        ),
     ];
     let mut cfg = AugmentConfig::yolox_s(128, 96);
-    cfg.affine = AffineParams { degrees: 5.0, translate: 0.1, scale: (0.5, 1.5), shear: 2.0 };
+    cfg.affine = AffineParams {
+        degrees: 5.0,
+        translate: 0.1,
+        scale: (0.5, 1.5),
+        shear: 2.0,
+    };
     for seed in 0..20 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let m = mosaic(&pieces, &cfg, &mut rng);
         assert_eq!((m.image.width(), m.image.height()), (128, 96));
         assert_eq!(m.boxes_xyxy.len(), 5);
         for b in &m.boxes_xyxy {
-            assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 128.0 && b[3] <= 96.0 && b[0] <= b[2] && b[1] <= b[3], "{b:?}");
+            assert!(
+                b[0] >= 0.0
+                    && b[1] >= 0.0
+                    && b[2] <= 128.0
+                    && b[3] <= 96.0
+                    && b[0] <= b[2]
+                    && b[1] <= b[3],
+                "{b:?}"
+            );
         }
         let (_, outside) = object_pixels_inside_boxes(&m.image, &m.boxes_xyxy, 1.5);
-        assert_eq!(outside, 0, "seed {seed}: object pixels outside every mosaic box");
+        assert_eq!(
+            outside, 0,
+            "seed {seed}: object pixels outside every mosaic box"
+        );
     }
 }
 
@@ -128,13 +173,20 @@ fn mosaic_boxes_lie_inside_the_canvas_and_cover_the_objects() {
 fn mixup_appends_the_partner_boxes_clipped_to_the_image() {
     let cfg = AugmentConfig::yolox_s(128, 96);
     let origin = scene(128, 96, &[[10.0, 10.0, 30.0, 30.0]]);
-    let other = scene(256, 192, &[[100.0, 100.0, 200.0, 150.0], [0.0, 0.0, 20.0, 20.0]]);
+    let other = scene(
+        256,
+        192,
+        &[[100.0, 100.0, 200.0, 150.0], [0.0, 0.0, 20.0, 20.0]],
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mixed = mixup(origin.clone(), &other, &cfg, &mut rng);
     assert_eq!(mixed.boxes_xyxy.len(), 3);
     assert_eq!(mixed.boxes_xyxy[0], origin.boxes_xyxy[0]);
     for b in &mixed.boxes_xyxy {
-        assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 128.0 && b[3] <= 96.0, "{b:?}");
+        assert!(
+            b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 128.0 && b[3] <= 96.0,
+            "{b:?}"
+        );
     }
     // 50/50 blend: the origin's object is no longer pure.
     assert_ne!(mixed.image.get_pixel(20, 20), &OBJECT);
@@ -163,7 +215,10 @@ fn hsv_follows_opencv_8bit() {
         let (h, s, v) = rgb_to_hsv8(c[0], c[1], c[2]);
         let back = hsv8_to_rgb(h, s, v);
         for k in 0..3 {
-            assert!((back[k] as i32 - c[k] as i32).abs() <= 4, "{c:?} -> {back:?}");
+            assert!(
+                (back[k] as i32 - c[k] as i32).abs() <= 4,
+                "{c:?} -> {back:?}"
+            );
         }
     }
 }
@@ -180,7 +235,10 @@ fn all_boxes_vanishing_falls_back_to_the_original() {
     assert_eq!(a.boxes_cxcywh.len(), 1);
     // The un-flipped original box, scaled by 64/1280: centre (5.05, 5.05), size 0.1.
     let b = a.boxes_cxcywh[0];
-    assert!((b[0] - 5.05).abs() < 1e-4 && (b[1] - 5.05).abs() < 1e-4 && (b[2] - 0.1).abs() < 1e-5, "{b:?}");
+    assert!(
+        (b[0] - 5.05).abs() < 1e-4 && (b[1] - 5.05).abs() < 1e-4 && (b[2] - 0.1).abs() < 1e-5,
+        "{b:?}"
+    );
 }
 
 #[test]

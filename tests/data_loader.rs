@@ -12,7 +12,16 @@ use ssod::data::CocoDataset;
 fn tiny_dataset(name: &str) -> (PathBuf, CocoDataset) {
     let out = std::env::temp_dir().join(format!("ssod-test-loader-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let cfg = SynthConfig { out: out.clone(), train: 10, test: 0, width: 320, height: 180, videos: 0, frames_per_video: 0, seed: 5 };
+    let cfg = SynthConfig {
+        out: out.clone(),
+        train: 10,
+        test: 0,
+        width: 320,
+        height: 180,
+        videos: 0,
+        frames_per_video: 0,
+        seed: 5,
+    };
     generate(&cfg).unwrap();
     let mut ds = CocoDataset::read(&out.join("train.json")).unwrap();
     ds.image_dir = out.join("training/images");
@@ -44,7 +53,10 @@ fn batches_do_not_depend_on_workers_or_cache() {
     assert_eq!(one, three_cached);
     // A second epoch from the warm cache is the same as without one, and differs from epoch 0.
     let epoch1 = epoch_batches(&cached, 1);
-    assert_eq!(epoch1, epoch_batches(&Loader::new(&ds, config(2, false)).unwrap(), 1));
+    assert_eq!(
+        epoch1,
+        epoch_batches(&Loader::new(&ds, config(2, false)).unwrap(), 1)
+    );
     assert_ne!(epoch1, one);
     std::fs::remove_dir_all(out).unwrap();
 }
@@ -58,7 +70,10 @@ fn batch_layout_is_bgr_nchw_with_zero_padded_cxcywh_labels() {
     let loader = Loader::new(&ds, cfg).unwrap();
     let batches = epoch_batches(&loader, 0);
     let b = &batches[0];
-    assert_eq!((b.batch, b.height, b.width, b.max_labels), (3, 160, 160, 120));
+    assert_eq!(
+        (b.batch, b.height, b.width, b.max_labels),
+        (3, 160, 160, 120)
+    );
     assert_eq!(b.images.len(), 3 * 3 * 160 * 160);
     assert_eq!(b.labels.len(), 3 * 120 * 5);
     assert_eq!(b.image_ids, vec![1, 2, 3]);
@@ -95,13 +110,25 @@ fn multiscale_sizes_are_multiples_of_32_and_shared_by_groups() {
     assert_eq!(batches.len(), 10);
     let mut sizes = std::collections::BTreeSet::new();
     for (i, b) in batches.iter().enumerate() {
-        assert!(b.height % 32 == 0 && (64..=192).contains(&b.height) && b.width == b.height, "{}x{}", b.width, b.height);
+        assert!(
+            b.height % 32 == 0 && (64..=192).contains(&b.height) && b.width == b.height,
+            "{}x{}",
+            b.width,
+            b.height
+        );
         if i % 2 == 1 {
-            assert_eq!(b.height, batches[i - 1].height, "batches of one group share a size");
+            assert_eq!(
+                b.height,
+                batches[i - 1].height,
+                "batches of one group share a size"
+            );
         }
         for j in 0..b.num_labels[0] {
             let l = &b.labels[j * 5..j * 5 + 5];
-            assert!(l[1] >= 0.0 && l[1] <= b.width as f32 && l[2] >= 0.0 && l[2] <= b.height as f32, "{l:?}");
+            assert!(
+                l[1] >= 0.0 && l[1] <= b.width as f32 && l[2] >= 0.0 && l[2] <= b.height as f32,
+                "{l:?}"
+            );
         }
         sizes.insert(b.height);
     }

@@ -36,7 +36,10 @@ fn all_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                out.insert(path.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&path).unwrap());
+                out.insert(
+                    path.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
             }
         }
     }
@@ -47,11 +50,16 @@ fn all_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn synth_writes_the_flow_layout_and_coco_json() {
     let out = tmp_dir("layout");
     let summary = generate(&tiny_config(&out, 1)).unwrap();
-    assert_eq!(std::fs::read_to_string(out.join("labels.txt")).unwrap(), "bottle\n");
+    assert_eq!(
+        std::fs::read_to_string(out.join("labels.txt")).unwrap(),
+        "bottle\n"
+    );
     for (split, n) in [("training", 4), ("test", 2)] {
         for i in 1..=n {
             assert!(out.join(format!("{split}/images/{i:06}.jpg")).is_file());
-            assert!(out.join(format!("{split}/annotations/{i:06}.xml")).is_file());
+            assert!(out
+                .join(format!("{split}/annotations/{i:06}.xml"))
+                .is_file());
         }
     }
     for t in 1..=3 {
@@ -65,7 +73,11 @@ fn synth_writes_the_flow_layout_and_coco_json() {
     assert_eq!(train.annotations.len(), summary.train.annotations.len());
     for a in &train.annotations {
         let [x, y, w, h] = a.bbox_xywh;
-        assert!(x >= 0.0 && y >= 0.0 && w >= 2.0 && h >= 2.0 && x + w <= 320.0 && y + h <= 180.0, "{:?}", a.bbox_xywh);
+        assert!(
+            x >= 0.0 && y >= 0.0 && w >= 2.0 && h >= 2.0 && x + w <= 320.0 && y + h <= 180.0,
+            "{:?}",
+            a.bbox_xywh
+        );
     }
     // The images decode at the requested size.
     let img = ssod::data::image_io::read_rgb(&out.join("training/images/000001.jpg")).unwrap();
@@ -80,11 +92,21 @@ fn synth_same_seed_same_bytes_other_seed_other_bytes() {
     generate(&tiny_config(&b, 7)).unwrap();
     generate(&tiny_config(&c, 8)).unwrap();
     let (fa, fb, fc) = (all_files(&a), all_files(&b), all_files(&c));
-    assert_eq!(fa.len(), 4 * 2 + 2 * 2 + 3 + 3, "files: {:?}", fa.keys().collect::<Vec<_>>());
+    assert_eq!(
+        fa.len(),
+        4 * 2 + 2 * 2 + 3 + 3,
+        "files: {:?}",
+        fa.keys().collect::<Vec<_>>()
+    );
     assert_eq!(fa, fb, "same seed must give byte-identical files");
     for (name, bytes) in &fa {
         if name.extension().is_some_and(|e| e == "jpg") {
-            assert_ne!(Some(bytes), fc.get(name), "{} is identical under another seed", name.display());
+            assert_ne!(
+                Some(bytes),
+                fc.get(name),
+                "{} is identical under another seed",
+                name.display()
+            );
         }
     }
     for d in [a, b, c] {
@@ -113,11 +135,20 @@ fn synth_sizes_are_mostly_coco_small_with_flow_like_counts() {
         }
     }
     let per_image = objects as f64 / n as f64;
-    assert!((1.8..=3.4).contains(&per_image), "objects per image {per_image}");
+    assert!(
+        (1.8..=3.4).contains(&per_image),
+        "objects per image {per_image}"
+    );
     let total = objects as f64;
-    assert!(small as f64 / total > 0.55, "small {small} medium {medium} large {large}");
+    assert!(
+        small as f64 / total > 0.55,
+        "small {small} medium {medium} large {large}"
+    );
     assert!(medium > 0, "some medium objects expected");
-    assert!((large as f64 / total) < 0.1, "small {small} medium {medium} large {large}");
+    assert!(
+        (large as f64 / total) < 0.1,
+        "small {small} medium {medium} large {large}"
+    );
 }
 
 #[test]
@@ -128,7 +159,9 @@ fn synth_cli_refuses_a_non_empty_out_without_force() {
     let run = |force: bool| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ssod"));
         cmd.args(["synth", "--out"]).arg(&out);
-        cmd.args(["--train", "1", "--test", "0", "--videos", "0", "--size", "64x48"]);
+        cmd.args([
+            "--train", "1", "--test", "0", "--videos", "0", "--size", "64x48",
+        ]);
         if force {
             cmd.arg("--force");
         }
@@ -137,12 +170,25 @@ fn synth_cli_refuses_a_non_empty_out_without_force() {
     let refused = run(false);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("not empty") && stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains("not empty") && stderr.contains("--force"),
+        "{stderr}"
+    );
     assert!(!out.join("training").exists());
     let forced = run(true);
-    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
     let stdout = String::from_utf8_lossy(&forced.stdout);
-    assert!(stdout.contains("objects/image") && stdout.contains("small"), "{stdout}");
-    assert_eq!(std::fs::read_to_string(out.join("mine.txt")).unwrap(), "user data");
+    assert!(
+        stdout.contains("objects/image") && stdout.contains("small"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("mine.txt")).unwrap(),
+        "user data"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }

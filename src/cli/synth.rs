@@ -81,10 +81,18 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("`{s}` is not WIDTHxHEIGHT (e.g. 1280x720)"))?;
-    let w: u32 = w.trim().parse().map_err(|_| format!("`{w}` in `{s}` is not a width"))?;
-    let h: u32 = h.trim().parse().map_err(|_| format!("`{h}` in `{s}` is not a height"))?;
+    let w: u32 = w
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{w}` in `{s}` is not a width"))?;
+    let h: u32 = h
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{h}` in `{s}` is not a height"))?;
     if w < 16 || h < 16 || w > 16384 || h > 16384 {
-        return Err(format!("size {w}x{h} must be between 16x16 and 16384x16384"));
+        return Err(format!(
+            "size {w}x{h} must be between 16x16 and 16384x16384"
+        ));
     }
     Ok((w, h))
 }
@@ -95,9 +103,13 @@ fn check_out_dir(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
         bail!("--out {} is a file, not a folder", out.display());
     }
     if out.is_dir() && !force {
-        let mut entries = std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
+        let mut entries =
+            std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
         if entries.next().is_some() {
-            bail!("--out {} is not empty; pass --force to write into it", out.display());
+            bail!(
+                "--out {} is not empty; pass --force to write into it",
+                out.display()
+            );
         }
     }
     Ok(())
@@ -108,16 +120,32 @@ fn size_histogram(ds: &CocoDataset) -> [usize; 3] {
     let mut h = [0; 3];
     for a in &ds.annotations {
         let area = a.bbox_xywh[2] * a.bbox_xywh[3];
-        h[if area < 32.0 * 32.0 { 0 } else if area < 96.0 * 96.0 { 1 } else { 2 }] += 1;
+        h[if area < 32.0 * 32.0 {
+            0
+        } else if area < 96.0 * 96.0 {
+            1
+        } else {
+            2
+        }] += 1;
     }
     h
 }
 
 fn print_split(name: &str, ds: &CocoDataset) {
     let (n_img, n_obj) = (ds.images.len(), ds.annotations.len());
-    let per = if n_img > 0 { n_obj as f64 / n_img as f64 } else { 0.0 };
+    let per = if n_img > 0 {
+        n_obj as f64 / n_img as f64
+    } else {
+        0.0
+    };
     let [s, m, l] = size_histogram(ds);
-    let pct = |k: usize| if n_obj > 0 { 100.0 * k as f64 / n_obj as f64 } else { 0.0 };
+    let pct = |k: usize| {
+        if n_obj > 0 {
+            100.0 * k as f64 / n_obj as f64
+        } else {
+            0.0
+        }
+    };
     println!(
         "{name}: {n_img} images, {n_obj} objects, {per:.2} objects/image; \
          small {s} ({:.1}%), medium {m} ({:.1}%), large {l} ({:.1}%)",
@@ -145,10 +173,14 @@ impl SynthCommand {
                 let start = Instant::now();
                 let summary = generate(&cfg)?;
                 let secs = start.elapsed().as_secs_f64();
-                let images = summary.train.images.len() + summary.test.images.len() + summary.video_frames;
+                let images =
+                    summary.train.images.len() + summary.test.images.len() + summary.video_frames;
                 print_split("train", &summary.train);
                 print_split("test", &summary.test);
-                println!("unlabeled: {} video frames in {} videos", summary.video_frames, a.videos);
+                println!(
+                    "unlabeled: {} video frames in {} videos",
+                    summary.video_frames, a.videos
+                );
                 println!(
                     "wrote {} images to {} in {secs:.1} s ({:.1} images/s)",
                     images,
@@ -163,26 +195,40 @@ impl SynthCommand {
 }
 
 /// Read the dataset named by `--data` with its image folder resolved.
-fn open_dataset(data: &std::path::Path, images: Option<&std::path::Path>) -> anyhow::Result<CocoDataset> {
+fn open_dataset(
+    data: &std::path::Path,
+    images: Option<&std::path::Path>,
+) -> anyhow::Result<CocoDataset> {
     let (json, default_images) = if data.is_dir() {
         let json = data.join("train.json");
         if !json.is_file() {
-            bail!("{} has no train.json (expected a FloW-layout folder, e.g. from `ssod synth`)", data.display());
+            bail!(
+                "{} has no train.json (expected a FloW-layout folder, e.g. from `ssod synth`)",
+                data.display()
+            );
         }
         (json, data.join("training").join("images"))
     } else {
-        let dir = data.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let dir = data
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         (data.to_path_buf(), dir)
     };
     let mut ds = CocoDataset::read(&json)?;
-    ds.image_dir = images.map(std::path::Path::to_path_buf).unwrap_or(default_images);
+    ds.image_dir = images
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(default_images);
     Ok(ds)
 }
 
 fn draw_box_xyxy(img: &mut image::RgbImage, b: [f32; 4], colour: image::Rgb<u8>) {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let (x0, y0) = (b[0].floor() as i64, b[1].floor() as i64);
-    let (x1, y1) = ((b[2].ceil() as i64 - 1).max(x0), (b[3].ceil() as i64 - 1).max(y0));
+    let (x1, y1) = (
+        (b[2].ceil() as i64 - 1).max(x0),
+        (b[3].ceil() as i64 - 1).max(y0),
+    );
     let mut put = |x: i64, y: i64| {
         if x >= 0 && y >= 0 && x < w && y < h {
             img.put_pixel(x as u32, y as u32, colour);
@@ -221,12 +267,18 @@ fn preview(p: Preview) -> anyhow::Result<()> {
     let rows = (samples.len() as u32).div_ceil(cols);
     let gap = 4;
     let tile = p.input + gap;
-    let mut grid = image::RgbImage::from_pixel(cols * tile, rows * tile, image::Rgb([255, 255, 255]));
+    let mut grid =
+        image::RgbImage::from_pixel(cols * tile, rows * tile, image::Rgb([255, 255, 255]));
     let mut boxes = 0;
     for (i, s) in samples.iter().enumerate() {
         let mut img = s.image.clone();
         for b in &s.boxes_cxcywh {
-            let xyxy = [b[0] - b[2] / 2.0, b[1] - b[3] / 2.0, b[0] + b[2] / 2.0, b[1] + b[3] / 2.0];
+            let xyxy = [
+                b[0] - b[2] / 2.0,
+                b[1] - b[3] / 2.0,
+                b[0] + b[2] / 2.0,
+                b[1] + b[3] / 2.0,
+            ];
             draw_box_xyxy(&mut img, xyxy, image::Rgb([255, 40, 40]));
             boxes += 1;
         }
@@ -234,6 +286,10 @@ fn preview(p: Preview) -> anyhow::Result<()> {
         image::imageops::replace(&mut grid, &img, (c * tile) as i64, (r * tile) as i64);
     }
     ssod::data::image_io::write_rgb(&p.out, &grid)?;
-    println!("wrote {} ({} samples, {boxes} boxes)", p.out.display(), samples.len());
+    println!(
+        "wrote {} ({} samples, {boxes} boxes)",
+        p.out.display(),
+        samples.len()
+    );
     Ok(())
 }

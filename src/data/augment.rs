@@ -19,8 +19,9 @@ use rand::Rng;
 
 pub use color::{augment_hsv, hsv8_to_rgb, hsv_shift, rgb_to_hsv8};
 pub use geometry::{
-    affine_boxes_xyxy, clip_box_xyxy, filter_min_side, hflip, letterbox, random_affine_matrix, resize_bilinear,
-    scale_boxes_xyxy, warp_affine, xyxy_to_cxcywh, Affine, AffineParams, PAD_VALUE,
+    affine_boxes_xyxy, clip_box_xyxy, filter_min_side, hflip, letterbox, random_affine_matrix,
+    resize_bilinear, scale_boxes_xyxy, warp_affine, xyxy_to_cxcywh, Affine, AffineParams,
+    PAD_VALUE,
 };
 
 use crate::Result;
@@ -84,7 +85,12 @@ impl AugmentConfig {
             mixup_prob: 1.0,
             hsv_prob: 1.0,
             flip_prob: 0.5,
-            affine: AffineParams { degrees: 10.0, translate: 0.1, scale: (0.1, 2.0), shear: 2.0 },
+            affine: AffineParams {
+                degrees: 10.0,
+                translate: 0.1,
+                scale: (0.1, 2.0),
+                shear: 2.0,
+            },
             mixup_scale: (0.5, 1.5),
             hsv_gains: [5.0, 30.0, 30.0],
             min_box_side: 1.0,
@@ -101,19 +107,37 @@ impl AugmentConfig {
 
     /// The no-aug phase: mosaic (and with it mixup) closed; HSV and flip stay on.
     pub fn no_mosaic(&self) -> Self {
-        AugmentConfig { mosaic_prob: 0.0, mixup_prob: 0.0, ..self.clone() }
+        AugmentConfig {
+            mosaic_prob: 0.0,
+            mixup_prob: 0.0,
+            ..self.clone()
+        }
     }
 
     /// Letterbox only (evaluation, previews of the raw data).
     pub fn none(input_w: u32, input_h: u32) -> Self {
-        AugmentConfig { mosaic_prob: 0.0, mixup_prob: 0.0, hsv_prob: 0.0, flip_prob: 0.0, ..Self::yolox_s(input_w, input_h) }
+        AugmentConfig {
+            mosaic_prob: 0.0,
+            mixup_prob: 0.0,
+            hsv_prob: 0.0,
+            flip_prob: 0.0,
+            ..Self::yolox_s(input_w, input_h)
+        }
     }
 }
 
 /// YOLOX `get_mosaic_coordinate`: where piece `k` (0 TL, 1 TR, 2 BL, 3 BR) of size `w × h` goes on
 /// the 2W×2H canvas around centre (xc, yc), and which part of the piece is visible.
 /// Returns (canvas xyxy, piece xyxy).
-fn mosaic_coordinates(k: usize, xc: i64, yc: i64, w: i64, h: i64, input_w: i64, input_h: i64) -> ([i64; 4], [i64; 4]) {
+fn mosaic_coordinates(
+    k: usize,
+    xc: i64,
+    yc: i64,
+    w: i64,
+    h: i64,
+    input_w: i64,
+    input_h: i64,
+) -> ([i64; 4], [i64; 4]) {
     match k {
         0 => {
             let l = [(xc - w).max(0), (yc - h).max(0), xc, yc];
@@ -141,7 +165,8 @@ pub fn mosaic(pieces: &[Sample; 4], cfg: &AugmentConfig, rng: &mut impl Rng) -> 
     let (iw, ih) = (cfg.input_w as i64, cfg.input_h as i64);
     let xc = rng.random_range(0.5 * iw as f32..1.5 * iw as f32) as i64;
     let yc = rng.random_range(0.5 * ih as f32..1.5 * ih as f32) as i64;
-    let mut canvas = RgbImage::from_pixel((2 * iw) as u32, (2 * ih) as u32, image::Rgb([PAD_VALUE; 3]));
+    let mut canvas =
+        RgbImage::from_pixel((2 * iw) as u32, (2 * ih) as u32, image::Rgb([PAD_VALUE; 3]));
     let mut boxes = Vec::new();
     let mut classes = Vec::new();
     for (k, piece) in pieces.iter().enumerate() {
@@ -152,12 +177,19 @@ pub fn mosaic(pieces: &[Sample; 4], cfg: &AugmentConfig, rng: &mut impl Rng) -> 
         let (l, s) = mosaic_coordinates(k, xc, yc, w, h, iw, ih);
         let (cw, ch) = (l[2] - l[0], l[3] - l[1]);
         if cw > 0 && ch > 0 {
-            let view = image::imageops::crop_imm(&resized, s[0] as u32, s[1] as u32, cw as u32, ch as u32).to_image();
+            let view =
+                image::imageops::crop_imm(&resized, s[0] as u32, s[1] as u32, cw as u32, ch as u32)
+                    .to_image();
             image::imageops::replace(&mut canvas, &view, l[0], l[1]);
         }
         let (padw, padh) = ((l[0] - s[0]) as f32, (l[1] - s[1]) as f32);
         for (b, &c) in piece.boxes_xyxy.iter().zip(&piece.classes) {
-            let moved = [b[0] * scale + padw, b[1] * scale + padh, b[2] * scale + padw, b[3] * scale + padh];
+            let moved = [
+                b[0] * scale + padw,
+                b[1] * scale + padh,
+                b[2] * scale + padw,
+                b[3] * scale + padh,
+            ];
             boxes.push(clip_box_xyxy(moved, (2 * iw) as f32, (2 * ih) as f32));
             classes.push(c);
         }
@@ -177,7 +209,10 @@ pub fn mixup(origin: Sample, other: &Sample, cfg: &AugmentConfig, rng: &mut impl
     let jit = rng.random_range(cfg.mixup_scale.0..=cfg.mixup_scale.1.max(cfg.mixup_scale.0));
     let flip = rng.random::<f32>() > 0.5;
     let (lb, r) = letterbox(&other.image, cfg.input_w, cfg.input_h);
-    let (jw, jh) = (((lb.width() as f32 * jit) as u32).max(1), ((lb.height() as f32 * jit) as u32).max(1));
+    let (jw, jh) = (
+        ((lb.width() as f32 * jit) as u32).max(1),
+        ((lb.height() as f32 * jit) as u32).max(1),
+    );
     let mut cp = resize_bilinear(&lb, jw, jh);
     let cp_scale = r * jit;
     if flip {
@@ -186,16 +221,29 @@ pub fn mixup(origin: Sample, other: &Sample, cfg: &AugmentConfig, rng: &mut impl
     let (tw, th) = (origin.image.width(), origin.image.height());
     let (pw, ph) = (jw.max(tw), jh.max(th));
     // numpy randint(0, n - 1) draws from 0..n-1 (exclusive); keep at 0 when there is no room.
-    let y_off = if ph > th + 1 { rng.random_range(0..ph - th - 1) } else { 0 };
-    let x_off = if pw > tw + 1 { rng.random_range(0..pw - tw - 1) } else { 0 };
+    let y_off = if ph > th + 1 {
+        rng.random_range(0..ph - th - 1)
+    } else {
+        0
+    };
+    let x_off = if pw > tw + 1 {
+        rng.random_range(0..pw - tw - 1)
+    } else {
+        0
+    };
     let mut image = origin.image;
     for y in 0..th {
         for x in 0..tw {
             let (sx, sy) = (x + x_off, y + y_off);
-            let src = if sx < jw && sy < jh { cp.get_pixel(sx, sy).0 } else { [0, 0, 0] };
+            let src = if sx < jw && sy < jh {
+                cp.get_pixel(sx, sy).0
+            } else {
+                [0, 0, 0]
+            };
             let px = image.get_pixel_mut(x, y);
-            for c in 0..3 {
-                px.0[c] = (0.5 * px.0[c] as f32 + 0.5 * src[c] as f32) as u8;
+            // YOLOX: 0.5·img + 0.5·other in float, stored back as uint8 (truncation).
+            for (o, s) in px.0.iter_mut().zip(src) {
+                *o = (0.5 * *o as f32 + 0.5 * s as f32) as u8;
             }
         }
     }
@@ -203,16 +251,30 @@ pub fn mixup(origin: Sample, other: &Sample, cfg: &AugmentConfig, rng: &mut impl
     let mut classes = origin.classes;
     for (b, &c) in other.boxes_xyxy.iter().zip(&other.classes) {
         // adjust_box_anns: scale, clip to the jittered image.
-        let mut s = [b[0] * cp_scale, b[1] * cp_scale, b[2] * cp_scale, b[3] * cp_scale];
+        let mut s = [
+            b[0] * cp_scale,
+            b[1] * cp_scale,
+            b[2] * cp_scale,
+            b[3] * cp_scale,
+        ];
         s = clip_box_xyxy(s, jw as f32, jh as f32);
         if flip {
             s = [jw as f32 - s[2], s[1], jw as f32 - s[0], s[3]];
         }
-        let moved = [s[0] - x_off as f32, s[1] - y_off as f32, s[2] - x_off as f32, s[3] - y_off as f32];
+        let moved = [
+            s[0] - x_off as f32,
+            s[1] - y_off as f32,
+            s[2] - x_off as f32,
+            s[3] - y_off as f32,
+        ];
         boxes_xyxy.push(clip_box_xyxy(moved, tw as f32, th as f32));
         classes.push(c);
     }
-    Sample { image, boxes_xyxy, classes }
+    Sample {
+        image,
+        boxes_xyxy,
+        classes,
+    }
 }
 
 /// YOLOX `TrainTransform`: HSV, flip, letterbox, min-side filter, `cxcywh`; when every box
@@ -222,10 +284,19 @@ pub fn train_transform(sample: Sample, cfg: &AugmentConfig, rng: &mut impl Rng) 
     let flip = rng.random::<f32>() < cfg.flip_prob;
     if sample.boxes_xyxy.is_empty() {
         let (image, _) = letterbox(&sample.image, cfg.input_w, cfg.input_h);
-        return Augmented { image, boxes_cxcywh: Vec::new(), classes: Vec::new(), fell_back: false };
+        return Augmented {
+            image,
+            boxes_cxcywh: Vec::new(),
+            classes: Vec::new(),
+            fell_back: false,
+        };
     }
     let original = sample.clone();
-    let Sample { mut image, mut boxes_xyxy, mut classes } = sample;
+    let Sample {
+        mut image,
+        mut boxes_xyxy,
+        mut classes,
+    } = sample;
     if hsv {
         augment_hsv(&mut image, rng, cfg.hsv_gains);
     }
@@ -246,20 +317,41 @@ pub fn train_transform(sample: Sample, cfg: &AugmentConfig, rng: &mut impl Rng) 
             fell_back: true,
         };
     }
-    Augmented { image, boxes_cxcywh: boxes_xyxy.into_iter().map(xyxy_to_cxcywh).collect(), classes, fell_back: false }
+    Augmented {
+        image,
+        boxes_cxcywh: boxes_xyxy.into_iter().map(xyxy_to_cxcywh).collect(),
+        classes,
+        fell_back: false,
+    }
 }
 
 /// The whole pipeline for image `index` of `source`: mosaic (+ mixup) or the plain image, then
 /// [`train_transform`]. All draws come from `rng`, so a sample depends only on its generator.
-pub fn augment(source: &dyn SampleSource, index: usize, cfg: &AugmentConfig, rng: &mut impl Rng) -> Result<Augmented> {
+pub fn augment(
+    source: &dyn SampleSource,
+    index: usize,
+    cfg: &AugmentConfig,
+    rng: &mut impl Rng,
+) -> Result<Augmented> {
     let n = source.len();
     let sample = if rng.random::<f32>() < cfg.mosaic_prob && n > 0 {
-        let others: [usize; 3] = [rng.random_range(0..n), rng.random_range(0..n), rng.random_range(0..n)];
-        let pieces = [source.load(index)?, source.load(others[0])?, source.load(others[1])?, source.load(others[2])?];
+        let others: [usize; 3] = [
+            rng.random_range(0..n),
+            rng.random_range(0..n),
+            rng.random_range(0..n),
+        ];
+        let pieces = [
+            source.load(index)?,
+            source.load(others[0])?,
+            source.load(others[1])?,
+            source.load(others[2])?,
+        ];
         let mut m = mosaic(&pieces, cfg, rng);
         if !m.boxes_xyxy.is_empty() && rng.random::<f32>() < cfg.mixup_prob {
             // YOLOX draws partners until one has labels; bounded here so an unlabelled set ends.
-            let partner = (0..100).map(|_| rng.random_range(0..n)).find(|&i| source.num_boxes(i) > 0);
+            let partner = (0..100)
+                .map(|_| rng.random_range(0..n))
+                .find(|&i| source.num_boxes(i) > 0);
             if let Some(p) = partner {
                 m = mixup(m, &source.load(p)?, cfg, rng);
             }

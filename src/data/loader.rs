@@ -20,7 +20,9 @@ use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::data::augment::{augment, resize_bilinear, AugmentConfig, Augmented, Sample, SampleSource};
+use crate::data::augment::{
+    augment, resize_bilinear, AugmentConfig, Augmented, Sample, SampleSource,
+};
 use crate::data::dataset::CocoDataset;
 use crate::data::image_io::read_rgb;
 use crate::rng::rng_for;
@@ -108,13 +110,16 @@ impl std::fmt::Display for EpochSummary {
     }
 }
 
+/// A decoded image, or why it could not be read (cached too, so a bad file is read once).
+type Decoded = std::result::Result<Arc<RgbImage>, String>;
+
 /// Images and boxes of a dataset, with the optional decoded-image cache.
 struct DatasetSource {
     paths: Vec<PathBuf>,
     image_ids: Vec<u64>,
     /// Per image: boxes `xyxy` and class indices.
     boxes: Vec<(Vec<[f32; 4]>, Vec<u32>)>,
-    cache: Option<Vec<OnceLock<std::result::Result<Arc<RgbImage>, String>>>>,
+    cache: Option<Vec<OnceLock<Decoded>>>,
     bad: Mutex<BTreeSet<PathBuf>>,
 }
 
@@ -130,7 +135,8 @@ impl DatasetSource {
                 let mut c = Vec::new();
                 for a in by_image.get(&im.id).map(Vec::as_slice).unwrap_or(&[]) {
                     let [x, y, w, h] = a.bbox_xywh;
-                    if let (true, Some(&ci)) = (w > 0.0 && h > 0.0, class_index.get(&a.category_id)) {
+                    if let (true, Some(&ci)) = (w > 0.0 && h > 0.0, class_index.get(&a.category_id))
+                    {
                         b.push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
                         c.push(ci as u32);
                     }
@@ -147,8 +153,10 @@ impl DatasetSource {
         }
     }
 
-    fn decode(&self, index: usize) -> std::result::Result<Arc<RgbImage>, String> {
-        read_rgb(&self.paths[index]).map(Arc::new).map_err(|e| e.to_string())
+    fn decode(&self, index: usize) -> Decoded {
+        read_rgb(&self.paths[index])
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
     }
 
     fn image(&self, index: usize) -> Result<Arc<RgbImage>> {
@@ -160,7 +168,10 @@ impl DatasetSource {
             let path = self.paths[index].clone();
             let mut bad = self.bad.lock().unwrap_or_else(|e| e.into_inner());
             if bad.insert(path.clone()) {
-                eprintln!("warning: skipping unreadable image {}: {msg}", path.display());
+                eprintln!(
+                    "warning: skipping unreadable image {}: {msg}",
+                    path.display()
+                );
             }
             Error::format(path.display(), msg)
         })
@@ -177,7 +188,11 @@ impl SampleSource for DatasetSource {
     fn load(&self, index: usize) -> Result<Sample> {
         let image = self.image(index)?;
         let (boxes_xyxy, classes) = self.boxes[index].clone();
-        Ok(Sample { image: (*image).clone(), boxes_xyxy, classes })
+        Ok(Sample {
+            image: (*image).clone(),
+            boxes_xyxy,
+            classes,
+        })
     }
 }
 
@@ -190,17 +205,26 @@ impl Loader {
     /// A loader over `dataset` (its `image_dir` must point at the images).
     pub fn new(dataset: &CocoDataset, cfg: LoaderConfig) -> Result<Self> {
         if cfg.batch_size == 0 {
-            return Err(Error::InvalidArgument("loader batch_size must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "loader batch_size must be at least 1".into(),
+            ));
         }
         if dataset.images.is_empty() {
-            return Err(Error::InvalidArgument("loader: the dataset has no images".into()));
+            return Err(Error::InvalidArgument(
+                "loader: the dataset has no images".into(),
+            ));
         }
         if let Some((lo, hi)) = cfg.multiscale {
             if lo == 0 || lo > hi {
-                return Err(Error::InvalidArgument(format!("loader multiscale range ({lo}, {hi}) needs 1 <= lo <= hi")));
+                return Err(Error::InvalidArgument(format!(
+                    "loader multiscale range ({lo}, {hi}) needs 1 <= lo <= hi"
+                )));
             }
         }
-        Ok(Loader { source: Arc::new(DatasetSource::new(dataset, cfg.cache)), cfg })
+        Ok(Loader {
+            source: Arc::new(DatasetSource::new(dataset, cfg.cache)),
+            cfg,
+        })
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -221,7 +245,10 @@ impl Loader {
     fn order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.source.len()).collect();
         if self.cfg.shuffle {
-            order.shuffle(&mut rng_for(self.cfg.seed, &format!("loader/shuffle/{epoch}")));
+            order.shuffle(&mut rng_for(
+                self.cfg.seed,
+                &format!("loader/shuffle/{epoch}"),
+            ));
         }
         order
     }
@@ -242,7 +269,9 @@ impl Loader {
             .map(|_| {
                 let (shared, tx, order) = (shared.clone(), tx.clone(), order.clone());
                 let (source, cfg) = (self.source.clone(), self.cfg.clone());
-                std::thread::spawn(move || worker(&source, &cfg, epoch, &order, n_batches, &shared, &tx))
+                std::thread::spawn(move || {
+                    worker(&source, &cfg, epoch, &order, n_batches, &shared, &tx)
+                })
             })
             .collect();
         EpochIter {
@@ -253,7 +282,10 @@ impl Loader {
             next: 0,
             n_batches,
             source: self.source.clone(),
-            summary: EpochSummary { epoch, ..Default::default() },
+            summary: EpochSummary {
+                epoch,
+                ..Default::default()
+            },
         }
     }
 
@@ -266,7 +298,11 @@ impl Loader {
     /// The augmented samples of one batch (images still `RgbImage`), for `ssod preview`.
     pub fn augmented_samples(&self, epoch: usize, batch_index: usize) -> Vec<Augmented> {
         let order = self.order(epoch);
-        batch_samples(&self.source, &self.cfg, epoch, &order, batch_index).0.into_iter().map(|(_, a)| a).collect()
+        batch_samples(&self.source, &self.cfg, epoch, &order, batch_index)
+            .0
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect()
     }
 }
 
@@ -302,7 +338,10 @@ fn worker(
         {
             let mut consumed = shared.consumed.lock().unwrap_or_else(|e| e.into_inner());
             while b >= *consumed + cfg.prefetch.max(1) && !shared.stop.load(Ordering::SeqCst) {
-                consumed = shared.window.wait(consumed).unwrap_or_else(|e| e.into_inner());
+                consumed = shared
+                    .window
+                    .wait(consumed)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         }
         if shared.stop.load(Ordering::SeqCst) {
@@ -333,7 +372,13 @@ fn batch_size_wh(cfg: &LoaderConfig, epoch: usize, b: usize) -> (u32, u32) {
 
 type BatchSamples = (Vec<(u64, Augmented)>, BatchStats);
 
-fn batch_samples(source: &DatasetSource, cfg: &LoaderConfig, epoch: usize, order: &[usize], b: usize) -> BatchSamples {
+fn batch_samples(
+    source: &DatasetSource,
+    cfg: &LoaderConfig,
+    epoch: usize,
+    order: &[usize],
+    b: usize,
+) -> BatchSamples {
     let start = b * cfg.batch_size;
     let end = (start + cfg.batch_size).min(order.len());
     let mut stats = BatchStats::default();
@@ -352,7 +397,13 @@ fn batch_samples(source: &DatasetSource, cfg: &LoaderConfig, epoch: usize, order
     (out, stats)
 }
 
-fn build_batch(source: &DatasetSource, cfg: &LoaderConfig, epoch: usize, order: &[usize], b: usize) -> (Batch, BatchStats) {
+fn build_batch(
+    source: &DatasetSource,
+    cfg: &LoaderConfig,
+    epoch: usize,
+    order: &[usize],
+    b: usize,
+) -> (Batch, BatchStats) {
     let (samples, stats) = batch_samples(source, cfg, epoch, order, b);
     let (w, h) = batch_size_wh(cfg, epoch, b);
     let (wu, hu) = (w as usize, h as usize);
@@ -371,8 +422,15 @@ fn build_batch(source: &DatasetSource, cfg: &LoaderConfig, epoch: usize, order: 
     let plane = hu * wu;
     for (i, (id, a)) in samples.into_iter().enumerate() {
         // YOLOX multiscale: the batch is bilinearly resized and the labels scaled with it.
-        let (sx, sy) = (w as f32 / a.image.width() as f32, h as f32 / a.image.height() as f32);
-        let img = if (a.image.width(), a.image.height()) == (w, h) { a.image } else { resize_bilinear(&a.image, w, h) };
+        let (sx, sy) = (
+            w as f32 / a.image.width() as f32,
+            h as f32 / a.image.height() as f32,
+        );
+        let img = if (a.image.width(), a.image.height()) == (w, h) {
+            a.image
+        } else {
+            resize_bilinear(&a.image, w, h)
+        };
         let dst = &mut batch.images[i * 3 * plane..(i + 1) * 3 * plane];
         // RGB pixels -> BGR planes (YOLOX input convention).
         for (p, px) in img.as_raw().chunks_exact(3).enumerate() {
@@ -383,7 +441,13 @@ fn build_batch(source: &DatasetSource, cfg: &LoaderConfig, epoch: usize, order: 
         let k = a.boxes_cxcywh.len().min(ml);
         for (j, (bx, &c)) in a.boxes_cxcywh.iter().zip(&a.classes).take(k).enumerate() {
             let o = (i * ml + j) * 5;
-            batch.labels[o..o + 5].copy_from_slice(&[c as f32, bx[0] * sx, bx[1] * sy, bx[2] * sx, bx[3] * sy]);
+            batch.labels[o..o + 5].copy_from_slice(&[
+                c as f32,
+                bx[0] * sx,
+                bx[1] * sy,
+                bx[2] * sx,
+                bx[3] * sy,
+            ]);
         }
         batch.num_labels.push(k);
         batch.image_ids.push(id);
@@ -407,7 +471,14 @@ impl EpochIter {
     /// What the epoch has produced and skipped so far (complete once the iterator is exhausted).
     pub fn summary(&self) -> EpochSummary {
         let mut s = self.summary.clone();
-        s.bad_files = self.source.bad.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        s.bad_files = self
+            .source
+            .bad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         s
     }
 }
@@ -433,7 +504,11 @@ impl Iterator for EpochIter {
         };
         self.next += 1;
         {
-            let mut consumed = self.shared.consumed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut consumed = self
+                .shared
+                .consumed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             *consumed = self.next;
         }
         self.shared.window.notify_all();
@@ -459,5 +534,9 @@ impl Drop for EpochIter {
 
 /// Map from image id to its index in the dataset (for callers that look batches up).
 pub fn image_index(ds: &CocoDataset) -> HashMap<u64, usize> {
-    ds.images.iter().enumerate().map(|(i, im)| (im.id, i)).collect()
+    ds.images
+        .iter()
+        .enumerate()
+        .map(|(i, im)| (im.id, i))
+        .collect()
 }

@@ -73,10 +73,18 @@ pub fn hsv_shift(img: &mut RgbImage, dh: i32, ds: i32, dv: i32) {
 /// (`randint(0, 2)`), truncated to int, then [`hsv_shift`]. Returns the offsets used.
 pub fn augment_hsv(img: &mut RgbImage, rng: &mut impl Rng, gains: [f32; 3]) -> [i32; 3] {
     let mut d = [0i32; 3];
-    let draws: [f32; 3] = [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)];
+    let draws: [f32; 3] = [
+        rng.random_range(-1.0..1.0),
+        rng.random_range(-1.0..1.0),
+        rng.random_range(-1.0..1.0),
+    ];
     for k in 0..3 {
         let keep = rng.random_bool(0.5);
-        d[k] = if keep { (draws[k] * gains[k]) as i32 } else { 0 };
+        d[k] = if keep {
+            (draws[k] * gains[k]) as i32
+        } else {
+            0
+        };
     }
     hsv_shift(img, d[0], d[1], d[2]);
     d

@@ -33,7 +33,10 @@ pub fn resize_bilinear(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     let mut out = vec![0u8; ow * oh * 3];
     for (oy, &(y0, y1, fy)) in yt.iter().enumerate() {
         let (y0, y1) = (y0 / 3, y1 / 3);
-        let (r0, r1) = (&src[y0 * w * 3..(y0 + 1) * w * 3], &src[y1 * w * 3..(y1 + 1) * w * 3]);
+        let (r0, r1) = (
+            &src[y0 * w * 3..(y0 + 1) * w * 3],
+            &src[y1 * w * 3..(y1 + 1) * w * 3],
+        );
         let orow = &mut out[oy * ow * 3..(oy + 1) * ow * 3];
         for (o, &(x0, x1, fx)) in orow.chunks_exact_mut(3).zip(xt.iter()) {
             let (gx, gy) = (ONE - fx, ONE - fy);
@@ -52,7 +55,10 @@ pub fn resize_bilinear(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
 /// multiplying with `r` ([`scale_boxes_xyxy`]).
 pub fn letterbox(img: &RgbImage, input_w: u32, input_h: u32) -> (RgbImage, f32) {
     let r = (input_h as f32 / img.height() as f32).min(input_w as f32 / img.width() as f32);
-    let (nw, nh) = (((img.width() as f32 * r) as u32).max(1), ((img.height() as f32 * r) as u32).max(1));
+    let (nw, nh) = (
+        ((img.width() as f32 * r) as u32).max(1),
+        ((img.height() as f32 * r) as u32).max(1),
+    );
     let resized = resize_bilinear(img, nw.min(input_w), nh.min(input_h));
     let mut canvas = RgbImage::from_pixel(input_w, input_h, image::Rgb([PAD_VALUE; 3]));
     image::imageops::replace(&mut canvas, &resized, 0, 0);
@@ -91,7 +97,12 @@ pub struct AffineParams {
 impl AffineParams {
     /// No rotation, translation, scaling or shear: the warp is the identity.
     pub fn identity() -> Self {
-        AffineParams { degrees: 0.0, translate: 0.0, scale: (1.0, 1.0), shear: 0.0 }
+        AffineParams {
+            degrees: 0.0,
+            translate: 0.0,
+            scale: (1.0, 1.0),
+            shear: 0.0,
+        }
     }
 }
 
@@ -108,7 +119,12 @@ fn uniform(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
 
 /// YOLOX `get_affine_matrix`: rotation and scale about the origin (`getRotationMatrix2D` with
 /// centre (0, 0)), shear `tan(U(±shear))` mixed into the rows, translation `U(±t)·(W, H)`.
-pub fn random_affine_matrix(rng: &mut impl Rng, p: &AffineParams, out_w: u32, out_h: u32) -> Affine {
+pub fn random_affine_matrix(
+    rng: &mut impl Rng,
+    p: &AffineParams,
+    out_w: u32,
+    out_h: u32,
+) -> Affine {
     let angle = uniform(rng, -p.degrees, p.degrees).to_radians();
     let scale = uniform(rng, p.scale.0, p.scale.1);
     let (alpha, beta) = (scale * angle.cos(), scale * angle.sin());
@@ -186,16 +202,31 @@ pub fn warp_affine(img: &RgbImage, m: &Affine, out_w: u32, out_h: u32) -> RgbIma
 
 /// YOLOX `apply_affine_to_bboxes`: transform the four corners, take the axis-aligned hull, clip
 /// to `[0, W] × [0, H]`.
-pub fn affine_boxes_xyxy(boxes_xyxy: &[[f32; 4]], m: &Affine, out_w: u32, out_h: u32) -> Vec<[f32; 4]> {
+pub fn affine_boxes_xyxy(
+    boxes_xyxy: &[[f32; 4]],
+    m: &Affine,
+    out_w: u32,
+    out_h: u32,
+) -> Vec<[f32; 4]> {
     boxes_xyxy
         .iter()
         .map(|b| {
             let corners = [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])];
-            let mut hull = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
+            let mut hull = [
+                f32::INFINITY,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NEG_INFINITY,
+            ];
             for (x, y) in corners {
                 let tx = m[0][0] * x + m[0][1] * y + m[0][2];
                 let ty = m[1][0] * x + m[1][1] * y + m[1][2];
-                hull = [hull[0].min(tx), hull[1].min(ty), hull[2].max(tx), hull[3].max(ty)];
+                hull = [
+                    hull[0].min(tx),
+                    hull[1].min(ty),
+                    hull[2].max(tx),
+                    hull[3].max(ty),
+                ];
             }
             clip_box_xyxy(hull, out_w as f32, out_h as f32)
         })
@@ -204,12 +235,20 @@ pub fn affine_boxes_xyxy(boxes_xyxy: &[[f32; 4]], m: &Affine, out_w: u32, out_h:
 
 #[inline]
 pub fn clip_box_xyxy(b: [f32; 4], w: f32, h: f32) -> [f32; 4] {
-    [b[0].clamp(0.0, w), b[1].clamp(0.0, h), b[2].clamp(0.0, w), b[3].clamp(0.0, h)]
+    [
+        b[0].clamp(0.0, w),
+        b[1].clamp(0.0, h),
+        b[2].clamp(0.0, w),
+        b[3].clamp(0.0, h),
+    ]
 }
 
 /// Keep boxes whose smaller side exceeds `min_side` px (YOLOX TrainTransform: `min(w, h) > 1`).
 pub fn filter_min_side(boxes_xyxy: &mut Vec<[f32; 4]>, classes: &mut Vec<u32>, min_side: f32) {
-    let keep: Vec<bool> = boxes_xyxy.iter().map(|b| (b[2] - b[0]).min(b[3] - b[1]) > min_side).collect();
+    let keep: Vec<bool> = boxes_xyxy
+        .iter()
+        .map(|b| (b[2] - b[0]).min(b[3] - b[1]) > min_side)
+        .collect();
     let mut i = 0;
     boxes_xyxy.retain(|_| {
         i += 1;
@@ -224,5 +263,10 @@ pub fn filter_min_side(boxes_xyxy: &mut Vec<[f32; 4]>, classes: &mut Vec<u32>, m
 
 #[inline]
 pub fn xyxy_to_cxcywh(b: [f32; 4]) -> [f32; 4] {
-    [(b[0] + b[2]) * 0.5, (b[1] + b[3]) * 0.5, b[2] - b[0], b[3] - b[1]]
+    [
+        (b[0] + b[2]) * 0.5,
+        (b[1] + b[3]) * 0.5,
+        b[2] - b[0],
+        b[3] - b[1],
+    ]
 }

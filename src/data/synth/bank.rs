@@ -30,7 +30,13 @@ struct Building {
 
 /// Render a band `width` × `height` (height = horizon row; at least 1). `unit` is the pixel scale
 /// (1.0 at 1280 px wide) so that windows and crowns keep their size across output sizes.
-pub fn render_bank(rng: &mut ChaCha8Rng, width: usize, height: usize, unit: f32, look: &Look) -> Bank {
+pub fn render_bank(
+    rng: &mut ChaCha8Rng,
+    width: usize,
+    height: usize,
+    unit: f32,
+    look: &Look,
+) -> Bank {
     let height = height.max(1);
     let mut canvas = Canvas::new(width, height, look.sky_horizon);
     let noise_seed: u32 = rng.random();
@@ -99,7 +105,11 @@ pub fn render_bank(rng: &mut ChaCha8Rng, width: usize, height: usize, unit: f32,
             x1: x0 + bw as i32,
             top,
             colour,
-            window: mix(scale(colour, 0.45), [0.25, 0.30, 0.38], rng.random_range(0.2..0.8)),
+            window: mix(
+                scale(colour, 0.45),
+                [0.25, 0.30, 0.38],
+                rng.random_range(0.2..0.8),
+            ),
             cell_w,
             cell_h,
             win_w: (cell_w as f32 * rng.random_range(0.35..0.7)).max(1.0) as i32,
@@ -119,7 +129,11 @@ pub fn render_bank(rng: &mut ChaCha8Rng, width: usize, height: usize, unit: f32,
                 let mut c = if is_window { b.window } else { b.colour };
                 // Light from the left: a faint horizontal gradient and per-window variation.
                 let lit = 0.92 + 0.1 * (rx as f32 / (b.x1 - b.x0).max(1) as f32);
-                let var = if is_window { 0.85 + 0.3 * hash2(rx / b.cell_w, ry / b.cell_h, bi as u32) } else { 1.0 };
+                let var = if is_window {
+                    0.85 + 0.3 * hash2(rx / b.cell_w, ry / b.cell_h, bi as u32)
+                } else {
+                    1.0
+                };
                 c = scale(c, lit * var);
                 canvas.set(x as usize, y as usize, mix(c, look.sky_horizon, haze));
             }
@@ -131,14 +145,20 @@ pub fn render_bank(rng: &mut ChaCha8Rng, width: usize, height: usize, unit: f32,
     let tree_amount: f32 = rng.random_range(0.0..1.0);
     if tree_amount > 0.08 {
         let base = h * rng.random_range(0.08..0.35);
-        let greens: [Rgb; 4] = [[0.20, 0.30, 0.14], [0.26, 0.36, 0.18], [0.16, 0.24, 0.13], [0.30, 0.38, 0.20]];
+        let greens: [Rgb; 4] = [
+            [0.20, 0.30, 0.14],
+            [0.26, 0.36, 0.18],
+            [0.16, 0.24, 0.13],
+            [0.30, 0.38, 0.20],
+        ];
         let tree_seed: u32 = rng.random();
         let mut top = vec![f32::INFINITY; width];
         let mut colour = vec![greens[0]; width];
         let mut x = -20.0 * unit;
         while x < width as f32 + 20.0 * unit {
             let r = rng.random_range(10.0..32.0) * unit;
-            let lift = value1(x / (180.0 * unit), tree_seed) * base * 1.2 + rng.random_range(0.0..0.4) * base;
+            let lift = value1(x / (180.0 * unit), tree_seed) * base * 1.2
+                + rng.random_range(0.0..0.4) * base;
             let green = greens[rng.random_range(0..greens.len())];
             if value1(x / (300.0 * unit), tree_seed ^ 0x55) < tree_amount + 0.45 {
                 let cy = h - lift.max(r * 0.6);
@@ -146,7 +166,8 @@ pub fn render_bank(rng: &mut ChaCha8Rng, width: usize, height: usize, unit: f32,
                 let x1 = ((x + r) as i32 + 1).min(width as i32);
                 for col in x0..x1 {
                     let dx = col as f32 - x;
-                    let edge = r * (0.85 + 0.3 * value1(col as f32 / (3.0 * unit), tree_seed ^ 0xa5));
+                    let edge =
+                        r * (0.85 + 0.3 * value1(col as f32 / (3.0 * unit), tree_seed ^ 0xa5));
                     if dx.abs() < edge {
                         let t = cy - (edge * edge - dx * dx).sqrt();
                         if t < top[col as usize] {
@@ -168,18 +189,27 @@ pub fn render_bank(rng: &mut ChaCha8Rng, width: usize, height: usize, unit: f32,
                 let fine = value2(fx / (1.6 * unit), fy / (1.6 * unit), tree_seed ^ 0x9e37);
                 let depth = ((fy - t) / (40.0 * unit)).clamp(0.0, 1.0);
                 let light = 0.75 + 0.5 * leaf * fine - 0.3 * depth;
-                canvas.set(col, y, mix(scale(green, light), look.sky_horizon, look.haze * 0.3));
+                canvas.set(
+                    col,
+                    y,
+                    mix(scale(green, light), look.sky_horizon, look.haze * 0.3),
+                );
             }
         }
     }
 
     // Shore strip: a few rows of dark vegetation / embankment at the horizon.
     let strip = (rng.random_range(2.0..9.0) * unit).max(1.0) as usize;
-    let strip_colour: Rgb = if rng.random_bool(0.5) { [0.22, 0.26, 0.16] } else { [0.38, 0.37, 0.33] };
+    let strip_colour: Rgb = if rng.random_bool(0.5) {
+        [0.22, 0.26, 0.16]
+    } else {
+        [0.38, 0.37, 0.33]
+    };
     let strip_seed: u32 = rng.random();
     for y in height.saturating_sub(strip)..height {
         for x in 0..width {
-            let v = 0.8 + 0.4 * value2(x as f32 / (3.0 * unit), y as f32 / (2.0 * unit), strip_seed);
+            let v =
+                0.8 + 0.4 * value2(x as f32 / (3.0 * unit), y as f32 / (2.0 * unit), strip_seed);
             canvas.set(x, y, scale(strip_colour, v));
         }
     }
@@ -187,4 +217,3 @@ pub fn render_bank(rng: &mut ChaCha8Rng, width: usize, height: usize, unit: f32,
     let half = canvas.half();
     Bank { canvas, half }
 }
-

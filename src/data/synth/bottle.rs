@@ -27,9 +27,9 @@ impl BottleStyle {
         let (body, opacity) = match rng.random_range(0..100) {
             0..=44 => ([0.86, 0.90, 0.92], rng.random_range(0.45..0.65)), // clear
             45..=64 => ([0.93, 0.93, 0.91], rng.random_range(0.85..0.95)), // white
-            65..=76 => ([0.30, 0.62, 0.38], rng.random_range(0.6..0.8)),   // green
-            77..=86 => ([0.50, 0.28, 0.12], rng.random_range(0.7..0.85)),  // brown
-            _ => ([0.45, 0.65, 0.90], rng.random_range(0.55..0.75)),       // blue
+            65..=76 => ([0.30, 0.62, 0.38], rng.random_range(0.6..0.8)),  // green
+            77..=86 => ([0.50, 0.28, 0.12], rng.random_range(0.7..0.85)), // brown
+            _ => ([0.45, 0.65, 0.90], rng.random_range(0.55..0.75)),      // blue
         };
         let labels: [Rgb; 6] = [
             [0.80, 0.12, 0.10],
@@ -41,11 +41,21 @@ impl BottleStyle {
         ];
         let label = if rng.random_bool(0.6) {
             let start = rng.random_range(0.15..0.4);
-            Some((start, start + rng.random_range(0.15..0.3), labels[rng.random_range(0..labels.len())]))
+            Some((
+                start,
+                start + rng.random_range(0.15..0.3),
+                labels[rng.random_range(0..labels.len())],
+            ))
         } else {
             None
         };
-        let caps: [Rgb; 5] = [[0.95, 0.95, 0.95], [0.15, 0.30, 0.75], [0.80, 0.15, 0.12], [0.20, 0.60, 0.25], [0.95, 0.70, 0.10]];
+        let caps: [Rgb; 5] = [
+            [0.95, 0.95, 0.95],
+            [0.15, 0.30, 0.75],
+            [0.80, 0.15, 0.12],
+            [0.20, 0.60, 0.25],
+            [0.95, 0.70, 0.10],
+        ];
         BottleStyle {
             body,
             opacity,
@@ -75,10 +85,18 @@ fn bottle_profile(u: f32) -> f32 {
 
 /// Draw the bottle (reflection first) and return its visible box as `xyxy` pixel edges
 /// (x0, y0 inclusive, x1, y1 exclusive), or None if nothing visible is in the frame.
-pub fn draw_bottle(canvas: &mut Canvas, p: &Placement, style: &BottleStyle, water: Rgb) -> Option<[u32; 4]> {
+pub fn draw_bottle(
+    canvas: &mut Canvas,
+    p: &Placement,
+    style: &BottleStyle,
+    water: Rgb,
+) -> Option<[u32; 4]> {
     // Faint reflection, mirrored about the waterline below the axis.
     let mirror_row = p.cy + p.radius * (0.3 + 0.5 * style.waterline.max(0.0));
-    let refl = Placement { mirror_about: Some(mirror_row), ..*p };
+    let refl = Placement {
+        mirror_about: Some(mirror_row),
+        ..*p
+    };
     let refl_colour = mix(scale(style.body, 0.6), water, 0.5);
     rasterize(canvas, &refl, bottle_profile, |c, hit| {
         if hit.v < style.waterline {

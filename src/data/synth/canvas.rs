@@ -12,7 +12,11 @@ pub struct Canvas {
 
 impl Canvas {
     pub fn new(width: usize, height: usize, fill: Rgb) -> Self {
-        Self { width, height, pixels: vec![fill; width * height] }
+        Self {
+            width,
+            height,
+            pixels: vec![fill; width * height],
+        }
     }
 
     #[inline]
@@ -60,15 +64,27 @@ impl Canvas {
         let (w, h) = ((self.width / 2).max(1), (self.height / 2).max(1));
         let mut out = Canvas::new(w, h, [0.0; 3]);
         for y in 0..h {
-            let (ya, yb) = ((2 * y).min(self.height - 1), (2 * y + 1).min(self.height - 1));
+            let (ya, yb) = (
+                (2 * y).min(self.height - 1),
+                (2 * y + 1).min(self.height - 1),
+            );
             for x in 0..w {
                 let (xa, xb) = ((2 * x).min(self.width - 1), (2 * x + 1).min(self.width - 1));
-                let (p, q, r, s) = (self.get(xa, ya), self.get(xb, ya), self.get(xa, yb), self.get(xb, yb));
-                out.set(x, y, [
-                    0.25 * (p[0] + q[0] + r[0] + s[0]),
-                    0.25 * (p[1] + q[1] + r[1] + s[1]),
-                    0.25 * (p[2] + q[2] + r[2] + s[2]),
-                ]);
+                let (p, q, r, s) = (
+                    self.get(xa, ya),
+                    self.get(xb, ya),
+                    self.get(xa, yb),
+                    self.get(xb, yb),
+                );
+                out.set(
+                    x,
+                    y,
+                    [
+                        0.25 * (p[0] + q[0] + r[0] + s[0]),
+                        0.25 * (p[1] + q[1] + r[1] + s[1]),
+                        0.25 * (p[2] + q[2] + r[2] + s[2]),
+                    ],
+                );
             }
         }
         out
@@ -88,7 +104,11 @@ impl Canvas {
 
 #[inline]
 pub fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 #[inline]

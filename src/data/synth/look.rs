@@ -57,7 +57,12 @@ impl Look {
             Lighting::Dusk
         };
         // Olive-green / grey-green / brownish river water, as in FloW.
-        let waters: [Rgb; 4] = [[0.29, 0.30, 0.20], [0.25, 0.29, 0.25], [0.32, 0.30, 0.22], [0.22, 0.27, 0.27]];
+        let waters: [Rgb; 4] = [
+            [0.29, 0.30, 0.20],
+            [0.25, 0.29, 0.25],
+            [0.32, 0.30, 0.22],
+            [0.22, 0.27, 0.27],
+        ];
         let pick = waters[rng.random_range(0..waters.len())];
         let water = jitter(rng, pick, 0.04);
         let (sky_top, sky_horizon, cloud, cloud_cover, grade, sun_strength, haze) = match lighting {
@@ -100,7 +105,11 @@ impl Look {
         };
         let sky_top = jitter(rng, sky_top, 0.04);
         let sky_horizon = jitter(rng, sky_horizon, 0.03);
-        let water = if lighting == Lighting::Dusk { mix(water, [0.12, 0.10, 0.10], 0.35) } else { water };
+        let water = if lighting == Lighting::Dusk {
+            mix(water, [0.12, 0.10, 0.10], 0.35)
+        } else {
+            water
+        };
         Look {
             lighting,
             sky_top,

@@ -84,19 +84,31 @@ pub fn encode_jpeg(img: &RgbImage) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let (w, h) = (img.width(), img.height());
     if w > u16::MAX as u32 || h > u16::MAX as u32 {
-        return Err(Error::InvalidArgument(format!("image {w}x{h} is too large for JPEG")));
+        return Err(Error::InvalidArgument(format!(
+            "image {w}x{h} is too large for JPEG"
+        )));
     }
     let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, JPEG_QUALITY);
     encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
     encoder
-        .encode(img.as_raw(), w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+        .encode(
+            img.as_raw(),
+            w as u16,
+            h as u16,
+            jpeg_encoder::ColorType::Rgb,
+        )
         .map_err(|e| Error::Msg(format!("cannot encode JPEG: {e}")))?;
     Ok(bytes)
 }
 
 /// The VOC annotation of a frame: boxes as VOC's 1-based inclusive corners, so that voc2coco's
 /// `int(xmin) - 1` gives back the pixel edge `x0`, and `xmax - (xmin - 1)` the width `x1 - x0`.
-pub fn voc_annotation(file_name: &str, width: u32, height: u32, boxes_xyxy: &[[u32; 4]]) -> VocAnnotation {
+pub fn voc_annotation(
+    file_name: &str,
+    width: u32,
+    height: u32,
+    boxes_xyxy: &[[u32; 4]],
+) -> VocAnnotation {
     VocAnnotation {
         filename: file_name.to_string(),
         width,
@@ -116,7 +128,12 @@ pub fn voc_annotation(file_name: &str, width: u32, height: u32, boxes_xyxy: &[[u
 }
 
 /// Write one labelled split (`training` or `test`) and its COCO json (`json_name`).
-fn write_split(cfg: &SynthConfig, split: &str, count: usize, json_name: &str) -> Result<CocoDataset> {
+fn write_split(
+    cfg: &SynthConfig,
+    split: &str,
+    count: usize,
+    json_name: &str,
+) -> Result<CocoDataset> {
     let image_dir = cfg.out.join(split).join("images");
     let ann_dir = cfg.out.join(split).join("annotations");
     for dir in [&image_dir, &ann_dir] {
@@ -155,7 +172,11 @@ pub fn generate(cfg: &SynthConfig) -> Result<SynthSummary> {
     let train = write_split(cfg, "training", cfg.train, "train.json")?;
     let test = write_split(cfg, "test", cfg.test, "test.json")?;
     let video_frames = video::write_videos(cfg)?;
-    Ok(SynthSummary { train, test, video_frames })
+    Ok(SynthSummary {
+        train,
+        test,
+        video_frames,
+    })
 }
 
 /// Where the images of a generated split live (`training` or `test`).

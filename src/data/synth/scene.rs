@@ -58,7 +58,13 @@ pub struct Frame {
 impl Scene {
     /// Sample a scene with `n_bottles` bottles and a bank `pan_margin` px wider than the frame
     /// (room for a panning video camera).
-    pub fn sample(rng: &mut ChaCha8Rng, width: usize, height: usize, n_bottles: usize, pan_margin: usize) -> Scene {
+    pub fn sample(
+        rng: &mut ChaCha8Rng,
+        width: usize,
+        height: usize,
+        n_bottles: usize,
+        pan_margin: usize,
+    ) -> Scene {
         let unit = width as f32 / 1280.0;
         let look = Look::sample(rng);
         let waves = Waves::sample(rng, width, unit);
@@ -68,7 +74,15 @@ impl Scene {
         } else {
             -(height as f32) * rng.random_range(0.05..0.4)
         };
-        let bank = (horizon >= 1.0).then(|| render_bank(rng, width + pan_margin, horizon.ceil() as usize, unit, &look));
+        let bank = (horizon >= 1.0).then(|| {
+            render_bank(
+                rng,
+                width + pan_margin,
+                horizon.ceil() as usize,
+                unit,
+                &look,
+            )
+        });
         let dist_min = (10.0 * unit).max(-horizon + 4.0 * unit);
         let dist_max = height as f32 - horizon;
         let mut objects: Vec<Floater> = Vec::new();
@@ -116,7 +130,16 @@ impl Scene {
                 spin: rng.random_range(-0.02..0.02),
             });
         }
-        Scene { width, height, unit, look, waves, horizon, bank, objects }
+        Scene {
+            width,
+            height,
+            unit,
+            look,
+            waves,
+            horizon,
+            bank,
+            objects,
+        }
     }
 
     /// Render the scene at frame `t` with the camera panned by `pan` px and the horizon moved by
@@ -137,7 +160,15 @@ impl Scene {
                 }
             }
         }
-        render_water(&mut canvas, self.bank.as_ref(), horizon, pan, &self.look, &self.waves, t);
+        render_water(
+            &mut canvas,
+            self.bank.as_ref(),
+            horizon,
+            pan,
+            &self.look,
+            &self.waves,
+            t,
+        );
 
         // Far things first, so that near ones cover them.
         let mut order: Vec<(f32, usize)> = self
@@ -183,11 +214,21 @@ impl Scene {
                     }
                 }
                 FloaterKind::Distractor(d) => {
-                    let p = Placement { cx, cy, length: (length * axis_len).max(1.5), radius: 1.0, angle, mirror_about: None };
+                    let p = Placement {
+                        cx,
+                        cy,
+                        length: (length * axis_len).max(1.5),
+                        radius: 1.0,
+                        angle,
+                        mirror_about: None,
+                    };
                     d.draw(&mut canvas, &p);
                 }
             }
         }
-        Frame { image: canvas.to_rgb_image_graded(self.look.grade), boxes_xyxy }
+        Frame {
+            image: canvas.to_rgb_image_graded(self.look.grade),
+            boxes_xyxy,
+        }
     }
 }

@@ -32,7 +32,12 @@ pub struct Hit {
 
 /// Visit every pixel the shape covers (with anti-aliased coverage). `profile(u)` is the radius in
 /// units of `radius`.
-pub fn rasterize(canvas: &mut Canvas, p: &Placement, profile: impl Fn(f32) -> f32, mut paint: impl FnMut(&mut Canvas, Hit)) {
+pub fn rasterize(
+    canvas: &mut Canvas,
+    p: &Placement,
+    profile: impl Fn(f32) -> f32,
+    mut paint: impl FnMut(&mut Canvas, Hit),
+) {
     let (dx, dy) = (p.angle.cos(), p.angle.sin());
     // Normal pointing down in the image, so v > 0 is the lower (submerged) side.
     let (nx, ny) = if dx >= 0.0 { (-dy, dx) } else { (dy, -dx) };
@@ -64,7 +69,16 @@ pub fn rasterize(canvas: &mut Canvas, p: &Placement, profile: impl Fn(f32) -> f3
             let d = d_side.max(d_end);
             let alpha = (0.5 - d).clamp(0.0, 1.0);
             if alpha > 0.0 {
-                paint(canvas, Hit { x, y, alpha, u, v: across / p.radius.max(1e-3) });
+                paint(
+                    canvas,
+                    Hit {
+                        x,
+                        y,
+                        alpha,
+                        u,
+                        v: across / p.radius.max(1e-3),
+                    },
+                );
             }
         }
     }

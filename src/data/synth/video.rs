@@ -25,14 +25,19 @@ pub fn write_videos(cfg: &SynthConfig) -> Result<usize> {
         let margin = (pan_speed * cfg.frames_per_video as f32).ceil() as usize + 2;
         let n = bottle_count(&mut rng);
         let scene = Scene::sample(&mut rng, cfg.width as usize, cfg.height as usize, n, margin);
-        let dir = cfg.out.join("unlabeled").join(format!("video_{:02}", v + 1));
+        let dir = cfg
+            .out
+            .join("unlabeled")
+            .join(format!("video_{:02}", v + 1));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        (0..cfg.frames_per_video).into_par_iter().try_for_each(|t| {
-            let tf = t as f32;
-            let frame = scene.render(tf, pan_speed * tf, bob_amp * (bob_freq * tf).sin());
-            let path = dir.join(format!("{:06}.jpg", t + 1));
-            std::fs::write(&path, encode_jpeg(&frame.image)?).map_err(|e| Error::io(&path, e))
-        })?;
+        (0..cfg.frames_per_video)
+            .into_par_iter()
+            .try_for_each(|t| {
+                let tf = t as f32;
+                let frame = scene.render(tf, pan_speed * tf, bob_amp * (bob_freq * tf).sin());
+                let path = dir.join(format!("{:06}.jpg", t + 1));
+                std::fs::write(&path, encode_jpeg(&frame.image)?).map_err(|e| Error::io(&path, e))
+            })?;
         total += cfg.frames_per_video;
     }
     Ok(total)

@@ -95,7 +95,13 @@ pub fn wave_textures() -> &'static [WaveTexture] {
     TEXTURES.get_or_init(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(0x5eed_f10e);
         (0..N_TEXTURES)
-            .map(|i| if i % 2 == 0 { WaveTexture::new(&mut rng, 3.0, 10.0, 9) } else { WaveTexture::new(&mut rng, 8.0, 30.0, 12) })
+            .map(|i| {
+                if i % 2 == 0 {
+                    WaveTexture::new(&mut rng, 3.0, 10.0, 9)
+                } else {
+                    WaveTexture::new(&mut rng, 8.0, 30.0, 12)
+                }
+            })
             .collect()
     })
 }
@@ -124,7 +130,10 @@ impl Waves {
     pub fn sample(rng: &mut ChaCha8Rng, width: usize, unit: f32) -> Self {
         let calm: f32 = rng.random_range(0.3..1.0);
         Waves {
-            tex: [2 * rng.random_range(0..N_TEXTURES / 2), 2 * rng.random_range(0..N_TEXTURES / 2) + 1],
+            tex: [
+                2 * rng.random_range(0..N_TEXTURES / 2),
+                2 * rng.random_range(0..N_TEXTURES / 2) + 1,
+            ],
             tile: [rng.random_range(2.0..5.0), rng.random_range(0.6..1.6)],
             amp: [rng.random_range(0.5..1.0), rng.random_range(0.5..1.0)],
             offset: [
@@ -137,7 +146,10 @@ impl Waves {
             ],
             rot: rng.random_range(-0.3..0.3),
             stretch: rng.random_range(1.0..1.35),
-            disp: [calm * rng.random_range(12.0..36.0) * unit, calm * rng.random_range(4.0..12.0) * unit],
+            disp: [
+                calm * rng.random_range(12.0..36.0) * unit,
+                calm * rng.random_range(4.0..12.0) * unit,
+            ],
             focal: width as f32 * rng.random_range(0.8..1.1),
         }
     }
@@ -146,7 +158,15 @@ impl Waves {
 /// Paint the water rows (below `horizon`, which may lie above the frame) of `canvas`.
 /// `bank` is the band above the horizon (None when the frame shows no bank); `pan` is the
 /// horizontal offset of the frame inside the bank; `time` is the frame index for videos.
-pub fn render_water(canvas: &mut Canvas, bank: Option<&Bank>, horizon: f32, pan: f32, look: &Look, waves: &Waves, time: f32) {
+pub fn render_water(
+    canvas: &mut Canvas,
+    bank: Option<&Bank>,
+    horizon: f32,
+    pan: f32,
+    look: &Look,
+    waves: &Waves,
+    time: f32,
+) {
     let (w, h) = (canvas.width, canvas.height);
     let textures = wave_textures();
     let (ta, tb) = (&textures[waves.tex[0]], &textures[waves.tex[1]]);
@@ -157,8 +177,14 @@ pub fn render_water(canvas: &mut Canvas, bank: Option<&Bank>, horizon: f32, pan:
     let sparkle_seed = (waves.offset[0][0] * 1000.0) as u32;
     let y_start = horizon.ceil().max(0.0) as usize;
     let offs = [
-        [waves.offset[0][0] + waves.drift[0][0] * time, waves.offset[0][1] + waves.drift[0][1] * time],
-        [waves.offset[1][0] + waves.drift[1][0] * time, waves.offset[1][1] + waves.drift[1][1] * time],
+        [
+            waves.offset[0][0] + waves.drift[0][0] * time,
+            waves.offset[0][1] + waves.drift[0][1] * time,
+        ],
+        [
+            waves.offset[1][0] + waves.drift[1][0] * time,
+            waves.offset[1][1] + waves.drift[1][1] * time,
+        ],
     ];
     let water_mean = (look.water[0] + look.water[1] + look.water[2]) / 3.0;
     // Murky river water tints and darkens what it mirrors (FloW's reflections are olive).
@@ -183,7 +209,8 @@ pub fn render_water(canvas: &mut Canvas, bank: Option<&Bank>, horizon: f32, pan:
         let footprint = waves.focal / (dist * dist);
         let fade_a = waves.amp[0] / (1.0 + (footprint * 6.0 / waves.tile[0]).powi(2));
         let fade_b = waves.amp[1] / (1.0 + (footprint * 6.0 / waves.tile[1]).powi(2));
-        let fresnel = look.fresnel_near + (look.fresnel_far - look.fresnel_near) * (1.0 - depth).powi(2);
+        let fresnel =
+            look.fresnel_near + (look.fresnel_far - look.fresnel_near) * (1.0 - depth).powi(2);
         let base_ref_y = horizon - dist * waves.stretch;
         let glint_row = look.sun_strength * (1.0 - depth).sqrt();
         let (sa, sb) = (TEX as f32 / waves.tile[0], TEX as f32 / waves.tile[1]);
@@ -214,7 +241,11 @@ pub fn render_water(canvas: &mut Canvas, bank: Option<&Bank>, horizon: f32, pan:
                 Some(b) => b.half.sample(ref_x * 0.5, ref_y * 0.5),
                 None => look.sky(1.0 + (ref_y - horizon) / (h as f32 * 1.5)),
             };
-            let refl = [refl[0] * refl_tint[0], refl[1] * refl_tint[1], refl[2] * refl_tint[2]];
+            let refl = [
+                refl[0] * refl_tint[0],
+                refl[1] * refl_tint[1],
+                refl[2] * refl_tint[2],
+            ];
             let body = scale(look.water, 1.0 + 0.06 * gz);
             let mut c = mix(body, refl, fresnel);
             if glint_row > 0.0 {
@@ -223,7 +254,10 @@ pub fn render_water(canvas: &mut Canvas, bank: Option<&Bank>, horizon: f32, pan:
                 if spec > 0.0 {
                     c = mix(c, [1.0, 0.98, 0.92], (spec * 1.5).min(0.9));
                 }
-                if column > 0.05 && gz < -0.8 && hash2(x as i32, y as i32, sparkle_seed) > 1.0 - 0.01 * column {
+                if column > 0.05
+                    && gz < -0.8
+                    && hash2(x as i32, y as i32, sparkle_seed) > 1.0 - 0.01 * column
+                {
                     c = [1.0, 1.0, 0.97];
                 }
             }

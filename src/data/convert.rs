@@ -6,7 +6,8 @@
 //! - annotations: ids from 1, one global counter in file order; bbox from the VOC corners as
 //!   `xmin = int(float(xmin)) - 1`, `ymin = int(float(ymin)) - 1`, `xmax = int(float(xmax))`,
 //!   `ymax = int(float(ymax))` (Python's int() truncates toward zero), written as
-//!   `[xmin, ymin, xmax - xmin, ymax - ymin]`; area = w*h; iscrowd 0.
+//!   `[xmin, ymin, xmax - xmin, ymax - ymin]`; area = w*h; iscrowd 0;
+//! - `<difficult>` is not looked at: difficult objects are converted like any other (coco-tools).
 //!
 //! Where the study would crash (assert) or silently misbehave, we report instead: a malformed XML
 //! (file and parser message), a label not in labels.txt (file, object index, label), a box with

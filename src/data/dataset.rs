@@ -74,8 +74,7 @@ pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> 
 
 /// Write json to a temporary file and rename it into place, so a crash never leaves half a file.
 pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text =
-        serde_json::to_string(value).map_err(|e| Error::format(path.display(), e.to_string()))?;
+    let text = serde_json::to_string(value).map_err(|e| Error::format(path.display(), e.to_string()))?;
     write_atomic(path, text.as_bytes())
 }
 
@@ -113,14 +112,10 @@ impl CocoDataset {
         let mut image_ids = HashMap::new();
         for (i, im) in self.images.iter().enumerate() {
             if image_ids.insert(im.id, i).is_some() {
-                return Err(Error::format(
-                    source,
-                    format!("images[{i}]: duplicate image id {}", im.id),
-                ));
+                return Err(Error::format(source, format!("images[{i}]: duplicate image id {}", im.id)));
             }
         }
-        let cat_ids: std::collections::HashSet<u64> =
-            self.categories.iter().map(|c| c.id).collect();
+        let cat_ids: std::collections::HashSet<u64> = self.categories.iter().map(|c| c.id).collect();
         for (i, a) in self.annotations.iter().enumerate() {
             if !image_ids.contains_key(&a.image_id) {
                 return Err(Error::format(
@@ -131,20 +126,14 @@ impl CocoDataset {
             if !cat_ids.contains(&a.category_id) {
                 return Err(Error::format(
                     source,
-                    format!(
-                        "annotations[{i}]: category_id {} is not in categories",
-                        a.category_id
-                    ),
+                    format!("annotations[{i}]: category_id {} is not in categories", a.category_id),
                 ));
             }
             let [_, _, w, h] = a.bbox_xywh;
             if !(w >= 0.0 && h >= 0.0) {
                 return Err(Error::format(
                     source,
-                    format!(
-                        "annotations[{i}]: bbox {:?} has a negative width or height",
-                        a.bbox_xywh
-                    ),
+                    format!("annotations[{i}]: bbox {:?} has a negative width or height", a.bbox_xywh),
                 ));
             }
         }
@@ -168,10 +157,6 @@ impl CocoDataset {
 
     /// Category ids in order, and the contiguous 0-based class index of each (models use indices).
     pub fn class_index(&self) -> HashMap<u64, usize> {
-        self.categories
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id, i))
-            .collect()
+        self.categories.iter().enumerate().map(|(i, c)| (c.id, i)).collect()
     }
 }

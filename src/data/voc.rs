@@ -157,7 +157,15 @@ impl VocAnnotation {
                     stack.pop();
                     leaf_text.clear();
                 }
-                Event::Eof => break,
+                Event::Eof => {
+                    if let Some(open) = stack.last() {
+                        let (line, col) = line_col(text, text.len());
+                        return Err(format!(
+                            "malformed XML at line {line}, column {col}: end of file inside <{open}>"
+                        ));
+                    }
+                    break;
+                }
                 Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
             }
         }

@@ -25,6 +25,18 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
             "no labels (expected one label per line)",
         ));
     }
+    for (i, label) in labels.iter().enumerate() {
+        if let Some(first) = labels[..i].iter().position(|l| l == label) {
+            return Err(Error::format(
+                path.display(),
+                format!(
+                    "label `{label}` is listed twice (labels {} and {})",
+                    first + 1,
+                    i + 1
+                ),
+            ));
+        }
+    }
     Ok(labels)
 }
 

@@ -121,7 +121,11 @@ fn synth_sizes_are_mostly_coco_small_with_flow_like_counts() {
     let n = 60;
     for i in 0..n {
         let frame = render_labeled(11, "training", i, 640, 360);
-        assert!((1..=8).contains(&frame.boxes_xyxy.len()), "image {i}: {} boxes", frame.boxes_xyxy.len());
+        assert!(
+            (1..=8).contains(&frame.boxes_xyxy.len()),
+            "image {i}: {} boxes",
+            frame.boxes_xyxy.len()
+        );
         objects += frame.boxes_xyxy.len();
         for b in &frame.boxes_xyxy {
             let area = ((b[2] - b[0]) * (b[3] - b[1])) as f64 * 4.0;

@@ -62,10 +62,10 @@ pub struct SynthSummary {
     pub video_frames: usize,
 }
 
-/// Number of bottles in one labelled image: 1 + Poisson(1.9), at most [`MAX_BOTTLES`]
+/// Number of bottles in one labelled image: 1 + Poisson(1.6), at most [`MAX_BOTTLES`]
 /// (≈ 2.6 kept per image as in FloW, after overlapping placements are dropped).
 fn bottle_count(rng: &mut impl Rng) -> usize {
-    let extra = Poisson::new(1.9f64).map(|p| p.sample(rng)).unwrap_or(1.0);
+    let extra = Poisson::new(1.6f64).map(|p| p.sample(rng)).unwrap_or(1.0);
     (1 + extra as usize).min(MAX_BOTTLES)
 }
 

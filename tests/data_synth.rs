@@ -196,3 +196,28 @@ fn synth_cli_refuses_a_non_empty_out_without_force() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn preview_draws_a_grid_and_does_not_replace_a_file() {
+    let out = tmp_dir("preview");
+    let mut cfg = tiny_config(&out, 2);
+    cfg.videos = 0;
+    generate(&cfg).unwrap();
+    let grid = out.join("grid.png");
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ssod"));
+        cmd.args(["preview", "--data"]).arg(&out).arg("--out").arg(&grid);
+        cmd.args(["--count", "4", "--input", "96"]).args(extra);
+        cmd.output().unwrap()
+    };
+    let made = run(&["--mosaic"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let img = ssod::data::image_io::read_rgb(&grid).unwrap();
+    // 2×2 tiles of 96 px plus a 4 px gap each.
+    assert_eq!((img.width(), img.height()), (200, 200));
+    let again = run(&[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(run(&["--force"]).status.success());
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -206,12 +206,19 @@ fn preview_draws_a_grid_and_does_not_replace_a_file() {
     let grid = out.join("grid.png");
     let run = |extra: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ssod"));
-        cmd.args(["preview", "--data"]).arg(&out).arg("--out").arg(&grid);
+        cmd.args(["preview", "--data"])
+            .arg(&out)
+            .arg("--out")
+            .arg(&grid);
         cmd.args(["--count", "4", "--input", "96"]).args(extra);
         cmd.output().unwrap()
     };
     let made = run(&["--mosaic"]);
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let img = ssod::data::image_io::read_rgb(&grid).unwrap();
     // 2×2 tiles of 96 px plus a 4 px gap each.
     assert_eq!((img.width(), img.height()), (200, 200));

@@ -52,7 +52,13 @@ fn new_run(config: &TrainConfig, init_seed: u64) -> Run {
     model_cfg.seed = init_seed;
     let model = YoloX::new(model_cfg.clone()).unwrap();
     let ema_model = YoloX::new(model_cfg).unwrap();
-    let ema = ModelEma::new(&model.store, ema_model.store, config.ema_decay, config.ema_tau).unwrap();
+    let ema = ModelEma::new(
+        &model.store,
+        ema_model.store,
+        config.ema_decay,
+        config.ema_tau,
+    )
+    .unwrap();
     let optimizer = build_optimizer(config, &model.store);
     let schedule = LrSchedule::from_config(config, ITERS_PER_EPOCH).unwrap();
     Run {
@@ -78,7 +84,12 @@ fn values(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
     store
         .entries()
         .into_iter()
-        .map(|e| (e.name, e.tensor.to_vec().iter().map(|v| v.to_bits()).collect()))
+        .map(|e| {
+            (
+                e.name,
+                e.tensor.to_vec().iter().map(|v| v.to_bits()).collect(),
+            )
+        })
         .collect()
 }
 
@@ -176,7 +187,10 @@ fn resume_matches_straight_run(optimizer: OptimizerKind, total: u64, k: u64) {
         .into_iter()
         .find(|e| e.kind == TensorKind::Buffer && e.name.ends_with("running_var"))
         .unwrap();
-    assert!(rv.tensor.to_vec().iter().any(|&v| v != 1.0), "BN running_var updated");
+    assert!(
+        rv.tensor.to_vec().iter().any(|&v| v != 1.0),
+        "BN running_var updated"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -202,10 +216,20 @@ fn small_store(conv_out: usize) -> ParamStore {
         TensorKind::Weight,
     )
     .unwrap();
-    b.register("conv.bias", vec![conv_out], vec![0.1; conv_out], TensorKind::NoDecay)
-        .unwrap();
-    b.register("bn.running_mean", vec![conv_out], vec![0.0; conv_out], TensorKind::Buffer)
-        .unwrap();
+    b.register(
+        "conv.bias",
+        vec![conv_out],
+        vec![0.1; conv_out],
+        TensorKind::NoDecay,
+    )
+    .unwrap();
+    b.register(
+        "bn.running_mean",
+        vec![conv_out],
+        vec![0.0; conv_out],
+        TensorKind::Buffer,
+    )
+    .unwrap();
     s
 }
 
@@ -252,7 +276,10 @@ fn checkpoint_errors_name_the_tensor() {
     let e = load_checkpoint(&path, &wider, None, opt.as_mut())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("model.conv.weight") && e.contains("shape"), "{e}");
+    assert!(
+        e.contains("model.conv.weight") && e.contains("shape"),
+        "{e}"
+    );
     assert_eq!(wider.get("conv.weight").unwrap().to_vec(), vec![0.5; 3]);
 
     // Missing: a model with an extra tensor.

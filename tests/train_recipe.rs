@@ -155,11 +155,21 @@ fn yoloxwarmcos_boundaries() {
     assert!(after < 0.01 && after > 0.01 - 1e-8, "{after}");
     // a quarter of the cosine, it = 50 + 700: 0.0005 + 0.5·0.0095·(1 + cos(π/4))
     //   = 0.0005 + 0.00475·1.7071068 = 0.0086087572.
-    close(s.lr_at(750), 0.008_608_757_210_636_1, 1e-12, "quarter cosine");
+    close(
+        s.lr_at(750),
+        0.008_608_757_210_636_1,
+        1e-12,
+        "quarter cosine",
+    );
     // mid cosine, it = 50 + 1400: cos(π/2) = 0 → 0.0005 + 0.00475 = 0.00525.
     close(s.lr_at(1450), 0.00525, 1e-12, "mid cosine");
     // it = T − N − 1 = 2849: 0.0005 + 0.00475·(1 + cos(π·2799/2800)) = 0.00050000299.
-    close(s.lr_at(2849), 0.000_500_002_989_835, 1e-12, "last cosine step");
+    close(
+        s.lr_at(2849),
+        0.000_500_002_989_835,
+        1e-12,
+        "last cosine step",
+    );
     // it >= T − N: flat at 0.05·base.
     for it in [2850, 2999, 3000, 10_000] {
         close(s.lr_at(it), 0.0005, 1e-15, &format!("no-aug it {it}"));
@@ -249,7 +259,11 @@ fn run_steps(store: &ParamStore, opt: &mut dyn Optimizer, lr: f32, steps: usize)
         let w = store.get("w").unwrap().to_vec();
         let b = store.get("b").unwrap().to_vec();
         out.push([w[0], w[1], b[0]]);
-        assert_eq!(store.get("rm").unwrap().to_vec(), vec![3.0], "buffers are not trained");
+        assert_eq!(
+            store.get("rm").unwrap().to_vec(),
+            vec![3.0],
+            "buffers are not trained"
+        );
     }
     out
 }
@@ -285,7 +299,12 @@ fn sgd_nesterov_matches_pytorch_by_hand() {
     let state = sgd.state();
     let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["w.momentum_buffer", "b.momentum_buffer"]);
-    close_vec(&state[0].1.to_vec(), &[1.5882966, 0.13235805], 2e-6, "buf w");
+    close_vec(
+        &state[0].1.to_vec(),
+        &[1.5882966, 0.13235805],
+        2e-6,
+        "buf w",
+    );
     close_vec(&state[1].1.to_vec(), &[2.71], 2e-6, "buf b");
     assert_eq!(sgd.kind(), OptimizerKind::Sgd);
 }
@@ -302,7 +321,12 @@ fn sgd_plain_momentum_differs_from_nesterov() {
     close(got[0][0] as f64, 0.94, 2e-6, "plain w0 step 1");
     close(got[1][0] as f64, 0.8266, 2e-6, "plain w0 step 2");
     close(got[2][0] as f64, 0.666274, 2e-6, "plain w0 step 3");
-    close_vec(&[got[0][2], got[1][2], got[2][2]], &[0.4, 0.21, -0.061], 2e-6, "plain b");
+    close_vec(
+        &[got[0][2], got[1][2], got[2][2]],
+        &[0.4, 0.21, -0.061],
+        2e-6,
+        "plain b",
+    );
 }
 
 #[test]
@@ -368,7 +392,12 @@ fn adam_and_adamw_match_pytorch_by_hand() {
         3e-6,
         "adam w0",
     );
-    close_vec(&[got[0][2], got[1][2], got[2][2]], &[0.4, 0.3, 0.2], 3e-6, "adam b");
+    close_vec(
+        &[got[0][2], got[1][2], got[2][2]],
+        &[0.4, 0.3, 0.2],
+        3e-6,
+        "adam b",
+    );
     assert_eq!(adam.kind(), OptimizerKind::Adam);
     let state = adam.state();
     let step = state.iter().find(|(n, _)| n == "w.step").unwrap();
@@ -390,7 +419,12 @@ fn adam_and_adamw_match_pytorch_by_hand() {
         3e-6,
         "adamw w0",
     );
-    close_vec(&[got[0][2], got[1][2], got[2][2]], &[0.4, 0.3, 0.2], 3e-6, "adamw b");
+    close_vec(
+        &[got[0][2], got[1][2], got[2][2]],
+        &[0.4, 0.3, 0.2],
+        3e-6,
+        "adamw b",
+    );
     assert_eq!(adamw.kind(), OptimizerKind::AdamW);
 
     // State round trip, and incomplete state is refused with the parameter's name.
@@ -433,7 +467,12 @@ fn ema_matches_yolox_model_ema_by_hand() {
     // YOLOX default: d(2000) = 0.9998·(1 − e⁻¹) = 0.6319941347.
     let (model, ema_store) = ema_pair((&[1.0, 2.0], 4.0), (&[0.0, 0.0], 0.0));
     let probe = ModelEma::new(&model, ema_store, 0.9998, 2000.0).unwrap();
-    close(probe.decay_at(2000), 0.631_994_134_716_792, 1e-15, "d(2000)");
+    close(
+        probe.decay_at(2000),
+        0.631_994_134_716_792,
+        1e-15,
+        "d(2000)",
+    );
     close(probe.decay_at(0), 0.0, 0.0, "d(0)");
     // The EMA starts as a copy of the model and does not require gradients.
     assert_eq!(probe.store().get("w").unwrap().to_vec(), vec![1.0, 2.0]);
@@ -443,7 +482,11 @@ fn ema_matches_yolox_model_ema_by_hand() {
     // decay 0.5, tau 1 for visible numbers. Model moves to w = [3, 6], rm = 8.
     let (model, ema_store) = ema_pair((&[1.0, 2.0], 4.0), (&[0.0, 0.0], 0.0));
     let mut ema = ModelEma::new(&model, ema_store, 0.5, 1.0).unwrap();
-    model.get("w").unwrap().copy_values_from(&[3.0, 6.0]).unwrap();
+    model
+        .get("w")
+        .unwrap()
+        .copy_values_from(&[3.0, 6.0])
+        .unwrap();
     model.get("rm").unwrap().copy_values_from(&[8.0]).unwrap();
     // update 1 (counter incremented BEFORE use): d = 0.5·(1 − e⁻¹) = 0.31606028
     //   w0 = 0.31606028·1 + 0.68393972·3 = 2.36787944; w1 = 2·w0 = 4.73575888
@@ -456,7 +499,12 @@ fn ema_matches_yolox_model_ema_by_hand() {
         1e-6,
         "ema w after 1",
     );
-    close_vec(&ema.store().get("rm").unwrap().to_vec(), &[6.735_758_882], 1e-6, "ema rm 1");
+    close_vec(
+        &ema.store().get("rm").unwrap().to_vec(),
+        &[6.735_758_882],
+        1e-6,
+        "ema rm 1",
+    );
     // update 2: d = 0.5·(1 − e⁻²) = 0.43233236
     //   w0 = 0.43233236·2.36787944 + 0.56766764·3 = 2.72671383; rm = 7.45342766
     ema.update(&model).unwrap();
@@ -466,7 +514,12 @@ fn ema_matches_yolox_model_ema_by_hand() {
         1e-6,
         "ema w0 after 2",
     );
-    close_vec(&ema.store().get("rm").unwrap().to_vec(), &[7.453_427_656], 1e-6, "ema rm 2");
+    close_vec(
+        &ema.store().get("rm").unwrap().to_vec(),
+        &[7.453_427_656],
+        1e-6,
+        "ema rm 2",
+    );
     // Resume: updates = 1 means the next update uses d(2) (same numbers as above from the
     // after-1 state).
     let (model2, ema_store2) = ema_pair((&[3.0, 6.0], 8.0), (&[0.0, 0.0], 0.0));
@@ -475,7 +528,7 @@ fn ema_matches_yolox_model_ema_by_hand() {
         .store()
         .get("w")
         .unwrap()
-        .copy_values_from(&[2.367_879_4, 4.735_758_9])
+        .copy_values_from(&[2.367_879_4, 4.735_759])
         .unwrap();
     resumed.set_updates(1);
     resumed.update(&model2).unwrap();

@@ -73,10 +73,7 @@ pub fn save_checkpoint(
     if let Some(ema) = ema {
         metadata.insert("ema_updates".to_string(), ema.updates().to_string());
     }
-    metadata.insert(
-        "optimizer".to_string(),
-        optimizer.kind().name().to_string(),
-    );
+    metadata.insert("optimizer".to_string(), optimizer.kind().name().to_string());
     metadata.insert("train_config".to_string(), config.to_json());
     metadata.insert("ssod_version".to_string(), crate::VERSION.to_string());
     write_safetensors(
@@ -129,9 +126,8 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<CheckpointM
             ))
         }
     };
-    let config = TrainConfig::from_json_str(field("train_config")?).map_err(|e| {
-        Error::format(path.display(), format!("metadata `train_config`: {e}"))
-    })?;
+    let config = TrainConfig::from_json_str(field("train_config")?)
+        .map_err(|e| Error::format(path.display(), format!("metadata `train_config`: {e}")))?;
     let ema_updates = match meta.get("ema_updates") {
         Some(_) => Some(number("ema_updates")?),
         None => None,
@@ -213,8 +209,7 @@ pub fn load_checkpoint(
         check_section("ema", ema.store(), &file.tensors, &mut problems);
     }
     for name in file.tensors.keys() {
-        if !(name.starts_with("model.") || name.starts_with("ema.") || name.starts_with("optim."))
-        {
+        if !(name.starts_with("model.") || name.starts_with("ema.") || name.starts_with("optim.")) {
             problems.push(format!(
                 "unexpected `{name}` (not under model., ema. or optim.)"
             ));

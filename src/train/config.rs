@@ -218,8 +218,8 @@ impl TrainConfig {
             "s" | "m" | "l" | "x" => {}
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown YOLOX variant `{other}` for the training recipe (nano, tiny, s, m, l, x)"
-                )))
+                "unknown YOLOX variant `{other}` for the training recipe (nano, tiny, s, m, l, x)"
+            )))
             }
         }
         Ok(c)
@@ -274,26 +274,25 @@ impl TrainConfig {
             }
             merged.insert(key.clone(), v.clone());
         }
-        let config: TrainConfig = match serde_json::from_value(serde_json::Value::Object(
-            merged.clone(),
-        )) {
-            Ok(c) => c,
-            Err(e) => {
-                // Find the offending key: deserialise each override alone on top of the defaults.
-                for (key, v) in overrides {
-                    let mut single = serde_json::Map::new();
-                    single.insert(key.clone(), v.clone());
-                    if let Err(e) =
-                        serde_json::from_value::<TrainConfig>(serde_json::Value::Object(single))
-                    {
-                        return Err(Error::InvalidArgument(format!(
-                            "train config key `{key}`: {e} (got {v})"
-                        )));
+        let config: TrainConfig =
+            match serde_json::from_value(serde_json::Value::Object(merged.clone())) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Find the offending key: deserialise each override alone on top of the defaults.
+                    for (key, v) in overrides {
+                        let mut single = serde_json::Map::new();
+                        single.insert(key.clone(), v.clone());
+                        if let Err(e) =
+                            serde_json::from_value::<TrainConfig>(serde_json::Value::Object(single))
+                        {
+                            return Err(Error::InvalidArgument(format!(
+                                "train config key `{key}`: {e} (got {v})"
+                            )));
+                        }
                     }
+                    return Err(Error::InvalidArgument(format!("train config: {e}")));
                 }
-                return Err(Error::InvalidArgument(format!("train config: {e}")));
-            }
-        };
+            };
         config.validate()?;
         Ok(config)
     }
@@ -359,7 +358,10 @@ impl TrainConfig {
             }
         }
         if self.min_lr_ratio > 1.0 {
-            return bad("min_lr_ratio", format!("must be <= 1, got {}", self.min_lr_ratio));
+            return bad(
+                "min_lr_ratio",
+                format!("must be <= 1, got {}", self.min_lr_ratio),
+            );
         }
         if self.momentum >= 1.0 {
             return bad("momentum", format!("must be < 1, got {}", self.momentum));
@@ -369,10 +371,16 @@ impl TrainConfig {
         }
         let (b1, b2) = self.adam_betas;
         if !(prob(b1) && b1 < 1.0 && prob(b2) && b2 < 1.0) {
-            return bad("adam_betas", format!("each must be in [0, 1), got ({b1}, {b2})"));
+            return bad(
+                "adam_betas",
+                format!("each must be in [0, 1), got ({b1}, {b2})"),
+            );
         }
         if !(prob(self.ema_decay) && self.ema_decay < 1.0) {
-            return bad("ema_decay", format!("must be in [0, 1), got {}", self.ema_decay));
+            return bad(
+                "ema_decay",
+                format!("must be in [0, 1), got {}", self.ema_decay),
+            );
         }
         if !(self.ema_tau.is_finite() && self.ema_tau > 0.0) {
             return bad("ema_tau", format!("must be > 0, got {}", self.ema_tau));
@@ -397,7 +405,10 @@ impl TrainConfig {
                 return bad(key, format!("must be 0 < lo <= hi, got ({lo}, {hi})"));
             }
         }
-        for (key, (h, w)) in [("input_size", self.input_size), ("test_size", self.test_size)] {
+        for (key, (h, w)) in [
+            ("input_size", self.input_size),
+            ("test_size", self.test_size),
+        ] {
             if h == 0 || w == 0 || h % 32 != 0 || w % 32 != 0 {
                 return bad(
                     key,

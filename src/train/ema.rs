@@ -107,7 +107,10 @@ impl ModelEma {
 
 /// Pairs (ema entry, model entry) by name; the two stores must hold the same names with the same
 /// shapes.
-fn matched_entries(ema: &ParamStore, model: &ParamStore) -> Result<Vec<(NamedTensor, NamedTensor)>> {
+fn matched_entries(
+    ema: &ParamStore,
+    model: &ParamStore,
+) -> Result<Vec<(NamedTensor, NamedTensor)>> {
     let model_entries = model.entries();
     let ema_entries = ema.entries();
     let by_name: HashMap<&str, &NamedTensor> =

@@ -36,12 +36,9 @@ pub trait Optimizer: Send + Sync {
 pub fn build_optimizer(config: &TrainConfig, store: &ParamStore) -> Box<dyn Optimizer> {
     let wd = config.weight_decay as f32;
     match config.optimizer {
-        OptimizerKind::Sgd => Box::new(Sgd::new(
-            store,
-            config.momentum as f32,
-            config.nesterov,
-            wd,
-        )),
+        OptimizerKind::Sgd => {
+            Box::new(Sgd::new(store, config.momentum as f32, config.nesterov, wd))
+        }
         OptimizerKind::Adam | OptimizerKind::AdamW => {
             let (b1, b2) = config.adam_betas;
             let mut adam = Adam::new(store, b1 as f32, b2 as f32, config.adam_eps as f32, wd);
@@ -111,7 +108,8 @@ fn parse_state_name<'a>(
     } else {
         param.tensor.numel()
     };
-    if tensor.numel() != expected_numel || (suffix != "step" && tensor.shape() != param.tensor.shape())
+    if tensor.numel() != expected_numel
+        || (suffix != "step" && tensor.shape() != param.tensor.shape())
     {
         return Err(Error::ShapeMismatch {
             op: format!("{op}: state tensor `{full}`"),
@@ -227,8 +225,13 @@ impl Optimizer for Sgd {
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         let mut buffers = HashMap::new();
         for (full, t) in state {
-            let (name, _) =
-                parse_state_name("sgd.load_state", full, t, &self.params, &["momentum_buffer"])?;
+            let (name, _) = parse_state_name(
+                "sgd.load_state",
+                full,
+                t,
+                &self.params,
+                &["momentum_buffer"],
+            )?;
             buffers.insert(name.to_string(), t.to_vec());
         }
         self.momentum_buffers = buffers;

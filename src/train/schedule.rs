@@ -116,7 +116,6 @@ pub fn yolox_warm_cos_lr(
     } else {
         // Here W < it < T − N, so the denominator is >= 1.
         let span = (total_iters - warmup_iters - no_aug_iters) as f64;
-        min_lr
-            + 0.5 * (base_lr - min_lr) * (1.0 + (PI * (it - warmup_iters) as f64 / span).cos())
+        min_lr + 0.5 * (base_lr - min_lr) * (1.0 + (PI * (it - warmup_iters) as f64 / span).cos())
     }
 }

@@ -8,7 +8,10 @@ pub mod ema;
 pub mod optim;
 pub mod schedule;
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta, TrainProgress};
+pub use checkpoint::{
+    load_checkpoint, read_checkpoint_meta, save_checkpoint, CheckpointMeta, TrainProgress,
+    CHECKPOINT_FORMAT,
+};
 pub use config::{BoxLossKind, OptimizerKind, SchedulerKind, SimOtaMode, TrainConfig};
 pub use ema::ModelEma;
 pub use optim::{build_optimizer, Adam, Optimizer, Sgd};

@@ -11,8 +11,9 @@ use crate::ops;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// Which IoU-family loss regresses boxes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which IoU-family loss regresses boxes (config names: iou, giou, ciou, ciou_tv).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BoxLossKind {
     /// YOLOX's default: `1 − IoU²`.
     Iou,
@@ -21,6 +22,7 @@ pub enum BoxLossKind {
     /// mmdetection's CIoU (α gated by IoU > 0.5 and detached; eps 1e-6 on heights and unions).
     Ciou,
     /// torchvision's `complete_box_iou_loss` (no gate, no clamp, eps 1e-7).
+    #[serde(rename = "ciou_tv")]
     CiouTorchvision,
 }
 

@@ -9,13 +9,14 @@
 
 use crate::{Error, Result};
 
-/// Which YOLOX assigner to reproduce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which YOLOX assigner to reproduce (config names: release, 2023).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SimOtaMode {
     /// 2021-07..2022-12 (the published weights; mmdet's SimOTAAssigner): in-box OR in-centre
     /// candidates, penalty 1e5 for anchors not in both.
     Release,
     /// Commit 14c62a7 (2023-01): centre prior only, penalty 1e6 outside it.
+    #[serde(rename = "2023", alias = "current")]
     Centre2023,
 }
 

@@ -37,23 +37,9 @@ pub enum SchedulerKind {
     Constant,
 }
 
-/// The box regression loss of the head (`iou` is YOLOX; `giou`/`ciou` are the study's options).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BoxLossKind {
-    Iou,
-    Giou,
-    Ciou,
-}
-
-/// Which SimOTA geometry prior (yolox-notes 3.1 "release" produced the published weights;
-/// 3.2 "current" is the 2023 centre-only prior).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SimOtaMode {
-    Release,
-    Current,
-}
+// One enum per concept: the loss and assigner own these; the config only names them.
+pub use crate::detect::loss::BoxLossKind;
+pub use crate::detect::simota::SimOtaMode;
 
 /// The training recipe. Field names follow yolox_base.py where it has one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

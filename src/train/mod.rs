@@ -5,8 +5,10 @@
 pub mod checkpoint;
 pub mod config;
 pub mod ema;
+pub mod evaluate;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
 
 pub use checkpoint::{
     load_checkpoint, read_checkpoint_meta, save_checkpoint, CheckpointMeta, TrainProgress,

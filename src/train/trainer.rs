@@ -1,0 +1,391 @@
+//! The detector training step and loop (YOLOX trainer.py), top to bottom:
+//! `loader.next_batch` → `model.forward` → `decode` → `simota + loss` → `backward` →
+//! `optimizer.step` → `ema.update` → (every eval interval) `evaluate` → `metrics.csv` row.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::checkpoint::{load_checkpoint, save_checkpoint, TrainProgress};
+use super::config::TrainConfig;
+use super::ema::ModelEma;
+use super::evaluate::evaluate_detector;
+use super::optim::{build_optimizer, Optimizer};
+use super::schedule::LrSchedule;
+use crate::data::augment::{AffineParams, AugmentConfig};
+use crate::data::dataset::CocoDataset;
+use crate::data::loader::{Batch, Loader, LoaderConfig};
+use crate::detect::decode_boxes;
+use crate::detect::loss::{yolox_loss, ImageTargets, YoloxLossConfig};
+use crate::detect::simota::SimOtaConfig;
+use crate::eval::coco::{MaxDets, Metrics};
+use crate::eval::metrics_csv::{MetricsCsv, MetricsRow};
+use crate::models::YoloX;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// Seconds spent in each stage of one step (the `ssod bench train` breakdown).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    pub forward: f64,
+    pub assign_and_loss: f64,
+    pub backward: f64,
+    pub optimizer: f64,
+    pub ema: f64,
+}
+
+impl StageTimes {
+    pub fn total(&self) -> f64 {
+        self.forward + self.assign_and_loss + self.backward + self.optimizer + self.ema
+    }
+    pub fn add(&mut self, o: &StageTimes) {
+        self.forward += o.forward;
+        self.assign_and_loss += o.assign_and_loss;
+        self.backward += o.backward;
+        self.optimizer += o.optimizer;
+        self.ema += o.ema;
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepStats {
+    pub loss: f32,
+    pub iou: f32,
+    pub obj: f32,
+    pub cls: f32,
+    pub l1: f32,
+    pub num_fg: usize,
+    pub num_gt: usize,
+    pub lr: f64,
+    pub images: usize,
+    pub times: StageTimes,
+}
+
+/// The names of the loss parts in `metrics.csv`.
+pub const LOSS_NAMES: [&str; 5] = ["total", "iou", "obj", "cls", "l1"];
+
+/// A loader batch as the model's input and the loss's targets.
+pub fn batch_tensors(batch: &Batch) -> Result<(Tensor, Vec<ImageTargets>)> {
+    let images = Tensor::from_vec(batch.images.clone(), [batch.batch, 3, batch.height, batch.width])?;
+    let mut targets = Vec::with_capacity(batch.batch);
+    for b in 0..batch.batch {
+        let mut t = ImageTargets::default();
+        for l in 0..batch.num_labels[b] {
+            let row = &batch.labels[(b * batch.max_labels + l) * 5..(b * batch.max_labels + l + 1) * 5];
+            t.classes.push(row[0] as usize);
+            t.boxes_cxcywh.push([row[1], row[2], row[3], row[4]]);
+        }
+        targets.push(t);
+    }
+    Ok((images, targets))
+}
+
+/// A detector, its EMA copy, optimiser and schedule.
+pub struct DetectorTrainer {
+    pub config: TrainConfig,
+    pub model: Arc<YoloX>,
+    /// The EMA model (evaluated and checkpointed, as YOLOX) and its updater.
+    pub ema: Option<(Arc<YoloX>, ModelEma)>,
+    optimizer: Box<dyn Optimizer>,
+    schedule: LrSchedule,
+    pub loss: YoloxLossConfig,
+    /// Optimiser steps taken.
+    pub iteration: u64,
+    /// Epochs completed.
+    pub epoch: usize,
+}
+
+impl DetectorTrainer {
+    pub fn new(model: Arc<YoloX>, config: TrainConfig, iters_per_epoch: u64) -> Result<Self> {
+        config.validate()?;
+        let ema = if config.ema {
+            let ema_model = Arc::new(YoloX::new(model.config.clone())?);
+            let updater = ModelEma::new(&model.store, ema_model.store.clone(), config.ema_decay, config.ema_tau)?;
+            Some((ema_model, updater))
+        } else {
+            None
+        };
+        let optimizer = build_optimizer(&config, &model.store);
+        let schedule = LrSchedule::from_config(&config, iters_per_epoch.max(1))?;
+        let loss = YoloxLossConfig {
+            box_loss: config.box_loss,
+            use_l1: false,
+            reg_weight: 5.0,
+            simota: SimOtaConfig { mode: config.simota_mode, center_radius: config.center_radius as f32 },
+        };
+        Ok(DetectorTrainer { config, model, ema, optimizer, schedule, loss, iteration: 0, epoch: 0 })
+    }
+
+    /// The model evaluation and checkpoints use (the EMA one when EMA is on).
+    pub fn eval_model(&self) -> &Arc<YoloX> {
+        self.ema.as_ref().map(|(m, _)| m).unwrap_or(&self.model)
+    }
+
+    /// One optimiser step on one batch.
+    pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
+        let mut times = StageTimes::default();
+        let (images, targets) = batch_tensors(batch)?;
+        let grid = YoloX::anchor_grid(batch.height, batch.width);
+        self.model.set_training(true);
+
+        let t = Instant::now();
+        let raw = self.model.forward(&images)?; // [B, A, 5 + C]
+        let decoded = decode_boxes(&raw, &grid)?; // [B, A, 4] cxcywh
+        times.forward = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let loss = yolox_loss(&raw, &decoded, &grid, &targets, &self.loss)?;
+        times.assign_and_loss = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        self.optimizer.zero_grad();
+        loss.total.backward()?;
+        times.backward = t.elapsed().as_secs_f64();
+
+        // YOLOX sets the lr for step i + 1 after step i: the first step runs at warmup_lr.
+        let lr = self.schedule.lr_at(self.iteration);
+        let t = Instant::now();
+        self.optimizer.step(lr as f32)?;
+        times.optimizer = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        if let Some((_, ema)) = &mut self.ema {
+            ema.update(&self.model.store)?;
+        }
+        times.ema = t.elapsed().as_secs_f64();
+        self.iteration += 1;
+
+        let total = loss.total.item()?;
+        if !total.is_finite() {
+            return Err(Error::Msg(format!(
+                "training diverged at iteration {}: loss is {total} (iou {}, obj {}, cls {}); lower the learning rate",
+                self.iteration, loss.iou, loss.obj, loss.cls
+            )));
+        }
+        Ok(StepStats {
+            loss: total,
+            iou: loss.iou,
+            obj: loss.obj,
+            cls: loss.cls,
+            l1: loss.l1,
+            num_fg: loss.num_fg,
+            num_gt: loss.num_gt,
+            lr,
+            images: batch.batch,
+            times,
+        })
+    }
+
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        save_checkpoint(
+            path,
+            &self.model.store,
+            self.ema.as_ref().map(|(_, e)| e),
+            self.optimizer.as_ref(),
+            TrainProgress { epoch: self.epoch, iteration: self.iteration },
+            &self.config,
+        )
+    }
+
+    /// Restore weights, EMA, optimiser state and progress from a checkpoint.
+    pub fn resume(&mut self, path: &Path) -> Result<()> {
+        let meta = load_checkpoint(path, &self.model.store, self.ema.as_mut().map(|(_, e)| e), self.optimizer.as_mut())?;
+        self.epoch = meta.progress.epoch;
+        self.iteration = meta.progress.iteration;
+        Ok(())
+    }
+}
+
+/// The loader's augmentation from a training config (yolox_base.py transform config).
+pub fn augment_config(cfg: &TrainConfig, no_aug: bool) -> AugmentConfig {
+    let (h, w) = cfg.input_size;
+    let aug = AugmentConfig {
+        input_w: w as u32,
+        input_h: h as u32,
+        mosaic_prob: cfg.mosaic_prob as f32,
+        mixup_prob: if cfg.enable_mixup { cfg.mixup_prob as f32 } else { 0.0 },
+        hsv_prob: cfg.hsv_prob as f32,
+        flip_prob: cfg.flip_prob as f32,
+        affine: AffineParams {
+            degrees: cfg.degrees as f32,
+            translate: cfg.translate as f32,
+            scale: (cfg.mosaic_scale.0 as f32, cfg.mosaic_scale.1 as f32),
+            shear: cfg.shear as f32,
+        },
+        mixup_scale: (cfg.mixup_scale.0 as f32, cfg.mixup_scale.1 as f32),
+        hsv_gains: [5.0, 30.0, 30.0],
+        min_box_side: 1.0,
+    };
+    if no_aug {
+        aug.no_mosaic()
+    } else {
+        aug
+    }
+}
+
+/// Loader settings from a training config.
+pub fn loader_config(cfg: &TrainConfig, no_aug: bool, workers: usize, cache: bool) -> LoaderConfig {
+    let mut lc = LoaderConfig::new(cfg.batch_size, augment_config(cfg, no_aug));
+    lc.seed = cfg.seed;
+    lc.workers = workers.max(1);
+    lc.cache = cache;
+    let (lo, hi) = cfg.multiscale_units();
+    let fixed = cfg.input_size.0 / 32;
+    lc.multiscale = if cfg.random_size.is_some() || cfg.multiscale_range > 0 {
+        Some((lo.max(1) as u32, hi.max(lo.max(1)) as u32))
+    } else {
+        None
+    };
+    if lo == fixed && hi == fixed {
+        lc.multiscale = None;
+    }
+    lc.multiscale_every = cfg.multiscale_interval.max(1);
+    lc
+}
+
+/// Options of a training run that are not part of the recipe.
+#[derive(Clone, Debug)]
+pub struct TrainRunOptions {
+    /// Folder for `metrics.csv`, checkpoints and plots (must exist or be creatable).
+    pub out_dir: PathBuf,
+    pub workers: usize,
+    pub cache: bool,
+    /// Resume from this checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Print one line per epoch (and per `print_interval` iterations).
+    pub verbose: bool,
+}
+
+/// One evaluation row of a run.
+#[derive(Clone, Debug)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub iteration: u64,
+    pub mean_loss: f64,
+    pub metrics: Option<Metrics>,
+    pub images_per_s: f64,
+}
+
+/// What `train_detector` returns.
+pub struct TrainReport {
+    pub history: Vec<EpochRecord>,
+    /// Metrics of the last evaluation (EMA model when on).
+    pub final_metrics: Option<Metrics>,
+    pub metrics_csv: PathBuf,
+    pub last_checkpoint: PathBuf,
+}
+
+/// Train a detector with YOLOX's recipe; evaluate on `val` every `eval_interval` epochs (every
+/// epoch in the no-aug phase) and at the end; write `metrics.csv` and `last.ckpt.safetensors`.
+/// `on_epoch` is called after each epoch with its record; returning `false` stops training.
+pub fn train_detector(
+    model: Arc<YoloX>,
+    train: &CocoDataset,
+    val: Option<&CocoDataset>,
+    config: &TrainConfig,
+    opts: &TrainRunOptions,
+    mut on_epoch: impl FnMut(&EpochRecord) -> Result<bool>,
+) -> Result<TrainReport> {
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
+    let loader = Loader::new(train, loader_config(config, false, opts.workers, opts.cache))?;
+    let iters_per_epoch = loader.batches_per_epoch() as u64;
+    if iters_per_epoch == 0 {
+        return Err(Error::InvalidArgument("train_detector: the training set has no images".into()));
+    }
+    let mut trainer = DetectorTrainer::new(model, config.clone(), iters_per_epoch)?;
+    if let Some(path) = &opts.resume {
+        trainer.resume(path)?;
+    }
+    let csv_path = opts.out_dir.join("metrics.csv");
+    let mut csv = MetricsCsv::open(&csv_path, &LOSS_NAMES, MaxDets::STUDY)?;
+    let ckpt_path = opts.out_dir.join("last.ckpt.safetensors");
+    let no_aug_start = config.no_aug_start_epoch();
+    let mut no_aug_loader: Option<Loader> = None;
+    let mut history = Vec::new();
+    let mut final_metrics = None;
+
+    while trainer.epoch < config.max_epoch {
+        let epoch = trainer.epoch;
+        let no_aug = epoch >= no_aug_start;
+        if no_aug && no_aug_loader.is_none() {
+            // trainer.py before_epoch: close mosaic, start the L1 loss.
+            no_aug_loader = Some(Loader::new(train, loader_config(config, true, opts.workers, opts.cache))?);
+        }
+        trainer.loss.use_l1 = no_aug;
+        let active = no_aug_loader.as_ref().unwrap_or(&loader);
+        let t0 = Instant::now();
+        let (mut loss_sums, mut steps, mut images) = ([0f64; 5], 0usize, 0usize);
+        for batch in active.epoch(epoch) {
+            let batch = batch?;
+            if batch.batch == 0 {
+                continue;
+            }
+            let s = trainer.step(&batch)?;
+            for (acc, v) in loss_sums.iter_mut().zip([s.loss, s.iou, s.obj, s.cls, s.l1]) {
+                *acc += v as f64;
+            }
+            steps += 1;
+            images += s.images;
+            if opts.verbose && config.print_interval > 0 && trainer.iteration % config.print_interval as u64 == 0 {
+                println!(
+                    "epoch {}/{} iter {} lr {:.3e} loss {:.4} (iou {:.4} obj {:.4} cls {:.4} l1 {:.4}) fg {}",
+                    epoch + 1,
+                    config.max_epoch,
+                    trainer.iteration,
+                    s.lr,
+                    s.loss,
+                    s.iou,
+                    s.obj,
+                    s.cls,
+                    s.l1,
+                    s.num_fg
+                );
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        trainer.epoch += 1;
+        let interval = if no_aug { 1 } else { config.eval_interval.max(1) };
+        let last = trainer.epoch == config.max_epoch;
+        let metrics = match val {
+            Some(v) if trainer.epoch % interval == 0 || last => {
+                let m = trainer.eval_model();
+                Some(evaluate_detector(m, v, config.test_size, config.test_conf as f32, config.nms_threshold as f32, 8)?)
+            }
+            _ => None,
+        };
+        let record = EpochRecord {
+            epoch: trainer.epoch,
+            iteration: trainer.iteration,
+            mean_loss: loss_sums[0] / steps.max(1) as f64,
+            images_per_s: images as f64 / secs.max(1e-9),
+            metrics: metrics.clone(),
+        };
+        if let Some(m) = &metrics {
+            let losses_all: Vec<(String, f64)> =
+                LOSS_NAMES.iter().zip(loss_sums).map(|(n, s)| (n.to_string(), s / steps.max(1) as f64)).collect();
+            csv.append(&MetricsRow::from_metrics(
+                trainer.epoch,
+                trainer.iteration,
+                trainer.schedule.lr_at(trainer.iteration),
+                losses_all,
+                m,
+                record.images_per_s,
+            ))?;
+            final_metrics = Some(m.clone());
+        }
+        if opts.verbose {
+            let ap = metrics.as_ref().map(|m| format!(" AP {:.4} AP50 {:.4}", m.ap(), m.ap50())).unwrap_or_default();
+            println!(
+                "epoch {}/{}: loss {:.4}, {:.1} images/s{ap}",
+                trainer.epoch, config.max_epoch, record.mean_loss, record.images_per_s
+            );
+        }
+        trainer.save_checkpoint(&ckpt_path)?;
+        history.push(record);
+        if !on_epoch(history.last().expect("just pushed"))? {
+            break;
+        }
+    }
+    Ok(TrainReport { history, final_metrics, metrics_csv: csv_path, last_checkpoint: ckpt_path })
+}

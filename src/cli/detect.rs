@@ -102,8 +102,8 @@ fn list_inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
         bail!("--input {}: no such file or folder", input.display());
     }
     let mut files = Vec::new();
-    for entry in
-        std::fs::read_dir(input).with_context(|| format!("--input {}: cannot list", input.display()))?
+    for entry in std::fs::read_dir(input)
+        .with_context(|| format!("--input {}: cannot list", input.display()))?
     {
         let p = entry
             .with_context(|| format!("--input {}: cannot list", input.display()))?
@@ -242,7 +242,10 @@ impl DetectArgs {
 
     fn run(self) -> anyhow::Result<()> {
         if self.size == 0 || self.size % 32 != 0 {
-            bail!("--size must be a positive multiple of 32, got {}", self.size);
+            bail!(
+                "--size must be a positive multiple of 32, got {}",
+                self.size
+            );
         }
         let cfg = self.postprocess_config()?;
         let cats = self.categories()?;
@@ -279,9 +282,14 @@ impl DetectArgs {
                     continue;
                 }
             };
-            let dets = detect_images(&model, std::slice::from_ref(&img), (self.size, self.size), &cfg)?
-                .pop()
-                .unwrap_or_default();
+            let dets = detect_images(
+                &model,
+                std::slice::from_ref(&img),
+                (self.size, self.size),
+                &cfg,
+            )?
+            .pop()
+            .unwrap_or_default();
             let file_name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -11,6 +11,9 @@ use ssod::detect::{
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::{ops, Tensor};
 
+/// `(gx, gy, stride)` per anchor, as `YoloX::anchor_grid` returns it.
+type Grid = Vec<(f32, f32, f32)>;
+
 fn close(a: f32, b: f32, tol: f32) -> bool {
     (a - b).abs() <= tol * (1.0 + b.abs())
 }
@@ -31,7 +34,7 @@ fn assert_vec_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 ///   w = 32e = 86.98581, h = 32/e = 11.772355.
 ///
 /// obj logit 0 → 0.5; cls logits ln 3 → 3/4, -ln 3 → 1/4.
-fn hand_case() -> (Vec<(f32, f32, f32)>, Vec<f32>, Vec<[f32; 4]>) {
+fn hand_case() -> (Grid, Vec<f32>, Vec<[f32; 4]>) {
     let grid = vec![(3.0, 0.0, 8.0), (0.0, 1.0, 16.0), (1.0, 1.0, 32.0)];
     let l3 = 3f32.ln();
     let raw = vec![

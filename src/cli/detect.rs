@@ -50,9 +50,10 @@ pub struct DetectArgs {
     /// Output folder (refused when it is not empty, unless --force)
     #[arg(long)]
     out: PathBuf,
-    /// Square network input size in pixels (a multiple of 32)
-    #[arg(long, default_value_t = 640)]
-    size: usize,
+    /// Square network input size in pixels, a multiple of 32 (default: the variant's test size,
+    /// 416 for nano and tiny, 640 otherwise)
+    #[arg(long)]
+    size: Option<usize>,
     /// Keep detections with obj · class_conf >= this
     #[arg(long, default_value_t = 0.25)]
     conf: f32,
@@ -240,13 +241,25 @@ impl DetectArgs {
         Ok(cats)
     }
 
-    fn run(self) -> anyhow::Result<()> {
-        if self.size == 0 || self.size % 32 != 0 {
-            bail!(
-                "--size must be a positive multiple of 32, got {}",
-                self.size
-            );
+    /// The input size: --size, or the variant's test size (exps/default/*.py: nano and tiny
+    /// test at 416, the others at 640).
+    fn input_size(&self) -> anyhow::Result<usize> {
+        let size = self.size.unwrap_or_else(|| {
+            let m = self.model.to_ascii_lowercase();
+            if m.ends_with("nano") || m.ends_with("tiny") {
+                416
+            } else {
+                640
+            }
+        });
+        if size == 0 || size % 32 != 0 {
+            bail!("--size must be a positive multiple of 32, got {size}");
         }
+        Ok(size)
+    }
+
+    fn run(self) -> anyhow::Result<()> {
+        let size = self.input_size()?;
         let cfg = self.postprocess_config()?;
         let cats = self.categories()?;
         let files = list_inputs(&self.input)?;
@@ -282,14 +295,9 @@ impl DetectArgs {
                     continue;
                 }
             };
-            let dets = detect_images(
-                &model,
-                std::slice::from_ref(&img),
-                (self.size, self.size),
-                &cfg,
-            )?
-            .pop()
-            .unwrap_or_default();
+            let dets = detect_images(&model, std::slice::from_ref(&img), (size, size), &cfg)?
+                .pop()
+                .unwrap_or_default();
             let file_name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -5,8 +5,8 @@
 use image::{Rgb, RgbImage};
 use ssod::detect::{
     batched_nms, decode_batch_f32, decode_boxes, decode_image_f32, detect_images,
-    images_to_bgr_tensor, iou_xyxy, nms, postprocess_image, to_coco, to_original, DecodedImage,
-    Det, PostprocessConfig,
+    images_to_bgr_tensor, iou_xyxy, nms, postprocess_image, postprocess_raw, to_coco, to_original,
+    DecodedImage, Det, PostprocessConfig,
 };
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::{ops, Tensor};
@@ -487,4 +487,32 @@ fn detect_images_tiny_model() {
         assert!(close(a.score, b.score, 1e-4));
     }
     assert!(detect_images(&model, &images, (60, 64), &cfg).is_err());
+}
+
+/// The batch path equals decode + postprocess per image. On the hand case with conf 0.1:
+/// scores are 0.5·0.75 = 0.375 (a0, class 0), 0.375 (a1, class 1), 0.5·0.5 = 0.25 (a2, class 0 by
+/// the first-maximum rule); the boxes do not overlap enough to suppress one another at 0.65
+/// (a1 (−4,0,4,48) and a2 (−43.5,90.1,43.5,101.9) are disjoint; a0 (24,−10,32,6) too), so the
+/// order is a0, a1 (tie: input order), a2.
+#[test]
+fn postprocess_raw_matches_per_image_path() {
+    let (grid, raw, want) = hand_case();
+    let t = Tensor::from_vec(raw.clone(), vec![1, 3, 7]).unwrap();
+    let cfg = PostprocessConfig {
+        conf_thre: 0.1,
+        ..Default::default()
+    };
+    let got = postprocess_raw(&t, &grid, &cfg).unwrap();
+    let d = decode_image_f32(&raw, &grid, 2).unwrap();
+    assert_eq!(got, vec![postprocess_image(&d, &cfg).unwrap()]);
+    let cs = classes_scores(&got[0]);
+    assert_eq!(cs.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1, 0]);
+    // σ(ln 3) is 0.75 only up to f32 rounding: compare the scores with a tolerance.
+    let scores: Vec<f32> = cs.iter().map(|c| c.1).collect();
+    assert_vec_close(&scores, &[0.375, 0.375, 0.25], 1e-6, "scores");
+    let [cx, cy, w, h] = want[0];
+    assert_eq!(
+        got[0][0].box_xyxy,
+        [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
+    );
 }

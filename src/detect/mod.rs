@@ -10,7 +10,9 @@ pub mod postprocess;
 
 pub use decode::{decode_batch_f32, decode_boxes, decode_image_f32, DecodedImage};
 pub use nms::{batched_nms, iou_xyxy, nms};
-pub use postprocess::{postprocess_image, to_coco, to_original, Det, PostprocessConfig};
+pub use postprocess::{
+    postprocess_image, postprocess_raw, to_coco, to_original, Det, PostprocessConfig,
+};
 
 use image::RgbImage;
 

@@ -153,3 +153,17 @@ pub fn to_coco(dets: &[Det], image_id: u64, category_ids: &[u64]) -> Result<Vec<
         })
         .collect()
 }
+
+/// Decode and post-process a batch of raw outputs `[B, A, 5 + C]` (the evaluation loop's path):
+/// one list per image, boxes xyxy in **input** pixels (use [`to_original`] with each image's
+/// letterbox ratio to go back to the original image).
+pub fn postprocess_raw(
+    raw: &crate::tensor::Tensor,
+    grid: &[(f32, f32, f32)],
+    cfg: &PostprocessConfig,
+) -> Result<Vec<Vec<Det>>> {
+    super::decode::decode_batch_f32(raw, grid)?
+        .iter()
+        .map(|d| postprocess_image(d, cfg))
+        .collect()
+}

@@ -161,6 +161,28 @@ fn detect_end_to_end() {
     assert!(run.status.success(), "{}", text(&run));
     let dets: Vec<Detection> = read_json_file(&out.join("detections.json")).unwrap();
     assert!(dets.is_empty(), "conf 0.25 on a fresh model keeps nothing");
+
+    // --categories: class 0 takes the first category of a COCO json (id 5, "buoy").
+    let cats = dir.join("cats.json");
+    std::fs::write(
+        &cats,
+        r#"{"images": [], "annotations": [], "categories": [{"id": 5, "name": "buoy"}]}"#,
+    )
+    .unwrap();
+    let mut args = base_args(w, i, o);
+    args.extend([
+        "--force",
+        "--conf",
+        "0",
+        "--categories",
+        cats.to_str().unwrap(),
+    ]);
+    let run = ssod(&args);
+    assert!(run.status.success(), "{}", text(&run));
+    let dets: Vec<Detection> = read_json_file(&out.join("detections.json")).unwrap();
+    assert!(!dets.is_empty() && dets.iter().all(|d| d.category_id == 5));
+    let images: CocoDataset = read_json_file(&out.join("images.json")).unwrap();
+    assert_eq!(images.categories[0].name, "buoy");
 }
 
 #[test]

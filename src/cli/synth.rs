@@ -115,44 +115,9 @@ fn check_out_dir(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// COCO size classes of original-resolution boxes: small < 32², medium < 96², large.
-fn size_histogram(ds: &CocoDataset) -> [usize; 3] {
-    let mut h = [0; 3];
-    for a in &ds.annotations {
-        let area = a.bbox_xywh[2] * a.bbox_xywh[3];
-        h[if area < 32.0 * 32.0 {
-            0
-        } else if area < 96.0 * 96.0 {
-            1
-        } else {
-            2
-        }] += 1;
-    }
-    h
-}
-
+/// The same summary as `ssod stats` (images, objects, objects per image, COCO size histogram).
 fn print_split(name: &str, ds: &CocoDataset) {
-    let (n_img, n_obj) = (ds.images.len(), ds.annotations.len());
-    let per = if n_img > 0 {
-        n_obj as f64 / n_img as f64
-    } else {
-        0.0
-    };
-    let [s, m, l] = size_histogram(ds);
-    let pct = |k: usize| {
-        if n_obj > 0 {
-            100.0 * k as f64 / n_obj as f64
-        } else {
-            0.0
-        }
-    };
-    println!(
-        "{name}: {n_img} images, {n_obj} objects, {per:.2} objects/image; \
-         small {s} ({:.1}%), medium {m} ({:.1}%), large {l} ({:.1}%)",
-        pct(s),
-        pct(m),
-        pct(l)
-    );
+    println!("{name}:\n{}", ssod::data::stats::summarize(ds));
 }
 
 impl SynthCommand {

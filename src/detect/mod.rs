@@ -1,12 +1,14 @@
-//! Detection: decoding the head's raw outputs, NMS and YOLOX's post-processing (this file), with
-//! SimOTA assignment and the losses to come beside them (`simota.rs`, `loss.rs`).
+//! Detection-specific work: label assignment (SimOTA), losses, decoding and NMS, and YOLOX's
+//! inference path (`detect_images`, this file).
 //!
 //! Boxes are cxcywh in input pixels out of the decoder, xyxy for NMS and in [`Det`], COCO xywh only
 //! in [`postprocess::to_coco`] (DESIGN.md conventions).
 
 pub mod decode;
+pub mod loss;
 pub mod nms;
 pub mod postprocess;
+pub mod simota;
 
 pub use decode::{decode_batch_f32, decode_boxes, decode_image_f32, DecodedImage};
 pub use nms::{batched_nms, iou_xyxy, nms};

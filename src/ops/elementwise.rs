@@ -34,8 +34,8 @@ fn unary_from_output(
     })
 }
 
-/// Logistic sigmoid, stable for large |x|.
-pub(crate) fn sigmoid_f32(x: f32) -> f32 {
+/// Logistic sigmoid of one value, stable for large |x|.
+pub fn sigmoid_f32(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
@@ -149,4 +149,9 @@ pub fn div_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
 /// `s / x`.
 pub fn rdiv_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
     unary_from_input("div", x, move |v| s / v, move |x| -s / (x * x))
+}
+
+/// arctan (CIoU's aspect-ratio term); derivative 1/(1 + x²).
+pub fn atan(x: &Tensor) -> Result<Tensor> {
+    unary_from_input("atan", x, f32::atan, |x| 1.0 / (1.0 + x * x))
 }

@@ -21,7 +21,7 @@ pub use batch_norm::{batch_norm2d, BatchNormParams};
 pub use binary::{add, div, maximum, minimum, mul, sub};
 pub use conv2d::{conv2d, Conv2dParams};
 pub use elementwise::{
-    abs, add_scalar, clamp, div_scalar, exp, log, mul_scalar, neg, pow_scalar, rdiv_scalar, relu,
+    atan, sigmoid_f32 as sigmoid_scalar, abs, add_scalar, clamp, div_scalar, exp, log, mul_scalar, neg, pow_scalar, rdiv_scalar, relu,
     rsub_scalar, sigmoid, silu, sqrt, sub_scalar, tanh,
 };
 pub use index::{gather, index_select};

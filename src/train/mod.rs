@@ -1,1 +1,18 @@
-//! See DESIGN.md: this layer arrives with its issue.
+//! The training recipe's building blocks (yolox-notes section 5): the config with every knob,
+//! per-iteration lr schedules, SGD/Adam/AdamW with YOLOX's parameter groups, the model EMA and
+//! resumable checkpoints. The trainer loop (`trainer.rs`) composes them.
+
+pub mod checkpoint;
+pub mod config;
+pub mod ema;
+pub mod optim;
+pub mod schedule;
+
+pub use checkpoint::{
+    load_checkpoint, read_checkpoint_meta, save_checkpoint, CheckpointMeta, TrainProgress,
+    CHECKPOINT_FORMAT,
+};
+pub use config::{BoxLossKind, OptimizerKind, SchedulerKind, SimOtaMode, TrainConfig};
+pub use ema::ModelEma;
+pub use optim::{build_optimizer, Adam, Optimizer, Sgd};
+pub use schedule::{yolox_warm_cos_lr, LrSchedule};

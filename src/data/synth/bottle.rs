@@ -1,6 +1,7 @@
 //! Floating bottles: body, shoulder, neck and cap; clear/white/green/brown/blue plastic, an
 //! optional label band, cylinder shading with a specular line, a submerged lower part seen through
-//! the water and a faint reflection. The annotation box is the visible (above-water) coverage.
+//! the water and a faint reflection. The annotation box is the visible coverage (above water and
+//! just below the surface).
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -32,12 +33,12 @@ impl BottleStyle {
             _ => ([0.45, 0.65, 0.90], rng.random_range(0.55..0.75)),      // blue
         };
         let labels: [Rgb; 6] = [
-            [0.80, 0.12, 0.10],
-            [0.10, 0.25, 0.70],
-            [0.95, 0.80, 0.15],
-            [0.15, 0.55, 0.25],
-            [0.95, 0.95, 0.95],
-            [0.95, 0.45, 0.10],
+            [0.72, 0.20, 0.18],
+            [0.15, 0.30, 0.65],
+            [0.85, 0.75, 0.25],
+            [0.20, 0.50, 0.28],
+            [0.88, 0.88, 0.86],
+            [0.85, 0.45, 0.18],
         ];
         let label = if rng.random_bool(0.6) {
             let start = rng.random_range(0.15..0.4);
@@ -61,7 +62,7 @@ impl BottleStyle {
             opacity,
             label,
             cap: caps[rng.random_range(0..caps.len())],
-            waterline: rng.random_range(-0.1..0.6),
+            waterline: rng.random_range(0.0..0.7),
             slenderness: rng.random_range(0.26..0.38),
         }
     }
@@ -121,11 +122,13 @@ pub fn draw_bottle(
         let spec = 0.55 * (-((across + 0.45) / 0.2).powi(2)).exp();
         let mut col = mix(behind, scale(base, shade), opacity);
         col = mix(col, [1.0, 1.0, 1.0], spec * (0.5 + 0.5 * (1.0 - opacity)));
-        let submerged = hit.v > style.waterline;
-        if submerged {
+        if hit.v > style.waterline {
             // Seen through the water: mostly the water, a tinted ghost of the plastic.
-            col = mix(col, mix(behind, water, 0.3), 0.72);
-        } else if hit.alpha >= 0.5 {
+            col = mix(col, mix(behind, water, 0.3), 0.65);
+        }
+        // The box covers what is above water and the clearly visible ghost just below the
+        // surface (FloW's boxes enclose the whole visible bottle).
+        if hit.v <= style.waterline + 0.35 && hit.alpha >= 0.5 {
             bbox[0] = bbox[0].min(hit.x as u32);
             bbox[1] = bbox[1].min(hit.y as u32);
             bbox[2] = bbox[2].max(hit.x as u32 + 1);

@@ -62,19 +62,30 @@ pub struct SynthSummary {
     pub video_frames: usize,
 }
 
-/// Number of bottles in one labelled image: 1 + Poisson(1.9), at most [`MAX_BOTTLES`]
+/// Number of bottles in one labelled image: 1 + Poisson(1.6), at most [`MAX_BOTTLES`]
 /// (≈ 2.6 kept per image as in FloW, after overlapping placements are dropped).
 fn bottle_count(rng: &mut impl Rng) -> usize {
-    let extra = Poisson::new(1.9f64).map(|p| p.sample(rng)).unwrap_or(1.0);
+    let extra = Poisson::new(1.6f64).map(|p| p.sample(rng)).unwrap_or(1.0);
     (1 + extra as usize).min(MAX_BOTTLES)
 }
 
-/// Render labelled image `index` (0-based) of `split` (`"training"` or `"test"`).
+/// Render labelled image `index` (0-based) of `split` (`"training"` or `"test"`). FloW has at
+/// least one bottle per image: a scene whose bottles all ended up invisible (too small, under
+/// water, out of frame) is drawn again from the same generator stream.
 pub fn render_labeled(seed: u64, split: &str, index: usize, width: u32, height: u32) -> Frame {
     let mut rng = rng_for(seed, &format!("synth/{split}/{index}"));
-    let n = bottle_count(&mut rng);
-    let scene = Scene::sample(&mut rng, width as usize, height as usize, n, 0);
-    scene.render(0.0, 0.0, 0.0)
+    let mut frame = None;
+    for _ in 0..8 {
+        let n = bottle_count(&mut rng);
+        let scene = Scene::sample(&mut rng, width as usize, height as usize, n, 0);
+        let f = scene.render(0.0, 0.0, 0.0);
+        let done = !f.boxes_xyxy.is_empty();
+        frame = Some(f);
+        if done {
+            break;
+        }
+    }
+    frame.expect("at least one attempt")
 }
 
 /// JPEG bytes at [`JPEG_QUALITY`], 4:2:0 chroma (as cameras write). `jpeg-encoder` without its

@@ -55,6 +55,15 @@ pub struct Frame {
     pub boxes_xyxy: Vec<[u32; 4]>,
 }
 
+/// Length in px of a floater of relative `size` at `dist` px below the horizon. Perspective makes
+/// it proportional to the distance below the horizon (FloW: ~15 px at 30 px below it, ~75 px at
+/// 150 px); when the horizon is above the frame, distances count from the top row (still far away).
+/// The growth saturates near the camera so that large objects stay few, as in FloW.
+fn apparent_length(size: f32, dist: f32, horizon: f32, unit: f32) -> f32 {
+    let d = (dist - (-horizon).max(0.0)).max(1.0);
+    size * d / (1.0 + d / (600.0 * unit))
+}
+
 impl Scene {
     /// Sample a scene with `n_bottles` bottles and a bank `pan_margin` px wider than the frame
     /// (room for a panning video camera).
@@ -83,7 +92,7 @@ impl Scene {
                 &look,
             )
         });
-        let dist_min = (10.0 * unit).max(-horizon + 4.0 * unit);
+        let dist_min = (25.0 * unit).max(-horizon + 4.0 * unit);
         let dist_max = height as f32 - horizon;
         let mut objects: Vec<Floater> = Vec::new();
         let mut bottles = 0;
@@ -91,14 +100,16 @@ impl Scene {
         while bottles < n_bottles && tries < 50 * n_bottles.max(1) {
             tries += 1;
             // Far water covers fewer rows but more area: most bottles are far (small).
-            let dist = dist_min + (dist_max - dist_min) * rng.random::<f32>().powf(3.6);
-            let size = rng.random_range(0.18..0.45);
+            let dist = dist_min + (dist_max - dist_min) * rng.random::<f32>().powf(3.8);
+            let size = rng.random_range(0.4..0.65);
             let x = rng.random_range(0.0..width as f32);
-            let len = size * (dist - (-horizon).max(0.0));
+            let len = apparent_length(size, dist, horizon, unit);
             let clash = objects.iter().any(|o| {
                 matches!(o.kind, FloaterKind::Bottle(_))
-                    && (o.x - x).abs() < 0.6 * (o.size * (o.dist + horizon.min(0.0)) + len)
-                    && (o.dist - dist).abs() < 0.4 * (o.size * (o.dist + horizon.min(0.0)) + len)
+                    && (o.x - x).abs()
+                        < 0.6 * (apparent_length(o.size, o.dist, horizon, unit) + len)
+                    && (o.dist - dist).abs()
+                        < 0.4 * (apparent_length(o.size, o.dist, horizon, unit) + len)
             });
             if clash {
                 continue;
@@ -187,9 +198,7 @@ impl Scene {
             }
             let cy = horizon + dist;
             let cx = o.x + o.vx * t - pan;
-            // When the horizon is above the frame the top rows are still far away: sizes grow from
-            // there, not from the (invisible) horizon.
-            let length = o.size * (dist - (-self.horizon).max(0.0)).max(1.0);
+            let length = apparent_length(o.size, dist, self.horizon, self.unit);
             // A low camera sees the water plane foreshortened: more so far away.
             let fore = 0.12 + 0.45 * (dist / water_extent).clamp(0.0, 1.0);
             let heading = o.heading + o.spin * t;
@@ -198,7 +207,8 @@ impl Scene {
             let angle = ay.atan2(ax);
             match &o.kind {
                 FloaterKind::Bottle(style) => {
-                    let radius = (0.5 * style.slenderness * length).max(1.0);
+                    // At least ~3 px thick: far bottles still read as bottles, not lines.
+                    let radius = (0.5 * style.slenderness * length).max(1.6 * self.unit);
                     let p = Placement {
                         cx,
                         cy,

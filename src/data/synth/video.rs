@@ -23,8 +23,17 @@ pub fn write_videos(cfg: &SynthConfig) -> Result<usize> {
         let bob_amp: f32 = rng.random_range(0.0..3.0) * unit;
         let bob_freq: f32 = rng.random_range(0.02..0.08);
         let margin = (pan_speed * cfg.frames_per_video as f32).ceil() as usize + 2;
-        let n = bottle_count(&mut rng);
-        let scene = Scene::sample(&mut rng, cfg.width as usize, cfg.height as usize, n, margin);
+        // Videos are filmed looking along the water (FloW-Video): redraw scenes without a bank.
+        let (w, h) = (cfg.width as usize, cfg.height as usize);
+        let mut n = bottle_count(&mut rng);
+        let mut scene = Scene::sample(&mut rng, w, h, n, margin);
+        for _ in 0..16 {
+            if scene.bank.is_some() {
+                break;
+            }
+            n = bottle_count(&mut rng);
+            scene = Scene::sample(&mut rng, w, h, n, margin);
+        }
         let dir = cfg
             .out
             .join("unlabeled")

@@ -207,8 +207,8 @@ pub fn render_water(
         let z = waves.focal / dist;
         // World size of one pixel: an octave fades once a pixel spans about its wavelength.
         let footprint = waves.focal / (dist * dist);
-        let fade_a = waves.amp[0] / (1.0 + (footprint * 6.0 / waves.tile[0]).powi(2));
-        let fade_b = waves.amp[1] / (1.0 + (footprint * 6.0 / waves.tile[1]).powi(2));
+        let fade_a = waves.amp[0] / (1.0 + (footprint * 3.5 / waves.tile[0]).powi(2));
+        let fade_b = waves.amp[1] / (1.0 + (footprint * 3.5 / waves.tile[1]).powi(2));
         let fresnel =
             look.fresnel_near + (look.fresnel_far - look.fresnel_near) * (1.0 - depth).powi(2);
         let base_ref_y = horizon - dist * waves.stretch;

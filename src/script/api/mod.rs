@@ -51,6 +51,7 @@ macro_rules! func {
     }};
 }
 
+mod detect;
 mod models;
 mod ops;
 mod tensor;
@@ -69,6 +70,7 @@ pub fn new_engine() -> (Engine, Vec<FnDoc>) {
     tensor::register(&mut api);
     ops::register(&mut api);
     models::register(&mut api);
+    detect::register(&mut api);
     let mut docs = api.docs;
     docs.sort_by(|a, b| a.name.cmp(&b.name).then(a.signature.cmp(&b.signature)));
     (engine, docs)

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod data_tools;
+mod detect;
 mod eval;
 mod model;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Synth(synth::SynthCommand),
     #[command(flatten)]
     Model(model::ModelCommand),
+    #[command(flatten)]
+    Detect(detect::DetectCommand),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::DataTools(c) => c.execute(),
         Command::Synth(c) => c.execute(),
         Command::Model(c) => c.execute(),
+        Command::Detect(c) => c.execute(),
     }
 }

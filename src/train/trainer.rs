@@ -317,7 +317,6 @@ pub fn train_detector(
         let t0 = Instant::now();
         let (mut loss_sums, mut steps, mut images) = ([0f64; 5], 0usize, 0usize);
         for batch in active.epoch(epoch) {
-            let batch = batch?;
             if batch.batch == 0 {
                 continue;
             }

@@ -33,6 +33,8 @@ pub struct NamedTensor {
 pub struct ParamStore {
     entries: Arc<Mutex<Vec<NamedTensor>>>,
     training: Arc<AtomicBool>,
+    /// Overrides every BN layer's momentum while set (precise-BN recalibration).
+    bn_momentum: Arc<Mutex<Option<f32>>>,
     seed: u64,
 }
 
@@ -41,6 +43,7 @@ impl ParamStore {
         ParamStore {
             entries: Default::default(),
             training: Arc::new(AtomicBool::new(true)),
+            bn_momentum: Default::default(),
             seed,
         }
     }
@@ -58,6 +61,15 @@ impl ParamStore {
 
     pub fn set_training(&self, on: bool) {
         self.training.store(on, Ordering::Relaxed)
+    }
+
+    /// Override the momentum of every BN layer (None: each layer's own, YOLOX's 0.03).
+    pub fn set_bn_momentum(&self, momentum: Option<f32>) {
+        *self.bn_momentum.lock().unwrap_or_else(|p| p.into_inner()) = momentum;
+    }
+
+    pub fn bn_momentum(&self) -> Option<f32> {
+        *self.bn_momentum.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every entry in registration order.

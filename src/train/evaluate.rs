@@ -6,6 +6,7 @@ use crate::data::image_io::read_rgb;
 use crate::detect::{detect_images, to_coco, PostprocessConfig};
 use crate::eval::coco::{evaluate, MaxDets, Metrics};
 use crate::models::YoloX;
+use crate::tensor::Tensor;
 use crate::Result;
 
 /// The detections of `model` on every image of `ds` (unreadable images are skipped with a
@@ -52,4 +53,24 @@ pub fn evaluate_detector(
     let post = PostprocessConfig { conf_thre: conf, nms_thre: nms, ..PostprocessConfig::default() };
     let dets = detect_dataset(model, ds, input_hw, &post, batch_size)?;
     evaluate(ds, &dets, MaxDets::STUDY)
+}
+
+/// "Precise BN": replace every BN layer's running statistics by their average over `batches`
+/// (batch statistics in training mode, no gradients, cumulative average: momentum 1/(k+1)).
+///
+/// YOLOX's BN momentum of 0.03 needs a few hundred steps before the running statistics match
+/// the weights; short runs (tests, quick ablations) evaluate reliably only after this.
+pub fn recalibrate_batch_norm(model: &YoloX, batches: &[Tensor]) -> Result<()> {
+    let was_training = model.store.is_training();
+    model.set_training(true);
+    let result = (|| {
+        for (k, x) in batches.iter().enumerate() {
+            model.store.set_bn_momentum(Some(1.0 / (k as f32 + 1.0)));
+            crate::autograd::no_grad(|| model.forward(x))?;
+        }
+        Ok(())
+    })();
+    model.store.set_bn_momentum(None);
+    model.set_training(was_training);
+    result
 }

@@ -1,0 +1,259 @@
+//! Dense and grouped convs as gemms: per batch item and group, `y_g = w_g · cols`,
+//! `dcols = w_gᵀ · dy_g` then col2im, `dw_g = dy_g · colsᵀ`. 1×1 stride-1 unpadded convs use the
+//! input plane itself as `cols`.
+//!
+//! Threading: with at least as many batch items as rayon threads, items run in parallel and each
+//! gemm is single-threaded (less synchronisation, better on these shapes); otherwise items run one
+//! after another and the gemm (and im2col/col2im over channels) use the whole pool. Both schedules
+//! perform the same gemm calls with the same shapes, and every output element is reduced in the
+//! same order, so results do not depend on the thread count (tests/cpu_conv2d.rs checks this).
+
+use super::im2col::{col2im_add, im2col};
+use super::Conv2dGeometry;
+use crate::backend::cpu::gemm::{sgemm, MatRef};
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// Per-group sizes of the gemms.
+#[derive(Clone, Copy)]
+struct GroupDims {
+    /// Input channels per group.
+    cin_g: usize,
+    /// Output channels per group.
+    cout_g: usize,
+    /// Reduction length of the forward gemm: `cin_g·kh·kw` (a column-matrix row count).
+    taps: usize,
+    /// Output positions per item: `Ho·Wo`.
+    out_plane: usize,
+    /// Input positions per item: `H·W`.
+    in_plane: usize,
+    /// The input is already the column matrix (1×1, stride 1, no padding).
+    pointwise: bool,
+}
+
+impl GroupDims {
+    fn new(g: &Conv2dGeometry) -> Self {
+        let cin_g = g.in_channels / g.groups;
+        GroupDims {
+            cin_g,
+            cout_g: g.out_channels / g.groups,
+            taps: cin_g * g.kernel_h * g.kernel_w,
+            out_plane: g.out_h() * g.out_w(),
+            in_plane: g.in_h * g.in_w,
+            pointwise: super::is_pointwise(g),
+        }
+    }
+    fn cols_len(&self) -> usize {
+        if self.pointwise {
+            0
+        } else {
+            self.taps * self.out_plane
+        }
+    }
+}
+
+thread_local! {
+    /// The column buffer of the batch item this thread is working on, kept between calls so the
+    /// large im2col matrices (tens of MB for the YOLOX stem) are not reallocated per item.
+    static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with a column buffer of exactly `len` elements (contents unspecified). The buffer is
+/// taken out of the thread-local slot for the duration, so a nested call on the same thread
+/// (rayon work stealing inside a threaded gemm) gets its own buffer instead of a borrow panic.
+fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = COLS.with(Cell::take);
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let result = f(&mut buf[..len]);
+    COLS.with(|slot| {
+        let other = slot.take();
+        // Keep the larger of the two buffers if a nested call left one behind.
+        slot.set(if other.len() > buf.len() { other } else { buf });
+    });
+    result
+}
+
+/// Threads for the gemms of one item: 1 when the batch is spread over the pool instead.
+fn inner_threads(batch: usize) -> usize {
+    let pool = rayon::current_num_threads();
+    if batch >= pool {
+        1
+    } else {
+        pool
+    }
+}
+
+pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+    let d = GroupDims::new(g);
+    let mut y = vec![0f32; g.y_len()];
+    let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
+    if x_item == 0 || y_item == 0 {
+        return y;
+    }
+    let threads = inner_threads(g.batch);
+    if threads == 1 {
+        y.par_chunks_mut(y_item)
+            .zip(x.par_chunks(x_item))
+            .for_each(|(y_n, x_n)| fwd_item(x_n, w, g, &d, y_n, 1));
+    } else {
+        for (y_n, x_n) in y.chunks_mut(y_item).zip(x.chunks(x_item)) {
+            fwd_item(x_n, w, g, &d, y_n, threads);
+        }
+    }
+    y
+}
+
+fn fwd_item(x_n: &[f32], w: &[f32], g: &Conv2dGeometry, d: &GroupDims, y_n: &mut [f32], threads: usize) {
+    with_cols(d.cols_len(), |cols| {
+        for grp in 0..g.groups {
+            let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
+            let w_g = &w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            let y_g = &mut y_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
+            let b = if d.pointwise {
+                x_g
+            } else {
+                im2col(x_g, g, cols, threads > 1);
+                &*cols
+            };
+            sgemm(
+                d.cout_g,
+                d.out_plane,
+                d.taps,
+                MatRef::row_major(w_g, d.taps),
+                MatRef::row_major(b, d.out_plane),
+                y_g,
+                d.out_plane,
+                false,
+                threads,
+            );
+        }
+    });
+}
+
+pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+    let d = GroupDims::new(g);
+    let mut dx = vec![0f32; g.x_len()];
+    let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
+    if x_item == 0 || y_item == 0 {
+        return dx;
+    }
+    let threads = inner_threads(g.batch);
+    if threads == 1 {
+        dx.par_chunks_mut(x_item)
+            .zip(dy.par_chunks(y_item))
+            .for_each(|(dx_n, dy_n)| bwd_input_item(dy_n, w, g, &d, dx_n, 1));
+    } else {
+        for (dx_n, dy_n) in dx.chunks_mut(x_item).zip(dy.chunks(y_item)) {
+            bwd_input_item(dy_n, w, g, &d, dx_n, threads);
+        }
+    }
+    dx
+}
+
+/// `dx_n` must be zero on entry (col2im adds into it).
+fn bwd_input_item(dy_n: &[f32], w: &[f32], g: &Conv2dGeometry, d: &GroupDims, dx_n: &mut [f32], threads: usize) {
+    with_cols(d.cols_len(), |cols| {
+        for grp in 0..g.groups {
+            let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
+            let w_g = &w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            let dx_g = &mut dx_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
+            // w_gᵀ [taps, cout_g] · dy_g [cout_g, Ho·Wo]
+            let (dst, ldc) = if d.pointwise { (&mut *dx_g, d.in_plane) } else { (&mut *cols, d.out_plane) };
+            sgemm(
+                d.taps,
+                d.out_plane,
+                d.cout_g,
+                MatRef::transposed(w_g, d.taps),
+                MatRef::row_major(dy_g, d.out_plane),
+                dst,
+                ldc,
+                false,
+                threads,
+            );
+            if !d.pointwise {
+                col2im_add(cols, g, dx_g, threads > 1);
+            }
+        }
+    });
+}
+
+pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+    let d = GroupDims::new(g);
+    let w_len = g.w_len();
+    let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
+    if g.batch == 0 || x_item == 0 || y_item == 0 {
+        return vec![0f32; w_len];
+    }
+    let threads = inner_threads(g.batch);
+    // Each item's gradient is computed on its own (same gemm shapes in both schedules) and the
+    // items are summed left to right in index order: dw = ((p0 + p1) + p2) + ...
+    let item = |n: usize, partial: &mut [f32], threads: usize| {
+        let dy_n = &dy[n * y_item..(n + 1) * y_item];
+        let x_n = &x[n * x_item..(n + 1) * x_item];
+        bwd_weight_item(dy_n, x_n, g, &d, partial, threads);
+    };
+    if threads == 1 {
+        // One partial per item: batch × w_len floats (a few MB per item for YOLOX-S).
+        let partials: Vec<Vec<f32>> = (0..g.batch)
+            .into_par_iter()
+            .map(|n| {
+                let mut partial = vec![0f32; w_len];
+                item(n, &mut partial, 1);
+                partial
+            })
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![0f32; w_len]);
+        for partial in parts {
+            add_assign(&mut dw, &partial);
+        }
+        dw
+    } else {
+        let mut dw = vec![0f32; w_len];
+        item(0, &mut dw, threads);
+        let mut partial = vec![0f32; if g.batch > 1 { w_len } else { 0 }];
+        for n in 1..g.batch {
+            item(n, &mut partial, threads);
+            add_assign(&mut dw, &partial);
+        }
+        dw
+    }
+}
+
+fn add_assign(acc: &mut [f32], v: &[f32]) {
+    debug_assert_eq!(acc.len(), v.len());
+    for (a, b) in acc.iter_mut().zip(v) {
+        *a += *b;
+    }
+}
+
+/// Overwrites `dw` with this item's weight gradient.
+fn bwd_weight_item(dy_n: &[f32], x_n: &[f32], g: &Conv2dGeometry, d: &GroupDims, dw: &mut [f32], threads: usize) {
+    with_cols(d.cols_len(), |cols| {
+        for grp in 0..g.groups {
+            let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
+            let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
+            let dw_g = &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            let b = if d.pointwise {
+                x_g
+            } else {
+                im2col(x_g, g, cols, threads > 1);
+                &*cols
+            };
+            // dy_g [cout_g, Ho·Wo] · colsᵀ [Ho·Wo, taps]
+            sgemm(
+                d.cout_g,
+                d.taps,
+                d.out_plane,
+                MatRef::row_major(dy_g, d.out_plane),
+                MatRef::transposed(b, d.out_plane),
+                dw_g,
+                d.taps,
+                false,
+                threads,
+            );
+        }
+    });
+}

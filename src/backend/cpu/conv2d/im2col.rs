@@ -1,0 +1,118 @@
+//! im2col / col2im for one group of one batch item.
+//!
+//! Column matrix layout: `cols [cin_g·kh·kw, Ho·Wo]`, row `(c·kh + ky)·kw + kx`, column `oy·Wo + ox`,
+//! i.e. row-major with the same row order as the flattened weight `w [K, cin_g, kh, kw]`, so that
+//! `y_g = w_g · cols` is a plain row-major gemm.
+
+use super::Conv2dGeometry;
+use rayon::prelude::*;
+
+/// Output positions `o` with `o·stride + offset` inside `[0, len_in)`, as `lo..hi` clipped to
+/// `[0, len_out)`. `offset = k - padding` is the tap's shift.
+pub(super) fn valid_range(len_in: usize, len_out: usize, offset: isize, stride: usize) -> (usize, usize) {
+    let lo = if offset >= 0 { 0 } else { ((-offset) as usize).div_ceil(stride) };
+    let last_in = len_in as isize - 1 - offset;
+    let hi = if last_in < 0 { 0 } else { (last_in as usize / stride + 1).min(len_out) };
+    (lo.min(hi), hi)
+}
+
+/// Fills `cols` (`[cin_g·kh·kw, Ho·Wo]`) from `x_g` (`[cin_g, H, W]`), zeros where the kernel
+/// reads padding. Every element of `cols` is written, so the buffer need not be cleared.
+/// `parallel` splits the channels over the rayon pool (used when the batch alone cannot fill it).
+pub(super) fn im2col(x_g: &[f32], g: &Conv2dGeometry, cols: &mut [f32], parallel: bool) {
+    let plane = g.in_h * g.in_w;
+    let per_channel = g.kernel_h * g.kernel_w * g.out_h() * g.out_w();
+    debug_assert_eq!(x_g.len() % plane, 0);
+    debug_assert_eq!(cols.len(), x_g.len() / plane * per_channel);
+    let fill = |(c, cols_c): (usize, &mut [f32])| im2col_channel(&x_g[c * plane..(c + 1) * plane], g, cols_c);
+    if parallel {
+        cols.par_chunks_mut(per_channel).enumerate().for_each(fill);
+    } else {
+        cols.chunks_mut(per_channel).enumerate().for_each(fill);
+    }
+}
+
+fn im2col_channel(x_plane: &[f32], g: &Conv2dGeometry, cols_c: &mut [f32]) {
+    let (ho, wo, s) = (g.out_h(), g.out_w(), g.stride);
+    let p = g.padding as isize;
+    for ky in 0..g.kernel_h {
+        for kx in 0..g.kernel_w {
+            let row = &mut cols_c[(ky * g.kernel_w + kx) * ho * wo..][..ho * wo];
+            let x_off = kx as isize - p;
+            let (lo, hi) = valid_range(g.in_w, wo, x_off, s);
+            for oy in 0..ho {
+                let out = &mut row[oy * wo..(oy + 1) * wo];
+                let iy = (oy * s + ky) as isize - p;
+                if iy < 0 || iy >= g.in_h as isize {
+                    out.fill(0.0);
+                    continue;
+                }
+                let src = &x_plane[iy as usize * g.in_w..][..g.in_w];
+                out[..lo].fill(0.0);
+                out[hi..].fill(0.0);
+                if lo < hi {
+                    // ix = ox·s + x_off is inside the row for every ox in lo..hi.
+                    let start = (lo as isize * s as isize + x_off) as usize;
+                    if s == 1 {
+                        out[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    } else {
+                        for (o, v) in out[lo..hi].iter_mut().zip(src[start..].iter().step_by(s)) {
+                            *o = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `cols` (`[cin_g·kh·kw, Ho·Wo]`) back into `dx_g` (`[cin_g, H, W]`): the adjoint of
+/// [`im2col`]. Each input channel only receives from its own rows, so channels run in parallel
+/// without changing the summation order.
+pub(super) fn col2im_add(cols: &[f32], g: &Conv2dGeometry, dx_g: &mut [f32], parallel: bool) {
+    let plane = g.in_h * g.in_w;
+    let per_channel = g.kernel_h * g.kernel_w * g.out_h() * g.out_w();
+    debug_assert_eq!(dx_g.len() % plane, 0);
+    debug_assert_eq!(cols.len(), dx_g.len() / plane * per_channel);
+    let add = |(c, dx_plane): (usize, &mut [f32])| {
+        col2im_channel(&cols[c * per_channel..(c + 1) * per_channel], g, dx_plane)
+    };
+    if parallel {
+        dx_g.par_chunks_mut(plane).enumerate().for_each(add);
+    } else {
+        dx_g.chunks_mut(plane).enumerate().for_each(add);
+    }
+}
+
+fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, dx_plane: &mut [f32]) {
+    let (ho, wo, s) = (g.out_h(), g.out_w(), g.stride);
+    let p = g.padding as isize;
+    for ky in 0..g.kernel_h {
+        for kx in 0..g.kernel_w {
+            let row = &cols_c[(ky * g.kernel_w + kx) * ho * wo..][..ho * wo];
+            let x_off = kx as isize - p;
+            let (lo, hi) = valid_range(g.in_w, wo, x_off, s);
+            if lo >= hi {
+                continue;
+            }
+            let start = (lo as isize * s as isize + x_off) as usize;
+            for oy in 0..ho {
+                let iy = (oy * s + ky) as isize - p;
+                if iy < 0 || iy >= g.in_h as isize {
+                    continue;
+                }
+                let src = &row[oy * wo + lo..oy * wo + hi];
+                let dst = &mut dx_plane[iy as usize * g.in_w..][..g.in_w];
+                if s == 1 {
+                    for (d, v) in dst[start..start + (hi - lo)].iter_mut().zip(src) {
+                        *d += *v;
+                    }
+                } else {
+                    for (d, v) in dst[start..].iter_mut().step_by(s).zip(src) {
+                        *d += *v;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -106,6 +106,15 @@ fn fast_matches_reference_on_odd_shapes() {
     assert!(cases > 200, "only {cases} cases ran");
 }
 
+/// Shapes whose column matrix is built in several row tiles (taps·Ho·Wo well above the 256K-float
+/// tile target, with a partial last tile), including stride 2 and groups.
+#[test]
+fn fast_matches_reference_across_im2col_tiles() {
+    check_all(&geom(2, 32, 50, 47, 20, 3, 1, 1, 1));
+    check_all(&geom(1, 40, 97, 61, 8, 3, 2, 1, 2));
+    check_all(&geom(1, 16, 41, 90, 12, 5, 1, 2, 1));
+}
+
 /// A fast path that claims a shape class must take it (no silent fallback to another path).
 #[test]
 fn shape_classes_take_their_paths() {
@@ -152,6 +161,7 @@ fn results_do_not_depend_on_thread_count() {
         geom(2, 64, 20, 20, 96, 1, 1, 0, 1),
         geom(3, 32, 21, 19, 32, 3, 1, 1, 32),
         geom(1, 16, 30, 30, 16, 5, 2, 2, 16),
+        geom(2, 32, 50, 47, 20, 3, 1, 1, 1),
     ];
     for g in &shapes {
         let x = values(g.x_len(), 11);

@@ -2,6 +2,10 @@
 //! `dcols = w_gᵀ · dy_g` then col2im, `dw_g = dy_g · colsᵀ`. 1×1 stride-1 unpadded convs use the
 //! input plane itself as `cols`.
 //!
+//! The column matrix is built one tile of output rows at a time (about [`TILE_FLOATS`] floats,
+//! at least [`MIN_TILE_COLS`] columns so the gemms stay efficient), which keeps it in the
+//! core's cache and caps the scratch memory at one tile per worker thread.
+//!
 //! Threading: with at least as many batch items as rayon threads, items run in parallel and each
 //! gemm is single-threaded (less synchronisation, better on these shapes); otherwise items run one
 //! after another and the gemm (and im2col/col2im over channels) use the whole pool. Both schedules
@@ -13,6 +17,7 @@ use super::Conv2dGeometry;
 use crate::backend::cpu::gemm::{sgemm, MatRef};
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::ops::Range;
 
 /// Per-group sizes of the gemms.
 #[derive(Clone, Copy)]
@@ -27,19 +32,33 @@ struct GroupDims {
     out_plane: usize,
     /// Input positions per item: `H·W`.
     in_plane: usize,
+    /// Output width `Wo`.
+    out_w: usize,
+    /// Output rows per im2col tile.
+    tile_rows: usize,
     /// The input is already the column matrix (1×1, stride 1, no padding).
     pointwise: bool,
 }
 
+/// Target size of one im2col tile: 1 MiB, the L2 of the machines we measured on.
+const TILE_FLOATS: usize = 1 << 18;
+/// Lower bound on a tile's column count so a tile's gemm still amortises its packing.
+const MIN_TILE_COLS: usize = 1024;
+
 impl GroupDims {
     fn new(g: &Conv2dGeometry) -> Self {
         let cin_g = g.in_channels / g.groups;
+        let taps = cin_g * g.kernel_h * g.kernel_w;
+        let out_w = g.out_w().max(1);
+        let tile_cols = (TILE_FLOATS / taps.max(1)).max(MIN_TILE_COLS);
         GroupDims {
             cin_g,
             cout_g: g.out_channels / g.groups,
-            taps: cin_g * g.kernel_h * g.kernel_w,
+            taps,
             out_plane: g.out_h() * g.out_w(),
             in_plane: g.in_h * g.in_w,
+            out_w,
+            tile_rows: (tile_cols / out_w).clamp(1, g.out_h().max(1)),
             pointwise: super::is_pointwise(g),
         }
     }
@@ -47,8 +66,13 @@ impl GroupDims {
         if self.pointwise {
             0
         } else {
-            self.taps * self.out_plane
+            self.taps * self.tile_rows * self.out_w
         }
+    }
+    /// The output-row tiles, in order; one tile covering everything for pointwise convs.
+    fn tiles(&self, g: &Conv2dGeometry) -> impl Iterator<Item = Range<usize>> {
+        let (ho, step) = (g.out_h(), if self.pointwise { g.out_h().max(1) } else { self.tile_rows });
+        (0..ho).step_by(step).map(move |start| start..(start + step).min(ho))
     }
 }
 
@@ -109,25 +133,20 @@ fn fwd_item(x_n: &[f32], w: &[f32], g: &Conv2dGeometry, d: &GroupDims, y_n: &mut
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
-            let w_g = &w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            let w_g = MatRef::row_major(&w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps], d.taps);
             let y_g = &mut y_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
-            let b = if d.pointwise {
-                x_g
-            } else {
-                im2col(x_g, g, cols, threads > 1);
-                &*cols
-            };
-            sgemm(
-                d.cout_g,
-                d.out_plane,
-                d.taps,
-                MatRef::row_major(w_g, d.taps),
-                MatRef::row_major(b, d.out_plane),
-                y_g,
-                d.out_plane,
-                false,
-                threads,
-            );
+            for rows in d.tiles(g) {
+                let (first, n) = (rows.start * d.out_w, rows.len() * d.out_w);
+                let b = if d.pointwise {
+                    MatRef::row_major(x_g, d.out_plane)
+                } else {
+                    let cols = &mut cols[..d.taps * n];
+                    im2col(x_g, g, rows, cols, threads > 1);
+                    MatRef::row_major(cols, n)
+                };
+                // y_g[:, tile] = w_g [cout_g, taps] · cols [taps, n]
+                sgemm(d.cout_g, n, d.taps, w_g, b, &mut y_g[first..], d.out_plane, false, threads);
+            }
         }
     });
 }
@@ -157,23 +176,19 @@ fn bwd_input_item(dy_n: &[f32], w: &[f32], g: &Conv2dGeometry, d: &GroupDims, dx
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
-            let w_g = &w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            let w_g_t = MatRef::transposed(&w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps], d.taps);
             let dx_g = &mut dx_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
-            // w_gᵀ [taps, cout_g] · dy_g [cout_g, Ho·Wo]
-            let (dst, ldc) = if d.pointwise { (&mut *dx_g, d.in_plane) } else { (&mut *cols, d.out_plane) };
-            sgemm(
-                d.taps,
-                d.out_plane,
-                d.cout_g,
-                MatRef::transposed(w_g, d.taps),
-                MatRef::row_major(dy_g, d.out_plane),
-                dst,
-                ldc,
-                false,
-                threads,
-            );
-            if !d.pointwise {
-                col2im_add(cols, g, dx_g, threads > 1);
+            for rows in d.tiles(g) {
+                let (first, n) = (rows.start * d.out_w, rows.len() * d.out_w);
+                let dy_tile = MatRef { data: &dy_g[first..], row_stride: d.out_plane, col_stride: 1 };
+                // w_gᵀ [taps, cout_g] · dy_g[:, tile] [cout_g, n]
+                if d.pointwise {
+                    sgemm(d.taps, n, d.cout_g, w_g_t, dy_tile, dx_g, d.in_plane, false, threads);
+                } else {
+                    let cols = &mut cols[..d.taps * n];
+                    sgemm(d.taps, n, d.cout_g, w_g_t, dy_tile, cols, n, false, threads);
+                    col2im_add(cols, g, rows, dx_g, threads > 1);
+                }
             }
         }
     });
@@ -229,31 +244,26 @@ fn add_assign(acc: &mut [f32], v: &[f32]) {
     }
 }
 
-/// Overwrites `dw` with this item's weight gradient.
+/// Overwrites `dw` with this item's weight gradient (tiles accumulated in order).
 fn bwd_weight_item(dy_n: &[f32], x_n: &[f32], g: &Conv2dGeometry, d: &GroupDims, dw: &mut [f32], threads: usize) {
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
             let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
             let dw_g = &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
-            let b = if d.pointwise {
-                x_g
-            } else {
-                im2col(x_g, g, cols, threads > 1);
-                &*cols
-            };
-            // dy_g [cout_g, Ho·Wo] · colsᵀ [Ho·Wo, taps]
-            sgemm(
-                d.cout_g,
-                d.taps,
-                d.out_plane,
-                MatRef::row_major(dy_g, d.out_plane),
-                MatRef::transposed(b, d.out_plane),
-                dw_g,
-                d.taps,
-                false,
-                threads,
-            );
+            for (i, rows) in d.tiles(g).enumerate() {
+                let (first, n) = (rows.start * d.out_w, rows.len() * d.out_w);
+                let dy_tile = MatRef { data: &dy_g[first..], row_stride: d.out_plane, col_stride: 1 };
+                let b = if d.pointwise {
+                    MatRef::transposed(x_g, d.out_plane)
+                } else {
+                    let cols = &mut cols[..d.taps * n];
+                    im2col(x_g, g, rows, cols, threads > 1);
+                    MatRef::transposed(cols, n)
+                };
+                // dw_g (+)= dy_g[:, tile] [cout_g, n] · colsᵀ [n, taps]
+                sgemm(d.cout_g, d.taps, n, dy_tile, b, dw_g, d.taps, i > 0, threads);
+            }
         }
     });
 }

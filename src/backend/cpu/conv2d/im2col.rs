@@ -2,10 +2,12 @@
 //!
 //! Column matrix layout: `cols [cin_g·kh·kw, Ho·Wo]`, row `(c·kh + ky)·kw + kx`, column `oy·Wo + ox`,
 //! i.e. row-major with the same row order as the flattened weight `w [K, cin_g, kh, kw]`, so that
-//! `y_g = w_g · cols` is a plain row-major gemm.
+//! `y_g = w_g · cols` is a plain row-major gemm. A tile covers the output rows `rows` only: its
+//! columns are `(oy - rows.start)·Wo + ox`, so the buffer holds `cin_g·kh·kw × rows.len()·Wo`.
 
 use super::Conv2dGeometry;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Output positions `o` with `o·stride + offset` inside `[0, len_in)`, as `lo..hi` clipped to
 /// `[0, len_out)`. `offset = k - padding` is the tap's shift.
@@ -19,12 +21,12 @@ pub(super) fn valid_range(len_in: usize, len_out: usize, offset: isize, stride: 
 /// Fills `cols` (`[cin_g·kh·kw, Ho·Wo]`) from `x_g` (`[cin_g, H, W]`), zeros where the kernel
 /// reads padding. Every element of `cols` is written, so the buffer need not be cleared.
 /// `parallel` splits the channels over the rayon pool (used when the batch alone cannot fill it).
-pub(super) fn im2col(x_g: &[f32], g: &Conv2dGeometry, cols: &mut [f32], parallel: bool) {
+pub(super) fn im2col(x_g: &[f32], g: &Conv2dGeometry, rows: Range<usize>, cols: &mut [f32], parallel: bool) {
     let plane = g.in_h * g.in_w;
-    let per_channel = g.kernel_h * g.kernel_w * g.out_h() * g.out_w();
+    let per_channel = g.kernel_h * g.kernel_w * rows.len() * g.out_w();
     debug_assert_eq!(x_g.len() % plane, 0);
     debug_assert_eq!(cols.len(), x_g.len() / plane * per_channel);
-    let fill = |(c, cols_c): (usize, &mut [f32])| im2col_channel(&x_g[c * plane..(c + 1) * plane], g, cols_c);
+    let fill = |(c, cols_c): (usize, &mut [f32])| im2col_channel(&x_g[c * plane..(c + 1) * plane], g, rows.clone(), cols_c);
     if parallel {
         cols.par_chunks_mut(per_channel).enumerate().for_each(fill);
     } else {
@@ -32,16 +34,16 @@ pub(super) fn im2col(x_g: &[f32], g: &Conv2dGeometry, cols: &mut [f32], parallel
     }
 }
 
-fn im2col_channel(x_plane: &[f32], g: &Conv2dGeometry, cols_c: &mut [f32]) {
-    let (ho, wo, s) = (g.out_h(), g.out_w(), g.stride);
+fn im2col_channel(x_plane: &[f32], g: &Conv2dGeometry, rows: Range<usize>, cols_c: &mut [f32]) {
+    let (ho, wo, s) = (rows.len(), g.out_w(), g.stride);
     let p = g.padding as isize;
     for ky in 0..g.kernel_h {
         for kx in 0..g.kernel_w {
             let row = &mut cols_c[(ky * g.kernel_w + kx) * ho * wo..][..ho * wo];
             let x_off = kx as isize - p;
             let (lo, hi) = valid_range(g.in_w, wo, x_off, s);
-            for oy in 0..ho {
-                let out = &mut row[oy * wo..(oy + 1) * wo];
+            for (t, oy) in rows.clone().enumerate() {
+                let out = &mut row[t * wo..(t + 1) * wo];
                 let iy = (oy * s + ky) as isize - p;
                 if iy < 0 || iy >= g.in_h as isize {
                     out.fill(0.0);
@@ -69,13 +71,13 @@ fn im2col_channel(x_plane: &[f32], g: &Conv2dGeometry, cols_c: &mut [f32]) {
 /// Adds `cols` (`[cin_g·kh·kw, Ho·Wo]`) back into `dx_g` (`[cin_g, H, W]`): the adjoint of
 /// [`im2col`]. Each input channel only receives from its own rows, so channels run in parallel
 /// without changing the summation order.
-pub(super) fn col2im_add(cols: &[f32], g: &Conv2dGeometry, dx_g: &mut [f32], parallel: bool) {
+pub(super) fn col2im_add(cols: &[f32], g: &Conv2dGeometry, rows: Range<usize>, dx_g: &mut [f32], parallel: bool) {
     let plane = g.in_h * g.in_w;
-    let per_channel = g.kernel_h * g.kernel_w * g.out_h() * g.out_w();
+    let per_channel = g.kernel_h * g.kernel_w * rows.len() * g.out_w();
     debug_assert_eq!(dx_g.len() % plane, 0);
     debug_assert_eq!(cols.len(), dx_g.len() / plane * per_channel);
     let add = |(c, dx_plane): (usize, &mut [f32])| {
-        col2im_channel(&cols[c * per_channel..(c + 1) * per_channel], g, dx_plane)
+        col2im_channel(&cols[c * per_channel..(c + 1) * per_channel], g, rows.clone(), dx_plane)
     };
     if parallel {
         dx_g.par_chunks_mut(plane).enumerate().for_each(add);
@@ -84,8 +86,8 @@ pub(super) fn col2im_add(cols: &[f32], g: &Conv2dGeometry, dx_g: &mut [f32], par
     }
 }
 
-fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, dx_plane: &mut [f32]) {
-    let (ho, wo, s) = (g.out_h(), g.out_w(), g.stride);
+fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, rows: Range<usize>, dx_plane: &mut [f32]) {
+    let (ho, wo, s) = (rows.len(), g.out_w(), g.stride);
     let p = g.padding as isize;
     for ky in 0..g.kernel_h {
         for kx in 0..g.kernel_w {
@@ -96,12 +98,12 @@ fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, dx_plane: &mut [f32]) {
                 continue;
             }
             let start = (lo as isize * s as isize + x_off) as usize;
-            for oy in 0..ho {
+            for (t, oy) in rows.clone().enumerate() {
                 let iy = (oy * s + ky) as isize - p;
                 if iy < 0 || iy >= g.in_h as isize {
                     continue;
                 }
-                let src = &row[oy * wo + lo..oy * wo + hi];
+                let src = &row[t * wo + lo..t * wo + hi];
                 let dst = &mut dx_plane[iy as usize * g.in_w..][..g.in_w];
                 if s == 1 {
                     for (d, v) in dst[start..start + (hi - lo)].iter_mut().zip(src) {

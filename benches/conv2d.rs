@@ -23,7 +23,13 @@ fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> Duration {
 }
 
 fn values(len: usize, seed: u32) -> Vec<f32> {
-    (0..len).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5).collect()
+    (0..len)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32
+                / (1u32 << 24) as f32
+                - 0.5
+        })
+        .collect()
 }
 
 fn sgemm_peak(reps: usize) {
@@ -34,9 +40,22 @@ fn sgemm_peak(reps: usize) {
     let flop = 2.0 * (n * n * n) as f64;
     for threads in [1, rayon::current_num_threads()] {
         let t = best_of(reps.max(5), || {
-            sgemm(n, n, n, MatRef::row_major(&a, n), MatRef::row_major(&b, n), &mut c, n, false, threads);
+            sgemm(
+                n,
+                n,
+                n,
+                MatRef::row_major(&a, n),
+                MatRef::row_major(&b, n),
+                &mut c,
+                n,
+                false,
+                threads,
+            );
         });
-        println!("sgemm 1024^3, gemm-threads {threads}: {:.1} GFLOP/s", flop / t.as_secs_f64() / 1e9);
+        println!(
+            "sgemm 1024^3, gemm-threads {threads}: {:.1} GFLOP/s",
+            flop / t.as_secs_f64() / 1e9
+        );
     }
     // The schedule the conv uses on a batch: one single-threaded gemm per rayon thread at once.
     let pool = rayon::current_num_threads();
@@ -44,7 +63,17 @@ fn sgemm_peak(reps: usize) {
     let t = best_of(reps.max(5), || {
         use rayon::prelude::*;
         outs.par_iter_mut().for_each(|c| {
-            sgemm(n, n, n, MatRef::row_major(&a, n), MatRef::row_major(&b, n), c, n, false, 1);
+            sgemm(
+                n,
+                n,
+                n,
+                MatRef::row_major(&a, n),
+                MatRef::row_major(&b, n),
+                c,
+                n,
+                false,
+                1,
+            );
         });
     });
     println!(
@@ -54,7 +83,15 @@ fn sgemm_peak(reps: usize) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn geom(n: usize, c: usize, hw: usize, k: usize, kernel: usize, stride: usize, groups: usize) -> Conv2dGeometry {
+fn geom(
+    n: usize,
+    c: usize,
+    hw: usize,
+    k: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+) -> Conv2dGeometry {
     Conv2dGeometry {
         batch: n,
         in_channels: c,
@@ -87,28 +124,64 @@ fn time_conv(g: &Conv2dGeometry, reps: usize) -> Timings {
 }
 
 fn main() {
-    let reps: usize = std::env::var("CONV_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let reps: usize = std::env::var("CONV_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     // Substring of the layer names to run (all when unset).
     let filter = std::env::var("CONV_BENCH_FILTER").unwrap_or_default();
-    println!("rayon threads: {}, reps: {reps} (best kept)", rayon::current_num_threads());
+    println!(
+        "rayon threads: {}, reps: {reps} (best kept)",
+        rayon::current_num_threads()
+    );
     sgemm_peak(reps);
 
     let b = 8;
     let dense = [
-        ("stem conv (Focus) 12->32 3x3 @320", geom(b, 12, 320, 32, 3, 1, 1)),
-        ("dark2 down 32->64 3x3 s2 @320", geom(b, 32, 320, 64, 3, 2, 1)),
+        (
+            "stem conv (Focus) 12->32 3x3 @320",
+            geom(b, 12, 320, 32, 3, 1, 1),
+        ),
+        (
+            "dark2 down 32->64 3x3 s2 @320",
+            geom(b, 32, 320, 64, 3, 2, 1),
+        ),
         ("dark2 CSP 1x1 64->32 @160", geom(b, 64, 160, 32, 1, 1, 1)),
-        ("dark2 bottleneck 3x3 32->32 @160", geom(b, 32, 160, 32, 3, 1, 1)),
-        ("dark3 down 64->128 3x3 s2 @160", geom(b, 64, 160, 128, 3, 2, 1)),
+        (
+            "dark2 bottleneck 3x3 32->32 @160",
+            geom(b, 32, 160, 32, 3, 1, 1),
+        ),
+        (
+            "dark3 down 64->128 3x3 s2 @160",
+            geom(b, 64, 160, 128, 3, 2, 1),
+        ),
         ("dark3 CSP 1x1 128->64 @80", geom(b, 128, 80, 64, 1, 1, 1)),
-        ("dark3 bottleneck 3x3 64->64 @80", geom(b, 64, 80, 64, 3, 1, 1)),
-        ("dark4 down 128->256 3x3 s2 @80", geom(b, 128, 80, 256, 3, 2, 1)),
+        (
+            "dark3 bottleneck 3x3 64->64 @80",
+            geom(b, 64, 80, 64, 3, 1, 1),
+        ),
+        (
+            "dark4 down 128->256 3x3 s2 @80",
+            geom(b, 128, 80, 256, 3, 2, 1),
+        ),
         ("dark4 CSP 1x1 256->128 @40", geom(b, 256, 40, 128, 1, 1, 1)),
-        ("dark4 bottleneck 3x3 128->128 @40", geom(b, 128, 40, 128, 3, 1, 1)),
-        ("dark5 down 256->512 3x3 s2 @40", geom(b, 256, 40, 512, 3, 2, 1)),
-        ("dark5 SPP conv2 1x1 1024->512 @20", geom(b, 1024, 20, 512, 1, 1, 1)),
+        (
+            "dark4 bottleneck 3x3 128->128 @40",
+            geom(b, 128, 40, 128, 3, 1, 1),
+        ),
+        (
+            "dark5 down 256->512 3x3 s2 @40",
+            geom(b, 256, 40, 512, 3, 2, 1),
+        ),
+        (
+            "dark5 SPP conv2 1x1 1024->512 @20",
+            geom(b, 1024, 20, 512, 1, 1, 1),
+        ),
         ("dark5 CSP 1x1 512->256 @20", geom(b, 512, 20, 256, 1, 1, 1)),
-        ("dark5 bottleneck 3x3 256->256 @20", geom(b, 256, 20, 256, 3, 1, 1)),
+        (
+            "dark5 bottleneck 3x3 256->256 @20",
+            geom(b, 256, 20, 256, 3, 1, 1),
+        ),
         ("head 3x3 128->128 @80", geom(b, 128, 80, 128, 3, 1, 1)),
     ];
     println!("\nYOLOX-S @640, batch 8: GFLOP/s (2 flop per MAC; each of fwd, bwd_input, bwd_weight = 1 forward's flops)");
@@ -132,16 +205,36 @@ fn main() {
     }
 
     let depthwise = [
-        ("nano dark2 down dw 16 3x3 s2 @208", geom(b, 16, 208, 16, 3, 2, 16)),
-        ("nano dark2 bottleneck dw 16 3x3 @104", geom(b, 16, 104, 16, 3, 1, 16)),
-        ("nano dark3 down dw 32 3x3 s2 @104", geom(b, 32, 104, 32, 3, 2, 32)),
-        ("nano dark3 bottleneck dw 32 3x3 @52", geom(b, 32, 52, 32, 3, 1, 32)),
-        ("nano dark4 down dw 64 3x3 s2 @52", geom(b, 64, 52, 64, 3, 2, 64)),
+        (
+            "nano dark2 down dw 16 3x3 s2 @208",
+            geom(b, 16, 208, 16, 3, 2, 16),
+        ),
+        (
+            "nano dark2 bottleneck dw 16 3x3 @104",
+            geom(b, 16, 104, 16, 3, 1, 16),
+        ),
+        (
+            "nano dark3 down dw 32 3x3 s2 @104",
+            geom(b, 32, 104, 32, 3, 2, 32),
+        ),
+        (
+            "nano dark3 bottleneck dw 32 3x3 @52",
+            geom(b, 32, 52, 32, 3, 1, 32),
+        ),
+        (
+            "nano dark4 down dw 64 3x3 s2 @52",
+            geom(b, 64, 52, 64, 3, 2, 64),
+        ),
         ("nano head dw 64 3x3 @52", geom(b, 64, 52, 64, 3, 1, 64)),
-        ("nano dark5 down dw 128 3x3 s2 @26", geom(b, 128, 26, 128, 3, 2, 128)),
+        (
+            "nano dark5 down dw 128 3x3 s2 @26",
+            geom(b, 128, 26, 128, 3, 2, 128),
+        ),
     ];
     println!("\nYOLOX-nano depthwise @416, batch 8: GB/s counting one read of each input and one write of each output");
-    println!("| layer | fwd GB/s | bwd_input GB/s | bwd_weight GB/s | fwd+bwd GFLOP/s | ms fwd+bwd |");
+    println!(
+        "| layer | fwd GB/s | bwd_input GB/s | bwd_weight GB/s | fwd+bwd GFLOP/s | ms fwd+bwd |"
+    );
     println!("|---|---|---|---|---|---|");
     for (name, g) in depthwise.iter().filter(|(name, _)| name.contains(&filter)) {
         let t = time_conv(g, reps.max(5));

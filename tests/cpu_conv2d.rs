@@ -19,7 +19,17 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn geom(n: usize, c: usize, h: usize, w: usize, k: usize, kernel: usize, stride: usize, pad: usize, groups: usize) -> Conv2dGeometry {
+fn geom(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> Conv2dGeometry {
     Conv2dGeometry {
         batch: n,
         in_channels: c,
@@ -43,8 +53,9 @@ fn check(what: &str, g: &Conv2dGeometry, fast: &[f32], reference: &[f32], terms:
     let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     let (mut worst, mut at) = (0f32, 0);
     for (i, (a, b)) in fast.iter().zip(reference).enumerate() {
-        let err = (a - b).abs() / scale;
-        if !(err <= worst) {
+        // A NaN in the fast result counts as an infinite error.
+        let err = if a.is_nan() { f32::INFINITY } else { (a - b).abs() / scale };
+        if err > worst {
             worst = err;
             at = i;
         }
@@ -63,8 +74,20 @@ fn check_all(g: &Conv2dGeometry) {
     let dy = values(g.y_len(), 3);
     let (cin_g, cout_g) = (g.in_channels / g.groups, g.out_channels / g.groups);
     let taps = g.kernel_h * g.kernel_w;
-    check("fwd", g, &conv2d::fwd(&x, &w, g), &reference::fwd(&x, &w, g), cin_g * taps);
-    check("bwd_input", g, &conv2d::bwd_input(&dy, &w, g), &reference::bwd_input(&dy, &w, g), cout_g * taps);
+    check(
+        "fwd",
+        g,
+        &conv2d::fwd(&x, &w, g),
+        &reference::fwd(&x, &w, g),
+        cin_g * taps,
+    );
+    check(
+        "bwd_input",
+        g,
+        &conv2d::bwd_input(&dy, &w, g),
+        &reference::bwd_input(&dy, &w, g),
+        cout_g * taps,
+    );
     check(
         "bwd_weight",
         g,
@@ -118,14 +141,40 @@ fn fast_matches_reference_across_im2col_tiles() {
 /// A fast path that claims a shape class must take it (no silent fallback to another path).
 #[test]
 fn shape_classes_take_their_paths() {
-    assert_eq!(conv_path(&geom(2, 8, 9, 9, 8, 3, 1, 1, 8)), ConvPath::Depthwise);
-    assert_eq!(conv_path(&geom(2, 8, 9, 9, 8, 3, 2, 1, 8)), ConvPath::Depthwise);
-    assert_eq!(conv_path(&geom(2, 8, 9, 9, 16, 1, 1, 0, 1)), ConvPath::Pointwise);
-    assert_eq!(conv_path(&geom(2, 8, 9, 9, 16, 1, 1, 0, 2)), ConvPath::Pointwise);
-    assert_eq!(conv_path(&geom(2, 8, 9, 9, 16, 1, 2, 0, 1)), ConvPath::Im2col);
-    assert_eq!(conv_path(&geom(2, 8, 9, 9, 16, 3, 1, 1, 1)), ConvPath::Im2col);
-    assert_eq!(conv_path(&geom(2, 8, 9, 9, 16, 3, 1, 1, 8)), ConvPath::Im2col, "channel multiplier 2 is grouped, not depthwise");
-    assert_eq!(conv_path(&geom(2, 1, 9, 9, 1, 3, 1, 1, 1)), ConvPath::Im2col, "groups = 1 is dense even with one channel");
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 8, 3, 1, 1, 8)),
+        ConvPath::Depthwise
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 8, 3, 2, 1, 8)),
+        ConvPath::Depthwise
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 1, 1, 0, 1)),
+        ConvPath::Pointwise
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 1, 1, 0, 2)),
+        ConvPath::Pointwise
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 1, 2, 0, 1)),
+        ConvPath::Im2col
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 3, 1, 1, 1)),
+        ConvPath::Im2col
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 3, 1, 1, 8)),
+        ConvPath::Im2col,
+        "channel multiplier 2 is grouped, not depthwise"
+    );
+    assert_eq!(
+        conv_path(&geom(2, 1, 9, 9, 1, 3, 1, 1, 1)),
+        ConvPath::Im2col,
+        "groups = 1 is dense even with one channel"
+    );
 }
 
 /// The fast paths really differ from the reference loops: a deliberately wrong weight must be caught.
@@ -169,17 +218,36 @@ fn results_do_not_depend_on_thread_count() {
         let dy = values(g.y_len(), 13);
         let run = |threads| {
             run_in_pool(threads, || {
-                (conv2d::fwd(&x, &w, g), conv2d::bwd_input(&dy, &w, g), conv2d::bwd_weight(&dy, &x, g))
+                (
+                    conv2d::fwd(&x, &w, g),
+                    conv2d::bwd_input(&dy, &w, g),
+                    conv2d::bwd_weight(&dy, &x, g),
+                )
             })
         };
         let one = run(1);
         let three = run(3);
         let bits = |v: &Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert!(bits(&one.0) == bits(&three.0), "fwd differs between 1 and 3 threads: {g:?}");
-        assert!(bits(&one.1) == bits(&three.1), "bwd_input differs between 1 and 3 threads: {g:?}");
-        assert!(bits(&one.2) == bits(&three.2), "bwd_weight differs between 1 and 3 threads: {g:?}");
+        assert!(
+            bits(&one.0) == bits(&three.0),
+            "fwd differs between 1 and 3 threads: {g:?}"
+        );
+        assert!(
+            bits(&one.1) == bits(&three.1),
+            "bwd_input differs between 1 and 3 threads: {g:?}"
+        );
+        assert!(
+            bits(&one.2) == bits(&three.2),
+            "bwd_weight differs between 1 and 3 threads: {g:?}"
+        );
         // And they are right.
-        check("fwd", g, &one.0, &reference::fwd(&x, &w, g), g.in_channels / g.groups * g.kernel_h * g.kernel_w);
+        check(
+            "fwd",
+            g,
+            &one.0,
+            &reference::fwd(&x, &w, g),
+            g.in_channels / g.groups * g.kernel_h * g.kernel_w,
+        );
     }
 }
 
@@ -187,6 +255,9 @@ fn results_do_not_depend_on_thread_count() {
 fn bias_add_adds_per_channel() {
     let mut y = vec![1.0f32; 2 * 3 * 4];
     conv2d::bias_add(&mut y, &[10.0, 20.0, 30.0], 4);
-    let expected: Vec<f32> = [11.0, 21.0, 31.0, 11.0, 21.0, 31.0].iter().flat_map(|&v| [v; 4]).collect();
+    let expected: Vec<f32> = [11.0, 21.0, 31.0, 11.0, 21.0, 31.0]
+        .iter()
+        .flat_map(|&v| [v; 4])
+        .collect();
     assert_eq!(y, expected);
 }

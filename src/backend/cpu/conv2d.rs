@@ -111,7 +111,10 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
 pub fn bias_add(y: &mut [f32], bias: &[f32], plane: usize) {
     use rayon::prelude::*;
     let channels = bias.len();
-    debug_assert!(plane > 0 && channels > 0 && y.len() % (channels * plane) == 0, "conv2d bias_add: lengths");
+    debug_assert!(
+        plane > 0 && channels > 0 && y.len() % (channels * plane) == 0,
+        "conv2d bias_add: lengths"
+    );
     if plane == 0 || channels == 0 {
         return;
     }
@@ -148,7 +151,9 @@ pub mod reference {
                                     if ix < 0 || ix >= g.in_w as isize {
                                         continue;
                                     }
-                                    let x_i = ((n * g.in_channels + ci) * g.in_h + iy as usize) * g.in_w + ix as usize;
+                                    let x_i = ((n * g.in_channels + ci) * g.in_h + iy as usize)
+                                        * g.in_w
+                                        + ix as usize;
                                     let w_i = ((k * cin_g + c) * g.kernel_h + ky) * g.kernel_w + kx;
                                     f(x_i, w_i, y_i);
                                 }

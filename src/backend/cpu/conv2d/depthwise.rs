@@ -11,16 +11,22 @@ use super::Conv2dGeometry;
 use rayon::prelude::*;
 
 pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h() * g.out_w(), g.kernel_h * g.kernel_w);
+    let (in_plane, out_plane, taps) = (
+        g.in_h * g.in_w,
+        g.out_h() * g.out_w(),
+        g.kernel_h * g.kernel_w,
+    );
     let mut y = vec![0f32; g.y_len()];
     if out_plane == 0 || in_plane == 0 {
         return y;
     }
-    y.par_chunks_mut(out_plane).enumerate().for_each(|(plane, y_plane)| {
-        let c = plane % g.in_channels;
-        let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
-        fwd_plane(x_plane, &w[c * taps..(c + 1) * taps], g, y_plane);
-    });
+    y.par_chunks_mut(out_plane)
+        .enumerate()
+        .for_each(|(plane, y_plane)| {
+            let c = plane % g.in_channels;
+            let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
+            fwd_plane(x_plane, &w[c * taps..(c + 1) * taps], g, y_plane);
+        });
     y
 }
 
@@ -43,11 +49,17 @@ fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f3
                 }
                 let start = (lo as isize * s as isize + x_off) as usize;
                 if s == 1 {
-                    for (o, v) in y_row[lo..hi].iter_mut().zip(&x_row[start..start + (hi - lo)]) {
+                    for (o, v) in y_row[lo..hi]
+                        .iter_mut()
+                        .zip(&x_row[start..start + (hi - lo)])
+                    {
                         *o += weight * *v;
                     }
                 } else {
-                    for (o, v) in y_row[lo..hi].iter_mut().zip(x_row[start..].iter().step_by(s)) {
+                    for (o, v) in y_row[lo..hi]
+                        .iter_mut()
+                        .zip(x_row[start..].iter().step_by(s))
+                    {
                         *o += weight * *v;
                     }
                 }
@@ -57,16 +69,22 @@ fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f3
 }
 
 pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h() * g.out_w(), g.kernel_h * g.kernel_w);
+    let (in_plane, out_plane, taps) = (
+        g.in_h * g.in_w,
+        g.out_h() * g.out_w(),
+        g.kernel_h * g.kernel_w,
+    );
     let mut dx = vec![0f32; g.x_len()];
     if out_plane == 0 || in_plane == 0 {
         return dx;
     }
-    dx.par_chunks_mut(in_plane).enumerate().for_each(|(plane, dx_plane)| {
-        let c = plane % g.in_channels;
-        let dy_plane = &dy[plane * out_plane..(plane + 1) * out_plane];
-        bwd_input_plane(dy_plane, &w[c * taps..(c + 1) * taps], g, dx_plane);
-    });
+    dx.par_chunks_mut(in_plane)
+        .enumerate()
+        .for_each(|(plane, dx_plane)| {
+            let c = plane % g.in_channels;
+            let dy_plane = &dy[plane * out_plane..(plane + 1) * out_plane];
+            bwd_input_plane(dy_plane, &w[c * taps..(c + 1) * taps], g, dx_plane);
+        });
     dx
 }
 
@@ -89,7 +107,10 @@ fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: 
                 }
                 let start = (lo as isize * s as isize + x_off) as usize;
                 if s == 1 {
-                    for (d, v) in dx_row[start..start + (hi - lo)].iter_mut().zip(&dy_row[lo..hi]) {
+                    for (d, v) in dx_row[start..start + (hi - lo)]
+                        .iter_mut()
+                        .zip(&dy_row[lo..hi])
+                    {
                         *d += weight * *v;
                     }
                 } else {
@@ -103,7 +124,11 @@ fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: 
 }
 
 pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h() * g.out_w(), g.kernel_h * g.kernel_w);
+    let (in_plane, out_plane, taps) = (
+        g.in_h * g.in_w,
+        g.out_h() * g.out_w(),
+        g.kernel_h * g.kernel_w,
+    );
     let mut dw = vec![0f32; g.w_len()];
     if out_plane == 0 || in_plane == 0 || taps == 0 {
         return dw;

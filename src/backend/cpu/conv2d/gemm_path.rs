@@ -71,8 +71,17 @@ impl GroupDims {
     }
     /// The output-row tiles, in order; one tile covering everything for pointwise convs.
     fn tiles(&self, g: &Conv2dGeometry) -> impl Iterator<Item = Range<usize>> {
-        let (ho, step) = (g.out_h(), if self.pointwise { g.out_h().max(1) } else { self.tile_rows });
-        (0..ho).step_by(step).map(move |start| start..(start + step).min(ho))
+        let (ho, step) = (
+            g.out_h(),
+            if self.pointwise {
+                g.out_h().max(1)
+            } else {
+                self.tile_rows
+            },
+        );
+        (0..ho)
+            .step_by(step)
+            .map(move |start| start..(start + step).min(ho))
     }
 }
 
@@ -129,7 +138,14 @@ pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
     y
 }
 
-fn fwd_item(x_n: &[f32], w: &[f32], g: &Conv2dGeometry, d: &GroupDims, y_n: &mut [f32], threads: usize) {
+fn fwd_item(
+    x_n: &[f32],
+    w: &[f32],
+    g: &Conv2dGeometry,
+    d: &GroupDims,
+    y_n: &mut [f32],
+    threads: usize,
+) {
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
@@ -145,7 +161,17 @@ fn fwd_item(x_n: &[f32], w: &[f32], g: &Conv2dGeometry, d: &GroupDims, y_n: &mut
                     MatRef::row_major(cols, n)
                 };
                 // y_g[:, tile] = w_g [cout_g, taps] · cols [taps, n]
-                sgemm(d.cout_g, n, d.taps, w_g, b, &mut y_g[first..], d.out_plane, false, threads);
+                sgemm(
+                    d.cout_g,
+                    n,
+                    d.taps,
+                    w_g,
+                    b,
+                    &mut y_g[first..],
+                    d.out_plane,
+                    false,
+                    threads,
+                );
             }
         }
     });
@@ -172,18 +198,32 @@ pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
 }
 
 /// `dx_n` must be zero on entry (col2im adds into it).
-fn bwd_input_item(dy_n: &[f32], w: &[f32], g: &Conv2dGeometry, d: &GroupDims, dx_n: &mut [f32], threads: usize) {
+fn bwd_input_item(
+    dy_n: &[f32],
+    w: &[f32],
+    g: &Conv2dGeometry,
+    d: &GroupDims,
+    dx_n: &mut [f32],
+    threads: usize,
+) {
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
-            let w_g_t = MatRef::transposed(&w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps], d.taps);
+            let w_g_t =
+                MatRef::transposed(&w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps], d.taps);
             let dx_g = &mut dx_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
             for rows in d.tiles(g) {
                 let (first, n) = (rows.start * d.out_w, rows.len() * d.out_w);
-                let dy_tile = MatRef { data: &dy_g[first..], row_stride: d.out_plane, col_stride: 1 };
+                let dy_tile = MatRef {
+                    data: &dy_g[first..],
+                    row_stride: d.out_plane,
+                    col_stride: 1,
+                };
                 // w_gᵀ [taps, cout_g] · dy_g[:, tile] [cout_g, n]
                 if d.pointwise {
-                    sgemm(d.taps, n, d.cout_g, w_g_t, dy_tile, dx_g, d.in_plane, false, threads);
+                    sgemm(
+                        d.taps, n, d.cout_g, w_g_t, dy_tile, dx_g, d.in_plane, false, threads,
+                    );
                 } else {
                     let cols = &mut cols[..d.taps * n];
                     sgemm(d.taps, n, d.cout_g, w_g_t, dy_tile, cols, n, false, threads);
@@ -245,7 +285,14 @@ fn add_assign(acc: &mut [f32], v: &[f32]) {
 }
 
 /// Overwrites `dw` with this item's weight gradient (tiles accumulated in order).
-fn bwd_weight_item(dy_n: &[f32], x_n: &[f32], g: &Conv2dGeometry, d: &GroupDims, dw: &mut [f32], threads: usize) {
+fn bwd_weight_item(
+    dy_n: &[f32],
+    x_n: &[f32],
+    g: &Conv2dGeometry,
+    d: &GroupDims,
+    dw: &mut [f32],
+    threads: usize,
+) {
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
@@ -253,7 +300,11 @@ fn bwd_weight_item(dy_n: &[f32], x_n: &[f32], g: &Conv2dGeometry, d: &GroupDims,
             let dw_g = &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
             for (i, rows) in d.tiles(g).enumerate() {
                 let (first, n) = (rows.start * d.out_w, rows.len() * d.out_w);
-                let dy_tile = MatRef { data: &dy_g[first..], row_stride: d.out_plane, col_stride: 1 };
+                let dy_tile = MatRef {
+                    data: &dy_g[first..],
+                    row_stride: d.out_plane,
+                    col_stride: 1,
+                };
                 let b = if d.pointwise {
                     MatRef::transposed(x_g, d.out_plane)
                 } else {
@@ -262,7 +313,17 @@ fn bwd_weight_item(dy_n: &[f32], x_n: &[f32], g: &Conv2dGeometry, d: &GroupDims,
                     MatRef::transposed(cols, n)
                 };
                 // dw_g (+)= dy_g[:, tile] [cout_g, n] · colsᵀ [n, taps]
-                sgemm(d.cout_g, d.taps, n, dy_tile, b, dw_g, d.taps, i > 0, threads);
+                sgemm(
+                    d.cout_g,
+                    d.taps,
+                    n,
+                    dy_tile,
+                    b,
+                    dw_g,
+                    d.taps,
+                    i > 0,
+                    threads,
+                );
             }
         }
     });

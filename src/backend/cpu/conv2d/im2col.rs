@@ -11,22 +11,43 @@ use std::ops::Range;
 
 /// Output positions `o` with `o·stride + offset` inside `[0, len_in)`, as `lo..hi` clipped to
 /// `[0, len_out)`. `offset = k - padding` is the tap's shift.
-pub(super) fn valid_range(len_in: usize, len_out: usize, offset: isize, stride: usize) -> (usize, usize) {
-    let lo = if offset >= 0 { 0 } else { ((-offset) as usize).div_ceil(stride) };
+pub(super) fn valid_range(
+    len_in: usize,
+    len_out: usize,
+    offset: isize,
+    stride: usize,
+) -> (usize, usize) {
+    let lo = if offset >= 0 {
+        0
+    } else {
+        ((-offset) as usize).div_ceil(stride)
+    };
     let last_in = len_in as isize - 1 - offset;
-    let hi = if last_in < 0 { 0 } else { (last_in as usize / stride + 1).min(len_out) };
+    let hi = if last_in < 0 {
+        0
+    } else {
+        (last_in as usize / stride + 1).min(len_out)
+    };
     (lo.min(hi), hi)
 }
 
 /// Fills `cols` (`[cin_g·kh·kw, Ho·Wo]`) from `x_g` (`[cin_g, H, W]`), zeros where the kernel
 /// reads padding. Every element of `cols` is written, so the buffer need not be cleared.
 /// `parallel` splits the channels over the rayon pool (used when the batch alone cannot fill it).
-pub(super) fn im2col(x_g: &[f32], g: &Conv2dGeometry, rows: Range<usize>, cols: &mut [f32], parallel: bool) {
+pub(super) fn im2col(
+    x_g: &[f32],
+    g: &Conv2dGeometry,
+    rows: Range<usize>,
+    cols: &mut [f32],
+    parallel: bool,
+) {
     let plane = g.in_h * g.in_w;
     let per_channel = g.kernel_h * g.kernel_w * rows.len() * g.out_w();
     debug_assert_eq!(x_g.len() % plane, 0);
     debug_assert_eq!(cols.len(), x_g.len() / plane * per_channel);
-    let fill = |(c, cols_c): (usize, &mut [f32])| im2col_channel(&x_g[c * plane..(c + 1) * plane], g, rows.clone(), cols_c);
+    let fill = |(c, cols_c): (usize, &mut [f32])| {
+        im2col_channel(&x_g[c * plane..(c + 1) * plane], g, rows.clone(), cols_c)
+    };
     if parallel {
         cols.par_chunks_mut(per_channel).enumerate().for_each(fill);
     } else {
@@ -71,13 +92,24 @@ fn im2col_channel(x_plane: &[f32], g: &Conv2dGeometry, rows: Range<usize>, cols_
 /// Adds `cols` (`[cin_g·kh·kw, Ho·Wo]`) back into `dx_g` (`[cin_g, H, W]`): the adjoint of
 /// [`im2col`]. Each input channel only receives from its own rows, so channels run in parallel
 /// without changing the summation order.
-pub(super) fn col2im_add(cols: &[f32], g: &Conv2dGeometry, rows: Range<usize>, dx_g: &mut [f32], parallel: bool) {
+pub(super) fn col2im_add(
+    cols: &[f32],
+    g: &Conv2dGeometry,
+    rows: Range<usize>,
+    dx_g: &mut [f32],
+    parallel: bool,
+) {
     let plane = g.in_h * g.in_w;
     let per_channel = g.kernel_h * g.kernel_w * rows.len() * g.out_w();
     debug_assert_eq!(dx_g.len() % plane, 0);
     debug_assert_eq!(cols.len(), dx_g.len() / plane * per_channel);
     let add = |(c, dx_plane): (usize, &mut [f32])| {
-        col2im_channel(&cols[c * per_channel..(c + 1) * per_channel], g, rows.clone(), dx_plane)
+        col2im_channel(
+            &cols[c * per_channel..(c + 1) * per_channel],
+            g,
+            rows.clone(),
+            dx_plane,
+        )
     };
     if parallel {
         dx_g.par_chunks_mut(plane).enumerate().for_each(add);

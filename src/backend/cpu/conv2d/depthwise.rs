@@ -2,7 +2,8 @@
 //! have one row, and the work is memory-bound anyway (9 MACs per loaded element for 3×3).
 //!
 //! Every loop runs over one output row against one input row for a fixed tap, so the inner loop is a
-//! contiguous axpy/dot for stride 1 that the compiler vectorises. Forward and bwd_input parallelise
+//! contiguous axpy/dot that the compiler vectorises; for stride > 1 the input row is first split
+//! into its `stride` phases ([`Phases`]), which turns every tap into a contiguous slice again. Forward and bwd_input parallelise
 //! over (item, channel) planes, bwd_weight over channels with the batch summed inside in index
 //! order, so no result depends on the thread count.
 
@@ -32,6 +33,7 @@ pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
 
 fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f32]) {
     let (ho, wo, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding as isize);
+    let mut phases = Phases::new(g.in_w, s);
     for oy in 0..ho {
         let y_row = &mut y_plane[oy * wo..(oy + 1) * wo];
         for ky in 0..g.kernel_h {
@@ -40,6 +42,9 @@ fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f3
                 continue;
             }
             let x_row = &x_plane[iy as usize * g.in_w..][..g.in_w];
+            if s > 1 {
+                phases.split(x_row);
+            }
             for kx in 0..g.kernel_w {
                 let weight = w_c[ky * g.kernel_w + kx];
                 let x_off = kx as isize - p;
@@ -48,20 +53,13 @@ fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f3
                     continue;
                 }
                 let start = (lo as isize * s as isize + x_off) as usize;
-                if s == 1 {
-                    for (o, v) in y_row[lo..hi]
-                        .iter_mut()
-                        .zip(&x_row[start..start + (hi - lo)])
-                    {
-                        *o += weight * *v;
-                    }
+                let src = if s == 1 {
+                    &x_row[start..start + (hi - lo)]
                 } else {
-                    for (o, v) in y_row[lo..hi]
-                        .iter_mut()
-                        .zip(x_row[start..].iter().step_by(s))
-                    {
-                        *o += weight * *v;
-                    }
+                    phases.slice(start, hi - lo)
+                };
+                for (o, v) in y_row[lo..hi].iter_mut().zip(src) {
+                    *o += weight * *v;
                 }
             }
         }
@@ -90,6 +88,7 @@ pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
 
 fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: &mut [f32]) {
     let (ho, wo, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding as isize);
+    let mut phases = Phases::new(g.in_w, s);
     for oy in 0..ho {
         let dy_row = &dy_plane[oy * wo..(oy + 1) * wo];
         for ky in 0..g.kernel_h {
@@ -98,6 +97,9 @@ fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: 
                 continue;
             }
             let dx_row = &mut dx_plane[iy as usize * g.in_w..][..g.in_w];
+            if s > 1 {
+                phases.clear();
+            }
             for kx in 0..g.kernel_w {
                 let weight = w_c[ky * g.kernel_w + kx];
                 let x_off = kx as isize - p;
@@ -106,18 +108,17 @@ fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: 
                     continue;
                 }
                 let start = (lo as isize * s as isize + x_off) as usize;
-                if s == 1 {
-                    for (d, v) in dx_row[start..start + (hi - lo)]
-                        .iter_mut()
-                        .zip(&dy_row[lo..hi])
-                    {
-                        *d += weight * *v;
-                    }
+                let dst = if s == 1 {
+                    &mut dx_row[start..start + (hi - lo)]
                 } else {
-                    for (d, v) in dx_row[start..].iter_mut().step_by(s).zip(&dy_row[lo..hi]) {
-                        *d += weight * *v;
-                    }
+                    phases.slice_mut(start, hi - lo)
+                };
+                for (d, v) in dst.iter_mut().zip(&dy_row[lo..hi]) {
+                    *d += weight * *v;
                 }
+            }
+            if s > 1 {
+                phases.merge_add(dx_row);
             }
         }
     }
@@ -147,30 +148,84 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
 /// Adds one plane's contribution to the channel's `kh·kw` weight gradient.
 fn bwd_weight_plane(dy_plane: &[f32], x_plane: &[f32], g: &Conv2dGeometry, dw_c: &mut [f32]) {
     let (ho, wo, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding as isize);
-    for ky in 0..g.kernel_h {
-        for kx in 0..g.kernel_w {
-            let x_off = kx as isize - p;
-            let (lo, hi) = valid_range(g.in_w, wo, x_off, s);
-            if lo >= hi {
+    let taps = g.kernel_h * g.kernel_w;
+    let mut acc: Vec<Lanes> = (0..taps).map(|_| Lanes::default()).collect();
+    let mut phases = Phases::new(g.in_w, s);
+    for oy in 0..ho {
+        let dy_row = &dy_plane[oy * wo..(oy + 1) * wo];
+        for ky in 0..g.kernel_h {
+            let iy = (oy * s + ky) as isize - p;
+            if iy < 0 || iy >= g.in_h as isize {
                 continue;
             }
-            let start = (lo as isize * s as isize + x_off) as usize;
-            let mut acc = Lanes::default();
-            for oy in 0..ho {
-                let iy = (oy * s + ky) as isize - p;
-                if iy < 0 || iy >= g.in_h as isize {
+            let x_row = &x_plane[iy as usize * g.in_w..][..g.in_w];
+            if s > 1 {
+                phases.split(x_row);
+            }
+            for kx in 0..g.kernel_w {
+                let x_off = kx as isize - p;
+                let (lo, hi) = valid_range(g.in_w, wo, x_off, s);
+                if lo >= hi {
                     continue;
                 }
-                let dy_row = &dy_plane[oy * wo + lo..oy * wo + hi];
-                let x_row = &x_plane[iy as usize * g.in_w..][..g.in_w];
-                if s == 1 {
-                    acc.add_dot(dy_row, &x_row[start..start + (hi - lo)]);
+                let start = (lo as isize * s as isize + x_off) as usize;
+                let src = if s == 1 {
+                    &x_row[start..start + (hi - lo)]
                 } else {
-                    acc.add_dot_strided(dy_row, &x_row[start..], s);
-                }
+                    phases.slice(start, hi - lo)
+                };
+                acc[ky * g.kernel_w + kx].add_dot(&dy_row[lo..hi], src);
             }
-            dw_c[ky * g.kernel_w + kx] += acc.sum();
         }
+    }
+    for (d, a) in dw_c.iter_mut().zip(&acc) {
+        *d += a.sum();
+    }
+}
+
+/// One input row split by position modulo the stride: phase `r` holds `row[r], row[r+s], ...`,
+/// so the strided taps `row[start + t·s]` become the contiguous `phase[start % s][start / s + t]`.
+struct Phases {
+    data: Vec<f32>,
+    stride: usize,
+    /// Elements per phase: `ceil(W / stride)`.
+    len: usize,
+}
+
+impl Phases {
+    fn new(width: usize, stride: usize) -> Self {
+        let stride = stride.max(1);
+        let len = width.div_ceil(stride);
+        let size = if stride > 1 { stride * len } else { 0 };
+        Phases {
+            data: vec![0.0; size],
+            stride,
+            len,
+        }
+    }
+    fn split(&mut self, row: &[f32]) {
+        for (j, chunk) in row.chunks(self.stride).enumerate() {
+            for (r, v) in chunk.iter().enumerate() {
+                self.data[r * self.len + j] = *v;
+            }
+        }
+    }
+    fn clear(&mut self) {
+        self.data.fill(0.0);
+    }
+    /// `row[i] += phase[i % s][i / s]` for every `i`: the inverse of [`Phases::split`], adding.
+    fn merge_add(&self, row: &mut [f32]) {
+        for (j, chunk) in row.chunks_mut(self.stride).enumerate() {
+            for (r, v) in chunk.iter_mut().enumerate() {
+                *v += self.data[r * self.len + j];
+            }
+        }
+    }
+    fn slice(&self, start: usize, n: usize) -> &[f32] {
+        &self.data[(start % self.stride) * self.len + start / self.stride..][..n]
+    }
+    fn slice_mut(&mut self, start: usize, n: usize) -> &mut [f32] {
+        &mut self.data[(start % self.stride) * self.len + start / self.stride..][..n]
     }
 }
 
@@ -193,12 +248,6 @@ impl Lanes {
         }
         for (i, (va, vb)) in a_tail.iter().zip(b_tail).enumerate() {
             self.0[i] += va * vb;
-        }
-    }
-    /// `Σ a[i]·b[i·stride]`.
-    fn add_dot_strided(&mut self, a: &[f32], b: &[f32], stride: usize) {
-        for (i, (va, vb)) in a.iter().zip(b.iter().step_by(stride)).enumerate() {
-            self.0[i % LANES] += va * vb;
         }
     }
     fn sum(&self) -> f32 {

@@ -204,6 +204,20 @@ impl Phases {
         }
     }
     fn split(&mut self, row: &[f32]) {
+        debug_assert!(row.len() <= self.stride * self.len);
+        if self.stride == 2 {
+            // The common case, written so that it compiles to shuffles rather than scalar moves.
+            let (even, odd) = self.data.split_at_mut(self.len);
+            let pairs = row.chunks_exact(2);
+            if let [last] = pairs.remainder() {
+                even[self.len - 1] = *last;
+            }
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            return;
+        }
         for (j, chunk) in row.chunks(self.stride).enumerate() {
             for (r, v) in chunk.iter().enumerate() {
                 self.data[r * self.len + j] = *v;
@@ -215,6 +229,19 @@ impl Phases {
     }
     /// `row[i] += phase[i % s][i / s]` for every `i`: the inverse of [`Phases::split`], adding.
     fn merge_add(&self, row: &mut [f32]) {
+        debug_assert!(row.len() <= self.stride * self.len);
+        if self.stride == 2 {
+            let (even, odd) = self.data.split_at(self.len);
+            let mut pairs = row.chunks_exact_mut(2);
+            for ((e, o), pair) in even.iter().zip(odd).zip(&mut pairs) {
+                pair[0] += *e;
+                pair[1] += *o;
+            }
+            if let [last] = pairs.into_remainder() {
+                *last += even[self.len - 1];
+            }
+            return;
+        }
         for (j, chunk) in row.chunks_mut(self.stride).enumerate() {
             for (r, v) in chunk.iter_mut().enumerate() {
                 *v += self.data[r * self.len + j];

@@ -79,9 +79,7 @@ fn im2col_channel(x_plane: &[f32], g: &Conv2dGeometry, rows: Range<usize>, cols_
                     if s == 1 {
                         out[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
                     } else {
-                        for (o, v) in out[lo..hi].iter_mut().zip(src[start..].iter().step_by(s)) {
-                            *o = *v;
-                        }
+                        gather_strided(&mut out[lo..hi], &src[start..], s);
                     }
                 }
             }
@@ -142,11 +140,32 @@ fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, rows: Range<usize>, dx_pla
                         *d += *v;
                     }
                 } else {
-                    for (d, v) in dst[start..].iter_mut().step_by(s).zip(src) {
-                        *d += *v;
-                    }
+                    scatter_add_strided(&mut dst[start..], src, s);
                 }
             }
         }
+    }
+}
+
+/// `out[t] = src[t·stride]`. Walking `src` in fixed-size chunks (rather than `step_by`) lets the
+/// compiler use shuffles; `src` may end before the last full chunk.
+fn gather_strided(out: &mut [f32], src: &[f32], stride: usize) {
+    let full = (src.len() / stride).min(out.len());
+    for (o, chunk) in out[..full].iter_mut().zip(src.chunks_exact(stride)) {
+        *o = chunk[0];
+    }
+    for (t, o) in out.iter_mut().enumerate().skip(full) {
+        *o = src[t * stride];
+    }
+}
+
+/// `dst[t·stride] += src[t]`, the adjoint of [`gather_strided`].
+fn scatter_add_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    let full = (dst.len() / stride).min(src.len());
+    for (chunk, v) in dst.chunks_exact_mut(stride).zip(&src[..full]) {
+        chunk[0] += *v;
+    }
+    for (t, v) in src.iter().enumerate().skip(full) {
+        dst[t * stride] += *v;
     }
 }

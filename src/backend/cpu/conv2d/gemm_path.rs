@@ -285,6 +285,10 @@ fn add_assign(acc: &mut [f32], v: &[f32]) {
 }
 
 /// Overwrites `dw` with this item's weight gradient (tiles accumulated in order).
+///
+/// Computed transposed, `dw_gᵀ [taps, cout_g] = cols · dy_gᵀ`, into a small scratch and then
+/// transposed into place: with the taps as the gemm's row dimension the `gemm` crate runs this
+/// long-k, small-output product 1.5-3× faster than `dy_g · colsᵀ` (measured on the YOLOX shapes).
 fn bwd_weight_item(
     dy_n: &[f32],
     x_n: &[f32],
@@ -293,37 +297,44 @@ fn bwd_weight_item(
     dw: &mut [f32],
     threads: usize,
 ) {
+    let mut dw_t = vec![0f32; d.taps * d.cout_g];
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
             let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
-            let dw_g = &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
             for (i, rows) in d.tiles(g).enumerate() {
                 let (first, n) = (rows.start * d.out_w, rows.len() * d.out_w);
-                let dy_tile = MatRef {
+                // dy_g[:, tile]ᵀ as an [n, cout_g] view.
+                let dy_tile_t = MatRef {
                     data: &dy_g[first..],
-                    row_stride: d.out_plane,
-                    col_stride: 1,
+                    row_stride: 1,
+                    col_stride: d.out_plane,
                 };
-                let b = if d.pointwise {
-                    MatRef::transposed(x_g, d.out_plane)
+                let a = if d.pointwise {
+                    MatRef::row_major(x_g, d.out_plane)
                 } else {
                     let cols = &mut cols[..d.taps * n];
                     im2col(x_g, g, rows, cols, threads > 1);
-                    MatRef::transposed(cols, n)
+                    MatRef::row_major(cols, n)
                 };
-                // dw_g (+)= dy_g[:, tile] [cout_g, n] · colsᵀ [n, taps]
+                // dw_gᵀ (+)= cols [taps, n] · dy_g[:, tile]ᵀ [n, cout_g]
                 sgemm(
+                    d.taps,
                     d.cout_g,
-                    d.taps,
                     n,
-                    dy_tile,
-                    b,
-                    dw_g,
-                    d.taps,
+                    a,
+                    dy_tile_t,
+                    &mut dw_t,
+                    d.cout_g,
                     i > 0,
                     threads,
                 );
+            }
+            let dw_g = &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            for (t, row) in dw_t.chunks_exact(d.cout_g).enumerate() {
+                for (k, v) in row.iter().enumerate() {
+                    dw_g[k * d.taps + t] = *v;
+                }
             }
         }
     });

@@ -7,7 +7,7 @@
 //! over (item, channel) planes, bwd_weight over channels with the batch summed inside in index
 //! order, so no result depends on the thread count.
 
-use super::im2col::valid_range;
+use super::im2col::{valid_range, Phases};
 use super::Conv2dGeometry;
 use rayon::prelude::*;
 
@@ -180,79 +180,6 @@ fn bwd_weight_plane(dy_plane: &[f32], x_plane: &[f32], g: &Conv2dGeometry, dw_c:
     }
     for (d, a) in dw_c.iter_mut().zip(&acc) {
         *d += a.sum();
-    }
-}
-
-/// One input row split by position modulo the stride: phase `r` holds `row[r], row[r+s], ...`,
-/// so the strided taps `row[start + t·s]` become the contiguous `phase[start % s][start / s + t]`.
-struct Phases {
-    data: Vec<f32>,
-    stride: usize,
-    /// Elements per phase: `ceil(W / stride)`.
-    len: usize,
-}
-
-impl Phases {
-    fn new(width: usize, stride: usize) -> Self {
-        let stride = stride.max(1);
-        let len = width.div_ceil(stride);
-        let size = if stride > 1 { stride * len } else { 0 };
-        Phases {
-            data: vec![0.0; size],
-            stride,
-            len,
-        }
-    }
-    fn split(&mut self, row: &[f32]) {
-        debug_assert!(row.len() <= self.stride * self.len);
-        if self.stride == 2 {
-            // The common case, written so that it compiles to shuffles rather than scalar moves.
-            let (even, odd) = self.data.split_at_mut(self.len);
-            let pairs = row.chunks_exact(2);
-            if let [last] = pairs.remainder() {
-                even[self.len - 1] = *last;
-            }
-            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                *e = pair[0];
-                *o = pair[1];
-            }
-            return;
-        }
-        for (j, chunk) in row.chunks(self.stride).enumerate() {
-            for (r, v) in chunk.iter().enumerate() {
-                self.data[r * self.len + j] = *v;
-            }
-        }
-    }
-    fn clear(&mut self) {
-        self.data.fill(0.0);
-    }
-    /// `row[i] += phase[i % s][i / s]` for every `i`: the inverse of [`Phases::split`], adding.
-    fn merge_add(&self, row: &mut [f32]) {
-        debug_assert!(row.len() <= self.stride * self.len);
-        if self.stride == 2 {
-            let (even, odd) = self.data.split_at(self.len);
-            let mut pairs = row.chunks_exact_mut(2);
-            for ((e, o), pair) in even.iter().zip(odd).zip(&mut pairs) {
-                pair[0] += *e;
-                pair[1] += *o;
-            }
-            if let [last] = pairs.into_remainder() {
-                *last += even[self.len - 1];
-            }
-            return;
-        }
-        for (j, chunk) in row.chunks_mut(self.stride).enumerate() {
-            for (r, v) in chunk.iter_mut().enumerate() {
-                *v += self.data[r * self.len + j];
-            }
-        }
-    }
-    fn slice(&self, start: usize, n: usize) -> &[f32] {
-        &self.data[(start % self.stride) * self.len + start / self.stride..][..n]
-    }
-    fn slice_mut(&mut self, start: usize, n: usize) -> &mut [f32] {
-        &mut self.data[(start % self.stride) * self.len + start / self.stride..][..n]
     }
 }
 

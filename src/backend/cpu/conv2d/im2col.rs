@@ -117,6 +117,10 @@ pub(super) fn col2im_add(
 }
 
 fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, rows: Range<usize>, dx_plane: &mut [f32]) {
+    if g.stride > 1 {
+        col2im_channel_strided(cols_c, g, rows, dx_plane);
+        return;
+    }
     let (ho, wo, s) = (rows.len(), g.out_w(), g.stride);
     let p = g.padding as isize;
     for ky in 0..g.kernel_h {
@@ -147,6 +151,42 @@ fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, rows: Range<usize>, dx_pla
     }
 }
 
+/// [`col2im_channel`] for stride > 1: the taps of one (ky, output row) are summed into the row's
+/// stride phases with contiguous adds, then merged into the input row once, instead of
+/// `kw` strided scatters.
+fn col2im_channel_strided(
+    cols_c: &[f32],
+    g: &Conv2dGeometry,
+    rows: Range<usize>,
+    dx_plane: &mut [f32],
+) {
+    let (ho, wo, s) = (rows.len(), g.out_w(), g.stride);
+    let p = g.padding as isize;
+    let mut phases = Phases::new(g.in_w, s);
+    for ky in 0..g.kernel_h {
+        for (t, oy) in rows.clone().enumerate() {
+            let iy = (oy * s + ky) as isize - p;
+            if iy < 0 || iy >= g.in_h as isize {
+                continue;
+            }
+            phases.clear();
+            for kx in 0..g.kernel_w {
+                let x_off = kx as isize - p;
+                let (lo, hi) = valid_range(g.in_w, wo, x_off, s);
+                if lo >= hi {
+                    continue;
+                }
+                let start = (lo as isize * s as isize + x_off) as usize;
+                let src = &cols_c[((ky * g.kernel_w + kx) * ho + t) * wo..][lo..hi];
+                for (d, v) in phases.slice_mut(start, hi - lo).iter_mut().zip(src) {
+                    *d += *v;
+                }
+            }
+            phases.merge_add(&mut dx_plane[iy as usize * g.in_w..][..g.in_w]);
+        }
+    }
+}
+
 /// `out[t] = src[t·stride]`. Walking `src` in fixed-size chunks (rather than `step_by`) lets the
 /// compiler use shuffles; `src` may end before the last full chunk.
 fn gather_strided(out: &mut [f32], src: &[f32], stride: usize) {
@@ -167,5 +207,78 @@ fn scatter_add_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     }
     for (t, v) in src.iter().enumerate().skip(full) {
         dst[t * stride] += *v;
+    }
+}
+
+/// One input row split by position modulo the stride: phase `r` holds `row[r], row[r+s], ...`,
+/// so the strided taps `row[start + t·s]` become the contiguous `phase[start % s][start / s + t]`.
+pub(super) struct Phases {
+    data: Vec<f32>,
+    stride: usize,
+    /// Elements per phase: `ceil(W / stride)`.
+    len: usize,
+}
+
+impl Phases {
+    pub(super) fn new(width: usize, stride: usize) -> Self {
+        let stride = stride.max(1);
+        let len = width.div_ceil(stride);
+        let size = if stride > 1 { stride * len } else { 0 };
+        Phases {
+            data: vec![0.0; size],
+            stride,
+            len,
+        }
+    }
+    pub(super) fn split(&mut self, row: &[f32]) {
+        debug_assert!(row.len() <= self.stride * self.len);
+        if self.stride == 2 {
+            // The common case, written so that it compiles to shuffles rather than scalar moves.
+            let (even, odd) = self.data.split_at_mut(self.len);
+            let pairs = row.chunks_exact(2);
+            if let [last] = pairs.remainder() {
+                even[self.len - 1] = *last;
+            }
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            return;
+        }
+        for (j, chunk) in row.chunks(self.stride).enumerate() {
+            for (r, v) in chunk.iter().enumerate() {
+                self.data[r * self.len + j] = *v;
+            }
+        }
+    }
+    pub(super) fn clear(&mut self) {
+        self.data.fill(0.0);
+    }
+    /// `row[i] += phase[i % s][i / s]` for every `i`: the inverse of [`Phases::split`], adding.
+    pub(super) fn merge_add(&self, row: &mut [f32]) {
+        debug_assert!(row.len() <= self.stride * self.len);
+        if self.stride == 2 {
+            let (even, odd) = self.data.split_at(self.len);
+            let mut pairs = row.chunks_exact_mut(2);
+            for ((e, o), pair) in even.iter().zip(odd).zip(&mut pairs) {
+                pair[0] += *e;
+                pair[1] += *o;
+            }
+            if let [last] = pairs.into_remainder() {
+                *last += even[self.len - 1];
+            }
+            return;
+        }
+        for (j, chunk) in row.chunks_mut(self.stride).enumerate() {
+            for (r, v) in chunk.iter_mut().enumerate() {
+                *v += self.data[r * self.len + j];
+            }
+        }
+    }
+    pub(super) fn slice(&self, start: usize, n: usize) -> &[f32] {
+        &self.data[(start % self.stride) * self.len + start / self.stride..][..n]
+    }
+    pub(super) fn slice_mut(&mut self, start: usize, n: usize) -> &mut [f32] {
+        &mut self.data[(start % self.stride) * self.len + start / self.stride..][..n]
     }
 }

@@ -54,7 +54,11 @@ fn check(what: &str, g: &Conv2dGeometry, fast: &[f32], reference: &[f32], terms:
     let (mut worst, mut at) = (0f32, 0);
     for (i, (a, b)) in fast.iter().zip(reference).enumerate() {
         // A NaN in the fast result counts as an infinite error.
-        let err = if a.is_nan() { f32::INFINITY } else { (a - b).abs() / scale };
+        let err = if a.is_nan() {
+            f32::INFINITY
+        } else {
+            (a - b).abs() / scale
+        };
         if err > worst {
             worst = err;
             at = i;
@@ -260,4 +264,47 @@ fn bias_add_adds_per_channel() {
         .flat_map(|&v| [v; 4])
         .collect();
     assert_eq!(y, expected);
+}
+
+/// The `_into` forms overwrite whatever the buffer held (NaN here) and match the allocating forms
+/// bitwise, on every path.
+#[test]
+fn into_forms_overwrite_dirty_buffers() {
+    for g in [
+        geom(3, 6, 9, 6, 10, 3, 2, 1, 2),
+        geom(2, 12, 7, 5, 18, 1, 1, 0, 3),
+        geom(3, 7, 9, 6, 7, 3, 1, 1, 7),
+        geom(1, 32, 50, 47, 20, 3, 1, 1, 1),
+    ] {
+        let x = values(g.x_len(), 21);
+        let w = values(g.w_len(), 22);
+        let dy = values(g.y_len(), 23);
+        let (mut y, mut dx, mut dw) = (
+            vec![f32::NAN; g.y_len()],
+            vec![f32::NAN; g.x_len()],
+            vec![f32::NAN; g.w_len()],
+        );
+        conv2d::fwd_into(&x, &w, &g, &mut y);
+        conv2d::bwd_input_into(&dy, &w, &g, &mut dx);
+        conv2d::bwd_weight_into(&dy, &x, &g, &mut dw);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y), bits(&conv2d::fwd(&x, &w, &g)), "fwd_into {g:?}");
+        assert_eq!(
+            bits(&dx),
+            bits(&conv2d::bwd_input(&dy, &w, &g)),
+            "bwd_input_into {g:?}"
+        );
+        assert_eq!(
+            bits(&dw),
+            bits(&conv2d::bwd_weight(&dy, &x, &g)),
+            "bwd_weight_into {g:?}"
+        );
+        check(
+            "fwd_into",
+            &g,
+            &y,
+            &reference::fwd(&x, &w, &g),
+            g.in_channels / g.groups * 9,
+        );
+    }
 }

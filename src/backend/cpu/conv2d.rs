@@ -79,31 +79,59 @@ fn is_pointwise(g: &Conv2dGeometry) -> bool {
 
 /// Forward: `y = conv(x, w)`.
 pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    debug_assert_eq!(x.len(), g.x_len(), "conv2d fwd: x length");
-    debug_assert_eq!(w.len(), g.w_len(), "conv2d fwd: w length");
-    match conv_path(g) {
-        ConvPath::Depthwise => depthwise::fwd(x, w, g),
-        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::fwd(x, w, g),
-    }
+    let mut y = vec![0f32; g.y_len()];
+    fwd_into(x, w, g, &mut y);
+    y
 }
 
 /// Gradient with respect to the input: `dx = conv_transpose(dy, w)`.
 pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    debug_assert_eq!(dy.len(), g.y_len(), "conv2d bwd_input: dy length");
-    debug_assert_eq!(w.len(), g.w_len(), "conv2d bwd_input: w length");
-    match conv_path(g) {
-        ConvPath::Depthwise => depthwise::bwd_input(dy, w, g),
-        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::bwd_input(dy, w, g),
-    }
+    let mut dx = vec![0f32; g.x_len()];
+    bwd_input_into(dy, w, g, &mut dx);
+    dx
 }
 
 /// Gradient with respect to the weight, summed over the batch.
 pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+    let mut dw = vec![0f32; g.w_len()];
+    bwd_weight_into(dy, x, g, &mut dw);
+    dw
+}
+
+// The `_into` forms overwrite a caller's buffer (any contents). Large fresh outputs cost page
+// faults (a 100 MB `dx` is 25k of them, a sizeable share of a conv's time on the benchmark
+// shapes), so an engine that recycles activation buffers should call these.
+
+/// [`fwd`] into `y` (`g.y_len()` elements, overwritten).
+pub fn fwd_into(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
+    debug_assert_eq!(x.len(), g.x_len(), "conv2d fwd: x length");
+    debug_assert_eq!(w.len(), g.w_len(), "conv2d fwd: w length");
+    debug_assert_eq!(y.len(), g.y_len(), "conv2d fwd: y length");
+    match conv_path(g) {
+        ConvPath::Depthwise => depthwise::fwd(x, w, g, y),
+        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::fwd(x, w, g, y),
+    }
+}
+
+/// [`bwd_input`] into `dx` (`g.x_len()` elements, overwritten).
+pub fn bwd_input_into(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
+    debug_assert_eq!(dy.len(), g.y_len(), "conv2d bwd_input: dy length");
+    debug_assert_eq!(w.len(), g.w_len(), "conv2d bwd_input: w length");
+    debug_assert_eq!(dx.len(), g.x_len(), "conv2d bwd_input: dx length");
+    match conv_path(g) {
+        ConvPath::Depthwise => depthwise::bwd_input(dy, w, g, dx),
+        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::bwd_input(dy, w, g, dx),
+    }
+}
+
+/// [`bwd_weight`] into `dw` (`g.w_len()` elements, overwritten).
+pub fn bwd_weight_into(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
     debug_assert_eq!(dy.len(), g.y_len(), "conv2d bwd_weight: dy length");
     debug_assert_eq!(x.len(), g.x_len(), "conv2d bwd_weight: x length");
+    debug_assert_eq!(dw.len(), g.w_len(), "conv2d bwd_weight: dw length");
     match conv_path(g) {
-        ConvPath::Depthwise => depthwise::bwd_weight(dy, x, g),
-        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::bwd_weight(dy, x, g),
+        ConvPath::Depthwise => depthwise::bwd_weight(dy, x, g, dw),
+        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::bwd_weight(dy, x, g, dw),
     }
 }
 

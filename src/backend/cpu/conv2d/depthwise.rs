@@ -11,24 +11,25 @@ use super::im2col::{valid_range, Phases};
 use super::Conv2dGeometry;
 use rayon::prelude::*;
 
-pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+/// Overwrites `y`.
+pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
     let (in_plane, out_plane, taps) = (
         g.in_h * g.in_w,
         g.out_h() * g.out_w(),
         g.kernel_h * g.kernel_w,
     );
-    let mut y = vec![0f32; g.y_len()];
     if out_plane == 0 || in_plane == 0 {
-        return y;
+        y.fill(0.0);
+        return;
     }
     y.par_chunks_mut(out_plane)
         .enumerate()
         .for_each(|(plane, y_plane)| {
             let c = plane % g.in_channels;
             let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
+            y_plane.fill(0.0);
             fwd_plane(x_plane, &w[c * taps..(c + 1) * taps], g, y_plane);
         });
-    y
 }
 
 fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f32]) {
@@ -66,24 +67,25 @@ fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f3
     }
 }
 
-pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+/// Overwrites `dx`.
+pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
     let (in_plane, out_plane, taps) = (
         g.in_h * g.in_w,
         g.out_h() * g.out_w(),
         g.kernel_h * g.kernel_w,
     );
-    let mut dx = vec![0f32; g.x_len()];
     if out_plane == 0 || in_plane == 0 {
-        return dx;
+        dx.fill(0.0);
+        return;
     }
     dx.par_chunks_mut(in_plane)
         .enumerate()
         .for_each(|(plane, dx_plane)| {
             let c = plane % g.in_channels;
             let dy_plane = &dy[plane * out_plane..(plane + 1) * out_plane];
+            dx_plane.fill(0.0);
             bwd_input_plane(dy_plane, &w[c * taps..(c + 1) * taps], g, dx_plane);
         });
-    dx
 }
 
 fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: &mut [f32]) {
@@ -124,17 +126,19 @@ fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: 
     }
 }
 
-pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+/// Overwrites `dw`.
+pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
     let (in_plane, out_plane, taps) = (
         g.in_h * g.in_w,
         g.out_h() * g.out_w(),
         g.kernel_h * g.kernel_w,
     );
-    let mut dw = vec![0f32; g.w_len()];
     if out_plane == 0 || in_plane == 0 || taps == 0 {
-        return dw;
+        dw.fill(0.0);
+        return;
     }
     dw.par_chunks_mut(taps).enumerate().for_each(|(c, dw_c)| {
+        dw_c.fill(0.0);
         for n in 0..g.batch {
             let plane = n * g.in_channels + c;
             let dy_plane = &dy[plane * out_plane..(plane + 1) * out_plane];
@@ -142,7 +146,6 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
             bwd_weight_plane(dy_plane, x_plane, g, dw_c);
         }
     });
-    dw
 }
 
 /// Adds one plane's contribution to the channel's `kh·kw` weight gradient.

@@ -119,12 +119,13 @@ fn inner_threads(batch: usize) -> usize {
     }
 }
 
-pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+/// Overwrites `y`.
+pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
     let d = GroupDims::new(g);
-    let mut y = vec![0f32; g.y_len()];
     let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
     if x_item == 0 || y_item == 0 {
-        return y;
+        y.fill(0.0);
+        return;
     }
     let threads = inner_threads(g.batch);
     if threads == 1 {
@@ -136,7 +137,6 @@ pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
             fwd_item(x_n, w, g, &d, y_n, threads);
         }
     }
-    y
 }
 
 fn fwd_item(
@@ -178,12 +178,13 @@ fn fwd_item(
     });
 }
 
-pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+/// Overwrites `dx`.
+pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
     let d = GroupDims::new(g);
-    let mut dx = vec![0f32; g.x_len()];
     let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
     if x_item == 0 || y_item == 0 {
-        return dx;
+        dx.fill(0.0);
+        return;
     }
     let threads = inner_threads(g.batch);
     if threads == 1 {
@@ -195,10 +196,9 @@ pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
             bwd_input_item(dy_n, w, g, &d, dx_n, threads);
         }
     }
-    dx
 }
 
-/// `dx_n` must be zero on entry (col2im adds into it).
+/// Overwrites `dx_n`.
 fn bwd_input_item(
     dy_n: &[f32],
     w: &[f32],
@@ -207,6 +207,10 @@ fn bwd_input_item(
     dx_n: &mut [f32],
     threads: usize,
 ) {
+    if !d.pointwise {
+        // col2im adds into it; zeroed here, on the thread that writes it next.
+        dx_n.fill(0.0);
+    }
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
@@ -235,12 +239,14 @@ fn bwd_input_item(
     });
 }
 
-pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+/// Overwrites `dw`.
+pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
     let d = GroupDims::new(g);
     let w_len = g.w_len();
     let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
     if g.batch == 0 || x_item == 0 || y_item == 0 {
-        return vec![0f32; w_len];
+        dw.fill(0.0);
+        return;
     }
     let threads = inner_threads(g.batch);
     // Each item's gradient is computed on its own (same gemm shapes in both schedules) and the
@@ -260,21 +266,21 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
                 partial
             })
             .collect();
-        let mut parts = partials.into_iter();
-        let mut dw = parts.next().unwrap_or_else(|| vec![0f32; w_len]);
-        for partial in parts {
-            add_assign(&mut dw, &partial);
+        let mut parts = partials.iter();
+        match parts.next() {
+            Some(first) => dw.copy_from_slice(first),
+            None => dw.fill(0.0),
         }
-        dw
+        for partial in parts {
+            add_assign(dw, partial);
+        }
     } else {
-        let mut dw = vec![0f32; w_len];
-        item(0, &mut dw, threads);
+        item(0, dw, threads);
         let mut partial = vec![0f32; if g.batch > 1 { w_len } else { 0 }];
         for n in 1..g.batch {
             item(n, &mut partial, threads);
-            add_assign(&mut dw, &partial);
+            add_assign(dw, &partial);
         }
-        dw
     }
 }
 

@@ -32,6 +32,31 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// GFLOP/s of one single-threaded 1024³ sgemm per rayon thread, all at once.
+fn concurrent_peak(reps: usize) -> f64 {
+    use rayon::prelude::*;
+    let n = 1024;
+    let a = values(n * n, 1);
+    let pool = rayon::current_num_threads();
+    let mut outs = vec![vec![0f32; n * n]; pool];
+    let t = best_of(reps, || {
+        outs.par_iter_mut().for_each(|c| {
+            sgemm(
+                n,
+                n,
+                n,
+                MatRef::row_major(&a, n),
+                MatRef::row_major(&a, n),
+                c,
+                n,
+                false,
+                1,
+            );
+        });
+    });
+    pool as f64 * 2.0 * (n * n * n) as f64 / t.as_secs_f64() / 1e9
+}
+
 fn sgemm_peak(reps: usize) {
     let n = 1024;
     let a = values(n * n, 1);
@@ -110,16 +135,28 @@ struct Timings {
     fwd: Duration,
     bwd_input: Duration,
     bwd_weight: Duration,
+    /// fwd + bwd_input + bwd_weight through the `_into` forms on buffers reused between calls.
+    reused: Duration,
 }
 
 fn time_conv(g: &Conv2dGeometry, reps: usize) -> Timings {
     let x = values(g.x_len(), 3);
     let w = values(g.w_len(), 4);
     let dy = values(g.y_len(), 5);
+    let (mut y, mut dx, mut dw) = (
+        vec![0f32; g.y_len()],
+        vec![0f32; g.x_len()],
+        vec![0f32; g.w_len()],
+    );
     Timings {
         fwd: best_of(reps, || conv2d::fwd(&x, &w, g)),
         bwd_input: best_of(reps, || conv2d::bwd_input(&dy, &w, g)),
         bwd_weight: best_of(reps, || conv2d::bwd_weight(&dy, &x, g)),
+        reused: best_of(reps, || {
+            conv2d::fwd_into(&x, &w, g, &mut y);
+            conv2d::bwd_input_into(&dy, &w, g, &mut dx);
+            conv2d::bwd_weight_into(&dy, &x, g, &mut dw);
+        }),
     }
 }
 
@@ -185,21 +222,28 @@ fn main() {
         ("head 3x3 128->128 @80", geom(b, 128, 80, 128, 3, 1, 1)),
     ];
     println!("\nYOLOX-S @640, batch 8: GFLOP/s (2 flop per MAC; each of fwd, bwd_input, bwd_weight = 1 forward's flops)");
-    println!("| layer | path | GFLOP fwd | fwd | bwd_input | bwd_weight | fwd+bwd | ms fwd+bwd |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("'reused': the _into forms on recycled buffers; 'peak': concurrent sgemm measured just before the layer");
+    println!("| layer | path | GFLOP fwd | fwd | bwd_input | bwd_weight | fwd+bwd | fwd+bwd reused | peak | fwd+bwd / peak | ms fwd+bwd |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, g) in dense.iter().filter(|(name, _)| name.contains(&filter)) {
+        // Measured next to the layer so that the ratio compares like with like on a shared machine.
+        let peak = concurrent_peak(2);
         let t = time_conv(g, reps);
         let flop = 2.0 * g.macs() as f64;
         let rate = |d: Duration| flop / d.as_secs_f64() / 1e9;
         let total = t.fwd + t.bwd_input + t.bwd_weight;
+        let combined = 3.0 * flop / total.as_secs_f64() / 1e9;
         println!(
-            "| {name} | {:?} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            "| {name} | {:?} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.0} |",
             conv_path(g),
             flop / 1e9,
             rate(t.fwd),
             rate(t.bwd_input),
             rate(t.bwd_weight),
-            3.0 * flop / total.as_secs_f64() / 1e9,
+            combined,
+            3.0 * flop / t.reused.as_secs_f64() / 1e9,
+            peak,
+            100.0 * combined / peak,
             total.as_secs_f64() * 1e3
         );
     }
@@ -233,20 +277,21 @@ fn main() {
     ];
     println!("\nYOLOX-nano depthwise @416, batch 8: GB/s counting one read of each input and one write of each output");
     println!(
-        "| layer | fwd GB/s | bwd_input GB/s | bwd_weight GB/s | fwd+bwd GFLOP/s | ms fwd+bwd |"
+        "| layer | fwd GB/s | bwd_input GB/s | bwd_weight GB/s | fwd+bwd GFLOP/s | fwd+bwd GB/s reused | ms fwd+bwd |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (name, g) in depthwise.iter().filter(|(name, _)| name.contains(&filter)) {
         let t = time_conv(g, reps.max(5));
         let bytes = 4.0 * (g.x_len() + g.y_len()) as f64; // fwd: x in, y out; bwd_input: dy in, dx out; bwd_weight: dy, x in
         let gbs = |d: Duration| bytes / d.as_secs_f64() / 1e9;
         let total = t.fwd + t.bwd_input + t.bwd_weight;
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             gbs(t.fwd),
             gbs(t.bwd_input),
             gbs(t.bwd_weight),
             6.0 * g.macs() as f64 / total.as_secs_f64() / 1e9,
+            3.0 * bytes / t.reused.as_secs_f64() / 1e9,
             total.as_secs_f64() * 1e3
         );
     }

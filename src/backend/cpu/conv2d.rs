@@ -1,6 +1,6 @@
 //! conv2d on the CPU: `x [N,C,H,W], w [K,C/g,kh,kw] -> y [N,K,Ho,Wo]`, f32, symmetric stride and
-//! zero padding, groups (depthwise when groups = C = K). No bias: `ops::conv2d` adds it.
-//!
+//! zero padding, groups (depthwise when groups = C = K). No bias: `ops::conv2d` adds it
+//! ([`bias_add`] is here for it).
 //!
 //! Three paths, chosen by [`conv_path`] from the shapes alone:
 //! - [`ConvPath::Depthwise`] (groups = C = K): direct loops, `depthwise.rs`;
@@ -140,8 +140,8 @@ pub fn bias_add(y: &mut [f32], bias: &[f32], plane: usize) {
     use rayon::prelude::*;
     let channels = bias.len();
     debug_assert!(
-        plane > 0 && channels > 0 && y.len() % (channels * plane) == 0,
-        "conv2d bias_add: lengths"
+        channels == 0 || plane == 0 || y.len() % (channels * plane) == 0,
+        "conv2d bias_add: y is not [N, channels, plane]"
     );
     if plane == 0 || channels == 0 {
         return;

@@ -1,7 +1,18 @@
 //! conv2d on the CPU: `x [N,C,H,W], w [K,C/g,kh,kw] -> y [N,K,Ho,Wo]`, f32, symmetric stride and
-//! zero padding, groups (depthwise when groups = C = K). No bias: `ops::conv2d` adds it.
+//! zero padding, groups (depthwise when groups = C = K). No bias: `ops::conv2d` adds it
+//! ([`bias_add`] is here for it).
 //!
-//! (in progress: plain reference loops; the fast im2col + gemm path replaces them.)
+//! Three paths, chosen by [`conv_path`] from the shapes alone:
+//! - [`ConvPath::Depthwise`] (groups = C = K): direct loops, `depthwise.rs`;
+//! - [`ConvPath::Pointwise`] (1×1, stride 1, no padding): gemms on the input planes, no im2col;
+//! - [`ConvPath::Im2col`] (everything else, grouped included): im2col + gemm per item and group.
+//!
+//! `reference` holds the plain loops the fast paths are tested against (tests/cpu_conv2d.rs).
+//! Results do not depend on the rayon thread count; see `gemm_path.rs` for the threading scheme.
+
+mod depthwise;
+mod gemm_path;
+mod im2col;
 
 /// Everything a conv kernel needs to know about its shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,19 +51,105 @@ impl Conv2dGeometry {
     }
 }
 
+/// Which fast kernel handles a shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// groups = C = K: direct loops over planes.
+    Depthwise,
+    /// 1×1, stride 1, padding 0: the input planes are the gemm operand.
+    Pointwise,
+    /// im2col + gemm (per group when grouped).
+    Im2col,
+}
+
+/// The path [`fwd`], [`bwd_input`] and [`bwd_weight`] take for `g`.
+pub fn conv_path(g: &Conv2dGeometry) -> ConvPath {
+    if g.groups > 1 && g.groups == g.in_channels && g.groups == g.out_channels {
+        ConvPath::Depthwise
+    } else if is_pointwise(g) {
+        ConvPath::Pointwise
+    } else {
+        ConvPath::Im2col
+    }
+}
+
+fn is_pointwise(g: &Conv2dGeometry) -> bool {
+    g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0
+}
+
 /// Forward: `y = conv(x, w)`.
 pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    reference::fwd(x, w, g)
+    let mut y = vec![0f32; g.y_len()];
+    fwd_into(x, w, g, &mut y);
+    y
 }
 
 /// Gradient with respect to the input: `dx = conv_transpose(dy, w)`.
 pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    reference::bwd_input(dy, w, g)
+    let mut dx = vec![0f32; g.x_len()];
+    bwd_input_into(dy, w, g, &mut dx);
+    dx
 }
 
 /// Gradient with respect to the weight, summed over the batch.
 pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    reference::bwd_weight(dy, x, g)
+    let mut dw = vec![0f32; g.w_len()];
+    bwd_weight_into(dy, x, g, &mut dw);
+    dw
+}
+
+// The `_into` forms overwrite a caller's buffer (any contents). Large fresh outputs cost page
+// faults (a 100 MB `dx` is 25k of them, a sizeable share of a conv's time on the benchmark
+// shapes), so an engine that recycles activation buffers should call these.
+
+/// [`fwd`] into `y` (`g.y_len()` elements, overwritten).
+pub fn fwd_into(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
+    debug_assert_eq!(x.len(), g.x_len(), "conv2d fwd: x length");
+    debug_assert_eq!(w.len(), g.w_len(), "conv2d fwd: w length");
+    debug_assert_eq!(y.len(), g.y_len(), "conv2d fwd: y length");
+    match conv_path(g) {
+        ConvPath::Depthwise => depthwise::fwd(x, w, g, y),
+        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::fwd(x, w, g, y),
+    }
+}
+
+/// [`bwd_input`] into `dx` (`g.x_len()` elements, overwritten).
+pub fn bwd_input_into(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
+    debug_assert_eq!(dy.len(), g.y_len(), "conv2d bwd_input: dy length");
+    debug_assert_eq!(w.len(), g.w_len(), "conv2d bwd_input: w length");
+    debug_assert_eq!(dx.len(), g.x_len(), "conv2d bwd_input: dx length");
+    match conv_path(g) {
+        ConvPath::Depthwise => depthwise::bwd_input(dy, w, g, dx),
+        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::bwd_input(dy, w, g, dx),
+    }
+}
+
+/// [`bwd_weight`] into `dw` (`g.w_len()` elements, overwritten).
+pub fn bwd_weight_into(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
+    debug_assert_eq!(dy.len(), g.y_len(), "conv2d bwd_weight: dy length");
+    debug_assert_eq!(x.len(), g.x_len(), "conv2d bwd_weight: x length");
+    debug_assert_eq!(dw.len(), g.w_len(), "conv2d bwd_weight: dw length");
+    match conv_path(g) {
+        ConvPath::Depthwise => depthwise::bwd_weight(dy, x, g, dw),
+        ConvPath::Pointwise | ConvPath::Im2col => gemm_path::bwd_weight(dy, x, g, dw),
+    }
+}
+
+/// `y[n, c, ..] += bias[c]` over an NCHW tensor with `plane = H·W` (the op's bias after the conv).
+pub fn bias_add(y: &mut [f32], bias: &[f32], plane: usize) {
+    use rayon::prelude::*;
+    let channels = bias.len();
+    debug_assert!(
+        channels == 0 || plane == 0 || y.len() % (channels * plane) == 0,
+        "conv2d bias_add: y is not [N, channels, plane]"
+    );
+    if plane == 0 || channels == 0 {
+        return;
+    }
+    y.par_chunks_mut(plane).enumerate().for_each(|(i, row)| {
+        let b = bias[i % channels];
+        row.iter_mut().for_each(|v| *v += b);
+    });
 }
 
 /// Plain loops: the definition the fast paths are tested against.

@@ -1,0 +1,310 @@
+//! Fast CPU conv2d (im2col + gemm, pointwise, depthwise) against the plain reference loops, on odd
+//! shapes, plus thread-count determinism and path selection.
+//!
+//! `cargo test --release --test cpu_conv2d`
+
+use ssod::backend::cpu::conv2d::{self, conv_path, reference, Conv2dGeometry, ConvPath};
+
+/// Deterministic values in [-1, 1) (xorshift; no dependency on an RNG crate's stream).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn geom(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> Conv2dGeometry {
+    Conv2dGeometry {
+        batch: n,
+        in_channels: c,
+        in_h: h,
+        in_w: w,
+        out_channels: k,
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride,
+        padding: pad,
+        groups,
+    }
+}
+
+/// Max |fast - ref| relative to max |ref|, checked against a tolerance derived from the reduction
+/// length: f32 summation error grows about linearly with the number of terms in the worst case, so
+/// `4·ε·terms` (inputs in [-1,1]); it must also stay under the project-wide 1e-4.
+fn check(what: &str, g: &Conv2dGeometry, fast: &[f32], reference: &[f32], terms: usize) {
+    assert_eq!(fast.len(), reference.len(), "{what} {g:?}: length");
+    let tol = (4.0 * f32::EPSILON * terms as f32).min(1e-4);
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (a, b)) in fast.iter().zip(reference).enumerate() {
+        // A NaN in the fast result counts as an infinite error.
+        let err = if a.is_nan() {
+            f32::INFINITY
+        } else {
+            (a - b).abs() / scale
+        };
+        if err > worst {
+            worst = err;
+            at = i;
+        }
+    }
+    assert!(
+        worst < tol,
+        "{what} {g:?}: rel err {worst:e} at {at} (fast {} ref {}) > tol {tol:e}",
+        fast[at],
+        reference[at]
+    );
+}
+
+fn check_all(g: &Conv2dGeometry) {
+    let x = values(g.x_len(), 1);
+    let w = values(g.w_len(), 2);
+    let dy = values(g.y_len(), 3);
+    let (cin_g, cout_g) = (g.in_channels / g.groups, g.out_channels / g.groups);
+    let taps = g.kernel_h * g.kernel_w;
+    check(
+        "fwd",
+        g,
+        &conv2d::fwd(&x, &w, g),
+        &reference::fwd(&x, &w, g),
+        cin_g * taps,
+    );
+    check(
+        "bwd_input",
+        g,
+        &conv2d::bwd_input(&dy, &w, g),
+        &reference::bwd_input(&dy, &w, g),
+        cout_g * taps,
+    );
+    check(
+        "bwd_weight",
+        g,
+        &conv2d::bwd_weight(&dy, &x, g),
+        &reference::bwd_weight(&dy, &x, g),
+        g.batch * g.out_h() * g.out_w(),
+    );
+}
+
+/// Odd shapes over every path: batch 1 and 3, 5×7 and 9×6 maps, kernels 1/3/5/6, stride 1/2,
+/// padding 0/1/2, groups 1, 2 and = channels, channel counts that are not SIMD multiples.
+#[test]
+fn fast_matches_reference_on_odd_shapes() {
+    let mut cases = 0;
+    for &batch in &[1, 3] {
+        for &(h, w) in &[(5, 7), (9, 6)] {
+            for &kernel in &[1, 3, 5] {
+                for &stride in &[1, 2] {
+                    for &pad in &[0, 1, 2] {
+                        if h + 2 * pad < kernel || w + 2 * pad < kernel {
+                            continue;
+                        }
+                        for &(c, k, groups) in &[(3, 5, 1), (6, 10, 2), (7, 7, 7), (13, 17, 1)] {
+                            check_all(&geom(batch, c, h, w, k, kernel, stride, pad, groups));
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // 6×6 kernels (even size, asymmetric reach) and a depthwise 5×5 stride 2.
+    check_all(&geom(2, 5, 9, 8, 3, 6, 1, 2, 1));
+    check_all(&geom(1, 4, 9, 7, 4, 6, 2, 1, 4));
+    check_all(&geom(3, 9, 11, 10, 9, 5, 2, 2, 9));
+    // Pointwise with a group count and a wider map, and a larger dense 3×3.
+    check_all(&geom(3, 12, 10, 11, 18, 1, 1, 0, 3));
+    check_all(&geom(2, 33, 17, 15, 35, 3, 1, 1, 1));
+    assert!(cases > 200, "only {cases} cases ran");
+}
+
+/// Shapes whose column matrix is built in several row tiles (taps·Ho·Wo well above the 256K-float
+/// tile target, with a partial last tile), including stride 2 and groups.
+#[test]
+fn fast_matches_reference_across_im2col_tiles() {
+    check_all(&geom(2, 32, 50, 47, 20, 3, 1, 1, 1));
+    check_all(&geom(1, 40, 97, 61, 8, 3, 2, 1, 2));
+    check_all(&geom(1, 16, 41, 90, 12, 5, 1, 2, 1));
+}
+
+/// A fast path that claims a shape class must take it (no silent fallback to another path).
+#[test]
+fn shape_classes_take_their_paths() {
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 8, 3, 1, 1, 8)),
+        ConvPath::Depthwise
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 8, 3, 2, 1, 8)),
+        ConvPath::Depthwise
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 1, 1, 0, 1)),
+        ConvPath::Pointwise
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 1, 1, 0, 2)),
+        ConvPath::Pointwise
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 1, 2, 0, 1)),
+        ConvPath::Im2col
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 3, 1, 1, 1)),
+        ConvPath::Im2col
+    );
+    assert_eq!(
+        conv_path(&geom(2, 8, 9, 9, 16, 3, 1, 1, 8)),
+        ConvPath::Im2col,
+        "channel multiplier 2 is grouped, not depthwise"
+    );
+    assert_eq!(
+        conv_path(&geom(2, 1, 9, 9, 1, 3, 1, 1, 1)),
+        ConvPath::Im2col,
+        "groups = 1 is dense even with one channel"
+    );
+}
+
+/// The fast paths really differ from the reference loops: a deliberately wrong weight must be caught.
+#[test]
+fn check_can_fail() {
+    let g = geom(1, 3, 5, 7, 5, 3, 1, 1, 1);
+    let x = values(g.x_len(), 1);
+    let mut w = values(g.w_len(), 2);
+    let expected = reference::fwd(&x, &w, &g);
+    w[4] += 0.01;
+    let wrong = conv2d::fwd(&x, &w, &g);
+    let result = std::panic::catch_unwind(|| check("fwd", &g, &wrong, &expected, 27));
+    assert!(result.is_err(), "a perturbed weight passed the check");
+}
+
+fn run_in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
+
+/// Bitwise equal results with 1 and 3 rayon threads. Batch 1 and 2 take the "batch smaller than the
+/// pool" schedule (threaded gemm) with 3 threads and the per-item schedule with 1; batch 4 takes
+/// the per-item one in both; shapes are large enough that the gemm crate actually threads.
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let shapes = [
+        geom(1, 32, 24, 26, 48, 3, 1, 1, 1),
+        geom(2, 32, 24, 26, 48, 3, 2, 1, 1),
+        geom(4, 24, 20, 18, 40, 3, 1, 1, 2),
+        geom(2, 64, 20, 20, 96, 1, 1, 0, 1),
+        geom(3, 32, 21, 19, 32, 3, 1, 1, 32),
+        geom(1, 16, 30, 30, 16, 5, 2, 2, 16),
+        geom(2, 32, 50, 47, 20, 3, 1, 1, 1),
+    ];
+    for g in &shapes {
+        let x = values(g.x_len(), 11);
+        let w = values(g.w_len(), 12);
+        let dy = values(g.y_len(), 13);
+        let run = |threads| {
+            run_in_pool(threads, || {
+                (
+                    conv2d::fwd(&x, &w, g),
+                    conv2d::bwd_input(&dy, &w, g),
+                    conv2d::bwd_weight(&dy, &x, g),
+                )
+            })
+        };
+        let one = run(1);
+        let three = run(3);
+        let bits = |v: &Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&one.0) == bits(&three.0),
+            "fwd differs between 1 and 3 threads: {g:?}"
+        );
+        assert!(
+            bits(&one.1) == bits(&three.1),
+            "bwd_input differs between 1 and 3 threads: {g:?}"
+        );
+        assert!(
+            bits(&one.2) == bits(&three.2),
+            "bwd_weight differs between 1 and 3 threads: {g:?}"
+        );
+        // And they are right.
+        check(
+            "fwd",
+            g,
+            &one.0,
+            &reference::fwd(&x, &w, g),
+            g.in_channels / g.groups * g.kernel_h * g.kernel_w,
+        );
+    }
+}
+
+#[test]
+fn bias_add_adds_per_channel() {
+    let mut y = vec![1.0f32; 2 * 3 * 4];
+    conv2d::bias_add(&mut y, &[10.0, 20.0, 30.0], 4);
+    let expected: Vec<f32> = [11.0, 21.0, 31.0, 11.0, 21.0, 31.0]
+        .iter()
+        .flat_map(|&v| [v; 4])
+        .collect();
+    assert_eq!(y, expected);
+}
+
+/// The `_into` forms overwrite whatever the buffer held (NaN here) and match the allocating forms
+/// bitwise, on every path.
+#[test]
+fn into_forms_overwrite_dirty_buffers() {
+    for g in [
+        geom(3, 6, 9, 6, 10, 3, 2, 1, 2),
+        geom(2, 12, 7, 5, 18, 1, 1, 0, 3),
+        geom(3, 7, 9, 6, 7, 3, 1, 1, 7),
+        geom(1, 32, 50, 47, 20, 3, 1, 1, 1),
+    ] {
+        let x = values(g.x_len(), 21);
+        let w = values(g.w_len(), 22);
+        let dy = values(g.y_len(), 23);
+        let (mut y, mut dx, mut dw) = (
+            vec![f32::NAN; g.y_len()],
+            vec![f32::NAN; g.x_len()],
+            vec![f32::NAN; g.w_len()],
+        );
+        conv2d::fwd_into(&x, &w, &g, &mut y);
+        conv2d::bwd_input_into(&dy, &w, &g, &mut dx);
+        conv2d::bwd_weight_into(&dy, &x, &g, &mut dw);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y), bits(&conv2d::fwd(&x, &w, &g)), "fwd_into {g:?}");
+        assert_eq!(
+            bits(&dx),
+            bits(&conv2d::bwd_input(&dy, &w, &g)),
+            "bwd_input_into {g:?}"
+        );
+        assert_eq!(
+            bits(&dw),
+            bits(&conv2d::bwd_weight(&dy, &x, &g)),
+            "bwd_weight_into {g:?}"
+        );
+        check(
+            "fwd_into",
+            &g,
+            &y,
+            &reference::fwd(&x, &w, &g),
+            g.in_channels / g.groups * 9,
+        );
+    }
+}

@@ -62,7 +62,7 @@ fn tiny_yolox_overfits_four_images() {
     mcfg.seed = 3;
     let model = Arc::new(YoloX::new(mcfg).unwrap());
     let cfg = TrainConfig {
-        max_epoch: 20,
+        max_epoch: 150,
         warmup_epochs: 0,
         no_aug_epochs: 0,
         batch_size: 4,

@@ -17,7 +17,13 @@ struct Case {
 impl Case {
     fn new() -> Self {
         let grids = (0..64).map(|i| ((i % 8) as f32, (i / 8) as f32)).collect();
-        Case { grids, strides: vec![8.0; 64], preds: vec![[1000.0, 1000.0, 1.0, 1.0]; 64], cls: vec![0.0; 64], obj: vec![0.0; 64] }
+        Case {
+            grids,
+            strides: vec![8.0; 64],
+            preds: vec![[1000.0, 1000.0, 1.0, 1.0]; 64],
+            cls: vec![0.0; 64],
+            obj: vec![0.0; 64],
+        }
     }
     fn anchor(gx: usize, gy: usize) -> usize {
         gy * 8 + gx
@@ -51,9 +57,17 @@ fn no_gt_means_no_foreground() {
 #[test]
 fn gt_with_no_candidate_anchor_gets_nothing_and_no_error() {
     // A GT far outside the grid: no anchor centre is in its box or within 2.5 strides.
-    let a = Case::new().assign(&[[400.0, 400.0, 10.0, 10.0]], &[0], &SimOtaConfig::default());
+    let a = Case::new().assign(
+        &[[400.0, 400.0, 10.0, 10.0]],
+        &[0],
+        &SimOtaConfig::default(),
+    );
     assert_eq!(a.num_fg, 0);
-    let a = Case::new().assign(&[[400.0, 400.0, 10.0, 10.0]], &[0], &SimOtaConfig::centre_2023());
+    let a = Case::new().assign(
+        &[[400.0, 400.0, 10.0, 10.0]],
+        &[0],
+        &SimOtaConfig::centre_2023(),
+    );
     assert_eq!(a.num_fg, 0);
 }
 
@@ -64,7 +78,10 @@ fn dynamic_k_follows_the_iou_sum() {
     // the four cheapest (IoU cost 0).
     let mut case = Case::new();
     let gt = [32.0, 32.0, 24.0, 24.0];
-    let picked: Vec<usize> = [(3, 3), (4, 3), (3, 4), (4, 4)].iter().map(|&(x, y)| Case::anchor(x, y)).collect();
+    let picked: Vec<usize> = [(3, 3), (4, 3), (3, 4), (4, 4)]
+        .iter()
+        .map(|&(x, y)| Case::anchor(x, y))
+        .collect();
     for &a in &picked {
         case.preds[a] = gt;
     }
@@ -157,14 +174,22 @@ fn bad_input_is_an_error_not_a_panic() {
             &SimOtaConfig::default(),
         )
     };
-    let e = run(&[[10.0, 10.0, 0.0, 5.0]], &[0], &case.preds).unwrap_err().to_string();
+    let e = run(&[[10.0, 10.0, 0.0, 5.0]], &[0], &case.preds)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("gt box 0"), "{e}");
-    let e = run(&[[10.0, 10.0, 4.0, 5.0]], &[3], &case.preds).unwrap_err().to_string();
+    let e = run(&[[10.0, 10.0, 4.0, 5.0]], &[3], &case.preds)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("gt class 3"), "{e}");
     let mut nan = case.preds.clone();
     nan[7][0] = f32::NAN;
-    let e = run(&[[10.0, 10.0, 4.0, 5.0]], &[0], &nan).unwrap_err().to_string();
+    let e = run(&[[10.0, 10.0, 4.0, 5.0]], &[0], &nan)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("anchor 7"), "{e}");
-    let e = run(&[[10.0, 10.0, 4.0, 5.0]], &[0], &case.preds[..10]).unwrap_err().to_string();
+    let e = run(&[[10.0, 10.0, 4.0, 5.0]], &[0], &case.preds[..10])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("simota_assign"), "{e}");
 }

@@ -21,7 +21,11 @@ fn make_dataset(dir: &std::path::Path) -> CocoDataset {
         &[[90, 20, 26, 26], [30, 70, 36, 20]],
     ];
     let mut ds = CocoDataset {
-        categories: vec![Category { id: 1, name: "bottle".into(), supercategory: None }],
+        categories: vec![Category {
+            id: 1,
+            name: "bottle".into(),
+            supercategory: None,
+        }],
         image_dir: dir.to_path_buf(),
         ..Default::default()
     };
@@ -47,7 +51,12 @@ fn make_dataset(dir: &std::path::Path) -> CocoDataset {
         }
         let name = format!("img{i}.png");
         img.save(dir.join(&name)).unwrap();
-        ds.images.push(ImageInfo { id: i as u64 + 1, file_name: name, width: 128, height: 128 });
+        ds.images.push(ImageInfo {
+            id: i as u64 + 1,
+            file_name: name,
+            width: 128,
+            height: 128,
+        });
     }
     ds
 }
@@ -83,18 +92,36 @@ fn tiny_yolox_overfits_four_images() {
         print_interval: 1000,
         ..TrainConfig::default()
     };
-    let opts = TrainRunOptions { out_dir: dir.join("run"), workers: 1, cache: true, resume: None, verbose: false };
+    let opts = TrainRunOptions {
+        out_dir: dir.join("run"),
+        workers: 1,
+        cache: true,
+        resume: None,
+        verbose: false,
+    };
     let report = train_detector(model.clone(), &ds, Some(&ds), &cfg, &opts, |_| Ok(true)).unwrap();
     let first = report.history.first().unwrap().mean_loss;
     let last = report.history.last().unwrap().mean_loss;
-    assert!(last < first * 0.5, "loss did not fall enough: {first} -> {last}");
+    assert!(
+        last < first * 0.5,
+        "loss did not fall enough: {first} -> {last}"
+    );
     // Short runs: the BN running statistics (momentum 0.03) lag the weights; recalibrate them
     // on the training images before evaluating in eval mode.
-    let imgs: Vec<_> = ds.images.iter().map(|i| ssod::data::image_io::read_rgb(&ds.image_path(i)).unwrap()).collect();
+    let imgs: Vec<_> = ds
+        .images
+        .iter()
+        .map(|i| ssod::data::image_io::read_rgb(&ds.image_path(i)).unwrap())
+        .collect();
     let x = ssod::detect::images_to_bgr_tensor(&imgs).unwrap();
     recalibrate_batch_norm(&model, &[x]).unwrap();
     let m = evaluate_detector(&model, &ds, (128, 128), 0.01, 0.65, 4).unwrap();
-    println!("AP {:.3} AP50 {:.3} after {} steps (loss {first:.3} -> {last:.3})", m.ap(), m.ap50(), report.history.len());
+    println!(
+        "AP {:.3} AP50 {:.3} after {} steps (loss {first:.3} -> {last:.3})",
+        m.ap(),
+        m.ap50(),
+        report.history.len()
+    );
     assert!(m.ap50() > 0.9, "AP50 {} after overfitting", m.ap50());
     // The run wrote its metrics row and a resumable checkpoint.
     assert!(report.metrics_csv.exists() && report.last_checkpoint.exists());

@@ -66,7 +66,9 @@ fn peak_rss_mb() -> Option<f64> {
 /// A batch of uniform-noise images with 1-5 random boxes each (seeded).
 fn random_batch(batch: usize, size: usize, classes: usize, step: usize) -> Batch {
     let mut rng = rng_for(step as u64, "bench/train");
-    let images: Vec<f32> = (0..batch * 3 * size * size).map(|_| rng.random_range(0.0..255.0)).collect();
+    let images: Vec<f32> = (0..batch * 3 * size * size)
+        .map(|_| rng.random_range(0.0..255.0))
+        .collect();
     let max_labels = 5;
     let mut labels = vec![0f32; batch * max_labels * 5];
     let mut num_labels = Vec::with_capacity(batch);
@@ -78,7 +80,8 @@ fn random_batch(batch: usize, size: usize, classes: usize, step: usize) -> Batch
             let cx = rng.random_range(w / 2.0..size as f32 - w / 2.0);
             let cy = rng.random_range(h / 2.0..size as f32 - h / 2.0);
             let c = rng.random_range(0..classes) as f32;
-            labels[(b * max_labels + l) * 5..(b * max_labels + l + 1) * 5].copy_from_slice(&[c, cx, cy, w, h]);
+            labels[(b * max_labels + l) * 5..(b * max_labels + l + 1) * 5]
+                .copy_from_slice(&[c, cx, cy, w, h]);
         }
         num_labels.push(n);
     }
@@ -99,9 +102,15 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         anyhow::bail!("--device {}: only the CPU backend exists in this build (the CUDA backend is not wired into the engine yet)", a.device);
     }
     if a.size == 0 || a.size % 32 != 0 || a.batch == 0 || a.steps == 0 || a.classes == 0 {
-        anyhow::bail!("--size must be a positive multiple of 32; --batch, --steps and --classes must be >= 1");
+        anyhow::bail!(
+            "--size must be a positive multiple of 32; --batch, --steps and --classes must be >= 1"
+        );
     }
-    let variant = a.model.trim_start_matches("yolox-").trim_start_matches("yolox_").to_string();
+    let variant = a
+        .model
+        .trim_start_matches("yolox-")
+        .trim_start_matches("yolox_")
+        .to_string();
     let model = Arc::new(YoloX::new(YoloXConfig::variant(&variant, a.classes)?)?);
     let mut cfg = TrainConfig::for_variant(&variant)?;
     cfg.batch_size = a.batch;
@@ -137,9 +146,16 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         });
         println!("{}", serde_json::to_string(&obj)?);
     } else {
-        println!("{} at {}x{}, batch {}, {} steps, {} threads (cpu)", a.model, a.size, a.size, a.batch, a.steps, threads);
+        println!(
+            "{} at {}x{}, batch {}, {} steps, {} threads (cpu)",
+            a.model, a.size, a.size, a.batch, a.steps, threads
+        );
         println!("images/s      {images_per_s:.2}");
-        println!("peak memory   {} MB", peak.map(|p| format!("{p:.0}")).unwrap_or_else(|| "n/a".into()));
+        println!(
+            "peak memory   {} MB",
+            peak.map(|p| format!("{p:.0}"))
+                .unwrap_or_else(|| "n/a".into())
+        );
         println!("per step (ms) forward {:.1} | SimOTA+loss {:.1} | backward {:.1} | optimizer {:.1} | EMA {:.1} | total {:.1}",
             per_step(times.forward), per_step(times.assign_and_loss), per_step(times.backward), per_step(times.optimizer), per_step(times.ema), per_step(wall));
     }

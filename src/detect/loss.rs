@@ -33,7 +33,9 @@ impl BoxLossKind {
             "giou" => Ok(BoxLossKind::Giou),
             "ciou" => Ok(BoxLossKind::Ciou),
             "ciou_tv" => Ok(BoxLossKind::CiouTorchvision),
-            other => Err(Error::InvalidArgument(format!("unknown box loss `{other}` (iou, giou, ciou, ciou_tv)"))),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown box loss `{other}` (iou, giou, ciou, ciou_tv)"
+            ))),
         }
     }
 }
@@ -45,9 +47,22 @@ fn col(t: &Tensor, i: usize) -> Result<Tensor> {
 
 /// `[N, 4]` cxcywh → xyxy (differentiable).
 pub fn boxes_cxcywh_to_xyxy(b: &Tensor) -> Result<Tensor> {
-    let (cx, cy, w, h) = (ops::narrow(b, 1, 0, 1)?, ops::narrow(b, 1, 1, 1)?, ops::narrow(b, 1, 2, 1)?, ops::narrow(b, 1, 3, 1)?);
+    let (cx, cy, w, h) = (
+        ops::narrow(b, 1, 0, 1)?,
+        ops::narrow(b, 1, 1, 1)?,
+        ops::narrow(b, 1, 2, 1)?,
+        ops::narrow(b, 1, 3, 1)?,
+    );
     let (hw, hh) = (ops::mul_scalar(&w, 0.5)?, ops::mul_scalar(&h, 0.5)?);
-    ops::cat(&[ops::sub(&cx, &hw)?, ops::sub(&cy, &hh)?, ops::add(&cx, &hw)?, ops::add(&cy, &hh)?], 1)
+    ops::cat(
+        &[
+            ops::sub(&cx, &hw)?,
+            ops::sub(&cy, &hh)?,
+            ops::add(&cx, &hw)?,
+            ops::add(&cy, &hh)?,
+        ],
+        1,
+    )
 }
 
 struct Sides {
@@ -58,19 +73,35 @@ struct Sides {
 }
 
 fn sides(b: &Tensor) -> Result<Sides> {
-    Ok(Sides { x1: col(b, 0)?, y1: col(b, 1)?, x2: col(b, 2)?, y2: col(b, 3)? })
+    Ok(Sides {
+        x1: col(b, 0)?,
+        y1: col(b, 1)?,
+        x2: col(b, 2)?,
+        y2: col(b, 3)?,
+    })
 }
 
 /// Per-box loss between predicted and target xyxy boxes `[N, 4]` → `[N]`.
 pub fn box_loss(pred_xyxy: &Tensor, target_xyxy: &Tensor, kind: BoxLossKind) -> Result<Tensor> {
-    if pred_xyxy.rank() != 2 || pred_xyxy.dims()[1] != 4 || pred_xyxy.shape() != target_xyxy.shape() {
-        return Err(Error::shape("box_loss", "pred and target boxes [N, 4] (xyxy)", (pred_xyxy.shape(), target_xyxy.shape())));
+    if pred_xyxy.rank() != 2 || pred_xyxy.dims()[1] != 4 || pred_xyxy.shape() != target_xyxy.shape()
+    {
+        return Err(Error::shape(
+            "box_loss",
+            "pred and target boxes [N, 4] (xyxy)",
+            (pred_xyxy.shape(), target_xyxy.shape()),
+        ));
     }
     let p = sides(pred_xyxy)?;
     let t = sides(target_xyxy)?;
     let zero_clamp = |x: &Tensor| ops::clamp(x, 0.0, f32::INFINITY);
-    let inter_w = zero_clamp(&ops::sub(&ops::minimum(&p.x2, &t.x2)?, &ops::maximum(&p.x1, &t.x1)?)?)?;
-    let inter_h = zero_clamp(&ops::sub(&ops::minimum(&p.y2, &t.y2)?, &ops::maximum(&p.y1, &t.y1)?)?)?;
+    let inter_w = zero_clamp(&ops::sub(
+        &ops::minimum(&p.x2, &t.x2)?,
+        &ops::maximum(&p.x1, &t.x1)?,
+    )?)?;
+    let inter_h = zero_clamp(&ops::sub(
+        &ops::minimum(&p.y2, &t.y2)?,
+        &ops::maximum(&p.y1, &t.y1)?,
+    )?)?;
     let inter = ops::mul(&inter_w, &inter_h)?;
     let (pw, ph) = (ops::sub(&p.x2, &p.x1)?, ops::sub(&p.y2, &p.y1)?);
     let (tw, th) = (ops::sub(&t.x2, &t.x1)?, ops::sub(&t.y2, &t.y1)?);
@@ -89,12 +120,17 @@ pub fn box_loss(pred_xyxy: &Tensor, target_xyxy: &Tensor, kind: BoxLossKind) -> 
         BoxLossKind::Giou => {
             let iou = ops::div(&inter, &ops::add_scalar(&union, 1e-16)?)?;
             let area_c = ops::mul(&enc_w, &enc_h)?;
-            let penalty = ops::div(&ops::sub(&area_c, &union)?, &ops::clamp(&area_c, 1e-16, f32::INFINITY)?)?;
+            let penalty = ops::div(
+                &ops::sub(&area_c, &union)?,
+                &ops::clamp(&area_c, 1e-16, f32::INFINITY)?,
+            )?;
             let giou = ops::sub(&iou, &penalty)?;
             ops::rsub_scalar(&ops::clamp(&giou, -1.0, 1.0)?, 1.0)
         }
         BoxLossKind::Ciou => ciou_mmdet(&p, &t, &inter, &area_p, &area_t, &enc_w, &enc_h, 1e-6),
-        BoxLossKind::CiouTorchvision => ciou_torchvision(&p, &t, &inter, &union, &enc_w, &enc_h, &pw, &ph, &tw, &th),
+        BoxLossKind::CiouTorchvision => {
+            ciou_torchvision(&p, &t, &inter, &union, &enc_w, &enc_h, &pw, &ph, &tw, &th)
+        }
     }
 }
 
@@ -102,35 +138,66 @@ pub fn box_loss(pred_xyxy: &Tensor, target_xyxy: &Tensor, kind: BoxLossKind) -> 
 fn centre_dist2(p: &Sides, t: &Sides) -> Result<Tensor> {
     let dx = ops::sub(&ops::add(&t.x1, &t.x2)?, &ops::add(&p.x1, &p.x2)?)?;
     let dy = ops::sub(&ops::add(&t.y1, &t.y2)?, &ops::add(&p.y1, &p.y2)?)?;
-    ops::mul_scalar(&ops::add(&ops::pow_scalar(&dx, 2.0)?, &ops::pow_scalar(&dy, 2.0)?)?, 0.25)
+    ops::mul_scalar(
+        &ops::add(&ops::pow_scalar(&dx, 2.0)?, &ops::pow_scalar(&dy, 2.0)?)?,
+        0.25,
+    )
 }
 
 /// `(4/π²)(atan(w2/h2) − atan(w1/h1))²`.
 fn aspect_term(w1: &Tensor, h1: &Tensor, w2: &Tensor, h2: &Tensor) -> Result<Tensor> {
-    let d = ops::sub(&ops::atan(&ops::div(w2, h2)?)?, &ops::atan(&ops::div(w1, h1)?)?)?;
+    let d = ops::sub(
+        &ops::atan(&ops::div(w2, h2)?)?,
+        &ops::atan(&ops::div(w1, h1)?)?,
+    )?;
     ops::mul_scalar(&ops::pow_scalar(&d, 2.0)?, 4.0 / (PI * PI))
 }
 
 /// mmdet 3.x `ciou_loss` (yolox-notes 4).
 #[allow(clippy::too_many_arguments)]
-fn ciou_mmdet(p: &Sides, t: &Sides, inter: &Tensor, area_p: &Tensor, area_t: &Tensor, enc_w: &Tensor, enc_h: &Tensor, eps: f32) -> Result<Tensor> {
+fn ciou_mmdet(
+    p: &Sides,
+    t: &Sides,
+    inter: &Tensor,
+    area_p: &Tensor,
+    area_t: &Tensor,
+    enc_w: &Tensor,
+    enc_h: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
     let union = ops::add_scalar(&ops::sub(&ops::add(area_p, area_t)?, inter)?, eps)?;
     let iou = ops::div(inter, &union)?;
     let cw = ops::clamp(enc_w, 0.0, f32::INFINITY)?;
     let ch = ops::clamp(enc_h, 0.0, f32::INFINITY)?;
-    let c2 = ops::add_scalar(&ops::add(&ops::pow_scalar(&cw, 2.0)?, &ops::pow_scalar(&ch, 2.0)?)?, eps)?;
+    let c2 = ops::add_scalar(
+        &ops::add(&ops::pow_scalar(&cw, 2.0)?, &ops::pow_scalar(&ch, 2.0)?)?,
+        eps,
+    )?;
     // eps only on the heights (mmdet).
-    let (w1, h1) = (ops::sub(&p.x2, &p.x1)?, ops::add_scalar(&ops::sub(&p.y2, &p.y1)?, eps)?);
-    let (w2, h2) = (ops::sub(&t.x2, &t.x1)?, ops::add_scalar(&ops::sub(&t.y2, &t.y1)?, eps)?);
+    let (w1, h1) = (
+        ops::sub(&p.x2, &p.x1)?,
+        ops::add_scalar(&ops::sub(&p.y2, &p.y1)?, eps)?,
+    );
+    let (w2, h2) = (
+        ops::sub(&t.x2, &t.x1)?,
+        ops::add_scalar(&ops::sub(&t.y2, &t.y1)?, eps)?,
+    );
     let rho2 = centre_dist2(p, t)?;
     let v = aspect_term(&w1, &h1, &w2, &h2)?;
     // α = [IoU > 0.5]·v/(1 − IoU + v), computed under no_grad (detached), no eps.
     let alpha = no_grad(|| -> Result<Tensor> {
         let (iv, vv) = (iou.to_vec(), v.to_vec());
-        let a: Vec<f32> = iv.iter().zip(&vv).map(|(&i, &v)| if i > 0.5 { v / (1.0 - i + v) } else { 0.0 }).collect();
+        let a: Vec<f32> = iv
+            .iter()
+            .zip(&vv)
+            .map(|(&i, &v)| if i > 0.5 { v / (1.0 - i + v) } else { 0.0 })
+            .collect();
         Tensor::from_vec(a, iou.shape().clone())
     })?;
-    let ciou = ops::sub(&iou, &ops::add(&ops::div(&rho2, &c2)?, &ops::mul(&alpha, &v)?)?)?;
+    let ciou = ops::sub(
+        &iou,
+        &ops::add(&ops::div(&rho2, &c2)?, &ops::mul(&alpha, &v)?)?,
+    )?;
     ops::rsub_scalar(&ops::clamp(&ciou, -1.0, 1.0)?, 1.0)
 }
 
@@ -150,13 +217,20 @@ fn ciou_torchvision(
 ) -> Result<Tensor> {
     let eps = 1e-7;
     let iou = ops::div(inter, &ops::add_scalar(union, eps)?)?;
-    let diag2 = ops::add_scalar(&ops::add(&ops::pow_scalar(enc_w, 2.0)?, &ops::pow_scalar(enc_h, 2.0)?)?, eps)?;
+    let diag2 = ops::add_scalar(
+        &ops::add(&ops::pow_scalar(enc_w, 2.0)?, &ops::pow_scalar(enc_h, 2.0)?)?,
+        eps,
+    )?;
     let dist2 = centre_dist2(p, t)?;
     let diou_loss = ops::add(&ops::rsub_scalar(&iou, 1.0)?, &ops::div(&dist2, &diag2)?)?;
     let v = aspect_term(pw, ph, tw, th)?;
     let alpha = no_grad(|| -> Result<Tensor> {
         let (iv, vv) = (iou.to_vec(), v.to_vec());
-        let a: Vec<f32> = iv.iter().zip(&vv).map(|(&i, &v)| v / (1.0 - i + v + eps)).collect();
+        let a: Vec<f32> = iv
+            .iter()
+            .zip(&vv)
+            .map(|(&i, &v)| v / (1.0 - i + v + eps))
+            .collect();
         Tensor::from_vec(a, iou.shape().clone())
     })?;
     ops::add(&diou_loss, &ops::mul(&alpha, &v)?)
@@ -175,7 +249,12 @@ pub struct YoloxLossConfig {
 
 impl Default for YoloxLossConfig {
     fn default() -> Self {
-        YoloxLossConfig { box_loss: BoxLossKind::Iou, use_l1: false, reg_weight: 5.0, simota: SimOtaConfig::default() }
+        YoloxLossConfig {
+            box_loss: BoxLossKind::Iou,
+            use_l1: false,
+            reg_weight: 5.0,
+            simota: SimOtaConfig::default(),
+        }
     }
 }
 
@@ -210,7 +289,11 @@ pub fn yolox_loss(
     cfg: &YoloxLossConfig,
 ) -> Result<YoloxLoss> {
     if raw.rank() != 3 || raw.dims()[2] < 6 {
-        return Err(Error::shape("yolox_loss", "raw outputs [B, A, 5 + C]", raw.shape()));
+        return Err(Error::shape(
+            "yolox_loss",
+            "raw outputs [B, A, 5 + C]",
+            raw.shape(),
+        ));
     }
     let (b, a, ch) = (raw.dims()[0], raw.dims()[1], raw.dims()[2]);
     let c = ch - 5;
@@ -218,7 +301,12 @@ pub fn yolox_loss(
         return Err(Error::ShapeMismatch {
             op: "yolox_loss".into(),
             expected: format!("decoded [{b}, {a}, 4], {a} grid anchors, {b} target lists"),
-            got: format!("decoded {}, {} grid anchors, {} target lists", decoded_cxcywh.shape(), grid.len(), targets.len()),
+            got: format!(
+                "decoded {}, {} grid anchors, {} target lists",
+                decoded_cxcywh.shape(),
+                grid.len(),
+                targets.len()
+            ),
         });
     }
     let raw_v = raw.to_vec();
@@ -235,8 +323,14 @@ pub fn yolox_loss(
     for (img, t) in targets.iter().enumerate() {
         num_gt += t.classes.len();
         let rows = &raw_v[img * a * ch..(img + 1) * a * ch];
-        let pred_boxes: Vec<[f32; 4]> = dec_v[img * a * 4..(img + 1) * a * 4].chunks(4).map(|q| [q[0], q[1], q[2], q[3]]).collect();
-        let cls_logits: Vec<f32> = rows.chunks(ch).flat_map(|r| r[5..].iter().copied()).collect();
+        let pred_boxes: Vec<[f32; 4]> = dec_v[img * a * 4..(img + 1) * a * 4]
+            .chunks(4)
+            .map(|q| [q[0], q[1], q[2], q[3]])
+            .collect();
+        let cls_logits: Vec<f32> = rows
+            .chunks(ch)
+            .flat_map(|r| r[5..].iter().copied())
+            .collect();
         let obj_logits: Vec<f32> = rows.chunks(ch).map(|r| r[4]).collect();
         let assignment = simota_assign(
             &SimOtaInput {
@@ -252,24 +346,43 @@ pub fn yolox_loss(
             &cfg.simota,
         )
         .map_err(|e| Error::op("yolox_loss", format!("image {img}: {e}")))?;
-        for ((anchor, &g), &iou) in assignment.fg_indices().into_iter().zip(&assignment.matched_gt).zip(&assignment.pred_ious) {
+        for ((anchor, &g), &iou) in assignment
+            .fg_indices()
+            .into_iter()
+            .zip(&assignment.matched_gt)
+            .zip(&assignment.pred_ious)
+        {
             fg_rows.push((img * a + anchor) as f32);
             obj_target[img * a + anchor] = 1.0;
             let gb = t.boxes_cxcywh[g];
-            reg_targets_xyxy.extend([gb[0] - gb[2] / 2.0, gb[1] - gb[3] / 2.0, gb[0] + gb[2] / 2.0, gb[1] + gb[3] / 2.0]);
+            reg_targets_xyxy.extend([
+                gb[0] - gb[2] / 2.0,
+                gb[1] - gb[3] / 2.0,
+                gb[0] + gb[2] / 2.0,
+                gb[1] + gb[3] / 2.0,
+            ]);
             let mut onehot = vec![0f32; c];
             onehot[t.classes[g]] = iou;
             cls_targets.extend(onehot);
             // yolo_head.get_l1_target: (cx/s − gx, cy/s − gy, log(w/s + 1e-8), log(h/s + 1e-8)).
             let (gx, gy, s) = grid[anchor];
-            l1_targets.extend([gb[0] / s - gx, gb[1] / s - gy, (gb[2] / s + 1e-8).ln(), (gb[3] / s + 1e-8).ln()]);
+            l1_targets.extend([
+                gb[0] / s - gx,
+                gb[1] / s - gy,
+                (gb[2] / s + 1e-8).ln(),
+                (gb[3] / s + 1e-8).ln(),
+            ]);
         }
     }
     let nf = fg_rows.len();
     let norm = nf.max(1) as f32;
     let raw_flat = ops::reshape(raw, [b * a, ch])?;
     let obj_logits = ops::narrow(&raw_flat, 1, 4, 1)?;
-    let obj_loss = ops::sum_all(&ops::bce_with_logits(&obj_logits, &Tensor::from_vec(obj_target, [b * a, 1])?, None)?)?;
+    let obj_loss = ops::sum_all(&ops::bce_with_logits(
+        &obj_logits,
+        &Tensor::from_vec(obj_target, [b * a, 1])?,
+        None,
+    )?)?;
     let mut total = obj_loss.clone();
     let (mut iou_v, mut cls_v, mut l1_v) = (0.0, 0.0, 0.0);
     if nf > 0 {
@@ -281,12 +394,22 @@ pub fn yolox_loss(
             &Tensor::from_vec(reg_targets_xyxy, [nf, 4])?,
             cfg.box_loss,
         )?)?;
-        let cls_l = ops::sum_all(&ops::bce_with_logits(&ops::narrow(&fg_raw, 1, 5, c)?, &Tensor::from_vec(cls_targets, [nf, c])?, None)?)?;
+        let cls_l = ops::sum_all(&ops::bce_with_logits(
+            &ops::narrow(&fg_raw, 1, 5, c)?,
+            &Tensor::from_vec(cls_targets, [nf, c])?,
+            None,
+        )?)?;
         iou_v = box_l.item()?;
         cls_v = cls_l.item()?;
-        total = ops::add(&total, &ops::add(&ops::mul_scalar(&box_l, cfg.reg_weight)?, &cls_l)?)?;
+        total = ops::add(
+            &total,
+            &ops::add(&ops::mul_scalar(&box_l, cfg.reg_weight)?, &cls_l)?,
+        )?;
         if cfg.use_l1 {
-            let l1_l = ops::sum_all(&ops::l1_loss(&ops::narrow(&fg_raw, 1, 0, 4)?, &Tensor::from_vec(l1_targets, [nf, 4])?)?)?;
+            let l1_l = ops::sum_all(&ops::l1_loss(
+                &ops::narrow(&fg_raw, 1, 0, 4)?,
+                &Tensor::from_vec(l1_targets, [nf, 4])?,
+            )?)?;
             l1_v = l1_l.item()?;
             total = ops::add(&total, &l1_l)?;
         }

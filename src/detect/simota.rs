@@ -25,7 +25,9 @@ impl SimOtaMode {
         match s {
             "release" => Ok(SimOtaMode::Release),
             "2023" | "centre2023" | "center2023" => Ok(SimOtaMode::Centre2023),
-            other => Err(Error::InvalidArgument(format!("unknown SimOTA mode `{other}` (release, 2023)"))),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown SimOTA mode `{other}` (release, 2023)"
+            ))),
         }
     }
 }
@@ -39,14 +41,20 @@ pub struct SimOtaConfig {
 
 impl Default for SimOtaConfig {
     fn default() -> Self {
-        SimOtaConfig { mode: SimOtaMode::Release, center_radius: 2.5 }
+        SimOtaConfig {
+            mode: SimOtaMode::Release,
+            center_radius: 2.5,
+        }
     }
 }
 
 impl SimOtaConfig {
     /// The 2023 variant with its radius.
     pub fn centre_2023() -> Self {
-        SimOtaConfig { mode: SimOtaMode::Centre2023, center_radius: 1.5 }
+        SimOtaConfig {
+            mode: SimOtaMode::Centre2023,
+            center_radius: 1.5,
+        }
     }
 }
 
@@ -82,17 +90,36 @@ pub struct Assignment {
 impl Assignment {
     /// Indices of the foreground anchors, in anchor order.
     pub fn fg_indices(&self) -> Vec<usize> {
-        self.fg_mask.iter().enumerate().filter(|(_, &f)| f).map(|(i, _)| i).collect()
+        self.fg_mask
+            .iter()
+            .enumerate()
+            .filter(|(_, &f)| f)
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 
 /// IoU of two cxcywh boxes, `inter / (area_a + area_b − inter)` without eps (YOLOX bboxes_iou);
 /// 0 when the union is empty.
 pub fn iou_cxcywh(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let (ax1, ay1, ax2, ay2) = (a[0] - a[2] / 2.0, a[1] - a[3] / 2.0, a[0] + a[2] / 2.0, a[1] + a[3] / 2.0);
-    let (bx1, by1, bx2, by2) = (b[0] - b[2] / 2.0, b[1] - b[3] / 2.0, b[0] + b[2] / 2.0, b[1] + b[3] / 2.0);
+    let (ax1, ay1, ax2, ay2) = (
+        a[0] - a[2] / 2.0,
+        a[1] - a[3] / 2.0,
+        a[0] + a[2] / 2.0,
+        a[1] + a[3] / 2.0,
+    );
+    let (bx1, by1, bx2, by2) = (
+        b[0] - b[2] / 2.0,
+        b[1] - b[3] / 2.0,
+        b[0] + b[2] / 2.0,
+        b[1] + b[3] / 2.0,
+    );
     let (tlx, tly, brx, bry) = (ax1.max(bx1), ay1.max(by1), ax2.min(bx2), ay2.min(by2));
-    let inter = if tlx < brx && tly < bry { (brx - tlx) * (bry - tly) } else { 0.0 };
+    let inter = if tlx < brx && tly < bry {
+        (brx - tlx) * (bry - tly)
+    } else {
+        0.0
+    };
     let union = a[2] * a[3] + b[2] * b[3] - inter;
     if union > 0.0 {
         inter / union
@@ -104,8 +131,10 @@ pub fn iou_cxcywh(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 fn validate(inp: &SimOtaInput) -> Result<usize> {
     let a = inp.pred_boxes_cxcywh.len();
     let c = inp.num_classes;
-    let shape_err = |what: &str, got: usize, want: usize| {
-        Error::ShapeMismatch { op: "simota_assign".into(), expected: format!("{what} of length {want}"), got: format!("length {got}") }
+    let shape_err = |what: &str, got: usize, want: usize| Error::ShapeMismatch {
+        op: "simota_assign".into(),
+        expected: format!("{what} of length {want}"),
+        got: format!("length {got}"),
     };
     if inp.cls_logits.len() != a * c {
         return Err(shape_err("cls_logits [A, C]", inp.cls_logits.len(), a * c));
@@ -114,25 +143,48 @@ fn validate(inp: &SimOtaInput) -> Result<usize> {
         return Err(shape_err("obj_logits [A]", inp.obj_logits.len(), a));
     }
     if inp.grids.len() != a || inp.strides.len() != a {
-        return Err(shape_err("grids/strides [A]", inp.grids.len().min(inp.strides.len()), a));
+        return Err(shape_err(
+            "grids/strides [A]",
+            inp.grids.len().min(inp.strides.len()),
+            a,
+        ));
     }
     if inp.gt_classes.len() != inp.gt_boxes_cxcywh.len() {
-        return Err(shape_err("gt_classes [G]", inp.gt_classes.len(), inp.gt_boxes_cxcywh.len()));
+        return Err(shape_err(
+            "gt_classes [G]",
+            inp.gt_classes.len(),
+            inp.gt_boxes_cxcywh.len(),
+        ));
     }
     for (g, (b, &k)) in inp.gt_boxes_cxcywh.iter().zip(inp.gt_classes).enumerate() {
         if !(b[2] > 0.0 && b[3] > 0.0) || b.iter().any(|v| !v.is_finite()) {
-            return Err(Error::op("simota_assign", format!("gt box {g} {b:?} (cxcywh) has no positive width and height")));
+            return Err(Error::op(
+                "simota_assign",
+                format!("gt box {g} {b:?} (cxcywh) has no positive width and height"),
+            ));
         }
         if k >= c {
-            return Err(Error::op("simota_assign", format!("gt class {k} of box {g} is not in 0..{c}")));
+            return Err(Error::op(
+                "simota_assign",
+                format!("gt class {k} of box {g} is not in 0..{c}"),
+            ));
         }
     }
     let bad = |v: &f32| !v.is_finite();
     if let Some(i) = inp.pred_boxes_cxcywh.iter().position(|b| b.iter().any(bad)) {
-        return Err(Error::op("simota_assign", format!("predicted box of anchor {i} is not finite (NaN/Inf): {:?}", inp.pred_boxes_cxcywh[i])));
+        return Err(Error::op(
+            "simota_assign",
+            format!(
+                "predicted box of anchor {i} is not finite (NaN/Inf): {:?}",
+                inp.pred_boxes_cxcywh[i]
+            ),
+        ));
     }
     if let Some(i) = inp.cls_logits.iter().chain(inp.obj_logits).position(bad) {
-        return Err(Error::op("simota_assign", format!("logit {i} is not finite (NaN/Inf)")));
+        return Err(Error::op(
+            "simota_assign",
+            format!("logit {i} is not finite (NaN/Inf)"),
+        ));
     }
     Ok(a)
 }
@@ -145,7 +197,10 @@ fn sigmoid(x: f32) -> f32 {
 pub fn simota_assign(inp: &SimOtaInput, cfg: &SimOtaConfig) -> Result<Assignment> {
     let num_anchors = validate(inp)?;
     let num_gt = inp.gt_boxes_cxcywh.len();
-    let mut out = Assignment { fg_mask: vec![false; num_anchors], ..Default::default() };
+    let mut out = Assignment {
+        fg_mask: vec![false; num_anchors],
+        ..Default::default()
+    };
     if num_gt == 0 || num_anchors == 0 {
         return Ok(out);
     }
@@ -168,7 +223,11 @@ pub fn simota_assign(inp: &SimOtaInput, cfg: &SimOtaConfig) -> Result<Assignment
                         .min(yc - (b[1] - b[3] / 2.0))
                         .min((b[1] + b[3] / 2.0) - yc)
                         > 0.0;
-                    let in_ctr = (xc - (b[0] - r)).min((b[0] + r) - xc).min(yc - (b[1] - r)).min((b[1] + r) - yc) > 0.0;
+                    let in_ctr = (xc - (b[0] - r))
+                        .min((b[0] + r) - xc)
+                        .min(yc - (b[1] - r))
+                        .min((b[1] + r) - yc)
+                        > 0.0;
                     any |= in_box || in_ctr;
                     ok[g] = in_box && in_ctr;
                 }
@@ -201,7 +260,9 @@ pub fn simota_assign(inp: &SimOtaInput, cfg: &SimOtaConfig) -> Result<Assignment
     let log_clamped = |v: f32| v.ln().max(-100.0);
     for (j, &a) in candidates.iter().enumerate() {
         let obj = sigmoid(inp.obj_logits[a]);
-        let p: Vec<f32> = (0..c).map(|k| (sigmoid(inp.cls_logits[a * c + k]) * obj).sqrt()).collect();
+        let p: Vec<f32> = (0..c)
+            .map(|k| (sigmoid(inp.cls_logits[a * c + k]) * obj).sqrt())
+            .collect();
         let neg_sum: f32 = p.iter().map(|&pk| -log_clamped(1.0 - pk)).sum();
         for g in 0..num_gt {
             let k = inp.gt_classes[g];
@@ -233,7 +294,9 @@ pub fn simota_assign(inp: &SimOtaInput, cfg: &SimOtaConfig) -> Result<Assignment
         let gt = match matches[j].len() {
             0 => continue,
             1 => matches[j][0],
-            _ => (0..num_gt).min_by(|&x, &y| cost[x][j].total_cmp(&cost[y][j])).unwrap_or(0),
+            _ => (0..num_gt)
+                .min_by(|&x, &y| cost[x][j].total_cmp(&cost[y][j]))
+                .unwrap_or(0),
         };
         out.fg_mask[a] = true;
         out.matched_gt.push(gt);

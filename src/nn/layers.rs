@@ -83,7 +83,10 @@ impl BatchNorm2d {
 
     fn params(&self) -> BatchNormParams {
         let store = self.builder.store();
-        let mut p = BatchNormParams { training: store.is_training(), ..BatchNormParams::default() };
+        let mut p = BatchNormParams {
+            training: store.is_training(),
+            ..BatchNormParams::default()
+        };
         // Precise-BN recalibration overrides the momentum of every layer.
         if let Some(m) = store.bn_momentum() {
             p.momentum = m;
@@ -92,12 +95,26 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::batch_norm2d(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, self.params())
+        ops::batch_norm2d(
+            x,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            self.params(),
+        )
     }
 
     /// `silu(bn(x))` as one fused op (YOLOX BaseConv).
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        ops::batch_norm_silu2d(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, self.params())
+        ops::batch_norm_silu2d(
+            x,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            self.params(),
+        )
     }
 }
 

@@ -23,7 +23,11 @@ pub struct BatchNormParams {
 impl Default for BatchNormParams {
     fn default() -> Self {
         // YOLOX's values (yolox-notes 1.6), not PyTorch's 0.1 / 1e-5.
-        BatchNormParams { training: true, momentum: 0.03, eps: 1e-3 }
+        BatchNormParams {
+            training: true,
+            momentum: 0.03,
+            eps: 1e-3,
+        }
     }
 }
 
@@ -56,17 +60,31 @@ fn bn_normalise(
         return Err(Error::shape(op, "x [N, C, H, W]", x.shape()));
     }
     let (n, c, plane) = (x.dims()[0], x.dims()[1], x.dims()[2] * x.dims()[3]);
-    for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+    for (name, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ] {
         if t.dims() != [c] {
             return Err(Error::shape(format!("{op} ({name})"), [c], t.shape()));
         }
     }
     if !(p.eps > 0.0) || !(0.0..=1.0).contains(&p.momentum) {
-        return Err(Error::op(op, format!("bad eps {} or momentum {}", p.eps, p.momentum)));
+        return Err(Error::op(
+            op,
+            format!("bad eps {} or momentum {}", p.eps, p.momentum),
+        ));
     }
     let count = n * plane;
     if p.training && count <= 1 {
-        return Err(Error::op(op, format!("training mode needs more than one value per channel, got x {}", x.shape())));
+        return Err(Error::op(
+            op,
+            format!(
+                "training mode needs more than one value per channel, got x {}",
+                x.shape()
+            ),
+        ));
     }
     let mut xhat = x.to_vec();
     let stats: Vec<(f32, f32)> = if p.training {
@@ -86,27 +104,48 @@ fn bn_normalise(
             })
             .collect();
         let cnt = count as f64;
-        let moments: Vec<(f64, f64)> =
-            sums.iter().map(|&(s1, s2)| (s1 / cnt, (s2 / cnt - (s1 / cnt).powi(2)).max(0.0))).collect();
+        let moments: Vec<(f64, f64)> = sums
+            .iter()
+            .map(|&(s1, s2)| (s1 / cnt, (s2 / cnt - (s1 / cnt).powi(2)).max(0.0)))
+            .collect();
         let unbias = cnt / (cnt - 1.0);
         running_mean.update_values(|rm| {
-            rm.iter_mut().zip(&moments).for_each(|(r, m)| *r = (1.0 - p.momentum) * *r + p.momentum * m.0 as f32)
+            rm.iter_mut()
+                .zip(&moments)
+                .for_each(|(r, m)| *r = (1.0 - p.momentum) * *r + p.momentum * m.0 as f32)
         })?;
         running_var.update_values(|rv| {
-            rv.iter_mut()
-                .zip(&moments)
-                .for_each(|(r, m)| *r = (1.0 - p.momentum) * *r + p.momentum * (m.1 * unbias) as f32)
+            rv.iter_mut().zip(&moments).for_each(|(r, m)| {
+                *r = (1.0 - p.momentum) * *r + p.momentum * (m.1 * unbias) as f32
+            })
         })?;
-        moments.iter().map(|&(m, v)| (m as f32, (1.0 / (v + p.eps as f64).sqrt()) as f32)).collect()
+        moments
+            .iter()
+            .map(|&(m, v)| (m as f32, (1.0 / (v + p.eps as f64).sqrt()) as f32))
+            .collect()
     } else {
         let (rm, rv) = (running_mean.to_vec(), running_var.to_vec());
-        rm.iter().zip(&rv).map(|(&m, &v)| (m, 1.0 / (v + p.eps).sqrt())).collect()
+        rm.iter()
+            .zip(&rv)
+            .map(|(&m, &v)| (m, 1.0 / (v + p.eps).sqrt()))
+            .collect()
     };
-    xhat.par_chunks_mut(plane.max(1)).enumerate().for_each(|(i, xh)| {
-        let (mean, inv) = stats[i % c];
-        xh.iter_mut().for_each(|v| *v = (*v - mean) * inv);
-    });
-    Ok(BnSaved { n, c, plane, stats, xhat, gamma: gamma.to_vec(), beta: beta.to_vec(), training: p.training })
+    xhat.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(i, xh)| {
+            let (mean, inv) = stats[i % c];
+            xh.iter_mut().for_each(|v| *v = (*v - mean) * inv);
+        });
+    Ok(BnSaved {
+        n,
+        c,
+        plane,
+        stats,
+        xhat,
+        gamma: gamma.to_vec(),
+        beta: beta.to_vec(),
+        training: p.training,
+    })
 }
 
 /// BN backward from the gradient of the BN output: `(dx, dgamma, dbeta)`.
@@ -129,28 +168,34 @@ fn bn_backward(s: &BnSaved, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         .collect();
     let mut dx = vec![0f32; dy.len()];
     let m = (n * plane) as f32;
-    dx.par_chunks_mut(plane.max(1)).enumerate().for_each(|(i, dxc)| {
-        let ch = i % c;
-        let inv = s.stats[ch].1;
-        let r = i * plane..(i + 1) * plane;
-        if s.training {
-            // dx = gamma·inv/M · (M·dy − Σdy − xhat·Σ(dy·xhat))
-            let (s1, s2) = (sums[ch].0 as f32, sums[ch].1 as f32);
-            let scale = s.gamma[ch] * inv / m;
-            for ((o, d), xh) in dxc.iter_mut().zip(&dy[r.clone()]).zip(&s.xhat[r]) {
-                *o = scale * (m * d - s1 - xh * s2);
+    dx.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(i, dxc)| {
+            let ch = i % c;
+            let inv = s.stats[ch].1;
+            let r = i * plane..(i + 1) * plane;
+            if s.training {
+                // dx = gamma·inv/M · (M·dy − Σdy − xhat·Σ(dy·xhat))
+                let (s1, s2) = (sums[ch].0 as f32, sums[ch].1 as f32);
+                let scale = s.gamma[ch] * inv / m;
+                for ((o, d), xh) in dxc.iter_mut().zip(&dy[r.clone()]).zip(&s.xhat[r]) {
+                    *o = scale * (m * d - s1 - xh * s2);
+                }
+            } else {
+                let scale = s.gamma[ch] * inv;
+                dxc.iter_mut().zip(&dy[r]).for_each(|(o, d)| *o = scale * d);
             }
-        } else {
-            let scale = s.gamma[ch] * inv;
-            dxc.iter_mut().zip(&dy[r]).for_each(|(o, d)| *o = scale * d);
-        }
-    });
+        });
     let dgamma = sums.iter().map(|v| v.1 as f32).collect();
     let dbeta = sums.iter().map(|v| v.0 as f32).collect();
     (dx, dgamma, dbeta)
 }
 
-fn grads(s: &BnSaved, x_shape: &crate::tensor::Shape, d: (Vec<f32>, Vec<f32>, Vec<f32>)) -> Result<Vec<Option<Tensor>>> {
+fn grads(
+    s: &BnSaved,
+    x_shape: &crate::tensor::Shape,
+    d: (Vec<f32>, Vec<f32>, Vec<f32>),
+) -> Result<Vec<Option<Tensor>>> {
     Ok(vec![
         Some(Tensor::from_vec(d.0, x_shape.clone())?),
         Some(Tensor::from_vec(d.1, [s.c])?),
@@ -170,11 +215,14 @@ pub fn batch_norm2d(
 ) -> Result<Tensor> {
     let s = bn_normalise("batch_norm", x, gamma, beta, running_mean, running_var, p)?;
     let mut y = vec![0f32; s.xhat.len()];
-    y.par_chunks_mut(s.plane.max(1)).zip(s.xhat.par_chunks(s.plane.max(1))).enumerate().for_each(|(i, (yy, xh))| {
-        let ch = i % s.c;
-        let (g, b) = (s.gamma[ch], s.beta[ch]);
-        yy.iter_mut().zip(xh).for_each(|(o, v)| *o = v * g + b);
-    });
+    y.par_chunks_mut(s.plane.max(1))
+        .zip(s.xhat.par_chunks(s.plane.max(1)))
+        .enumerate()
+        .for_each(|(i, (yy, xh))| {
+            let ch = i % s.c;
+            let (g, b) = (s.gamma[ch], s.beta[ch]);
+            yy.iter_mut().zip(xh).for_each(|(o, v)| *o = v * g + b);
+        });
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let x_shape = x.shape().clone();
     record("batch_norm", out, &[x, gamma, beta], move |dy| {
@@ -192,7 +240,15 @@ pub fn batch_norm_silu2d(
     running_var: &Tensor,
     p: BatchNormParams,
 ) -> Result<Tensor> {
-    let s = bn_normalise("batch_norm_silu", x, gamma, beta, running_mean, running_var, p)?;
+    let s = bn_normalise(
+        "batch_norm_silu",
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        p,
+    )?;
     let mut y = vec![0f32; s.xhat.len()];
     // Keep σ(bn) for the backward: SiLU' = σ·(1 + bn·(1 − σ)), bn recomputed from xhat.
     let mut sig = vec![0f32; s.xhat.len()];

@@ -14,7 +14,10 @@ pub(crate) fn log_softmax_values(v: &[f32], outer: usize, len: usize, inner: usi
             let m = (0..len).map(|i| v[at(i)]).fold(f32::NEG_INFINITY, f32::max);
             // (x − m) − ln Σ e^(x−m): subtracting the max first keeps full precision for
             // large logits (m + ln Σ rounded in f32 would lose ~1e-4 at |x| ~ 1000).
-            let log_sum = (0..len).map(|i| ((v[at(i)] - m) as f64).exp()).sum::<f64>().ln();
+            let log_sum = (0..len)
+                .map(|i| ((v[at(i)] - m) as f64).exp())
+                .sum::<f64>()
+                .ln();
             for i in 0..len {
                 out[at(i)] = ((v[at(i)] - m) as f64 - log_sum) as f32;
             }

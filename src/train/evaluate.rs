@@ -50,7 +50,11 @@ pub fn evaluate_detector(
     nms: f32,
     batch_size: usize,
 ) -> Result<Metrics> {
-    let post = PostprocessConfig { conf_thre: conf, nms_thre: nms, ..PostprocessConfig::default() };
+    let post = PostprocessConfig {
+        conf_thre: conf,
+        nms_thre: nms,
+        ..PostprocessConfig::default()
+    };
     let dets = detect_dataset(model, ds, input_hw, &post, batch_size)?;
     evaluate(ds, &dets, MaxDets::STUDY)
 }

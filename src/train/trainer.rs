@@ -67,12 +67,16 @@ pub const LOSS_NAMES: [&str; 5] = ["total", "iou", "obj", "cls", "l1"];
 
 /// A loader batch as the model's input and the loss's targets.
 pub fn batch_tensors(batch: &Batch) -> Result<(Tensor, Vec<ImageTargets>)> {
-    let images = Tensor::from_vec(batch.images.clone(), [batch.batch, 3, batch.height, batch.width])?;
+    let images = Tensor::from_vec(
+        batch.images.clone(),
+        [batch.batch, 3, batch.height, batch.width],
+    )?;
     let mut targets = Vec::with_capacity(batch.batch);
     for b in 0..batch.batch {
         let mut t = ImageTargets::default();
         for l in 0..batch.num_labels[b] {
-            let row = &batch.labels[(b * batch.max_labels + l) * 5..(b * batch.max_labels + l + 1) * 5];
+            let row =
+                &batch.labels[(b * batch.max_labels + l) * 5..(b * batch.max_labels + l + 1) * 5];
             t.classes.push(row[0] as usize);
             t.boxes_cxcywh.push([row[1], row[2], row[3], row[4]]);
         }
@@ -101,7 +105,12 @@ impl DetectorTrainer {
         config.validate()?;
         let ema = if config.ema {
             let ema_model = Arc::new(YoloX::new(model.config.clone())?);
-            let updater = ModelEma::new(&model.store, ema_model.store.clone(), config.ema_decay, config.ema_tau)?;
+            let updater = ModelEma::new(
+                &model.store,
+                ema_model.store.clone(),
+                config.ema_decay,
+                config.ema_tau,
+            )?;
             Some((ema_model, updater))
         } else {
             None
@@ -112,9 +121,21 @@ impl DetectorTrainer {
             box_loss: config.box_loss,
             use_l1: false,
             reg_weight: 5.0,
-            simota: SimOtaConfig { mode: config.simota_mode, center_radius: config.center_radius as f32 },
+            simota: SimOtaConfig {
+                mode: config.simota_mode,
+                center_radius: config.center_radius as f32,
+            },
         };
-        Ok(DetectorTrainer { config, model, ema, optimizer, schedule, loss, iteration: 0, epoch: 0 })
+        Ok(DetectorTrainer {
+            config,
+            model,
+            ema,
+            optimizer,
+            schedule,
+            loss,
+            iteration: 0,
+            epoch: 0,
+        })
     }
 
     /// The model evaluation and checkpoints use (the EMA one when EMA is on).
@@ -183,14 +204,22 @@ impl DetectorTrainer {
             &self.model.store,
             self.ema.as_ref().map(|(_, e)| e),
             self.optimizer.as_ref(),
-            TrainProgress { epoch: self.epoch, iteration: self.iteration },
+            TrainProgress {
+                epoch: self.epoch,
+                iteration: self.iteration,
+            },
             &self.config,
         )
     }
 
     /// Restore weights, EMA, optimiser state and progress from a checkpoint.
     pub fn resume(&mut self, path: &Path) -> Result<()> {
-        let meta = load_checkpoint(path, &self.model.store, self.ema.as_mut().map(|(_, e)| e), self.optimizer.as_mut())?;
+        let meta = load_checkpoint(
+            path,
+            &self.model.store,
+            self.ema.as_mut().map(|(_, e)| e),
+            self.optimizer.as_mut(),
+        )?;
         self.epoch = meta.progress.epoch;
         self.iteration = meta.progress.iteration;
         Ok(())
@@ -204,7 +233,11 @@ pub fn augment_config(cfg: &TrainConfig, no_aug: bool) -> AugmentConfig {
         input_w: w as u32,
         input_h: h as u32,
         mosaic_prob: cfg.mosaic_prob as f32,
-        mixup_prob: if cfg.enable_mixup { cfg.mixup_prob as f32 } else { 0.0 },
+        mixup_prob: if cfg.enable_mixup {
+            cfg.mixup_prob as f32
+        } else {
+            0.0
+        },
         hsv_prob: cfg.hsv_prob as f32,
         flip_prob: cfg.flip_prob as f32,
         affine: AffineParams {
@@ -288,10 +321,15 @@ pub fn train_detector(
     mut on_epoch: impl FnMut(&EpochRecord) -> Result<bool>,
 ) -> Result<TrainReport> {
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
-    let loader = Loader::new(train, loader_config(config, false, opts.workers, opts.cache))?;
+    let loader = Loader::new(
+        train,
+        loader_config(config, false, opts.workers, opts.cache),
+    )?;
     let iters_per_epoch = loader.batches_per_epoch() as u64;
     if iters_per_epoch == 0 {
-        return Err(Error::InvalidArgument("train_detector: the training set has no images".into()));
+        return Err(Error::InvalidArgument(
+            "train_detector: the training set has no images".into(),
+        ));
     }
     let mut trainer = DetectorTrainer::new(model, config.clone(), iters_per_epoch)?;
     if let Some(path) = &opts.resume {
@@ -310,7 +348,10 @@ pub fn train_detector(
         let no_aug = epoch >= no_aug_start;
         if no_aug && no_aug_loader.is_none() {
             // trainer.py before_epoch: close mosaic, start the L1 loss.
-            no_aug_loader = Some(Loader::new(train, loader_config(config, true, opts.workers, opts.cache))?);
+            no_aug_loader = Some(Loader::new(
+                train,
+                loader_config(config, true, opts.workers, opts.cache),
+            )?);
         }
         trainer.loss.use_l1 = no_aug;
         let active = no_aug_loader.as_ref().unwrap_or(&loader);
@@ -321,12 +362,18 @@ pub fn train_detector(
                 continue;
             }
             let s = trainer.step(&batch)?;
-            for (acc, v) in loss_sums.iter_mut().zip([s.loss, s.iou, s.obj, s.cls, s.l1]) {
+            for (acc, v) in loss_sums
+                .iter_mut()
+                .zip([s.loss, s.iou, s.obj, s.cls, s.l1])
+            {
                 *acc += v as f64;
             }
             steps += 1;
             images += s.images;
-            if opts.verbose && config.print_interval > 0 && trainer.iteration % config.print_interval as u64 == 0 {
+            if opts.verbose
+                && config.print_interval > 0
+                && trainer.iteration % config.print_interval as u64 == 0
+            {
                 println!(
                     "epoch {}/{} iter {} lr {:.3e} loss {:.4} (iou {:.4} obj {:.4} cls {:.4} l1 {:.4}) fg {}",
                     epoch + 1,
@@ -344,12 +391,23 @@ pub fn train_detector(
         }
         let secs = t0.elapsed().as_secs_f64();
         trainer.epoch += 1;
-        let interval = if no_aug { 1 } else { config.eval_interval.max(1) };
+        let interval = if no_aug {
+            1
+        } else {
+            config.eval_interval.max(1)
+        };
         let last = trainer.epoch == config.max_epoch;
         let metrics = match val {
             Some(v) if trainer.epoch % interval == 0 || last => {
                 let m = trainer.eval_model();
-                Some(evaluate_detector(m, v, config.test_size, config.test_conf as f32, config.nms_threshold as f32, 8)?)
+                Some(evaluate_detector(
+                    m,
+                    v,
+                    config.test_size,
+                    config.test_conf as f32,
+                    config.nms_threshold as f32,
+                    8,
+                )?)
             }
             _ => None,
         };
@@ -361,8 +419,11 @@ pub fn train_detector(
             metrics: metrics.clone(),
         };
         if let Some(m) = &metrics {
-            let losses_all: Vec<(String, f64)> =
-                LOSS_NAMES.iter().zip(loss_sums).map(|(n, s)| (n.to_string(), s / steps.max(1) as f64)).collect();
+            let losses_all: Vec<(String, f64)> = LOSS_NAMES
+                .iter()
+                .zip(loss_sums)
+                .map(|(n, s)| (n.to_string(), s / steps.max(1) as f64))
+                .collect();
             csv.append(&MetricsRow::from_metrics(
                 trainer.epoch,
                 trainer.iteration,
@@ -374,7 +435,10 @@ pub fn train_detector(
             final_metrics = Some(m.clone());
         }
         if opts.verbose {
-            let ap = metrics.as_ref().map(|m| format!(" AP {:.4} AP50 {:.4}", m.ap(), m.ap50())).unwrap_or_default();
+            let ap = metrics
+                .as_ref()
+                .map(|m| format!(" AP {:.4} AP50 {:.4}", m.ap(), m.ap50()))
+                .unwrap_or_default();
             println!(
                 "epoch {}/{}: loss {:.4}, {:.1} images/s{ap}",
                 trainer.epoch, config.max_epoch, record.mean_loss, record.images_per_s
@@ -386,5 +450,10 @@ pub fn train_detector(
             break;
         }
     }
-    Ok(TrainReport { history, final_metrics, metrics_csv: csv_path, last_checkpoint: ckpt_path })
+    Ok(TrainReport {
+        history,
+        final_metrics,
+        metrics_csv: csv_path,
+        last_checkpoint: ckpt_path,
+    })
 }

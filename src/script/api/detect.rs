@@ -18,48 +18,98 @@ fn tensor_arg(map: &Map, key: &str) -> ScriptResult<Tensor> {
 
 fn rows4(op: &str, key: &str, t: &Tensor) -> ScriptResult<Vec<[f32; 4]>> {
     if t.rank() != 2 || t.dims()[1] != 4 {
-        return Err(script_err(format!("{op}: `{key}` must be [N, 4] (cxcywh), got {}", t.shape())));
+        return Err(script_err(format!(
+            "{op}: `{key}` must be [N, 4] (cxcywh), got {}",
+            t.shape()
+        )));
     }
-    Ok(t.to_vec().chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect())
+    Ok(t.to_vec()
+        .chunks(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect())
 }
 
 fn simota(map: Map) -> ScriptResult<Map> {
-    const KEYS: &[&str] =
-        &["pred_boxes", "cls_logits", "obj_logits", "grids", "strides", "gt_boxes", "gt_classes", "center_radius", "mode"];
+    const KEYS: &[&str] = &[
+        "pred_boxes",
+        "cls_logits",
+        "obj_logits",
+        "grids",
+        "strides",
+        "gt_boxes",
+        "gt_classes",
+        "center_radius",
+        "mode",
+    ];
     let opts = Opts::new("simota_assign", &map, KEYS)?;
-    let pred = rows4("simota_assign", "pred_boxes", &tensor_arg(&map, "pred_boxes")?)?;
+    let pred = rows4(
+        "simota_assign",
+        "pred_boxes",
+        &tensor_arg(&map, "pred_boxes")?,
+    )?;
     let a = pred.len();
     let cls = tensor_arg(&map, "cls_logits")?;
     if cls.rank() != 2 || cls.dims()[0] != a {
-        return Err(script_err(format!("simota_assign: `cls_logits` must be [{a}, C], got {}", cls.shape())));
+        return Err(script_err(format!(
+            "simota_assign: `cls_logits` must be [{a}, C], got {}",
+            cls.shape()
+        )));
     }
     let num_classes = cls.dims()[1];
     let obj = tensor_arg(&map, "obj_logits")?;
     if obj.numel() != a {
-        return Err(script_err(format!("simota_assign: `obj_logits` must be [{a}] or [{a}, 1], got {}", obj.shape())));
+        return Err(script_err(format!(
+            "simota_assign: `obj_logits` must be [{a}] or [{a}, 1], got {}",
+            obj.shape()
+        )));
     }
     let grids_t = tensor_arg(&map, "grids")?;
     if grids_t.dims() != [a, 2] {
-        return Err(script_err(format!("simota_assign: `grids` must be [{a}, 2], got {}", grids_t.shape())));
+        return Err(script_err(format!(
+            "simota_assign: `grids` must be [{a}, 2], got {}",
+            grids_t.shape()
+        )));
     }
     let grids: Vec<(f32, f32)> = grids_t.to_vec().chunks(2).map(|g| (g[0], g[1])).collect();
     let strides = tensor_arg(&map, "strides")?;
     if strides.numel() != a {
-        return Err(script_err(format!("simota_assign: `strides` must be [{a}], got {}", strides.shape())));
+        return Err(script_err(format!(
+            "simota_assign: `strides` must be [{a}], got {}",
+            strides.shape()
+        )));
     }
     let gt_t = tensor_arg(&map, "gt_boxes")?;
-    let gt = if gt_t.numel() == 0 { Vec::new() } else { rows4("simota_assign", "gt_boxes", &gt_t)? };
+    let gt = if gt_t.numel() == 0 {
+        Vec::new()
+    } else {
+        rows4("simota_assign", "gt_boxes", &gt_t)?
+    };
     let gt_classes: Vec<usize> = tensor_arg(&map, "gt_classes")?
         .to_vec()
         .iter()
-        .map(|&c| if c >= 0.0 && c.fract() == 0.0 { Ok(c as usize) } else { Err(script_err(format!("simota_assign: gt class {c} is not a class id"))) })
+        .map(|&c| {
+            if c >= 0.0 && c.fract() == 0.0 {
+                Ok(c as usize)
+            } else {
+                Err(script_err(format!(
+                    "simota_assign: gt class {c} is not a class id"
+                )))
+            }
+        })
         .collect::<ScriptResult<_>>()?;
     let mode = match map.get("mode") {
         Some(m) => lift(SimOtaMode::parse(&m.to_string()))?,
         None => SimOtaMode::Release,
     };
-    let default_radius = if mode == SimOtaMode::Release { 2.5 } else { 1.5 };
-    let cfg = SimOtaConfig { mode, center_radius: opts.float("center_radius", default_radius)? as f32 };
+    let default_radius = if mode == SimOtaMode::Release {
+        2.5
+    } else {
+        1.5
+    };
+    let cfg = SimOtaConfig {
+        mode,
+        center_radius: opts.float("center_radius", default_radius)? as f32,
+    };
     let assignment = lift(simota_assign(
         &SimOtaInput {
             pred_boxes_cxcywh: &pred,
@@ -75,11 +125,20 @@ fn simota(map: Map) -> ScriptResult<Map> {
     ))?;
     let mut out = Map::new();
     let fg: Vec<f32> = assignment.fg_mask.iter().map(|&f| f as u8 as f32).collect();
-    out.insert("fg_mask".into(), Dynamic::from(lift(Tensor::from_vec(fg, [a]))?));
+    out.insert(
+        "fg_mask".into(),
+        Dynamic::from(lift(Tensor::from_vec(fg, [a]))?),
+    );
     let matched: Vec<f32> = assignment.matched_gt.iter().map(|&g| g as f32).collect();
     let n = matched.len();
-    out.insert("matched_gt".into(), Dynamic::from(lift(Tensor::from_vec(matched, [n]))?));
-    out.insert("pred_ious".into(), Dynamic::from(lift(Tensor::from_vec(assignment.pred_ious, [n]))?));
+    out.insert(
+        "matched_gt".into(),
+        Dynamic::from(lift(Tensor::from_vec(matched, [n]))?),
+    );
+    out.insert(
+        "pred_ious".into(),
+        Dynamic::from(lift(Tensor::from_vec(assignment.pred_ious, [n]))?),
+    );
     out.insert("num_fg".into(), Dynamic::from(assignment.num_fg as INT));
     Ok(out)
 }

@@ -51,10 +51,12 @@ macro_rules! func {
     }};
 }
 
+mod data;
 mod detect;
 mod models;
 mod ops;
 mod tensor;
+mod train;
 
 /// An engine with the whole ssod API, and the documentation of every function it registered.
 pub fn new_engine() -> (Engine, Vec<FnDoc>) {
@@ -71,6 +73,8 @@ pub fn new_engine() -> (Engine, Vec<FnDoc>) {
     ops::register(&mut api);
     models::register(&mut api);
     detect::register(&mut api);
+    data::register(&mut api);
+    train::register(&mut api);
     let mut docs = api.docs;
     docs.sort_by(|a, b| a.name.cmp(&b.name).then(a.signature.cmp(&b.signature)));
     (engine, docs)

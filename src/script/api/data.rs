@@ -1,0 +1,201 @@
+//! Data in Rhai: the generated FloW-like set, COCO and VOC readers, crops and frames.
+//! Datasets are the `Dataset` type (a shared, read-only COCO dataset with its image folder).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rhai::{Dynamic, Map, INT};
+
+use super::Api;
+use crate::data::convert::ConvertOptions;
+use crate::data::crops::{write_crops, CropOptions};
+use crate::data::dataset::CocoDataset;
+use crate::data::frames::{extract_frames, FrameSelection, FramesOptions};
+use crate::data::stats::summarize;
+use crate::data::synth::{generate, SynthConfig};
+use crate::data::voc::{read_flow_split, read_labels};
+use crate::script::convert::{lift, script_err, Opts, ScriptResult};
+
+/// A dataset handle (cheap to clone).
+#[derive(Clone)]
+pub struct Dataset(pub Arc<CocoDataset>);
+
+fn size_opt(op: &str, s: &str) -> ScriptResult<(u32, u32)> {
+    let parts: Vec<&str> = s.split('x').collect();
+    match parts.as_slice() {
+        [w, h] => match (w.trim().parse::<u32>(), h.trim().parse::<u32>()) {
+            (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+            _ => Err(script_err(format!("{op}: size `{s}` is not WIDTHxHEIGHT"))),
+        },
+        _ => Err(script_err(format!("{op}: size `{s}` is not WIDTHxHEIGHT"))),
+    }
+}
+
+fn synth(o: Map) -> ScriptResult<Map> {
+    let opts = Opts::new(
+        "synth",
+        &o,
+        &[
+            "out",
+            "train",
+            "test",
+            "size",
+            "videos",
+            "frames_per_video",
+            "seed",
+        ],
+    )?;
+    let out: PathBuf = o
+        .get("out")
+        .map(|d| d.to_string())
+        .ok_or_else(|| script_err("synth: `out` (a folder) is required"))?
+        .into();
+    let (width, height) = size_opt(
+        "synth",
+        &o.get("size")
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "1280x720".into()),
+    )?;
+    let cfg = SynthConfig {
+        out,
+        train: opts.usize("train", 1200)?,
+        test: opts.usize("test", 800)?,
+        width,
+        height,
+        videos: opts.usize("videos", 4)?,
+        frames_per_video: opts.usize("frames_per_video", 250)?,
+        seed: opts.usize("seed", 1)? as u64,
+    };
+    let summary = lift(generate(&cfg))?;
+    let mut m = Map::new();
+    m.insert(
+        "train".into(),
+        Dynamic::from(Dataset(Arc::new(summary.train))),
+    );
+    m.insert(
+        "test".into(),
+        Dynamic::from(Dataset(Arc::new(summary.test))),
+    );
+    m.insert(
+        "frames".into(),
+        Dynamic::from(cfg.out.join("unlabeled").display().to_string()),
+    );
+    m.insert(
+        "video_frames".into(),
+        Dynamic::from(summary.video_frames as INT),
+    );
+    m.insert("root".into(), Dynamic::from(cfg.out.display().to_string()));
+    Ok(m)
+}
+
+pub fn register(api: &mut Api) {
+    api.engine.register_type_with_name::<Dataset>("Dataset");
+    api.engine.register_fn("to_string", |d: &mut Dataset| {
+        format!(
+            "Dataset({} images, {} objects)",
+            d.0.images.len(),
+            d.0.annotations.len()
+        )
+    });
+    api.engine
+        .register_get("num_images", |d: &mut Dataset| d.0.images.len() as INT);
+    api.engine.register_get("num_objects", |d: &mut Dataset| {
+        d.0.annotations.len() as INT
+    });
+
+    func!(api, "synth", &["opts: Map"], "Map",
+        "Generate a FloW-like set; opts: out (folder, required), train (1200), test (800), size (\"1280x720\"), videos (4), frames_per_video (250), seed (1). Returns #{train, test, frames, root}.",
+        synth);
+    func!(
+        api,
+        "coco",
+        &["path: String"],
+        "Dataset",
+        "Read a COCO json; images are looked up next to it.",
+        |p: &str| -> ScriptResult<Dataset> {
+            Ok(Dataset(Arc::new(lift(CocoDataset::read(p.as_ref()))?)))
+        }
+    );
+    func!(
+        api,
+        "coco",
+        &["path: String", "images: String"],
+        "Dataset",
+        "Read a COCO json whose images are in `images`.",
+        |p: &str, images: &str| -> ScriptResult<Dataset> {
+            let mut ds = lift(CocoDataset::read(p.as_ref()))?;
+            ds.image_dir = images.into();
+            Ok(Dataset(Arc::new(ds)))
+        }
+    );
+    func!(api, "voc", &["root: String", "split: String"], "Dataset",
+        "Read one split (\"training\" | \"test\") of a FloW-layout VOC set; classes from ROOT/labels.txt.",
+        |root: &str, split: &str| -> ScriptResult<Dataset> {
+            let root = std::path::Path::new(root);
+            let labels = lift(read_labels(&root.join("labels.txt")))?;
+            let (ds, _) = lift(read_flow_split(root, split, &labels, &ConvertOptions::default()))?;
+            Ok(Dataset(Arc::new(ds)))
+        });
+    func!(
+        api,
+        "summary",
+        &["d: Dataset"],
+        "String",
+        "Images, objects, objects per image and the COCO size histogram.",
+        |d: &mut Dataset| summarize(&d.0).to_string()
+    );
+    func!(
+        api,
+        "subset",
+        &["d: Dataset", "n: i64"],
+        "Dataset",
+        "The first n images and their annotations.",
+        |d: &mut Dataset, n: INT| -> ScriptResult<Dataset> {
+            let n = usize::try_from(n)
+                .map_err(|_| script_err(format!("subset: n must be >= 0, got {n}")))?;
+            let mut ds = (*d.0).clone();
+            ds.images.truncate(n);
+            let keep: std::collections::HashSet<u64> = ds.images.iter().map(|i| i.id).collect();
+            ds.annotations.retain(|a| keep.contains(&a.image_id));
+            Ok(Dataset(Arc::new(ds)))
+        }
+    );
+    func!(api, "crops", &["d: Dataset", "out: String", "opts: Map"], "Map",
+        "Foreground/background crops for center-loss pretraining (seed-notes 3); opts: seed (100), base_size (224), strict_background (false). Writes pos/, neg/, crops.csv.",
+        |d: &mut Dataset, out: &str, o: Map| -> ScriptResult<Map> {
+            let opts = Opts::new("crops", &o, &["seed", "base_size", "strict_background"])?;
+            let def = CropOptions::default();
+            let co = CropOptions {
+                seed: opts.usize("seed", def.seed as usize)? as u64,
+                base_size: opts.usize("base_size", def.base_size as usize)? as u32,
+                strict_background: opts.bool("strict_background", def.strict_background)?,
+                ..def
+            };
+            let r = lift(write_crops(&d.0, out.as_ref(), &co))?;
+            let mut m = Map::new();
+            m.insert("dir".into(), Dynamic::from(out.to_string()));
+            m.insert("positives".into(), Dynamic::from(r.positives as INT));
+            m.insert("negatives".into(), Dynamic::from(r.negatives as INT));
+            Ok(m)
+        });
+    func!(api, "frames", &["input: String", "out: String", "opts: Map"], "Map",
+        "Unlabeled frames from a video (through ffmpeg) or an image folder (seed-notes 4); opts: keep_prob (0.05) or every (N), seed (0), resize (\"1280x720\").",
+        |input: &str, out: &str, o: Map| -> ScriptResult<Map> {
+            let opts = Opts::new("frames", &o, &["keep_prob", "every", "seed", "resize"])?;
+            let selection = match o.get("every") {
+                Some(_) => FrameSelection::Every(opts.usize("every", 1)?.max(1)),
+                None => FrameSelection::KeepProb(opts.float("keep_prob", 0.05)?),
+            };
+            let resize = match o.get("resize") {
+                Some(r) => Some(size_opt("frames", &r.to_string())?),
+                None => None,
+            };
+            let fo = FramesOptions { selection, seed: opts.usize("seed", 0)? as u64, resize, ..FramesOptions::default() };
+            let r = lift(extract_frames(input.as_ref(), out.as_ref(), &fo))?;
+            let mut m = Map::new();
+            m.insert("dir".into(), Dynamic::from(out.to_string()));
+            m.insert("frames_read".into(), Dynamic::from(r.frames_read as INT));
+            m.insert("kept".into(), Dynamic::from(r.kept.len() as INT));
+            Ok(m)
+        });
+}

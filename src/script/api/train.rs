@@ -1,0 +1,241 @@
+//! Training, evaluation, inference and plots in Rhai.
+
+use std::path::PathBuf;
+
+use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext, FLOAT, INT};
+
+use super::data::Dataset;
+use super::models::Model;
+use super::Api;
+use crate::data::image_io::read_rgb;
+use crate::detect::{detect_images, PostprocessConfig};
+use crate::eval::coco::Metrics;
+use crate::eval::metrics_csv::read_metrics_csv;
+use crate::eval::plots::{plot_run_bars, plot_training_curves};
+use crate::script::convert::{lift, script_err, Opts, ScriptResult};
+use crate::train::evaluate::{evaluate_detector, recalibrate_batch_norm};
+use crate::train::trainer::{train_detector, EpochRecord, TrainRunOptions};
+use crate::train::TrainConfig;
+
+/// Keys of `train_detector`'s config that are run options, not part of the recipe.
+const RUN_KEYS: &[&str] = &["out", "workers", "cache", "verbose", "resume"];
+
+/// The 12 stats by name, AP per class, as a Rhai map.
+pub fn metrics_map(m: &Metrics) -> Map {
+    let mut out = Map::new();
+    for (name, v) in m.names().iter().zip(m.stats) {
+        out.insert(name.as_str().into(), Dynamic::from_float(v));
+    }
+    let per_class: Array = m
+        .per_class
+        .iter()
+        .map(|c| {
+            let mut r = Map::new();
+            r.insert("category_id".into(), Dynamic::from(c.category_id as INT));
+            r.insert("name".into(), Dynamic::from(c.name.clone()));
+            r.insert("AP".into(), Dynamic::from_float(c.ap));
+            r.insert("AP50".into(), Dynamic::from_float(c.ap50));
+            Dynamic::from_map(r)
+        })
+        .collect();
+    out.insert("per_class".into(), Dynamic::from_array(per_class));
+    out
+}
+
+fn record_map(r: &EpochRecord) -> Map {
+    let mut m = Map::new();
+    m.insert("epoch".into(), Dynamic::from(r.epoch as INT));
+    m.insert("iteration".into(), Dynamic::from(r.iteration as INT));
+    m.insert("loss".into(), Dynamic::from_float(r.mean_loss));
+    m.insert("images_per_s".into(), Dynamic::from_float(r.images_per_s));
+    if let Some(metrics) = &r.metrics {
+        m.insert("metrics".into(), Dynamic::from_map(metrics_map(metrics)));
+    }
+    m
+}
+
+/// Split a script's config map into the training recipe and the run options.
+fn train_config(cfg: &Map) -> ScriptResult<(TrainConfig, TrainRunOptions)> {
+    let mut recipe = serde_json::Map::new();
+    for (k, v) in cfg {
+        if RUN_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        let value: serde_json::Value = rhai::serde::from_dynamic(v)
+            .map_err(|e| script_err(format!("train config key `{k}`: {e}")))?;
+        recipe.insert(k.to_string(), value);
+    }
+    let config = lift(TrainConfig::from_json_value(&serde_json::Value::Object(
+        recipe,
+    )))?;
+    let run_map: Map = cfg
+        .iter()
+        .filter(|(k, _)| RUN_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let o = Opts::new("train_detector", &run_map, RUN_KEYS)?;
+    let out = cfg
+        .get("out")
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| "runs/train".into());
+    let opts = TrainRunOptions {
+        out_dir: PathBuf::from(out),
+        workers: o.usize("workers", 2)?,
+        cache: o.bool("cache", true)?,
+        resume: cfg.get("resume").map(|d| PathBuf::from(d.to_string())),
+        verbose: o.bool("verbose", true)?,
+    };
+    Ok((config, opts))
+}
+
+fn train(
+    ctx: &NativeCallContext,
+    m: &Model,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    cfg: Map,
+    callback: Option<FnPtr>,
+) -> ScriptResult<Map> {
+    let (config, opts) = train_config(&cfg)?;
+    let mut callback_error = None;
+    let report = train_detector(
+        m.0.clone(),
+        &train.0,
+        val.map(|v| &*v.0),
+        &config,
+        &opts,
+        |rec| {
+            let Some(f) = &callback else { return Ok(true) };
+            match f.call_within_context::<Dynamic>(ctx, (Dynamic::from_map(record_map(rec)),)) {
+                // A callback returning `false` stops training; anything else continues.
+                Ok(v) => Ok(v.as_bool().unwrap_or(true)),
+                Err(e) => {
+                    callback_error = Some(e);
+                    Ok(false)
+                }
+            }
+        },
+    );
+    if let Some(e) = callback_error {
+        return Err(e);
+    }
+    let report = lift(report)?;
+    let mut out = Map::new();
+    let history: Array = report
+        .history
+        .iter()
+        .map(|r| Dynamic::from_map(record_map(r)))
+        .collect();
+    out.insert("history".into(), Dynamic::from_array(history));
+    if let Some(metrics) = &report.final_metrics {
+        out.insert("metrics".into(), Dynamic::from_map(metrics_map(metrics)));
+    }
+    out.insert(
+        "metrics_csv".into(),
+        Dynamic::from(report.metrics_csv.display().to_string()),
+    );
+    out.insert(
+        "checkpoint".into(),
+        Dynamic::from(report.last_checkpoint.display().to_string()),
+    );
+    Ok(out)
+}
+
+fn eval_opts(o: &Map, default_size: usize) -> ScriptResult<((usize, usize), f32, f32, usize)> {
+    let opts = Opts::new("evaluate", o, &["size", "conf", "nms", "batch"])?;
+    let size = opts.usize("size", default_size)?;
+    if size == 0 || size % 32 != 0 {
+        return Err(script_err(format!(
+            "evaluate: size must be a positive multiple of 32, got {size}"
+        )));
+    }
+    Ok((
+        (size, size),
+        opts.float("conf", 0.01)? as f32,
+        opts.float("nms", 0.65)? as f32,
+        opts.usize("batch", 8)?,
+    ))
+}
+
+fn evaluate(m: &Model, d: &Dataset, o: Map) -> ScriptResult<Map> {
+    let (size, conf, nms, batch) = eval_opts(&o, 640)?;
+    let metrics = lift(evaluate_detector(&m.0, &d.0, size, conf, nms, batch))?;
+    Ok(metrics_map(&metrics))
+}
+
+pub fn register(api: &mut Api) {
+    func!(api, "train_detector", &["model: Model", "train: Dataset", "val: Dataset", "cfg: Map"], "Map",
+        "Train with YOLOX's recipe; cfg: any TrainConfig key (max_epoch, batch_size, basic_lr_per_img, box_loss, input_size, ...) plus out, workers, cache, verbose, resume. Returns #{history, metrics, metrics_csv, checkpoint}.",
+        |ctx: NativeCallContext, m: Model, t: Dataset, v: Dataset, cfg: Map| -> ScriptResult<Map> { train(&ctx, &m, &t, Some(&v), cfg, None) });
+    func!(api, "train_detector", &["model: Model", "train: Dataset", "val: Dataset", "cfg: Map", "on_epoch: Fn"], "Map",
+        "As train_detector, calling on_epoch(record) after every epoch; returning false stops training.",
+        |ctx: NativeCallContext, m: Model, t: Dataset, v: Dataset, cfg: Map, f: FnPtr| -> ScriptResult<Map> { train(&ctx, &m, &t, Some(&v), cfg, Some(f)) });
+    func!(api, "evaluate", &["model: Model", "dataset: Dataset", "cfg: Map"], "Map",
+        "COCO metrics (pycocotools-identical, max dets 100/300/1000) by name, and per_class; cfg: size (640), conf (0.01), nms (0.65), batch (8).",
+        |m: Model, d: Dataset, o: Map| evaluate(&m, &d, o));
+    func!(api, "recalibrate_bn", &["model: Model", "dataset: Dataset", "images: i64", "size: i64"], "()",
+        "Precise BN: replace BN running statistics by their average over the first `images` images of `dataset` (letterboxed to size).",
+        |m: Model, d: Dataset, n: INT, size: INT| -> ScriptResult<()> {
+            let size = usize::try_from(size).ok().filter(|s| *s > 0 && s % 32 == 0).ok_or_else(|| script_err(format!("recalibrate_bn: size must be a positive multiple of 32, got {size}")))?;
+            let n = usize::try_from(n).map_err(|_| script_err("recalibrate_bn: images must be >= 0"))?;
+            let mut batches = Vec::new();
+            for chunk in d.0.images.iter().take(n).collect::<Vec<_>>().chunks(8) {
+                let imgs: Vec<_> = chunk.iter().map(|i| lift(read_rgb(&d.0.image_path(i)))).collect::<ScriptResult<_>>()?;
+                let boxed: Vec<_> = imgs.iter().map(|im| crate::data::augment::letterbox(im, size as u32, size as u32).0).collect();
+                batches.push(lift(crate::detect::images_to_bgr_tensor(&boxed))?);
+            }
+            lift(recalibrate_batch_norm(&m.0, &batches))
+        });
+    func!(api, "detect", &["model: Model", "image: String", "opts: Map"], "Array",
+        "Detections on one image file: #{x1, y1, x2, y2, score, class} in original pixels; opts: size (640), conf (0.25), nms (0.45), agnostic (false), max_dets.",
+        |m: Model, path: &str, o: Map| -> ScriptResult<Array> {
+            let opts = Opts::new("detect", &o, &["size", "conf", "nms", "agnostic", "max_dets"])?;
+            let size = opts.usize("size", 640)?;
+            let post = PostprocessConfig {
+                conf_thre: opts.float("conf", 0.25)? as f32,
+                nms_thre: opts.float("nms", 0.45)? as f32,
+                class_agnostic: opts.bool("agnostic", false)?,
+                max_dets: o.get("max_dets").map(|_| opts.usize("max_dets", 100)).transpose()?,
+            };
+            let img = lift(read_rgb(path.as_ref()))?;
+            let dets = lift(detect_images(&m.0, &[img], (size, size), &post))?;
+            Ok(dets.into_iter().next().unwrap_or_default().iter().map(|d| {
+                let mut r = Map::new();
+                for (k, v) in ["x1", "y1", "x2", "y2"].iter().zip(d.box_xyxy) {
+                    r.insert((*k).into(), Dynamic::from_float(v as FLOAT));
+                }
+                r.insert("score".into(), Dynamic::from_float(d.score as FLOAT));
+                r.insert("class".into(), Dynamic::from(d.class as INT));
+                Dynamic::from_map(r)
+            }).collect())
+        });
+    func!(
+        api,
+        "plot_lines",
+        &["metrics_csv: String", "out_png: String"],
+        "String",
+        "Training curves (losses, AP, lr) from a metrics.csv into a PNG; returns the PNG path.",
+        |csv: &str, out: &str| -> ScriptResult<String> {
+            let table = lift(read_metrics_csv(csv.as_ref()))?;
+            lift(plot_training_curves(&table, out.as_ref()))?;
+            Ok(out.to_string())
+        }
+    );
+    func!(api, "plot_bars", &["runs: Map", "metrics: Array", "out_png: String"], "String",
+        "A grouped bar chart: runs is #{name: metrics_map}, metrics the names to plot (e.g. [\"AP\", \"AP50\"]); returns the PNG path.",
+        |runs: Map, metrics: Array, out: &str| -> ScriptResult<String> {
+            let names: Vec<String> = runs.keys().map(|k| k.to_string()).collect();
+            let metric_names: Vec<String> = metrics.iter().map(|m| m.to_string()).collect();
+            let mut values = Vec::new();
+            for (run, v) in &runs {
+                let map = v.clone().try_cast::<Map>().ok_or_else(|| script_err(format!("plot_bars: run `{run}` is not a map of metrics")))?;
+                let row = metric_names.iter().map(|k| {
+                    map.get(k.as_str()).and_then(|x| x.as_float().ok().or_else(|| x.as_int().ok().map(|i| i as f64)))
+                        .ok_or_else(|| script_err(format!("plot_bars: run `{run}` has no numeric `{k}`")))
+                }).collect::<ScriptResult<Vec<f64>>>()?;
+                values.push(row);
+            }
+            lift(plot_run_bars(&names, &metric_names, &values, out.as_ref()))?;
+            Ok(out.to_string())
+        });
+}

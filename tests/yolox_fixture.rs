@@ -260,7 +260,7 @@ fn check_load(name: &'static str) {
     all_ok(results);
 }
 
-/// Eval mode (BN running statistics): raw outputs.
+/// Eval mode (BN running statistics): backbone and PAFPN features, raw outputs.
 fn check_forward_eval(name: &'static str) {
     let f = Fixture::open(name);
     println!(
@@ -268,13 +268,54 @@ fn check_forward_eval(name: &'static str) {
         f.noise.0
     );
     f.model.set_training(false);
-    let raw = ssod::autograd::no_grad(|| f.model.forward(f.get("input"))).unwrap();
-    all_ok(vec![compare(
+    let _guard = ssod::autograd::no_grad_guard();
+    let x = f.get("input");
+    let mut results = Vec::new();
+    // Intermediate features first, so a mismatch is localised to the first stage that differs.
+    let dark = &f.model.backbone.backbone;
+    let stem = dark.stem.forward(x).unwrap(); // [B, b, H/2, W/2]
+    let dark2 = dark
+        .dark2
+        .1
+        .forward(&dark.dark2.0.forward(&stem).unwrap())
+        .unwrap();
+    let (c3, c4, c5) = dark.forward(x).unwrap();
+    let pan = f.model.backbone.forward(x).unwrap();
+    let stages = [
+        ("stem", &stem),
+        ("dark2", &dark2),
+        ("dark3", &c3),
+        ("dark4", &c4),
+        ("dark5", &c5),
+        ("pan_out2", &pan[0]),
+        ("pan_out1", &pan[1]),
+        ("pan_out0", &pan[2]),
+    ];
+    let mut n_feats = 0;
+    for (stage, ours) in stages {
+        let key = format!("eval.feat.{stage}");
+        if let Some(reference) = f.refs.get(&key) {
+            results.push(compare(
+                &format!("{name}/{key}"),
+                ours,
+                reference,
+                f.fwd_tol(),
+            ));
+            n_feats += 1;
+        }
+    }
+    assert!(
+        n_feats >= 6,
+        "{name}: the fixture has backbone and PAFPN features"
+    );
+    let raw = f.model.forward(x).unwrap();
+    results.push(compare(
         &format!("{name}/eval.raw"),
         &raw,
         f.get("eval.raw"),
         f.fwd_tol(),
-    )]);
+    ));
+    all_ok(results);
 }
 
 /// Decode alone, on PyTorch's raw eval outputs: must agree to f32 rounding.

@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ssod::detect::decode::{decode_batch_f32, decode_boxes};
-use ssod::detect::loss::{yolox_loss, ImageTargets, YoloxLossConfig};
+use ssod::detect::loss::{box_loss, yolox_loss, BoxLossKind, ImageTargets, YoloxLossConfig};
 use ssod::detect::simota::{simota_assign, SimOtaConfig, SimOtaInput};
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::tensor::safetensors_io::{read_safetensors, TensorFile};
@@ -581,6 +581,37 @@ fn tiny_dw_loss_on_reference_outputs() {
 #[test]
 fn tiny_dw_train_step() {
     check_train_step("yolox_tiny_dw");
+}
+
+/// Box losses alone on 16 xyxy pairs (one disjoint, one nested): YOLOX's IOUloss "iou" and
+/// "giou" and torchvision's `complete_box_iou_loss`, per-box values and d(sum)/d(pred).
+#[test]
+fn box_losses_match_yolox_and_torchvision() {
+    let TensorFile { tensors, .. } =
+        read_safetensors(&fixture_path("yolox_box_losses.safetensors")).unwrap();
+    let mut results = Vec::new();
+    for (key, kind) in [
+        ("iou", BoxLossKind::Iou),
+        ("giou", BoxLossKind::Giou),
+        ("ciou_tv", BoxLossKind::CiouTorchvision),
+    ] {
+        let pred = tensors["pred"].detach().with_requires_grad(true);
+        let loss = box_loss(&pred, &tensors["target"], kind).unwrap();
+        ssod::ops::sum_all(&loss).unwrap().backward().unwrap();
+        results.push(compare(
+            &format!("box_losses/{key}.loss"),
+            &loss,
+            &tensors[&format!("{key}.loss")],
+            Tol::Rel(1e-5),
+        ));
+        results.push(compare(
+            &format!("box_losses/{key}.grad"),
+            &pred.grad().expect("gradient of pred"),
+            &tensors[&format!("{key}.grad")],
+            Tol::OfMax(1e-5),
+        ));
+    }
+    all_ok(results);
 }
 
 /// The comparisons can fail: one BN bias moved by 1e-2 shows up in the eval outputs, a loss

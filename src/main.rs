@@ -15,6 +15,7 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("internal error (please report): {info}");
     }));
+    tune_allocator();
     match std::panic::catch_unwind(cli::main) {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
@@ -22,5 +23,17 @@ fn main() {
             std::process::exit(1);
         }
         Err(_) => std::process::exit(101),
+    }
+}
+
+/// Keep freed tensor buffers in the heap instead of returning them to the kernel: glibc maps
+/// large blocks (>= 128 KiB .. 32 MiB) with mmap and unmaps them on free, so every op output
+/// paid page faults and zeroing. Measured in BENCHMARKS.md ("training step").
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; called before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }

@@ -64,15 +64,8 @@ impl DecodedImage {
     }
 }
 
-/// Logistic function, written so large |x| neither overflows nor loses the small tail.
-pub fn sigmoid_f32(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
+/// The engine's sigmoid (one definition for training and inference).
+pub use crate::ops::sigmoid_scalar as sigmoid_f32;
 
 /// One image's raw outputs (`A · (5 + C)` values, anchor outer) → boxes, obj and cls
 /// probabilities (plain f32, no autograd).

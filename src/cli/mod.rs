@@ -7,6 +7,7 @@ mod data_tools;
 mod eval;
 mod model;
 mod run;
+mod selftest;
 mod synth;
 
 #[derive(Parser)]
@@ -32,6 +33,8 @@ enum Command {
     Synth(synth::SynthCommand),
     #[command(flatten)]
     Model(model::ModelCommand),
+    #[command(flatten)]
+    Selftest(selftest::SelftestCommand),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::DataTools(c) => c.execute(),
         Command::Synth(c) => c.execute(),
         Command::Model(c) => c.execute(),
+        Command::Selftest(c) => c.execute(),
     }
 }

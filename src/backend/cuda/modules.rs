@@ -212,7 +212,6 @@ pub(crate) fn short_candidates(lib: &str) -> String {
         .iter()
         .map(String::as_str)
         .filter(|n| n.contains(".so."))
-        .take(3)
         .collect();
     if short.is_empty() {
         names.join(", ")

@@ -5,7 +5,9 @@
 //! Without NVRTC the compile test prints one line and passes, unless the `CI` variable is set:
 //! CI installs NVRTC (`.ci/run`), so there a missing library is a failure.
 
-use ssod::backend::cuda::{compile_all_kernels, nvrtc_available, nvrtc_version, selftest, KernelFile};
+use ssod::backend::cuda::{
+    compile_all_kernels, nvrtc_available, nvrtc_version, selftest, KernelFile,
+};
 
 fn nvrtc_or_skip() -> bool {
     match nvrtc_available() {
@@ -31,7 +33,10 @@ fn every_kernel_file_compiles_for_compute_80_and_90() {
         assert_eq!(files.len(), KernelFile::ALL.len());
         for (file, ptx_len) in &files {
             assert!(*ptx_len > 0, "{} gave empty PTX", file.file_name());
-            println!("NVRTC {major}.{minor} {arch}: {} -> {ptx_len} bytes of PTX", file.file_name());
+            println!(
+                "NVRTC {major}.{minor} {arch}: {} -> {ptx_len} bytes of PTX",
+                file.file_name()
+            );
         }
     }
 }
@@ -56,7 +61,10 @@ fn every_kernel_symbol_has_a_parity_case() {
         missing.join(", ")
     );
     // And no parity case names a kernel that does not exist.
-    let all: Vec<&str> = KernelFile::all_symbols().into_iter().map(|(_, s)| s).collect();
+    let all: Vec<&str> = KernelFile::all_symbols()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
     for s in covered {
         assert!(all.contains(&s), "parity case names unknown kernel `{s}`");
     }
@@ -74,7 +82,11 @@ fn every_kernel_file_opens_with_its_contract() {
             f.stem()
         );
         for word in ["Contract", "Checked against", "Launch geometry", "Check:"] {
-            assert!(src.contains(word), "{}: contract lacks `{word}`", f.file_name());
+            assert!(
+                src.contains(word),
+                "{}: contract lacks `{word}`",
+                f.file_name()
+            );
         }
     }
 }

@@ -23,7 +23,11 @@ impl BnShape {
         self.len() == 0
     }
     fn i64s(&self, op: &str) -> Result<(i64, i64, i64)> {
-        Ok((to_i64(op, self.n)?, to_i64(op, self.c)?, to_i64(op, self.plane)?))
+        Ok((
+            to_i64(op, self.n)?,
+            to_i64(op, self.c)?,
+            to_i64(op, self.plane)?,
+        ))
     }
 }
 
@@ -44,7 +48,7 @@ fn check_params(
     for (name, t) in per_channel {
         check_len(op, name, t, s.c)?;
     }
-    if !(eps > 0.0) {
+    if eps.is_nan() || eps <= 0.0 {
         return Err(Error::op(op, format!("eps must be > 0, got {eps}")));
     }
     Ok(())
@@ -78,7 +82,12 @@ pub fn fwd_train(
         op,
         s,
         x,
-        &[("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)],
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
         eps,
     )?;
     if !(0.0..=1.0).contains(&momentum) {
@@ -86,20 +95,36 @@ pub fn fwd_train(
     }
     let count = s.n * s.plane;
     if count <= 1 {
-        return Err(Error::op(op, format!("training mode needs more than one value per channel, got {s:?}")));
+        return Err(Error::op(
+            op,
+            format!("training mode needs more than one value per channel, got {s:?}"),
+        ));
     }
     let (n, c, plane) = s.i64s(op)?;
     let (mut mean, mut invstd, mut var) = (dev.zeros(s.c)?, dev.zeros(s.c)?, dev.zeros(s.c)?);
     let f = dev.function(KernelFile::BatchNorm, "batch_norm_stats_f32")?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mut mean).arg(&mut invstd).arg(&mut var).arg(&n).arg(&c).arg(&plane).arg(&eps);
+    b.arg(x)
+        .arg(&mut mean)
+        .arg(&mut invstd)
+        .arg(&mut var)
+        .arg(&n)
+        .arg(&c)
+        .arg(&plane)
+        .arg(&eps);
     // SAFETY: x holds N·C·plane, the stats C elements (checked).
     unsafe { b.launch(grid_per_item(s.c)) }.map_err(|e| cuda_err("batch_norm_stats_f32", e))?;
 
     let unbias = count as f32 / (count - 1) as f32;
     let f = dev.function(KernelFile::BatchNorm, "batch_norm_update_running_f32")?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(running_mean).arg(running_var).arg(&mean).arg(&var).arg(&c).arg(&momentum).arg(&unbias);
+    b.arg(running_mean)
+        .arg(running_var)
+        .arg(&mean)
+        .arg(&var)
+        .arg(&c)
+        .arg(&momentum)
+        .arg(&unbias);
     // SAFETY: four buffers of C elements.
     unsafe { b.launch(grid_1d(s.c)) }.map_err(|e| cuda_err("batch_norm_update_running_f32", e))?;
 
@@ -108,7 +133,12 @@ pub fn fwd_train(
     let s_is_var = 0i32;
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mean).arg(&invstd).arg(gamma).arg(beta).arg(&mut y);
+    b.arg(x)
+        .arg(&mean)
+        .arg(&invstd)
+        .arg(gamma)
+        .arg(beta)
+        .arg(&mut y);
     b.arg(&n).arg(&c).arg(&plane).arg(&eps).arg(&s_is_var);
     // SAFETY: x, y hold N·C·plane; per-channel buffers C.
     unsafe { b.launch(grid_1d(s.len())) }.map_err(|e| cuda_err(sym, e))?;
@@ -133,7 +163,12 @@ pub fn fwd_eval(
         op,
         s,
         x,
-        &[("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)],
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
         eps,
     )?;
     let (n, c, plane) = s.i64s(op)?;
@@ -142,7 +177,12 @@ pub fn fwd_eval(
     let s_is_var = 1i32;
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(running_mean).arg(running_var).arg(gamma).arg(beta).arg(&mut y);
+    b.arg(x)
+        .arg(running_mean)
+        .arg(running_var)
+        .arg(gamma)
+        .arg(beta)
+        .arg(&mut y);
     b.arg(&n).arg(&c).arg(&plane).arg(&eps).arg(&s_is_var);
     // SAFETY: x, y hold N·C·plane; per-channel buffers C.
     unsafe { b.launch(grid_1d(s.len())) }.map_err(|e| cuda_err(sym, e))?;
@@ -166,27 +206,60 @@ pub fn bwd_train(
         op,
         s,
         x,
-        &[("gamma", gamma), ("beta", beta), ("mean", &saved.mean), ("invstd", &saved.invstd)],
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("mean", &saved.mean),
+            ("invstd", &saved.invstd),
+        ],
         1.0,
     )?;
     check_len(op, "dy", dy, s.len())?;
     let (n, c, plane) = s.i64s(op)?;
     let (mut sum_dz, mut sum_dz_xhat) = (dev.zeros(s.c)?, dev.zeros(s.c)?);
-    let sym = if silu { "bn_silu_bwd_reduce_f32" } else { "batch_norm_bwd_reduce_f32" };
+    let sym = if silu {
+        "bn_silu_bwd_reduce_f32"
+    } else {
+        "batch_norm_bwd_reduce_f32"
+    };
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy).arg(x).arg(&saved.mean).arg(&saved.invstd).arg(gamma).arg(beta);
-    b.arg(&mut sum_dz).arg(&mut sum_dz_xhat).arg(&n).arg(&c).arg(&plane);
+    b.arg(dy)
+        .arg(x)
+        .arg(&saved.mean)
+        .arg(&saved.invstd)
+        .arg(gamma)
+        .arg(beta);
+    b.arg(&mut sum_dz)
+        .arg(&mut sum_dz_xhat)
+        .arg(&n)
+        .arg(&c)
+        .arg(&plane);
     // SAFETY: lengths checked above.
     unsafe { b.launch(grid_per_item(s.c)) }.map_err(|e| cuda_err(sym, e))?;
 
     let mut dx = dev.zeros(s.len())?;
     let training = 1i32;
-    let sym = if silu { "bn_silu_bwd_f32" } else { "batch_norm_bwd_f32" };
+    let sym = if silu {
+        "bn_silu_bwd_f32"
+    } else {
+        "batch_norm_bwd_f32"
+    };
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy).arg(x).arg(&saved.mean).arg(&saved.invstd).arg(gamma).arg(beta);
-    b.arg(&sum_dz).arg(&sum_dz_xhat).arg(&mut dx).arg(&n).arg(&c).arg(&plane).arg(&training);
+    b.arg(dy)
+        .arg(x)
+        .arg(&saved.mean)
+        .arg(&saved.invstd)
+        .arg(gamma)
+        .arg(beta);
+    b.arg(&sum_dz)
+        .arg(&sum_dz_xhat)
+        .arg(&mut dx)
+        .arg(&n)
+        .arg(&c)
+        .arg(&plane)
+        .arg(&training);
     // SAFETY: lengths checked above.
     unsafe { b.launch(grid_1d(s.len())) }.map_err(|e| cuda_err(sym, e))?;
     // dgamma = Σ dz·xhat, dbeta = Σ dz.

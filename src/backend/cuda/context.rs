@@ -103,10 +103,7 @@ impl CudaDevice {
 
     /// The module of `file`, compiled (once per process) and loaded (once per device).
     pub fn module(&self, file: KernelFile) -> Result<Arc<CudaModule>> {
-        let idx = KernelFile::ALL
-            .iter()
-            .position(|&f| f == file)
-            .unwrap_or(0);
+        let idx = KernelFile::ALL.iter().position(|&f| f == file).unwrap_or(0);
         let slot = &self.inner.modules[idx];
         if let Some(m) = slot.get() {
             return Ok(m.clone());

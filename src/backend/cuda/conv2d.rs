@@ -178,11 +178,17 @@ pub fn fwd(
                 None => {
                     let x_off = (n * g.in_channels + grp * cg) * hw_in;
                     let x_ng = x.slice(x_off..x_off + cg * hw_in);
-                    sgemm_rm(dev, false, false, kg, hw_out, ckk, &w_g, ckk, &x_ng, hw_out, &mut y_ng, 0.0)?;
+                    sgemm_rm(
+                        dev, false, false, kg, hw_out, ckk, &w_g, ckk, &x_ng, hw_out, &mut y_ng,
+                        0.0,
+                    )?;
                 }
                 Some(col) => {
                     im2col(dev, x, col, g, n, grp)?;
-                    sgemm_rm(dev, false, false, kg, hw_out, ckk, &w_g, ckk, &*col, hw_out, &mut y_ng, 0.0)?;
+                    sgemm_rm(
+                        dev, false, false, kg, hw_out, ckk, &w_g, ckk, &*col, hw_out, &mut y_ng,
+                        0.0,
+                    )?;
                 }
             }
         }
@@ -266,10 +272,15 @@ pub fn bwd_input(
                 None => {
                     let x_off = (n * g.in_channels + grp * cg) * hw_in;
                     let mut dx_ng = dx.slice_mut(x_off..x_off + cg * hw_in);
-                    sgemm_rm(dev, true, false, ckk, hw_out, kg, &w_g, ckk, &dy_ng, hw_out, &mut dx_ng, 0.0)?;
+                    sgemm_rm(
+                        dev, true, false, ckk, hw_out, kg, &w_g, ckk, &dy_ng, hw_out, &mut dx_ng,
+                        0.0,
+                    )?;
                 }
                 Some(dcol) => {
-                    sgemm_rm(dev, true, false, ckk, hw_out, kg, &w_g, ckk, &dy_ng, hw_out, dcol, 0.0)?;
+                    sgemm_rm(
+                        dev, true, false, ckk, hw_out, kg, &w_g, ckk, &dy_ng, hw_out, dcol, 0.0,
+                    )?;
                     col2im(dev, dcol, &mut dx, g, n, grp)?;
                 }
             }
@@ -312,11 +323,17 @@ pub fn bwd_weight(
                 None => {
                     let x_off = (n * g.in_channels + grp * cg) * hw_in;
                     let x_ng = x.slice(x_off..x_off + cg * hw_in);
-                    sgemm_rm(dev, false, true, kg, ckk, hw_out, &dy_ng, hw_out, &x_ng, hw_out, &mut dw_g, beta)?;
+                    sgemm_rm(
+                        dev, false, true, kg, ckk, hw_out, &dy_ng, hw_out, &x_ng, hw_out,
+                        &mut dw_g, beta,
+                    )?;
                 }
                 Some(col) => {
                     im2col(dev, x, col, g, n, grp)?;
-                    sgemm_rm(dev, false, true, kg, ckk, hw_out, &dy_ng, hw_out, &*col, hw_out, &mut dw_g, beta)?;
+                    sgemm_rm(
+                        dev, false, true, kg, ckk, hw_out, &dy_ng, hw_out, &*col, hw_out,
+                        &mut dw_g, beta,
+                    )?;
                 }
             }
         }

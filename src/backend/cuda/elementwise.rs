@@ -51,7 +51,10 @@ impl Unary {
     fn check(self) -> Result<()> {
         if let Unary::Clamp { min, max } = self {
             if min.is_nan() || max.is_nan() || min > max {
-                return Err(Error::op("clamp", format!("bad bounds min={min} max={max}")));
+                return Err(Error::op(
+                    "clamp",
+                    format!("bad bounds min={min} max={max}"),
+                ));
             }
         }
         Ok(())
@@ -96,7 +99,12 @@ pub fn unary_bwd(
     let n64 = to_i64(&sym, n)?;
     let f = dev.function(KernelFile::Elementwise, &sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy).arg(saved).arg(&mut dx).arg(&n64).arg(&p0).arg(&p1);
+    b.arg(dy)
+        .arg(saved)
+        .arg(&mut dx)
+        .arg(&n64)
+        .arg(&p0)
+        .arg(&p1);
     // SAFETY: all three buffers hold n elements.
     unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(&sym, e))?;
     Ok(dx)
@@ -165,8 +173,16 @@ pub fn broadcast_dims(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> 
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         *o = if da == db || db == 1 {
             da
         } else if da == 1 {

@@ -26,20 +26,28 @@ pub fn bce_with_logits_fwd(
     let f = dev.function(KernelFile::Loss, sym)?;
     let mut b = dev.stream().launch_builder(&f);
     // Without a weight the kernel never reads `w`; x stands in for it.
-    b.arg(x).arg(t).arg(weight.unwrap_or(x)).arg(&mut y).arg(&n64).arg(&has_w);
+    b.arg(x)
+        .arg(t)
+        .arg(weight.unwrap_or(x))
+        .arg(&mut y)
+        .arg(&n64)
+        .arg(&has_w);
     // SAFETY: all buffers hold n elements.
     unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
     Ok(y)
 }
 
-/// Gradients of the per-element BCE: `(dx, dt, dweight)` (dweight only with a weight).
+/// `(dx, dt, dweight)` of the per-element BCE (dweight only with a weight).
+pub type BceGrads = (CudaSlice<f32>, CudaSlice<f32>, Option<CudaSlice<f32>>);
+
+/// Gradients of the per-element BCE.
 pub fn bce_with_logits_bwd(
     dev: &CudaDevice,
     g: &CudaSlice<f32>,
     x: &CudaSlice<f32>,
     t: &CudaSlice<f32>,
     weight: Option<&CudaSlice<f32>>,
-) -> Result<(CudaSlice<f32>, CudaSlice<f32>, Option<CudaSlice<f32>>)> {
+) -> Result<BceGrads> {
     let sym = "bce_with_logits_bwd_f32";
     let n = x.len();
     check_len(sym, "g", g, n)?;
@@ -55,7 +63,11 @@ pub fn bce_with_logits_bwd(
     let f = dev.function(KernelFile::Loss, sym)?;
     let mut b = dev.stream().launch_builder(&f);
     b.arg(g).arg(x).arg(t).arg(weight.unwrap_or(x));
-    b.arg(&mut dx).arg(&mut dt).arg(&mut dw).arg(&n64).arg(&has_w);
+    b.arg(&mut dx)
+        .arg(&mut dt)
+        .arg(&mut dw)
+        .arg(&n64)
+        .arg(&has_w);
     // SAFETY: all read buffers hold n elements; dw holds n when written.
     unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
     Ok((dx, dt, weight.map(|_| dw)))
@@ -88,7 +100,13 @@ pub fn box_loss_fwd_bwd(
     let (mut loss, mut dpred) = (dev.zeros(n)?, dev.zeros(4 * n)?);
     let f = dev.function(KernelFile::Loss, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(pred).arg(target).arg(g).arg(&mut loss).arg(&mut dpred).arg(&n64).arg(&k);
+    b.arg(pred)
+        .arg(target)
+        .arg(g)
+        .arg(&mut loss)
+        .arg(&mut dpred)
+        .arg(&n64)
+        .arg(&k);
     // SAFETY: pred, target, dpred hold 4n elements, g and loss n.
     unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
     Ok((loss, dpred))

@@ -67,7 +67,10 @@ fn probe_uncached() -> Result<CudaDevice, String> {
         ));
     }
     let count = catch_unwind(cudarc::driver::CudaContext::device_count)
-        .map_err(|_| "the CUDA driver library lacks a needed symbol (driver too old for CUDA 13?)".to_string())?
+        .map_err(|_| {
+            "the CUDA driver library lacks a needed symbol (driver too old for CUDA 13?)"
+                .to_string()
+        })?
         .map_err(|e| format!("the CUDA driver did not initialise: {e:?}"))?;
     if count < 1 {
         return Err("the CUDA driver found no GPU".into());
@@ -76,7 +79,12 @@ fn probe_uncached() -> Result<CudaDevice, String> {
 }
 
 /// Check that a device buffer holds exactly `want` elements (the launchers' precondition).
-pub(crate) fn check_len<T>(op: &str, what: &str, buf: &CudaSlice<T>, want: usize) -> crate::Result<()> {
+pub(crate) fn check_len<T>(
+    op: &str,
+    what: &str,
+    buf: &CudaSlice<T>,
+    want: usize,
+) -> crate::Result<()> {
     if buf.len() != want {
         return Err(crate::Error::ShapeMismatch {
             op: op.to_string(),

@@ -59,10 +59,7 @@ impl KernelFile {
     }
 
     fn index(self) -> usize {
-        KernelFile::ALL
-            .iter()
-            .position(|&f| f == self)
-            .unwrap_or(0)
+        KernelFile::ALL.iter().position(|&f| f == self).unwrap_or(0)
     }
 
     /// The CUDA C source.
@@ -202,7 +199,11 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
             e => Err(Error::Cuda(format!("nvrtcVersion failed: {e:?}"))),
         }
     })
-    .unwrap_or_else(|_| Err(Error::Cuda("nvrtcVersion panicked (symbol missing?)".into())))
+    .unwrap_or_else(|_| {
+        Err(Error::Cuda(
+            "nvrtcVersion panicked (symbol missing?)".into(),
+        ))
+    })
 }
 
 /// The library names cudarc tries for `lib`, shortened to the `.so.*` ones for messages.

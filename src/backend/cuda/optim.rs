@@ -27,14 +27,27 @@ pub fn sgd_nesterov(
     weight_decay: f32,
 ) -> Result<()> {
     let sym = "sgd_nesterov_f32";
-    finite(sym, &[("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)])?;
+    finite(
+        sym,
+        &[
+            ("lr", lr),
+            ("momentum", momentum),
+            ("weight_decay", weight_decay),
+        ],
+    )?;
     let n = p.len();
     check_len(sym, "g", g, n)?;
     check_len(sym, "momentum buffer", buf, n)?;
     let n64 = to_i64(sym, n)?;
     let f = dev.function(KernelFile::Optim, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(p).arg(g).arg(buf).arg(&n64).arg(&lr).arg(&momentum).arg(&weight_decay);
+    b.arg(p)
+        .arg(g)
+        .arg(buf)
+        .arg(&n64)
+        .arg(&lr)
+        .arg(&momentum)
+        .arg(&weight_decay);
     // SAFETY: three buffers of n elements.
     unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
     Ok(())
@@ -63,9 +76,21 @@ pub fn adam(
     h: &AdamParams,
 ) -> Result<()> {
     let sym = "adam_f32";
-    finite(sym, &[("lr", h.lr), ("beta1", h.beta1), ("beta2", h.beta2), ("eps", h.eps), ("weight_decay", h.weight_decay)])?;
+    finite(
+        sym,
+        &[
+            ("lr", h.lr),
+            ("beta1", h.beta1),
+            ("beta2", h.beta2),
+            ("eps", h.eps),
+            ("weight_decay", h.weight_decay),
+        ],
+    )?;
     if h.step == 0 || !(0.0..1.0).contains(&h.beta1) || !(0.0..1.0).contains(&h.beta2) {
-        return Err(Error::op(sym, format!("need step >= 1 and betas in [0, 1): {h:?}")));
+        return Err(Error::op(
+            sym,
+            format!("need step >= 1 and betas in [0, 1): {h:?}"),
+        ));
     }
     let n = p.len();
     check_len(sym, "g", g, n)?;
@@ -79,7 +104,11 @@ pub fn adam(
     let f = dev.function(KernelFile::Optim, sym)?;
     let mut b = dev.stream().launch_builder(&f);
     b.arg(p).arg(g).arg(m).arg(v).arg(&n64);
-    b.arg(&h.lr).arg(&h.beta1).arg(&h.beta2).arg(&h.eps).arg(&h.weight_decay);
+    b.arg(&h.lr)
+        .arg(&h.beta1)
+        .arg(&h.beta2)
+        .arg(&h.eps)
+        .arg(&h.weight_decay);
     b.arg(&bc1).arg(&bc2).arg(&dec);
     // SAFETY: four buffers of n elements.
     unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
@@ -87,7 +116,12 @@ pub fn adam(
 }
 
 /// `ema = decay·ema + (1 − decay)·p`.
-pub fn ema(dev: &CudaDevice, ema: &mut CudaSlice<f32>, p: &CudaSlice<f32>, decay: f32) -> Result<()> {
+pub fn ema(
+    dev: &CudaDevice,
+    ema: &mut CudaSlice<f32>,
+    p: &CudaSlice<f32>,
+    decay: f32,
+) -> Result<()> {
     let sym = "ema_f32";
     if !(0.0..=1.0).contains(&decay) {
         return Err(Error::op(sym, format!("decay {decay} not in [0, 1]")));

@@ -25,7 +25,10 @@ impl PoolGeometry {
             return Err(Error::op(op, format!("bad parameters {self:?}")));
         }
         if self.h + 2 * self.padding < self.kernel || self.w + 2 * self.padding < self.kernel {
-            return Err(Error::op(op, format!("kernel larger than padded input in {self:?}")));
+            return Err(Error::op(
+                op,
+                format!("kernel larger than padded input in {self:?}"),
+            ));
         }
         Ok(())
     }
@@ -108,7 +111,11 @@ pub fn max_pool2d_bwd(
     Ok(dx)
 }
 
-pub fn avg_pool2d_fwd(dev: &CudaDevice, x: &CudaSlice<f32>, g: &PoolGeometry) -> Result<CudaSlice<f32>> {
+pub fn avg_pool2d_fwd(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    g: &PoolGeometry,
+) -> Result<CudaSlice<f32>> {
     let sym = "avg_pool2d_fwd_f32";
     g.check(sym)?;
     check_len(sym, "x", x, g.x_len())?;
@@ -125,7 +132,11 @@ pub fn avg_pool2d_fwd(dev: &CudaDevice, x: &CudaSlice<f32>, g: &PoolGeometry) ->
     Ok(y)
 }
 
-pub fn avg_pool2d_bwd(dev: &CudaDevice, dy: &CudaSlice<f32>, g: &PoolGeometry) -> Result<CudaSlice<f32>> {
+pub fn avg_pool2d_bwd(
+    dev: &CudaDevice,
+    dy: &CudaSlice<f32>,
+    g: &PoolGeometry,
+) -> Result<CudaSlice<f32>> {
     let sym = "avg_pool2d_bwd_f32";
     g.check(sym)?;
     check_len(sym, "dy", dy, g.y_len())?;
@@ -143,7 +154,13 @@ pub fn avg_pool2d_bwd(dev: &CudaDevice, dy: &CudaSlice<f32>, g: &PoolGeometry) -
 }
 
 /// `[planes, H, W] -> [planes, 2H, 2W]`.
-pub fn upsample2x_fwd(dev: &CudaDevice, x: &CudaSlice<f32>, planes: usize, h: usize, w: usize) -> Result<CudaSlice<f32>> {
+pub fn upsample2x_fwd(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<CudaSlice<f32>> {
     let sym = "upsample2x_fwd_f32";
     check_len(sym, "x", x, planes * h * w)?;
     let (p, hh, ww) = (to_i64(sym, planes)?, to_i64(sym, h)?, to_i64(sym, w)?);
@@ -160,7 +177,13 @@ pub fn upsample2x_fwd(dev: &CudaDevice, x: &CudaSlice<f32>, planes: usize, h: us
     Ok(y)
 }
 
-pub fn upsample2x_bwd(dev: &CudaDevice, dy: &CudaSlice<f32>, planes: usize, h: usize, w: usize) -> Result<CudaSlice<f32>> {
+pub fn upsample2x_bwd(
+    dev: &CudaDevice,
+    dy: &CudaSlice<f32>,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<CudaSlice<f32>> {
     let sym = "upsample2x_bwd_f32";
     check_len(sym, "dy", dy, 4 * planes * h * w)?;
     let (p, hh, ww) = (to_i64(sym, planes)?, to_i64(sym, h)?, to_i64(sym, w)?);

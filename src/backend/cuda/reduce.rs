@@ -70,7 +70,10 @@ pub fn sum_keepdim(
     {
         return Err(Error::shape(
             "sum (cuda)",
-            format!("kept dims of rank {} <= {MAX_RANK}, each the dim or 1", dims.len()),
+            format!(
+                "kept dims of rank {} <= {MAX_RANK}, each the dim or 1",
+                dims.len()
+            ),
             (dims, kept),
         ));
     }

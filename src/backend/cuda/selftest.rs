@@ -53,7 +53,10 @@ pub struct Case {
 
 /// Every kernel symbol some case exercises.
 pub fn covered_symbols() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = cases().iter().flat_map(|c| c.kernels.iter().copied()).collect();
+    let mut v: Vec<&'static str> = cases()
+        .iter()
+        .flat_map(|c| c.kernels.iter().copied())
+        .collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -100,7 +103,7 @@ pub fn compare(cpu: &[f32], gpu: &[f32], tol: f64) -> Diff {
         };
         d.max_abs = d.max_abs.max(abs);
         d.max_rel = d.max_rel.max(rel);
-        if d.first_bad.is_none() && !(rel <= tol) {
+        if d.first_bad.is_none() && (rel.is_nan() || rel > tol) {
             d.first_bad = Some(i);
         }
     }
@@ -145,7 +148,15 @@ impl Row {
 fn header() -> String {
     format!(
         "{:<40} {:<10} {:<36} {:>10} {:>10} {:>8} {:>9} {:>9}  {}",
-        "kernel case", "output", "shape", "max abs", "max rel", "1st bad", "CPU ms", "GPU ms", "result"
+        "kernel case",
+        "output",
+        "shape",
+        "max abs",
+        "max rel",
+        "1st bad",
+        "CPU ms",
+        "GPU ms",
+        "result"
     )
 }
 
@@ -173,7 +184,11 @@ fn line(r: &Row) -> String {
 /// Run the parity table on the GPU, printing one line per output; `Ok(rows)` whatever the
 /// outcome (callers check [`Row::passed`]).
 pub fn run_cuda(dev: &CudaDevice, seed: u64, mut print: impl FnMut(&str)) -> Vec<Row> {
-    print(&format!("device: {} ({}), seed {seed}", dev.name(), dev.arch()));
+    print(&format!(
+        "device: {} ({}), seed {seed}",
+        dev.name(),
+        dev.arch()
+    ));
     print(&header());
     let mut rows = Vec::new();
     for case in cases() {
@@ -200,7 +215,11 @@ pub fn run_cuda(dev: &CudaDevice, seed: u64, mut print: impl FnMut(&str)) -> Vec
                 }
             }
             (c, g) => {
-                let err = c.err().or(g.err()).map(|e| e.to_string()).unwrap_or_default();
+                let err = c
+                    .err()
+                    .or(g.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
                 let row = Row {
                     case: case.name,
                     output: "-",
@@ -222,7 +241,9 @@ pub fn run_cuda(dev: &CudaDevice, seed: u64, mut print: impl FnMut(&str)) -> Vec
 /// Run only the CPU side of every case (no GPU): each reference must run and give finite
 /// outputs. Timings show what the GPU is compared with.
 pub fn run_cpu(seed: u64, mut print: impl FnMut(&str)) -> Vec<Row> {
-    print(&format!("device: cpu (references of the CUDA parity table), seed {seed}"));
+    print(&format!(
+        "device: cpu (references of the CUDA parity table), seed {seed}"
+    ));
     print(&header());
     let mut rows = Vec::new();
     for case in cases() {

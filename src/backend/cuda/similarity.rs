@@ -47,7 +47,14 @@ pub fn cosine_similarity_bwd(
     let (mut da, mut db) = (dev.zeros(a.len())?, dev.zeros(a.len())?);
     let f = dev.function(KernelFile::Similarity, sym)?;
     let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(g).arg(a).arg(b).arg(&mut da).arg(&mut db).arg(&o).arg(&l).arg(&i);
+    lb.arg(g)
+        .arg(a)
+        .arg(b)
+        .arg(&mut da)
+        .arg(&mut db)
+        .arg(&o)
+        .arg(&l)
+        .arg(&i);
     // SAFETY: lengths checked above.
     unsafe { lb.launch(grid_1d(outer * inner)) }.map_err(|e| cuda_err(sym, e))?;
     Ok((da, db))

@@ -66,17 +66,27 @@ pub fn cost(
     check_len(sym, "grids [A, 2]", inp.grids, 2 * a)?;
     check_len(sym, "strides [A]", inp.strides, a)?;
     if gt_classes.len() != g {
-        return Err(Error::shape(sym, format!("{g} gt classes"), gt_classes.len()));
+        return Err(Error::shape(
+            sym,
+            format!("{g} gt classes"),
+            gt_classes.len(),
+        ));
     }
     if c == 0 && g > 0 {
         return Err(Error::op(sym, "num_classes is 0"));
     }
     for (i, (b, &k)) in gt_boxes.iter().zip(gt_classes).enumerate() {
         if !(b[2] > 0.0 && b[3] > 0.0) || b.iter().any(|v| !v.is_finite()) {
-            return Err(Error::op(sym, format!("gt box {i} {b:?} (cxcywh) has no positive width and height")));
+            return Err(Error::op(
+                sym,
+                format!("gt box {i} {b:?} (cxcywh) has no positive width and height"),
+            ));
         }
         if k >= c {
-            return Err(Error::op(sym, format!("gt class {k} of box {i} is not in 0..{c}")));
+            return Err(Error::op(
+                sym,
+                format!("gt class {k} of box {i} is not in 0..{c}"),
+            ));
         }
     }
     if !center_radius.is_finite() || center_radius < 0.0 {
@@ -88,19 +98,41 @@ pub fn cost(
     let gt_cls = dev.upload(&classes)?;
     let (mut cost, mut iou, mut cand) = (dev.zeros(g * a)?, dev.zeros(g * a)?, dev.zeros_i32(a)?);
     if a == 0 {
-        return Ok(SimOtaCost { cost, iou, cand, num_gt: g });
+        return Ok(SimOtaCost {
+            cost,
+            iou,
+            cand,
+            num_gt: g,
+        });
     }
     let (a64, g64, c64) = (to_i64(sym, a)?, to_i64(sym, g)?, to_i64(sym, c)?);
     let mode = prior as i32;
     let f = dev.function(KernelFile::Simota, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(inp.pred_boxes).arg(inp.cls_logits).arg(inp.obj_logits).arg(inp.grids).arg(inp.strides);
+    b.arg(inp.pred_boxes)
+        .arg(inp.cls_logits)
+        .arg(inp.obj_logits)
+        .arg(inp.grids)
+        .arg(inp.strides);
     // With no GT the kernel never reads gt / gt_cls; pass the (empty) buffers all the same.
-    b.arg(&gt).arg(&gt_cls).arg(&mut cost).arg(&mut iou).arg(&mut cand);
-    b.arg(&a64).arg(&g64).arg(&c64).arg(&mode).arg(&center_radius);
+    b.arg(&gt)
+        .arg(&gt_cls)
+        .arg(&mut cost)
+        .arg(&mut iou)
+        .arg(&mut cand);
+    b.arg(&a64)
+        .arg(&g64)
+        .arg(&c64)
+        .arg(&mode)
+        .arg(&center_radius);
     // SAFETY: every buffer's length was checked against A, C and G.
     unsafe { b.launch(grid_1d(a)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(SimOtaCost { cost, iou, cand, num_gt: g })
+    Ok(SimOtaCost {
+        cost,
+        iou,
+        cand,
+        num_gt: g,
+    })
 }
 
 /// Dynamic-k selection and conflict resolution on a cost matrix.
@@ -120,14 +152,25 @@ pub fn assign_from_cost(dev: &CudaDevice, m: &SimOtaCost) -> Result<SimOtaDevice
         let sym = "simota_dynamic_k_f32";
         let f = dev.function(KernelFile::Simota, sym)?;
         let mut b = dev.stream().launch_builder(&f);
-        b.arg(&m.cost).arg(&m.iou).arg(&m.cand).arg(&mut picked).arg(&a64).arg(&g64);
+        b.arg(&m.cost)
+            .arg(&m.iou)
+            .arg(&m.cand)
+            .arg(&mut picked)
+            .arg(&a64)
+            .arg(&g64);
         // SAFETY: cost, iou, picked hold G·A elements, cand A.
         unsafe { b.launch(grid_per_item(g)) }.map_err(|e| cuda_err(sym, e))?;
     }
     let sym = "simota_resolve_f32";
     let f = dev.function(KernelFile::Simota, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(&m.cost).arg(&m.iou).arg(&picked).arg(&mut matched).arg(&mut pred_iou).arg(&a64).arg(&g64);
+    b.arg(&m.cost)
+        .arg(&m.iou)
+        .arg(&picked)
+        .arg(&mut matched)
+        .arg(&mut pred_iou)
+        .arg(&a64)
+        .arg(&g64);
     // SAFETY: as above; matched and pred_iou hold A elements.
     unsafe { b.launch(grid_1d(a)) }.map_err(|e| cuda_err(sym, e))?;
     Ok(SimOtaDeviceAssignment { matched, pred_iou })
@@ -155,7 +198,16 @@ pub fn download_assignment(
     let matched = dev.download(&a.matched)?;
     let ious = dev.download(&a.pred_iou)?;
     let fg: Vec<bool> = matched.iter().map(|&m| m >= 0).collect();
-    let gts = matched.iter().filter(|&&m| m >= 0).map(|&m| m as usize).collect();
-    let pious = matched.iter().zip(&ious).filter(|(&m, _)| m >= 0).map(|(_, &v)| v).collect();
+    let gts = matched
+        .iter()
+        .filter(|&&m| m >= 0)
+        .map(|&m| m as usize)
+        .collect();
+    let pious = matched
+        .iter()
+        .zip(&ious)
+        .filter(|(&m, _)| m >= 0)
+        .map(|(_, &v)| v)
+        .collect();
     Ok((fg, gts, pious))
 }

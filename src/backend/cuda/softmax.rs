@@ -20,7 +20,11 @@ pub fn fwd(
     inner: usize,
     log: bool,
 ) -> Result<CudaSlice<f32>> {
-    let sym = if log { "log_softmax_fwd_f32" } else { "softmax_fwd_f32" };
+    let sym = if log {
+        "log_softmax_fwd_f32"
+    } else {
+        "softmax_fwd_f32"
+    };
     check_len(sym, "x [outer, len, inner]", x, outer * len * inner)?;
     let (o, l, i) = args(sym, outer, len, inner)?;
     let mut y = dev.zeros(x.len())?;
@@ -42,7 +46,11 @@ pub fn bwd(
     inner: usize,
     log: bool,
 ) -> Result<CudaSlice<f32>> {
-    let sym = if log { "log_softmax_bwd_f32" } else { "softmax_bwd_f32" };
+    let sym = if log {
+        "log_softmax_bwd_f32"
+    } else {
+        "softmax_bwd_f32"
+    };
     check_len(sym, "dy", dy, outer * len * inner)?;
     check_len(sym, "y", y, outer * len * inner)?;
     let (o, l, i) = args(sym, outer, len, inner)?;

@@ -50,7 +50,11 @@ fn with_grads(
     ops::mul(&y, &gt)?.sum_all()?.backward()?;
     let grads = inputs
         .iter()
-        .map(|t| t.grad().map(|g| g.to_vec()).unwrap_or_else(|| vec![0.0; t.numel()]))
+        .map(|t| {
+            t.grad()
+                .map(|g| g.to_vec())
+                .unwrap_or_else(|| vec![0.0; t.numel()])
+        })
         .collect();
     Ok((y.to_vec(), grads))
 }
@@ -65,7 +69,13 @@ fn dims_str(d: &[usize]) -> String {
 
 // ---- unary ----
 
-fn unary_case(name: &'static str, kernels: &'static [&'static str], op: ew::Unary, lo: f32, hi: f32) -> Case {
+fn unary_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    op: ew::Unary,
+    lo: f32,
+    hi: f32,
+) -> Case {
     let dims = [3usize, 5, 7, 11];
     let n: usize = dims.iter().product();
     Case {
@@ -98,7 +108,10 @@ fn unary_case(name: &'static str, kernels: &'static [&'static str], op: ew::Unar
                 let dx = ew::unary_bwd(dev, op, &dy, saved)?;
                 Ok((y, dx))
             })?;
-            Ok(out(vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?)], ms))
+            Ok(out(
+                vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?)],
+                ms,
+            ))
         }),
     }
 }
@@ -106,22 +119,79 @@ fn unary_case(name: &'static str, kernels: &'static [&'static str], op: ew::Unar
 fn unary_cases() -> Vec<Case> {
     vec![
         // Logits up to ±30 (σ saturates; the stable forms must agree).
-        unary_case("silu", &["silu_fwd_f32", "silu_bwd_f32"], ew::Unary::Silu, -30.0, 30.0),
-        unary_case("sigmoid", &["sigmoid_fwd_f32", "sigmoid_bwd_f32"], ew::Unary::Sigmoid, -30.0, 30.0),
-        unary_case("relu", &["relu_fwd_f32", "relu_bwd_f32"], ew::Unary::Relu, -3.0, 3.0),
-        unary_case("exp", &["exp_fwd_f32", "exp_bwd_f32"], ew::Unary::Exp, -5.0, 5.0),
-        unary_case("log", &["log_fwd_f32", "log_bwd_f32"], ew::Unary::Log, 0.01, 10.0),
-        unary_case("sqrt", &["sqrt_fwd_f32", "sqrt_bwd_f32"], ew::Unary::Sqrt, 0.01, 10.0),
-        unary_case("abs", &["abs_fwd_f32", "abs_bwd_f32"], ew::Unary::Abs, -3.0, 3.0),
+        unary_case(
+            "silu",
+            &["silu_fwd_f32", "silu_bwd_f32"],
+            ew::Unary::Silu,
+            -30.0,
+            30.0,
+        ),
+        unary_case(
+            "sigmoid",
+            &["sigmoid_fwd_f32", "sigmoid_bwd_f32"],
+            ew::Unary::Sigmoid,
+            -30.0,
+            30.0,
+        ),
+        unary_case(
+            "relu",
+            &["relu_fwd_f32", "relu_bwd_f32"],
+            ew::Unary::Relu,
+            -3.0,
+            3.0,
+        ),
+        unary_case(
+            "exp",
+            &["exp_fwd_f32", "exp_bwd_f32"],
+            ew::Unary::Exp,
+            -5.0,
+            5.0,
+        ),
+        unary_case(
+            "log",
+            &["log_fwd_f32", "log_bwd_f32"],
+            ew::Unary::Log,
+            0.01,
+            10.0,
+        ),
+        unary_case(
+            "sqrt",
+            &["sqrt_fwd_f32", "sqrt_bwd_f32"],
+            ew::Unary::Sqrt,
+            0.01,
+            10.0,
+        ),
+        unary_case(
+            "abs",
+            &["abs_fwd_f32", "abs_bwd_f32"],
+            ew::Unary::Abs,
+            -3.0,
+            3.0,
+        ),
         unary_case(
             "clamp [-0.5, 0.7]",
             &["clamp_fwd_f32", "clamp_bwd_f32"],
-            ew::Unary::Clamp { min: -0.5, max: 0.7 },
+            ew::Unary::Clamp {
+                min: -0.5,
+                max: 0.7,
+            },
             -2.0,
             2.0,
         ),
-        unary_case("pow 2.5", &["pow_fwd_f32", "pow_bwd_f32"], ew::Unary::Pow(2.5), 0.1, 3.0),
-        unary_case("pow 2", &["pow_fwd_f32", "pow_bwd_f32"], ew::Unary::Pow(2.0), -3.0, 3.0),
+        unary_case(
+            "pow 2.5",
+            &["pow_fwd_f32", "pow_bwd_f32"],
+            ew::Unary::Pow(2.5),
+            0.1,
+            3.0,
+        ),
+        unary_case(
+            "pow 2",
+            &["pow_fwd_f32", "pow_bwd_f32"],
+            ew::Unary::Pow(2.0),
+            -3.0,
+            3.0,
+        ),
     ]
 }
 
@@ -136,7 +206,12 @@ fn binary_cpu(op: ew::Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn binary_case(name: &'static str, kernels: &'static [&'static str], op: ew::Binary, bcast: bool) -> Case {
+fn binary_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    op: ew::Binary,
+    bcast: bool,
+) -> Case {
     let a_dims: Vec<usize> = vec![2, 3, 5, 7];
     let b_dims: Vec<usize> = if bcast { vec![3, 1, 7] } else { a_dims.clone() };
     let (na, nb): (usize, usize) = (a_dims.iter().product(), b_dims.iter().product());
@@ -147,21 +222,34 @@ fn binary_case(name: &'static str, kernels: &'static [&'static str], op: ew::Bin
         shape: format!("{a_dims:?} ∘ {b_dims:?}"),
         tol: 1e-4,
         make: Box::new(move |rng| {
-            vec![uniform(rng, na, -2.0, 2.0), signed_away(rng, nb, 0.5, 2.0), uniform(rng, na, -1.0, 1.0)]
+            vec![
+                uniform(rng, na, -2.0, 2.0),
+                signed_away(rng, nb, 0.5, 2.0),
+                uniform(rng, na, -1.0, 1.0),
+            ]
         }),
         cpu: Box::new(move |inp| {
             let (a, b) = (tensor(&inp[0], &ad)?, tensor(&inp[1], &bd)?);
             if op == ew::Binary::Div && !bcast {
-                let ((y, g), ms) = timed_cpu(|| with_grads(&[a, b], &inp[2], |t| ops::div(&t[0], &t[1])))?;
-                return Ok(out(vec![("y", y), ("ga", g[0].clone()), ("gb", g[1].clone())], ms));
+                let ((y, g), ms) =
+                    timed_cpu(|| with_grads(&[a, b], &inp[2], |t| ops::div(&t[0], &t[1])))?;
+                return Ok(out(
+                    vec![("y", y), ("ga", g[0].clone()), ("gb", g[1].clone())],
+                    ms,
+                ));
             }
             let (y, ms) = timed_cpu(|| binary_cpu(op, &a, &b))?;
             Ok(out(vec![("y", y.to_vec())], ms))
         }),
         gpu: Box::new(move |dev, inp| {
-            let (a, b, g) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?, dev.upload(&inp[2])?);
+            let (a, b, g) = (
+                dev.upload(&inp[0])?,
+                dev.upload(&inp[1])?,
+                dev.upload(&inp[2])?,
+            );
             if bcast {
-                let ((y, _), ms) = timed(dev, || ew::binary_bcast(dev, op, &a, &a_dims, &b, &b_dims))?;
+                let ((y, _), ms) =
+                    timed(dev, || ew::binary_bcast(dev, op, &a, &a_dims, &b, &b_dims))?;
                 return Ok(out(vec![("y", dev.download(&y)?)], ms));
             }
             if op == ew::Binary::Div {
@@ -171,7 +259,11 @@ fn binary_case(name: &'static str, kernels: &'static [&'static str], op: ew::Bin
                     Ok((y, ga, gb))
                 })?;
                 return Ok(out(
-                    vec![("y", dev.download(&y)?), ("ga", dev.download(&ga)?), ("gb", dev.download(&gb)?)],
+                    vec![
+                        ("y", dev.download(&y)?),
+                        ("ga", dev.download(&ga)?),
+                        ("gb", dev.download(&gb)?),
+                    ],
                     ms,
                 ));
             }
@@ -232,7 +324,9 @@ fn reduce_cases() -> Vec<Case> {
             tol: 1e-4,
             make: Box::new(move |rng| vec![uniform(rng, total, -1.0, 1.0)]),
             cpu: Box::new(move |inp| {
-                let (s, ms) = timed_cpu(|| ops::sum(&Tensor::from_vec(inp[0].clone(), d1.clone())?, &axes, true))?;
+                let (s, ms) = timed_cpu(|| {
+                    ops::sum(&Tensor::from_vec(inp[0].clone(), d1.clone())?, &axes, true)
+                })?;
                 Ok(out(vec![("sum", s.to_vec())], ms))
             }),
             gpu: Box::new(move |dev, inp| {
@@ -265,8 +359,17 @@ fn conv_case(
         kernels,
         shape: format!(
             "x[{},{},{},{}] w[{},{},{},{}] s{} p{} g{}",
-            g.batch, g.in_channels, g.in_h, g.in_w, g.out_channels, g.in_channels / g.groups, g.kernel_h,
-            g.kernel_w, g.stride, g.padding, g.groups
+            g.batch,
+            g.in_channels,
+            g.in_h,
+            g.in_w,
+            g.out_channels,
+            g.in_channels / g.groups,
+            g.kernel_h,
+            g.kernel_w,
+            g.stride,
+            g.padding,
+            g.groups
         ),
         tol: 1e-4,
         make: Box::new(move |rng| {
@@ -287,7 +390,11 @@ fn conv_case(
             Ok(out(vec![("y", y), ("dx", dx), ("dw", dw)], ms))
         }),
         gpu: Box::new(move |dev, inp| {
-            let (x, w, dy) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?, dev.upload(&inp[2])?);
+            let (x, w, dy) = (
+                dev.upload(&inp[0])?,
+                dev.upload(&inp[1])?,
+                dev.upload(&inp[2])?,
+            );
             let ((y, dx, dw), ms) = timed(dev, || match path {
                 ConvPath::Fast => Ok((
                     conv2d::fwd(dev, &x, &w, &g)?,
@@ -301,7 +408,11 @@ fn conv_case(
                 )),
             })?;
             Ok(out(
-                vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?), ("dw", dev.download(&dw)?)],
+                vec![
+                    ("y", dev.download(&y)?),
+                    ("dx", dev.download(&dx)?),
+                    ("dw", dev.download(&dw)?),
+                ],
                 ms,
             ))
         }),
@@ -309,7 +420,17 @@ fn conv_case(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn geo(n: usize, c: usize, h: usize, w: usize, k: usize, ks: usize, s: usize, p: usize, groups: usize) -> Conv2dGeometry {
+fn geo(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    ks: usize,
+    s: usize,
+    p: usize,
+    groups: usize,
+) -> Conv2dGeometry {
     Conv2dGeometry {
         batch: n,
         in_channels: c,
@@ -327,26 +448,58 @@ fn geo(n: usize, c: usize, h: usize, w: usize, k: usize, ks: usize, s: usize, p:
 fn conv_cases() -> Vec<Case> {
     const FAST: &[&str] = &["conv2d_im2col_f32", "conv2d_col2im_f32"];
     vec![
-        conv_case("conv2d im2col+sgemm 3x3 s1 p1", FAST, ConvPath::Fast, geo(3, 5, 11, 9, 7, 3, 1, 1, 1)),
-        conv_case("conv2d im2col+sgemm 3x3 s2 p1", FAST, ConvPath::Fast, geo(1, 3, 13, 10, 4, 3, 2, 1, 1)),
-        conv_case("conv2d im2col+sgemm 3x3 s1 g2", FAST, ConvPath::Fast, geo(3, 4, 7, 9, 6, 3, 1, 1, 2)),
+        conv_case(
+            "conv2d im2col+sgemm 3x3 s1 p1",
+            FAST,
+            ConvPath::Fast,
+            geo(3, 5, 11, 9, 7, 3, 1, 1, 1),
+        ),
+        conv_case(
+            "conv2d im2col+sgemm 3x3 s2 p1",
+            FAST,
+            ConvPath::Fast,
+            geo(1, 3, 13, 10, 4, 3, 2, 1, 1),
+        ),
+        conv_case(
+            "conv2d im2col+sgemm 3x3 s1 g2",
+            FAST,
+            ConvPath::Fast,
+            geo(3, 4, 7, 9, 6, 3, 1, 1, 2),
+        ),
         // 1×1, stride 1: cuBLAS alone (no custom kernel).
-        conv_case("conv2d 1x1 sgemm only", &[], ConvPath::Fast, geo(2, 6, 7, 9, 5, 1, 1, 0, 1)),
+        conv_case(
+            "conv2d 1x1 sgemm only",
+            &[],
+            ConvPath::Fast,
+            geo(2, 6, 7, 9, 5, 1, 1, 0, 1),
+        ),
         conv_case(
             "conv2d depthwise 3x3 s2 p1",
-            &["conv2d_dw_fwd_f32", "conv2d_dw_bwd_input_f32", "conv2d_dw_bwd_weight_f32"],
+            &[
+                "conv2d_dw_fwd_f32",
+                "conv2d_dw_bwd_input_f32",
+                "conv2d_dw_bwd_weight_f32",
+            ],
             ConvPath::Fast,
             geo(3, 6, 9, 11, 6, 3, 2, 1, 6),
         ),
         conv_case(
             "conv2d direct 3x3 s2 p1 g2",
-            &["conv2d_fwd_f32", "conv2d_bwd_input_f32", "conv2d_bwd_weight_f32"],
+            &[
+                "conv2d_fwd_f32",
+                "conv2d_bwd_input_f32",
+                "conv2d_bwd_weight_f32",
+            ],
             ConvPath::Direct,
             geo(3, 4, 9, 7, 6, 3, 2, 1, 2),
         ),
         conv_case(
             "conv2d direct 5x5 s1 p2",
-            &["conv2d_fwd_f32", "conv2d_bwd_input_f32", "conv2d_bwd_weight_f32"],
+            &[
+                "conv2d_fwd_f32",
+                "conv2d_bwd_input_f32",
+                "conv2d_bwd_weight_f32",
+            ],
             ConvPath::Direct,
             geo(1, 3, 8, 11, 5, 5, 1, 2, 1),
         ),
@@ -355,9 +508,18 @@ fn conv_cases() -> Vec<Case> {
 
 // ---- batch norm ----
 
-fn bn_case(name: &'static str, kernels: &'static [&'static str], silu: bool, training: bool) -> Case {
+fn bn_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    silu: bool,
+    training: bool,
+) -> Case {
     let dims = [3usize, 5, 7, 9];
-    let s = bn::BnShape { n: 3, c: 5, plane: 63 };
+    let s = bn::BnShape {
+        n: 3,
+        c: 5,
+        plane: 63,
+    };
     let (momentum, eps) = (0.03f32, 1e-3f32);
     Case {
         name,
@@ -377,9 +539,17 @@ fn bn_case(name: &'static str, kernels: &'static [&'static str], silu: bool, tra
         cpu: Box::new(move |inp| {
             let rm = Tensor::from_vec(inp[3].clone(), [s.c])?;
             let rv = Tensor::from_vec(inp[4].clone(), [s.c])?;
-            let p = ops::BatchNormParams { training, momentum, eps };
+            let p = ops::BatchNormParams {
+                training,
+                momentum,
+                eps,
+            };
             let ((y, g), ms) = timed_cpu(|| {
-                let ts = [tensor(&inp[0], &dims)?, tensor(&inp[1], &[s.c])?, tensor(&inp[2], &[s.c])?];
+                let ts = [
+                    tensor(&inp[0], &dims)?,
+                    tensor(&inp[1], &[s.c])?,
+                    tensor(&inp[2], &[s.c])?,
+                ];
                 with_grads(&ts, &inp[5], |t| {
                     let y = ops::batch_norm2d(&t[0], &t[1], &t[2], &rm, &rv, p)?;
                     if silu {
@@ -406,13 +576,18 @@ fn bn_case(name: &'static str, kernels: &'static [&'static str], silu: bool, tra
         }),
         gpu: Box::new(move |dev, inp| {
             let up = |i: usize| dev.upload(&inp[i]);
-            let (x, gamma, beta, mut rm, mut rv, dy) = (up(0)?, up(1)?, up(2)?, up(3)?, up(4)?, up(5)?);
+            let (x, gamma, beta, mut rm, mut rv, dy) =
+                (up(0)?, up(1)?, up(2)?, up(3)?, up(4)?, up(5)?);
             if !training {
-                let (y, ms) = timed(dev, || bn::fwd_eval(dev, &x, &gamma, &beta, &rm, &rv, s, eps, silu))?;
+                let (y, ms) = timed(dev, || {
+                    bn::fwd_eval(dev, &x, &gamma, &beta, &rm, &rv, s, eps, silu)
+                })?;
                 return Ok(out(vec![("y", dev.download(&y)?)], ms));
             }
             let ((y, dx, dgamma, dbeta), ms) = timed(dev, || {
-                let (y, saved) = bn::fwd_train(dev, &x, &gamma, &beta, &mut rm, &mut rv, s, momentum, eps, silu)?;
+                let (y, saved) = bn::fwd_train(
+                    dev, &x, &gamma, &beta, &mut rm, &mut rv, s, momentum, eps, silu,
+                )?;
                 let (dx, dg, db) = bn::bwd_train(dev, &dy, &x, &gamma, &beta, &saved, s, silu)?;
                 Ok((y, dx, dg, db))
             })?;
@@ -448,7 +623,12 @@ fn bn_cases() -> Vec<Case> {
         bn_case("batch_norm eval fwd", &["batch_norm_fwd_f32"], false, false),
         bn_case(
             "bn+silu fused train fwd+bwd",
-            &["batch_norm_stats_f32", "bn_silu_fwd_f32", "bn_silu_bwd_reduce_f32", "bn_silu_bwd_f32"],
+            &[
+                "batch_norm_stats_f32",
+                "bn_silu_fwd_f32",
+                "bn_silu_bwd_reduce_f32",
+                "bn_silu_bwd_f32",
+            ],
             true,
             true,
         ),
@@ -465,9 +645,23 @@ enum PoolKind {
     Up,
 }
 
-fn pool_case(name: &'static str, kernels: &'static [&'static str], kind: PoolKind, k: usize, st: usize, p: usize) -> Case {
+fn pool_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    kind: PoolKind,
+    k: usize,
+    st: usize,
+    p: usize,
+) -> Case {
     let dims = [2usize, 3, 9, 11];
-    let g = pool::PoolGeometry { planes: 6, h: 9, w: 11, kernel: k, stride: st, padding: p };
+    let g = pool::PoolGeometry {
+        planes: 6,
+        h: 9,
+        w: 11,
+        kernel: k,
+        stride: st,
+        padding: p,
+    };
     let n = g.x_len();
     let ny = match kind {
         PoolKind::Up => 4 * n,
@@ -480,7 +674,11 @@ fn pool_case(name: &'static str, kernels: &'static [&'static str], kind: PoolKin
         tol: 1e-4,
         make: Box::new(move |rng| vec![uniform(rng, n, -2.0, 2.0), uniform(rng, ny, -1.0, 1.0)]),
         cpu: Box::new(move |inp| {
-            let params = ops::Pool2dParams { kernel: k, stride: st, padding: p };
+            let params = ops::Pool2dParams {
+                kernel: k,
+                stride: st,
+                padding: p,
+            };
             let ((y, gr), ms) = timed_cpu(|| {
                 with_grads(&[tensor(&inp[0], &dims)?], &inp[1], |t| match kind {
                     PoolKind::Max => ops::max_pool2d(&t[0], params),
@@ -497,24 +695,58 @@ fn pool_case(name: &'static str, kernels: &'static [&'static str], kind: PoolKin
                     let (y, arg) = pool::max_pool2d_fwd(dev, &x, &g)?;
                     Ok((y, pool::max_pool2d_bwd(dev, &dy, &arg, &g)?))
                 }
-                PoolKind::Avg => Ok((pool::avg_pool2d_fwd(dev, &x, &g)?, pool::avg_pool2d_bwd(dev, &dy, &g)?)),
+                PoolKind::Avg => Ok((
+                    pool::avg_pool2d_fwd(dev, &x, &g)?,
+                    pool::avg_pool2d_bwd(dev, &dy, &g)?,
+                )),
                 PoolKind::Up => Ok((
                     pool::upsample2x_fwd(dev, &x, g.planes, g.h, g.w)?,
                     pool::upsample2x_bwd(dev, &dy, g.planes, g.h, g.w)?,
                 )),
             })?;
-            Ok(out(vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?)], ms))
+            Ok(out(
+                vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?)],
+                ms,
+            ))
         }),
     }
 }
 
 fn pool_cases() -> Vec<Case> {
     vec![
-        pool_case("max_pool2d k3 s2 p1", &["max_pool2d_fwd_f32", "max_pool2d_bwd_f32"], PoolKind::Max, 3, 2, 1),
+        pool_case(
+            "max_pool2d k3 s2 p1",
+            &["max_pool2d_fwd_f32", "max_pool2d_bwd_f32"],
+            PoolKind::Max,
+            3,
+            2,
+            1,
+        ),
         // YOLOX's SPP windows overlap heavily (k5 s1 p2): many outputs share an input.
-        pool_case("max_pool2d k5 s1 p2 (SPP)", &["max_pool2d_fwd_f32", "max_pool2d_bwd_f32"], PoolKind::Max, 5, 1, 2),
-        pool_case("avg_pool2d k3 s2 p1", &["avg_pool2d_fwd_f32", "avg_pool2d_bwd_f32"], PoolKind::Avg, 3, 2, 1),
-        pool_case("upsample nearest x2", &["upsample2x_fwd_f32", "upsample2x_bwd_f32"], PoolKind::Up, 1, 1, 0),
+        pool_case(
+            "max_pool2d k5 s1 p2 (SPP)",
+            &["max_pool2d_fwd_f32", "max_pool2d_bwd_f32"],
+            PoolKind::Max,
+            5,
+            1,
+            2,
+        ),
+        pool_case(
+            "avg_pool2d k3 s2 p1",
+            &["avg_pool2d_fwd_f32", "avg_pool2d_bwd_f32"],
+            PoolKind::Avg,
+            3,
+            2,
+            1,
+        ),
+        pool_case(
+            "upsample nearest x2",
+            &["upsample2x_fwd_f32", "upsample2x_bwd_f32"],
+            PoolKind::Up,
+            1,
+            1,
+            0,
+        ),
     ]
 }
 
@@ -549,7 +781,10 @@ fn softmax_case(name: &'static str, kernels: &'static [&'static str], log: bool)
                 let dx = softmax::bwd(dev, &dy, &y, outer, len, inner, log)?;
                 Ok((y, dx))
             })?;
-            Ok(out(vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?)], ms))
+            Ok(out(
+                vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?)],
+                ms,
+            ))
         }),
     }
 }
@@ -567,9 +802,18 @@ fn bce_case(name: &'static str, weighted: bool) -> Case {
             let mut x = uniform(rng, n, -8.0, 8.0);
             // Extreme logits (±300): the stable form must not overflow on either side.
             for (i, v) in x.iter_mut().enumerate().take(20) {
-                *v = if i % 2 == 0 { 300.0 - i as f32 } else { -300.0 + i as f32 };
+                *v = if i % 2 == 0 {
+                    300.0 - i as f32
+                } else {
+                    -300.0 + i as f32
+                };
             }
-            vec![x, uniform(rng, n, 0.0, 1.0), uniform(rng, n, 0.1, 2.0), uniform(rng, n, -1.0, 1.0)]
+            vec![
+                x,
+                uniform(rng, n, 0.0, 1.0),
+                uniform(rng, n, 0.1, 2.0),
+                uniform(rng, n, -1.0, 1.0),
+            ]
         }),
         cpu: Box::new(move |inp| {
             let ((y, g), ms) = timed_cpu(|| {
@@ -577,7 +821,9 @@ fn bce_case(name: &'static str, weighted: bool) -> Case {
                 if weighted {
                     ts.push(tensor(&inp[2], &[n])?);
                 }
-                with_grads(&ts, &inp[3], |t| ops::bce_with_logits(&t[0], &t[1], t.get(2)))
+                with_grads(&ts, &inp[3], |t| {
+                    ops::bce_with_logits(&t[0], &t[1], t.get(2))
+                })
             })?;
             let mut v = vec![("y", y), ("dx", g[0].clone()), ("dt", g[1].clone())];
             if weighted {
@@ -586,12 +832,24 @@ fn bce_case(name: &'static str, weighted: bool) -> Case {
             Ok(out(v, ms))
         }),
         gpu: Box::new(move |dev, inp| {
-            let (x, t, w, g) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?, dev.upload(&inp[2])?, dev.upload(&inp[3])?);
+            let (x, t, w, g) = (
+                dev.upload(&inp[0])?,
+                dev.upload(&inp[1])?,
+                dev.upload(&inp[2])?,
+                dev.upload(&inp[3])?,
+            );
             let wo = weighted.then_some(&w);
             let ((y, (dx, dt, dw)), ms) = timed(dev, || {
-                Ok((loss::bce_with_logits_fwd(dev, &x, &t, wo)?, loss::bce_with_logits_bwd(dev, &g, &x, &t, wo)?))
+                Ok((
+                    loss::bce_with_logits_fwd(dev, &x, &t, wo)?,
+                    loss::bce_with_logits_bwd(dev, &g, &x, &t, wo)?,
+                ))
             })?;
-            let mut v = vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?), ("dt", dev.download(&dt)?)];
+            let mut v = vec![
+                ("y", dev.download(&y)?),
+                ("dx", dev.download(&dx)?),
+                ("dt", dev.download(&dt)?),
+            ];
             if let Some(dw) = dw {
                 v.push(("dw", dev.download(&dw)?));
             }
@@ -605,13 +863,22 @@ fn bce_case(name: &'static str, weighted: bool) -> Case {
 fn box_pairs(rng: &mut ChaCha8Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
     let (mut p, mut t) = (Vec::with_capacity(4 * n), Vec::with_capacity(4 * n));
     for i in 0..n {
-        let (x1, y1) = (rng.random_range(0.0..200.0f32), rng.random_range(0.0..200.0f32));
-        let (w, h) = (rng.random_range(4.0..60.0f32), rng.random_range(4.0..60.0f32));
+        let (x1, y1) = (
+            rng.random_range(0.0..200.0f32),
+            rng.random_range(0.0..200.0f32),
+        );
+        let (w, h) = (
+            rng.random_range(4.0..60.0f32),
+            rng.random_range(4.0..60.0f32),
+        );
         t.extend_from_slice(&[x1, y1, x1 + w, y1 + h]);
         let spread = if i % 3 == 0 { 0.6 } else { 0.15 };
         let j = |rng: &mut ChaCha8Rng, s: f32| rng.random_range(-spread..spread) * s;
         let (px1, py1) = (x1 + j(rng, w), y1 + j(rng, h));
-        let (pw, ph) = (w * rng.random_range(0.6..1.5f32), h * rng.random_range(0.6..1.5f32));
+        let (pw, ph) = (
+            w * rng.random_range(0.6..1.5f32),
+            h * rng.random_range(0.6..1.5f32),
+        );
         p.extend_from_slice(&[px1, py1, px1 + pw, py1 + ph]);
     }
     (p, t)
@@ -631,14 +898,23 @@ fn box_case(name: &'static str, kind: BoxLossKind, k: loss::BoxLossKernel) -> Ca
         cpu: Box::new(move |inp| {
             let ((l, g), ms) = timed_cpu(|| {
                 let target = Tensor::from_vec(inp[1].clone(), [n, 4])?;
-                with_grads(&[tensor(&inp[0], &[n, 4])?], &inp[2], |t| box_loss(&t[0], &target, kind))
+                with_grads(&[tensor(&inp[0], &[n, 4])?], &inp[2], |t| {
+                    box_loss(&t[0], &target, kind)
+                })
             })?;
             Ok(out(vec![("loss", l), ("dpred", g[0].clone())], ms))
         }),
         gpu: Box::new(move |dev, inp| {
-            let (p, t, g) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?, dev.upload(&inp[2])?);
+            let (p, t, g) = (
+                dev.upload(&inp[0])?,
+                dev.upload(&inp[1])?,
+                dev.upload(&inp[2])?,
+            );
             let ((l, d), ms) = timed(dev, || loss::box_loss_fwd_bwd(dev, &p, &t, &g, k))?;
-            Ok(out(vec![("loss", dev.download(&l)?), ("dpred", dev.download(&d)?)], ms))
+            Ok(out(
+                vec![("loss", dev.download(&l)?), ("dpred", dev.download(&d)?)],
+                ms,
+            ))
         }),
     }
 }
@@ -665,14 +941,23 @@ fn simota_inputs(rng: &mut ChaCha8Rng) -> Inputs {
     let mut gt = Vec::new();
     let mut gt_cls = Vec::new();
     for i in 0..g {
-        let (w, h) = (rng.random_range(10.0..50.0f32), rng.random_range(10.0..40.0f32));
-        let (cx, cy) = (rng.random_range(w / 2.0..iw as f32 - w / 2.0), rng.random_range(h / 2.0..ih as f32 - h / 2.0));
+        let (w, h) = (
+            rng.random_range(10.0..50.0f32),
+            rng.random_range(10.0..40.0f32),
+        );
+        let (cx, cy) = (
+            rng.random_range(w / 2.0..iw as f32 - w / 2.0),
+            rng.random_range(h / 2.0..ih as f32 - h / 2.0),
+        );
         gt.extend_from_slice(&[cx, cy, w, h]);
         gt_cls.push((i % c) as f32);
     }
     let mut pred = Vec::new();
     for i in 0..a {
-        let (ax, ay) = ((grids[2 * i] + 0.5) * strides[i], (grids[2 * i + 1] + 0.5) * strides[i]);
+        let (ax, ay) = (
+            (grids[2 * i] + 0.5) * strides[i],
+            (grids[2 * i + 1] + 0.5) * strides[i],
+        );
         if i % 3 == 0 {
             let k = rng.random_range(0..g);
             let b = &gt[4 * k..4 * k + 4];
@@ -683,7 +968,12 @@ fn simota_inputs(rng: &mut ChaCha8Rng) -> Inputs {
                 b[3] * rng.random_range(0.7..1.3f32),
             ]);
         } else {
-            pred.extend_from_slice(&[ax, ay, rng.random_range(4.0..40.0f32), rng.random_range(4.0..40.0f32)]);
+            pred.extend_from_slice(&[
+                ax,
+                ay,
+                rng.random_range(4.0..40.0f32),
+                rng.random_range(4.0..40.0f32),
+            ]);
         }
     }
     vec![
@@ -699,7 +989,9 @@ fn simota_inputs(rng: &mut ChaCha8Rng) -> Inputs {
 }
 
 fn boxes4(v: &[f32]) -> Vec<[f32; 4]> {
-    v.chunks_exact(4).map(|b| [b[0], b[1], b[2], b[3]]).collect()
+    v.chunks_exact(4)
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect()
 }
 
 /// The cost matrix `[G, A]` as src/detect/simota.rs computes it (+inf off the candidates).
@@ -710,7 +1002,11 @@ fn simota_cost_cpu(inp: &Inputs, cfg: &SimOtaConfig) -> Vec<f32> {
     let a = strides.len();
     let sig = crate::ops::sigmoid_scalar;
     let logc = |v: f32| v.ln().max(-100.0);
-    let penalty = if cfg.mode == SimOtaMode::Release { 100_000.0f32 } else { 1_000_000.0 };
+    let penalty = if cfg.mode == SimOtaMode::Release {
+        100_000.0f32
+    } else {
+        1_000_000.0
+    };
     let mut cost = vec![f32::INFINITY; gt.len() * a];
     for ai in 0..a {
         let s = strides[ai];
@@ -719,8 +1015,16 @@ fn simota_cost_cpu(inp: &Inputs, cfg: &SimOtaConfig) -> Vec<f32> {
         let prior = |b: &[f32; 4]| -> (bool, bool) {
             match cfg.mode {
                 SimOtaMode::Release => {
-                    let ib = (xc - (b[0] - b[2] / 2.0)).min((b[0] + b[2] / 2.0) - xc).min(yc - (b[1] - b[3] / 2.0)).min((b[1] + b[3] / 2.0) - yc) > 0.0;
-                    let ic = (xc - (b[0] - r)).min((b[0] + r) - xc).min(yc - (b[1] - r)).min((b[1] + r) - yc) > 0.0;
+                    let ib = (xc - (b[0] - b[2] / 2.0))
+                        .min((b[0] + b[2] / 2.0) - xc)
+                        .min(yc - (b[1] - b[3] / 2.0))
+                        .min((b[1] + b[3] / 2.0) - yc)
+                        > 0.0;
+                    let ic = (xc - (b[0] - r))
+                        .min((b[0] + r) - xc)
+                        .min(yc - (b[1] - r))
+                        .min((b[1] + r) - yc)
+                        > 0.0;
                     (ib || ic, ib && ic)
                 }
                 SimOtaMode::Centre2023 => {
@@ -753,7 +1057,11 @@ fn simota_case(name: &'static str, cfg: SimOtaConfig) -> Case {
     };
     Case {
         name,
-        kernels: &["simota_cost_f32", "simota_dynamic_k_f32", "simota_resolve_f32"],
+        kernels: &[
+            "simota_cost_f32",
+            "simota_dynamic_k_f32",
+            "simota_resolve_f32",
+        ],
         shape: "A 315 (160x96, s8/16/32), G 5, C 3".into(),
         tol: 1e-4,
         make: Box::new(simota_inputs),
@@ -773,7 +1081,11 @@ fn simota_case(name: &'static str, cfg: SimOtaConfig) -> Case {
                     gt_classes: &gt_classes,
                     num_classes: inp[7][0] as usize,
                 };
-                Ok((simota_cost_cpu(inp, &cfg), simota_assign(&si, &cfg)?, pred.len()))
+                Ok((
+                    simota_cost_cpu(inp, &cfg),
+                    simota_assign(&si, &cfg)?,
+                    pred.len(),
+                ))
             })?;
             // matched GT per anchor (−1 background) and its IoU, in the GPU's layout.
             let mut matched = vec![-1f32; a];
@@ -782,7 +1094,10 @@ fn simota_case(name: &'static str, cfg: SimOtaConfig) -> Case {
                 matched[ai] = asg.matched_gt[j] as f32;
                 piou[ai] = asg.pred_ious[j];
             }
-            Ok(out(vec![("cost", cost), ("matched", matched), ("pred_iou", piou)], ms))
+            Ok(out(
+                vec![("cost", cost), ("matched", matched), ("pred_iou", piou)],
+                ms,
+            ))
         }),
         gpu: Box::new(move |dev, inp| {
             let a = inp[4].len();
@@ -804,9 +1119,17 @@ fn simota_case(name: &'static str, cfg: SimOtaConfig) -> Case {
                 let asg = simota::assign_from_cost(dev, &m)?;
                 Ok((m, asg))
             })?;
-            let matched: Vec<f32> = dev.download(&asg.matched)?.into_iter().map(|m| m as f32).collect();
+            let matched: Vec<f32> = dev
+                .download(&asg.matched)?
+                .into_iter()
+                .map(|m| m as f32)
+                .collect();
             Ok(out(
-                vec![("cost", dev.download(&m.cost)?), ("matched", matched), ("pred_iou", dev.download(&asg.pred_iou)?)],
+                vec![
+                    ("cost", dev.download(&m.cost)?),
+                    ("matched", matched),
+                    ("pred_iou", dev.download(&asg.pred_iou)?),
+                ],
                 ms,
             ))
         }),
@@ -830,25 +1153,45 @@ fn cosine_case() -> Case {
             for i in 0..len {
                 a[i * inner] = 0.0;
             }
-            vec![a, uniform(rng, n, -1.0, 1.0), uniform(rng, outer * inner, -1.0, 1.0)]
+            vec![
+                a,
+                uniform(rng, n, -1.0, 1.0),
+                uniform(rng, outer * inner, -1.0, 1.0),
+            ]
         }),
         cpu: Box::new(move |inp| {
             let ((y, g), ms) = timed_cpu(|| {
-                with_grads(&[tensor(&inp[0], &dims)?, tensor(&inp[1], &dims)?], &inp[2], |t| {
-                    ops::cosine_similarity(&t[0], &t[1], 1)
-                })
+                with_grads(
+                    &[tensor(&inp[0], &dims)?, tensor(&inp[1], &dims)?],
+                    &inp[2],
+                    |t| ops::cosine_similarity(&t[0], &t[1], 1),
+                )
             })?;
-            Ok(out(vec![("y", y), ("da", g[0].clone()), ("db", g[1].clone())], ms))
+            Ok(out(
+                vec![("y", y), ("da", g[0].clone()), ("db", g[1].clone())],
+                ms,
+            ))
         }),
         gpu: Box::new(move |dev, inp| {
-            let (a, b, g) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?, dev.upload(&inp[2])?);
+            let (a, b, g) = (
+                dev.upload(&inp[0])?,
+                dev.upload(&inp[1])?,
+                dev.upload(&inp[2])?,
+            );
             let ((y, (da, db)), ms) = timed(dev, || {
                 Ok((
                     similarity::cosine_similarity_fwd(dev, &a, &b, outer, len, inner)?,
                     similarity::cosine_similarity_bwd(dev, &g, &a, &b, outer, len, inner)?,
                 ))
             })?;
-            Ok(out(vec![("y", dev.download(&y)?), ("da", dev.download(&da)?), ("db", dev.download(&db)?)], ms))
+            Ok(out(
+                vec![
+                    ("y", dev.download(&y)?),
+                    ("da", dev.download(&da)?),
+                    ("db", dev.download(&db)?),
+                ],
+                ms,
+            ))
         }),
     }
 }
@@ -920,7 +1263,11 @@ fn optim_case(name: &'static str, kernels: &'static [&'static str], kind: OptKin
         cpu: Box::new(move |inp| {
             let mut p = inp[0].clone();
             // EMA: s1 starts as the EMA copy; the others start at zero.
-            let mut s1 = if kind == OptKind::Ema { inp[1].clone() } else { vec![0.0; n] };
+            let mut s1 = if kind == OptKind::Ema {
+                inp[1].clone()
+            } else {
+                vec![0.0; n]
+            };
             let mut s2 = vec![0.0; n];
             let (_, ms) = timed_cpu(|| {
                 optim_cpu(kind, &mut p, &inp[2..], &mut s1, &mut s2);
@@ -933,14 +1280,23 @@ fn optim_case(name: &'static str, kernels: &'static [&'static str], kind: OptKin
         }),
         gpu: Box::new(move |dev, inp| {
             let mut p = dev.upload(&inp[0])?;
-            let mut s1 = if kind == OptKind::Ema { dev.upload(&inp[1])? } else { dev.zeros(n)? };
+            let mut s1 = if kind == OptKind::Ema {
+                dev.upload(&inp[1])?
+            } else {
+                dev.zeros(n)?
+            };
             let mut s2 = dev.zeros(n)?;
-            let grads = inp[2..].iter().map(|g| dev.upload(g)).collect::<Result<Vec<_>>>()?;
+            let grads = inp[2..]
+                .iter()
+                .map(|g| dev.upload(g))
+                .collect::<Result<Vec<_>>>()?;
             let (_, ms) = timed(dev, || {
                 for (i, g) in grads.iter().enumerate() {
                     let step = i as u32 + 1;
                     match kind {
-                        OptKind::Sgd => optim::sgd_nesterov(dev, &mut p, g, &mut s1, 0.01, 0.9, 5e-4)?,
+                        OptKind::Sgd => {
+                            optim::sgd_nesterov(dev, &mut p, g, &mut s1, 0.01, 0.9, 5e-4)?
+                        }
                         OptKind::Adam | OptKind::AdamW => {
                             let h = optim::AdamParams {
                                 lr: 0.01,
@@ -963,7 +1319,10 @@ fn optim_case(name: &'static str, kernels: &'static [&'static str], kind: OptKin
             })?;
             Ok(match kind {
                 OptKind::Ema => out(vec![("ema", dev.download(&s1)?)], ms),
-                _ => out(vec![("p", dev.download(&p)?), ("state1", dev.download(&s1)?)], ms),
+                _ => out(
+                    vec![("p", dev.download(&p)?), ("state1", dev.download(&s1)?)],
+                    ms,
+                ),
             })
         }),
     }
@@ -977,18 +1336,46 @@ pub fn cases() -> Vec<Case> {
     v.extend(conv_cases());
     v.extend(bn_cases());
     v.extend(pool_cases());
-    v.push(softmax_case("softmax fwd+bwd", &["softmax_fwd_f32", "softmax_bwd_f32"], false));
-    v.push(softmax_case("log_softmax fwd+bwd", &["log_softmax_fwd_f32", "log_softmax_bwd_f32"], true));
+    v.push(softmax_case(
+        "softmax fwd+bwd",
+        &["softmax_fwd_f32", "softmax_bwd_f32"],
+        false,
+    ));
+    v.push(softmax_case(
+        "log_softmax fwd+bwd",
+        &["log_softmax_fwd_f32", "log_softmax_bwd_f32"],
+        true,
+    ));
     v.push(bce_case("bce_with_logits", false));
     v.push(bce_case("bce_with_logits weighted", true));
-    v.push(box_case("box loss IoU", BoxLossKind::Iou, loss::BoxLossKernel::Iou));
-    v.push(box_case("box loss GIoU", BoxLossKind::Giou, loss::BoxLossKernel::Giou));
-    v.push(box_case("box loss CIoU (mmdet)", BoxLossKind::Ciou, loss::BoxLossKernel::Ciou));
-    v.push(box_case("box loss CIoU (torchvision)", BoxLossKind::CiouTorchvision, loss::BoxLossKernel::CiouTorchvision));
+    v.push(box_case(
+        "box loss IoU",
+        BoxLossKind::Iou,
+        loss::BoxLossKernel::Iou,
+    ));
+    v.push(box_case(
+        "box loss GIoU",
+        BoxLossKind::Giou,
+        loss::BoxLossKernel::Giou,
+    ));
+    v.push(box_case(
+        "box loss CIoU (mmdet)",
+        BoxLossKind::Ciou,
+        loss::BoxLossKernel::Ciou,
+    ));
+    v.push(box_case(
+        "box loss CIoU (torchvision)",
+        BoxLossKind::CiouTorchvision,
+        loss::BoxLossKernel::CiouTorchvision,
+    ));
     v.push(simota_case("simota release r2.5", SimOtaConfig::default()));
     v.push(simota_case("simota 2023 r1.5", SimOtaConfig::centre_2023()));
     v.push(cosine_case());
-    v.push(optim_case("sgd nesterov", &["sgd_nesterov_f32"], OptKind::Sgd));
+    v.push(optim_case(
+        "sgd nesterov",
+        &["sgd_nesterov_f32"],
+        OptKind::Sgd,
+    ));
     v.push(optim_case("adam", &["adam_f32"], OptKind::Adam));
     v.push(optim_case("adamw", &["adam_f32"], OptKind::AdamW));
     v.push(optim_case("ema", &["ema_f32"], OptKind::Ema));

@@ -1,0 +1,105 @@
+//! The selftest's own machinery: the error measure must be able to fail, the CPU side of every
+//! parity case must run, and on a machine with a GPU the whole table must pass (without one the
+//! GPU test prints its one-line reason and returns, STYLE 7).
+
+use ssod::backend::cpu::conv2d::Conv2dGeometry;
+use ssod::backend::cuda::selftest::{compare, run_cpu, run_cuda};
+use ssod::backend::cuda::{conv2d, elementwise, CudaAvailability};
+
+#[test]
+fn compare_passes_equal_values_and_flags_the_first_bad_index() {
+    let c = [1.0f32, -2.0, 3.0, 0.0];
+    assert_eq!(compare(&c, &c, 1e-4).first_bad, None);
+    let mut g = c;
+    g[2] = 3.001; // rel 3.3e-4
+    let d = compare(&c, &g, 1e-4);
+    assert_eq!(d.first_bad, Some(2));
+    assert!((d.max_rel - 0.001 / 3.0).abs() < 1e-6, "{d:?}");
+    // Small values are judged against 1% of the largest magnitude: |0 - 1e-6| / 0.03 passes.
+    g = c;
+    g[3] = 1e-6;
+    assert_eq!(compare(&c, &g, 1e-4).first_bad, None);
+}
+
+#[test]
+fn compare_treats_nan_and_length_mismatch_as_failures() {
+    assert_eq!(
+        compare(&[1.0, 2.0], &[1.0, f32::NAN], 1e-4).first_bad,
+        Some(1)
+    );
+    assert_eq!(compare(&[f32::NAN], &[f32::NAN], 1e-4).first_bad, None);
+    assert_eq!(
+        compare(&[f32::INFINITY], &[f32::INFINITY], 1e-4).first_bad,
+        None
+    );
+    assert!(compare(&[1.0, 2.0], &[1.0], 1e-4).first_bad.is_some());
+}
+
+#[test]
+fn every_cpu_reference_of_the_parity_table_runs() {
+    let rows = run_cpu(7, |_| {});
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| format!("{}: {:?}", r.case, r.error))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(rows.len() >= 40);
+}
+
+#[test]
+fn launcher_preconditions_are_checked_without_a_gpu() {
+    let ok = Conv2dGeometry {
+        batch: 1,
+        in_channels: 4,
+        in_h: 5,
+        in_w: 5,
+        out_channels: 6,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+        groups: 2,
+    };
+    assert!(conv2d::check_geometry(&ok).is_ok());
+    for bad in [
+        Conv2dGeometry { stride: 0, ..ok },
+        Conv2dGeometry { groups: 3, ..ok },
+        Conv2dGeometry { groups: 0, ..ok },
+        Conv2dGeometry {
+            kernel_h: 9,
+            padding: 0,
+            ..ok
+        },
+        Conv2dGeometry { batch: 0, ..ok },
+    ] {
+        assert!(conv2d::check_geometry(&bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        elementwise::broadcast_dims("add", &[2, 3, 1], &[4]).unwrap(),
+        vec![2, 3, 4]
+    );
+    assert!(elementwise::broadcast_dims("add", &[2, 3], &[4]).is_err());
+}
+
+#[test]
+fn parity_table_passes_on_the_gpu() {
+    let dev = match CudaAvailability::probe() {
+        Ok(d) => d,
+        Err(reason) => {
+            eprintln!("skipped (no GPU): {reason}");
+            return;
+        }
+    };
+    let rows = run_cuda(&dev, 11, |l| println!("{l}"));
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| format!("{} / {}", r.case, r.output))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "parity failures on {}: {failed:?}",
+        dev.name()
+    );
+}

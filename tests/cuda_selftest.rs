@@ -103,3 +103,30 @@ fn parity_table_passes_on_the_gpu() {
         dev.name()
     );
 }
+
+/// The SimOTA case's inputs must exercise the interesting paths: some candidates, not all, some
+/// foreground, GTs that share anchors.
+#[test]
+fn simota_parity_inputs_are_not_trivial() {
+    for name in ["simota release r2.5", "simota 2023 r1.5"] {
+        let cases = ssod::backend::cuda::selftest::cases();
+        let case = cases.iter().find(|c| c.name == name).expect("case");
+        let mut rng = ssod::rng::rng_for(0, name);
+        let inputs = (case.make)(&mut rng);
+        let out = (case.cpu)(&inputs).expect("cpu side");
+        let get = |n: &str| &out.values.iter().find(|(k, _)| *k == n).expect(n).1;
+        let cand: f32 = get("cand").iter().sum::<f32>() / 5.0; // the pattern repeats per GT
+        let fg = get("matched").iter().filter(|&&m| m >= 0.0).count();
+        let anchors = get("matched").len();
+        assert!(
+            cand > 5.0 && (cand as usize) < anchors,
+            "{name}: {cand} candidates of {anchors}"
+        );
+        assert!(fg >= 5, "{name}: only {fg} foreground anchors");
+        assert!(
+            get("cost").iter().any(|&c| c > 0.0),
+            "{name}: no unpenalised cost"
+        );
+        println!("{name}: {cand} candidates, {fg} foreground of {anchors}");
+    }
+}

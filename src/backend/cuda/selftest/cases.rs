@@ -1050,6 +1050,22 @@ fn simota_cost_cpu(inp: &Inputs, cfg: &SimOtaConfig) -> Vec<f32> {
     cost
 }
 
+/// The cost matrix as three outputs, so that each is judged at its own scale: the costs without
+/// the prior's penalty (~1..30), the penalised ones (~1e5..1e6), and the candidate pattern
+/// (1 where finite). Entries outside each part are 0 on both sides.
+fn split_cost(cost: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let part = |keep: &dyn Fn(f32) -> bool| -> Vec<f32> {
+        cost.iter()
+            .map(|&c| if keep(c) { c } else { 0.0 })
+            .collect()
+    };
+    (
+        part(&|c| c.is_finite() && c < 5e4),
+        part(&|c| c.is_finite() && c >= 5e4),
+        cost.iter().map(|c| c.is_finite() as u8 as f32).collect(),
+    )
+}
+
 fn simota_case(name: &'static str, cfg: SimOtaConfig) -> Case {
     let prior = match cfg.mode {
         SimOtaMode::Release => simota::SimOtaPrior::Release,
@@ -1094,8 +1110,15 @@ fn simota_case(name: &'static str, cfg: SimOtaConfig) -> Case {
                 matched[ai] = asg.matched_gt[j] as f32;
                 piou[ai] = asg.pred_ious[j];
             }
+            let (plain, pen, cand) = split_cost(&cost);
             Ok(out(
-                vec![("cost", cost), ("matched", matched), ("pred_iou", piou)],
+                vec![
+                    ("cost", plain),
+                    ("cost_pen", pen),
+                    ("cand", cand),
+                    ("matched", matched),
+                    ("pred_iou", piou),
+                ],
                 ms,
             ))
         }),
@@ -1124,9 +1147,12 @@ fn simota_case(name: &'static str, cfg: SimOtaConfig) -> Case {
                 .into_iter()
                 .map(|m| m as f32)
                 .collect();
+            let (plain, pen, cand) = split_cost(&dev.download(&m.cost)?);
             Ok(out(
                 vec![
-                    ("cost", dev.download(&m.cost)?),
+                    ("cost", plain),
+                    ("cost_pen", pen),
+                    ("cand", cand),
                     ("matched", matched),
                     ("pred_iou", dev.download(&asg.pred_iou)?),
                 ],
@@ -1153,11 +1179,11 @@ fn cosine_case() -> Case {
             for i in 0..len {
                 a[i * inner] = 0.0;
             }
-            vec![
-                a,
-                uniform(rng, n, -1.0, 1.0),
-                uniform(rng, outer * inner, -1.0, 1.0),
-            ]
+            let mut g = uniform(rng, outer * inner, -1.0, 1.0);
+            // Its gradient is b/(eps·|b|) ~ 1e8·g: a tiny g keeps it at the scale of the others,
+            // so the error floor (1% of the largest value) stays meaningful for every element.
+            g[0] = 1e-8;
+            vec![a, uniform(rng, n, -1.0, 1.0), g]
         }),
         cpu: Box::new(move |inp| {
             let ((y, g), ms) = timed_cpu(|| {

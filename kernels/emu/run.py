@@ -155,5 +155,51 @@ for case in ['sgd_nesterov','adam','adamw','ema']:
             call('optim','adam_f32',p,g,s1,s2,I(n),F(0.01),F(0.9),F(0.999),F(1e-8),F(5e-4),F(bc1),F(bc2),Ii(case=='adamw'))
     if case=='ema': cmp(case,'ema',s1)
     else: cmp(case,'p',p); cmp(case,'state1',s1)
+
+# ---- cuBLAS emulation: the column-major calls exactly as src/backend/cuda/gemm.rs makes them ----
+def cublas_sgemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc, beta, offa=0, offb=0, offc=0):
+    def opmat(X, off, ld, t, rows, cols):  # op(X) as rows x cols, X column-major with ld
+        if not t:
+            return np.array([[X[off + i + j*ld] for j in range(cols)] for i in range(rows)], dtype=np.float64)
+        return np.array([[X[off + j + i*ld] for j in range(cols)] for i in range(rows)], dtype=np.float64)
+    a = opmat(A, offa, lda, transa, m, k); b = opmat(B, offb, ldb, transb, k, n)
+    r = a @ b
+    for i in range(m):
+        for j in range(n):
+            C[offc + i + j*ldc] = r[i, j] + beta * C[offc + i + j*ldc]
+def sgemm_rm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, beta, offa=0, offb=0, offc=0):
+    # gemm.rs: transa = op(trans_b), transb = op(trans_a), m' = n, n' = m, lda' = ldb, ldb' = lda, A' = b, B' = a
+    cublas_sgemm(trans_b, trans_a, n, m, k, b, ldb, a, lda, c, n, beta, offb, offa, offc)
+for case, (batch, m, n, k, ta, tb, ab, bb) in {'matmul_batched__shared_rhs': (3,37,41,29,0,0,1,0),
+        'matmul_a_b___linear_': (1,37,41,29,0,1,1,0), 'matmul_a__b_batched_both': (3,37,41,29,1,0,1,1)}.items():
+    a, b = inp(case, 0), inp(case, 1); c = np.zeros(batch*m*n, 'f4')
+    lda = m if ta else k; ldb = k if tb else n
+    for i in range(batch):  # strided batched: stride_a' = b stride, stride_b' = a stride
+        sgemm_rm(ta, tb, m, n, k, a, lda, b, ldb, c, 0.0, offa=(m*k*i if ab else 0), offb=(k*n*i if bb else 0), offc=m*n*i)
+    cmp(case, 'c', c)
+# conv2d fast path with the launcher's exact calls
+for case in ['conv2d_im2col_sgemm_3x3_s1_p1', 'conv2d_im2col_sgemm_3x3_s1_g2', 'conv2d_1x1_sgemm_only']:
+    n,c,h,w,k,ks,s,p,g,_ = convs[case]
+    x,wt,dy=inp(case,0),inp(case,1),inp(case,2); q=cg(n,c,h,w,k,ks,s,p,g)
+    cgr=c//g; kg=k//g; ckk=cgr*ks*ks; hwo=q.ho*q.wo; hwi=h*w; pw = (ks==1 and s==1 and p==0)
+    y=np.zeros(n*k*hwo,'f4'); dx=np.zeros(n*c*h*w,'f4'); dw=np.zeros(len(wt),'f4')
+    for nn in range(n):
+        for gg in range(g):
+            if pw: col, coff = x, (nn*c + gg*cgr)*hwi
+            else:
+                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(gg)); coff=0
+            sgemm_rm(0,0,kg,hwo,ckk, wt,ckk, col,hwo, y,0.0, offa=gg*kg*ckk, offb=coff, offc=(nn*k+gg*kg)*hwo)
+            dyoff=(nn*k+gg*kg)*hwo
+            if pw: sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dx,0.0, offa=gg*kg*ckk, offb=dyoff, offc=(nn*c+gg*cgr)*hwi)
+            else:
+                dcol=np.zeros(ckk*hwo,'f4'); sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dcol,0.0, offa=gg*kg*ckk, offb=dyoff)
+                call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(gg))
+    for gg in range(g):
+        for nn in range(n):
+            if pw: col, coff = x, (nn*c + gg*cgr)*hwi
+            else:
+                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(gg)); coff=0
+            sgemm_rm(0,1,kg,ckk,hwo, dy,hwo, col,hwo, dw, 0.0 if nn==0 else 1.0, offa=(nn*k+gg*kg)*hwo, offb=coff, offc=gg*kg*ckk)
+    for nm, v in [('y',y),('dx',dx),('dw',dw)]: cmp(case, nm, v)
 print("FAILS:", fails)
 sys.exit(1 if fails else 0)

@@ -5,10 +5,10 @@
 //! per batch item and group; depthwise convs (groups = C = K) use the direct kernels. The direct
 //! general kernels (`direct::*`) are the GPU reference the fast path can be checked against.
 
-use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
 
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice};
+use super::gemm::sgemm_rm;
 use super::{check_len, KernelFile};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};
@@ -79,47 +79,6 @@ fn is_depthwise(g: &Conv2dGeometry) -> bool {
 
 fn is_pointwise(g: &Conv2dGeometry) -> bool {
     g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0
-}
-
-/// Row-major `c[m×n] = op(a)·op(b) (+ beta·c)` through column-major cuBLAS: it computes
-/// `cᵀ = op(b)ᵀ·op(a)ᵀ`. `lda`/`ldb` are the row strides of `a`/`b` as stored.
-#[allow(clippy::too_many_arguments)]
-fn sgemm_rm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
-    dev: &CudaDevice,
-    trans_a: bool,
-    trans_b: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &A,
-    lda: usize,
-    b: &B,
-    ldb: usize,
-    c: &mut C,
-    beta: f32,
-) -> Result<()> {
-    let op = |t: bool| {
-        if t {
-            cublasOperation_t::CUBLAS_OP_T
-        } else {
-            cublasOperation_t::CUBLAS_OP_N
-        }
-    };
-    let cfg = GemmConfig {
-        transa: op(trans_b),
-        transb: op(trans_a),
-        m: n as i32,
-        n: m as i32,
-        k: k as i32,
-        alpha: 1.0f32,
-        lda: ldb as i32,
-        ldb: lda as i32,
-        beta,
-        ldc: n as i32,
-    };
-    // SAFETY: callers pass views that cover the matrices (lengths derived from the checked
-    // geometry); all sizes fit i32 (check_geometry).
-    unsafe { dev.blas().gemm(cfg, b, a, c) }.map_err(|e| cuda_err("cublasSgemm", e))
 }
 
 fn launch_direct(

@@ -9,6 +9,28 @@
 //! CUDA is optional at run time: cudarc loads `libcuda`, `libnvrtc` and `libcublas` dynamically
 //! and panics when one is missing, so [`CudaAvailability::probe`] looks for each first and turns
 //! every failure into one line of reason.
+//!
+//! # Integration plan (for the engine owner)
+//!
+//! - `Storage::Cuda(CudaSlice<f32>)` next to `Storage::Cpu`, `Device::Cuda` holding a
+//!   [`CudaDevice`] (cheap to clone; one per process from [`CudaAvailability::probe`]).
+//! - Each op's forward/backward gets one `match` on the storage: the CPU arm stays as it is, the
+//!   CUDA arm calls the launcher of the same stem with the contiguous device buffers and the same
+//!   geometry the CPU path computes (`Conv2dGeometry`, `[outer, len, inner]`, `BnShape`,
+//!   `PoolGeometry`, ...). Launchers return fresh buffers; in-place ones (`optim`, BN running
+//!   stats) take `&mut`.
+//! - Non-contiguous views: make them contiguous first (a strided-copy kernel is still to write),
+//!   as the CPU path does with `to_vec`.
+//! - What to save for backward matches the CPU rules: unary ops save the input or the output as
+//!   [`elementwise::Unary::saves_output`] says; BN saves `BnSaved` (mean, invstd) and the input;
+//!   max pooling saves the `i32` argmax buffer; softmax saves its output.
+//! - `sum_to_shape` for broadcast backward is [`reduce::sum_keepdim`] with the broadcast dims.
+//! - Detection: `detect::simota` on CUDA uploads grids/strides once per input size and calls
+//!   [`simota::assign`] per image; `detect::loss::box_loss` can call
+//!   [`loss::box_loss_fwd_bwd`] once (it returns the gradient with the loss: record it as the
+//!   node's saved gradient scaled by the upstream `g`, or call it again in backward with `g`).
+//! - Errors: every launcher already returns `Error::ShapeMismatch`/`Error::Op` on bad lengths and
+//!   `Error::Cuda` for driver/NVRTC/cuBLAS failures, naming the kernel.
 
 pub mod context;
 pub mod modules;
@@ -16,6 +38,7 @@ pub mod modules;
 pub mod batch_norm;
 pub mod conv2d;
 pub mod elementwise;
+pub mod gemm;
 pub mod loss;
 pub mod optim;
 pub mod pool;

@@ -6,8 +6,8 @@ use rand_chacha::ChaCha8Rng;
 use super::{timed, timed_cpu, Case, Inputs, Outputs};
 use crate::backend::cpu::conv2d::{self as cpu_conv, Conv2dGeometry};
 use crate::backend::cuda::{
-    batch_norm as bn, conv2d, elementwise as ew, loss, optim, pool, reduce, similarity, simota,
-    softmax,
+    batch_norm as bn, conv2d, elementwise as ew, gemm, loss, optim, pool, reduce, similarity,
+    simota, softmax,
 };
 use crate::detect::loss::{box_loss, BoxLossKind};
 use crate::detect::simota::{iou_cxcywh, simota_assign, SimOtaConfig, SimOtaInput, SimOtaMode};
@@ -502,6 +502,91 @@ fn conv_cases() -> Vec<Case> {
             ],
             ConvPath::Direct,
             geo(1, 3, 8, 11, 5, 5, 1, 2, 1),
+        ),
+    ]
+}
+
+// ---- matrix products (cuBLAS) ----
+
+fn gemm_case(name: &'static str, sh: gemm::GemmShape) -> Case {
+    let na = if sh.a_batched { sh.batch } else { 1 } * sh.m * sh.k;
+    let nb = if sh.b_batched { sh.batch } else { 1 } * sh.k * sh.n;
+    Case {
+        name,
+        kernels: &[],
+        shape: format!(
+            "{}x[{}x{}]{}·[{}x{}]{}",
+            sh.batch,
+            sh.m,
+            sh.k,
+            if sh.trans_a { "ᵀ" } else { "" },
+            sh.k,
+            sh.n,
+            if sh.trans_b { "ᵀ" } else { "" }
+        ),
+        tol: 1e-4,
+        make: Box::new(move |rng| vec![uniform(rng, na, -1.0, 1.0), uniform(rng, nb, -1.0, 1.0)]),
+        cpu: Box::new(move |inp| {
+            use crate::backend::cpu::gemm::{sgemm, MatRef};
+            let (c, ms) = timed_cpu(|| {
+                let mut c = vec![0f32; sh.batch * sh.m * sh.n];
+                for i in 0..sh.batch {
+                    let a = &inp[0][if sh.a_batched { i * sh.m * sh.k } else { 0 }..];
+                    let b = &inp[1][if sh.b_batched { i * sh.k * sh.n } else { 0 }..];
+                    let am = if sh.trans_a {
+                        MatRef::transposed(a, sh.m)
+                    } else {
+                        MatRef::row_major(a, sh.k)
+                    };
+                    let bm = if sh.trans_b {
+                        MatRef::transposed(b, sh.k)
+                    } else {
+                        MatRef::row_major(b, sh.n)
+                    };
+                    let ci = &mut c[i * sh.m * sh.n..(i + 1) * sh.m * sh.n];
+                    sgemm(sh.m, sh.n, sh.k, am, bm, ci, sh.n, false, 1);
+                }
+                Ok(c)
+            })?;
+            Ok(out(vec![("c", c)], ms))
+        }),
+        gpu: Box::new(move |dev, inp| {
+            let (a, b) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?);
+            let (c, ms) = timed(dev, || gemm::matmul(dev, &a, &b, &sh))?;
+            Ok(out(vec![("c", dev.download(&c)?)], ms))
+        }),
+    }
+}
+
+fn gemm_cases() -> Vec<Case> {
+    let base = gemm::GemmShape {
+        batch: 3,
+        m: 37,
+        n: 41,
+        k: 29,
+        trans_a: false,
+        trans_b: false,
+        a_batched: true,
+        b_batched: false,
+    };
+    vec![
+        gemm_case("matmul batched, shared rhs", base),
+        // linear: x·Wᵀ
+        gemm_case(
+            "matmul a·bᵀ (linear)",
+            gemm::GemmShape {
+                batch: 1,
+                trans_b: true,
+                ..base
+            },
+        ),
+        gemm_case(
+            "matmul aᵀ·b batched both",
+            gemm::GemmShape {
+                trans_a: true,
+                b_batched: true,
+                ..base
+            },
         ),
     ]
 }
@@ -1360,6 +1445,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(binary_cases());
     v.extend(reduce_cases());
     v.extend(conv_cases());
+    v.extend(gemm_cases());
     v.extend(bn_cases());
     v.extend(pool_cases());
     v.push(softmax_case(

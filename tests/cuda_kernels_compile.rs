@@ -57,7 +57,7 @@ fn every_kernel_symbol_has_a_parity_case() {
         .collect();
     assert!(
         missing.is_empty(),
-        "kernels without a parity case in src/backend/cuda/selftest.rs: {}",
+        "kernels without a parity case in src/backend/cuda/selftest/cases/*.rs: {}",
         missing.join(", ")
     );
     // And no parity case names a kernel that does not exist.

@@ -1,5 +1,5 @@
 # Host emulation of kernels/*.cu (one thread, one block): runs every parity case of
-# src/backend/cuda/selftest/cases.rs through the kernels compiled by g++ and compares with the
+# src/backend/cuda/selftest/cases/*.rs through the kernels compiled by g++ and compares with the
 # CPU outputs dumped by `cargo test --test cuda_selftest dump_parity_cases -- --ignored`.
 # Checks the kernels' arithmetic and indexing, not their parallel parts (block trees run with
 # THREADS = 1, no races can show) nor the cuBLAS calls (numpy stands in for sgemm).

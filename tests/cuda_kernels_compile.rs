@@ -90,3 +90,20 @@ fn every_kernel_file_opens_with_its_contract() {
         }
     }
 }
+
+#[test]
+fn a_compile_error_names_the_file_and_carries_the_nvrtc_log() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let src = "extern \"C\" __global__ void broken(float* y) {\n    y[0] = undefined_name;\n}\n";
+    let err = ssod::backend::cuda::compile_source("kernels/broken.cu", src, "compute_80")
+        .expect_err("must not compile")
+        .to_string();
+    assert!(err.contains("kernels/broken.cu"), "{err}");
+    assert!(
+        err.contains("undefined_name"),
+        "the NVRTC log is missing: {err}"
+    );
+    println!("{err}");
+}

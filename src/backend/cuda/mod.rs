@@ -53,7 +53,9 @@ use std::sync::OnceLock;
 
 pub use context::CudaDevice;
 pub use cudarc::driver::CudaSlice;
-pub use modules::{compile_all_kernels, compile_ptx, nvrtc_available, nvrtc_version, KernelFile};
+pub use modules::{
+    compile_all_kernels, compile_ptx, compile_source, nvrtc_available, nvrtc_version, KernelFile,
+};
 
 use modules::short_candidates;
 

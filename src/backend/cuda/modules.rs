@@ -238,8 +238,16 @@ fn check_arch(arch: &str) -> Result<()> {
 /// Compile one kernel file to PTX text for `arch` with NVRTC (no driver needed). A compile
 /// error carries the NVRTC log and the file's name.
 pub fn compile_ptx(file: KernelFile, arch: &str) -> Result<String> {
+    compile_source(&file.file_name(), file.source(), arch)
+}
+
+/// Compile CUDA C `src` (named `name` in messages, e.g. `kernels/conv2d.cu`) to PTX for `arch`.
+pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {
     check_arch(arch)?;
     nvrtc_available().map_err(Error::Cuda)?;
+    if src.contains('\0') {
+        return Err(Error::Cuda(format!("{name}: source contains a NUL byte")));
+    }
     let opts = cudarc::nvrtc::CompileOptions {
         options: vec![
             format!("--gpu-architecture={arch}"),
@@ -248,10 +256,9 @@ pub fn compile_ptx(file: KernelFile, arch: &str) -> Result<String> {
             "--prec-sqrt=true".into(),
             "--ftz=false".into(),
         ],
-        name: Some(format!("{}.cu", file.stem())),
+        name: Some(name.rsplit('/').next().unwrap_or(name).replace('\0', "")),
         ..Default::default()
     };
-    let src = file.source();
     let compiled = catch_unwind(AssertUnwindSafe(|| {
         cudarc::nvrtc::compile_ptx_with_opts(src, opts)
     }));
@@ -259,18 +266,15 @@ pub fn compile_ptx(file: KernelFile, arch: &str) -> Result<String> {
         Ok(Ok(ptx)) => Ok(ptx.to_src()),
         Ok(Err(cudarc::nvrtc::CompileError::CompileError { nvrtc, log, .. })) => {
             Err(Error::Cuda(format!(
-                "NVRTC failed to compile {} for {arch} ({nvrtc:?}):\n{}",
-                file.file_name(),
+                "NVRTC failed to compile {name} for {arch} ({nvrtc:?}):\n{}",
                 log.to_string_lossy()
             )))
         }
         Ok(Err(e)) => Err(Error::Cuda(format!(
-            "NVRTC failed on {} for {arch}: {e:?}",
-            file.file_name()
+            "NVRTC failed on {name} for {arch}: {e:?}"
         ))),
         Err(_) => Err(Error::Cuda(format!(
-            "NVRTC panicked while compiling {} (library incomplete?)",
-            file.file_name()
+            "NVRTC panicked while compiling {name} (library incomplete?)"
         ))),
     }
 }

@@ -147,8 +147,11 @@ fn dump_parity_cases() {
         std::fs::write(p, bytes).expect("write");
     };
     for case in ssod::backend::cuda::selftest::cases() {
-        let name: String =
-            case.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let name: String = case
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
         let d = dir.join(name);
         std::fs::create_dir_all(&d).expect("mkdir");
         let mut rng = ssod::rng::rng_for(0, case.name);

@@ -14,6 +14,7 @@
 
 mod cases;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use super::context::CudaDevice;
@@ -25,7 +26,8 @@ pub use cases::cases;
 pub struct Outputs {
     /// `(name, values)` per output, in the same order on both sides.
     pub values: Vec<(&'static str, Vec<f32>)>,
-    /// Milliseconds of the computation alone (inputs prepared, results not yet copied back).
+    /// Milliseconds of the computation alone (inputs prepared, results not yet copied back; on
+    /// the GPU the second run, after a warm-up that compiled the kernels).
     pub ms: f64,
 }
 
@@ -195,7 +197,13 @@ pub fn run_cuda(dev: &CudaDevice, seed: u64, mut print: impl FnMut(&str)) -> Vec
         let mut rng = crate::rng::rng_for(seed, case.name);
         let inputs = (case.make)(&mut rng);
         let cpu = (case.cpu)(&inputs);
-        let gpu = (case.gpu)(dev, &inputs);
+        // Twice: the first run compiles and loads the modules (NVRTC), the second is timed. Each
+        // run uploads fresh inputs, so the second sees exactly what the first did. A panic (a
+        // bug, or cudarc on a broken library) becomes this row's error, not the end of the table.
+        let gpu = catch_unwind(AssertUnwindSafe(|| {
+            (case.gpu)(dev, &inputs).and_then(|_| (case.gpu)(dev, &inputs))
+        }))
+        .unwrap_or_else(|_| Err(crate::Error::Cuda(format!("{} panicked", case.name))));
         match (cpu, gpu) {
             (Ok(c), Ok(g)) => {
                 for ((name, cv), (_, gv)) in c.values.iter().zip(&g.values) {

@@ -2,3 +2,4 @@
 //! each kernel can be tested and benchmarked on its own; `ops` adapts tensors to them.
 
 pub mod cpu;
+pub mod cuda;

@@ -9,6 +9,7 @@ mod detect;
 mod eval;
 mod model;
 mod run;
+mod selftest;
 mod synth;
 
 #[derive(Parser)]
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench::BenchCommand),
     #[command(flatten)]
     Detect(detect::DetectCommand),
+    #[command(flatten)]
+    Selftest(selftest::SelftestCommand),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -50,5 +53,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Model(c) => c.execute(),
         Command::Bench(c) => c.execute(),
         Command::Detect(c) => c.execute(),
+        Command::Selftest(c) => c.execute(),
     }
 }

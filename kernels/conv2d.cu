@@ -1,0 +1,241 @@
+// conv2d.cu: 2-D convolution, f32 with f32 accumulation, NCHW.
+//
+// Contract (geometry as Conv2dGeometry in src/backend/cpu/conv2d.rs: symmetric stride and zero
+// padding, groups; no bias)
+//   x [N,C,H,W], w [K,C/g,kh,kw] -> y [N,K,Ho,Wo]
+//   conv2d_fwd_f32(x, w, y, G)           direct: one thread per y element.
+//   conv2d_bwd_input_f32(dy, w, dx, G)   direct gather: one thread per dx element (no atomics).
+//   conv2d_bwd_weight_f32(dy, x, dw, G)  one block per dw element, tree over N*Ho*Wo (deterministic).
+//   conv2d_im2col_f32(x, col, G, n, grp) col [C/g*kh*kw, Ho*Wo] of batch item n, group grp: the
+//     right operand of `y[n, grp] = w[grp] [K/g, C/g*kh*kw] · col` done by cuBLAS sgemm.
+//   conv2d_col2im_f32(col, dx, G, n, grp) the inverse scatter written as a gather (one thread per
+//     dx element of item n, group grp, summing the col entries that read it): `dcol = w^T · dy`
+//     by cuBLAS, then this kernel. Writes (not adds) its slice of dx.
+//   conv2d_dw_*: depthwise (groups == C == K) direct kernels: fwd and bwd_input one thread per
+//     output element, bwd_weight one block per (channel, tap) with a fixed tree.
+// Checked against: backend::cpu::conv2d::{fwd, bwd_input, bwd_weight} (selftest parity table).
+// Launch geometry: 1-D grid-stride, 256 threads; the per-element-block kernels loop over items
+//   with stride gridDim.x and need blockDim.x == 256.
+// Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda;
+//   time: ssod selftest --device cuda prints CPU and GPU ms per case.
+
+#define THREADS 256
+#define GRID_STRIDE(i, n) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)blockDim.x * gridDim.x)
+
+// Layout mirrored by `ConvGeom` in src/backend/cuda/conv2d.rs (all i64).
+struct ConvGeom {
+    long long n, c, h, w, k, kh, kw, stride, pad, groups, ho, wo;
+};
+
+__device__ __forceinline__ float block_sum(float v, float* sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = THREADS / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+extern "C" __global__ void conv2d_fwd_f32(const float* __restrict__ x, const float* __restrict__ w,
+                                          float* __restrict__ y, ConvGeom g) {
+    long long total = g.n * g.k * g.ho * g.wo;
+    long long cin_g = g.c / g.groups, cout_g = g.k / g.groups;
+    GRID_STRIDE(i, total) {
+        long long ox = i % g.wo, oy = (i / g.wo) % g.ho, k = (i / (g.wo * g.ho)) % g.k,
+                  n = i / (g.wo * g.ho * g.k);
+        long long grp = k / cout_g;
+        float acc = 0.0f;
+        for (long long c = 0; c < cin_g; ++c) {
+            long long ci = grp * cin_g + c;
+            for (long long ky = 0; ky < g.kh; ++ky) {
+                long long iy = oy * g.stride + ky - g.pad;
+                if (iy < 0 || iy >= g.h) continue;
+                for (long long kx = 0; kx < g.kw; ++kx) {
+                    long long ix = ox * g.stride + kx - g.pad;
+                    if (ix < 0 || ix >= g.w) continue;
+                    acc += x[((n * g.c + ci) * g.h + iy) * g.w + ix] *
+                           w[((k * cin_g + c) * g.kh + ky) * g.kw + kx];
+                }
+            }
+        }
+        y[i] = acc;
+    }
+}
+
+// For input row iy, the outputs oy with oy*stride + ky - pad == iy, ky in [0, kh).
+extern "C" __global__ void conv2d_bwd_input_f32(const float* __restrict__ dy,
+                                                const float* __restrict__ w,
+                                                float* __restrict__ dx, ConvGeom g) {
+    long long total = g.n * g.c * g.h * g.w;
+    long long cin_g = g.c / g.groups, cout_g = g.k / g.groups;
+    GRID_STRIDE(i, total) {
+        long long ix = i % g.w, iy = (i / g.w) % g.h, ci = (i / (g.w * g.h)) % g.c,
+                  n = i / (g.w * g.h * g.c);
+        long long grp = ci / cin_g, c = ci % cin_g;
+        float acc = 0.0f;
+        for (long long kk = 0; kk < cout_g; ++kk) {
+            long long k = grp * cout_g + kk;
+            for (long long ky = 0; ky < g.kh; ++ky) {
+                long long ty = iy + g.pad - ky;
+                if (ty < 0 || ty % g.stride != 0) continue;
+                long long oy = ty / g.stride;
+                if (oy >= g.ho) continue;
+                for (long long kx = 0; kx < g.kw; ++kx) {
+                    long long tx = ix + g.pad - kx;
+                    if (tx < 0 || tx % g.stride != 0) continue;
+                    long long ox = tx / g.stride;
+                    if (ox >= g.wo) continue;
+                    acc += dy[((n * g.k + k) * g.ho + oy) * g.wo + ox] *
+                           w[((k * cin_g + c) * g.kh + ky) * g.kw + kx];
+                }
+            }
+        }
+        dx[i] = acc;
+    }
+}
+
+extern "C" __global__ void conv2d_bwd_weight_f32(const float* __restrict__ dy,
+                                                 const float* __restrict__ x,
+                                                 float* __restrict__ dw, ConvGeom g) {
+    __shared__ float sh[THREADS];
+    long long cin_g = g.c / g.groups, cout_g = g.k / g.groups;
+    long long wlen = g.k * cin_g * g.kh * g.kw;
+    long long per = g.n * g.ho * g.wo;
+    for (long long wi = blockIdx.x; wi < wlen; wi += gridDim.x) {
+        long long kx = wi % g.kw, ky = (wi / g.kw) % g.kh, c = (wi / (g.kw * g.kh)) % cin_g,
+                  k = wi / (g.kw * g.kh * cin_g);
+        long long ci = (k / cout_g) * cin_g + c;
+        float acc = 0.0f;
+        for (long long j = threadIdx.x; j < per; j += THREADS) {
+            long long ox = j % g.wo, oy = (j / g.wo) % g.ho, n = j / (g.wo * g.ho);
+            long long iy = oy * g.stride + ky - g.pad, ix = ox * g.stride + kx - g.pad;
+            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
+            acc += dy[((n * g.k + k) * g.ho + oy) * g.wo + ox] *
+                   x[((n * g.c + ci) * g.h + iy) * g.w + ix];
+        }
+        float s = block_sum(acc, sh);
+        if (threadIdx.x == 0) dw[wi] = s;
+    }
+}
+
+// col row r = (c*kh + ky)*kw + kx, column = oy*wo + ox.
+extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float* __restrict__ col,
+                                             ConvGeom g, long long n, long long grp) {
+    long long cin_g = g.c / g.groups;
+    long long cols = g.ho * g.wo;
+    long long total = cin_g * g.kh * g.kw * cols;
+    GRID_STRIDE(i, total) {
+        long long p = i % cols, r = i / cols;
+        long long ox = p % g.wo, oy = p / g.wo;
+        long long kx = r % g.kw, ky = (r / g.kw) % g.kh, c = r / (g.kw * g.kh);
+        long long iy = oy * g.stride + ky - g.pad, ix = ox * g.stride + kx - g.pad;
+        float v = 0.0f;
+        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) {
+            v = x[((n * g.c + grp * cin_g + c) * g.h + iy) * g.w + ix];
+        }
+        col[i] = v;
+    }
+}
+
+extern "C" __global__ void conv2d_col2im_f32(const float* __restrict__ col, float* __restrict__ dx,
+                                             ConvGeom g, long long n, long long grp) {
+    long long cin_g = g.c / g.groups;
+    long long cols = g.ho * g.wo;
+    long long total = cin_g * g.h * g.w;
+    GRID_STRIDE(i, total) {
+        long long ix = i % g.w, iy = (i / g.w) % g.h, c = i / (g.w * g.h);
+        float acc = 0.0f;
+        for (long long ky = 0; ky < g.kh; ++ky) {
+            long long ty = iy + g.pad - ky;
+            if (ty < 0 || ty % g.stride != 0) continue;
+            long long oy = ty / g.stride;
+            if (oy >= g.ho) continue;
+            for (long long kx = 0; kx < g.kw; ++kx) {
+                long long tx = ix + g.pad - kx;
+                if (tx < 0 || tx % g.stride != 0) continue;
+                long long ox = tx / g.stride;
+                if (ox >= g.wo) continue;
+                acc += col[((c * g.kh + ky) * g.kw + kx) * cols + oy * g.wo + ox];
+            }
+        }
+        dx[((n * g.c + grp * cin_g + c) * g.h + iy) * g.w + ix] = acc;
+    }
+}
+
+// ---- depthwise: groups == C == K, w [C,1,kh,kw] ----
+
+extern "C" __global__ void conv2d_dw_fwd_f32(const float* __restrict__ x,
+                                             const float* __restrict__ w, float* __restrict__ y,
+                                             ConvGeom g) {
+    long long total = g.n * g.c * g.ho * g.wo;
+    GRID_STRIDE(i, total) {
+        long long ox = i % g.wo, oy = (i / g.wo) % g.ho, plane = i / (g.wo * g.ho);
+        long long c = plane % g.c;
+        const float* xp = x + plane * g.h * g.w;
+        const float* wp = w + c * g.kh * g.kw;
+        float acc = 0.0f;
+        for (long long ky = 0; ky < g.kh; ++ky) {
+            long long iy = oy * g.stride + ky - g.pad;
+            if (iy < 0 || iy >= g.h) continue;
+            for (long long kx = 0; kx < g.kw; ++kx) {
+                long long ix = ox * g.stride + kx - g.pad;
+                if (ix < 0 || ix >= g.w) continue;
+                acc += xp[iy * g.w + ix] * wp[ky * g.kw + kx];
+            }
+        }
+        y[i] = acc;
+    }
+}
+
+extern "C" __global__ void conv2d_dw_bwd_input_f32(const float* __restrict__ dy,
+                                                   const float* __restrict__ w,
+                                                   float* __restrict__ dx, ConvGeom g) {
+    long long total = g.n * g.c * g.h * g.w;
+    GRID_STRIDE(i, total) {
+        long long ix = i % g.w, iy = (i / g.w) % g.h, plane = i / (g.w * g.h);
+        long long c = plane % g.c;
+        const float* dp = dy + plane * g.ho * g.wo;
+        const float* wp = w + c * g.kh * g.kw;
+        float acc = 0.0f;
+        for (long long ky = 0; ky < g.kh; ++ky) {
+            long long ty = iy + g.pad - ky;
+            if (ty < 0 || ty % g.stride != 0) continue;
+            long long oy = ty / g.stride;
+            if (oy >= g.ho) continue;
+            for (long long kx = 0; kx < g.kw; ++kx) {
+                long long tx = ix + g.pad - kx;
+                if (tx < 0 || tx % g.stride != 0) continue;
+                long long ox = tx / g.stride;
+                if (ox >= g.wo) continue;
+                acc += dp[oy * g.wo + ox] * wp[ky * g.kw + kx];
+            }
+        }
+        dx[i] = acc;
+    }
+}
+
+extern "C" __global__ void conv2d_dw_bwd_weight_f32(const float* __restrict__ dy,
+                                                    const float* __restrict__ x,
+                                                    float* __restrict__ dw, ConvGeom g) {
+    __shared__ float sh[THREADS];
+    long long wlen = g.c * g.kh * g.kw;
+    long long per = g.n * g.ho * g.wo;
+    for (long long wi = blockIdx.x; wi < wlen; wi += gridDim.x) {
+        long long kx = wi % g.kw, ky = (wi / g.kw) % g.kh, c = wi / (g.kw * g.kh);
+        float acc = 0.0f;
+        for (long long j = threadIdx.x; j < per; j += THREADS) {
+            long long ox = j % g.wo, oy = (j / g.wo) % g.ho, n = j / (g.wo * g.ho);
+            long long iy = oy * g.stride + ky - g.pad, ix = ox * g.stride + kx - g.pad;
+            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
+            acc += dy[((n * g.c + c) * g.ho + oy) * g.wo + ox] *
+                   x[((n * g.c + c) * g.h + iy) * g.w + ix];
+        }
+        float s = block_sum(acc, sh);
+        if (threadIdx.x == 0) dw[wi] = s;
+    }
+}

@@ -1,0 +1,205 @@
+# Host emulation of kernels/*.cu (one thread, one block): runs every parity case of
+# src/backend/cuda/selftest/cases/*.rs through the kernels compiled by g++ and compares with the
+# CPU outputs dumped by `cargo test --test cuda_selftest dump_parity_cases -- --ignored`.
+# Checks the kernels' arithmetic and indexing, not their parallel parts (block trees run with
+# THREADS = 1, no races can show) nor the cuBLAS calls (numpy stands in for sgemm).
+# Usage: kernels/emu/check.sh (which calls: python3 run.py <workdir>).
+import ctypes as C, numpy as np, os, sys
+D = os.path.join(sys.argv[1], 'dump')
+L = {s: C.CDLL(os.path.join(sys.argv[1], f'lib{s}.so')) for s in ['elementwise','reduce','conv2d','batch_norm','pool','softmax','loss','simota','similarity','optim']}
+f32p = lambda a: a.ctypes.data_as(C.c_void_p)
+I = C.c_longlong; F = C.c_float; Ii = C.c_int
+def inp(case, i): return np.fromfile(f'{D}/{case}/in{i}.f32', dtype='<f4').copy()
+def ref(case, n): return np.fromfile(f'{D}/{case}/out_{n}.f32', dtype='<f4')
+def call(lib, sym, *args):
+    fn = getattr(L[lib], sym); fn.restype = None
+    conv = []
+    for a in args:
+        if isinstance(a, np.ndarray): conv.append(f32p(a))
+        else: conv.append(a)
+    fn(*conv)
+fails = []
+def cmp(case, name, gpu, tol=1e-4):
+    c = ref(case, name).astype(np.float64); g = np.asarray(gpu, dtype=np.float64).ravel()
+    if c.shape != g.shape: print(f'{case:40s} {name:10s} LEN {c.shape} {g.shape}'); fails.append(case); return
+    fin = np.isfinite(c); scale = np.abs(c[fin]).max() if fin.any() else 0
+    floor = max(0.01*scale, 1e-300)
+    eq = (c == g) | (np.isnan(c) & np.isnan(g))
+    with np.errstate(all='ignore'):
+        rel = np.where(eq, 0, np.where(np.isfinite(c) & np.isfinite(g), np.abs(g-c)/np.maximum(np.abs(c), floor), np.inf))
+    bad = np.nonzero(~(rel <= tol))[0]
+    st = 'ok' if len(bad)==0 else f'FAIL first {bad[0]} cpu {c[bad[0]]} emu {g[bad[0]]}'
+    if len(bad): fails.append(case+'/'+name)
+    print(f'{case:40s} {name:10s} maxrel {rel.max():.2e} {st}')
+
+class Bcast(C.Structure): _fields_ = [('rank', Ii), ('pad', Ii), ('dims', I*6), ('sa', I*6), ('sb', I*6)]
+class Red(C.Structure): _fields_ = [('rank', Ii), ('pad', Ii), ('dims', I*6), ('kept', I*6)]
+class CG(C.Structure): _fields_ = [(k, I) for k in ['n','c','h','w','k','kh','kw','stride','pad','groups','ho','wo']]
+
+# unary
+for case, op, p0, p1 in [('silu','silu',0,0),('sigmoid','sigmoid',0,0),('relu','relu',0,0),('exp','exp',0,0),('log','log',0,0),('sqrt','sqrt',0,0),('abs','abs',0,0),('clamp___0_5__0_7_','clamp',-0.5,0.7),('pow_2_5','pow',2.5,0),('pow_2','pow',2.0,0)]:
+    x, dy = inp(case,0), inp(case,1); n = len(x); y = np.zeros(n,'f4'); dx = np.zeros(n,'f4')
+    call('elementwise', f'{op}_fwd_f32', x, y, I(n), F(p0), F(p1))
+    saved = y if op in ('sigmoid','exp','sqrt') else x
+    call('elementwise', f'{op}_bwd_f32', dy, saved, dx, I(n), F(p0), F(p1))
+    cmp(case,'y',y); cmp(case,'dx',dx)
+# binary
+for op in ['add','sub','mul','div']:
+    case = op if op != 'div' else 'div____backward_'
+    a,b,g = inp(case,0),inp(case,1),inp(case,2); n=len(a); y=np.zeros(n,'f4')
+    call('elementwise', f'{op}_f32', a, b, y, I(n)); cmp(case,'y',y)
+    if op=='div':
+        ga=np.zeros(n,'f4'); gb=np.zeros(n,'f4'); call('elementwise','div_bwd_f32', g,a,b,ga,gb,I(n)); cmp(case,'ga',ga); cmp(case,'gb',gb)
+    case = op+'_broadcast'; a,b = inp(case,0), inp(case,1)
+    dims=[2,3,5,7]; bd=[3,1,7]; st=[0,7,0,1]  # b contiguous strides [7,7,1] aligned to out
+    bc=Bcast(); bc.rank=4
+    for i in range(4): bc.dims[i]=dims[i]; bc.sa[i]=[105,35,7,1][i]; bc.sb[i]=st[i]
+    y=np.zeros(210,'f4'); call('elementwise', f'{op}_bcast_f32', a, b, y, I(210), bc); cmp(case,'y',y)
+# reduce
+x=inp('sum_all',0); p=np.zeros(1,'f4'); call('reduce','sum_partial_f32', x, p, I(len(x))); cmp('sum_all','sum',p,1e-3)
+for case, kept in [('sum_over_axes_0_2',[1,5,1,9]),('sum_over_axes_1_3',[3,1,7,1])]:
+    x=inp(case,0); r=Red(); r.rank=4
+    for i,(d,k) in enumerate(zip([3,5,7,9],kept)): r.dims[i]=d; r.kept[i]=k
+    o=int(np.prod(kept)); y=np.zeros(o,'f4'); call('reduce','sum_keepdim_f32', x, y, I(o), I(945//o), r); cmp(case,'sum',y)
+# conv
+def cg(n,c,h,w,k,ks,s,p,g):
+    q=CG(); ho=(h+2*p-ks)//s+1; wo=(w+2*p-ks)//s+1
+    for kk,v in zip(['n','c','h','w','k','kh','kw','stride','pad','groups','ho','wo'],[n,c,h,w,k,ks,ks,s,p,g,ho,wo]): setattr(q,kk,v)
+    return q
+convs = {'conv2d_im2col_sgemm_3x3_s1_p1':(3,5,11,9,7,3,1,1,1,'fast'),'conv2d_im2col_sgemm_3x3_s2_p1':(1,3,13,10,4,3,2,1,1,'fast'),
+ 'conv2d_im2col_sgemm_3x3_s1_g2':(3,4,7,9,6,3,1,1,2,'fast'),'conv2d_1x1_sgemm_only':(2,6,7,9,5,1,1,0,1,'fast'),
+ 'conv2d_depthwise_3x3_s2_p1':(3,6,9,11,6,3,2,1,6,'dw'),'conv2d_direct_3x3_s2_p1_g2':(3,4,9,7,6,3,2,1,2,'direct'),'conv2d_direct_5x5_s1_p2':(1,3,8,11,5,5,1,2,1,'direct')}
+for case,(n,c,h,w,k,ks,s,p,g,path) in convs.items():
+    x,wt,dy=inp(case,0),inp(case,1),inp(case,2); q=cg(n,c,h,w,k,ks,s,p,g); ho,wo=q.ho,q.wo
+    y=np.zeros(n*k*ho*wo,'f4'); dx=np.zeros(n*c*h*w,'f4'); dw=np.zeros(len(wt),'f4')
+    if path=='direct':
+        call('conv2d','conv2d_fwd_f32',x,wt,y,q); call('conv2d','conv2d_bwd_input_f32',dy,wt,dx,q); call('conv2d','conv2d_bwd_weight_f32',dy,x,dw,q)
+    elif path=='dw':
+        call('conv2d','conv2d_dw_fwd_f32',x,wt,y,q); call('conv2d','conv2d_dw_bwd_input_f32',dy,wt,dx,q); call('conv2d','conv2d_dw_bwd_weight_f32',dy,x,dw,q)
+    else:
+        cgr=c//g; kg=k//g; ckk=cgr*ks*ks; hwo=ho*wo
+        W=wt.reshape(g,kg,ckk); Y=y.reshape(n,g,kg,hwo); DY=dy.reshape(n,g,kg,hwo); DW=np.zeros((g,kg,ckk),'f4')
+        for nn in range(n):
+            for gg in range(g):
+                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(gg)); col=col.reshape(ckk,hwo)
+                Y[nn,gg]=W[gg]@col; DW[gg]+=DY[nn,gg]@col.T
+                dcol=np.ascontiguousarray((W[gg].T@DY[nn,gg]).astype('f4')); call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(gg))
+        y=Y.ravel(); dw=DW.ravel()
+    cmp(case,'y',y); cmp(case,'dx',dx); cmp(case,'dw',dw)
+# batch norm
+for case,silu,train in [('batch_norm_train_fwd_bwd',0,1),('batch_norm_eval_fwd',0,0),('bn_silu_fused_train_fwd_bwd',1,1),('bn_silu_fused_eval_fwd',1,0)]:
+    x,gm,bt,rm,rv,dy=[inp(case,i) for i in range(6)]; N,Cc,P=3,5,63; eps=F(1e-3)
+    y=np.zeros_like(x); fwd='bn_silu_fwd_f32' if silu else 'batch_norm_fwd_f32'
+    if not train:
+        call('batch_norm',fwd,x,rm,rv,gm,bt,y,I(N),I(Cc),I(P),eps,Ii(1)); cmp(case,'y',y); continue
+    mean=np.zeros(Cc,'f4'); inv=np.zeros(Cc,'f4'); var=np.zeros(Cc,'f4')
+    call('batch_norm','batch_norm_stats_f32',x,mean,inv,var,I(N),I(Cc),I(P),eps)
+    call('batch_norm','batch_norm_update_running_f32',rm,rv,mean,var,I(Cc),F(0.03),F(189/188))
+    call('batch_norm',fwd,x,mean,inv,gm,bt,y,I(N),I(Cc),I(P),eps,Ii(0))
+    s1=np.zeros(Cc,'f4'); s2=np.zeros(Cc,'f4'); dx=np.zeros_like(x)
+    call('batch_norm','bn_silu_bwd_reduce_f32' if silu else 'batch_norm_bwd_reduce_f32',dy,x,mean,inv,gm,bt,s1,s2,I(N),I(Cc),I(P))
+    call('batch_norm','bn_silu_bwd_f32' if silu else 'batch_norm_bwd_f32',dy,x,mean,inv,gm,bt,s1,s2,dx,I(N),I(Cc),I(P),Ii(1))
+    for nm,v in [('y',y),('run_mean',rm),('run_var',rv),('dx',dx),('dgamma',s2),('dbeta',s1)]: cmp(case,nm,v)
+# pool
+for case,kind,k,s,p in [('max_pool2d_k3_s2_p1','max',3,2,1),('max_pool2d_k5_s1_p2__SPP_','max',5,1,2),('avg_pool2d_k3_s2_p1','avg',3,2,1),('upsample_nearest_x2','up',1,1,0)]:
+    x,dy=inp(case,0),inp(case,1); pl,h,w=6,9,11; ho=(h+2*p-k)//s+1; wo=(w+2*p-k)//s+1; dx=np.zeros_like(x)
+    if kind=='up':
+        y=np.zeros(4*len(x),'f4'); call('pool','upsample2x_fwd_f32',x,y,I(pl),I(h),I(w)); call('pool','upsample2x_bwd_f32',dy,dx,I(pl),I(h),I(w))
+    else:
+        y=np.zeros(pl*ho*wo,'f4'); a=[I(pl),I(h),I(w),I(ho),I(wo),I(k),I(s),I(p)]
+        if kind=='max':
+            arg=np.zeros(pl*ho*wo,'i4'); call('pool','max_pool2d_fwd_f32',x,y,arg,*a); call('pool','max_pool2d_bwd_f32',dy,arg,dx,*a)
+        else:
+            call('pool','avg_pool2d_fwd_f32',x,y,*a); call('pool','avg_pool2d_bwd_f32',dy,dx,*a)
+    cmp(case,'y',y); cmp(case,'dx',dx)
+# softmax
+for case,log in [('softmax_fwd_bwd',''),('log_softmax_fwd_bwd','log_')]:
+    x,dy=inp(case,0),inp(case,1); y=np.zeros_like(x); dx=np.zeros_like(x)
+    call('softmax',f'{log}softmax_fwd_f32',x,y,I(3),I(7),I(5)); call('softmax',f'{log}softmax_bwd_f32',dy,y,dx,I(3),I(7),I(5)); cmp(case,'y',y); cmp(case,'dx',dx)
+# bce
+for case,hw in [('bce_with_logits',0),('bce_with_logits_weighted',1)]:
+    x,t,wt,g=[inp(case,i) for i in range(4)]; n=len(x); y=np.zeros(n,'f4'); dx=np.zeros(n,'f4'); dt=np.zeros(n,'f4'); dw=np.zeros(n,'f4')
+    call('loss','bce_with_logits_fwd_f32',x,t,wt,y,I(n),Ii(hw)); call('loss','bce_with_logits_bwd_f32',g,x,t,wt,dx,dt,dw,I(n),Ii(hw))
+    cmp(case,'y',y); cmp(case,'dx',dx); cmp(case,'dt',dt)
+    if hw: cmp(case,'dw',dw)
+# box losses
+for case,kind in [('box_loss_IoU',0),('box_loss_GIoU',1),('box_loss_CIoU__mmdet_',2),('box_loss_CIoU__torchvision_',3)]:
+    p,t,g=[inp(case,i) for i in range(3)]; n=len(g); l=np.zeros(n,'f4'); d=np.zeros(4*n,'f4')
+    call('loss','box_loss_fwd_bwd_f32',p,t,g,l,d,I(n),Ii(kind)); cmp(case,'loss',l); cmp(case,'dpred',d)
+# simota
+for case,mode,r in [('simota_release_r2_5',0,2.5),('simota_2023_r1_5',1,1.5)]:
+    pred,cls,obj,grids,strides,gt,gtc,cc=[inp(case,i) for i in range(8)]; A=len(strides); G=len(gtc); Cn=int(cc[0])
+    gcls=gtc.astype('i4'); cost=np.zeros(G*A,'f4'); iou=np.zeros(G*A,'f4'); cand=np.zeros(A,'i4')
+    call('simota','simota_cost_f32',pred,cls,obj,grids,strides,gt,gcls,cost,iou,cand,I(A),I(G),I(Cn),Ii(mode),F(r))
+    picked=np.zeros(G*A,'i4'); call('simota','simota_dynamic_k_f32',cost,iou,cand,picked,I(A),I(G))
+    m=np.zeros(A,'i4'); piou=np.zeros(A,'f4'); call('simota','simota_resolve_f32',cost,iou,picked,m,piou,I(A),I(G))
+    fin=np.isfinite(cost)
+    cmp(case,'cost',np.where(fin&(cost<5e4),cost,0)); cmp(case,'cost_pen',np.where(fin&(cost>=5e4),cost,0)); cmp(case,'cand',fin.astype('f4'))
+    cmp(case,'matched',m.astype('f4')); cmp(case,'pred_iou',piou)
+# cosine
+case='cosine_similarity_fwd_bwd'; a,b,g=[inp(case,i) for i in range(3)]; y=np.zeros(15,'f4'); da=np.zeros_like(a); db=np.zeros_like(a)
+call('similarity','cosine_similarity_fwd_f32',a,b,y,I(3),I(16),I(5)); call('similarity','cosine_similarity_bwd_f32',g,a,b,da,db,I(3),I(16),I(5))
+cmp(case,'y',y); cmp(case,'da',da); cmp(case,'db',db)
+# optim
+import math
+for case in ['sgd_nesterov','adam','adamw','ema']:
+    ins=[inp(case,i) for i in range(5)]; p=ins[0].copy(); n=len(p)
+    s1=ins[1].copy() if case=='ema' else np.zeros(n,'f4'); s2=np.zeros(n,'f4')
+    for st in range(1,4):
+        g=ins[1+st]
+        if case=='sgd_nesterov': call('optim','sgd_nesterov_f32',p,g,s1,I(n),F(0.01),F(0.9),F(5e-4))
+        elif case=='ema':
+            dec=np.float32(0.9998)*(np.float32(1)-np.exp(np.float32(-st/2000.0), dtype=np.float32)); call('optim','ema_f32',s1,g,I(n),F(dec))
+        else:
+            bc1=1-np.float32(0.9)**st; bc2=1-np.float32(0.999)**st
+            call('optim','adam_f32',p,g,s1,s2,I(n),F(0.01),F(0.9),F(0.999),F(1e-8),F(5e-4),F(bc1),F(bc2),Ii(case=='adamw'))
+    if case=='ema': cmp(case,'ema',s1)
+    else: cmp(case,'p',p); cmp(case,'state1',s1)
+
+# ---- cuBLAS emulation: the column-major calls exactly as src/backend/cuda/gemm.rs makes them ----
+def cublas_sgemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc, beta, offa=0, offb=0, offc=0):
+    def opmat(X, off, ld, t, rows, cols):  # op(X) as rows x cols, X column-major with ld
+        if not t:
+            return np.array([[X[off + i + j*ld] for j in range(cols)] for i in range(rows)], dtype=np.float64)
+        return np.array([[X[off + j + i*ld] for j in range(cols)] for i in range(rows)], dtype=np.float64)
+    a = opmat(A, offa, lda, transa, m, k); b = opmat(B, offb, ldb, transb, k, n)
+    r = a @ b
+    for i in range(m):
+        for j in range(n):
+            C[offc + i + j*ldc] = r[i, j] + beta * C[offc + i + j*ldc]
+def sgemm_rm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, beta, offa=0, offb=0, offc=0):
+    # gemm.rs: transa = op(trans_b), transb = op(trans_a), m' = n, n' = m, lda' = ldb, ldb' = lda, A' = b, B' = a
+    cublas_sgemm(trans_b, trans_a, n, m, k, b, ldb, a, lda, c, n, beta, offb, offa, offc)
+for case, (batch, m, n, k, ta, tb, ab, bb) in {'matmul_batched__shared_rhs': (3,37,41,29,0,0,1,0),
+        'matmul_a_b___linear_': (1,37,41,29,0,1,1,0), 'matmul_a__b_batched_both': (3,37,41,29,1,0,1,1)}.items():
+    a, b = inp(case, 0), inp(case, 1); c = np.zeros(batch*m*n, 'f4')
+    lda = m if ta else k; ldb = k if tb else n
+    for i in range(batch):  # strided batched: stride_a' = b stride, stride_b' = a stride
+        sgemm_rm(ta, tb, m, n, k, a, lda, b, ldb, c, 0.0, offa=(m*k*i if ab else 0), offb=(k*n*i if bb else 0), offc=m*n*i)
+    cmp(case, 'c', c)
+# conv2d fast path with the launcher's exact calls
+for case in ['conv2d_im2col_sgemm_3x3_s1_p1', 'conv2d_im2col_sgemm_3x3_s1_g2', 'conv2d_1x1_sgemm_only']:
+    n,c,h,w,k,ks,s,p,g,_ = convs[case]
+    x,wt,dy=inp(case,0),inp(case,1),inp(case,2); q=cg(n,c,h,w,k,ks,s,p,g)
+    cgr=c//g; kg=k//g; ckk=cgr*ks*ks; hwo=q.ho*q.wo; hwi=h*w; pw = (ks==1 and s==1 and p==0)
+    y=np.zeros(n*k*hwo,'f4'); dx=np.zeros(n*c*h*w,'f4'); dw=np.zeros(len(wt),'f4')
+    for nn in range(n):
+        for gg in range(g):
+            if pw: col, coff = x, (nn*c + gg*cgr)*hwi
+            else:
+                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(gg)); coff=0
+            sgemm_rm(0,0,kg,hwo,ckk, wt,ckk, col,hwo, y,0.0, offa=gg*kg*ckk, offb=coff, offc=(nn*k+gg*kg)*hwo)
+            dyoff=(nn*k+gg*kg)*hwo
+            if pw: sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dx,0.0, offa=gg*kg*ckk, offb=dyoff, offc=(nn*c+gg*cgr)*hwi)
+            else:
+                dcol=np.zeros(ckk*hwo,'f4'); sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dcol,0.0, offa=gg*kg*ckk, offb=dyoff)
+                call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(gg))
+    for gg in range(g):
+        for nn in range(n):
+            if pw: col, coff = x, (nn*c + gg*cgr)*hwi
+            else:
+                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(gg)); coff=0
+            sgemm_rm(0,1,kg,ckk,hwo, dy,hwo, col,hwo, dw, 0.0 if nn==0 else 1.0, offa=(nn*k+gg*kg)*hwo, offb=coff, offc=gg*kg*ckk)
+    for nm, v in [('y',y),('dx',dx),('dw',dw)]: cmp(case, nm, v)
+print("FAILS:", fails)
+sys.exit(1 if fails else 0)

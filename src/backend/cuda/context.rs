@@ -1,0 +1,201 @@
+//! The live device: cudarc context, one stream, one cuBLAS handle, and the loaded modules.
+//!
+//! Everything runs on one stream, in order; launchers never synchronise except where they copy
+//! a result to the host.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig};
+use cudarc::nvrtc::Ptx;
+
+use super::modules::{cached_ptx, KernelFile};
+use crate::{Error, Result};
+
+/// Threads per block of every 1-D launch (the reduction kernels assume exactly this).
+pub const BLOCK: u32 = 256;
+/// Most blocks of a grid-stride launch (more gives no gain; any count is correct).
+const MAX_BLOCKS: u64 = 65_535;
+
+/// A handle on the GPU (cheap to clone).
+#[derive(Clone)]
+pub struct CudaDevice {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    name: String,
+    arch: String,
+    modules: [OnceLock<Arc<CudaModule>>; 10],
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaDevice({}, {})", self.inner.name, self.inner.arch)
+    }
+}
+
+/// A driver, NVRTC or cuBLAS error as the crate's error, naming what failed.
+pub(crate) fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Cuda(format!("{what}: {e:?}"))
+}
+
+impl CudaDevice {
+    /// Open device `ordinal`. The caller (the probe) has checked that the libraries load; a
+    /// panic from cudarc is still turned into an error.
+    pub(crate) fn open(ordinal: usize) -> Result<CudaDevice> {
+        catch_unwind(AssertUnwindSafe(|| Self::open_inner(ordinal))).unwrap_or_else(|_| {
+            Err(Error::Cuda(
+                "cudarc panicked while opening the device (a CUDA library is missing a symbol?)"
+                    .into(),
+            ))
+        })
+    }
+
+    fn open_inner(ordinal: usize) -> Result<CudaDevice> {
+        let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("cuda context", e))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| cuda_err("compute capability", e))?;
+        let name = ctx.name().map_err(|e| cuda_err("device name", e))?;
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| cuda_err("cuBLAS handle", e))?;
+        Ok(CudaDevice {
+            inner: Arc::new(Inner {
+                ctx,
+                stream,
+                blas,
+                name,
+                arch: format!("compute_{major}{minor}"),
+                modules: [const { OnceLock::new() }; 10],
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    /// NVRTC architecture of the device, e.g. `compute_90`.
+    pub fn arch(&self) -> &str {
+        &self.inner.arch
+    }
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.inner.ctx
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.inner.stream
+    }
+    pub fn blas(&self) -> &CudaBlas {
+        &self.inner.blas
+    }
+
+    /// Wait for everything queued on the stream (timings, host copies).
+    pub fn synchronize(&self) -> Result<()> {
+        self.inner
+            .stream
+            .synchronize()
+            .map_err(|e| cuda_err("synchronize", e))
+    }
+
+    /// The module of `file`, compiled (once per process) and loaded (once per device).
+    pub fn module(&self, file: KernelFile) -> Result<Arc<CudaModule>> {
+        let idx = KernelFile::ALL.iter().position(|&f| f == file).unwrap_or(0);
+        let slot = &self.inner.modules[idx];
+        if let Some(m) = slot.get() {
+            return Ok(m.clone());
+        }
+        let ptx = cached_ptx(file, &self.inner.arch)?;
+        let module = self
+            .inner
+            .ctx
+            .load_module(Ptx::from_src(ptx))
+            .map_err(|e| cuda_err(&format!("loading {}", file.file_name()), e))?;
+        // Two threads may race to load; either module is fine, keep the first.
+        Ok(slot.get_or_init(|| module).clone())
+    }
+
+    /// Kernel `symbol` of `file`.
+    pub fn function(&self, file: KernelFile, symbol: &str) -> Result<CudaFunction> {
+        if !file.symbols().contains(&symbol) {
+            return Err(Error::Cuda(format!(
+                "{} has no kernel `{symbol}`",
+                file.file_name()
+            )));
+        }
+        self.module(file)?
+            .load_function(symbol)
+            .map_err(|e| cuda_err(&format!("{}: {symbol}", file.file_name()), e))
+    }
+
+    /// A zeroed device buffer of `len` f32 (an empty one for 0).
+    pub fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
+        zeros_of(&self.inner.stream, len)
+    }
+
+    /// A zeroed device buffer of `len` i32.
+    pub fn zeros_i32(&self, len: usize) -> Result<CudaSlice<i32>> {
+        zeros_of(&self.inner.stream, len)
+    }
+
+    /// Copy host values to a new device buffer.
+    pub fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        if v.is_empty() {
+            return self.inner.stream.null().map_err(|e| cuda_err("alloc", e));
+        }
+        self.inner
+            .stream
+            .clone_htod(v)
+            .map_err(|e| cuda_err("host to device copy", e))
+    }
+
+    /// Copy a device buffer to the host (waits for the stream).
+    pub fn download<T: cudarc::driver::DeviceRepr + Clone + Default>(
+        &self,
+        d: &CudaSlice<T>,
+    ) -> Result<Vec<T>> {
+        if d.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .stream
+            .clone_dtoh(d)
+            .map_err(|e| cuda_err("device to host copy", e))
+    }
+}
+
+fn zeros_of<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    stream: &Arc<CudaStream>,
+    len: usize,
+) -> Result<CudaSlice<T>> {
+    if len == 0 {
+        return stream.null().map_err(|e| cuda_err("alloc", e));
+    }
+    stream
+        .alloc_zeros(len)
+        .map_err(|e| cuda_err(&format!("alloc of {len} elements"), e))
+}
+
+/// Grid-stride launch over `n` items: 256 threads, up to 65,535 blocks.
+pub fn grid_1d(n: usize) -> LaunchConfig {
+    let blocks = (n as u64).div_ceil(BLOCK as u64).clamp(1, MAX_BLOCKS) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block of 256 threads per item (`items` blocks; the kernels loop over
+/// `blockIdx.x + k·gridDim.x` when there are more than the grid holds).
+pub fn grid_per_item(items: usize) -> LaunchConfig {
+    let blocks = (items as u64).clamp(1, MAX_BLOCKS) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}

@@ -1,0 +1,345 @@
+//! The kernel files: one NVRTC module per `kernels/<stem>.cu`, embedded with `include_str!`.
+//!
+//! PTX is compiled once per process (per file) for the live device's `compute_XX` and kept in a
+//! `OnceLock`; [`compile_all_kernels`] compiles every file for a named architecture with NVRTC
+//! alone (no driver, no GPU), which is what `tests/cuda_kernels_compile.rs` runs in CI.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use crate::{Error, Result};
+
+/// One `kernels/*.cu` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelFile {
+    Elementwise,
+    Reduce,
+    Conv2d,
+    BatchNorm,
+    Pool,
+    Softmax,
+    Loss,
+    Simota,
+    Similarity,
+    Optim,
+}
+
+impl KernelFile {
+    pub const ALL: [KernelFile; 10] = [
+        KernelFile::Elementwise,
+        KernelFile::Reduce,
+        KernelFile::Conv2d,
+        KernelFile::BatchNorm,
+        KernelFile::Pool,
+        KernelFile::Softmax,
+        KernelFile::Loss,
+        KernelFile::Simota,
+        KernelFile::Similarity,
+        KernelFile::Optim,
+    ];
+
+    /// The file's stem: `kernels/<stem>.cu`, `src/backend/cuda/<stem>.rs`.
+    pub fn stem(self) -> &'static str {
+        match self {
+            KernelFile::Elementwise => "elementwise",
+            KernelFile::Reduce => "reduce",
+            KernelFile::Conv2d => "conv2d",
+            KernelFile::BatchNorm => "batch_norm",
+            KernelFile::Pool => "pool",
+            KernelFile::Softmax => "softmax",
+            KernelFile::Loss => "loss",
+            KernelFile::Simota => "simota",
+            KernelFile::Similarity => "similarity",
+            KernelFile::Optim => "optim",
+        }
+    }
+
+    pub fn file_name(self) -> String {
+        format!("kernels/{}.cu", self.stem())
+    }
+
+    fn index(self) -> usize {
+        KernelFile::ALL.iter().position(|&f| f == self).unwrap_or(0)
+    }
+
+    /// The CUDA C source.
+    pub fn source(self) -> &'static str {
+        match self {
+            KernelFile::Elementwise => include_str!("../../../kernels/elementwise.cu"),
+            KernelFile::Reduce => include_str!("../../../kernels/reduce.cu"),
+            KernelFile::Conv2d => include_str!("../../../kernels/conv2d.cu"),
+            KernelFile::BatchNorm => include_str!("../../../kernels/batch_norm.cu"),
+            KernelFile::Pool => include_str!("../../../kernels/pool.cu"),
+            KernelFile::Softmax => include_str!("../../../kernels/softmax.cu"),
+            KernelFile::Loss => include_str!("../../../kernels/loss.cu"),
+            KernelFile::Simota => include_str!("../../../kernels/simota.cu"),
+            KernelFile::Similarity => include_str!("../../../kernels/similarity.cu"),
+            KernelFile::Optim => include_str!("../../../kernels/optim.cu"),
+        }
+    }
+
+    /// Every `extern "C" __global__` entry point the file defines, as its PTX names them.
+    /// `tests/cuda_kernels_compile.rs` checks this list against the PTX and against the parity
+    /// table.
+    pub fn symbols(self) -> &'static [&'static str] {
+        match self {
+            KernelFile::Elementwise => &[
+                "silu_fwd_f32",
+                "silu_bwd_f32",
+                "sigmoid_fwd_f32",
+                "sigmoid_bwd_f32",
+                "relu_fwd_f32",
+                "relu_bwd_f32",
+                "exp_fwd_f32",
+                "exp_bwd_f32",
+                "log_fwd_f32",
+                "log_bwd_f32",
+                "sqrt_fwd_f32",
+                "sqrt_bwd_f32",
+                "abs_fwd_f32",
+                "abs_bwd_f32",
+                "clamp_fwd_f32",
+                "clamp_bwd_f32",
+                "pow_fwd_f32",
+                "pow_bwd_f32",
+                "add_f32",
+                "add_bcast_f32",
+                "sub_f32",
+                "sub_bcast_f32",
+                "mul_f32",
+                "mul_bcast_f32",
+                "div_f32",
+                "div_bcast_f32",
+                "div_bwd_f32",
+            ],
+            KernelFile::Reduce => &["sum_partial_f32", "sum_keepdim_f32"],
+            KernelFile::Conv2d => &[
+                "conv2d_fwd_f32",
+                "conv2d_bwd_input_f32",
+                "conv2d_bwd_weight_f32",
+                "conv2d_im2col_f32",
+                "conv2d_col2im_f32",
+                "conv2d_dw_fwd_f32",
+                "conv2d_dw_bwd_input_f32",
+                "conv2d_dw_bwd_weight_f32",
+            ],
+            KernelFile::BatchNorm => &[
+                "batch_norm_stats_f32",
+                "batch_norm_update_running_f32",
+                "batch_norm_fwd_f32",
+                "batch_norm_bwd_reduce_f32",
+                "batch_norm_bwd_f32",
+                "bn_silu_fwd_f32",
+                "bn_silu_bwd_reduce_f32",
+                "bn_silu_bwd_f32",
+            ],
+            KernelFile::Pool => &[
+                "max_pool2d_fwd_f32",
+                "max_pool2d_bwd_f32",
+                "avg_pool2d_fwd_f32",
+                "avg_pool2d_bwd_f32",
+                "upsample2x_fwd_f32",
+                "upsample2x_bwd_f32",
+            ],
+            KernelFile::Softmax => &[
+                "softmax_fwd_f32",
+                "softmax_bwd_f32",
+                "log_softmax_fwd_f32",
+                "log_softmax_bwd_f32",
+            ],
+            KernelFile::Loss => &[
+                "bce_with_logits_fwd_f32",
+                "bce_with_logits_bwd_f32",
+                "box_loss_fwd_bwd_f32",
+            ],
+            KernelFile::Simota => &[
+                "simota_cost_f32",
+                "simota_dynamic_k_f32",
+                "simota_resolve_f32",
+            ],
+            KernelFile::Similarity => &["cosine_similarity_fwd_f32", "cosine_similarity_bwd_f32"],
+            KernelFile::Optim => &["sgd_nesterov_f32", "adam_f32", "ema_f32"],
+        }
+    }
+
+    /// Every symbol of every file.
+    pub fn all_symbols() -> Vec<(KernelFile, &'static str)> {
+        KernelFile::ALL
+            .iter()
+            .flat_map(|&f| f.symbols().iter().map(move |&s| (f, s)))
+            .collect()
+    }
+}
+
+/// Whether NVRTC can be loaded (cudarc panics on a missing library, so ask first). `Err` holds a
+/// one-line reason.
+pub fn nvrtc_available() -> std::result::Result<(), String> {
+    // SAFETY: only tries `dlopen` on cudarc's candidate names; nothing is called.
+    let present = catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() });
+    match present {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "NVRTC not found: none of {} could be loaded (install the PyPI package \
+             nvidia-cuda-nvrtc 13.0.x and put its lib folder on LD_LIBRARY_PATH)",
+            short_candidates("nvrtc")
+        )),
+        Err(_) => Err("NVRTC probe panicked".into()),
+    }
+}
+
+/// The NVRTC version, e.g. `(13, 0)`.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    nvrtc_available().map_err(Error::Cuda)?;
+    catch_unwind(|| {
+        let (mut major, mut minor) = (0i32, 0i32);
+        // SAFETY: two valid out-pointers; the library was found above.
+        let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+        match r {
+            cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS => Ok((major, minor)),
+            e => Err(Error::Cuda(format!("nvrtcVersion failed: {e:?}"))),
+        }
+    })
+    .unwrap_or_else(|_| {
+        Err(Error::Cuda(
+            "nvrtcVersion panicked (symbol missing?)".into(),
+        ))
+    })
+}
+
+/// The library names cudarc tries for `lib`, shortened to the `.so.*` ones for messages.
+pub(crate) fn short_candidates(lib: &str) -> String {
+    let names = cudarc::get_lib_name_candidates(lib);
+    let short: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.contains(".so."))
+        .collect();
+    if short.is_empty() {
+        names.join(", ")
+    } else {
+        short.join(", ")
+    }
+}
+
+/// `compute_80`, `compute_90a`, `sm_86`, ...: anything else is refused before NVRTC sees it.
+fn check_arch(arch: &str) -> Result<()> {
+    let digits = arch
+        .strip_prefix("compute_")
+        .or_else(|| arch.strip_prefix("sm_"))
+        .map(|r| r.trim_end_matches(['a', 'f']));
+    match digits {
+        Some(d) if !d.is_empty() && d.len() <= 3 && d.chars().all(|c| c.is_ascii_digit()) => Ok(()),
+        _ => Err(Error::InvalidArgument(format!(
+            "GPU architecture `{arch}` is not of the form compute_XX (e.g. compute_80)"
+        ))),
+    }
+}
+
+/// Compile one kernel file to PTX text for `arch` with NVRTC (no driver needed). A compile
+/// error carries the NVRTC log and the file's name.
+pub fn compile_ptx(file: KernelFile, arch: &str) -> Result<String> {
+    compile_source(&file.file_name(), file.source(), arch)
+}
+
+/// Compile CUDA C `src` (named `name` in messages, e.g. `kernels/conv2d.cu`) to PTX for `arch`.
+pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {
+    check_arch(arch)?;
+    nvrtc_available().map_err(Error::Cuda)?;
+    if src.contains('\0') {
+        return Err(Error::Cuda(format!("{name}: source contains a NUL byte")));
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        options: vec![
+            format!("--gpu-architecture={arch}"),
+            // Same IEEE results as the CPU for division and sqrt; no fast math.
+            "--prec-div=true".into(),
+            "--prec-sqrt=true".into(),
+            "--ftz=false".into(),
+        ],
+        name: Some(name.rsplit('/').next().unwrap_or(name).replace('\0', "")),
+        ..Default::default()
+    };
+    let compiled = catch_unwind(AssertUnwindSafe(|| {
+        cudarc::nvrtc::compile_ptx_with_opts(src, opts)
+    }));
+    match compiled {
+        Ok(Ok(ptx)) => Ok(ptx.to_src()),
+        Ok(Err(cudarc::nvrtc::CompileError::CompileError { nvrtc, log, .. })) => {
+            Err(Error::Cuda(format!(
+                "NVRTC failed to compile {name} for {arch} ({nvrtc:?}):\n{}",
+                log.to_string_lossy()
+            )))
+        }
+        Ok(Err(e)) => Err(Error::Cuda(format!(
+            "NVRTC failed on {name} for {arch}: {e:?}"
+        ))),
+        Err(_) => Err(Error::Cuda(format!(
+            "NVRTC panicked while compiling {name} (library incomplete?)"
+        ))),
+    }
+}
+
+/// Compile every kernel file for `arch` (NVRTC only): `(file, PTX length in bytes)` each.
+/// Fails on the first file that does not compile or lacks one of its listed symbols.
+pub fn compile_all_kernels(arch: &str) -> Result<Vec<(KernelFile, usize)>> {
+    let mut out = Vec::new();
+    for file in KernelFile::ALL {
+        let ptx = compile_ptx(file, arch)?;
+        let entries = ptx_entries(&ptx);
+        for sym in file.symbols() {
+            if !entries.iter().any(|e| e == sym) {
+                return Err(Error::Cuda(format!(
+                    "{}: symbol `{sym}` is listed in modules.rs but not in the PTX",
+                    file.file_name()
+                )));
+            }
+        }
+        for e in &entries {
+            if !file.symbols().contains(&e.as_str()) {
+                return Err(Error::Cuda(format!(
+                    "{}: kernel `{e}` is not listed in KernelFile::symbols (modules.rs)",
+                    file.file_name()
+                )));
+            }
+        }
+        out.push((file, ptx.len()));
+    }
+    Ok(out)
+}
+
+/// The names of the `.entry` points of a PTX text.
+pub fn ptx_entries(ptx: &str) -> Vec<String> {
+    ptx.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let rest = l
+                .strip_prefix(".visible .entry ")
+                .or_else(|| l.strip_prefix(".entry "))?;
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// PTX of each file for the live device's architecture, compiled once per process.
+static PTX_CACHE: [OnceLock<std::result::Result<(String, String), String>>; 10] =
+    [const { OnceLock::new() }; 10];
+
+/// The PTX of `file` for `arch`, compiled on first use and kept for the process. A process has
+/// one live device; a call with another `arch` than the cached one compiles afresh.
+pub fn cached_ptx(file: KernelFile, arch: &str) -> Result<String> {
+    let slot = &PTX_CACHE[file.index()];
+    let cached = slot.get_or_init(|| {
+        compile_ptx(file, arch)
+            .map(|p| (arch.to_string(), p))
+            .map_err(|e| e.to_string())
+    });
+    match cached {
+        Ok((a, ptx)) if a == arch => Ok(ptx.clone()),
+        Ok(_) => compile_ptx(file, arch),
+        Err(e) => Err(Error::Cuda(e.clone())),
+    }
+}

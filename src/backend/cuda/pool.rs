@@ -1,0 +1,201 @@
+//! Launchers of `kernels/pool.cu`: max / average pooling and nearest ×2 upsampling over
+//! `[planes = N·C, H, W]`. CPU twin: `src/ops/pool.rs`.
+
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::{check_len, to_i64, KernelFile};
+use crate::{Error, Result};
+
+/// Square-window pooling geometry (as `ops::Pool2dParams` on `[N, C, H, W]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeometry {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl PoolGeometry {
+    /// The same checks as `ops::pool` (kernel, stride >= 1, padding <= kernel/2, window fits).
+    pub fn check(&self, op: &str) -> Result<()> {
+        if self.kernel == 0 || self.stride == 0 || self.padding * 2 > self.kernel {
+            return Err(Error::op(op, format!("bad parameters {self:?}")));
+        }
+        if self.h + 2 * self.padding < self.kernel || self.w + 2 * self.padding < self.kernel {
+            return Err(Error::op(
+                op,
+                format!("kernel larger than padded input in {self:?}"),
+            ));
+        }
+        Ok(())
+    }
+    pub fn out_h(&self) -> usize {
+        (self.h + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.w + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+    pub fn x_len(&self) -> usize {
+        self.planes * self.h * self.w
+    }
+    pub fn y_len(&self) -> usize {
+        self.planes * self.out_h() * self.out_w()
+    }
+    fn args(&self, op: &str) -> Result<[i64; 8]> {
+        let v = [
+            self.planes,
+            self.h,
+            self.w,
+            self.out_h(),
+            self.out_w(),
+            self.kernel,
+            self.stride,
+            self.padding,
+        ];
+        let mut out = [0i64; 8];
+        for (o, x) in out.iter_mut().zip(v) {
+            *o = to_i64(op, x)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Max pooling: `(y, argmax)`, argmax being the index inside the plane (`iy·W + ix`).
+pub fn max_pool2d_fwd(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    g: &PoolGeometry,
+) -> Result<(CudaSlice<f32>, CudaSlice<i32>)> {
+    let sym = "max_pool2d_fwd_f32";
+    g.check(sym)?;
+    check_len(sym, "x", x, g.x_len())?;
+    if g.h * g.w > i32::MAX as usize {
+        return Err(Error::op(sym, "plane too large for i32 argmax"));
+    }
+    let a = g.args(sym)?;
+    let (mut y, mut arg) = (dev.zeros(g.y_len())?, dev.zeros_i32(g.y_len())?);
+    let f = dev.function(KernelFile::Pool, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(x).arg(&mut y).arg(&mut arg);
+    for v in &a {
+        b.arg(v);
+    }
+    // SAFETY: lengths checked against the geometry.
+    unsafe { b.launch(grid_1d(g.y_len())) }.map_err(|e| cuda_err(sym, e))?;
+    Ok((y, arg))
+}
+
+pub fn max_pool2d_bwd(
+    dev: &CudaDevice,
+    dy: &CudaSlice<f32>,
+    arg: &CudaSlice<i32>,
+    g: &PoolGeometry,
+) -> Result<CudaSlice<f32>> {
+    let sym = "max_pool2d_bwd_f32";
+    g.check(sym)?;
+    check_len(sym, "dy", dy, g.y_len())?;
+    check_len(sym, "argmax", arg, g.y_len())?;
+    let a = g.args(sym)?;
+    let mut dx = dev.zeros(g.x_len())?;
+    let f = dev.function(KernelFile::Pool, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(dy).arg(arg).arg(&mut dx);
+    for v in &a {
+        b.arg(v);
+    }
+    // SAFETY: lengths checked; argmax is only compared, never used as an address.
+    unsafe { b.launch(grid_1d(g.x_len())) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(dx)
+}
+
+pub fn avg_pool2d_fwd(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    g: &PoolGeometry,
+) -> Result<CudaSlice<f32>> {
+    let sym = "avg_pool2d_fwd_f32";
+    g.check(sym)?;
+    check_len(sym, "x", x, g.x_len())?;
+    let a = g.args(sym)?;
+    let mut y = dev.zeros(g.y_len())?;
+    let f = dev.function(KernelFile::Pool, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(x).arg(&mut y);
+    for v in &a {
+        b.arg(v);
+    }
+    // SAFETY: lengths checked against the geometry.
+    unsafe { b.launch(grid_1d(g.y_len())) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(y)
+}
+
+pub fn avg_pool2d_bwd(
+    dev: &CudaDevice,
+    dy: &CudaSlice<f32>,
+    g: &PoolGeometry,
+) -> Result<CudaSlice<f32>> {
+    let sym = "avg_pool2d_bwd_f32";
+    g.check(sym)?;
+    check_len(sym, "dy", dy, g.y_len())?;
+    let a = g.args(sym)?;
+    let mut dx = dev.zeros(g.x_len())?;
+    let f = dev.function(KernelFile::Pool, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(dy).arg(&mut dx);
+    for v in &a {
+        b.arg(v);
+    }
+    // SAFETY: lengths checked against the geometry.
+    unsafe { b.launch(grid_1d(g.x_len())) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(dx)
+}
+
+/// `[planes, H, W] -> [planes, 2H, 2W]`.
+pub fn upsample2x_fwd(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<CudaSlice<f32>> {
+    let sym = "upsample2x_fwd_f32";
+    check_len(sym, "x", x, planes * h * w)?;
+    let (p, hh, ww) = (to_i64(sym, planes)?, to_i64(sym, h)?, to_i64(sym, w)?);
+    let mut y = dev.zeros(4 * planes * h * w)?;
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let cfg = grid_1d(y.len());
+    let f = dev.function(KernelFile::Pool, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(x).arg(&mut y).arg(&p).arg(&hh).arg(&ww);
+    // SAFETY: x holds planes·H·W, y four times that.
+    unsafe { b.launch(cfg) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(y)
+}
+
+pub fn upsample2x_bwd(
+    dev: &CudaDevice,
+    dy: &CudaSlice<f32>,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<CudaSlice<f32>> {
+    let sym = "upsample2x_bwd_f32";
+    check_len(sym, "dy", dy, 4 * planes * h * w)?;
+    let (p, hh, ww) = (to_i64(sym, planes)?, to_i64(sym, h)?, to_i64(sym, w)?);
+    let mut dx = dev.zeros(planes * h * w)?;
+    if dx.is_empty() {
+        return Ok(dx);
+    }
+    let cfg = grid_1d(dx.len());
+    let f = dev.function(KernelFile::Pool, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(dy).arg(&mut dx).arg(&p).arg(&hh).arg(&ww);
+    // SAFETY: dy holds 4·planes·H·W, dx planes·H·W.
+    unsafe { b.launch(cfg) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(dx)
+}

@@ -1,0 +1,132 @@
+//! The parity cases. Each case: seeded inputs (odd sizes), the CPU reference, the GPU launcher.
+
+mod detect_cases;
+mod elementwise_cases;
+mod nn_cases;
+mod optim_cases;
+
+use detect_cases::*;
+use elementwise_cases::*;
+use nn_cases::*;
+use optim_cases::*;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{timed, timed_cpu, Case, Inputs, Outputs};
+use crate::backend::cpu::conv2d::{self as cpu_conv, Conv2dGeometry};
+use crate::backend::cuda::{
+    batch_norm as bn, conv2d, elementwise as ew, gemm, loss, optim, pool, reduce, similarity,
+    simota, softmax,
+};
+use crate::detect::loss::{box_loss, BoxLossKind};
+use crate::detect::simota::{iou_cxcywh, simota_assign, SimOtaConfig, SimOtaInput, SimOtaMode};
+use crate::ops;
+use crate::tensor::Tensor;
+use crate::Result;
+
+// ---- helpers ----
+
+fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Values in ±[lo, hi) with random signs (away from zero: divisors, kinks).
+fn signed_away(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v = rng.random_range(lo..hi);
+            if rng.random::<bool>() {
+                v
+            } else {
+                -v
+            }
+        })
+        .collect()
+}
+
+fn tensor(v: &[f32], dims: &[usize]) -> Result<Tensor> {
+    Ok(Tensor::from_vec(v.to_vec(), dims.to_vec())?.with_requires_grad(true))
+}
+
+/// Forward through `f`, then the gradients of `Σ g·f(inputs)` with respect to every input.
+fn with_grads(
+    inputs: &[Tensor],
+    g: &[f32],
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let y = f(inputs)?;
+    let gt = Tensor::from_vec(g.to_vec(), y.shape().clone())?;
+    ops::mul(&y, &gt)?.sum_all()?.backward()?;
+    let grads = inputs
+        .iter()
+        .map(|t| {
+            t.grad()
+                .map(|g| g.to_vec())
+                .unwrap_or_else(|| vec![0.0; t.numel()])
+        })
+        .collect();
+    Ok((y.to_vec(), grads))
+}
+
+fn out(values: Vec<(&'static str, Vec<f32>)>, ms: f64) -> Outputs {
+    Outputs { values, ms }
+}
+
+fn dims_str(d: &[usize]) -> String {
+    format!("{d:?}")
+}
+
+/// The whole table, in the order it prints.
+pub fn cases() -> Vec<Case> {
+    let mut v = unary_cases();
+    v.extend(binary_cases());
+    v.extend(reduce_cases());
+    v.extend(conv_cases());
+    v.extend(gemm_cases());
+    v.extend(bn_cases());
+    v.extend(pool_cases());
+    v.push(softmax_case(
+        "softmax fwd+bwd",
+        &["softmax_fwd_f32", "softmax_bwd_f32"],
+        false,
+    ));
+    v.push(softmax_case(
+        "log_softmax fwd+bwd",
+        &["log_softmax_fwd_f32", "log_softmax_bwd_f32"],
+        true,
+    ));
+    v.push(bce_case("bce_with_logits", false));
+    v.push(bce_case("bce_with_logits weighted", true));
+    v.push(box_case(
+        "box loss IoU",
+        BoxLossKind::Iou,
+        loss::BoxLossKernel::Iou,
+    ));
+    v.push(box_case(
+        "box loss GIoU",
+        BoxLossKind::Giou,
+        loss::BoxLossKernel::Giou,
+    ));
+    v.push(box_case(
+        "box loss CIoU (mmdet)",
+        BoxLossKind::Ciou,
+        loss::BoxLossKernel::Ciou,
+    ));
+    v.push(box_case(
+        "box loss CIoU (torchvision)",
+        BoxLossKind::CiouTorchvision,
+        loss::BoxLossKernel::CiouTorchvision,
+    ));
+    v.push(simota_case("simota release r2.5", SimOtaConfig::default()));
+    v.push(simota_case("simota 2023 r1.5", SimOtaConfig::centre_2023()));
+    v.push(cosine_case());
+    v.push(optim_case(
+        "sgd nesterov",
+        &["sgd_nesterov_f32"],
+        OptKind::Sgd,
+    ));
+    v.push(optim_case("adam", &["adam_f32"], OptKind::Adam));
+    v.push(optim_case("adamw", &["adam_f32"], OptKind::AdamW));
+    v.push(optim_case("ema", &["ema_f32"], OptKind::Ema));
+    v
+}

@@ -1,0 +1,499 @@
+//! Parity cases: conv2d (im2col + cuBLAS, depthwise, direct), matmul, batch norm, pooling.
+
+use super::*;
+
+// ---- conv2d ----
+
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum ConvPath {
+    Fast,
+    Direct,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    path: ConvPath,
+    g: Conv2dGeometry,
+) -> Case {
+    Case {
+        name,
+        kernels,
+        shape: format!(
+            "x[{},{},{},{}] w[{},{},{},{}] s{} p{} g{}",
+            g.batch,
+            g.in_channels,
+            g.in_h,
+            g.in_w,
+            g.out_channels,
+            g.in_channels / g.groups,
+            g.kernel_h,
+            g.kernel_w,
+            g.stride,
+            g.padding,
+            g.groups
+        ),
+        tol: 1e-4,
+        make: Box::new(move |rng| {
+            vec![
+                uniform(rng, g.x_len(), -1.0, 1.0),
+                uniform(rng, g.w_len(), -1.0, 1.0),
+                uniform(rng, g.y_len(), -1.0, 1.0),
+            ]
+        }),
+        cpu: Box::new(move |inp| {
+            let ((y, dx, dw), ms) = timed_cpu(|| {
+                Ok((
+                    cpu_conv::fwd(&inp[0], &inp[1], &g),
+                    cpu_conv::bwd_input(&inp[2], &inp[1], &g),
+                    cpu_conv::bwd_weight(&inp[2], &inp[0], &g),
+                ))
+            })?;
+            Ok(out(vec![("y", y), ("dx", dx), ("dw", dw)], ms))
+        }),
+        gpu: Box::new(move |dev, inp| {
+            let (x, w, dy) = (
+                dev.upload(&inp[0])?,
+                dev.upload(&inp[1])?,
+                dev.upload(&inp[2])?,
+            );
+            let ((y, dx, dw), ms) = timed(dev, || match path {
+                ConvPath::Fast => Ok((
+                    conv2d::fwd(dev, &x, &w, &g)?,
+                    conv2d::bwd_input(dev, &dy, &w, &g)?,
+                    conv2d::bwd_weight(dev, &dy, &x, &g)?,
+                )),
+                ConvPath::Direct => Ok((
+                    conv2d::direct::fwd(dev, &x, &w, &g)?,
+                    conv2d::direct::bwd_input(dev, &dy, &w, &g)?,
+                    conv2d::direct::bwd_weight(dev, &dy, &x, &g)?,
+                )),
+            })?;
+            Ok(out(
+                vec![
+                    ("y", dev.download(&y)?),
+                    ("dx", dev.download(&dx)?),
+                    ("dw", dev.download(&dw)?),
+                ],
+                ms,
+            ))
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn geo(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    ks: usize,
+    s: usize,
+    p: usize,
+    groups: usize,
+) -> Conv2dGeometry {
+    Conv2dGeometry {
+        batch: n,
+        in_channels: c,
+        in_h: h,
+        in_w: w,
+        out_channels: k,
+        kernel_h: ks,
+        kernel_w: ks,
+        stride: s,
+        padding: p,
+        groups,
+    }
+}
+
+pub(super) fn conv_cases() -> Vec<Case> {
+    const FAST: &[&str] = &["conv2d_im2col_f32", "conv2d_col2im_f32"];
+    vec![
+        conv_case(
+            "conv2d im2col+sgemm 3x3 s1 p1",
+            FAST,
+            ConvPath::Fast,
+            geo(3, 5, 11, 9, 7, 3, 1, 1, 1),
+        ),
+        conv_case(
+            "conv2d im2col+sgemm 3x3 s2 p1",
+            FAST,
+            ConvPath::Fast,
+            geo(1, 3, 13, 10, 4, 3, 2, 1, 1),
+        ),
+        conv_case(
+            "conv2d im2col+sgemm 3x3 s1 g2",
+            FAST,
+            ConvPath::Fast,
+            geo(3, 4, 7, 9, 6, 3, 1, 1, 2),
+        ),
+        // 1×1, stride 1: cuBLAS alone (no custom kernel).
+        conv_case(
+            "conv2d 1x1 sgemm only",
+            &[],
+            ConvPath::Fast,
+            geo(2, 6, 7, 9, 5, 1, 1, 0, 1),
+        ),
+        conv_case(
+            "conv2d depthwise 3x3 s2 p1",
+            &[
+                "conv2d_dw_fwd_f32",
+                "conv2d_dw_bwd_input_f32",
+                "conv2d_dw_bwd_weight_f32",
+            ],
+            ConvPath::Fast,
+            geo(3, 6, 9, 11, 6, 3, 2, 1, 6),
+        ),
+        conv_case(
+            "conv2d direct 3x3 s2 p1 g2",
+            &[
+                "conv2d_fwd_f32",
+                "conv2d_bwd_input_f32",
+                "conv2d_bwd_weight_f32",
+            ],
+            ConvPath::Direct,
+            geo(3, 4, 9, 7, 6, 3, 2, 1, 2),
+        ),
+        conv_case(
+            "conv2d direct 5x5 s1 p2",
+            &[
+                "conv2d_fwd_f32",
+                "conv2d_bwd_input_f32",
+                "conv2d_bwd_weight_f32",
+            ],
+            ConvPath::Direct,
+            geo(1, 3, 8, 11, 5, 5, 1, 2, 1),
+        ),
+    ]
+}
+
+// ---- matrix products (cuBLAS) ----
+
+pub(super) fn gemm_case(name: &'static str, sh: gemm::GemmShape) -> Case {
+    let na = if sh.a_batched { sh.batch } else { 1 } * sh.m * sh.k;
+    let nb = if sh.b_batched { sh.batch } else { 1 } * sh.k * sh.n;
+    Case {
+        name,
+        kernels: &[],
+        shape: format!(
+            "{}x[{}x{}]{}·[{}x{}]{}",
+            sh.batch,
+            sh.m,
+            sh.k,
+            if sh.trans_a { "ᵀ" } else { "" },
+            sh.k,
+            sh.n,
+            if sh.trans_b { "ᵀ" } else { "" }
+        ),
+        tol: 1e-4,
+        make: Box::new(move |rng| vec![uniform(rng, na, -1.0, 1.0), uniform(rng, nb, -1.0, 1.0)]),
+        cpu: Box::new(move |inp| {
+            use crate::backend::cpu::gemm::{sgemm, MatRef};
+            let (c, ms) = timed_cpu(|| {
+                let mut c = vec![0f32; sh.batch * sh.m * sh.n];
+                for i in 0..sh.batch {
+                    let a = &inp[0][if sh.a_batched { i * sh.m * sh.k } else { 0 }..];
+                    let b = &inp[1][if sh.b_batched { i * sh.k * sh.n } else { 0 }..];
+                    let am = if sh.trans_a {
+                        MatRef::transposed(a, sh.m)
+                    } else {
+                        MatRef::row_major(a, sh.k)
+                    };
+                    let bm = if sh.trans_b {
+                        MatRef::transposed(b, sh.k)
+                    } else {
+                        MatRef::row_major(b, sh.n)
+                    };
+                    let ci = &mut c[i * sh.m * sh.n..(i + 1) * sh.m * sh.n];
+                    sgemm(sh.m, sh.n, sh.k, am, bm, ci, sh.n, false, 1);
+                }
+                Ok(c)
+            })?;
+            Ok(out(vec![("c", c)], ms))
+        }),
+        gpu: Box::new(move |dev, inp| {
+            let (a, b) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?);
+            let (c, ms) = timed(dev, || gemm::matmul(dev, &a, &b, &sh))?;
+            Ok(out(vec![("c", dev.download(&c)?)], ms))
+        }),
+    }
+}
+
+pub(super) fn gemm_cases() -> Vec<Case> {
+    let base = gemm::GemmShape {
+        batch: 3,
+        m: 37,
+        n: 41,
+        k: 29,
+        trans_a: false,
+        trans_b: false,
+        a_batched: true,
+        b_batched: false,
+    };
+    vec![
+        gemm_case("matmul batched, shared rhs", base),
+        // linear: x·Wᵀ
+        gemm_case(
+            "matmul a·bᵀ (linear)",
+            gemm::GemmShape {
+                batch: 1,
+                trans_b: true,
+                ..base
+            },
+        ),
+        gemm_case(
+            "matmul aᵀ·b batched both",
+            gemm::GemmShape {
+                trans_a: true,
+                b_batched: true,
+                ..base
+            },
+        ),
+    ]
+}
+
+// ---- batch norm ----
+
+pub(super) fn bn_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    silu: bool,
+    training: bool,
+) -> Case {
+    let dims = [3usize, 5, 7, 9];
+    let s = bn::BnShape {
+        n: 3,
+        c: 5,
+        plane: 63,
+    };
+    let (momentum, eps) = (0.03f32, 1e-3f32);
+    Case {
+        name,
+        kernels,
+        shape: dims_str(&dims),
+        tol: 1e-4,
+        make: Box::new(move |rng| {
+            vec![
+                uniform(rng, s.len(), -2.0, 3.0),
+                uniform(rng, s.c, 0.5, 1.5),
+                uniform(rng, s.c, -0.5, 0.5),
+                uniform(rng, s.c, -0.2, 0.2),
+                uniform(rng, s.c, 0.5, 2.0),
+                uniform(rng, s.len(), -1.0, 1.0),
+            ]
+        }),
+        cpu: Box::new(move |inp| {
+            let rm = Tensor::from_vec(inp[3].clone(), [s.c])?;
+            let rv = Tensor::from_vec(inp[4].clone(), [s.c])?;
+            let p = ops::BatchNormParams {
+                training,
+                momentum,
+                eps,
+            };
+            let ((y, g), ms) = timed_cpu(|| {
+                let ts = [
+                    tensor(&inp[0], &dims)?,
+                    tensor(&inp[1], &[s.c])?,
+                    tensor(&inp[2], &[s.c])?,
+                ];
+                with_grads(&ts, &inp[5], |t| {
+                    let y = ops::batch_norm2d(&t[0], &t[1], &t[2], &rm, &rv, p)?;
+                    if silu {
+                        ops::silu(&y)
+                    } else {
+                        Ok(y)
+                    }
+                })
+            })?;
+            if !training {
+                return Ok(out(vec![("y", y)], ms));
+            }
+            Ok(out(
+                vec![
+                    ("y", y),
+                    ("run_mean", rm.to_vec()),
+                    ("run_var", rv.to_vec()),
+                    ("dx", g[0].clone()),
+                    ("dgamma", g[1].clone()),
+                    ("dbeta", g[2].clone()),
+                ],
+                ms,
+            ))
+        }),
+        gpu: Box::new(move |dev, inp| {
+            let up = |i: usize| dev.upload(&inp[i]);
+            let (x, gamma, beta, mut rm, mut rv, dy) =
+                (up(0)?, up(1)?, up(2)?, up(3)?, up(4)?, up(5)?);
+            if !training {
+                let (y, ms) = timed(dev, || {
+                    bn::fwd_eval(dev, &x, &gamma, &beta, &rm, &rv, s, eps, silu)
+                })?;
+                return Ok(out(vec![("y", dev.download(&y)?)], ms));
+            }
+            let ((y, dx, dgamma, dbeta), ms) = timed(dev, || {
+                let (y, saved) = bn::fwd_train(
+                    dev, &x, &gamma, &beta, &mut rm, &mut rv, s, momentum, eps, silu,
+                )?;
+                let (dx, dg, db) = bn::bwd_train(dev, &dy, &x, &gamma, &beta, &saved, s, silu)?;
+                Ok((y, dx, dg, db))
+            })?;
+            Ok(out(
+                vec![
+                    ("y", dev.download(&y)?),
+                    ("run_mean", dev.download(&rm)?),
+                    ("run_var", dev.download(&rv)?),
+                    ("dx", dev.download(&dx)?),
+                    ("dgamma", dev.download(&dgamma)?),
+                    ("dbeta", dev.download(&dbeta)?),
+                ],
+                ms,
+            ))
+        }),
+    }
+}
+
+pub(super) fn bn_cases() -> Vec<Case> {
+    vec![
+        bn_case(
+            "batch_norm train fwd+bwd",
+            &[
+                "batch_norm_stats_f32",
+                "batch_norm_update_running_f32",
+                "batch_norm_fwd_f32",
+                "batch_norm_bwd_reduce_f32",
+                "batch_norm_bwd_f32",
+            ],
+            false,
+            true,
+        ),
+        bn_case("batch_norm eval fwd", &["batch_norm_fwd_f32"], false, false),
+        bn_case(
+            "bn+silu fused train fwd+bwd",
+            &[
+                "batch_norm_stats_f32",
+                "bn_silu_fwd_f32",
+                "bn_silu_bwd_reduce_f32",
+                "bn_silu_bwd_f32",
+            ],
+            true,
+            true,
+        ),
+        bn_case("bn+silu fused eval fwd", &["bn_silu_fwd_f32"], true, false),
+    ]
+}
+
+// ---- pooling ----
+
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum PoolKind {
+    Max,
+    Avg,
+    Up,
+}
+
+pub(super) fn pool_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    kind: PoolKind,
+    k: usize,
+    st: usize,
+    p: usize,
+) -> Case {
+    let dims = [2usize, 3, 9, 11];
+    let g = pool::PoolGeometry {
+        planes: 6,
+        h: 9,
+        w: 11,
+        kernel: k,
+        stride: st,
+        padding: p,
+    };
+    let n = g.x_len();
+    let ny = match kind {
+        PoolKind::Up => 4 * n,
+        _ => g.y_len(),
+    };
+    Case {
+        name,
+        kernels,
+        shape: format!("{dims:?} k{k} s{st} p{p}"),
+        tol: 1e-4,
+        make: Box::new(move |rng| vec![uniform(rng, n, -2.0, 2.0), uniform(rng, ny, -1.0, 1.0)]),
+        cpu: Box::new(move |inp| {
+            let params = ops::Pool2dParams {
+                kernel: k,
+                stride: st,
+                padding: p,
+            };
+            let ((y, gr), ms) = timed_cpu(|| {
+                with_grads(&[tensor(&inp[0], &dims)?], &inp[1], |t| match kind {
+                    PoolKind::Max => ops::max_pool2d(&t[0], params),
+                    PoolKind::Avg => ops::avg_pool2d(&t[0], params),
+                    PoolKind::Up => ops::upsample_nearest2x(&t[0]),
+                })
+            })?;
+            Ok(out(vec![("y", y), ("dx", gr[0].clone())], ms))
+        }),
+        gpu: Box::new(move |dev, inp| {
+            let (x, dy) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?);
+            let ((y, dx), ms) = timed(dev, || match kind {
+                PoolKind::Max => {
+                    let (y, arg) = pool::max_pool2d_fwd(dev, &x, &g)?;
+                    Ok((y, pool::max_pool2d_bwd(dev, &dy, &arg, &g)?))
+                }
+                PoolKind::Avg => Ok((
+                    pool::avg_pool2d_fwd(dev, &x, &g)?,
+                    pool::avg_pool2d_bwd(dev, &dy, &g)?,
+                )),
+                PoolKind::Up => Ok((
+                    pool::upsample2x_fwd(dev, &x, g.planes, g.h, g.w)?,
+                    pool::upsample2x_bwd(dev, &dy, g.planes, g.h, g.w)?,
+                )),
+            })?;
+            Ok(out(
+                vec![("y", dev.download(&y)?), ("dx", dev.download(&dx)?)],
+                ms,
+            ))
+        }),
+    }
+}
+
+pub(super) fn pool_cases() -> Vec<Case> {
+    vec![
+        pool_case(
+            "max_pool2d k3 s2 p1",
+            &["max_pool2d_fwd_f32", "max_pool2d_bwd_f32"],
+            PoolKind::Max,
+            3,
+            2,
+            1,
+        ),
+        // YOLOX's SPP windows overlap heavily (k5 s1 p2): many outputs share an input.
+        pool_case(
+            "max_pool2d k5 s1 p2 (SPP)",
+            &["max_pool2d_fwd_f32", "max_pool2d_bwd_f32"],
+            PoolKind::Max,
+            5,
+            1,
+            2,
+        ),
+        pool_case(
+            "avg_pool2d k3 s2 p1",
+            &["avg_pool2d_fwd_f32", "avg_pool2d_bwd_f32"],
+            PoolKind::Avg,
+            3,
+            2,
+            1,
+        ),
+        pool_case(
+            "upsample nearest x2",
+            &["upsample2x_fwd_f32", "upsample2x_bwd_f32"],
+            PoolKind::Up,
+            1,
+            1,
+            0,
+        ),
+    ]
+}

@@ -1,0 +1,139 @@
+//! Parity cases: SGD-Nesterov, Adam/AdamW, EMA against the PyTorch formulas.
+
+use super::*;
+
+// ---- optimizers ----
+
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum OptKind {
+    Sgd,
+    Adam,
+    AdamW,
+    Ema,
+}
+
+pub(super) const STEPS: u32 = 3;
+
+/// The PyTorch update rules, plain loops (src/train/optim.rs does not exist yet).
+fn optim_cpu(kind: OptKind, p: &mut [f32], grads: &[Vec<f32>], s1: &mut [f32], s2: &mut [f32]) {
+    let (lr, mom, wd) = (0.01f32, 0.9f32, 5e-4f32);
+    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    for step in 1..=STEPS {
+        let g = &grads[(step - 1) as usize];
+        match kind {
+            OptKind::Sgd => {
+                for i in 0..p.len() {
+                    let d = g[i] + wd * p[i];
+                    s1[i] = mom * s1[i] + d;
+                    p[i] -= lr * (d + mom * s1[i]);
+                }
+            }
+            OptKind::Adam | OptKind::AdamW => {
+                let (bc1, bc2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
+                for i in 0..p.len() {
+                    let mut d = g[i];
+                    if kind == OptKind::AdamW {
+                        p[i] *= 1.0 - lr * wd;
+                    } else {
+                        d += wd * p[i];
+                    }
+                    s1[i] = b1 * s1[i] + (1.0 - b1) * d;
+                    s2[i] = b2 * s2[i] + (1.0 - b2) * d * d;
+                    p[i] -= (lr / bc1) * s1[i] / (s2[i].sqrt() / bc2.sqrt() + eps);
+                }
+            }
+            OptKind::Ema => {
+                let decay = 0.9998 * (1.0 - (-(step as f32) / 2000.0).exp());
+                for i in 0..p.len() {
+                    s1[i] = decay * s1[i] + (1.0 - decay) * g[i];
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn optim_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    kind: OptKind,
+) -> Case {
+    let n = 1001usize;
+    Case {
+        name,
+        kernels,
+        shape: format!("[{n}] x {STEPS} steps"),
+        tol: 1e-4,
+        make: Box::new(move |rng| {
+            let mut v = vec![uniform(rng, n, -1.0, 1.0), uniform(rng, n, -1.0, 1.0)];
+            for _ in 0..STEPS {
+                v.push(uniform(rng, n, -1.0, 1.0));
+            }
+            v
+        }),
+        cpu: Box::new(move |inp| {
+            let mut p = inp[0].clone();
+            // EMA: s1 starts as the EMA copy; the others start at zero.
+            let mut s1 = if kind == OptKind::Ema {
+                inp[1].clone()
+            } else {
+                vec![0.0; n]
+            };
+            let mut s2 = vec![0.0; n];
+            let (_, ms) = timed_cpu(|| {
+                optim_cpu(kind, &mut p, &inp[2..], &mut s1, &mut s2);
+                Ok(())
+            })?;
+            Ok(match kind {
+                OptKind::Ema => out(vec![("ema", s1)], ms),
+                _ => out(vec![("p", p), ("state1", s1)], ms),
+            })
+        }),
+        gpu: Box::new(move |dev, inp| {
+            let mut p = dev.upload(&inp[0])?;
+            let mut s1 = if kind == OptKind::Ema {
+                dev.upload(&inp[1])?
+            } else {
+                dev.zeros(n)?
+            };
+            let mut s2 = dev.zeros(n)?;
+            let grads = inp[2..]
+                .iter()
+                .map(|g| dev.upload(g))
+                .collect::<Result<Vec<_>>>()?;
+            let (_, ms) = timed(dev, || {
+                for (i, g) in grads.iter().enumerate() {
+                    let step = i as u32 + 1;
+                    match kind {
+                        OptKind::Sgd => {
+                            optim::sgd_nesterov(dev, &mut p, g, &mut s1, 0.01, 0.9, 5e-4)?
+                        }
+                        OptKind::Adam | OptKind::AdamW => {
+                            let h = optim::AdamParams {
+                                lr: 0.01,
+                                beta1: 0.9,
+                                beta2: 0.999,
+                                eps: 1e-8,
+                                weight_decay: 5e-4,
+                                decoupled: kind == OptKind::AdamW,
+                                step,
+                            };
+                            optim::adam(dev, &mut p, g, &mut s1, &mut s2, &h)?
+                        }
+                        OptKind::Ema => {
+                            let decay = 0.9998 * (1.0 - (-(step as f32) / 2000.0).exp());
+                            optim::ema(dev, &mut s1, g, decay)?
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(match kind {
+                OptKind::Ema => out(vec![("ema", dev.download(&s1)?)], ms),
+                _ => out(
+                    vec![("p", dev.download(&p)?), ("state1", dev.download(&s1)?)],
+                    ms,
+                ),
+            })
+        }),
+    }
+}

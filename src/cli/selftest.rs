@@ -1,0 +1,62 @@
+//! `ssod selftest`: run the CUDA parity table (GPU against the CPU references), or only the CPU
+//! references when there is no GPU.
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use ssod::backend::cuda::{selftest, CudaAvailability};
+
+#[derive(Subcommand)]
+pub enum SelftestCommand {
+    /// Check every CUDA kernel against the CPU on fresh random inputs (parity table)
+    Selftest(SelftestArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SelftestDevice {
+    /// The GPU; fails when none is usable
+    Cuda,
+    /// The CPU references alone
+    Cpu,
+    /// The GPU when one is usable, else the CPU (saying why)
+    Auto,
+}
+
+#[derive(Args)]
+pub struct SelftestArgs {
+    /// Where to run
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: SelftestDevice,
+    /// Seed of the random inputs
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SelftestCommand {
+    pub fn execute(self) -> anyhow::Result<()> {
+        let SelftestCommand::Selftest(args) = self;
+        let dev = match args.device {
+            SelftestDevice::Cpu => None,
+            SelftestDevice::Cuda => match CudaAvailability::probe() {
+                Ok(d) => Some(d),
+                Err(reason) => anyhow::bail!("selftest --device cuda: no usable GPU: {reason}"),
+            },
+            SelftestDevice::Auto => match CudaAvailability::probe() {
+                Ok(d) => Some(d),
+                Err(reason) => {
+                    println!("selftest: no usable GPU ({reason}); running the CPU references only");
+                    None
+                }
+            },
+        };
+        let rows = match &dev {
+            Some(d) => selftest::run_cuda(d, args.seed, |l| println!("{l}")),
+            None => selftest::run_cpu(args.seed, |l| println!("{l}")),
+        };
+        let failed = rows.iter().filter(|r| !r.passed()).count();
+        println!("{} rows, {} failed", rows.len(), failed);
+        if failed > 0 {
+            anyhow::bail!("selftest: {failed} of {} rows failed", rows.len());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Compiles every `kernels/*.cu` with NVRTC (no GPU needed) for two architectures, checks that
+//! each file's PTX holds exactly the kernels `KernelFile::symbols` lists, and that every kernel
+//! symbol has a case in the selftest parity table (STYLE 5).
+//!
+//! Without NVRTC the compile test prints one line and passes, unless the `CI` variable is set:
+//! CI installs NVRTC (`.ci/run`), so there a missing library is a failure.
+
+use ssod::backend::cuda::{
+    compile_all_kernels, nvrtc_available, nvrtc_version, selftest, KernelFile,
+};
+
+fn nvrtc_or_skip() -> bool {
+    match nvrtc_available() {
+        Ok(()) => true,
+        Err(reason) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set but NVRTC cannot be loaded: {reason}");
+            }
+            eprintln!("skipped: {reason}");
+            false
+        }
+    }
+}
+
+#[test]
+fn every_kernel_file_compiles_for_compute_80_and_90() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let (major, minor) = nvrtc_version().expect("nvrtcVersion");
+    for arch in ["compute_80", "compute_90"] {
+        let files = compile_all_kernels(arch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(files.len(), KernelFile::ALL.len());
+        for (file, ptx_len) in &files {
+            assert!(*ptx_len > 0, "{} gave empty PTX", file.file_name());
+            println!(
+                "NVRTC {major}.{minor} {arch}: {} -> {ptx_len} bytes of PTX",
+                file.file_name()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_architecture_is_an_error_not_a_panic() {
+    assert!(ssod::backend::cuda::compile_ptx(KernelFile::Optim, "compute_8x; rm").is_err());
+    assert!(ssod::backend::cuda::compile_ptx(KernelFile::Optim, "").is_err());
+}
+
+#[test]
+fn every_kernel_symbol_has_a_parity_case() {
+    let covered = selftest::covered_symbols();
+    let missing: Vec<String> = KernelFile::all_symbols()
+        .into_iter()
+        .filter(|(_, s)| !covered.contains(s))
+        .map(|(f, s)| format!("{} ({})", s, f.file_name()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "kernels without a parity case in src/backend/cuda/selftest/cases/*.rs: {}",
+        missing.join(", ")
+    );
+    // And no parity case names a kernel that does not exist.
+    let all: Vec<&str> = KernelFile::all_symbols()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    for s in covered {
+        assert!(all.contains(&s), "parity case names unknown kernel `{s}`");
+    }
+}
+
+#[test]
+fn every_kernel_file_opens_with_its_contract() {
+    for f in KernelFile::ALL {
+        let src = f.source();
+        let head: String = src.lines().take(3).collect::<Vec<_>>().join("\n");
+        assert!(
+            head.starts_with(&format!("// {}.cu:", f.stem())),
+            "{} must open with `// {}.cu: <what it computes>`",
+            f.file_name(),
+            f.stem()
+        );
+        for word in ["Contract", "Checked against", "Launch geometry", "Check:"] {
+            assert!(
+                src.contains(word),
+                "{}: contract lacks `{word}`",
+                f.file_name()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_compile_error_names_the_file_and_carries_the_nvrtc_log() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let src = "extern \"C\" __global__ void broken(float* y) {\n    y[0] = undefined_name;\n}\n";
+    let err = ssod::backend::cuda::compile_source("kernels/broken.cu", src, "compute_80")
+        .expect_err("must not compile")
+        .to_string();
+    assert!(err.contains("kernels/broken.cu"), "{err}");
+    assert!(
+        err.contains("undefined_name"),
+        "the NVRTC log is missing: {err}"
+    );
+    println!("{err}");
+}

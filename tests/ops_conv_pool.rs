@@ -216,7 +216,8 @@ fn bn_ref(
     y
 }
 
-fn bn_case(n: usize, ch: usize, training: bool) {
+/// `fused`: the op is `batch_norm_silu2d` and the reference applies SiLU to the BN output.
+fn bn_case(n: usize, ch: usize, training: bool, fused: bool) {
     let (h, w) = (5, 7);
     let p = BatchNormParams {
         training,
@@ -229,7 +230,7 @@ fn bn_case(n: usize, ch: usize, training: bool) {
         rm.iter().map(|&v| v as f64).collect(),
         rv.iter().map(|&v| v as f64).collect(),
     );
-    let name = format!("batch_norm2d n{n} c{ch} training={training}");
+    let name = format!("batch_norm2d n{n} c{ch} training={training} fused_silu={fused}");
     // x has a per-channel offset so the mean is not ~0.
     let mut xin = x(&[n, ch, h, w], 200 + n as u64);
     xin.values
@@ -244,25 +245,36 @@ fn bn_case(n: usize, ch: usize, training: bool) {
                 Tensor::from_vec(rm.clone(), [ch])?,
                 Tensor::from_vec(rv.clone(), [ch])?,
             );
-            ops::batch_norm2d(&t[0], &t[1], &t[2], &m, &v, p)
+            if fused {
+                ops::batch_norm_silu2d(&t[0], &t[1], &t[2], &m, &v, p)
+            } else {
+                ops::batch_norm2d(&t[0], &t[1], &t[2], &m, &v, p)
+            }
         },
         |v| {
-            bn_ref(
+            let y = bn_ref(
                 v,
                 (n, ch, h * w),
                 if training { None } else { Some((&rm64, &rv64)) },
                 1e-3,
-            )
+            );
+            if fused {
+                y.iter().map(|&a| a / (1.0 + (-a).exp())).collect()
+            } else {
+                y
+            }
         },
     );
 }
 
 #[test]
 fn batch_norm2d_cases() {
-    bn_case(3, 4, true);
-    bn_case(1, 3, true);
-    bn_case(3, 4, false);
-    bn_case(1, 2, false);
+    for fused in [false, true] {
+        bn_case(3, 4, true, fused);
+        bn_case(1, 3, true, fused);
+        bn_case(3, 4, false, fused);
+        bn_case(1, 2, false, fused);
+    }
 }
 
 /// Running stats after one training step: running = (1 − m)·running + m·batch, with the

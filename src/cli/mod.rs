@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod data_tools;
 mod detect;
 mod eval;
@@ -34,6 +35,8 @@ enum Command {
     #[command(flatten)]
     Model(model::ModelCommand),
     #[command(flatten)]
+    Bench(bench::BenchCommand),
+    #[command(flatten)]
     Detect(detect::DetectCommand),
 }
 
@@ -45,6 +48,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::DataTools(c) => c.execute(),
         Command::Synth(c) => c.execute(),
         Command::Model(c) => c.execute(),
+        Command::Bench(c) => c.execute(),
         Command::Detect(c) => c.execute(),
     }
 }

@@ -81,19 +81,23 @@ impl BatchNorm2d {
         })
     }
 
+    fn params(&self) -> BatchNormParams {
+        let store = self.builder.store();
+        let mut p = BatchNormParams { training: store.is_training(), ..BatchNormParams::default() };
+        // Precise-BN recalibration overrides the momentum of every layer.
+        if let Some(m) = store.bn_momentum() {
+            p.momentum = m;
+        }
+        p
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let p = BatchNormParams {
-            training: self.builder.store().is_training(),
-            ..BatchNormParams::default()
-        };
-        ops::batch_norm2d(
-            x,
-            &self.weight,
-            &self.bias,
-            &self.running_mean,
-            &self.running_var,
-            p,
-        )
+        ops::batch_norm2d(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, self.params())
+    }
+
+    /// `silu(bn(x))` as one fused op (YOLOX BaseConv).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        ops::batch_norm_silu2d(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, self.params())
     }
 }
 
@@ -128,7 +132,7 @@ impl BaseConv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::silu(&self.bn.forward(&self.conv.forward(x)?)?)
+        self.bn.forward_silu(&self.conv.forward(x)?)
     }
 
     /// (conv MACs + 2 × BN elements, output h, output w): YOLOX's FLOP accounting.

@@ -2,9 +2,13 @@
 //! with the batch's biased variance and updates the running stats with the unbiased one,
 //! `running = (1 - momentum)·running + momentum·batch`; eval uses the running stats.
 //! YOLOX: eps 1e-3, momentum 0.03.
+//!
+//! `batch_norm_silu2d` fuses YOLOX's BaseConv tail (BN → SiLU) into one op: one pass over the
+//! data forward and backward instead of four, and no intermediate tensor for the BN output.
 
 use rayon::prelude::*;
 
+use super::elementwise::sigmoid_f32;
 use crate::autograd::record;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -19,39 +23,139 @@ pub struct BatchNormParams {
 impl Default for BatchNormParams {
     fn default() -> Self {
         // YOLOX's values (yolox-notes 1.6), not PyTorch's 0.1 / 1e-5.
-        BatchNormParams {
-            training: true,
-            momentum: 0.03,
-            eps: 1e-3,
-        }
+        BatchNormParams { training: true, momentum: 0.03, eps: 1e-3 }
     }
 }
 
-/// Per-channel `(mean, 1/sqrt(var + eps), var)` of `x` in `[N, C, plane]` layout.
-fn channel_stats(xv: &[f32], n: usize, c: usize, plane: usize, eps: f32) -> Vec<(f32, f32, f64)> {
-    (0..c)
+/// What the forward keeps for the backward.
+struct BnSaved {
+    n: usize,
+    c: usize,
+    plane: usize,
+    /// Per channel `(mean, 1/sqrt(var + eps))` used for normalising.
+    stats: Vec<(f32, f32)>,
+    /// `(x − mean)·inv_std`, same layout as x.
+    xhat: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    training: bool,
+}
+
+/// Check shapes and normalise: returns `xhat` and the per-channel stats, updating the running
+/// stats in training mode.
+fn bn_normalise(
+    op: &str,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    p: BatchNormParams,
+) -> Result<BnSaved> {
+    if x.rank() != 4 {
+        return Err(Error::shape(op, "x [N, C, H, W]", x.shape()));
+    }
+    let (n, c, plane) = (x.dims()[0], x.dims()[1], x.dims()[2] * x.dims()[3]);
+    for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+        if t.dims() != [c] {
+            return Err(Error::shape(format!("{op} ({name})"), [c], t.shape()));
+        }
+    }
+    if !(p.eps > 0.0) || !(0.0..=1.0).contains(&p.momentum) {
+        return Err(Error::op(op, format!("bad eps {} or momentum {}", p.eps, p.momentum)));
+    }
+    let count = n * plane;
+    if p.training && count <= 1 {
+        return Err(Error::op(op, format!("training mode needs more than one value per channel, got x {}", x.shape())));
+    }
+    let mut xhat = x.to_vec();
+    let stats: Vec<(f32, f32)> = if p.training {
+        // One pass: Σx and Σx² per channel in f64 (fixed order: deterministic).
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mut s1, mut s2) = (0f64, 0f64);
+                for i in 0..n {
+                    for &v in &xhat[(i * c + ch) * plane..(i * c + ch + 1) * plane] {
+                        let v = v as f64;
+                        s1 += v;
+                        s2 += v * v;
+                    }
+                }
+                (s1, s2)
+            })
+            .collect();
+        let cnt = count as f64;
+        let moments: Vec<(f64, f64)> =
+            sums.iter().map(|&(s1, s2)| (s1 / cnt, (s2 / cnt - (s1 / cnt).powi(2)).max(0.0))).collect();
+        let unbias = cnt / (cnt - 1.0);
+        running_mean.update_values(|rm| {
+            rm.iter_mut().zip(&moments).for_each(|(r, m)| *r = (1.0 - p.momentum) * *r + p.momentum * m.0 as f32)
+        })?;
+        running_var.update_values(|rv| {
+            rv.iter_mut()
+                .zip(&moments)
+                .for_each(|(r, m)| *r = (1.0 - p.momentum) * *r + p.momentum * (m.1 * unbias) as f32)
+        })?;
+        moments.iter().map(|&(m, v)| (m as f32, (1.0 / (v + p.eps as f64).sqrt()) as f32)).collect()
+    } else {
+        let (rm, rv) = (running_mean.to_vec(), running_var.to_vec());
+        rm.iter().zip(&rv).map(|(&m, &v)| (m, 1.0 / (v + p.eps).sqrt())).collect()
+    };
+    xhat.par_chunks_mut(plane.max(1)).enumerate().for_each(|(i, xh)| {
+        let (mean, inv) = stats[i % c];
+        xh.iter_mut().for_each(|v| *v = (*v - mean) * inv);
+    });
+    Ok(BnSaved { n, c, plane, stats, xhat, gamma: gamma.to_vec(), beta: beta.to_vec(), training: p.training })
+}
+
+/// BN backward from the gradient of the BN output: `(dx, dgamma, dbeta)`.
+fn bn_backward(s: &BnSaved, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (n, c, plane) = (s.n, s.c, s.plane);
+    // Per channel: Σdy and Σ(dy·xhat), in f64, fixed order.
+    let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let count = (n * plane) as f64;
-            let mut sum = 0f64;
+            let (mut s1, mut s2) = (0f64, 0f64);
             for i in 0..n {
-                sum += xv[(i * c + ch) * plane..(i * c + ch + 1) * plane]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .sum::<f64>();
+                let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
+                for (d, xh) in dy[r.clone()].iter().zip(&s.xhat[r]) {
+                    s1 += *d as f64;
+                    s2 += (*d * *xh) as f64;
+                }
             }
-            let mean = sum / count;
-            let mut sq = 0f64;
-            for i in 0..n {
-                sq += xv[(i * c + ch) * plane..(i * c + ch + 1) * plane]
-                    .iter()
-                    .map(|&v| (v as f64 - mean).powi(2))
-                    .sum::<f64>();
-            }
-            let var = sq / count;
-            (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32, var)
+            (s1, s2)
         })
-        .collect()
+        .collect();
+    let mut dx = vec![0f32; dy.len()];
+    let m = (n * plane) as f32;
+    dx.par_chunks_mut(plane.max(1)).enumerate().for_each(|(i, dxc)| {
+        let ch = i % c;
+        let inv = s.stats[ch].1;
+        let r = i * plane..(i + 1) * plane;
+        if s.training {
+            // dx = gamma·inv/M · (M·dy − Σdy − xhat·Σ(dy·xhat))
+            let (s1, s2) = (sums[ch].0 as f32, sums[ch].1 as f32);
+            let scale = s.gamma[ch] * inv / m;
+            for ((o, d), xh) in dxc.iter_mut().zip(&dy[r.clone()]).zip(&s.xhat[r]) {
+                *o = scale * (m * d - s1 - xh * s2);
+            }
+        } else {
+            let scale = s.gamma[ch] * inv;
+            dxc.iter_mut().zip(&dy[r]).for_each(|(o, d)| *o = scale * d);
+        }
+    });
+    let dgamma = sums.iter().map(|v| v.1 as f32).collect();
+    let dbeta = sums.iter().map(|v| v.0 as f32).collect();
+    (dx, dgamma, dbeta)
+}
+
+fn grads(s: &BnSaved, x_shape: &crate::tensor::Shape, d: (Vec<f32>, Vec<f32>, Vec<f32>)) -> Result<Vec<Option<Tensor>>> {
+    Ok(vec![
+        Some(Tensor::from_vec(d.0, x_shape.clone())?),
+        Some(Tensor::from_vec(d.1, [s.c])?),
+        Some(Tensor::from_vec(d.2, [s.c])?),
+    ])
 }
 
 /// `y = (x - mean) / sqrt(var + eps) · gamma + beta`. In training mode `running_mean` and
@@ -64,122 +168,64 @@ pub fn batch_norm2d(
     running_var: &Tensor,
     p: BatchNormParams,
 ) -> Result<Tensor> {
-    if x.rank() != 4 {
-        return Err(Error::shape("batch_norm", "x [N, C, H, W]", x.shape()));
-    }
-    let (n, c, plane) = (x.dims()[0], x.dims()[1], x.dims()[2] * x.dims()[3]);
-    for (name, t) in [
-        ("gamma", gamma),
-        ("beta", beta),
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-    ] {
-        if t.dims() != [c] {
-            return Err(Error::shape(format!("batch_norm ({name})"), [c], t.shape()));
-        }
-    }
-    if !(p.eps > 0.0) || !(0.0..=1.0).contains(&p.momentum) {
-        return Err(Error::op(
-            "batch_norm",
-            format!("bad eps {} or momentum {}", p.eps, p.momentum),
-        ));
-    }
-    let count = n * plane;
-    if p.training && count <= 1 {
-        return Err(Error::op(
-            "batch_norm",
-            format!(
-                "training mode needs more than one value per channel, got x {}",
-                x.shape()
-            ),
-        ));
-    }
-    let xv = x.to_vec();
-    let stats: Vec<(f32, f32)> = if p.training {
-        let s = channel_stats(&xv, n, c, plane, p.eps);
-        let unbias = count as f64 / (count - 1) as f64;
-        running_mean.update_values(|rm| {
-            rm.iter_mut()
-                .zip(&s)
-                .for_each(|(r, st)| *r = (1.0 - p.momentum) * *r + p.momentum * st.0)
-        })?;
-        running_var.update_values(|rv| {
-            rv.iter_mut().zip(&s).for_each(|(r, st)| {
-                *r = (1.0 - p.momentum) * *r + p.momentum * (st.2 * unbias) as f32
-            })
-        })?;
-        s.into_iter().map(|(m, inv, _)| (m, inv)).collect()
-    } else {
-        let rm = running_mean.to_vec();
-        let rv = running_var.to_vec();
-        rm.iter()
-            .zip(&rv)
-            .map(|(&m, &v)| (m, 1.0 / (v + p.eps).sqrt()))
-            .collect()
-    };
-    let (gv, bv) = (gamma.to_vec(), beta.to_vec());
-    // xhat is what backward needs; y = xhat·gamma + beta.
-    let mut xhat = xv;
-    let mut y = vec![0f32; xhat.len()];
-    xhat.par_chunks_mut(plane.max(1))
-        .zip(y.par_chunks_mut(plane.max(1)))
+    let s = bn_normalise("batch_norm", x, gamma, beta, running_mean, running_var, p)?;
+    let mut y = vec![0f32; s.xhat.len()];
+    y.par_chunks_mut(s.plane.max(1)).zip(s.xhat.par_chunks(s.plane.max(1))).enumerate().for_each(|(i, (yy, xh))| {
+        let ch = i % s.c;
+        let (g, b) = (s.gamma[ch], s.beta[ch]);
+        yy.iter_mut().zip(xh).for_each(|(o, v)| *o = v * g + b);
+    });
+    let out = Tensor::from_vec(y, x.shape().clone())?;
+    let x_shape = x.shape().clone();
+    record("batch_norm", out, &[x, gamma, beta], move |dy| {
+        let d = dy.with_values(|dyv| bn_backward(&s, dyv));
+        grads(&s, &x_shape, d)
+    })
+}
+
+/// `silu(batch_norm2d(x, ...))` in one op (YOLOX BaseConv's BN → SiLU).
+pub fn batch_norm_silu2d(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    p: BatchNormParams,
+) -> Result<Tensor> {
+    let s = bn_normalise("batch_norm_silu", x, gamma, beta, running_mean, running_var, p)?;
+    let mut y = vec![0f32; s.xhat.len()];
+    // Keep σ(bn) for the backward: SiLU' = σ·(1 + bn·(1 − σ)), bn recomputed from xhat.
+    let mut sig = vec![0f32; s.xhat.len()];
+    y.par_chunks_mut(s.plane.max(1))
+        .zip(sig.par_chunks_mut(s.plane.max(1)))
+        .zip(s.xhat.par_chunks(s.plane.max(1)))
         .enumerate()
-        .for_each(|(i, (xh, yy))| {
-            let ch = i % c;
-            let (mean, inv) = stats[ch];
-            for (a, b) in xh.iter_mut().zip(yy.iter_mut()) {
-                *a = (*a - mean) * inv;
-                *b = *a * gv[ch] + bv[ch];
+        .for_each(|(i, ((yy, ss), xh))| {
+            let ch = i % s.c;
+            let (g, b) = (s.gamma[ch], s.beta[ch]);
+            for ((o, sg), v) in yy.iter_mut().zip(ss.iter_mut()).zip(xh) {
+                let bn = v * g + b;
+                let sv = sigmoid_f32(bn);
+                *sg = sv;
+                *o = bn * sv;
             }
         });
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let x_shape = x.shape().clone();
-    let training = p.training;
-    record("batch_norm", out, &[x, gamma, beta], move |dy| {
-        let dyv = dy.to_vec();
-        // Per channel: sum(dy) and sum(dy·xhat), in f64, fixed order.
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mut s1, mut s2) = (0f64, 0f64);
-                for i in 0..n {
-                    let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
-                    for (d, xh) in dyv[r.clone()].iter().zip(&xhat[r]) {
-                        s1 += *d as f64;
-                        s2 += (*d * *xh) as f64;
-                    }
-                }
-                (s1, s2)
-            })
-            .collect();
-        let mut dx = vec![0f32; dyv.len()];
-        dx.par_chunks_mut(plane.max(1))
+    record("batch_norm_silu", out, &[x, gamma, beta], move |dy| {
+        let mut d_bn = dy.to_vec();
+        d_bn.par_chunks_mut(s.plane.max(1))
+            .zip(sig.par_chunks(s.plane.max(1)))
+            .zip(s.xhat.par_chunks(s.plane.max(1)))
             .enumerate()
-            .for_each(|(i, dxc)| {
-                let ch = i % c;
-                let inv = stats[ch].1;
-                let r = i * plane..(i + 1) * plane;
-                if training {
-                    // dx = gamma·inv/M · (M·dy − Σdy − xhat·Σ(dy·xhat))
-                    let m = count as f32;
-                    let (s1, s2) = (sums[ch].0 as f32, sums[ch].1 as f32);
-                    let scale = gv[ch] * inv / m;
-                    for ((o, d), xh) in dxc.iter_mut().zip(&dyv[r.clone()]).zip(&xhat[r]) {
-                        *o = scale * (m * d - s1 - xh * s2);
-                    }
-                } else {
-                    let scale = gv[ch] * inv;
-                    for (o, d) in dxc.iter_mut().zip(&dyv[r]) {
-                        *o = scale * d;
-                    }
+            .for_each(|(i, ((dd, ss), xh))| {
+                let ch = i % s.c;
+                let (g, b) = (s.gamma[ch], s.beta[ch]);
+                for ((d, &sv), v) in dd.iter_mut().zip(ss).zip(xh) {
+                    let bn = v * g + b;
+                    *d *= sv * (1.0 + bn * (1.0 - sv));
                 }
             });
-        let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
-        let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
-        Ok(vec![
-            Some(Tensor::from_vec(dx, x_shape.clone())?),
-            Some(Tensor::from_vec(dgamma, [c])?),
-            Some(Tensor::from_vec(dbeta, [c])?),
-        ])
+        grads(&s, &x_shape, bn_backward(&s, &d_bn))
     })
 }

@@ -18,7 +18,7 @@ mod shape;
 mod similarity;
 mod softmax;
 
-pub use batch_norm::{batch_norm2d, BatchNormParams};
+pub use batch_norm::{batch_norm2d, batch_norm_silu2d, BatchNormParams};
 pub use binary::{add, div, maximum, minimum, mul, sub};
 pub use conv2d::{conv2d, Conv2dParams};
 pub use crop::{crop_patches, PatchBox};

@@ -1,0 +1,147 @@
+//! `ssod bench train`: throughput and peak memory of a full YOLOX training step on random data.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use rand::Rng;
+use ssod::data::loader::Batch;
+use ssod::models::{YoloX, YoloXConfig};
+use ssod::rng::rng_for;
+use ssod::train::trainer::{DetectorTrainer, StageTimes};
+use ssod::train::TrainConfig;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Benchmarks: `bench train` times full training steps
+    #[command(subcommand)]
+    Bench(BenchKind),
+}
+
+#[derive(Subcommand)]
+pub enum BenchKind {
+    /// Full training step (forward, SimOTA, loss, backward, SGD, EMA) on random images and boxes
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    /// yolox-nano, yolox-tiny, yolox-s, ...
+    #[arg(long, default_value = "yolox-nano")]
+    pub model: String,
+    /// Square input size (multiple of 32)
+    #[arg(long, default_value_t = 320)]
+    pub size: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Timed steps after one warm-up step
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 1)]
+    pub classes: usize,
+    /// cpu (cuda arrives with the CUDA backend)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchCommand {
+    pub fn execute(self) -> anyhow::Result<()> {
+        match self {
+            BenchCommand::Bench(BenchKind::Train(a)) => bench_train(a),
+        }
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A batch of uniform-noise images with 1-5 random boxes each (seeded).
+fn random_batch(batch: usize, size: usize, classes: usize, step: usize) -> Batch {
+    let mut rng = rng_for(step as u64, "bench/train");
+    let images: Vec<f32> = (0..batch * 3 * size * size).map(|_| rng.random_range(0.0..255.0)).collect();
+    let max_labels = 5;
+    let mut labels = vec![0f32; batch * max_labels * 5];
+    let mut num_labels = Vec::with_capacity(batch);
+    for b in 0..batch {
+        let n = rng.random_range(1..=5);
+        for l in 0..n {
+            let w = rng.random_range(8.0..size as f32 / 3.0);
+            let h = rng.random_range(8.0..size as f32 / 3.0);
+            let cx = rng.random_range(w / 2.0..size as f32 - w / 2.0);
+            let cy = rng.random_range(h / 2.0..size as f32 - h / 2.0);
+            let c = rng.random_range(0..classes) as f32;
+            labels[(b * max_labels + l) * 5..(b * max_labels + l + 1) * 5].copy_from_slice(&[c, cx, cy, w, h]);
+        }
+        num_labels.push(n);
+    }
+    Batch {
+        images,
+        batch,
+        height: size,
+        width: size,
+        labels,
+        max_labels,
+        num_labels,
+        image_ids: (0..batch as u64).collect(),
+    }
+}
+
+fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
+    if a.device != "cpu" {
+        anyhow::bail!("--device {}: only the CPU backend exists in this build (the CUDA backend is not wired into the engine yet)", a.device);
+    }
+    if a.size == 0 || a.size % 32 != 0 || a.batch == 0 || a.steps == 0 || a.classes == 0 {
+        anyhow::bail!("--size must be a positive multiple of 32; --batch, --steps and --classes must be >= 1");
+    }
+    let variant = a.model.trim_start_matches("yolox-").trim_start_matches("yolox_").to_string();
+    let model = Arc::new(YoloX::new(YoloXConfig::variant(&variant, a.classes)?)?);
+    let mut cfg = TrainConfig::for_variant(&variant)?;
+    cfg.batch_size = a.batch;
+    cfg.input_size = (a.size, a.size);
+    cfg.test_size = (a.size, a.size);
+    cfg.multiscale_range = 0;
+    cfg.random_size = None;
+    cfg.max_epoch = 300;
+    let mut trainer = DetectorTrainer::new(model.clone(), cfg, 1000)?;
+    // One warm-up step (first-touch allocations, thread pools), not timed.
+    trainer.step(&random_batch(a.batch, a.size, a.classes, 0))?;
+    let mut times = StageTimes::default();
+    let mut images = 0usize;
+    let t0 = Instant::now();
+    for s in 0..a.steps {
+        let stats = trainer.step(&random_batch(a.batch, a.size, a.classes, s + 1))?;
+        times.add(&stats.times);
+        images += stats.images;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let per_step = |x: f64| 1000.0 * x / a.steps as f64;
+    let images_per_s = images as f64 / wall;
+    let peak = peak_rss_mb();
+    let threads = rayon::current_num_threads();
+    if a.json {
+        let obj = serde_json::json!({
+            "model": a.model, "size": a.size, "batch": a.batch, "steps": a.steps, "device": a.device,
+            "threads": threads, "params": model.num_params(),
+            "images_per_s": images_per_s, "peak_mem_mb": peak,
+            "ms_per_step": { "forward": per_step(times.forward), "assign_and_loss": per_step(times.assign_and_loss),
+                "backward": per_step(times.backward), "optimizer": per_step(times.optimizer), "ema": per_step(times.ema),
+                "total": per_step(wall) },
+        });
+        println!("{}", serde_json::to_string(&obj)?);
+    } else {
+        println!("{} at {}x{}, batch {}, {} steps, {} threads (cpu)", a.model, a.size, a.size, a.batch, a.steps, threads);
+        println!("images/s      {images_per_s:.2}");
+        println!("peak memory   {} MB", peak.map(|p| format!("{p:.0}")).unwrap_or_else(|| "n/a".into()));
+        println!("per step (ms) forward {:.1} | SimOTA+loss {:.1} | backward {:.1} | optimizer {:.1} | EMA {:.1} | total {:.1}",
+            per_step(times.forward), per_step(times.assign_and_loss), per_step(times.backward), per_step(times.optimizer), per_step(times.ema), per_step(wall));
+    }
+    Ok(())
+}

@@ -171,6 +171,7 @@ fn tiny_backbone_learns_synthetic_crops_and_transfers() {
         input_size: 64,
         head: HeadKind::Study,
         eval_every: 1,
+        bn_momentum: Some(0.3),
         out: Some(out.clone()),
         ..Default::default()
     };

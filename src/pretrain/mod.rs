@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use center_loss::{center_loss, pretrain_center_loss, CenterLossConfig};
 pub use data::{CropSet, FrameSet, InputNorm};
 pub use heads::{HeadKind, PretrainHead};
-
-
+pub use patch_ssl::{pretrain_patch_ssl, PatchGeometry, PatchSslConfig};
+pub use probe::{linear_probe, ProbeConfig, ProbeReport};
 pub use transfer::{freeze_backbone, load_backbone, save_backbone_checkpoint, LoadReport};
 
 use crate::models::YoloX;

@@ -8,6 +8,7 @@ mod data_tools;
 mod detect;
 mod eval;
 mod model;
+mod pretrain;
 mod run;
 mod synth;
 
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench::BenchCommand),
     #[command(flatten)]
     Detect(detect::DetectCommand),
+    #[command(flatten)]
+    Pretrain(pretrain::PretrainCommand),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -50,5 +53,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Model(c) => c.execute(),
         Command::Bench(c) => c.execute(),
         Command::Detect(c) => c.execute(),
+        Command::Pretrain(c) => c.execute(),
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use center_loss::{center_loss, pretrain_center_loss, CenterLossConfig};
 pub use data::{CropSet, FrameSet, InputNorm};
+pub use patch_ssl::PatchLossKind;
 pub use heads::{HeadKind, PretrainHead};
 pub use patch_ssl::{pretrain_patch_ssl, PatchGeometry, PatchSslConfig};
 pub use probe::{linear_probe, ProbeConfig, ProbeReport};

@@ -54,6 +54,7 @@ macro_rules! func {
 mod detect;
 mod models;
 mod ops;
+mod pretrain;
 mod tensor;
 
 /// An engine with the whole ssod API, and the documentation of every function it registered.
@@ -71,6 +72,7 @@ pub fn new_engine() -> (Engine, Vec<FnDoc>) {
     ops::register(&mut api);
     models::register(&mut api);
     detect::register(&mut api);
+    pretrain::register(&mut api);
     let mut docs = api.docs;
     docs.sort_by(|a, b| a.name.cmp(&b.name).then(a.signature.cmp(&b.signature)));
     (engine, docs)

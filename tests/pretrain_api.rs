@@ -64,13 +64,26 @@ fn freeze_backbone_stops_and_restores_gradients() {
     let n = freeze_backbone(&m, true);
     assert!(n > 0);
     let x = Tensor::rand([1, 3, 64, 64], 1);
-    m.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
-    let stem = m.store.get("backbone.backbone.stem.conv.conv.weight").unwrap();
+    m.forward(&x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let stem = m
+        .store
+        .get("backbone.backbone.stem.conv.conv.weight")
+        .unwrap();
     assert!(stem.grad().is_none(), "frozen backbone got a gradient");
     let head = m.store.get("head.cls_preds.0.weight").unwrap();
     assert!(head.grad().is_some(), "the head still trains");
     assert_eq!(freeze_backbone(&m, false), n);
-    m.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
+    m.forward(&x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert!(stem.grad().is_some());
 }
 
@@ -81,7 +94,12 @@ fn rhai_pretrain_functions_and_load_backbone() {
     write_crop_dir(&crops, &bright_dark_crops(6, 64));
     let out = dir.join("out");
     let (engine, docs) = ssod::script::new_engine();
-    for f in ["pretrain_center_loss", "pretrain_patch_ssl", "linear_probe", "load_backbone"] {
+    for f in [
+        "pretrain_center_loss",
+        "pretrain_patch_ssl",
+        "linear_probe",
+        "load_backbone",
+    ] {
         assert!(docs.iter().any(|d| d.name == f), "{f} is not registered");
     }
     let script = format!(
@@ -137,13 +155,20 @@ fn cli_probe_runs_and_names_bad_config_keys() {
     };
     let ok = run(&good);
     let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(ok.status.success(), "{stdout} {}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(stdout.contains("linear probe"), "{stdout}");
     let bad = dir.join("bad.json");
     std::fs::write(&bad, r#"{"input_size": 64, "iters": 5}"#).unwrap();
     let out = run(&bad);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("iters") && stderr.contains("bad.json"), "{stderr}");
+    assert!(
+        stderr.contains("iters") && stderr.contains("bad.json"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

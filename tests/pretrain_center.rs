@@ -53,8 +53,15 @@ fn synthetic_crops(n_each: usize, size: u32, seed: u64) -> CropSet {
         }
         if fg {
             let (w, h) = (r.range(10, 20) as u32, r.range(6, 14) as u32);
-            let (x0, y0) = (r.range(8, (size - w - 8) as i64) as u32, r.range(8, (size - h - 8) as i64) as u32);
-            let colour = [r.range(200, 255) as u8, r.range(150, 255) as u8, r.range(150, 255) as u8];
+            let (x0, y0) = (
+                r.range(8, (size - w - 8) as i64) as u32,
+                r.range(8, (size - h - 8) as i64) as u32,
+            );
+            let colour = [
+                r.range(200, 255) as u8,
+                r.range(150, 255) as u8,
+                r.range(150, 255) as u8,
+            ];
             for y in y0..y0 + h {
                 for x in x0..x0 + w {
                     img.put_pixel(x, y, Rgb(colour));
@@ -82,11 +89,17 @@ fn center_loss_matches_hand_values() {
 fn center_loss_backward_matches_finite_differences() {
     // dL/df_i = 2(f_i − c_{y_i})/B; dL/dc_j = −2 Σ_{y_i=j}(f_i − c_j)/B, checked against central
     // differences of the forward (exact for a quadratic up to f32 rounding).
-    let fv: Vec<f32> = vec![0.3, -1.2, 2.0, 0.7, -0.4, 1.5, 0.9, -2.2, 0.1, 0.25, -0.6, 1.1];
+    let fv: Vec<f32> = vec![
+        0.3, -1.2, 2.0, 0.7, -0.4, 1.5, 0.9, -2.2, 0.1, 0.25, -0.6, 1.1,
+    ];
     let cv: Vec<f32> = vec![0.5, -0.5, 1.0, 0.2, -1.0, 0.3, 0.4, 0.8, -0.7];
     let labels = [0usize, 2, 1, 2];
-    let f = Tensor::from_vec(fv.clone(), [4, 3]).unwrap().with_requires_grad(true);
-    let c = Tensor::from_vec(cv.clone(), [3, 3]).unwrap().with_requires_grad(true);
+    let f = Tensor::from_vec(fv.clone(), [4, 3])
+        .unwrap()
+        .with_requires_grad(true);
+    let c = Tensor::from_vec(cv.clone(), [3, 3])
+        .unwrap()
+        .with_requires_grad(true);
     center_loss(&f, &labels, &c).unwrap().backward().unwrap();
     let eval = |fv: &[f32], cv: &[f32]| -> f64 {
         let f = Tensor::from_vec(fv.to_vec(), [4, 3]).unwrap();
@@ -100,7 +113,11 @@ fn center_loss_backward_matches_finite_differences() {
         p[i] += eps;
         m[i] -= eps;
         let fd = (eval(&p, &cv) - eval(&m, &cv)) / (2.0 * eps as f64);
-        assert!((fd - gf[i] as f64).abs() < 2e-3, "features[{i}]: fd {fd} vs {}", gf[i]);
+        assert!(
+            (fd - gf[i] as f64).abs() < 2e-3,
+            "features[{i}]: fd {fd} vs {}",
+            gf[i]
+        );
     }
     let gc = c.grad().unwrap().to_vec();
     for i in 0..cv.len() {
@@ -108,12 +125,20 @@ fn center_loss_backward_matches_finite_differences() {
         p[i] += eps;
         m[i] -= eps;
         let fd = (eval(&fv, &p) - eval(&fv, &m)) / (2.0 * eps as f64);
-        assert!((fd - gc[i] as f64).abs() < 2e-3, "centers[{i}]: fd {fd} vs {}", gc[i]);
+        assert!(
+            (fd - gc[i] as f64).abs() < 2e-3,
+            "centers[{i}]: fd {fd} vs {}",
+            gc[i]
+        );
     }
     // Class 1 has one sample (row 2 = [-0.4... no: row 2 is f[6..9] = [0.9, -2.2, 0.1]):
     // dL/dc_1 = −2·(f_2 − c_1)/4 = −0.5·([0.9, −2.2, 0.1] − [0.2, −1.0, 0.3]) = [−0.35, 0.6, 0.1].
     for (k, want) in [-0.35f32, 0.6, 0.1].iter().enumerate() {
-        assert!((gc[3 + k] - want).abs() < 1e-5, "dL/dc_1[{k}] = {}", gc[3 + k]);
+        assert!(
+            (gc[3 + k] - want).abs() < 1e-5,
+            "dL/dc_1[{k}] = {}",
+            gc[3 + k]
+        );
     }
 }
 
@@ -125,7 +150,10 @@ fn wen_update_by_hand() {
     let f = Tensor::from_vec(vec![2., 0., 0., 4.], [2, 2]).unwrap();
     wen_center_update(&c, &f, &[0, 0], 0.5).unwrap();
     let v = c.to_vec();
-    assert!((v[0] - 1.0 / 3.0).abs() < 1e-6 && (v[1] - 2.0 / 3.0).abs() < 1e-6, "{v:?}");
+    assert!(
+        (v[0] - 1.0 / 3.0).abs() < 1e-6 && (v[1] - 2.0 / 3.0).abs() < 1e-6,
+        "{v:?}"
+    );
     assert_eq!(&v[2..], &[5.0, 5.0]);
 }
 
@@ -157,7 +185,11 @@ fn config_rejects_unknown_keys_and_bad_values() {
         input_size: 100,
         ..Default::default()
     };
-    assert!(bad.validate().unwrap_err().to_string().contains("input_size"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("input_size"));
 }
 
 #[test]
@@ -194,7 +226,10 @@ fn tiny_backbone_learns_synthetic_crops_and_transfers() {
         .filter(|e| e.name.starts_with("backbone.backbone."))
         .collect();
     assert_eq!(loaded.loaded, names.len());
-    assert!(loaded.ignored > 0, "head tensors are in the file but not loaded");
+    assert!(
+        loaded.ignored > 0,
+        "head tensors are in the file but not loaded"
+    );
     for e in &names {
         assert_eq!(
             fresh.store.get(&e.name).unwrap().to_vec(),
@@ -206,7 +241,10 @@ fn tiny_backbone_learns_synthetic_crops_and_transfers() {
     // Another width fails naming a tensor and its shapes.
     let wider = tiny_model(0.25);
     let err = load_backbone(&wider, &ckpt).unwrap_err().to_string();
-    assert!(err.contains("backbone.backbone.stem.conv.conv.weight"), "{err}");
+    assert!(
+        err.contains("backbone.backbone.stem.conv.conv.weight"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -232,8 +270,15 @@ fn embedding_centres_with_alpha_rule_and_gap_head_run() {
         input_size: 32,
         ..cfg.clone()
     };
-    let err = pretrain_center_loss(&model, &crops, &CenterLossConfig { head: HeadKind::Study, ..study })
-        .unwrap_err()
-        .to_string();
+    let err = pretrain_center_loss(
+        &model,
+        &crops,
+        &CenterLossConfig {
+            head: HeadKind::Study,
+            ..study
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("gap"), "{err}");
 }

@@ -26,7 +26,10 @@ fn study_geometry_on_many_seeds() {
         let plan = g.plan(&mut rng_for(seed, "geometry")).unwrap();
         let a = plan.anchor;
         // Anchor = centre cell: px in 0..=200 → a.x in 224..=424; py in 0..=47 → a.y in 224..=271.
-        assert!((224..=424).contains(&a.0) && (224..=271).contains(&a.1), "{a:?}");
+        assert!(
+            (224..=424).contains(&a.0) && (224..=271).contains(&a.1),
+            "{a:?}"
+        );
         assert!(inside(a, s, 1280, 720));
         assert_eq!(plan.positives.len(), 4);
         let mut sides = Vec::new();
@@ -46,9 +49,15 @@ fn study_geometry_on_many_seeds() {
         assert_eq!(sides.len(), 4, "left, up, down and right");
         for &n in &plan.negatives {
             // seed-notes 7: x in [w−2s, w−s−1] = [832, 1055], y in [0, h−s−1] = [0, 495].
-            assert!((832..=1055).contains(&n.0) && n.1 <= 495, "seed {seed}: {n:?}");
+            assert!(
+                (832..=1055).contains(&n.0) && n.1 <= 495,
+                "seed {seed}: {n:?}"
+            );
             assert!(inside(n, s, 1280, 720));
-            assert!(patch_gap(a, n, s) >= 0, "negatives never overlap the anchor");
+            assert!(
+                patch_gap(a, n, s) >= 0,
+                "negatives never overlap the anchor"
+            );
         }
     }
 }
@@ -70,7 +79,11 @@ fn distance_sampler_respects_its_rule() {
         assert_eq!(plan.negatives.len(), 6);
         for &n in &plan.negatives {
             assert!(inside(n, 64, 640, 360));
-            assert!(patch_gap(plan.anchor, n, 64) >= 100, "{n:?} vs {:?}", plan.anchor);
+            assert!(
+                patch_gap(plan.anchor, n, 64) >= 100,
+                "{n:?} vs {:?}",
+                plan.anchor
+            );
         }
         for &p in plan.positives.iter().chain([&plan.anchor]) {
             assert!(inside(p, 64, 640, 360));
@@ -97,7 +110,11 @@ fn cosine_and_info_nce_losses_by_hand() {
     assert!((c.mean_pos_cos - 1.0).abs() < 1e-6 && (c.mean_neg_cos + 0.5).abs() < 1e-6);
     // InfoNCE, τ = 0.5: logits [2, 0, −2]; −log(e²/(e² + 1 + e⁻²)) = log(1 + e⁻² + e⁻⁴)
     // = log(1.1536511) = 0.1429316.
-    let l = info_nce_patch_loss(&a, &p, &n, 0.5).unwrap().loss.item().unwrap();
+    let l = info_nce_patch_loss(&a, &p, &n, 0.5)
+        .unwrap()
+        .loss
+        .item()
+        .unwrap();
     assert!((l - 0.142_931_6).abs() < 1e-5, "{l}");
     // Two anchors, k-major rows: a0 = (1,0), a1 = (0,1); positives [p for a0, p for a1] =
     // [(1,0), (0,1)] (cos 1, 1); negatives [(0,1) for a0, (1,0) for a1] (cos 0, 0).
@@ -105,16 +122,30 @@ fn cosine_and_info_nce_losses_by_hand() {
     let a2 = Tensor::from_vec(vec![1., 0., 0., 1.], [2, 2]).unwrap();
     let p2 = Tensor::from_vec(vec![1., 0., 0., 1.], [2, 2]).unwrap();
     let n2 = Tensor::from_vec(vec![0., 1., 1., 0.], [2, 2]).unwrap();
-    let l2 = info_nce_patch_loss(&a2, &p2, &n2, 1.0).unwrap().loss.item().unwrap();
+    let l2 = info_nce_patch_loss(&a2, &p2, &n2, 1.0)
+        .unwrap()
+        .loss
+        .item()
+        .unwrap();
     assert!((l2 - 0.313_261_7).abs() < 1e-5, "{l2}");
     // Swapping the negatives' rows breaks the anchor/negative pairing: a0·(1,0) = 1 now.
     // Row 0: logits [1, 1] → log 2 = 0.6931472; same for row 1.
     let n_swapped = Tensor::from_vec(vec![1., 0., 0., 1.], [2, 2]).unwrap();
-    let l3 = info_nce_patch_loss(&a2, &p2, &n_swapped, 1.0).unwrap().loss.item().unwrap();
+    let l3 = info_nce_patch_loss(&a2, &p2, &n_swapped, 1.0)
+        .unwrap()
+        .loss
+        .item()
+        .unwrap();
     assert!((l3 - std::f32::consts::LN_2).abs() < 1e-5, "{l3}");
     // Gradients flow to the anchors through both terms.
-    let a3 = Tensor::from_vec(vec![1., 0.5], [1, 2]).unwrap().with_requires_grad(true);
-    info_nce_patch_loss(&a3, &p, &n, 0.5).unwrap().loss.backward().unwrap();
+    let a3 = Tensor::from_vec(vec![1., 0.5], [1, 2])
+        .unwrap()
+        .with_requires_grad(true);
+    info_nce_patch_loss(&a3, &p, &n, 0.5)
+        .unwrap()
+        .loss
+        .backward()
+        .unwrap();
     assert!(a3.grad().unwrap().to_vec().iter().any(|g| g.abs() > 1e-4));
 }
 
@@ -128,11 +159,25 @@ fn crop_patches_forward_and_backward_match_a_plain_reference() {
             (1000 * im + 100 * ch + 10 * y + x) as f32
         })
         .collect();
-    let images = Tensor::from_vec(vals, [n, c, h, w]).unwrap().with_requires_grad(true);
+    let images = Tensor::from_vec(vals, [n, c, h, w])
+        .unwrap()
+        .with_requires_grad(true);
     let boxes = [
-        PatchBox { image: 1, x: 3, y: 2 },
-        PatchBox { image: 0, x: 0, y: 0 },
-        PatchBox { image: 1, x: 2, y: 1 },
+        PatchBox {
+            image: 1,
+            x: 3,
+            y: 2,
+        },
+        PatchBox {
+            image: 0,
+            x: 0,
+            y: 0,
+        },
+        PatchBox {
+            image: 1,
+            x: 2,
+            y: 1,
+        },
     ];
     let out = crop_patches(&images, &boxes, 3).unwrap();
     assert_eq!(out.dims(), &[3, 2, 3, 3]);
@@ -156,10 +201,18 @@ fn crop_patches_forward_and_backward_match_a_plain_reference() {
     assert_eq!(at(1, 1, 4, 5), 1.0); // only box 0
     assert_eq!(at(1, 0, 0, 0), 0.0); // no box
     assert_eq!(at(0, 1, 2, 2), 1.0); // box 1
-    // A box outside its image is an error naming it.
-    let err = crop_patches(&images, &[PatchBox { image: 0, x: 4, y: 0 }], 3)
-        .unwrap_err()
-        .to_string();
+                                     // A box outside its image is an error naming it.
+    let err = crop_patches(
+        &images,
+        &[PatchBox {
+            image: 0,
+            x: 4,
+            y: 0,
+        }],
+        3,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("box 0"), "{err}");
 }
 
@@ -257,6 +310,8 @@ fn info_nce_joint_bn_mlp_and_per_patch_augmentation_run() {
         patch_size: 64,
         ..Default::default()
     };
-    let err = pretrain_patch_ssl(&model, &frames, &small).unwrap_err().to_string();
+    let err = pretrain_patch_ssl(&model, &frames, &small)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("frame_size"), "{err}");
 }

@@ -72,7 +72,11 @@ fn model(args: &PretrainArgs) -> anyhow::Result<YoloX> {
     let m = YoloX::new(YoloXConfig::variant(&args.model, 1)?)?;
     if let Some(init) = &args.init {
         let r = load_backbone(&m, init)?;
-        println!("loaded {} backbone tensors from {}", r.loaded, init.display());
+        println!(
+            "loaded {} backbone tensors from {}",
+            r.loaded,
+            init.display()
+        );
     }
     Ok(m)
 }
@@ -91,7 +95,10 @@ fn print_report(r: &PretrainReport) {
         );
     }
     if let Some(acc) = r.best_accuracy {
-        println!("best held-out accuracy {acc:.4} at epoch {:?}", r.best_epoch);
+        println!(
+            "best held-out accuracy {acc:.4} at epoch {:?}",
+            r.best_epoch
+        );
     }
     println!("{:.1} samples/s over {} steps", r.samples_per_s, r.steps);
     if let Some(c) = &r.checkpoint {

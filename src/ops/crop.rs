@@ -1,8 +1,8 @@
 //! Batched square crops: `images [N, C, H, W]` and P boxes `(image, x, y)` of side `s`
 //! → `patches [P, C, s, s]`, patch `p` = `images[image_p, :, y_p..y_p+s, x_p..x_p+s]`.
 //!
-//! One op for every patch of a step (patch-contrastive SSL, seed-notes 7: 1 anchor + 4 positives
-//! + 4 negatives per frame), instead of a script loop of `narrow` calls. Boxes must lie inside
+//! One op for every patch of a step (patch-contrastive SSL, seed-notes 7: one anchor, four
+//! positives and four negatives per frame), instead of a script loop of `narrow` calls. Boxes must lie inside
 //! their image (the sampler guarantees it; a box that does not is an error naming it).
 //! Backward scatter-adds each patch's gradient into its image window (windows may overlap:
 //! the study's negatives can overlap each other and the right positive).
@@ -24,7 +24,11 @@ pub struct PatchBox {
 /// `images [N, C, H, W]`, `boxes` (P corners), side `size` → `[P, C, size, size]`.
 pub fn crop_patches(images: &Tensor, boxes: &[PatchBox], size: usize) -> Result<Tensor> {
     if images.rank() != 4 {
-        return Err(Error::shape("crop_patches", "images [N, C, H, W]", images.shape()));
+        return Err(Error::shape(
+            "crop_patches",
+            "images [N, C, H, W]",
+            images.shape(),
+        ));
     }
     let (n, c, h, w) = (
         images.dims()[0],

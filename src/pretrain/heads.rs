@@ -43,7 +43,12 @@ impl ConvBnRelu {
             weight: conv.uniform_fan_in("weight", [cout, cin, 3, 3], fan_in, TensorKind::Weight)?,
             gamma: bn.register("weight", [cout], vec![1.0; cout], TensorKind::NoDecay)?,
             beta: bn.register("bias", [cout], vec![0.0; cout], TensorKind::NoDecay)?,
-            running_mean: bn.register("running_mean", [cout], vec![0.0; cout], TensorKind::Buffer)?,
+            running_mean: bn.register(
+                "running_mean",
+                [cout],
+                vec![0.0; cout],
+                TensorKind::Buffer,
+            )?,
             running_var: bn.register("running_var", [cout], vec![1.0; cout], TensorKind::Buffer)?,
         })
     }
@@ -196,7 +201,9 @@ impl PretrainHead {
     pub fn classify(&self, embedding: &Tensor) -> Result<Tensor> {
         match &self.classifier {
             Some(l) => l.forward(embedding),
-            None => Err(Error::Msg("pretrain head built without a classifier".into())),
+            None => Err(Error::Msg(
+                "pretrain head built without a classifier".into(),
+            )),
         }
     }
 }

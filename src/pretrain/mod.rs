@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 pub use center_loss::{center_loss, pretrain_center_loss, CenterLossConfig};
 pub use data::{CropSet, FrameSet, InputNorm};
-pub use patch_ssl::PatchLossKind;
 pub use heads::{HeadKind, PretrainHead};
+pub use patch_ssl::PatchLossKind;
 pub use patch_ssl::{pretrain_patch_ssl, PatchGeometry, PatchSslConfig};
 pub use probe::{linear_probe, ProbeConfig, ProbeReport};
 pub use transfer::{freeze_backbone, load_backbone, save_backbone_checkpoint, LoadReport};
@@ -90,11 +90,7 @@ pub fn parse_config<T: DeserializeOwned>(text: &str, source: &str) -> Result<T> 
 /// and over the head's store. seed-notes 5: `Adam(lr=1e-3, weight_decay=5e-4)`; here the decay
 /// applies to conv/linear weights only (the store's [`crate::nn::TensorKind`]), not to BN and
 /// biases as PyTorch's single group did.
-pub(crate) fn adam_pair(
-    model: &YoloX,
-    head: &PretrainHead,
-    weight_decay: f64,
-) -> (Adam, Adam) {
+pub(crate) fn adam_pair(model: &YoloX, head: &PretrainHead, weight_decay: f64) -> (Adam, Adam) {
     let wd = weight_decay as f32;
     (
         Adam::new(&model.store, 0.9, 0.999, 1e-8, wd),

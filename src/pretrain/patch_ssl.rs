@@ -103,8 +103,8 @@ pub struct PatchPlan {
     pub negatives: Vec<(usize, usize)>,
 }
 
-/// Gap between two s×s squares at corners `a` and `b`: `max(|dx|, |dy|) − s` (≤ 0 when they
-/// overlap or touch along a whole edge... 0 means touching).
+/// Gap between two s×s squares at corners `a` and `b`: `max(|dx|, |dy|) − s` (negative when they
+/// overlap, 0 when they touch).
 pub fn patch_gap(a: (usize, usize), b: (usize, usize), s: usize) -> i64 {
     let dx = (a.0 as i64 - b.0 as i64).abs();
     let dy = (a.1 as i64 - b.1 as i64).abs();
@@ -282,7 +282,9 @@ impl PatchSslConfig {
                 self.patch_size
             )));
         }
-        if self.loss == PatchLossKind::InfoNce && !(self.temperature > 0.0) {
+        if self.loss == PatchLossKind::InfoNce
+            && (self.temperature.is_nan() || self.temperature <= 0.0)
+        {
             return Err(Error::InvalidArgument("`temperature` must be > 0".into()));
         }
         if self.head == HeadKind::Mlp {
@@ -299,7 +301,7 @@ impl PatchSslConfig {
                 )));
             }
         }
-        if self.color_jitter.iter().any(|v| !(*v >= 0.0)) || self.color_jitter[3] > 0.5 {
+        if self.color_jitter.iter().any(|v| v.is_nan() || *v < 0.0) || self.color_jitter[3] > 0.5 {
             return Err(Error::InvalidArgument(
                 "`color_jitter` is [brightness, contrast, saturation, hue], each >= 0, hue <= 0.5"
                     .into(),
@@ -406,7 +408,9 @@ fn color_jitter(planes: &mut [f32], strength: [f64; 4], rng: &mut impl Rng) {
         match op {
             0 => {
                 let f = factor(rng, strength[0]);
-                planes.iter_mut().for_each(|v| *v = (*v * f).clamp(0.0, 255.0));
+                planes
+                    .iter_mut()
+                    .for_each(|v| *v = (*v * f).clamp(0.0, 255.0));
             }
             1 => {
                 let f = factor(rng, strength[1]);
@@ -519,10 +523,20 @@ fn embed_step(
     let corner = |image: usize, (x, y): (usize, usize)| PatchBox { image, x, y };
     boxes.extend(plans.iter().enumerate().map(|(i, p)| corner(i, p.anchor)));
     for k in 0..g.num_positives {
-        boxes.extend(plans.iter().enumerate().map(|(i, p)| corner(i, p.positives[k])));
+        boxes.extend(
+            plans
+                .iter()
+                .enumerate()
+                .map(|(i, p)| corner(i, p.positives[k])),
+        );
     }
     for k in 0..g.num_negatives {
-        boxes.extend(plans.iter().enumerate().map(|(i, p)| corner(i, p.negatives[k])));
+        boxes.extend(
+            plans
+                .iter()
+                .enumerate()
+                .map(|(i, p)| corner(i, p.negatives[k])),
+        );
     }
     let patches = ops::crop_patches(&images, &boxes, s)?; // [P, 3, s, s]
     let plane = s * s;
@@ -565,7 +579,9 @@ pub fn pretrain_patch_ssl(
 ) -> Result<PretrainReport> {
     cfg.validate()?;
     if frames.is_empty() {
-        return Err(Error::InvalidArgument("patch SSL needs at least one frame".into()));
+        return Err(Error::InvalidArgument(
+            "patch SSL needs at least one frame".into(),
+        ));
     }
     let [w, h] = cfg.frame_size;
     let resized: Vec<RgbImage> = frames

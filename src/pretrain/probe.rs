@@ -8,8 +8,8 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::data::{images_to_input, seeded_split, CropSet, InputNorm};
 use super::check_positive;
+use super::data::{images_to_input, seeded_split, CropSet, InputNorm};
 use crate::autograd::no_grad;
 use crate::data::augment::resize_bilinear;
 use crate::models::YoloX;
@@ -117,6 +117,12 @@ pub fn linear_probe(model: &YoloX, crops: &CropSet, cfg: &ProbeConfig) -> Result
     let feats = backbone_features(model, &images, cfg.input_norm, cfg.batch_size)?;
     let forward_secs = started.elapsed().as_secs_f64();
     let d = feats[0].len();
+    if let Some(bad) = feats.iter().position(|f| f.iter().any(|v| !v.is_finite())) {
+        return Err(Error::Msg(format!(
+            "linear probe: backbone features of crop `{}` are not finite",
+            crops.crops[bad].name
+        )));
+    }
     let (train, val) = seeded_split(feats.len(), cfg.val_fraction, cfg.seed);
     // Standardise with the training split's statistics.
     let mut mean = vec![0f64; d];
@@ -135,7 +141,15 @@ pub fn linear_probe(model: &YoloX, crops: &CropSet, cfg: &ProbeConfig) -> Result
         .iter()
         .map(|f| {
             (0..d)
-                .map(|k| (f[k] as f64 - mean[k]) / (std[k].sqrt() + 1e-6))
+                .map(|k| {
+                    // No absolute epsilon: an untrained nano backbone's features are ~1e-8.
+                    let sd = std[k].sqrt();
+                    if sd > 0.0 && sd.is_finite() {
+                        (f[k] as f64 - mean[k]) / sd
+                    } else {
+                        0.0
+                    }
+                })
                 .collect()
         })
         .collect();

@@ -118,7 +118,11 @@ pub(crate) fn snapshot(model: &YoloX, extra: &[Tensor]) -> Vec<Vec<f32>> {
 }
 
 pub(crate) fn restore(model: &YoloX, extra: &[Tensor], values: &[Vec<f32>]) -> Result<()> {
-    for (t, v) in backbone_tensors(model).iter().chain(extra.iter()).zip(values) {
+    for (t, v) in backbone_tensors(model)
+        .iter()
+        .chain(extra.iter())
+        .zip(values)
+    {
         t.copy_values_from(v)?;
     }
     Ok(())

@@ -15,7 +15,8 @@ use crate::script::convert::{lift, script_err, ScriptResult};
 
 /// A config map → a config struct through JSON (so `deny_unknown_fields` and defaults apply).
 fn config_from_map<T: serde::de::DeserializeOwned>(op: &str, map: Map) -> ScriptResult<T> {
-    let json = serde_json::to_value(Dynamic::from_map(map)).map_err(|e| script_err(format!("{op}: {e}")))?;
+    let json = serde_json::to_value(Dynamic::from_map(map))
+        .map_err(|e| script_err(format!("{op}: {e}")))?;
     serde_json::from_value(json).map_err(|e| script_err(format!("{op}: bad config: {e}")))
 }
 
@@ -35,7 +36,8 @@ fn report_map(r: &PretrainReport) -> Map {
     m.insert("best_accuracy".into(), opt_float(r.best_accuracy));
     m.insert(
         "best_epoch".into(),
-        r.best_epoch.map_or(Dynamic::UNIT, |e| Dynamic::from_int(e as INT)),
+        r.best_epoch
+            .map_or(Dynamic::UNIT, |e| Dynamic::from_int(e as INT)),
     );
     m.insert(
         "checkpoint".into(),
@@ -51,8 +53,14 @@ fn report_map(r: &PretrainReport) -> Map {
 fn probe_map(r: &ProbeReport) -> Map {
     let mut m = Map::new();
     m.insert("accuracy".into(), Dynamic::from_float(r.val_accuracy));
-    m.insert("train_accuracy".into(), Dynamic::from_float(r.train_accuracy));
-    m.insert("feature_dim".into(), Dynamic::from_int(r.feature_dim as INT));
+    m.insert(
+        "train_accuracy".into(),
+        Dynamic::from_float(r.train_accuracy),
+    );
+    m.insert(
+        "feature_dim".into(),
+        Dynamic::from_int(r.feature_dim as INT),
+    );
     m.insert("seconds".into(), Dynamic::from_float(r.seconds));
     m.insert("crops_per_s".into(), Dynamic::from_float(r.crops_per_s));
     m

@@ -116,6 +116,27 @@ fn rhai_pretrain_functions_and_load_backbone() {
         out = out.display()
     );
     let v: rhai::Array = engine.eval(&script).unwrap();
+    // Patch SSL from a folder of frames (256x200, 64 px patches: the grid fits, the far strip is
+    // x in [128, 191]).
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..2u32 {
+        RgbImage::from_fn(256, 200, |x, y| Rgb([(x + i) as u8, y as u8, 90]))
+            .save(frames.join(format!("frame_{i:06}.png")))
+            .unwrap();
+    }
+    let ssl = format!(
+        r#"let m = yolox("s", #{{ classes: 1, width: 0.125 }});
+           let r = pretrain_patch_ssl(m, "{}", #{{ epochs: 2, batch_size: 2, frame_size: [256, 200],
+               patch_size: 64, loss: "info_nce", temperature: 0.5 }});
+           [r.loss.len(), r.pos_cos.len(), r.neg_cos[1], r.steps]"#,
+        frames.display()
+    );
+    let s: rhai::Array = engine.eval(&ssl).unwrap();
+    assert_eq!(s[0].as_int().unwrap(), 2);
+    assert_eq!(s[1].as_int().unwrap(), 2);
+    assert!(s[2].as_float().unwrap().is_finite());
+    assert_eq!(s[3].as_int().unwrap(), 2);
     assert_eq!(v[0].as_int().unwrap(), 2);
     assert_eq!(v[1].as_int().unwrap(), 2);
     let n = v[2].as_int().unwrap();

@@ -8,6 +8,7 @@ mod data_tools;
 mod detect;
 mod eval;
 mod model;
+mod pretrain;
 mod run;
 mod selftest;
 mod synth;
@@ -41,6 +42,8 @@ enum Command {
     Detect(detect::DetectCommand),
     #[command(flatten)]
     Selftest(selftest::SelftestCommand),
+    #[command(flatten)]
+    Pretrain(pretrain::PretrainCommand),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -54,5 +57,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Bench(c) => c.execute(),
         Command::Detect(c) => c.execute(),
         Command::Selftest(c) => c.execute(),
+        Command::Pretrain(c) => c.execute(),
     }
 }

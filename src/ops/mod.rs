@@ -7,6 +7,7 @@
 mod batch_norm;
 mod binary;
 mod conv2d;
+mod crop;
 mod elementwise;
 mod index;
 mod loss;
@@ -20,6 +21,7 @@ mod softmax;
 pub use batch_norm::{batch_norm2d, batch_norm_silu2d, BatchNormParams};
 pub use binary::{add, div, maximum, minimum, mul, sub};
 pub use conv2d::{conv2d, Conv2dParams};
+pub use crop::{crop_patches, PatchBox};
 pub use elementwise::{
     abs, add_scalar, atan, clamp, div_scalar, exp, log, mul_scalar, neg, pow_scalar, rdiv_scalar,
     relu, rsub_scalar, sigmoid, sigmoid_f32 as sigmoid_scalar, exp_fast, silu, sqrt, sub_scalar, tanh,

@@ -1,1 +1,114 @@
-//! See DESIGN.md: this layer arrives with its issue.
+//! Backbone pretraining (issue 4; seed-notes 3, 4, 5, 7, 10): center-loss fg/bg classification,
+//! patch-contrastive self-supervision, a linear probe, and transfer into the detector by name.
+//!
+//! Every function trains the backbone of a [`crate::models::YoloX`] in place (its
+//! `backbone.backbone.*` tensors) with a head of its own, and returns a [`PretrainReport`].
+//! Configs are serde structs with `deny_unknown_fields`: an unknown key is an error naming it.
+
+pub mod center_loss;
+pub mod data;
+pub mod heads;
+pub mod patch_ssl;
+pub mod probe;
+pub mod transfer;
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use center_loss::{center_loss, pretrain_center_loss, CenterLossConfig};
+pub use data::{CropSet, FrameSet, InputNorm};
+pub use heads::{HeadKind, PretrainHead};
+pub use patch_ssl::PatchLossKind;
+pub use patch_ssl::{pretrain_patch_ssl, PatchGeometry, PatchSslConfig};
+pub use probe::{linear_probe, ProbeConfig, ProbeReport};
+pub use transfer::{freeze_backbone, load_backbone, save_backbone_checkpoint, LoadReport};
+
+use crate::models::YoloX;
+use crate::train::optim::{Adam, Optimizer};
+use crate::train::schedule::LrSchedule;
+use crate::{Error, Result};
+
+/// Learning-rate schedule of a pretraining run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PretrainSchedule {
+    /// The study: a `CosineAnnealingWarmRestarts` was created and never stepped, so the lr was
+    /// constant (seed-notes 10.7).
+    #[default]
+    Constant,
+    /// Cosine from `lr` to 0 over all steps.
+    Cos,
+}
+
+impl PretrainSchedule {
+    pub(crate) fn build(self, lr: f64, total_steps: u64) -> LrSchedule {
+        match self {
+            PretrainSchedule::Constant => LrSchedule::Constant { base_lr: lr },
+            PretrainSchedule::Cos => LrSchedule::Cos {
+                base_lr: lr,
+                total_iters: total_steps,
+            },
+        }
+    }
+}
+
+/// One epoch of a pretraining run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    /// Mean training loss over the epoch's steps.
+    pub loss: f64,
+    /// Held-out fg/bg accuracy (center loss), when evaluated this epoch.
+    pub accuracy: Option<f64>,
+    /// Mean cos(anchor, positive) and cos(anchor, negative) over the epoch (patch SSL).
+    pub mean_pos_cos: Option<f64>,
+    pub mean_neg_cos: Option<f64>,
+}
+
+/// What a pretraining run did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PretrainReport {
+    pub epochs: Vec<EpochStats>,
+    /// The kept epoch (best held-out accuracy; patch SSL: the last) and its accuracy.
+    pub best_epoch: Option<usize>,
+    pub best_accuracy: Option<f64>,
+    /// The written checkpoint (when the config names an output folder).
+    pub checkpoint: Option<PathBuf>,
+    /// Training throughput: crops (center loss) or patches (SSL) per second.
+    pub samples_per_s: f64,
+    pub steps: u64,
+}
+
+/// Parse a JSON config, naming `source` (the file) and any unknown key in errors.
+pub fn parse_config<T: DeserializeOwned>(text: &str, source: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::format(source, format!("bad config: {e}")))
+}
+
+/// Adam over the detector's store (only tensors that receive gradients, the backbone's, move)
+/// and over the head's store. seed-notes 5: `Adam(lr=1e-3, weight_decay=5e-4)`; here the decay
+/// applies to conv/linear weights only (the store's [`crate::nn::TensorKind`]), not to BN and
+/// biases as PyTorch's single group did.
+pub(crate) fn adam_pair(model: &YoloX, head: &PretrainHead, weight_decay: f64) -> (Adam, Adam) {
+    let wd = weight_decay as f32;
+    (
+        Adam::new(&model.store, 0.9, 0.999, 1e-8, wd),
+        Adam::new(&head.store, 0.9, 0.999, 1e-8, wd),
+    )
+}
+
+pub(crate) fn step_pair(a: &mut Adam, b: &mut Adam, lr: f32) -> Result<()> {
+    a.step(lr)?;
+    b.step(lr)?;
+    a.zero_grad();
+    b.zero_grad();
+    Ok(())
+}
+
+pub(crate) fn check_positive(key: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(Error::InvalidArgument(format!("`{key}` must be >= 1")));
+    }
+    Ok(())
+}

@@ -55,6 +55,7 @@ mod data;
 mod detect;
 mod models;
 mod ops;
+mod pretrain;
 mod tensor;
 mod train;
 
@@ -75,6 +76,7 @@ pub fn new_engine() -> (Engine, Vec<FnDoc>) {
     detect::register(&mut api);
     data::register(&mut api);
     train::register(&mut api);
+    pretrain::register(&mut api);
     let mut docs = api.docs;
     docs.sort_by(|a, b| a.name.cmp(&b.name).then(a.signature.cmp(&b.signature)));
     (engine, docs)

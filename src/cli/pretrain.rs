@@ -1,0 +1,156 @@
+//! `ssod pretrain center|ssl|probe --config cfg.json --data DIR`: backbone pretraining from the
+//! command line (the same library functions as the Rhai API).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ssod::models::{YoloX, YoloXConfig};
+use ssod::pretrain::{
+    linear_probe, load_backbone, parse_config, pretrain_center_loss, pretrain_patch_ssl,
+    CenterLossConfig, CropSet, FrameSet, PatchSslConfig, PretrainReport, ProbeConfig,
+};
+
+#[derive(Subcommand)]
+pub enum PretrainCommand {
+    /// Pretrain a detector backbone: center loss (fg/bg crops), patch SSL (frames), linear probe
+    #[command(subcommand)]
+    Pretrain(PretrainKind),
+}
+
+#[derive(Subcommand)]
+pub enum PretrainKind {
+    /// Center-loss fg/bg pretraining on `ssod crop` output (seed-notes 5)
+    Center(PretrainArgs),
+    /// Patch-contrastive self-supervision on unlabeled frames (seed-notes 7)
+    Ssl(PretrainArgs),
+    /// Frozen backbone + logistic regression on fg/bg crops: accuracy in seconds
+    Probe(PretrainArgs),
+}
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// JSON config; keys are the config fields (unknown keys are an error)
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Model whose backbone is trained: yolox-nano, yolox-tiny, yolox-s, ...
+    #[arg(long, default_value = "yolox-s")]
+    pub model: String,
+    /// Crops folder (center, probe) or frames folder (ssl)
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder (checkpoint, report.json); default runs/pretrain-<kind>/<unix seconds>
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Start from this backbone checkpoint (safetensors, `backbone.backbone.*`)
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+}
+
+fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    Ok(parse_config(&text, &path.display().to_string())?)
+}
+
+fn out_dir(args: &PretrainArgs, kind: &str) -> anyhow::Result<PathBuf> {
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from(format!("runs/pretrain-{kind}/{stamp}"))
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn model(args: &PretrainArgs) -> anyhow::Result<YoloX> {
+    let m = YoloX::new(YoloXConfig::variant(&args.model, 1)?)?;
+    if let Some(init) = &args.init {
+        let r = load_backbone(&m, init)?;
+        println!(
+            "loaded {} backbone tensors from {}",
+            r.loaded,
+            init.display()
+        );
+    }
+    Ok(m)
+}
+
+fn print_report(r: &PretrainReport) {
+    println!("epoch  loss       accuracy  pos_cos  neg_cos");
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    for e in &r.epochs {
+        println!(
+            "{:>5}  {:<9.5}  {:<8}  {:<7}  {:<7}",
+            e.epoch,
+            e.loss,
+            opt(e.accuracy),
+            opt(e.mean_pos_cos),
+            opt(e.mean_neg_cos)
+        );
+    }
+    if let Some(acc) = r.best_accuracy {
+        println!(
+            "best held-out accuracy {acc:.4} at epoch {:?}",
+            r.best_epoch
+        );
+    }
+    println!("{:.1} samples/s over {} steps", r.samples_per_s, r.steps);
+    if let Some(c) = &r.checkpoint {
+        println!("checkpoint {}", c.display());
+    }
+}
+
+fn write_json(dir: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let path = dir.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+impl PretrainCommand {
+    pub fn execute(self) -> anyhow::Result<()> {
+        let PretrainCommand::Pretrain(kind) = self;
+        match kind {
+            PretrainKind::Center(args) => {
+                let mut cfg: CenterLossConfig = read_config(&args.config)?;
+                let dir = out_dir(&args, "center")?;
+                cfg.out = Some(dir.clone());
+                let m = model(&args)?;
+                let crops = CropSet::load(&args.data)?;
+                let r = pretrain_center_loss(&m, &crops, &cfg)?;
+                print_report(&r);
+                write_json(&dir, &r)
+            }
+            PretrainKind::Ssl(args) => {
+                let mut cfg: PatchSslConfig = read_config(&args.config)?;
+                let dir = out_dir(&args, "ssl")?;
+                cfg.out = Some(dir.clone());
+                let m = model(&args)?;
+                let frames = FrameSet::load(&args.data)?;
+                let r = pretrain_patch_ssl(&m, &frames, &cfg)?;
+                print_report(&r);
+                write_json(&dir, &r)
+            }
+            PretrainKind::Probe(args) => {
+                let cfg: ProbeConfig = read_config(&args.config)?;
+                let m = model(&args)?;
+                let crops = CropSet::load(&args.data)?;
+                let r = linear_probe(&m, &crops, &cfg)?;
+                println!(
+                    "linear probe: held-out accuracy {:.4} (train {:.4}), {} + {} crops, {} features, {:.1} s ({:.1} crops/s)",
+                    r.val_accuracy, r.train_accuracy, r.train_size, r.val_size, r.feature_dim, r.seconds, r.crops_per_s
+                );
+                if let Some(out) = &args.out {
+                    std::fs::create_dir_all(out)?;
+                    write_json(out, &r)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Center-loss foreground/background pretraining (study strategy 1, seed-notes 5).
+//!
+//! Network: CSPDarknet C5 → a [`PretrainHead`] (`study`: 3 × [conv3×3, BN, ReLU], 2×2 avg pool,
+//! flatten, linear → 2 logits; or `gap`). Loss: `CE(z, y) + λ · L_c`, with
+//! `L_c = (1/B) Σ_i ‖f_i − c_{y_i}‖²` ([`center_loss`]) on
+//! - the 2-d logits with centres learned by SGD at lr 0.5 (the study: `feat_dim = 2`,
+//!   `SGD(center_loss.parameters(), lr=0.5)`, λ = 1 implicit), or
+//! - the embedding with Wen et al.'s update `c_j ← c_j − α·Σ_{y_i=j}(c_j − f_i)/(1 + n_j)`.
+//!
+//! λ = 0 is the cross-entropy-only ablation. Adam lr 1e-3, wd 5e-4, batch 128, 100 epochs; the
+//! study's scheduler was never stepped (constant lr), `schedule: "cos"` steps a cosine. Inputs are
+//! crops resized to `input_size` with random horizontal flips, BGR 0..255 by default
+//! (`input_norm: "imagenet_rgb"` is the study's). Held-out accuracy on a seeded split every
+//! `eval_every` epochs (the study: every 10th epoch, on an unseeded split); the best epoch's
+//! weights are restored into the model and written to `out/center_loss_best.safetensors`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::data::{images_to_input, seeded_split, CropSet, InputNorm};
+use super::heads::{HeadKind, PretrainHead};
+use super::transfer::{restore, save_backbone_checkpoint, snapshot};
+use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
+use crate::autograd::no_grad;
+use crate::data::augment::resize_bilinear;
+use crate::models::YoloX;
+use crate::ops;
+use crate::rng::rng_for;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// Which features the center loss pulls together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CenterFeature {
+    /// The study: the 2-d logits (seed-notes 10.6).
+    #[default]
+    Logits,
+    /// The head's embedding (Wen et al.'s setting).
+    Embedding,
+}
+
+/// How the centres learn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CenterUpdate {
+    /// The study: centres are parameters, SGD at `center_lr` (0.5) on the loss gradient.
+    #[default]
+    Sgd,
+    /// Wen et al. 2016: `c_j ← c_j − α·Δc_j`, `Δc_j = Σ_{y_i=j}(c_j − f_i)/(1 + n_j)`.
+    Alpha,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CenterLossConfig {
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub schedule: PretrainSchedule,
+    /// Square input side (a multiple of 32; the study: 224).
+    pub input_size: usize,
+    pub input_norm: InputNorm,
+    pub hflip_prob: f64,
+    pub head: HeadKind,
+    /// λ; 0 is the cross-entropy-only ablation.
+    pub center_weight: f64,
+    pub center_feature: CenterFeature,
+    pub center_update: CenterUpdate,
+    pub center_lr: f64,
+    pub center_alpha: f64,
+    pub val_fraction: f64,
+    pub eval_every: usize,
+    /// Override the backbone's BN momentum while pretraining (None: YOLOX's 0.03). Short runs
+    /// need a larger one, or eval-mode accuracy uses running statistics far from the batch's.
+    pub bn_momentum: Option<f32>,
+    /// Stop an epoch after this many steps (benchmarks, smoke tests); None: the whole epoch.
+    pub max_steps_per_epoch: Option<usize>,
+    /// Folder for `center_loss_best.safetensors`; None writes nothing.
+    pub out: Option<PathBuf>,
+}
+
+impl Default for CenterLossConfig {
+    fn default() -> Self {
+        CenterLossConfig {
+            seed: 0,
+            epochs: 100,
+            batch_size: 128,
+            lr: 1e-3,
+            weight_decay: 5e-4,
+            schedule: PretrainSchedule::Constant,
+            input_size: 224,
+            input_norm: InputNorm::Bgr255,
+            hflip_prob: 0.5,
+            head: HeadKind::Study,
+            center_weight: 1.0,
+            center_feature: CenterFeature::Logits,
+            center_update: CenterUpdate::Sgd,
+            center_lr: 0.5,
+            center_alpha: 0.5,
+            val_fraction: 0.2,
+            eval_every: 1,
+            bn_momentum: None,
+            max_steps_per_epoch: None,
+            out: None,
+        }
+    }
+}
+
+impl CenterLossConfig {
+    pub fn validate(&self) -> Result<()> {
+        check_positive("epochs", self.epochs)?;
+        check_positive("batch_size", self.batch_size)?;
+        check_positive("eval_every", self.eval_every)?;
+        if self.input_size == 0 || self.input_size % 32 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "`input_size` must be a positive multiple of 32, got {}",
+                self.input_size
+            )));
+        }
+        if self.head == HeadKind::Mlp {
+            return Err(Error::InvalidArgument(
+                "`head` for center loss is \"study\" or \"gap\"".into(),
+            ));
+        }
+        for (key, v) in [
+            ("lr", self.lr),
+            ("weight_decay", self.weight_decay),
+            ("center_weight", self.center_weight),
+            ("center_lr", self.center_lr),
+            ("center_alpha", self.center_alpha),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::InvalidArgument(format!(
+                    "`{key}` must be a finite number >= 0, got {v}"
+                )));
+            }
+        }
+        for (key, v) in [
+            ("hflip_prob", self.hflip_prob),
+            ("val_fraction", self.val_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::InvalidArgument(format!(
+                    "`{key}` must be in [0, 1], got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `L_c = (1/B) Σ_i ‖f_i − c_{y_i}‖²` for `features [B, D]`, class ids `labels`, `centers [C, D]`.
+/// Differentiable in both features and centres. (The study computed it as a clamped distance
+/// matrix masked to the own class; the (C−1) masked entries each add 1e-12, ignored here.)
+pub fn center_loss(features: &Tensor, labels: &[usize], centers: &Tensor) -> Result<Tensor> {
+    if features.rank() != 2
+        || centers.rank() != 2
+        || features.dims()[1] != centers.dims()[1]
+        || labels.len() != features.dims()[0]
+        || labels.is_empty()
+    {
+        return Err(Error::shape(
+            "center_loss",
+            "features [B, D], B labels, centers [C, D]",
+            (features.shape(), labels.len(), centers.shape()),
+        ));
+    }
+    let ids = Tensor::from_vec(labels.iter().map(|&l| l as f32).collect(), [labels.len()])?;
+    let picked = ops::index_select(centers, 0, &ids)?; // [B, D]
+    let diff = ops::sub(features, &picked)?;
+    let sq = ops::mul(&diff, &diff)?;
+    ops::div_scalar(&ops::sum_all(&sq)?, labels.len() as f32)
+}
+
+/// Wen et al.'s centre update in place: `c_j −= α · Σ_{y_i=j}(c_j − f_i) / (1 + n_j)`.
+pub fn wen_center_update(
+    centers: &Tensor,
+    features: &Tensor,
+    labels: &[usize],
+    alpha: f32,
+) -> Result<()> {
+    let d = centers.dims()[1];
+    let f = features.to_vec();
+    let c = centers.to_vec();
+    let classes = centers.dims()[0];
+    let mut delta = vec![0f32; classes * d];
+    let mut count = vec![0usize; classes];
+    for (i, &y) in labels.iter().enumerate() {
+        count[y] += 1;
+        for k in 0..d {
+            delta[y * d + k] += c[y * d + k] - f[i * d + k];
+        }
+    }
+    centers.update_values(|v| {
+        for j in 0..classes {
+            for k in 0..d {
+                v[j * d + k] -= alpha * delta[j * d + k] / (1 + count[j]) as f32;
+            }
+        }
+    })
+}
+
+/// Crops resized to the input size, once.
+fn prepare(crops: &CropSet, size: u32) -> Vec<(RgbImage, usize)> {
+    crops
+        .crops
+        .iter()
+        .map(|c| {
+            let img = if c.image.width() == size && c.image.height() == size {
+                c.image.clone()
+            } else {
+                resize_bilinear(&c.image, size, size)
+            };
+            (img, c.label as usize)
+        })
+        .collect()
+}
+
+/// Held-out accuracy in eval mode (running BN statistics), without recording.
+fn accuracy(
+    model: &YoloX,
+    head: &PretrainHead,
+    data: &[(RgbImage, usize)],
+    idx: &[usize],
+    cfg: &CenterLossConfig,
+) -> Result<f64> {
+    if idx.is_empty() {
+        return Ok(f64::NAN);
+    }
+    model.set_training(false);
+    head.store.set_training(false);
+    let mut correct = 0usize;
+    no_grad(|| -> Result<()> {
+        for chunk in idx.chunks(cfg.batch_size) {
+            let imgs: Vec<&RgbImage> = chunk.iter().map(|&i| &data[i].0).collect();
+            let x = images_to_input(&imgs, &[], cfg.input_norm)?;
+            let (_, _, c5) = model.backbone.backbone.forward(&x)?;
+            let logits = head.classify(&head.embed(&c5)?)?.to_vec();
+            for (k, &i) in chunk.iter().enumerate() {
+                let pred = usize::from(logits[2 * k + 1] > logits[2 * k]);
+                correct += usize::from(pred == data[i].1);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(correct as f64 / idx.len() as f64)
+}
+
+/// Pretrain `model`'s backbone on fg/bg crops (see the module docs).
+pub fn pretrain_center_loss(
+    model: &YoloX,
+    crops: &CropSet,
+    cfg: &CenterLossConfig,
+) -> Result<PretrainReport> {
+    cfg.validate()?;
+    if crops.len() < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "center loss pretraining needs at least 2 crops, got {}",
+            crops.len()
+        )));
+    }
+    let data = prepare(crops, cfg.input_size as u32);
+    let (train_idx, val_idx) = seeded_split(data.len(), cfg.val_fraction, cfg.seed);
+    let head = PretrainHead::new(
+        cfg.head,
+        model.config.width,
+        cfg.input_size,
+        (0, 0),
+        Some(2),
+        cfg.seed,
+    )?;
+    let center_dim = match cfg.center_feature {
+        CenterFeature::Logits => 2,
+        CenterFeature::Embedding => head.embedding_dim,
+    };
+    // seed-notes 5: `nn.Parameter(randn(2, 2))`; Wen et al. start from zeros.
+    let centers = match cfg.center_update {
+        CenterUpdate::Sgd => Tensor::randn([2, center_dim], cfg.seed ^ 0xC3_u64),
+        CenterUpdate::Alpha => Tensor::zeros([2, center_dim]),
+    }
+    .with_requires_grad(cfg.center_update == CenterUpdate::Sgd && cfg.center_weight > 0.0);
+    let (mut opt_model, mut opt_head) = adam_pair(model, &head, cfg.weight_decay);
+    let steps_per_epoch = train_idx.len().div_ceil(cfg.batch_size);
+    let steps_per_epoch = cfg
+        .max_steps_per_epoch
+        .map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
+    let schedule = cfg
+        .schedule
+        .build(cfg.lr, (steps_per_epoch * cfg.epochs) as u64);
+    let mut rng = rng_for(cfg.seed, "pretrain/center_loss");
+    let head_tensors: Vec<Tensor> = head
+        .store
+        .entries()
+        .into_iter()
+        .map(|e| e.tensor)
+        .chain(std::iter::once(centers.clone()))
+        .collect();
+    let previous_momentum = model.store.bn_momentum();
+    if cfg.bn_momentum.is_some() {
+        model.store.set_bn_momentum(cfg.bn_momentum);
+    }
+    let mut report = PretrainReport::default();
+    let mut best: Option<(f64, usize, Vec<Vec<f32>>)> = None;
+    let mut seen = 0usize;
+    let mut train_time = 0.0f64;
+    for epoch in 0..cfg.epochs {
+        model.set_training(true);
+        head.store.set_training(true);
+        let mut order = train_idx.clone();
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        let mut steps = 0usize;
+        let started = Instant::now();
+        for chunk in order.chunks(cfg.batch_size).take(steps_per_epoch) {
+            let imgs: Vec<&RgbImage> = chunk.iter().map(|&i| &data[i].0).collect();
+            let flips: Vec<bool> = chunk
+                .iter()
+                .map(|_| rng.random::<f64>() < cfg.hflip_prob)
+                .collect();
+            let labels: Vec<usize> = chunk.iter().map(|&i| data[i].1).collect();
+            let label_t =
+                Tensor::from_vec(labels.iter().map(|&l| l as f32).collect(), [labels.len()])?;
+            let x = images_to_input(&imgs, &flips, cfg.input_norm)?; // [B, 3, S, S]
+            let (_, _, c5) = model.backbone.backbone.forward(&x)?; // [B, 16b, S/32, S/32]
+            let embedding = head.embed(&c5)?; // [B, D]
+            let logits = head.classify(&embedding)?; // [B, 2]
+            let ce = ops::mean_all(&ops::cross_entropy(&logits, &label_t)?)?;
+            let feature = match cfg.center_feature {
+                CenterFeature::Logits => &logits,
+                CenterFeature::Embedding => &embedding,
+            };
+            let loss = if cfg.center_weight > 0.0 {
+                let lc = center_loss(feature, &labels, &centers)?;
+                ops::add(&ce, &ops::mul_scalar(&lc, cfg.center_weight as f32)?)?
+            } else {
+                ce
+            };
+            loss_sum += loss.item()? as f64;
+            loss.backward()?;
+            let lr = schedule.lr_at(report.steps) as f32;
+            step_pair(&mut opt_model, &mut opt_head, lr)?;
+            if cfg.center_weight > 0.0 {
+                match cfg.center_update {
+                    CenterUpdate::Sgd => {
+                        // seed-notes 5: SGD(center_loss.parameters(), lr=0.5), no momentum.
+                        if let Some(g) = centers.grad() {
+                            let g = g.to_vec();
+                            let clr = cfg.center_lr as f32;
+                            centers.update_values(|c| {
+                                c.iter_mut().zip(&g).for_each(|(c, g)| *c -= clr * g)
+                            })?;
+                        }
+                        centers.zero_grad();
+                    }
+                    CenterUpdate::Alpha => {
+                        wen_center_update(
+                            &centers,
+                            &feature.detach(),
+                            &labels,
+                            cfg.center_alpha as f32,
+                        )?;
+                    }
+                }
+            }
+            report.steps += 1;
+            steps += 1;
+            seen += chunk.len();
+        }
+        train_time += started.elapsed().as_secs_f64();
+        let mut stats = EpochStats {
+            epoch,
+            loss: loss_sum / steps.max(1) as f64,
+            ..Default::default()
+        };
+        let last = epoch + 1 == cfg.epochs;
+        if !val_idx.is_empty() && ((epoch + 1) % cfg.eval_every == 0 || last) {
+            let acc = accuracy(model, &head, &data, &val_idx, cfg)?;
+            stats.accuracy = Some(acc);
+            if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
+                best = Some((acc, epoch, snapshot(model, &head_tensors)));
+            }
+        }
+        report.epochs.push(stats);
+    }
+    if let Some((acc, epoch, values)) = best {
+        restore(model, &head_tensors, &values)?;
+        report.best_accuracy = Some(acc);
+        report.best_epoch = Some(epoch);
+    }
+    model.set_training(true);
+    model.store.set_bn_momentum(previous_momentum);
+    report.samples_per_s = seen as f64 / train_time.max(1e-9);
+    if let Some(dir) = &cfg.out {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join("center_loss_best.safetensors");
+        let mut extra: Vec<(String, Tensor)> = head
+            .store
+            .entries()
+            .into_iter()
+            .map(|e| (e.name, e.tensor))
+            .collect();
+        extra.push(("pretrain_head.centers".into(), centers.detach()));
+        save_backbone_checkpoint(model, &extra, &path)?;
+        report.checkpoint = Some(path);
+    }
+    Ok(report)
+}

@@ -1,0 +1,96 @@
+//! Backbone pretraining in Rhai: `pretrain_center_loss(m, "crops/", #{ epochs: 10 })`,
+//! `pretrain_patch_ssl(m, "frames/", #{ loss: "info_nce" })`, `linear_probe(m, "crops/", #{})`,
+//! `m.load_backbone("ckpt.safetensors")`. Config maps use the config structs' field names; an
+//! unknown key is an error naming it. Results are maps of per-epoch arrays.
+
+use rhai::{Array, Dynamic, Map, INT};
+
+use super::models::Model;
+use super::Api;
+use crate::pretrain::{
+    linear_probe, load_backbone, pretrain_center_loss, pretrain_patch_ssl, CropSet, FrameSet,
+    PretrainReport, ProbeReport,
+};
+use crate::script::convert::{lift, script_err, ScriptResult};
+
+/// A config map → a config struct through JSON (so `deny_unknown_fields` and defaults apply).
+fn config_from_map<T: serde::de::DeserializeOwned>(op: &str, map: Map) -> ScriptResult<T> {
+    let json = serde_json::to_value(Dynamic::from_map(map))
+        .map_err(|e| script_err(format!("{op}: {e}")))?;
+    serde_json::from_value(json).map_err(|e| script_err(format!("{op}: bad config: {e}")))
+}
+
+fn opt_float(v: Option<f64>) -> Dynamic {
+    v.map_or(Dynamic::UNIT, Dynamic::from_float)
+}
+
+fn report_map(r: &PretrainReport) -> Map {
+    let mut m = Map::new();
+    let col = |f: &dyn Fn(&crate::pretrain::EpochStats) -> Dynamic| -> Array {
+        r.epochs.iter().map(f).collect()
+    };
+    m.insert("loss".into(), col(&|e| Dynamic::from_float(e.loss)).into());
+    m.insert("accuracy".into(), col(&|e| opt_float(e.accuracy)).into());
+    m.insert("pos_cos".into(), col(&|e| opt_float(e.mean_pos_cos)).into());
+    m.insert("neg_cos".into(), col(&|e| opt_float(e.mean_neg_cos)).into());
+    m.insert("best_accuracy".into(), opt_float(r.best_accuracy));
+    m.insert(
+        "best_epoch".into(),
+        r.best_epoch
+            .map_or(Dynamic::UNIT, |e| Dynamic::from_int(e as INT)),
+    );
+    m.insert(
+        "checkpoint".into(),
+        r.checkpoint
+            .as_ref()
+            .map_or(Dynamic::UNIT, |p| p.display().to_string().into()),
+    );
+    m.insert("samples_per_s".into(), Dynamic::from_float(r.samples_per_s));
+    m.insert("steps".into(), Dynamic::from_int(r.steps as INT));
+    m
+}
+
+fn probe_map(r: &ProbeReport) -> Map {
+    let mut m = Map::new();
+    m.insert("accuracy".into(), Dynamic::from_float(r.val_accuracy));
+    m.insert(
+        "train_accuracy".into(),
+        Dynamic::from_float(r.train_accuracy),
+    );
+    m.insert(
+        "feature_dim".into(),
+        Dynamic::from_int(r.feature_dim as INT),
+    );
+    m.insert("seconds".into(), Dynamic::from_float(r.seconds));
+    m.insert("crops_per_s".into(), Dynamic::from_float(r.crops_per_s));
+    m
+}
+
+pub fn register(api: &mut Api) {
+    func!(api, "pretrain_center_loss", &["m: Model", "crops_dir: String", "cfg: Map"], "Map",
+        "Center-loss fg/bg pretraining of m's backbone on `ssod crop` output; cfg keys as CenterLossConfig (epochs, batch_size, lr, center_weight, input_norm, head, out, ...). Returns #{loss, accuracy, best_accuracy, best_epoch, checkpoint, samples_per_s, steps}.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("pretrain_center_loss", cfg)?;
+            let crops = lift(CropSet::load(dir.as_ref()))?;
+            Ok(report_map(&lift(pretrain_center_loss(&m.0, &crops, &cfg))?))
+        });
+    func!(api, "pretrain_patch_ssl", &["m: Model", "frames_dir: String", "cfg: Map"], "Map",
+        "Patch-contrastive SSL of m's backbone on a folder of frames; cfg keys as PatchSslConfig (patch_size, loss, temperature, negative_sampler, bn_mode, augment_per, out, ...). Returns #{loss, pos_cos, neg_cos, checkpoint, samples_per_s, steps}.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("pretrain_patch_ssl", cfg)?;
+            let frames = lift(FrameSet::load(dir.as_ref()))?;
+            Ok(report_map(&lift(pretrain_patch_ssl(&m.0, &frames, &cfg))?))
+        });
+    func!(api, "linear_probe", &["m: Model", "crops_dir: String", "cfg: Map"], "Map",
+        "Frozen backbone (GAP of C5) + logistic regression on fg/bg crops; cfg keys as ProbeConfig. Returns #{accuracy, train_accuracy, feature_dim, seconds, crops_per_s}.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("linear_probe", cfg)?;
+            let crops = lift(CropSet::load(dir.as_ref()))?;
+            Ok(probe_map(&lift(linear_probe(&m.0, &crops, &cfg))?))
+        });
+    func!(api, "load_backbone", &["m: Model", "path: String"], "i64",
+        "Load the backbone.backbone.* tensors (weights and BN statistics) of a pretraining checkpoint; fails naming any tensor whose shape differs. Returns the number loaded.",
+        |m: &mut Model, p: &str| -> ScriptResult<INT> {
+            Ok(lift(load_backbone(&m.0, p.as_ref()))?.loaded as INT)
+        });
+}

@@ -1,0 +1,317 @@
+//! Patch-contrastive SSL (issue 4): patch geometry on many seeds, the cosine and InfoNCE losses
+//! vs hand values, the batched crop op vs a plain reference (forward and backward), and a tiny
+//! backbone whose positives end up closer to the anchor than its negatives.
+
+use image::{Rgb, RgbImage};
+use ssod::models::{YoloX, YoloXConfig};
+use ssod::ops::{crop_patches, PatchBox};
+use ssod::pretrain::patch_ssl::{
+    cosine_patch_loss, info_nce_patch_loss, patch_gap, NegativeSampler, PatchLossKind,
+};
+use ssod::pretrain::{
+    parse_config, pretrain_patch_ssl, FrameSet, HeadKind, PatchGeometry, PatchSslConfig,
+};
+use ssod::rng::rng_for;
+use ssod::Tensor;
+
+fn inside(c: (usize, usize), s: usize, w: usize, h: usize) -> bool {
+    c.0 + s <= w && c.1 + s <= h
+}
+
+#[test]
+fn study_geometry_on_many_seeds() {
+    let g = PatchGeometry::default(); // 1280x720, s = 224, 4 + 4
+    let s = 224;
+    for seed in 0..500u64 {
+        let plan = g.plan(&mut rng_for(seed, "geometry")).unwrap();
+        let a = plan.anchor;
+        // Anchor = centre cell: px in 0..=200 → a.x in 224..=424; py in 0..=47 → a.y in 224..=271.
+        assert!(
+            (224..=424).contains(&a.0) && (224..=271).contains(&a.1),
+            "{a:?}"
+        );
+        assert!(inside(a, s, 1280, 720));
+        assert_eq!(plan.positives.len(), 4);
+        let mut sides = Vec::new();
+        for &p in &plan.positives {
+            assert!(inside(p, s, 1280, 720), "seed {seed}: {p:?}");
+            // Edge-adjacent with zero overlap: one offset is exactly ±s, the other 0.
+            let dx = p.0 as i64 - a.0 as i64;
+            let dy = p.1 as i64 - a.1 as i64;
+            assert!(
+                (dx.abs() == s as i64 && dy == 0) || (dy.abs() == s as i64 && dx == 0),
+                "seed {seed}: positive {p:?} vs anchor {a:?}"
+            );
+            sides.push((dx.signum(), dy.signum()));
+        }
+        sides.sort();
+        sides.dedup();
+        assert_eq!(sides.len(), 4, "left, up, down and right");
+        for &n in &plan.negatives {
+            // seed-notes 7: x in [w−2s, w−s−1] = [832, 1055], y in [0, h−s−1] = [0, 495].
+            assert!(
+                (832..=1055).contains(&n.0) && n.1 <= 495,
+                "seed {seed}: {n:?}"
+            );
+            assert!(inside(n, s, 1280, 720));
+            assert!(
+                patch_gap(a, n, s) >= 0,
+                "negatives never overlap the anchor"
+            );
+        }
+    }
+}
+
+#[test]
+fn distance_sampler_respects_its_rule() {
+    let g = PatchGeometry {
+        frame_size: [640, 360],
+        patch_size: 64,
+        num_positives: 2,
+        num_negatives: 6,
+        negative_sampler: NegativeSampler::Distance,
+        negative_min_distance: 100,
+        ..Default::default()
+    };
+    for seed in 0..300u64 {
+        let plan = g.plan(&mut rng_for(seed, "distance")).unwrap();
+        assert_eq!(plan.positives.len(), 2);
+        assert_eq!(plan.negatives.len(), 6);
+        for &n in &plan.negatives {
+            assert!(inside(n, 64, 640, 360));
+            assert!(
+                patch_gap(plan.anchor, n, 64) >= 100,
+                "{n:?} vs {:?}",
+                plan.anchor
+            );
+        }
+        for &p in plan.positives.iter().chain([&plan.anchor]) {
+            assert!(inside(p, 64, 640, 360));
+        }
+    }
+    // An impossible distance is an error naming the key, not a hang or a panic.
+    let bad = PatchGeometry {
+        negative_min_distance: 5000,
+        ..g
+    };
+    let err = bad.plan(&mut rng_for(0, "x")).unwrap_err().to_string();
+    assert!(err.contains("negative_min_distance"), "{err}");
+}
+
+#[test]
+fn cosine_and_info_nce_losses_by_hand() {
+    // One anchor a = (1, 0); positive p = (1, 0): cos 1; negatives (0, 1): cos 0 and (−1, 0): cos −1.
+    let a = Tensor::from_vec(vec![1., 0.], [1, 2]).unwrap();
+    let p = Tensor::from_vec(vec![2., 0.], [1, 2]).unwrap();
+    let n = Tensor::from_vec(vec![0., 3., -1., 0.], [2, 2]).unwrap();
+    // Cosine (study): mean cos(a, n) − mean cos(a, p) = (0 − 1)/2 − 1 = −1.5.
+    let c = cosine_patch_loss(&a, &p, &n).unwrap();
+    assert!((c.loss.item().unwrap() + 1.5).abs() < 1e-6);
+    assert!((c.mean_pos_cos - 1.0).abs() < 1e-6 && (c.mean_neg_cos + 0.5).abs() < 1e-6);
+    // InfoNCE, τ = 0.5: logits [2, 0, −2]; −log(e²/(e² + 1 + e⁻²)) = log(1 + e⁻² + e⁻⁴)
+    // = log(1.1536511) = 0.1429316.
+    let l = info_nce_patch_loss(&a, &p, &n, 0.5)
+        .unwrap()
+        .loss
+        .item()
+        .unwrap();
+    assert!((l - 0.142_931_6).abs() < 1e-5, "{l}");
+    // Two anchors, k-major rows: a0 = (1,0), a1 = (0,1); positives [p for a0, p for a1] =
+    // [(1,0), (0,1)] (cos 1, 1); negatives [(0,1) for a0, (1,0) for a1] (cos 0, 0).
+    // Each row: logits [1/τ, 0] with τ = 1: loss = log(1 + e⁻¹) = 0.3132617 for both.
+    let a2 = Tensor::from_vec(vec![1., 0., 0., 1.], [2, 2]).unwrap();
+    let p2 = Tensor::from_vec(vec![1., 0., 0., 1.], [2, 2]).unwrap();
+    let n2 = Tensor::from_vec(vec![0., 1., 1., 0.], [2, 2]).unwrap();
+    let l2 = info_nce_patch_loss(&a2, &p2, &n2, 1.0)
+        .unwrap()
+        .loss
+        .item()
+        .unwrap();
+    assert!((l2 - 0.313_261_7).abs() < 1e-5, "{l2}");
+    // Swapping the negatives' rows breaks the anchor/negative pairing: a0·(1,0) = 1 now.
+    // Row 0: logits [1, 1] → log 2 = 0.6931472; same for row 1.
+    let n_swapped = Tensor::from_vec(vec![1., 0., 0., 1.], [2, 2]).unwrap();
+    let l3 = info_nce_patch_loss(&a2, &p2, &n_swapped, 1.0)
+        .unwrap()
+        .loss
+        .item()
+        .unwrap();
+    assert!((l3 - std::f32::consts::LN_2).abs() < 1e-5, "{l3}");
+    // Gradients flow to the anchors through both terms.
+    let a3 = Tensor::from_vec(vec![1., 0.5], [1, 2])
+        .unwrap()
+        .with_requires_grad(true);
+    info_nce_patch_loss(&a3, &p, &n, 0.5)
+        .unwrap()
+        .loss
+        .backward()
+        .unwrap();
+    assert!(a3.grad().unwrap().to_vec().iter().any(|g| g.abs() > 1e-4));
+}
+
+#[test]
+fn crop_patches_forward_and_backward_match_a_plain_reference() {
+    // images [2, 2, 5, 6] with value 1000·n + 100·c + 10·y + x; boxes of side 3 (two overlapping).
+    let (n, c, h, w) = (2usize, 2usize, 5usize, 6usize);
+    let vals: Vec<f32> = (0..n * c * h * w)
+        .map(|i| {
+            let (x, y, ch, im) = (i % w, (i / w) % h, (i / (w * h)) % c, i / (w * h * c));
+            (1000 * im + 100 * ch + 10 * y + x) as f32
+        })
+        .collect();
+    let images = Tensor::from_vec(vals, [n, c, h, w])
+        .unwrap()
+        .with_requires_grad(true);
+    let boxes = [
+        PatchBox {
+            image: 1,
+            x: 3,
+            y: 2,
+        },
+        PatchBox {
+            image: 0,
+            x: 0,
+            y: 0,
+        },
+        PatchBox {
+            image: 1,
+            x: 2,
+            y: 1,
+        },
+    ];
+    let out = crop_patches(&images, &boxes, 3).unwrap();
+    assert_eq!(out.dims(), &[3, 2, 3, 3]);
+    let v = out.to_vec();
+    for (p, b) in boxes.iter().enumerate() {
+        for ch in 0..c {
+            for r in 0..3 {
+                for t in 0..3 {
+                    let want = (1000 * b.image + 100 * ch + 10 * (b.y + r) + b.x + t) as f32;
+                    assert_eq!(v[((p * c + ch) * 3 + r) * 3 + t], want);
+                }
+            }
+        }
+    }
+    // Backward of sum(out): each pixel's gradient counts the boxes covering it. Image 1 pixel
+    // (y 2, x 3) is covered by box 0 (y 2..5, x 3..6) and box 2 (y 1..4, x 2..5): 2.
+    out.sum_all().unwrap().backward().unwrap();
+    let g = images.grad().unwrap().to_vec();
+    let at = |im: usize, ch: usize, y: usize, x: usize| g[((im * c + ch) * h + y) * w + x];
+    assert_eq!(at(1, 0, 2, 3), 2.0);
+    assert_eq!(at(1, 1, 4, 5), 1.0); // only box 0
+    assert_eq!(at(1, 0, 0, 0), 0.0); // no box
+    assert_eq!(at(0, 1, 2, 2), 1.0); // box 1
+                                     // A box outside its image is an error naming it.
+    let err = crop_patches(
+        &images,
+        &[PatchBox {
+            image: 0,
+            x: 4,
+            y: 0,
+        }],
+        3,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("box 0"), "{err}");
+}
+
+/// Frames whose left part is smooth greenish "water" with soft ripples and whose right strip is
+/// a brown, high-contrast "bank": positives (next to the anchor, on the left) share the anchor's
+/// look; far-strip negatives do not.
+fn synthetic_frames(count: usize, w: u32, h: u32, seed: u64) -> FrameSet {
+    let mut frames = Vec::new();
+    for f in 0..count {
+        let mut rng = rng_for(seed, &format!("frame/{f}"));
+        use rand::Rng;
+        let tint: i32 = rng.random_range(-20..20);
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            let noise: i32 = rng.random_range(-12..12);
+            if x < w * 5 / 8 {
+                let ripple = (((y as f32) * 0.4).sin() * 10.0) as i32;
+                Rgb([
+                    (40 + tint + noise).clamp(0, 255) as u8,
+                    (110 + ripple + noise).clamp(0, 255) as u8,
+                    (80 + noise).clamp(0, 255) as u8,
+                ])
+            } else {
+                let stripes = if (x / 4 + y / 4) % 2 == 0 { 60 } else { -60 };
+                Rgb([
+                    (150 + stripes + noise).clamp(0, 255) as u8,
+                    (90 + stripes / 2 + noise).clamp(0, 255) as u8,
+                    (40 + tint + noise).clamp(0, 255) as u8,
+                ])
+            }
+        });
+        frames.push(img);
+    }
+    FrameSet::from_images(frames)
+}
+
+#[test]
+fn tiny_backbone_separates_positives_from_negatives() {
+    // 384x224 frames, 64 px patches: grid 192 px, origin x in 0..=32, anchor x ≤ 96 + 64;
+    // far strip x in [256, 319]: inside the "bank" (x ≥ 240).
+    let frames = synthetic_frames(8, 384, 224, 5);
+    let model = YoloX::new(YoloXConfig::custom(0.33, 0.125, false, 1)).unwrap();
+    let cfg = PatchSslConfig {
+        epochs: 4,
+        batch_size: 4,
+        frame_size: [384, 224],
+        patch_size: 64,
+        origin_x_max: 32,
+        head: HeadKind::Study,
+        bn_momentum: Some(0.3),
+        ..Default::default()
+    };
+    let report = pretrain_patch_ssl(&model, &frames, &cfg).unwrap();
+    for e in &report.epochs {
+        println!(
+            "epoch {} loss {:.4} pos {:.4} neg {:.4}",
+            e.epoch,
+            e.loss,
+            e.mean_pos_cos.unwrap(),
+            e.mean_neg_cos.unwrap()
+        );
+    }
+    let last = report.epochs.last().unwrap();
+    assert!(
+        last.mean_pos_cos.unwrap() > last.mean_neg_cos.unwrap(),
+        "positive cosine must end above negative"
+    );
+    assert!(last.loss < report.epochs[0].loss);
+    assert!(report.samples_per_s > 0.0);
+}
+
+#[test]
+fn info_nce_joint_bn_mlp_and_per_patch_augmentation_run() {
+    let frames = synthetic_frames(3, 256, 200, 2);
+    let model = YoloX::new(YoloXConfig::custom(0.33, 0.125, false, 1)).unwrap();
+    let cfg: PatchSslConfig = parse_config(
+        r#"{"epochs": 1, "batch_size": 2, "frame_size": [256, 200], "patch_size": 64,
+            "loss": "info_nce", "temperature": 0.2, "head": "mlp", "mlp_hidden": 16,
+            "mlp_dim": 8, "bn_mode": "joint", "augment_per": "patch",
+            "negative_sampler": "distance", "negative_min_distance": 32,
+            "input_norm": "imagenet_rgb"}"#,
+        "ssl.json",
+    )
+    .unwrap();
+    assert_eq!(cfg.loss, PatchLossKind::InfoNce);
+    let r = pretrain_patch_ssl(&model, &frames, &cfg).unwrap();
+    assert_eq!(r.steps, 2);
+    assert!(r.epochs[0].loss.is_finite());
+    // Unknown keys and impossible geometry are errors that name them.
+    let err = parse_config::<PatchSslConfig>(r#"{"patchsize": 64}"#, "ssl.json")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("patchsize"), "{err}");
+    let small = PatchSslConfig {
+        frame_size: [100, 100],
+        patch_size: 64,
+        ..Default::default()
+    };
+    let err = pretrain_patch_ssl(&model, &frames, &small)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("frame_size"), "{err}");
+}

@@ -189,9 +189,22 @@ pub struct FrameSet {
 }
 
 impl FrameSet {
-    /// Every image file directly in `dir` (sorted by name).
+    /// Every image file directly in `dir` (sorted by name); when there are none, the images of
+    /// its subfolders (one level, folders and files sorted by name), so the `unlabeled/`
+    /// folder that `ssod synth` writes (one subfolder per video) loads as it is.
     pub fn load(dir: &Path) -> Result<FrameSet> {
-        let files = list_images(dir)?;
+        let mut files = list_images(dir)?;
+        if files.is_empty() {
+            let mut subdirs: Vec<_> = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect();
+            subdirs.sort();
+            for sub in subdirs {
+                files.extend(list_images(&sub)?);
+            }
+        }
         if files.is_empty() {
             return Err(Error::format(dir.display(), "no frames (.png/.jpg) found"));
         }

@@ -138,6 +138,7 @@ pub fn ablate(
             let file = cache.as_ref().map(|c| c.ablation_point(&key));
             let cached = file
                 .as_ref()
+                .filter(|_| !ctx.fresh)
                 .and_then(|f| std::fs::read_to_string(f).ok())
                 .and_then(|t| serde_json::from_str::<PointRecord>(&t).ok());
             let (metrics, note) = match cached {

@@ -80,6 +80,9 @@ pub enum Saved {
     Blob(Vec<u8>),
     Array(Vec<Saved>),
     Map(Vec<(String, Saved)>),
+    /// A function pointer or closure: the function's name (script functions are defined again
+    /// from the cells' sources) and its captured values.
+    FnPtr { name: String, curry: Vec<Saved> },
     /// A value saved by the codec named `codec`, with the codec's own description.
     Custom {
         codec: String,
@@ -221,6 +224,16 @@ pub fn encode(
             .collect::<std::result::Result<_, _>>()
             .map(Saved::Map);
     }
+    if let Some(f) = v.read_lock::<rhai::FnPtr>() {
+        return f
+            .iter_curry()
+            .map(|x| encode(x, objects))
+            .collect::<std::result::Result<_, _>>()
+            .map(|curry| Saved::FnPtr {
+                name: f.fn_name().to_string(),
+                curry,
+            });
+    }
     match codec_for(&v) {
         Some(c) => c
             .save(&v, objects)
@@ -236,8 +249,11 @@ pub fn encode(
     }
 }
 
-/// Decode a value saved by [`encode`].
-pub fn decode(s: &Saved, objects: &ObjectStore) -> Result<Dynamic> {
+/// Looks up a script-defined function pointer by name (for closures in restored scopes).
+pub type FnResolver<'a> = &'a dyn Fn(&str) -> Option<rhai::FnPtr>;
+
+/// Decode a value saved by [`encode`]; `fns` finds closures by name.
+pub fn decode(s: &Saved, objects: &ObjectStore, fns: FnResolver) -> Result<Dynamic> {
     Ok(match s {
         Saved::Unit => Dynamic::UNIT,
         Saved::Bool(b) => Dynamic::from_bool(*b),
@@ -248,15 +264,32 @@ pub fn decode(s: &Saved, objects: &ObjectStore) -> Result<Dynamic> {
         Saved::Blob(b) => Dynamic::from_blob(b.clone()),
         Saved::Array(a) => Dynamic::from_array(
             a.iter()
-                .map(|x| decode(x, objects))
+                .map(|x| decode(x, objects, fns))
                 .collect::<Result<_>>()?,
         ),
         Saved::Map(m) => {
             let mut map = rhai::Map::new();
             for (k, x) in m {
-                map.insert(k.as_str().into(), decode(x, objects)?);
+                map.insert(k.as_str().into(), decode(x, objects, fns)?);
             }
             Dynamic::from_map(map)
+        }
+        Saved::FnPtr { name, curry } => {
+            let mut f = match rhai::FnPtr::new(name.as_str()) {
+                Ok(f) => f,
+                // Anonymous functions (closures) have names no script can write: look their
+                // definitions up among the cells' functions.
+                Err(_) => fns(name).ok_or_else(|| {
+                    Error::Msg(format!("cache: closure `{name}` is not defined by the cells"))
+                })?,
+            };
+            f.set_curry(
+                curry
+                    .iter()
+                    .map(|x| decode(x, objects, fns))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+            Dynamic::from(f)
         }
         Saved::Custom { codec, data } => match codec_named(codec) {
             Some(c) => c.load(data, objects)?,
@@ -328,7 +361,7 @@ impl CellCache {
     }
 
     /// The variables after the cell, oldest first.
-    pub fn load_scope(&self, key: &str) -> Result<Vec<(String, bool, Dynamic)>> {
+    pub fn load_scope(&self, key: &str, fns: FnResolver) -> Result<Vec<(String, bool, Dynamic)>> {
         let p = self.entry(key).join("scope.json");
         let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
         let file: ScopeFile =
@@ -336,7 +369,7 @@ impl CellCache {
         file.vars
             .into_iter()
             .map(|(name, constant, s)| {
-                decode(&s, &self.objects)
+                decode(&s, &self.objects, fns)
                     .map(|v| (name.clone(), constant, v))
                     .map_err(|e| Error::Msg(format!("cache: variable `{name}`: {e}")))
             })

@@ -101,6 +101,20 @@ pub fn install_interrupt_handler() {
     }
 }
 
+/// Rhai names a closure `anon$<hash of its source>`; the hash is seeded at random per process
+/// unless a seed is set before the first engine. A fixed seed makes the names the same in every
+/// run, so a cached closure is found again among the functions of the restored cells. (The
+/// random seed protects hash maps from crafted keys; a notebook's scripts are its user's own.)
+fn fix_hashing_seed() {
+    // Err: already set (by an earlier session in this process): keep it.
+    let _ = rhai::config::hashing::set_hashing_seed(Some([
+        0x5353_4f44_6e62_0001,
+        0x6365_6c6c_7300_0002,
+        0x7373_6f64_0000_0003,
+        0x0000_0000_0000_0004,
+    ]));
+}
+
 /// How a cell ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CellStatus {
@@ -135,6 +149,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(ctx: Arc<RunContext>, file: String, text: String) -> Self {
+        fix_hashing_seed();
         let (mut engine, _) = crate::script::api::new_engine_with(&ctx);
         engine.on_progress(|_| {
             if INTERRUPTED.load(Ordering::Relaxed) {
@@ -174,6 +189,16 @@ impl Session {
         let ast = self.compile(cell)?;
         self.functions = self.functions.merge(&ast.clone_functions_only());
         Ok(())
+    }
+
+    /// Function pointers to the closures defined by the cells so far, by name.
+    pub fn closure_resolver(&self) -> impl Fn(&str) -> Option<rhai::FnPtr> {
+        let module =
+            rhai::Module::eval_ast_as_new(Scope::new(), &self.functions, &self.engine).ok();
+        move |name: &str| {
+            let m = module.as_ref()?;
+            (0..=32).find_map(|n| m.get_script_fn(name, n).map(|d| rhai::FnPtr::from(d.clone())))
+        }
     }
 
     /// Run a cell in the session's scope. The cell's output is in `ctx.cell()` afterwards.
@@ -333,6 +358,7 @@ fn print_header(i: usize, n: usize, cell: &Cell, note: &str) {
 /// Run a notebook: cells, cache, report. Errors before the first cell (unreadable script, bad
 /// options) are `Err`; a failing cell is `Ok` with [`RunEnd::Failed`] (its message was printed).
 pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
+    fix_hashing_seed();
     let text = std::fs::read_to_string(&opts.script).map_err(|e| Error::io(&opts.script, e))?;
     let (device, device_note) = resolve_device(&opts.device)?;
     if let Some(note) = device_note {
@@ -361,6 +387,7 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
         cache_dir: Some(cache.root().to_path_buf()),
         cell: Mutex::new(CellState::default()),
         echo: true,
+        fresh: opts.fresh,
     });
     let file = opts.script.display().to_string();
     let mut session = Session::new(ctx.clone(), file, text);
@@ -382,12 +409,19 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
     }
     let mut records = Vec::new();
     if restored > 0 {
+        // Functions first: restored closures are looked up among them.
+        for cell in &cells[..restored] {
+            if let Err(msg) = session.define_functions(cell) {
+                println!("note: {msg}");
+            }
+        }
+        let resolver = session.closure_resolver();
         let loaded = (|| -> Result<_> {
             let recs = keys[..restored]
                 .iter()
                 .map(|k| cache.load_record(k))
                 .collect::<Result<Vec<_>>>()?;
-            let vars = cache.load_scope(&keys[restored - 1])?;
+            let vars = cache.load_scope(&keys[restored - 1], &resolver)?;
             for (k, r) in keys.iter().zip(&recs) {
                 cache.restore_files(k, r, &run_dir)?;
             }
@@ -407,6 +441,9 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
             Err(e) => {
                 println!("cache: could not restore ({e}); recomputing every cell");
                 restored = 0;
+                let file = session.file.clone();
+                let text = session.text.clone();
+                session = Session::new(ctx.clone(), file, text);
             }
         }
     }
@@ -429,10 +466,6 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
         }
         ctx.read_params()
             .extend(record.params_read.clone());
-        if let Err(msg) = session.define_functions(cell) {
-            // Cannot happen for a cell that ran before; keep going but say so.
-            println!("note: {msg}");
-        }
         results.push(CellResult {
             cell: cell.clone(),
             status: CellStatus::Restored,

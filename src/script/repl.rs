@@ -30,6 +30,7 @@ pub fn run_repl(
         cache_dir: None,
         cell: Mutex::new(CellState::default()),
         echo: true,
+        fresh: false,
     });
     let mut session = Session::new(ctx.clone(), "<repl>".into(), String::new());
     let mut text = String::new();

@@ -53,6 +53,8 @@ pub struct RunContext {
     pub cell: Mutex<CellState>,
     /// Echo output to stdout as it is produced (the notebook prints live).
     pub echo: bool,
+    /// `--fresh`: do not read cached results (ablation points included); still write them.
+    pub fresh: bool,
 }
 
 impl RunContext {
@@ -65,6 +67,7 @@ impl RunContext {
             cache_dir: None,
             cell: Mutex::new(CellState::default()),
             echo: true,
+            fresh: false,
         })
     }
 

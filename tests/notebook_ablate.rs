@@ -27,7 +27,11 @@ fn ablation_resumes_after_an_interruption() {
     let dir = temp_dir("resume");
     let out = run_script(&dir, SCRIPT, &[]);
     assert!(!out.ok, "{}", out.stdout);
-    assert!(out.stderr.contains("boom at the third point"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("boom at the third point"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("script.rhai:"), "{}", out.stderr);
     assert_eq!(out.stdout.matches("computing").count(), 2, "{}", out.stdout);
 
@@ -36,9 +40,17 @@ fn ablation_resumes_after_an_interruption() {
     assert_eq!(restored(&out), ["Setup"]);
     // Points 1 and 2 come from the cache; 3 and 4 are computed.
     assert_eq!(out.stdout.matches("computing").count(), 2, "{}", out.stdout);
-    assert!(out.stdout.contains("computing lr=0.2 seed=1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("computing lr=0.2 seed=1"),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains("computing lr=0.1"), "{}", out.stdout);
-    assert!(out.stdout.contains("2 of 4 point(s) restored"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("2 of 4 point(s) restored"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("rows=4"), "{}", out.stdout);
 
     let rd = run_dir(&dir, &out);
@@ -63,7 +75,10 @@ fn ablation_resumes_after_an_interruption() {
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(restored(&out), ["Setup", "Ablate"]);
     let rd3 = run_dir(&dir, &out);
-    assert_eq!(std::fs::read_to_string(rd3.join("ablation.csv")).unwrap(), csv);
+    assert_eq!(
+        std::fs::read_to_string(rd3.join("ablation.csv")).unwrap(),
+        csv
+    );
     assert!(rd3.join("ablation.png").is_file());
 
     // --fresh recomputes every point.
@@ -75,13 +90,25 @@ fn ablation_resumes_after_an_interruption() {
 #[test]
 fn ablation_argument_errors() {
     let dir = temp_dir("ablate_errors");
-    let out = run_script(&dir, "ablate(#{ lr: 0.1 }, [1], |cfg| #{ ap: 1.0 });\n", &[]);
+    let out = run_script(
+        &dir,
+        "ablate(#{ lr: 0.1 }, [1], |cfg| #{ ap: 1.0 });\n",
+        &[],
+    );
     assert!(!out.ok);
-    assert!(out.stderr.contains("`lr`") && out.stderr.contains("list"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`lr`") && out.stderr.contains("list"),
+        "{}",
+        out.stderr
+    );
     let out = run_script(&dir, "ablate(#{ lr: [0.1] }, [1], |cfg| 1.0);\n", &[]);
     assert!(!out.ok);
     assert!(out.stderr.contains("map of metrics"), "{}", out.stderr);
-    let out = run_script(&dir, "ablate(#{ lr: [0.1] }, [], |cfg| #{ ap: 1.0 });\n", &[]);
+    let out = run_script(
+        &dir,
+        "ablate(#{ lr: [0.1] }, [], |cfg| #{ ap: 1.0 });\n",
+        &[],
+    );
     assert!(!out.ok);
     assert!(out.stderr.contains("seed"), "{}", out.stderr);
 }

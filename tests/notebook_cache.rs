@@ -109,7 +109,11 @@ fn restored_tensors_models_and_values_are_identical() {
     let b = lines_with(&second.stdout, &keys);
     assert_eq!(a.len(), 5, "{}", first.stdout);
     assert_eq!(a, b);
-    assert!(a[3].contains("plain=7 0.30000000000000004 text [1, 2.5, true, ()] NaN f64"), "{}", a[3]);
+    assert!(
+        a[3].contains("plain=7 0.30000000000000004 text [1, 2.5, true, ()] NaN f64"),
+        "{}",
+        a[3]
+    );
     assert_eq!(a[4], "closure=8");
 
     // Sanity of the check itself: a model with other weights gives other outputs.
@@ -124,10 +128,15 @@ fn restored_tensors_models_and_values_are_identical() {
 fn uncacheable_values_are_a_note_not_a_crash() {
     let dir = temp_dir("uncacheable");
     // A timestamp has no codec.
-    let body = "// %% Clock\nlet t0 = timestamp();\nprint(\"clock\");\n// %% After\nprint(\"after\");\n";
+    let body =
+        "// %% Clock\nlet t0 = timestamp();\nprint(\"clock\");\n// %% After\nprint(\"after\");\n";
     let out = run_script(&dir, body, &[]);
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stdout.contains("not cached") && out.stdout.contains("`t0`"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("not cached") && out.stdout.contains("`t0`"),
+        "{}",
+        out.stdout
+    );
     let out = run_script(&dir, body, &[]);
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(computed(&out), ["Clock", "After"]);

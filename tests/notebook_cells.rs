@@ -57,7 +57,11 @@ fn errors_point_at_file_lines_and_keep_earlier_cells() {
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("script.rhai:7:"), "{}", out.stderr);
     assert!(out.stderr.contains("let c = a + b;"), "{}", out.stderr);
-    assert!(out.stderr.contains("[2, 3]") && out.stderr.contains("[4, 5]"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("[2, 3]") && out.stderr.contains("[4, 5]"),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stdout.contains("unreachable") && !out.stdout.contains("four"));
     let report = std::fs::read_to_string(run_dir(&dir, &out).join("report.md")).unwrap();
     assert!(report.contains("**failed**"), "{report}");
@@ -71,7 +75,11 @@ fn errors_point_at_file_lines_and_keep_earlier_cells() {
     assert_eq!(computed(&out), ["Three", "Four"]);
 
     // A syntax error: position in the file, not in the cell.
-    let out = run_script(&dir, "// %% A\nlet x = 1;\n// %% B\nlet y = 2;\nlet z = (y + ;\n", &[]);
+    let out = run_script(
+        &dir,
+        "// %% A\nlet x = 1;\n// %% B\nlet y = 2;\nlet z = (y + ;\n",
+        &[],
+    );
     assert!(!out.ok);
     assert!(out.stderr.contains("script.rhai:5:"), "{}", out.stderr);
     assert!(out.stderr.contains("let z = (y + ;"), "{}", out.stderr);
@@ -106,16 +114,32 @@ fn params_convert_to_the_default_type() {
     let body = "let lr = param(\"lr\", 0.01);\nlet n = param(\"epochs\", 3);\nlet on = param(\"flip\", false);\nlet name = param(\"name\", \"base\");\nprint(`lr=${lr} ${type_of(lr)} n=${n} ${type_of(n)} on=${on} name=${name}`);\n";
     let out = run_script(&dir, body, &[]);
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stdout.contains("lr=0.01 f64 n=3 i64 on=false name=base"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("lr=0.01 f64 n=3 i64 on=false name=base"),
+        "{}",
+        out.stdout
+    );
 
     let out = run_script(
         &dir,
         body,
-        &["--set", "lr=0.5", "--set", "epochs=7", "--set", "flip=yes", "--set", "name=x=y", "--set", "typo=1"],
+        &[
+            "--set", "lr=0.5", "--set", "epochs=7", "--set", "flip=yes", "--set", "name=x=y",
+            "--set", "typo=1",
+        ],
     );
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stdout.contains("lr=0.5 f64 n=7 i64 on=true name=x=y"), "{}", out.stdout);
-    assert!(out.stderr.contains("--set typo"), "unused key not warned: {}", out.stderr);
+    assert!(
+        out.stdout.contains("lr=0.5 f64 n=7 i64 on=true name=x=y"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("--set typo"),
+        "unused key not warned: {}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("--set lr "), "{}", out.stderr);
     let report = std::fs::read_to_string(run_dir(&dir, &out).join("report.md")).unwrap();
     assert!(report.contains("| lr | 0.5 | --set |"), "{report}");
@@ -124,7 +148,11 @@ fn params_convert_to_the_default_type() {
     // An unparsable value names the key.
     let out = run_script(&dir, body, &["--set", "epochs=many"]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("param `epochs`") && out.stderr.contains("many"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("param `epochs`") && out.stderr.contains("many"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("script.rhai:2:"), "{}", out.stderr);
 
     // A malformed --set is refused before anything runs.
@@ -143,14 +171,21 @@ fn run_folder_report_tables_images_and_csv() {
     let out = run_script(&dir, body, &[]);
     assert!(out.ok, "{}", out.stderr);
     let rd = run_dir(&dir, &out);
-    assert!(rd.starts_with(dir.join("runs").join("script")), "{}", rd.display());
+    assert!(
+        rd.starts_with(dir.join("runs").join("script")),
+        "{}",
+        rd.display()
+    );
     let csv = std::fs::read_to_string(rd.join("results/ap.csv")).unwrap();
     assert_eq!(csv, "ap,run\n0.5,a\n0.25,b\n");
     assert!(rd.join("pic.png").is_file());
     let report = std::fs::read_to_string(rd.join("report.md")).unwrap();
     assert!(report.contains("## 1. Tables"), "{report}");
     assert!(report.contains("## 2. Pictures"), "{report}");
-    assert!(report.contains("| ap | run |\n|---|---|\n| 0.5 | a |"), "{report}");
+    assert!(
+        report.contains("| ap | run |\n|---|---|\n| 0.5 | a |"),
+        "{report}"
+    );
     assert!(report.contains("![pic.png](pic.png)"), "{report}");
     assert!(report.contains("table(rows);"), "source missing: {report}");
     assert!(report.contains("done"), "{report}");
@@ -162,14 +197,21 @@ fn run_folder_report_tables_images_and_csv() {
     let rd2 = run_dir(&dir, &out2);
     assert_ne!(rd, rd2);
     assert_eq!(restored(&out2), ["Tables", "Pictures"]);
-    assert_eq!(std::fs::read_to_string(rd2.join("results/ap.csv")).unwrap(), csv);
+    assert_eq!(
+        std::fs::read_to_string(rd2.join("results/ap.csv")).unwrap(),
+        csv
+    );
     assert!(rd2.join("pic.png").is_file());
     let report2 = std::fs::read_to_string(rd2.join("report.md")).unwrap();
     assert!(report2.contains("restored from cache"), "{report2}");
     assert!(report2.contains("![pic.png](pic.png)"), "{report2}");
 
     // write_csv never overwrites.
-    let out = run_script(&dir, "write_csv(\"a.csv\", [#{x: 1}]);\nwrite_csv(\"a.csv\", [#{x: 1}]);\n", &["--fresh"]);
+    let out = run_script(
+        &dir,
+        "write_csv(\"a.csv\", [#{x: 1}]);\nwrite_csv(\"a.csv\", [#{x: 1}]);\n",
+        &["--fresh"],
+    );
     assert!(!out.ok);
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
 
@@ -187,7 +229,12 @@ fn device_options() {
     let dir = temp_dir("device");
     let out = run_script(&dir, "print(1);\n", &["--device", "cuda"]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("CUDA backend not available in this build/session"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("CUDA backend not available in this build/session"),
+        "{}",
+        out.stderr
+    );
     let out = run_script(&dir, "print(1);\n", &["--device", "auto"]);
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("using the CPU"), "{}", out.stdout);
@@ -221,7 +268,71 @@ fn repl_runs_cells_in_one_scope_and_survives_errors() {
     assert!(stdout.contains("sq=16"), "{stdout}");
     assert!(stderr.contains("<repl>:5:"), "{stderr}");
     let runs = dir.join("runs/repl");
-    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
-    assert!(report.contains("In [3]") && report.contains("sq=16"), "{report}");
+    assert!(
+        report.contains("In [3]") && report.contains("sq=16"),
+        "{report}"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_running_cell_and_the_report_is_written() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("sigint");
+    std::fs::write(
+        dir.join("script.rhai"),
+        "// %% Quick\nlet a = 1;\nprint(\"quick done\");\n// %% Forever\nlet i = 0;\nloop { i += 1; }\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .current_dir(&dir)
+        .args(["run", "script.rhai"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("ssod ended before the second cell: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("] Forever") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let line = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("run folder: "))
+        .unwrap();
+    let report = std::fs::read_to_string(dir.join(line).join("report.md")).unwrap();
+    assert!(report.contains("**interrupted**"), "{report}");
+    assert!(report.contains("quick done"), "{report}");
+    // The finished cell was cached.
+    std::fs::write(
+        dir.join("script.rhai"),
+        "// %% Quick\nlet a = 1;\nprint(\"quick done\");\n// %% Forever\nprint(`a=${a}`);\n",
+    )
+    .unwrap();
+    let out = ssod(&dir, &["run", "script.rhai"]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(restored(&out), ["Quick"]);
+    assert!(out.stdout.contains("a=1"), "{}", out.stdout);
 }

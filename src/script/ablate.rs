@@ -21,6 +21,9 @@ struct PointRecord {
     metrics: Vec<(String, f64)>,
 }
 
+/// One finished run: the point's index, the seed and its metrics.
+type Row = (usize, i64, Vec<(String, f64)>);
+
 /// Text of a grid value in labels and CSV cells.
 fn value_text(d: &Dynamic) -> String {
     if let Some(s) = d.read_lock::<rhai::ImmutableString>() {
@@ -111,7 +114,7 @@ pub fn ablate(
             .join(", ")
     };
 
-    let mut rows: Vec<(usize, i64, Vec<(String, f64)>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut restored = 0;
     let mut done = 0;
     for (pi, p) in points.iter().enumerate() {
@@ -168,10 +171,7 @@ pub fn ablate(
                     (metrics, "")
                 }
             };
-            let shown: Vec<String> = metrics
-                .iter()
-                .map(|(k, v)| format!("{k}={v:.4}"))
-                .collect();
+            let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
             ctx.emit(OutputItem::Text(format!(
                 "ablate [{done}/{total}] {}, seed={seed}: {}{note}",
                 label_of(p),
@@ -302,7 +302,10 @@ pub fn ablate(
             Err(e) => ctx.emit(OutputItem::Text(format!("note: no bar chart: {e}"))),
         }
     }
-    ctx.emit(OutputItem::Text(format!("ablate: wrote {}", csv_path.display())));
+    ctx.emit(OutputItem::Text(format!(
+        "ablate: wrote {}",
+        csv_path.display()
+    )));
 
     Ok(rows
         .into_iter()

@@ -82,7 +82,10 @@ pub enum Saved {
     Map(Vec<(String, Saved)>),
     /// A function pointer or closure: the function's name (script functions are defined again
     /// from the cells' sources) and its captured values.
-    FnPtr { name: String, curry: Vec<Saved> },
+    FnPtr {
+        name: String,
+        curry: Vec<Saved>,
+    },
     /// A value saved by the codec named `codec`, with the codec's own description.
     Custom {
         codec: String,
@@ -184,10 +187,7 @@ fn codec_named(name: &str) -> Option<Arc<dyn CacheCodec>> {
 pub struct Uncacheable(pub String);
 
 /// Encode a value; `Err(Uncacheable)` names the first part that has no codec.
-pub fn encode(
-    v: &Dynamic,
-    objects: &ObjectStore,
-) -> std::result::Result<Saved, Uncacheable> {
+pub fn encode(v: &Dynamic, objects: &ObjectStore) -> std::result::Result<Saved, Uncacheable> {
     let v = v.flatten_clone();
     if v.is_unit() {
         return Ok(Saved::Unit);
@@ -280,7 +280,9 @@ pub fn decode(s: &Saved, objects: &ObjectStore, fns: FnResolver) -> Result<Dynam
                 // Anonymous functions (closures) have names no script can write: look their
                 // definitions up among the cells' functions.
                 Err(_) => fns(name).ok_or_else(|| {
-                    Error::Msg(format!("cache: closure `{name}` is not defined by the cells"))
+                    Error::Msg(format!(
+                        "cache: closure `{name}` is not defined by the cells"
+                    ))
                 })?,
             };
             f.set_curry(

@@ -179,9 +179,9 @@ impl Session {
             "\n".repeat(cell.first_line.saturating_sub(1)),
             cell.source
         );
-        self.engine.compile(&padded).map_err(|e| {
-            format_script_error(&self.file, &self.text, &EvalAltResult::from(e))
-        })
+        self.engine
+            .compile(&padded)
+            .map_err(|e| format_script_error(&self.file, &self.text, &EvalAltResult::from(e)))
     }
 
     /// Keep the cell's function definitions without running it (a restored cell).
@@ -197,7 +197,10 @@ impl Session {
             rhai::Module::eval_ast_as_new(Scope::new(), &self.functions, &self.engine).ok();
         move |name: &str| {
             let m = module.as_ref()?;
-            (0..=32).find_map(|n| m.get_script_fn(name, n).map(|d| rhai::FnPtr::from(d.clone())))
+            (0..=32).find_map(|n| {
+                m.get_script_fn(name, n)
+                    .map(|d| rhai::FnPtr::from(d.clone()))
+            })
         }
     }
 
@@ -457,15 +460,19 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
     }
     let mut end = RunEnd::Completed;
     for (i, (cell, record)) in cells.iter().zip(&records).enumerate() {
-        print_header(i, n, cell, &format!("(restored from cache; ran in {:.2} s)", record.seconds));
+        print_header(
+            i,
+            n,
+            cell,
+            &format!("(restored from cache; ran in {:.2} s)", record.seconds),
+        );
         for item in &record.output {
             match item {
                 OutputItem::Text(s) | OutputItem::Markdown(s) => println!("{s}"),
                 OutputItem::Image(p) => println!("[image: {p}]"),
             }
         }
-        ctx.read_params()
-            .extend(record.params_read.clone());
+        ctx.read_params().extend(record.params_read.clone());
         results.push(CellResult {
             cell: cell.clone(),
             status: CellStatus::Restored,
@@ -530,7 +537,11 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
             }
             CellStatus::Failed(msg) => {
                 eprintln!("{msg}");
-                eprintln!("cell {} `{}` failed after {seconds:.2} s", i + 1, cell.title);
+                eprintln!(
+                    "cell {} `{}` failed after {seconds:.2} s",
+                    i + 1,
+                    cell.title
+                );
                 end = RunEnd::Failed(i + 1);
             }
             CellStatus::Interrupted => {
@@ -558,7 +569,9 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
     let warnings: Vec<String> = if end == RunEnd::Completed {
         unused
             .iter()
-            .map(|k| format!("warning: --set {k} was given but no param(\"{k}\", ...) call read it"))
+            .map(|k| {
+                format!("warning: --set {k} was given but no param(\"{k}\", ...) call read it")
+            })
             .collect()
     } else {
         Vec::new()

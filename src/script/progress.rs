@@ -102,7 +102,12 @@ impl Progress {
                 fmt_duration(eta)
             )
         } else {
-            format!("{} {} elapsed {}", self.label, self.done, fmt_duration(elapsed))
+            format!(
+                "{} {} elapsed {}",
+                self.label,
+                self.done,
+                fmt_duration(elapsed)
+            )
         };
         if let Some(l) = self.last_loss {
             s.push_str(&format!(" loss {l:.4}"));
@@ -128,6 +133,12 @@ impl Progress {
         } else {
             let _ = writeln!(err, "{}", self.status());
         }
+    }
+
+    /// Whether Ctrl-C was pressed during a notebook cell: long native loops should check this
+    /// now and then and return an error (the notebook then reports the cell as interrupted).
+    pub fn interrupted(&self) -> bool {
+        crate::script::notebook::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Draw the final state (and end the terminal line).

@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::script::api::notebook::{CellState, RunContext};
-use crate::script::notebook::{
-    new_run_dir, write_report, Cell, CellResult, CellStatus, Session,
-};
+use crate::script::notebook::{new_run_dir, write_report, Cell, CellResult, CellStatus, Session};
 use crate::Result;
 
 /// Run the REPL on `input` (stdin for `ssod repl`); outputs go to `runs/repl/<stamp>/`
@@ -43,7 +41,14 @@ pub fn run_repl(
     let mut pending = String::new();
     let mut first_line = 0;
     loop {
-        print!("{}", if pending.is_empty() { "ssod> " } else { "....> " });
+        print!(
+            "{}",
+            if pending.is_empty() {
+                "ssod> "
+            } else {
+                "....> "
+            }
+        );
         let _ = std::io::stdout().flush();
         let mut line = String::new();
         let eof = match input.read_line(&mut line) {

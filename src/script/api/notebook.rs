@@ -149,7 +149,10 @@ fn cell_text(d: &Dynamic) -> String {
     if let Ok(f) = d.as_float() {
         let s = format!("{f:.6}");
         let s = s.trim_end_matches('0');
-        let s = s.strip_suffix('.').map(|x| format!("{x}.0")).unwrap_or(s.into());
+        let s = s
+            .strip_suffix('.')
+            .map(|x| format!("{x}.0"))
+            .unwrap_or(s.into());
         return s;
     }
     if let Some(s) = d.read_lock::<rhai::ImmutableString>() {
@@ -191,7 +194,12 @@ pub fn markdown_rows(op: &str, rows: &Array) -> ScriptResult<String> {
     for m in &maps {
         let cells: Vec<String> = columns
             .iter()
-            .map(|c| m.get(c.as_str()).map(cell_text).map(esc).unwrap_or_default())
+            .map(|c| {
+                m.get(c.as_str())
+                    .map(cell_text)
+                    .map(esc)
+                    .unwrap_or_default()
+            })
             .collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
@@ -241,25 +249,45 @@ pub fn write_new_file(op: &str, path: &Path, bytes: &[u8]) -> ScriptResult<()> {
 
 pub fn register(api: &mut Api, ctx: &Arc<RunContext>) {
     let c = ctx.clone();
-    func!(api, "param", &["key: String", "default: i64"], "i64",
+    func!(
+        api,
+        "param",
+        &["key: String", "default: i64"],
+        "i64",
         "The `--set key=value` value as an integer, or the default.",
         move |key: &str, d: INT| -> ScriptResult<INT> {
             match c.param_text(key, d.to_string()) {
                 None => Ok(d),
-                Some(v) => v.trim().parse::<INT>().map_err(|_| param_err(key, &v, "an integer")),
+                Some(v) => v
+                    .trim()
+                    .parse::<INT>()
+                    .map_err(|_| param_err(key, &v, "an integer")),
             }
-        });
+        }
+    );
     let c = ctx.clone();
-    func!(api, "param", &["key: String", "default: f64"], "f64",
+    func!(
+        api,
+        "param",
+        &["key: String", "default: f64"],
+        "f64",
         "The `--set key=value` value as a float, or the default.",
         move |key: &str, d: FLOAT| -> ScriptResult<FLOAT> {
             match c.param_text(key, d.to_string()) {
                 None => Ok(d),
-                Some(v) => v.trim().parse::<FLOAT>().map_err(|_| param_err(key, &v, "a number")),
+                Some(v) => v
+                    .trim()
+                    .parse::<FLOAT>()
+                    .map_err(|_| param_err(key, &v, "a number")),
             }
-        });
+        }
+    );
     let c = ctx.clone();
-    func!(api, "param", &["key: String", "default: bool"], "bool",
+    func!(
+        api,
+        "param",
+        &["key: String", "default: bool"],
+        "bool",
         "The `--set key=value` value as a bool (true/false/1/0/yes/no), or the default.",
         move |key: &str, d: bool| -> ScriptResult<bool> {
             match c.param_text(key, d.to_string()) {
@@ -270,25 +298,46 @@ pub fn register(api: &mut Api, ctx: &Arc<RunContext>) {
                     _ => Err(param_err(key, &v, "true or false")),
                 },
             }
-        });
+        }
+    );
     let c = ctx.clone();
-    func!(api, "param", &["key: String", "default: String"], "String",
+    func!(
+        api,
+        "param",
+        &["key: String", "default: String"],
+        "String",
         "The `--set key=value` value as a string, or the default.",
-        move |key: &str, d: &str| -> String { c.param_text(key, d.to_string()).unwrap_or(d.into()) });
+        move |key: &str, d: &str| -> String {
+            c.param_text(key, d.to_string()).unwrap_or(d.into())
+        }
+    );
     let c = ctx.clone();
-    func!(api, "run_dir", &[], "String",
+    func!(
+        api,
+        "run_dir",
+        &[],
+        "String",
         "This run's output folder (relative paths of show/write_csv/plots resolve inside it).",
         move || -> String {
-            c.run_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| ".".into())
-        });
+            c.run_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| ".".into())
+        }
+    );
     let c = ctx.clone();
-    func!(api, "table", &["rows: Array"], "()",
+    func!(
+        api,
+        "table",
+        &["rows: Array"],
+        "()",
         "Print an array of maps as a markdown table (rendered as a table in report.md).",
         move |rows: Array| -> ScriptResult<()> {
             let md = markdown_rows("table", &rows)?;
             c.emit(OutputItem::Markdown(md));
             Ok(())
-        });
+        }
+    );
     let c = ctx.clone();
     func!(api, "write_csv", &["path: String", "rows: Array"], "String",
         "Write an array of maps as CSV (relative paths go into the run folder; never overwrites); returns the path.",

@@ -106,7 +106,9 @@ impl CacheCodec for ModelCodec {
         let config = YoloXConfig {
             depth: bits("depth")?,
             width: bits("width")?,
-            depthwise: field(data, "depthwise", "Model")?.as_bool().unwrap_or(false),
+            depthwise: field(data, "depthwise", "Model")?
+                .as_bool()
+                .unwrap_or(false),
             num_classes: uint("num_classes")? as usize,
             seed: uint("seed")?,
         };

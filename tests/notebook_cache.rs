@@ -156,3 +156,25 @@ fn a_corrupt_cache_is_recomputed() {
     assert_eq!(computed(&out), ["A", "B", "C"]);
     assert!(out.stdout.contains("c=21"), "{}", out.stdout);
 }
+
+#[test]
+fn restored_run_dir_strings_point_at_the_new_run() {
+    let dir = temp_dir("rundir");
+    let body = "// %% Where\nlet d = run_dir();\nlet files = #{ csv: d + \"/out.csv\" };\n// %% Write\nwrite_csv(files.csv, [#{ a: 1 }]);\nprint(`d=${d}`);\n";
+    let first = run_script(&dir, body, &[]);
+    assert!(first.ok, "{}", first.stderr);
+    let edited = body.replace("print(`d=${d}`);", "print(`d=${d}`); // edited");
+    let second = run_script(&dir, &edited, &[]);
+    assert!(second.ok, "{}", second.stderr);
+    assert_eq!(restored(&second), ["Where"]);
+    let rd = run_dir(&dir, &second);
+    assert!(rd.join("out.csv").is_file(), "{}", second.stdout);
+    assert!(
+        second
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("d=") && rd.ends_with(l[2..].trim_start_matches("./"))),
+        "{}",
+        second.stdout
+    );
+}

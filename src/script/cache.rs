@@ -314,6 +314,10 @@ pub struct CellRecord {
     pub files: Vec<String>,
     pub params_read: BTreeMap<String, String>,
     pub seconds: f64,
+    /// The run folder the cell ran in: strings in restored variables that start with it are
+    /// moved to the new run's folder (a `let d = run_dir();` keeps pointing at this run).
+    #[serde(default)]
+    pub run_dir: String,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -239,6 +239,38 @@ fn is_interrupt(e: &EvalAltResult) -> bool {
     }
 }
 
+/// Strings (also inside arrays and maps) that start with the folder `old` start with `new`
+/// instead.
+fn rebase_paths(v: Dynamic, old: &str, new: &str) -> Dynamic {
+    if old.is_empty() || old == new {
+        return v;
+    }
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        if let Some(rest) = s.strip_prefix(old) {
+            if rest.is_empty()
+                || rest.starts_with(std::path::MAIN_SEPARATOR)
+                || rest.starts_with('/')
+            {
+                return Dynamic::from(format!("{new}{rest}"));
+            }
+        }
+        return v.clone();
+    }
+    if v.is_array() {
+        let a = v.cast::<rhai::Array>();
+        return Dynamic::from_array(a.into_iter().map(|x| rebase_paths(x, old, new)).collect());
+    }
+    if v.is_map() {
+        let m = v.cast::<rhai::Map>();
+        return Dynamic::from_map(
+            m.into_iter()
+                .map(|(k, x)| (k, rebase_paths(x, old, new)))
+                .collect(),
+        );
+    }
+    v
+}
+
 /// Which device a run uses.
 pub fn resolve_device(device: &str) -> Result<(String, Option<String>)> {
     match device {
@@ -382,6 +414,8 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
         Some(d) => prepare_out_dir(d)?,
         None => new_run_dir(&opts.runs_root.join("runs").join(&stem))?,
     };
+    // Absolute, so `run_dir()` strings stay valid whatever a script joins them with.
+    let run_dir = run_dir.canonicalize().map_err(|e| Error::io(&run_dir, e))?;
     let cache = CellCache::for_script(&opts.script);
     let ctx = Arc::new(RunContext {
         params: params.clone(),
@@ -432,7 +466,10 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
         })();
         match loaded {
             Ok((recs, vars)) => {
+                let old_dir = recs.last().map(|r| r.run_dir.clone()).unwrap_or_default();
+                let new_dir = run_dir.display().to_string();
                 for (name, constant, value) in vars {
+                    let value = rebase_paths(value, &old_dir, &new_dir);
                     if constant {
                         session.scope.push_constant_dynamic(name, value);
                     } else {
@@ -520,6 +557,7 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
                     files: state.files.clone(),
                     params_read,
                     seconds,
+                    run_dir: run_dir.display().to_string(),
                 };
                 match cache.save(&keys[i], &session.scope, &record, &run_dir) {
                     Ok(Ok(())) => {}

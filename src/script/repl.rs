@@ -21,6 +21,9 @@ pub fn run_repl(
     params: BTreeMap<String, String>,
 ) -> Result<PathBuf> {
     let run_dir = new_run_dir(&runs_root.join("runs").join("repl"))?;
+    let run_dir = run_dir
+        .canonicalize()
+        .map_err(|e| crate::Error::io(&run_dir, e))?;
     let ctx = Arc::new(RunContext {
         params: params.clone(),
         params_read: Mutex::new(BTreeMap::new()),

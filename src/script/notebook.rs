@@ -8,6 +8,23 @@
 //! cell, so `fn`s (and closures stored in variables) defined in an earlier cell stay callable.
 //! Each cell's source is compiled after as many blank lines as it starts below the top of the
 //! file, so every position Rhai reports is a position in the whole file.
+//!
+//! Rules a user sees (`ssod run SCRIPT [--device cpu|cuda|auto] [--set k=v]... [--out DIR] [--fresh]`):
+//! - Run folder: `runs/<script-stem>/<YYYYmmdd-HHMMSS>/` under the working directory (`-2`, `-3`
+//!   ... appended when the second is taken), or `--out DIR`, which must not exist or be empty:
+//!   a run never writes over an earlier run's files (`--fresh` does not change that). The folder
+//!   holds `report.md` and every file the script wrote through relative paths.
+//! - Cache: `.ssod-cache/` next to the script ([`crate::script::cache`] has the layout and keys).
+//!   The leading cells whose keys are cached are restored (variables, printed output, files);
+//!   the first changed cell and everything after it run. `--fresh` reads nothing from the cache
+//!   (it still writes). The key covers the source, not the files a cell reads: after changing an
+//!   input file, run with `--fresh`.
+//! - A failing cell prints `file:line:col: message`, the line and a caret, stops the run (later
+//!   cells are "not run"), keeps the earlier cells' cache entries, writes the report and exits 1.
+//!   Ctrl-C stops the running cell at its next Rhai operation (a native op runs to its end;
+//!   long native loops can poll [`crate::script::progress::Progress::interrupted`]), writes the
+//!   report and exits 130; a second Ctrl-C exits at once.
+//! - `--set` keys that no `param` call read are warned about at the end of a completed run.
 
 mod report;
 

@@ -87,7 +87,10 @@ impl RunContext {
                 OutputItem::Image(p) => println!("[image: {p}]"),
             }
         }
-        self.cell().output.push(item);
+        // A detached context (plain `run_script_file`, `ssod doc`) keeps nothing.
+        if self.run_dir.is_some() {
+            self.cell().output.push(item);
+        }
     }
 
     /// A path as scripts mean it: relative paths resolve inside the run folder.

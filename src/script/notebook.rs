@@ -122,7 +122,7 @@ pub fn install_interrupt_handler() {
 /// unless a seed is set before the first engine. A fixed seed makes the names the same in every
 /// run, so a cached closure is found again among the functions of the restored cells. (The
 /// random seed protects hash maps from crafted keys; a notebook's scripts are its user's own.)
-fn fix_hashing_seed() {
+pub(crate) fn fix_hashing_seed() {
     // Err: already set (by an earlier session in this process): keep it.
     let _ = rhai::config::hashing::set_hashing_seed(Some([
         0x5353_4f44_6e62_0001,

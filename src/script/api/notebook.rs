@@ -60,6 +60,8 @@ pub struct RunContext {
 impl RunContext {
     /// No run folder, no parameters, no cache: for `ssod doc` and plain engines.
     pub fn detached() -> Arc<Self> {
+        // Before the first engine: closures get the same names in every process.
+        crate::script::notebook::fix_hashing_seed();
         Arc::new(RunContext {
             params: BTreeMap::new(),
             params_read: Mutex::new(BTreeMap::new()),

@@ -443,6 +443,7 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
         echo: true,
         fresh: opts.fresh,
     });
+    crate::script::api::notebook::set_current(Some(ctx.clone()));
     let file = opts.script.display().to_string();
     let mut session = Session::new(ctx.clone(), file, text);
     println!("run folder: {}", run_dir.display());

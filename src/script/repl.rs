@@ -33,6 +33,7 @@ pub fn run_repl(
         echo: true,
         fresh: false,
     });
+    crate::script::api::notebook::set_current(Some(ctx.clone()));
     let mut session = Session::new(ctx.clone(), "<repl>".into(), String::new());
     let mut text = String::new();
     let mut results = Vec::new();

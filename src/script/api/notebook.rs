@@ -422,3 +422,40 @@ pub fn hook_output(engine: &mut rhai::Engine, ctx: &Arc<RunContext>) {
     let c = ctx.clone();
     engine.on_debug(move |s, _, _| c.emit(OutputItem::Text(s.to_string())));
 }
+
+/// The context of the notebook (or REPL) running in this process, for API functions that write
+/// files: [`output_path`] and [`record_output`].
+fn current() -> &'static std::sync::RwLock<Option<Arc<RunContext>>> {
+    static CURRENT: std::sync::OnceLock<std::sync::RwLock<Option<Arc<RunContext>>>> =
+        std::sync::OnceLock::new();
+    CURRENT.get_or_init(|| std::sync::RwLock::new(None))
+}
+
+/// Make `ctx` the process's current run (the notebook and the REPL call this).
+pub fn set_current(ctx: Option<Arc<RunContext>>) {
+    *current().write().unwrap_or_else(|p| p.into_inner()) = ctx;
+}
+
+/// Where an API function should write a file a script named: relative paths go into the
+/// current run folder (the working directory when no notebook runs).
+pub fn output_path(path: &str) -> PathBuf {
+    match current().read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(ctx) => ctx.resolve(path),
+        None => PathBuf::from(path),
+    }
+}
+
+/// Tell the notebook that an API function wrote `path` (cached with the cell, restored into
+/// later run folders); `image: true` also shows it in the report like `show`.
+pub fn record_output(path: &Path, image: bool) {
+    if let Some(ctx) = current().read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        ctx.record_file(path);
+        if image {
+            if let Some(dir) = &ctx.run_dir {
+                if let Ok(rel) = path.strip_prefix(dir) {
+                    ctx.emit(OutputItem::Image(rel.to_string_lossy().to_string()));
+                }
+            }
+        }
+    }
+}

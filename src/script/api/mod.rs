@@ -54,6 +54,7 @@ macro_rules! func {
 mod data;
 mod detect;
 mod models;
+pub mod notebook;
 mod ops;
 mod pretrain;
 mod tensor;
@@ -61,7 +62,13 @@ mod train;
 
 /// An engine with the whole ssod API, and the documentation of every function it registered.
 pub fn new_engine() -> (Engine, Vec<FnDoc>) {
+    new_engine_with(&notebook::RunContext::detached())
+}
+
+/// [`new_engine`] whose notebook functions (`param`, `show`, ...) and `print` use `ctx`.
+pub fn new_engine_with(ctx: &Arc<notebook::RunContext>) -> (Engine, Vec<FnDoc>) {
     let mut engine = Engine::new();
+    notebook::hook_output(&mut engine, ctx);
     // Scripts are user input: bound recursion so a runaway script errors instead of overflowing
     // the stack.
     engine.set_max_call_levels(64);
@@ -77,6 +84,7 @@ pub fn new_engine() -> (Engine, Vec<FnDoc>) {
     data::register(&mut api);
     train::register(&mut api);
     pretrain::register(&mut api);
+    notebook::register(&mut api, ctx);
     let mut docs = api.docs;
     docs.sort_by(|a, b| a.name.cmp(&b.name).then(a.signature.cmp(&b.signature)));
     (engine, docs)

@@ -1,0 +1,653 @@
+//! Notebooks: a script split into cells at `// %% Title` lines, run in order in one persistent
+//! scope, each cell's output printed under its title with its run time, cached on disk
+//! ([`crate::script::cache`]) and written into the run folder's `report.md`.
+//!
+//! Scope across cells: every cell is compiled as its own AST (so a syntax error names its cell
+//! and the cells before it still run); variables live in one [`Scope`]; function definitions of
+//! every cell run so far are kept in a functions-only AST that is merged in front of each new
+//! cell, so `fn`s (and closures stored in variables) defined in an earlier cell stay callable.
+//! Each cell's source is compiled after as many blank lines as it starts below the top of the
+//! file, so every position Rhai reports is a position in the whole file.
+//!
+//! Rules a user sees (`ssod run SCRIPT [--device cpu|cuda|auto] [--set k=v]... [--out DIR] [--fresh]`):
+//! - Run folder: `runs/<script-stem>/<YYYYmmdd-HHMMSS>/` under the working directory (`-2`, `-3`
+//!   ... appended when the second is taken), or `--out DIR`, which must not exist or be empty:
+//!   a run never writes over an earlier run's files (`--fresh` does not change that). The folder
+//!   holds `report.md` and every file the script wrote through relative paths.
+//! - Cache: `.ssod-cache/` next to the script ([`crate::script::cache`] has the layout and keys).
+//!   The leading cells whose keys are cached are restored (variables, printed output, files);
+//!   the first changed cell and everything after it run. `--fresh` reads nothing from the cache
+//!   (it still writes). The key covers the source, not the files a cell reads: after changing an
+//!   input file, run with `--fresh`.
+//! - A failing cell prints `file:line:col: message`, the line and a caret, stops the run (later
+//!   cells are "not run"), keeps the earlier cells' cache entries, writes the report and exits 1.
+//!   Ctrl-C stops the running cell at its next Rhai operation (a native op runs to its end;
+//!   long native loops can poll [`crate::script::progress::Progress::interrupted`]), writes the
+//!   report and exits 130; a second Ctrl-C exits at once.
+//! - `--set` keys that no `param` call read are warned about at the end of a completed run.
+
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
+
+use crate::script::api::notebook::{CellState, OutputItem, RunContext};
+use crate::script::cache::{cell_key, CellCache, CellRecord};
+use crate::script::format_script_error;
+use crate::{Error, Result};
+
+pub use report::write_report;
+
+/// One cell of a script.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cell {
+    /// The text after `// %%` (trimmed); `Cell N` when empty or before the first marker.
+    pub title: String,
+    /// The cell's lines (without the marker line).
+    pub source: String,
+    /// 1-based line in the file of the cell's first source line.
+    pub first_line: usize,
+}
+
+/// Whether a line is a cell marker, and its title.
+fn marker(line: &str) -> Option<&str> {
+    line.trim_start().strip_prefix("// %%").map(str::trim)
+}
+
+/// Split a script into cells at `// %% Title` lines. Text before the first marker is an untitled
+/// first cell unless it is blank.
+pub fn split_cells(source: &str) -> Vec<Cell> {
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut current = Cell {
+        title: String::new(),
+        source: String::new(),
+        first_line: 1,
+    };
+    let mut has_marker = false;
+    for (i, line) in source.lines().enumerate() {
+        if let Some(title) = marker(line) {
+            if has_marker || !current.source.trim().is_empty() {
+                cells.push(current);
+            }
+            has_marker = true;
+            current = Cell {
+                title: title.to_string(),
+                source: String::new(),
+                first_line: i + 2,
+            };
+        } else {
+            current.source.push_str(line);
+            current.source.push('\n');
+        }
+    }
+    if has_marker || !current.source.trim().is_empty() {
+        cells.push(current);
+    }
+    for (i, c) in cells.iter_mut().enumerate() {
+        if c.title.is_empty() {
+            c.title = format!("Cell {}", i + 1);
+        }
+    }
+    cells
+}
+
+/// Set by the SIGINT handler; checked by the engine's progress callback between operations.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    // A second Ctrl-C while the first is still being handled: leave at once.
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Make Ctrl-C stop the running cell instead of the process (a second Ctrl-C still exits).
+pub fn install_interrupt_handler() {
+    // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+/// Rhai names a closure `anon$<hash of its source>`; the hash is seeded at random per process
+/// unless a seed is set before the first engine. A fixed seed makes the names the same in every
+/// run, so a cached closure is found again among the functions of the restored cells. (The
+/// random seed protects hash maps from crafted keys; a notebook's scripts are its user's own.)
+pub(crate) fn fix_hashing_seed() {
+    // Err: already set (by an earlier session in this process): keep it.
+    let _ = rhai::config::hashing::set_hashing_seed(Some([
+        0x5353_4f44_6e62_0001,
+        0x6365_6c6c_7300_0002,
+        0x7373_6f64_0000_0003,
+        0x0000_0000_0000_0004,
+    ]));
+}
+
+/// How a cell ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CellStatus {
+    Ran,
+    Restored,
+    Failed(String),
+    Interrupted,
+    NotRun,
+}
+
+/// A cell's outcome, for the report.
+#[derive(Clone, Debug)]
+pub struct CellResult {
+    pub cell: Cell,
+    pub status: CellStatus,
+    pub output: Vec<OutputItem>,
+    pub seconds: f64,
+    /// Why the cell was not cached, if it ran and was not.
+    pub cache_note: Option<String>,
+}
+
+/// An engine, one scope and the functions defined so far: cells run one after the other.
+pub struct Session {
+    pub engine: Engine,
+    pub scope: Scope<'static>,
+    functions: AST,
+    pub ctx: Arc<RunContext>,
+    /// File name and whole text, for error messages.
+    file: String,
+    text: String,
+}
+
+impl Session {
+    pub fn new(ctx: Arc<RunContext>, file: String, text: String) -> Self {
+        fix_hashing_seed();
+        let (mut engine, _) = crate::script::api::new_engine_with(&ctx);
+        engine.on_progress(|_| {
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                Some(Dynamic::from("interrupted"))
+            } else {
+                None
+            }
+        });
+        Session {
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+            ctx,
+            file,
+            text,
+        }
+    }
+
+    /// Replace the text errors are shown against (the REPL grows it cell by cell).
+    pub fn set_text(&mut self, text: String) {
+        self.text = text;
+    }
+
+    fn compile(&self, cell: &Cell) -> std::result::Result<AST, String> {
+        let padded = format!(
+            "{}{}",
+            "\n".repeat(cell.first_line.saturating_sub(1)),
+            cell.source
+        );
+        self.engine
+            .compile(&padded)
+            .map_err(|e| format_script_error(&self.file, &self.text, &EvalAltResult::from(e)))
+    }
+
+    /// Keep the cell's function definitions without running it (a restored cell).
+    pub fn define_functions(&mut self, cell: &Cell) -> std::result::Result<(), String> {
+        let ast = self.compile(cell)?;
+        self.functions = self.functions.merge(&ast.clone_functions_only());
+        Ok(())
+    }
+
+    /// Function pointers to the closures defined by the cells so far, by name.
+    pub fn closure_resolver(&self) -> impl Fn(&str) -> Option<rhai::FnPtr> {
+        let module =
+            rhai::Module::eval_ast_as_new(Scope::new(), &self.functions, &self.engine).ok();
+        move |name: &str| {
+            let m = module.as_ref()?;
+            (0..=32).find_map(|n| {
+                m.get_script_fn(name, n)
+                    .map(|d| rhai::FnPtr::from(d.clone()))
+            })
+        }
+    }
+
+    /// Run a cell in the session's scope. The cell's output is in `ctx.cell()` afterwards.
+    pub fn run_cell(&mut self, cell: &Cell) -> CellStatus {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let ast = match self.compile(cell) {
+            Ok(a) => a,
+            Err(msg) => return CellStatus::Failed(msg),
+        };
+        // Functions are kept even if the cell fails later (they were defined by the source).
+        self.functions = self.functions.merge(&ast.clone_functions_only());
+        let whole = self.functions.merge(&ast);
+        match self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &whole)
+        {
+            Ok(v) => {
+                if !v.is_unit() {
+                    self.ctx.emit(OutputItem::Text(v.to_string()));
+                }
+                CellStatus::Ran
+            }
+            Err(e) if is_interrupt(&e) => CellStatus::Interrupted,
+            Err(e) => CellStatus::Failed(format_script_error(&self.file, &self.text, &e)),
+        }
+    }
+}
+
+/// Whether an error is (or wraps) the progress callback's termination.
+fn is_interrupt(e: &EvalAltResult) -> bool {
+    match e {
+        EvalAltResult::ErrorTerminated(..) => true,
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => is_interrupt(inner),
+        _ => INTERRUPTED.load(Ordering::Relaxed),
+    }
+}
+
+/// Strings (also inside arrays and maps) that start with the folder `old` start with `new`
+/// instead.
+fn rebase_paths(v: Dynamic, old: &str, new: &str) -> Dynamic {
+    if old.is_empty() || old == new {
+        return v;
+    }
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        if let Some(rest) = s.strip_prefix(old) {
+            if rest.is_empty()
+                || rest.starts_with(std::path::MAIN_SEPARATOR)
+                || rest.starts_with('/')
+            {
+                return Dynamic::from(format!("{new}{rest}"));
+            }
+        }
+        return v.clone();
+    }
+    if v.is_array() {
+        let a = v.cast::<rhai::Array>();
+        return Dynamic::from_array(a.into_iter().map(|x| rebase_paths(x, old, new)).collect());
+    }
+    if v.is_map() {
+        let m = v.cast::<rhai::Map>();
+        return Dynamic::from_map(
+            m.into_iter()
+                .map(|(k, x)| (k, rebase_paths(x, old, new)))
+                .collect(),
+        );
+    }
+    v
+}
+
+/// Which device a run uses.
+pub fn resolve_device(device: &str) -> Result<(String, Option<String>)> {
+    match device {
+        "cpu" => Ok(("cpu".into(), None)),
+        "auto" => Ok((
+            "cpu".into(),
+            Some("device auto: using the CPU (the CUDA backend is not available in this build/session)".into()),
+        )),
+        "cuda" => Err(Error::InvalidArgument(
+            "--device cuda: CUDA backend not available in this build/session (use --device cpu)"
+                .into(),
+        )),
+        other => Err(Error::InvalidArgument(format!(
+            "--device `{other}`: expected cpu, cuda or auto"
+        ))),
+    }
+}
+
+/// Parse `key=value` (`--set`).
+pub fn parse_set(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(Error::InvalidArgument(format!(
+            "--set `{s}`: expected key=value"
+        ))),
+    }
+}
+
+/// `YYYYmmdd-HHMMSS` (UTC) of now.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A new, empty run folder: `base/<stamp>`, or `base/<stamp>-2`, ... if taken.
+pub fn new_run_dir(base: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
+    let stamp = timestamp();
+    for n in 1.. {
+        let p = if n == 1 {
+            base.join(&stamp)
+        } else {
+            base.join(format!("{stamp}-{n}"))
+        };
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    unreachable!("the loop above only ends by returning")
+}
+
+/// `--out DIR`: created if missing; an existing non-empty folder is refused (runs never write
+/// over earlier outputs).
+pub fn prepare_out_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        if entries.next().is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "--out {}: the folder is not empty; runs never overwrite outputs (choose a new folder or leave --out out for runs/<script>/<stamp>/)",
+                dir.display()
+            )));
+        }
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// What `ssod run` was asked to do.
+pub struct NotebookOptions {
+    pub script: PathBuf,
+    pub device: String,
+    pub sets: Vec<String>,
+    pub out: Option<PathBuf>,
+    pub fresh: bool,
+    /// Where `runs/` goes when `out` is not given (the working directory).
+    pub runs_root: PathBuf,
+}
+
+/// How a notebook run ended.
+#[derive(Debug, PartialEq)]
+pub enum RunEnd {
+    Completed,
+    /// A cell failed (its 1-based index).
+    Failed(usize),
+    Interrupted(usize),
+}
+
+pub struct NotebookSummary {
+    pub run_dir: PathBuf,
+    pub end: RunEnd,
+    pub results: Vec<CellResult>,
+}
+
+fn print_header(i: usize, n: usize, cell: &Cell, note: &str) {
+    println!("\n── [{}/{n}] {} {note}", i + 1, cell.title);
+}
+
+/// Run a notebook: cells, cache, report. Errors before the first cell (unreadable script, bad
+/// options) are `Err`; a failing cell is `Ok` with [`RunEnd::Failed`] (its message was printed).
+pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
+    fix_hashing_seed();
+    let text = std::fs::read_to_string(&opts.script).map_err(|e| Error::io(&opts.script, e))?;
+    let (device, device_note) = resolve_device(&opts.device)?;
+    if let Some(note) = device_note {
+        println!("{note}");
+    }
+    let mut params = BTreeMap::new();
+    for s in &opts.sets {
+        let (k, v) = parse_set(s)?;
+        params.insert(k, v);
+    }
+    let cells = split_cells(&text);
+    let stem = opts
+        .script
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "script".into());
+    let run_dir = match &opts.out {
+        Some(d) => prepare_out_dir(d)?,
+        None => new_run_dir(&opts.runs_root.join("runs").join(&stem))?,
+    };
+    // Absolute, so `run_dir()` strings stay valid whatever a script joins them with.
+    let run_dir = run_dir.canonicalize().map_err(|e| Error::io(&run_dir, e))?;
+    let cache = CellCache::for_script(&opts.script);
+    let ctx = Arc::new(RunContext {
+        params: params.clone(),
+        params_read: Mutex::new(BTreeMap::new()),
+        run_dir: Some(run_dir.clone()),
+        cache_dir: Some(cache.root().to_path_buf()),
+        cell: Mutex::new(CellState::default()),
+        echo: true,
+        fresh: opts.fresh,
+    });
+    crate::script::api::notebook::set_current(Some(ctx.clone()));
+    let file = opts.script.display().to_string();
+    let mut session = Session::new(ctx.clone(), file, text);
+    println!("run folder: {}", run_dir.display());
+
+    let mut keys = Vec::with_capacity(cells.len());
+    let mut prev = String::new();
+    for c in &cells {
+        prev = cell_key(&prev, &c.title, &c.source, &params, &device);
+        keys.push(prev.clone());
+    }
+
+    // Leading cells with complete cache entries are restored, the rest run.
+    let mut results: Vec<CellResult> = Vec::new();
+    let n = cells.len();
+    let mut restored = 0;
+    if !opts.fresh {
+        restored = keys.iter().take_while(|k| cache.has(k)).count();
+    }
+    let mut records = Vec::new();
+    if restored > 0 {
+        // Functions first: restored closures are looked up among them.
+        for cell in &cells[..restored] {
+            if let Err(msg) = session.define_functions(cell) {
+                println!("note: {msg}");
+            }
+        }
+        let resolver = session.closure_resolver();
+        let loaded = (|| -> Result<_> {
+            let recs = keys[..restored]
+                .iter()
+                .map(|k| cache.load_record(k))
+                .collect::<Result<Vec<_>>>()?;
+            let vars = cache.load_scope(&keys[restored - 1], &resolver)?;
+            for (k, r) in keys.iter().zip(&recs) {
+                cache.restore_files(k, r, &run_dir)?;
+            }
+            Ok((recs, vars))
+        })();
+        match loaded {
+            Ok((recs, vars)) => {
+                let old_dir = recs.last().map(|r| r.run_dir.clone()).unwrap_or_default();
+                let new_dir = run_dir.display().to_string();
+                for (name, constant, value) in vars {
+                    let value = rebase_paths(value, &old_dir, &new_dir);
+                    if constant {
+                        session.scope.push_constant_dynamic(name, value);
+                    } else {
+                        session.scope.push_dynamic(name, value);
+                    }
+                }
+                records = recs;
+            }
+            Err(e) => {
+                println!("cache: could not restore ({e}); recomputing every cell");
+                restored = 0;
+                let file = session.file.clone();
+                let text = session.text.clone();
+                session = Session::new(ctx.clone(), file, text);
+            }
+        }
+    }
+    if opts.fresh {
+        println!("--fresh: the cache is not read (finished cells are still saved)");
+    } else if restored > 0 {
+        println!(
+            "cache: restoring {restored} of {n} cell(s) unchanged since an earlier run ({})",
+            cache.root().display()
+        );
+    }
+    let mut end = RunEnd::Completed;
+    for (i, (cell, record)) in cells.iter().zip(&records).enumerate() {
+        print_header(
+            i,
+            n,
+            cell,
+            &format!("(restored from cache; ran in {:.2} s)", record.seconds),
+        );
+        for item in &record.output {
+            match item {
+                OutputItem::Text(s) | OutputItem::Markdown(s) => println!("{s}"),
+                OutputItem::Image(p) => println!("[image: {p}]"),
+            }
+        }
+        ctx.read_params().extend(record.params_read.clone());
+        results.push(CellResult {
+            cell: cell.clone(),
+            status: CellStatus::Restored,
+            output: record.output.clone(),
+            seconds: record.seconds,
+            cache_note: None,
+        });
+    }
+    for i in restored..n {
+        let cell = &cells[i];
+        if end != RunEnd::Completed {
+            results.push(CellResult {
+                cell: cell.clone(),
+                status: CellStatus::NotRun,
+                output: Vec::new(),
+                seconds: 0.0,
+                cache_note: None,
+            });
+            continue;
+        }
+        print_header(i, n, cell, "");
+        *ctx.cell() = CellState {
+            key: keys[i].clone(),
+            ..Default::default()
+        };
+        let read_before = ctx.read_params().clone();
+        let t0 = Instant::now();
+        let status = session.run_cell(cell);
+        let seconds = t0.elapsed().as_secs_f64();
+        let state = std::mem::take(&mut *ctx.cell());
+        let mut cache_note = None;
+        match &status {
+            CellStatus::Ran => {
+                println!("({seconds:.2} s)");
+                let params_read = ctx
+                    .read_params()
+                    .iter()
+                    .filter(|(k, _)| !read_before.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let record = CellRecord {
+                    version: crate::VERSION.to_string(),
+                    title: cell.title.clone(),
+                    output: state.output.clone(),
+                    files: state.files.clone(),
+                    params_read,
+                    seconds,
+                    run_dir: run_dir.display().to_string(),
+                };
+                match cache.save(&keys[i], &session.scope, &record, &run_dir) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => {
+                        let note = format!("not cached: {}", why.0);
+                        println!("note: cell {} {note}", i + 1);
+                        cache_note = Some(note);
+                    }
+                    Err(e) => {
+                        let note = format!("not cached: {e}");
+                        println!("note: cell {} {note}", i + 1);
+                        cache_note = Some(note);
+                    }
+                }
+            }
+            CellStatus::Failed(msg) => {
+                eprintln!("{msg}");
+                eprintln!(
+                    "cell {} `{}` failed after {seconds:.2} s",
+                    i + 1,
+                    cell.title
+                );
+                end = RunEnd::Failed(i + 1);
+            }
+            CellStatus::Interrupted => {
+                eprintln!(
+                    "cell {} `{}` interrupted (Ctrl-C) after {seconds:.2} s",
+                    i + 1,
+                    cell.title
+                );
+                end = RunEnd::Interrupted(i + 1);
+            }
+            CellStatus::Restored | CellStatus::NotRun => {}
+        }
+        results.push(CellResult {
+            cell: cell.clone(),
+            status,
+            output: state.output,
+            seconds,
+            cache_note,
+        });
+    }
+    let unused: Vec<&String> = params
+        .keys()
+        .filter(|k| !ctx.read_params().contains_key(*k))
+        .collect();
+    let warnings: Vec<String> = if end == RunEnd::Completed {
+        unused
+            .iter()
+            .map(|k| {
+                format!("warning: --set {k} was given but no param(\"{k}\", ...) call read it")
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    let report = write_report(
+        &run_dir,
+        &opts.script,
+        &device,
+        &params,
+        &ctx.read_params(),
+        &results,
+        &warnings,
+    )?;
+    println!("\nreport: {}", report.display());
+    Ok(NotebookSummary {
+        run_dir,
+        end,
+        results,
+    })
+}

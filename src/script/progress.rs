@@ -1,0 +1,151 @@
+//! A progress display for long loops (training, pretraining, evaluation): a bar with ETA, loss
+//! and throughput on a terminal, plain periodic lines otherwise (logs, CI, notebooks' output).
+//!
+//! ```no_run
+//! use ssod::script::progress::Progress;
+//! let mut p = Progress::new(100, "train");
+//! for step in 0..100 {
+//!     p.tick(1, Some(0.5), Some(32.0)); // one step, its loss, images/s
+//! }
+//! p.finish();
+//! ```
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+pub struct Progress {
+    total: u64,
+    done: u64,
+    label: String,
+    start: Instant,
+    last_draw: Option<Instant>,
+    terminal: bool,
+    /// Plain mode: a line every this often (and at the end).
+    interval: Duration,
+    last_loss: Option<f64>,
+    last_rate: Option<f64>,
+}
+
+fn fmt_duration(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "?".into();
+    }
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+impl Progress {
+    /// A progress display for `total` units of work (0: unknown total, no ETA).
+    pub fn new(total: u64, label: &str) -> Self {
+        Progress {
+            total,
+            done: 0,
+            label: label.to_string(),
+            start: Instant::now(),
+            last_draw: None,
+            terminal: std::io::stderr().is_terminal(),
+            interval: Duration::from_secs(10),
+            last_loss: None,
+            last_rate: None,
+        }
+    }
+
+    /// Plain lines at most this often (default 10 s); for tests and chatty logs.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// `n` more units done, with the latest loss and throughput (items/s) if known.
+    pub fn tick(&mut self, n: u64, loss: Option<f64>, throughput: Option<f64>) {
+        self.done = self.done.saturating_add(n);
+        if loss.is_some() {
+            self.last_loss = loss;
+        }
+        if throughput.is_some() {
+            self.last_rate = throughput;
+        }
+        let now = Instant::now();
+        let every = if self.terminal {
+            Duration::from_millis(100)
+        } else {
+            self.interval
+        };
+        let due = self.last_draw.is_none_or(|t| now - t >= every);
+        if due || (self.total > 0 && self.done >= self.total) {
+            self.draw();
+            self.last_draw = Some(now);
+        }
+    }
+
+    /// The line (without bar) describing the current state.
+    pub fn status(&self) -> String {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let mut s = if self.total > 0 {
+            let frac = (self.done as f64 / self.total as f64).min(1.0);
+            let eta = if self.done > 0 {
+                elapsed / frac - elapsed
+            } else {
+                f64::NAN
+            };
+            format!(
+                "{} {}/{} ({:.0}%) elapsed {} ETA {}",
+                self.label,
+                self.done,
+                self.total,
+                frac * 100.0,
+                fmt_duration(elapsed),
+                fmt_duration(eta)
+            )
+        } else {
+            format!(
+                "{} {} elapsed {}",
+                self.label,
+                self.done,
+                fmt_duration(elapsed)
+            )
+        };
+        if let Some(l) = self.last_loss {
+            s.push_str(&format!(" loss {l:.4}"));
+        }
+        if let Some(r) = self.last_rate {
+            s.push_str(&format!(" {r:.1}/s"));
+        }
+        s
+    }
+
+    fn draw(&self) {
+        let mut err = std::io::stderr();
+        if self.terminal {
+            let width = 24usize;
+            let filled = if self.total > 0 {
+                ((self.done as f64 / self.total as f64).min(1.0) * width as f64) as usize
+            } else {
+                0
+            };
+            let bar = format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled));
+            let _ = write!(err, "\r\x1b[2K{bar} {}", self.status());
+            let _ = err.flush();
+        } else {
+            let _ = writeln!(err, "{}", self.status());
+        }
+    }
+
+    /// Whether Ctrl-C was pressed during a notebook cell: long native loops should check this
+    /// now and then and return an error (the notebook then reports the cell as interrupted).
+    pub fn interrupted(&self) -> bool {
+        crate::script::notebook::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Draw the final state (and end the terminal line).
+    pub fn finish(&mut self) {
+        self.draw();
+        if self.terminal {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Shared helpers of the notebook tests (a folder, so cargo does not build it as a test target).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ssod_nb_{}_{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct Out {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `ssod <args>` run in `cwd`.
+pub fn ssod(cwd: &Path, args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap();
+    Out {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// Write `script.rhai` into `dir` and run it with extra args.
+pub fn run_script(dir: &Path, body: &str, args: &[&str]) -> Out {
+    std::fs::write(dir.join("script.rhai"), body).unwrap();
+    let mut a = vec!["run", "script.rhai"];
+    a.extend_from_slice(args);
+    ssod(dir, &a)
+}
+
+/// The run folder a run printed (`run folder: ...`).
+pub fn run_dir(dir: &Path, out: &Out) -> PathBuf {
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run folder: "))
+        .unwrap_or_else(|| panic!("no run folder in:\n{}", out.stdout));
+    dir.join(line)
+}
+
+/// Titles of the cells the run restored from the cache, in order.
+pub fn restored(out: &Out) -> Vec<String> {
+    headers(out)
+        .into_iter()
+        .filter(|(_, r)| *r)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// Titles of the cells the run computed.
+pub fn computed(out: &Out) -> Vec<String> {
+    headers(out)
+        .into_iter()
+        .filter(|(_, r)| !*r)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// (title, restored?) of every cell header `── [i/n] Title ...`.
+fn headers(out: &Out) -> Vec<(String, bool)> {
+    out.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("── ["))
+        .map(|l| {
+            let rest = &l[l.find("] ").unwrap() + 2..];
+            let restored = rest.contains("(restored from cache");
+            let title = rest.split(" (restored").next().unwrap().trim().to_string();
+            (title, restored)
+        })
+        .collect()
+}

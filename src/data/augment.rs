@@ -309,11 +309,15 @@ pub fn train_transform(sample: Sample, cfg: &AugmentConfig, rng: &mut impl Rng) 
     if boxes_xyxy.is_empty() {
         let (image, r) = letterbox(&original.image, cfg.input_w, cfg.input_h);
         let mut boxes = original.boxes_xyxy;
+        let mut classes = original.classes;
         scale_boxes_xyxy(&mut boxes, r);
+        // The original can itself hold boxes a mosaic clipped to zero size; those carry no
+        // signal and the assigner refuses them, so only boxes of positive size are kept.
+        filter_min_side(&mut boxes, &mut classes, 0.0);
         return Augmented {
             image,
             boxes_cxcywh: boxes.into_iter().map(xyxy_to_cxcywh).collect(),
-            classes: original.classes,
+            classes,
             fell_back: true,
         };
     }

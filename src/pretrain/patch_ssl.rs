@@ -577,6 +577,22 @@ pub fn pretrain_patch_ssl(
     frames: &FrameSet,
     cfg: &PatchSslConfig,
 ) -> Result<PretrainReport> {
+    pretrain_patch_ssl_with_loss(model, frames, cfg, None)
+}
+
+/// A patch loss written by the user: `(anchors [B, D], positives [Kp·B, D], negatives [Kn·B, D])`
+/// (rows k-major, as [`cosine_patch_loss`] documents) → a one-element loss tensor.
+pub type CustomPatchLoss<'a> = &'a mut dyn FnMut(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
+
+/// Patch SSL with the loss replaced by `custom` when given (everything else — geometry,
+/// augmentation, BN mode, optimiser — as `cfg` says). The reported cosines are the study's
+/// mean positive and negative cosines, whatever the loss.
+pub fn pretrain_patch_ssl_with_loss(
+    model: &YoloX,
+    frames: &FrameSet,
+    cfg: &PatchSslConfig,
+    mut custom: Option<CustomPatchLoss>,
+) -> Result<PretrainReport> {
     cfg.validate()?;
     if frames.is_empty() {
         return Err(Error::InvalidArgument(
@@ -630,9 +646,22 @@ pub fn pretrain_patch_ssl(
             for chunk in order.chunks(cfg.batch_size).take(steps_per_epoch) {
                 let batch: Vec<&RgbImage> = chunk.iter().map(|&i| &resized[i]).collect();
                 let (a, p, n) = embed_step(model, &head, &batch, cfg, &mut rng)?;
-                let out = match cfg.loss {
-                    PatchLossKind::Cosine => cosine_patch_loss(&a, &p, &n)?,
-                    PatchLossKind::InfoNce => info_nce_patch_loss(&a, &p, &n, cfg.temperature)?,
+                let out = match custom.as_mut() {
+                    Some(loss_fn) => {
+                        let loss = loss_fn(&a, &p, &n)?;
+                        if loss.numel() != 1 {
+                            return Err(Error::op(
+                                "pretrain_custom",
+                                format!("the loss function returned shape {}, expected one value", loss.shape()),
+                            ));
+                        }
+                        let stats = crate::autograd::no_grad(|| cosine_patch_loss(&a, &p, &n))?;
+                        PatchLoss { loss, mean_pos_cos: stats.mean_pos_cos, mean_neg_cos: stats.mean_neg_cos }
+                    }
+                    None => match cfg.loss {
+                        PatchLossKind::Cosine => cosine_patch_loss(&a, &p, &n)?,
+                        PatchLossKind::InfoNce => info_nce_patch_loss(&a, &p, &n, cfg.temperature)?,
+                    },
                 };
                 loss_sum += out.loss.item()? as f64;
                 pos_sum += out.mean_pos_cos;

@@ -77,6 +77,10 @@ pub fn batch_tensors(batch: &Batch) -> Result<(Tensor, Vec<ImageTargets>)> {
         for l in 0..batch.num_labels[b] {
             let row =
                 &batch.labels[(b * batch.max_labels + l) * 5..(b * batch.max_labels + l + 1) * 5];
+            // A zero-size box carries no signal (and SimOTA refuses it): skip it.
+            if !(row[3] > 0.0 && row[4] > 0.0) {
+                continue;
+            }
             t.classes.push(row[0] as usize);
             t.boxes_cxcywh.push([row[1], row[2], row[3], row[4]]);
         }

@@ -14,11 +14,45 @@ use crate::data::frames::{extract_frames, FrameSelection, FramesOptions};
 use crate::data::stats::summarize;
 use crate::data::synth::{generate, SynthConfig};
 use crate::data::voc::{read_flow_split, read_labels};
+use crate::script::api::notebook::output_path;
+use crate::script::cache::{register_codec, CacheCodec, ObjectStore};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 
 /// A dataset handle (cheap to clone).
 #[derive(Clone)]
 pub struct Dataset(pub Arc<CocoDataset>);
+
+/// Notebook cache: a dataset is its COCO json plus the image folder it points at (the images
+/// themselves are not copied; they stay where they are).
+struct DatasetCodec;
+
+impl CacheCodec for DatasetCodec {
+    fn name(&self) -> &str {
+        "Dataset"
+    }
+    fn handles(&self, v: &Dynamic) -> bool {
+        v.is::<Dataset>()
+    }
+    fn save(&self, v: &Dynamic, _objects: &ObjectStore) -> crate::Result<serde_json::Value> {
+        let d = v.clone().try_cast::<Dataset>().ok_or_else(|| crate::Error::Msg("Dataset codec: not a Dataset".into()))?;
+        let json = serde_json::to_value(&*d.0).map_err(|e| crate::Error::Msg(format!("Dataset codec: {e}")))?;
+        Ok(serde_json::json!({ "coco": json, "image_dir": d.0.image_dir.display().to_string() }))
+    }
+    fn load(&self, data: &serde_json::Value, _objects: &ObjectStore) -> crate::Result<Dynamic> {
+        let mut ds: CocoDataset = serde_json::from_value(data["coco"].clone())
+            .map_err(|e| crate::Error::Msg(format!("Dataset codec: {e}")))?;
+        ds.image_dir = data["image_dir"].as_str().unwrap_or_default().into();
+        // The images are not in the cache: if they are gone (an earlier run folder deleted),
+        // refuse, so the notebook recomputes the cell instead of training on nothing.
+        if let Some(first) = ds.images.first() {
+            let path = ds.image_path(first);
+            if !path.exists() {
+                return Err(crate::Error::Msg(format!("Dataset codec: image {} no longer exists", path.display())));
+            }
+        }
+        Ok(Dynamic::from(Dataset(Arc::new(ds))))
+    }
+}
 
 fn size_opt(op: &str, s: &str) -> ScriptResult<(u32, u32)> {
     let parts: Vec<&str> = s.split('x').collect();
@@ -45,11 +79,11 @@ fn synth(o: Map) -> ScriptResult<Map> {
             "seed",
         ],
     )?;
-    let out: PathBuf = o
-        .get("out")
-        .map(|d| d.to_string())
-        .ok_or_else(|| script_err("synth: `out` (a folder) is required"))?
-        .into();
+    let out: PathBuf = output_path(
+        &o.get("out")
+            .map(|d| d.to_string())
+            .ok_or_else(|| script_err("synth: `out` (a folder) is required"))?,
+    );
     let (width, height) = size_opt(
         "synth",
         &o.get("size")
@@ -90,6 +124,7 @@ fn synth(o: Map) -> ScriptResult<Map> {
 
 pub fn register(api: &mut Api) {
     api.engine.register_type_with_name::<Dataset>("Dataset");
+    register_codec(Arc::new(DatasetCodec));
     api.engine.register_fn("to_string", |d: &mut Dataset| {
         format!(
             "Dataset({} images, {} objects)",
@@ -171,9 +206,10 @@ pub fn register(api: &mut Api) {
                 strict_background: opts.bool("strict_background", def.strict_background)?,
                 ..def
             };
-            let r = lift(write_crops(&d.0, out.as_ref(), &co))?;
+            let out = output_path(out);
+            let r = lift(write_crops(&d.0, &out, &co))?;
             let mut m = Map::new();
-            m.insert("dir".into(), Dynamic::from(out.to_string()));
+            m.insert("dir".into(), Dynamic::from(out.display().to_string()));
             m.insert("positives".into(), Dynamic::from(r.positives as INT));
             m.insert("negatives".into(), Dynamic::from(r.negatives as INT));
             Ok(m)
@@ -191,9 +227,10 @@ pub fn register(api: &mut Api) {
                 None => None,
             };
             let fo = FramesOptions { selection, seed: opts.usize("seed", 0)? as u64, resize, ..FramesOptions::default() };
-            let r = lift(extract_frames(input.as_ref(), out.as_ref(), &fo))?;
+            let out = output_path(out);
+            let r = lift(extract_frames(input.as_ref(), &out, &fo))?;
             let mut m = Map::new();
-            m.insert("dir".into(), Dynamic::from(out.to_string()));
+            m.insert("dir".into(), Dynamic::from(out.display().to_string()));
             m.insert("frames_read".into(), Dynamic::from(r.frames_read as INT));
             m.insert("kept".into(), Dynamic::from(r.kept.len() as INT));
             Ok(m)

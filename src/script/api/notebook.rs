@@ -189,7 +189,21 @@ fn rows_of(op: &str, rows: &Array) -> ScriptResult<(Vec<String>, Vec<Map>)> {
 
 /// An array of maps as a markdown table (missing entries empty).
 pub fn markdown_rows(op: &str, rows: &Array) -> ScriptResult<String> {
-    let (columns, maps) = rows_of(op, rows)?;
+    markdown_rows_ordered(op, rows, None)
+}
+
+/// Rhai maps iterate their keys sorted; `columns` gives the table's column order (and subset).
+pub fn markdown_rows_ordered(op: &str, rows: &Array, columns: Option<Vec<String>>) -> ScriptResult<String> {
+    let (found, maps) = rows_of(op, rows)?;
+    let columns = match columns {
+        Some(cols) => {
+            if let Some(missing) = cols.iter().find(|c| !found.contains(c)) {
+                return Err(script_err(format!("{op}: column `{missing}` is in no row (columns: {})", found.join(", "))));
+            }
+            cols
+        }
+        None => found,
+    };
     if columns.is_empty() {
         return Ok("(empty table)".into());
     }
@@ -339,6 +353,20 @@ pub fn register(api: &mut Api, ctx: &Arc<RunContext>) {
         "Print an array of maps as a markdown table (rendered as a table in report.md).",
         move |rows: Array| -> ScriptResult<()> {
             let md = markdown_rows("table", &rows)?;
+            c.emit(OutputItem::Markdown(md));
+            Ok(())
+        }
+    );
+    let c = ctx.clone();
+    func!(
+        api,
+        "table",
+        &["rows: Array", "columns: Array"],
+        "()",
+        "Print an array of maps as a markdown table with the given column order.",
+        move |rows: Array, columns: Array| -> ScriptResult<()> {
+            let cols = columns.iter().map(|c| c.to_string()).collect();
+            let md = markdown_rows_ordered("table", &rows, Some(cols))?;
             c.emit(OutputItem::Markdown(md));
             Ok(())
         }

@@ -3,18 +3,26 @@
 //! `m.load_backbone("ckpt.safetensors")`. Config maps use the config structs' field names; an
 //! unknown key is an error naming it. Results are maps of per-epoch arrays.
 
-use rhai::{Array, Dynamic, Map, INT};
+use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext, INT};
 
 use super::models::Model;
 use super::Api;
 use crate::pretrain::{
-    linear_probe, load_backbone, pretrain_center_loss, pretrain_patch_ssl, CropSet, FrameSet,
+    linear_probe, load_backbone, pretrain_center_loss, pretrain_patch_ssl,
+    patch_ssl::pretrain_patch_ssl_with_loss, CropSet, FrameSet,
     PretrainReport, ProbeReport,
 };
+use crate::script::api::notebook::output_path;
 use crate::script::convert::{lift, script_err, ScriptResult};
+use crate::Tensor;
 
 /// A config map → a config struct through JSON (so `deny_unknown_fields` and defaults apply).
 fn config_from_map<T: serde::de::DeserializeOwned>(op: &str, map: Map) -> ScriptResult<T> {
+    let mut map = map;
+    // A relative `out` folder lands in the notebook's run folder, like every other output.
+    if let Some(out) = map.get("out").map(|d| d.to_string()) {
+        map.insert("out".into(), Dynamic::from(output_path(&out).display().to_string()));
+    }
     let json = serde_json::to_value(Dynamic::from_map(map))
         .map_err(|e| script_err(format!("{op}: {e}")))?;
     serde_json::from_value(json).map_err(|e| script_err(format!("{op}: bad config: {e}")))
@@ -71,21 +79,37 @@ pub fn register(api: &mut Api) {
         "Center-loss fg/bg pretraining of m's backbone on `ssod crop` output; cfg keys as CenterLossConfig (epochs, batch_size, lr, center_weight, input_norm, head, out, ...). Returns #{loss, accuracy, best_accuracy, best_epoch, checkpoint, samples_per_s, steps}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("pretrain_center_loss", cfg)?;
-            let crops = lift(CropSet::load(dir.as_ref()))?;
+            let crops = lift(CropSet::load(&output_path(dir)))?;
             Ok(report_map(&lift(pretrain_center_loss(&m.0, &crops, &cfg))?))
         });
     func!(api, "pretrain_patch_ssl", &["m: Model", "frames_dir: String", "cfg: Map"], "Map",
         "Patch-contrastive SSL of m's backbone on a folder of frames; cfg keys as PatchSslConfig (patch_size, loss, temperature, negative_sampler, bn_mode, augment_per, out, ...). Returns #{loss, pos_cos, neg_cos, checkpoint, samples_per_s, steps}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("pretrain_patch_ssl", cfg)?;
-            let frames = lift(FrameSet::load(dir.as_ref()))?;
+            let frames = lift(FrameSet::load(&output_path(dir)))?;
             Ok(report_map(&lift(pretrain_patch_ssl(&m.0, &frames, &cfg))?))
+        });
+    func!(api, "pretrain_custom", &["m: Model", "frames_dir: String", "cfg: Map", "loss: Fn(za, zp, zn)"], "Map",
+        "Patch SSL with a loss written in Rhai: loss(anchors [B,D], positives [Kp·B,D], negatives [Kn·B,D]) -> one-element Tensor (rows k-major). cfg as pretrain_patch_ssl. Returns the same map.",
+        |ctx: NativeCallContext, m: Model, dir: &str, cfg: Map, f: FnPtr| -> ScriptResult<Map> {
+            let cfg = config_from_map("pretrain_custom", cfg)?;
+            let frames = lift(FrameSet::load(&output_path(dir)))?;
+            let mut loss_fn = |a: &Tensor, p: &Tensor, n: &Tensor| -> crate::Result<Tensor> {
+                let out = f
+                    .call_within_context::<Dynamic>(&ctx, (a.clone(), p.clone(), n.clone()))
+                    .map_err(|e| crate::Error::Msg(format!("pretrain_custom: the loss function failed: {e}")))?;
+                let type_name = out.type_name().to_string();
+                out.try_cast::<Tensor>().ok_or_else(|| {
+                    crate::Error::Msg(format!("pretrain_custom: the loss function returned {type_name}, expected a Tensor"))
+                })
+            };
+            Ok(report_map(&lift(pretrain_patch_ssl_with_loss(&m.0, &frames, &cfg, Some(&mut loss_fn)))?))
         });
     func!(api, "linear_probe", &["m: Model", "crops_dir: String", "cfg: Map"], "Map",
         "Frozen backbone (GAP of C5) + logistic regression on fg/bg crops; cfg keys as ProbeConfig. Returns #{accuracy, train_accuracy, feature_dim, seconds, crops_per_s}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("linear_probe", cfg)?;
-            let crops = lift(CropSet::load(dir.as_ref()))?;
+            let crops = lift(CropSet::load(&output_path(dir)))?;
             Ok(probe_map(&lift(linear_probe(&m.0, &crops, &cfg))?))
         });
     func!(api, "load_backbone", &["m: Model", "path: String"], "i64",

@@ -1,7 +1,5 @@
 //! Training, evaluation, inference and plots in Rhai.
 
-use std::path::PathBuf;
-
 use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext, FLOAT, INT};
 
 use super::data::Dataset;
@@ -12,6 +10,7 @@ use crate::detect::{detect_images, PostprocessConfig};
 use crate::eval::coco::Metrics;
 use crate::eval::metrics_csv::read_metrics_csv;
 use crate::eval::plots::{plot_run_bars, plot_training_curves};
+use crate::script::api::notebook::{output_path, record_output};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 use crate::train::evaluate::{evaluate_detector, recalibrate_batch_norm};
 use crate::train::trainer::{train_detector, EpochRecord, TrainRunOptions};
@@ -79,10 +78,10 @@ fn train_config(cfg: &Map) -> ScriptResult<(TrainConfig, TrainRunOptions)> {
         .map(|d| d.to_string())
         .unwrap_or_else(|| "runs/train".into());
     let opts = TrainRunOptions {
-        out_dir: PathBuf::from(out),
+        out_dir: output_path(&out),
         workers: o.usize("workers", 2)?,
         cache: o.bool("cache", true)?,
-        resume: cfg.get("resume").map(|d| PathBuf::from(d.to_string())),
+        resume: cfg.get("resume").map(|d| output_path(&d.to_string())),
         verbose: o.bool("verbose", true)?,
     };
     Ok((config, opts))
@@ -216,9 +215,11 @@ pub fn register(api: &mut Api) {
         "String",
         "Training curves (losses, AP, lr) from a metrics.csv into a PNG; returns the PNG path.",
         |csv: &str, out: &str| -> ScriptResult<String> {
-            let table = lift(read_metrics_csv(csv.as_ref()))?;
-            lift(plot_training_curves(&table, out.as_ref()))?;
-            Ok(out.to_string())
+            let table = lift(read_metrics_csv(&output_path(csv)))?;
+            let out = output_path(out);
+            lift(plot_training_curves(&table, &out))?;
+            record_output(&out, true);
+            Ok(out.display().to_string())
         }
     );
     func!(api, "plot_bars", &["runs: Map", "metrics: Array", "out_png: String"], "String",
@@ -235,7 +236,9 @@ pub fn register(api: &mut Api) {
                 }).collect::<ScriptResult<Vec<f64>>>()?;
                 values.push(row);
             }
-            lift(plot_run_bars(&names, &metric_names, &values, out.as_ref()))?;
-            Ok(out.to_string())
+            let out = output_path(out);
+            lift(plot_run_bars(&names, &metric_names, &values, &out))?;
+            record_output(&out, true);
+            Ok(out.display().to_string())
         });
 }

@@ -19,14 +19,26 @@ fn exp_fast_is_within_two_ulp_of_f64_exp() {
 
 #[test]
 fn sigmoid_saturates_without_nan() {
-    for (x, want) in [(-300.0f32, 0.0f32), (300.0, 1.0), (f32::NEG_INFINITY, 0.0), (f32::INFINITY, 1.0), (0.0, 0.5)] {
+    for (x, want) in [
+        (-300.0f32, 0.0f32),
+        (300.0, 1.0),
+        (f32::NEG_INFINITY, 0.0),
+        (f32::INFINITY, 1.0),
+        (0.0, 0.5),
+    ] {
         let s = sigmoid_scalar(x);
-        assert!((s - want).abs() < 1e-30 || (want == 0.5 && s == 0.5), "sigmoid({x}) = {s}");
+        assert!(
+            (s - want).abs() < 1e-30 || (want == 0.5 && s == 0.5),
+            "sigmoid({x}) = {s}"
+        );
     }
     // Mid range against f64.
     for i in -200..=200 {
         let x = i as f32 * 0.1;
         let want = 1.0 / (1.0 + (-(x as f64)).exp());
-        assert!((sigmoid_scalar(x) as f64 - want).abs() < 1e-7, "sigmoid({x})");
+        assert!(
+            (sigmoid_scalar(x) as f64 - want).abs() < 1e-7,
+            "sigmoid({x})"
+        );
     }
 }

@@ -21,7 +21,10 @@ fn run_script(name: &str) -> PathBuf {
         .unwrap();
     let stdout = String::from_utf8_lossy(&status.stdout);
     let stderr = String::from_utf8_lossy(&status.stderr);
-    assert!(status.status.success(), "{name} failed:\n{stdout}\n{stderr}");
+    assert!(
+        status.status.success(),
+        "{name} failed:\n{stdout}\n{stderr}"
+    );
     assert!(out.join("report.md").exists(), "{name}: no report.md");
     out
 }
@@ -30,19 +33,37 @@ fn run_script(name: &str) -> PathBuf {
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
-    let header = lines.next().unwrap().split(',').map(str::to_string).collect();
-    (header, lines.map(|l| l.split(',').map(str::to_string).collect()).collect())
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    (
+        header,
+        lines
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect(),
+    )
 }
 
 fn assert_metric(name: &str, v: &str) {
-    let x: f64 = v.parse().unwrap_or_else(|_| panic!("{name}: `{v}` is not a number"));
-    assert!(x == -1.0 || (0.0..=1.0).contains(&x), "{name} = {x} outside [0, 1]");
+    let x: f64 = v
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}: `{v}` is not a number"));
+    assert!(
+        x == -1.0 || (0.0..=1.0).contains(&x),
+        "{name} = {x} outside [0, 1]"
+    );
 }
 
 fn check_final_metrics(out: &Path) {
     let (header, rows) = read_csv(&out.join("metrics_final.csv"));
     for col in ["AP", "AP50", "AP75", "AP_small", "AR_100"] {
-        let i = header.iter().position(|h| h == col).unwrap_or_else(|| panic!("no column {col} in {header:?}"));
+        let i = header
+            .iter()
+            .position(|h| h == col)
+            .unwrap_or_else(|| panic!("no column {col} in {header:?}"));
         assert_metric(col, &rows[0][i]);
     }
     assert!(out.join("train").join("metrics.csv").exists());
@@ -54,10 +75,16 @@ fn quickstart_tiny() {
     let out = run_script("quickstart");
     let (header, rows) = read_csv(&out.join("comparison.csv"));
     for col in ["metric", "baseline", "ssl", "difference"] {
-        assert!(header.iter().any(|h| h == col), "comparison.csv lacks {col}: {header:?}");
+        assert!(
+            header.iter().any(|h| h == col),
+            "comparison.csv lacks {col}: {header:?}"
+        );
     }
     assert_eq!(rows.len(), 7);
-    let (b, s) = (header.iter().position(|h| h == "baseline").unwrap(), header.iter().position(|h| h == "ssl").unwrap());
+    let (b, s) = (
+        header.iter().position(|h| h == "baseline").unwrap(),
+        header.iter().position(|h| h == "ssl").unwrap(),
+    );
     for r in &rows {
         assert_metric("baseline", &r[b]);
         assert_metric("ssl", &r[s]);
@@ -99,7 +126,10 @@ fn ablation_tiny() {
     let out = run_script("ablation");
     let (header, rows) = read_csv(&out.join("ablation.csv"));
     for col in ["pretraining", "box_loss", "seed", "AP", "AP50"] {
-        assert!(header.iter().any(|h| h == col), "ablation.csv lacks {col}: {header:?}");
+        assert!(
+            header.iter().any(|h| h == col),
+            "ablation.csv lacks {col}: {header:?}"
+        );
     }
     // 4 pretraining strategies × 2 box losses × 1 seed at tiny scale.
     assert_eq!(rows.len(), 8);

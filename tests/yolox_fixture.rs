@@ -188,7 +188,7 @@ fn compare(name: &str, ours: &Tensor, theirs: &Tensor, tol: Tol) -> Result<f64, 
             Tol::Rel(r) => r * (y as f64).abs().max(1e-2 * scale),
             Tol::OfMax(r) => r * scale,
         };
-        if !(d <= allowed) && first_bad.is_none() {
+        if (d.is_nan() || d > allowed) && first_bad.is_none() {
             first_bad = Some((i, x, y, allowed));
         }
         if d.is_nan() {

@@ -70,7 +70,8 @@ fn bn_normalise(
             return Err(Error::shape(format!("{op} ({name})"), [c], t.shape()));
         }
     }
-    if !(p.eps > 0.0) || !(0.0..=1.0).contains(&p.momentum) {
+    // NaN eps fails too (it is neither > 0 nor <= 0).
+    if p.eps.is_nan() || p.eps <= 0.0 || !(0.0..=1.0).contains(&p.momentum) {
         return Err(Error::op(
             op,
             format!("bad eps {} or momentum {}", p.eps, p.momentum),

@@ -43,7 +43,10 @@ pub fn exp_fast(x: f32) -> f32 {
     let k = (x * std::f32::consts::LOG2_E).round();
     // Cody-Waite split of ln 2 keeps r exact enough for f32.
     let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
     p * scale
 }

@@ -116,7 +116,7 @@ pub fn l1_loss(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// Huber-style smooth L1 (PyTorch): `0.5·d²/β` when |d| < β, else `|d| − 0.5·β`.
 pub fn smooth_l1_loss(a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
-    if !(beta > 0.0) {
+    if beta.is_nan() || beta <= 0.0 {
         return Err(Error::op(
             "smooth_l1",
             format!("beta must be > 0, got {beta}"),

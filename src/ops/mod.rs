@@ -23,8 +23,9 @@ pub use binary::{add, div, maximum, minimum, mul, sub};
 pub use conv2d::{conv2d, Conv2dParams};
 pub use crop::{crop_patches, PatchBox};
 pub use elementwise::{
-    abs, add_scalar, atan, clamp, div_scalar, exp, log, mul_scalar, neg, pow_scalar, rdiv_scalar,
-    relu, rsub_scalar, sigmoid, sigmoid_f32 as sigmoid_scalar, exp_fast, silu, sqrt, sub_scalar, tanh,
+    abs, add_scalar, atan, clamp, div_scalar, exp, exp_fast, log, mul_scalar, neg, pow_scalar,
+    rdiv_scalar, relu, rsub_scalar, sigmoid, sigmoid_f32 as sigmoid_scalar, silu, sqrt, sub_scalar,
+    tanh,
 };
 pub use index::{gather, index_select};
 pub use loss::{bce_with_logits, cross_entropy, l1_loss, smooth_l1_loss};

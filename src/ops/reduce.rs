@@ -155,10 +155,10 @@ pub fn sum_to_shape(g: &Tensor, target: &Shape) -> Result<Tensor> {
     }
     let off = rank - target.rank();
     let mut kept = vec![1usize; rank];
-    for i in off..rank {
+    for (i, k) in kept.iter_mut().enumerate().skip(off) {
         let t = target.dims()[i - off];
         if t == g.dims()[i] {
-            kept[i] = t;
+            *k = t;
         } else if t != 1 {
             return Err(Error::shape("sum_to_shape", target, g.shape()));
         }

@@ -652,11 +652,18 @@ pub fn pretrain_patch_ssl_with_loss(
                         if loss.numel() != 1 {
                             return Err(Error::op(
                                 "pretrain_custom",
-                                format!("the loss function returned shape {}, expected one value", loss.shape()),
+                                format!(
+                                    "the loss function returned shape {}, expected one value",
+                                    loss.shape()
+                                ),
                             ));
                         }
                         let stats = crate::autograd::no_grad(|| cosine_patch_loss(&a, &p, &n))?;
-                        PatchLoss { loss, mean_pos_cos: stats.mean_pos_cos, mean_neg_cos: stats.mean_neg_cos }
+                        PatchLoss {
+                            loss,
+                            mean_pos_cos: stats.mean_pos_cos,
+                            mean_neg_cos: stats.mean_neg_cos,
+                        }
                     }
                     None => match cfg.loss {
                         PatchLossKind::Cosine => cosine_patch_loss(&a, &p, &n)?,

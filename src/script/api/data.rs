@@ -34,8 +34,12 @@ impl CacheCodec for DatasetCodec {
         v.is::<Dataset>()
     }
     fn save(&self, v: &Dynamic, _objects: &ObjectStore) -> crate::Result<serde_json::Value> {
-        let d = v.clone().try_cast::<Dataset>().ok_or_else(|| crate::Error::Msg("Dataset codec: not a Dataset".into()))?;
-        let json = serde_json::to_value(&*d.0).map_err(|e| crate::Error::Msg(format!("Dataset codec: {e}")))?;
+        let d = v
+            .clone()
+            .try_cast::<Dataset>()
+            .ok_or_else(|| crate::Error::Msg("Dataset codec: not a Dataset".into()))?;
+        let json = serde_json::to_value(&*d.0)
+            .map_err(|e| crate::Error::Msg(format!("Dataset codec: {e}")))?;
         Ok(serde_json::json!({ "coco": json, "image_dir": d.0.image_dir.display().to_string() }))
     }
     fn load(&self, data: &serde_json::Value, _objects: &ObjectStore) -> crate::Result<Dynamic> {
@@ -47,7 +51,10 @@ impl CacheCodec for DatasetCodec {
         if let Some(first) = ds.images.first() {
             let path = ds.image_path(first);
             if !path.exists() {
-                return Err(crate::Error::Msg(format!("Dataset codec: image {} no longer exists", path.display())));
+                return Err(crate::Error::Msg(format!(
+                    "Dataset codec: image {} no longer exists",
+                    path.display()
+                )));
             }
         }
         Ok(Dynamic::from(Dataset(Arc::new(ds))))

@@ -193,12 +193,19 @@ pub fn markdown_rows(op: &str, rows: &Array) -> ScriptResult<String> {
 }
 
 /// Rhai maps iterate their keys sorted; `columns` gives the table's column order (and subset).
-pub fn markdown_rows_ordered(op: &str, rows: &Array, columns: Option<Vec<String>>) -> ScriptResult<String> {
+pub fn markdown_rows_ordered(
+    op: &str,
+    rows: &Array,
+    columns: Option<Vec<String>>,
+) -> ScriptResult<String> {
     let (found, maps) = rows_of(op, rows)?;
     let columns = match columns {
         Some(cols) => {
             if let Some(missing) = cols.iter().find(|c| !found.contains(c)) {
-                return Err(script_err(format!("{op}: column `{missing}` is in no row (columns: {})", found.join(", "))));
+                return Err(script_err(format!(
+                    "{op}: column `{missing}` is in no row (columns: {})",
+                    found.join(", ")
+                )));
             }
             cols
         }

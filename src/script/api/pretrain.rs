@@ -8,9 +8,8 @@ use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext, INT};
 use super::models::Model;
 use super::Api;
 use crate::pretrain::{
-    linear_probe, load_backbone, pretrain_center_loss, pretrain_patch_ssl,
-    patch_ssl::pretrain_patch_ssl_with_loss, CropSet, FrameSet,
-    PretrainReport, ProbeReport,
+    linear_probe, load_backbone, patch_ssl::pretrain_patch_ssl_with_loss, pretrain_center_loss,
+    pretrain_patch_ssl, CropSet, FrameSet, PretrainReport, ProbeReport,
 };
 use crate::script::api::notebook::output_path;
 use crate::script::convert::{lift, script_err, ScriptResult};
@@ -21,7 +20,10 @@ fn config_from_map<T: serde::de::DeserializeOwned>(op: &str, map: Map) -> Script
     let mut map = map;
     // A relative `out` folder lands in the notebook's run folder, like every other output.
     if let Some(out) = map.get("out").map(|d| d.to_string()) {
-        map.insert("out".into(), Dynamic::from(output_path(&out).display().to_string()));
+        map.insert(
+            "out".into(),
+            Dynamic::from(output_path(&out).display().to_string()),
+        );
     }
     let json = serde_json::to_value(Dynamic::from_map(map))
         .map_err(|e| script_err(format!("{op}: {e}")))?;

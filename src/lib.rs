@@ -4,6 +4,7 @@
 //! script -> train / eval / pretrain -> detect -> data / models -> nn -> ops -> autograd -> tensor -> backend
 
 pub mod error;
+pub mod progress;
 pub mod rng;
 pub use error::{Error, Result};
 

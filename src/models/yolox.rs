@@ -374,6 +374,20 @@ impl YoloX {
         self.store.num_params()
     }
 
+    /// Stop (or resume) training the CSPDarknet (`backbone.backbone.*`): its parameters stop
+    /// collecting gradients, so optimisers skip them. BN statistics still update in training
+    /// mode. Returns the number of tensors switched.
+    pub fn freeze_backbone(&self, frozen: bool) -> usize {
+        let mut n = 0;
+        for e in self.store.parameters() {
+            if e.name.starts_with("backbone.backbone.") {
+                let _ = e.tensor.clone().with_requires_grad(!frozen);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// YOLOX's FLOP count (get_model_info): 2 × (conv MACs + 2 × BN elements), in GFLOPs.
     pub fn gflops(&self, h: usize, w: usize) -> f64 {
         2.0 * (self.backbone.cost(h, w) + self.head.cost(h, w)) as f64 / 1e9
@@ -413,19 +427,7 @@ impl YoloX {
             .iter()
             .map(|e| (e.name.as_str(), &e.tensor))
             .collect();
-        let mut problems = Vec::new();
-        for e in &entries {
-            match file.tensors.get(&e.name) {
-                None => problems.push(format!("missing `{}`", e.name)),
-                Some(t) if t.shape() != e.tensor.shape() => problems.push(format!(
-                    "`{}` has shape {} in the file, the model needs {}",
-                    e.name,
-                    t.shape(),
-                    e.tensor.shape()
-                )),
-                Some(_) => {}
-            }
-        }
+        let mut problems = crate::nn::missing_or_misshaped(&entries, &file.tensors);
         for name in file.tensors.keys() {
             if !known.contains_key(name.as_str()) && !name.ends_with("num_batches_tracked") {
                 problems.push(format!("unexpected `{name}`"));

@@ -7,4 +7,4 @@ mod store;
 pub use layers::{
     BaseConv, BatchNorm2d, Bottleneck, Conv, Conv2d, CspLayer, DwConv, Focus, SppBottleneck,
 };
-pub use store::{Builder, NamedTensor, ParamStore, TensorKind};
+pub use store::{missing_or_misshaped, Builder, NamedTensor, ParamStore, TensorKind};

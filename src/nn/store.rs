@@ -182,3 +182,25 @@ impl Builder {
         self.register(leaf, shape, values, kind)
     }
 }
+
+/// Every entry of `entries` that a checkpoint's `tensors` lacks or holds with another shape, as
+/// messages naming the tensor (one rule for the detector's strict load and backbone transfer).
+pub fn missing_or_misshaped(
+    entries: &[NamedTensor],
+    tensors: &std::collections::BTreeMap<String, Tensor>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for e in entries {
+        match tensors.get(&e.name) {
+            None => problems.push(format!("missing `{}`", e.name)),
+            Some(t) if t.shape() != e.tensor.shape() => problems.push(format!(
+                "`{}` has shape {} in the file, the model needs {}",
+                e.name,
+                t.shape(),
+                e.tensor.shape()
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
+}

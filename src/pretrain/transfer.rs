@@ -57,19 +57,7 @@ pub fn load_backbone(model: &YoloX, path: &Path) -> Result<LoadReport> {
         .into_iter()
         .filter(|e| e.name.starts_with(BACKBONE_PREFIX))
         .collect();
-    let mut problems = Vec::new();
-    for e in &entries {
-        match file.tensors.get(&e.name) {
-            None => problems.push(format!("missing `{}`", e.name)),
-            Some(t) if t.shape() != e.tensor.shape() => problems.push(format!(
-                "`{}` has shape {} in the file, the model needs {}",
-                e.name,
-                t.shape(),
-                e.tensor.shape()
-            )),
-            Some(_) => {}
-        }
-    }
+    let problems = crate::nn::missing_or_misshaped(&entries, &file.tensors);
     if !problems.is_empty() {
         return Err(Error::format(
             path.display(),
@@ -98,14 +86,7 @@ pub fn load_backbone(model: &YoloX, path: &Path) -> Result<LoadReport> {
 /// `freeze_backbone_epochs`. Returns how many tensors changed mode. BN statistics are buffers
 /// and keep updating in training mode (as PyTorch's `requires_grad_(False)`).
 pub fn freeze_backbone(model: &YoloX, frozen: bool) -> usize {
-    let mut n = 0;
-    for e in model.store.parameters() {
-        if e.name.starts_with(BACKBONE_PREFIX) {
-            let _ = e.tensor.clone().with_requires_grad(!frozen);
-            n += 1;
-        }
-    }
-    n
+    model.freeze_backbone(frozen)
 }
 
 /// Values of every backbone tensor plus `extra`, to restore the best epoch later.

@@ -7,7 +7,7 @@ pub mod api;
 pub mod cache;
 mod convert;
 pub mod notebook;
-pub mod progress;
+pub use crate::progress;
 pub mod repl;
 mod run;
 

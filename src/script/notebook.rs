@@ -30,7 +30,7 @@ mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -97,7 +97,7 @@ pub fn split_cells(source: &str) -> Vec<Cell> {
 }
 
 /// Set by the SIGINT handler; checked by the engine's progress callback between operations.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub use crate::progress::INTERRUPTED;
 
 extern "C" fn on_sigint(_: libc::c_int) {
     // A second Ctrl-C while the first is still being handled: leave at once.

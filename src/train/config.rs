@@ -81,6 +81,9 @@ pub struct TrainConfig {
     pub eval_interval: usize,
     pub save_history_ckpt: bool,
     pub seed: u64,
+    /// Epochs at the start during which the pretrained backbone (`backbone.backbone.*`) is
+    /// frozen (0: nothing frozen, the default).
+    pub freeze_backbone_epochs: usize,
 
     // ---- input and multiscale ----
     /// (height, width) of the loader's images.
@@ -145,6 +148,7 @@ impl Default for TrainConfig {
             eval_interval: 10,
             save_history_ckpt: true,
             seed: 0,
+            freeze_backbone_epochs: 0,
             input_size: (640, 640),
             test_size: (640, 640),
             multiscale_range: 5,

@@ -21,6 +21,7 @@ use crate::detect::simota::SimOtaConfig;
 use crate::eval::coco::{MaxDets, Metrics};
 use crate::eval::metrics_csv::{MetricsCsv, MetricsRow};
 use crate::models::YoloX;
+use crate::progress::Progress;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -290,7 +291,7 @@ pub struct TrainRunOptions {
     pub cache: bool,
     /// Resume from this checkpoint.
     pub resume: Option<PathBuf>,
-    /// Print one line per epoch (and per `print_interval` iterations).
+    /// Show per-iteration progress (a bar on a terminal, plain periodic lines otherwise) and one line per epoch.
     pub verbose: bool,
 }
 
@@ -358,14 +359,37 @@ pub fn train_detector(
             )?);
         }
         trainer.loss.use_l1 = no_aug;
+        // Transfer experiments may keep the pretrained backbone fixed for the first epochs.
+        trainer
+            .model
+            .freeze_backbone(epoch < config.freeze_backbone_epochs);
         let active = no_aug_loader.as_ref().unwrap_or(&loader);
         let t0 = Instant::now();
         let (mut loss_sums, mut steps, mut images) = ([0f64; 5], 0usize, 0usize);
+        // A bar with ETA on a terminal, periodic plain lines otherwise (notebooks, logs).
+        let mut progress = opts.verbose.then(|| {
+            Progress::new(
+                active.batches_per_epoch() as u64,
+                &format!("epoch {}/{}", epoch + 1, config.max_epoch),
+            )
+        });
         for batch in active.epoch(epoch) {
             if batch.batch == 0 {
                 continue;
             }
+            if crate::progress::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Msg(format!(
+                    "training interrupted at epoch {}, iteration {}; resume from {}",
+                    epoch + 1,
+                    trainer.iteration,
+                    ckpt_path.display()
+                )));
+            }
             let s = trainer.step(&batch)?;
+            if let Some(p) = progress.as_mut() {
+                let secs = s.times.total().max(1e-9);
+                p.tick(1, Some(s.loss as f64), Some(s.images as f64 / secs));
+            }
             for (acc, v) in loss_sums
                 .iter_mut()
                 .zip([s.loss, s.iou, s.obj, s.cls, s.l1])
@@ -374,24 +398,9 @@ pub fn train_detector(
             }
             steps += 1;
             images += s.images;
-            if opts.verbose
-                && config.print_interval > 0
-                && trainer.iteration % config.print_interval as u64 == 0
-            {
-                println!(
-                    "epoch {}/{} iter {} lr {:.3e} loss {:.4} (iou {:.4} obj {:.4} cls {:.4} l1 {:.4}) fg {}",
-                    epoch + 1,
-                    config.max_epoch,
-                    trainer.iteration,
-                    s.lr,
-                    s.loss,
-                    s.iou,
-                    s.obj,
-                    s.cls,
-                    s.l1,
-                    s.num_fg
-                );
-            }
+        }
+        if let Some(p) = progress.as_mut() {
+            p.finish();
         }
         let secs = t0.elapsed().as_secs_f64();
         trainer.epoch += 1;

@@ -132,6 +132,7 @@ fn synth(o: Map) -> ScriptResult<Map> {
 pub fn register(api: &mut Api) {
     api.engine.register_type_with_name::<Dataset>("Dataset");
     register_codec(Arc::new(DatasetCodec));
+    register_loader(api);
     api.engine.register_fn("to_string", |d: &mut Dataset| {
         format!(
             "Dataset({} images, {} objects)",
@@ -240,6 +241,52 @@ pub fn register(api: &mut Api) {
             m.insert("dir".into(), Dynamic::from(out.display().to_string()));
             m.insert("frames_read".into(), Dynamic::from(r.frames_read as INT));
             m.insert("kept".into(), Dynamic::from(r.kept.len() as INT));
+            Ok(m)
+        });
+}
+
+/// A training loader in Rhai (the YOLOX augmentation pipeline over a dataset).
+#[derive(Clone)]
+pub struct ScriptLoader(pub Arc<crate::data::loader::Loader>);
+
+pub fn register_loader(api: &mut Api) {
+    use crate::train::trainer::loader_config;
+    use crate::train::TrainConfig;
+    api.engine.register_type_with_name::<ScriptLoader>("Loader");
+    func!(api, "loader", &["d: Dataset", "cfg: Map"], "Loader",
+        "A seeded YOLOX training loader over a dataset; cfg: any TrainConfig key (batch_size, input_size, mosaic_prob, ...), workers (2), cache (false).",
+        |d: Dataset, cfg: Map| -> ScriptResult<ScriptLoader> {
+            let mut recipe = serde_json::Map::new();
+            for (k, v) in &cfg {
+                if k == "workers" || k == "cache" {
+                    continue;
+                }
+                let value: serde_json::Value = rhai::serde::from_dynamic(v).map_err(|e| script_err(format!("loader config key `{k}`: {e}")))?;
+                recipe.insert(k.to_string(), value);
+            }
+            let config = lift(TrainConfig::from_json_value(&serde_json::Value::Object(recipe)))?;
+            let workers = cfg.get("workers").and_then(|w| w.as_int().ok()).unwrap_or(2).max(1) as usize;
+            let cache = cfg.get("cache").and_then(|c| c.as_bool().ok()).unwrap_or(false);
+            let l = lift(crate::data::loader::Loader::new(&d.0, loader_config(&config, false, workers, cache)))?;
+            Ok(ScriptLoader(Arc::new(l)))
+        });
+    api.engine
+        .register_get("batches_per_epoch", |l: &mut ScriptLoader| {
+            l.0.batches_per_epoch() as INT
+        });
+    func!(api, "batch", &["l: Loader", "epoch: i64", "index: i64"], "Map",
+        "Batch `index` of `epoch` (the same whatever the worker count): #{images [B,3,H,W] BGR 0..255, labels [B,L,5] (class, cx, cy, w, h), num_labels, image_ids}.",
+        |l: &mut ScriptLoader, epoch: INT, index: INT| -> ScriptResult<Map> {
+            let (e, i) = (usize::try_from(epoch).map_err(|_| script_err("batch: epoch must be >= 0"))?, usize::try_from(index).map_err(|_| script_err("batch: index must be >= 0"))?);
+            if i >= l.0.batches_per_epoch() {
+                return Err(script_err(format!("batch: index {i} is past the {} batches of an epoch", l.0.batches_per_epoch())));
+            }
+            let (b, _) = l.0.build_batch(e, i);
+            let mut m = Map::new();
+            m.insert("images".into(), Dynamic::from(lift(crate::Tensor::from_vec(b.images.clone(), [b.batch, 3, b.height, b.width]))?));
+            m.insert("labels".into(), Dynamic::from(lift(crate::Tensor::from_vec(b.labels.clone(), [b.batch, b.max_labels, 5]))?));
+            m.insert("num_labels".into(), Dynamic::from_array(b.num_labels.iter().map(|&n| Dynamic::from(n as INT)).collect()));
+            m.insert("image_ids".into(), Dynamic::from_array(b.image_ids.iter().map(|&n| Dynamic::from(n as INT)).collect()));
             Ok(m)
         });
 }

@@ -10,6 +10,12 @@
 //! p.finish();
 //! ```
 
+use std::sync::atomic::AtomicBool;
+
+/// Set by the Ctrl-C handler of `ssod run`/`ssod repl`: long loops poll it (through
+/// [`Progress::interrupted`]) and stop cleanly.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -138,7 +144,7 @@ impl Progress {
     /// Whether Ctrl-C was pressed during a notebook cell: long native loops should check this
     /// now and then and return an error (the notebook then reports the cell as interrupted).
     pub fn interrupted(&self) -> bool {
-        crate::script::notebook::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+        INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Draw the final state (and end the terminal line).

@@ -68,6 +68,19 @@ impl ParamStore {
         *self.bn_momentum.lock().unwrap_or_else(|p| p.into_inner()) = momentum;
     }
 
+    /// Override the BN momentum until the returned guard is dropped (also on early returns
+    /// and errors), then restore the previous setting.
+    pub fn bn_momentum_scope(&self, momentum: Option<f32>) -> BnMomentumGuard {
+        let previous = self.bn_momentum();
+        if momentum.is_some() {
+            self.set_bn_momentum(momentum);
+        }
+        BnMomentumGuard {
+            store: self.clone(),
+            previous,
+        }
+    }
+
     pub fn bn_momentum(&self) -> Option<f32> {
         *self.bn_momentum.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -203,4 +216,16 @@ pub fn missing_or_misshaped(
         }
     }
     problems
+}
+
+/// Restores a store's BN momentum override when dropped (see [`ParamStore::bn_momentum_scope`]).
+pub struct BnMomentumGuard {
+    store: ParamStore,
+    previous: Option<f32>,
+}
+
+impl Drop for BnMomentumGuard {
+    fn drop(&mut self) {
+        self.store.set_bn_momentum(self.previous);
+    }
 }

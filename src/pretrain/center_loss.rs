@@ -303,10 +303,8 @@ pub fn pretrain_center_loss(
         .map(|e| e.tensor)
         .chain(std::iter::once(centers.clone()))
         .collect();
-    let previous_momentum = model.store.bn_momentum();
-    if cfg.bn_momentum.is_some() {
-        model.store.set_bn_momentum(cfg.bn_momentum);
-    }
+    // Restored on every exit, errors and interruptions included.
+    let _momentum = model.store.bn_momentum_scope(cfg.bn_momentum);
     let mut report = PretrainReport::default();
     let mut best: Option<(f64, usize, Vec<Vec<f32>>)> = None;
     let mut seen = 0usize;
@@ -318,6 +316,14 @@ pub fn pretrain_center_loss(
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
         let mut steps = 0usize;
+        let mut progress = crate::progress::Progress::new(
+            steps_per_epoch as u64,
+            &format!(
+                "center-loss pretraining, epoch {}/{}",
+                epoch + 1,
+                cfg.epochs
+            ),
+        );
         let started = Instant::now();
         for chunk in order.chunks(cfg.batch_size).take(steps_per_epoch) {
             let imgs: Vec<&RgbImage> = chunk.iter().map(|&i| &data[i].0).collect();
@@ -372,6 +378,13 @@ pub fn pretrain_center_loss(
             }
             report.steps += 1;
             steps += 1;
+            progress.tick(1, Some(loss_sum / steps as f64), None);
+            if progress.interrupted() {
+                return Err(crate::Error::Msg(format!(
+                    "center-loss pretraining interrupted at epoch {}",
+                    epoch + 1
+                )));
+            }
             seen += chunk.len();
         }
         train_time += started.elapsed().as_secs_f64();
@@ -396,7 +409,6 @@ pub fn pretrain_center_loss(
         report.best_epoch = Some(epoch);
     }
     model.set_training(true);
-    model.store.set_bn_momentum(previous_momentum);
     report.samples_per_s = seen as f64 / train_time.max(1e-9);
     if let Some(dir) = &cfg.out {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

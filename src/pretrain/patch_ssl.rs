@@ -642,6 +642,10 @@ pub fn pretrain_patch_ssl_with_loss(
             let mut order: Vec<usize> = (0..resized.len()).collect();
             order.shuffle(&mut rng);
             let (mut loss_sum, mut pos_sum, mut neg_sum, mut steps) = (0.0, 0.0, 0.0, 0usize);
+            let mut progress = crate::progress::Progress::new(
+                steps_per_epoch as u64,
+                &format!("patch SSL, epoch {}/{}", epoch + 1, cfg.epochs),
+            );
             let started = Instant::now();
             for chunk in order.chunks(cfg.batch_size).take(steps_per_epoch) {
                 let batch: Vec<&RgbImage> = chunk.iter().map(|&i| &resized[i]).collect();
@@ -678,6 +682,13 @@ pub fn pretrain_patch_ssl_with_loss(
                 step_pair(&mut opt_model, &mut opt_head, lr)?;
                 report.steps += 1;
                 steps += 1;
+                progress.tick(1, Some(loss_sum / steps as f64), None);
+                if progress.interrupted() {
+                    return Err(Error::Msg(format!(
+                        "patch SSL interrupted at epoch {}",
+                        epoch + 1
+                    )));
+                }
                 patches_seen += chunk.len() * per_frame;
             }
             train_time += started.elapsed().as_secs_f64();

@@ -20,7 +20,12 @@ pub fn detect_dataset(
 ) -> Result<Vec<Detection>> {
     let category_ids: Vec<u64> = ds.categories.iter().map(|c| c.id).collect();
     let mut out = Vec::new();
+    let mut progress = crate::progress::Progress::new(ds.images.len() as u64, "evaluation");
     for chunk in ds.images.chunks(batch_size.max(1)) {
+        if progress.interrupted() {
+            return Err(crate::Error::Msg("evaluation interrupted".into()));
+        }
+        progress.tick(chunk.len() as u64, None, None);
         let mut images = Vec::with_capacity(chunk.len());
         let mut ids = Vec::with_capacity(chunk.len());
         for info in chunk {
@@ -38,6 +43,7 @@ pub fn detect_dataset(
             out.extend(to_coco(image_dets, id, &category_ids)?);
         }
     }
+    progress.finish();
     Ok(out)
 }
 

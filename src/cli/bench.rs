@@ -106,13 +106,8 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             "--size must be a positive multiple of 32; --batch, --steps and --classes must be >= 1"
         );
     }
-    let variant = a
-        .model
-        .trim_start_matches("yolox-")
-        .trim_start_matches("yolox_")
-        .to_string();
-    let model = Arc::new(YoloX::new(YoloXConfig::variant(&variant, a.classes)?)?);
-    let mut cfg = TrainConfig::for_variant(&variant)?;
+    let model = Arc::new(YoloX::new(YoloXConfig::variant(&a.model, a.classes)?)?);
+    let mut cfg = TrainConfig::for_variant(&a.model)?;
     cfg.batch_size = a.batch;
     cfg.input_size = (a.size, a.size);
     cfg.test_size = (a.size, a.size);

@@ -290,11 +290,6 @@ impl Tensor {
         self.view_with_layout(self.0.layout.clone())
     }
 
-    /// A contiguous copy of the values (no autograd): the building block of ops.
-    pub fn to_contiguous_values(&self) -> Vec<f32> {
-        self.to_vec()
-    }
-
     pub(crate) fn node_slot(&self) -> std::sync::MutexGuard<'_, NodeSlot> {
         self.0.node.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -268,16 +268,10 @@ pub fn loader_config(cfg: &TrainConfig, no_aug: bool, workers: usize, cache: boo
     lc.seed = cfg.seed;
     lc.workers = workers.max(1);
     lc.cache = cache;
-    let (lo, hi) = cfg.multiscale_units();
+    // Multiscale unless the draw range is just the input size (YOLOX: 32·randint(lo, hi)).
+    let (lo, hi) = (cfg.multiscale_units().0.max(1), cfg.multiscale_units().1);
     let fixed = cfg.input_size.0 / 32;
-    lc.multiscale = if cfg.random_size.is_some() || cfg.multiscale_range > 0 {
-        Some((lo.max(1) as u32, hi.max(lo.max(1)) as u32))
-    } else {
-        None
-    };
-    if lo == fixed && hi == fixed {
-        lc.multiscale = None;
-    }
+    lc.multiscale = (!(lo == fixed && hi <= fixed)).then(|| (lo as u32, hi.max(lo) as u32));
     lc.multiscale_every = cfg.multiscale_interval.max(1);
     lc
 }

@@ -251,20 +251,11 @@ pub struct ScriptLoader(pub Arc<crate::data::loader::Loader>);
 
 pub fn register_loader(api: &mut Api) {
     use crate::train::trainer::loader_config;
-    use crate::train::TrainConfig;
     api.engine.register_type_with_name::<ScriptLoader>("Loader");
     func!(api, "loader", &["d: Dataset", "cfg: Map"], "Loader",
         "A seeded YOLOX training loader over a dataset; cfg: any TrainConfig key (batch_size, input_size, mosaic_prob, ...), workers (2), cache (false).",
         |d: Dataset, cfg: Map| -> ScriptResult<ScriptLoader> {
-            let mut recipe = serde_json::Map::new();
-            for (k, v) in &cfg {
-                if k == "workers" || k == "cache" {
-                    continue;
-                }
-                let value: serde_json::Value = rhai::serde::from_dynamic(v).map_err(|e| script_err(format!("loader config key `{k}`: {e}")))?;
-                recipe.insert(k.to_string(), value);
-            }
-            let config = lift(TrainConfig::from_json_value(&serde_json::Value::Object(recipe)))?;
+            let config = super::train::recipe_from_map("loader", &cfg, &["workers", "cache"])?;
             let workers = cfg.get("workers").and_then(|w| w.as_int().ok()).unwrap_or(2).max(1) as usize;
             let cache = cfg.get("cache").and_then(|c| c.as_bool().ok()).unwrap_or(false);
             let l = lift(crate::data::loader::Loader::new(&d.0, loader_config(&config, false, workers, cache)))?;

@@ -53,20 +53,26 @@ fn record_map(r: &EpochRecord) -> Map {
     m
 }
 
-/// Split a script's config map into the training recipe and the run options.
-fn train_config(cfg: &Map) -> ScriptResult<(TrainConfig, TrainRunOptions)> {
+/// The training recipe in a script's config map, leaving out the keys in `skip` (run options);
+/// unknown keys are an error naming them.
+pub fn recipe_from_map(op: &str, cfg: &Map, skip: &[&str]) -> ScriptResult<TrainConfig> {
     let mut recipe = serde_json::Map::new();
     for (k, v) in cfg {
-        if RUN_KEYS.contains(&k.as_str()) {
+        if skip.contains(&k.as_str()) {
             continue;
         }
         let value: serde_json::Value = rhai::serde::from_dynamic(v)
-            .map_err(|e| script_err(format!("train config key `{k}`: {e}")))?;
+            .map_err(|e| script_err(format!("{op} config key `{k}`: {e}")))?;
         recipe.insert(k.to_string(), value);
     }
-    let config = lift(TrainConfig::from_json_value(&serde_json::Value::Object(
+    lift(TrainConfig::from_json_value(&serde_json::Value::Object(
         recipe,
-    )))?;
+    )))
+}
+
+/// Split a script's config map into the training recipe and the run options.
+fn train_config(cfg: &Map) -> ScriptResult<(TrainConfig, TrainRunOptions)> {
+    let config = recipe_from_map("train_detector", cfg, RUN_KEYS)?;
     let run_map: Map = cfg
         .iter()
         .filter(|(k, _)| RUN_KEYS.contains(&k.as_str()))

@@ -12,6 +12,9 @@
 //     order of `Bcast.dims`; a and b are read at the strides in `Bcast.sa` / `Bcast.sb` (0 on a
 //     broadcast axis), rank <= 6 (as Shape::broadcast_strides in src/tensor/shape.rs).
 //   div_bwd_f32(g, a, b, ga, gb, n): same-shape quotient rule (ga = g/b, gb = -g*a/b^2).
+//   scale_shift_f32(x [n], y [n], n, a, b): y = a*x + b (scalar arithmetic, neg, and their
+//     backward g*a).
+//   fill_f32(y [n], n, v): y = v.
 // Checked against: src/ops/elementwise.rs and src/ops/binary.rs (through Tensor) by the parity
 //   table in src/backend/cuda/selftest.rs.
 // Launch geometry: 1-D, 256 threads per block, grid-stride loops (any grid size is correct; the
@@ -154,4 +157,13 @@ extern "C" __global__ void div_bwd_f32(const float* __restrict__ g, const float*
         ga[i] = g[i] / bi;
         gb[i] = -g[i] * (a[i] / (bi * bi));
     }
+}
+
+extern "C" __global__ void scale_shift_f32(const float* __restrict__ x, float* __restrict__ y,
+                                           long long n, float a, float b) {
+    GRID_STRIDE(i, n) { y[i] = a * x[i] + b; }
+}
+
+extern "C" __global__ void fill_f32(float* __restrict__ y, long long n, float v) {
+    GRID_STRIDE(i, n) { y[i] = v; }
 }

@@ -70,7 +70,10 @@ pub fn backward(root: &Tensor) -> Result<()> {
     let _no_grad = no_grad_guard();
     let order = topological_order(root)?;
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
-    grads.insert(root.id(), Tensor::ones(root.shape().clone()));
+    grads.insert(
+        root.id(),
+        Tensor::ones(root.shape().clone()).copy_to(root.device())?,
+    );
     for (t, node) in order.iter().rev() {
         let Some(g) = grads.remove(&t.id()) else {
             continue;
@@ -99,6 +102,13 @@ pub fn backward(root: &Tensor) -> Result<()> {
                             input.shape()
                         )));
                     }
+                    // Gradients live where their inputs do (a host-computed backward rule of a
+                    // CUDA input, or `to_device`'s own rule crossing back).
+                    let gi = if gi.device() != input.device() {
+                        gi.copy_to(input.device())?
+                    } else {
+                        gi
+                    };
                     if anomaly_mode() {
                         check_finite(node.op, &gi, " (backward)")?;
                     }
@@ -111,7 +121,7 @@ pub fn backward(root: &Tensor) -> Result<()> {
                 // view (permute's backward), and optimisers update .grad-derived values in place.
                 let total = match t.grad() {
                     Some(prev) => crate::ops::add(&prev, &g)?,
-                    None => Tensor::from_vec(g.to_vec(), g.shape().clone())?,
+                    None => g.copy_to(t.device())?,
                 };
                 t.set_grad(Some(total));
             }

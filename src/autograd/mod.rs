@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use backward::backward;
 
-use crate::tensor::Tensor;
+use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
 /// The backward rule of one recorded op: upstream gradient in, one gradient per input out
@@ -100,7 +100,26 @@ pub(crate) fn check_finite(op: &str, t: &Tensor, phase: &str) -> Result<()> {
 
 /// Attach a node to `out` when recording is on and an input requires gradients. Every op
 /// calls this exactly once with its fresh output.
+///
+/// Device rule: when an input lives on CUDA and `out` was computed on the host (an op without
+/// a CUDA arm, see `tensor/device.rs`), `out` moves to CUDA here, so results stay where their
+/// inputs are.
 pub fn record(
+    op: &'static str,
+    out: Tensor,
+    inputs: &[&Tensor],
+    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Result<Tensor> {
+    let out = if out.device() == Device::Cpu && compute_device(inputs) == Device::Cuda {
+        out.copy_to(Device::Cuda)?
+    } else {
+        out
+    };
+    record_as_is(op, out, inputs, backward)
+}
+
+/// [`record`] without the device rule (for `to_device`, whose output is meant to move).
+pub(crate) fn record_as_is(
     op: &'static str,
     out: Tensor,
     inputs: &[&Tensor],

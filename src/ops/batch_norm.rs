@@ -9,8 +9,9 @@
 use rayon::prelude::*;
 
 use super::elementwise::sigmoid_f32;
-use crate::autograd::record;
-use crate::tensor::Tensor;
+use crate::autograd::{is_grad_enabled, record};
+use crate::backend::cuda::batch_norm as cuda_bn;
+use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,9 +46,8 @@ struct BnSaved {
     training: bool,
 }
 
-/// Check shapes and normalise: returns `xhat` and the per-channel stats, updating the running
-/// stats in training mode.
-fn bn_normalise(
+/// Shapes and options of a BN call: `(n, c, plane)` or an error naming the op and the tensor.
+fn bn_check(
     op: &str,
     x: &Tensor,
     gamma: &Tensor,
@@ -55,7 +55,7 @@ fn bn_normalise(
     running_mean: &Tensor,
     running_var: &Tensor,
     p: BatchNormParams,
-) -> Result<BnSaved> {
+) -> Result<(usize, usize, usize)> {
     if x.rank() != 4 {
         return Err(Error::shape(op, "x [N, C, H, W]", x.shape()));
     }
@@ -87,6 +87,22 @@ fn bn_normalise(
             ),
         ));
     }
+    Ok((n, c, plane))
+}
+
+/// Check shapes and normalise: returns `xhat` and the per-channel stats, updating the running
+/// stats in training mode.
+fn bn_normalise(
+    op: &str,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    p: BatchNormParams,
+) -> Result<BnSaved> {
+    let (n, c, plane) = bn_check(op, x, gamma, beta, running_mean, running_var, p)?;
+    let count = n * plane;
     let mut xhat = x.to_vec();
     let stats: Vec<(f32, f32)> = if p.training {
         // One pass: Σx and Σx² per channel in f64 (fixed order: deterministic).
@@ -214,6 +230,20 @@ pub fn batch_norm2d(
     running_var: &Tensor,
     p: BatchNormParams,
 ) -> Result<Tensor> {
+    if compute_device(&[x]) == Device::Cuda {
+        if let Some(y) = batch_norm_cuda(
+            "batch_norm",
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            p,
+            false,
+        )? {
+            return Ok(y);
+        }
+    }
     let s = bn_normalise("batch_norm", x, gamma, beta, running_mean, running_var, p)?;
     let mut y = vec![0f32; s.xhat.len()];
     y.par_chunks_mut(s.plane.max(1))
@@ -241,6 +271,20 @@ pub fn batch_norm_silu2d(
     running_var: &Tensor,
     p: BatchNormParams,
 ) -> Result<Tensor> {
+    if compute_device(&[x]) == Device::Cuda {
+        if let Some(y) = batch_norm_cuda(
+            "batch_norm_silu",
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            p,
+            true,
+        )? {
+            return Ok(y);
+        }
+    }
     let s = bn_normalise(
         "batch_norm_silu",
         x,
@@ -285,4 +329,87 @@ pub fn batch_norm_silu2d(
             });
         grads(&s, &x_shape, bn_backward(&s, &d_bn))
     })
+}
+
+/// The CUDA arm of both BN ops (`silu` fuses the activation). `Ok(None)` sends the call to the
+/// host path: running stats that are not CUDA buffers, or an eval-mode call that needs a
+/// gradient (the kernels' backward is the training one).
+#[allow(clippy::too_many_arguments)]
+fn batch_norm_cuda(
+    op: &'static str,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    p: BatchNormParams,
+    silu: bool,
+) -> Result<Option<Tensor>> {
+    let (n, c, plane) = bn_check(op, x, gamma, beta, running_mean, running_var, p)?;
+    let shape = cuda_bn::BnShape { n, c, plane };
+    if !(running_mean.is_cuda() && running_var.is_cuda()) {
+        return Ok(None);
+    }
+    let inputs = [x, gamma, beta];
+    if !p.training {
+        if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
+            return Ok(None);
+        }
+        let y = x.with_cuda(|dev, xs| {
+            gamma.with_cuda(|_, gs| {
+                beta.with_cuda(|_, bs| {
+                    running_mean.with_cuda(|_, rm| {
+                        running_var.with_cuda(|_, rv| {
+                            cuda_bn::fwd_eval(dev, xs, gs, bs, rm, rv, shape, p.eps, silu)
+                        })
+                    })
+                })
+            })
+        })?;
+        return record(
+            op,
+            Tensor::from_cuda(y, x.shape().clone())?,
+            &inputs,
+            |_| {
+                Err(crate::Error::Autograd(
+                    "eval-mode batch norm recorded without a backward".into(),
+                ))
+            },
+        )
+        .map(Some);
+    }
+    let res = x.with_cuda(|dev, xs| {
+        gamma.with_cuda(|_, gs| {
+            beta.with_cuda(|_, bs| {
+                running_mean.with_cuda_mut(|_, rm| {
+                    running_var.with_cuda_mut(|_, rv| {
+                        cuda_bn::fwd_train(dev, xs, gs, bs, rm, rv, shape, p.momentum, p.eps, silu)
+                    })
+                })
+            })
+        })
+    })?;
+    let Some(Some((y, saved))) = res else {
+        return Ok(None);
+    };
+    let out = Tensor::from_cuda(y, x.shape().clone())?;
+    let (xs, gs, bs) = (x.detach(), gamma.detach(), beta.detach());
+    let x_shape = x.shape().clone();
+    record(op, out, &inputs, move |dy| {
+        let (dx, dgamma, dbeta) = dy.with_cuda(|dev, dys| {
+            xs.with_cuda(|_, xv| {
+                gs.with_cuda(|_, gv| {
+                    bs.with_cuda(|_, bv| {
+                        cuda_bn::bwd_train(dev, dys, xv, gv, bv, &saved, shape, silu)
+                    })
+                })
+            })
+        })?;
+        Ok(vec![
+            Some(Tensor::from_cuda(dx, x_shape.clone())?),
+            Some(Tensor::from_cuda(dgamma, [c])?),
+            Some(Tensor::from_cuda(dbeta, [c])?),
+        ])
+    })
+    .map(Some)
 }

@@ -3,8 +3,34 @@
 
 use super::{reduce::sum_to_shape, zip_values};
 use crate::autograd::record;
-use crate::tensor::{Shape, StridedIter, Tensor};
+use crate::backend::cuda::elementwise::{self as cuda_ew, Binary, MAX_RANK};
+use crate::tensor::{compute_device, Device, Shape, StridedIter, Tensor};
 use crate::Result;
+
+/// `a ∘ b` for the four arithmetic ops, on CUDA when an operand is there (broadcasts of rank
+/// above the kernel's 6 take the host path), else on the CPU.
+fn arithmetic(
+    op: &'static str,
+    kind: Binary,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<Tensor> {
+    let out_shape = Shape::broadcast(op, a.shape(), b.shape())?;
+    if compute_device(&[a, b]) == Device::Cuda && out_shape.rank() <= MAX_RANK {
+        let y = a.with_cuda(|dev, av| {
+            b.with_cuda(|_, bv| {
+                if a.shape() == b.shape() {
+                    cuda_ew::binary(dev, kind, av, bv)
+                } else {
+                    Ok(cuda_ew::binary_bcast(dev, kind, av, a.dims(), bv, b.dims())?.0)
+                }
+            })
+        })?;
+        return Tensor::from_cuda(y, out_shape);
+    }
+    broadcast_values(op, a, b, f)
+}
 
 /// `f(a, b)` over the broadcast of the two shapes.
 fn broadcast_values(
@@ -43,7 +69,7 @@ fn broadcast_values(
 }
 
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let out = broadcast_values("add", a, b, |x, y| x + y)?;
+    let out = arithmetic("add", Binary::Add, a, b, |x, y| x + y)?;
     let (sa, sb) = (a.shape().clone(), b.shape().clone());
     record("add", out, &[a, b], move |g| {
         Ok(vec![
@@ -54,7 +80,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let out = broadcast_values("sub", a, b, |x, y| x - y)?;
+    let out = arithmetic("sub", Binary::Sub, a, b, |x, y| x - y)?;
     let (sa, sb) = (a.shape().clone(), b.shape().clone());
     record("sub", out, &[a, b], move |g| {
         let gb = super::neg(&sum_to_shape(g, &sb)?)?;
@@ -63,26 +89,24 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let out = broadcast_values("mul", a, b, |x, y| x * y)?;
+    let out = arithmetic("mul", Binary::Mul, a, b, |x, y| x * y)?;
     let (a2, b2) = (a.detach(), b.detach());
     record("mul", out, &[a, b], move |g| {
-        let ga = sum_to_shape(&broadcast_values("mul", g, &b2, |g, y| g * y)?, a2.shape())?;
-        let gb = sum_to_shape(&broadcast_values("mul", g, &a2, |g, x| g * x)?, b2.shape())?;
+        let ga = sum_to_shape(&mul(g, &b2)?, a2.shape())?;
+        let gb = sum_to_shape(&mul(g, &a2)?, b2.shape())?;
         Ok(vec![Some(ga), Some(gb)])
     })
 }
 
 pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let out = broadcast_values("div", a, b, |x, y| x / y)?;
+    let out = arithmetic("div", Binary::Div, a, b, |x, y| x / y)?;
     let (a2, b2) = (a.detach(), b.detach());
     record("div", out, &[a, b], move |g| {
-        let ga = sum_to_shape(&broadcast_values("div", g, &b2, |g, y| g / y)?, a2.shape())?;
+        // Backward runs without recording, so these ops only compute (on g's device).
+        let ga = sum_to_shape(&div(g, &b2)?, a2.shape())?;
         // d(a/b)/db = -a / b²
-        let a_over_b2 = broadcast_values("div", &a2, &b2, |x, y| x / (y * y))?;
-        let gb = sum_to_shape(
-            &broadcast_values("div", g, &a_over_b2, |g, q| -g * q)?,
-            b2.shape(),
-        )?;
+        let a_over_b2 = div(&a2, &mul(&b2, &b2)?)?;
+        let gb = sum_to_shape(&super::neg(&mul(g, &a_over_b2)?)?, b2.shape())?;
         Ok(vec![Some(ga), Some(gb)])
     })
 }

@@ -3,7 +3,8 @@
 
 use crate::autograd::record;
 use crate::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
-use crate::tensor::Tensor;
+use crate::backend::cuda::{conv2d as cuda_conv2d, elementwise as cuda_ew, reduce as cuda_reduce};
+use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
 /// Stride, zero padding and groups (symmetric in H and W).
@@ -81,6 +82,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
             return Err(Error::shape("conv2d (bias)", [g.out_channels], b.shape()));
         }
     }
+    if compute_device(&[x, w]) == Device::Cuda {
+        return conv2d_cuda(x, w, b, g);
+    }
     let (ho, wo) = (g.out_h(), g.out_w());
     let mut y = x.with_values(|xv| w.with_values(|wv| cpu_conv2d::fwd(xv, wv, &g)));
     if let Some(b) = b {
@@ -125,6 +129,63 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
                     db.into_iter().map(|v| v as f32).collect(),
                     [g.out_channels],
                 )?));
+            }
+            Ok(grads)
+        })
+    })
+}
+
+/// The CUDA arm: the same geometry through `backend::cuda::conv2d`; the bias is a broadcast add
+/// forward and a per-channel sum backward.
+fn conv2d_cuda(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Conv2dGeometry) -> Result<Tensor> {
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let y_dims = [g.batch, g.out_channels, ho, wo];
+    let y = x.with_cuda(|dev, xs| w.with_cuda(|_, ws| cuda_conv2d::fwd(dev, xs, ws, &g)))?;
+    let y = match b {
+        Some(b) => b.with_cuda(|dev, bs| {
+            let (y, _) = cuda_ew::binary_bcast(
+                dev,
+                cuda_ew::Binary::Add,
+                &y,
+                &y_dims,
+                bs,
+                &[1, g.out_channels, 1, 1],
+            )?;
+            Ok(y)
+        })?,
+        None => y,
+    };
+    let out = Tensor::from_cuda(y, y_dims)?;
+    let (xs, ws) = (x.detach(), w.detach());
+    let mut inputs = vec![x, w];
+    if let Some(b) = b {
+        inputs.push(b);
+    }
+    let has_bias = b.is_some();
+    let (need_dx, need_dw) = (x.requires_grad(), w.requires_grad());
+    record("conv2d", out, &inputs, move |dy| {
+        dy.with_cuda(|dev, dys| {
+            let dx = if need_dx {
+                let v = ws.with_cuda(|_, wv| cuda_conv2d::bwd_input(dev, dys, wv, &g))?;
+                Some(Tensor::from_cuda(v, xs.shape().clone())?)
+            } else {
+                None
+            };
+            let dw = if need_dw {
+                let v = xs.with_cuda(|_, xv| cuda_conv2d::bwd_weight(dev, dys, xv, &g))?;
+                Some(Tensor::from_cuda(v, ws.shape().clone())?)
+            } else {
+                None
+            };
+            let mut grads = vec![dx, dw];
+            if has_bias {
+                let db = cuda_reduce::sum_keepdim(
+                    dev,
+                    dys,
+                    &[g.batch, g.out_channels, ho * wo],
+                    &[1, g.out_channels, 1],
+                )?;
+                grads.push(Some(Tensor::from_cuda(db, [g.out_channels])?));
             }
             Ok(grads)
         })

@@ -5,15 +5,56 @@
 
 use super::{map_values, zip_values};
 use crate::autograd::record;
-use crate::tensor::Tensor;
+use crate::backend::cuda::elementwise::{self as cuda_ew, Unary};
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
+
+/// How an elementwise op runs on a CUDA tensor.
+#[derive(Clone, Copy, Debug)]
+enum OnCuda {
+    /// Its own forward/backward kernel pair.
+    Kernel(Unary),
+    /// `a·x + b` (`scale_shift_f32`), backward `g·a`.
+    Affine(f32, f32),
+    /// No kernel: the host path (a device round trip).
+    Host,
+}
+
+/// The CUDA arm shared by every elementwise op with a kernel.
+fn unary_cuda(op: &'static str, x: &Tensor, how: OnCuda) -> Result<Tensor> {
+    let xs = x.cuda_owned()?;
+    let dev = crate::backend::cuda::device()?;
+    let y = match how {
+        OnCuda::Kernel(u) => cuda_ew::unary_fwd(&dev, u, &xs)?,
+        OnCuda::Affine(a, b) => cuda_ew::scale_shift(&dev, &xs, a, b)?,
+        OnCuda::Host => unreachable!("the host path does not come here"),
+    };
+    let out = Tensor::from_cuda(y, x.shape().clone())?;
+    let saved = match how {
+        OnCuda::Kernel(u) if u.saves_output() => out.detach(),
+        _ => Tensor::from_cuda(xs, x.shape().clone())?,
+    };
+    record(op, out, &[x], move |g| {
+        let shape = g.shape().clone();
+        let dx = g.with_cuda(|dev, gs| match how {
+            OnCuda::Kernel(u) => saved.with_cuda(|_, sv| cuda_ew::unary_bwd(dev, u, gs, sv)),
+            OnCuda::Affine(a, _) => cuda_ew::scale_shift(dev, gs, a, 0.0),
+            OnCuda::Host => unreachable!("the host path does not come here"),
+        })?;
+        Ok(vec![Some(Tensor::from_cuda(dx, shape)?)])
+    })
+}
 
 fn unary_from_input(
     op: &'static str,
     x: &Tensor,
+    on_cuda: OnCuda,
     f: impl Fn(f32) -> f32 + Sync,
     dfdx: impl Fn(f32) -> f32 + Sync + Send + 'static,
 ) -> Result<Tensor> {
+    if x.device() == Device::Cuda && !matches!(on_cuda, OnCuda::Host) {
+        return unary_cuda(op, x, on_cuda);
+    }
     let y = map_values(x, f);
     let saved = x.detach();
     record(op, y, &[x], move |g| {
@@ -24,9 +65,13 @@ fn unary_from_input(
 fn unary_from_output(
     op: &'static str,
     x: &Tensor,
+    on_cuda: OnCuda,
     f: impl Fn(f32) -> f32 + Sync,
     dfdy: impl Fn(f32) -> f32 + Sync + Send + 'static,
 ) -> Result<Tensor> {
+    if x.device() == Device::Cuda && !matches!(on_cuda, OnCuda::Host) {
+        return unary_cuda(op, x, on_cuda);
+    }
     let y = map_values(x, f);
     let saved = y.detach();
     record(op, y, &[x], move |g| {
@@ -59,20 +104,22 @@ pub fn sigmoid_f32(x: f32) -> f32 {
 }
 
 pub fn neg(x: &Tensor) -> Result<Tensor> {
-    unary_from_input("neg", x, |v| -v, |_| -1.0)
+    unary_from_input("neg", x, OnCuda::Affine(-1.0, 0.0), |v| -v, |_| -1.0)
 }
 pub fn exp(x: &Tensor) -> Result<Tensor> {
-    unary_from_output("exp", x, f32::exp, |y| y)
+    unary_from_output("exp", x, OnCuda::Kernel(Unary::Exp), f32::exp, |y| y)
 }
 pub fn log(x: &Tensor) -> Result<Tensor> {
-    unary_from_input("log", x, f32::ln, |x| 1.0 / x)
+    unary_from_input("log", x, OnCuda::Kernel(Unary::Log), f32::ln, |x| 1.0 / x)
 }
 pub fn sqrt(x: &Tensor) -> Result<Tensor> {
-    unary_from_output("sqrt", x, f32::sqrt, |y| 0.5 / y)
+    unary_from_output("sqrt", x, OnCuda::Kernel(Unary::Sqrt), f32::sqrt, |y| {
+        0.5 / y
+    })
 }
 /// |x|; the derivative at 0 is 0 (as PyTorch's sign(0) = 0).
 pub fn abs(x: &Tensor) -> Result<Tensor> {
-    unary_from_input("abs", x, f32::abs, |x| {
+    unary_from_input("abs", x, OnCuda::Kernel(Unary::Abs), f32::abs, |x| {
         if x > 0.0 {
             1.0
         } else if x < 0.0 {
@@ -86,21 +133,29 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     unary_from_input(
         "relu",
         x,
+        OnCuda::Kernel(Unary::Relu),
         |v| v.max(0.0),
         |x| if x > 0.0 { 1.0 } else { 0.0 },
     )
 }
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
-    unary_from_output("sigmoid", x, sigmoid_f32, |y| y * (1.0 - y))
+    unary_from_output(
+        "sigmoid",
+        x,
+        OnCuda::Kernel(Unary::Sigmoid),
+        sigmoid_f32,
+        |y| y * (1.0 - y),
+    )
 }
 pub fn tanh(x: &Tensor) -> Result<Tensor> {
-    unary_from_output("tanh", x, f32::tanh, |y| 1.0 - y * y)
+    unary_from_output("tanh", x, OnCuda::Host, f32::tanh, |y| 1.0 - y * y)
 }
 /// SiLU (swish): x·σ(x); derivative σ(x)(1 + x(1 − σ(x))).
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     unary_from_input(
         "silu",
         x,
+        OnCuda::Kernel(Unary::Silu),
         |v| v * sigmoid_f32(v),
         |x| {
             let s = sigmoid_f32(x);
@@ -120,6 +175,7 @@ pub fn clamp(x: &Tensor, min: f32, max: f32) -> Result<Tensor> {
     unary_from_input(
         "clamp",
         x,
+        OnCuda::Kernel(Unary::Clamp { min, max }),
         move |v| v.clamp(min, max),
         move |x| if x >= min && x <= max { 1.0 } else { 0.0 },
     )
@@ -129,6 +185,7 @@ pub fn pow_scalar(x: &Tensor, p: f32) -> Result<Tensor> {
     unary_from_input(
         "pow",
         x,
+        OnCuda::Kernel(Unary::Pow(p)),
         move |v| if p == 2.0 { v * v } else { v.powf(p) },
         move |x| {
             if p == 0.0 {
@@ -143,29 +200,41 @@ pub fn pow_scalar(x: &Tensor, p: f32) -> Result<Tensor> {
 }
 
 pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
-    unary_from_input("add", x, move |v| v + s, |_| 1.0)
+    unary_from_input("add", x, OnCuda::Affine(1.0, s), move |v| v + s, |_| 1.0)
 }
 /// `x - s`.
 pub fn sub_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
-    unary_from_input("sub", x, move |v| v - s, |_| 1.0)
+    unary_from_input("sub", x, OnCuda::Affine(1.0, -s), move |v| v - s, |_| 1.0)
 }
 /// `s - x`.
 pub fn rsub_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
-    unary_from_input("sub", x, move |v| s - v, |_| -1.0)
+    unary_from_input("sub", x, OnCuda::Affine(-1.0, s), move |v| s - v, |_| -1.0)
 }
 pub fn mul_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
-    unary_from_input("mul", x, move |v| v * s, move |_| s)
+    unary_from_input("mul", x, OnCuda::Affine(s, 0.0), move |v| v * s, move |_| s)
 }
 /// `x / s`.
 pub fn div_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
-    unary_from_input("div", x, move |v| v / s, move |_| 1.0 / s)
+    unary_from_input(
+        "div",
+        x,
+        OnCuda::Affine(1.0 / s, 0.0),
+        move |v| v / s,
+        move |_| 1.0 / s,
+    )
 }
 /// `s / x`.
 pub fn rdiv_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
-    unary_from_input("div", x, move |v| s / v, move |x| -s / (x * x))
+    unary_from_input(
+        "div",
+        x,
+        OnCuda::Host,
+        move |v| s / v,
+        move |x| -s / (x * x),
+    )
 }
 
 /// arctan (CIoU's aspect-ratio term); derivative 1/(1 + x²).
 pub fn atan(x: &Tensor) -> Result<Tensor> {
-    unary_from_input("atan", x, f32::atan, |x| 1.0 / (1.0 + x * x))
+    unary_from_input("atan", x, OnCuda::Host, f32::atan, |x| 1.0 / (1.0 + x * x))
 }

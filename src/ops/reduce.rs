@@ -3,7 +3,8 @@
 
 use super::split_at_axis;
 use crate::autograd::record;
-use crate::tensor::{Shape, StridedIter, Tensor};
+use crate::backend::cuda::{reduce as cuda_reduce, CudaSlice};
+use crate::tensor::{Device, Shape, StridedIter, Tensor};
 use crate::{Error, Result};
 
 fn resolve_axes(op: &str, shape: &Shape, axes: &[isize]) -> Result<Vec<bool>> {
@@ -28,7 +29,6 @@ pub fn sum(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         .zip(&reduce)
         .map(|(&d, &r)| if r { 1 } else { d })
         .collect();
-    let values = sum_values_keepdim(x, &kept);
     let out_dims: Vec<usize> = if keepdim {
         kept.clone()
     } else {
@@ -39,7 +39,11 @@ pub fn sum(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
             .map(|(&d, _)| d)
             .collect()
     };
-    let out = Tensor::from_vec(values, out_dims)?;
+    let out = if x.device() == Device::Cuda {
+        Tensor::from_cuda(sum_keepdim_cuda(x, &kept)?, out_dims)?
+    } else {
+        Tensor::from_vec(sum_values_keepdim(x, &kept), out_dims)?
+    };
     let in_shape = x.shape().clone();
     record("sum", out, &[x], move |g| {
         let g = g.reshape(kept.clone())?;
@@ -47,6 +51,34 @@ pub fn sum(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
             super::broadcast_to(&g, &in_shape)?.contiguous()?,
         )])
     })
+}
+
+/// The CUDA arm of the keepdim sums: `x` summed down to `kept` (same rank, 1 where reduced),
+/// contiguous over `kept`. Neighbouring axes that are both kept or both reduced are merged first
+/// (the kernel takes rank <= 6; merging keeps the summation's meaning).
+fn sum_keepdim_cuda(x: &Tensor, kept: &[usize]) -> Result<CudaSlice<f32>> {
+    let (mut dims, mut keep): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+    let mut last_reduced: Option<bool> = None;
+    for (&d, &k) in x.dims().iter().zip(kept) {
+        if d == 1 {
+            continue;
+        }
+        let reduced = k == 1;
+        if last_reduced == Some(reduced) {
+            let i = dims.len() - 1;
+            dims[i] *= d;
+            keep[i] *= k;
+        } else {
+            dims.push(d);
+            keep.push(k);
+        }
+        last_reduced = Some(reduced);
+    }
+    if dims.is_empty() {
+        dims.push(1);
+        keep.push(1);
+    }
+    x.with_cuda(|dev, xs| cuda_reduce::sum_keepdim(dev, xs, &dims, &keep))
 }
 
 /// Sum of `x` reduced to `kept` (same rank, 1 where reduced), in f64, in logical order.
@@ -77,9 +109,16 @@ pub fn mean(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
 
 /// Sum of every element, as a one-element tensor of shape `[]`.
 pub fn sum_all(x: &Tensor) -> Result<Tensor> {
+    let in_shape = x.shape().clone();
+    if x.device() == Device::Cuda {
+        let total = x.with_cuda(cuda_reduce::sum_all)?;
+        let out = Tensor::from_cuda(total, Vec::<usize>::new())?;
+        return record("sum", out, &[x], move |g| {
+            Ok(vec![Some(super::broadcast_to(g, &in_shape)?.contiguous()?)])
+        });
+    }
     let total = x.with_values(|v| v.iter().map(|&a| a as f64).sum::<f64>()) as f32;
     let out = Tensor::scalar(total);
-    let in_shape = x.shape().clone();
     record("sum", out, &[x], move |g| {
         let gv = g.item()?;
         Ok(vec![Some(Tensor::full(in_shape.clone(), gv))])
@@ -163,8 +202,11 @@ pub fn sum_to_shape(g: &Tensor, target: &Shape) -> Result<Tensor> {
             return Err(Error::shape("sum_to_shape", target, g.shape()));
         }
     }
-    let values = sum_values_keepdim(g, &kept);
-    let out = Tensor::from_vec(values, target.clone())?;
+    let out = if g.device() == Device::Cuda {
+        Tensor::from_cuda(sum_keepdim_cuda(g, &kept)?, target.clone())?
+    } else {
+        Tensor::from_vec(sum_values_keepdim(g, &kept), target.clone())?
+    };
     let g_shape = g.shape().clone();
     record("sum_to_shape", out, &[g], move |gg| {
         Ok(vec![Some(super::broadcast_to(gg, &g_shape)?.contiguous()?)])

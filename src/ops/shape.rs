@@ -3,7 +3,8 @@
 
 use super::split_at_axis;
 use crate::autograd::record;
-use crate::tensor::{Layout, Shape, StridedIter, Tensor};
+use crate::backend::cuda::layout::{self as cuda_layout, StridedSide};
+use crate::tensor::{compute_device, Device, Layout, Shape, StridedIter, Tensor};
 use crate::{Error, Result};
 
 /// Same values, new shape (a view when `x` is contiguous, a copy otherwise). For `-1` style
@@ -73,7 +74,7 @@ pub fn contiguous(x: &Tensor) -> Result<Tensor> {
     if x.is_contiguous() {
         return Ok(x.clone());
     }
-    let out = Tensor::from_vec(x.to_vec(), x.shape().clone())?;
+    let out = x.copy_to(x.device())?;
     record("contiguous", out, &[x], |g| Ok(vec![Some(g.clone())]))
 }
 
@@ -157,6 +158,27 @@ pub fn slice_step(
         let in_strides = in_shape.contiguous_strides();
         let mut view_strides = in_strides.clone();
         view_strides[a] *= step;
+        if g.device() == Device::Cuda {
+            let gx = g.with_cuda(|dev, gs| {
+                let mut gx = dev.zeros(in_shape.numel())?;
+                cuda_layout::strided_copy(
+                    dev,
+                    &dims,
+                    gs,
+                    StridedSide {
+                        strides: &Shape(dims.clone()).contiguous_strides(),
+                        offset: 0,
+                    },
+                    &mut gx,
+                    StridedSide {
+                        strides: &view_strides,
+                        offset: start * in_strides[a],
+                    },
+                )?;
+                Ok(gx)
+            })?;
+            return Ok(vec![Some(Tensor::from_cuda(gx, in_shape.clone())?)]);
+        }
         let mut gx = vec![0f32; in_shape.numel()];
         g.with_values(|gv| {
             for (&v, i) in gv.iter().zip(StridedIter::with(
@@ -279,6 +301,11 @@ pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
     let total: usize = lens.iter().sum();
     let mut dims = first.dims().to_vec();
     dims[a] = total;
+    let inputs: Vec<&Tensor> = xs.iter().collect();
+    if compute_device(&inputs) == Device::Cuda {
+        let out = cat_cuda(xs, a, &dims)?;
+        return record("cat", out, &inputs, move |g| cat_backward(g, a, &lens));
+    }
     let (outer, _, inner) = split_at_axis(&dims, a);
     let mut out = vec![0f32; outer * total * inner];
     let mut at = 0;
@@ -293,16 +320,46 @@ pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
         at += len;
     }
     let out = Tensor::from_vec(out, dims)?;
-    let inputs: Vec<&Tensor> = xs.iter().collect();
-    record("cat", out, &inputs, move |g| {
-        let mut grads = Vec::with_capacity(lens.len());
-        let mut at = 0;
-        for &len in &lens {
-            grads.push(Some(contiguous(&narrow(g, a as isize, at, len)?)?));
-            at += len;
-        }
-        Ok(grads)
-    })
+    record("cat", out, &inputs, move |g| cat_backward(g, a, &lens))
+}
+
+/// Each input's gradient: its piece of `g` along `axis`.
+fn cat_backward(g: &Tensor, axis: usize, lens: &[usize]) -> Result<Vec<Option<Tensor>>> {
+    let mut grads = Vec::with_capacity(lens.len());
+    let mut at = 0;
+    for &len in lens {
+        grads.push(Some(contiguous(&narrow(g, axis as isize, at, len)?)?));
+        at += len;
+    }
+    Ok(grads)
+}
+
+/// The CUDA arm of `cat`: each piece copied into its slab of a fresh buffer.
+fn cat_cuda(xs: &[Tensor], axis: usize, dims: &[usize]) -> Result<Tensor> {
+    let dev = crate::backend::cuda::device()?;
+    let out_strides = Shape(dims.to_vec()).contiguous_strides();
+    let mut out = dev.alloc(dims.iter().product())?;
+    let mut at = 0;
+    for x in xs {
+        x.with_cuda(|dev, xs| {
+            cuda_layout::strided_copy(
+                dev,
+                x.dims(),
+                xs,
+                StridedSide {
+                    strides: &x.shape().contiguous_strides(),
+                    offset: 0,
+                },
+                &mut out,
+                StridedSide {
+                    strides: &out_strides,
+                    offset: at * out_strides[axis],
+                },
+            )
+        })?;
+        at += x.dims()[axis];
+    }
+    Tensor::from_cuda(out, dims.to_vec())
 }
 
 /// Split along `axis` into pieces of the given sizes (views).

@@ -5,6 +5,7 @@
 //! the same values, and optimisers can update parameters in place.
 
 mod create;
+mod device;
 pub mod npy;
 pub mod safetensors_io;
 mod shape;
@@ -13,22 +14,27 @@ mod strided;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use device::{compute_device, host_round_trips};
 pub use shape::Shape;
 pub(crate) use strided::StridedIter;
 
 use crate::autograd::NodeSlot;
+use crate::backend::cuda::CudaSlice;
 use crate::{Error, Result};
 
-/// Where a tensor's values live. The CUDA backend adds its variant here.
+/// Where a tensor's values live. `Cuda` is the process's one GPU
+/// ([`crate::backend::cuda::device`]); a CUDA tensor exists only once that device opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     Cpu,
+    Cuda,
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
+            Device::Cuda => write!(f, "cuda"),
         }
     }
 }
@@ -37,22 +43,14 @@ impl std::fmt::Display for Device {
 #[derive(Debug)]
 pub enum Storage {
     Cpu(Vec<f32>),
+    Cuda(CudaSlice<f32>),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
-        }
-    }
-    fn cpu(&self) -> &[f32] {
-        match self {
-            Storage::Cpu(v) => v,
-        }
-    }
-    fn cpu_mut(&mut self) -> &mut [f32] {
-        match self {
-            Storage::Cpu(v) => v,
+            Storage::Cuda(_) => Device::Cuda,
         }
     }
 }
@@ -188,16 +186,28 @@ impl Tensor {
     }
 
     /// Run `f` on the values in logical (row-major) order, without a copy when the tensor is
-    /// contiguous.
+    /// contiguous and on the CPU. A CUDA tensor's values are copied to the host first (this is
+    /// how the ops without a CUDA kernel run on CUDA tensors; see `tensor/device.rs`).
+    ///
+    /// # Panics
+    /// When a device-to-host copy fails (a broken GPU, not user input).
     pub fn with_values<R>(&self, f: impl FnOnce(&[f32]) -> R) -> R {
         let guard = self.0.storage.read().unwrap_or_else(|p| p.into_inner());
-        let data = guard.cpu();
         let l = &self.0.layout;
-        if l.is_contiguous() {
-            f(&data[l.offset..l.offset + l.shape.numel()])
-        } else {
-            let v: Vec<f32> = StridedIter::new(l).map(|i| data[i]).collect();
-            f(&v)
+        match &*guard {
+            Storage::Cpu(data) => {
+                if l.is_contiguous() {
+                    f(&data[l.offset..l.offset + l.shape.numel()])
+                } else {
+                    let v: Vec<f32> = StridedIter::new(l).map(|i| data[i]).collect();
+                    f(&v)
+                }
+            }
+            Storage::Cuda(slice) => {
+                let host = device::download_view(slice, l)
+                    .unwrap_or_else(|e| panic!("reading a CUDA tensor on the host: {e}"));
+                f(&host)
+            }
         }
     }
 
@@ -240,9 +250,13 @@ impl Tensor {
             .storage
             .write()
             .map_err(|_| lock_poisoned("tensor storage"))?;
-        let data = guard.cpu_mut();
-        f(&mut data[l.offset..l.offset + l.shape.numel()]);
-        Ok(())
+        match &mut *guard {
+            Storage::Cpu(data) => {
+                f(&mut data[l.offset..l.offset + l.shape.numel()]);
+                Ok(())
+            }
+            Storage::Cuda(slice) => device::update_on_host(slice, l.offset, l.shape.numel(), f),
+        }
     }
 
     /// A view with another layout of the same storage (no autograd: `ops::shape` records it).

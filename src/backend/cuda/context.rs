@@ -30,7 +30,7 @@ struct Inner {
     blas: CudaBlas,
     name: String,
     arch: String,
-    modules: [OnceLock<Arc<CudaModule>>; 10],
+    modules: [OnceLock<Arc<CudaModule>>; KernelFile::ALL.len()],
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -71,7 +71,7 @@ impl CudaDevice {
                 blas,
                 name,
                 arch: format!("compute_{major}{minor}"),
-                modules: [const { OnceLock::new() }; 10],
+                modules: [const { OnceLock::new() }; KernelFile::ALL.len()],
             }),
         })
     }
@@ -134,6 +134,17 @@ impl CudaDevice {
     /// A zeroed device buffer of `len` f32 (an empty one for 0).
     pub fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
         zeros_of(&self.inner.stream, len)
+    }
+
+    /// A device buffer of `len` f32 with unspecified contents, for outputs a kernel writes in
+    /// full.
+    pub fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        if len == 0 {
+            return self.inner.stream.null().map_err(|e| cuda_err("alloc", e));
+        }
+        // SAFETY: callers overwrite every element before reading it (the kernels' contracts).
+        unsafe { self.inner.stream.alloc(len) }
+            .map_err(|e| cuda_err(&format!("alloc of {len} elements"), e))
     }
 
     /// A zeroed device buffer of `len` i32.

@@ -278,3 +278,36 @@ pub fn div_bwd(
     unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
     Ok((ga, gb))
 }
+
+/// `y = a·x + b` (the scalar forms of arithmetic, `neg`, and their backward `g·a`).
+pub fn scale_shift(dev: &CudaDevice, x: &CudaSlice<f32>, a: f32, b: f32) -> Result<CudaSlice<f32>> {
+    let sym = "scale_shift_f32";
+    let n = x.len();
+    let mut y = dev.alloc(n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let n64 = to_i64(sym, n)?;
+    let f = dev.function(KernelFile::Elementwise, sym)?;
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(x).arg(&mut y).arg(&n64).arg(&a).arg(&b);
+    // SAFETY: x and y hold n elements.
+    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(y)
+}
+
+/// A fresh buffer of `n` copies of `v`.
+pub fn fill(dev: &CudaDevice, n: usize, v: f32) -> Result<CudaSlice<f32>> {
+    let sym = "fill_f32";
+    let mut y = dev.alloc(n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let n64 = to_i64(sym, n)?;
+    let f = dev.function(KernelFile::Elementwise, sym)?;
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(&mut y).arg(&n64).arg(&v);
+    // SAFETY: y holds n elements.
+    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(y)
+}

@@ -39,6 +39,7 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod elementwise;
 pub mod gemm;
+pub mod layout;
 pub mod loss;
 pub mod optim;
 pub mod pool;
@@ -69,6 +70,12 @@ impl CudaAvailability {
         static DEVICE: OnceLock<Result<CudaDevice, String>> = OnceLock::new();
         DEVICE.get_or_init(probe_uncached).clone()
     }
+}
+
+/// The process's GPU, or `Error::Cuda` with the probe's reason (for code that holds CUDA
+/// tensors, which exist only once the probe succeeded).
+pub fn device() -> crate::Result<CudaDevice> {
+    CudaAvailability::probe().map_err(|r| crate::Error::Cuda(format!("no usable GPU: {r}")))
 }
 
 fn present(check: unsafe fn() -> bool) -> bool {

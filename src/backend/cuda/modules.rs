@@ -22,10 +22,11 @@ pub enum KernelFile {
     Simota,
     Similarity,
     Optim,
+    Layout,
 }
 
 impl KernelFile {
-    pub const ALL: [KernelFile; 10] = [
+    pub const ALL: [KernelFile; 11] = [
         KernelFile::Elementwise,
         KernelFile::Reduce,
         KernelFile::Conv2d,
@@ -36,6 +37,7 @@ impl KernelFile {
         KernelFile::Simota,
         KernelFile::Similarity,
         KernelFile::Optim,
+        KernelFile::Layout,
     ];
 
     /// The file's stem: `kernels/<stem>.cu`, `src/backend/cuda/<stem>.rs`.
@@ -51,6 +53,7 @@ impl KernelFile {
             KernelFile::Simota => "simota",
             KernelFile::Similarity => "similarity",
             KernelFile::Optim => "optim",
+            KernelFile::Layout => "layout",
         }
     }
 
@@ -75,6 +78,7 @@ impl KernelFile {
             KernelFile::Simota => include_str!("../../../kernels/simota.cu"),
             KernelFile::Similarity => include_str!("../../../kernels/similarity.cu"),
             KernelFile::Optim => include_str!("../../../kernels/optim.cu"),
+            KernelFile::Layout => include_str!("../../../kernels/layout.cu"),
         }
     }
 
@@ -111,6 +115,8 @@ impl KernelFile {
                 "div_f32",
                 "div_bcast_f32",
                 "div_bwd_f32",
+                "scale_shift_f32",
+                "fill_f32",
             ],
             KernelFile::Reduce => &["sum_partial_f32", "sum_keepdim_f32"],
             KernelFile::Conv2d => &[
@@ -159,6 +165,7 @@ impl KernelFile {
             ],
             KernelFile::Similarity => &["cosine_similarity_fwd_f32", "cosine_similarity_bwd_f32"],
             KernelFile::Optim => &["sgd_nesterov_f32", "adam_f32", "ema_f32"],
+            KernelFile::Layout => &["strided_copy_f32"],
         }
     }
 

@@ -2,11 +2,13 @@
 
 mod detect_cases;
 mod elementwise_cases;
+mod layout_cases;
 mod nn_cases;
 mod optim_cases;
 
 use detect_cases::*;
 use elementwise_cases::*;
+use layout_cases::*;
 use nn_cases::*;
 use optim_cases::*;
 use rand::Rng;
@@ -80,6 +82,8 @@ fn dims_str(d: &[usize]) -> String {
 pub fn cases() -> Vec<Case> {
     let mut v = unary_cases();
     v.extend(binary_cases());
+    v.push(scale_shift_case());
+    v.push(strided_copy_case());
     v.extend(reduce_cases());
     v.extend(conv_cases());
     v.extend(gemm_cases());

@@ -1,0 +1,47 @@
+// layout.cu: copies between strided layouts, f32 (the CUDA side of views: contiguous(), cat,
+// narrow/slice backward).
+//
+// Contract
+//   strided_copy_f32(src, dst, n, Strided g): for every logical index i < n in the row-major order
+//     of g.dims (rank <= 6), dst[g.dst_offset + sum_d c_d * g.ds[d]] =
+//     src[g.src_offset + sum_d c_d * g.ss[d]], c being the coordinates of i. Strides are in
+//     elements and non-negative; the launcher has checked that every index lies inside its
+//     buffer. Distinct logical indices must map to distinct dst indices (the launcher's callers
+//     write into fresh buffers or disjoint views), so there is no write race.
+// Checked against: Tensor::contiguous on the CPU (src/tensor/strided.rs order) by the parity
+//   table in src/backend/cuda/selftest.rs.
+// Launch geometry: 1-D, 256 threads per block, grid-stride loop.
+// Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
+
+#define GRID_STRIDE(i, n) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)blockDim.x * gridDim.x)
+
+#define MAX_RANK 6
+
+// Mirrored by `Strided` in src/backend/cuda/layout.rs.
+struct Strided {
+    int rank;
+    int pad_;
+    long long src_offset;
+    long long dst_offset;
+    long long dims[MAX_RANK];
+    long long ss[MAX_RANK];
+    long long ds[MAX_RANK];
+};
+
+extern "C" __global__ void strided_copy_f32(const float* __restrict__ src, float* __restrict__ dst,
+                                            long long n, Strided g) {
+    int rank = g.rank < 0 ? 0 : (g.rank > MAX_RANK ? MAX_RANK : g.rank);
+    GRID_STRIDE(i, n) {
+        long long rem = i, is = g.src_offset, id = g.dst_offset;
+        for (int d = rank - 1; d >= 0; --d) {
+            long long dim = g.dims[d] > 0 ? g.dims[d] : 1;
+            long long c = rem % dim;
+            rem /= dim;
+            is += c * g.ss[d];
+            id += c * g.ds[d];
+        }
+        dst[id] = src[is];
+    }
+}

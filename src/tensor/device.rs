@@ -1,0 +1,194 @@
+//! Tensors on the GPU: moving values between devices, the device buffer an op's CUDA arm works
+//! on, and the host round trip that lets every op without a CUDA kernel still take CUDA tensors.
+//!
+//! Rules (the same as PyTorch's where it has one):
+//! - `to_device` copies and is differentiable: the gradient goes back to the source device.
+//! - An op with any input on CUDA computes on CUDA: its CUDA arm uploads CPU operands (small
+//!   targets, masks made on the host), and an op without a CUDA arm reads its inputs through
+//!   [`Tensor::with_values`] (a device-to-host copy) and `autograd::record` moves its output
+//!   to the GPU. So every op accepts CUDA tensors; the arms with kernels are what makes it fast,
+//!   and `host_round_trips()` counts the rest (the training benchmark prints it).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Device, Layout, Shape, Storage, Tensor};
+use crate::backend::cuda::{self, layout, CudaDevice, CudaSlice};
+use crate::{Error, Result};
+
+static HOST_ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many CUDA tensors were read on the host so far (ops without a CUDA arm, `to_vec`,
+/// `item`): a cost counter for benchmarks, not an error.
+pub fn host_round_trips() -> u64 {
+    HOST_ROUND_TRIPS.load(Ordering::Relaxed)
+}
+
+fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Cuda(format!("{what}: {e:?}"))
+}
+
+/// The values of the `l` view of a device buffer, on the host, in logical order.
+pub(super) fn download_view(slice: &CudaSlice<f32>, l: &Layout) -> Result<Vec<f32>> {
+    HOST_ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
+    let dev = cuda::device()?;
+    let n = l.shape.numel();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if l.is_contiguous() {
+        dev.stream()
+            .clone_dtoh(&slice.slice(l.offset..l.offset + n))
+            .map_err(|e| cuda_err("device to host copy", e))
+    } else {
+        let c = layout::contiguous(&dev, l.shape.dims(), slice, &l.strides, l.offset)?;
+        dev.download(&c)
+    }
+}
+
+/// `f` on a host copy of `slice[offset..offset + n]`, written back afterwards.
+pub(super) fn update_on_host(
+    slice: &mut CudaSlice<f32>,
+    offset: usize,
+    n: usize,
+    f: impl FnOnce(&mut [f32]),
+) -> Result<()> {
+    HOST_ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
+    let dev = cuda::device()?;
+    if n == 0 {
+        f(&mut []);
+        return Ok(());
+    }
+    let mut host = dev
+        .stream()
+        .clone_dtoh(&slice.slice(offset..offset + n))
+        .map_err(|e| cuda_err("device to host copy", e))?;
+    f(&mut host);
+    dev.stream()
+        .memcpy_htod(&host, &mut slice.slice_mut(offset..offset + n))
+        .map_err(|e| cuda_err("host to device copy", e))
+}
+
+/// The device an op on `inputs` computes on: CUDA when any input lives there.
+pub fn compute_device(inputs: &[&Tensor]) -> Device {
+    if inputs.iter().any(|t| t.device() == Device::Cuda) {
+        Device::Cuda
+    } else {
+        Device::Cpu
+    }
+}
+
+impl Tensor {
+    /// A contiguous CUDA tensor owning `slice`.
+    pub fn from_cuda(slice: CudaSlice<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if slice.len() != shape.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "from_cuda".into(),
+                expected: format!("{} values for shape {shape}", shape.numel()),
+                got: format!("a device buffer of {}", slice.len()),
+            });
+        }
+        Ok(Tensor::from_storage(
+            Storage::Cuda(slice),
+            Layout::contiguous(shape),
+        ))
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        self.device() == Device::Cuda
+    }
+
+    /// Run `f` on a contiguous device buffer of this tensor's values: the storage itself when
+    /// the tensor is all of it in order, else a fresh copy (a strided copy on the GPU, or an
+    /// upload of a CPU tensor).
+    pub fn with_cuda<R>(
+        &self,
+        f: impl FnOnce(&CudaDevice, &CudaSlice<f32>) -> Result<R>,
+    ) -> Result<R> {
+        let dev = cuda::device()?;
+        let guard = self.0.storage.read().unwrap_or_else(|p| p.into_inner());
+        let l = &self.0.layout;
+        match &*guard {
+            Storage::Cuda(slice) => {
+                if l.offset == 0 && l.is_contiguous() && slice.len() == l.shape.numel() {
+                    f(&dev, slice)
+                } else {
+                    let c = layout::contiguous(&dev, l.shape.dims(), slice, &l.strides, l.offset)?;
+                    drop(guard);
+                    f(&dev, &c)
+                }
+            }
+            Storage::Cpu(_) => {
+                drop(guard);
+                let up = self.with_values(|v| dev.upload(v))?;
+                f(&dev, &up)
+            }
+        }
+    }
+
+    /// Run `f` on this tensor's device buffer for an in-place update; `Ok(None)` (nothing run)
+    /// unless the tensor is on CUDA and is its whole storage in order (parameters and buffers
+    /// are).
+    pub fn with_cuda_mut<R>(
+        &self,
+        f: impl FnOnce(&CudaDevice, &mut CudaSlice<f32>) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let l = &self.0.layout;
+        let whole = l.offset == 0 && l.is_contiguous();
+        let mut guard = self
+            .0
+            .storage
+            .write()
+            .map_err(|_| Error::Msg("a tensor's storage lock was poisoned".into()))?;
+        match &mut *guard {
+            Storage::Cuda(slice) if whole && slice.len() == l.shape.numel() => {
+                let dev = cuda::device()?;
+                f(&dev, slice).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A fresh contiguous device buffer holding this tensor's values (the caller owns it).
+    pub fn cuda_owned(&self) -> Result<CudaSlice<f32>> {
+        let dev = cuda::device()?;
+        let guard = self.0.storage.read().unwrap_or_else(|p| p.into_inner());
+        let l = &self.0.layout;
+        match &*guard {
+            Storage::Cuda(slice) => {
+                if l.offset == 0 && l.is_contiguous() && slice.len() == l.shape.numel() {
+                    dev.stream()
+                        .clone_dtod(slice)
+                        .map_err(|e| cuda_err("device to device copy", e))
+                } else {
+                    layout::contiguous(&dev, l.shape.dims(), slice, &l.strides, l.offset)
+                }
+            }
+            Storage::Cpu(_) => {
+                drop(guard);
+                self.with_values(|v| dev.upload(v))
+            }
+        }
+    }
+
+    /// A contiguous copy of the values on `device`, without autograd.
+    pub(crate) fn copy_to(&self, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::from_vec(self.to_vec(), self.shape().clone()),
+            Device::Cuda => Tensor::from_cuda(self.cuda_owned()?, self.shape().clone()),
+        }
+    }
+
+    /// The values on `device` (the same tensor when already there). Differentiable: the
+    /// gradient flows back to this tensor's device.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        let from = self.device();
+        if from == device {
+            return Ok(self.clone());
+        }
+        let out = self.copy_to(device)?;
+        crate::autograd::record_as_is("to_device", out, &[self], move |g| {
+            Ok(vec![Some(g.to_device(from)?)])
+        })
+    }
+}

@@ -37,8 +37,11 @@ pub mod modules;
 
 pub mod batch_norm;
 pub mod conv2d;
+pub mod crop;
+pub mod detect;
 pub mod elementwise;
 pub mod gemm;
+pub mod index;
 pub mod loss;
 pub mod optim;
 pub mod pool;

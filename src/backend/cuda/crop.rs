@@ -29,44 +29,7 @@ impl CropBoxes {
         corners: &[(usize, usize, usize)],
         size: usize,
     ) -> Result<CropBoxes> {
-        let op = "crop_patches";
-        let [n, c, h, w] = dims;
-        if size == 0 {
-            return Err(Error::op(op, "patch size must be >= 1"));
-        }
-        if [n, c, h, w].iter().any(|&d| d > i32::MAX as usize)
-            || n.checked_mul(c)
-                .and_then(|v| v.checked_mul(h))
-                .and_then(|v| v.checked_mul(w))
-                .is_none()
-        {
-            return Err(Error::op(op, format!("images {dims:?} too large")));
-        }
-        for (k, &(image, x, y)) in corners.iter().enumerate() {
-            let inside = image < n
-                && x.checked_add(size).is_some_and(|e| e <= w)
-                && y.checked_add(size).is_some_and(|e| e <= h);
-            if !inside {
-                return Err(Error::op(
-                    op,
-                    format!(
-                        "box {k} (image {image}, x {x}, y {y}, side {size}) is not inside images \
-                         {dims:?}"
-                    ),
-                ));
-            }
-        }
-        let patches_len = corners
-            .len()
-            .checked_mul(c)
-            .and_then(|v| v.checked_mul(size))
-            .and_then(|v| v.checked_mul(size))
-            .ok_or_else(|| Error::op(op, format!("{} patches too large", corners.len())))?;
-        // Inside the images: every value is < N, W or H, all <= i32::MAX.
-        let flat: Vec<i32> = corners
-            .iter()
-            .flat_map(|&(i, x, y)| [i as i32, x as i32, y as i32])
-            .collect();
+        let (flat, patches_len) = check_corners(dims, corners, size)?;
         Ok(CropBoxes {
             boxes: dev.upload(&flat)?,
             count: corners.len(),
@@ -100,6 +63,54 @@ impl CropBoxes {
             to_i64(op, self.size)?,
         ])
     }
+}
+
+/// Check patch corners against images `dims = [N, C, H, W]` as `ops::crop_patches` does:
+/// `(i32 [P, 3], P·C·size²)`.
+pub fn check_corners(
+    dims: [usize; 4],
+    corners: &[(usize, usize, usize)],
+    size: usize,
+) -> Result<(Vec<i32>, usize)> {
+    let op = "crop_patches";
+    let [n, c, h, w] = dims;
+    if size == 0 {
+        return Err(Error::op(op, "patch size must be >= 1"));
+    }
+    if [n, c, h, w].iter().any(|&d| d > i32::MAX as usize)
+        || n.checked_mul(c)
+            .and_then(|v| v.checked_mul(h))
+            .and_then(|v| v.checked_mul(w))
+            .is_none()
+    {
+        return Err(Error::op(op, format!("images {dims:?} too large")));
+    }
+    for (k, &(image, x, y)) in corners.iter().enumerate() {
+        let inside = image < n
+            && x.checked_add(size).is_some_and(|e| e <= w)
+            && y.checked_add(size).is_some_and(|e| e <= h);
+        if !inside {
+            return Err(Error::op(
+                op,
+                format!(
+                    "box {k} (image {image}, x {x}, y {y}, side {size}) is not inside images \
+                     {dims:?}"
+                ),
+            ));
+        }
+    }
+    let patches_len = corners
+        .len()
+        .checked_mul(c)
+        .and_then(|v| v.checked_mul(size))
+        .and_then(|v| v.checked_mul(size))
+        .ok_or_else(|| Error::op(op, format!("{} patches too large", corners.len())))?;
+    // Inside the images: every value is < N, W or H, all <= i32::MAX.
+    let flat: Vec<i32> = corners
+        .iter()
+        .flat_map(|&(i, x, y)| [i as i32, x as i32, y as i32])
+        .collect();
+    Ok((flat, patches_len))
 }
 
 fn launch(
@@ -153,4 +164,23 @@ pub fn crop_patches_bwd(
         boxes.patches_len(),
     )?;
     launch(dev, sym, dpatches, boxes, boxes.images_len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxes_outside_their_image_are_refused_on_the_host() {
+        let dims = [2, 3, 10, 8];
+        let (flat, len) = check_corners(dims, &[(0, 0, 0), (1, 4, 6)], 4).unwrap();
+        assert_eq!((flat, len), (vec![0, 0, 0, 1, 4, 6], 2 * 3 * 16));
+        for bad in [(2, 0, 0), (0, 5, 0), (0, 0, 7), (0, usize::MAX, 0)] {
+            let e = check_corners(dims, &[(0, 0, 0), bad], 4)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("box 1"), "{bad:?}: {e}");
+        }
+        assert!(check_corners(dims, &[], 0).is_err());
+    }
 }

@@ -205,3 +205,21 @@ pub fn nms_by_score(
     };
     Ok(kept.into_iter().map(|p| order[p]).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::greedy;
+
+    #[test]
+    fn greedy_pass_ignores_the_rows_of_suppressed_boxes() {
+        // 0 suppresses 1, 1 would suppress 2: 1 is gone, so 2 stays (torchvision's rule).
+        assert_eq!(greedy(&[0b010, 0b100, 0], 3, 1), vec![0, 2]);
+        // Across words: 70 boxes (2 words per row), box 0 suppresses box 65, box 64 box 69.
+        let mut mask = vec![0u64; 70 * 2];
+        mask[1] = 1 << 1;
+        mask[64 * 2 + 1] = 1 << 5;
+        let keep = greedy(&mask, 70, 2);
+        assert_eq!(keep.len(), 68);
+        assert!(!keep.contains(&65) && !keep.contains(&69) && keep.contains(&64));
+    }
+}

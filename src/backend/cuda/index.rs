@@ -71,22 +71,14 @@ impl DeviceIndices {
         Ok(DeviceIndices { idx: out, bound })
     }
 
-    /// Check host indices and upload them.
+    /// Check host indices ([`check_host_indices`]) and upload them.
     pub fn from_host(
         dev: &CudaDevice,
         op: &str,
         idx: &[usize],
         bound: usize,
     ) -> Result<DeviceIndices> {
-        check_bound(op, bound)?;
-        if let Some((k, &i)) = idx.iter().enumerate().find(|(_, &i)| i >= bound) {
-            return Err(Error::op(
-                op,
-                format!("index {i} at position {k} is not an integer in 0..{bound}"),
-            ));
-        }
-        // Every index is < bound <= i32::MAX.
-        let v: Vec<i32> = idx.iter().map(|&i| i as i32).collect();
+        let v = check_host_indices(op, idx, bound)?;
         Ok(DeviceIndices {
             idx: dev.upload(&v)?,
             bound,
@@ -106,6 +98,20 @@ impl DeviceIndices {
     pub fn as_slice(&self) -> &CudaSlice<i32> {
         &self.idx
     }
+}
+
+/// Host indices as the kernels' `i32`, each checked to lie in `0..bound` (the error names the
+/// first bad one, as `ops::index` does).
+pub fn check_host_indices(op: &str, idx: &[usize], bound: usize) -> Result<Vec<i32>> {
+    check_bound(op, bound)?;
+    if let Some((k, &i)) = idx.iter().enumerate().find(|(_, &i)| i >= bound) {
+        return Err(Error::op(
+            op,
+            format!("index {i} at position {k} is not an integer in 0..{bound}"),
+        ));
+    }
+    // Every index is < bound <= i32::MAX.
+    Ok(idx.iter().map(|&i| i as i32).collect())
 }
 
 /// The checks every launcher shares: indices checked against this axis, `n_idx` of them, the
@@ -246,4 +252,58 @@ pub fn gather_bwd(
     let (x_len, y_len) = check_geometry(sym, idx, n_idx, outer, len, inner, k)?;
     check_len(sym, "dy [outer, k, inner]", dy, y_len)?;
     launch(dev, sym, dy, idx, x_len, y_len, outer, len, inner, k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::CudaAvailability;
+
+    #[test]
+    fn host_indices_out_of_range_are_refused_before_upload() {
+        assert_eq!(
+            check_host_indices("t", &[0, 4, 2], 5).unwrap(),
+            vec![0, 4, 2]
+        );
+        let e = check_host_indices("t", &[0, 5, 9], 5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("index 5 at position 1"), "{e}");
+        assert!(check_host_indices("t", &[0], i32::MAX as usize + 1).is_err());
+    }
+
+    /// On a GPU: f32 indices that are not whole numbers in range are refused with the first bad
+    /// position, and a launch with indices checked against another axis is refused.
+    #[test]
+    fn device_indices_are_checked_on_the_gpu() {
+        let dev = match CudaAvailability::probe() {
+            Ok(d) => d,
+            Err(reason) => {
+                eprintln!("skipped (no GPU): {reason}");
+                return;
+            }
+        };
+        for (bad, pos) in [
+            (2.5f32, 1),
+            (-1.0, 1),
+            (5.0, 1),
+            (f32::NAN, 1),
+            (f32::INFINITY, 1),
+        ] {
+            let idx = dev.upload(&[0.0f32, bad, 7.5, 1.0]).unwrap();
+            let e = DeviceIndices::from_f32(&dev, "t", &idx, 5)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(e.contains(&format!("at position {pos}")), "{bad}: {e}");
+        }
+        let idx = dev.upload(&[0.0f32, 4.0, 2.0]).unwrap();
+        let ok = DeviceIndices::from_f32(&dev, "t", &idx, 5).unwrap();
+        assert_eq!(dev.download(ok.as_slice()).unwrap(), vec![0, 4, 2]);
+        let x = dev.zeros(2 * 6 * 3).unwrap();
+        assert!(index_select_fwd(&dev, &x, 2, 6, 3, &ok).is_err()); // checked against 5, not 6
+        let x = dev.zeros(2 * 5 * 3 + 1).unwrap();
+        assert!(index_select_fwd(&dev, &x, 2, 5, 3, &ok).is_err()); // wrong length
+        assert!(gather_fwd(&dev, &x, 2, 5, 3, 1, &ok).is_err()); // 3 indices for a [2, 1, 3] index
+    }
 }

@@ -6,7 +6,7 @@
 # Usage: kernels/emu/check.sh (which calls: python3 run.py <workdir>).
 import ctypes as C, numpy as np, os, sys
 D = os.path.join(sys.argv[1], 'dump')
-L = {s: C.CDLL(os.path.join(sys.argv[1], f'lib{s}.so')) for s in ['elementwise','reduce','conv2d','batch_norm','pool','softmax','loss','simota','similarity','optim']}
+L = {s: C.CDLL(os.path.join(sys.argv[1], f'lib{s}.so')) for s in ['elementwise','reduce','conv2d','batch_norm','pool','softmax','loss','simota','similarity','optim','index','crop','detect']}
 f32p = lambda a: a.ctypes.data_as(C.c_void_p)
 I = C.c_longlong; F = C.c_float; Ii = C.c_int
 def inp(case, i): return np.fromfile(f'{D}/{case}/in{i}.f32', dtype='<f4').copy()
@@ -155,6 +155,40 @@ for case in ['sgd_nesterov','adam','adamw','ema']:
             call('optim','adam_f32',p,g,s1,s2,I(n),F(0.01),F(0.9),F(0.999),F(1e-8),F(5e-4),F(bc1),F(bc2),Ii(case=='adamw'))
     if case=='ema': cmp(case,'ema',s1)
     else: cmp(case,'p',p); cmp(case,'state1',s1)
+
+# index_select / gather (f32 indices checked by index_check_f32 first)
+def check_idx(idx_f, bound):
+    n=len(idx_f); idx=np.zeros(n,'i4'); bad=np.array([n],'i4'); call('index','index_check_f32',idx_f,idx,bad,I(n),I(bound)); return idx, int(bad[0])
+for case,(o,l,i_,k) in {'index_select_axis_1':(3,11,5,7),'index_select_last_axis':(12,9,1,13)}.items():
+    x,idf,g=[inp(case,j) for j in range(3)]; idx,bad=check_idx(idf,l); assert bad==len(idf), case
+    y=np.zeros(o*k*i_,'f4'); dx=np.zeros(o*l*i_,'f4')
+    call('index','index_select_fwd_f32',x,idx,y,I(o),I(l),I(i_),I(k)); call('index','index_select_bwd_f32',g,idx,dx,I(o),I(l),I(i_),I(k)); cmp(case,'y',y); cmp(case,'dx',dx)
+case='gather_axis_1'; x,idf,g=[inp(case,j) for j in range(3)]; idx,bad=check_idx(idf,11); assert bad==len(idf)
+y=np.zeros(90,'f4'); dx=np.zeros(165,'f4'); call('index','gather_fwd_f32',x,idx,y,I(3),I(11),I(5),I(6)); call('index','gather_bwd_f32',g,idx,dx,I(3),I(11),I(5),I(6)); cmp(case,'y',y); cmp(case,'dx',dx)
+# bad indices: the first bad position (as ops::index reports it) and -1 in place of each bad one
+idx,bad=check_idx(np.array([0,3,2.5,-1,11,np.nan,np.inf,10],'f4'),11)
+ok = bad==2 and list(idx)==[0,3,-1,-1,-1,-1,-1,10]; print(f'{"index_check bad indices":40s} {"flag":10s} {"ok" if ok else f"FAIL bad={bad} idx={list(idx)}"}')
+if not ok: fails.append('index_check bad indices')
+# crop
+case='crop_patches_fwd_bwd'; im,bx,g=[inp(case,j) for j in range(3)]; N,Cc,H,W,S=3,4,23,19,7; P=len(bx)//3
+y=np.zeros(P*Cc*S*S,'f4'); dx=np.zeros_like(im); b=bx.astype('i4')
+a=[I(N),I(P),I(Cc),I(H),I(W),I(S)]; call('crop','crop_patches_fwd_f32',im,b,y,*a); call('crop','crop_patches_bwd_f32',g,b,dx,*a); cmp(case,'patches',y); cmp(case,'dimages',dx)
+# decode
+case='decode_outputs__YOLOX_'; raw=inp(case,0)
+grid=np.array([(gx,gy,s) for s in (8,16,32) for gy in range(96//s) for gx in range(160//s)],'f4').ravel(); A=len(grid)//3; R=8; B=len(raw)//(A*R)
+y=np.zeros_like(raw); call('detect','decode_outputs_f32',raw,grid,y,I(B),I(A),I(R)); y=y.reshape(-1,R)
+cmp(case,'boxes',y[:,:4]); cmp(case,'obj',y[:,4]); cmp(case,'cls',y[:,5:])
+# nms: detect::nms's order (score descending, NaN last, stable), masks, greedy pass
+for case,aware,thr in [('nms__class_agnostic__iou_0_5',0,0.5),('batched_nms__per_class__iou_0_45',1,0.45)]:
+    bx,sc,cl=[inp(case,j) for j in range(3)]; n=len(sc); key=np.where(np.isnan(sc),-np.inf,sc)
+    order=np.argsort(-key,kind='stable'); sb=np.ascontiguousarray(bx.reshape(-1,4)[order]).ravel(); sc_=np.ascontiguousarray(cl[order].astype('i4'))
+    Wd=(n+63)//64; mask=np.zeros(n*Wd,'u8'); call('detect','nms_mask_f32',sb,sc_,mask,I(n),I(Wd),F(thr),Ii(aware))
+    removed=[0]*Wd; keep=[]
+    for i in range(n):
+        if (removed[i//64]>>(i%64))&1: continue
+        keep.append(int(order[i]))
+        for w in range(i//64,Wd): removed[w]|=int(mask[i*Wd+w])
+    cmp(case,'keep',np.array(keep,'f4')); cmp(case,'count',np.array([len(keep)],'f4'))
 
 # ---- cuBLAS emulation: the column-major calls exactly as src/backend/cuda/gemm.rs makes them ----
 def cublas_sgemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc, beta, offa=0, offb=0, offc=0):

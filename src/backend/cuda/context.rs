@@ -10,7 +10,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 
-use super::modules::{cached_ptx, KernelFile};
+use super::modules::{cached_ptx, KernelFile, KERNEL_FILES};
 use crate::{Error, Result};
 
 /// Threads per block of every 1-D launch (the reduction kernels assume exactly this).
@@ -30,7 +30,7 @@ struct Inner {
     blas: CudaBlas,
     name: String,
     arch: String,
-    modules: [OnceLock<Arc<CudaModule>>; KernelFile::ALL.len()],
+    modules: [OnceLock<Arc<CudaModule>>; KERNEL_FILES],
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -71,7 +71,7 @@ impl CudaDevice {
                 blas,
                 name,
                 arch: format!("compute_{major}{minor}"),
-                modules: [const { OnceLock::new() }; KernelFile::ALL.len()],
+                modules: [const { OnceLock::new() }; KERNEL_FILES],
             }),
         })
     }

@@ -29,6 +29,13 @@
 //!   [`simota::assign`] per image; `detect::loss::box_loss` can call
 //!   [`loss::box_loss_fwd_bwd`] once (it returns the gradient with the loss: record it as the
 //!   node's saved gradient scaled by the upstream `g`, or call it again in backward with `g`).
+//! - Indexing: `ops::index_select` / `ops::gather` on CUDA build a [`index::DeviceIndices`] from
+//!   the f32 index tensor once (`from_f32` checks them on the device and waits for the verdict),
+//!   and keep it for backward; `ops::crop_patches` builds a [`crop::CropBoxes`] (checked on the
+//!   host, uploaded once) and keeps it likewise.
+//! - Inference: [`detect::decode_outputs`] with the grid from [`detect::upload_grid`] (once per
+//!   input size), then per image and after the score threshold [`detect::nms_by_score`] (or
+//!   [`detect::nms`] / [`detect::batched_nms`] on boxes already sorted on the device).
 //! - Errors: every launcher already returns `Error::ShapeMismatch`/`Error::Op` on bad lengths and
 //!   `Error::Cuda` for driver/NVRTC/cuBLAS failures, naming the kernel.
 
@@ -37,8 +44,11 @@ pub mod modules;
 
 pub mod batch_norm;
 pub mod conv2d;
+pub mod crop;
+pub mod detect;
 pub mod elementwise;
 pub mod gemm;
+pub mod index;
 pub mod layout;
 pub mod loss;
 pub mod optim;

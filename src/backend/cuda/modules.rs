@@ -22,11 +22,17 @@ pub enum KernelFile {
     Simota,
     Similarity,
     Optim,
+    Index,
+    Crop,
+    Detect,
     Layout,
 }
 
+/// How many kernel files there are (the length of the per-file caches).
+pub const KERNEL_FILES: usize = 14;
+
 impl KernelFile {
-    pub const ALL: [KernelFile; 11] = [
+    pub const ALL: [KernelFile; KERNEL_FILES] = [
         KernelFile::Elementwise,
         KernelFile::Reduce,
         KernelFile::Conv2d,
@@ -37,6 +43,9 @@ impl KernelFile {
         KernelFile::Simota,
         KernelFile::Similarity,
         KernelFile::Optim,
+        KernelFile::Index,
+        KernelFile::Crop,
+        KernelFile::Detect,
         KernelFile::Layout,
     ];
 
@@ -53,6 +62,9 @@ impl KernelFile {
             KernelFile::Simota => "simota",
             KernelFile::Similarity => "similarity",
             KernelFile::Optim => "optim",
+            KernelFile::Index => "index",
+            KernelFile::Crop => "crop",
+            KernelFile::Detect => "detect",
             KernelFile::Layout => "layout",
         }
     }
@@ -78,6 +90,9 @@ impl KernelFile {
             KernelFile::Simota => include_str!("../../../kernels/simota.cu"),
             KernelFile::Similarity => include_str!("../../../kernels/similarity.cu"),
             KernelFile::Optim => include_str!("../../../kernels/optim.cu"),
+            KernelFile::Index => include_str!("../../../kernels/index.cu"),
+            KernelFile::Crop => include_str!("../../../kernels/crop.cu"),
+            KernelFile::Detect => include_str!("../../../kernels/detect.cu"),
             KernelFile::Layout => include_str!("../../../kernels/layout.cu"),
         }
     }
@@ -165,6 +180,15 @@ impl KernelFile {
             ],
             KernelFile::Similarity => &["cosine_similarity_fwd_f32", "cosine_similarity_bwd_f32"],
             KernelFile::Optim => &["sgd_nesterov_f32", "adam_f32", "ema_f32"],
+            KernelFile::Index => &[
+                "index_check_f32",
+                "index_select_fwd_f32",
+                "index_select_bwd_f32",
+                "gather_fwd_f32",
+                "gather_bwd_f32",
+            ],
+            KernelFile::Crop => &["crop_patches_fwd_f32", "crop_patches_bwd_f32"],
+            KernelFile::Detect => &["decode_outputs_f32", "nms_mask_f32"],
             KernelFile::Layout => &["strided_copy_f32"],
         }
     }
@@ -332,8 +356,8 @@ pub fn ptx_entries(ptx: &str) -> Vec<String> {
 }
 
 /// PTX of each file for the live device's architecture, compiled once per process.
-static PTX_CACHE: [OnceLock<std::result::Result<(String, String), String>>; 10] =
-    [const { OnceLock::new() }; 10];
+static PTX_CACHE: [OnceLock<std::result::Result<(String, String), String>>; KERNEL_FILES] =
+    [const { OnceLock::new() }; KERNEL_FILES];
 
 /// The PTX of `file` for `arch`, compiled on first use and kept for the process. A process has
 /// one live device; a call with another `arch` than the cached one compiles afresh.

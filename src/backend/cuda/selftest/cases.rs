@@ -1,13 +1,17 @@
 //! The parity cases. Each case: seeded inputs (odd sizes), the CPU reference, the GPU launcher.
 
+mod decode_nms_cases;
 mod detect_cases;
 mod elementwise_cases;
+mod index_cases;
 mod layout_cases;
 mod nn_cases;
 mod optim_cases;
 
+use decode_nms_cases::*;
 use detect_cases::*;
 use elementwise_cases::*;
+use index_cases::*;
 use layout_cases::*;
 use nn_cases::*;
 use optim_cases::*;
@@ -132,5 +136,18 @@ pub fn cases() -> Vec<Case> {
     v.push(optim_case("adam", &["adam_f32"], OptKind::Adam));
     v.push(optim_case("adamw", &["adam_f32"], OptKind::AdamW));
     v.push(optim_case("ema", &["ema_f32"], OptKind::Ema));
+    v.push(index_select_case("index_select axis 1", [3, 11, 5], 1, 7));
+    // inner = 1 and more indices than rows: every row picked about twice.
+    v.push(index_select_case(
+        "index_select last axis",
+        [4, 3, 9],
+        2,
+        13,
+    ));
+    v.push(gather_case());
+    v.push(crop_case());
+    v.push(decode_case());
+    v.push(nms_case("nms (class-agnostic) iou 0.5", false, 0.5));
+    v.push(nms_case("batched_nms (per class) iou 0.45", true, 0.45));
     v
 }

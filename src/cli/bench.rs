@@ -8,6 +8,7 @@ use rand::Rng;
 use ssod::data::loader::Batch;
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::rng::rng_for;
+use ssod::tensor::{cuda_memory_in_use, host_round_trips, Device};
 use ssod::train::trainer::{DetectorTrainer, StageTimes};
 use ssod::train::TrainConfig;
 
@@ -39,7 +40,7 @@ pub struct BenchTrainArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 1)]
     pub classes: usize,
-    /// cpu (cuda arrives with the CUDA backend)
+    /// cpu, cuda or auto
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print one JSON object instead of text
@@ -98,8 +99,9 @@ fn random_batch(batch: usize, size: usize, classes: usize, step: usize) -> Batch
 }
 
 fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
-    if a.device != "cpu" {
-        anyhow::bail!("--device {}: only the CPU backend exists in this build (the CUDA backend is not wired into the engine yet)", a.device);
+    let (device, note) = Device::resolve(&a.device)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
     }
     if a.size == 0 || a.size % 32 != 0 || a.batch == 0 || a.steps == 0 || a.classes == 0 {
         anyhow::bail!(
@@ -115,10 +117,12 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     cfg.random_size = None;
     cfg.max_epoch = 300;
     let mut trainer = DetectorTrainer::new(model.clone(), cfg, 1000)?;
+    trainer.to_device(device)?;
     // One warm-up step (first-touch allocations, thread pools), not timed.
     trainer.step(&random_batch(a.batch, a.size, a.classes, 0))?;
     let mut times = StageTimes::default();
     let mut images = 0usize;
+    let round_trips_before = host_round_trips();
     let t0 = Instant::now();
     for s in 0..a.steps {
         let stats = trainer.step(&random_batch(a.batch, a.size, a.classes, s + 1))?;
@@ -126,6 +130,11 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         images += stats.images;
     }
     let wall = t0.elapsed().as_secs_f64();
+    let round_trips = (host_round_trips() - round_trips_before) as f64 / a.steps as f64;
+    let gpu_mem_mb = match device {
+        Device::Cuda => Some(cuda_memory_in_use()? as f64 / (1024.0 * 1024.0)),
+        Device::Cpu => None,
+    };
     let per_step = |x: f64| 1000.0 * x / a.steps as f64;
     let images_per_s = images as f64 / wall;
     let peak = peak_rss_mb();
@@ -134,7 +143,8 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         let obj = serde_json::json!({
             "model": a.model, "size": a.size, "batch": a.batch, "steps": a.steps, "device": a.device,
             "threads": threads, "params": model.num_params(),
-            "images_per_s": images_per_s, "peak_mem_mb": peak,
+            "images_per_s": images_per_s, "peak_mem_mb": peak, "gpu_mem_in_use_mb": gpu_mem_mb,
+            "host_round_trips_per_step": round_trips,
             "ms_per_step": { "forward": per_step(times.forward), "assign_and_loss": per_step(times.assign_and_loss),
                 "backward": per_step(times.backward), "optimizer": per_step(times.optimizer), "ema": per_step(times.ema),
                 "total": per_step(wall) },
@@ -142,7 +152,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&obj)?);
     } else {
         println!(
-            "{} at {}x{}, batch {}, {} steps, {} threads (cpu)",
+            "{} at {}x{}, batch {}, {} steps, {} CPU threads, device {device}",
             a.model, a.size, a.size, a.batch, a.steps, threads
         );
         println!("images/s      {images_per_s:.2}");
@@ -151,6 +161,10 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             peak.map(|p| format!("{p:.0}"))
                 .unwrap_or_else(|| "n/a".into())
         );
+        if let Some(m) = gpu_mem_mb {
+            println!("GPU memory    {m:.0} MB in use after the run (total - free, whole device)");
+            println!("host round trips per step {round_trips:.0} (CUDA tensors read on the host: ops without a CUDA arm)");
+        }
         println!("per step (ms) forward {:.1} | SimOTA+loss {:.1} | backward {:.1} | optimizer {:.1} | EMA {:.1} | total {:.1}",
             per_step(times.forward), per_step(times.assign_and_loss), per_step(times.backward), per_step(times.optimizer), per_step(times.ema), per_step(wall));
     }

@@ -110,6 +110,14 @@ impl ParamStore {
             .map(|e| e.tensor.clone())
     }
 
+    /// Move every parameter and buffer to `device` in place (layers keep their handles).
+    pub fn to_device(&self, device: crate::tensor::Device) -> Result<()> {
+        for e in self.entries() {
+            e.tensor.move_storage_to(device)?;
+        }
+        Ok(())
+    }
+
     /// Number of trainable scalars (PyTorch's `sum(p.numel() for p in model.parameters())`).
     pub fn num_params(&self) -> usize {
         self.parameters().iter().map(|e| e.tensor.numel()).sum()

@@ -22,17 +22,15 @@ enum OnCuda {
 
 /// The CUDA arm shared by every elementwise op with a kernel.
 fn unary_cuda(op: &'static str, x: &Tensor, how: OnCuda) -> Result<Tensor> {
-    let xs = x.cuda_owned()?;
-    let dev = crate::backend::cuda::device()?;
-    let y = match how {
-        OnCuda::Kernel(u) => cuda_ew::unary_fwd(&dev, u, &xs)?,
-        OnCuda::Affine(a, b) => cuda_ew::scale_shift(&dev, &xs, a, b)?,
+    let y = x.with_cuda(|dev, xs| match how {
+        OnCuda::Kernel(u) => cuda_ew::unary_fwd(dev, u, xs),
+        OnCuda::Affine(a, b) => cuda_ew::scale_shift(dev, xs, a, b),
         OnCuda::Host => unreachable!("the host path does not come here"),
-    };
+    })?;
     let out = Tensor::from_cuda(y, x.shape().clone())?;
     let saved = match how {
         OnCuda::Kernel(u) if u.saves_output() => out.detach(),
-        _ => Tensor::from_cuda(xs, x.shape().clone())?,
+        _ => x.detach(),
     };
     record(op, out, &[x], move |g| {
         let shape = g.shape().clone();

@@ -3,7 +3,8 @@
 
 use super::split_at_axis;
 use crate::autograd::record;
-use crate::tensor::Tensor;
+use crate::backend::cuda::index::{self as cuda_index, DeviceIndices};
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 fn to_indices(op: &str, idx: &Tensor, bound: usize) -> Result<Vec<usize>> {
@@ -33,6 +34,22 @@ pub fn index_select(x: &Tensor, axis: isize, indices: &Tensor) -> Result<Tensor>
     let (outer, len, inner) = split_at_axis(x.dims(), a);
     let idx = to_indices("index_select", indices, len)?;
     let k = idx.len();
+    if x.device() == Device::Cuda {
+        let dev = crate::backend::cuda::device()?;
+        let di = DeviceIndices::from_host(&dev, "index_select", &idx, len)?;
+        let y =
+            x.with_cuda(|dev, xs| cuda_index::index_select_fwd(dev, xs, outer, len, inner, &di))?;
+        let mut dims = x.dims().to_vec();
+        dims[a] = k;
+        let out = Tensor::from_cuda(y, dims)?;
+        let in_shape = x.shape().clone();
+        return record("index_select", out, &[x], move |g| {
+            let gx = g.with_cuda(|dev, gs| {
+                cuda_index::index_select_bwd(dev, gs, outer, len, inner, &di)
+            })?;
+            Ok(vec![Some(Tensor::from_cuda(gx, in_shape.clone())?)])
+        });
+    }
     let mut out = vec![0f32; outer * k * inner];
     x.with_values(|v| {
         for o in 0..outer {

@@ -3,7 +3,8 @@
 use super::elementwise::sigmoid_f32;
 use super::{softmax::log_softmax_values, zip_values};
 use crate::autograd::record;
-use crate::tensor::Tensor;
+use crate::backend::cuda::loss as cuda_loss;
+use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
 /// Binary cross-entropy on logits, `max(x,0) − x·t + log(1 + e^{−|x|})` (stable for |x| ~ 300),
@@ -29,6 +30,13 @@ pub fn bce_with_logits(
             ));
         }
     }
+    let mut inputs = vec![logits, target];
+    if let Some(wt) = weight {
+        inputs.push(wt);
+    }
+    if compute_device(&inputs) == Device::Cuda {
+        return bce_with_logits_cuda(logits, target, weight, &inputs);
+    }
     let raw = zip_values("bce_with_logits", logits, target, |x, t| {
         x.max(0.0) - x * t + (-x.abs()).exp().ln_1p()
     })?;
@@ -41,10 +49,6 @@ pub fn bce_with_logits(
     let raw = raw.detach();
     let (x, t) = (logits.detach(), target.detach());
     let w = weight.map(Tensor::detach);
-    let mut inputs = vec![logits, target];
-    if let Some(wt) = weight {
-        inputs.push(wt);
-    }
     record("bce_with_logits", out, &inputs, move |g| {
         let gw = match &w {
             Some(w) => zip_values("bce_with_logits", g, w, |g, w| g * w)?,
@@ -58,6 +62,34 @@ pub fn bce_with_logits(
         let mut grads = vec![Some(dx), Some(dt)];
         if w.is_some() {
             grads.push(Some(zip_values("bce_with_logits", g, &raw, |g, l| g * l)?));
+        }
+        Ok(grads)
+    })
+}
+
+/// The CUDA arm of `bce_with_logits`: one kernel forward (weight applied inside), one backward
+/// for all three gradients.
+fn bce_with_logits_cuda(
+    logits: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    inputs: &[&Tensor],
+) -> Result<Tensor> {
+    let shape = logits.shape().clone();
+    let (x, t) = (logits.cuda_owned()?, target.cuda_owned()?);
+    let w = weight.map(Tensor::cuda_owned).transpose()?;
+    let dev = crate::backend::cuda::device()?;
+    let y = cuda_loss::bce_with_logits_fwd(&dev, &x, &t, w.as_ref())?;
+    let out = Tensor::from_cuda(y, shape.clone())?;
+    record("bce_with_logits", out, inputs, move |g| {
+        let (dx, dt, dw) =
+            g.with_cuda(|dev, gs| cuda_loss::bce_with_logits_bwd(dev, gs, &x, &t, w.as_ref()))?;
+        let mut grads = vec![
+            Some(Tensor::from_cuda(dx, shape.clone())?),
+            Some(Tensor::from_cuda(dt, shape.clone())?),
+        ];
+        if let Some(dw) = dw {
+            grads.push(Some(Tensor::from_cuda(dw, shape.clone())?));
         }
         Ok(grads)
     })

@@ -5,7 +5,8 @@
 use rayon::prelude::*;
 
 use crate::autograd::record;
-use crate::tensor::Tensor;
+use crate::backend::cuda::pool::{self as cuda_pool, PoolGeometry};
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,23 @@ fn geom(op: &str, x: &Tensor, p: &Pool2dParams) -> Result<PoolGeom> {
 pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
     let g = geom("max_pool2d", x, &p)?;
     let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
+    if x.device() == Device::Cuda {
+        let cg = PoolGeometry {
+            planes: g.planes,
+            h,
+            w,
+            kernel: p.kernel,
+            stride: p.stride,
+            padding: p.padding,
+        };
+        let (y, arg) = x.with_cuda(|dev, xs| cuda_pool::max_pool2d_fwd(dev, xs, &cg))?;
+        let out = Tensor::from_cuda(y, [x.dims()[0], x.dims()[1], ho, wo])?;
+        let in_shape = x.shape().clone();
+        return record("max_pool2d", out, &[x], move |dy| {
+            let dx = dy.with_cuda(|dev, dys| cuda_pool::max_pool2d_bwd(dev, dys, &arg, &cg))?;
+            Ok(vec![Some(Tensor::from_cuda(dx, in_shape.clone())?)])
+        });
+    }
     let xv = x.to_vec();
     let mut y = vec![0f32; g.planes * ho * wo];
     let mut arg = vec![0u32; g.planes * ho * wo];
@@ -179,6 +197,15 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
         return Err(Error::shape("upsample2x", "x [N, C, H, W]", x.shape()));
     }
     let (planes, h, w) = (x.dims()[0] * x.dims()[1], x.dims()[2], x.dims()[3]);
+    if x.device() == Device::Cuda {
+        let y = x.with_cuda(|dev, xs| cuda_pool::upsample2x_fwd(dev, xs, planes, h, w))?;
+        let out = Tensor::from_cuda(y, [x.dims()[0], x.dims()[1], 2 * h, 2 * w])?;
+        let in_shape = x.shape().clone();
+        return record("upsample2x", out, &[x], move |dy| {
+            let dx = dy.with_cuda(|dev, dys| cuda_pool::upsample2x_bwd(dev, dys, planes, h, w))?;
+            Ok(vec![Some(Tensor::from_cuda(dx, in_shape.clone())?)])
+        });
+    }
     let xv = x.to_vec();
     let mut y = vec![0f32; planes * 4 * h * w];
     y.par_chunks_mut((4 * h * w).max(1))

@@ -68,6 +68,42 @@ pub(super) fn update_on_host(
         .map_err(|e| cuda_err("host to device copy", e))
 }
 
+impl Device {
+    /// `cpu`, `cuda` or `auto` as a device: `cuda` fails with the probe's one-line reason when no
+    /// GPU is usable; `auto` takes the GPU when there is one, else the CPU with a note saying why.
+    pub fn resolve(name: &str) -> Result<(Device, Option<String>)> {
+        match name {
+            "cpu" => Ok((Device::Cpu, None)),
+            "cuda" => match cuda::CudaAvailability::probe() {
+                Ok(_) => Ok((Device::Cuda, None)),
+                Err(reason) => Err(Error::InvalidArgument(format!(
+                    "--device cuda: no usable GPU: {reason}"
+                ))),
+            },
+            "auto" => match cuda::CudaAvailability::probe() {
+                Ok(_) => Ok((Device::Cuda, None)),
+                Err(reason) => Ok((
+                    Device::Cpu,
+                    Some(format!("device auto: using the CPU ({reason})")),
+                )),
+            },
+            other => Err(Error::InvalidArgument(format!(
+                "--device `{other}`: expected cpu, cuda or auto"
+            ))),
+        }
+    }
+}
+
+/// GPU memory in use on the device (total − free, all processes), in bytes.
+pub fn cuda_memory_in_use() -> Result<usize> {
+    let dev = cuda::device()?;
+    let (free, total) = dev
+        .context()
+        .mem_get_info()
+        .map_err(|e| cuda_err("memory info", e))?;
+    Ok(total.saturating_sub(free))
+}
+
 /// The device an op on `inputs` computes on: CUDA when any input lives there.
 pub fn compute_device(inputs: &[&Tensor]) -> Device {
     if inputs.iter().any(|t| t.device() == Device::Cuda) {
@@ -177,6 +213,40 @@ impl Tensor {
             Device::Cpu => Tensor::from_vec(self.to_vec(), self.shape().clone()),
             Device::Cuda => Tensor::from_cuda(self.cuda_owned()?, self.shape().clone()),
         }
+    }
+
+    /// Move this tensor's storage to `device` in place: every view of the storage follows (the
+    /// way a model's parameters and buffers move, keeping the handles layers and optimisers
+    /// hold). The tensor must be its whole storage in order, as parameters are.
+    pub fn move_storage_to(&self, device: Device) -> Result<()> {
+        if self.device() == device {
+            return Ok(());
+        }
+        let l = &self.0.layout;
+        let mut guard = self
+            .0
+            .storage
+            .write()
+            .map_err(|_| Error::Msg("a tensor's storage lock was poisoned".into()))?;
+        let whole = l.offset == 0
+            && l.is_contiguous()
+            && match &*guard {
+                Storage::Cpu(v) => v.len() == l.shape.numel(),
+                Storage::Cuda(s) => s.len() == l.shape.numel(),
+            };
+        if !whole {
+            return Err(Error::op(
+                "move_storage_to",
+                format!("tensor {} is a view, not its whole storage", l.shape),
+            ));
+        }
+        let moved = match (&*guard, device) {
+            (Storage::Cpu(v), Device::Cuda) => Storage::Cuda(cuda::device()?.upload(v)?),
+            (Storage::Cuda(s), Device::Cpu) => Storage::Cpu(cuda::device()?.download(s)?),
+            _ => return Ok(()),
+        };
+        *guard = moved;
+        Ok(())
     }
 
     /// The values on `device` (the same tensor when already there). Differentiable: the

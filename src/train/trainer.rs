@@ -22,7 +22,7 @@ use crate::eval::coco::{MaxDets, Metrics};
 use crate::eval::metrics_csv::{MetricsCsv, MetricsRow};
 use crate::models::YoloX;
 use crate::progress::Progress;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 /// Seconds spent in each stage of one step (the `ssod bench train` breakdown).
@@ -103,6 +103,16 @@ pub struct DetectorTrainer {
     pub iteration: u64,
     /// Epochs completed.
     pub epoch: usize,
+    /// Where the model, its EMA copy and each batch live ([`DetectorTrainer::to_device`]).
+    device: Device,
+}
+
+/// Wait for the GPU so a stage's wall time is its own (kernels run asynchronously).
+fn sync_stage(device: Device) -> Result<()> {
+    match device {
+        Device::Cuda => crate::backend::cuda::device()?.synchronize(),
+        Device::Cpu => Ok(()),
+    }
 }
 
 impl DetectorTrainer {
@@ -140,7 +150,22 @@ impl DetectorTrainer {
             loss,
             iteration: 0,
             epoch: 0,
+            device: Device::Cpu,
         })
+    }
+
+    /// Move the model and its EMA copy to `device`; batches follow in [`Self::step`].
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        self.model.store.to_device(device)?;
+        if let Some((m, _)) = &self.ema {
+            m.store.to_device(device)?;
+        }
+        self.device = device;
+        Ok(())
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The model evaluation and checkpoints use (the EMA one when EMA is on).
@@ -152,33 +177,39 @@ impl DetectorTrainer {
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
         let mut times = StageTimes::default();
         let (images, targets) = batch_tensors(batch)?;
+        let images = images.to_device(self.device)?;
         let grid = YoloX::anchor_grid(batch.height, batch.width);
         self.model.set_training(true);
 
         let t = Instant::now();
         let raw = self.model.forward(&images)?; // [B, A, 5 + C]
         let decoded = decode_boxes(&raw, &grid)?; // [B, A, 4] cxcywh
+        sync_stage(self.device)?;
         times.forward = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         let loss = yolox_loss(&raw, &decoded, &grid, &targets, &self.loss)?;
+        sync_stage(self.device)?;
         times.assign_and_loss = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         self.optimizer.zero_grad();
         loss.total.backward()?;
+        sync_stage(self.device)?;
         times.backward = t.elapsed().as_secs_f64();
 
         // YOLOX sets the lr for step i + 1 after step i: the first step runs at warmup_lr.
         let lr = self.schedule.lr_at(self.iteration);
         let t = Instant::now();
         self.optimizer.step(lr as f32)?;
+        sync_stage(self.device)?;
         times.optimizer = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         if let Some((_, ema)) = &mut self.ema {
             ema.update(&self.model.store)?;
         }
+        sync_stage(self.device)?;
         times.ema = t.elapsed().as_secs_f64();
         self.iteration += 1;
 

@@ -5,6 +5,7 @@ mod detect_cases;
 mod elementwise_cases;
 mod index_cases;
 mod layout_cases;
+mod model_cases;
 mod nn_cases;
 mod optim_cases;
 
@@ -13,6 +14,7 @@ use detect_cases::*;
 use elementwise_cases::*;
 use index_cases::*;
 use layout_cases::*;
+use model_cases::*;
 use nn_cases::*;
 use optim_cases::*;
 use rand::Rng;
@@ -149,5 +151,6 @@ pub fn cases() -> Vec<Case> {
     v.push(decode_case());
     v.push(nms_case("nms (class-agnostic) iou 0.5", false, 0.5));
     v.push(nms_case("batched_nms (per class) iou 0.45", true, 0.45));
+    v.push(yolox_train_step_case());
     v
 }

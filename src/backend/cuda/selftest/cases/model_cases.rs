@@ -1,0 +1,90 @@
+//! Whole-model parity (STYLE 12): one YOLOX training step (forward, decode, SimOTA, loss,
+//! backward) with the engine's ops on CUDA tensors against the same step on the CPU. This checks
+//! the ops' CUDA arms and the device rules of `tensor/device.rs` together, not one kernel.
+
+use super::*;
+use crate::detect::decode_boxes;
+use crate::detect::loss::{yolox_loss, ImageTargets, YoloxLossConfig};
+use crate::models::{YoloX, YoloXConfig};
+use crate::tensor::Device;
+
+const BATCH: usize = 2;
+const SIZE: usize = 96;
+
+/// Loss parts, raw outputs, every parameter gradient and the BN running stats after the step.
+fn train_step(inp: &Inputs, device: Device) -> Result<Outputs> {
+    let model = YoloX::new(YoloXConfig::variant("nano", 2)?)?;
+    model.store.to_device(device)?;
+    model.set_training(true);
+    let images = Tensor::from_vec(inp[0].clone(), [BATCH, 3, SIZE, SIZE])?.to_device(device)?;
+    let targets: Vec<ImageTargets> = (0..BATCH)
+        .map(|b| {
+            let mut t = ImageTargets::default();
+            for row in inp[1].chunks(5).skip(b * 3).take(3) {
+                t.classes.push(row[0] as usize);
+                t.boxes_cxcywh.push([row[1], row[2], row[3], row[4]]);
+            }
+            t
+        })
+        .collect();
+    let grid = YoloX::anchor_grid(SIZE, SIZE);
+    let ((raw, loss), ms) = timed_cpu(|| {
+        let raw = model.forward(&images)?;
+        let decoded = decode_boxes(&raw, &grid)?;
+        let loss = yolox_loss(&raw, &decoded, &grid, &targets, &YoloxLossConfig::default())?;
+        loss.total.backward()?;
+        Ok((raw, loss))
+    })?;
+    let mut grads = Vec::new();
+    let mut stats = Vec::new();
+    for e in model.store.entries() {
+        match e.tensor.grad() {
+            Some(g) => grads.extend(g.to_vec()),
+            None if e.tensor.requires_grad() => grads.extend(vec![0.0; e.tensor.numel()]),
+            None => stats.extend(e.tensor.to_vec()),
+        }
+    }
+    Ok(out(
+        vec![
+            (
+                "loss",
+                vec![
+                    loss.total.item()?,
+                    loss.iou,
+                    loss.obj,
+                    loss.cls,
+                    loss.num_fg as f32,
+                ],
+            ),
+            ("raw", raw.to_vec()),
+            ("grads", grads),
+            ("bn_stats", stats),
+        ],
+        ms,
+    ))
+}
+
+pub(super) fn yolox_train_step_case() -> Case {
+    Case {
+        name: "yolox-nano train step (engine ops)",
+        kernels: &[],
+        shape: format!("[{BATCH}, 3, {SIZE}, {SIZE}], 3 GTs/image, 2 classes"),
+        // A whole network: every conv and BN reduction sums in another order on the GPU, and the
+        // differences compound through 30 layers and back; 1e-3 of the largest magnitude still
+        // catches any wrong arm (those give O(1) errors).
+        tol: 1e-3,
+        make: Box::new(|rng| {
+            let images = uniform(rng, BATCH * 3 * SIZE * SIZE, 0.0, 255.0);
+            let mut labels = Vec::new();
+            for _ in 0..BATCH * 3 {
+                let (w, h) = (rng.random_range(8.0..40.0), rng.random_range(8.0..40.0));
+                let cx = rng.random_range(w / 2.0..SIZE as f32 - w / 2.0);
+                let cy = rng.random_range(h / 2.0..SIZE as f32 - h / 2.0);
+                labels.extend([rng.random_range(0..2) as f32, cx, cy, w, h]);
+            }
+            vec![images, labels]
+        }),
+        cpu: Box::new(|inp| train_step(inp, Device::Cpu)),
+        gpu: Box::new(|_, inp| train_step(inp, Device::Cuda)),
+    }
+}

@@ -6,7 +6,8 @@
 //   log_softmax_fwd_f32(x, y, outer, len, inner):  y = (x - m) - log sum exp(x - m)
 //   softmax_bwd_f32(dy, y, dx, ...):               dx = y·(dy − Σ dy·y)
 //   log_softmax_bwd_f32(dy, y, dx, ...):           dx = dy − exp(y)·Σ dy
-// Checked against: ops::softmax / ops::log_softmax (src/ops/softmax.rs; it sums in f64).
+// Checked against: ops::softmax / ops::log_softmax (src/ops/softmax.rs); both sum the backward's
+//   row in f64.
 // Launch geometry: one thread per row (o, j), 1-D grid-stride over outer*inner rows; each thread
 //   walks its row three times (max, sum, write). Fine for the class/channel axes of this project
 //   (len <= a few thousand); a block-per-row variant is the next step if a benchmark asks.
@@ -40,11 +41,14 @@ __device__ void bwd(const float* __restrict__ dy, const float* __restrict__ y,
                     float* __restrict__ dx, long long outer, long long len, long long inner) {
     GRID_STRIDE(r, outer * inner) {
         long long base = (r / inner) * len * inner + r % inner;
-        float s = 0.0f;
+        // The row sum in double, as the CPU twin: dx = y·(dy − s) cancels where dy ≈ s, so an
+        // f32 sum's rounding would show up magnified in dx.
+        double sd = 0.0;
         for (long long i = 0; i < len; ++i) {
             long long p = base + i * inner;
-            s += LOG ? dy[p] : dy[p] * y[p];
+            sd += LOG ? (double)dy[p] : (double)dy[p] * (double)y[p];
         }
+        float s = (float)sd;
         for (long long i = 0; i < len; ++i) {
             long long p = base + i * inner;
             dx[p] = LOG ? dy[p] - expf(y[p]) * s : y[p] * (dy[p] - s);

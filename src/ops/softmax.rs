@@ -39,7 +39,8 @@ pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
         for o in 0..outer {
             for j in 0..inner {
                 let at = |i: usize| (o * len + i) * inner + j;
-                let s: f32 = (0..len).map(|i| gv[at(i)]).sum();
+                // In f64: dx cancels where g ≈ softmax·Σg (the CUDA kernel sums in double too).
+                let s = (0..len).map(|i| gv[at(i)] as f64).sum::<f64>() as f32;
                 for i in 0..len {
                     dx[at(i)] = gv[at(i)] - yv[at(i)].exp() * s;
                 }
@@ -66,7 +67,10 @@ pub fn softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
         for o in 0..outer {
             for j in 0..inner {
                 let at = |i: usize| (o * len + i) * inner + j;
-                let s: f32 = (0..len).map(|i| gv[at(i)] * yv[at(i)]).sum();
+                // In f64: dx = y·(g − s) cancels where g ≈ s (the CUDA kernel sums in double).
+                let s = (0..len)
+                    .map(|i| gv[at(i)] as f64 * yv[at(i)] as f64)
+                    .sum::<f64>() as f32;
                 for i in 0..len {
                     dx[at(i)] = yv[at(i)] * (gv[at(i)] - s);
                 }

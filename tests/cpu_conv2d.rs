@@ -151,6 +151,16 @@ fn pointwise_matches_reference_across_weight_tiles() {
     check_all(&geom(1, 9, 4097, 1, 4, 1, 1, 0, 1));
 }
 
+/// `bwd_weight` transposes `dy` tiles only up to 32 output channels per group: both sides of that
+/// threshold, pointwise and 3×3, one grouped.
+#[test]
+fn bwd_weight_both_sides_of_the_dy_transpose() {
+    check_all(&geom(2, 8, 11, 9, 32, 3, 1, 1, 1));
+    check_all(&geom(2, 8, 11, 9, 40, 3, 2, 1, 1));
+    check_all(&geom(1, 6, 50, 47, 36, 1, 1, 0, 1));
+    check_all(&geom(2, 12, 9, 10, 66, 3, 1, 1, 2));
+}
+
 /// Outputs of 8 MiB and more are allocated with a huge-page hint: same results as small ones
 /// (pointwise and 3×3; `x` and `y` both over the threshold).
 #[test]

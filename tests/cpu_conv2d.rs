@@ -142,6 +142,33 @@ fn fast_matches_reference_across_im2col_tiles() {
     check_all(&geom(1, 16, 41, 90, 12, 5, 1, 2, 1));
 }
 
+/// Pointwise `bwd_weight` runs in chunks of 2048 positions: maps of 2491 and 4096+ positions
+/// (a partial last chunk, an exact multiple plus one), with groups and batch 3.
+#[test]
+fn pointwise_matches_reference_across_weight_tiles() {
+    check_all(&geom(2, 6, 53, 47, 10, 1, 1, 0, 2));
+    check_all(&geom(3, 5, 64, 64, 7, 1, 1, 0, 1));
+    check_all(&geom(1, 9, 4097, 1, 4, 1, 1, 0, 1));
+}
+
+/// `bwd_weight` transposes `dy` tiles only up to 32 output channels per group: both sides of that
+/// threshold, pointwise and 3×3, one grouped.
+#[test]
+fn bwd_weight_both_sides_of_the_dy_transpose() {
+    check_all(&geom(2, 8, 11, 9, 32, 3, 1, 1, 1));
+    check_all(&geom(2, 8, 11, 9, 40, 3, 2, 1, 1));
+    check_all(&geom(1, 6, 50, 47, 36, 1, 1, 0, 1));
+    check_all(&geom(2, 12, 9, 10, 66, 3, 1, 1, 2));
+}
+
+/// Outputs of 8 MiB and more are allocated with a huge-page hint: same results as small ones
+/// (pointwise and 3×3; `x` and `y` both over the threshold).
+#[test]
+fn large_outputs_match_reference() {
+    check_all(&geom(1, 2, 1024, 1024, 2, 1, 1, 0, 1));
+    check_all(&geom(1, 2, 1030, 1030, 2, 3, 1, 1, 1));
+}
+
 /// A fast path that claims a shape class must take it (no silent fallback to another path).
 #[test]
 fn shape_classes_take_their_paths() {
@@ -212,6 +239,7 @@ fn results_do_not_depend_on_thread_count() {
         geom(2, 32, 24, 26, 48, 3, 2, 1, 1),
         geom(4, 24, 20, 18, 40, 3, 1, 1, 2),
         geom(2, 64, 20, 20, 96, 1, 1, 0, 1),
+        geom(2, 24, 50, 47, 20, 1, 1, 0, 1),
         geom(3, 32, 21, 19, 32, 3, 1, 1, 32),
         geom(1, 16, 30, 30, 16, 5, 2, 2, 16),
         geom(2, 32, 50, 47, 20, 3, 1, 1, 1),

@@ -291,11 +291,24 @@ fn add_assign(acc: &mut [f32], v: &[f32]) {
     }
 }
 
+/// Positions per gemm in a pointwise `bwd_weight` that transposes `dy` (its tiles need not be
+/// whole output rows); without the transpose the whole plane is one gemm.
+const POINTWISE_WEIGHT_TILE: usize = 2048;
+/// `bwd_weight` copies `dy` tiles transposed when a group has at most this many output channels.
+const TRANSPOSE_DY_MAX_COUT: usize = 32;
+
 /// Overwrites `dw` with this item's weight gradient (tiles accumulated in order).
 ///
 /// Computed transposed, `dw_gᵀ [taps, cout_g] = cols · dy_gᵀ`, into a small scratch and then
 /// transposed into place: with the taps as the gemm's row dimension the `gemm` crate runs this
 /// long-k, small-output product 1.5-3× faster than `dy_g · colsᵀ` (measured on the YOLOX shapes).
+/// With few output channels (`cout_g <= TRANSPOSE_DY_MAX_COUT`) the `dy_gᵀ` operand is first
+/// copied, per tile, into a row-major `[n, cout_g]` scratch: read in place it is column-major
+/// with a column stride of a whole plane, which the crate packs slowly (warm single-thread sgemm
+/// at m=64, n=32, k=2048: 46 GFLOP/s strided vs 94 row-major). Measured on the YOLOX-S layers
+/// (CPU time, batch 8), the copy raised bwd_weight at 32 output channels (stem 105→116, dark2
+/// 1×1 87→103, dark2 bottleneck 138→145 GFLOP/s) but lowered it at 64 and more (dark3 1×1
+/// 159→135, dark3 bottleneck 169→147, dark5 1×1 143→130), hence the threshold.
 fn bwd_weight_item(
     dy_n: &[f32],
     x_n: &[f32],
@@ -305,21 +318,56 @@ fn bwd_weight_item(
     threads: usize,
 ) {
     let mut dw_t = vec![0f32; d.taps * d.cout_g];
-    with_cols(d.cols_len(), |cols| {
+    let transpose_dy = d.cout_g <= TRANSPOSE_DY_MAX_COUT;
+    // Tiles as (first position, positions): output-row tiles, or fixed chunks when pointwise.
+    let tiles: Vec<(usize, usize)> = if d.pointwise {
+        let chunk = if transpose_dy {
+            POINTWISE_WEIGHT_TILE
+        } else {
+            d.out_plane
+        };
+        (0..d.out_plane)
+            .step_by(chunk)
+            .map(|p| (p, chunk.min(d.out_plane - p)))
+            .collect()
+    } else {
+        d.tiles(g)
+            .map(|rows| (rows.start * d.out_w, rows.len() * d.out_w))
+            .collect()
+    };
+    let max_n = if transpose_dy {
+        tiles.iter().map(|t| t.1).max().unwrap_or(0)
+    } else {
+        0
+    };
+    let cols_len = d.cols_len();
+    with_cols(cols_len + max_n * d.cout_g, |scratch| {
+        let (cols, dy_t) = scratch.split_at_mut(cols_len);
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
             let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
-            for (i, rows) in d.tiles(g).enumerate() {
-                let (first, n) = (rows.start * d.out_w, rows.len() * d.out_w);
-                // dy_g[:, tile]ᵀ as an [n, cout_g] view.
-                let dy_tile_t = MatRef {
-                    data: &dy_g[first..],
-                    row_stride: 1,
-                    col_stride: d.out_plane,
+            for (i, &(first, n)) in tiles.iter().enumerate() {
+                // dy_g[:, tile]ᵀ as an [n, cout_g] matrix.
+                let b = if transpose_dy {
+                    let dy_t = &mut dy_t[..n * d.cout_g];
+                    transpose_tile(&dy_g[first..], d.out_plane, d.cout_g, n, dy_t);
+                    MatRef::row_major(dy_t, d.cout_g)
+                } else {
+                    MatRef {
+                        data: &dy_g[first..],
+                        row_stride: 1,
+                        col_stride: d.out_plane,
+                    }
                 };
                 let a = if d.pointwise {
-                    MatRef::row_major(x_g, d.out_plane)
+                    MatRef {
+                        data: &x_g[first..],
+                        row_stride: d.in_plane,
+                        col_stride: 1,
+                    }
                 } else {
+                    // An output-row tile: positions first..first + n are rows `rows`.
+                    let rows = first / d.out_w..(first + n) / d.out_w;
                     let cols = &mut cols[..d.taps * n];
                     im2col(x_g, g, rows, cols, threads > 1);
                     MatRef::row_major(cols, n)
@@ -330,7 +378,7 @@ fn bwd_weight_item(
                     d.cout_g,
                     n,
                     a,
-                    dy_tile_t,
+                    b,
                     &mut dw_t,
                     d.cout_g,
                     i > 0,
@@ -345,4 +393,20 @@ fn bwd_weight_item(
             }
         }
     });
+}
+
+/// `out[p·rows + r] = src[r·stride + p]` for `r < rows`, `p < n`: a `[rows, n]` block with row
+/// stride `stride` into a row-major `[n, rows]`. Blocks of 16 positions keep the written lines
+/// in L1 while each source row is read sequentially.
+fn transpose_tile(src: &[f32], stride: usize, rows: usize, n: usize, out: &mut [f32]) {
+    const BLOCK: usize = 16;
+    for p0 in (0..n).step_by(BLOCK) {
+        let len = BLOCK.min(n - p0);
+        for r in 0..rows {
+            let s = &src[r * stride + p0..][..len];
+            for (j, v) in s.iter().enumerate() {
+                out[(p0 + j) * rows + r] = *v;
+            }
+        }
+    }
 }

@@ -6,11 +6,12 @@
 //   conv2d_fwd_f32(x, w, y, G)           direct: one thread per y element.
 //   conv2d_bwd_input_f32(dy, w, dx, G)   direct gather: one thread per dx element (no atomics).
 //   conv2d_bwd_weight_f32(dy, x, dw, G)  one block per dw element, tree over N*Ho*Wo (deterministic).
-//   conv2d_im2col_f32(x, col, G, n, grp) col [C/g*kh*kw, Ho*Wo] of batch item n, group grp: the
-//     right operand of `y[n, grp] = w[grp] [K/g, C/g*kh*kw] · col` done by cuBLAS sgemm.
-//   conv2d_col2im_f32(col, dx, G, n, grp) the inverse scatter written as a gather (one thread per
-//     dx element of item n, group grp, summing the col entries that read it): `dcol = w^T · dy`
-//     by cuBLAS, then this kernel. Writes (not adds) its slice of dx.
+//   conv2d_im2col_f32(x, col, G, n0, items, grp) col [items, C/g*kh*kw, Ho*Wo] of batch items
+//     n0..n0+items, group grp: the right operands of `y[n, grp] = w[grp] [K/g, C/g*kh*kw] · col[n]`
+//     done by one strided-batched cuBLAS sgemm.
+//   conv2d_col2im_f32(col, dx, G, n0, items, grp) the inverse scatter written as a gather (one
+//     thread per dx element of items n0..n0+items, group grp, summing the col entries that read
+//     it): `dcol = w^T · dy` by cuBLAS, then this kernel. Writes (not adds) its slices of dx.
 //   conv2d_dw_*: depthwise (groups == C == K) direct kernels: fwd and bwd_input one thread per
 //     output element, bwd_weight one block per (channel, tap) with a fixed tree.
 // Checked against: backend::cpu::conv2d::{fwd, bwd_input, bwd_weight} (selftest parity table).
@@ -125,12 +126,14 @@ extern "C" __global__ void conv2d_bwd_weight_f32(const float* __restrict__ dy,
 
 // col row r = (c*kh + ky)*kw + kx, column = oy*wo + ox.
 extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float* __restrict__ col,
-                                             ConvGeom g, long long n, long long grp) {
+                                             ConvGeom g, long long n0, long long items,
+                                             long long grp) {
     long long cin_g = g.c / g.groups;
     long long cols = g.ho * g.wo;
-    long long total = cin_g * g.kh * g.kw * cols;
-    GRID_STRIDE(i, total) {
-        long long p = i % cols, r = i / cols;
+    long long per_item = cin_g * g.kh * g.kw * cols;
+    GRID_STRIDE(i, items * per_item) {
+        long long n = n0 + i / per_item;
+        long long p = i % cols, r = (i % per_item) / cols;
         long long ox = p % g.wo, oy = p / g.wo;
         long long kx = r % g.kw, ky = (r / g.kw) % g.kh, c = r / (g.kw * g.kh);
         long long iy = oy * g.stride + ky - g.pad, ix = ox * g.stride + kx - g.pad;
@@ -143,11 +146,15 @@ extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float*
 }
 
 extern "C" __global__ void conv2d_col2im_f32(const float* __restrict__ col, float* __restrict__ dx,
-                                             ConvGeom g, long long n, long long grp) {
+                                             ConvGeom g, long long n0, long long items,
+                                             long long grp) {
     long long cin_g = g.c / g.groups;
     long long cols = g.ho * g.wo;
-    long long total = cin_g * g.h * g.w;
-    GRID_STRIDE(i, total) {
+    long long per_item = cin_g * g.h * g.w;
+    long long col_item = cin_g * g.kh * g.kw * cols;
+    GRID_STRIDE(j, items * per_item) {
+        long long item = j / per_item, i = j % per_item, n = n0 + item;
+        const float* colr = col + item * col_item;
         long long ix = i % g.w, iy = (i / g.w) % g.h, c = i / (g.w * g.h);
         float acc = 0.0f;
         for (long long ky = 0; ky < g.kh; ++ky) {
@@ -160,7 +167,7 @@ extern "C" __global__ void conv2d_col2im_f32(const float* __restrict__ col, floa
                 if (tx < 0 || tx % g.stride != 0) continue;
                 long long ox = tx / g.stride;
                 if (ox >= g.wo) continue;
-                acc += col[((c * g.kh + ky) * g.kw + kx) * cols + oy * g.wo + ox];
+                acc += colr[((c * g.kh + ky) * g.kw + kx) * cols + oy * g.wo + ox];
             }
         }
         dx[((n * g.c + grp * cin_g + c) * g.h + iy) * g.w + ix] = acc;

@@ -81,9 +81,9 @@ for case,(n,c,h,w,k,ks,s,p,g,path) in convs.items():
         W=wt.reshape(g,kg,ckk); Y=y.reshape(n,g,kg,hwo); DY=dy.reshape(n,g,kg,hwo); DW=np.zeros((g,kg,ckk),'f4')
         for nn in range(n):
             for gg in range(g):
-                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(gg)); col=col.reshape(ckk,hwo)
+                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); col=col.reshape(ckk,hwo)
                 Y[nn,gg]=W[gg]@col; DW[gg]+=DY[nn,gg]@col.T
-                dcol=np.ascontiguousarray((W[gg].T@DY[nn,gg]).astype('f4')); call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(gg))
+                dcol=np.ascontiguousarray((W[gg].T@DY[nn,gg]).astype('f4')); call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(1),I(gg))
         y=Y.ravel(); dw=DW.ravel()
     cmp(case,'y',y); cmp(case,'dx',dx); cmp(case,'dw',dw)
 # batch norm
@@ -221,18 +221,18 @@ for case in ['conv2d_im2col_sgemm_3x3_s1_p1', 'conv2d_im2col_sgemm_3x3_s1_g2', '
         for gg in range(g):
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
             else:
-                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(gg)); coff=0
+                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); coff=0
             sgemm_rm(0,0,kg,hwo,ckk, wt,ckk, col,hwo, y,0.0, offa=gg*kg*ckk, offb=coff, offc=(nn*k+gg*kg)*hwo)
             dyoff=(nn*k+gg*kg)*hwo
             if pw: sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dx,0.0, offa=gg*kg*ckk, offb=dyoff, offc=(nn*c+gg*cgr)*hwi)
             else:
                 dcol=np.zeros(ckk*hwo,'f4'); sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dcol,0.0, offa=gg*kg*ckk, offb=dyoff)
-                call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(gg))
+                call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(1),I(gg))
     for gg in range(g):
         for nn in range(n):
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
             else:
-                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(gg)); coff=0
+                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); coff=0
             sgemm_rm(0,1,kg,ckk,hwo, dy,hwo, col,hwo, dw, 0.0 if nn==0 else 1.0, offa=(nn*k+gg*kg)*hwo, offb=coff, offc=gg*kg*ckk)
     for nm, v in [('y',y),('dx',dx),('dw',dw)]: cmp(case, nm, v)
 print("FAILS:", fails)

@@ -93,6 +93,16 @@ impl ModelEma {
         let keep = d as f32;
         let take = (1.0 - d) as f32;
         for (ema, src) in &pairs {
+            if ema.tensor.is_cuda() {
+                // One fused kernel (ema_f32); falls through when the EMA tensor is a view.
+                let ran = ema.tensor.with_cuda_mut(|dev, values| {
+                    src.tensor
+                        .with_cuda(|_, m| crate::backend::cuda::optim::ema(dev, values, m, keep))
+                })?;
+                if ran.is_some() {
+                    continue;
+                }
+            }
             let src_values = src.tensor.to_vec();
             ema.tensor.update_values(|values| {
                 for (v, &m) in values.iter_mut().zip(src_values.iter()) {

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use super::config::{OptimizerKind, TrainConfig};
+use crate::backend::cuda::{optim as cuda_optim, CudaSlice};
 use crate::nn::{NamedTensor, ParamStore, TensorKind};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -138,6 +139,9 @@ pub struct Sgd {
     pub nesterov: bool,
     pub weight_decay: f32,
     momentum_buffers: HashMap<String, Vec<f32>>,
+    /// Momentum buffers of parameters on CUDA (Nesterov there runs as one fused kernel per
+    /// parameter, `sgd_nesterov_f32`); a buffer lives in one of the two maps, never both.
+    device_buffers: HashMap<String, CudaSlice<f32>>,
 }
 
 impl Sgd {
@@ -149,21 +153,63 @@ impl Sgd {
             nesterov,
             weight_decay,
             momentum_buffers: HashMap::new(),
+            device_buffers: HashMap::new(),
         }
+    }
+
+    /// The CUDA arm of one parameter's step: `Ok(false)` when it does not apply (the parameter
+    /// is not a whole CUDA buffer, or not Nesterov with momentum) and the host loop must run.
+    fn step_on_cuda(&mut self, p: &NamedTensor, lr: f32) -> Result<bool> {
+        if !(p.tensor.is_cuda() && self.nesterov && self.momentum != 0.0) {
+            return Ok(false);
+        }
+        let Some(g) = p.tensor.grad() else {
+            return Ok(true);
+        };
+        if g.shape() != p.tensor.shape() {
+            return Err(Error::ShapeMismatch {
+                op: format!("sgd: gradient of `{}`", p.name),
+                expected: p.tensor.shape().to_string(),
+                got: g.shape().to_string(),
+            });
+        }
+        let dev = crate::backend::cuda::device()?;
+        // The kernel's buf = μ·buf + d equals torch's first-step buf = d when buf starts at 0.
+        let mut buf = match self.device_buffers.remove(&p.name) {
+            Some(b) => b,
+            None => match self.momentum_buffers.remove(&p.name) {
+                Some(host) => dev.upload(&host)?,
+                None => dev.zeros(p.tensor.numel())?,
+            },
+        };
+        let wd = decay_for(p.kind, self.weight_decay);
+        let (mu, name) = (self.momentum, p.name.clone());
+        let ran = p.tensor.with_cuda_mut(|dev, values| {
+            g.with_cuda(|_, gs| cuda_optim::sgd_nesterov(dev, values, gs, &mut buf, lr, mu, wd))
+        })?;
+        self.device_buffers.insert(name, buf);
+        Ok(ran.is_some())
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, lr: f32) -> Result<()> {
+        let params = self.params.clone();
+        let mut on_host = Vec::new();
+        for p in &params {
+            if !self.step_on_cuda(p, lr)? {
+                on_host.push(p);
+            }
+        }
         let Sgd {
-            params,
             momentum,
             nesterov,
             weight_decay,
             momentum_buffers,
+            ..
         } = self;
         let (mu, nesterov) = (*momentum, *nesterov);
-        for p in params.iter() {
+        for p in on_host {
             let Some(grad) = grad_values(p, "sgd")? else {
                 continue;
             };
@@ -213,8 +259,18 @@ impl Optimizer for Sgd {
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for p in &self.params {
-            if let Some(b) = self.momentum_buffers.get(&p.name) {
-                if let Ok(t) = Tensor::from_vec(b.clone(), p.tensor.shape().clone()) {
+            let values = match (
+                self.momentum_buffers.get(&p.name),
+                self.device_buffers.get(&p.name),
+            ) {
+                (Some(b), _) => Some(b.clone()),
+                (None, Some(d)) => crate::backend::cuda::device()
+                    .and_then(|dev| dev.download(d))
+                    .ok(),
+                (None, None) => None,
+            };
+            if let Some(b) = values {
+                if let Ok(t) = Tensor::from_vec(b, p.tensor.shape().clone()) {
                     out.push((format!("{}.momentum_buffer", p.name), t));
                 }
             }
@@ -235,6 +291,7 @@ impl Optimizer for Sgd {
             buffers.insert(name.to_string(), t.to_vec());
         }
         self.momentum_buffers = buffers;
+        self.device_buffers.clear();
         Ok(())
     }
 

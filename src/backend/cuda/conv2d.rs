@@ -8,7 +8,7 @@
 use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
 
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice};
-use super::gemm::sgemm_rm;
+use super::gemm::{sgemm_rm, sgemm_rm_batched, Strided};
 use super::{check_len, KernelFile};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};
@@ -120,39 +120,80 @@ pub fn fwd(
         launch_direct(dev, "conv2d_dw_fwd_f32", x, w, &mut y, g, false)?;
         return Ok(y);
     }
-    let (cg, kg) = (g.in_channels / g.groups, g.out_channels / g.groups);
-    let (hw_in, hw_out) = (g.in_h * g.in_w, g.out_h() * g.out_w());
-    let ckk = cg * g.kernel_h * g.kernel_w;
-    let mut col = if is_pointwise(g) {
-        None
-    } else {
-        Some(dev.zeros(ckk * hw_out)?)
-    };
-    for n in 0..g.batch {
-        for grp in 0..g.groups {
-            let w_g = w.slice(grp * kg * ckk..(grp + 1) * kg * ckk);
-            let y_off = (n * g.out_channels + grp * kg) * hw_out;
-            let mut y_ng = y.slice_mut(y_off..y_off + kg * hw_out);
-            match col.as_mut() {
-                None => {
-                    let x_off = (n * g.in_channels + grp * cg) * hw_in;
-                    let x_ng = x.slice(x_off..x_off + cg * hw_in);
-                    sgemm_rm(
-                        dev, false, false, kg, hw_out, ckk, &w_g, ckk, &x_ng, hw_out, &mut y_ng,
-                        0.0,
-                    )?;
-                }
-                Some(col) => {
-                    im2col(dev, x, col, g, n, grp)?;
-                    sgemm_rm(
-                        dev, false, false, kg, hw_out, ckk, &w_g, ckk, &*col, hw_out, &mut y_ng,
-                        0.0,
-                    )?;
-                }
+    let d = Dims::of(g);
+    for grp in 0..g.groups {
+        let w_g = w.slice(grp * d.kg * d.ckk..(grp + 1) * d.kg * d.ckk);
+        for (n0, items) in d.chunks(g) {
+            let y_off = (n0 * g.out_channels + grp * d.kg) * d.hw_out;
+            let mut y_ng = y.slice_mut(y_off..);
+            let shared_w = Strided {
+                ld: d.ckk,
+                stride: 0,
+            };
+            let y_items = Strided {
+                ld: d.hw_out,
+                stride: g.out_channels * d.hw_out,
+            };
+            let shape = (d.kg, d.hw_out, d.ckk);
+            if is_pointwise(g) {
+                let x_off = (n0 * g.in_channels + grp * d.cg) * d.hw_in;
+                let x_items = Strided {
+                    ld: d.hw_out,
+                    stride: g.in_channels * d.hw_in,
+                };
+                let x_ng = x.slice(x_off..);
+                sgemm_rm_batched(
+                    dev, false, false, shape, &w_g, shared_w, &x_ng, x_items, &mut y_ng, y_items,
+                    items,
+                )?;
+            } else {
+                let mut col = dev.alloc(items * d.ckk * d.hw_out)?;
+                im2col(dev, x, &mut col, g, n0, items, grp)?;
+                let col_items = Strided {
+                    ld: d.hw_out,
+                    stride: d.ckk * d.hw_out,
+                };
+                sgemm_rm_batched(
+                    dev, false, false, shape, &w_g, shared_w, &col, col_items, &mut y_ng, y_items,
+                    items,
+                )?;
             }
         }
     }
     Ok(y)
+}
+
+/// Per-group sizes of a geometry and the batch chunks the im2col buffer is sized for.
+struct Dims {
+    cg: usize,
+    kg: usize,
+    hw_in: usize,
+    hw_out: usize,
+    ckk: usize,
+}
+
+/// Largest im2col buffer one chunk of items may take (floats; 256 MiB).
+const COL_BUDGET: usize = 1 << 26;
+
+impl Dims {
+    fn of(g: &Conv2dGeometry) -> Dims {
+        let cg = g.in_channels / g.groups;
+        Dims {
+            cg,
+            kg: g.out_channels / g.groups,
+            hw_in: g.in_h * g.in_w,
+            hw_out: g.out_h() * g.out_w(),
+            ckk: cg * g.kernel_h * g.kernel_w,
+        }
+    }
+    /// `(first item, items)` runs covering the batch, each within [`COL_BUDGET`].
+    fn chunks(&self, g: &Conv2dGeometry) -> Vec<(usize, usize)> {
+        let per = (COL_BUDGET / (self.ckk * self.hw_out).max(1)).clamp(1, g.batch.max(1));
+        (0..g.batch)
+            .step_by(per)
+            .map(|n0| (n0, per.min(g.batch - n0)))
+            .collect()
+    }
 }
 
 fn im2col(
@@ -160,18 +201,24 @@ fn im2col(
     x: &CudaSlice<f32>,
     col: &mut CudaSlice<f32>,
     g: &Conv2dGeometry,
-    n: usize,
+    n0: usize,
+    items: usize,
     grp: usize,
 ) -> Result<()> {
     let sym = "conv2d_im2col_f32";
     let f = dev.function(KernelFile::Conv2d, sym)?;
     let cg = geom(g);
-    let (n64, grp64) = (n as i64, grp as i64);
-    let items = col.len();
+    let (n64, items64, grp64) = (n0 as i64, items as i64, grp as i64);
+    let len = col.len();
     let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(x).arg(col).arg(&cg).arg(&n64).arg(&grp64);
-    // SAFETY: col holds C/g·kh·kw·Ho·Wo elements; n < N and grp < groups.
-    unsafe { lb.launch(grid_1d(items)) }
+    lb.arg(x)
+        .arg(col)
+        .arg(&cg)
+        .arg(&n64)
+        .arg(&items64)
+        .arg(&grp64);
+    // SAFETY: col holds items·C/g·kh·kw·Ho·Wo elements; n0 + items <= N and grp < groups.
+    unsafe { lb.launch(grid_1d(len)) }
         .map(|_| ())
         .map_err(|e| cuda_err(sym, e))
 }
@@ -181,18 +228,25 @@ fn col2im(
     col: &CudaSlice<f32>,
     dx: &mut CudaSlice<f32>,
     g: &Conv2dGeometry,
-    n: usize,
+    n0: usize,
+    items: usize,
     grp: usize,
 ) -> Result<()> {
     let sym = "conv2d_col2im_f32";
     let f = dev.function(KernelFile::Conv2d, sym)?;
     let cg = geom(g);
-    let (n64, grp64) = (n as i64, grp as i64);
-    let items = (g.in_channels / g.groups) * g.in_h * g.in_w;
+    let (n64, items64, grp64) = (n0 as i64, items as i64, grp as i64);
+    let len = items * (g.in_channels / g.groups) * g.in_h * g.in_w;
     let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(col).arg(dx).arg(&cg).arg(&n64).arg(&grp64);
-    // SAFETY: writes only the (n, grp) slab of dx, reads col within C/g·kh·kw·Ho·Wo.
-    unsafe { lb.launch(grid_1d(items)) }
+    lb.arg(col)
+        .arg(dx)
+        .arg(&cg)
+        .arg(&n64)
+        .arg(&items64)
+        .arg(&grp64);
+    // SAFETY: writes only the (n, grp) slabs of dx for n in n0..n0+items, reads col within
+    // items·C/g·kh·kw·Ho·Wo.
+    unsafe { lb.launch(grid_1d(len)) }
         .map(|_| ())
         .map_err(|e| cuda_err(sym, e))
 }
@@ -212,36 +266,44 @@ pub fn bwd_input(
         launch_direct(dev, "conv2d_dw_bwd_input_f32", dy, w, &mut dx, g, false)?;
         return Ok(dx);
     }
-    let (cg, kg) = (g.in_channels / g.groups, g.out_channels / g.groups);
-    let (hw_in, hw_out) = (g.in_h * g.in_w, g.out_h() * g.out_w());
-    let ckk = cg * g.kernel_h * g.kernel_w;
-    let pointwise = is_pointwise(g);
-    let mut dcol = if pointwise {
-        None
-    } else {
-        Some(dev.zeros(ckk * hw_out)?)
-    };
-    for n in 0..g.batch {
-        for grp in 0..g.groups {
-            let w_g = w.slice(grp * kg * ckk..(grp + 1) * kg * ckk);
-            let dy_off = (n * g.out_channels + grp * kg) * hw_out;
-            let dy_ng = dy.slice(dy_off..dy_off + kg * hw_out);
-            // dcol [ckk × HWo] = w_gᵀ [ckk × kg] · dy_ng [kg × HWo]
-            match dcol.as_mut() {
-                None => {
-                    let x_off = (n * g.in_channels + grp * cg) * hw_in;
-                    let mut dx_ng = dx.slice_mut(x_off..x_off + cg * hw_in);
-                    sgemm_rm(
-                        dev, true, false, ckk, hw_out, kg, &w_g, ckk, &dy_ng, hw_out, &mut dx_ng,
-                        0.0,
-                    )?;
-                }
-                Some(dcol) => {
-                    sgemm_rm(
-                        dev, true, false, ckk, hw_out, kg, &w_g, ckk, &dy_ng, hw_out, dcol, 0.0,
-                    )?;
-                    col2im(dev, dcol, &mut dx, g, n, grp)?;
-                }
+    let d = Dims::of(g);
+    for grp in 0..g.groups {
+        let w_g = w.slice(grp * d.kg * d.ckk..(grp + 1) * d.kg * d.ckk);
+        for (n0, items) in d.chunks(g) {
+            let dy_off = (n0 * g.out_channels + grp * d.kg) * d.hw_out;
+            let dy_ng = dy.slice(dy_off..);
+            let shared_w = Strided {
+                ld: d.ckk,
+                stride: 0,
+            };
+            let dy_items = Strided {
+                ld: d.hw_out,
+                stride: g.out_channels * d.hw_out,
+            };
+            // dcol [ckk × HWo] = w_gᵀ [ckk × kg] · dy_ng [kg × HWo], per item
+            let shape = (d.ckk, d.hw_out, d.kg);
+            if is_pointwise(g) {
+                let x_off = (n0 * g.in_channels + grp * d.cg) * d.hw_in;
+                let mut dx_ng = dx.slice_mut(x_off..);
+                let dx_items = Strided {
+                    ld: d.hw_out,
+                    stride: g.in_channels * d.hw_in,
+                };
+                sgemm_rm_batched(
+                    dev, true, false, shape, &w_g, shared_w, &dy_ng, dy_items, &mut dx_ng,
+                    dx_items, items,
+                )?;
+            } else {
+                let mut dcol = dev.alloc(items * d.ckk * d.hw_out)?;
+                let col_items = Strided {
+                    ld: d.hw_out,
+                    stride: d.ckk * d.hw_out,
+                };
+                sgemm_rm_batched(
+                    dev, true, false, shape, &w_g, shared_w, &dy_ng, dy_items, &mut dcol,
+                    col_items, items,
+                )?;
+                col2im(dev, &dcol, &mut dx, g, n0, items, grp)?;
             }
         }
     }
@@ -263,39 +325,68 @@ pub fn bwd_weight(
         launch_direct(dev, "conv2d_dw_bwd_weight_f32", dy, x, &mut dw, g, true)?;
         return Ok(dw);
     }
-    let (cg, kg) = (g.in_channels / g.groups, g.out_channels / g.groups);
-    let (hw_in, hw_out) = (g.in_h * g.in_w, g.out_h() * g.out_w());
-    let ckk = cg * g.kernel_h * g.kernel_w;
-    let mut col = if is_pointwise(g) {
-        None
-    } else {
-        Some(dev.zeros(ckk * hw_out)?)
-    };
+    let d = Dims::of(g);
+    // Per-item products land in `partial [N, kg·ckk]` (one batched gemm per chunk, items must
+    // not share an output), then one reduction over N gives dw_g.
+    let mut partial = dev.alloc(g.batch * d.kg * d.ckk)?;
+    let ones = super::elementwise::fill(dev, g.batch, 1.0)?;
     for grp in 0..g.groups {
-        for n in 0..g.batch {
-            let dy_off = (n * g.out_channels + grp * kg) * hw_out;
-            let dy_ng = dy.slice(dy_off..dy_off + kg * hw_out);
-            let beta = if n == 0 { 0.0 } else { 1.0 };
-            let mut dw_g = dw.slice_mut(grp * kg * ckk..(grp + 1) * kg * ckk);
-            // dw_g [kg × ckk] (+)= dy_ng [kg × HWo] · colᵀ [HWo × ckk]
-            match col.as_mut() {
-                None => {
-                    let x_off = (n * g.in_channels + grp * cg) * hw_in;
-                    let x_ng = x.slice(x_off..x_off + cg * hw_in);
-                    sgemm_rm(
-                        dev, false, true, kg, ckk, hw_out, &dy_ng, hw_out, &x_ng, hw_out,
-                        &mut dw_g, beta,
-                    )?;
-                }
-                Some(col) => {
-                    im2col(dev, x, col, g, n, grp)?;
-                    sgemm_rm(
-                        dev, false, true, kg, ckk, hw_out, &dy_ng, hw_out, &*col, hw_out,
-                        &mut dw_g, beta,
-                    )?;
-                }
+        for (n0, items) in d.chunks(g) {
+            let dy_off = (n0 * g.out_channels + grp * d.kg) * d.hw_out;
+            let dy_ng = dy.slice(dy_off..);
+            let dy_items = Strided {
+                ld: d.hw_out,
+                stride: g.out_channels * d.hw_out,
+            };
+            let mut part = partial.slice_mut(n0 * d.kg * d.ckk..);
+            let part_items = Strided {
+                ld: d.ckk,
+                stride: d.kg * d.ckk,
+            };
+            // partial[n] [kg × ckk] = dy_ng [kg × HWo] · colᵀ [HWo × ckk]
+            let shape = (d.kg, d.ckk, d.hw_out);
+            if is_pointwise(g) {
+                let x_off = (n0 * g.in_channels + grp * d.cg) * d.hw_in;
+                let x_ng = x.slice(x_off..);
+                let x_items = Strided {
+                    ld: d.hw_out,
+                    stride: g.in_channels * d.hw_in,
+                };
+                sgemm_rm_batched(
+                    dev, false, true, shape, &dy_ng, dy_items, &x_ng, x_items, &mut part,
+                    part_items, items,
+                )?;
+            } else {
+                let mut col = dev.alloc(items * d.ckk * d.hw_out)?;
+                im2col(dev, x, &mut col, g, n0, items, grp)?;
+                let col_items = Strided {
+                    ld: d.hw_out,
+                    stride: d.ckk * d.hw_out,
+                };
+                sgemm_rm_batched(
+                    dev, false, true, shape, &dy_ng, dy_items, &col, col_items, &mut part,
+                    part_items, items,
+                )?;
             }
         }
+        // dw_g [1 × kg·ckk] = ones [1 × N] · partial [N × kg·ckk]: the sum over items as one
+        // product (a reduction kernel with a block per weight would idle most of its threads).
+        let off = grp * d.kg * d.ckk;
+        let mut dw_g = dw.slice_mut(off..off + d.kg * d.ckk);
+        sgemm_rm(
+            dev,
+            false,
+            false,
+            1,
+            d.kg * d.ckk,
+            g.batch,
+            &ones,
+            g.batch,
+            &partial,
+            d.kg * d.ckk,
+            &mut dw_g,
+            0.0,
+        )?;
     }
     Ok(dw)
 }

@@ -53,6 +53,55 @@ pub(crate) fn sgemm_rm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32
     unsafe { dev.blas().gemm(cfg, b, a, c) }.map_err(|e| cuda_err("cublasSgemm", e))
 }
 
+/// One operand of [`sgemm_rm_batched`]: a matrix with row stride `ld`, item `i` at
+/// `i·stride` elements (stride 0: shared by every item).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Strided {
+    pub ld: usize,
+    pub stride: usize,
+}
+
+/// [`sgemm_rm`] over `batch` items at once (`cublasSgemmStridedBatched`); `c` items must not
+/// overlap.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_rm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    trans_a: bool,
+    trans_b: bool,
+    (m, n, k): (usize, usize, usize),
+    a: &A,
+    sa: Strided,
+    b: &B,
+    sb: Strided,
+    c: &mut C,
+    sc: Strided,
+    batch: usize,
+) -> Result<()> {
+    let gemm = GemmConfig {
+        transa: op(trans_b),
+        transb: op(trans_a),
+        m: n as i32,
+        n: m as i32,
+        k: k as i32,
+        alpha: 1.0f32,
+        lda: sb.ld as i32,
+        ldb: sa.ld as i32,
+        beta: 0.0,
+        ldc: sc.ld as i32,
+    };
+    let cfg = StridedBatchedConfig {
+        gemm,
+        batch_size: batch as i32,
+        stride_a: sb.stride as i64,
+        stride_b: sa.stride as i64,
+        stride_c: sc.stride as i64,
+    };
+    // SAFETY: callers pass buffers that hold every item at the given strides (lengths derived
+    // from the checked geometry); all sizes fit i32 (check_geometry).
+    unsafe { dev.blas().gemm_strided_batched(cfg, b, a, c) }
+        .map_err(|e| cuda_err("cublasSgemmStridedBatched", e))
+}
+
 /// Shapes of a (batched) row-major product `c[b] [m×n] = op(a[b]) [m×k] · op(b[b]) [k×n]`.
 /// `a` is stored `[m×k]` (or `[k×m]` when `trans_a`), `b` `[k×n]` (or `[n×k]` when `trans_b`);
 /// an operand that is not `*_batched` is shared by every batch item.

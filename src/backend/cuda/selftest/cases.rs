@@ -20,7 +20,7 @@ use optim_cases::*;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{timed, timed_cpu, Case, Inputs, Outputs};
+use super::{timed, timed_cpu, Case, Inputs, Measure, Outputs};
 use crate::backend::cpu::conv2d::{self as cpu_conv, Conv2dGeometry};
 use crate::backend::cuda::{
     batch_norm as bn, conv2d, elementwise as ew, gemm, loss, optim, pool, reduce, similarity,

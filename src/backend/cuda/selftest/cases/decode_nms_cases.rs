@@ -26,6 +26,7 @@ pub(super) fn decode_case() -> Case {
         kernels: &["decode_outputs_f32"],
         shape: format!("[{b}, {a}, {row}] (160x96, s8/16/32)"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             let mut raw = uniform(rng, b * a * row, -3.0, 3.0);
             // Extreme logits: the sigmoid must saturate without NaN on either side.
@@ -106,6 +107,7 @@ pub(super) fn nms_case(name: &'static str, class_aware: bool, thr: f32) -> Case 
         kernels: &["nms_mask_f32"],
         shape: format!("{n} boxes, 3 classes, iou > {thr}"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| nms_inputs(rng, n)),
         cpu: Box::new(move |inp| {
             let boxes: Vec<[f32; 4]> = inp[0]

@@ -11,6 +11,7 @@ pub(super) fn bce_case(name: &'static str, weighted: bool) -> Case {
         kernels: &["bce_with_logits_fwd_f32", "bce_with_logits_bwd_f32"],
         shape: format!("[{n}]"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             let mut x = uniform(rng, n, -8.0, 8.0);
             // Extreme logits (±300): the stable form must not overflow on either side.
@@ -104,6 +105,7 @@ pub(super) fn box_case(name: &'static str, kind: BoxLossKind, k: loss::BoxLossKe
         kernels: &["box_loss_fwd_bwd_f32"],
         shape: format!("[{n}, 4] xyxy"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             let (p, t) = box_pairs(rng, n);
             vec![p, t, uniform(rng, n, -1.0, 1.0)]
@@ -293,6 +295,7 @@ pub(super) fn simota_case(name: &'static str, cfg: SimOtaConfig) -> Case {
         ],
         shape: "A 315 (160x96, s8/16/32), G 5, C 3".into(),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(simota_inputs),
         cpu: Box::new(move |inp| {
             let ((cost, asg, a), ms) = timed_cpu(|| {
@@ -386,6 +389,7 @@ pub(super) fn cosine_case() -> Case {
         kernels: &["cosine_similarity_fwd_f32", "cosine_similarity_bwd_f32"],
         shape: format!("{dims:?} axis 1"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             let mut a = uniform(rng, n, -1.0, 1.0);
             // One all-zero vector: its norm is clamped at eps (the clamped gradient rule).

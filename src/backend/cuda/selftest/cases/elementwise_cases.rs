@@ -18,6 +18,7 @@ pub(super) fn unary_case(
         kernels,
         shape: dims_str(&dims),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| vec![uniform(rng, n, lo, hi), uniform(rng, n, -1.0, 1.0)]),
         cpu: Box::new(move |inp| {
             let ((y, g), ms) = timed_cpu(|| {
@@ -156,6 +157,7 @@ pub(super) fn binary_case(
         kernels,
         shape: format!("{a_dims:?} ∘ {b_dims:?}"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             vec![
                 uniform(rng, na, -2.0, 2.0),
@@ -235,6 +237,7 @@ pub(super) fn reduce_cases() -> Vec<Case> {
         // 1e-3: 1e5 mixed-sign values; the CPU sums in f64, the GPU in an f32 tree, and the
         // result is a small difference of large partial sums.
         tol: 1e-3,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| vec![uniform(rng, n, -1.0, 1.0)]),
         cpu: Box::new(move |inp| {
             let (s, ms) = timed_cpu(|| ops::sum_all(&Tensor::from_vec(inp[0].clone(), [n])?))?;
@@ -257,6 +260,7 @@ pub(super) fn reduce_cases() -> Vec<Case> {
             kernels: &["sum_keepdim_f32"],
             shape: format!("{dims:?} -> {kept:?}"),
             tol: 1e-4,
+            measure: Measure::PerElement,
             make: Box::new(move |rng| vec![uniform(rng, total, -1.0, 1.0)]),
             cpu: Box::new(move |inp| {
                 let (s, ms) = timed_cpu(|| {
@@ -289,6 +293,7 @@ pub(super) fn softmax_case(
         kernels,
         shape: format!("{dims:?} axis 1"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| vec![uniform(rng, n, -20.0, 20.0), uniform(rng, n, -1.0, 1.0)]),
         cpu: Box::new(move |inp| {
             let ((y, g), ms) = timed_cpu(|| {

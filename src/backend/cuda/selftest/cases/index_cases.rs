@@ -31,6 +31,7 @@ pub(super) fn index_select_case(
         ],
         shape: format!("{dims:?} axis {axis}, {k} indices"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             let mut idx = indices(rng, k, len);
             idx[k - 1] = idx[0]; // at least one repeat
@@ -76,6 +77,7 @@ pub(super) fn gather_case() -> Case {
         kernels: &["index_check_f32", "gather_fwd_f32", "gather_bwd_f32"],
         shape: format!("{dims:?} axis 1, index [{outer}, {k}, {inner}]"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             vec![
                 uniform(rng, n, -1.0, 1.0),
@@ -125,6 +127,7 @@ pub(super) fn crop_case() -> Case {
         kernels: &["crop_patches_fwd_f32", "crop_patches_bwd_f32"],
         shape: format!("{dims:?}, {p} boxes of side {size}"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             let mut boxes = Vec::new();
             for b in 0..p {

@@ -18,6 +18,7 @@ pub(super) fn strided_copy_case() -> Case {
         kernels: &["strided_copy_f32"],
         shape: format!("{} -> [3, 5, 5, 4] view", dims_str(&dims)),
         tol: 0.0,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| vec![uniform(rng, n, -1.0, 1.0)]),
         cpu: Box::new(move |inp| {
             let (y, ms) = timed_cpu(|| {
@@ -75,6 +76,7 @@ pub(super) fn scale_shift_case() -> Case {
         kernels: &["scale_shift_f32", "fill_f32"],
         shape: format!("[{n}]"),
         tol: 1e-6,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| vec![uniform(rng, n, -3.0, 3.0)]),
         cpu: Box::new(move |inp| {
             let (v, ms) = timed_cpu(|| {

@@ -9,7 +9,7 @@ use crate::models::{YoloX, YoloXConfig};
 use crate::tensor::Device;
 
 const BATCH: usize = 2;
-const SIZE: usize = 96;
+const SIZE: usize = 128;
 
 /// Loss parts, raw outputs, every parameter gradient and the BN running stats after the step.
 fn train_step(inp: &Inputs, device: Device) -> Result<Outputs> {
@@ -35,12 +35,21 @@ fn train_step(inp: &Inputs, device: Device) -> Result<Outputs> {
         loss.total.backward()?;
         Ok((raw, loss))
     })?;
-    let mut grads = Vec::new();
+    // Gradients per part of the network (official names: backbone.backbone.* is CSPDarknet,
+    // backbone.* the PAFPN, head.* the decoupled head), so a failing row says where.
+    let (mut darknet, mut pafpn, mut head) = (Vec::new(), Vec::new(), Vec::new());
     let mut stats = Vec::new();
     for e in model.store.entries() {
+        let part = if e.name.starts_with("backbone.backbone.") {
+            &mut darknet
+        } else if e.name.starts_with("backbone.") {
+            &mut pafpn
+        } else {
+            &mut head
+        };
         match e.tensor.grad() {
-            Some(g) => grads.extend(g.to_vec()),
-            None if e.tensor.requires_grad() => grads.extend(vec![0.0; e.tensor.numel()]),
+            Some(g) => part.extend(g.to_vec()),
+            None if e.tensor.requires_grad() => part.extend(vec![0.0; e.tensor.numel()]),
             None => stats.extend(e.tensor.to_vec()),
         }
     }
@@ -57,7 +66,9 @@ fn train_step(inp: &Inputs, device: Device) -> Result<Outputs> {
                 ],
             ),
             ("raw", raw.to_vec()),
-            ("grads", grads),
+            ("d darknet", darknet),
+            ("d pafpn", pafpn),
+            ("d head", head),
             ("bn_stats", stats),
         ],
         ms,
@@ -66,13 +77,16 @@ fn train_step(inp: &Inputs, device: Device) -> Result<Outputs> {
 
 pub(super) fn yolox_train_step_case() -> Case {
     Case {
-        name: "yolox-nano train step (engine ops)",
+        name: "yolox-nano train step (norm)",
         kernels: &[],
         shape: format!("[{BATCH}, 3, {SIZE}, {SIZE}], 3 GTs/image, 2 classes"),
-        // A whole network: every conv and BN reduction sums in another order on the GPU, and the
-        // differences compound through 30 layers and back; 1e-3 of the largest magnitude still
-        // catches any wrong arm (those give O(1) errors).
+        // A whole network: every conv and BN reduction sums in another order on the GPU. Per
+        // element, an H200 run (2026-11-27, 96 px) matched the loss to 2.4e-5 and the BN stats
+        // to 1.2e-6 but the stem weight's gradient only to 2.6e-2 (inputs 0..255, BN over 18
+        // values per channel at stride 32); so this row compares norms, as METHOD.md measures
+        // f32 work: rounding stays far under 1e-3, a wrong CUDA arm gives O(1).
         tol: 1e-3,
+        measure: Measure::RelativeNorm,
         make: Box::new(|rng| {
             let images = uniform(rng, BATCH * 3 * SIZE * SIZE, 0.0, 255.0);
             let mut labels = Vec::new();

@@ -35,6 +35,7 @@ pub(super) fn conv_case(
             g.groups
         ),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             vec![
                 uniform(rng, g.x_len(), -1.0, 1.0),
@@ -188,6 +189,7 @@ pub(super) fn gemm_case(name: &'static str, sh: gemm::GemmShape) -> Case {
             if sh.trans_b { "ᵀ" } else { "" }
         ),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| vec![uniform(rng, na, -1.0, 1.0), uniform(rng, nb, -1.0, 1.0)]),
         cpu: Box::new(move |inp| {
             use crate::backend::cpu::gemm::{sgemm, MatRef};
@@ -274,6 +276,7 @@ pub(super) fn bn_case(
         kernels,
         shape: dims_str(&dims),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             vec![
                 uniform(rng, s.len(), -2.0, 3.0),
@@ -420,6 +423,7 @@ pub(super) fn pool_case(
         kernels,
         shape: format!("{dims:?} k{k} s{st} p{p}"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| vec![uniform(rng, n, -2.0, 2.0), uniform(rng, ny, -1.0, 1.0)]),
         cpu: Box::new(move |inp| {
             let params = ops::Pool2dParams {

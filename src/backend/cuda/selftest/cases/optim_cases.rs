@@ -63,6 +63,7 @@ pub(super) fn optim_case(
         kernels,
         shape: format!("[{n}] x {STEPS} steps"),
         tol: 1e-4,
+        measure: Measure::PerElement,
         make: Box::new(move |rng| {
             let mut v = vec![uniform(rng, n, -1.0, 1.0), uniform(rng, n, -1.0, 1.0)];
             for _ in 0..STEPS {

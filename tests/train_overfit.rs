@@ -98,6 +98,7 @@ fn tiny_yolox_overfits_four_images() {
         cache: true,
         resume: None,
         verbose: false,
+        device: ssod::tensor::Device::Cpu,
     };
     let report = train_detector(model.clone(), &ds, Some(&ds), &cfg, &opts, |_| Ok(true)).unwrap();
     let first = report.history.first().unwrap().mean_loss;

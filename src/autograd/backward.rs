@@ -68,6 +68,7 @@ pub fn backward(root: &Tensor) -> Result<()> {
         ));
     }
     let _no_grad = no_grad_guard();
+    let _phase = super::profile::BackwardPhase::enter();
     let order = topological_order(root)?;
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(
@@ -80,7 +81,9 @@ pub fn backward(root: &Tensor) -> Result<()> {
         };
         match node {
             Some(node) => {
+                super::profile::mark("(between rules)");
                 let input_grads = (node.backward)(&g)?;
+                super::profile::mark(node.op);
                 if input_grads.len() != node.inputs.len() {
                     return Err(Error::Autograd(format!(
                         "backward of `{}` returned {} gradients for {} inputs",

@@ -9,11 +9,13 @@
 //! backward through the same graph is an error naming the op.
 
 mod backward;
+mod profile;
 
 use std::cell::Cell;
 use std::sync::Arc;
 
 pub use backward::backward;
+pub use profile::{is_profiling, profile_table, restart as profile_restart, set_profiling};
 
 use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
@@ -125,6 +127,7 @@ pub(crate) fn record_as_is(
     inputs: &[&Tensor],
     backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Result<Tensor> {
+    profile::mark(op);
     if anomaly_mode() {
         check_finite(op, &out, "")?;
     }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use rand::Rng;
+use ssod::autograd::{profile_restart, profile_table, set_profiling};
 use ssod::data::loader::Batch;
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::rng::rng_for;
@@ -14,7 +15,7 @@ use ssod::train::TrainConfig;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Benchmarks: `bench train` times full training steps
+    /// Benchmarks: `bench train` times full training steps, `bench simota` the assigner
     #[command(subcommand)]
     Bench(BenchKind),
 }
@@ -23,6 +24,8 @@ pub enum BenchCommand {
 pub enum BenchKind {
     /// Full training step (forward, SimOTA, loss, backward, SGD, EMA) on random images and boxes
     Train(BenchTrainArgs),
+    /// SimOTA assignment of a batch, CPU against the CUDA kernels
+    Simota(super::bench_simota::BenchSimotaArgs),
 }
 
 #[derive(Args)]
@@ -46,12 +49,17 @@ pub struct BenchTrainArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+    /// Also run the steps once more with a per-op time profile (waits for the GPU after every
+    /// op) and print the ops that took the most time
+    #[arg(long)]
+    pub profile_ops: bool,
 }
 
 impl BenchCommand {
     pub fn execute(self) -> anyhow::Result<()> {
         match self {
             BenchCommand::Bench(BenchKind::Train(a)) => bench_train(a),
+            BenchCommand::Bench(BenchKind::Simota(a)) => super::bench_simota::bench_simota(a),
         }
     }
 }
@@ -118,14 +126,19 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     cfg.max_epoch = 300;
     let mut trainer = DetectorTrainer::new(model.clone(), cfg, 1000)?;
     trainer.to_device(device)?;
-    // One warm-up step (first-touch allocations, thread pools), not timed.
+    // One warm-up step (first-touch allocations, thread pools, kernel compilation), not timed.
     trainer.step(&random_batch(a.batch, a.size, a.classes, 0))?;
+    // Batches are made before the clock starts: drawing 20M random pixels takes longer than a
+    // GPU step (a loader prepares them in parallel with training).
+    let batches: Vec<Batch> = (0..a.steps.min(4))
+        .map(|s| random_batch(a.batch, a.size, a.classes, s + 1))
+        .collect();
     let mut times = StageTimes::default();
     let mut images = 0usize;
     let round_trips_before = host_round_trips();
     let t0 = Instant::now();
     for s in 0..a.steps {
-        let stats = trainer.step(&random_batch(a.batch, a.size, a.classes, s + 1))?;
+        let stats = trainer.step(&batches[s % batches.len()])?;
         times.add(&stats.times);
         images += stats.images;
     }
@@ -165,8 +178,45 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             println!("GPU memory    {m:.0} MB in use after the run (total - free, whole device)");
             println!("host round trips per step {round_trips:.0} (CUDA tensors read on the host: ops without a CUDA arm)");
         }
+        if a.profile_ops {
+            print_op_profile(&mut trainer, &batches, a.steps)?;
+        }
         println!("per step (ms) forward {:.1} | SimOTA+loss {:.1} | backward {:.1} | optimizer {:.1} | EMA {:.1} | total {:.1}",
             per_step(times.forward), per_step(times.assign_and_loss), per_step(times.backward), per_step(times.optimizer), per_step(times.ema), per_step(wall));
+    }
+    Ok(())
+}
+
+/// Run `steps` more steps with the per-op profile on and print the top of the table.
+fn print_op_profile(
+    trainer: &mut DetectorTrainer,
+    batches: &[Batch],
+    steps: usize,
+) -> anyhow::Result<()> {
+    set_profiling(true);
+    let t = Instant::now();
+    profile_restart();
+    for s in 0..steps {
+        trainer.step(&batches[s % batches.len()])?;
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let rows = profile_table();
+    set_profiling(false);
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    println!(
+        "op profile over {steps} steps ({:.1} ms per step with a GPU wait after every op; {:.0}% of it charged to ops)",
+        1e3 * wall / steps as f64,
+        100.0 * total / wall.max(1e-12)
+    );
+    println!("{:<36} {:>8} {:>10} {:>6}", "op", "calls", "ms/step", "%");
+    for (name, calls, secs) in rows.iter().take(25) {
+        println!(
+            "{:<36} {:>8} {:>10.2} {:>5.1}%",
+            name,
+            calls / steps as u64,
+            1e3 * secs / steps as f64,
+            100.0 * secs / total.max(1e-12)
+        );
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
 use crate::script::api::notebook::{CellState, OutputItem, RunContext};
 use crate::script::cache::{cell_key, CellCache, CellRecord};
 use crate::script::format_script_error;
+use crate::tensor::Device;
 use crate::{Error, Result};
 
 pub use report::write_report;
@@ -288,22 +289,11 @@ fn rebase_paths(v: Dynamic, old: &str, new: &str) -> Dynamic {
     v
 }
 
-/// Which device a run uses.
-pub fn resolve_device(device: &str) -> Result<(String, Option<String>)> {
-    match device {
-        "cpu" => Ok(("cpu".into(), None)),
-        "auto" => Ok((
-            "cpu".into(),
-            Some("device auto: using the CPU (the CUDA backend is not available in this build/session)".into()),
-        )),
-        "cuda" => Err(Error::InvalidArgument(
-            "--device cuda: CUDA backend not available in this build/session (use --device cpu)"
-                .into(),
-        )),
-        other => Err(Error::InvalidArgument(format!(
-            "--device `{other}`: expected cpu, cuda or auto"
-        ))),
-    }
+/// Which device a run uses: its name (for cache keys and the report), the device, and a note
+/// to print (`auto` falling back to the CPU says why).
+pub fn resolve_device(device: &str) -> Result<(String, Device, Option<String>)> {
+    let (d, note) = Device::resolve(device)?;
+    Ok((d.to_string(), d, note))
 }
 
 /// Parse `key=value` (`--set`).
@@ -412,7 +402,7 @@ fn print_header(i: usize, n: usize, cell: &Cell, note: &str) {
 pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
     fix_hashing_seed();
     let text = std::fs::read_to_string(&opts.script).map_err(|e| Error::io(&opts.script, e))?;
-    let (device, device_note) = resolve_device(&opts.device)?;
+    let (device, run_device, device_note) = resolve_device(&opts.device)?;
     if let Some(note) = device_note {
         println!("{note}");
     }
@@ -442,6 +432,7 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
         cell: Mutex::new(CellState::default()),
         echo: true,
         fresh: opts.fresh,
+        device: run_device,
     });
     crate::script::api::notebook::set_current(Some(ctx.clone()));
     let file = opts.script.display().to_string();

@@ -32,6 +32,7 @@ pub fn run_repl(
         cell: Mutex::new(CellState::default()),
         echo: true,
         fresh: false,
+        device: crate::tensor::Device::Cpu,
     });
     crate::script::api::notebook::set_current(Some(ctx.clone()));
     let mut session = Session::new(ctx.clone(), "<repl>".into(), String::new());

@@ -28,6 +28,7 @@ use crate::{Error, Result};
 /// Seconds spent in each stage of one step (the `ssod bench train` breakdown).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StageTimes {
+    /// Batch to tensors (and to the device), forward and decode.
     pub forward: f64,
     pub assign_and_loss: f64,
     pub backward: f64,
@@ -176,12 +177,12 @@ impl DetectorTrainer {
     /// One optimiser step on one batch.
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
         let mut times = StageTimes::default();
+        let t = Instant::now();
         let (images, targets) = batch_tensors(batch)?;
         let images = images.to_device(self.device)?;
         let grid = YoloX::anchor_grid(batch.height, batch.width);
         self.model.set_training(true);
 
-        let t = Instant::now();
         let raw = self.model.forward(&images)?; // [B, A, 5 + C]
         let decoded = decode_boxes(&raw, &grid)?; // [B, A, 4] cxcywh
         sync_stage(self.device)?;
@@ -318,6 +319,8 @@ pub struct TrainRunOptions {
     pub resume: Option<PathBuf>,
     /// Show per-iteration progress (a bar on a terminal, plain periodic lines otherwise) and one line per epoch.
     pub verbose: bool,
+    /// Where the model trains (it stays there afterwards; evaluation follows it).
+    pub device: Device,
 }
 
 /// One evaluation row of a run.
@@ -365,6 +368,7 @@ pub fn train_detector(
     if let Some(path) = &opts.resume {
         trainer.resume(path)?;
     }
+    trainer.to_device(opts.device)?;
     let csv_path = opts.out_dir.join("metrics.csv");
     let mut csv = MetricsCsv::open(&csv_path, &LOSS_NAMES, MaxDets::STUDY)?;
     let ckpt_path = opts.out_dir.join("last.ckpt.safetensors");

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Api;
 use crate::script::convert::{script_err, ScriptResult};
+use crate::tensor::Device;
 
 pub use codecs::register_builtin_codecs;
 
@@ -55,6 +56,8 @@ pub struct RunContext {
     pub echo: bool,
     /// `--fresh`: do not read cached results (ablation points included); still write them.
     pub fresh: bool,
+    /// Where training runs (`--device`; the REPL and detached contexts use the CPU).
+    pub device: Device,
 }
 
 impl RunContext {
@@ -70,6 +73,7 @@ impl RunContext {
             cell: Mutex::new(CellState::default()),
             echo: true,
             fresh: false,
+            device: Device::Cpu,
         })
     }
 
@@ -469,6 +473,15 @@ fn current() -> &'static std::sync::RwLock<Option<Arc<RunContext>>> {
 /// Make `ctx` the process's current run (the notebook and the REPL call this).
 pub fn set_current(ctx: Option<Arc<RunContext>>) {
     *current().write().unwrap_or_else(|p| p.into_inner()) = ctx;
+}
+
+/// The device of the current run (`--device`), the CPU when no notebook runs.
+pub fn run_device() -> Device {
+    current()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map_or(Device::Cpu, |ctx| ctx.device)
 }
 
 /// Where an API function should write a file a script named: relative paths go into the

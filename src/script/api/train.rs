@@ -89,6 +89,7 @@ fn train_config(cfg: &Map) -> ScriptResult<(TrainConfig, TrainRunOptions)> {
         cache: o.bool("cache", true)?,
         resume: cfg.get("resume").map(|d| output_path(&d.to_string())),
         verbose: o.bool("verbose", true)?,
+        device: super::notebook::run_device(),
     };
     Ok((config, opts))
 }

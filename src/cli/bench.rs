@@ -10,6 +10,7 @@ use ssod::data::loader::Batch;
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::rng::rng_for;
 use ssod::tensor::{cuda_memory_in_use, host_round_trips, Device};
+use ssod::train::config::Precision;
 use ssod::train::trainer::{DetectorTrainer, StageTimes};
 use ssod::train::TrainConfig;
 
@@ -46,6 +47,9 @@ pub struct BenchTrainArgs {
     /// cpu, cuda or auto
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matrix products on the GPU: f32 or tf32
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -124,6 +128,13 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     cfg.multiscale_range = 0;
     cfg.random_size = None;
     cfg.max_epoch = 300;
+    cfg.precision = match a.precision.as_str() {
+        "f32" => Precision::F32,
+        "tf32" => Precision::Tf32,
+        other => {
+            anyhow::bail!("--precision {other}: expected f32 or tf32 (bf16 is not implemented yet)")
+        }
+    };
     let mut trainer = DetectorTrainer::new(model.clone(), cfg, 1000)?;
     trainer.to_device(device)?;
     // One warm-up step (first-touch allocations, thread pools, kernel compilation), not timed.
@@ -154,7 +165,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     if a.json {
         let obj = serde_json::json!({
-            "model": a.model, "size": a.size, "batch": a.batch, "steps": a.steps, "device": a.device,
+            "model": a.model, "size": a.size, "batch": a.batch, "steps": a.steps, "device": a.device, "precision": a.precision,
             "threads": threads, "params": model.num_params(),
             "images_per_s": images_per_s, "peak_mem_mb": peak, "gpu_mem_in_use_mb": gpu_mem_mb,
             "host_round_trips_per_step": round_trips,
@@ -165,8 +176,8 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&obj)?);
     } else {
         println!(
-            "{} at {}x{}, batch {}, {} steps, {} CPU threads, device {device}",
-            a.model, a.size, a.size, a.batch, a.steps, threads
+            "{} at {}x{}, batch {}, {} steps, {} CPU threads, device {device}, precision {}",
+            a.model, a.size, a.size, a.batch, a.steps, threads, a.precision
         );
         println!("images/s      {images_per_s:.2}");
         println!(

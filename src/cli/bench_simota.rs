@@ -80,6 +80,9 @@ fn random_image(a: &BenchSimotaArgs, grid: &[(f32, f32, f32)], i: usize) -> Imag
     }
 }
 
+/// `(fg mask, matched GT per fg anchor, IoU per fg anchor)` as `download_assignment` gives it.
+type HostAssignment = (Vec<bool>, Vec<usize>, Vec<f32>);
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -155,7 +158,7 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
         })
         .collect::<ssod::Result<Vec<_>>>()?;
     let prior = cuda_simota::SimOtaPrior::Release;
-    let run = |download: bool| -> anyhow::Result<(f64, Vec<(Vec<bool>, Vec<usize>, Vec<f32>)>)> {
+    let run = |download: bool| -> anyhow::Result<(f64, Vec<HostAssignment>)> {
         dev.synchronize()?;
         let t = Instant::now();
         let mut out = Vec::new();

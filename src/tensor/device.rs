@@ -202,7 +202,7 @@ impl Tensor {
             }
             Storage::Cpu(_) => {
                 drop(guard);
-                self.with_values(|v| dev.upload(v))
+                self.with_values(|v| dev.upload_staged(v))
             }
         }
     }

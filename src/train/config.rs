@@ -37,6 +37,18 @@ pub enum SchedulerKind {
     Constant,
 }
 
+/// Arithmetic of the matrix products on the GPU (convolutions, linear layers); the CPU always
+/// computes in f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 operands, f32 FMA (cuBLAS default math): the same function as the CPU.
+    F32,
+    /// TF32 tensor cores (10-bit mantissa operands, f32 accumulation): PyTorch's default for
+    /// convolutions (`cudnn.allow_tf32`). Relative error near 3e-4.
+    Tf32,
+}
+
 // One enum per concept: the loss and assigner own these; the config only names them.
 pub use crate::detect::loss::BoxLossKind;
 pub use crate::detect::simota::SimOtaMode;
@@ -121,6 +133,9 @@ pub struct TrainConfig {
     // ---- evaluation post-processing (yolox_base.py "testing config") ----
     pub test_conf: f64,
     pub nms_threshold: f64,
+
+    // ---- device arithmetic ----
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -169,6 +184,7 @@ impl Default for TrainConfig {
             simota_mode: SimOtaMode::Release,
             test_conf: 0.01,
             nms_threshold: 0.65,
+            precision: Precision::F32,
         }
     }
 }

@@ -67,12 +67,17 @@ pub struct StepStats {
 /// The names of the loss parts in `metrics.csv`.
 pub const LOSS_NAMES: [&str; 5] = ["total", "iou", "obj", "cls", "l1"];
 
-/// A loader batch as the model's input and the loss's targets.
-pub fn batch_tensors(batch: &Batch) -> Result<(Tensor, Vec<ImageTargets>)> {
-    let images = Tensor::from_vec(
-        batch.images.clone(),
-        [batch.batch, 3, batch.height, batch.width],
-    )?;
+/// A loader batch as the model's input (on `device`) and the loss's targets.
+pub fn batch_tensors(batch: &Batch, device: Device) -> Result<(Tensor, Vec<ImageTargets>)> {
+    let shape = [batch.batch, 3, batch.height, batch.width];
+    let images = match device {
+        Device::Cpu => Tensor::from_vec(batch.images.clone(), shape)?,
+        // Straight from the loader's buffer to the GPU (no host tensor in between).
+        Device::Cuda => Tensor::from_cuda(
+            crate::backend::cuda::device()?.upload_staged(&batch.images)?,
+            shape,
+        )?,
+    };
     let mut targets = Vec::with_capacity(batch.batch);
     for b in 0..batch.batch {
         let mut t = ImageTargets::default();
@@ -157,6 +162,10 @@ impl DetectorTrainer {
 
     /// Move the model and its EMA copy to `device`; batches follow in [`Self::step`].
     pub fn to_device(&mut self, device: Device) -> Result<()> {
+        if device == Device::Cuda {
+            let tf32 = self.config.precision == super::config::Precision::Tf32;
+            crate::backend::cuda::device()?.set_tf32(tf32)?;
+        }
         self.model.store.to_device(device)?;
         if let Some((m, _)) = &self.ema {
             m.store.to_device(device)?;
@@ -178,8 +187,7 @@ impl DetectorTrainer {
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
         let mut times = StageTimes::default();
         let t = Instant::now();
-        let (images, targets) = batch_tensors(batch)?;
-        let images = images.to_device(self.device)?;
+        let (images, targets) = batch_tensors(batch, self.device)?;
         let grid = YoloX::anchor_grid(batch.height, batch.width);
         self.model.set_training(true);
 

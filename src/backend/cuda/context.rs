@@ -4,10 +4,12 @@
 //! a result to the host.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::modules::{cached_ptx, KernelFile, KERNEL_FILES};
@@ -31,7 +33,12 @@ struct Inner {
     name: String,
     arch: String,
     modules: [OnceLock<Arc<CudaModule>>; KERNEL_FILES],
+    /// Page-locked staging buffers for large uploads, by length (the last two sizes used).
+    staging: Mutex<Vec<PinnedHostSlice<f32>>>,
 }
+
+/// Uploads at least this long go through a pinned staging buffer (8 MiB of f32).
+const STAGED_UPLOAD_MIN: usize = 1 << 21;
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +79,7 @@ impl CudaDevice {
                 name,
                 arch: format!("compute_{major}{minor}"),
                 modules: [const { OnceLock::new() }; KERNEL_FILES],
+                staging: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -91,6 +99,23 @@ impl CudaDevice {
     }
     pub fn blas(&self) -> &CudaBlas {
         &self.inner.blas
+    }
+
+    /// Let cuBLAS use TF32 tensor cores for f32 products (`true`) or keep full f32 (`false`,
+    /// its default). Applies to every later product of this process.
+    pub fn set_tf32(&self, on: bool) -> Result<()> {
+        use cudarc::cublas::sys::{cublasMath_t, cublasSetMathMode, cublasStatus_t};
+        let mode = if on {
+            cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
+        } else {
+            cublasMath_t::CUBLAS_DEFAULT_MATH
+        };
+        // SAFETY: the handle is alive for as long as `self`; the call only sets a flag on it.
+        let status = unsafe { cublasSetMathMode(*self.inner.blas.handle(), mode) };
+        if status != cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(cuda_err("cublasSetMathMode", status));
+        }
+        Ok(())
     }
 
     /// Wait for everything queued on the stream (timings, host copies).
@@ -161,6 +186,43 @@ impl CudaDevice {
             .stream
             .clone_htod(v)
             .map_err(|e| cuda_err("host to device copy", e))
+    }
+
+    /// [`Self::upload`] for batches of images: long inputs are copied into a page-locked
+    /// staging buffer first, from which the copy engine reads at full speed (a copy from
+    /// pageable memory measured 0.9 GB/s on an H200 machine of this project, 2026-11-27).
+    pub fn upload_staged(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
+        if v.len() < STAGED_UPLOAD_MIN {
+            return self.upload(v);
+        }
+        let mut staging = self.inner.staging.lock().unwrap_or_else(|p| p.into_inner());
+        let at = match staging.iter().position(|p| p.len() == v.len()) {
+            Some(i) => i,
+            None => {
+                if staging.len() >= 2 {
+                    staging.remove(0);
+                }
+                // SAFETY: the buffer is written in full below before the copy reads it.
+                let p = unsafe { self.inner.ctx.alloc_pinned::<f32>(v.len()) }
+                    .map_err(|e| cuda_err("pinned host alloc", e))?;
+                staging.push(p);
+                staging.len() - 1
+            }
+        };
+        // Most recently used last.
+        let mut pinned = staging.remove(at);
+        // as_mut_slice waits until the previous copy out of this buffer has finished.
+        pinned
+            .as_mut_slice()
+            .map_err(|e| cuda_err("pinned host buffer", e))?
+            .copy_from_slice(v);
+        let mut out = self.alloc(v.len())?;
+        self.inner
+            .stream
+            .memcpy_htod(&pinned, &mut out)
+            .map_err(|e| cuda_err("host to device copy", e))?;
+        staging.push(pinned);
+        Ok(out)
     }
 
     /// Copy a device buffer to the host (waits for the stream).

@@ -105,7 +105,8 @@ fn launch_direct(
     Ok(())
 }
 
-/// Forward: `y = conv(x, w)`.
+/// Forward: `y = conv(x, w)`. Outputs here are allocated without zeroing: every path (the
+/// batched products with beta 0, col2im, the depthwise kernels) writes each element.
 pub fn fwd(
     dev: &CudaDevice,
     x: &CudaSlice<f32>,
@@ -115,7 +116,7 @@ pub fn fwd(
     check_geometry(g)?;
     check_len("conv2d_fwd", "x", x, g.x_len())?;
     check_len("conv2d_fwd", "w", w, g.w_len())?;
-    let mut y = dev.zeros(g.y_len())?;
+    let mut y = dev.alloc(g.y_len())?;
     if is_depthwise(g) {
         launch_direct(dev, "conv2d_dw_fwd_f32", x, w, &mut y, g, false)?;
         return Ok(y);
@@ -261,7 +262,7 @@ pub fn bwd_input(
     check_geometry(g)?;
     check_len("conv2d_bwd_input", "dy", dy, g.y_len())?;
     check_len("conv2d_bwd_input", "w", w, g.w_len())?;
-    let mut dx = dev.zeros(g.x_len())?;
+    let mut dx = dev.alloc(g.x_len())?;
     if is_depthwise(g) {
         launch_direct(dev, "conv2d_dw_bwd_input_f32", dy, w, &mut dx, g, false)?;
         return Ok(dx);
@@ -320,7 +321,7 @@ pub fn bwd_weight(
     check_geometry(g)?;
     check_len("conv2d_bwd_weight", "dy", dy, g.y_len())?;
     check_len("conv2d_bwd_weight", "x", x, g.x_len())?;
-    let mut dw = dev.zeros(g.w_len())?;
+    let mut dw = dev.alloc(g.w_len())?;
     if is_depthwise(g) {
         launch_direct(dev, "conv2d_dw_bwd_weight_f32", dy, x, &mut dw, g, true)?;
         return Ok(dw);

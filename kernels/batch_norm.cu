@@ -48,6 +48,31 @@ __device__ __forceinline__ long long at(long long j, long long ch, long long C, 
     return ((j / plane) * C + ch) * plane + (j % plane);
 }
 
+// Call f(i) for every element i of channel ch, spread over the block's threads: image by image
+// in contiguous, coalesced runs when a plane fills the block (no division per element), else by
+// the flat index (planes at stride 32 are smaller than the block).
+template <typename F>
+__device__ __forceinline__ void for_channel(long long ch, long long N, long long C,
+                                            long long plane, F f) {
+    if (plane >= THREADS) {
+        for (long long n = 0; n < N; ++n) {
+            const long long base = (n * C + ch) * plane;
+            for (long long p = threadIdx.x; p < plane; p += THREADS) f(base + p);
+        }
+    } else {
+        for (long long j = threadIdx.x; j < N * plane; j += THREADS) f(at(j, ch, C, plane));
+    }
+}
+
+// Channel of flat element i of [N, C, plane] (32-bit division when the tensor allows: 64-bit
+// division costs tens of instructions per element).
+__device__ __forceinline__ long long chan(long long i, long long C, long long plane, long long total) {
+    if (total < 2147483647LL) {
+        return (long long)(((unsigned)i / (unsigned)plane) % (unsigned)C);
+    }
+    return (i / plane) % C;
+}
+
 extern "C" __global__ void batch_norm_stats_f32(const float* __restrict__ x,
                                                 float* __restrict__ mean,
                                                 float* __restrict__ invstd,
@@ -57,13 +82,13 @@ extern "C" __global__ void batch_norm_stats_f32(const float* __restrict__ x,
     long long m = N * plane;
     for (long long ch = blockIdx.x; ch < C; ch += gridDim.x) {
         float acc = 0.0f;
-        for (long long j = threadIdx.x; j < m; j += THREADS) acc += x[at(j, ch, C, plane)];
+        for_channel(ch, N, C, plane, [&](long long i) { acc += x[i]; });
         float mu = block_sum(acc, sh) / (float)(m > 0 ? m : 1);
         float sq = 0.0f;
-        for (long long j = threadIdx.x; j < m; j += THREADS) {
-            float d = x[at(j, ch, C, plane)] - mu;
+        for_channel(ch, N, C, plane, [&](long long i) {
+            float d = x[i] - mu;
             sq += d * d;
-        }
+        });
         float v = block_sum(sq, sh) / (float)(m > 0 ? m : 1);
         if (threadIdx.x == 0) {
             mean[ch] = mu;
@@ -95,7 +120,7 @@ __device__ void bn_fwd(const float* __restrict__ x, const float* __restrict__ me
                        const float* __restrict__ beta, float* __restrict__ y, long long N,
                        long long C, long long plane, float eps, int s_is_var) {
     GRID_STRIDE(i, N * C * plane) {
-        long long ch = (i / plane) % C;
+        long long ch = chan(i, C, plane, N * C * plane);
         float xhat = (x[i] - mean[ch]) * inv_of(s, ch, eps, s_is_var);
         float z = xhat * gamma[ch] + beta[ch];
         y[i] = SILU ? z * sigmoid_stable(z) : z;
@@ -118,17 +143,16 @@ __device__ void bn_bwd_reduce(const float* __restrict__ dy, const float* __restr
                               float* __restrict__ sum_dz, float* __restrict__ sum_dz_xhat,
                               long long N, long long C, long long plane) {
     __shared__ float sh[THREADS];
-    long long m = N * plane;
     for (long long ch = blockIdx.x; ch < C; ch += gridDim.x) {
         float s1 = 0.0f, s2 = 0.0f;
         float g = SILU ? gamma[ch] : 0.0f, b = SILU ? beta[ch] : 0.0f;
-        for (long long j = threadIdx.x; j < m; j += THREADS) {
-            long long i = at(j, ch, C, plane);
-            float xhat = (x[i] - mean[ch]) * inv[ch];
+        const float mu = mean[ch], iv = inv[ch];
+        for_channel(ch, N, C, plane, [&](long long i) {
+            float xhat = (x[i] - mu) * iv;
             float dz = dz_of<SILU>(dy[i], xhat, g, b);
             s1 += dz;
             s2 += dz * xhat;
-        }
+        });
         float t1 = block_sum(s1, sh);
         float t2 = block_sum(s2, sh);
         if (threadIdx.x == 0) {
@@ -147,7 +171,7 @@ __device__ void bn_bwd(const float* __restrict__ dy, const float* __restrict__ x
                        int training) {
     float m = (float)(N * plane);
     GRID_STRIDE(i, N * C * plane) {
-        long long ch = (i / plane) % C;
+        long long ch = chan(i, C, plane, N * C * plane);
         float xhat = (x[i] - mean[ch]) * inv[ch];
         float dz = dz_of<SILU>(dy[i], xhat, gamma[ch], SILU ? beta[ch] : 0.0f);
         if (training) {

@@ -44,6 +44,9 @@ pub struct BenchTrainArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 1)]
     pub classes: usize,
+    /// Ground-truth boxes per image (default: 1 to 5 at random; benches/torch_yolox.py uses 30)
+    #[arg(long)]
+    pub gts: Option<usize>,
     /// cpu, cuda or auto
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -76,17 +79,23 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// A batch of uniform-noise images with 1-5 random boxes each (seeded).
-fn random_batch(batch: usize, size: usize, classes: usize, step: usize) -> Batch {
+/// A batch of uniform-noise images with `gts` random boxes each, or 1-5 when `None` (seeded).
+fn random_batch(
+    batch: usize,
+    size: usize,
+    classes: usize,
+    gts: Option<usize>,
+    step: usize,
+) -> Batch {
     let mut rng = rng_for(step as u64, "bench/train");
     let images: Vec<f32> = (0..batch * 3 * size * size)
         .map(|_| rng.random_range(0.0..255.0))
         .collect();
-    let max_labels = 5;
+    let max_labels = gts.unwrap_or(5).max(1);
     let mut labels = vec![0f32; batch * max_labels * 5];
     let mut num_labels = Vec::with_capacity(batch);
     for b in 0..batch {
-        let n = rng.random_range(1..=5);
+        let n = gts.unwrap_or_else(|| rng.random_range(1..=5));
         for l in 0..n {
             let w = rng.random_range(8.0..size as f32 / 3.0);
             let h = rng.random_range(8.0..size as f32 / 3.0);
@@ -138,11 +147,11 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     let mut trainer = DetectorTrainer::new(model.clone(), cfg, 1000)?;
     trainer.to_device(device)?;
     // One warm-up step (first-touch allocations, thread pools, kernel compilation), not timed.
-    trainer.step(&random_batch(a.batch, a.size, a.classes, 0))?;
+    trainer.step(&random_batch(a.batch, a.size, a.classes, a.gts, 0))?;
     // Batches are made before the clock starts: drawing 20M random pixels takes longer than a
     // GPU step (a loader prepares them in parallel with training).
     let batches: Vec<Batch> = (0..a.steps.min(4))
-        .map(|s| random_batch(a.batch, a.size, a.classes, s + 1))
+        .map(|s| random_batch(a.batch, a.size, a.classes, a.gts, s + 1))
         .collect();
     let mut times = StageTimes::default();
     let mut images = 0usize;

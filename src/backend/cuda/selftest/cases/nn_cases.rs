@@ -263,12 +263,12 @@ pub(super) fn bn_case(
     kernels: &'static [&'static str],
     silu: bool,
     training: bool,
+    dims: [usize; 4],
 ) -> Case {
-    let dims = [3usize, 5, 7, 9];
     let s = bn::BnShape {
-        n: 3,
-        c: 5,
-        plane: 63,
+        n: dims[0],
+        c: dims[1],
+        plane: dims[2] * dims[3],
     };
     let (momentum, eps) = (0.03f32, 1e-3f32);
     Case {
@@ -358,32 +358,29 @@ pub(super) fn bn_case(
 }
 
 pub(super) fn bn_cases() -> Vec<Case> {
+    const TRAIN: &[&str] = &[
+        "batch_norm_stats_f32",
+        "batch_norm_update_running_f32",
+        "batch_norm_fwd_f32",
+        "batch_norm_bwd_reduce_f32",
+        "batch_norm_bwd_f32",
+    ];
+    const SILU_TRAIN: &[&str] = &[
+        "batch_norm_stats_f32",
+        "bn_silu_fwd_f32",
+        "bn_silu_bwd_reduce_f32",
+        "bn_silu_bwd_f32",
+    ];
+    // Planes below and above the reduction block (256 threads): the kernels walk a channel
+    // differently in the two cases.
+    let (small, large) = ([3, 5, 7, 9], [2, 3, 17, 19]);
     vec![
-        bn_case(
-            "batch_norm train fwd+bwd",
-            &[
-                "batch_norm_stats_f32",
-                "batch_norm_update_running_f32",
-                "batch_norm_fwd_f32",
-                "batch_norm_bwd_reduce_f32",
-                "batch_norm_bwd_f32",
-            ],
-            false,
-            true,
-        ),
-        bn_case("batch_norm eval fwd", &["batch_norm_fwd_f32"], false, false),
-        bn_case(
-            "bn+silu fused train fwd+bwd",
-            &[
-                "batch_norm_stats_f32",
-                "bn_silu_fwd_f32",
-                "bn_silu_bwd_reduce_f32",
-                "bn_silu_bwd_f32",
-            ],
-            true,
-            true,
-        ),
-        bn_case("bn+silu fused eval fwd", &["bn_silu_fwd_f32"], true, false),
+        bn_case("batch_norm train fwd+bwd", TRAIN, false, true, small),
+        bn_case("batch_norm train, plane > 256", TRAIN, false, true, large),
+        bn_case("batch_norm eval fwd", &["batch_norm_fwd_f32"], false, false, small),
+        bn_case("bn+silu fused train fwd+bwd", SILU_TRAIN, true, true, small),
+        bn_case("bn+silu train, plane > 256", SILU_TRAIN, true, true, large),
+        bn_case("bn+silu fused eval fwd", &["bn_silu_fwd_f32"], true, false, small),
     ]
 }
 

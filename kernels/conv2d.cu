@@ -125,52 +125,89 @@ extern "C" __global__ void conv2d_bwd_weight_f32(const float* __restrict__ dy,
 }
 
 // col row r = (c*kh + ky)*kw + kx, column = oy*wo + ox.
+// im2col and col2im do several divisions per element; they run in 32-bit arithmetic (I = int)
+// when every index of the launch fits, which is every YOLOX layer (64-bit division costs tens of
+// instructions). The launcher-visible kernels pick the type; the bodies are the same.
+template <typename I>
+__device__ __forceinline__ void im2col_body(const float* __restrict__ x, float* __restrict__ col,
+                                            const ConvGeom& g, long long n0, long long items,
+                                            long long grp) {
+    const I cin_g = (I)(g.c / g.groups), cols = (I)(g.ho * g.wo), wo = (I)g.wo, kw = (I)g.kw,
+            kh = (I)g.kh, h = (I)g.h, w = (I)g.w, stride = (I)g.stride, pad = (I)g.pad;
+    const I per_item = cin_g * kh * kw * cols;
+    const I total = (I)items * per_item;
+    for (I i = (I)(blockIdx.x * blockDim.x + threadIdx.x); i < total;
+         i += (I)(blockDim.x * gridDim.x)) {
+        const I n = (I)n0 + i / per_item;
+        const I p = i % cols, r = (i % per_item) / cols;
+        const I ox = p % wo, oy = p / wo;
+        const I kx = r % kw, ky = (r / kw) % kh, c = r / (kw * kh);
+        const I iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+        float v = 0.0f;
+        if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
+            v = x[(((long long)n * g.c + grp * cin_g + c) * h + iy) * w + ix];
+        }
+        col[i] = v;
+    }
+}
+
+template <typename I>
+__device__ __forceinline__ void col2im_body(const float* __restrict__ col, float* __restrict__ dx,
+                                            const ConvGeom& g, long long n0, long long items,
+                                            long long grp) {
+    const I cin_g = (I)(g.c / g.groups), cols = (I)(g.ho * g.wo), wo = (I)g.wo, ho = (I)g.ho,
+            kw = (I)g.kw, kh = (I)g.kh, h = (I)g.h, w = (I)g.w, stride = (I)g.stride,
+            pad = (I)g.pad;
+    const I per_item = cin_g * h * w;
+    const long long col_item = (long long)cin_g * kh * kw * cols;
+    const I total = (I)items * per_item;
+    for (I j = (I)(blockIdx.x * blockDim.x + threadIdx.x); j < total;
+         j += (I)(blockDim.x * gridDim.x)) {
+        const I item = j / per_item, i = j % per_item, n = (I)n0 + item;
+        const float* colr = col + item * col_item;
+        const I ix = i % w, iy = (i / w) % h, c = i / (w * h);
+        float acc = 0.0f;
+        for (I ky = 0; ky < kh; ++ky) {
+            const I ty = iy + pad - ky;
+            if (ty < 0 || ty % stride != 0) continue;
+            const I oy = ty / stride;
+            if (oy >= ho) continue;
+            for (I kx = 0; kx < kw; ++kx) {
+                const I tx = ix + pad - kx;
+                if (tx < 0 || tx % stride != 0) continue;
+                const I ox = tx / stride;
+                if (ox >= wo) continue;
+                acc += colr[((long long)(c * kh + ky) * kw + kx) * cols + oy * wo + ox];
+            }
+        }
+        dx[(((long long)n * g.c + grp * cin_g + c) * h + iy) * w + ix] = acc;
+    }
+}
+
+// Whether every index of an (items × per_item) launch, and the grid stride, fit in an int.
+__device__ __forceinline__ bool fits_int(long long items, long long per_item) {
+    return items * per_item + (long long)blockDim.x * gridDim.x < 2147483647LL;
+}
+
 extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float* __restrict__ col,
                                              ConvGeom g, long long n0, long long items,
                                              long long grp) {
-    long long cin_g = g.c / g.groups;
-    long long cols = g.ho * g.wo;
-    long long per_item = cin_g * g.kh * g.kw * cols;
-    GRID_STRIDE(i, items * per_item) {
-        long long n = n0 + i / per_item;
-        long long p = i % cols, r = (i % per_item) / cols;
-        long long ox = p % g.wo, oy = p / g.wo;
-        long long kx = r % g.kw, ky = (r / g.kw) % g.kh, c = r / (g.kw * g.kh);
-        long long iy = oy * g.stride + ky - g.pad, ix = ox * g.stride + kx - g.pad;
-        float v = 0.0f;
-        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) {
-            v = x[((n * g.c + grp * cin_g + c) * g.h + iy) * g.w + ix];
-        }
-        col[i] = v;
+    const long long per_item = (g.c / g.groups) * g.kh * g.kw * g.ho * g.wo;
+    if (fits_int(items, per_item)) {
+        im2col_body<int>(x, col, g, n0, items, grp);
+    } else {
+        im2col_body<long long>(x, col, g, n0, items, grp);
     }
 }
 
 extern "C" __global__ void conv2d_col2im_f32(const float* __restrict__ col, float* __restrict__ dx,
                                              ConvGeom g, long long n0, long long items,
                                              long long grp) {
-    long long cin_g = g.c / g.groups;
-    long long cols = g.ho * g.wo;
-    long long per_item = cin_g * g.h * g.w;
-    long long col_item = cin_g * g.kh * g.kw * cols;
-    GRID_STRIDE(j, items * per_item) {
-        long long item = j / per_item, i = j % per_item, n = n0 + item;
-        const float* colr = col + item * col_item;
-        long long ix = i % g.w, iy = (i / g.w) % g.h, c = i / (g.w * g.h);
-        float acc = 0.0f;
-        for (long long ky = 0; ky < g.kh; ++ky) {
-            long long ty = iy + g.pad - ky;
-            if (ty < 0 || ty % g.stride != 0) continue;
-            long long oy = ty / g.stride;
-            if (oy >= g.ho) continue;
-            for (long long kx = 0; kx < g.kw; ++kx) {
-                long long tx = ix + g.pad - kx;
-                if (tx < 0 || tx % g.stride != 0) continue;
-                long long ox = tx / g.stride;
-                if (ox >= g.wo) continue;
-                acc += colr[((c * g.kh + ky) * g.kw + kx) * cols + oy * g.wo + ox];
-            }
-        }
-        dx[((n * g.c + grp * cin_g + c) * g.h + iy) * g.w + ix] = acc;
+    const long long per_item = (g.c / g.groups) * g.h * g.w;
+    if (fits_int(items, per_item)) {
+        col2im_body<int>(col, dx, g, n0, items, grp);
+    } else {
+        col2im_body<long long>(col, dx, g, n0, items, grp);
     }
 }
 

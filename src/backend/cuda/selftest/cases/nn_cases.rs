@@ -377,10 +377,22 @@ pub(super) fn bn_cases() -> Vec<Case> {
     vec![
         bn_case("batch_norm train fwd+bwd", TRAIN, false, true, small),
         bn_case("batch_norm train, plane > 256", TRAIN, false, true, large),
-        bn_case("batch_norm eval fwd", &["batch_norm_fwd_f32"], false, false, small),
+        bn_case(
+            "batch_norm eval fwd",
+            &["batch_norm_fwd_f32"],
+            false,
+            false,
+            small,
+        ),
         bn_case("bn+silu fused train fwd+bwd", SILU_TRAIN, true, true, small),
         bn_case("bn+silu train, plane > 256", SILU_TRAIN, true, true, large),
-        bn_case("bn+silu fused eval fwd", &["bn_silu_fwd_f32"], true, false, small),
+        bn_case(
+            "bn+silu fused eval fwd",
+            &["bn_silu_fwd_f32"],
+            true,
+            false,
+            small,
+        ),
     ]
 }
 

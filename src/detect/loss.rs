@@ -5,7 +5,7 @@
 
 use std::f32::consts::PI;
 
-use super::simota::{simota_assign, SimOtaConfig, SimOtaInput};
+use super::simota::{simota_assign, Assignment, SimOtaConfig, SimOtaInput, SimOtaMode};
 use crate::autograd::no_grad;
 use crate::ops;
 use crate::tensor::Tensor;
@@ -276,6 +276,113 @@ pub struct YoloxLoss {
     pub num_gt: usize,
 }
 
+/// SimOTA of every image on the host (the predictions are read once).
+fn simota_assign_host(
+    raw: &Tensor,
+    decoded_cxcywh: &Tensor,
+    grids: &[(f32, f32)],
+    strides: &[f32],
+    targets: &[ImageTargets],
+    cfg: &SimOtaConfig,
+) -> Result<Vec<Assignment>> {
+    let (a, ch) = (raw.dims()[1], raw.dims()[2]);
+    let raw_v = raw.to_vec();
+    let dec_v = decoded_cxcywh.to_vec();
+    targets
+        .iter()
+        .enumerate()
+        .map(|(img, t)| {
+            let rows = &raw_v[img * a * ch..(img + 1) * a * ch];
+            let pred_boxes: Vec<[f32; 4]> = dec_v[img * a * 4..(img + 1) * a * 4]
+                .chunks(4)
+                .map(|q| [q[0], q[1], q[2], q[3]])
+                .collect();
+            let cls_logits: Vec<f32> = rows
+                .chunks(ch)
+                .flat_map(|r| r[5..].iter().copied())
+                .collect();
+            let obj_logits: Vec<f32> = rows.chunks(ch).map(|r| r[4]).collect();
+            simota_assign(
+                &SimOtaInput {
+                    pred_boxes_cxcywh: &pred_boxes,
+                    cls_logits: &cls_logits,
+                    obj_logits: &obj_logits,
+                    grids,
+                    strides,
+                    gt_boxes_cxcywh: &t.boxes_cxcywh,
+                    gt_classes: &t.classes,
+                    num_classes: ch - 5,
+                },
+                cfg,
+            )
+            .map_err(|e| Error::op("yolox_loss", format!("image {img}: {e}")))
+        })
+        .collect()
+}
+
+/// SimOTA of every image with the CUDA kernels (`backend::cuda::simota`, the same assignment
+/// as [`simota_assign`]: the parity table compares cost, candidates, matches and IoUs).
+fn simota_assign_cuda(
+    raw: &Tensor,
+    decoded_cxcywh: &Tensor,
+    grids: &[(f32, f32)],
+    strides: &[f32],
+    targets: &[ImageTargets],
+    cfg: &SimOtaConfig,
+) -> Result<Vec<Assignment>> {
+    use crate::backend::cuda::simota as cuda_simota;
+    let dev = crate::backend::cuda::device()?;
+    let (a, ch) = (raw.dims()[1], raw.dims()[2]);
+    let c = ch - 5;
+    let grids_flat: Vec<f32> = grids.iter().flat_map(|&(x, y)| [x, y]).collect();
+    let (grids_dev, strides_dev) = (dev.upload(&grids_flat)?, dev.upload(strides)?);
+    let prior = match cfg.mode {
+        SimOtaMode::Release => cuda_simota::SimOtaPrior::Release,
+        SimOtaMode::Centre2023 => cuda_simota::SimOtaPrior::Centre2023,
+    };
+    let (raw, decoded) = (raw.detach(), decoded_cxcywh.detach());
+    let mut out = Vec::with_capacity(targets.len());
+    for (img, t) in targets.iter().enumerate() {
+        if t.classes.is_empty() {
+            out.push(Assignment {
+                fg_mask: vec![false; a],
+                ..Default::default()
+            });
+            continue;
+        }
+        let rows = ops::narrow(&raw, 0, img, 1)?;
+        let boxes = ops::narrow(&decoded, 0, img, 1)?.cuda_owned()?;
+        let cls = ops::narrow(&rows, 2, 5, c)?.cuda_owned()?;
+        let obj = ops::narrow(&rows, 2, 4, 1)?.cuda_owned()?;
+        let inp = cuda_simota::SimOtaDeviceInput {
+            pred_boxes: &boxes,
+            cls_logits: &cls,
+            obj_logits: &obj,
+            grids: &grids_dev,
+            strides: &strides_dev,
+            num_anchors: a,
+            num_classes: c,
+        };
+        let on_device = cuda_simota::assign(
+            &dev,
+            &inp,
+            &t.boxes_cxcywh,
+            &t.classes,
+            prior,
+            cfg.center_radius,
+        )
+        .map_err(|e| Error::op("yolox_loss", format!("image {img}: {e}")))?;
+        let (fg_mask, matched_gt, pred_ious) = cuda_simota::download_assignment(&dev, &on_device)?;
+        out.push(Assignment {
+            num_fg: matched_gt.len(),
+            fg_mask,
+            matched_gt,
+            pred_ious,
+        });
+    }
+    Ok(out)
+}
+
 /// YOLOX's loss (yolo_head.get_losses): `(reg_weight·Σ box + Σ obj BCE over all anchors +
 /// Σ cls BCE vs one-hot·IoU + Σ L1) / max(num_fg, 1)`, num_fg over the whole batch.
 ///
@@ -309,10 +416,15 @@ pub fn yolox_loss(
             ),
         });
     }
-    let raw_v = raw.to_vec();
-    let dec_v = decoded_cxcywh.to_vec();
     let grids: Vec<(f32, f32)> = grid.iter().map(|g| (g.0, g.1)).collect();
     let strides: Vec<f32> = grid.iter().map(|g| g.2).collect();
+    let assignments = if raw.is_cuda() {
+        // The predictions stay on the GPU; only the assignments come back (bench simota:
+        // 16 images × 8400 anchors × 30 GTs in 3.9 ms on an H200, 225 ms on one CPU core).
+        simota_assign_cuda(raw, decoded_cxcywh, &grids, &strides, targets, &cfg.simota)?
+    } else {
+        simota_assign_host(raw, decoded_cxcywh, &grids, &strides, targets, &cfg.simota)?
+    };
 
     let mut fg_rows = Vec::new(); // global row b·A + a
     let mut reg_targets_xyxy = Vec::new();
@@ -320,32 +432,8 @@ pub fn yolox_loss(
     let mut l1_targets = Vec::new();
     let mut obj_target = vec![0f32; b * a];
     let mut num_gt = 0;
-    for (img, t) in targets.iter().enumerate() {
+    for (img, (t, assignment)) in targets.iter().zip(&assignments).enumerate() {
         num_gt += t.classes.len();
-        let rows = &raw_v[img * a * ch..(img + 1) * a * ch];
-        let pred_boxes: Vec<[f32; 4]> = dec_v[img * a * 4..(img + 1) * a * 4]
-            .chunks(4)
-            .map(|q| [q[0], q[1], q[2], q[3]])
-            .collect();
-        let cls_logits: Vec<f32> = rows
-            .chunks(ch)
-            .flat_map(|r| r[5..].iter().copied())
-            .collect();
-        let obj_logits: Vec<f32> = rows.chunks(ch).map(|r| r[4]).collect();
-        let assignment = simota_assign(
-            &SimOtaInput {
-                pred_boxes_cxcywh: &pred_boxes,
-                cls_logits: &cls_logits,
-                obj_logits: &obj_logits,
-                grids: &grids,
-                strides: &strides,
-                gt_boxes_cxcywh: &t.boxes_cxcywh,
-                gt_classes: &t.classes,
-                num_classes: c,
-            },
-            &cfg.simota,
-        )
-        .map_err(|e| Error::op("yolox_loss", format!("image {img}: {e}")))?;
         for ((anchor, &g), &iou) in assignment
             .fg_indices()
             .into_iter()

@@ -146,7 +146,7 @@ impl Tensor {
         let l = &self.0.layout;
         match &*guard {
             Storage::Cuda(slice) => {
-                if l.offset == 0 && l.is_contiguous() && slice.len() == l.shape.numel() {
+                if l.covers(slice.len()) {
                     f(&dev, slice)
                 } else {
                     let c = layout::contiguous(&dev, l.shape.dims(), slice, &l.strides, l.offset)?;
@@ -156,7 +156,7 @@ impl Tensor {
             }
             Storage::Cpu(_) => {
                 drop(guard);
-                let up = self.with_values(|v| dev.upload(v))?;
+                let up = self.with_values(|v| dev.upload_staged(v))?;
                 f(&dev, &up)
             }
         }
@@ -170,14 +170,13 @@ impl Tensor {
         f: impl FnOnce(&CudaDevice, &mut CudaSlice<f32>) -> Result<R>,
     ) -> Result<Option<R>> {
         let l = &self.0.layout;
-        let whole = l.offset == 0 && l.is_contiguous();
         let mut guard = self
             .0
             .storage
             .write()
             .map_err(|_| Error::Msg("a tensor's storage lock was poisoned".into()))?;
         match &mut *guard {
-            Storage::Cuda(slice) if whole && slice.len() == l.shape.numel() => {
+            Storage::Cuda(slice) if l.covers(slice.len()) => {
                 let dev = cuda::device()?;
                 f(&dev, slice).map(Some)
             }
@@ -192,7 +191,7 @@ impl Tensor {
         let l = &self.0.layout;
         match &*guard {
             Storage::Cuda(slice) => {
-                if l.offset == 0 && l.is_contiguous() && slice.len() == l.shape.numel() {
+                if l.covers(slice.len()) {
                     dev.stream()
                         .clone_dtod(slice)
                         .map_err(|e| cuda_err("device to device copy", e))
@@ -228,12 +227,10 @@ impl Tensor {
             .storage
             .write()
             .map_err(|_| Error::Msg("a tensor's storage lock was poisoned".into()))?;
-        let whole = l.offset == 0
-            && l.is_contiguous()
-            && match &*guard {
-                Storage::Cpu(v) => v.len() == l.shape.numel(),
-                Storage::Cuda(s) => s.len() == l.shape.numel(),
-            };
+        let whole = l.covers(match &*guard {
+            Storage::Cpu(v) => v.len(),
+            Storage::Cuda(s) => s.len(),
+        });
         if !whole {
             return Err(Error::op(
                 "move_storage_to",

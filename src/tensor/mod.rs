@@ -72,6 +72,11 @@ impl Layout {
             offset: 0,
         }
     }
+    /// Whether this view is all of a `storage_len`-element storage, in order (parameters and
+    /// fresh op outputs are; device code can then use the buffer itself).
+    pub fn covers(&self, storage_len: usize) -> bool {
+        self.offset == 0 && self.is_contiguous() && storage_len == self.shape.numel()
+    }
     pub fn is_contiguous(&self) -> bool {
         let expected = self.shape.contiguous_strides();
         self.shape

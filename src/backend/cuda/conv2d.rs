@@ -145,7 +145,7 @@ pub fn fwd(
                 let x_ng = x.slice(x_off..);
                 sgemm_rm_batched(
                     dev, false, false, shape, &w_g, shared_w, &x_ng, x_items, &mut y_ng, y_items,
-                    items,
+                    items, 0.0,
                 )?;
             } else {
                 let mut col = dev.alloc(items * d.ckk * d.hw_out)?;
@@ -156,7 +156,7 @@ pub fn fwd(
                 };
                 sgemm_rm_batched(
                     dev, false, false, shape, &w_g, shared_w, &col, col_items, &mut y_ng, y_items,
-                    items,
+                    items, 0.0,
                 )?;
             }
         }
@@ -292,7 +292,7 @@ pub fn bwd_input(
                 };
                 sgemm_rm_batched(
                     dev, true, false, shape, &w_g, shared_w, &dy_ng, dy_items, &mut dx_ng,
-                    dx_items, items,
+                    dx_items, items, 0.0,
                 )?;
             } else {
                 let mut dcol = dev.alloc(items * d.ckk * d.hw_out)?;
@@ -302,7 +302,7 @@ pub fn bwd_input(
                 };
                 sgemm_rm_batched(
                     dev, true, false, shape, &w_g, shared_w, &dy_ng, dy_items, &mut dcol,
-                    col_items, items,
+                    col_items, items, 0.0,
                 )?;
                 col2im(dev, &dcol, &mut dx, g, n0, items, grp)?;
             }
@@ -355,7 +355,7 @@ pub fn bwd_weight(
                 };
                 sgemm_rm_batched(
                     dev, false, true, shape, &dy_ng, dy_items, &x_ng, x_items, &mut part,
-                    part_items, items,
+                    part_items, items, 0.0,
                 )?;
             } else {
                 let mut col = dev.alloc(items * d.ckk * d.hw_out)?;
@@ -366,7 +366,7 @@ pub fn bwd_weight(
                 };
                 sgemm_rm_batched(
                     dev, false, true, shape, &dy_ng, dy_items, &col, col_items, &mut part,
-                    part_items, items,
+                    part_items, items, 0.0,
                 )?;
             }
         }

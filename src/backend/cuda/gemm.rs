@@ -19,8 +19,8 @@ fn op(t: bool) -> cublasOperation_t {
     }
 }
 
-/// Row-major `c[m×n] = op(a)·op(b) (+ beta·c)` through column-major cuBLAS: it computes
-/// `cᵀ = op(b)ᵀ·op(a)ᵀ`. `lda`/`ldb` are the row strides of `a`/`b` as stored.
+/// Row-major `c[m×n] = op(a)·op(b) (+ beta·c)`: [`sgemm_rm_batched`] with one item. `lda`/`ldb`
+/// are the row strides of `a`/`b` as stored.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm_rm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
     dev: &CudaDevice,
@@ -36,21 +36,21 @@ pub(crate) fn sgemm_rm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32
     c: &mut C,
     beta: f32,
 ) -> Result<()> {
-    let cfg = GemmConfig {
-        transa: op(trans_b),
-        transb: op(trans_a),
-        m: n as i32,
-        n: m as i32,
-        k: k as i32,
-        alpha: 1.0f32,
-        lda: ldb as i32,
-        ldb: lda as i32,
+    let one = |ld| Strided { ld, stride: 0 };
+    sgemm_rm_batched(
+        dev,
+        trans_a,
+        trans_b,
+        (m, n, k),
+        a,
+        one(lda),
+        b,
+        one(ldb),
+        c,
+        one(n),
+        1,
         beta,
-        ldc: n as i32,
-    };
-    // SAFETY: callers pass views that cover the matrices (lengths derived from the checked
-    // geometry); all sizes fit i32 (check_geometry).
-    unsafe { dev.blas().gemm(cfg, b, a, c) }.map_err(|e| cuda_err("cublasSgemm", e))
+    )
 }
 
 /// One operand of [`sgemm_rm_batched`]: a matrix with row stride `ld`, item `i` at
@@ -61,8 +61,9 @@ pub(crate) struct Strided {
     pub stride: usize,
 }
 
-/// [`sgemm_rm`] over `batch` items at once (`cublasSgemmStridedBatched`); `c` items must not
-/// overlap.
+/// Row-major `c[i] [m×n] = op(a[i])·op(b[i]) (+ beta·c[i])` for `batch` items at once, through
+/// column-major cuBLAS (`cublasSgemmStridedBatched`): it computes `cᵀ = op(b)ᵀ·op(a)ᵀ`, so the
+/// operands swap and nothing is copied. `c` items must not overlap.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm_rm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
     dev: &CudaDevice,
@@ -76,6 +77,7 @@ pub(crate) fn sgemm_rm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePt
     c: &mut C,
     sc: Strided,
     batch: usize,
+    beta: f32,
 ) -> Result<()> {
     let gemm = GemmConfig {
         transa: op(trans_b),
@@ -86,7 +88,7 @@ pub(crate) fn sgemm_rm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePt
         alpha: 1.0f32,
         lda: sb.ld as i32,
         ldb: sa.ld as i32,
-        beta: 0.0,
+        beta,
         ldc: sc.ld as i32,
     };
     let cfg = StridedBatchedConfig {
@@ -146,27 +148,29 @@ pub fn matmul(
     }
     let lda = if s.trans_a { s.m } else { s.k };
     let ldb = if s.trans_b { s.k } else { s.n };
-    let gemm = GemmConfig {
-        transa: op(s.trans_b),
-        transb: op(s.trans_a),
-        m: s.n as i32,
-        n: s.m as i32,
-        k: s.k as i32,
-        alpha: 1.0f32,
-        lda: ldb as i32,
-        ldb: lda as i32,
-        beta: 0.0,
-        ldc: s.n as i32,
-    };
-    let cfg = StridedBatchedConfig {
-        gemm,
-        batch_size: s.batch as i32,
-        stride_a: if s.b_batched { kn as i64 } else { 0 },
-        stride_b: if s.a_batched { mk as i64 } else { 0 },
-        stride_c: mn as i64,
-    };
-    // SAFETY: lengths checked against the shapes; sizes fit i32.
-    unsafe { dev.blas().gemm_strided_batched(cfg, b, a, &mut c) }
-        .map_err(|e| cuda_err("cublasSgemmStridedBatched", e))?;
+    let item = |batched: bool, len: usize| if batched { len } else { 0 };
+    sgemm_rm_batched(
+        dev,
+        s.trans_a,
+        s.trans_b,
+        (s.m, s.n, s.k),
+        a,
+        Strided {
+            ld: lda,
+            stride: item(s.a_batched, mk),
+        },
+        b,
+        Strided {
+            ld: ldb,
+            stride: item(s.b_batched, kn),
+        },
+        &mut c,
+        Strided {
+            ld: s.n,
+            stride: mn,
+        },
+        s.batch,
+        0.0,
+    )?;
     Ok(c)
 }

@@ -10,32 +10,25 @@
 //! and panics when one is missing, so [`CudaAvailability::probe`] looks for each first and turns
 //! every failure into one line of reason.
 //!
-//! # Integration plan (for the engine owner)
+//! # How the engine uses it (`src/tensor/device.rs`, DEVELOPERS.md "CUDA tensors")
 //!
-//! - `Storage::Cuda(CudaSlice<f32>)` next to `Storage::Cpu`, `Device::Cuda` holding a
-//!   [`CudaDevice`] (cheap to clone; one per process from [`CudaAvailability::probe`]).
-//! - Each op's forward/backward gets one `match` on the storage: the CPU arm stays as it is, the
-//!   CUDA arm calls the launcher of the same stem with the contiguous device buffers and the same
+//! - `Storage::Cuda(CudaSlice<f32>)` next to `Storage::Cpu`; `Device::Cuda` is the process's one
+//!   [`CudaDevice`] ([`device`], opened by [`CudaAvailability::probe`]).
+//! - An op's CUDA arm calls the launcher of the same stem with contiguous device buffers
+//!   (`Tensor::with_cuda`: the storage itself, or a strided copy, [`layout::contiguous`]) and the
 //!   geometry the CPU path computes (`Conv2dGeometry`, `[outer, len, inner]`, `BnShape`,
-//!   `PoolGeometry`, ...). Launchers return fresh buffers; in-place ones (`optim`, BN running
-//!   stats) take `&mut`.
-//! - Non-contiguous views: make them contiguous first (a strided-copy kernel is still to write),
-//!   as the CPU path does with `to_vec`.
-//! - What to save for backward matches the CPU rules: unary ops save the input or the output as
-//!   [`elementwise::Unary::saves_output`] says; BN saves `BnSaved` (mean, invstd) and the input;
-//!   max pooling saves the `i32` argmax buffer; softmax saves its output.
-//! - `sum_to_shape` for broadcast backward is [`reduce::sum_keepdim`] with the broadcast dims.
-//! - Detection: `detect::simota` on CUDA uploads grids/strides once per input size and calls
-//!   [`simota::assign`] per image; `detect::loss::box_loss` can call
-//!   [`loss::box_loss_fwd_bwd`] once (it returns the gradient with the loss: record it as the
-//!   node's saved gradient scaled by the upstream `g`, or call it again in backward with `g`).
-//! - Indexing: `ops::index_select` / `ops::gather` on CUDA build a [`index::DeviceIndices`] from
-//!   the f32 index tensor once (`from_f32` checks them on the device and waits for the verdict),
-//!   and keep it for backward; `ops::crop_patches` builds a [`crop::CropBoxes`] (checked on the
-//!   host, uploaded once) and keeps it likewise.
-//! - Inference: [`detect::decode_outputs`] with the grid from [`detect::upload_grid`] (once per
-//!   input size), then per image and after the score threshold [`detect::nms_by_score`] (or
-//!   [`detect::nms`] / [`detect::batched_nms`] on boxes already sorted on the device).
+//!   `PoolGeometry`, ...). In-place launchers (`optim`, BN running stats) get the storage through
+//!   `Tensor::with_cuda_mut`.
+//! - Backward saves what the CPU rules save: unary ops the input or the output
+//!   ([`elementwise::Unary::saves_output`]); BN `BnSaved` and the input; max pooling the `i32`
+//!   argmax buffer; index_select its [`index::DeviceIndices`].
+//! - Wired so far: conv2d, BN (+SiLU), unary ops with kernels, scalar arithmetic, broadcast
+//!   arithmetic, sums, contiguous/cat/slice backward, max pooling, upsampling, bce_with_logits,
+//!   index_select, SGD-Nesterov and EMA, SimOTA inside `detect::loss::yolox_loss`. Still on the
+//!   host round trip although kernels exist: softmax, cosine similarity, gather, crop_patches
+//!   ([`crop::CropBoxes`]), matmul/linear ([`gemm::matmul`]), box losses
+//!   ([`loss::box_loss_fwd_bwd`]), decode + NMS ([`detect::decode_outputs`],
+//!   [`detect::nms_by_score`]) for inference.
 //! - Errors: every launcher already returns `Error::ShapeMismatch`/`Error::Op` on bad lengths and
 //!   `Error::Cuda` for driver/NVRTC/cuBLAS failures, naming the kernel.
 

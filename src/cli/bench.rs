@@ -153,6 +153,9 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     let batches: Vec<Batch> = (0..a.steps.min(4))
         .map(|s| random_batch(a.batch, a.size, a.classes, a.gts, s + 1))
         .collect();
+    if device == Device::Cuda {
+        ssod::backend::cuda::device()?.reset_pool_peak()?;
+    }
     let mut times = StageTimes::default();
     let mut images = 0usize;
     let round_trips_before = host_round_trips();
@@ -164,9 +167,16 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     }
     let wall = t0.elapsed().as_secs_f64();
     let round_trips = (host_round_trips() - round_trips_before) as f64 / a.steps as f64;
-    let gpu_mem_mb = match device {
-        Device::Cuda => Some(cuda_memory_in_use()? as f64 / (1024.0 * 1024.0)),
-        Device::Cpu => None,
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let (gpu_mem_mb, gpu_peak_mb) = match device {
+        Device::Cuda => {
+            let pool = ssod::backend::cuda::device()?.pool_memory()?;
+            (
+                Some(mib(cuda_memory_in_use()? as u64)),
+                pool.map(|(peak, _)| mib(peak)),
+            )
+        }
+        Device::Cpu => (None, None),
     };
     let per_step = |x: f64| 1000.0 * x / a.steps as f64;
     let images_per_s = images as f64 / wall;
@@ -176,7 +186,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         let obj = serde_json::json!({
             "model": a.model, "size": a.size, "batch": a.batch, "steps": a.steps, "device": a.device, "precision": a.precision,
             "threads": threads, "params": model.num_params(),
-            "images_per_s": images_per_s, "peak_mem_mb": peak, "gpu_mem_in_use_mb": gpu_mem_mb,
+            "images_per_s": images_per_s, "peak_mem_mb": peak, "gpu_mem_in_use_mb": gpu_mem_mb, "gpu_pool_peak_mb": gpu_peak_mb,
             "host_round_trips_per_step": round_trips,
             "ms_per_step": { "forward": per_step(times.forward), "assign_and_loss": per_step(times.assign_and_loss),
                 "backward": per_step(times.backward), "optimizer": per_step(times.optimizer), "ema": per_step(times.ema),
@@ -190,12 +200,15 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         );
         println!("images/s      {images_per_s:.2}");
         println!(
-            "peak memory   {} MB",
+            "peak memory   {} MB (host RSS)",
             peak.map(|p| format!("{p:.0}"))
                 .unwrap_or_else(|| "n/a".into())
         );
+        if let Some(p) = gpu_peak_mb {
+            println!("GPU peak      {p:.0} MiB allocated (memory-pool high-water mark over the timed steps)");
+        }
         if let Some(m) = gpu_mem_mb {
-            println!("GPU memory    {m:.0} MB in use after the run (total - free, whole device)");
+            println!("GPU memory    {m:.0} MiB in use after the run (total - free, whole device)");
             println!("host round trips per step {round_trips:.0} (CUDA tensors read on the host: ops without a CUDA arm)");
         }
         if a.profile_ops {

@@ -204,8 +204,7 @@ impl Tensor {
                 if l.is_contiguous() {
                     f(&data[l.offset..l.offset + l.shape.numel()])
                 } else {
-                    let v: Vec<f32> = StridedIter::new(l).map(|i| data[i]).collect();
-                    f(&v)
+                    f(&strided::gather_strided(data, l))
                 }
             }
             Storage::Cuda(slice) => {

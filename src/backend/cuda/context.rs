@@ -118,6 +118,64 @@ impl CudaDevice {
         Ok(())
     }
 
+    /// `(peak, now)` bytes in use in the device's default memory pool, which serves the
+    /// stream-ordered allocations every buffer of this crate comes from. `Ok(None)` when the
+    /// driver allocates synchronously (no pool to ask).
+    pub fn pool_memory(&self) -> Result<Option<(u64, u64)>> {
+        use cudarc::driver::sys::{
+            cuDeviceGetDefaultMemPool, cuMemPoolGetAttribute, CUmemPool_attribute, CUmemoryPool,
+        };
+        let mut pool: CUmemoryPool = std::ptr::null_mut();
+        self.inner
+            .ctx
+            .bind_to_thread()
+            .map_err(|e| cuda_err("bind context", e))?;
+        // SAFETY: plain driver queries into locals of the types the API names.
+        unsafe {
+            let r = cuDeviceGetDefaultMemPool(&mut pool, self.inner.ctx.cu_device());
+            if r.result().is_err() || pool.is_null() {
+                return Ok(None);
+            }
+            let get = |attr: CUmemPool_attribute| -> Result<u64> {
+                let mut v: u64 = 0;
+                cuMemPoolGetAttribute(pool, attr, &mut v as *mut u64 as *mut std::ffi::c_void)
+                    .result()
+                    .map_err(|e| cuda_err("memory pool attribute", e))?;
+                Ok(v)
+            };
+            let peak = get(CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?;
+            let now = get(CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+            Ok(Some((peak, now)))
+        }
+    }
+
+    /// Restart the pool's peak ([`Self::pool_memory`]) from what is in use now.
+    pub fn reset_pool_peak(&self) -> Result<()> {
+        use cudarc::driver::sys::{
+            cuDeviceGetDefaultMemPool, cuMemPoolSetAttribute, CUmemPool_attribute, CUmemoryPool,
+        };
+        let mut pool: CUmemoryPool = std::ptr::null_mut();
+        self.inner
+            .ctx
+            .bind_to_thread()
+            .map_err(|e| cuda_err("bind context", e))?;
+        // SAFETY: as in pool_memory; setting USED_MEM_HIGH to 0 is the documented reset.
+        unsafe {
+            let r = cuDeviceGetDefaultMemPool(&mut pool, self.inner.ctx.cu_device());
+            if r.result().is_err() || pool.is_null() {
+                return Ok(());
+            }
+            let mut zero: u64 = 0;
+            cuMemPoolSetAttribute(
+                pool,
+                CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut zero as *mut u64 as *mut std::ffi::c_void,
+            )
+            .result()
+            .map_err(|e| cuda_err("memory pool attribute", e))
+        }
+    }
+
     /// Wait for everything queued on the stream (timings, host copies).
     pub fn synchronize(&self) -> Result<()> {
         self.inner

@@ -62,9 +62,11 @@ fn random_image(a: &BenchSimotaArgs, grid: &[(f32, f32, f32)], i: usize) -> Imag
         .collect();
     let mut gt_boxes = Vec::new();
     for _ in 0..a.gts {
+        // Sides from 8 px to a quarter of the image (at least 16 px: never an empty range).
+        let max_side = (s / 4.0).max(16.0);
         let (w, h) = (
-            rng.random_range(8.0..s / 4.0),
-            rng.random_range(8.0..s / 4.0),
+            rng.random_range(8.0..max_side),
+            rng.random_range(8.0..max_side),
         );
         let cx = rng.random_range(w / 2.0..s - w / 2.0);
         let cy = rng.random_range(h / 2.0..s - h / 2.0);

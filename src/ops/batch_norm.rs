@@ -3,12 +3,14 @@
 //! `running = (1 - momentum)·running + momentum·batch`; eval uses the running stats.
 //! YOLOX: eps 1e-3, momentum 0.03.
 //!
-//! `batch_norm_silu2d` fuses YOLOX's BaseConv tail (BN → SiLU) into one op: one pass over the
-//! data forward and backward instead of four, and no intermediate tensor for the BN output.
+//! `batch_norm_silu2d` fuses YOLOX's BaseConv tail (BN → SiLU) into one op, with no intermediate
+//! tensor for the BN output. CPU: the forward reads x twice (stats, output) and writes only y; the
+//! backward recomputes xhat and σ from the saved x (two passes) instead of storing them. Sums are
+//! per (image, channel) plane with 8 f64 lanes, combined per channel in image order: deterministic
+//! whatever the thread count.
 
 use rayon::prelude::*;
 
-use super::elementwise::sigmoid_f32;
 use crate::autograd::{is_grad_enabled, record};
 use crate::backend::cuda::batch_norm as cuda_bn;
 use crate::tensor::{compute_device, Device, Tensor};
@@ -32,15 +34,19 @@ impl Default for BatchNormParams {
     }
 }
 
-/// What the forward keeps for the backward.
+/// Per channel `(mean, 1/sqrt(var + eps))`.
+type Stat = (f32, f32);
+
+/// What the forward keeps for the backward: the input itself (alive upstream anyway) and the
+/// per-channel stats; `xhat` (and σ for the fused op) are recomputed in the backward instead of
+/// being stored, which halves the bytes the forward writes.
 struct BnSaved {
     n: usize,
     c: usize,
     plane: usize,
     /// Per channel `(mean, 1/sqrt(var + eps))` used for normalising.
     stats: Vec<(f32, f32)>,
-    /// `(x − mean)·inv_std`, same layout as x.
-    xhat: Vec<f32>,
+    x: Tensor,
     gamma: Vec<f32>,
     beta: Vec<f32>,
     training: bool,
@@ -90,9 +96,101 @@ fn bn_check(
     Ok((n, c, plane))
 }
 
-/// Check shapes and normalise: returns `xhat` and the per-channel stats, updating the running
-/// stats in training mode.
-fn bn_normalise(
+/// `elementwise::sigmoid_f32`, bit for bit, in float-only arithmetic: on the baseline x86-64
+/// target `f32::round` is a `roundf` call and `as i32` a saturating (NaN-checking) scalar
+/// conversion, both of which keep the BN+SiLU loops scalar. Here round-half-away-from-zero is
+/// round-to-nearest-even (the 1.5·2²³ trick) corrected on exact ties, and `2^k` is built from the
+/// bits of `k + 127 + 1.5·2²³`.
+#[inline(always)]
+fn sigmoid_bn(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
+    let x = (-x).clamp(-87.3, 88.7);
+    let t = x * std::f32::consts::LOG2_E;
+    // |t| < 129: rounding with MAGIC and `t - rn` are exact.
+    let rn = (t + MAGIC) - MAGIC;
+    let d = t - rn;
+    let up = if d == 0.5 && t > 0.0 { 1.0 } else { 0.0 };
+    let down = if d == -0.5 && t < 0.0 { 1.0 } else { 0.0 };
+    let k = rn + up - down;
+    let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // k + 127 in [1, 255] sits in the low mantissa bits; the shift drops MAGIC's bits.
+    let scale = f32::from_bits((k + 127.0 + MAGIC).to_bits() << 23);
+    1.0 / (1.0 + p * scale)
+}
+
+/// Lanes of independent f64 accumulators in the per-plane sums: the loop vectorises and is not
+/// bound by the latency of one add chain. The order is fixed (lane k takes elements k, k+8, …,
+/// then the lanes are added in order), so results do not depend on the thread count.
+const LANES: usize = 8;
+
+/// `(Σd, Σ(d·xhat))` over one plane in f64, `xhat = (x − mean)·inv` recomputed from x; the
+/// product `d·xhat` is f32 (as in the scalar code before).
+fn plane_grad_sums(d: &[f32], x: &[f32], mean: f32, inv: f32) -> (f64, f64) {
+    let (mut a1, mut a2) = ([0f64; LANES], [0f64; LANES]);
+    let (mut di, mut xi) = (d.chunks_exact(LANES), x.chunks_exact(LANES));
+    for (dc, xc) in (&mut di).zip(&mut xi) {
+        for k in 0..LANES {
+            let xh = (xc[k] - mean) * inv;
+            a1[k] += dc[k] as f64;
+            a2[k] += (dc[k] * xh) as f64;
+        }
+    }
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for k in 0..LANES {
+        s1 += a1[k];
+        s2 += a2[k];
+    }
+    for (&dv, &xv) in di.remainder().iter().zip(xi.remainder()) {
+        s1 += dv as f64;
+        s2 += (dv * ((xv - mean) * inv)) as f64;
+    }
+    (s1, s2)
+}
+
+/// `(Σx, Σx²)` over one plane, in f64 (x² in f64 too).
+fn plane_moments(xs: &[f32]) -> (f64, f64) {
+    let (mut a1, mut a2) = ([0f64; LANES], [0f64; LANES]);
+    let mut it = xs.chunks_exact(LANES);
+    for ch in &mut it {
+        for k in 0..LANES {
+            let v = ch[k] as f64;
+            a1[k] += v;
+            a2[k] += v * v;
+        }
+    }
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for k in 0..LANES {
+        s1 += a1[k];
+        s2 += a2[k];
+    }
+    for &v in it.remainder() {
+        let v = v as f64;
+        s1 += v;
+        s2 += v * v;
+    }
+    (s1, s2)
+}
+
+/// Per-plane sums (plane i = image i / c, channel i % c) combined per channel in image order.
+fn per_channel(c: usize, per_plane: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = vec![(0f64, 0f64); c];
+    for (i, &(a, b)) in per_plane.iter().enumerate() {
+        let o = &mut out[i % c];
+        o.0 += a;
+        o.1 += b;
+    }
+    out
+}
+
+/// Check shapes, compute the per-channel stats (updating the running stats in training mode)
+/// and write the output: `out(i, xhat)` maps each normalised value of plane `i` (channel
+/// `i % c`) to the output value.
+#[allow(clippy::too_many_arguments)]
+fn bn_forward(
     op: &str,
     x: &Tensor,
     gamma: &Tensor,
@@ -100,112 +198,134 @@ fn bn_normalise(
     running_mean: &Tensor,
     running_var: &Tensor,
     p: BatchNormParams,
-) -> Result<BnSaved> {
+    silu: bool,
+) -> Result<(Vec<f32>, BnSaved)> {
     let (n, c, plane) = bn_check(op, x, gamma, beta, running_mean, running_var, p)?;
     let count = n * plane;
-    let mut xhat = x.to_vec();
-    let stats: Vec<(f32, f32)> = if p.training {
-        // One pass: Σx and Σx² per channel in f64 (fixed order: deterministic).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mut s1, mut s2) = (0f64, 0f64);
-                for i in 0..n {
-                    for &v in &xhat[(i * c + ch) * plane..(i * c + ch + 1) * plane] {
-                        let v = v as f64;
-                        s1 += v;
-                        s2 += v * v;
+    let (gv, bv) = (gamma.to_vec(), beta.to_vec());
+    let (y, stats) = x.with_values(|xv| -> Result<(Vec<f32>, Vec<Stat>)> {
+        let stats: Vec<(f32, f32)> = if p.training {
+            let per_plane: Vec<(f64, f64)> =
+                xv.par_chunks(plane.max(1)).map(plane_moments).collect();
+            let sums = per_channel(c, &per_plane);
+            let cnt = count as f64;
+            let moments: Vec<(f64, f64)> = sums
+                .iter()
+                .map(|&(s1, s2)| (s1 / cnt, (s2 / cnt - (s1 / cnt).powi(2)).max(0.0)))
+                .collect();
+            let unbias = cnt / (cnt - 1.0);
+            running_mean.update_values(|rm| {
+                rm.iter_mut()
+                    .zip(&moments)
+                    .for_each(|(r, m)| *r = (1.0 - p.momentum) * *r + p.momentum * m.0 as f32)
+            })?;
+            running_var.update_values(|rv| {
+                rv.iter_mut().zip(&moments).for_each(|(r, m)| {
+                    *r = (1.0 - p.momentum) * *r + p.momentum * (m.1 * unbias) as f32
+                })
+            })?;
+            moments
+                .iter()
+                .map(|&(m, v)| (m as f32, (1.0 / (v + p.eps as f64).sqrt()) as f32))
+                .collect()
+        } else {
+            let (rm, rv) = (running_mean.to_vec(), running_var.to_vec());
+            rm.iter()
+                .zip(&rv)
+                .map(|(&m, &v)| (m, 1.0 / (v + p.eps).sqrt()))
+                .collect()
+        };
+        // One pass: xhat, the BN output and (fused) SiLU, straight from x.
+        let mut y = vec![0f32; xv.len()];
+        y.par_chunks_mut(plane.max(1))
+            .zip(xv.par_chunks(plane.max(1)))
+            .enumerate()
+            .for_each(|(i, (yy, xx))| {
+                let ch = i % c;
+                let (mean, inv) = stats[ch];
+                let (g, b) = (gv[ch], bv[ch]);
+                if silu {
+                    for (o, &v) in yy.iter_mut().zip(xx) {
+                        let bn = (v - mean) * inv * g + b;
+                        *o = bn * sigmoid_bn(bn);
+                    }
+                } else {
+                    for (o, &v) in yy.iter_mut().zip(xx) {
+                        *o = (v - mean) * inv * g + b;
                     }
                 }
-                (s1, s2)
-            })
-            .collect();
-        let cnt = count as f64;
-        let moments: Vec<(f64, f64)> = sums
-            .iter()
-            .map(|&(s1, s2)| (s1 / cnt, (s2 / cnt - (s1 / cnt).powi(2)).max(0.0)))
-            .collect();
-        let unbias = cnt / (cnt - 1.0);
-        running_mean.update_values(|rm| {
-            rm.iter_mut()
-                .zip(&moments)
-                .for_each(|(r, m)| *r = (1.0 - p.momentum) * *r + p.momentum * m.0 as f32)
-        })?;
-        running_var.update_values(|rv| {
-            rv.iter_mut().zip(&moments).for_each(|(r, m)| {
-                *r = (1.0 - p.momentum) * *r + p.momentum * (m.1 * unbias) as f32
-            })
-        })?;
-        moments
-            .iter()
-            .map(|&(m, v)| (m as f32, (1.0 / (v + p.eps as f64).sqrt()) as f32))
-            .collect()
-    } else {
-        let (rm, rv) = (running_mean.to_vec(), running_var.to_vec());
-        rm.iter()
-            .zip(&rv)
-            .map(|(&m, &v)| (m, 1.0 / (v + p.eps).sqrt()))
-            .collect()
-    };
-    xhat.par_chunks_mut(plane.max(1))
-        .enumerate()
-        .for_each(|(i, xh)| {
-            let (mean, inv) = stats[i % c];
-            xh.iter_mut().for_each(|v| *v = (*v - mean) * inv);
-        });
-    Ok(BnSaved {
-        n,
-        c,
-        plane,
-        stats,
-        xhat,
-        gamma: gamma.to_vec(),
-        beta: beta.to_vec(),
-        training: p.training,
-    })
+            });
+        Ok((y, stats))
+    })?;
+    Ok((
+        y,
+        BnSaved {
+            n,
+            c,
+            plane,
+            stats,
+            x: x.detach(),
+            gamma: gv,
+            beta: bv,
+            training: p.training,
+        },
+    ))
 }
 
-/// BN backward from the gradient of the BN output: `(dx, dgamma, dbeta)`.
-fn bn_backward(s: &BnSaved, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (n, c, plane) = (s.n, s.c, s.plane);
-    // Per channel: Σdy and Σ(dy·xhat), in f64, fixed order.
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for i in 0..n {
-                let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
-                for (d, xh) in dy[r.clone()].iter().zip(&s.xhat[r]) {
-                    s1 += *d as f64;
-                    s2 += (*d * *xh) as f64;
+/// BN backward from the gradient of the op's output: `(dx, dgamma, dbeta)`. With `silu` the
+/// SiLU backward is fused in: `d_bn = dy·σ·(1 + bn·(1 − σ))`, bn and σ recomputed from x.
+fn bn_backward(s: &BnSaved, dy: &[f32], silu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (c, plane) = (s.c, s.plane);
+    let pl = plane.max(1);
+    s.x.with_values(|xv| {
+        // Pass 1, per plane: d_bn (into dx) and (Σd_bn, Σ(d_bn·xhat)) in f64.
+        let mut dx = vec![0f32; dy.len()];
+        let per_plane: Vec<(f64, f64)> = dx
+            .par_chunks_mut(pl)
+            .zip(dy.par_chunks(pl))
+            .zip(xv.par_chunks(pl))
+            .enumerate()
+            .map(|(i, ((dd, dyp), xp))| {
+                let ch = i % c;
+                let (mean, inv) = s.stats[ch];
+                let (g, b) = (s.gamma[ch], s.beta[ch]);
+                if silu {
+                    for ((o, &d), &v) in dd.iter_mut().zip(dyp).zip(xp) {
+                        let bn = (v - mean) * inv * g + b;
+                        let sv = sigmoid_bn(bn);
+                        *o = d * (sv * (1.0 + bn * (1.0 - sv)));
+                    }
+                } else {
+                    dd.copy_from_slice(dyp);
                 }
-            }
-            (s1, s2)
-        })
-        .collect();
-    let mut dx = vec![0f32; dy.len()];
-    let m = (n * plane) as f32;
-    dx.par_chunks_mut(plane.max(1))
-        .enumerate()
-        .for_each(|(i, dxc)| {
-            let ch = i % c;
-            let inv = s.stats[ch].1;
-            let r = i * plane..(i + 1) * plane;
-            if s.training {
-                // dx = gamma·inv/M · (M·dy − Σdy − xhat·Σ(dy·xhat))
-                let (s1, s2) = (sums[ch].0 as f32, sums[ch].1 as f32);
-                let scale = s.gamma[ch] * inv / m;
-                for ((o, d), xh) in dxc.iter_mut().zip(&dy[r.clone()]).zip(&s.xhat[r]) {
-                    *o = scale * (m * d - s1 - xh * s2);
+                plane_grad_sums(dd, xp, mean, inv)
+            })
+            .collect();
+        let sums = per_channel(c, &per_plane);
+        // Pass 2, in place: dx = gamma·inv/M · (M·d_bn − Σd_bn − xhat·Σ(d_bn·xhat)).
+        let m = (s.n * plane) as f32;
+        dx.par_chunks_mut(pl)
+            .zip(xv.par_chunks(pl))
+            .enumerate()
+            .for_each(|(i, (dd, xp))| {
+                let ch = i % c;
+                let (mean, inv) = s.stats[ch];
+                if s.training {
+                    let (s1, s2) = (sums[ch].0 as f32, sums[ch].1 as f32);
+                    let scale = s.gamma[ch] * inv / m;
+                    for (o, &v) in dd.iter_mut().zip(xp) {
+                        let xh = (v - mean) * inv;
+                        *o = scale * (m * *o - s1 - xh * s2);
+                    }
+                } else {
+                    let scale = s.gamma[ch] * inv;
+                    dd.iter_mut().for_each(|o| *o *= scale);
                 }
-            } else {
-                let scale = s.gamma[ch] * inv;
-                dxc.iter_mut().zip(&dy[r]).for_each(|(o, d)| *o = scale * d);
-            }
-        });
-    let dgamma = sums.iter().map(|v| v.1 as f32).collect();
-    let dbeta = sums.iter().map(|v| v.0 as f32).collect();
-    (dx, dgamma, dbeta)
+            });
+        let dgamma = sums.iter().map(|v| v.1 as f32).collect();
+        let dbeta = sums.iter().map(|v| v.0 as f32).collect();
+        (dx, dgamma, dbeta)
+    })
 }
 
 fn grads(
@@ -244,20 +364,20 @@ pub fn batch_norm2d(
             return Ok(y);
         }
     }
-    let s = bn_normalise("batch_norm", x, gamma, beta, running_mean, running_var, p)?;
-    let mut y = vec![0f32; s.xhat.len()];
-    y.par_chunks_mut(s.plane.max(1))
-        .zip(s.xhat.par_chunks(s.plane.max(1)))
-        .enumerate()
-        .for_each(|(i, (yy, xh))| {
-            let ch = i % s.c;
-            let (g, b) = (s.gamma[ch], s.beta[ch]);
-            yy.iter_mut().zip(xh).for_each(|(o, v)| *o = v * g + b);
-        });
+    let (y, s) = bn_forward(
+        "batch_norm",
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        p,
+        false,
+    )?;
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let x_shape = x.shape().clone();
     record("batch_norm", out, &[x, gamma, beta], move |dy| {
-        let d = dy.with_values(|dyv| bn_backward(&s, dyv));
+        let d = dy.with_values(|dyv| bn_backward(&s, dyv, false));
         grads(&s, &x_shape, d)
     })
 }
@@ -285,7 +405,7 @@ pub fn batch_norm_silu2d(
             return Ok(y);
         }
     }
-    let s = bn_normalise(
+    let (y, s) = bn_forward(
         "batch_norm_silu",
         x,
         gamma,
@@ -293,41 +413,13 @@ pub fn batch_norm_silu2d(
         running_mean,
         running_var,
         p,
+        true,
     )?;
-    let mut y = vec![0f32; s.xhat.len()];
-    // Keep σ(bn) for the backward: SiLU' = σ·(1 + bn·(1 − σ)), bn recomputed from xhat.
-    let mut sig = vec![0f32; s.xhat.len()];
-    y.par_chunks_mut(s.plane.max(1))
-        .zip(sig.par_chunks_mut(s.plane.max(1)))
-        .zip(s.xhat.par_chunks(s.plane.max(1)))
-        .enumerate()
-        .for_each(|(i, ((yy, ss), xh))| {
-            let ch = i % s.c;
-            let (g, b) = (s.gamma[ch], s.beta[ch]);
-            for ((o, sg), v) in yy.iter_mut().zip(ss.iter_mut()).zip(xh) {
-                let bn = v * g + b;
-                let sv = sigmoid_f32(bn);
-                *sg = sv;
-                *o = bn * sv;
-            }
-        });
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let x_shape = x.shape().clone();
     record("batch_norm_silu", out, &[x, gamma, beta], move |dy| {
-        let mut d_bn = dy.to_vec();
-        d_bn.par_chunks_mut(s.plane.max(1))
-            .zip(sig.par_chunks(s.plane.max(1)))
-            .zip(s.xhat.par_chunks(s.plane.max(1)))
-            .enumerate()
-            .for_each(|(i, ((dd, ss), xh))| {
-                let ch = i % s.c;
-                let (g, b) = (s.gamma[ch], s.beta[ch]);
-                for ((d, &sv), v) in dd.iter_mut().zip(ss).zip(xh) {
-                    let bn = v * g + b;
-                    *d *= sv * (1.0 + bn * (1.0 - sv));
-                }
-            });
-        grads(&s, &x_shape, bn_backward(&s, &d_bn))
+        let d = dy.with_values(|dyv| bn_backward(&s, dyv, true));
+        grads(&s, &x_shape, d)
     })
 }
 
@@ -412,4 +504,34 @@ fn batch_norm_cuda(
         ])
     })
     .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sigmoid_bn;
+    use crate::ops::elementwise::sigmoid_f32;
+
+    /// The vectorisable sigmoid matches `sigmoid_f32` bit for bit, ties of the rounding
+    /// (`x·log2(e)` at k + 0.5) and the clamp edges included.
+    #[test]
+    fn sigmoid_bn_is_sigmoid_f32() {
+        let mut xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 1e-3).collect();
+        for k in -130..130 {
+            let t = (k as f32 + 0.5) / std::f32::consts::LOG2_E;
+            xs.extend([
+                t,
+                -t,
+                t.next_up(),
+                t.next_down(),
+                -t.next_up(),
+                -t.next_down(),
+            ]);
+        }
+        xs.extend([0.0, -0.0, 87.3, -87.3, 88.7, -88.7, 1e30, -1e30]);
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE, 1e-40]);
+        for x in xs {
+            assert_eq!(sigmoid_bn(x).to_bits(), sigmoid_f32(x).to_bits(), "x = {x}");
+        }
+        assert!(sigmoid_bn(f32::NAN).is_nan());
+    }
 }

@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::sigmoid_f32;
 use crate::autograd::{is_grad_enabled, record};
 use crate::backend::cuda::batch_norm as cuda_bn;
 use crate::tensor::{compute_device, Device, Tensor};
@@ -94,32 +95,6 @@ fn bn_check(
         ));
     }
     Ok((n, c, plane))
-}
-
-/// `elementwise::sigmoid_f32`, bit for bit, in float-only arithmetic: on the baseline x86-64
-/// target `f32::round` is a `roundf` call and `as i32` a saturating (NaN-checking) scalar
-/// conversion, both of which keep the BN+SiLU loops scalar. Here round-half-away-from-zero is
-/// round-to-nearest-even (the 1.5·2²³ trick) corrected on exact ties, and `2^k` is built from the
-/// bits of `k + 127 + 1.5·2²³`.
-#[inline(always)]
-fn sigmoid_bn(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
-    let x = (-x).clamp(-87.3, 88.7);
-    let t = x * std::f32::consts::LOG2_E;
-    // |t| < 129: rounding with MAGIC and `t - rn` are exact.
-    let rn = (t + MAGIC) - MAGIC;
-    let d = t - rn;
-    let up = if d == 0.5 && t > 0.0 { 1.0 } else { 0.0 };
-    let down = if d == -0.5 && t < 0.0 { 1.0 } else { 0.0 };
-    let k = rn + up - down;
-    let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // k + 127 in [1, 255] sits in the low mantissa bits; the shift drops MAGIC's bits.
-    let scale = f32::from_bits((k + 127.0 + MAGIC).to_bits() << 23);
-    1.0 / (1.0 + p * scale)
 }
 
 /// Lanes of independent f64 accumulators in the per-plane sums: the loop vectorises and is not
@@ -247,7 +222,7 @@ fn bn_forward(
                 if silu {
                     for (o, &v) in yy.iter_mut().zip(xx) {
                         let bn = (v - mean) * inv * g + b;
-                        *o = bn * sigmoid_bn(bn);
+                        *o = bn * sigmoid_f32(bn);
                     }
                 } else {
                     for (o, &v) in yy.iter_mut().zip(xx) {
@@ -292,7 +267,7 @@ fn bn_backward(s: &BnSaved, dy: &[f32], silu: bool) -> (Vec<f32>, Vec<f32>, Vec<
                 if silu {
                     for ((o, &d), &v) in dd.iter_mut().zip(dyp).zip(xp) {
                         let bn = (v - mean) * inv * g + b;
-                        let sv = sigmoid_bn(bn);
+                        let sv = sigmoid_f32(bn);
                         *o = d * (sv * (1.0 + bn * (1.0 - sv)));
                     }
                 } else {
@@ -504,34 +479,4 @@ fn batch_norm_cuda(
         ])
     })
     .map(Some)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sigmoid_bn;
-    use crate::ops::elementwise::sigmoid_f32;
-
-    /// The vectorisable sigmoid matches `sigmoid_f32` bit for bit, ties of the rounding
-    /// (`x·log2(e)` at k + 0.5) and the clamp edges included.
-    #[test]
-    fn sigmoid_bn_is_sigmoid_f32() {
-        let mut xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 1e-3).collect();
-        for k in -130..130 {
-            let t = (k as f32 + 0.5) / std::f32::consts::LOG2_E;
-            xs.extend([
-                t,
-                -t,
-                t.next_up(),
-                t.next_down(),
-                -t.next_up(),
-                -t.next_down(),
-            ]);
-        }
-        xs.extend([0.0, -0.0, 87.3, -87.3, 88.7, -88.7, 1e30, -1e30]);
-        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE, 1e-40]);
-        for x in xs {
-            assert_eq!(sigmoid_bn(x).to_bits(), sigmoid_f32(x).to_bits(), "x = {x}");
-        }
-        assert!(sigmoid_bn(f32::NAN).is_nan());
-    }
 }

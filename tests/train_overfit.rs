@@ -1,6 +1,7 @@
 //! End to end: a tiny YOLOX overfits 4 synthetic images with one class, trained by the real
 //! loop (loader → forward → SimOTA → loss → backward → optimiser), evaluated with the COCO
-//! evaluator: AP50 above 0.9 after a bounded number of steps.
+//! evaluator: AP50 above 0.9 after a bounded number of steps. On the CPU by default;
+//! `SSOD_TEST_DEVICE=cuda` trains on the GPU.
 
 use std::sync::Arc;
 
@@ -98,7 +99,13 @@ fn tiny_yolox_overfits_four_images() {
         cache: true,
         resume: None,
         verbose: false,
-        device: ssod::tensor::Device::Cpu,
+        // `SSOD_TEST_DEVICE=cuda` runs the same check on a GPU machine (the test binary travels
+        // to the device machine; DEVELOPERS.md says how).
+        device: ssod::tensor::Device::resolve(
+            &std::env::var("SSOD_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
+        )
+        .unwrap()
+        .0,
     };
     let report = train_detector(model.clone(), &ds, Some(&ds), &cfg, &opts, |_| Ok(true)).unwrap();
     let first = report.history.first().unwrap().mean_loss;

@@ -325,36 +325,16 @@ pub fn batch_norm2d(
     running_var: &Tensor,
     p: BatchNormParams,
 ) -> Result<Tensor> {
-    if compute_device(&[x]) == Device::Cuda {
-        if let Some(y) = batch_norm_cuda(
-            "batch_norm",
-            x,
-            gamma,
-            beta,
-            running_mean,
-            running_var,
-            p,
-            false,
-        )? {
-            return Ok(y);
-        }
-    }
-    let (y, s) = bn_forward(
+    bn_op(
         "batch_norm",
+        false,
         x,
         gamma,
         beta,
         running_mean,
         running_var,
         p,
-        false,
-    )?;
-    let out = Tensor::from_vec(y, x.shape().clone())?;
-    let x_shape = x.shape().clone();
-    record("batch_norm", out, &[x, gamma, beta], move |dy| {
-        let d = dy.with_values(|dyv| bn_backward(&s, dyv, false));
-        grads(&s, &x_shape, d)
-    })
+    )
 }
 
 /// `silu(batch_norm2d(x, ...))` in one op (YOLOX BaseConv's BN → SiLU).
@@ -366,34 +346,40 @@ pub fn batch_norm_silu2d(
     running_var: &Tensor,
     p: BatchNormParams,
 ) -> Result<Tensor> {
-    if compute_device(&[x]) == Device::Cuda {
-        if let Some(y) = batch_norm_cuda(
-            "batch_norm_silu",
-            x,
-            gamma,
-            beta,
-            running_mean,
-            running_var,
-            p,
-            true,
-        )? {
-            return Ok(y);
-        }
-    }
-    let (y, s) = bn_forward(
+    bn_op(
         "batch_norm_silu",
+        true,
         x,
         gamma,
         beta,
         running_mean,
         running_var,
         p,
-        true,
-    )?;
+    )
+}
+
+/// Both BN ops: the CUDA arm when it applies, else the CPU path (`silu` fuses the activation).
+#[allow(clippy::too_many_arguments)]
+fn bn_op(
+    op: &'static str,
+    silu: bool,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    p: BatchNormParams,
+) -> Result<Tensor> {
+    if compute_device(&[x]) == Device::Cuda {
+        if let Some(y) = batch_norm_cuda(op, x, gamma, beta, running_mean, running_var, p, silu)? {
+            return Ok(y);
+        }
+    }
+    let (y, s) = bn_forward(op, x, gamma, beta, running_mean, running_var, p, silu)?;
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let x_shape = x.shape().clone();
-    record("batch_norm_silu", out, &[x, gamma, beta], move |dy| {
-        let d = dy.with_values(|dyv| bn_backward(&s, dyv, true));
+    record(op, out, &[x, gamma, beta], move |dy| {
+        let d = dy.with_values(|dyv| bn_backward(&s, dyv, silu));
         grads(&s, &x_shape, d)
     })
 }

@@ -63,7 +63,7 @@ pub fn save_checkpoint(
             named.push((format!("ema.{}", e.name), e.tensor));
         }
     }
-    for (name, t) in optimizer.state() {
+    for (name, t) in optimizer.state()? {
         named.push((format!("optim.{name}"), t));
     }
     let mut metadata = HashMap::new();

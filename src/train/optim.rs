@@ -25,7 +25,9 @@ pub trait Optimizer: Send + Sync {
     fn zero_grad(&self);
     /// The state under names `<param name>.<state name>` (`momentum_buffer`, `exp_avg`,
     /// `exp_avg_sq`, `step`), each a copy with the parameter's shape (`step`: one element).
-    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Fails (rather than leave a buffer out of a checkpoint) when a device buffer cannot be
+    /// read back.
+    fn state(&self) -> Result<Vec<(String, Tensor)>>;
     /// Replace the state with `state` (as [`Optimizer::state`] returned it). Nothing changes on
     /// error; errors name the offending tensor.
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
@@ -256,26 +258,21 @@ impl Optimizer for Sgd {
         }
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         for p in &self.params {
             let values = match (
                 self.momentum_buffers.get(&p.name),
                 self.device_buffers.get(&p.name),
             ) {
-                (Some(b), _) => Some(b.clone()),
-                (None, Some(d)) => crate::backend::cuda::device()
-                    .and_then(|dev| dev.download(d))
-                    .ok(),
-                (None, None) => None,
+                (Some(b), _) => b.clone(),
+                (None, Some(d)) => crate::backend::cuda::device()?.download(d)?,
+                (None, None) => continue,
             };
-            if let Some(b) = values {
-                if let Ok(t) = Tensor::from_vec(b, p.tensor.shape().clone()) {
-                    out.push((format!("{}.momentum_buffer", p.name), t));
-                }
-            }
+            let t = Tensor::from_vec(values, p.tensor.shape().clone())?;
+            out.push((format!("{}.momentum_buffer", p.name), t));
         }
-        out
+        Ok(out)
     }
 
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
@@ -412,23 +409,20 @@ impl Optimizer for Adam {
         }
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         for p in &self.params {
             let Some(m) = self.moments.get(&p.name) else {
                 continue;
             };
             let shape = p.tensor.shape().clone();
-            if let (Ok(a), Ok(b)) = (
-                Tensor::from_vec(m.exp_avg.clone(), shape.clone()),
-                Tensor::from_vec(m.exp_avg_sq.clone(), shape),
-            ) {
-                out.push((format!("{}.exp_avg", p.name), a));
-                out.push((format!("{}.exp_avg_sq", p.name), b));
-                out.push((format!("{}.step", p.name), Tensor::scalar(m.step as f32)));
-            }
+            let a = Tensor::from_vec(m.exp_avg.clone(), shape.clone())?;
+            let b = Tensor::from_vec(m.exp_avg_sq.clone(), shape)?;
+            out.push((format!("{}.exp_avg", p.name), a));
+            out.push((format!("{}.exp_avg_sq", p.name), b));
+            out.push((format!("{}.step", p.name), Tensor::scalar(m.step as f32)));
         }
-        out
+        Ok(out)
     }
 
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {

@@ -487,3 +487,48 @@ fn max_pool2d_tie_goes_to_first() {
     .unwrap();
     assert_eq!(xt.grad().unwrap().to_vec(), vec![1.0, 0.0, 0.0, 0.0]);
 }
+
+/// The BN kernels run AVX-512, AVX2 or baseline code depending on the CPU
+/// (`backend::cpu::simd`): all three must give the same bits, forward and backward, so results do
+/// not depend on the machine. Sizes with remainders after the 8-lane loops.
+#[test]
+fn batch_norm_silu_same_bits_at_every_simd_level() {
+    use ssod::backend::cpu::simd::{force_level, SimdLevel};
+    let (n, ch, h, w) = (3, 5, 9, 11);
+    let run = |level: SimdLevel| -> Vec<Vec<u32>> {
+        force_level(Some(level));
+        let xt = Tensor::from_vec(common::randn(n * ch * h * w, 310), [n, ch, h, w])
+            .unwrap()
+            .with_requires_grad(true);
+        let g = Tensor::from_vec(common::randn(ch, 311), [ch])
+            .unwrap()
+            .with_requires_grad(true);
+        let b = Tensor::from_vec(common::randn(ch, 312), [ch])
+            .unwrap()
+            .with_requires_grad(true);
+        let (rm, rv) = (Tensor::zeros([ch]), Tensor::ones([ch]));
+        let dy = Tensor::from_vec(common::randn(n * ch * h * w, 313), [n, ch, h, w]).unwrap();
+        let y = ops::batch_norm_silu2d(&xt, &g, &b, &rm, &rv, BatchNormParams::default()).unwrap();
+        ops::sum_all(&ops::mul(&y, &dy).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect();
+        vec![
+            bits(&y),
+            bits(&xt.grad().unwrap()),
+            bits(&g.grad().unwrap()),
+            bits(&b.grad().unwrap()),
+            bits(&rm),
+            bits(&rv),
+        ]
+    };
+    let baseline = run(SimdLevel::Baseline);
+    let widest = run(SimdLevel::Avx512);
+    let avx2 = run(SimdLevel::Avx2);
+    force_level(None);
+    assert!(
+        baseline == widest && baseline == avx2,
+        "BN results differ between SIMD levels"
+    );
+}

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::elementwise::sigmoid_f32;
 use crate::autograd::{is_grad_enabled, record};
+use crate::backend::cpu::simd::simd_fn;
 use crate::backend::cuda::batch_norm as cuda_bn;
 use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
@@ -104,6 +105,7 @@ const LANES: usize = 8;
 
 /// `(Σd, Σ(d·xhat))` over one plane in f64, `xhat = (x − mean)·inv` recomputed from x; the
 /// product `d·xhat` is f32 (as in the scalar code before).
+#[inline(always)]
 fn plane_grad_sums(d: &[f32], x: &[f32], mean: f32, inv: f32) -> (f64, f64) {
     let (mut a1, mut a2) = ([0f64; LANES], [0f64; LANES]);
     let (mut di, mut xi) = (d.chunks_exact(LANES), x.chunks_exact(LANES));
@@ -126,6 +128,7 @@ fn plane_grad_sums(d: &[f32], x: &[f32], mean: f32, inv: f32) -> (f64, f64) {
     (s1, s2)
 }
 
+simd_fn! {
 /// `(Σx, Σx²)` over one plane, in f64 (x² in f64 too).
 fn plane_moments(xs: &[f32]) -> (f64, f64) {
     let (mut a1, mut a2) = ([0f64; LANES], [0f64; LANES]);
@@ -148,6 +151,62 @@ fn plane_moments(xs: &[f32]) -> (f64, f64) {
         s2 += v * v;
     }
     (s1, s2)
+}
+}
+
+simd_fn! {
+/// One plane of the forward output from its input: `bn = (x − mean)·inv·g + b`, then SiLU.
+fn plane_forward(y: &mut [f32], x: &[f32], mean: f32, inv: f32, g: f32, b: f32, silu: bool) {
+    if silu {
+        for (o, &v) in y.iter_mut().zip(x) {
+            let bn = (v - mean) * inv * g + b;
+            *o = bn * sigmoid_f32(bn);
+        }
+    } else {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = (v - mean) * inv * g + b;
+        }
+    }
+}
+}
+
+simd_fn! {
+/// Backward pass 1 over one plane: the gradient at the BN output `d_bn` (into `d`; with `silu`
+/// through SiLU's derivative, bn and σ recomputed from x) and its sums `(Σd_bn, Σ(d_bn·xhat))`.
+#[allow(clippy::too_many_arguments)]
+fn plane_grad_at_bn(
+    d: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    mean: f32,
+    inv: f32,
+    g: f32,
+    b: f32,
+    silu: bool,
+) -> (f64, f64) {
+    if silu {
+        for ((o, &dv), &v) in d.iter_mut().zip(dy).zip(x) {
+            let bn = (v - mean) * inv * g + b;
+            let sv = sigmoid_f32(bn);
+            *o = dv * (sv * (1.0 + bn * (1.0 - sv)));
+        }
+    } else {
+        d.copy_from_slice(dy);
+    }
+    plane_grad_sums(d, x, mean, inv)
+}
+}
+
+simd_fn! {
+/// Backward pass 2 over one plane, in place (training mode):
+/// `dx = scale·(m·d_bn − s1 − xhat·s2)` with `scale = gamma·inv/m`.
+#[allow(clippy::too_many_arguments)]
+fn plane_grad_input(d: &mut [f32], x: &[f32], mean: f32, inv: f32, scale: f32, m: f32, s1: f32, s2: f32) {
+    for (o, &v) in d.iter_mut().zip(x) {
+        let xh = (v - mean) * inv;
+        *o = scale * (m * *o - s1 - xh * s2);
+    }
+}
 }
 
 /// Per-plane sums (plane i = image i / c, channel i % c) combined per channel in image order.
@@ -218,17 +277,7 @@ fn bn_forward(
             .for_each(|(i, (yy, xx))| {
                 let ch = i % c;
                 let (mean, inv) = stats[ch];
-                let (g, b) = (gv[ch], bv[ch]);
-                if silu {
-                    for (o, &v) in yy.iter_mut().zip(xx) {
-                        let bn = (v - mean) * inv * g + b;
-                        *o = bn * sigmoid_f32(bn);
-                    }
-                } else {
-                    for (o, &v) in yy.iter_mut().zip(xx) {
-                        *o = (v - mean) * inv * g + b;
-                    }
-                }
+                plane_forward(yy, xx, mean, inv, gv[ch], bv[ch], silu);
             });
         Ok((y, stats))
     })?;
@@ -263,17 +312,7 @@ fn bn_backward(s: &BnSaved, dy: &[f32], silu: bool) -> (Vec<f32>, Vec<f32>, Vec<
             .map(|(i, ((dd, dyp), xp))| {
                 let ch = i % c;
                 let (mean, inv) = s.stats[ch];
-                let (g, b) = (s.gamma[ch], s.beta[ch]);
-                if silu {
-                    for ((o, &d), &v) in dd.iter_mut().zip(dyp).zip(xp) {
-                        let bn = (v - mean) * inv * g + b;
-                        let sv = sigmoid_f32(bn);
-                        *o = d * (sv * (1.0 + bn * (1.0 - sv)));
-                    }
-                } else {
-                    dd.copy_from_slice(dyp);
-                }
-                plane_grad_sums(dd, xp, mean, inv)
+                plane_grad_at_bn(dd, dyp, xp, mean, inv, s.gamma[ch], s.beta[ch], silu)
             })
             .collect();
         let sums = per_channel(c, &per_plane);
@@ -287,11 +326,7 @@ fn bn_backward(s: &BnSaved, dy: &[f32], silu: bool) -> (Vec<f32>, Vec<f32>, Vec<
                 let (mean, inv) = s.stats[ch];
                 if s.training {
                     let (s1, s2) = (sums[ch].0 as f32, sums[ch].1 as f32);
-                    let scale = s.gamma[ch] * inv / m;
-                    for (o, &v) in dd.iter_mut().zip(xp) {
-                        let xh = (v - mean) * inv;
-                        *o = scale * (m * *o - s1 - xh * s2);
-                    }
+                    plane_grad_input(dd, xp, mean, inv, s.gamma[ch] * inv / m, m, s1, s2);
                 } else {
                     let scale = s.gamma[ch] * inv;
                     dd.iter_mut().for_each(|o| *o *= scale);

@@ -3,3 +3,4 @@
 
 pub mod conv2d;
 pub mod gemm;
+pub mod simd;

@@ -4,6 +4,12 @@
 //! `cargo test --release --test cpu_conv2d`
 
 use ssod::backend::cpu::conv2d::{self, conv_path, reference, Conv2dGeometry, ConvPath};
+use ssod::backend::cpu::simd::{force_level, SimdLevel};
+use std::sync::Mutex;
+
+/// Held by tests that force the SIMD level (process-wide) and by tests whose bitwise comparisons
+/// would break if the level, and with it a conv path, changed half-way.
+static LEVEL_LOCK: Mutex<()> = Mutex::new(());
 
 /// Deterministic values in [-1, 1) (xorshift; no dependency on an RNG crate's stream).
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -234,7 +240,11 @@ fn run_in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 /// the per-item one in both; shapes are large enough that the gemm crate actually threads.
 #[test]
 fn results_do_not_depend_on_thread_count() {
+    let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let shapes = [
+        // Pointwise, batch 1 and over 4096 positions: the AVX-512 kernels split the plane
+        // across threads.
+        geom(1, 24, 70, 65, 20, 1, 1, 0, 1),
         geom(1, 32, 24, 26, 48, 3, 1, 1, 1),
         geom(2, 32, 24, 26, 48, 3, 2, 1, 1),
         geom(4, 24, 20, 18, 40, 3, 1, 1, 2),
@@ -335,4 +345,30 @@ fn into_forms_overwrite_dirty_buffers() {
             g.in_channels / g.groups * 9,
         );
     }
+}
+
+/// Pointwise convs with at most 64 channels run on the AVX-512 kernels where the CPU has them
+/// and on gemms otherwise: both paths against the reference, on shapes that reach every tail of
+/// the AVX-512 tiles (positions not a multiple of 32 or 16, fewer than 16 positions, output
+/// rows not a multiple of 12 or 4, input rows not a multiple of 4, several 512-position panels,
+/// 16-aligned planes that take the non-temporal stores, groups, threads splitting one item).
+#[test]
+fn pointwise_paths_at_every_simd_level() {
+    let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let shapes = [
+        geom(3, 5, 7, 9, 13, 1, 1, 0, 1),
+        geom(2, 64, 3, 5, 64, 1, 1, 0, 1),
+        geom(1, 9, 1, 3, 25, 1, 1, 0, 1),
+        geom(2, 32, 40, 40, 64, 1, 1, 0, 1),
+        geom(2, 64, 33, 31, 32, 1, 1, 0, 1),
+        geom(3, 12, 10, 11, 18, 1, 1, 0, 3),
+        geom(1, 16, 80, 80, 8, 1, 1, 0, 1),
+    ];
+    for level in [SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512] {
+        force_level(Some(level));
+        for g in &shapes {
+            check_all(g);
+        }
+    }
+    force_level(None);
 }

@@ -322,7 +322,7 @@ fn safetensors_from_known_bytes() {
     data.extend((-0.75f64).to_le_bytes()); // d F64 [1], 45..53
     let header = r#"{"__metadata__":{"format":"pt"},"bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"conv.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]},"h":{"dtype":"F16","shape":[2],"data_offsets":[24,28]},"bf":{"dtype":"BF16","shape":[2],"data_offsets":[28,32]},"i":{"dtype":"I32","shape":[2],"data_offsets":[32,40]},"u":{"dtype":"U8","shape":[3],"data_offsets":[40,43]},"flags":{"dtype":"BOOL","shape":[2],"data_offsets":[43,45]},"d":{"dtype":"F64","shape":[1],"data_offsets":[45,53]}}"#;
     let mut header = header.to_string();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();

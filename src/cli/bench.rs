@@ -124,7 +124,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     if let Some(note) = note {
         eprintln!("{note}");
     }
-    if a.size == 0 || a.size % 32 != 0 || a.batch == 0 || a.steps == 0 || a.classes == 0 {
+    if a.size == 0 || !a.size.is_multiple_of(32) || a.batch == 0 || a.steps == 0 || a.classes == 0 {
         anyhow::bail!(
             "--size must be a positive multiple of 32; --batch, --steps and --classes must be >= 1"
         );

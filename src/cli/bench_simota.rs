@@ -91,7 +91,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
-    if a.size == 0 || a.size % 32 != 0 || a.batch == 0 || a.classes == 0 || a.reps == 0 {
+    if a.size == 0 || !a.size.is_multiple_of(32) || a.batch == 0 || a.classes == 0 || a.reps == 0 {
         anyhow::bail!(
             "--size must be a positive multiple of 32; --batch, --classes and --reps must be >= 1"
         );

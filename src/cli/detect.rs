@@ -252,7 +252,7 @@ impl DetectArgs {
                 640
             }
         });
-        if size == 0 || size % 32 != 0 {
+        if size == 0 || !size.is_multiple_of(32) {
             bail!("--size must be a positive multiple of 32, got {size}");
         }
         Ok(size)

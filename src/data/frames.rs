@@ -93,7 +93,7 @@ impl FrameSelector {
                 let u: f64 = self.rng.random();
                 u >= 1.0 - p
             }
-            FrameSelection::Every(n) => index % n == 0,
+            FrameSelection::Every(n) => index.is_multiple_of(n),
         }
     }
 }

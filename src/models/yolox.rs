@@ -353,8 +353,8 @@ impl YoloX {
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         if images.rank() != 4
             || images.dims()[1] != 3
-            || images.dims()[2] % 32 != 0
-            || images.dims()[3] % 32 != 0
+            || !images.dims()[2].is_multiple_of(32)
+            || !images.dims()[3].is_multiple_of(32)
         {
             return Err(Error::shape(
                 "yolox.forward",

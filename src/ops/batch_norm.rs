@@ -103,25 +103,50 @@ fn bn_check(
 /// then the lanes are added in order), so results do not depend on the thread count.
 const LANES: usize = 8;
 
+/// Elements per block of the per-plane sums: each block is summed once per sum, so the loop
+/// keeps one accumulator array (LLVM vectorises that at full width; two sums in one loop were
+/// compiled to 2-lane f64 vectors) while the block stays in L1.
+const SUM_BLOCK: usize = 512;
+
+/// `acc[i % 8] += v[i]` in f64 over the first `v.len() / 8 · 8` elements of `v`.
+#[inline(always)]
+fn add_to_lanes(acc: &mut [f64; LANES], v: &[f32]) {
+    for ch in v.chunks_exact(LANES) {
+        for k in 0..LANES {
+            acc[k] += ch[k] as f64;
+        }
+    }
+}
+
+/// `acc[i % 8] += v[i]²` in f64 (squared in f64), like [`add_to_lanes`].
+#[inline(always)]
+fn add_squares_to_lanes(acc: &mut [f64; LANES], v: &[f32]) {
+    for ch in v.chunks_exact(LANES) {
+        for k in 0..LANES {
+            let x = ch[k] as f64;
+            acc[k] += x * x;
+        }
+    }
+}
+
 /// `(Σd, Σ(d·xhat))` over one plane in f64, `xhat = (x − mean)·inv` recomputed from x; the
-/// product `d·xhat` is f32 (as in the scalar code before).
+/// product `d·xhat` is f32. Lane k takes elements k, k+8, …; the lanes are then added in order
+/// and the last `len % 8` elements after them.
 #[inline(always)]
 fn plane_grad_sums(d: &[f32], x: &[f32], mean: f32, inv: f32) -> (f64, f64) {
     let (mut a1, mut a2) = ([0f64; LANES], [0f64; LANES]);
-    let (mut di, mut xi) = (d.chunks_exact(LANES), x.chunks_exact(LANES));
-    for (dc, xc) in (&mut di).zip(&mut xi) {
-        for k in 0..LANES {
-            let xh = (xc[k] - mean) * inv;
-            a1[k] += dc[k] as f64;
-            a2[k] += (dc[k] * xh) as f64;
+    let mut prod = [0f32; SUM_BLOCK];
+    for (db, xb) in d.chunks(SUM_BLOCK).zip(x.chunks(SUM_BLOCK)) {
+        add_to_lanes(&mut a1, db);
+        let prod = &mut prod[..db.len()];
+        for ((p, &dv), &xv) in prod.iter_mut().zip(db).zip(xb) {
+            *p = dv * ((xv - mean) * inv);
         }
+        add_to_lanes(&mut a2, prod);
     }
-    let (mut s1, mut s2) = (0f64, 0f64);
-    for k in 0..LANES {
-        s1 += a1[k];
-        s2 += a2[k];
-    }
-    for (&dv, &xv) in di.remainder().iter().zip(xi.remainder()) {
+    let (mut s1, mut s2) = (a1.iter().sum::<f64>(), a2.iter().sum::<f64>());
+    let tail = d.len() / LANES * LANES;
+    for (&dv, &xv) in d[tail..].iter().zip(&x[tail..]) {
         s1 += dv as f64;
         s2 += (dv * ((xv - mean) * inv)) as f64;
     }
@@ -129,23 +154,16 @@ fn plane_grad_sums(d: &[f32], x: &[f32], mean: f32, inv: f32) -> (f64, f64) {
 }
 
 simd_fn! {
-/// `(Σx, Σx²)` over one plane, in f64 (x² in f64 too).
+/// `(Σx, Σx²)` over one plane, in f64 (x² in f64 too); lanes and order as in
+/// [`plane_grad_sums`].
 fn plane_moments(xs: &[f32]) -> (f64, f64) {
     let (mut a1, mut a2) = ([0f64; LANES], [0f64; LANES]);
-    let mut it = xs.chunks_exact(LANES);
-    for ch in &mut it {
-        for k in 0..LANES {
-            let v = ch[k] as f64;
-            a1[k] += v;
-            a2[k] += v * v;
-        }
+    for b in xs.chunks(SUM_BLOCK) {
+        add_to_lanes(&mut a1, b);
+        add_squares_to_lanes(&mut a2, b);
     }
-    let (mut s1, mut s2) = (0f64, 0f64);
-    for k in 0..LANES {
-        s1 += a1[k];
-        s2 += a2[k];
-    }
-    for &v in it.remainder() {
+    let (mut s1, mut s2) = (a1.iter().sum::<f64>(), a2.iter().sum::<f64>());
+    for &v in &xs[xs.len() / LANES * LANES..] {
         let v = v as f64;
         s1 += v;
         s2 += v * v;

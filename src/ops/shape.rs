@@ -58,7 +58,7 @@ pub fn infer_shape(op: &str, dims: &[i64], numel: usize) -> Result<Shape> {
     }
     let mut out: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = infer_at {
-        if known == 0 || numel % known != 0 {
+        if known == 0 || !numel.is_multiple_of(known) {
             return Err(Error::op(
                 op,
                 format!("cannot infer -1 in shape {dims:?} for {numel} elements"),

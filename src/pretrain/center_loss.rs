@@ -119,7 +119,7 @@ impl CenterLossConfig {
         check_positive("epochs", self.epochs)?;
         check_positive("batch_size", self.batch_size)?;
         check_positive("eval_every", self.eval_every)?;
-        if self.input_size == 0 || self.input_size % 32 != 0 {
+        if self.input_size == 0 || !self.input_size.is_multiple_of(32) {
             return Err(Error::InvalidArgument(format!(
                 "`input_size` must be a positive multiple of 32, got {}",
                 self.input_size

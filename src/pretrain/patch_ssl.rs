@@ -276,7 +276,7 @@ impl PatchSslConfig {
         check_positive("epochs", self.epochs)?;
         check_positive("batch_size", self.batch_size)?;
         self.geometry().validate()?;
-        if self.patch_size % 32 != 0 {
+        if !self.patch_size.is_multiple_of(32) {
             return Err(Error::InvalidArgument(format!(
                 "`patch_size` must be a multiple of 32 (the backbone's stride), got {}",
                 self.patch_size
@@ -330,8 +330,8 @@ fn check_groups(a: &Tensor, p: &Tensor, n: &Tensor) -> Result<(usize, usize, usi
         && p.rank() == 2
         && n.rank() == 2
         && b > 0
-        && p.dims()[0] % b == 0
-        && n.dims()[0] % b == 0
+        && p.dims()[0].is_multiple_of(b)
+        && n.dims()[0].is_multiple_of(b)
         && p.dims()[1] == a.dims()[1]
         && n.dims()[1] == a.dims()[1];
     if !ok {

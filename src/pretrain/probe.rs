@@ -94,7 +94,7 @@ fn predict(w: &[f64], b: f64, x: &[f64]) -> f64 {
 pub fn linear_probe(model: &YoloX, crops: &CropSet, cfg: &ProbeConfig) -> Result<ProbeReport> {
     check_positive("batch_size", cfg.batch_size)?;
     check_positive("iterations", cfg.iterations)?;
-    if cfg.input_size == 0 || cfg.input_size % 32 != 0 {
+    if cfg.input_size == 0 || !cfg.input_size.is_multiple_of(32) {
         return Err(Error::InvalidArgument(format!(
             "`input_size` must be a positive multiple of 32, got {}",
             cfg.input_size

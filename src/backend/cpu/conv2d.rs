@@ -13,6 +13,8 @@
 mod depthwise;
 mod gemm_path;
 mod im2col;
+#[cfg(target_arch = "x86_64")]
+mod pointwise_avx512;
 
 /// Everything a conv kernel needs to know about its shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,7 +180,7 @@ pub fn bias_add(y: &mut [f32], bias: &[f32], plane: usize) {
     use rayon::prelude::*;
     let channels = bias.len();
     debug_assert!(
-        channels == 0 || plane == 0 || y.len() % (channels * plane) == 0,
+        channels == 0 || plane == 0 || y.len().is_multiple_of(channels * plane),
         "conv2d bias_add: y is not [N, channels, plane]"
     );
     if plane == 0 || channels == 0 {

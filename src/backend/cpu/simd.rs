@@ -12,6 +12,7 @@
 //! explicit lane arrays (see `batch_norm.rs`). `tests` below and the BN tests check it bitwise.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 /// An instruction-set level a [`simd_fn!`] body is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,8 +25,22 @@ pub enum SimdLevel {
 /// 0: not forced (use the CPU's best); otherwise a [`SimdLevel`] as u8.
 static FORCED: AtomicU8 = AtomicU8::new(0);
 
-/// The widest level this CPU runs.
+/// The widest level this CPU runs, lowered by the environment variable `SSOD_CPU_SIMD`
+/// (`baseline`, `avx2` or `avx512`; read once) for A/B benchmarks of the wide code paths.
 pub fn detected_level() -> SimdLevel {
+    static DETECTED: OnceLock<SimdLevel> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        let cpu = cpu_level();
+        match std::env::var("SSOD_CPU_SIMD").as_deref() {
+            Ok("baseline") => SimdLevel::Baseline,
+            Ok("avx2") if cpu != SimdLevel::Baseline => SimdLevel::Avx2,
+            _ => cpu,
+        }
+    })
+}
+
+/// The widest level the CPU supports (CPUID).
+fn cpu_level() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")

@@ -43,7 +43,7 @@ pub fn check_geometry(g: &Conv2dGeometry) -> Result<()> {
     if g.kernel_h == 0 || g.kernel_w == 0 || g.stride == 0 || g.groups == 0 {
         return bad("kernel, stride and groups must be >= 1".into());
     }
-    if g.in_channels % g.groups != 0 || g.out_channels % g.groups != 0 {
+    if !g.in_channels.is_multiple_of(g.groups) || !g.out_channels.is_multiple_of(g.groups) {
         return bad("groups must divide in and out channels".into());
     }
     if g.in_h + 2 * g.padding < g.kernel_h || g.in_w + 2 * g.padding < g.kernel_w {

@@ -63,7 +63,7 @@ fn nms_mask(
     iou_thr: f32,
 ) -> Result<(Vec<u64>, usize, usize)> {
     let sym = "nms_mask_f32";
-    if boxes.len() % 4 != 0 {
+    if !boxes.len().is_multiple_of(4) {
         return Err(Error::ShapeMismatch {
             op: sym.into(),
             expected: "boxes [N, 4] xyxy".into(),

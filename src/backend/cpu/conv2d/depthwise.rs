@@ -9,6 +9,7 @@
 
 use super::im2col::{valid_range, Phases};
 use super::Conv2dGeometry;
+use crate::backend::cpu::simd::simd_fn;
 use rayon::prelude::*;
 
 /// Overwrites `y`.
@@ -32,6 +33,7 @@ pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
         });
 }
 
+simd_fn! {
 fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f32]) {
     let (ho, wo, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding as isize);
     let mut phases = Phases::new(g.in_w, s);
@@ -66,6 +68,7 @@ fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f3
         }
     }
 }
+}
 
 /// Overwrites `dx`.
 pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
@@ -88,6 +91,7 @@ pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
         });
 }
 
+simd_fn! {
 fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: &mut [f32]) {
     let (ho, wo, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding as isize);
     let mut phases = Phases::new(g.in_w, s);
@@ -125,6 +129,7 @@ fn bwd_input_plane(dy_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, dx_plane: 
         }
     }
 }
+}
 
 /// Overwrites `dw`.
 pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
@@ -148,6 +153,7 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
     });
 }
 
+simd_fn! {
 /// Adds one plane's contribution to the channel's `kh·kw` weight gradient.
 fn bwd_weight_plane(dy_plane: &[f32], x_plane: &[f32], g: &Conv2dGeometry, dw_c: &mut [f32]) {
     let (ho, wo, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding as isize);
@@ -185,6 +191,7 @@ fn bwd_weight_plane(dy_plane: &[f32], x_plane: &[f32], g: &Conv2dGeometry, dw_c:
         *d += a.sum();
     }
 }
+}
 
 const LANES: usize = 8;
 
@@ -194,6 +201,7 @@ const LANES: usize = 8;
 struct Lanes([f32; LANES]);
 
 impl Lanes {
+    #[inline(always)]
     fn add_dot(&mut self, a: &[f32], b: &[f32]) {
         debug_assert_eq!(a.len(), b.len());
         let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -207,6 +215,7 @@ impl Lanes {
             self.0[i] += va * vb;
         }
     }
+    #[inline(always)]
     fn sum(&self) -> f32 {
         let l = &self.0;
         ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))

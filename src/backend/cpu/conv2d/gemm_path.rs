@@ -14,8 +14,11 @@
 //! same order, so results do not depend on the thread count (tests/cpu_conv2d.rs checks this).
 
 use super::im2col::{col2im_add, im2col};
+#[cfg(target_arch = "x86_64")]
+use super::pointwise_avx512 as direct;
 use super::Conv2dGeometry;
 use crate::backend::cpu::gemm::{sgemm, MatRef};
+use crate::backend::cpu::simd::simd_fn;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -109,6 +112,15 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     result
 }
 
+/// Whether a pointwise conv runs on the AVX-512 kernels of `pointwise_avx512` instead of gemms.
+#[cfg(target_arch = "x86_64")]
+fn direct_pointwise(d: &GroupDims) -> bool {
+    d.pointwise
+        && d.cin_g <= direct::MAX_CHANNELS
+        && d.cout_g <= direct::MAX_CHANNELS
+        && direct::available()
+}
+
 /// Threads for the gemms of one item: 1 when the batch is spread over the pool instead.
 fn inner_threads(batch: usize) -> usize {
     let pool = rayon::current_num_threads();
@@ -147,6 +159,21 @@ fn fwd_item(
     y_n: &mut [f32],
     threads: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if direct_pointwise(d) {
+        for grp in 0..g.groups {
+            let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
+            let w_g = &w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            let y_g = &mut y_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
+            let a = direct::Mixing {
+                data: w_g,
+                row_stride: d.cin_g,
+                col_stride: 1,
+            };
+            direct::channel_mix(a, x_g, d.cin_g, y_g, d.cout_g, d.out_plane, threads);
+        }
+        return;
+    }
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
@@ -207,6 +234,22 @@ fn bwd_input_item(
     dx_n: &mut [f32],
     threads: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if direct_pointwise(d) {
+        for grp in 0..g.groups {
+            let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
+            let w_g = &w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            let dx_g = &mut dx_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
+            // w_gᵀ: a(i, o) = w_g[o, i].
+            let a = direct::Mixing {
+                data: w_g,
+                row_stride: 1,
+                col_stride: d.cin_g,
+            };
+            direct::channel_mix(a, dy_g, d.cout_g, dx_g, d.cin_g, d.in_plane, threads);
+        }
+        return;
+    }
     if !d.pointwise {
         // col2im adds into it; zeroed here, on the thread that writes it next.
         dx_n.fill(0.0);
@@ -284,11 +327,13 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
     }
 }
 
+simd_fn! {
 fn add_assign(acc: &mut [f32], v: &[f32]) {
     debug_assert_eq!(acc.len(), v.len());
     for (a, b) in acc.iter_mut().zip(v) {
         *a += *b;
     }
+}
 }
 
 /// Positions per gemm in a pointwise `bwd_weight` that transposes `dy` (its tiles need not be
@@ -317,6 +362,16 @@ fn bwd_weight_item(
     dw: &mut [f32],
     threads: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if direct_pointwise(d) {
+        for grp in 0..g.groups {
+            let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
+            let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
+            let dw_g = &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+            direct::weight_grad(dy_g, x_g, d.cout_g, d.cin_g, d.out_plane, dw_g);
+        }
+        return;
+    }
     let mut dw_t = vec![0f32; d.taps * d.cout_g];
     let transpose_dy = d.cout_g <= TRANSPOSE_DY_MAX_COUT;
     // Tiles as (first position, positions): output-row tiles, or fixed chunks when pointwise.
@@ -395,6 +450,7 @@ fn bwd_weight_item(
     });
 }
 
+simd_fn! {
 /// `out[p·rows + r] = src[r·stride + p]` for `r < rows`, `p < n`: a `[rows, n]` block with row
 /// stride `stride` into a row-major `[n, rows]`. Blocks of 16 positions keep the written lines
 /// in L1 while each source row is read sequentially.
@@ -409,4 +465,5 @@ fn transpose_tile(src: &[f32], stride: usize, rows: usize, n: usize, out: &mut [
             }
         }
     }
+}
 }

@@ -6,11 +6,13 @@
 //! columns are `(oy - rows.start)·Wo + ox`, so the buffer holds `cin_g·kh·kw × rows.len()·Wo`.
 
 use super::Conv2dGeometry;
+use crate::backend::cpu::simd::simd_fn;
 use rayon::prelude::*;
 use std::ops::Range;
 
 /// Output positions `o` with `o·stride + offset` inside `[0, len_in)`, as `lo..hi` clipped to
 /// `[0, len_out)`. `offset = k - padding` is the tap's shift.
+#[inline(always)]
 pub(super) fn valid_range(
     len_in: usize,
     len_out: usize,
@@ -55,6 +57,7 @@ pub(super) fn im2col(
     }
 }
 
+simd_fn! {
 fn im2col_channel(x_plane: &[f32], g: &Conv2dGeometry, rows: Range<usize>, cols_c: &mut [f32]) {
     let (ho, wo, s) = (rows.len(), g.out_w(), g.stride);
     let p = g.padding as isize;
@@ -86,6 +89,7 @@ fn im2col_channel(x_plane: &[f32], g: &Conv2dGeometry, rows: Range<usize>, cols_
         }
     }
 }
+}
 
 /// Adds `cols` (`[cin_g·kh·kw, Ho·Wo]`) back into `dx_g` (`[cin_g, H, W]`): the adjoint of
 /// [`im2col`]. Each input channel only receives from its own rows, so channels run in parallel
@@ -116,6 +120,7 @@ pub(super) fn col2im_add(
     }
 }
 
+simd_fn! {
 fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, rows: Range<usize>, dx_plane: &mut [f32]) {
     if g.stride > 1 {
         col2im_channel_strided(cols_c, g, rows, dx_plane);
@@ -150,7 +155,9 @@ fn col2im_channel(cols_c: &[f32], g: &Conv2dGeometry, rows: Range<usize>, dx_pla
         }
     }
 }
+}
 
+simd_fn! {
 /// [`col2im_channel`] for stride > 1: the taps of one (ky, output row) are summed into the row's
 /// stride phases with contiguous adds, then merged into the input row once, instead of
 /// `kw` strided scatters.
@@ -186,9 +193,11 @@ fn col2im_channel_strided(
         }
     }
 }
+}
 
 /// `out[t] = src[t·stride]`. Walking `src` in fixed-size chunks (rather than `step_by`) lets the
 /// compiler use shuffles; `src` may end before the last full chunk.
+#[inline(always)]
 fn gather_strided(out: &mut [f32], src: &[f32], stride: usize) {
     let full = (src.len() / stride).min(out.len());
     for (o, chunk) in out[..full].iter_mut().zip(src.chunks_exact(stride)) {
@@ -200,6 +209,7 @@ fn gather_strided(out: &mut [f32], src: &[f32], stride: usize) {
 }
 
 /// `dst[t·stride] += src[t]`, the adjoint of [`gather_strided`].
+#[inline(always)]
 fn scatter_add_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     let full = (dst.len() / stride).min(src.len());
     for (chunk, v) in dst.chunks_exact_mut(stride).zip(&src[..full]) {
@@ -230,6 +240,7 @@ impl Phases {
             len,
         }
     }
+    #[inline(always)]
     pub(super) fn split(&mut self, row: &[f32]) {
         debug_assert!(row.len() <= self.stride * self.len);
         if self.stride == 2 {
@@ -251,10 +262,12 @@ impl Phases {
             }
         }
     }
+    #[inline(always)]
     pub(super) fn clear(&mut self) {
         self.data.fill(0.0);
     }
     /// `row[i] += phase[i % s][i / s]` for every `i`: the inverse of [`Phases::split`], adding.
+    #[inline(always)]
     pub(super) fn merge_add(&self, row: &mut [f32]) {
         debug_assert!(row.len() <= self.stride * self.len);
         if self.stride == 2 {
@@ -275,9 +288,11 @@ impl Phases {
             }
         }
     }
+    #[inline(always)]
     pub(super) fn slice(&self, start: usize, n: usize) -> &[f32] {
         &self.data[(start % self.stride) * self.len + start / self.stride..][..n]
     }
+    #[inline(always)]
     pub(super) fn slice_mut(&mut self, start: usize, n: usize) -> &mut [f32] {
         &mut self.data[(start % self.stride) * self.len + start / self.stride..][..n]
     }

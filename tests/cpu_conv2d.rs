@@ -351,7 +351,7 @@ fn into_forms_overwrite_dirty_buffers() {
 /// and on gemms otherwise: both paths against the reference, on shapes that reach every tail of
 /// the AVX-512 tiles (positions not a multiple of 32 or 16, fewer than 16 positions, output
 /// rows not a multiple of 12 or 4, input rows not a multiple of 4, several 512-position panels,
-/// 16-aligned planes that take the non-temporal stores, groups, threads splitting one item).
+/// groups, threads splitting one item).
 #[test]
 fn pointwise_paths_at_every_simd_level() {
     let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());

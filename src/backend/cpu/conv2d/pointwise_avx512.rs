@@ -7,9 +7,9 @@
 //! output tile lives in registers while the input channels stream past once: 32 positions of
 //! every input row are copied side by side (rows of a 160² plane are a whole number of pages
 //! apart and would evict each other from L1), prefetched two blocks ahead (64 rows in flight are
-//! more streams than the hardware prefetcher follows), and full tiles leave with non-temporal
-//! stores (64 output rows at page-multiple strides thrashed L1 on the write-allocate reads).
-//! Measured in BENCHMARKS.md ("pointwise AVX-512 kernels").
+//! more streams than the hardware prefetcher follows). Non-temporal stores for the output were
+//! tried and dropped: slower into freshly mapped buffers (63 → 36 GFLOP/s input gradient), no
+//! gain into recycled ones. Measured in BENCHMARKS.md ("pointwise AVX-512 kernels").
 //!
 //! * [`channel_mix`]: `out[o, p] = Σ_i a(o, i) · src[i, p]`, the forward (`a = w`) and the input
 //!   gradient (`a = wᵀ`). Each output element sums its inputs in index order with one FMA per
@@ -133,7 +133,6 @@ unsafe fn mix_positions(
     // pages apart (160² floats = 25 pages) fall into the same L1 sets and evict each other
     // before the next row tile reuses them.
     let mut pack = vec![_mm512_setzero_ps(); 2 * n_in];
-    let aligned = (out as usize).is_multiple_of(64) && plane.is_multiple_of(16) && begin.is_multiple_of(16);
     let mut p0 = begin;
     while p0 < end {
         let len = (end - p0).min(MIX_COLS);
@@ -158,7 +157,6 @@ unsafe fn mix_positions(
                 plane,
                 p0,
                 masks: (m0, m1),
-                stream: aligned && len == MIX_COLS,
             };
             match rows {
                 12 => mix_tile::<12>(&t),
@@ -178,8 +176,6 @@ unsafe fn mix_positions(
         }
         p0 += len;
     }
-    // Non-temporal stores are weakly ordered: make them visible before the caller reads.
-    _mm_sfence();
 }
 
 /// One register tile of [`channel_mix`]: output rows `o0..o0 + R`, positions `p0..p0 + 32`
@@ -193,8 +189,6 @@ struct MixTile<'a> {
     plane: usize,
     p0: usize,
     masks: (__mmask16, __mmask16),
-    /// Full tile on 64-byte aligned rows: non-temporal stores.
-    stream: bool,
 }
 
 #[inline(always)]
@@ -214,13 +208,8 @@ unsafe fn mix_tile<const R: usize>(t: &MixTile) {
     }
     for r in 0..R {
         let dst = t.out.add((t.o0 + r) * t.plane + t.p0);
-        if t.stream {
-            _mm512_stream_ps(dst, acc0[r]);
-            _mm512_stream_ps(dst.add(16), acc1[r]);
-        } else {
-            _mm512_mask_storeu_ps(dst, m0, acc0[r]);
-            _mm512_mask_storeu_ps(dst.wrapping_add(16), m1, acc1[r]);
-        }
+        _mm512_mask_storeu_ps(dst, m0, acc0[r]);
+        _mm512_mask_storeu_ps(dst.wrapping_add(16), m1, acc1[r]);
     }
 }
 

@@ -103,3 +103,74 @@ fn a_small_graph_on_cuda_matches_the_cpu() {
         );
     }
 }
+
+/// The ops whose CUDA arms were wired without a GPU at hand (session 11): softmax,
+/// log_softmax, cosine similarity, gather (host and device indices), matmul (shared and batched
+/// right operand) and linear with a bias, forward and gradients against the CPU. Each op's
+/// output must stay on the device (an arm that silently fell back to the host would not).
+#[test]
+fn wired_arms_on_cuda_match_the_cpu() {
+    let run = |device: Device| {
+        let leaf = |dims: &[usize], seed: u64| {
+            Tensor::randn(dims.to_vec(), seed)
+                .to_device(device)
+                .unwrap()
+                .with_requires_grad(true)
+        };
+        let (a, b) = (leaf(&[3, 5, 4], 11), leaf(&[4, 6], 12));
+        let (bb, w) = (leaf(&[3, 4, 6], 13), leaf(&[7, 4], 14));
+        let bias = leaf(&[7], 15);
+        let (p, q) = (leaf(&[2, 8, 5], 16), leaf(&[2, 8, 5], 17));
+        let idx_values: Vec<f32> = (0..2 * 3 * 5).map(|i| ((i * 7) % 8) as f32).collect();
+        let idx_host = Tensor::from_vec(idx_values, [2, 3, 5]).unwrap();
+        let idx_dev = idx_host.to_device(device).unwrap();
+        let on_device = |t: Tensor| {
+            assert_eq!(t.device(), device, "{:?} left the device", t.op_name());
+            t
+        };
+        let terms = [
+            on_device(ops::softmax(&a, 1).unwrap()),
+            on_device(ops::log_softmax(&a, -1).unwrap()),
+            on_device(ops::cosine_similarity(&p, &q, 1).unwrap()),
+            on_device(ops::gather(&p, 1, &idx_host).unwrap()),
+            on_device(ops::gather(&q, 1, &idx_dev).unwrap()),
+            on_device(ops::matmul(&a, &b).unwrap()),
+            on_device(ops::matmul(&a, &bb).unwrap()),
+            on_device(ops::linear(&a, &w, Some(&bias)).unwrap()),
+        ];
+        let mut out = Vec::new();
+        let mut loss: Option<Tensor> = None;
+        for (k, t) in terms.iter().enumerate() {
+            out.extend(t.to_vec());
+            // Weight each term differently so no gradient is a plain sum of ones.
+            let weights = Tensor::randn(t.dims().to_vec(), 100 + k as u64)
+                .to_device(device)
+                .unwrap();
+            let term = ops::mul(t, &weights).unwrap().sum_all().unwrap();
+            loss = Some(match loss {
+                Some(l) => ops::add(&l, &term).unwrap(),
+                None => term,
+            });
+        }
+        loss.unwrap().backward().unwrap();
+        for t in [&a, &b, &bb, &w, &bias, &p, &q] {
+            out.extend(t.grad().unwrap().to_vec());
+        }
+        out
+    };
+    // The CPU half runs everywhere, so the test itself is exercised on machines without a GPU.
+    let cpu = run(Device::Cpu);
+    if CudaAvailability::probe().is_err() {
+        eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+        return;
+    }
+    let gpu = run(Device::Cuda);
+    assert_eq!(cpu.len(), gpu.len());
+    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert!(
+            (c - g).abs() <= 1e-4 * scale.max(1.0),
+            "value {i}: cpu {c} gpu {g}"
+        );
+    }
+}

@@ -102,6 +102,9 @@ pub fn gather(x: &Tensor, axis: isize, index: &Tensor) -> Result<Tensor> {
     }
     let (outer, len, inner) = split_at_axis(x.dims(), a);
     let k = index.dims()[a];
+    if x.device() == Device::Cuda {
+        return gather_cuda(x, index, (outer, len, inner, k));
+    }
     let idx = to_indices("gather", index, len)?;
     let mut out = vec![0f32; idx.len()];
     x.with_values(|v| {
@@ -129,5 +132,28 @@ pub fn gather(x: &Tensor, axis: isize, index: &Tensor) -> Result<Tensor> {
             }
         });
         Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
+    })
+}
+
+/// The CUDA arm of `gather`: indices checked where they live (on the device by
+/// `index_check_f32`, or on the host and uploaded), then one kernel each way.
+fn gather_cuda(
+    x: &Tensor,
+    index: &Tensor,
+    (outer, len, inner, k): (usize, usize, usize, usize),
+) -> Result<Tensor> {
+    let dev = crate::backend::cuda::device()?;
+    let di = if index.device() == Device::Cuda {
+        index.with_cuda(|dev, is| DeviceIndices::from_f32(dev, "gather", is, len))?
+    } else {
+        DeviceIndices::from_host(&dev, "gather", &to_indices("gather", index, len)?, len)?
+    };
+    let y = x.with_cuda(|dev, xs| cuda_index::gather_fwd(dev, xs, outer, len, inner, k, &di))?;
+    let out = Tensor::from_cuda(y, index.dims().to_vec())?;
+    let in_shape = x.shape().clone();
+    record("gather", out, &[x], move |g| {
+        let gx =
+            g.with_cuda(|dev, gs| cuda_index::gather_bwd(dev, gs, outer, len, inner, k, &di))?;
+        Ok(vec![Some(Tensor::from_cuda(gx, in_shape.clone())?)])
     })
 }

@@ -4,7 +4,8 @@ use rayon::prelude::*;
 
 use crate::autograd::record;
 use crate::backend::cpu::gemm::{sgemm, MatRef};
-use crate::tensor::Tensor;
+use crate::backend::cuda::gemm::{self as cuda_gemm, GemmShape};
+use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
 /// One operand of a batched product: values, batch stride (0 = shared by every batch item) and
@@ -90,6 +91,11 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         });
     }
     let batch: usize = batch_dims.iter().product();
+    let mut dims = batch_dims.to_vec();
+    dims.extend([m, n]);
+    if compute_device(&[a, b]) == Device::Cuda {
+        return matmul_cuda(a, b, (batch, m, n, k), b_batched, dims);
+    }
     let (av, bv) = (a.to_vec(), b.to_vec());
     let b_bs = if b_batched { k * n } else { 0 };
     let c = batched_gemm(
@@ -100,8 +106,6 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Operand::row_major(&av, m * k, k),
         Operand::row_major(&bv, b_bs, n),
     );
-    let mut dims = batch_dims.to_vec();
-    dims.extend([m, n]);
     let out = Tensor::from_vec(c, dims)?;
     let (a_shape, b_shape) = (a.shape().clone(), b.shape().clone());
     record("matmul", out, &[a, b], move |g| {
@@ -158,6 +162,13 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         }
     }
     let rows = x.numel() / in_f.max(1);
+    if compute_device(&[x, w]) == Device::Cuda || b.is_some_and(Tensor::is_cuda) {
+        let y = linear_cuda(x, w, (rows, out_f, in_f))?;
+        return match b {
+            Some(b) => super::add(&y, b),
+            None => Ok(y),
+        };
+    }
     let (xv, wv) = (x.to_vec(), w.to_vec());
     let mut y = batched_gemm(
         1,
@@ -217,5 +228,111 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             )?));
         }
         Ok(grads)
+    })
+}
+
+/// The CUDA arm of `matmul` (cuBLAS strided-batched sgemm, `backend::cuda::gemm::matmul`):
+/// `a [batch·m, k]`, `b [k, n]` shared or `[batch, k, n]`; gradients as on the CPU.
+fn matmul_cuda(
+    a: &Tensor,
+    b: &Tensor,
+    (batch, m, n, k): (usize, usize, usize, usize),
+    b_batched: bool,
+    dims: Vec<usize>,
+) -> Result<Tensor> {
+    let (a_dev, b_dev) = (a.cuda_owned()?, b.cuda_owned()?);
+    let dev = crate::backend::cuda::device()?;
+    let shape = move |m, n, k, trans_a, trans_b, a_batched, b_batched| GemmShape {
+        batch,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_batched,
+        b_batched,
+    };
+    let c = cuda_gemm::matmul(
+        &dev,
+        &a_dev,
+        &b_dev,
+        &shape(m, n, k, false, false, true, b_batched),
+    )?;
+    let out = Tensor::from_cuda(c, dims)?;
+    let (a_shape, b_shape) = (a.shape().clone(), b.shape().clone());
+    record("matmul", out, &[a, b], move |g| {
+        let (ga, gb) = g.with_cuda(|dev, gs| {
+            // ga[i] = g[i] · b[i]ᵀ
+            let ga = cuda_gemm::matmul(
+                dev,
+                gs,
+                &b_dev,
+                &shape(m, k, n, false, true, true, b_batched),
+            )?;
+            // gb[i] = a[i]ᵀ · g[i]; with a shared b, one product over all batch·m rows.
+            let gb = if b_batched {
+                cuda_gemm::matmul(dev, &a_dev, gs, &shape(k, n, m, true, false, true, true))?
+            } else {
+                let all_rows = GemmShape {
+                    batch: 1,
+                    m: k,
+                    n,
+                    k: batch * m,
+                    trans_a: true,
+                    trans_b: false,
+                    a_batched: false,
+                    b_batched: false,
+                };
+                cuda_gemm::matmul(dev, &a_dev, gs, &all_rows)?
+            };
+            Ok((ga, gb))
+        })?;
+        Ok(vec![
+            Some(Tensor::from_cuda(ga, a_shape.clone())?),
+            Some(Tensor::from_cuda(gb, b_shape.clone())?),
+        ])
+    })
+}
+
+/// The CUDA arm of `linear` without its bias (added by the caller with a broadcast `add`):
+/// `y [rows, out] = x [rows, in] · wᵀ` on cuBLAS.
+fn linear_cuda(
+    x: &Tensor,
+    w: &Tensor,
+    (rows, out_f, in_f): (usize, usize, usize),
+) -> Result<Tensor> {
+    let (x_dev, w_dev) = (x.cuda_owned()?, w.cuda_owned()?);
+    let dev = crate::backend::cuda::device()?;
+    let product = |m, n, k, trans_a, trans_b| GemmShape {
+        batch: 1,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_batched: false,
+        b_batched: false,
+    };
+    let y = cuda_gemm::matmul(
+        &dev,
+        &x_dev,
+        &w_dev,
+        &product(rows, out_f, in_f, false, true),
+    )?;
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank >= 1") = out_f;
+    let out = Tensor::from_cuda(y, dims)?;
+    let (x_shape, w_shape) = (x.shape().clone(), w.shape().clone());
+    record("linear", out, &[x, w], move |g| {
+        let (gx, gw) = g.with_cuda(|dev, gs| {
+            // gx = g · w, gw = gᵀ · x
+            let gx = cuda_gemm::matmul(dev, gs, &w_dev, &product(rows, in_f, out_f, false, false))?;
+            let gw = cuda_gemm::matmul(dev, gs, &x_dev, &product(out_f, in_f, rows, true, false))?;
+            Ok((gx, gw))
+        })?;
+        Ok(vec![
+            Some(Tensor::from_cuda(gx, x_shape.clone())?),
+            Some(Tensor::from_cuda(gw, w_shape.clone())?),
+        ])
     })
 }

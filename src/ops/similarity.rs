@@ -3,7 +3,8 @@
 
 use super::split_at_axis;
 use crate::autograd::record;
-use crate::tensor::{Shape, Tensor};
+use crate::backend::cuda::similarity as cuda_similarity;
+use crate::tensor::{compute_device, Device, Shape, Tensor};
 use crate::Result;
 
 const EPS: f64 = 1e-8;
@@ -14,6 +15,11 @@ pub fn cosine_similarity(a: &Tensor, b: &Tensor, axis: isize) -> Result<Tensor> 
     let ab = super::broadcast_to(a, &shape)?;
     let bb = super::broadcast_to(b, &shape)?;
     let (outer, len, inner) = split_at_axis(shape.dims(), ax);
+    let mut out_dims = shape.dims().to_vec();
+    out_dims.remove(ax);
+    if compute_device(&[a, b]) == Device::Cuda {
+        return cosine_similarity_cuda(&ab, &bb, out_dims, (outer, len, inner));
+    }
     let (av, bv) = (ab.to_vec(), bb.to_vec());
     // Per output position: (dot, ‖a‖ clamped, ‖b‖ clamped).
     let mut stats = vec![(0f64, 0f64, 0f64); outer * inner];
@@ -34,8 +40,6 @@ pub fn cosine_similarity(a: &Tensor, b: &Tensor, axis: isize) -> Result<Tensor> 
         .iter()
         .map(|&(d, na, nb)| (d / (na * nb)) as f32)
         .collect();
-    let mut out_dims = shape.dims().to_vec();
-    out_dims.remove(ax);
     let out = Tensor::from_vec(values, out_dims)?;
     record("cosine_similarity", out, &[&ab, &bb], move |g| {
         // d cos/da = b/(|a||b|) − cos·a/|a|²  (the |a|²-term vanishes where |a| is clamped)
@@ -62,6 +66,30 @@ pub fn cosine_similarity(a: &Tensor, b: &Tensor, axis: isize) -> Result<Tensor> 
         Ok(vec![
             Some(Tensor::from_vec(ga, shape.clone())?),
             Some(Tensor::from_vec(gb, shape.clone())?),
+        ])
+    })
+}
+
+/// The CUDA arm: the fused forward and backward kernels of `kernels/similarity.cu` on the
+/// broadcast inputs (norms recomputed in the backward, as the CPU path keeps them).
+fn cosine_similarity_cuda(
+    ab: &Tensor,
+    bb: &Tensor,
+    out_dims: Vec<usize>,
+    (outer, len, inner): (usize, usize, usize),
+) -> Result<Tensor> {
+    let shape = ab.shape().clone();
+    let (a, b) = (ab.cuda_owned()?, bb.cuda_owned()?);
+    let dev = crate::backend::cuda::device()?;
+    let y = cuda_similarity::cosine_similarity_fwd(&dev, &a, &b, outer, len, inner)?;
+    let out = Tensor::from_cuda(y, out_dims)?;
+    record("cosine_similarity", out, &[ab, bb], move |g| {
+        let (da, db) = g.with_cuda(|dev, gs| {
+            cuda_similarity::cosine_similarity_bwd(dev, gs, &a, &b, outer, len, inner)
+        })?;
+        Ok(vec![
+            Some(Tensor::from_cuda(da, shape.clone())?),
+            Some(Tensor::from_cuda(db, shape.clone())?),
         ])
     })
 }

@@ -2,7 +2,8 @@
 
 use super::split_at_axis;
 use crate::autograd::record;
-use crate::tensor::Tensor;
+use crate::backend::cuda::softmax as cuda_softmax;
+use crate::tensor::{Device, Tensor};
 use crate::Result;
 
 /// `log_softmax` values of a contiguous `[outer, len, inner]` block.
@@ -29,6 +30,9 @@ pub(crate) fn log_softmax_values(v: &[f32], outer: usize, len: usize, inner: usi
 pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
     let a = x.shape().axis("log_softmax", axis)?;
     let (outer, len, inner) = split_at_axis(x.dims(), a);
+    if x.device() == Device::Cuda {
+        return softmax_cuda("log_softmax", x, (outer, len, inner), true);
+    }
     let y = x.with_values(|v| log_softmax_values(v, outer, len, inner));
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let saved = out.detach();
@@ -53,6 +57,9 @@ pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
 pub fn softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
     let a = x.shape().axis("softmax", axis)?;
     let (outer, len, inner) = split_at_axis(x.dims(), a);
+    if x.device() == Device::Cuda {
+        return softmax_cuda("softmax", x, (outer, len, inner), false);
+    }
     let y: Vec<f32> = x
         .with_values(|v| log_softmax_values(v, outer, len, inner))
         .into_iter()
@@ -77,5 +84,24 @@ pub fn softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
             }
         }
         Ok(vec![Some(Tensor::from_vec(dx, saved.shape().clone())?)])
+    })
+}
+
+/// The CUDA arm of `softmax` (`log: false`) and `log_softmax` (`log: true`): one kernel each
+/// way (`kernels/softmax.cu`), the backward from the saved output as on the CPU.
+fn softmax_cuda(
+    op: &'static str,
+    x: &Tensor,
+    (outer, len, inner): (usize, usize, usize),
+    log: bool,
+) -> Result<Tensor> {
+    let y = x.with_cuda(|dev, xs| cuda_softmax::fwd(dev, xs, outer, len, inner, log))?;
+    let out = Tensor::from_cuda(y, x.shape().clone())?;
+    let saved = out.detach();
+    record(op, out, &[x], move |g| {
+        let dx = g.with_cuda(|dev, gs| {
+            saved.with_cuda(|_, ys| cuda_softmax::bwd(dev, gs, ys, outer, len, inner, log))
+        })?;
+        Ok(vec![Some(Tensor::from_cuda(dx, saved.shape().clone())?)])
     })
 }

@@ -242,8 +242,8 @@ fn run_in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 fn results_do_not_depend_on_thread_count() {
     let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let shapes = [
-        // Pointwise, batch 1 and over 4096 positions: the AVX-512 kernels split the plane
-        // across threads.
+        // Pointwise with few channels, batch 1: the AVX-512 weight gradient (single-threaded)
+        // with 3 threads against 1.
         geom(1, 24, 70, 65, 20, 1, 1, 0, 1),
         geom(1, 32, 24, 26, 48, 3, 1, 1, 1),
         geom(2, 32, 24, 26, 48, 3, 2, 1, 1),
@@ -347,11 +347,10 @@ fn into_forms_overwrite_dirty_buffers() {
     }
 }
 
-/// Pointwise convs with at most 64 channels run on the AVX-512 kernels where the CPU has them
-/// and on gemms otherwise: both paths against the reference, on shapes that reach every tail of
-/// the AVX-512 tiles (positions not a multiple of 32 or 16, fewer than 16 positions, output
-/// rows not a multiple of 12 or 4, input rows not a multiple of 4, several 512-position panels,
-/// groups, threads splitting one item).
+/// The weight gradient of pointwise convs with at most 64 channels runs on an AVX-512 kernel
+/// where the CPU has it and on gemms otherwise: every SIMD level against the reference, on
+/// shapes that reach every tail of the kernel's tiles (output or input rows not a multiple of 4,
+/// positions not a multiple of 16 or fewer than 16, several 512-position panels, groups).
 #[test]
 fn pointwise_paths_at_every_simd_level() {
     let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());

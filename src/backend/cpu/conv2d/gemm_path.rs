@@ -112,9 +112,10 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     result
 }
 
-/// Whether a pointwise conv runs on the AVX-512 kernels of `pointwise_avx512` instead of gemms.
+/// Whether a pointwise conv's weight gradient runs on the AVX-512 kernel of `pointwise_avx512`
+/// instead of gemms.
 #[cfg(target_arch = "x86_64")]
-fn direct_pointwise(d: &GroupDims) -> bool {
+fn direct_pointwise_weight_grad(d: &GroupDims) -> bool {
     d.pointwise
         && d.cin_g <= direct::MAX_CHANNELS
         && d.cout_g <= direct::MAX_CHANNELS
@@ -159,21 +160,6 @@ fn fwd_item(
     y_n: &mut [f32],
     threads: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if direct_pointwise(d) {
-        for grp in 0..g.groups {
-            let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
-            let w_g = &w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
-            let y_g = &mut y_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
-            let a = direct::Mixing {
-                data: w_g,
-                row_stride: d.cin_g,
-                col_stride: 1,
-            };
-            direct::channel_mix(a, x_g, d.cin_g, y_g, d.cout_g, d.out_plane, threads);
-        }
-        return;
-    }
     with_cols(d.cols_len(), |cols| {
         for grp in 0..g.groups {
             let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
@@ -234,22 +220,6 @@ fn bwd_input_item(
     dx_n: &mut [f32],
     threads: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if direct_pointwise(d) {
-        for grp in 0..g.groups {
-            let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
-            let w_g = &w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
-            let dx_g = &mut dx_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
-            // w_gᵀ: a(i, o) = w_g[o, i].
-            let a = direct::Mixing {
-                data: w_g,
-                row_stride: 1,
-                col_stride: d.cin_g,
-            };
-            direct::channel_mix(a, dy_g, d.cout_g, dx_g, d.cin_g, d.in_plane, threads);
-        }
-        return;
-    }
     if !d.pointwise {
         // col2im adds into it; zeroed here, on the thread that writes it next.
         dx_n.fill(0.0);
@@ -363,7 +333,7 @@ fn bwd_weight_item(
     threads: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if direct_pointwise(d) {
+    if direct_pointwise_weight_grad(d) {
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
             let x_g = &x_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];

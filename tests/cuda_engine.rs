@@ -3,6 +3,7 @@
 //! that the errors say why; `ssod selftest --device cuda` runs the full parity table.
 
 use ssod::backend::cuda::CudaAvailability;
+use ssod::detect::loss::{box_loss, BoxLossKind};
 use ssod::ops::{self, BatchNormParams, Conv2dParams};
 use ssod::tensor::{Device, Tensor};
 
@@ -104,9 +105,9 @@ fn a_small_graph_on_cuda_matches_the_cpu() {
     }
 }
 
-/// The ops whose CUDA arms were wired without a GPU at hand (session 11): softmax,
-/// log_softmax, cosine similarity, gather (host and device indices), matmul (shared and batched
-/// right operand) and linear with a bias, forward and gradients against the CPU. Each op's
+/// The ops whose CUDA arms were wired without a GPU at hand (session 11): the four box losses
+/// (fused kernel), softmax, log_softmax, cosine similarity, gather (host and device indices),
+/// matmul (shared and batched right operand) and linear with a bias, forward and gradients against the CPU. Each op's
 /// output must stay on the device (an arm that silently fell back to the host would not).
 #[test]
 fn wired_arms_on_cuda_match_the_cpu() {
@@ -128,7 +129,38 @@ fn wired_arms_on_cuda_match_the_cpu() {
             assert_eq!(t.device(), device, "{:?} left the device", t.op_name());
             t
         };
-        let terms = [
+        // Boxes [6, 4] xyxy: overlapping, disjoint and nested pairs (x2 > x1, y2 > y1).
+        let pred_values: Vec<f32> = (0..6)
+            .flat_map(|i| {
+                let (x, y) = (3.0 * i as f32, 1.5 * i as f32);
+                [x, y, x + 4.0 + i as f32, y + 3.0]
+            })
+            .collect();
+        let target_values: Vec<f32> = (0..6)
+            .flat_map(|i| {
+                let (x, y) = (3.0 * i as f32 + (i % 3) as f32 * 2.5, 1.5 * i as f32 - 1.0);
+                [x, y, x + 3.0, y + 5.0 - (i % 2) as f32]
+            })
+            .collect();
+        let pred = Tensor::from_vec(pred_values, [6, 4])
+            .unwrap()
+            .to_device(device)
+            .unwrap()
+            .with_requires_grad(true);
+        let target = Tensor::from_vec(target_values, [6, 4])
+            .unwrap()
+            .to_device(device)
+            .unwrap();
+        let mut terms: Vec<Tensor> = [
+            BoxLossKind::Iou,
+            BoxLossKind::Giou,
+            BoxLossKind::Ciou,
+            BoxLossKind::CiouTorchvision,
+        ]
+        .into_iter()
+        .map(|kind| on_device(box_loss(&pred, &target, kind).unwrap()))
+        .collect();
+        terms.extend([
             on_device(ops::softmax(&a, 1).unwrap()),
             on_device(ops::log_softmax(&a, -1).unwrap()),
             on_device(ops::cosine_similarity(&p, &q, 1).unwrap()),
@@ -137,7 +169,7 @@ fn wired_arms_on_cuda_match_the_cpu() {
             on_device(ops::matmul(&a, &b).unwrap()),
             on_device(ops::matmul(&a, &bb).unwrap()),
             on_device(ops::linear(&a, &w, Some(&bias)).unwrap()),
-        ];
+        ]);
         let mut out = Vec::new();
         let mut loss: Option<Tensor> = None;
         for (k, t) in terms.iter().enumerate() {
@@ -153,7 +185,7 @@ fn wired_arms_on_cuda_match_the_cpu() {
             });
         }
         loss.unwrap().backward().unwrap();
-        for t in [&a, &b, &bb, &w, &bias, &p, &q] {
+        for t in [&a, &b, &bb, &w, &bias, &p, &q, &pred] {
             out.extend(t.grad().unwrap().to_vec());
         }
         out

@@ -315,6 +315,9 @@ pub struct Adam {
     /// false: Adam (L2 added to the gradient); true: AdamW (decoupled decay).
     pub decoupled_weight_decay: bool,
     moments: HashMap<String, AdamMoments>,
+    /// Moments of parameters on CUDA (one fused `adam_f32` kernel per parameter); a
+    /// parameter's moments live in one of the two maps, never both.
+    device_moments: HashMap<String, DeviceAdamMoments>,
 }
 
 #[derive(Clone)]
@@ -322,6 +325,12 @@ struct AdamMoments {
     step: u64,
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
+}
+
+struct DeviceAdamMoments {
+    step: u64,
+    exp_avg: CudaSlice<f32>,
+    exp_avg_sq: CudaSlice<f32>,
 }
 
 impl Adam {
@@ -335,7 +344,76 @@ impl Adam {
             weight_decay,
             decoupled_weight_decay: false,
             moments: HashMap::new(),
+            device_moments: HashMap::new(),
         }
+    }
+
+    /// The CUDA arm of one parameter's step: `Ok(false)` when the parameter is not a whole CUDA
+    /// buffer and the host loop must run. Host moments (from a checkpoint) move to the device.
+    fn step_on_cuda(&mut self, p: &NamedTensor, lr: f32) -> Result<bool> {
+        if !p.tensor.is_cuda() {
+            return Ok(false);
+        }
+        let Some(g) = p.tensor.grad() else {
+            return Ok(true);
+        };
+        if g.shape() != p.tensor.shape() {
+            return Err(Error::ShapeMismatch {
+                op: format!("{}: gradient of `{}`", self.kind().name(), p.name),
+                expected: p.tensor.shape().to_string(),
+                got: g.shape().to_string(),
+            });
+        }
+        let dev = crate::backend::cuda::device()?;
+        let mut state = match self.device_moments.remove(&p.name) {
+            Some(s) => s,
+            None => match self.moments.remove(&p.name) {
+                Some(host) => DeviceAdamMoments {
+                    step: host.step,
+                    exp_avg: dev.upload(&host.exp_avg)?,
+                    exp_avg_sq: dev.upload(&host.exp_avg_sq)?,
+                },
+                None => DeviceAdamMoments {
+                    step: 0,
+                    exp_avg: dev.zeros(p.tensor.numel())?,
+                    exp_avg_sq: dev.zeros(p.tensor.numel())?,
+                },
+            },
+        };
+        state.step += 1;
+        let h = cuda_optim::AdamParams {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: decay_for(p.kind, self.weight_decay),
+            decoupled: self.decoupled_weight_decay,
+            step: u32::try_from(state.step).unwrap_or(u32::MAX),
+        };
+        let ran = p.tensor.with_cuda_mut(|dev, values| {
+            g.with_cuda(|_, gs| {
+                cuda_optim::adam(
+                    dev,
+                    values,
+                    gs,
+                    &mut state.exp_avg,
+                    &mut state.exp_avg_sq,
+                    &h,
+                )
+            })
+        })?;
+        if ran.is_none() {
+            // Not a whole device buffer: the host loop runs, with the moments back on the host.
+            let moments = AdamMoments {
+                step: state.step - 1,
+                exp_avg: dev.download(&state.exp_avg)?,
+                exp_avg_sq: dev.download(&state.exp_avg_sq)?,
+            };
+            self.moments.insert(p.name.clone(), moments);
+            return Ok(false);
+        }
+        self.device_moments.insert(p.name.clone(), state);
+        Ok(true)
     }
 
     /// AdamW (decoupled weight decay; PyTorch's default wd is 1e-2, YOLOX configs pass theirs).
@@ -355,7 +433,11 @@ impl Adam {
 impl Optimizer for Adam {
     fn step(&mut self, lr: f32) -> Result<()> {
         let op = self.kind().name();
-        for p in &self.params {
+        let params = self.params.clone();
+        for p in &params {
+            if self.step_on_cuda(p, lr)? {
+                continue;
+            }
             let Some(grad) = grad_values(p, op)? else {
                 continue;
             };
@@ -412,15 +494,25 @@ impl Optimizer for Adam {
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         for p in &self.params {
-            let Some(m) = self.moments.get(&p.name) else {
-                continue;
-            };
+            let (step, exp_avg, exp_avg_sq) =
+                match (self.moments.get(&p.name), self.device_moments.get(&p.name)) {
+                    (Some(m), _) => (m.step, m.exp_avg.clone(), m.exp_avg_sq.clone()),
+                    (None, Some(d)) => {
+                        let dev = crate::backend::cuda::device()?;
+                        (
+                            d.step,
+                            dev.download(&d.exp_avg)?,
+                            dev.download(&d.exp_avg_sq)?,
+                        )
+                    }
+                    (None, None) => continue,
+                };
             let shape = p.tensor.shape().clone();
-            let a = Tensor::from_vec(m.exp_avg.clone(), shape.clone())?;
-            let b = Tensor::from_vec(m.exp_avg_sq.clone(), shape)?;
+            let a = Tensor::from_vec(exp_avg, shape.clone())?;
+            let b = Tensor::from_vec(exp_avg_sq, shape)?;
             out.push((format!("{}.exp_avg", p.name), a));
             out.push((format!("{}.exp_avg_sq", p.name), b));
-            out.push((format!("{}.step", p.name), Tensor::scalar(m.step as f32)));
+            out.push((format!("{}.step", p.name), Tensor::scalar(step as f32)));
         }
         Ok(out)
     }
@@ -478,6 +570,7 @@ impl Optimizer for Adam {
             }
         }
         self.moments = moments;
+        self.device_moments.clear();
         Ok(())
     }
 

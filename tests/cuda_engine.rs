@@ -107,7 +107,7 @@ fn a_small_graph_on_cuda_matches_the_cpu() {
 
 /// The ops whose CUDA arms were wired without a GPU at hand (session 11): the four box losses
 /// (fused kernel), softmax, log_softmax, cosine similarity, gather (host and device indices),
-/// matmul (shared and batched right operand) and linear with a bias, forward and gradients against the CPU. Each op's
+/// matmul (shared and batched right operand), linear with a bias and crop_patches, forward and gradients against the CPU. Each op's
 /// output must stay on the device (an arm that silently fell back to the host would not).
 #[test]
 fn wired_arms_on_cuda_match_the_cpu() {
@@ -122,6 +122,10 @@ fn wired_arms_on_cuda_match_the_cpu() {
         let (bb, w) = (leaf(&[3, 4, 6], 13), leaf(&[7, 4], 14));
         let bias = leaf(&[7], 15);
         let (p, q) = (leaf(&[2, 8, 5], 16), leaf(&[2, 8, 5], 17));
+        // Overlapping windows in image 1 (their gradients add up), one in image 0.
+        let img = leaf(&[2, 3, 7, 6], 18);
+        let patch_boxes = [(1, 0, 0), (1, 2, 1), (0, 3, 4), (1, 1, 1)]
+            .map(|(image, x, y)| ops::PatchBox { image, x, y });
         let idx_values: Vec<f32> = (0..2 * 3 * 5).map(|i| ((i * 7) % 8) as f32).collect();
         let idx_host = Tensor::from_vec(idx_values, [2, 3, 5]).unwrap();
         let idx_dev = idx_host.to_device(device).unwrap();
@@ -169,6 +173,7 @@ fn wired_arms_on_cuda_match_the_cpu() {
             on_device(ops::matmul(&a, &b).unwrap()),
             on_device(ops::matmul(&a, &bb).unwrap()),
             on_device(ops::linear(&a, &w, Some(&bias)).unwrap()),
+            on_device(ops::crop_patches(&img, &patch_boxes, 3).unwrap()),
         ]);
         let mut out = Vec::new();
         let mut loss: Option<Tensor> = None;
@@ -185,7 +190,7 @@ fn wired_arms_on_cuda_match_the_cpu() {
             });
         }
         loss.unwrap().backward().unwrap();
-        for t in [&a, &b, &bb, &w, &bias, &p, &q, &pred] {
+        for t in [&a, &b, &bb, &w, &bias, &p, &q, &pred, &img] {
             out.extend(t.grad().unwrap().to_vec());
         }
         out

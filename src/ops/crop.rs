@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use crate::autograd::record;
+use crate::backend::cuda::crop::{crop_patches_bwd, crop_patches_fwd, CropBoxes};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -53,6 +54,9 @@ pub fn crop_patches(images: &Tensor, boxes: &[PatchBox], size: usize) -> Result<
             ));
         }
     }
+    if images.is_cuda() {
+        return crop_patches_cuda(images, boxes, size);
+    }
     let patch_len = c * size * size;
     let mut out = vec![0f32; boxes.len() * patch_len];
     images.with_values(|v| {
@@ -93,5 +97,22 @@ pub fn crop_patches(images: &Tensor, boxes: &[PatchBox], size: usize) -> Result<
                 });
         });
         Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
+    })
+}
+
+/// The CUDA arm (`kernels/crop.cu`): the boxes (checked above) are uploaded once and serve the
+/// forward gather and the backward scatter-add.
+fn crop_patches_cuda(images: &Tensor, boxes: &[PatchBox], size: usize) -> Result<Tensor> {
+    let d = images.dims();
+    let dims = [d[0], d[1], d[2], d[3]];
+    let corners: Vec<(usize, usize, usize)> = boxes.iter().map(|b| (b.image, b.x, b.y)).collect();
+    let dev = crate::backend::cuda::device()?;
+    let device_boxes = CropBoxes::new(&dev, dims, &corners, size)?;
+    let y = images.with_cuda(|dev, xs| crop_patches_fwd(dev, xs, &device_boxes))?;
+    let out = Tensor::from_cuda(y, [boxes.len(), dims[1], size, size])?;
+    let in_shape = images.shape().clone();
+    record("crop_patches", out, &[images], move |g| {
+        let gx = g.with_cuda(|dev, gs| crop_patches_bwd(dev, gs, &device_boxes))?;
+        Ok(vec![Some(Tensor::from_cuda(gx, in_shape.clone())?)])
     })
 }

@@ -129,6 +129,16 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             "--size must be a positive multiple of 32; --batch, --steps and --classes must be >= 1"
         );
     }
+    // Training-mode batch norm needs two values per channel; the stride-32 maps have
+    // batch · (size/32)² of them.
+    if a.batch * (a.size / 32).pow(2) < 2 {
+        anyhow::bail!(
+            "--batch {} at --size {} leaves one value per channel for batch norm at stride 32: \
+             use --batch 2 or more, or --size 64 or more",
+            a.batch,
+            a.size
+        );
+    }
     let model = Arc::new(YoloX::new(YoloXConfig::variant(&a.model, a.classes)?)?);
     let mut cfg = TrainConfig::for_variant(&a.model)?;
     cfg.batch_size = a.batch;

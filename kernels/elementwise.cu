@@ -15,6 +15,9 @@
 //   scale_shift_f32(x [n], y [n], n, a, b): y = a*x + b (scalar arithmetic, neg, and their
 //     backward g*a).
 //   fill_f32(y [n], n, v): y = v.
+//   f32_to_bf16(x [n], y [n] as u16 bits, n): round to nearest even (NaN stays a quiet NaN,
+//     overflow goes to inf, as __float2bfloat16_rn), for the bf16 products (gemm.rs); written
+//     with bit operations so no cuda_bf16.h is needed under NVRTC.
 // Checked against: src/ops/elementwise.rs and src/ops/binary.rs (through Tensor) by the parity
 //   table in src/backend/cuda/selftest.rs.
 // Launch geometry: 1-D, 256 threads per block, grid-stride loops (any grid size is correct; the
@@ -166,4 +169,16 @@ extern "C" __global__ void scale_shift_f32(const float* __restrict__ x, float* _
 
 extern "C" __global__ void fill_f32(float* __restrict__ y, long long n, float v) {
     GRID_STRIDE(i, n) { y[i] = v; }
+}
+
+extern "C" __global__ void f32_to_bf16(const float* __restrict__ x, unsigned short* __restrict__ y,
+                                       long long n) {
+    GRID_STRIDE(i, n) {
+        unsigned int b = __float_as_uint(x[i]);
+        if ((b & 0x7fffffffu) > 0x7f800000u) {
+            y[i] = (unsigned short)((b >> 16) | 0x0040u);  // NaN: keep the sign, force quiet
+        } else {
+            y[i] = (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+        }
+    }
 }

@@ -47,6 +47,22 @@ pub enum Precision {
     /// TF32 tensor cores (10-bit mantissa operands, f32 accumulation): PyTorch's default for
     /// convolutions (`cudnn.allow_tf32`). Relative error near 3e-4.
     Tf32,
+    /// bf16 tensor cores: both operands of every product rounded to bf16 just before it, f32
+    /// accumulation and output; parameters (master weights), activations and gradients stay
+    /// f32 in memory. Relative error near 3e-3 (`ssod selftest` checks it at 1e-2).
+    Bf16,
+}
+
+impl Precision {
+    /// The CUDA device's matrix-product mode for this precision.
+    pub fn matrix_precision(self) -> crate::backend::cuda::MatrixPrecision {
+        use crate::backend::cuda::MatrixPrecision;
+        match self {
+            Precision::F32 => MatrixPrecision::F32,
+            Precision::Tf32 => MatrixPrecision::Tf32,
+            Precision::Bf16 => MatrixPrecision::Bf16,
+        }
+    }
 }
 
 // One enum per concept: the loss and assigner own these; the config only names them.
@@ -491,5 +507,25 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::MatrixPrecision;
+
+    #[test]
+    fn precision_names_parse_and_pick_the_device_mode() {
+        for (name, p, m) in [
+            ("f32", Precision::F32, MatrixPrecision::F32),
+            ("tf32", Precision::Tf32, MatrixPrecision::Tf32),
+            ("bf16", Precision::Bf16, MatrixPrecision::Bf16),
+        ] {
+            let parsed: Precision = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(parsed, p);
+            assert_eq!(parsed.matrix_precision(), m);
+        }
+        assert!(serde_json::from_str::<Precision>("\"fp16\"").is_err());
     }
 }

@@ -163,8 +163,8 @@ impl DetectorTrainer {
     /// Move the model and its EMA copy to `device`; batches follow in [`Self::step`].
     pub fn to_device(&mut self, device: Device) -> Result<()> {
         if device == Device::Cuda {
-            let tf32 = self.config.precision == super::config::Precision::Tf32;
-            crate::backend::cuda::device()?.set_tf32(tf32)?;
+            crate::backend::cuda::device()?
+                .set_matrix_precision(self.config.precision.matrix_precision())?;
         }
         self.model.store.to_device(device)?;
         if let Some((m, _)) = &self.ema {

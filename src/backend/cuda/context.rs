@@ -4,6 +4,7 @@
 //! a result to the host.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
@@ -35,6 +36,22 @@ struct Inner {
     modules: [OnceLock<Arc<CudaModule>>; KERNEL_FILES],
     /// Page-locked staging buffers for large uploads, by length (the last two sizes used).
     staging: Mutex<Vec<PinnedHostSlice<f32>>>,
+    /// The [`MatrixPrecision`] of every later product, as its `u8`.
+    matrix_precision: AtomicU8,
+}
+
+/// Arithmetic of the matrix products (cuBLAS) of this process: convolutions, matmul, linear.
+/// Element-wise kernels, reductions and the stored tensors stay f32 in every mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatrixPrecision {
+    /// f32 operands and FMA (cuBLAS default math): the CPU's function.
+    F32 = 0,
+    /// TF32 tensor cores: operands rounded to 10-bit mantissas, f32 accumulation.
+    Tf32 = 1,
+    /// bf16 tensor cores: both operands rounded to bf16 (8-bit mantissas) just before the
+    /// product, f32 accumulation and f32 output; weights and activations stay f32 (master
+    /// copies), so only the products see bf16.
+    Bf16 = 2,
 }
 
 /// Uploads at least this long go through a pinned staging buffer (8 MiB of f32).
@@ -80,6 +97,7 @@ impl CudaDevice {
                 arch: format!("compute_{major}{minor}"),
                 modules: [const { OnceLock::new() }; KERNEL_FILES],
                 staging: Mutex::new(Vec::new()),
+                matrix_precision: AtomicU8::new(MatrixPrecision::F32 as u8),
             }),
         })
     }
@@ -101,11 +119,11 @@ impl CudaDevice {
         &self.inner.blas
     }
 
-    /// Let cuBLAS use TF32 tensor cores for f32 products (`true`) or keep full f32 (`false`,
-    /// its default). Applies to every later product of this process.
-    pub fn set_tf32(&self, on: bool) -> Result<()> {
+    /// The arithmetic of every later matrix product of this process (see [`MatrixPrecision`]).
+    pub fn set_matrix_precision(&self, p: MatrixPrecision) -> Result<()> {
         use cudarc::cublas::sys::{cublasMath_t, cublasSetMathMode, cublasStatus_t};
-        let mode = if on {
+        // TF32 is cuBLAS's math mode for f32 products; bf16 products pick their own (GemmEx).
+        let mode = if p == MatrixPrecision::Tf32 {
             cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
         } else {
             cublasMath_t::CUBLAS_DEFAULT_MATH
@@ -115,7 +133,18 @@ impl CudaDevice {
         if status != cublasStatus_t::CUBLAS_STATUS_SUCCESS {
             return Err(cuda_err("cublasSetMathMode", status));
         }
+        self.inner
+            .matrix_precision
+            .store(p as u8, Ordering::Relaxed);
         Ok(())
+    }
+
+    pub fn matrix_precision(&self) -> MatrixPrecision {
+        match self.inner.matrix_precision.load(Ordering::Relaxed) {
+            1 => MatrixPrecision::Tf32,
+            2 => MatrixPrecision::Bf16,
+            _ => MatrixPrecision::F32,
+        }
     }
 
     /// `(peak, now)` bytes in use in the device's default memory pool, which serves the
@@ -228,6 +257,17 @@ impl CudaDevice {
         // SAFETY: callers overwrite every element before reading it (the kernels' contracts).
         unsafe { self.inner.stream.alloc(len) }
             .map_err(|e| cuda_err(&format!("alloc of {len} elements"), e))
+    }
+
+    /// A device buffer of `len` u16 (bf16 bits) with unspecified contents, for outputs a
+    /// kernel writes in full.
+    pub fn alloc_u16(&self, len: usize) -> Result<CudaSlice<u16>> {
+        if len == 0 {
+            return self.inner.stream.null().map_err(|e| cuda_err("alloc", e));
+        }
+        // SAFETY: callers overwrite every element before reading it.
+        unsafe { self.inner.stream.alloc(len) }
+            .map_err(|e| cuda_err(&format!("alloc of {len} bf16 elements"), e))
     }
 
     /// A zeroed device buffer of `len` i32.

@@ -5,10 +5,10 @@
 //! `cᵀ = op(b)ᵀ·op(a)ᵀ`, so the calls below swap the operands and never copy.
 
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
 
-use super::check_len;
-use super::context::{cuda_err, CudaDevice};
+use super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
+use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
 fn op(t: bool) -> cublasOperation_t {
@@ -98,10 +98,110 @@ pub(crate) fn sgemm_rm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePt
         stride_b: sa.stride as i64,
         stride_c: sc.stride as i64,
     };
+    if dev.matrix_precision() == MatrixPrecision::Bf16 {
+        return gemm_bf16(
+            dev,
+            &cfg,
+            (a, sa, trans_a, m),
+            (b, sb, trans_b, n),
+            k,
+            c,
+            batch,
+        );
+    }
     // SAFETY: callers pass buffers that hold every item at the given strides (lengths derived
     // from the checked geometry); all sizes fit i32 (check_geometry).
     unsafe { dev.blas().gemm_strided_batched(cfg, b, a, c) }
         .map_err(|e| cuda_err("cublasSgemmStridedBatched", e))
+}
+
+/// Elements of a stored operand a batched product reads: `rows × cols` at row stride `ld`, item
+/// `i` at `i·stride` (0: one shared matrix).
+fn used_len(rows: usize, cols: usize, s: Strided, batch: usize) -> usize {
+    if rows == 0 || cols == 0 || batch == 0 {
+        return 0;
+    }
+    let items = if s.stride == 0 { 1 } else { batch };
+    (items - 1) * s.stride + (rows - 1) * s.ld + cols
+}
+
+/// The first `len` values of `x` rounded to bf16 (`f32_to_bf16`), as raw u16 bits.
+fn to_bf16<X: DevicePtr<f32>>(dev: &CudaDevice, x: &X, len: usize) -> Result<CudaSlice<u16>> {
+    let sym = "f32_to_bf16";
+    let n = to_i64(sym, len)?;
+    let mut y = dev.alloc_u16(len)?;
+    if len == 0 {
+        return Ok(y);
+    }
+    let f = dev.function(KernelFile::Elementwise, sym)?;
+    let (x_ptr, _read) = x.device_ptr(dev.stream());
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(&x_ptr).arg(&mut y).arg(&n);
+    // SAFETY: the caller's operand holds at least `len` values (used_len of its checked view);
+    // y holds len.
+    unsafe { lb.launch(grid_1d(len)) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(y)
+}
+
+/// The bf16 arm of [`sgemm_rm_batched`] (`MatrixPrecision::Bf16`): both operands rounded to bf16
+/// into scratch buffers, then `cublasGemmStridedBatchedEx` with bf16 inputs, f32 output and f32
+/// accumulation (`CUBLAS_COMPUTE_32F`) on the tensor cores. `cfg` is the f32 call's column-major
+/// configuration (operands already swapped); each operand comes with its stride, whether it is
+/// transposed and its row count in the row-major product (`m` for a, `n` for b).
+#[allow(clippy::type_complexity)]
+fn gemm_bf16<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    cfg: &StridedBatchedConfig<f32>,
+    (a, sa, trans_a, m): (&A, Strided, bool, usize),
+    (b, sb, trans_b, n): (&B, Strided, bool, usize),
+    k: usize,
+    c: &mut C,
+    batch: usize,
+) -> Result<()> {
+    use cudarc::cublas::result::gemm_strided_batched_ex;
+    use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
+    // Stored shapes: a is [m×k] ([k×m] when transposed), b is [k×n] ([n×k]).
+    let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
+    let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
+    let a16 = to_bf16(dev, a, used_len(a_rows, a_cols, sa, batch))?;
+    let b16 = to_bf16(dev, b, used_len(b_rows, b_cols, sb, batch))?;
+    let g = &cfg.gemm;
+    let stream = dev.stream();
+    let (a_ptr, _ra) = a16.device_ptr(stream);
+    let (b_ptr, _rb) = b16.device_ptr(stream);
+    let (c_ptr, _wc) = c.device_ptr_mut(stream);
+    let (alpha, beta) = (g.alpha, g.beta);
+    // SAFETY: the bf16 copies hold every element the f32 operands' checked views reach; c is
+    // the caller's checked output; alpha/beta are host scalars (cuBLAS's default pointer mode);
+    // the operands are swapped as in the f32 call (cᵀ = op(b)ᵀ·op(a)ᵀ).
+    unsafe {
+        gemm_strided_batched_ex(
+            *dev.blas().handle(),
+            g.transa,
+            g.transb,
+            g.m,
+            g.n,
+            g.k,
+            (&alpha as *const f32).cast(),
+            b_ptr as *const std::ffi::c_void,
+            cudaDataType::CUDA_R_16BF,
+            g.lda,
+            cfg.stride_a,
+            a_ptr as *const std::ffi::c_void,
+            cudaDataType::CUDA_R_16BF,
+            g.ldb,
+            cfg.stride_b,
+            (&beta as *const f32).cast(),
+            c_ptr as *mut std::ffi::c_void,
+            cudaDataType::CUDA_R_32F,
+            g.ldc,
+            cfg.stride_c,
+            cfg.batch_size,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP,
+        )
+    }
+    .map_err(|e| cuda_err("cublasGemmStridedBatchedEx (bf16)", e))
 }
 
 /// Shapes of a (batched) row-major product `c[b] [m×n] = op(a[b]) [m×k] · op(b[b]) [k×n]`.

@@ -55,7 +55,7 @@ pub mod softmax;
 use std::panic::catch_unwind;
 use std::sync::OnceLock;
 
-pub use context::CudaDevice;
+pub use context::{CudaDevice, MatrixPrecision};
 pub use cudarc::driver::CudaSlice;
 pub use modules::{
     compile_all_kernels, compile_ptx, compile_source, nvrtc_available, nvrtc_version, KernelFile,

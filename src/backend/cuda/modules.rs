@@ -132,6 +132,7 @@ impl KernelFile {
                 "div_bwd_f32",
                 "scale_shift_f32",
                 "fill_f32",
+                "f32_to_bf16",
             ],
             KernelFile::Reduce => &["sum_partial_f32", "sum_keepdim_f32"],
             KernelFile::Conv2d => &[

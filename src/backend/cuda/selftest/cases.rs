@@ -24,7 +24,7 @@ use super::{timed, timed_cpu, Case, Inputs, Measure, Outputs};
 use crate::backend::cpu::conv2d::{self as cpu_conv, Conv2dGeometry};
 use crate::backend::cuda::{
     batch_norm as bn, conv2d, elementwise as ew, gemm, loss, optim, pool, reduce, similarity,
-    simota, softmax,
+    simota, softmax, MatrixPrecision,
 };
 use crate::detect::loss::{box_loss, BoxLossKind};
 use crate::detect::simota::{iou_cxcywh, simota_assign, SimOtaConfig, SimOtaInput, SimOtaMode};
@@ -93,6 +93,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(reduce_cases());
     v.extend(conv_cases());
     v.extend(gemm_cases());
+    v.extend(bf16_cases());
     v.extend(bn_cases());
     v.extend(pool_cases());
     v.push(softmax_case(

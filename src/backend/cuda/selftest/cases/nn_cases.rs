@@ -256,6 +256,66 @@ pub(super) fn gemm_cases() -> Vec<Case> {
     ]
 }
 
+// ---- bf16 products (MatrixPrecision::Bf16) ----
+
+/// `case` with its GPU side run in bf16 product mode (restored to f32 afterwards, also on
+/// error), compared by norm at 1e-2: bf16 operands carry 8-bit mantissas, so single elements
+/// near zero after cancellation differ by more than any per-element bound worth having, while
+/// the norm error is ~3e-3 for these sizes.
+fn in_bf16(name: &'static str, kernels: &'static [&'static str], case: Case) -> Case {
+    let gpu = case.gpu;
+    Case {
+        name,
+        kernels,
+        tol: 1e-2,
+        measure: Measure::RelativeNorm,
+        gpu: Box::new(move |dev, inp| {
+            dev.set_matrix_precision(MatrixPrecision::Bf16)?;
+            let result = gpu(dev, inp);
+            dev.set_matrix_precision(MatrixPrecision::F32)?;
+            result
+        }),
+        ..case
+    }
+}
+
+pub(super) fn bf16_cases() -> Vec<Case> {
+    let base = gemm::GemmShape {
+        batch: 3,
+        m: 37,
+        n: 41,
+        k: 29,
+        trans_a: false,
+        trans_b: false,
+        a_batched: true,
+        b_batched: false,
+    };
+    vec![
+        in_bf16(
+            "matmul bf16 aᵀ·b batched both",
+            &["f32_to_bf16"],
+            gemm_case(
+                "",
+                gemm::GemmShape {
+                    trans_a: true,
+                    b_batched: true,
+                    ..base
+                },
+            ),
+        ),
+        in_bf16(
+            "conv2d bf16 im2col+gemm 3x3 s2 p1",
+            &["f32_to_bf16", "conv2d_im2col_f32", "conv2d_col2im_f32"],
+            conv_case("", &[], ConvPath::Fast, geo(3, 6, 13, 11, 9, 3, 2, 1, 1)),
+        ),
+        in_bf16(
+            "conv2d bf16 1x1 (pointwise gemm)",
+            &["f32_to_bf16"],
+            conv_case("", &[], ConvPath::Fast, geo(2, 12, 9, 7, 10, 1, 1, 0, 1)),
+        ),
+    ]
+}
+
 // ---- batch norm ----
 
 pub(super) fn bn_case(

@@ -176,10 +176,10 @@ fn row_taps<const R: usize, const REVERSED: bool>(
     };
     let edge = |x: usize| {
         let mut acc = 0f32;
-        for r in 0..R {
-            for k in 0..3 {
+        for (w_r, row) in w.iter().zip(rows) {
+            for (k, &w_k) in w_r.iter().enumerate() {
                 if let Some(c) = col(x, k) {
-                    acc += w[r][k] * rows[r][c];
+                    acc += w_k * row[c];
                 }
             }
         }

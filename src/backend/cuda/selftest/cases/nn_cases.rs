@@ -223,8 +223,9 @@ pub(super) fn gemm_case(name: &'static str, sh: gemm::GemmShape) -> Case {
     }
 }
 
-pub(super) fn gemm_cases() -> Vec<Case> {
-    let base = gemm::GemmShape {
+/// The odd-sized batched product the gemm cases vary (3 × [37×29]·[29×41], shared rhs).
+fn gemm_base() -> gemm::GemmShape {
+    gemm::GemmShape {
         batch: 3,
         m: 37,
         n: 41,
@@ -233,7 +234,11 @@ pub(super) fn gemm_cases() -> Vec<Case> {
         trans_b: false,
         a_batched: true,
         b_batched: false,
-    };
+    }
+}
+
+pub(super) fn gemm_cases() -> Vec<Case> {
+    let base = gemm_base();
     vec![
         gemm_case("matmul batched, shared rhs", base),
         // linear: x·Wᵀ
@@ -280,16 +285,7 @@ fn in_bf16(name: &'static str, kernels: &'static [&'static str], case: Case) -> 
 }
 
 pub(super) fn bf16_cases() -> Vec<Case> {
-    let base = gemm::GemmShape {
-        batch: 3,
-        m: 37,
-        n: 41,
-        k: 29,
-        trans_a: false,
-        trans_b: false,
-        a_batched: true,
-        b_batched: false,
-    };
+    let base = gemm_base();
     vec![
         in_bf16(
             "matmul bf16 aᵀ·b batched both",

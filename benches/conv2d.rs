@@ -161,6 +161,9 @@ fn time_conv(g: &Conv2dGeometry, reps: usize) -> Timings {
 }
 
 fn main() {
+    // The allocator the `ssod` binary runs with: outputs come from recycled heap memory, not
+    // freshly mapped (page-faulting) pages.
+    ssod::backend::cpu::tune_allocator();
     let reps: usize = std::env::var("CONV_BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())

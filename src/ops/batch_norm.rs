@@ -201,8 +201,9 @@ fn plane_forward(
 }
 
 simd_fn! {
-/// Backward pass 1 over one plane: the gradient at the BN output `d_bn` (into `d`; with `silu`
-/// through SiLU's derivative, bn and σ recomputed from x) and its sums `(Σd_bn, Σ(d_bn·xhat))`.
+/// Backward pass 1 over one plane: the gradient at the BN output `d_bn` (into `d`, which may be
+/// uninitialised: every element is written; with `silu` through SiLU's derivative, bn and σ
+/// recomputed from x) and its sums `(Σd_bn, Σ(d_bn·xhat))`.
 #[allow(clippy::too_many_arguments)]
 fn plane_grad_at_bn(
     d: &mut [MaybeUninit<f32>],

@@ -257,8 +257,7 @@ fn per_channel(c: usize, per_plane: &[(f64, f64)]) -> Vec<(f64, f64)> {
 }
 
 /// Check shapes, compute the per-channel stats (updating the running stats in training mode)
-/// and write the output: `out(i, xhat)` maps each normalised value of plane `i` (channel
-/// `i % c`) to the output value.
+/// and write the output, `gamma·xhat + beta`, through SiLU when `silu`.
 #[allow(clippy::too_many_arguments)]
 fn bn_forward(
     op: &str,

@@ -69,6 +69,12 @@ fn trainable(store: &ParamStore) -> Vec<NamedTensor> {
 
 /// The parameter's gradient values, checked against its shape.
 fn grad_values(p: &NamedTensor, op: &str) -> Result<Option<Vec<f32>>> {
+    Ok(checked_grad(p, op)?.map(|g| g.to_vec()))
+}
+
+/// The parameter's gradient tensor (on whatever device it lives), `None` without one; an error
+/// naming the parameter when its shape differs from the parameter's.
+fn checked_grad(p: &NamedTensor, op: &str) -> Result<Option<Tensor>> {
     let Some(g) = p.tensor.grad() else {
         return Ok(None);
     };
@@ -79,7 +85,7 @@ fn grad_values(p: &NamedTensor, op: &str) -> Result<Option<Vec<f32>>> {
             got: g.shape().to_string(),
         });
     }
-    Ok(Some(g.to_vec()))
+    Ok(Some(g))
 }
 
 /// `name.suffix` → (`name`, `suffix`), checked against the known parameters and shapes.
@@ -165,16 +171,9 @@ impl Sgd {
         if !(p.tensor.is_cuda() && self.nesterov && self.momentum != 0.0) {
             return Ok(false);
         }
-        let Some(g) = p.tensor.grad() else {
+        let Some(g) = checked_grad(p, "sgd")? else {
             return Ok(true);
         };
-        if g.shape() != p.tensor.shape() {
-            return Err(Error::ShapeMismatch {
-                op: format!("sgd: gradient of `{}`", p.name),
-                expected: p.tensor.shape().to_string(),
-                got: g.shape().to_string(),
-            });
-        }
         let dev = crate::backend::cuda::device()?;
         // The kernel's buf = μ·buf + d equals torch's first-step buf = d when buf starts at 0.
         let mut buf = match self.device_buffers.remove(&p.name) {
@@ -354,16 +353,9 @@ impl Adam {
         if !p.tensor.is_cuda() {
             return Ok(false);
         }
-        let Some(g) = p.tensor.grad() else {
+        let Some(g) = checked_grad(p, self.kind().name())? else {
             return Ok(true);
         };
-        if g.shape() != p.tensor.shape() {
-            return Err(Error::ShapeMismatch {
-                op: format!("{}: gradient of `{}`", self.kind().name(), p.name),
-                expected: p.tensor.shape().to_string(),
-                got: g.shape().to_string(),
-            });
-        }
         let dev = crate::backend::cuda::device()?;
         let mut state = match self.device_moments.remove(&p.name) {
             Some(s) => s,

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use super::elementwise::sigmoid_f32;
 use crate::autograd::{is_grad_enabled, record};
 use crate::backend::cpu::simd::simd_fn;
+use crate::backend::cpu::uninit::filled_vec;
 use crate::backend::cuda::batch_norm as cuda_bn;
 use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
@@ -307,18 +308,18 @@ fn bn_forward(
         // One pass: xhat, the BN output and (fused) SiLU, straight from x.
         // Written plane by plane without zeroing first (a memset of every BN output was ~3 %
         // of a YOLOX-nano step).
-        let mut y: Vec<f32> = Vec::with_capacity(xv.len());
-        y.spare_capacity_mut()[..xv.len()]
-            .par_chunks_mut(plane.max(1))
-            .zip(xv.par_chunks(plane.max(1)))
-            .enumerate()
-            .for_each(|(i, (yy, xx))| {
-                let ch = i % c;
-                let (mean, inv) = stats[ch];
-                plane_forward(yy, xx, mean, inv, gv[ch], bv[ch], silu);
-            });
-        // SAFETY: the planes tile the first xv.len() elements and plane_forward wrote each.
-        unsafe { y.set_len(xv.len()) };
+        let write_planes = |y: &mut [MaybeUninit<f32>]| {
+            y.par_chunks_mut(plane.max(1))
+                .zip(xv.par_chunks(plane.max(1)))
+                .enumerate()
+                .for_each(|(i, (yy, xx))| {
+                    let ch = i % c;
+                    let (mean, inv) = stats[ch];
+                    plane_forward(yy, xx, mean, inv, gv[ch], bv[ch], silu);
+                })
+        };
+        // SAFETY: the planes tile all xv.len() elements and plane_forward writes each.
+        let (y, ()) = unsafe { filled_vec(xv.len(), write_planes) };
         Ok((y, stats))
     })?;
     Ok((
@@ -343,20 +344,20 @@ fn bn_backward(s: &BnSaved, dy: &[f32], silu: bool) -> (Vec<f32>, Vec<f32>, Vec<
     let pl = plane.max(1);
     s.x.with_values(|xv| {
         // Pass 1, per plane: d_bn (into dx) and (Σd_bn, Σ(d_bn·xhat)) in f64.
-        let mut dx: Vec<f32> = Vec::with_capacity(dy.len());
-        let per_plane: Vec<(f64, f64)> = dx.spare_capacity_mut()[..dy.len()]
-            .par_chunks_mut(pl)
-            .zip(dy.par_chunks(pl))
-            .zip(xv.par_chunks(pl))
-            .enumerate()
-            .map(|(i, ((dd, dyp), xp))| {
-                let ch = i % c;
-                let (mean, inv) = s.stats[ch];
-                plane_grad_at_bn(dd, dyp, xp, mean, inv, s.gamma[ch], s.beta[ch], silu)
-            })
-            .collect();
-        // SAFETY: the planes tile the first dy.len() elements and plane_grad_at_bn wrote each.
-        unsafe { dx.set_len(dy.len()) };
+        let write_planes = |dx: &mut [MaybeUninit<f32>]| -> Vec<(f64, f64)> {
+            dx.par_chunks_mut(pl)
+                .zip(dy.par_chunks(pl))
+                .zip(xv.par_chunks(pl))
+                .enumerate()
+                .map(|(i, ((dd, dyp), xp))| {
+                    let ch = i % c;
+                    let (mean, inv) = s.stats[ch];
+                    plane_grad_at_bn(dd, dyp, xp, mean, inv, s.gamma[ch], s.beta[ch], silu)
+                })
+                .collect()
+        };
+        // SAFETY: the planes tile all dy.len() elements and plane_grad_at_bn writes each.
+        let (mut dx, per_plane) = unsafe { filled_vec(dy.len(), write_planes) };
         let sums = per_channel(c, &per_plane);
         // Pass 2, in place: dx = gamma·inv/M · (M·d_bn − Σd_bn − xhat·Σ(d_bn·xhat)).
         let m = (s.n * plane) as f32;

@@ -16,6 +16,9 @@ mod im2col;
 #[cfg(target_arch = "x86_64")]
 mod pointwise_avx512;
 
+use super::uninit;
+use std::mem::MaybeUninit;
+
 /// Everything a conv kernel needs to know about its shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dGeometry {
@@ -81,16 +84,14 @@ fn is_pointwise(g: &Conv2dGeometry) -> bool {
 
 /// Forward: `y = conv(x, w)`.
 pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    let mut y = fresh_output(g.y_len());
-    fwd_into(x, w, g, &mut y);
-    y
+    // SAFETY: `fwd_uninit` writes every element.
+    unsafe { fresh_output(g.y_len(), |y| fwd_uninit(x, w, g, y)) }
 }
 
 /// Gradient with respect to the input: `dx = conv_transpose(dy, w)`.
 pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    let mut dx = fresh_output(g.x_len());
-    bwd_input_into(dy, w, g, &mut dx);
-    dx
+    // SAFETY: `bwd_input_uninit` writes every element.
+    unsafe { fresh_output(g.x_len(), |dx| bwd_input_uninit(dy, w, g, dx)) }
 }
 
 /// Gradient with respect to the weight, summed over the batch.
@@ -103,23 +104,33 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
 /// Outputs at least this large (bytes) ask the kernel for transparent huge pages.
 const HUGE_OUTPUT_BYTES: usize = 8 << 20;
 
-/// A zeroed output buffer of `len` floats. Large ones come from a fresh `mmap` (glibc serves
-/// requests over its mmap threshold, at most 32 MiB, that way), and the first write to each 4 KiB
-/// page then costs a page fault: on the benchmark VM, writing a fresh 52 MB buffer took ~37 ms
-/// against ~2.5 ms for a recycled one, more than the conv's own arithmetic on YOLOX-S's large
-/// maps. `MADV_HUGEPAGE` on the buffer's 2 MiB-aligned interior makes those faults 2 MiB each
-/// (measured: 52 MB in ~10 ms), which is what the system's THP setting "madvise" expects.
-/// Only the aligned interior is advised, so the buffer's memory use does not grow.
-fn fresh_output(len: usize) -> Vec<f32> {
-    let v = vec![0f32; len];
-    if len * std::mem::size_of::<f32>() >= HUGE_OUTPUT_BYTES {
-        advise_huge_pages(&v);
-    }
-    v
+/// An output buffer of `len` floats filled by `write`, never zeroed: the conv kernels overwrite
+/// every element, and zeroing first cost a memset of the whole output (the 26-52 MB outputs of
+/// YOLOX-S's dark2 1×1 conv: a fifth of its forward, BENCHMARKS.md "Session 12").
+///
+/// Large buffers may come from a fresh `mmap` (glibc serves requests over its mmap threshold,
+/// at most 32 MiB, that way, unless [`super::tune_allocator`] ran), and the first write to each
+/// 4 KiB page then costs a page fault: on the benchmark VM, writing a fresh 52 MB buffer took
+/// ~37 ms against ~2.5 ms for a recycled one, more than the conv's own arithmetic on YOLOX-S's
+/// large maps. `MADV_HUGEPAGE` on the buffer's 2 MiB-aligned interior, before the first write,
+/// makes those faults 2 MiB each (measured: 52 MB in ~10 ms), which is what the system's THP
+/// setting "madvise" expects. Only the aligned interior is advised, so memory use does not grow.
+///
+/// # Safety
+/// `write` must write every element.
+unsafe fn fresh_output(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let fill = |buf: &mut [MaybeUninit<f32>]| {
+        if std::mem::size_of_val(buf) >= HUGE_OUTPUT_BYTES {
+            advise_huge_pages(buf);
+        }
+        write(buf)
+    };
+    // SAFETY: the caller's contract.
+    unsafe { uninit::filled_vec(len, fill).0 }
 }
 
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(v: &[f32]) {
+fn advise_huge_pages(v: &[MaybeUninit<f32>]) {
     const HUGE: usize = 2 << 20;
     let begin = v.as_ptr() as usize;
     let (start, end) = (
@@ -136,7 +147,7 @@ fn advise_huge_pages(v: &[f32]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_: &[f32]) {}
+fn advise_huge_pages(_: &[MaybeUninit<f32>]) {}
 
 // The `_into` forms overwrite a caller's buffer (any contents). Large fresh outputs cost page
 // faults (a 100 MB `dx` is 25k of them, a sizeable share of a conv's time on the benchmark
@@ -144,6 +155,12 @@ fn advise_huge_pages(_: &[f32]) {}
 
 /// [`fwd`] into `y` (`g.y_len()` elements, overwritten).
 pub fn fwd_into(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
+    // SAFETY: the kernels write only floats.
+    fwd_uninit(x, w, g, unsafe { uninit::as_uninit(y) });
+}
+
+/// [`fwd`] into `y`, every element of which is written.
+fn fwd_uninit(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [MaybeUninit<f32>]) {
     debug_assert_eq!(x.len(), g.x_len(), "conv2d fwd: x length");
     debug_assert_eq!(w.len(), g.w_len(), "conv2d fwd: w length");
     debug_assert_eq!(y.len(), g.y_len(), "conv2d fwd: y length");
@@ -155,6 +172,12 @@ pub fn fwd_into(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
 
 /// [`bwd_input`] into `dx` (`g.x_len()` elements, overwritten).
 pub fn bwd_input_into(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
+    // SAFETY: the kernels write only floats.
+    bwd_input_uninit(dy, w, g, unsafe { uninit::as_uninit(dx) });
+}
+
+/// [`bwd_input`] into `dx`, every element of which is written.
+fn bwd_input_uninit(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [MaybeUninit<f32>]) {
     debug_assert_eq!(dy.len(), g.y_len(), "conv2d bwd_input: dy length");
     debug_assert_eq!(w.len(), g.w_len(), "conv2d bwd_input: w length");
     debug_assert_eq!(dx.len(), g.x_len(), "conv2d bwd_input: dx length");

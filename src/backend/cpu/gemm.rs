@@ -1,5 +1,7 @@
 //! sgemm through the `gemm` crate with explicit row/column strides (in elements).
 
+use std::mem::MaybeUninit;
+
 /// A read-only matrix view: `data[row * row_stride + col * col_stride]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
@@ -43,13 +45,79 @@ pub fn sgemm(
     accumulate: bool,
     threads: usize,
 ) {
+    // SAFETY: `c` is initialised, exclusively borrowed and `c.len()` long.
+    unsafe {
+        sgemm_raw(
+            m,
+            n,
+            k,
+            a,
+            b,
+            c.as_mut_ptr(),
+            c.len(),
+            ldc,
+            accumulate,
+            threads,
+        )
+    }
+}
+
+/// [`sgemm`] overwriting `c`, which may be uninitialised: every element of the `m × n` block is
+/// written and none is read before it is written.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_overwrite_uninit(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    threads: usize,
+) {
+    // SAFETY: `c` is exclusively borrowed and `c.len()` long; with `accumulate = false` the
+    // gemm crate stores before it loads (`read_dst = false` on the first k block).
+    unsafe {
+        sgemm_raw(
+            m,
+            n,
+            k,
+            a,
+            b,
+            c.as_mut_ptr().cast(),
+            c.len(),
+            ldc,
+            false,
+            threads,
+        )
+    }
+}
+
+/// # Safety
+/// `c` points to `c_len` writable floats, exclusively ours; with `accumulate` they must be
+/// initialised.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: *mut f32,
+    c_len: usize,
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
+    assert!((m - 1) * ldc + n <= c_len, "sgemm: dst view out of bounds");
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                c[i * ldc..i * ldc + n].iter_mut().for_each(|v| *v = 0.0);
+                // SAFETY: row i's n elements lie inside `c` (asserted above).
+                unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
             }
         }
         return;
@@ -63,22 +131,18 @@ pub fn sgemm(
         last(&b, k, n) < b.data.len(),
         "sgemm: rhs view out of bounds"
     );
-    assert!(
-        (m - 1) * ldc + n <= c.len(),
-        "sgemm: dst view out of bounds"
-    );
     let parallelism = if threads <= 1 {
         gemm::Parallelism::None
     } else {
         gemm::Parallelism::Rayon(threads)
     };
-    // SAFETY: the three views were bounds-checked above; `c` is exclusively borrowed.
+    // SAFETY: the three views were bounds-checked above; `c` is ours (the caller's contract).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             ldc as isize,
             accumulate,

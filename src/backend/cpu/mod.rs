@@ -4,6 +4,7 @@
 pub mod conv2d;
 pub mod gemm;
 pub mod simd;
+pub mod uninit;
 
 /// Keep freed tensor buffers in the heap instead of returning them to the kernel: glibc maps
 /// large blocks (>= 128 KiB .. 32 MiB) with mmap and unmaps them on free, so every op output

@@ -13,17 +13,19 @@
 use super::im2col::{valid_range, Phases};
 use super::Conv2dGeometry;
 use crate::backend::cpu::simd::simd_fn;
+use crate::backend::cpu::uninit::zero_fill;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-/// Overwrites `y`.
-pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
+/// Writes every element of `y` (which may be uninitialised).
+pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [MaybeUninit<f32>]) {
     let (in_plane, out_plane, taps) = (
         g.in_h * g.in_w,
         g.out_h() * g.out_w(),
         g.kernel_h * g.kernel_w,
     );
     if out_plane == 0 || in_plane == 0 {
-        y.fill(0.0);
+        zero_fill(y);
         return;
     }
     y.par_chunks_mut(out_plane)
@@ -35,8 +37,7 @@ pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
             if is_3x3_same(g) {
                 fwd_plane_3x3(x_plane, w_c, g.in_w, y_plane);
             } else {
-                y_plane.fill(0.0);
-                fwd_plane(x_plane, w_c, g, y_plane);
+                fwd_plane(x_plane, w_c, g, zero_fill(y_plane));
             }
         });
 }
@@ -78,15 +79,15 @@ fn fwd_plane(x_plane: &[f32], w_c: &[f32], g: &Conv2dGeometry, y_plane: &mut [f3
 }
 }
 
-/// Overwrites `dx`.
-pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
+/// Writes every element of `dx` (which may be uninitialised).
+pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [MaybeUninit<f32>]) {
     let (in_plane, out_plane, taps) = (
         g.in_h * g.in_w,
         g.out_h() * g.out_w(),
         g.kernel_h * g.kernel_w,
     );
     if out_plane == 0 || in_plane == 0 {
-        dx.fill(0.0);
+        zero_fill(dx);
         return;
     }
     dx.par_chunks_mut(in_plane)
@@ -98,8 +99,7 @@ pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
             if is_3x3_same(g) {
                 bwd_input_plane_3x3(dy_plane, w_c, g.in_w, dx_plane);
             } else {
-                dx_plane.fill(0.0);
-                bwd_input_plane(dy_plane, w_c, g, dx_plane);
+                bwd_input_plane(dy_plane, w_c, g, zero_fill(dx_plane));
             }
         });
 }
@@ -112,9 +112,9 @@ fn is_3x3_same(g: &Conv2dGeometry) -> bool {
 
 simd_fn! {
 /// [`fwd_plane`] for [`is_3x3_same`] geometries (output plane = input plane, `width` wide),
-/// overwriting `y_plane`: the same sums in the same order (taps by row then column, invalid
-/// taps skipped), so the same bits.
-fn fwd_plane_3x3(x_plane: &[f32], w_c: &[f32], width: usize, y_plane: &mut [f32]) {
+/// writing every element of `y_plane`: the same sums in the same order (taps by row then
+/// column, invalid taps skipped), so the same bits.
+fn fwd_plane_3x3(x_plane: &[f32], w_c: &[f32], width: usize, y_plane: &mut [MaybeUninit<f32>]) {
     let height = x_plane.len() / width;
     let row = |i: usize| &x_plane[i * width..(i + 1) * width];
     let w = |ky: usize| [w_c[3 * ky], w_c[3 * ky + 1], w_c[3 * ky + 2]];
@@ -135,11 +135,17 @@ fn fwd_plane_3x3(x_plane: &[f32], w_c: &[f32], width: usize, y_plane: &mut [f32]
 }
 
 simd_fn! {
-/// [`bwd_input_plane`] for [`is_3x3_same`] geometries, overwriting `dx_plane`: input row `iy`
+/// [`bwd_input_plane`] for [`is_3x3_same`] geometries, writing every element of `dx_plane`:
+/// input row `iy`
 /// receives from output rows iy − 1, iy, iy + 1 through taps ky = 2, 1, 0, in that order, each
 /// through taps kx = 0, 1, 2 reading dy columns x + 1, x, x − 1 (the order of the general
 /// kernel's scatter, so the same bits).
-fn bwd_input_plane_3x3(dy_plane: &[f32], w_c: &[f32], width: usize, dx_plane: &mut [f32]) {
+fn bwd_input_plane_3x3(
+    dy_plane: &[f32],
+    w_c: &[f32],
+    width: usize,
+    dx_plane: &mut [MaybeUninit<f32>],
+) {
     let height = dy_plane.len() / width;
     let row = |i: usize| &dy_plane[i * width..(i + 1) * width];
     let w = |ky: usize| [w_c[3 * ky], w_c[3 * ky + 1], w_c[3 * ky + 2]];
@@ -158,13 +164,13 @@ fn bwd_input_plane_3x3(dy_plane: &[f32], w_c: &[f32], width: usize, dx_plane: &m
 }
 }
 
-/// `out[x] = Σ_r Σ_k w[r][k] · rows[r][col_k(x)]`, summed from 0 in order r, then k, skipping
-/// columns outside the row; `col_k(x) = x + k − 1`, or `x − k + 1` when `REVERSED` (the input
+/// Writes `out[x] = Σ_r Σ_k w[r][k] · rows[r][col_k(x)]` for every `x`, summed from 0 in order
+/// r, then k, skipping columns outside the row; `col_k(x) = x + k − 1`, or `x − k + 1` when `REVERSED` (the input
 /// gradient). Interior columns (all three taps inside) run as one vectorised loop, the two
 /// edge columns with the checks.
 #[inline(always)]
 fn row_taps<const R: usize, const REVERSED: bool>(
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     rows: [&[f32]; R],
     w: [[f32; 3]; R],
 ) {
@@ -203,14 +209,14 @@ fn row_taps<const R: usize, const REVERSED: bool>(
                 acc += w[r][1] * mid[r][i];
                 acc += w[r][2] * last[r][i];
             }
-            *o = acc;
+            o.write(acc);
         }
     }
     if n >= 1 {
-        out[0] = edge(0);
+        out[0].write(edge(0));
     }
     if n >= 2 {
-        out[n - 1] = edge(n - 1);
+        out[n - 1].write(edge(n - 1));
     }
 }
 
@@ -348,6 +354,7 @@ impl Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::uninit::as_uninit;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
@@ -389,12 +396,13 @@ mod tests {
             let (x, wt, dy) = (values(h * w, 1), values(9, 2), values(h * w, 3));
             let (mut general, mut fast) = (vec![0f32; h * w], vec![f32::NAN; h * w]);
             fwd_plane(&x, &wt, &g, &mut general);
-            fwd_plane_3x3(&x, &wt, w, &mut fast);
+            // SAFETY (both calls): the kernels write only floats.
+            fwd_plane_3x3(&x, &wt, w, unsafe { as_uninit(&mut fast) });
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&general), bits(&fast), "fwd {h}x{w}");
             let (mut general, mut fast) = (vec![0f32; h * w], vec![f32::NAN; h * w]);
             bwd_input_plane(&dy, &wt, &g, &mut general);
-            bwd_input_plane_3x3(&dy, &wt, w, &mut fast);
+            bwd_input_plane_3x3(&dy, &wt, w, unsafe { as_uninit(&mut fast) });
             assert_eq!(bits(&general), bits(&fast), "bwd_input {h}x{w}");
         }
     }

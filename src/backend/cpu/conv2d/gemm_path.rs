@@ -17,10 +17,12 @@ use super::im2col::{col2im_add, im2col};
 #[cfg(target_arch = "x86_64")]
 use super::pointwise_avx512 as direct;
 use super::Conv2dGeometry;
-use crate::backend::cpu::gemm::{sgemm, MatRef};
+use crate::backend::cpu::gemm::{sgemm, sgemm_overwrite_uninit, MatRef};
 use crate::backend::cpu::simd::simd_fn;
+use crate::backend::cpu::uninit::zero_fill;
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Per-group sizes of the gemms.
@@ -132,12 +134,12 @@ fn inner_threads(batch: usize) -> usize {
     }
 }
 
-/// Overwrites `y`.
-pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [f32]) {
+/// Writes every element of `y` (which may be uninitialised).
+pub fn fwd(x: &[f32], w: &[f32], g: &Conv2dGeometry, y: &mut [MaybeUninit<f32>]) {
     let d = GroupDims::new(g);
     let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
     if x_item == 0 || y_item == 0 {
-        y.fill(0.0);
+        zero_fill(y);
         return;
     }
     let threads = inner_threads(g.batch);
@@ -157,7 +159,7 @@ fn fwd_item(
     w: &[f32],
     g: &Conv2dGeometry,
     d: &GroupDims,
-    y_n: &mut [f32],
+    y_n: &mut [MaybeUninit<f32>],
     threads: usize,
 ) {
     with_cols(d.cols_len(), |cols| {
@@ -174,8 +176,8 @@ fn fwd_item(
                     im2col(x_g, g, rows, cols, threads > 1);
                     MatRef::row_major(cols, n)
                 };
-                // y_g[:, tile] = w_g [cout_g, taps] · cols [taps, n]
-                sgemm(
+                // y_g[:, tile] = w_g [cout_g, taps] · cols [taps, n]; the tiles cover the plane.
+                sgemm_overwrite_uninit(
                     d.cout_g,
                     n,
                     d.taps,
@@ -183,7 +185,6 @@ fn fwd_item(
                     b,
                     &mut y_g[first..],
                     d.out_plane,
-                    false,
                     threads,
                 );
             }
@@ -191,12 +192,12 @@ fn fwd_item(
     });
 }
 
-/// Overwrites `dx`.
-pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
+/// Writes every element of `dx` (which may be uninitialised).
+pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [MaybeUninit<f32>]) {
     let d = GroupDims::new(g);
     let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
     if x_item == 0 || y_item == 0 {
-        dx.fill(0.0);
+        zero_fill(dx);
         return;
     }
     let threads = inner_threads(g.batch);
@@ -211,42 +212,61 @@ pub fn bwd_input(dy: &[f32], w: &[f32], g: &Conv2dGeometry, dx: &mut [f32]) {
     }
 }
 
-/// Overwrites `dx_n`.
+/// Writes every element of `dx_n`.
 fn bwd_input_item(
     dy_n: &[f32],
     w: &[f32],
     g: &Conv2dGeometry,
     d: &GroupDims,
-    dx_n: &mut [f32],
+    dx_n: &mut [MaybeUninit<f32>],
     threads: usize,
 ) {
-    if !d.pointwise {
-        // col2im adds into it; zeroed here, on the thread that writes it next.
-        dx_n.fill(0.0);
+    let dy_g = |grp: usize| &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
+    let w_g_t =
+        |grp: usize| MatRef::transposed(&w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps], d.taps);
+    let dx_len = d.cin_g * d.in_plane;
+    if d.pointwise {
+        // dx_g = w_gᵀ [cin_g, cout_g] · dy_g [cout_g, plane], written straight into dx.
+        for (grp, dx_g) in dx_n.chunks_exact_mut(dx_len).enumerate() {
+            let dy_g = MatRef::row_major(dy_g(grp), d.out_plane);
+            sgemm_overwrite_uninit(
+                d.taps,
+                d.out_plane,
+                d.cout_g,
+                w_g_t(grp),
+                dy_g,
+                dx_g,
+                d.in_plane,
+                threads,
+            );
+        }
+        return;
     }
+    // col2im adds into it; zeroed here, on the thread that writes it next.
+    let dx_n = zero_fill(dx_n);
     with_cols(d.cols_len(), |cols| {
-        for grp in 0..g.groups {
-            let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];
-            let w_g_t =
-                MatRef::transposed(&w[grp * d.cout_g * d.taps..][..d.cout_g * d.taps], d.taps);
-            let dx_g = &mut dx_n[grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
+        for (grp, dx_g) in dx_n.chunks_exact_mut(dx_len).enumerate() {
             for rows in d.tiles(g) {
                 let (first, n) = (rows.start * d.out_w, rows.len() * d.out_w);
                 let dy_tile = MatRef {
-                    data: &dy_g[first..],
+                    data: &dy_g(grp)[first..],
                     row_stride: d.out_plane,
                     col_stride: 1,
                 };
-                // w_gᵀ [taps, cout_g] · dy_g[:, tile] [cout_g, n]
-                if d.pointwise {
-                    sgemm(
-                        d.taps, n, d.cout_g, w_g_t, dy_tile, dx_g, d.in_plane, false, threads,
-                    );
-                } else {
-                    let cols = &mut cols[..d.taps * n];
-                    sgemm(d.taps, n, d.cout_g, w_g_t, dy_tile, cols, n, false, threads);
-                    col2im_add(cols, g, rows, dx_g, threads > 1);
-                }
+                // cols = w_gᵀ [taps, cout_g] · dy_g[:, tile] [cout_g, n], then scattered.
+                let cols = &mut cols[..d.taps * n];
+                sgemm(
+                    d.taps,
+                    n,
+                    d.cout_g,
+                    w_g_t(grp),
+                    dy_tile,
+                    cols,
+                    n,
+                    false,
+                    threads,
+                );
+                col2im_add(cols, g, rows, dx_g, threads > 1);
             }
         }
     });

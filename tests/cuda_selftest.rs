@@ -130,38 +130,3 @@ fn simota_parity_inputs_are_not_trivial() {
         println!("{name}: {cand} candidates, {fg} foreground of {anchors}");
     }
 }
-
-/// Developer tool (ignored): with `SSOD_DUMP=<dir>`, write every parity case's inputs and CPU
-/// outputs as raw little-endian f32 files (`<dir>/<case>/in<i>.f32`, `out_<name>.f32`), e.g. to
-/// run the kernels through a host emulation without a GPU.
-#[test]
-#[ignore]
-fn dump_parity_cases() {
-    let Some(dir) = std::env::var_os("SSOD_DUMP") else {
-        eprintln!("set SSOD_DUMP=<dir>");
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
-    let write = |p: std::path::PathBuf, v: &[f32]| {
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        std::fs::write(p, bytes).expect("write");
-    };
-    for case in ssod::backend::cuda::selftest::cases() {
-        let name: String = case
-            .name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let d = dir.join(name);
-        std::fs::create_dir_all(&d).expect("mkdir");
-        let mut rng = ssod::rng::rng_for(0, case.name);
-        let inputs = (case.make)(&mut rng);
-        for (i, v) in inputs.iter().enumerate() {
-            write(d.join(format!("in{i}.f32")), v);
-        }
-        let out = (case.cpu)(&inputs).expect("cpu side");
-        for (n, v) in &out.values {
-            write(d.join(format!("out_{n}.f32")), v);
-        }
-    }
-}

@@ -9,6 +9,7 @@ static emu_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1},
 #define __restrict__
 #define __shared__ static
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
 static inline void __syncthreads() {}
 using std::isnan;
 // One thread: atomics are plain read-modify-writes; the _rn intrinsics are the plain operators

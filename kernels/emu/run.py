@@ -1,9 +1,10 @@
 # Host emulation of kernels/*.cu (one thread, one block): runs every parity case of
 # src/backend/cuda/selftest/cases/*.rs through the kernels compiled by g++ and compares with the
-# CPU outputs dumped by `cargo test --test cuda_selftest dump_parity_cases -- --ignored`.
+# CPU outputs dumped by the test that drives this script (tests/cuda_kernels_emulated.rs).
 # Checks the kernels' arithmetic and indexing, not their parallel parts (block trees run with
 # THREADS = 1, no races can show) nor the cuBLAS calls (numpy stands in for sgemm).
-# Usage: kernels/emu/check.sh (which calls: python3 run.py <workdir>).
+# Usage: python3 run.py <workdir> (<workdir>/lib<file>.so and <workdir>/dump/<case>/); the test
+# `cargo test --release --test cuda_kernels_emulated` prepares both and runs it.
 import ctypes as C, numpy as np, os, sys
 D = os.path.join(sys.argv[1], 'dump')
 L = {s: C.CDLL(os.path.join(sys.argv[1], f'lib{s}.so')) for s in ['elementwise','reduce','conv2d','batch_norm','pool','softmax','loss','simota','similarity','optim','index','crop','detect']}
@@ -19,7 +20,9 @@ def call(lib, sym, *args):
         else: conv.append(a)
     fn(*conv)
 fails = []
+checked = set()  # cases compared at least once
 def cmp(case, name, gpu, tol=1e-4):
+    checked.add(case)
     c = ref(case, name).astype(np.float64); g = np.asarray(gpu, dtype=np.float64).ravel()
     if c.shape != g.shape: print(f'{case:40s} {name:10s} LEN {c.shape} {g.shape}'); fails.append(case); return
     fin = np.isfinite(c); scale = np.abs(c[fin]).max() if fin.any() else 0
@@ -31,6 +34,14 @@ def cmp(case, name, gpu, tol=1e-4):
     st = 'ok' if len(bad)==0 else f'FAIL first {bad[0]} cpu {c[bad[0]]} emu {g[bad[0]]}'
     if len(bad): fails.append(case+'/'+name)
     print(f'{case:40s} {name:10s} maxrel {rel.max():.2e} {st}')
+def cmp_norm(case, name, gpu, tol):
+    checked.add(case)
+    # The selftest's RelativeNorm measure: ||gpu - cpu|| / ||cpu||.
+    c = ref(case, name).astype(np.float64); g = np.asarray(gpu, dtype=np.float64).ravel()
+    rel = np.linalg.norm(g - c) / max(np.linalg.norm(c), 1e-300) if c.shape == g.shape else np.inf
+    st = 'ok' if rel <= tol else 'FAIL'
+    if st != 'ok': fails.append(case+'/'+name)
+    print(f'{case:40s} {name:10s} norm   {rel:.2e} {st}')
 
 class Bcast(C.Structure): _fields_ = [('rank', Ii), ('pad', Ii), ('dims', I*6), ('sa', I*6), ('sb', I*6)]
 class Red(C.Structure): _fields_ = [('rank', Ii), ('pad', Ii), ('dims', I*6), ('kept', I*6)]
@@ -201,19 +212,40 @@ def cublas_sgemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc, beta, offa=0, 
     for i in range(m):
         for j in range(n):
             C[offc + i + j*ldc] = r[i, j] + beta * C[offc + i + j*ldc]
-def sgemm_rm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, beta, offa=0, offb=0, offc=0):
+def f32_to_bf16(x):
+    # The kernel itself (elementwise.cu), then the bf16 bits widened back to f32.
+    x = np.ascontiguousarray(x, dtype='f4'); bits = np.zeros(len(x), '<u2')
+    call('elementwise', 'f32_to_bf16', x, bits.ctypes.data_as(C.c_void_p), I(len(x)))
+    return (bits.astype('<u4') << 16).view('<f4')
+def sgemm_rm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, beta, offa=0, offb=0, offc=0, bf16=False):
     # gemm.rs: transa = op(trans_b), transb = op(trans_a), m' = n, n' = m, lda' = ldb, ldb' = lda, A' = b, B' = a
+    # bf16 (MatrixPrecision::Bf16): both operands rounded by f32_to_bf16, f32 accumulate and output.
+    if bf16: a, b = f32_to_bf16(a), f32_to_bf16(b)
     cublas_sgemm(trans_b, trans_a, n, m, k, b, ldb, a, lda, c, n, beta, offb, offa, offc)
-for case, (batch, m, n, k, ta, tb, ab, bb) in {'matmul_batched__shared_rhs': (3,37,41,29,0,0,1,0),
-        'matmul_a_b___linear_': (1,37,41,29,0,1,1,0), 'matmul_a__b_batched_both': (3,37,41,29,1,0,1,1)}.items():
+# f32_to_bf16 bit for bit against numpy: ties to even, NaN quiet with its sign, overflow to inf.
+specials = np.array([1.0, -1.0, 0.0, -0.0, np.inf, -np.inf, np.nan, 3.4028235e38, 1e-40, -1e-45,
+                     1.00390625, 1.01171875, 1.0039063, 65504.0], 'f4')
+sig_nan = np.array([0x7f800001, 0xff800001, 0x7fc00000], '<u4').view('<f4')
+xs = np.concatenate([specials, sig_nan, np.random.default_rng(0).standard_normal(4096).astype('f4') * 1e3])
+u = xs.view('<u4').astype(np.uint64)
+want = np.where((u & 0x7fffffff) > 0x7f800000, (u >> 16) | 0x40, (u + 0x7fff + ((u >> 16) & 1)) >> 16).astype('<u4')
+got = f32_to_bf16(xs).view('<u4') >> 16
+bad = np.nonzero(got != want)[0]
+print(f'{"f32_to_bf16 (bits)":40s} {"y":10s} {"ok" if len(bad)==0 else f"FAIL first {bad[0]}"}')
+if len(bad): fails.append('f32_to_bf16')
+def matmul_case(case, batch, m, n, k, ta, tb, ab, bb, bf16=False):
     a, b = inp(case, 0), inp(case, 1); c = np.zeros(batch*m*n, 'f4')
     lda = m if ta else k; ldb = k if tb else n
     for i in range(batch):  # strided batched: stride_a' = b stride, stride_b' = a stride
-        sgemm_rm(ta, tb, m, n, k, a, lda, b, ldb, c, 0.0, offa=(m*k*i if ab else 0), offb=(k*n*i if bb else 0), offc=m*n*i)
-    cmp(case, 'c', c)
+        sgemm_rm(ta, tb, m, n, k, a, lda, b, ldb, c, 0.0, offa=(m*k*i if ab else 0), offb=(k*n*i if bb else 0), offc=m*n*i, bf16=bf16)
+    if bf16: cmp_norm(case, 'c', c, 1e-2)
+    else: cmp(case, 'c', c)
+for case, shape in {'matmul_batched__shared_rhs': (3,37,41,29,0,0,1,0),
+        'matmul_a_b___linear_': (1,37,41,29,0,1,1,0), 'matmul_a__b_batched_both': (3,37,41,29,1,0,1,1)}.items():
+    matmul_case(case, *shape)
+matmul_case('matmul_bf16_a__b_batched_both', 3,37,41,29,1,0,1,1, bf16=True)
 # conv2d fast path with the launcher's exact calls
-for case in ['conv2d_im2col_sgemm_3x3_s1_p1', 'conv2d_im2col_sgemm_3x3_s1_g2', 'conv2d_1x1_sgemm_only']:
-    n,c,h,w,k,ks,s,p,g,_ = convs[case]
+def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
     x,wt,dy=inp(case,0),inp(case,1),inp(case,2); q=cg(n,c,h,w,k,ks,s,p,g)
     cgr=c//g; kg=k//g; ckk=cgr*ks*ks; hwo=q.ho*q.wo; hwi=h*w; pw = (ks==1 and s==1 and p==0)
     y=np.zeros(n*k*hwo,'f4'); dx=np.zeros(n*c*h*w,'f4'); dw=np.zeros(len(wt),'f4')
@@ -222,18 +254,40 @@ for case in ['conv2d_im2col_sgemm_3x3_s1_p1', 'conv2d_im2col_sgemm_3x3_s1_g2', '
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
             else:
                 col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); coff=0
-            sgemm_rm(0,0,kg,hwo,ckk, wt,ckk, col,hwo, y,0.0, offa=gg*kg*ckk, offb=coff, offc=(nn*k+gg*kg)*hwo)
+            sgemm_rm(0,0,kg,hwo,ckk, wt,ckk, col,hwo, y,0.0, offa=gg*kg*ckk, offb=coff, offc=(nn*k+gg*kg)*hwo, bf16=bf16)
             dyoff=(nn*k+gg*kg)*hwo
-            if pw: sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dx,0.0, offa=gg*kg*ckk, offb=dyoff, offc=(nn*c+gg*cgr)*hwi)
+            if pw: sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dx,0.0, offa=gg*kg*ckk, offb=dyoff, offc=(nn*c+gg*cgr)*hwi, bf16=bf16)
             else:
-                dcol=np.zeros(ckk*hwo,'f4'); sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dcol,0.0, offa=gg*kg*ckk, offb=dyoff)
+                dcol=np.zeros(ckk*hwo,'f4'); sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dcol,0.0, offa=gg*kg*ckk, offb=dyoff, bf16=bf16)
                 call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(1),I(gg))
     for gg in range(g):
         for nn in range(n):
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
             else:
                 col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); coff=0
-            sgemm_rm(0,1,kg,ckk,hwo, dy,hwo, col,hwo, dw, 0.0 if nn==0 else 1.0, offa=(nn*k+gg*kg)*hwo, offb=coff, offc=gg*kg*ckk)
-    for nm, v in [('y',y),('dx',dx),('dw',dw)]: cmp(case, nm, v)
+            sgemm_rm(0,1,kg,ckk,hwo, dy,hwo, col,hwo, dw, 0.0 if nn==0 else 1.0, offa=(nn*k+gg*kg)*hwo, offb=coff, offc=gg*kg*ckk, bf16=bf16)
+    for nm, v in [('y',y),('dx',dx),('dw',dw)]:
+        if bf16: cmp_norm(case, nm, v, 1e-2)
+        else: cmp(case, nm, v)
+for case in ['conv2d_im2col_sgemm_3x3_s1_p1', 'conv2d_im2col_sgemm_3x3_s1_g2', 'conv2d_1x1_sgemm_only']:
+    conv_fast_case(case, *convs[case][:9])
+conv_fast_case('conv2d_bf16_im2col_gemm_3x3_s2_p1', 3,6,13,11,9,3,2,1,1, bf16=True)
+conv_fast_case('conv2d_bf16_1x1__pointwise_gemm_', 2,12,9,7,10,1,1,0,1, bf16=True)
+# scale_shift + fill
+x = inp('scale_shift___fill', 0); n = len(x); y = np.zeros(n, 'f4'); f = np.zeros(n, 'f4')
+call('elementwise', 'scale_shift_f32', x, y, I(n), F(-1.75), F(0.5)); cmp('scale_shift___fill', 'y', y, 1e-6)
+call('elementwise', 'fill_f32', f, I(n), F(2.25)); cmp('scale_shift___fill', 'fill', f, 1e-6)
+# Parity cases this script does not run, and why; any other unchecked case is a failure, so a new
+# case gets its emulation (or a reason here) when it is added.
+NOT_EMULATED = {
+    'strided_copy__permute_narrow_step_': 'the layout struct is built by layout.rs from a Tensor view',
+    'batch_norm_train__plane___256': 'same kernels as batch_norm_train_fwd_bwd; only the block tree differs (THREADS = 1 here)',
+    'bn_silu_train__plane___256': 'same kernels as bn_silu_fused_train_fwd_bwd; only the block tree differs',
+    'yolox_nano_train_step__norm_': 'a whole training step through the engine, not a kernel call',
+}
+unchecked = sorted(set(os.listdir(D)) - checked - set(NOT_EMULATED))
+if unchecked:
+    print("dumped but neither emulated nor listed in NOT_EMULATED:", unchecked)
+    fails += unchecked
 print("FAILS:", fails)
 sys.exit(1 if fails else 0)

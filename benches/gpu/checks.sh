@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE, in the repository root, after benches/gpu/prepare.sh here:
+#   device run, carry [".device"], command: bash benches/gpu/checks.sh
+# Everything the session needs in one call, most important first, each step under its own time
+# limit so one hang cannot eat the device budget; results (logs, JSON) go to $OUT (default
+# gpu-out/). A failing step is reported and the next one runs; the exit status is the number of
+# failed steps. SKIP_BENCH=1 runs only the checks.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-gpu-out}"
+mkdir -p "$OUT"
+PIPLIB=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib   # PyTorch's CUDA 13 wheels
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PIPLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+failed=0
+step() {  # step NAME SECONDS COMMAND...
+    local name=$1 limit=$2; shift 2
+    local t0=$SECONDS
+    echo "=== $name (limit ${limit}s)"
+    if timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1; then
+        echo "    ok in $((SECONDS - t0)) s"
+    else
+        echo "    FAILED (exit $?) in $((SECONDS - t0)) s; last lines:"
+        tail -n 15 "$OUT/$name.txt" | sed 's/^/    /'
+        failed=$((failed + 1))
+    fi
+}
+echo "commit $(cat .device/commit 2>/dev/null || echo unknown)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/card.txt"
+
+# 1. Parity: every kernel against the CPU (exit 1 on any failure), then the carried test binaries.
+step selftest 240 ./.device/ssod selftest --device cuda
+step test-cuda_selftest 120 ./.device/test-cuda_selftest
+step test-cuda_engine 120 ./.device/test-cuda_engine
+step test-train_recipe 120 ./.device/test-train_recipe
+step test-train_overfit-cuda 240 env SSOD_TEST_DEVICE=cuda ./.device/test-train_overfit
+[ "${SKIP_BENCH:-0}" = 1 ] && exit "$failed"
+
+# 2. Training step, ssod next to PyTorch eager on the same card (BENCHMARKS.md "GPU").
+S="--model yolox-s --size 640 --batch 16 --steps 8 --gts 30 --device cuda"
+for p in f32 tf32 bf16; do
+    step "bench-s-$p" 180 ./.device/ssod bench train $S --precision $p
+done
+T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
+step torch-s-f32 240 python3 benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
+step torch-s-bf16 240 python3 benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
+step bench-s-f32-profile 180 ./.device/ssod bench train $S --precision f32 --profile-ops
+step bench-simota 120 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
+exit "$failed"

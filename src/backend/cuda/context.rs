@@ -309,11 +309,19 @@ impl CudaDevice {
         };
         // Most recently used last.
         let mut pinned = staging.remove(at);
-        // as_mut_slice waits until the previous copy out of this buffer has finished.
-        pinned
-            .as_mut_slice()
-            .map_err(|e| cuda_err("pinned host buffer", e))?
-            .copy_from_slice(v);
+        // as_mut_slice waits until the previous copy out of this buffer has finished. The copy
+        // into it runs on every rayon thread: one core copies a YOLOX-s batch at 640 px
+        // (16 images, 79 MB) in ~5-10 ms, which the step waits for.
+        {
+            use rayon::prelude::*;
+            const CHUNK: usize = 1 << 18;
+            pinned
+                .as_mut_slice()
+                .map_err(|e| cuda_err("pinned host buffer", e))?
+                .par_chunks_mut(CHUNK)
+                .zip(v.par_chunks(CHUNK))
+                .for_each(|(dst, src)| dst.copy_from_slice(src));
+        }
         let mut out = self.alloc(v.len())?;
         self.inner
             .stream

@@ -55,3 +55,97 @@ fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
     assert!(ips > 0.0 && ips.is_finite(), "{v}");
     assert!(mem > 0.0, "{v}");
 }
+
+/// `ssod bench conv` traces the model's convs: the calls it counts are the model's conv weights
+/// (each runs once per forward), its per-step total is the sum of its rows, and it refuses to
+/// overwrite its JSON file.
+#[test]
+fn bench_conv_covers_every_conv_of_the_model_once() {
+    let dir = std::env::temp_dir().join(format!("ssod-bench-conv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("nano.json");
+    let _ = std::fs::remove_file(&json);
+    let args = [
+        "bench",
+        "conv",
+        "--model",
+        "yolox-nano",
+        "--size",
+        "64",
+        "--batch",
+        "2",
+        "--reps",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .args(args)
+        .output()
+        .expect("run ssod");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).expect("JSON");
+    let layers = v["layers"].as_array().expect("layers");
+    let calls: u64 = layers.iter().map(|l| l["calls"].as_u64().unwrap()).sum();
+    let model =
+        ssod::models::YoloX::new(ssod::models::YoloXConfig::variant("yolox-nano", 1).unwrap())
+            .unwrap();
+    let conv_weights = model
+        .store
+        .parameters()
+        .iter()
+        .filter(|p| p.tensor.dims().len() == 4)
+        .count() as u64;
+    assert_eq!(calls, conv_weights, "{stdout}");
+    // Distinct geometries: no two rows alike, every row at the requested batch.
+    for (i, a) in layers.iter().enumerate() {
+        assert_eq!(a["batch"], 2);
+        for b in &layers[i + 1..] {
+            let key = |l: &serde_json::Value| {
+                [
+                    "in_channels",
+                    "in_h",
+                    "out_channels",
+                    "kernel",
+                    "stride",
+                    "groups",
+                ]
+                .map(|k| l[k].as_u64().unwrap())
+            };
+            assert_ne!(key(a), key(b), "duplicate layer rows");
+        }
+    }
+    let step_ms: f64 = layers
+        .iter()
+        .map(|l| {
+            l["calls"].as_f64().unwrap()
+                * ["ms_fwd", "ms_bwd_input", "ms_bwd_weight"]
+                    .iter()
+                    .map(|k| l[*k].as_f64().unwrap())
+                    .sum::<f64>()
+        })
+        .sum();
+    let printed: f64 = stdout
+        .rsplit("total ")
+        .next()
+        .and_then(|t| t.trim().trim_end_matches("ms").trim().parse().ok())
+        .expect("a per-step total");
+    assert!(
+        (printed - step_ms).abs() <= 0.05 + 1e-3 * step_ms,
+        "{printed} vs {step_ms}"
+    );
+
+    let again = Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .args(args)
+        .output()
+        .expect("run ssod");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not overwriting"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

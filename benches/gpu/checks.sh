@@ -43,6 +43,13 @@ done
 T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
 step torch-s-f32 240 python3 benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
 step torch-s-bf16 240 python3 benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
+# 3. Per conv layer, ssod next to cuDNN (which layers lose, and which pass).
+for p in f32 bf16; do
+    rm -f "$OUT/conv-s-$p.json"
+    step "conv-s-$p" 180 ./.device/ssod bench conv --model yolox-s --size 640 --batch 16 --device cuda \
+        --precision $p --json "$OUT/conv-s-$p.json"
+    step "torch-conv-s-$p" 180 python3 benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
+done
 step bench-s-f32-profile 180 ./.device/ssod bench train $S --precision f32 --profile-ops
 step bench-simota 120 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
 exit "$failed"

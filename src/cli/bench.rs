@@ -1,4 +1,5 @@
-//! `ssod bench train`: throughput and peak memory of a full YOLOX training step on random data.
+//! `ssod bench train`: throughput and peak memory of a full YOLOX training step on random data
+//! (and the `bench` subcommands: `simota` and `conv` live in their own files).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +28,8 @@ pub enum BenchKind {
     Train(BenchTrainArgs),
     /// SimOTA assignment of a batch, CPU against the CUDA kernels
     Simota(super::bench_simota::BenchSimotaArgs),
+    /// Every distinct conv layer of a YOLOX model: forward and both gradients timed on their own
+    Conv(super::bench_conv::BenchConvArgs),
 }
 
 #[derive(Args)]
@@ -68,6 +71,7 @@ impl BenchCommand {
         match self {
             BenchCommand::Bench(BenchKind::Train(a)) => bench_train(a),
             BenchCommand::Bench(BenchKind::Simota(a)) => super::bench_simota::bench_simota(a),
+            BenchCommand::Bench(BenchKind::Conv(a)) => super::bench_conv::bench_conv(a),
         }
     }
 }
@@ -148,12 +152,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     cfg.multiscale_range = 0;
     cfg.random_size = None;
     cfg.max_epoch = 300;
-    cfg.precision = match a.precision.as_str() {
-        "f32" => Precision::F32,
-        "tf32" => Precision::Tf32,
-        "bf16" => Precision::Bf16,
-        other => anyhow::bail!("--precision {other}: expected f32, tf32 or bf16"),
-    };
+    cfg.precision = Precision::from_name(&a.precision).map_err(|e| anyhow::anyhow!("--{e}"))?;
     if device == Device::Cpu && cfg.precision != Precision::F32 {
         eprintln!(
             "note: --precision {} applies to GPU products; the CPU computes in f32",

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_conv;
 mod bench_simota;
 mod data_tools;
 mod detect;

@@ -74,9 +74,29 @@ fn geometry(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Conv2dGeometry> 
     })
 }
 
+thread_local! {
+    /// The geometries of this thread's conv2d calls while [`trace_geometries`] runs.
+    static TRACE: std::cell::RefCell<Option<Vec<Conv2dGeometry>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, the geometry of every conv2d it called on this thread,
+/// in call order (`ssod bench conv` takes a model's conv layers from one traced forward).
+pub fn trace_geometries<R>(f: impl FnOnce() -> R) -> (R, Vec<Conv2dGeometry>) {
+    let outer = TRACE.with(|t| t.replace(Some(Vec::new())));
+    let result = f();
+    let traced = TRACE.with(|t| t.replace(outer)).unwrap_or_default();
+    (result, traced)
+}
+
 /// `y = conv(x, w) + b`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
     let g = geometry(x, w, &params)?;
+    TRACE.with(|t| {
+        if let Some(v) = t.borrow_mut().as_mut() {
+            v.push(g);
+        }
+    });
     if let Some(b) = b {
         if b.dims() != [g.out_channels] {
             return Err(Error::shape("conv2d (bias)", [g.out_channels], b.shape()));

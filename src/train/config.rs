@@ -54,6 +54,18 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// `f32`, `tf32` or `bf16` (the recipe's and the command line's spelling).
+    pub fn from_name(name: &str) -> crate::Result<Self> {
+        match name {
+            "f32" => Ok(Precision::F32),
+            "tf32" => Ok(Precision::Tf32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(crate::Error::InvalidArgument(format!(
+                "precision {other:?}: expected f32, tf32 or bf16"
+            ))),
+        }
+    }
+
     /// The CUDA device's matrix-product mode for this precision.
     pub fn matrix_precision(self) -> crate::backend::cuda::MatrixPrecision {
         use crate::backend::cuda::MatrixPrecision;

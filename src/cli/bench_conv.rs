@@ -1,0 +1,223 @@
+//! `ssod bench conv`: every distinct conv layer of a YOLOX model, forward, input gradient and
+//! weight gradient timed on their own on the CPU or the GPU, with the per-step total (each layer
+//! times the number of times the model runs it). `--json FILE` writes the layers and times for
+//! `benches/torch_conv_layers.py`, which times the same geometries with PyTorch (cuDNN) on the
+//! same card: a per-layer answer to "where does the conv time go" (BENCHMARKS.md, GPU).
+
+use std::time::Instant;
+
+use clap::Args;
+use ssod::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
+use ssod::backend::cuda::{self, conv2d as cuda_conv2d};
+use ssod::models::{YoloX, YoloXConfig};
+use ssod::ops::trace_geometries;
+use ssod::tensor::{Device, Tensor};
+use ssod::train::config::Precision;
+
+#[derive(Args)]
+pub struct BenchConvArgs {
+    /// yolox-nano, yolox-tiny, yolox-s, ...
+    #[arg(long, default_value = "yolox-s")]
+    pub model: String,
+    /// Square input size (multiple of 32)
+    #[arg(long, default_value_t = 640)]
+    pub size: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// cpu, cuda or auto
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Matrix products on the GPU: f32, tf32 or bf16
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// Timed repetitions per pass after one warm-up (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Write the layers and their times as JSON to this file (refused if it exists)
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// One distinct conv geometry of the model and how often a forward runs it.
+struct Layer {
+    geometry: Conv2dGeometry,
+    count: usize,
+}
+
+/// The model's conv layers from one forward at batch 1 on the CPU (shapes only matter), merged
+/// by geometry in first-call order, at batch `batch`.
+fn model_layers(model: &str, size: usize, batch: usize) -> anyhow::Result<Vec<Layer>> {
+    let net = YoloX::new(YoloXConfig::variant(model, 1)?)?;
+    let images = Tensor::zeros([1, 3, size, size]);
+    let (out, traced) = trace_geometries(|| ssod::autograd::no_grad(|| net.forward(&images)));
+    out?;
+    let mut layers: Vec<Layer> = Vec::new();
+    for g in traced {
+        let geometry = Conv2dGeometry { batch, ..g };
+        match layers.iter_mut().find(|l| l.geometry == geometry) {
+            Some(l) => l.count += 1,
+            None => layers.push(Layer { geometry, count: 1 }),
+        }
+    }
+    Ok(layers)
+}
+
+fn describe(g: &Conv2dGeometry) -> String {
+    let groups = if g.groups == 1 {
+        String::new()
+    } else if g.groups == g.in_channels {
+        " dw".into()
+    } else {
+        format!(" g{}", g.groups)
+    };
+    format!(
+        "{}->{} {}x{} s{}{} @{}x{}",
+        g.in_channels, g.out_channels, g.kernel_h, g.kernel_w, g.stride, groups, g.in_h, g.in_w
+    )
+}
+
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median ms of `fwd`, `bwd_input`, `bwd_weight` for one geometry on `device`.
+fn time_layer(g: &Conv2dGeometry, device: Device, reps: usize) -> anyhow::Result<[f64; 3]> {
+    let values = |len: usize, seed: u64| Tensor::rand([len], seed).to_vec();
+    let (x, w, dy) = (
+        values(g.x_len(), 1),
+        values(g.w_len(), 2),
+        values(g.y_len(), 3),
+    );
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    match device {
+        Device::Cpu => {
+            for rep in 0..=reps {
+                let t = [
+                    timed(|| Ok(cpu_conv2d::fwd(&x, &w, g)))?,
+                    timed(|| Ok(cpu_conv2d::bwd_input(&dy, &w, g)))?,
+                    timed(|| Ok(cpu_conv2d::bwd_weight(&dy, &x, g)))?,
+                ];
+                if rep > 0 {
+                    (0..3).for_each(|i| times[i].push(t[i]));
+                }
+            }
+        }
+        Device::Cuda => {
+            let dev = cuda::device()?;
+            let (x, w, dy) = (dev.upload(&x)?, dev.upload(&w)?, dev.upload(&dy)?);
+            // Each pass waits for the GPU before and after, so a time is that pass alone.
+            let on_gpu = |f: &dyn Fn() -> ssod::Result<()>| -> anyhow::Result<f64> {
+                dev.synchronize()?;
+                timed(|| {
+                    f()?;
+                    dev.synchronize()
+                })
+            };
+            for rep in 0..=reps {
+                let t = [
+                    on_gpu(&|| cuda_conv2d::fwd(&dev, &x, &w, g).map(drop))?,
+                    on_gpu(&|| cuda_conv2d::bwd_input(&dev, &dy, &w, g).map(drop))?,
+                    on_gpu(&|| cuda_conv2d::bwd_weight(&dev, &dy, &x, g).map(drop))?,
+                ];
+                if rep > 0 {
+                    (0..3).for_each(|i| times[i].push(t[i]));
+                }
+            }
+        }
+    }
+    Ok(times.map(median_ms))
+}
+
+/// Milliseconds `f` takes; its result is dropped after the clock stops.
+fn timed<R>(f: impl FnOnce() -> ssod::Result<R>) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let result = f()?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    drop(result);
+    Ok(ms)
+}
+
+pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
+    let (device, note) = Device::resolve(&a.device)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    if a.size == 0 || !a.size.is_multiple_of(32) || a.batch == 0 || a.reps == 0 {
+        anyhow::bail!("--size must be a positive multiple of 32; --batch and --reps must be >= 1");
+    }
+    if let Some(path) = &a.json {
+        if path.exists() {
+            anyhow::bail!(
+                "--json {}: the file exists; not overwriting it",
+                path.display()
+            );
+        }
+    }
+    let precision = Precision::from_name(&a.precision).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    match device {
+        Device::Cuda => cuda::device()?.set_matrix_precision(precision.matrix_precision())?,
+        Device::Cpu if precision != Precision::F32 => eprintln!(
+            "note: --precision {} applies to GPU products; the CPU computes in f32",
+            a.precision
+        ),
+        Device::Cpu => {}
+    }
+    let layers = model_layers(&a.model, a.size, a.batch)?;
+    println!(
+        "{} at {}x{}, batch {}: {} distinct conv layers ({} calls per forward), device {device}, \
+         precision {}, median of {} reps",
+        a.model,
+        a.size,
+        a.size,
+        a.batch,
+        layers.len(),
+        layers.iter().map(|l| l.count).sum::<usize>(),
+        a.precision,
+        a.reps
+    );
+    println!("| # | layer | calls | GFLOP fwd | ms fwd | ms bwd_input | ms bwd_weight | TFLOP/s fwd+bwd | ms per step (all calls) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    let mut step_ms = [0f64; 3];
+    for (i, l) in layers.iter().enumerate() {
+        let g = &l.geometry;
+        let t = time_layer(g, device, a.reps)?;
+        let gflop = 2.0 * g.macs() as f64 / 1e9;
+        let total: f64 = t.iter().sum();
+        (0..3).for_each(|k| step_ms[k] += t[k] * l.count as f64);
+        println!(
+            "| {i} | {} | {} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {:.1} | {:.2} |",
+            describe(g),
+            l.count,
+            t[0],
+            t[1],
+            t[2],
+            3.0 * gflop / total,
+            total * l.count as f64
+        );
+        rows.push(serde_json::json!({
+            "layer": describe(g), "calls": l.count, "batch": g.batch, "in_channels": g.in_channels,
+            "in_h": g.in_h, "in_w": g.in_w, "out_channels": g.out_channels, "kernel": g.kernel_h,
+            "stride": g.stride, "padding": g.padding, "groups": g.groups, "gflop_fwd": gflop,
+            "ms_fwd": t[0], "ms_bwd_input": t[1], "ms_bwd_weight": t[2],
+        }));
+    }
+    println!(
+        "per training step (every call): forward {:.1} ms, input gradients {:.1} ms, weight \
+         gradients {:.1} ms, total {:.1} ms",
+        step_ms[0],
+        step_ms[1],
+        step_ms[2],
+        step_ms.iter().sum::<f64>()
+    );
+    if let Some(path) = &a.json {
+        let obj = serde_json::json!({
+            "model": a.model, "size": a.size, "batch": a.batch, "device": device.to_string(),
+            "precision": a.precision, "reps": a.reps, "layers": rows,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&obj)?)
+            .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -9,6 +9,9 @@
 //   conv2d_im2col_f32(x, col, G, n0, items, grp) col [items, C/g*kh*kw, Ho*Wo] of batch items
 //     n0..n0+items, group grp: the right operands of `y[n, grp] = w[grp] [K/g, C/g*kh*kw] · col[n]`
 //     done by one strided-batched cuBLAS sgemm.
+//   conv2d_im2col_bf16(x, col, G, n0, items, grp) the same matrix with every value rounded to
+//     bf16 (col as u16 bits, round to nearest even as f32_to_bf16 in elementwise.cu): the operand
+//     of the bf16 products (MatrixPrecision::Bf16) without an f32 column matrix in between.
 //   conv2d_col2im_f32(col, dx, G, n0, items, grp) the inverse scatter written as a gather (one
 //     thread per dx element of items n0..n0+items, group grp, summing the col entries that read
 //     it): `dcol = w^T · dy` by cuBLAS, then this kernel. Writes (not adds) its slices of dx.
@@ -128,8 +131,20 @@ extern "C" __global__ void conv2d_bwd_weight_f32(const float* __restrict__ dy,
 // im2col and col2im do several divisions per element; they run in 32-bit arithmetic (I = int)
 // when every index of the launch fits, which is every YOLOX layer (64-bit division costs tens of
 // instructions). The launcher-visible kernels pick the type; the bodies are the same.
-template <typename I>
-__device__ __forceinline__ void im2col_body(const float* __restrict__ x, float* __restrict__ col,
+// f32 -> bf16 bits, round to nearest even, NaN kept quiet with its sign: the rule of
+// f32_to_bf16 in elementwise.cu (each NVRTC module is compiled on its own, hence the copy).
+__device__ __forceinline__ unsigned short bf16_bits(float x) {
+    unsigned int b = __float_as_uint(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x0040u);
+    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ void store_col(float* col, long long i, float v) { col[i] = v; }
+__device__ __forceinline__ void store_col(unsigned short* col, long long i, float v) {
+    col[i] = bf16_bits(v);
+}
+
+template <typename I, typename T>
+__device__ __forceinline__ void im2col_body(const float* __restrict__ x, T* __restrict__ col,
                                             const ConvGeom& g, long long n0, long long items,
                                             long long grp) {
     const I cin_g = (I)(g.c / g.groups), cols = (I)(g.ho * g.wo), wo = (I)g.wo, kw = (I)g.kw,
@@ -147,7 +162,7 @@ __device__ __forceinline__ void im2col_body(const float* __restrict__ x, float* 
         if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
             v = x[(((long long)n * g.c + grp * cin_g + c) * h + iy) * w + ix];
         }
-        col[i] = v;
+        store_col(col, i, v);
     }
 }
 
@@ -192,6 +207,17 @@ __device__ __forceinline__ bool fits_int(long long items, long long per_item) {
 extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float* __restrict__ col,
                                              ConvGeom g, long long n0, long long items,
                                              long long grp) {
+    const long long per_item = (g.c / g.groups) * g.kh * g.kw * g.ho * g.wo;
+    if (fits_int(items, per_item)) {
+        im2col_body<int>(x, col, g, n0, items, grp);
+    } else {
+        im2col_body<long long>(x, col, g, n0, items, grp);
+    }
+}
+
+extern "C" __global__ void conv2d_im2col_bf16(const float* __restrict__ x,
+                                              unsigned short* __restrict__ col, ConvGeom g,
+                                              long long n0, long long items, long long grp) {
     const long long per_item = (g.c / g.groups) * g.kh * g.kw * g.ho * g.wo;
     if (fits_int(items, per_item)) {
         im2col_body<int>(x, col, g, n0, items, grp);

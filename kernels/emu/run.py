@@ -249,6 +249,13 @@ for case, shape in {'matmul_batched__shared_rhs': (3,37,41,29,0,0,1,0),
     matmul_case(case, *shape)
 matmul_case('matmul_bf16_a__b_batched_both', 3,37,41,29,1,0,1,1, bf16=True)
 # conv2d fast path with the launcher's exact calls
+def im2col(x, q, nn, gg, ckk, hwo, bf16):
+    # conv2d.rs: f32 columns, or in bf16 mode the columns as bf16 bits (conv2d_im2col_bf16),
+    # which the product then takes as they are (rounding them again changes nothing).
+    if not bf16:
+        col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); return col
+    bits=np.zeros(ckk*hwo,'<u2'); call('conv2d','conv2d_im2col_bf16',x,bits.ctypes.data_as(C.c_void_p),q,I(nn),I(1),I(gg))
+    return (bits.astype('<u4') << 16).view('<f4')
 def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
     x,wt,dy=inp(case,0),inp(case,1),inp(case,2); q=cg(n,c,h,w,k,ks,s,p,g)
     cgr=c//g; kg=k//g; ckk=cgr*ks*ks; hwo=q.ho*q.wo; hwi=h*w; pw = (ks==1 and s==1 and p==0)
@@ -256,8 +263,7 @@ def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
     for nn in range(n):
         for gg in range(g):
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
-            else:
-                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); coff=0
+            else: col, coff = im2col(x, q, nn, gg, ckk, hwo, bf16), 0
             sgemm_rm(0,0,kg,hwo,ckk, wt,ckk, col,hwo, y,0.0, offa=gg*kg*ckk, offb=coff, offc=(nn*k+gg*kg)*hwo, bf16=bf16)
             dyoff=(nn*k+gg*kg)*hwo
             if pw: sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dx,0.0, offa=gg*kg*ckk, offb=dyoff, offc=(nn*c+gg*cgr)*hwi, bf16=bf16)
@@ -267,8 +273,7 @@ def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
     for gg in range(g):
         for nn in range(n):
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
-            else:
-                col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); coff=0
+            else: col, coff = im2col(x, q, nn, gg, ckk, hwo, bf16), 0
             sgemm_rm(0,1,kg,ckk,hwo, dy,hwo, col,hwo, dw, 0.0 if nn==0 else 1.0, offa=(nn*k+gg*kg)*hwo, offb=coff, offc=gg*kg*ckk, bf16=bf16)
     for nm, v in [('y',y),('dx',dx),('dw',dw)]:
         if bf16: cmp_norm(case, nm, v, 1e-2)
@@ -276,6 +281,12 @@ def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
 for case in ['conv2d_im2col_sgemm_3x3_s1_p1', 'conv2d_im2col_sgemm_3x3_s1_g2', 'conv2d_1x1_sgemm_only']:
     conv_fast_case(case, *convs[case][:9])
 conv_fast_case('conv2d_bf16_im2col_gemm_3x3_s2_p1', 3,6,13,11,9,3,2,1,1, bf16=True)
+# conv2d_im2col_bf16 is conv2d_im2col_f32 followed by f32_to_bf16, bit for bit.
+case = 'conv2d_bf16_im2col_gemm_3x3_s2_p1'; q = cg(3,6,13,11,9,3,2,1,1); ckk, hwo = 6*9, q.ho*q.wo
+same = all(np.array_equal(im2col(inp(case,0), q, nn, 0, ckk, hwo, True).view('<u4'),
+                          f32_to_bf16(im2col(inp(case,0), q, nn, 0, ckk, hwo, False)).view('<u4')) for nn in range(3))
+print(f'{"conv2d_im2col_bf16 (bits)":40s} {"col":10s} {"ok" if same else "FAIL"}')
+if not same: fails.append('conv2d_im2col_bf16')
 conv_fast_case('conv2d_bf16_1x1__pointwise_gemm_', 2,12,9,7,10,1,1,0,1, bf16=True)
 # scale_shift + fill
 x = inp('scale_shift___fill', 0); n = len(x); y = np.zeros(n, 'f4'); f = np.zeros(n, 'f4')

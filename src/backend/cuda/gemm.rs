@@ -79,25 +79,7 @@ pub(crate) fn sgemm_rm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePt
     batch: usize,
     beta: f32,
 ) -> Result<()> {
-    let gemm = GemmConfig {
-        transa: op(trans_b),
-        transb: op(trans_a),
-        m: n as i32,
-        n: m as i32,
-        k: k as i32,
-        alpha: 1.0f32,
-        lda: sb.ld as i32,
-        ldb: sa.ld as i32,
-        beta,
-        ldc: sc.ld as i32,
-    };
-    let cfg = StridedBatchedConfig {
-        gemm,
-        batch_size: batch as i32,
-        stride_a: sb.stride as i64,
-        stride_b: sa.stride as i64,
-        stride_c: sc.stride as i64,
-    };
+    let cfg = column_major_config(trans_a, trans_b, (m, n, k), sa, sb, sc, batch, beta);
     if dev.matrix_precision() == MatrixPrecision::Bf16 {
         return gemm_bf16(
             dev,
@@ -113,6 +95,76 @@ pub(crate) fn sgemm_rm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePt
     // from the checked geometry); all sizes fit i32 (check_geometry).
     unsafe { dev.blas().gemm_strided_batched(cfg, b, a, c) }
         .map_err(|e| cuda_err("cublasSgemmStridedBatched", e))
+}
+
+/// The column-major cuBLAS call computing the row-major batched product `c = op(a)·op(b)` as
+/// `cᵀ = op(b)ᵀ·op(a)ᵀ`: the operands (and their strides) swap places.
+#[allow(clippy::too_many_arguments)]
+fn column_major_config(
+    trans_a: bool,
+    trans_b: bool,
+    (m, n, k): (usize, usize, usize),
+    sa: Strided,
+    sb: Strided,
+    sc: Strided,
+    batch: usize,
+    beta: f32,
+) -> StridedBatchedConfig<f32> {
+    StridedBatchedConfig {
+        gemm: GemmConfig {
+            transa: op(trans_b),
+            transb: op(trans_a),
+            m: n as i32,
+            n: m as i32,
+            k: k as i32,
+            alpha: 1.0f32,
+            lda: sb.ld as i32,
+            ldb: sa.ld as i32,
+            beta,
+            ldc: sc.ld as i32,
+        },
+        batch_size: batch as i32,
+        stride_a: sb.stride as i64,
+        stride_b: sa.stride as i64,
+        stride_c: sc.stride as i64,
+    }
+}
+
+/// [`sgemm_rm_batched`] in bf16 product mode with `b` already rounded to bf16 bits (the column
+/// matrix of `conv2d_im2col_bf16`): only `a` is rounded here. Errors unless the device is in
+/// `MatrixPrecision::Bf16`, so an f32 or TF32 run never takes this path by mistake.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_rm_batched_bf16_b<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    trans_a: bool,
+    trans_b: bool,
+    (m, n, k): (usize, usize, usize),
+    a: &A,
+    sa: Strided,
+    b16: &CudaSlice<u16>,
+    sb: Strided,
+    c: &mut C,
+    sc: Strided,
+    batch: usize,
+    beta: f32,
+) -> Result<()> {
+    if dev.matrix_precision() != MatrixPrecision::Bf16 {
+        return Err(Error::op(
+            "gemm (bf16 operand)",
+            "the device is not in bf16 product mode",
+        ));
+    }
+    let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
+    check_len(
+        "gemm (bf16 operand)",
+        "b",
+        b16,
+        used_len(b_rows, b_cols, sb, batch),
+    )?;
+    let cfg = column_major_config(trans_a, trans_b, (m, n, k), sa, sb, sc, batch, beta);
+    let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
+    let a16 = to_bf16(dev, a, used_len(a_rows, a_cols, sa, batch))?;
+    gemm_bf16_bits(dev, &cfg, &a16, b16, c)
 }
 
 /// Elements of a stored operand a batched product reads: `rows × cols` at row stride `ld`, item
@@ -158,21 +210,33 @@ fn gemm_bf16<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
     c: &mut C,
     batch: usize,
 ) -> Result<()> {
-    use cudarc::cublas::result::gemm_strided_batched_ex;
-    use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
     // Stored shapes: a is [m×k] ([k×m] when transposed), b is [k×n] ([n×k]).
     let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
     let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
     let a16 = to_bf16(dev, a, used_len(a_rows, a_cols, sa, batch))?;
     let b16 = to_bf16(dev, b, used_len(b_rows, b_cols, sb, batch))?;
+    gemm_bf16_bits(dev, cfg, &a16, &b16, c)
+}
+
+/// `cublasGemmStridedBatchedEx` on bf16 operands (u16 bits) with f32 accumulation and output;
+/// `cfg` is the f32 call's column-major configuration (operands already swapped).
+fn gemm_bf16_bits<C: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    cfg: &StridedBatchedConfig<f32>,
+    a16: &CudaSlice<u16>,
+    b16: &CudaSlice<u16>,
+    c: &mut C,
+) -> Result<()> {
+    use cudarc::cublas::result::gemm_strided_batched_ex;
+    use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
     let g = &cfg.gemm;
     let stream = dev.stream();
     let (a_ptr, _ra) = a16.device_ptr(stream);
     let (b_ptr, _rb) = b16.device_ptr(stream);
     let (c_ptr, _wc) = c.device_ptr_mut(stream);
     let (alpha, beta) = (g.alpha, g.beta);
-    // SAFETY: the bf16 copies hold every element the f32 operands' checked views reach; c is
-    // the caller's checked output; alpha/beta are host scalars (cuBLAS's default pointer mode);
+    // SAFETY: the bf16 operands hold every element the checked views reach (copies of the f32
+    // operands, or a column matrix checked by the caller); c is the caller's checked output; alpha/beta are host scalars (cuBLAS's default pointer mode);
     // the operands are swapped as in the f32 call (cᵀ = op(b)ᵀ·op(a)ᵀ).
     unsafe {
         gemm_strided_batched_ex(

@@ -140,6 +140,7 @@ impl KernelFile {
                 "conv2d_bwd_input_f32",
                 "conv2d_bwd_weight_f32",
                 "conv2d_im2col_f32",
+                "conv2d_im2col_bf16",
                 "conv2d_col2im_f32",
                 "conv2d_dw_fwd_f32",
                 "conv2d_dw_bwd_input_f32",

@@ -301,7 +301,7 @@ pub(super) fn bf16_cases() -> Vec<Case> {
         ),
         in_bf16(
             "conv2d bf16 im2col+gemm 3x3 s2 p1",
-            &["f32_to_bf16", "conv2d_im2col_f32", "conv2d_col2im_f32"],
+            &["f32_to_bf16", "conv2d_im2col_bf16", "conv2d_col2im_f32"],
             conv_case("", &[], ConvPath::Fast, geo(3, 6, 13, 11, 9, 3, 2, 1, 1)),
         ),
         in_bf16(

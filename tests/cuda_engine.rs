@@ -211,3 +211,56 @@ fn wired_arms_on_cuda_match_the_cpu() {
         );
     }
 }
+
+/// Inference post-processing of outputs on the GPU (decode kernel, and the GPU's NMS for the
+/// thousands of candidates an evaluation threshold leaves) keeps the same detections as the host
+/// path, class-aware and class-agnostic.
+#[test]
+fn postprocess_of_cuda_outputs_matches_the_host() {
+    use ssod::detect::{postprocess_raw, PostprocessConfig};
+    let grid = ssod::models::YoloX::anchor_grid(320, 320); // 2,100 anchors
+    let (batch, classes) = (2, 3);
+    let row = 5 + classes;
+    // Offsets in [0, 1), log sizes in [-1, 2) (heavily overlapping boxes), obj and class logits
+    // near 0: every anchor passes conf 0.001, so NMS sees 2,100 candidates per image.
+    let u = Tensor::rand([batch * grid.len() * row], 5).to_vec();
+    let raw: Vec<f32> = u
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match i % row {
+            0 | 1 => v,
+            2 | 3 => 3.0 * v - 1.0,
+            _ => 2.0 * v - 1.0,
+        })
+        .collect();
+    let raw = Tensor::from_vec(raw, [batch, grid.len(), row]).unwrap();
+    for class_agnostic in [false, true] {
+        let cfg = PostprocessConfig {
+            conf_thre: 0.001,
+            class_agnostic,
+            ..PostprocessConfig::default()
+        };
+        let host = postprocess_raw(&raw, &grid, &cfg).unwrap();
+        assert!(host.iter().all(|d| d.len() > 10 && d.len() < grid.len()));
+        if CudaAvailability::probe().is_err() {
+            eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+            return;
+        }
+        let on_gpu = raw.to_device(Device::Cuda).unwrap();
+        let gpu = postprocess_raw(&on_gpu, &grid, &cfg).unwrap();
+        for (img, (h, g)) in host.iter().zip(&gpu).enumerate() {
+            assert_eq!(h.len(), g.len(), "image {img}, agnostic {class_agnostic}");
+            for (a, b) in h.iter().zip(g) {
+                assert_eq!(a.class, b.class);
+                assert!((a.score - b.score).abs() <= 1e-6, "{a:?} vs {b:?}");
+                for k in 0..4 {
+                    let tol = 1e-5 * a.box_xyxy[k].abs().max(1.0);
+                    assert!(
+                        (a.box_xyxy[k] - b.box_xyxy[k]).abs() <= tol,
+                        "{a:?} vs {b:?}"
+                    );
+                }
+            }
+        }
+    }
+}

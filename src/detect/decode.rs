@@ -55,6 +55,23 @@ pub struct DecodedImage {
 }
 
 impl DecodedImage {
+    /// From decoded rows `(cx, cy, w, h, obj, cls_1..C)`, one per anchor (the layout of the CUDA
+    /// decode kernel's output).
+    fn from_rows(rows: &[f32], num_classes: usize) -> DecodedImage {
+        let row = 5 + num_classes;
+        let mut out = DecodedImage {
+            boxes_cxcywh: Vec::with_capacity(rows.len() / row),
+            obj: Vec::with_capacity(rows.len() / row),
+            cls: Vec::with_capacity(rows.len() / row * num_classes),
+            num_classes,
+        };
+        for r in rows.chunks_exact(row) {
+            out.boxes_cxcywh.push([r[0], r[1], r[2], r[3]]);
+            out.obj.push(r[4]);
+            out.cls.extend_from_slice(&r[5..]);
+        }
+        out
+    }
     pub fn num_anchors(&self) -> usize {
         self.boxes_cxcywh.len()
     }
@@ -102,11 +119,31 @@ pub fn decode_image_f32(
     Ok(out)
 }
 
-/// Raw outputs `[B, A, 5 + C]` → one [`DecodedImage`] per image.
+/// Raw outputs `[B, A, 5 + C]` → one [`DecodedImage`] per image. Outputs on the GPU are
+/// decoded there (`decode_outputs_f32`, kernels/detect.cu) and downloaded once, decoded.
 pub fn decode_batch_f32(raw: &Tensor, grid: &[(f32, f32, f32)]) -> Result<Vec<DecodedImage>> {
     check_raw("decode_batch_f32", raw, grid)?;
     let (b, row) = (raw.dims()[0], raw.dims()[2]);
     let per_image = grid.len() * row;
+    if raw.is_cuda() {
+        use crate::backend::cuda::detect as cuda_detect;
+        let rows = raw.with_cuda(|dev, r| {
+            let g = cuda_detect::upload_grid(dev, grid)?;
+            dev.download(&cuda_detect::decode_outputs(
+                dev,
+                r,
+                &g,
+                b,
+                grid.len(),
+                row - 5,
+            )?)
+        })?;
+        return Ok(rows
+            .chunks_exact(per_image.max(1))
+            .take(b)
+            .map(|img| DecodedImage::from_rows(img, row - 5))
+            .collect());
+    }
     raw.with_values(|v| {
         (0..b)
             .map(|i| decode_image_f32(&v[i * per_image..(i + 1) * per_image], grid, row - 5))

@@ -13,7 +13,8 @@ pub mod simota;
 pub use decode::{decode_batch_f32, decode_boxes, decode_image_f32, DecodedImage};
 pub use nms::{batched_nms, iou_xyxy, nms};
 pub use postprocess::{
-    postprocess_image, postprocess_raw, to_coco, to_original, Det, PostprocessConfig,
+    postprocess_image, postprocess_image_on, postprocess_raw, to_coco, to_original, Det,
+    PostprocessConfig,
 };
 
 use image::RgbImage;
@@ -99,7 +100,7 @@ pub fn detect_images(
         .iter()
         .zip(images.iter().zip(&ratios))
         .map(|(d, (im, &r))| {
-            let mut dets = postprocess_image(d, cfg)?;
+            let mut dets = postprocess_image_on(d, cfg, raw.device())?;
             to_original(&mut dets, r, im.width(), im.height())?;
             Ok(dets)
         })

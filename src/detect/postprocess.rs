@@ -5,6 +5,7 @@
 use super::decode::DecodedImage;
 use super::nms::{batched_nms, nms};
 use crate::data::dataset::Detection;
+use crate::tensor::Device;
 use crate::{Error, Result};
 
 /// Thresholds of the post-processing. `Default` is YOLOX's exp defaults (`test_conf` 0.01,
@@ -72,6 +73,22 @@ pub fn cxcywh_to_xyxy(b: [f32; 4]) -> [f32; 4] {
 /// YOLOX `postprocess` for one image, boxes in input (letterboxed) pixels, sorted by score
 /// descending.
 pub fn postprocess_image(decoded: &DecodedImage, cfg: &PostprocessConfig) -> Result<Vec<Det>> {
+    postprocess_image_on(decoded, cfg, Device::Cpu)
+}
+
+/// Candidates from which [`postprocess_image_on`] runs NMS on the GPU: greedy NMS compares every
+/// pair, and evaluation thresholds (conf 0.001-0.01) leave thousands of candidates per image
+/// (8,400 anchors at 640), where the host pass costs tens of ms; below this it costs less than
+/// the uploads.
+const GPU_NMS_MIN_CANDIDATES: usize = 512;
+
+/// [`postprocess_image`] with NMS on `device` for large candidate sets (the same kept boxes: the
+/// CUDA NMS sorts and breaks ties as `detect::nms` does, and the selftest compares them).
+pub fn postprocess_image_on(
+    decoded: &DecodedImage,
+    cfg: &PostprocessConfig,
+    device: Device,
+) -> Result<Vec<Det>> {
     cfg.validate()?;
     if decoded.num_classes == 0 {
         return Ok(Vec::new());
@@ -99,7 +116,17 @@ pub fn postprocess_image(decoded: &DecodedImage, cfg: &PostprocessConfig) -> Res
     }
     let boxes: Vec<[f32; 4]> = cands.iter().map(|d| d.box_xyxy).collect();
     let scores: Vec<f32> = cands.iter().map(|d| d.score).collect();
-    let keep = if cfg.class_agnostic {
+    let keep = if device == Device::Cuda && cands.len() >= GPU_NMS_MIN_CANDIDATES {
+        let classes: Option<Vec<usize>> =
+            (!cfg.class_agnostic).then(|| cands.iter().map(|d| d.class).collect());
+        crate::backend::cuda::detect::nms_by_score(
+            &crate::backend::cuda::device()?,
+            &boxes,
+            &scores,
+            classes.as_deref(),
+            cfg.nms_thre,
+        )?
+    } else if cfg.class_agnostic {
         nms(&boxes, &scores, cfg.nms_thre)?
     } else {
         let classes: Vec<usize> = cands.iter().map(|d| d.class).collect();
@@ -156,7 +183,8 @@ pub fn to_coco(dets: &[Det], image_id: u64, category_ids: &[u64]) -> Result<Vec<
 
 /// Decode and post-process a batch of raw outputs `[B, A, 5 + C]` (the evaluation loop's path):
 /// one list per image, boxes xyxy in **input** pixels (use [`to_original`] with each image's
-/// letterbox ratio to go back to the original image).
+/// letterbox ratio to go back to the original image). Outputs on the GPU are decoded there, and
+/// large candidate sets go through the GPU's NMS.
 pub fn postprocess_raw(
     raw: &crate::tensor::Tensor,
     grid: &[(f32, f32, f32)],
@@ -164,6 +192,6 @@ pub fn postprocess_raw(
 ) -> Result<Vec<Vec<Det>>> {
     super::decode::decode_batch_f32(raw, grid)?
         .iter()
-        .map(|d| postprocess_image(d, cfg))
+        .map(|d| postprocess_image_on(d, cfg, raw.device()))
         .collect()
 }

@@ -3,12 +3,15 @@
 
 use std::process::Command;
 
-fn bench_train(args: &[&str]) -> std::process::Output {
+fn ssod(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ssod"))
-        .args(["bench", "train"])
         .args(args)
         .output()
         .expect("run ssod")
+}
+
+fn bench_train(args: &[&str]) -> std::process::Output {
+    ssod(&[&["bench", "train"], args].concat())
 }
 
 #[test]
@@ -79,10 +82,7 @@ fn bench_conv_covers_every_conv_of_the_model_once() {
         "--json",
         json.to_str().unwrap(),
     ];
-    let out = Command::new(env!("CARGO_BIN_EXE_ssod"))
-        .args(args)
-        .output()
-        .expect("run ssod");
+    let out = ssod(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -141,10 +141,7 @@ fn bench_conv_covers_every_conv_of_the_model_once() {
         "{printed} vs {step_ms}"
     );
 
-    let again = Command::new(env!("CARGO_BIN_EXE_ssod"))
-        .args(args)
-        .output()
-        .expect("run ssod");
+    let again = ssod(&args);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not overwriting"));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -6,7 +6,7 @@
 //! `conv2d_im2col_bf16` and only the other operand is rounded before the product); depthwise convs (groups = C = K) use the direct kernels. The direct
 //! general kernels (`direct::*`) are the GPU reference the fast path can be checked against.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, MatrixPrecision};
 use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm, sgemm_rm_batched, Strided};
@@ -123,7 +123,6 @@ pub fn fwd(
         return Ok(y);
     }
     let d = Dims::of(g);
-    let bf16 = dev.matrix_precision() == MatrixPrecision::Bf16;
     for grp in 0..g.groups {
         let w_g = w.slice(grp * d.kg * d.ckk..(grp + 1) * d.kg * d.ckk);
         for (n0, items) in d.chunks(g) {
@@ -150,31 +149,53 @@ pub fn fwd(
                     items, 0.0,
                 )?;
             } else {
-                let col_items = Strided {
-                    ld: d.hw_out,
-                    stride: d.ckk * d.hw_out,
-                };
-                if bf16 {
-                    // The column matrix written as bf16 directly: a third of the f32 path's
-                    // traffic (f32 write, f32 read, bf16 write) before the product reads it.
-                    let mut col = dev.alloc_u16(items * d.ckk * d.hw_out)?;
-                    im2col(dev, x, &mut col, g, n0, items, grp)?;
-                    gemm_rm_batched_bf16_b(
-                        dev, false, false, shape, &w_g, shared_w, &col, col_items, &mut y_ng,
-                        y_items, items, 0.0,
-                    )?;
-                } else {
-                    let mut col = dev.alloc(items * d.ckk * d.hw_out)?;
-                    im2col(dev, x, &mut col, g, n0, items, grp)?;
-                    sgemm_rm_batched(
-                        dev, false, false, shape, &w_g, shared_w, &col, col_items, &mut y_ng,
-                        y_items, items, 0.0,
-                    )?;
-                }
+                let cols = (n0, items, grp);
+                product_with_columns(
+                    dev, x, g, &d, cols, false, shape, &w_g, shared_w, &mut y_ng, y_items,
+                )?;
             }
         }
     }
     Ok(y)
+}
+
+/// `c[i] = op(a[i]) · op(col[i])` for the items `n0..n0 + items` of group `grp` (`cols`), with
+/// their column matrices `col [items, ckk, Ho·Wo]` built here: the forward (`trans_col` false,
+/// `a` = the weights) and the weight gradient (`trans_col` true, `a` = dy). In bf16 product mode
+/// the matrix is written as bf16 directly (`conv2d_im2col_bf16`): a third of the traffic of an
+/// f32 matrix that the product would then round (f32 write, f32 read, bf16 write).
+#[allow(clippy::too_many_arguments)]
+fn product_with_columns<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    g: &Conv2dGeometry,
+    d: &Dims,
+    (n0, items, grp): (usize, usize, usize),
+    trans_col: bool,
+    shape: (usize, usize, usize),
+    a: &A,
+    sa: Strided,
+    c: &mut C,
+    sc: Strided,
+) -> Result<()> {
+    let col_items = Strided {
+        ld: d.hw_out,
+        stride: d.ckk * d.hw_out,
+    };
+    let len = items * d.ckk * d.hw_out;
+    if dev.matrix_precision() == MatrixPrecision::Bf16 {
+        let mut col = dev.alloc_u16(len)?;
+        im2col(dev, x, &mut col, g, n0, items, grp)?;
+        gemm_rm_batched_bf16_b(
+            dev, false, trans_col, shape, a, sa, &col, col_items, c, sc, items, 0.0,
+        )
+    } else {
+        let mut col = dev.alloc(len)?;
+        im2col(dev, x, &mut col, g, n0, items, grp)?;
+        sgemm_rm_batched(
+            dev, false, trans_col, shape, a, sa, &col, col_items, c, sc, items, 0.0,
+        )
+    }
 }
 
 /// Per-group sizes of a geometry and the batch chunks the im2col buffer is sized for.
@@ -358,7 +379,6 @@ pub fn bwd_weight(
     // not share an output), then one reduction over N gives dw_g.
     let mut partial = dev.alloc(g.batch * d.kg * d.ckk)?;
     let ones = super::elementwise::fill(dev, g.batch, 1.0)?;
-    let bf16 = dev.matrix_precision() == MatrixPrecision::Bf16;
     for grp in 0..g.groups {
         for (n0, items) in d.chunks(g) {
             let dy_off = (n0 * g.out_channels + grp * d.kg) * d.hw_out;
@@ -386,25 +406,10 @@ pub fn bwd_weight(
                     part_items, items, 0.0,
                 )?;
             } else {
-                let col_items = Strided {
-                    ld: d.hw_out,
-                    stride: d.ckk * d.hw_out,
-                };
-                if bf16 {
-                    let mut col = dev.alloc_u16(items * d.ckk * d.hw_out)?;
-                    im2col(dev, x, &mut col, g, n0, items, grp)?;
-                    gemm_rm_batched_bf16_b(
-                        dev, false, true, shape, &dy_ng, dy_items, &col, col_items, &mut part,
-                        part_items, items, 0.0,
-                    )?;
-                } else {
-                    let mut col = dev.alloc(items * d.ckk * d.hw_out)?;
-                    im2col(dev, x, &mut col, g, n0, items, grp)?;
-                    sgemm_rm_batched(
-                        dev, false, true, shape, &dy_ng, dy_items, &col, col_items, &mut part,
-                        part_items, items, 0.0,
-                    )?;
-                }
+                let cols = (n0, items, grp);
+                product_with_columns(
+                    dev, x, g, &d, cols, true, shape, &dy_ng, dy_items, &mut part, part_items,
+                )?;
             }
         }
         // dw_g [1 × kg·ckk] = ones [1 × N] · partial [N × kg·ckk]: the sum over items as one

@@ -80,13 +80,14 @@ def main():
     for i, layer in enumerate(ssod["layers"]):
         t = time_layer(layer, dev, dtype, args.reps)
         s = [layer["ms_fwd"], layer["ms_bwd_input"], layer["ms_bwd_weight"]]
+        per_step = [layer["calls"], layer.get("input_grad_calls", layer["calls"]), layer["calls"]]
         for j in range(3):
-            tot_t[j] += t[j] * layer["calls"]
-            tot_s[j] += s[j] * layer["calls"]
+            tot_t[j] += t[j] * per_step[j]
+            tot_s[j] += s[j] * per_step[j]
         print(f"| {i} | {layer['layer']} | {layer['calls']} | {t[0]:.3f} / {t[1]:.3f} / {t[2]:.3f} | "
               f"{s[0]:.3f} / {s[1]:.3f} / {s[2]:.3f} | {sum(s) / sum(t):.2f} |")
         rows.append({**layer, "torch_ms_fwd": t[0], "torch_ms_bwd_input": t[1], "torch_ms_bwd_weight": t[2]})
-    print(f"per step, every call (fwd / bwd_input / bwd_weight / total ms): torch "
+    print(f"per step, every call, no dx for the convs on the images (fwd / bwd_input / bwd_weight / total ms): torch "
           f"{tot_t[0]:.1f} / {tot_t[1]:.1f} / {tot_t[2]:.1f} / {sum(tot_t):.1f}; ssod "
           f"{tot_s[0]:.1f} / {tot_s[1]:.1f} / {tot_s[2]:.1f} / {sum(tot_s):.1f}")
     if args.json:

@@ -60,8 +60,8 @@ fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
 }
 
 /// `ssod bench conv` traces the model's convs: the calls it counts are the model's conv weights
-/// (each runs once per forward), its per-step total is the sum of its rows, and it refuses to
-/// overwrite its JSON file.
+/// (each runs once per forward), all but the stem need an input gradient, its per-step total is
+/// the sum of its rows, and it refuses to overwrite its JSON file.
 #[test]
 fn bench_conv_covers_every_conv_of_the_model_once() {
     let dir = std::env::temp_dir().join(format!("ssod-bench-conv-{}", std::process::id()));
@@ -121,14 +121,19 @@ fn bench_conv_covers_every_conv_of_the_model_once() {
             assert_ne!(key(a), key(b), "duplicate layer rows");
         }
     }
+    // Only the stem reads the images: every other call needs its input gradient.
+    let with_dx: u64 = layers
+        .iter()
+        .map(|l| l["input_grad_calls"].as_u64().unwrap())
+        .sum();
+    assert_eq!(with_dx, calls - 1, "{stdout}");
+    assert_eq!(layers[0]["input_grad_calls"], 0, "{stdout}");
+    let ms = |l: &serde_json::Value, k: &str| l[k].as_f64().unwrap();
     let step_ms: f64 = layers
         .iter()
         .map(|l| {
-            l["calls"].as_f64().unwrap()
-                * ["ms_fwd", "ms_bwd_input", "ms_bwd_weight"]
-                    .iter()
-                    .map(|k| l[*k].as_f64().unwrap())
-                    .sum::<f64>()
+            ms(l, "calls") * (ms(l, "ms_fwd") + ms(l, "ms_bwd_weight"))
+                + ms(l, "input_grad_calls") * ms(l, "ms_bwd_input")
         })
         .sum();
     let printed: f64 = stdout

@@ -38,26 +38,42 @@ pub struct BenchConvArgs {
     pub json: Option<std::path::PathBuf>,
 }
 
-/// One distinct conv geometry of the model and how often a forward runs it.
+/// One distinct conv geometry of the model and how often a training step runs its passes.
 struct Layer {
     geometry: Conv2dGeometry,
+    /// Calls per forward (each has a weight gradient in backward).
     count: usize,
+    /// Calls whose input needs a gradient (not the stem's, which reads the images).
+    input_grad_count: usize,
 }
 
-/// The model's conv layers from one forward at batch 1 on the CPU (shapes only matter), merged
-/// by geometry in first-call order, at batch `batch`.
+/// The model's conv layers from one forward at batch 1 on the CPU (shapes only matter; with
+/// gradients on, so the trace sees which inputs need one), merged by geometry in first-call
+/// order, at batch `batch`.
 fn model_layers(model: &str, size: usize, batch: usize) -> anyhow::Result<Vec<Layer>> {
     let net = YoloX::new(YoloXConfig::variant(model, 1)?)?;
     let images = Tensor::zeros([1, 3, size, size]);
-    let (out, traced) = trace_geometries(|| ssod::autograd::no_grad(|| net.forward(&images)));
+    let (out, traced) = trace_geometries(|| net.forward(&images));
     out?;
     let mut layers: Vec<Layer> = Vec::new();
-    for g in traced {
-        let geometry = Conv2dGeometry { batch, ..g };
-        match layers.iter_mut().find(|l| l.geometry == geometry) {
-            Some(l) => l.count += 1,
-            None => layers.push(Layer { geometry, count: 1 }),
-        }
+    for t in traced {
+        let geometry = Conv2dGeometry {
+            batch,
+            ..t.geometry
+        };
+        let layer = match layers.iter_mut().position(|l| l.geometry == geometry) {
+            Some(i) => &mut layers[i],
+            None => {
+                layers.push(Layer {
+                    geometry,
+                    count: 0,
+                    input_grad_count: 0,
+                });
+                layers.last_mut().expect("just pushed")
+            }
+        };
+        layer.count += 1;
+        layer.input_grad_count += usize::from(t.input_grad);
     }
     Ok(layers)
 }
@@ -176,7 +192,7 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
         a.precision,
         a.reps
     );
-    println!("| # | layer | calls | GFLOP fwd | ms fwd | ms bwd_input | ms bwd_weight | TFLOP/s fwd+bwd | ms per step (all calls) |");
+    println!("| # | layer | calls | GFLOP fwd | ms fwd | ms bwd_input | ms bwd_weight | GFLOP/s fwd+bwd | ms per step (all calls) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     let mut step_ms = [0f64; 3];
@@ -184,28 +200,33 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
         let g = &l.geometry;
         let t = time_layer(g, device, a.reps)?;
         let gflop = 2.0 * g.macs() as f64 / 1e9;
-        let total: f64 = t.iter().sum();
-        (0..3).for_each(|k| step_ms[k] += t[k] * l.count as f64);
+        let per_step = [l.count, l.input_grad_count, l.count].map(|c| c as f64);
+        (0..3).for_each(|k| step_ms[k] += t[k] * per_step[k]);
+        let calls = if l.input_grad_count == l.count {
+            l.count.to_string()
+        } else {
+            format!("{} ({} with dx)", l.count, l.input_grad_count)
+        };
         println!(
-            "| {i} | {} | {} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {:.1} | {:.2} |",
+            "| {i} | {} | {calls} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {:.0} | {:.2} |",
             describe(g),
-            l.count,
             t[0],
             t[1],
             t[2],
-            3.0 * gflop / total,
-            total * l.count as f64
+            3.0 * gflop / t.iter().sum::<f64>() * 1e3,
+            (0..3).map(|k| t[k] * per_step[k]).sum::<f64>()
         );
         rows.push(serde_json::json!({
-            "layer": describe(g), "calls": l.count, "batch": g.batch, "in_channels": g.in_channels,
+            "layer": describe(g), "calls": l.count, "input_grad_calls": l.input_grad_count,
+            "batch": g.batch, "in_channels": g.in_channels,
             "in_h": g.in_h, "in_w": g.in_w, "out_channels": g.out_channels, "kernel": g.kernel_h,
             "stride": g.stride, "padding": g.padding, "groups": g.groups, "gflop_fwd": gflop,
             "ms_fwd": t[0], "ms_bwd_input": t[1], "ms_bwd_weight": t[2],
         }));
     }
     println!(
-        "per training step (every call): forward {:.1} ms, input gradients {:.1} ms, weight \
-         gradients {:.1} ms, total {:.1} ms",
+        "per training step (every call; no input gradient for the convs on the images): \
+         forward {:.1} ms, input gradients {:.1} ms, weight gradients {:.1} ms, total {:.1} ms",
         step_ms[0],
         step_ms[1],
         step_ms[2],

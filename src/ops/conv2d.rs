@@ -74,15 +74,23 @@ fn geometry(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Conv2dGeometry> 
     })
 }
 
+/// One conv2d call seen by [`trace_geometries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracedConv {
+    pub geometry: Conv2dGeometry,
+    /// The input required a gradient (false for a conv on the images: its backward skips dx).
+    pub input_grad: bool,
+}
+
 thread_local! {
-    /// The geometries of this thread's conv2d calls while [`trace_geometries`] runs.
-    static TRACE: std::cell::RefCell<Option<Vec<Conv2dGeometry>>> =
+    /// This thread's conv2d calls while [`trace_geometries`] runs.
+    static TRACE: std::cell::RefCell<Option<Vec<TracedConv>>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` and returns, with its result, the geometry of every conv2d it called on this thread,
-/// in call order (`ssod bench conv` takes a model's conv layers from one traced forward).
-pub fn trace_geometries<R>(f: impl FnOnce() -> R) -> (R, Vec<Conv2dGeometry>) {
+/// Runs `f` and returns, with its result, every conv2d it called on this thread, in call order
+/// (`ssod bench conv` takes a model's conv layers from one traced forward).
+pub fn trace_geometries<R>(f: impl FnOnce() -> R) -> (R, Vec<TracedConv>) {
     let outer = TRACE.with(|t| t.replace(Some(Vec::new())));
     let result = f();
     let traced = TRACE.with(|t| t.replace(outer)).unwrap_or_default();
@@ -94,7 +102,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
     let g = geometry(x, w, &params)?;
     TRACE.with(|t| {
         if let Some(v) = t.borrow_mut().as_mut() {
-            v.push(g);
+            v.push(TracedConv {
+                geometry: g,
+                input_grad: x.requires_grad(),
+            });
         }
     });
     if let Some(b) = b {

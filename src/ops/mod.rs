@@ -20,7 +20,7 @@ mod softmax;
 
 pub use batch_norm::{batch_norm2d, batch_norm_silu2d, BatchNormParams};
 pub use binary::{add, div, maximum, minimum, mul, sub};
-pub use conv2d::{conv2d, trace_geometries, Conv2dParams};
+pub use conv2d::{conv2d, trace_geometries, Conv2dParams, TracedConv};
 pub use crop::{crop_patches, PatchBox};
 pub use elementwise::{
     abs, add_scalar, atan, clamp, div_scalar, exp, exp_fast, log, mul_scalar, neg, pow_scalar,

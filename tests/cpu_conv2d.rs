@@ -107,6 +107,30 @@ fn check_all(g: &Conv2dGeometry) {
     );
 }
 
+/// The weight gradient's two schedules (gemm_path.rs): all items packed into one product when
+/// an item's output plane has at most 16 positions (and the batch at most 4,096), one product
+/// per item otherwise; both against the reference, on plain, strided, grouped and pointwise
+/// shapes, with planes down to 1×1.
+#[test]
+fn packed_and_per_item_weight_gradients_match_the_reference() {
+    for g in [
+        // Packed: 1×1 and 2×3 planes with many channels, a strided grouped 3×3, pointwise over
+        // 64 channels (64 and fewer take the AVX-512 kernel where there is one) at 4×4.
+        geom(5, 96, 1, 1, 80, 1, 1, 0, 1),
+        geom(3, 40, 2, 3, 24, 3, 1, 1, 1),
+        geom(4, 32, 5, 5, 64, 3, 2, 1, 2),
+        geom(3, 70, 4, 4, 66, 1, 1, 0, 1),
+        // Per item: a 4×5 plane, a batch over 4,096 positions of 4×4 planes, im2col and
+        // pointwise on larger maps.
+        geom(3, 70, 4, 5, 66, 1, 1, 0, 1),
+        geom(260, 6, 4, 4, 10, 3, 1, 1, 1),
+        geom(2, 5, 48, 45, 6, 3, 1, 1, 1),
+        geom(3, 8, 40, 40, 12, 1, 1, 0, 1),
+    ] {
+        check_all(&g);
+    }
+}
+
 /// Odd shapes over every path: batch 1 and 3, 5×7 and 9×6 maps, kernels 1/3/5/6, stride 1/2,
 /// padding 0/1/2, groups 1, 2 and = channels, channel counts that are not SIMD multiples.
 #[test]
@@ -157,8 +181,8 @@ fn pointwise_matches_reference_across_weight_tiles() {
     check_all(&geom(1, 9, 4097, 1, 4, 1, 1, 0, 1));
 }
 
-/// `bwd_weight` transposes `dy` tiles only up to 32 output channels per group: both sides of that
-/// threshold, pointwise and 3×3, one grouped.
+/// The per-item `bwd_weight` transposes `dy` tiles only up to 32 output channels per group: both
+/// sides of that threshold, pointwise and 3×3, one grouped.
 #[test]
 fn bwd_weight_both_sides_of_the_dy_transpose() {
     check_all(&geom(2, 8, 11, 9, 32, 3, 1, 1, 1));
@@ -253,6 +277,9 @@ fn results_do_not_depend_on_thread_count() {
         geom(3, 32, 21, 19, 32, 3, 1, 1, 32),
         geom(1, 16, 30, 30, 16, 5, 2, 2, 16),
         geom(2, 32, 50, 47, 20, 3, 1, 1, 1),
+        // Small planes: the packed weight gradient (one product on the whole pool).
+        geom(5, 96, 1, 1, 80, 1, 1, 0, 1),
+        geom(4, 96, 3, 3, 80, 3, 2, 1, 2),
     ];
     for g in &shapes {
         let x = values(g.x_len(), 11);

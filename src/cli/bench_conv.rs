@@ -52,6 +52,8 @@ struct Layer {
 /// order, at batch `batch`.
 fn model_layers(model: &str, size: usize, batch: usize) -> anyhow::Result<Vec<Layer>> {
     let net = YoloX::new(YoloXConfig::variant(model, 1)?)?;
+    // Eval-mode batch norm: one image at 32 px leaves one value per channel at stride 32.
+    net.set_training(false);
     let images = Tensor::zeros([1, 3, size, size]);
     let (out, traced) = trace_geometries(|| net.forward(&images));
     out?;

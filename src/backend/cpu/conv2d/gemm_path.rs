@@ -123,6 +123,10 @@ fn direct_pointwise_weight_grad(d: &GroupDims) -> bool {
         && d.cout_g <= direct::MAX_CHANNELS
         && direct::available()
 }
+#[cfg(not(target_arch = "x86_64"))]
+fn direct_pointwise_weight_grad(_: &GroupDims) -> bool {
+    false
+}
 
 /// Threads for the gemms of one item: 1 when the batch is spread over the pool instead.
 fn inner_threads(batch: usize) -> usize {
@@ -281,6 +285,10 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
         dw.fill(0.0);
         return;
     }
+    if packed_weight_grad(g, &d) {
+        bwd_weight_packed(dy, x, g, &d, dw);
+        return;
+    }
     let threads = inner_threads(g.batch);
     // Each item's gradient is computed on its own (same gemm shapes in both schedules) and the
     // items are summed left to right in index order: dw = ((p0 + p1) + p2) + ...
@@ -313,6 +321,84 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
         for n in 1..g.batch {
             item(n, &mut partial, threads);
             add_assign(dw, &partial);
+        }
+    }
+}
+
+/// [`bwd_weight`] packs every item into one product over all positions of the batch
+/// (`dw_gᵀ = cols_all · dy_allᵀ`) instead of one product per item and a sum of per-item
+/// gradients when an item's output plane has at most this many positions (and the batch at most
+/// [`PACKED_WEIGHT_GRAD_POSITIONS`]). Small maps (YOLOX's stride-32 layers at small input
+/// sizes) made the per-item form slow: at 64 px, batch 16, YOLOX-S's weight gradients took
+/// 225-233 ms per step against 84-100 packed; at 8×8 maps and more the per-item form, spread
+/// over the cores item by item, was as fast or faster (BENCHMARKS.md, session 12).
+const PACKED_WEIGHT_GRAD_MAX_PLANE: usize = 16;
+/// Upper bound on the packed schedule's positions (its scratch is `(taps + cout_g)` floats per
+/// position).
+const PACKED_WEIGHT_GRAD_POSITIONS: usize = 4096;
+
+fn packed_weight_grad(g: &Conv2dGeometry, d: &GroupDims) -> bool {
+    d.out_plane <= PACKED_WEIGHT_GRAD_MAX_PLANE
+        && g.batch * d.out_plane <= PACKED_WEIGHT_GRAD_POSITIONS
+        && !direct_pointwise_weight_grad(d)
+}
+
+/// [`bwd_weight`] for small maps: every item's column matrix transposed into one
+/// positions-major matrix (`cols_allᵀ [N·P, taps]`, item `n` in rows `n·P..(n+1)·P`) and `dy`
+/// likewise (`dy_allᵀ [N·P, cout_g]`), packed item by item in parallel, then one product with the
+/// reduction over every position of the batch on the whole pool (the `gemm` crate splits the
+/// output, not the reduction, so the result does not depend on the thread count).
+fn bwd_weight_packed(dy: &[f32], x: &[f32], g: &Conv2dGeometry, d: &GroupDims, dw: &mut [f32]) {
+    let (p, np) = (d.out_plane, g.batch * d.out_plane);
+    let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
+    let mut cols_t = vec![0f32; np * d.taps];
+    let mut dy_t = vec![0f32; np * d.cout_g];
+    let mut dw_t = vec![0f32; d.taps * d.cout_g];
+    for grp in 0..g.groups {
+        cols_t
+            .par_chunks_mut(p * d.taps)
+            .zip(dy_t.par_chunks_mut(p * d.cout_g))
+            .enumerate()
+            .for_each(|(n, (cols_n, dy_n))| {
+                let x_g = &x[n * x_item + grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
+                // The item's columns [taps, P]: its input plane when pointwise, else im2col.
+                if d.pointwise {
+                    transpose_tile(x_g, p, d.taps, p, cols_n);
+                } else {
+                    with_cols(d.taps * p, |cols| {
+                        im2col(x_g, g, 0..g.out_h(), cols, false);
+                        transpose_tile(cols, p, d.taps, p, cols_n);
+                    });
+                }
+                let dy_g = &dy[n * y_item + grp * d.cout_g * p..][..d.cout_g * p];
+                transpose_tile(dy_g, p, d.cout_g, p, dy_n);
+            });
+        // dw_gᵀ [taps, cout_g] = cols_all [taps, N·P] · dy_allᵀ [N·P, cout_g]
+        sgemm(
+            d.taps,
+            d.cout_g,
+            np,
+            MatRef::transposed(&cols_t, d.taps),
+            MatRef::row_major(&dy_t, d.cout_g),
+            &mut dw_t,
+            d.cout_g,
+            false,
+            rayon::current_num_threads(),
+        );
+        transpose_into(
+            &dw_t,
+            d.cout_g,
+            &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps],
+        );
+    }
+}
+
+/// `dst[k·rows + t] = src[t·cols + k]`: a row-major `[rows, cols]` into its transpose.
+fn transpose_into(src: &[f32], cols: usize, dst: &mut [f32]) {
+    let rows = src.len() / cols.max(1);
+    for (t, row) in src.chunks_exact(cols).enumerate() {
+        for (k, v) in row.iter().enumerate() {
+            dst[k * rows + t] = *v;
         }
     }
 }
@@ -430,12 +516,11 @@ fn bwd_weight_item(
                     threads,
                 );
             }
-            let dw_g = &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
-            for (t, row) in dw_t.chunks_exact(d.cout_g).enumerate() {
-                for (k, v) in row.iter().enumerate() {
-                    dw_g[k * d.taps + t] = *v;
-                }
-            }
+            transpose_into(
+                &dw_t,
+                d.cout_g,
+                &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps],
+            );
         }
     });
 }

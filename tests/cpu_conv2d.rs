@@ -107,23 +107,23 @@ fn check_all(g: &Conv2dGeometry) {
     );
 }
 
-/// The weight gradient's two schedules (gemm_path.rs): all items packed into one product when
-/// an item's output plane has at most 16 positions (and the batch at most 4,096), one product
-/// per item otherwise; both against the reference, on plain, strided, grouped and pointwise
-/// shapes, with planes down to 1×1.
+/// The weight gradient's schedules (gemm_path.rs): the items packed into one product when an
+/// item's output plane has at most 64 positions (in chunks of 2,048 positions for large
+/// batches), one product per item otherwise; against the reference, on plain, strided, grouped
+/// and pointwise shapes, with planes down to 1×1.
 #[test]
 fn packed_and_per_item_weight_gradients_match_the_reference() {
     for g in [
         // Packed: 1×1 and 2×3 planes with many channels, a strided grouped 3×3, pointwise over
-        // 64 channels (64 and fewer take the AVX-512 kernel where there is one) at 4×4.
+        // 64 channels (64 and fewer take the AVX-512 kernel where there is one) at 8×8.
         geom(5, 96, 1, 1, 80, 1, 1, 0, 1),
         geom(3, 40, 2, 3, 24, 3, 1, 1, 1),
         geom(4, 32, 5, 5, 64, 3, 2, 1, 2),
-        geom(3, 70, 4, 4, 66, 1, 1, 0, 1),
-        // Per item: a 4×5 plane, a batch over 4,096 positions of 4×4 planes, im2col and
-        // pointwise on larger maps.
-        geom(3, 70, 4, 5, 66, 1, 1, 0, 1),
+        geom(3, 70, 8, 8, 66, 1, 1, 0, 1),
+        // Packed in chunks: 3 chunks of 128, 128 and 4 items of 4×4.
         geom(260, 6, 4, 4, 10, 3, 1, 1, 1),
+        // Per item: an 8×9 plane, im2col and pointwise on larger maps.
+        geom(3, 70, 8, 9, 66, 1, 1, 0, 1),
         geom(2, 5, 48, 45, 6, 3, 1, 1, 1),
         geom(3, 8, 40, 40, 12, 1, 1, 0, 1),
     ] {
@@ -277,8 +277,10 @@ fn results_do_not_depend_on_thread_count() {
         geom(3, 32, 21, 19, 32, 3, 1, 1, 32),
         geom(1, 16, 30, 30, 16, 5, 2, 2, 16),
         geom(2, 32, 50, 47, 20, 3, 1, 1, 1),
-        // Small planes: the packed weight gradient (one product on the whole pool).
+        // Small planes: the packed weight gradient (one product on the whole pool, or chunks
+        // in parallel: 140 items of 4×4 are two chunks).
         geom(5, 96, 1, 1, 80, 1, 1, 0, 1),
+        geom(140, 8, 4, 4, 12, 3, 1, 1, 1),
         geom(4, 96, 3, 3, 80, 3, 2, 1, 2),
     ];
     for g in &shapes {

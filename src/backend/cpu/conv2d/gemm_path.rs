@@ -285,7 +285,7 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
         dw.fill(0.0);
         return;
     }
-    if packed_weight_grad(g, &d) {
+    if packed_weight_grad(&d) {
         bwd_weight_packed(dy, x, g, &d, dw);
         return;
     }
@@ -325,41 +325,43 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
     }
 }
 
-/// [`bwd_weight`] packs every item into one product over all positions of the batch
+/// [`bwd_weight`] packs the items of a batch into one product over all their positions
 /// (`dw_gᵀ = cols_all · dy_allᵀ`) instead of one product per item and a sum of per-item
-/// gradients when an item's output plane has at most this many positions (and the batch at most
-/// [`PACKED_WEIGHT_GRAD_POSITIONS`]). Small maps (YOLOX's stride-32 layers at small input
-/// sizes) made the per-item form slow: at 64 px, batch 16, YOLOX-S's weight gradients took
-/// 225-233 ms per step against 84-100 packed; at 8×8 maps and more the per-item form, spread
-/// over the cores item by item, was as fast or faster (BENCHMARKS.md, session 12).
-const PACKED_WEIGHT_GRAD_MAX_PLANE: usize = 16;
-/// Upper bound on the packed schedule's positions (its scratch is `(taps + cout_g)` floats per
-/// position).
-const PACKED_WEIGHT_GRAD_POSITIONS: usize = 4096;
+/// gradients when an item's output plane has at most this many positions (8×8). Small maps
+/// (YOLOX's deep layers at small input sizes) made the per-item form slow: at 64 px, batch 16,
+/// YOLOX-S's weight gradients took 222-243 ms per step against 71-73 packed. From 16×16 up the
+/// per-item form, whose im2col tiles feed the products without the packing's transposed copy,
+/// was faster (3×3 layers 1.3-2× at 16×16 and 32×32; BENCHMARKS.md, session 12).
+const PACKED_WEIGHT_GRAD_MAX_PLANE: usize = 64;
+/// Positions per packed product: larger batches are packed in chunks of
+/// `PACKED_CHUNK_POSITIONS / P` items (a bound on the scratch, `(taps + cout_g)` floats per
+/// position), multiplied in parallel and summed in chunk order.
+const PACKED_CHUNK_POSITIONS: usize = 2048;
 
-fn packed_weight_grad(g: &Conv2dGeometry, d: &GroupDims) -> bool {
-    d.out_plane <= PACKED_WEIGHT_GRAD_MAX_PLANE
-        && g.batch * d.out_plane <= PACKED_WEIGHT_GRAD_POSITIONS
-        && !direct_pointwise_weight_grad(d)
+fn packed_weight_grad(d: &GroupDims) -> bool {
+    d.out_plane <= PACKED_WEIGHT_GRAD_MAX_PLANE && !direct_pointwise_weight_grad(d)
 }
 
-/// [`bwd_weight`] for small maps: every item's column matrix transposed into one
-/// positions-major matrix (`cols_allᵀ [N·P, taps]`, item `n` in rows `n·P..(n+1)·P`) and `dy`
-/// likewise (`dy_allᵀ [N·P, cout_g]`), packed item by item in parallel, then one product with the
-/// reduction over every position of the batch on the whole pool (the `gemm` crate splits the
-/// output, not the reduction, so the result does not depend on the thread count).
+/// [`bwd_weight`] for small maps: the items' column matrices transposed into one positions-major
+/// matrix (`cols_allᵀ [n·P, taps]`, item `n` in rows `n·P..(n+1)·P`) and `dy` likewise
+/// (`dy_allᵀ [n·P, cout_g]`), then one product reducing over all those positions. One chunk (the
+/// usual case) is packed item by item in parallel and multiplied on the whole pool (the `gemm`
+/// crate splits the output, not the reduction); several chunks are each packed and multiplied
+/// on one thread, in parallel. Chunks depend on the shapes only and their gradients are summed
+/// in order, so the result does not depend on the thread count.
 fn bwd_weight_packed(dy: &[f32], x: &[f32], g: &Conv2dGeometry, d: &GroupDims, dw: &mut [f32]) {
-    let (p, np) = (d.out_plane, g.batch * d.out_plane);
+    let p = d.out_plane;
     let (x_item, y_item) = (g.in_channels * d.in_plane, g.out_channels * d.out_plane);
-    let mut cols_t = vec![0f32; np * d.taps];
-    let mut dy_t = vec![0f32; np * d.cout_g];
-    let mut dw_t = vec![0f32; d.taps * d.cout_g];
-    for grp in 0..g.groups {
-        cols_t
-            .par_chunks_mut(p * d.taps)
-            .zip(dy_t.par_chunks_mut(p * d.cout_g))
-            .enumerate()
-            .for_each(|(n, (cols_n, dy_n))| {
+    let chunk_items = (PACKED_CHUNK_POSITIONS / p.max(1)).clamp(1, g.batch);
+    let chunks: Vec<Range<usize>> = (0..g.batch)
+        .step_by(chunk_items)
+        .map(|n0| n0..(n0 + chunk_items).min(g.batch))
+        .collect();
+    // Items `items` of group `grp` into `cols_t [len·P, taps]` and `dy_t [len·P, cout_g]`.
+    let pack =
+        |grp: usize, items: Range<usize>, cols_t: &mut [f32], dy_t: &mut [f32], par: bool| {
+            let one = |(i, (cols_n, dy_n)): (usize, (&mut [f32], &mut [f32]))| {
+                let n = items.start + i;
                 let x_g = &x[n * x_item + grp * d.cin_g * d.in_plane..][..d.cin_g * d.in_plane];
                 // The item's columns [taps, P]: its input plane when pointwise, else im2col.
                 if d.pointwise {
@@ -372,24 +374,64 @@ fn bwd_weight_packed(dy: &[f32], x: &[f32], g: &Conv2dGeometry, d: &GroupDims, d
                 }
                 let dy_g = &dy[n * y_item + grp * d.cout_g * p..][..d.cout_g * p];
                 transpose_tile(dy_g, p, d.cout_g, p, dy_n);
-            });
-        // dw_gᵀ [taps, cout_g] = cols_all [taps, N·P] · dy_allᵀ [N·P, cout_g]
+            };
+            if par {
+                cols_t
+                    .par_chunks_mut(p * d.taps)
+                    .zip(dy_t.par_chunks_mut(p * d.cout_g))
+                    .enumerate()
+                    .for_each(one);
+            } else {
+                cols_t
+                    .chunks_mut(p * d.taps)
+                    .zip(dy_t.chunks_mut(p * d.cout_g))
+                    .enumerate()
+                    .for_each(one);
+            }
+        };
+    // dw_gᵀ [taps, cout_g] (+)= cols [taps, len·P] · dyᵀ [len·P, cout_g] over a chunk's items.
+    let product = |cols_t: &[f32], dy_t: &[f32], dw_t: &mut [f32], threads: usize| {
         sgemm(
             d.taps,
             d.cout_g,
-            np,
-            MatRef::transposed(&cols_t, d.taps),
-            MatRef::row_major(&dy_t, d.cout_g),
-            &mut dw_t,
+            dy_t.len() / d.cout_g,
+            MatRef::transposed(cols_t, d.taps),
+            MatRef::row_major(dy_t, d.cout_g),
+            dw_t,
             d.cout_g,
             false,
-            rayon::current_num_threads(),
-        );
-        transpose_into(
-            &dw_t,
-            d.cout_g,
-            &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps],
-        );
+            threads,
+        )
+    };
+    for grp in 0..g.groups {
+        let dw_g = &mut dw[grp * d.cout_g * d.taps..][..d.cout_g * d.taps];
+        if chunks.len() == 1 {
+            let np = g.batch * p;
+            let (mut cols_t, mut dy_t) = (vec![0f32; np * d.taps], vec![0f32; np * d.cout_g]);
+            pack(grp, 0..g.batch, &mut cols_t, &mut dy_t, true);
+            let mut dw_t = vec![0f32; d.taps * d.cout_g];
+            product(&cols_t, &dy_t, &mut dw_t, rayon::current_num_threads());
+            transpose_into(&dw_t, d.cout_g, dw_g);
+            continue;
+        }
+        // Several chunks: each packed and multiplied on one thread, the chunks in parallel, their
+        // gradients summed in chunk order (the chunking depends on the shapes only).
+        let partials: Vec<Vec<f32>> = chunks
+            .par_iter()
+            .map(|items| {
+                let np = items.len() * p;
+                let (mut cols_t, mut dy_t) = (vec![0f32; np * d.taps], vec![0f32; np * d.cout_g]);
+                pack(grp, items.clone(), &mut cols_t, &mut dy_t, false);
+                let mut dw_t = vec![0f32; d.taps * d.cout_g];
+                product(&cols_t, &dy_t, &mut dw_t, 1);
+                dw_t
+            })
+            .collect();
+        let mut sum = partials[0].clone();
+        for partial in &partials[1..] {
+            add_assign(&mut sum, partial);
+        }
+        transpose_into(&sum, d.cout_g, dw_g);
     }
 }
 

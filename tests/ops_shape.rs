@@ -294,6 +294,26 @@ fn linear_cases() {
     );
 }
 
+/// Empty pieces take no room (and the next piece lands where they would have), and an empty
+/// result is an empty tensor of the right shape.
+#[test]
+fn cat_with_empty_pieces() {
+    let a = Tensor::from_vec((0..8).map(|v| v as f32).collect(), [2, 1, 4]).unwrap();
+    let empty = Tensor::zeros([2, 0, 4]);
+    let b = Tensor::from_vec((8..16).map(|v| v as f32).collect(), [2, 1, 4]).unwrap();
+    let y = ops::cat(&[empty.clone(), a, empty.clone(), b], 1).unwrap();
+    assert_eq!(y.dims(), [2, 2, 4]);
+    let want: Vec<f32> = [0..4, 8..12, 4..8, 12..16]
+        .into_iter()
+        .flatten()
+        .map(|v| v as f32)
+        .collect();
+    assert_eq!(y.to_vec(), want);
+    let none = ops::cat(&[empty.clone(), empty], 1).unwrap();
+    assert_eq!(none.dims(), [2, 0, 4]);
+    assert!(none.to_vec().is_empty());
+}
+
 #[test]
 fn cat_and_split() {
     // cat along axis 1 of [2,1,4], [2,3,4], [2,2,4] -> [2,6,4].

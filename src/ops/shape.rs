@@ -3,9 +3,11 @@
 
 use super::split_at_axis;
 use crate::autograd::record;
+use crate::backend::cpu::uninit::filled_vec;
 use crate::backend::cuda::layout::{self as cuda_layout, StridedSide};
 use crate::tensor::{compute_device, Device, Layout, Shape, StridedIter, Tensor};
 use crate::{Error, Result};
+use rayon::prelude::*;
 
 /// Same values, new shape (a view when `x` is contiguous, a copy otherwise). For `-1` style
 /// shapes resolve them first with [`infer_shape`].
@@ -307,18 +309,34 @@ pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
         return record("cat", out, &inputs, move |g| cat_backward(g, a, &lens));
     }
     let (outer, _, inner) = split_at_axis(&dims, a);
-    let mut out = vec![0f32; outer * total * inner];
-    let mut at = 0;
-    for (x, &len) in xs.iter().zip(&lens) {
-        x.with_values(|v| {
-            for o in 0..outer {
-                let dst = (o * total + at) * inner;
-                out[dst..dst + len * inner]
-                    .copy_from_slice(&v[o * len * inner..(o + 1) * len * inner]);
+    let row = total * inner;
+    let out = if outer * row == 0 {
+        Vec::new()
+    } else {
+        // Each output row (one index of the axes before `a`) is the inputs' rows side by side,
+        // copied row by row in parallel into a buffer that is not zeroed first (the pieces
+        // tile every row).
+        let write = |out: &mut [std::mem::MaybeUninit<f32>]| {
+            let mut at = 0;
+            for (x, &len) in xs.iter().zip(&lens) {
+                if len * inner > 0 {
+                    x.with_values(|v| {
+                        out.par_chunks_mut(row)
+                            .zip(v.par_chunks(len * inner))
+                            .for_each(|(dst, src)| {
+                                let dst = &mut dst[at * inner..(at + len) * inner];
+                                for (d, s) in dst.iter_mut().zip(src) {
+                                    d.write(*s);
+                                }
+                            })
+                    });
+                }
+                at += len;
             }
-        });
-        at += len;
-    }
+        };
+        // SAFETY: the pieces' lengths along `a` sum to `total`, so every row is written in full.
+        unsafe { filled_vec(outer * row, write).0 }
+    };
     let out = Tensor::from_vec(out, dims)?;
     record("cat", out, &inputs, move |g| cat_backward(g, a, &lens))
 }

@@ -131,13 +131,14 @@ fn packed_and_per_item_weight_gradients_match_the_reference() {
     }
 }
 
-/// Odd shapes over every path: batch 1 and 3, 5×7 and 9×6 maps, kernels 1/3/5/6, stride 1/2,
+/// Odd shapes over every path: batch 1 and 3, 5×7, 9×6 and 17×13 maps, kernels 1/3/5/6, stride 1/2,
 /// padding 0/1/2, groups 1, 2 and = channels, channel counts that are not SIMD multiples.
 #[test]
 fn fast_matches_reference_on_odd_shapes() {
     let mut cases = 0;
     for &batch in &[1, 3] {
-        for &(h, w) in &[(5, 7), (9, 6)] {
+        // 17×13 at stride 1 takes the per-item weight gradient, the others the packed one.
+        for &(h, w) in &[(5, 7), (9, 6), (17, 13)] {
             for &kernel in &[1, 3, 5] {
                 for &stride in &[1, 2] {
                     for &pad in &[0, 1, 2] {

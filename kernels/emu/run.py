@@ -256,6 +256,12 @@ def im2col(x, q, nn, gg, ckk, hwo, bf16):
         col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); return col
     bits=np.zeros(ckk*hwo,'<u2'); call('conv2d','conv2d_im2col_bf16',x,bits.ctypes.data_as(C.c_void_p),q,I(nn),I(1),I(gg))
     return (bits.astype('<u4') << 16).view('<f4')
+def kslices(hw, batch, kg, ckk):
+    # conv2d.rs KSlices::of: slices of the weight gradient's reduction (len, full, rest, count).
+    by_budget = (1 << 25) // max(batch*kg*ckk, 1)
+    count = max(min(-(-hw // 2048), 64, by_budget), 1)
+    ln = max(-(-hw // count), 1); full = hw // ln; rest = hw - full*ln
+    return ln, full, rest, full + (1 if rest else 0)
 def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
     x,wt,dy=inp(case,0),inp(case,1),inp(case,2); q=cg(n,c,h,w,k,ks,s,p,g)
     cgr=c//g; kg=k//g; ckk=cgr*ks*ks; hwo=q.ho*q.wo; hwi=h*w; pw = (ks==1 and s==1 and p==0)
@@ -270,11 +276,17 @@ def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
             else:
                 dcol=np.zeros(ckk*hwo,'f4'); sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dcol,0.0, offa=gg*kg*ckk, offb=dyoff, bf16=bf16)
                 call('conv2d','conv2d_col2im_f32',dcol,dx,q,I(nn),I(1),I(gg))
+    # Weight gradient: each item's reduction over Ho·Wo in slices (conv2d.rs KSlices), summed.
+    sl_len, sl_full, sl_rest, _ = kslices(hwo, n, kg, ckk)
+    parts = [(s*sl_len, sl_len) for s in range(sl_full)] + ([(sl_full*sl_len, sl_rest)] if sl_rest else [])
     for gg in range(g):
+        first = True
         for nn in range(n):
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
             else: col, coff = im2col(x, q, nn, gg, ckk, hwo, bf16), 0
-            sgemm_rm(0,1,kg,ckk,hwo, dy,hwo, col,hwo, dw, 0.0 if nn==0 else 1.0, offa=(nn*k+gg*kg)*hwo, offb=coff, offc=gg*kg*ckk, bf16=bf16)
+            for at, ln in parts:
+                sgemm_rm(0,1,kg,ckk,ln, dy,hwo, col,hwo, dw, 0.0 if first else 1.0, offa=(nn*k+gg*kg)*hwo + at, offb=coff + at, offc=gg*kg*ckk, bf16=bf16)
+                first = False
     for nm, v in [('y',y),('dx',dx),('dw',dw)]:
         if bf16: cmp_norm(case, nm, v, 1e-2)
         else: cmp(case, nm, v)
@@ -288,6 +300,12 @@ same = all(np.array_equal(im2col(inp(case,0), q, nn, 0, ckk, hwo, True).view('<u
 print(f'{"conv2d_im2col_bf16 (bits)":40s} {"col":10s} {"ok" if same else "FAIL"}')
 if not same: fails.append('conv2d_im2col_bf16')
 conv_fast_case('conv2d_bf16_1x1__pointwise_gemm_', 2,12,9,7,10,1,1,0,1, bf16=True)
+# Maps over 2,048 positions: the weight gradient's reduction in slices (2,209 = 1,105 + 1,104;
+# 2,304 = 2·1,152), f32 and bf16.
+assert kslices(2209, 2, 8, 27) == (1105, 1, 1104, 2) and kslices(2304, 2, 5, 6) == (1152, 2, 0, 2)
+conv_fast_case('conv2d_3x3_sliced_weight_gradient', 2,3,47,47,8,3,1,1,1)
+conv_fast_case('conv2d_1x1_sliced_weight_gradient', 2,6,48,48,5,1,1,0,1)
+conv_fast_case('conv2d_bf16_3x3_sliced_weight_gradient', 2,3,47,47,8,3,1,1,1, bf16=True)
 # scale_shift + fill
 x = inp('scale_shift___fill', 0); n = len(x); y = np.zeros(n, 'f4'); f = np.zeros(n, 'f4')
 call('elementwise', 'scale_shift_f32', x, y, I(n), F(-1.75), F(0.5)); cmp('scale_shift___fill', 'y', y, 1e-6)

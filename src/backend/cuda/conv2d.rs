@@ -3,16 +3,21 @@
 //!
 //! The default path is im2col (or the input itself for 1×1, stride 1, no padding) + cuBLAS sgemm
 //! per batch item and group (in bf16 product mode the column matrix is written as bf16 by
-//! `conv2d_im2col_bf16` and only the other operand is rounded before the product); depthwise convs (groups = C = K) use the direct kernels. The direct
-//! general kernels (`direct::*`) are the GPU reference the fast path can be checked against.
+//! `conv2d_im2col_bf16` and only the other operand is rounded before the product); depthwise
+//! convs (groups = C = K) use the direct kernels. The direct general kernels (`direct::*`) are
+//! the GPU reference the fast path can be checked against. The weight gradient, whose reduction
+//! over the output positions is split in slices on large maps, is in `conv2d/weight_grad.rs`.
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, MatrixPrecision};
 use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm, sgemm_rm_batched, Strided};
 use super::{check_len, KernelFile};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};
+
+mod weight_grad;
+pub use weight_grad::bwd_weight;
 
 /// Mirrors `struct ConvGeom` of conv2d.cu.
 #[repr(C)]
@@ -149,9 +154,22 @@ pub fn fwd(
                     items, 0.0,
                 )?;
             } else {
-                let cols = (n0, items, grp);
-                product_with_columns(
-                    dev, x, g, &d, cols, false, shape, &w_g, shared_w, &mut y_ng, y_items,
+                let cols = Columns::build(dev, x, g, &d, (n0, items, grp))?;
+                let col_items = Strided {
+                    ld: d.hw_out,
+                    stride: d.ckk * d.hw_out,
+                };
+                product(
+                    dev,
+                    false,
+                    shape,
+                    &w_g,
+                    shared_w,
+                    &cols.operand(0),
+                    col_items,
+                    &mut y_ng,
+                    y_items,
+                    items,
                 )?;
             }
         }
@@ -159,42 +177,70 @@ pub fn fwd(
     Ok(y)
 }
 
-/// `c[i] = op(a[i]) · op(col[i])` for the items `n0..n0 + items` of group `grp` (`cols`), with
-/// their column matrices `col [items, ckk, Ho·Wo]` built here: the forward (`trans_col` false,
-/// `a` = the weights) and the weight gradient (`trans_col` true, `a` = dy). In bf16 product mode
-/// the matrix is written as bf16 directly (`conv2d_im2col_bf16`): a third of the traffic of an
-/// f32 matrix that the product would then round (f32 write, f32 read, bf16 write).
+/// The column matrices `[items, ckk, Ho·Wo]` of items `n0..n0 + items`, group `grp`: f32, or
+/// in bf16 product mode bf16 bits written by `conv2d_im2col_bf16` directly (a third of the
+/// traffic of an f32 matrix that the product would then round: f32 write, f32 read, bf16 write).
+enum Columns {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<u16>),
+}
+
+impl Columns {
+    fn build(
+        dev: &CudaDevice,
+        x: &CudaSlice<f32>,
+        g: &Conv2dGeometry,
+        d: &Dims,
+        (n0, items, grp): (usize, usize, usize),
+    ) -> Result<Columns> {
+        let len = items * d.ckk * d.hw_out;
+        Ok(if dev.matrix_precision() == MatrixPrecision::Bf16 {
+            let mut col = dev.alloc_u16(len)?;
+            im2col(dev, x, &mut col, g, n0, items, grp)?;
+            Columns::Bf16(col)
+        } else {
+            let mut col = dev.alloc(len)?;
+            im2col(dev, x, &mut col, g, n0, items, grp)?;
+            Columns::F32(col)
+        })
+    }
+    /// The matrices from element `off` on, as the right operand of [`product`].
+    fn operand(&self, off: usize) -> Operand<'_> {
+        match self {
+            Columns::F32(c) => Operand::F32(c.slice(off..)),
+            Columns::Bf16(c) => Operand::Bf16(c.slice(off..)),
+        }
+    }
+}
+
+/// The right operand of a conv product: f32 values (rounded by the product itself in bf16 mode)
+/// or bf16 bits.
+enum Operand<'a> {
+    F32(CudaView<'a, f32>),
+    Bf16(CudaView<'a, u16>),
+}
+
+/// `c[i] = a[i] · op(b[i])` (row-major, `b` transposed when `trans_b`) for `batch` items.
 #[allow(clippy::too_many_arguments)]
-fn product_with_columns<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+fn product<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
-    g: &Conv2dGeometry,
-    d: &Dims,
-    (n0, items, grp): (usize, usize, usize),
-    trans_col: bool,
+    trans_b: bool,
     shape: (usize, usize, usize),
     a: &A,
     sa: Strided,
+    b: &Operand,
+    sb: Strided,
     c: &mut C,
     sc: Strided,
+    batch: usize,
 ) -> Result<()> {
-    let col_items = Strided {
-        ld: d.hw_out,
-        stride: d.ckk * d.hw_out,
-    };
-    let len = items * d.ckk * d.hw_out;
-    if dev.matrix_precision() == MatrixPrecision::Bf16 {
-        let mut col = dev.alloc_u16(len)?;
-        im2col(dev, x, &mut col, g, n0, items, grp)?;
-        gemm_rm_batched_bf16_b(
-            dev, false, trans_col, shape, a, sa, &col, col_items, c, sc, items, 0.0,
-        )
-    } else {
-        let mut col = dev.alloc(len)?;
-        im2col(dev, x, &mut col, g, n0, items, grp)?;
-        sgemm_rm_batched(
-            dev, false, trans_col, shape, a, sa, &col, col_items, c, sc, items, 0.0,
-        )
+    match b {
+        Operand::F32(b) => {
+            sgemm_rm_batched(dev, false, trans_b, shape, a, sa, b, sb, c, sc, batch, 0.0)
+        }
+        Operand::Bf16(b) => {
+            gemm_rm_batched_bf16_b(dev, false, trans_b, shape, a, sa, b, sb, c, sc, batch, 0.0)
+        }
     }
 }
 
@@ -357,81 +403,6 @@ pub fn bwd_input(
         }
     }
     Ok(dx)
-}
-
-/// Gradient with respect to the weight, summed over the batch.
-pub fn bwd_weight(
-    dev: &CudaDevice,
-    dy: &CudaSlice<f32>,
-    x: &CudaSlice<f32>,
-    g: &Conv2dGeometry,
-) -> Result<CudaSlice<f32>> {
-    check_geometry(g)?;
-    check_len("conv2d_bwd_weight", "dy", dy, g.y_len())?;
-    check_len("conv2d_bwd_weight", "x", x, g.x_len())?;
-    let mut dw = dev.alloc(g.w_len())?;
-    if is_depthwise(g) {
-        launch_direct(dev, "conv2d_dw_bwd_weight_f32", dy, x, &mut dw, g, true)?;
-        return Ok(dw);
-    }
-    let d = Dims::of(g);
-    // Per-item products land in `partial [N, kg·ckk]` (one batched gemm per chunk, items must
-    // not share an output), then one reduction over N gives dw_g.
-    let mut partial = dev.alloc(g.batch * d.kg * d.ckk)?;
-    let ones = super::elementwise::fill(dev, g.batch, 1.0)?;
-    for grp in 0..g.groups {
-        for (n0, items) in d.chunks(g) {
-            let dy_off = (n0 * g.out_channels + grp * d.kg) * d.hw_out;
-            let dy_ng = dy.slice(dy_off..);
-            let dy_items = Strided {
-                ld: d.hw_out,
-                stride: g.out_channels * d.hw_out,
-            };
-            let mut part = partial.slice_mut(n0 * d.kg * d.ckk..);
-            let part_items = Strided {
-                ld: d.ckk,
-                stride: d.kg * d.ckk,
-            };
-            // partial[n] [kg × ckk] = dy_ng [kg × HWo] · colᵀ [HWo × ckk]
-            let shape = (d.kg, d.ckk, d.hw_out);
-            if is_pointwise(g) {
-                let x_off = (n0 * g.in_channels + grp * d.cg) * d.hw_in;
-                let x_ng = x.slice(x_off..);
-                let x_items = Strided {
-                    ld: d.hw_out,
-                    stride: g.in_channels * d.hw_in,
-                };
-                sgemm_rm_batched(
-                    dev, false, true, shape, &dy_ng, dy_items, &x_ng, x_items, &mut part,
-                    part_items, items, 0.0,
-                )?;
-            } else {
-                let cols = (n0, items, grp);
-                product_with_columns(
-                    dev, x, g, &d, cols, true, shape, &dy_ng, dy_items, &mut part, part_items,
-                )?;
-            }
-        }
-        // dw_g [1 × kg·ckk] = ones [1 × N] · partial [N × kg·ckk]: the sum over items as one
-        // product (a reduction kernel with a block per weight would idle most of its threads).
-        let off = grp * d.kg * d.ckk;
-        let mut dw_g = dw.slice_mut(off..off + d.kg * d.ckk);
-        sgemm_rm(
-            dev,
-            false,
-            false,
-            1,
-            d.kg * d.ckk,
-            g.batch,
-            &ones,
-            g.batch,
-            &partial,
-            d.kg * d.ckk,
-            &mut dw_g,
-            0.0,
-        )?;
-    }
-    Ok(dw)
 }
 
 /// The direct kernels (one thread per output element; bwd_weight one block per weight): the GPU

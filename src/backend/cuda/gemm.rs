@@ -5,7 +5,7 @@
 //! `cᵀ = op(b)ᵀ·op(a)ᵀ`, so the calls below swap the operands and never copy.
 
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, PushKernelArg};
 
 use super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
 use super::{check_len, to_i64, KernelFile};
@@ -141,7 +141,7 @@ pub(crate) fn gemm_rm_batched_bf16_b<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
     (m, n, k): (usize, usize, usize),
     a: &A,
     sa: Strided,
-    b16: &CudaSlice<u16>,
+    b16: &CudaView<u16>,
     sb: Strided,
     c: &mut C,
     sc: Strided,
@@ -155,12 +155,13 @@ pub(crate) fn gemm_rm_batched_bf16_b<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
         ));
     }
     let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
-    check_len(
-        "gemm (bf16 operand)",
-        "b",
-        b16,
-        used_len(b_rows, b_cols, sb, batch),
-    )?;
+    let need = used_len(b_rows, b_cols, sb, batch);
+    if b16.len() < need {
+        return Err(Error::op(
+            "gemm (bf16 operand)",
+            format!("b holds {} elements, the product reads {need}", b16.len()),
+        ));
+    }
     let cfg = column_major_config(trans_a, trans_b, (m, n, k), sa, sb, sc, batch, beta);
     let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
     let a16 = to_bf16(dev, a, used_len(a_rows, a_cols, sa, batch))?;
@@ -220,11 +221,11 @@ fn gemm_bf16<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
 
 /// `cublasGemmStridedBatchedEx` on bf16 operands (u16 bits) with f32 accumulation and output;
 /// `cfg` is the f32 call's column-major configuration (operands already swapped).
-fn gemm_bf16_bits<C: DevicePtrMut<f32>>(
+fn gemm_bf16_bits<A16: DevicePtr<u16>, B16: DevicePtr<u16>, C: DevicePtrMut<f32>>(
     dev: &CudaDevice,
     cfg: &StridedBatchedConfig<f32>,
-    a16: &CudaSlice<u16>,
-    b16: &CudaSlice<u16>,
+    a16: &A16,
+    b16: &B16,
     c: &mut C,
 ) -> Result<()> {
     use cudarc::cublas::result::gemm_strided_batched_ex;

@@ -137,6 +137,20 @@ pub(super) fn conv_cases() -> Vec<Case> {
             ConvPath::Fast,
             geo(2, 6, 7, 9, 5, 1, 1, 0, 1),
         ),
+        // Over 2,048 output positions: the weight gradient's reduction split in slices
+        // (47² = 2,209 = 1,105 + 1,104, and 48² = 2,304 = 2·1,152).
+        conv_case(
+            "conv2d 3x3 sliced weight gradient",
+            FAST,
+            ConvPath::Fast,
+            geo(2, 3, 47, 47, 8, 3, 1, 1, 1),
+        ),
+        conv_case(
+            "conv2d 1x1 sliced weight gradient",
+            &[],
+            ConvPath::Fast,
+            geo(2, 6, 48, 48, 5, 1, 1, 0, 1),
+        ),
         conv_case(
             "conv2d depthwise 3x3 s2 p1",
             &[
@@ -308,6 +322,11 @@ pub(super) fn bf16_cases() -> Vec<Case> {
             "conv2d bf16 1x1 (pointwise gemm)",
             &["f32_to_bf16"],
             conv_case("", &[], ConvPath::Fast, geo(2, 12, 9, 7, 10, 1, 1, 0, 1)),
+        ),
+        in_bf16(
+            "conv2d bf16 3x3 sliced weight gradient",
+            &["f32_to_bf16", "conv2d_im2col_bf16", "conv2d_col2im_f32"],
+            conv_case("", &[], ConvPath::Fast, geo(2, 3, 47, 47, 8, 3, 1, 1, 1)),
         ),
     ]
 }

@@ -50,6 +50,9 @@ for p in f32 bf16; do
         --precision $p --json "$OUT/conv-s-$p.json"
     step "torch-conv-s-$p" 180 python3 benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
 done
+# The weight gradient's split reduction (conv2d/weight_grad.rs) against no split, f32.
+step conv-s-f32-nosplit 180 env SSOD_CUDA_WGRAD_SLICE=0 ./.device/ssod bench conv --model yolox-s \
+    --size 640 --batch 16 --device cuda --precision f32
 step bench-s-f32-profile 180 ./.device/ssod bench train $S --precision f32 --profile-ops
 step bench-simota 120 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
 exit "$failed"

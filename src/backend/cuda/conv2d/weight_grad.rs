@@ -141,6 +141,19 @@ struct KSlices {
 
 /// Output positions per slice of the weight gradient's reduction the split aims at.
 const WEIGHT_GRAD_SLICE: usize = 2048;
+
+/// [`WEIGHT_GRAD_SLICE`], or the environment variable `SSOD_CUDA_WGRAD_SLICE` (positions per
+/// slice; 0 turns the split off; read once) for A/B benchmarks of the split.
+fn slice_positions() -> Option<usize> {
+    static SLICE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *SLICE.get_or_init(|| {
+        match std::env::var("SSOD_CUDA_WGRAD_SLICE").map(|v| v.trim().parse::<usize>()) {
+            Ok(Ok(0)) => None,
+            Ok(Ok(n)) => Some(n),
+            _ => Some(WEIGHT_GRAD_SLICE),
+        }
+    })
+}
 /// At most this many slices per item, and at most [`PARTIAL_BUDGET`] floats of partial sums.
 const MAX_SLICES: usize = 64;
 const PARTIAL_BUDGET: usize = 1 << 25;
@@ -148,7 +161,7 @@ const PARTIAL_BUDGET: usize = 1 << 25;
 impl KSlices {
     fn of(d: &Dims, batch: usize) -> KSlices {
         let by_budget = PARTIAL_BUDGET / (batch * d.kg * d.ckk).max(1);
-        let want = d.hw_out.div_ceil(WEIGHT_GRAD_SLICE);
+        let want = slice_positions().map_or(1, |n| d.hw_out.div_ceil(n));
         let count = want.min(MAX_SLICES).min(by_budget).max(1);
         let len = d.hw_out.div_ceil(count).max(1);
         let full = d.hw_out / len;

@@ -76,10 +76,10 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
 }
 
 /// [`bwd_weight`] packs the items of a batch into one product over all their positions
-/// (`dw_gᵀ = cols_all · dy_allᵀ`) instead of one product per item and a sum of per-item
+/// (`dw_g = dy_all · cols_allᵀ`) instead of one product per item and a sum of per-item
 /// gradients when an item's output plane has at most this many positions (8×8). Small maps
 /// (YOLOX's deep layers at small input sizes) made the per-item form slow: at 64 px, batch 16,
-/// YOLOX-S's weight gradients took 222-243 ms per step against 71-73 packed. From 16×16 up the
+/// YOLOX-S's weight gradients took 224-238 ms per step against 46-52 packed. From 16×16 up the
 /// per-item form, whose im2col tiles feed the products without the packing's transposed copy,
 /// was faster (3×3 layers 1.3-2× at 16×16 and 32×32; BENCHMARKS.md, session 12).
 const PACKED_WEIGHT_GRAD_MAX_PLANE: usize = 64;
@@ -139,16 +139,19 @@ fn bwd_weight_packed(dy: &[f32], x: &[f32], g: &Conv2dGeometry, d: &GroupDims, d
                     .for_each(one);
             }
         };
-    // dw_gᵀ [taps, cout_g] (+)= cols [taps, len·P] · dyᵀ [len·P, cout_g] over a chunk's items.
-    let product = |cols_t: &[f32], dy_t: &[f32], dw_t: &mut [f32], threads: usize| {
+    // dw_g [cout_g, taps] = dy_all [cout_g, n·P] · cols_allᵀ [n·P, taps] over a chunk's items,
+    // written in place: both packed operands are positions-major, so unlike the per-item form
+    // the product needs no transposed result (whose column-by-column scatter cost YOLOX-S's
+    // 1024→512 1×1 at 4×4 three times its product: 4.1 ms against 0.9 for its forward).
+    let product = |cols_t: &[f32], dy_t: &[f32], dw_g: &mut [f32], threads: usize| {
         sgemm(
+            d.cout_g,
             d.taps,
-            d.cout_g,
             dy_t.len() / d.cout_g,
-            MatRef::transposed(cols_t, d.taps),
-            MatRef::row_major(dy_t, d.cout_g),
-            dw_t,
-            d.cout_g,
+            MatRef::transposed(dy_t, d.cout_g),
+            MatRef::row_major(cols_t, d.taps),
+            dw_g,
+            d.taps,
             false,
             threads,
         )
@@ -159,9 +162,7 @@ fn bwd_weight_packed(dy: &[f32], x: &[f32], g: &Conv2dGeometry, d: &GroupDims, d
             let np = g.batch * p;
             let (mut cols_t, mut dy_t) = (vec![0f32; np * d.taps], vec![0f32; np * d.cout_g]);
             pack(grp, 0..g.batch, &mut cols_t, &mut dy_t, true);
-            let mut dw_t = vec![0f32; d.taps * d.cout_g];
-            product(&cols_t, &dy_t, &mut dw_t, rayon::current_num_threads());
-            transpose_into(&dw_t, d.cout_g, dw_g);
+            product(&cols_t, &dy_t, dw_g, rayon::current_num_threads());
             continue;
         }
         // Several chunks: each packed and multiplied on one thread, the chunks in parallel, their
@@ -172,20 +173,21 @@ fn bwd_weight_packed(dy: &[f32], x: &[f32], g: &Conv2dGeometry, d: &GroupDims, d
                 let np = items.len() * p;
                 let (mut cols_t, mut dy_t) = (vec![0f32; np * d.taps], vec![0f32; np * d.cout_g]);
                 pack(grp, items.clone(), &mut cols_t, &mut dy_t, false);
-                let mut dw_t = vec![0f32; d.taps * d.cout_g];
-                product(&cols_t, &dy_t, &mut dw_t, 1);
-                dw_t
+                let mut dw_chunk = vec![0f32; d.taps * d.cout_g];
+                product(&cols_t, &dy_t, &mut dw_chunk, 1);
+                dw_chunk
             })
             .collect();
-        let mut sum = partials[0].clone();
+        dw_g.copy_from_slice(&partials[0]);
         for partial in &partials[1..] {
-            add_assign(&mut sum, partial);
+            add_assign(dw_g, partial);
         }
-        transpose_into(&sum, d.cout_g, dw_g);
     }
 }
 
-/// `dst[k·rows + t] = src[t·cols + k]`: a row-major `[rows, cols]` into its transpose.
+/// `dst[k·rows + t] = src[t·cols + k]`: a row-major `[rows, cols]` into its transpose. (The
+/// blocked [`transpose_tile`] here was measured faster on YOLOX-S's deep 1×1 layers and slower
+/// on its deep 3×3 ones, 3 % slower over a step: session 12.)
 fn transpose_into(src: &[f32], cols: usize, dst: &mut [f32]) {
     let rows = src.len() / cols.max(1);
     for (t, row) in src.chunks_exact(cols).enumerate() {

@@ -11,6 +11,11 @@ OUT="${OUT:-gpu-out}"
 mkdir -p "$OUT"
 PIPLIB=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib   # PyTorch's CUDA 13 wheels
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PIPLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# PyTorch for the baselines: $PY if set, else the machine's torch venv, else python3 on PATH.
+if [ -z "${PY:-}" ]; then
+    PY=python3
+    if [ -x /opt/torch/.venv/bin/python3 ]; then PY=/opt/torch/.venv/bin/python3; fi
+fi
 failed=0
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2; shift 2
@@ -41,14 +46,14 @@ for p in f32 tf32 bf16; do
     step "bench-s-$p" 180 ./.device/ssod bench train $S --precision $p
 done
 T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
-step torch-s-f32 240 python3 benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
-step torch-s-bf16 240 python3 benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
+step torch-s-f32 240 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
+step torch-s-bf16 240 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
 # 3. Per conv layer, ssod next to cuDNN (which layers lose, and which pass).
 for p in f32 bf16; do
     rm -f "$OUT/conv-s-$p.json"
     step "conv-s-$p" 180 ./.device/ssod bench conv --model yolox-s --size 640 --batch 16 --device cuda \
         --precision $p --json "$OUT/conv-s-$p.json"
-    step "torch-conv-s-$p" 180 python3 benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
+    step "torch-conv-s-$p" 180 "$PY" benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
 done
 # The weight gradient's split reduction (conv2d/weight_grad.rs) against no split, f32.
 step conv-s-f32-nosplit 180 env SSOD_CUDA_WGRAD_SLICE=0 ./.device/ssod bench conv --model yolox-s \

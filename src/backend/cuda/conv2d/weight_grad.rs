@@ -154,6 +154,7 @@ fn slice_positions() -> Option<usize> {
         }
     })
 }
+
 /// At most this many slices per item, and at most [`PARTIAL_BUDGET`] floats of partial sums.
 const MAX_SLICES: usize = 64;
 const PARTIAL_BUDGET: usize = 1 << 25;

@@ -6,7 +6,7 @@
 //! since the machine is shared; `CONV_BENCH_FILTER=dark2` runs the layers whose name contains it).
 
 use ssod::backend::cpu::conv2d::{self, conv_path, Conv2dGeometry};
-use ssod::backend::cpu::gemm::{sgemm, MatRef};
+use ssod::backend::cpu::gemm::{self, sgemm, MatRef};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -30,31 +30,6 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
                 - 0.5
         })
         .collect()
-}
-
-/// GFLOP/s of one single-threaded 1024³ sgemm per rayon thread, all at once.
-fn concurrent_peak(reps: usize) -> f64 {
-    use rayon::prelude::*;
-    let n = 1024;
-    let a = values(n * n, 1);
-    let pool = rayon::current_num_threads();
-    let mut outs = vec![vec![0f32; n * n]; pool];
-    let t = best_of(reps, || {
-        outs.par_iter_mut().for_each(|c| {
-            sgemm(
-                n,
-                n,
-                n,
-                MatRef::row_major(&a, n),
-                MatRef::row_major(&a, n),
-                c,
-                n,
-                false,
-                1,
-            );
-        });
-    });
-    pool as f64 * 2.0 * (n * n * n) as f64 / t.as_secs_f64() / 1e9
 }
 
 fn sgemm_peak(reps: usize) {
@@ -83,27 +58,10 @@ fn sgemm_peak(reps: usize) {
         );
     }
     // The schedule the conv uses on a batch: one single-threaded gemm per rayon thread at once.
-    let pool = rayon::current_num_threads();
-    let mut outs = vec![vec![0f32; n * n]; pool];
-    let t = best_of(reps.max(5), || {
-        use rayon::prelude::*;
-        outs.par_iter_mut().for_each(|c| {
-            sgemm(
-                n,
-                n,
-                n,
-                MatRef::row_major(&a, n),
-                MatRef::row_major(&b, n),
-                c,
-                n,
-                false,
-                1,
-            );
-        });
-    });
     println!(
-        "sgemm 1024^3, {pool} concurrent single-threaded gemms: {:.1} GFLOP/s (the peak the targets refer to)",
-        pool as f64 * flop / t.as_secs_f64() / 1e9
+        "sgemm 1024^3, {} concurrent single-threaded gemms: {:.1} GFLOP/s (the peak the targets refer to)",
+        rayon::current_num_threads(),
+        gemm::concurrent_peak_gflops(n, reps.max(5))
     );
 }
 
@@ -230,7 +188,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, g) in dense.iter().filter(|(name, _)| name.contains(&filter)) {
         // Measured next to the layer so that the ratio compares like with like on a shared machine.
-        let peak = concurrent_peak(2);
+        let peak = gemm::concurrent_peak_gflops(1024, 2);
         let t = time_conv(g, reps);
         let flop = 2.0 * g.macs() as f64;
         let rate = |d: Duration| flop / d.as_secs_f64() / 1e9;

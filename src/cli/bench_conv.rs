@@ -147,6 +147,40 @@ fn time_layer(g: &Conv2dGeometry, device: Device, reps: usize) -> anyhow::Result
     Ok(times.map(median_ms))
 }
 
+/// The device's matrix-product rate in GFLOP/s, the reference for the layers' rates: on the CPU
+/// one single-threaded 1024³ sgemm per thread at once (as the conv kernels run), on CUDA one
+/// 8192³ product in the current matrix precision; best of `reps`.
+fn matrix_peak_gflops(device: Device, reps: usize) -> anyhow::Result<f64> {
+    match device {
+        Device::Cpu => Ok(ssod::backend::cpu::gemm::concurrent_peak_gflops(1024, reps)),
+        Device::Cuda => {
+            let n = 8192;
+            let dev = cuda::device()?;
+            let a = dev.upload(&Tensor::rand([n * n], 7).to_vec())?;
+            let shape = cuda::gemm::GemmShape {
+                batch: 1,
+                m: n,
+                n,
+                k: n,
+                trans_a: false,
+                trans_b: false,
+                a_batched: false,
+                b_batched: false,
+            };
+            let mut best = f64::INFINITY;
+            for _ in 0..=reps {
+                dev.synchronize()?;
+                best = best.min(timed(|| {
+                    let c = cuda::gemm::matmul(&dev, &a, &a, &shape)?;
+                    dev.synchronize()?;
+                    Ok(c)
+                })?);
+            }
+            Ok(2.0 * (n * n * n) as f64 / (best * 1e-3) / 1e9)
+        }
+    }
+}
+
 /// Milliseconds `f` takes; its result is dropped after the clock stops.
 fn timed<R>(f: impl FnOnce() -> ssod::Result<R>) -> anyhow::Result<f64> {
     let start = Instant::now();
@@ -182,6 +216,7 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
         Device::Cpu => {}
     }
     let layers = model_layers(&a.model, a.size, a.batch)?;
+    let peak = matrix_peak_gflops(device, a.reps)?;
     println!(
         "{} at {}x{}, batch {}: {} distinct conv layers ({} calls per forward), device {device}, \
          precision {}, median of {} reps",
@@ -194,8 +229,15 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
         a.precision,
         a.reps
     );
-    println!("| # | layer | calls | GFLOP fwd | ms fwd | ms bwd_input | ms bwd_weight | GFLOP/s fwd+bwd | ms per step (all calls) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "matrix-product peak: {peak:.0} GFLOP/s ({})",
+        match device {
+            Device::Cpu => "one single-threaded 1024³ sgemm per thread at once",
+            Device::Cuda => "one 8192³ product in this precision",
+        }
+    );
+    println!("| # | layer | calls | GFLOP fwd | ms fwd | ms bwd_input | ms bwd_weight | GFLOP/s fwd+bwd | % of peak | ms per step (all calls) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     let mut step_ms = [0f64; 3];
     for (i, l) in layers.iter().enumerate() {
@@ -209,13 +251,14 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
         } else {
             format!("{} ({} with dx)", l.count, l.input_grad_count)
         };
+        let rate = 3.0 * gflop / t.iter().sum::<f64>() * 1e3;
         println!(
-            "| {i} | {} | {calls} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {:.0} | {:.2} |",
+            "| {i} | {} | {calls} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {rate:.0} | {:.0} % | {:.2} |",
             describe(g),
             t[0],
             t[1],
             t[2],
-            3.0 * gflop / t.iter().sum::<f64>() * 1e3,
+            100.0 * rate / peak,
             (0..3).map(|k| t[k] * per_step[k]).sum::<f64>()
         );
         rows.push(serde_json::json!({
@@ -237,7 +280,7 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
     if let Some(path) = &a.json {
         let obj = serde_json::json!({
             "model": a.model, "size": a.size, "batch": a.batch, "device": device.to_string(),
-            "precision": a.precision, "reps": a.reps, "layers": rows,
+            "precision": a.precision, "reps": a.reps, "matrix_peak_gflops": peak, "layers": rows,
         });
         std::fs::write(path, serde_json::to_string_pretty(&obj)?)
             .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;

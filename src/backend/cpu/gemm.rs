@@ -93,6 +93,26 @@ pub fn sgemm_overwrite_uninit(
     }
 }
 
+/// The CPU's matrix-product rate as the conv kernels use it: one single-threaded `n³` sgemm per
+/// rayon thread, all at once, best of `reps` (GFLOP/s, 2 per multiply-add). The reference of
+/// the conv speed targets (`cargo bench --bench conv2d`, `ssod bench conv`).
+pub fn concurrent_peak_gflops(n: usize, reps: usize) -> f64 {
+    use rayon::prelude::*;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+    let pool = rayon::current_num_threads();
+    let mut outs = vec![vec![0f32; n * n]; pool];
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) + 1 {
+        let start = std::time::Instant::now();
+        outs.par_iter_mut().for_each(|c| {
+            let m = MatRef::row_major(&a, n);
+            sgemm(n, n, n, m, m, c, n, false, 1);
+        });
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    pool as f64 * 2.0 * (n * n * n) as f64 / best / 1e9
+}
+
 /// # Safety
 /// `c` points to `c_len` writable floats, exclusively ours; with `accumulate` they must be
 /// initialised.

@@ -107,22 +107,23 @@ fn check_all(g: &Conv2dGeometry) {
     );
 }
 
-/// The weight gradient's schedules (gemm_path.rs): the items packed into one product when an
-/// item's output plane has at most 64 positions (in chunks of 2,048 positions for large
-/// batches), one product per item otherwise; against the reference, on plain, strided, grouped
-/// and pointwise shapes, with planes down to 1×1.
+/// The weight gradient's schedules (gemm_path/weight_grad.rs): the items packed into one product
+/// when `taps·cout_g ≥ 1.1·P·(taps + cout_g)` (in chunks of 2,048 positions for large batches),
+/// one product per item otherwise; against the reference, on plain, strided, grouped and
+/// pointwise shapes, with planes down to 1×1.
 #[test]
 fn packed_and_per_item_weight_gradients_match_the_reference() {
     for g in [
         // Packed: 1×1 and 2×3 planes with many channels, a strided grouped 3×3, pointwise over
-        // 64 channels (64 and fewer take the AVX-512 kernel where there is one) at 8×8.
+        // 64 channels (64 and fewer take the AVX-512 kernel where there is one) at 12×12.
         geom(5, 96, 1, 1, 80, 1, 1, 0, 1),
         geom(3, 40, 2, 3, 24, 3, 1, 1, 1),
         geom(4, 32, 5, 5, 64, 3, 2, 1, 2),
-        geom(3, 70, 8, 8, 66, 1, 1, 0, 1),
+        geom(2, 400, 12, 12, 400, 1, 1, 0, 1),
         // Packed in chunks: 3 chunks of 128, 128 and 4 items of 4×4.
-        geom(260, 6, 4, 4, 10, 3, 1, 1, 1),
-        // Per item: an 8×9 plane, im2col and pointwise on larger maps.
+        geom(260, 6, 4, 4, 40, 3, 1, 1, 1),
+        // Per item: few channels for the plane (8×8 and 8×9), im2col and pointwise on larger maps.
+        geom(3, 70, 8, 8, 66, 1, 1, 0, 1),
         geom(3, 70, 8, 9, 66, 1, 1, 0, 1),
         geom(2, 5, 48, 45, 6, 3, 1, 1, 1),
         geom(3, 8, 40, 40, 12, 1, 1, 0, 1),
@@ -137,7 +138,7 @@ fn packed_and_per_item_weight_gradients_match_the_reference() {
 fn fast_matches_reference_on_odd_shapes() {
     let mut cases = 0;
     for &batch in &[1, 3] {
-        // 17×13 at stride 1 takes the per-item weight gradient, the others the packed one.
+        // Packed and per-item weight gradients both occur (few channels: mostly per item).
         for &(h, w) in &[(5, 7), (9, 6), (17, 13)] {
             for &kernel in &[1, 3, 5] {
                 for &stride in &[1, 2] {
@@ -281,7 +282,7 @@ fn results_do_not_depend_on_thread_count() {
         // Small planes: the packed weight gradient (one product on the whole pool, or chunks
         // in parallel: 140 items of 4×4 are two chunks).
         geom(5, 96, 1, 1, 80, 1, 1, 0, 1),
-        geom(140, 8, 4, 4, 12, 3, 1, 1, 1),
+        geom(140, 8, 4, 4, 48, 3, 1, 1, 1),
         geom(4, 96, 3, 3, 80, 3, 2, 1, 2),
     ];
     for g in &shapes {

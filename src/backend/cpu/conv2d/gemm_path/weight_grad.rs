@@ -77,22 +77,32 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
 
 /// [`bwd_weight`] packs the items of a batch into one product over all their positions
 /// (`dw_g = dy_all · cols_allᵀ`) instead of one product per item and a sum of per-item
-/// gradients when an item's output plane has at most this many positions (8×8). Small maps
-/// (YOLOX's deep layers at small input sizes) made the per-item form slow: at 64 px, batch 16,
-/// YOLOX-S's weight gradients took 224-238 ms per step against 46-52 packed. From 16×16 up the
-/// per-item form, whose im2col tiles feed the products without the packing's transposed copy,
-/// was faster (3×3 layers 1.3-2× at 16×16 and 32×32; BENCHMARKS.md, session 12).
-const PACKED_WEIGHT_GRAD_MAX_PLANE: usize = 64;
+/// gradients when the per-item form's overhead (a transposed `[taps, cout_g]` partial per item,
+/// scattered into place and summed) outweighs the packing's (a transposed copy of each item's
+/// `[taps, P]` columns and `[cout_g, P]` gradient): when `taps·cout_g ≥ 1.1·P·(taps + cout_g)`.
+/// Measured on every YOLOX-S layer at 128, 256, 448, 512 and 640 px, batch 8 (BENCHMARKS.md,
+/// session 12): packing won at ratios `taps·cout_g / (P·(taps + cout_g))` of 1.18 and more
+/// (up to 2×: 1024→512 1×1 @14×14 20.8 → 12.8 ms), drew between 0.85 and 1.05 and lost below
+/// (up to 2× slower: 128→128 3×3 @40×40 20.9 → 42.7 ms). Small maps with many channels (deep
+/// layers at small input sizes) are the packed ones: at 64 px, batch 16, YOLOX-S's weight
+/// gradients took 224-238 ms per step per item against 46-52 packed.
+fn packed_weight_grad(d: &GroupDims) -> bool {
+    let (taps, cout, p) = (d.taps as u128, d.cout_g as u128, d.out_plane as u128);
+    let per_item_overhead_larger = 10 * taps * cout >= 11 * p * (taps + cout);
+    (p <= TINY_PLANE || per_item_overhead_larger) && !direct_pointwise_weight_grad(d)
+}
+
+/// Planes up to 4×4 are always packed: there the per-item products themselves (a reduction of
+/// at most 16 positions each) are the waste, whatever the channels (YOLOX-S at 64 px, batch 16:
+/// weight gradients 57-60 ms per step by the ratio alone, 53-55 packing these too).
+const TINY_PLANE: u128 = 16;
+
 /// Positions per packed product: larger batches are packed in chunks of
 /// `PACKED_CHUNK_POSITIONS / P` items (a bound on the scratch, `(taps + cout_g)` floats per
 /// position), multiplied in parallel and summed in chunk order.
 const PACKED_CHUNK_POSITIONS: usize = 2048;
 
-fn packed_weight_grad(d: &GroupDims) -> bool {
-    d.out_plane <= PACKED_WEIGHT_GRAD_MAX_PLANE && !direct_pointwise_weight_grad(d)
-}
-
-/// [`bwd_weight`] for small maps: the items' column matrices transposed into one positions-major
+/// [`bwd_weight`] for small maps with many channels: the items' column matrices transposed into one positions-major
 /// matrix (`cols_allᵀ [n·P, taps]`, item `n` in rows `n·P..(n+1)·P`) and `dy` likewise
 /// (`dy_allᵀ [n·P, cout_g]`), then one product reducing over all those positions. One chunk (the
 /// usual case) is packed item by item in parallel and multiplied on the whole pool (the `gemm`

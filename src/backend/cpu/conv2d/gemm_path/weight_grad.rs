@@ -85,7 +85,7 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
 /// (up to 2×: 1024→512 1×1 @14×14 20.8 → 12.8 ms), drew between 0.85 and 1.05 and lost below
 /// (up to 2× slower: 128→128 3×3 @40×40 20.9 → 42.7 ms). Small maps with many channels (deep
 /// layers at small input sizes) are the packed ones: at 64 px, batch 16, YOLOX-S's weight
-/// gradients took 224-238 ms per step per item against 46-52 packed.
+/// gradients took 224-238 ms per step one item at a time, 46-52 packed.
 fn packed_weight_grad(d: &GroupDims) -> bool {
     let (taps, cout, p) = (d.taps as u128, d.cout_g as u128, d.out_plane as u128);
     let per_item_overhead_larger = 10 * taps * cout >= 11 * p * (taps + cout);

@@ -1,7 +1,8 @@
 //! The weight gradient of the gemm-path convs, `dw_g = Σ_n dy_g[n] · cols[n]ᵀ`, in two
 //! schedules: one product per batch item and a sum of per-item gradients in item order
 //! (`bwd_weight_item`, with the AVX-512 kernel for pointwise convs with few channels), or, for
-//! small maps, every item packed into one product over all positions (`bwd_weight_packed`).
+//! small maps with many channels (`packed_weight_grad`), every item packed into one product over
+//! all positions (`bwd_weight_packed`).
 //! Both give results that do not depend on the thread count (tests/cpu_conv2d.rs).
 
 use super::{im2col, inner_threads, with_cols, Conv2dGeometry, GroupDims};

@@ -96,13 +96,7 @@ fn a_small_graph_on_cuda_matches_the_cpu() {
         out
     };
     let (cpu, gpu) = (run(Device::Cpu), run(Device::Cuda));
-    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
-        assert!(
-            (c - g).abs() <= 1e-4 * scale.max(1.0),
-            "value {i}: cpu {c} gpu {g}"
-        );
-    }
+    assert_matches_cpu(&cpu, &gpu);
 }
 
 /// The ops whose CUDA arms were wired without a GPU at hand (session 11): the four box losses
@@ -201,10 +195,14 @@ fn wired_arms_on_cuda_match_the_cpu() {
         eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
         return;
     }
-    let gpu = run(Device::Cuda);
+    assert_matches_cpu(&cpu, &run(Device::Cuda));
+}
+
+/// Every GPU value within 1e-4 of the CPU's, relative to the largest CPU magnitude (at least 1).
+fn assert_matches_cpu(cpu: &[f32], gpu: &[f32]) {
     assert_eq!(cpu.len(), gpu.len());
     let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+    for (i, (c, g)) in cpu.iter().zip(gpu).enumerate() {
         assert!(
             (c - g).abs() <= 1e-4 * scale.max(1.0),
             "value {i}: cpu {c} gpu {g}"

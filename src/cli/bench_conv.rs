@@ -7,6 +7,8 @@
 use std::time::Instant;
 
 use clap::Args;
+
+use super::bench::median;
 use ssod::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
 use ssod::backend::cuda::{self, conv2d as cuda_conv2d};
 use ssod::models::{YoloX, YoloXConfig};
@@ -94,11 +96,6 @@ fn describe(g: &Conv2dGeometry) -> String {
     )
 }
 
-fn median_ms(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Median ms of `fwd`, `bwd_input`, `bwd_weight` for one geometry on `device`.
 fn time_layer(g: &Conv2dGeometry, device: Device, reps: usize) -> anyhow::Result<[f64; 3]> {
     let values = |len: usize, seed: u64| Tensor::rand([len], seed).to_vec();
@@ -144,7 +141,7 @@ fn time_layer(g: &Conv2dGeometry, device: Device, reps: usize) -> anyhow::Result
             }
         }
     }
-    Ok(times.map(median_ms))
+    Ok(times.map(median))
 }
 
 /// The device's matrix-product rate in GFLOP/s, the reference for the layers' rates: on the CPU

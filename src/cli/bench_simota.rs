@@ -5,6 +5,8 @@
 use std::time::Instant;
 
 use clap::Args;
+
+use super::bench::median;
 use rand::Rng;
 use ssod::backend::cuda::{self, simota as cuda_simota};
 use ssod::detect::simota::{simota_assign, SimOtaConfig, SimOtaInput};
@@ -84,11 +86,6 @@ fn random_image(a: &BenchSimotaArgs, grid: &[(f32, f32, f32)], i: usize) -> Imag
 
 /// `(fg mask, matched GT per fg anchor, IoU per fg anchor)` as `download_assignment` gives it.
 type HostAssignment = (Vec<bool>, Vec<usize>, Vec<f32>);
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
     if a.size == 0 || !a.size.is_multiple_of(32) || a.batch == 0 || a.classes == 0 || a.reps == 0 {

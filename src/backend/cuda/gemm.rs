@@ -237,8 +237,9 @@ fn gemm_bf16_bits<A16: DevicePtr<u16>, B16: DevicePtr<u16>, C: DevicePtrMut<f32>
     let (c_ptr, _wc) = c.device_ptr_mut(stream);
     let (alpha, beta) = (g.alpha, g.beta);
     // SAFETY: the bf16 operands hold every element the checked views reach (copies of the f32
-    // operands, or a column matrix checked by the caller); c is the caller's checked output; alpha/beta are host scalars (cuBLAS's default pointer mode);
-    // the operands are swapped as in the f32 call (cᵀ = op(b)ᵀ·op(a)ᵀ).
+    // operands, or a column matrix checked by the caller); c is the caller's checked output;
+    // alpha/beta are host scalars (cuBLAS's default pointer mode); the operands are swapped as
+    // in the f32 call (cᵀ = op(b)ᵀ·op(a)ᵀ).
     unsafe {
         gemm_strided_batched_ex(
             *dev.blas().handle(),

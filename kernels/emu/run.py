@@ -19,6 +19,11 @@ def call(lib, sym, *args):
         if isinstance(a, np.ndarray): conv.append(f32p(a))
         else: conv.append(a)
     fn(*conv)
+def call_grid(lib, sym, grid, *args):
+    # Each block of a `grid`-block launch in turn (blocks that split the work by blockIdx).
+    for b in range(grid):
+        L[lib].emu_set_block(Ii(b), Ii(grid)); call(lib, sym, *args)
+    L[lib].emu_set_block(Ii(0), Ii(1))
 fails = []
 checked = set()  # cases compared at least once
 def cmp(case, name, gpu, tol=1e-4):
@@ -100,21 +105,36 @@ for case,(n,c,h,w,k,ks,s,p,g,path) in convs.items():
 # batch norm
 # (N, C, H·W): planes below and above the kernels' 256-thread block (nn_cases.rs); with THREADS = 1
 # here both walk a channel the same way, so the large ones check the arithmetic on longer sums.
+# The reductions run as the launcher runs them (REDUCE_CHUNK values per (channel, chunk) block,
+# one call per block), then again with chunks of 7 and 100 values and a grid smaller than the
+# pairs, so chunk edges fall inside and across images; the element-wise kernels on 3 blocks.
+REDUCE_CHUNK = 8192
+def bn_train(x, gm, bt, rm, rv, dy, N, Cc, P, silu, chunk, grid=None):
+    eps = F(1e-3); M = N*P; chunks = -(-M // chunk); grid = grid or Cc*chunks
+    part = np.zeros(2*Cc*chunks, 'f4')
+    call_grid('batch_norm', 'batch_norm_stats_partial_f32', grid, x, part, I(N), I(Cc), I(P), I(chunk))
+    mean=np.zeros(Cc,'f4'); inv=np.zeros(Cc,'f4'); var=np.zeros(Cc,'f4')
+    call('batch_norm','batch_norm_stats_finalize_f32',part,mean,inv,var,I(Cc),I(M),I(chunk),eps)
+    call('batch_norm','batch_norm_update_running_f32',rm,rv,mean,var,I(Cc),F(0.03),F(M/(M-1)))
+    y=np.zeros_like(x); fwd='bn_silu_fwd_f32' if silu else 'batch_norm_fwd_f32'
+    call_grid('batch_norm',fwd,3,x,mean,inv,gm,bt,y,I(N),I(Cc),I(P),eps,Ii(0))
+    part = np.zeros(2*Cc*chunks, 'f4')
+    red = 'bn_silu_bwd_partial_f32' if silu else 'batch_norm_bwd_partial_f32'
+    call_grid('batch_norm',red,grid,dy,x,mean,inv,gm,bt,part,I(N),I(Cc),I(P),I(chunk))
+    s1=np.zeros(Cc,'f4'); s2=np.zeros(Cc,'f4'); dx=np.zeros_like(x)
+    call('batch_norm','batch_norm_sums_finalize_f32',part,s1,s2,I(Cc),I(M),I(chunk))
+    call_grid('batch_norm','bn_silu_bwd_f32' if silu else 'batch_norm_bwd_f32',3,dy,x,mean,inv,gm,bt,s1,s2,dx,I(N),I(Cc),I(P),Ii(1))
+    return [('y',y),('run_mean',rm),('run_var',rv),('dx',dx),('dgamma',s2),('dbeta',s1)]
 for case,silu,train,(N,Cc,P) in [('batch_norm_train_fwd_bwd',0,1,(3,5,63)),('batch_norm_eval_fwd',0,0,(3,5,63)),
         ('bn_silu_fused_train_fwd_bwd',1,1,(3,5,63)),('bn_silu_fused_eval_fwd',1,0,(3,5,63)),
-        ('batch_norm_train__plane___256',0,1,(2,3,323)),('bn_silu_train__plane___256',1,1,(2,3,323))]:
-    x,gm,bt,rm,rv,dy=[inp(case,i) for i in range(6)]; eps=F(1e-3)
-    y=np.zeros_like(x); fwd='bn_silu_fwd_f32' if silu else 'batch_norm_fwd_f32'
+        ('batch_norm_train__plane___256',0,1,(2,3,323)),('bn_silu_train__plane___256',1,1,(2,3,323)),
+        ('batch_norm_train__several_chunks',0,1,(5,3,61*67)),('bn_silu_train__several_chunks',1,1,(5,3,61*67))]:
+    x,gm,bt,rm,rv,dy=[inp(case,i) for i in range(6)]
     if not train:
-        call('batch_norm',fwd,x,rm,rv,gm,bt,y,I(N),I(Cc),I(P),eps,Ii(1)); cmp(case,'y',y); continue
-    mean=np.zeros(Cc,'f4'); inv=np.zeros(Cc,'f4'); var=np.zeros(Cc,'f4')
-    call('batch_norm','batch_norm_stats_f32',x,mean,inv,var,I(N),I(Cc),I(P),eps)
-    call('batch_norm','batch_norm_update_running_f32',rm,rv,mean,var,I(Cc),F(0.03),F(N*P/(N*P-1)))
-    call('batch_norm',fwd,x,mean,inv,gm,bt,y,I(N),I(Cc),I(P),eps,Ii(0))
-    s1=np.zeros(Cc,'f4'); s2=np.zeros(Cc,'f4'); dx=np.zeros_like(x)
-    call('batch_norm','bn_silu_bwd_reduce_f32' if silu else 'batch_norm_bwd_reduce_f32',dy,x,mean,inv,gm,bt,s1,s2,I(N),I(Cc),I(P))
-    call('batch_norm','bn_silu_bwd_f32' if silu else 'batch_norm_bwd_f32',dy,x,mean,inv,gm,bt,s1,s2,dx,I(N),I(Cc),I(P),Ii(1))
-    for nm,v in [('y',y),('run_mean',rm),('run_var',rv),('dx',dx),('dgamma',s2),('dbeta',s1)]: cmp(case,nm,v)
+        y=np.zeros_like(x); fwd='bn_silu_fwd_f32' if silu else 'batch_norm_fwd_f32'
+        call_grid('batch_norm',fwd,3,x,rm,rv,gm,bt,y,I(N),I(Cc),I(P),F(1e-3),Ii(1)); cmp(case,'y',y); continue
+    for chunk, grid in [(REDUCE_CHUNK, None), (7, 4), (100, None)]:
+        for nm,v in bn_train(x,gm,bt,rm.copy(),rv.copy(),dy,N,Cc,P,silu,chunk,grid): cmp(case,nm,v)
 # pool
 for case,kind,k,s,p in [('max_pool2d_k3_s2_p1','max',3,2,1),('max_pool2d_k5_s1_p2__SPP_','max',5,1,2),('avg_pool2d_k3_s2_p1','avg',3,2,1),('upsample_nearest_x2','up',1,1,0)]:
     x,dy=inp(case,0),inp(case,1); pl,h,w=6,9,11; ho=(h+2*p-k)//s+1; wo=(w+2*p-k)//s+1; dx=np.zeros_like(x)

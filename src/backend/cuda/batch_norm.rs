@@ -1,9 +1,9 @@
 //! Launchers of `kernels/batch_norm.cu`: BatchNorm2d (training and eval) and the fused
 //! BN + SiLU pair. CPU twin: `src/ops/batch_norm.rs` (+ `ops::silu`).
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice};
+use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, BLOCK};
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -29,7 +29,35 @@ impl BnShape {
             to_i64(op, self.plane)?,
         ))
     }
+    /// Values per channel (N·plane).
+    fn per_channel(&self) -> usize {
+        self.n * self.plane
+    }
+    /// Chunks per channel of the reductions.
+    fn chunks(&self) -> usize {
+        self.per_channel().div_ceil(REDUCE_CHUNK).max(1)
+    }
+    /// One block per (channel, chunk) pair; the kernels stride pairs beyond the grid.
+    fn reduce_grid(&self) -> LaunchConfig {
+        grid_per_item(self.c * self.chunks())
+    }
+    /// The element-wise kernels' grid: one block per (row, tile) step when planes are walked row
+    /// by row (plane >= 256), else one per 256 elements (flat walk).
+    fn elementwise_grid(&self) -> LaunchConfig {
+        if self.plane >= BLOCK as usize {
+            grid_per_item(self.n * self.c * self.plane.div_ceil(TILE))
+        } else {
+            grid_1d(self.len())
+        }
+    }
 }
+
+/// Values per (channel, chunk) block of the reductions (statistics, backward sums): small enough
+/// that a chunk's second pass finds it in L2 and every layer gets hundreds of blocks, large
+/// enough that the block trees and the per-channel combine stay cheap.
+const REDUCE_CHUNK: usize = 8192;
+/// Positions per block step of the element-wise kernels' row walk (`TILE` of batch_norm.cu).
+const TILE: usize = 1024;
 
 /// What the training forward keeps for backward: per-channel batch mean and 1/sqrt(var + eps).
 pub struct BnSaved {
@@ -102,18 +130,32 @@ pub fn fwd_train(
     }
     let (n, c, plane) = s.i64s(op)?;
     let (mut mean, mut invstd, mut var) = (dev.zeros(s.c)?, dev.zeros(s.c)?, dev.zeros(s.c)?);
-    let f = dev.function(KernelFile::BatchNorm, "batch_norm_stats_f32")?;
+    let (m, chunk) = (to_i64(op, count)?, to_i64(op, REDUCE_CHUNK)?);
+    let mut partial = dev.alloc(2 * s.c * s.chunks())?;
+    let f = dev.function(KernelFile::BatchNorm, "batch_norm_stats_partial_f32")?;
     let mut b = dev.stream().launch_builder(&f);
     b.arg(x)
-        .arg(&mut mean)
-        .arg(&mut invstd)
-        .arg(&mut var)
+        .arg(&mut partial)
         .arg(&n)
         .arg(&c)
         .arg(&plane)
+        .arg(&chunk);
+    // SAFETY: x holds N·C·plane (checked); partial 2 floats per (channel, chunk) block, each
+    // block writing its own two.
+    unsafe { b.launch(s.reduce_grid()) }
+        .map_err(|e| cuda_err("batch_norm_stats_partial_f32", e))?;
+    let f = dev.function(KernelFile::BatchNorm, "batch_norm_stats_finalize_f32")?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(&partial)
+        .arg(&mut mean)
+        .arg(&mut invstd)
+        .arg(&mut var)
+        .arg(&c)
+        .arg(&m)
+        .arg(&chunk)
         .arg(&eps);
-    // SAFETY: x holds N·C·plane, the stats C elements (checked).
-    unsafe { b.launch(grid_per_item(s.c)) }.map_err(|e| cuda_err("batch_norm_stats_f32", e))?;
+    // SAFETY: partial as written above, the stats C elements.
+    unsafe { b.launch(grid_1d(s.c)) }.map_err(|e| cuda_err("batch_norm_stats_finalize_f32", e))?;
 
     let unbias = count as f32 / (count - 1) as f32;
     let f = dev.function(KernelFile::BatchNorm, "batch_norm_update_running_f32")?;
@@ -128,7 +170,8 @@ pub fn fwd_train(
     // SAFETY: four buffers of C elements.
     unsafe { b.launch(grid_1d(s.c)) }.map_err(|e| cuda_err("batch_norm_update_running_f32", e))?;
 
-    let mut y = dev.zeros(s.len())?;
+    // Every element is written (both walks cover [N, C, plane]): no zeroing pass.
+    let mut y = dev.alloc(s.len())?;
     let sym = fwd_sym(silu);
     let s_is_var = 0i32;
     let f = dev.function(KernelFile::BatchNorm, sym)?;
@@ -141,7 +184,7 @@ pub fn fwd_train(
         .arg(&mut y);
     b.arg(&n).arg(&c).arg(&plane).arg(&eps).arg(&s_is_var);
     // SAFETY: x, y hold N·C·plane; per-channel buffers C.
-    unsafe { b.launch(grid_1d(s.len())) }.map_err(|e| cuda_err(sym, e))?;
+    unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
     Ok((y, BnSaved { mean, invstd }))
 }
 
@@ -172,7 +215,8 @@ pub fn fwd_eval(
         eps,
     )?;
     let (n, c, plane) = s.i64s(op)?;
-    let mut y = dev.zeros(s.len())?;
+    // Every element is written (both walks cover [N, C, plane]): no zeroing pass.
+    let mut y = dev.alloc(s.len())?;
     let sym = fwd_sym(silu);
     let s_is_var = 1i32;
     let f = dev.function(KernelFile::BatchNorm, sym)?;
@@ -185,7 +229,7 @@ pub fn fwd_eval(
         .arg(&mut y);
     b.arg(&n).arg(&c).arg(&plane).arg(&eps).arg(&s_is_var);
     // SAFETY: x, y hold N·C·plane; per-channel buffers C.
-    unsafe { b.launch(grid_1d(s.len())) }.map_err(|e| cuda_err(sym, e))?;
+    unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
     Ok(y)
 }
 
@@ -217,10 +261,12 @@ pub fn bwd_train(
     check_len(op, "dy", dy, s.len())?;
     let (n, c, plane) = s.i64s(op)?;
     let (mut sum_dz, mut sum_dz_xhat) = (dev.zeros(s.c)?, dev.zeros(s.c)?);
+    let (m, chunk) = (to_i64(op, s.per_channel())?, to_i64(op, REDUCE_CHUNK)?);
+    let mut partial = dev.alloc(2 * s.c * s.chunks())?;
     let sym = if silu {
-        "bn_silu_bwd_reduce_f32"
+        "bn_silu_bwd_partial_f32"
     } else {
-        "batch_norm_bwd_reduce_f32"
+        "batch_norm_bwd_partial_f32"
     };
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
@@ -230,15 +276,22 @@ pub fn bwd_train(
         .arg(&saved.invstd)
         .arg(gamma)
         .arg(beta);
-    b.arg(&mut sum_dz)
+    b.arg(&mut partial).arg(&n).arg(&c).arg(&plane).arg(&chunk);
+    // SAFETY: lengths checked above; partial 2 floats per (channel, chunk) block.
+    unsafe { b.launch(s.reduce_grid()) }.map_err(|e| cuda_err(sym, e))?;
+    let sym = "batch_norm_sums_finalize_f32";
+    let f = dev.function(KernelFile::BatchNorm, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(&partial)
+        .arg(&mut sum_dz)
         .arg(&mut sum_dz_xhat)
-        .arg(&n)
         .arg(&c)
-        .arg(&plane);
-    // SAFETY: lengths checked above.
-    unsafe { b.launch(grid_per_item(s.c)) }.map_err(|e| cuda_err(sym, e))?;
+        .arg(&m)
+        .arg(&chunk);
+    // SAFETY: partial as written above, the sums C elements.
+    unsafe { b.launch(grid_1d(s.c)) }.map_err(|e| cuda_err(sym, e))?;
 
-    let mut dx = dev.zeros(s.len())?;
+    let mut dx = dev.alloc(s.len())?;
     let training = 1i32;
     let sym = if silu {
         "bn_silu_bwd_f32"
@@ -261,7 +314,7 @@ pub fn bwd_train(
         .arg(&plane)
         .arg(&training);
     // SAFETY: lengths checked above.
-    unsafe { b.launch(grid_1d(s.len())) }.map_err(|e| cuda_err(sym, e))?;
+    unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
     // dgamma = Σ dz·xhat, dbeta = Σ dz.
     Ok((dx, sum_dz_xhat, sum_dz))
 }

@@ -147,13 +147,15 @@ impl KernelFile {
                 "conv2d_dw_bwd_weight_f32",
             ],
             KernelFile::BatchNorm => &[
-                "batch_norm_stats_f32",
+                "batch_norm_stats_partial_f32",
+                "batch_norm_stats_finalize_f32",
                 "batch_norm_update_running_f32",
                 "batch_norm_fwd_f32",
-                "batch_norm_bwd_reduce_f32",
+                "batch_norm_bwd_partial_f32",
+                "batch_norm_sums_finalize_f32",
                 "batch_norm_bwd_f32",
                 "bn_silu_fwd_f32",
-                "bn_silu_bwd_reduce_f32",
+                "bn_silu_bwd_partial_f32",
                 "bn_silu_bwd_f32",
             ],
             KernelFile::Pool => &[

@@ -434,24 +434,31 @@ pub(super) fn bn_case(
 
 pub(super) fn bn_cases() -> Vec<Case> {
     const TRAIN: &[&str] = &[
-        "batch_norm_stats_f32",
+        "batch_norm_stats_partial_f32",
+        "batch_norm_stats_finalize_f32",
         "batch_norm_update_running_f32",
         "batch_norm_fwd_f32",
-        "batch_norm_bwd_reduce_f32",
+        "batch_norm_bwd_partial_f32",
+        "batch_norm_sums_finalize_f32",
         "batch_norm_bwd_f32",
     ];
     const SILU_TRAIN: &[&str] = &[
-        "batch_norm_stats_f32",
+        "batch_norm_stats_partial_f32",
+        "batch_norm_stats_finalize_f32",
         "bn_silu_fwd_f32",
-        "bn_silu_bwd_reduce_f32",
+        "bn_silu_bwd_partial_f32",
+        "batch_norm_sums_finalize_f32",
         "bn_silu_bwd_f32",
     ];
-    // Planes below and above the reduction block (256 threads): the kernels walk a channel
-    // differently in the two cases.
-    let (small, large) = ([3, 5, 7, 9], [2, 3, 17, 19]);
+    // Planes below and above the 256-thread block (the kernels walk a channel differently in the
+    // two cases), and 20,435 values per channel: three reduction chunks of 8,192, their edges
+    // inside images of 4,087.
+    let (small, large, chunked) = ([3, 5, 7, 9], [2, 3, 17, 19], [5, 3, 61, 67]);
     vec![
         bn_case("batch_norm train fwd+bwd", TRAIN, false, true, small),
         bn_case("batch_norm train, plane > 256", TRAIN, false, true, large),
+        bn_case("batch_norm train, several chunks", TRAIN, false, true, chunked),
+        bn_case("bn+silu train, several chunks", SILU_TRAIN, true, true, chunked),
         bn_case(
             "batch_norm eval fwd",
             &["batch_norm_fwd_f32"],

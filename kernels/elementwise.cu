@@ -16,8 +16,9 @@
 //     backward g*a).
 //   fill_f32(y [n], n, v): y = v.
 //   f32_to_bf16(x [n], y [n] as u16 bits, n): round to nearest even (NaN stays a quiet NaN,
-//     overflow goes to inf, as __float2bfloat16_rn), for the bf16 products (gemm.rs); written
-//     with bit operations so no cuda_bf16.h is needed under NVRTC.
+//     overflow goes to inf, as __float2bfloat16_rn), for the bf16 products (gemm.rs) and bf16
+//     storage (bf16.rs); written with bit operations so no cuda_bf16.h is needed under NVRTC.
+//   bf16_to_f32(x [n] as u16 bits, y [n], n): exact (the bits shifted into an f32's top half).
 // Checked against: src/ops/elementwise.rs and src/ops/binary.rs (through Tensor) by the parity
 //   table in src/backend/cuda/selftest.rs.
 // Launch geometry: 1-D, 256 threads per block, grid-stride loops (any grid size is correct; the
@@ -181,4 +182,9 @@ extern "C" __global__ void f32_to_bf16(const float* __restrict__ x, unsigned sho
             y[i] = (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
         }
     }
+}
+
+extern "C" __global__ void bf16_to_f32(const unsigned short* __restrict__ x, float* __restrict__ y,
+                                       long long n) {
+    GRID_STRIDE(i, n) { y[i] = __uint_as_float((unsigned int)x[i] << 16); }
 }

@@ -10,6 +10,7 @@ static emu_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1},
 #define __shared__ static
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
 static inline void __syncthreads() {}
 // run.py walks a grid block by block: it sets the block's index and the grid's size before
 // each call of a kernel whose blocks split the work (the others run as one block).

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Device, Layout, Shape, Storage, Tensor};
+use crate::backend::cuda::bf16::CudaValues;
 use crate::backend::cuda::{self, layout, CudaDevice, CudaSlice};
 use crate::{Error, Result};
 
@@ -43,6 +44,13 @@ pub(super) fn download_view(slice: &CudaSlice<f32>, l: &Layout) -> Result<Vec<f3
         let c = layout::contiguous(&dev, l.shape.dims(), slice, &l.strides, l.offset)?;
         dev.download(&c)
     }
+}
+
+/// A bf16 storage buffer widened to f32 on the device (the whole buffer: views index into it as
+/// into the bits).
+pub(super) fn widen(bits: &CudaSlice<u16>) -> Result<CudaSlice<f32>> {
+    let dev = cuda::device()?;
+    cuda::bf16::to_f32(&dev, bits, bits.len())
 }
 
 /// `f` on a host copy of `slice[offset..offset + n]`, written back afterwards.
@@ -130,8 +138,50 @@ impl Tensor {
         ))
     }
 
+    /// A contiguous CUDA tensor owning bf16 bits (bf16 storage mode,
+    /// [`crate::backend::cuda::bf16`]).
+    pub fn from_cuda_bf16(bits: CudaSlice<u16>, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if bits.len() != shape.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "from_cuda_bf16".into(),
+                expected: format!("{} values for shape {shape}", shape.numel()),
+                got: format!("a device buffer of {} bf16", bits.len()),
+            });
+        }
+        Ok(Tensor::from_storage(
+            Storage::CudaBf16(bits),
+            Layout::contiguous(shape),
+        ))
+    }
+
     pub fn is_cuda(&self) -> bool {
         self.device() == Device::Cuda
+    }
+
+    /// Whether the values are stored as bf16 (on the GPU).
+    pub fn is_bf16(&self) -> bool {
+        let guard = self.0.storage.read().unwrap_or_else(|p| p.into_inner());
+        matches!(&*guard, Storage::CudaBf16(_))
+    }
+
+    /// Run `f` on a contiguous device buffer of this tensor's values in the format they are
+    /// stored in: bf16 bits when the tensor is a whole bf16 storage, else f32 as
+    /// [`Self::with_cuda`] gives them (a bf16 view is widened and copied). For the ops that read
+    /// bf16 activations as they are.
+    pub fn with_cuda_values<R>(
+        &self,
+        f: impl FnOnce(&CudaDevice, CudaValues<'_>) -> Result<R>,
+    ) -> Result<R> {
+        {
+            let guard = self.0.storage.read().unwrap_or_else(|p| p.into_inner());
+            if let Storage::CudaBf16(bits) = &*guard {
+                if self.0.layout.covers(bits.len()) {
+                    return f(&cuda::device()?, CudaValues::Bf16(bits));
+                }
+            }
+        }
+        self.with_cuda(|dev, xs| f(dev, CudaValues::F32(xs)))
     }
 
     /// Run `f` on a contiguous device buffer of this tensor's values: the storage itself when
@@ -151,6 +201,16 @@ impl Tensor {
                 } else {
                     let c = layout::contiguous(&dev, l.shape.dims(), slice, &l.strides, l.offset)?;
                     drop(guard);
+                    f(&dev, &c)
+                }
+            }
+            Storage::CudaBf16(bits) => {
+                let wide = widen(bits)?;
+                drop(guard);
+                if l.covers(wide.len()) {
+                    f(&dev, &wide)
+                } else {
+                    let c = layout::contiguous(&dev, l.shape.dims(), &wide, &l.strides, l.offset)?;
                     f(&dev, &c)
                 }
             }
@@ -199,6 +259,14 @@ impl Tensor {
                     layout::contiguous(&dev, l.shape.dims(), slice, &l.strides, l.offset)
                 }
             }
+            Storage::CudaBf16(bits) => {
+                let wide = widen(bits)?;
+                if l.covers(wide.len()) {
+                    Ok(wide)
+                } else {
+                    layout::contiguous(&dev, l.shape.dims(), &wide, &l.strides, l.offset)
+                }
+            }
             Storage::Cpu(_) => {
                 drop(guard);
                 self.with_values(|v| dev.upload_staged(v))
@@ -227,10 +295,7 @@ impl Tensor {
             .storage
             .write()
             .map_err(|_| Error::Msg("a tensor's storage lock was poisoned".into()))?;
-        let whole = l.covers(match &*guard {
-            Storage::Cpu(v) => v.len(),
-            Storage::Cuda(s) => s.len(),
-        });
+        let whole = l.covers(guard.len());
         if !whole {
             return Err(Error::op(
                 "move_storage_to",
@@ -240,6 +305,9 @@ impl Tensor {
         let moved = match (&*guard, device) {
             (Storage::Cpu(v), Device::Cuda) => Storage::Cuda(cuda::device()?.upload(v)?),
             (Storage::Cuda(s), Device::Cpu) => Storage::Cpu(cuda::device()?.download(s)?),
+            (Storage::CudaBf16(bits), Device::Cpu) => {
+                Storage::Cpu(cuda::device()?.download(&widen(bits)?)?)
+            }
             _ => return Ok(()),
         };
         *guard = moved;

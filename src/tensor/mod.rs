@@ -39,19 +39,33 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// The values behind one or more tensors.
+/// The values behind one or more tensors. `CudaBf16` holds bf16 bits: activations in bf16
+/// storage mode ([`crate::backend::cuda::bf16`]); every reader that wants f32 gets a converted
+/// copy, and nothing updates such a tensor in place.
 #[derive(Debug)]
 pub enum Storage {
     Cpu(Vec<f32>),
     Cuda(CudaSlice<f32>),
+    CudaBf16(CudaSlice<u16>),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
-            Storage::Cuda(_) => Device::Cuda,
+            Storage::Cuda(_) | Storage::CudaBf16(_) => Device::Cuda,
         }
+    }
+    /// Elements in the buffer.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(v) => v.len(),
+            Storage::Cuda(s) => s.len(),
+            Storage::CudaBf16(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -212,6 +226,12 @@ impl Tensor {
                     .unwrap_or_else(|e| panic!("reading a CUDA tensor on the host: {e}"));
                 f(&host)
             }
+            Storage::CudaBf16(bits) => {
+                let host = device::widen(bits)
+                    .and_then(|wide| device::download_view(&wide, l))
+                    .unwrap_or_else(|e| panic!("reading a CUDA tensor on the host: {e}"));
+                f(&host)
+            }
         }
     }
 
@@ -260,6 +280,13 @@ impl Tensor {
                 Ok(())
             }
             Storage::Cuda(slice) => device::update_on_host(slice, l.offset, l.shape.numel(), f),
+            Storage::CudaBf16(_) => Err(Error::op(
+                "update_values",
+                format!(
+                    "tensor {} is a bf16 activation (read-only); parameters and buffers are f32",
+                    l.shape
+                ),
+            )),
         }
     }
 

@@ -5,10 +5,11 @@
 //! `cᵀ = op(b)ᵀ·op(a)ᵀ`, so the calls below swap the operands and never copy.
 
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
 
-use super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
-use super::{check_len, to_i64, KernelFile};
+use super::bf16::to_bf16;
+use super::context::{cuda_err, CudaDevice, MatrixPrecision};
+use super::check_len;
 use crate::{Error, Result};
 
 fn op(t: bool) -> cublasOperation_t {
@@ -176,24 +177,6 @@ fn used_len(rows: usize, cols: usize, s: Strided, batch: usize) -> usize {
     }
     let items = if s.stride == 0 { 1 } else { batch };
     (items - 1) * s.stride + (rows - 1) * s.ld + cols
-}
-
-/// The first `len` values of `x` rounded to bf16 (`f32_to_bf16`), as raw u16 bits.
-fn to_bf16<X: DevicePtr<f32>>(dev: &CudaDevice, x: &X, len: usize) -> Result<CudaSlice<u16>> {
-    let sym = "f32_to_bf16";
-    let n = to_i64(sym, len)?;
-    let mut y = dev.alloc_u16(len)?;
-    if len == 0 {
-        return Ok(y);
-    }
-    let f = dev.function(KernelFile::Elementwise, sym)?;
-    let (x_ptr, _read) = x.device_ptr(dev.stream());
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(&x_ptr).arg(&mut y).arg(&n);
-    // SAFETY: the caller's operand holds at least `len` values (used_len of its checked view);
-    // y holds len.
-    unsafe { lb.launch(grid_1d(len)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(y)
 }
 
 /// The bf16 arm of [`sgemm_rm_batched`] (`MatrixPrecision::Bf16`): both operands rounded to bf16

@@ -36,6 +36,7 @@ pub mod context;
 pub mod modules;
 
 pub mod batch_norm;
+pub mod bf16;
 pub mod conv2d;
 pub mod crop;
 pub mod detect;

@@ -133,6 +133,7 @@ impl KernelFile {
                 "scale_shift_f32",
                 "fill_f32",
                 "f32_to_bf16",
+                "bf16_to_f32",
             ],
             KernelFile::Reduce => &["sum_partial_f32", "sum_keepdim_f32"],
             KernelFile::Conv2d => &[

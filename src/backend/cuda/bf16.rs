@@ -1,0 +1,78 @@
+//! bf16 storage (`precision: "bf16"`): activations kept as bf16 bits (`u16`) on the GPU, and the
+//! conversions between them and f32 (`f32_to_bf16` / `bf16_to_f32` of elementwise.cu).
+//!
+//! The rules (DESIGN "Tensors": f32 compute, bf16 a storage format converted at the edges;
+//! PyTorch autocast keeps the same split):
+//! - In bf16 product mode ([`MatrixPrecision::Bf16`]) the fused BN(+SiLU) writes its output as
+//!   bf16 (`Storage::CudaBf16`), and the ops that carry YOLOX's activations between convs read
+//!   and write bf16 as it is: the convs' input (column matrix and pointwise operand straight from
+//!   the bits, the tape keeping the bf16 tensor for the weight gradient), `cat`, max pooling,
+//!   nearest upsampling and the residual `add`. Their math stays f32 (loads widen, stores round).
+//! - Every other op reads a bf16 tensor through [`crate::tensor::Tensor::with_cuda`], which hands
+//!   it an f32 copy: correct everywhere, fast where it matters.
+//! - Gradients, parameters, optimizer state and BN statistics stay f32 (the master copies).
+
+use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+
+use super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
+use super::{to_i64, KernelFile};
+use crate::Result;
+
+/// A contiguous device buffer of an op's input, in the format it is stored in.
+#[derive(Clone, Copy)]
+pub enum CudaValues<'a> {
+    F32(&'a CudaSlice<f32>),
+    Bf16(&'a CudaSlice<u16>),
+}
+
+impl CudaValues<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            CudaValues::F32(s) => s.len(),
+            CudaValues::Bf16(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether ops that can keep bf16 activations should: the device is in bf16 product mode.
+pub fn stores_bf16(dev: &CudaDevice) -> bool {
+    dev.matrix_precision() == MatrixPrecision::Bf16
+}
+
+/// The first `len` values of `x` rounded to bf16 (`f32_to_bf16`, round to nearest even), as raw
+/// u16 bits.
+pub fn to_bf16<X: DevicePtr<f32>>(dev: &CudaDevice, x: &X, len: usize) -> Result<CudaSlice<u16>> {
+    convert(dev, "f32_to_bf16", x, len, |dev, len| dev.alloc_u16(len))
+}
+
+/// The first `len` bf16 values of `x` as f32 (exact).
+pub fn to_f32<X: DevicePtr<u16>>(dev: &CudaDevice, x: &X, len: usize) -> Result<CudaSlice<f32>> {
+    convert(dev, "bf16_to_f32", x, len, |dev, len| dev.alloc(len))
+}
+
+fn convert<T, U, X: DevicePtr<T>>(
+    dev: &CudaDevice,
+    sym: &str,
+    x: &X,
+    len: usize,
+    alloc: impl FnOnce(&CudaDevice, usize) -> Result<CudaSlice<U>>,
+) -> Result<CudaSlice<U>>
+where
+    U: cudarc::driver::DeviceRepr,
+{
+    let n = to_i64(sym, len)?;
+    let mut y = alloc(dev, len)?;
+    if len == 0 {
+        return Ok(y);
+    }
+    let f = dev.function(KernelFile::Elementwise, sym)?;
+    let (x_ptr, _read) = x.device_ptr(dev.stream());
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(&x_ptr).arg(&mut y).arg(&n);
+    // SAFETY: the caller's buffer holds at least `len` values; y holds len.
+    unsafe { lb.launch(grid_1d(len)) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(y)
+}

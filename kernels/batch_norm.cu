@@ -22,6 +22,8 @@
 //     training: dx = gamma·inv/M·(M·dy − Σdy − xhat·Σ(dy·xhat)); eval: dx = gamma·inv·dy.
 //   bn_silu_fwd_f32 / bn_silu_bwd_partial_f32 / bn_silu_bwd_f32: the same with y = silu(z),
 //     z = bn(x); backward uses dz = dy·silu'(z) (z recomputed) in place of dy.
+//   batch_norm_fwd_bf16 / bn_silu_fwd_bf16: the forwards with y written as bf16 bits (round to
+//     nearest even; bf16 storage, src/backend/cuda/bf16.rs). Backward never reads y.
 // Why chunks: one block per channel (the first version) left YOLOX-s's stem, 32 channels of
 //   16·320² values at 640 px, to 32 blocks on a 132-SM card, each thread summing 6,400 values
 //   one load at a time. Chunks of a few thousand values give every layer hundreds of blocks.
@@ -191,15 +193,27 @@ __device__ __forceinline__ float inv_of(const float* s, long long ch, float eps,
     return s_is_var ? 1.0f / sqrtf(s[ch] + eps) : s[ch];
 }
 
-template <bool SILU>
+// f32 -> bf16 bits, round to nearest even, NaN kept quiet with its sign: the rule of
+// f32_to_bf16 in elementwise.cu (each NVRTC module is compiled on its own, hence the copy).
+__device__ __forceinline__ unsigned short bf16_bits(float x) {
+    unsigned int b = __float_as_uint(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x0040u);
+    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ void store_y(float* y, long long i, float v) { y[i] = v; }
+__device__ __forceinline__ void store_y(unsigned short* y, long long i, float v) {
+    y[i] = bf16_bits(v);
+}
+
+template <bool SILU, typename Y>
 __device__ void bn_fwd(const float* __restrict__ x, const float* __restrict__ mean,
                        const float* __restrict__ s, const float* __restrict__ gamma,
-                       const float* __restrict__ beta, float* __restrict__ y, long long N,
+                       const float* __restrict__ beta, Y* __restrict__ y, long long N,
                        long long C, long long plane, float eps, int s_is_var) {
     for_each_element(N, C, plane, [&](long long i, long long ch) {
         float xhat = (x[i] - mean[ch]) * inv_of(s, ch, eps, s_is_var);
         float z = xhat * gamma[ch] + beta[ch];
-        y[i] = SILU ? z * sigmoid_stable(z) : z;
+        store_y(y, i, SILU ? z * sigmoid_stable(z) : z);
     });
 }
 
@@ -289,6 +303,18 @@ extern "C" __global__ void bn_silu_fwd_f32(const float* x, const float* mean, co
                                            const float* gamma, const float* beta, float* y,
                                            long long N, long long C, long long plane, float eps,
                                            int s_is_var) {
+    bn_fwd<true>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);
+}
+extern "C" __global__ void batch_norm_fwd_bf16(const float* x, const float* mean, const float* s,
+                                               const float* gamma, const float* beta,
+                                               unsigned short* y, long long N, long long C,
+                                               long long plane, float eps, int s_is_var) {
+    bn_fwd<false>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);
+}
+extern "C" __global__ void bn_silu_fwd_bf16(const float* x, const float* mean, const float* s,
+                                            const float* gamma, const float* beta,
+                                            unsigned short* y, long long N, long long C,
+                                            long long plane, float eps, int s_is_var) {
     bn_fwd<true>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);
 }
 extern "C" __global__ void batch_norm_bwd_partial_f32(const float* dy, const float* x,

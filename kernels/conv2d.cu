@@ -12,6 +12,8 @@
 //   conv2d_im2col_bf16(x, col, G, n0, items, grp) the same matrix with every value rounded to
 //     bf16 (col as u16 bits, round to nearest even as f32_to_bf16 in elementwise.cu): the operand
 //     of the bf16 products (MatrixPrecision::Bf16) without an f32 column matrix in between.
+//   conv2d_im2col_bf16_of_bf16(x as u16 bits, col, G, n0, items, grp) the same from an input in
+//     bf16 storage (a bit copy: a widened bf16 rounds back to itself).
 //   conv2d_col2im_f32(col, dx, G, n0, items, grp) the inverse scatter written as a gather (one
 //     thread per dx element of items n0..n0+items, group grp, summing the col entries that read
 //     it): `dcol = w^T · dy` by cuBLAS, then this kernel. Writes (not adds) its slices of dx.
@@ -138,13 +140,18 @@ __device__ __forceinline__ unsigned short bf16_bits(float x) {
     if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x0040u);
     return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
+// Input values as f32: f32 as is, bf16 bits (bf16 storage) widened exactly.
+__device__ __forceinline__ float load_x(const float* x, long long i) { return x[i]; }
+__device__ __forceinline__ float load_x(const unsigned short* x, long long i) {
+    return __uint_as_float((unsigned int)x[i] << 16);
+}
 __device__ __forceinline__ void store_col(float* col, long long i, float v) { col[i] = v; }
 __device__ __forceinline__ void store_col(unsigned short* col, long long i, float v) {
     col[i] = bf16_bits(v);
 }
 
-template <typename I, typename T>
-__device__ __forceinline__ void im2col_body(const float* __restrict__ x, T* __restrict__ col,
+template <typename I, typename X, typename T>
+__device__ __forceinline__ void im2col_body(const X* __restrict__ x, T* __restrict__ col,
                                             const ConvGeom& g, long long n0, long long items,
                                             long long grp) {
     const I cin_g = (I)(g.c / g.groups), cols = (I)(g.ho * g.wo), wo = (I)g.wo, kw = (I)g.kw,
@@ -160,7 +167,7 @@ __device__ __forceinline__ void im2col_body(const float* __restrict__ x, T* __re
         const I iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
         float v = 0.0f;
         if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
-            v = x[(((long long)n * g.c + grp * cin_g + c) * h + iy) * w + ix];
+            v = load_x(x, (((long long)n * g.c + grp * cin_g + c) * h + iy) * w + ix);
         }
         store_col(col, i, v);
     }
@@ -218,6 +225,18 @@ extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float*
 extern "C" __global__ void conv2d_im2col_bf16(const float* __restrict__ x,
                                               unsigned short* __restrict__ col, ConvGeom g,
                                               long long n0, long long items, long long grp) {
+    const long long per_item = (g.c / g.groups) * g.kh * g.kw * g.ho * g.wo;
+    if (fits_int(items, per_item)) {
+        im2col_body<int>(x, col, g, n0, items, grp);
+    } else {
+        im2col_body<long long>(x, col, g, n0, items, grp);
+    }
+}
+
+extern "C" __global__ void conv2d_im2col_bf16_of_bf16(const unsigned short* __restrict__ x,
+                                                      unsigned short* __restrict__ col,
+                                                      ConvGeom g, long long n0, long long items,
+                                                      long long grp) {
     const long long per_item = (g.c / g.groups) * g.kh * g.kw * g.ho * g.wo;
     if (fits_int(items, per_item)) {
         im2col_body<int>(x, col, g, n0, items, grp);

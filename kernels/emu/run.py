@@ -109,15 +109,20 @@ for case,(n,c,h,w,k,ks,s,p,g,path) in convs.items():
 # one call per block), then again with chunks of 7 and 100 values and a grid smaller than the
 # pairs, so chunk edges fall inside and across images; the element-wise kernels on 3 blocks.
 REDUCE_CHUNK = 8192
-def bn_train(x, gm, bt, rm, rv, dy, N, Cc, P, silu, chunk, grid=None):
+def bn_fwd(silu, out_bf16, x, mean, s, gm, bt, N, Cc, P, s_is_var):
+    # y as f32, or as bf16 bits (the *_fwd_bf16 kernels) widened back to f32.
+    name = ('bn_silu_fwd' if silu else 'batch_norm_fwd') + ('_bf16' if out_bf16 else '_f32')
+    y = np.zeros(len(x), '<u2' if out_bf16 else 'f4')
+    call_grid('batch_norm', name, 3, x, mean, s, gm, bt, y.ctypes.data_as(C.c_void_p), I(N), I(Cc), I(P), F(1e-3), Ii(s_is_var))
+    return (y.astype('<u4') << 16).view('<f4') if out_bf16 else y
+def bn_train(x, gm, bt, rm, rv, dy, N, Cc, P, silu, chunk, grid=None, out_bf16=False):
     eps = F(1e-3); M = N*P; chunks = -(-M // chunk); grid = grid or Cc*chunks
     part = np.zeros(2*Cc*chunks, 'f4')
     call_grid('batch_norm', 'batch_norm_stats_partial_f32', grid, x, part, I(N), I(Cc), I(P), I(chunk))
     mean=np.zeros(Cc,'f4'); inv=np.zeros(Cc,'f4'); var=np.zeros(Cc,'f4')
     call('batch_norm','batch_norm_stats_finalize_f32',part,mean,inv,var,I(Cc),I(M),I(chunk),eps)
     call('batch_norm','batch_norm_update_running_f32',rm,rv,mean,var,I(Cc),F(0.03),F(M/(M-1)))
-    y=np.zeros_like(x); fwd='bn_silu_fwd_f32' if silu else 'batch_norm_fwd_f32'
-    call_grid('batch_norm',fwd,3,x,mean,inv,gm,bt,y,I(N),I(Cc),I(P),eps,Ii(0))
+    y = bn_fwd(silu, out_bf16, x, mean, inv, gm, bt, N, Cc, P, 0)
     part = np.zeros(2*Cc*chunks, 'f4')
     red = 'bn_silu_bwd_partial_f32' if silu else 'batch_norm_bwd_partial_f32'
     call_grid('batch_norm',red,grid,dy,x,mean,inv,gm,bt,part,I(N),I(Cc),I(P),I(chunk))
@@ -128,13 +133,14 @@ def bn_train(x, gm, bt, rm, rv, dy, N, Cc, P, silu, chunk, grid=None):
 for case,silu,train,(N,Cc,P) in [('batch_norm_train_fwd_bwd',0,1,(3,5,63)),('batch_norm_eval_fwd',0,0,(3,5,63)),
         ('bn_silu_fused_train_fwd_bwd',1,1,(3,5,63)),('bn_silu_fused_eval_fwd',1,0,(3,5,63)),
         ('batch_norm_train__plane___256',0,1,(2,3,323)),('bn_silu_train__plane___256',1,1,(2,3,323)),
-        ('batch_norm_train__several_chunks',0,1,(5,3,61*67)),('bn_silu_train__several_chunks',1,1,(5,3,61*67))]:
+        ('batch_norm_train__several_chunks',0,1,(5,3,61*67)),('bn_silu_train__several_chunks',1,1,(5,3,61*67)),
+        ('bn_silu_train__bf16_output',1,1,(2,3,323)),('batch_norm_eval__bf16_output',0,0,(3,5,63))]:
     x,gm,bt,rm,rv,dy=[inp(case,i) for i in range(6)]
+    out_bf16 = case.endswith('bf16_output'); tol = 1e-2 if out_bf16 else 1e-4
     if not train:
-        y=np.zeros_like(x); fwd='bn_silu_fwd_f32' if silu else 'batch_norm_fwd_f32'
-        call_grid('batch_norm',fwd,3,x,rm,rv,gm,bt,y,I(N),I(Cc),I(P),F(1e-3),Ii(1)); cmp(case,'y',y); continue
+        cmp(case,'y',bn_fwd(silu,out_bf16,x,rm,rv,gm,bt,N,Cc,P,1),tol); continue
     for chunk, grid in [(REDUCE_CHUNK, None), (7, 4), (100, None)]:
-        for nm,v in bn_train(x,gm,bt,rm.copy(),rv.copy(),dy,N,Cc,P,silu,chunk,grid): cmp(case,nm,v)
+        for nm,v in bn_train(x,gm,bt,rm.copy(),rv.copy(),dy,N,Cc,P,silu,chunk,grid,out_bf16): cmp(case,nm,v,tol)
 # pool
 for case,kind,k,s,p in [('max_pool2d_k3_s2_p1','max',3,2,1),('max_pool2d_k5_s1_p2__SPP_','max',5,1,2),('avg_pool2d_k3_s2_p1','avg',3,2,1),('upsample_nearest_x2','up',1,1,0)]:
     x,dy=inp(case,0),inp(case,1); pl,h,w=6,9,11; ho=(h+2*p-k)//s+1; wo=(w+2*p-k)//s+1; dx=np.zeros_like(x)
@@ -269,9 +275,17 @@ for case, shape in {'matmul_batched__shared_rhs': (3,37,41,29,0,0,1,0),
     matmul_case(case, *shape)
 matmul_case('matmul_bf16_a__b_batched_both', 3,37,41,29,1,0,1,1, bf16=True)
 # conv2d fast path with the launcher's exact calls
-def im2col(x, q, nn, gg, ckk, hwo, bf16):
+def bf16_bits(x):
+    x = np.ascontiguousarray(x, dtype='f4'); bits = np.zeros(len(x), '<u2')
+    call('elementwise', 'f32_to_bf16', x, bits.ctypes.data_as(C.c_void_p), I(len(x))); return bits
+def im2col(x, q, nn, gg, ckk, hwo, bf16, x_bits=False):
     # conv2d.rs: f32 columns, or in bf16 mode the columns as bf16 bits (conv2d_im2col_bf16),
-    # which the product then takes as they are (rounding them again changes nothing).
+    # which the product then takes as they are (rounding them again changes nothing); with
+    # x_bits the input is in bf16 storage (conv2d_im2col_bf16_of_bf16 on its bits).
+    if x_bits:
+        xb = bf16_bits(x); bits=np.zeros(ckk*hwo,'<u2')
+        call('conv2d','conv2d_im2col_bf16_of_bf16',xb.ctypes.data_as(C.c_void_p),bits.ctypes.data_as(C.c_void_p),q,I(nn),I(1),I(gg))
+        return (bits.astype('<u4') << 16).view('<f4')
     if not bf16:
         col=np.zeros(ckk*hwo,'f4'); call('conv2d','conv2d_im2col_f32',x,col,q,I(nn),I(1),I(gg)); return col
     bits=np.zeros(ckk*hwo,'<u2'); call('conv2d','conv2d_im2col_bf16',x,bits.ctypes.data_as(C.c_void_p),q,I(nn),I(1),I(gg))
@@ -282,14 +296,14 @@ def kslices(hw, batch, kg, ckk):
     count = max(min(-(-hw // 2048), 64, by_budget), 1)
     ln = max(-(-hw // count), 1); full = hw // ln; rest = hw - full*ln
     return ln, full, rest, full + (1 if rest else 0)
-def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
+def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False, x_bits=False):
     x,wt,dy=inp(case,0),inp(case,1),inp(case,2); q=cg(n,c,h,w,k,ks,s,p,g)
     cgr=c//g; kg=k//g; ckk=cgr*ks*ks; hwo=q.ho*q.wo; hwi=h*w; pw = (ks==1 and s==1 and p==0)
     y=np.zeros(n*k*hwo,'f4'); dx=np.zeros(n*c*h*w,'f4'); dw=np.zeros(len(wt),'f4')
     for nn in range(n):
         for gg in range(g):
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
-            else: col, coff = im2col(x, q, nn, gg, ckk, hwo, bf16), 0
+            else: col, coff = im2col(x, q, nn, gg, ckk, hwo, bf16, x_bits), 0
             sgemm_rm(0,0,kg,hwo,ckk, wt,ckk, col,hwo, y,0.0, offa=gg*kg*ckk, offb=coff, offc=(nn*k+gg*kg)*hwo, bf16=bf16)
             dyoff=(nn*k+gg*kg)*hwo
             if pw: sgemm_rm(1,0,ckk,hwo,kg, wt,ckk, dy,hwo, dx,0.0, offa=gg*kg*ckk, offb=dyoff, offc=(nn*c+gg*cgr)*hwi, bf16=bf16)
@@ -303,7 +317,7 @@ def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False):
         first = True
         for nn in range(n):
             if pw: col, coff = x, (nn*c + gg*cgr)*hwi
-            else: col, coff = im2col(x, q, nn, gg, ckk, hwo, bf16), 0
+            else: col, coff = im2col(x, q, nn, gg, ckk, hwo, bf16, x_bits), 0
             for at, ln in parts:
                 sgemm_rm(0,1,kg,ckk,ln, dy,hwo, col,hwo, dw, 0.0 if first else 1.0, offa=(nn*k+gg*kg)*hwo + at, offb=coff + at, offc=gg*kg*ckk, bf16=bf16)
                 first = False
@@ -320,6 +334,22 @@ same = all(np.array_equal(im2col(inp(case,0), q, nn, 0, ckk, hwo, True).view('<u
 print(f'{"conv2d_im2col_bf16 (bits)":40s} {"col":10s} {"ok" if same else "FAIL"}')
 if not same: fails.append('conv2d_im2col_bf16')
 conv_fast_case('conv2d_bf16_1x1__pointwise_gemm_', 2,12,9,7,10,1,1,0,1, bf16=True)
+# bf16-stored inputs: conv2d_im2col_bf16_of_bf16 on the bits equals conv2d_im2col_bf16 on the
+# f32 values, bit for bit (a widened bf16 rounds back to itself).
+conv_fast_case('conv2d_bf16_stored_input_3x3_s2_p1', 3,6,13,11,9,3,2,1,1, bf16=True, x_bits=True)
+case = 'conv2d_bf16_stored_input_3x3_s2_p1'; x = inp(case, 0)
+same = all(np.array_equal(im2col(x, q, nn, 0, ckk, hwo, True, True).view('<u4'),
+                          im2col(x, q, nn, 0, ckk, hwo, True).view('<u4')) for nn in range(3))
+print(f'{"conv2d_im2col_bf16_of_bf16 (bits)":40s} {"col":10s} {"ok" if same else "FAIL"}')
+if not same: fails.append('conv2d_im2col_bf16_of_bf16')
+conv_fast_case('conv2d_bf16_stored_input_1x1', 2,12,9,7,10,1,1,0,1, bf16=True, x_bits=True)
+# Depthwise with a bf16-stored input: conv2d.rs widens the bits (bf16_to_f32) for the f32 kernels.
+case = 'conv2d_bf16_stored_input_depthwise_3x3'; q = cg(2,8,11,9,8,3,1,1,8)
+x, wt, dy = inp(case,0), inp(case,1), inp(case,2); xb = bf16_bits(x); xw = np.zeros(len(x), 'f4')
+call('elementwise', 'bf16_to_f32', xb.ctypes.data_as(C.c_void_p), xw, I(len(x)))
+y=np.zeros(2*8*q.ho*q.wo,'f4'); dx=np.zeros_like(x); dw=np.zeros_like(wt)
+call('conv2d','conv2d_dw_fwd_f32',xw,wt,y,q); call('conv2d','conv2d_dw_bwd_input_f32',dy,wt,dx,q); call('conv2d','conv2d_dw_bwd_weight_f32',dy,xw,dw,q)
+for nm, v in [('y',y),('dx',dx),('dw',dw)]: cmp_norm(case, nm, v, 1e-2)
 # Maps over 2,048 positions: the weight gradient's reduction in slices (2,209 = 1,105 + 1,104;
 # 2,304 = 2·1,152), f32 and bf16.
 assert kslices(2209, 2, 8, 27) == (1105, 1, 1104, 2) and kslices(2304, 2, 5, 6) == (1152, 2, 0, 2)

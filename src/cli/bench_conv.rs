@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::bench::median;
 use ssod::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
+use ssod::backend::cuda::bf16::{self, CudaValues};
 use ssod::backend::cuda::{self, conv2d as cuda_conv2d};
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::ops::trace_geometries;
@@ -121,6 +122,16 @@ fn time_layer(g: &Conv2dGeometry, device: Device, reps: usize) -> anyhow::Result
         Device::Cuda => {
             let dev = cuda::device()?;
             let (x, w, dy) = (dev.upload(&x)?, dev.upload(&w)?, dev.upload(&dy)?);
+            // In bf16 mode the convs' inputs are bf16 activations, as in training.
+            let x16 = if bf16::stores_bf16(&dev) {
+                Some(bf16::to_bf16(&dev, &x, x.len())?)
+            } else {
+                None
+            };
+            let xv = match &x16 {
+                Some(bits) => CudaValues::Bf16(bits),
+                None => CudaValues::F32(&x),
+            };
             // Each pass waits for the GPU before and after, so a time is that pass alone.
             let on_gpu = |f: &dyn Fn() -> ssod::Result<()>| -> anyhow::Result<f64> {
                 dev.synchronize()?;
@@ -131,9 +142,9 @@ fn time_layer(g: &Conv2dGeometry, device: Device, reps: usize) -> anyhow::Result
             };
             for rep in 0..=reps {
                 let t = [
-                    on_gpu(&|| cuda_conv2d::fwd(&dev, &x, &w, g).map(drop))?,
+                    on_gpu(&|| cuda_conv2d::fwd(&dev, xv, &w, g).map(drop))?,
                     on_gpu(&|| cuda_conv2d::bwd_input(&dev, &dy, &w, g).map(drop))?,
-                    on_gpu(&|| cuda_conv2d::bwd_weight(&dev, &dy, &x, g).map(drop))?,
+                    on_gpu(&|| cuda_conv2d::bwd_weight(&dev, &dy, xv, g).map(drop))?,
                 ];
                 if rep > 0 {
                     (0..3).for_each(|i| times[i].push(t[i]));

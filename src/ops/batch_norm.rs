@@ -18,6 +18,7 @@ use crate::autograd::{is_grad_enabled, record};
 use crate::backend::cpu::simd::simd_fn;
 use crate::backend::cpu::uninit::filled_vec;
 use crate::backend::cuda::batch_norm as cuda_bn;
+use crate::backend::cuda::bf16 as cuda_bf16;
 use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
@@ -491,7 +492,8 @@ fn batch_norm_cuda(
                 beta.with_cuda(|_, bs| {
                     running_mean.with_cuda(|_, rm| {
                         running_var.with_cuda(|_, rv| {
-                            cuda_bn::fwd_eval(dev, xs, gs, bs, rm, rv, shape, p.eps, silu)
+                            let out = (silu, cuda_bf16::stores_bf16(dev));
+                            cuda_bn::fwd_eval(dev, xs, gs, bs, rm, rv, shape, p.eps, out)
                         })
                     })
                 })
@@ -499,7 +501,7 @@ fn batch_norm_cuda(
         })?;
         return record(
             op,
-            Tensor::from_cuda(y, x.shape().clone())?,
+            Tensor::from_cuda_buffer(y, x.shape().clone())?,
             &inputs,
             |_| {
                 Err(crate::Error::Autograd(
@@ -514,7 +516,8 @@ fn batch_norm_cuda(
             beta.with_cuda(|_, bs| {
                 running_mean.with_cuda_mut(|_, rm| {
                     running_var.with_cuda_mut(|_, rv| {
-                        cuda_bn::fwd_train(dev, xs, gs, bs, rm, rv, shape, p.momentum, p.eps, silu)
+                        let out = (silu, cuda_bf16::stores_bf16(dev));
+                        cuda_bn::fwd_train(dev, xs, gs, bs, rm, rv, shape, p.momentum, p.eps, out)
                     })
                 })
             })
@@ -523,7 +526,8 @@ fn batch_norm_cuda(
     let Some(Some((y, saved))) = res else {
         return Ok(None);
     };
-    let out = Tensor::from_cuda(y, x.shape().clone())?;
+    // In bf16 storage mode y is bf16 (the next conv reads it as is); backward never reads it.
+    let out = Tensor::from_cuda_buffer(y, x.shape().clone())?;
     let (xs, gs, bs) = (x.detach(), gamma.detach(), beta.detach());
     let x_shape = x.shape().clone();
     record(op, out, &inputs, move |dy| {

@@ -171,7 +171,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
 fn conv2d_cuda(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Conv2dGeometry) -> Result<Tensor> {
     let (ho, wo) = (g.out_h(), g.out_w());
     let y_dims = [g.batch, g.out_channels, ho, wo];
-    let y = x.with_cuda(|dev, xs| w.with_cuda(|_, ws| cuda_conv2d::fwd(dev, xs, ws, &g)))?;
+    // x may be a bf16 activation: the conv reads it as stored (backend::cuda::bf16).
+    let y = x.with_cuda_values(|dev, xs| w.with_cuda(|_, ws| cuda_conv2d::fwd(dev, xs, ws, &g)))?;
     let y = match b {
         Some(b) => b.with_cuda(|dev, bs| {
             let (y, _) = cuda_ew::binary_bcast(
@@ -203,7 +204,7 @@ fn conv2d_cuda(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Conv2dGeometry) ->
                 None
             };
             let dw = if need_dw {
-                let v = xs.with_cuda(|_, xv| cuda_conv2d::bwd_weight(dev, dys, xv, &g))?;
+                let v = xs.with_cuda_values(|_, xv| cuda_conv2d::bwd_weight(dev, dys, xv, &g))?;
                 Some(Tensor::from_cuda(v, ws.shape().clone())?)
             } else {
                 None

@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Device, Layout, Shape, Storage, Tensor};
-use crate::backend::cuda::bf16::CudaValues;
+use crate::backend::cuda::bf16::{CudaBuffer, CudaValues};
 use crate::backend::cuda::{self, layout, CudaDevice, CudaSlice};
 use crate::{Error, Result};
 
@@ -153,6 +153,14 @@ impl Tensor {
             Storage::CudaBf16(bits),
             Layout::contiguous(shape),
         ))
+    }
+
+    /// A contiguous CUDA tensor owning an op's output in the format it was written in.
+    pub fn from_cuda_buffer(buf: CudaBuffer, shape: impl Into<Shape>) -> Result<Tensor> {
+        match buf {
+            CudaBuffer::F32(s) => Tensor::from_cuda(s, shape),
+            CudaBuffer::Bf16(b) => Tensor::from_cuda_bf16(b, shape),
+        }
     }
 
     pub fn is_cuda(&self) -> bool {

@@ -3,6 +3,7 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
+use super::bf16::CudaBuffer;
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, BLOCK};
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
@@ -82,16 +83,54 @@ fn check_params(
     Ok(())
 }
 
-fn fwd_sym(silu: bool) -> &'static str {
-    if silu {
-        "bn_silu_fwd_f32"
-    } else {
-        "batch_norm_fwd_f32"
+/// The forward kernel for `silu` and the output format.
+fn fwd_sym(silu: bool, out_bf16: bool) -> &'static str {
+    match (silu, out_bf16) {
+        (true, false) => "bn_silu_fwd_f32",
+        (true, true) => "bn_silu_fwd_bf16",
+        (false, false) => "batch_norm_fwd_f32",
+        (false, true) => "batch_norm_fwd_bf16",
     }
 }
 
+/// `y = bn(x)` (then SiLU) by the element-wise forward kernel, with `s` the per-channel inverse
+/// std (`s_is_var` 0) or running variance (1); `y` as f32 or, with `out_bf16`, bf16 bits.
+#[allow(clippy::too_many_arguments)]
+fn launch_fwd(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    mean: &CudaSlice<f32>,
+    s_stat: &CudaSlice<f32>,
+    gamma: &CudaSlice<f32>,
+    beta: &CudaSlice<f32>,
+    s: BnShape,
+    eps: f32,
+    s_is_var: i32,
+    (silu, out_bf16): (bool, bool),
+) -> Result<CudaBuffer> {
+    let (n, c, plane) = s.i64s("batch_norm (cuda)")?;
+    let sym = fwd_sym(silu, out_bf16);
+    let f = dev.function(KernelFile::BatchNorm, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(x).arg(mean).arg(s_stat).arg(gamma).arg(beta);
+    // Every element is written (both walks cover [N, C, plane]): no zeroing pass.
+    let mut y = if out_bf16 {
+        CudaBuffer::Bf16(dev.alloc_u16(s.len())?)
+    } else {
+        CudaBuffer::F32(dev.alloc(s.len())?)
+    };
+    match &mut y {
+        CudaBuffer::F32(v) => b.arg(v),
+        CudaBuffer::Bf16(v) => b.arg(v),
+    };
+    b.arg(&n).arg(&c).arg(&plane).arg(&eps).arg(&s_is_var);
+    // SAFETY: x, y hold N·C·plane; per-channel buffers C (checked by the callers).
+    unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(y)
+}
+
 /// Training forward: batch statistics, running stats updated in place, `y = bn(x)` (then SiLU
-/// when `silu`).
+/// when `silu`; as bf16 bits when `out_bf16`, bf16 storage).
 #[allow(clippy::too_many_arguments)]
 pub fn fwd_train(
     dev: &CudaDevice,
@@ -103,8 +142,8 @@ pub fn fwd_train(
     s: BnShape,
     momentum: f32,
     eps: f32,
-    silu: bool,
-) -> Result<(CudaSlice<f32>, BnSaved)> {
+    (silu, out_bf16): (bool, bool),
+) -> Result<(CudaBuffer, BnSaved)> {
     let op = "batch_norm (cuda)";
     check_params(
         op,
@@ -170,21 +209,18 @@ pub fn fwd_train(
     // SAFETY: four buffers of C elements.
     unsafe { b.launch(grid_1d(s.c)) }.map_err(|e| cuda_err("batch_norm_update_running_f32", e))?;
 
-    // Every element is written (both walks cover [N, C, plane]): no zeroing pass.
-    let mut y = dev.alloc(s.len())?;
-    let sym = fwd_sym(silu);
-    let s_is_var = 0i32;
-    let f = dev.function(KernelFile::BatchNorm, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x)
-        .arg(&mean)
-        .arg(&invstd)
-        .arg(gamma)
-        .arg(beta)
-        .arg(&mut y);
-    b.arg(&n).arg(&c).arg(&plane).arg(&eps).arg(&s_is_var);
-    // SAFETY: x, y hold N·C·plane; per-channel buffers C.
-    unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
+    let y = launch_fwd(
+        dev,
+        x,
+        &mean,
+        &invstd,
+        gamma,
+        beta,
+        s,
+        eps,
+        0,
+        (silu, out_bf16),
+    )?;
     Ok((y, BnSaved { mean, invstd }))
 }
 
@@ -199,8 +235,8 @@ pub fn fwd_eval(
     running_var: &CudaSlice<f32>,
     s: BnShape,
     eps: f32,
-    silu: bool,
-) -> Result<CudaSlice<f32>> {
+    (silu, out_bf16): (bool, bool),
+) -> Result<CudaBuffer> {
     let op = "batch_norm (cuda, eval)";
     check_params(
         op,
@@ -214,23 +250,18 @@ pub fn fwd_eval(
         ],
         eps,
     )?;
-    let (n, c, plane) = s.i64s(op)?;
-    // Every element is written (both walks cover [N, C, plane]): no zeroing pass.
-    let mut y = dev.alloc(s.len())?;
-    let sym = fwd_sym(silu);
-    let s_is_var = 1i32;
-    let f = dev.function(KernelFile::BatchNorm, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x)
-        .arg(running_mean)
-        .arg(running_var)
-        .arg(gamma)
-        .arg(beta)
-        .arg(&mut y);
-    b.arg(&n).arg(&c).arg(&plane).arg(&eps).arg(&s_is_var);
-    // SAFETY: x, y hold N·C·plane; per-channel buffers C.
-    unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(y)
+    launch_fwd(
+        dev,
+        x,
+        running_mean,
+        running_var,
+        gamma,
+        beta,
+        s,
+        eps,
+        1,
+        (silu, out_bf16),
+    )
 }
 
 /// Training backward: `(dx, dgamma, dbeta)`. `x` is the forward input, `saved` its statistics.

@@ -37,6 +37,22 @@ impl CudaValues<'_> {
     }
 }
 
+/// An op's fresh output buffer in the format it was written in.
+pub enum CudaBuffer {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<u16>),
+}
+
+impl CudaBuffer {
+    /// The values as f32 (bf16 widened, exactly).
+    pub fn into_f32(self, dev: &CudaDevice) -> Result<CudaSlice<f32>> {
+        match self {
+            CudaBuffer::F32(s) => Ok(s),
+            CudaBuffer::Bf16(b) => to_f32(dev, &b, b.len()),
+        }
+    }
+}
+
 /// Whether ops that can keep bf16 activations should: the device is in bf16 product mode.
 pub fn stores_bf16(dev: &CudaDevice) -> bool {
     dev.matrix_precision() == MatrixPrecision::Bf16

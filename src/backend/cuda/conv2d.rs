@@ -10,6 +10,7 @@
 
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
+use super::bf16::{stores_bf16, to_f32, CudaValues};
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, MatrixPrecision};
 use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm, sgemm_rm_batched, Strided};
 use super::{check_len, KernelFile};
@@ -111,20 +112,56 @@ fn launch_direct(
     Ok(())
 }
 
+/// The input as the conv reads it: bf16 storage stays bf16 in bf16 product mode (the column
+/// builder and the pointwise product take the bits as they are), except for the depthwise
+/// kernels, which read f32; otherwise bf16 is widened into `wide`.
+fn readable<'a>(
+    dev: &CudaDevice,
+    op: &str,
+    x: CudaValues<'a>,
+    g: &Conv2dGeometry,
+    wide: &'a mut Option<CudaSlice<f32>>,
+) -> Result<CudaValues<'a>> {
+    if x.len() != g.x_len() {
+        return Err(Error::ShapeMismatch {
+            op: op.to_string(),
+            expected: format!("x of {} elements", g.x_len()),
+            got: format!("{} elements", x.len()),
+        });
+    }
+    match x {
+        CudaValues::Bf16(bits) if !stores_bf16(dev) || is_depthwise(g) => {
+            Ok(CudaValues::F32(wide.insert(to_f32(dev, bits, bits.len())?)))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The f32 buffer of an input [`readable`] widened (the depthwise kernels' input).
+fn f32_input<'a>(op: &str, x: CudaValues<'a>) -> Result<&'a CudaSlice<f32>> {
+    match x {
+        CudaValues::F32(s) => Ok(s),
+        CudaValues::Bf16(_) => Err(Error::op(op, "bf16 input reached an f32-only kernel")),
+    }
+}
+
 /// Forward: `y = conv(x, w)`. Outputs here are allocated without zeroing: every path (the
-/// batched products with beta 0, col2im, the depthwise kernels) writes each element.
+/// batched products with beta 0, col2im, the depthwise kernels) writes each element. `x` may be
+/// in bf16 storage ([`super::bf16`]).
 pub fn fwd(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
+    x: CudaValues,
     w: &CudaSlice<f32>,
     g: &Conv2dGeometry,
 ) -> Result<CudaSlice<f32>> {
     check_geometry(g)?;
-    check_len("conv2d_fwd", "x", x, g.x_len())?;
+    let mut wide = None;
+    let x = readable(dev, "conv2d_fwd", x, g, &mut wide)?;
     check_len("conv2d_fwd", "w", w, g.w_len())?;
     let mut y = dev.alloc(g.y_len())?;
     if is_depthwise(g) {
-        launch_direct(dev, "conv2d_dw_fwd_f32", x, w, &mut y, g, false)?;
+        let xs = f32_input("conv2d_fwd", x)?;
+        launch_direct(dev, "conv2d_dw_fwd_f32", xs, w, &mut y, g, false)?;
         return Ok(y);
     }
     let d = Dims::of(g);
@@ -148,10 +185,17 @@ pub fn fwd(
                     ld: d.hw_out,
                     stride: g.in_channels * d.hw_in,
                 };
-                let x_ng = x.slice(x_off..);
-                sgemm_rm_batched(
-                    dev, false, false, shape, &w_g, shared_w, &x_ng, x_items, &mut y_ng, y_items,
-                    items, 0.0,
+                product(
+                    dev,
+                    false,
+                    shape,
+                    &w_g,
+                    shared_w,
+                    &Operand::of_input(x, x_off),
+                    x_items,
+                    &mut y_ng,
+                    y_items,
+                    items,
                 )?;
             } else {
                 let cols = Columns::build(dev, x, g, &d, (n0, items, grp))?;
@@ -186,22 +230,34 @@ enum Columns {
 }
 
 impl Columns {
+    /// From an input [`readable`] made: bf16 bits give bf16 columns
+    /// (`conv2d_im2col_bf16_of_bf16`), f32 gives bf16 columns in bf16 product mode
+    /// (`conv2d_im2col_bf16`) and f32 columns otherwise (`conv2d_im2col_f32`).
     fn build(
         dev: &CudaDevice,
-        x: &CudaSlice<f32>,
+        x: CudaValues,
         g: &Conv2dGeometry,
         d: &Dims,
         (n0, items, grp): (usize, usize, usize),
     ) -> Result<Columns> {
         let len = items * d.ckk * d.hw_out;
-        Ok(if dev.matrix_precision() == MatrixPrecision::Bf16 {
-            let mut col = dev.alloc_u16(len)?;
-            im2col(dev, x, &mut col, g, n0, items, grp)?;
-            Columns::Bf16(col)
-        } else {
-            let mut col = dev.alloc(len)?;
-            im2col(dev, x, &mut col, g, n0, items, grp)?;
-            Columns::F32(col)
+        let chunk = (n0, items, grp);
+        Ok(match x {
+            CudaValues::Bf16(bits) => {
+                let mut col = dev.alloc_u16(len)?;
+                im2col(dev, "conv2d_im2col_bf16_of_bf16", bits, &mut col, g, chunk)?;
+                Columns::Bf16(col)
+            }
+            CudaValues::F32(xs) if dev.matrix_precision() == MatrixPrecision::Bf16 => {
+                let mut col = dev.alloc_u16(len)?;
+                im2col(dev, "conv2d_im2col_bf16", xs, &mut col, g, chunk)?;
+                Columns::Bf16(col)
+            }
+            CudaValues::F32(xs) => {
+                let mut col = dev.alloc(len)?;
+                im2col(dev, "conv2d_im2col_f32", xs, &mut col, g, chunk)?;
+                Columns::F32(col)
+            }
         })
     }
     /// The matrices from element `off` on, as the right operand of [`product`].
@@ -218,6 +274,16 @@ impl Columns {
 enum Operand<'a> {
     F32(CudaView<'a, f32>),
     Bf16(CudaView<'a, u16>),
+}
+
+impl<'a> Operand<'a> {
+    /// The input itself from element `off` on (the pointwise convs' operand).
+    fn of_input(x: CudaValues<'a>, off: usize) -> Operand<'a> {
+        match x {
+            CudaValues::F32(s) => Operand::F32(s.slice(off..)),
+            CudaValues::Bf16(b) => Operand::Bf16(b.slice(off..)),
+        }
+    }
 }
 
 /// `c[i] = a[i] · op(b[i])` (row-major, `b` transposed when `trans_b`) for `batch` items.
@@ -277,18 +343,17 @@ impl Dims {
     }
 }
 
-/// The column matrix `[items, C/g·kh·kw, Ho·Wo]` of items `n0..n0 + items`, group `grp`: f32
-/// (`conv2d_im2col_f32`) or bf16 bits (`conv2d_im2col_bf16`, for the bf16 products).
-fn im2col<T: DeviceRepr + ColElement>(
+/// The column matrix `[items, C/g·kh·kw, Ho·Wo]` of items `n0..n0 + items`, group `grp`, by the
+/// im2col kernel `sym` (input `X` f32 or bf16 bits, columns `T` f32 or bf16 bits, as
+/// [`Columns::build`] pairs them).
+fn im2col<X: DeviceRepr, T: DeviceRepr>(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
+    sym: &str,
+    x: &CudaSlice<X>,
     col: &mut CudaSlice<T>,
     g: &Conv2dGeometry,
-    n0: usize,
-    items: usize,
-    grp: usize,
+    (n0, items, grp): (usize, usize, usize),
 ) -> Result<()> {
-    let sym = T::IM2COL;
     let f = dev.function(KernelFile::Conv2d, sym)?;
     let cg = geom(g);
     let (n64, items64, grp64) = (n0 as i64, items as i64, grp as i64);
@@ -300,22 +365,11 @@ fn im2col<T: DeviceRepr + ColElement>(
         .arg(&n64)
         .arg(&items64)
         .arg(&grp64);
-    // SAFETY: col holds items·C/g·kh·kw·Ho·Wo elements; n0 + items <= N and grp < groups.
+    // SAFETY: x holds the geometry's N·C·H·W (checked by the callers); col holds
+    // items·C/g·kh·kw·Ho·Wo elements; n0 + items <= N and grp < groups.
     unsafe { lb.launch(grid_1d(len)) }
         .map(|_| ())
         .map_err(|e| cuda_err(sym, e))
-}
-
-/// Element types of a column matrix and the im2col kernel that writes them.
-trait ColElement {
-    const IM2COL: &'static str;
-}
-impl ColElement for f32 {
-    const IM2COL: &'static str = "conv2d_im2col_f32";
-}
-/// bf16 bits.
-impl ColElement for u16 {
-    const IM2COL: &'static str = "conv2d_im2col_bf16";
 }
 
 fn col2im(

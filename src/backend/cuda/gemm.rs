@@ -8,8 +8,8 @@ use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig, StridedBatchedCon
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
 
 use super::bf16::to_bf16;
-use super::context::{cuda_err, CudaDevice, MatrixPrecision};
 use super::check_len;
+use super::context::{cuda_err, CudaDevice, MatrixPrecision};
 use crate::{Error, Result};
 
 fn op(t: bool) -> cublasOperation_t {

@@ -5,8 +5,8 @@ use cudarc::driver::CudaSlice;
 
 use super::{check_geometry, check_len};
 use super::{
-    is_depthwise, is_pointwise, launch_direct, product, sgemm_rm, Columns, CudaDevice, Dims,
-    Operand, Strided,
+    f32_input, is_depthwise, is_pointwise, launch_direct, product, readable, sgemm_rm, Columns,
+    CudaDevice, CudaValues, Dims, Operand, Strided,
 };
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::Result;
@@ -15,15 +15,17 @@ use crate::Result;
 pub fn bwd_weight(
     dev: &CudaDevice,
     dy: &CudaSlice<f32>,
-    x: &CudaSlice<f32>,
+    x: CudaValues,
     g: &Conv2dGeometry,
 ) -> Result<CudaSlice<f32>> {
     check_geometry(g)?;
     check_len("conv2d_bwd_weight", "dy", dy, g.y_len())?;
-    check_len("conv2d_bwd_weight", "x", x, g.x_len())?;
+    let mut wide = None;
+    let x = readable(dev, "conv2d_bwd_weight", x, g, &mut wide)?;
     let mut dw = dev.alloc(g.w_len())?;
     if is_depthwise(g) {
-        launch_direct(dev, "conv2d_dw_bwd_weight_f32", dy, x, &mut dw, g, true)?;
+        let xs = f32_input("conv2d_bwd_weight", x)?;
+        launch_direct(dev, "conv2d_dw_bwd_weight_f32", dy, xs, &mut dw, g, true)?;
         return Ok(dw);
     }
     let d = Dims::of(g);
@@ -41,7 +43,7 @@ pub fn bwd_weight(
             let built;
             let (b, b_off, b_item) = if is_pointwise(g) {
                 let off = (n0 * g.in_channels + grp * d.cg) * d.hw_in;
-                (Operand::F32(x.slice(..)), off, g.in_channels * d.hw_in)
+                (Operand::of_input(x, 0), off, g.in_channels * d.hw_in)
             } else {
                 built = Columns::build(dev, x, g, &d, (n0, items, grp))?;
                 (built.operand(0), 0, d.ckk * d.hw_out)

@@ -1,12 +1,15 @@
 //! Parity cases: conv2d (im2col + cuBLAS, depthwise, direct), matmul, batch norm, pooling.
 
 use super::*;
+use crate::backend::cuda::bf16::{self, CudaValues};
 
 // ---- conv2d ----
 
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum ConvPath {
     Fast,
+    /// The fast path with x in bf16 storage (rounded to bf16 bits before the call).
+    Bf16Input,
     Direct,
 }
 
@@ -59,11 +62,17 @@ pub(super) fn conv_case(
                 dev.upload(&inp[1])?,
                 dev.upload(&inp[2])?,
             );
+            let x16 = bf16::to_bf16(dev, &x, x.len())?;
             let ((y, dx, dw), ms) = timed(dev, || match path {
-                ConvPath::Fast => Ok((
-                    conv2d::fwd(dev, &x, &w, &g)?,
+                ConvPath::Bf16Input => Ok((
+                    conv2d::fwd(dev, CudaValues::Bf16(&x16), &w, &g)?,
                     conv2d::bwd_input(dev, &dy, &w, &g)?,
-                    conv2d::bwd_weight(dev, &dy, &x, &g)?,
+                    conv2d::bwd_weight(dev, &dy, CudaValues::Bf16(&x16), &g)?,
+                )),
+                ConvPath::Fast => Ok((
+                    conv2d::fwd(dev, CudaValues::F32(&x), &w, &g)?,
+                    conv2d::bwd_input(dev, &dy, &w, &g)?,
+                    conv2d::bwd_weight(dev, &dy, CudaValues::F32(&x), &g)?,
                 )),
                 ConvPath::Direct => Ok((
                     conv2d::direct::fwd(dev, &x, &w, &g)?,
@@ -323,6 +332,42 @@ pub(super) fn bf16_cases() -> Vec<Case> {
             &["f32_to_bf16"],
             conv_case("", &[], ConvPath::Fast, geo(2, 12, 9, 7, 10, 1, 1, 0, 1)),
         ),
+        // bf16 storage: the input as bf16 bits, read as they are (columns copied bit for bit,
+        // the pointwise product taking x itself); the depthwise kernels get it widened.
+        in_bf16(
+            "conv2d bf16-stored input 3x3 s2 p1",
+            &[
+                "f32_to_bf16",
+                "conv2d_im2col_bf16_of_bf16",
+                "conv2d_col2im_f32",
+            ],
+            conv_case(
+                "",
+                &[],
+                ConvPath::Bf16Input,
+                geo(3, 6, 13, 11, 9, 3, 2, 1, 1),
+            ),
+        ),
+        in_bf16(
+            "conv2d bf16-stored input 1x1",
+            &["f32_to_bf16"],
+            conv_case(
+                "",
+                &[],
+                ConvPath::Bf16Input,
+                geo(2, 12, 9, 7, 10, 1, 1, 0, 1),
+            ),
+        ),
+        in_bf16(
+            "conv2d bf16-stored input depthwise 3x3",
+            &["f32_to_bf16", "bf16_to_f32", "conv2d_dw_fwd_f32"],
+            conv_case(
+                "",
+                &[],
+                ConvPath::Bf16Input,
+                geo(2, 8, 11, 9, 8, 3, 1, 1, 8),
+            ),
+        ),
         in_bf16(
             "conv2d bf16 3x3 sliced weight gradient",
             &["f32_to_bf16", "conv2d_im2col_bf16", "conv2d_col2im_f32"],
@@ -338,6 +383,7 @@ pub(super) fn bn_case(
     kernels: &'static [&'static str],
     silu: bool,
     training: bool,
+    out_bf16: bool,
     dims: [usize; 4],
 ) -> Case {
     let s = bn::BnShape {
@@ -350,7 +396,8 @@ pub(super) fn bn_case(
         name,
         kernels,
         shape: dims_str(&dims),
-        tol: 1e-4,
+        // bf16 output: y rounded to bf16 (8 significant bits: relative error <= 2^-8); the rest is f32.
+        tol: if out_bf16 { 1e-2 } else { 1e-4 },
         measure: Measure::PerElement,
         make: Box::new(move |rng| {
             vec![
@@ -406,20 +453,29 @@ pub(super) fn bn_case(
                 (up(0)?, up(1)?, up(2)?, up(3)?, up(4)?, up(5)?);
             if !training {
                 let (y, ms) = timed(dev, || {
-                    bn::fwd_eval(dev, &x, &gamma, &beta, &rm, &rv, s, eps, silu)
+                    bn::fwd_eval(dev, &x, &gamma, &beta, &rm, &rv, s, eps, (silu, out_bf16))
                 })?;
-                return Ok(out(vec![("y", dev.download(&y)?)], ms));
+                return Ok(out(vec![("y", dev.download(&y.into_f32(dev)?)?)], ms));
             }
             let ((y, dx, dgamma, dbeta), ms) = timed(dev, || {
                 let (y, saved) = bn::fwd_train(
-                    dev, &x, &gamma, &beta, &mut rm, &mut rv, s, momentum, eps, silu,
+                    dev,
+                    &x,
+                    &gamma,
+                    &beta,
+                    &mut rm,
+                    &mut rv,
+                    s,
+                    momentum,
+                    eps,
+                    (silu, out_bf16),
                 )?;
                 let (dx, dg, db) = bn::bwd_train(dev, &dy, &x, &gamma, &beta, &saved, s, silu)?;
                 Ok((y, dx, dg, db))
             })?;
             Ok(out(
                 vec![
-                    ("y", dev.download(&y)?),
+                    ("y", dev.download(&y.into_f32(dev)?)?),
                     ("run_mean", dev.download(&rm)?),
                     ("run_var", dev.download(&rv)?),
                     ("dx", dev.download(&dx)?),
@@ -455,24 +511,78 @@ pub(super) fn bn_cases() -> Vec<Case> {
     // inside images of 4,087.
     let (small, large, chunked) = ([3, 5, 7, 9], [2, 3, 17, 19], [5, 3, 61, 67]);
     vec![
-        bn_case("batch_norm train fwd+bwd", TRAIN, false, true, small),
-        bn_case("batch_norm train, plane > 256", TRAIN, false, true, large),
-        bn_case("batch_norm train, several chunks", TRAIN, false, true, chunked),
-        bn_case("bn+silu train, several chunks", SILU_TRAIN, true, true, chunked),
+        bn_case("batch_norm train fwd+bwd", TRAIN, false, true, false, small),
+        bn_case(
+            "batch_norm train, plane > 256",
+            TRAIN,
+            false,
+            true,
+            false,
+            large,
+        ),
+        bn_case(
+            "batch_norm train, several chunks",
+            TRAIN,
+            false,
+            true,
+            false,
+            chunked,
+        ),
+        bn_case(
+            "bn+silu train, several chunks",
+            SILU_TRAIN,
+            true,
+            true,
+            false,
+            chunked,
+        ),
         bn_case(
             "batch_norm eval fwd",
             &["batch_norm_fwd_f32"],
             false,
             false,
+            false,
             small,
         ),
-        bn_case("bn+silu fused train fwd+bwd", SILU_TRAIN, true, true, small),
-        bn_case("bn+silu train, plane > 256", SILU_TRAIN, true, true, large),
+        bn_case(
+            "bn+silu fused train fwd+bwd",
+            SILU_TRAIN,
+            true,
+            true,
+            false,
+            small,
+        ),
+        bn_case(
+            "bn+silu train, plane > 256",
+            SILU_TRAIN,
+            true,
+            true,
+            false,
+            large,
+        ),
         bn_case(
             "bn+silu fused eval fwd",
             &["bn_silu_fwd_f32"],
             true,
             false,
+            false,
+            small,
+        ),
+        // bf16 storage: the forwards writing y as bf16 bits.
+        bn_case(
+            "bn+silu train, bf16 output",
+            &["bn_silu_fwd_bf16"],
+            true,
+            true,
+            true,
+            large,
+        ),
+        bn_case(
+            "batch_norm eval, bf16 output",
+            &["batch_norm_fwd_bf16"],
+            false,
+            false,
+            true,
             small,
         ),
     ]

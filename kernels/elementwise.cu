@@ -19,6 +19,8 @@
 //     overflow goes to inf, as __float2bfloat16_rn), for the bf16 products (gemm.rs) and bf16
 //     storage (bf16.rs); written with bit operations so no cuda_bf16.h is needed under NVRTC.
 //   bf16_to_f32(x [n] as u16 bits, y [n], n): exact (the bits shifted into an f32's top half).
+//   add_bf16(a, b, y [n] as u16 bits, n): y = bf16(a + b), the sum in f32 (bf16 storage's
+//     residual adds).
 // Checked against: src/ops/elementwise.rs and src/ops/binary.rs (through Tensor) by the parity
 //   table in src/backend/cuda/selftest.rs.
 // Launch geometry: 1-D, 256 threads per block, grid-stride loops (any grid size is correct; the
@@ -172,19 +174,29 @@ extern "C" __global__ void fill_f32(float* __restrict__ y, long long n, float v)
     GRID_STRIDE(i, n) { y[i] = v; }
 }
 
+__device__ __forceinline__ unsigned short bf16_bits(float x) {
+    unsigned int b = __float_as_uint(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        return (unsigned short)((b >> 16) | 0x0040u);  // NaN: keep the sign, force quiet
+    }
+    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float bf16_value(unsigned short bits) {
+    return __uint_as_float((unsigned int)bits << 16);
+}
+
 extern "C" __global__ void f32_to_bf16(const float* __restrict__ x, unsigned short* __restrict__ y,
                                        long long n) {
-    GRID_STRIDE(i, n) {
-        unsigned int b = __float_as_uint(x[i]);
-        if ((b & 0x7fffffffu) > 0x7f800000u) {
-            y[i] = (unsigned short)((b >> 16) | 0x0040u);  // NaN: keep the sign, force quiet
-        } else {
-            y[i] = (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-        }
-    }
+    GRID_STRIDE(i, n) { y[i] = bf16_bits(x[i]); }
+}
+
+extern "C" __global__ void add_bf16(const unsigned short* __restrict__ a,
+                                    const unsigned short* __restrict__ b,
+                                    unsigned short* __restrict__ y, long long n) {
+    GRID_STRIDE(i, n) { y[i] = bf16_bits(bf16_value(a[i]) + bf16_value(b[i])); }
 }
 
 extern "C" __global__ void bf16_to_f32(const unsigned short* __restrict__ x, float* __restrict__ y,
                                        long long n) {
-    GRID_STRIDE(i, n) { y[i] = __uint_as_float((unsigned int)x[i] << 16); }
+    GRID_STRIDE(i, n) { y[i] = bf16_value(x[i]); }
 }

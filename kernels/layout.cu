@@ -8,6 +8,7 @@
 //     elements and non-negative; the launcher has checked that every index lies inside its
 //     buffer. Distinct logical indices must map to distinct dst indices (the launcher's callers
 //     write into fresh buffers or disjoint views), so there is no write race.
+//   strided_copy_u16: the same for 16-bit elements (bf16 storage bits).
 // Checked against: Tensor::contiguous on the CPU (src/tensor/strided.rs order) by the parity
 //   table in src/backend/cuda/selftest.rs.
 // Launch geometry: 1-D, 256 threads per block, grid-stride loop.
@@ -30,8 +31,9 @@ struct Strided {
     long long ds[MAX_RANK];
 };
 
-extern "C" __global__ void strided_copy_f32(const float* __restrict__ src, float* __restrict__ dst,
-                                            long long n, Strided g) {
+template <typename T>
+__device__ __forceinline__ void strided_copy(const T* __restrict__ src, T* __restrict__ dst,
+                                             long long n, const Strided& g) {
     int rank = g.rank < 0 ? 0 : (g.rank > MAX_RANK ? MAX_RANK : g.rank);
     GRID_STRIDE(i, n) {
         long long rem = i, is = g.src_offset, id = g.dst_offset;
@@ -44,4 +46,15 @@ extern "C" __global__ void strided_copy_f32(const float* __restrict__ src, float
         }
         dst[id] = src[is];
     }
+}
+
+extern "C" __global__ void strided_copy_f32(const float* __restrict__ src, float* __restrict__ dst,
+                                            long long n, Strided g) {
+    strided_copy(src, dst, n, g);
+}
+
+extern "C" __global__ void strided_copy_u16(const unsigned short* __restrict__ src,
+                                            unsigned short* __restrict__ dst, long long n,
+                                            Strided g) {
+    strided_copy(src, dst, n, g);
 }

@@ -378,10 +378,23 @@ want = np.zeros_like(base); want.transpose(0, 2, 3, 1)[:, 2:7, :, 1:8:2] = v
 ok = np.array_equal(back, want.ravel())
 print(f'{case:40s} {"scatter":10s} {"ok" if ok else "FAIL"}')
 if not ok: fails.append(case + '/scatter')
+# bf16 storage: strided_copy_u16 gathers the same view of the bits; add_bf16 = bf16(a + b).
+xb = bf16_bits(x); yb = np.zeros(v.size, '<u2'); u16p = lambda a: a.ctypes.data_as(C.c_void_p)
+call('layout', 'strided_copy_u16', u16p(xb), u16p(yb), I(v.size), strided_g(vs, offset, cs, 0))
+ok = np.array_equal(yb, bf16_bits(y))
+print(f'{"strided_copy_u16 (bits)":40s} {"gather":10s} {"ok" if ok else "FAIL"}')
+if not ok: fails.append('strided_copy_u16')
+a16, b16 = bf16_bits(x), bf16_bits(x[::-1]); s16 = np.zeros(len(x), '<u2')
+call('elementwise', 'add_bf16', u16p(a16), u16p(b16), u16p(s16), I(len(x)))
+widen = lambda bits: (bits.astype('<u4') << 16).view('<f4')
+ok = np.array_equal(s16, bf16_bits(widen(a16) + widen(b16)))
+print(f'{"add_bf16 (bits)":40s} {"y":10s} {"ok" if ok else "FAIL"}')
+if not ok: fails.append('add_bf16')
 # Parity cases this script does not run, and why; any other unchecked case is a failure, so a new
 # case gets its emulation (or a reason here) when it is added.
 NOT_EMULATED = {
     'yolox_nano_train_step__norm_': 'a whole training step through the engine, not a kernel call',
+    'yolox_tiny_train_step__bf16__norm_': 'a whole training step through the engine, not a kernel call',
 }
 unchecked = sorted(set(os.listdir(D)) - checked - set(NOT_EMULATED))
 if unchecked:

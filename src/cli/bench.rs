@@ -53,8 +53,8 @@ pub struct BenchTrainArgs {
     /// cpu, cuda or auto
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Matrix products on the GPU: f32, tf32 or bf16 (bf16 operands, f32 accumulation and
-    /// storage); the CPU always computes in f32
+    /// Matrix products on the GPU: f32, tf32 or bf16 (bf16 operands, f32 accumulation; bf16
+    /// activations between convs); the CPU always computes in f32
     #[arg(long, default_value = "f32")]
     pub precision: String,
     /// Print one JSON object instead of text

@@ -3,6 +3,7 @@
 
 use super::{reduce::sum_to_shape, zip_values};
 use crate::autograd::record;
+use crate::backend::cuda::bf16::{self as cuda_bf16, CudaValues};
 use crate::backend::cuda::elementwise::{self as cuda_ew, Binary, MAX_RANK};
 use crate::tensor::{compute_device, Device, Shape, StridedIter, Tensor};
 use crate::Result;
@@ -17,6 +18,19 @@ fn arithmetic(
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Tensor> {
     let out_shape = Shape::broadcast(op, a.shape(), b.shape())?;
+    if kind == Binary::Add && a.shape() == b.shape() && a.is_bf16() && b.is_bf16() {
+        // Two bf16 activations (a residual add in bf16 storage mode) stay bf16; a bf16 view
+        // takes the f32 path below.
+        let y = a.with_cuda_values(|dev, av| {
+            b.with_cuda_values(|_, bv| match (av, bv) {
+                (CudaValues::Bf16(x), CudaValues::Bf16(y)) => cuda_bf16::add(dev, x, y).map(Some),
+                _ => Ok(None),
+            })
+        })?;
+        if let Some(y) = y {
+            return Tensor::from_cuda_bf16(y, out_shape);
+        }
+    }
     if compute_device(&[a, b]) == Device::Cuda && out_shape.rank() <= MAX_RANK {
         let y = a.with_cuda(|dev, av| {
             b.with_cuda(|_, bv| {

@@ -4,6 +4,7 @@
 use super::split_at_axis;
 use crate::autograd::record;
 use crate::backend::cpu::uninit::filled_vec;
+use crate::backend::cuda::bf16::{self as cuda_bf16, CudaBuffer, CudaValues};
 use crate::backend::cuda::layout::{self as cuda_layout, StridedSide};
 use crate::tensor::{compute_device, Device, Layout, Shape, StridedIter, Tensor};
 use crate::{Error, Result};
@@ -356,28 +357,44 @@ fn cat_backward(g: &Tensor, axis: usize, lens: &[usize]) -> Result<Vec<Option<Te
 fn cat_cuda(xs: &[Tensor], axis: usize, dims: &[usize]) -> Result<Tensor> {
     let dev = crate::backend::cuda::device()?;
     let out_strides = Shape(dims.to_vec()).contiguous_strides();
-    let mut out = dev.alloc(dims.iter().product())?;
+    let len = dims.iter().product();
+    // bf16 activations (bf16 storage mode) are joined as bf16 when every piece is one.
+    let mut out = if xs.iter().all(|x| x.is_bf16()) {
+        CudaBuffer::Bf16(dev.alloc_u16(len)?)
+    } else {
+        CudaBuffer::F32(dev.alloc(len)?)
+    };
     let mut at = 0;
     for x in xs {
-        x.with_cuda(|dev, xs| {
-            cuda_layout::strided_copy(
-                dev,
-                x.dims(),
-                xs,
-                StridedSide {
-                    strides: &x.shape().contiguous_strides(),
-                    offset: 0,
-                },
-                &mut out,
-                StridedSide {
-                    strides: &out_strides,
-                    offset: at * out_strides[axis],
-                },
-            )
+        let src_side = StridedSide {
+            strides: &x.shape().contiguous_strides(),
+            offset: 0,
+        };
+        let dst_side = StridedSide {
+            strides: &out_strides,
+            offset: at * out_strides[axis],
+        };
+        x.with_cuda_values(|dev, v| match (v, &mut out) {
+            (CudaValues::Bf16(bits), CudaBuffer::Bf16(o)) => {
+                cuda_layout::strided_copy(dev, x.dims(), bits, src_side, o, dst_side)
+            }
+            (CudaValues::F32(xs), CudaBuffer::F32(o)) => {
+                cuda_layout::strided_copy(dev, x.dims(), xs, src_side, o, dst_side)
+            }
+            // Mixed pieces (f32 output): bf16 widened. A bf16 view (which with_cuda_values
+            // widens) into a bf16 output: rounded back, exactly.
+            (CudaValues::Bf16(bits), CudaBuffer::F32(o)) => {
+                let wide = cuda_bf16::to_f32(dev, bits, bits.len())?;
+                cuda_layout::strided_copy(dev, x.dims(), &wide, src_side, o, dst_side)
+            }
+            (CudaValues::F32(xs), CudaBuffer::Bf16(o)) => {
+                let bits = cuda_bf16::to_bf16(dev, xs, xs.len())?;
+                cuda_layout::strided_copy(dev, x.dims(), &bits, src_side, o, dst_side)
+            }
         })?;
         at += x.dims()[axis];
     }
-    Tensor::from_cuda(out, dims.to_vec())
+    Tensor::from_cuda_buffer(out, dims.to_vec())
 }
 
 /// Split along `axis` into pieces of the given sizes (views).

@@ -47,9 +47,10 @@ pub enum Precision {
     /// TF32 tensor cores (10-bit mantissa operands, f32 accumulation): PyTorch's default for
     /// convolutions (`cudnn.allow_tf32`). Relative error near 3e-4.
     Tf32,
-    /// bf16 tensor cores: both operands of every product rounded to bf16 just before it, f32
-    /// accumulation and output; parameters (master weights), activations and gradients stay
-    /// f32 in memory. Relative error near 3e-3 (`ssod selftest` checks it at 1e-2).
+    /// bf16 tensor cores: both operands of every product rounded to bf16, f32 accumulation and
+    /// output; BN(+SiLU) outputs kept as bf16 and read as such by convs, cat and residual adds
+    /// (`backend::cuda::bf16`); parameters (master weights), gradients and optimizer state stay
+    /// f32. Relative error near 3e-3 per product (`ssod selftest` checks it at 1e-2).
     Bf16,
 }
 

@@ -92,3 +92,22 @@ where
     unsafe { lb.launch(grid_1d(len)) }.map_err(|e| cuda_err(sym, e))?;
     Ok(y)
 }
+
+/// `a + b` of two bf16 buffers of one shape, rounded to bf16 (the sum in f32): YOLOX's residual
+/// adds in bf16 storage mode.
+pub fn add(dev: &CudaDevice, a: &CudaSlice<u16>, b: &CudaSlice<u16>) -> Result<CudaSlice<u16>> {
+    let sym = "add_bf16";
+    let n = a.len();
+    super::check_len(sym, "b (same shape as a)", b, n)?;
+    let mut y = dev.alloc_u16(n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let n64 = to_i64(sym, n)?;
+    let f = dev.function(KernelFile::Elementwise, sym)?;
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(a).arg(b).arg(&mut y).arg(&n64);
+    // SAFETY: a, b, y hold n elements.
+    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(y)
+}

@@ -139,7 +139,8 @@ pub fn binary(
     let sym = format!("{}_f32", op.stem());
     let n = a.len();
     check_len(&sym, "b (same shape as a)", b, n)?;
-    let mut y = dev.zeros(n)?;
+    // Every element is written: no zeroing pass.
+    let mut y = dev.alloc(n)?;
     if n == 0 {
         return Ok(y);
     }

@@ -78,15 +78,15 @@ fn last_index(dims: &[usize], side: &StridedSide) -> Option<usize> {
 }
 
 /// Copy the `dims` view `src_side` of `src` into the view `dst_side` of `dst`.
-pub fn strided_copy(
+pub fn strided_copy<T: CopyElement>(
     dev: &CudaDevice,
     dims: &[usize],
-    src: &CudaSlice<f32>,
+    src: &CudaSlice<T>,
     src_side: StridedSide,
-    dst: &mut CudaSlice<f32>,
+    dst: &mut CudaSlice<T>,
     dst_side: StridedSide,
 ) -> Result<()> {
-    let sym = "strided_copy_f32";
+    let sym = T::STRIDED_COPY;
     if src_side.strides.len() != dims.len() || dst_side.strides.len() != dims.len() {
         return Err(Error::op(
             sym,
@@ -142,6 +142,18 @@ pub fn strided_copy(
     // are non-negative, so every index of the walk lies in [offset, last].
     unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
     Ok(())
+}
+
+/// Element types [`strided_copy`] moves, and its kernel for each.
+pub trait CopyElement: cudarc::driver::DeviceRepr {
+    const STRIDED_COPY: &'static str;
+}
+impl CopyElement for f32 {
+    const STRIDED_COPY: &'static str = "strided_copy_f32";
+}
+/// bf16 bits (bf16 storage).
+impl CopyElement for u16 {
+    const STRIDED_COPY: &'static str = "strided_copy_u16";
 }
 
 /// A fresh contiguous buffer holding the `dims` view (`strides`, `offset`) of `src`.

@@ -134,6 +134,7 @@ impl KernelFile {
                 "fill_f32",
                 "f32_to_bf16",
                 "bf16_to_f32",
+                "add_bf16",
             ],
             KernelFile::Reduce => &["sum_partial_f32", "sum_keepdim_f32"],
             KernelFile::Conv2d => &[
@@ -197,7 +198,7 @@ impl KernelFile {
             ],
             KernelFile::Crop => &["crop_patches_fwd_f32", "crop_patches_bwd_f32"],
             KernelFile::Detect => &["decode_outputs_f32", "nms_mask_f32"],
-            KernelFile::Layout => &["strided_copy_f32"],
+            KernelFile::Layout => &["strided_copy_f32", "strided_copy_u16"],
         }
     }
 

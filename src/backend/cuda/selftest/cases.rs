@@ -153,5 +153,6 @@ pub fn cases() -> Vec<Case> {
     v.push(nms_case("nms (class-agnostic) iou 0.5", false, 0.5));
     v.push(nms_case("batched_nms (per class) iou 0.45", true, 0.45));
     v.push(yolox_train_step_case());
+    v.push(yolox_train_step_bf16_case());
     v
 }

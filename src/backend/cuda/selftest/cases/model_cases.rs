@@ -12,8 +12,8 @@ const BATCH: usize = 2;
 const SIZE: usize = 128;
 
 /// Loss parts, raw outputs, every parameter gradient and the BN running stats after the step.
-fn train_step(inp: &Inputs, device: Device) -> Result<Outputs> {
-    let model = YoloX::new(YoloXConfig::variant("nano", 2)?)?;
+fn train_step(inp: &Inputs, device: Device, variant: &str) -> Result<Outputs> {
+    let model = YoloX::new(YoloXConfig::variant(variant, 2)?)?;
     model.store.to_device(device)?;
     model.set_training(true);
     let images = Tensor::from_vec(inp[0].clone(), [BATCH, 3, SIZE, SIZE])?.to_device(device)?;
@@ -98,7 +98,38 @@ pub(super) fn yolox_train_step_case() -> Case {
             }
             vec![images, labels]
         }),
-        cpu: Box::new(|inp| train_step(inp, Device::Cpu)),
-        gpu: Box::new(|_, inp| train_step(inp, Device::Cuda)),
+        cpu: Box::new(|inp| train_step(inp, Device::Cpu, "nano")),
+        gpu: Box::new(|_, inp| train_step(inp, Device::Cuda, "nano")),
+    }
+}
+
+/// The same step for YOLOX-tiny (plain 3×3 convs, as YOLOX-s) with the GPU in bf16 mode: bf16
+/// products and bf16 activations (`backend::cuda::bf16`: BN outputs, conv inputs), against the
+/// CPU in f32.
+pub(super) fn yolox_train_step_bf16_case() -> Case {
+    let base = yolox_train_step_case();
+    Case {
+        name: "yolox-tiny train step, bf16 (norm)",
+        // The bf16 storage kernels on YOLOX's own paths: CSP's residual adds and its cat of
+        // two BN+SiLU outputs, besides the BN and conv ones with rows of their own.
+        kernels: &[
+            "add_bf16",
+            "strided_copy_u16",
+            "bn_silu_fwd_bf16",
+            "conv2d_im2col_bf16_of_bf16",
+        ],
+        // Every activation and product operand rounded to 8 significant bits (relative error up
+        // to 2^-8 each, ~1e-3 typical), through some fifty layers, each BN renormalising: the
+        // norms should land at a few 1e-3 to 1e-2 (not yet measured on a GPU); a wrong bf16 arm
+        // (bits read as f32, a missing widen) gives O(1).
+        tol: 5e-2,
+        cpu: Box::new(|inp| train_step(inp, Device::Cpu, "tiny")),
+        gpu: Box::new(|dev, inp| {
+            dev.set_matrix_precision(MatrixPrecision::Bf16)?;
+            let result = train_step(inp, Device::Cuda, "tiny");
+            dev.set_matrix_precision(MatrixPrecision::F32)?;
+            result
+        }),
+        ..base
     }
 }

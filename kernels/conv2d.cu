@@ -211,9 +211,11 @@ __device__ __forceinline__ bool fits_int(long long items, long long per_item) {
     return items * per_item + (long long)blockDim.x * gridDim.x < 2147483647LL;
 }
 
-extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float* __restrict__ col,
-                                             ConvGeom g, long long n0, long long items,
-                                             long long grp) {
+// The im2col kernels: one body, 32-bit indices when the launch allows.
+template <typename X, typename T>
+__device__ __forceinline__ void im2col(const X* __restrict__ x, T* __restrict__ col,
+                                       const ConvGeom& g, long long n0, long long items,
+                                       long long grp) {
     const long long per_item = (g.c / g.groups) * g.kh * g.kw * g.ho * g.wo;
     if (fits_int(items, per_item)) {
         im2col_body<int>(x, col, g, n0, items, grp);
@@ -222,27 +224,23 @@ extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float*
     }
 }
 
+extern "C" __global__ void conv2d_im2col_f32(const float* __restrict__ x, float* __restrict__ col,
+                                             ConvGeom g, long long n0, long long items,
+                                             long long grp) {
+    im2col(x, col, g, n0, items, grp);
+}
+
 extern "C" __global__ void conv2d_im2col_bf16(const float* __restrict__ x,
                                               unsigned short* __restrict__ col, ConvGeom g,
                                               long long n0, long long items, long long grp) {
-    const long long per_item = (g.c / g.groups) * g.kh * g.kw * g.ho * g.wo;
-    if (fits_int(items, per_item)) {
-        im2col_body<int>(x, col, g, n0, items, grp);
-    } else {
-        im2col_body<long long>(x, col, g, n0, items, grp);
-    }
+    im2col(x, col, g, n0, items, grp);
 }
 
 extern "C" __global__ void conv2d_im2col_bf16_of_bf16(const unsigned short* __restrict__ x,
                                                       unsigned short* __restrict__ col,
                                                       ConvGeom g, long long n0, long long items,
                                                       long long grp) {
-    const long long per_item = (g.c / g.groups) * g.kh * g.kw * g.ho * g.wo;
-    if (fits_int(items, per_item)) {
-        im2col_body<int>(x, col, g, n0, items, grp);
-    } else {
-        im2col_body<long long>(x, col, g, n0, items, grp);
-    }
+    im2col(x, col, g, n0, items, grp);
 }
 
 extern "C" __global__ void conv2d_col2im_f32(const float* __restrict__ col, float* __restrict__ dx,

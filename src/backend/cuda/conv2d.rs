@@ -179,43 +179,27 @@ pub fn fwd(
                 stride: g.out_channels * d.hw_out,
             };
             let shape = (d.kg, d.hw_out, d.ckk);
-            if is_pointwise(g) {
+            // x itself (pointwise) or the chunk's column matrices, item i's `[ckk, HWo]` a
+            // stride apart.
+            let built;
+            let (b, b_items) = if is_pointwise(g) {
                 let x_off = (n0 * g.in_channels + grp * d.cg) * d.hw_in;
                 let x_items = Strided {
                     ld: d.hw_out,
                     stride: g.in_channels * d.hw_in,
                 };
-                product(
-                    dev,
-                    false,
-                    shape,
-                    &w_g,
-                    shared_w,
-                    &Operand::of_input(x, x_off),
-                    x_items,
-                    &mut y_ng,
-                    y_items,
-                    items,
-                )?;
+                (Operand::of_input(x, x_off), x_items)
             } else {
-                let cols = Columns::build(dev, x, g, &d, (n0, items, grp))?;
+                built = Columns::build(dev, x, g, &d, (n0, items, grp))?;
                 let col_items = Strided {
                     ld: d.hw_out,
                     stride: d.ckk * d.hw_out,
                 };
-                product(
-                    dev,
-                    false,
-                    shape,
-                    &w_g,
-                    shared_w,
-                    &cols.operand(0),
-                    col_items,
-                    &mut y_ng,
-                    y_items,
-                    items,
-                )?;
-            }
+                (built.operand(0), col_items)
+            };
+            product(
+                dev, false, shape, &w_g, shared_w, &b, b_items, &mut y_ng, y_items, items,
+            )?;
         }
     }
     Ok(y)

@@ -13,7 +13,8 @@
 //! # How the engine uses it (`src/tensor/device.rs`, DEVELOPERS.md "CUDA tensors")
 //!
 //! - `Storage::Cuda(CudaSlice<f32>)` next to `Storage::Cpu`; `Device::Cuda` is the process's one
-//!   [`CudaDevice`] ([`device`], opened by [`CudaAvailability::probe`]).
+//!   [`CudaDevice`] ([`device`], opened by [`CudaAvailability::probe`]). `Storage::CudaBf16`
+//!   holds bf16 activations in bf16 product mode ([`bf16`]); f32 readers get a widened copy.
 //! - An op's CUDA arm calls the launcher of the same stem with contiguous device buffers
 //!   (`Tensor::with_cuda`: the storage itself, or a strided copy, [`layout::contiguous`]) and the
 //!   geometry the CPU path computes (`Conv2dGeometry`, `[outer, len, inner]`, `BnShape`,

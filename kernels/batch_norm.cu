@@ -36,6 +36,8 @@
 //   index (one 32-bit division pair per element).
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
+#include "bf16.cuh"
+
 #define THREADS 256
 #define TILE 1024
 #define GRID_STRIDE(i, n) \
@@ -193,13 +195,6 @@ __device__ __forceinline__ float inv_of(const float* s, long long ch, float eps,
     return s_is_var ? 1.0f / sqrtf(s[ch] + eps) : s[ch];
 }
 
-// f32 -> bf16 bits, round to nearest even, NaN kept quiet with its sign: the rule of
-// f32_to_bf16 in elementwise.cu (each NVRTC module is compiled on its own, hence the copy).
-__device__ __forceinline__ unsigned short bf16_bits(float x) {
-    unsigned int b = __float_as_uint(x);
-    if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x0040u);
-    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
 __device__ __forceinline__ void store_y(float* y, long long i, float v) { y[i] = v; }
 __device__ __forceinline__ void store_y(unsigned short* y, long long i, float v) {
     y[i] = bf16_bits(v);

@@ -25,6 +25,8 @@
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda;
 //   time: ssod selftest --device cuda prints CPU and GPU ms per case.
 
+#include "bf16.cuh"
+
 #define THREADS 256
 #define GRID_STRIDE(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
@@ -133,17 +135,10 @@ extern "C" __global__ void conv2d_bwd_weight_f32(const float* __restrict__ dy,
 // im2col and col2im do several divisions per element; they run in 32-bit arithmetic (I = int)
 // when every index of the launch fits, which is every YOLOX layer (64-bit division costs tens of
 // instructions). The launcher-visible kernels pick the type; the bodies are the same.
-// f32 -> bf16 bits, round to nearest even, NaN kept quiet with its sign: the rule of
-// f32_to_bf16 in elementwise.cu (each NVRTC module is compiled on its own, hence the copy).
-__device__ __forceinline__ unsigned short bf16_bits(float x) {
-    unsigned int b = __float_as_uint(x);
-    if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x0040u);
-    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
 // Input values as f32: f32 as is, bf16 bits (bf16 storage) widened exactly.
 __device__ __forceinline__ float load_x(const float* x, long long i) { return x[i]; }
 __device__ __forceinline__ float load_x(const unsigned short* x, long long i) {
-    return __uint_as_float((unsigned int)x[i] << 16);
+    return bf16_value(x[i]);
 }
 __device__ __forceinline__ void store_col(float* col, long long i, float v) { col[i] = v; }
 __device__ __forceinline__ void store_col(unsigned short* col, long long i, float v) {

@@ -28,6 +28,8 @@
 // Check: cargo test --release --test cuda_kernels_compile (NVRTC, no GPU);
 //        ssod selftest --device cuda (parity and timings, on a GPU).
 
+#include "bf16.cuh"
+
 #define GRID_STRIDE(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
@@ -172,17 +174,6 @@ extern "C" __global__ void scale_shift_f32(const float* __restrict__ x, float* _
 
 extern "C" __global__ void fill_f32(float* __restrict__ y, long long n, float v) {
     GRID_STRIDE(i, n) { y[i] = v; }
-}
-
-__device__ __forceinline__ unsigned short bf16_bits(float x) {
-    unsigned int b = __float_as_uint(x);
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-        return (unsigned short)((b >> 16) | 0x0040u);  // NaN: keep the sign, force quiet
-    }
-    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
-__device__ __forceinline__ float bf16_value(unsigned short bits) {
-    return __uint_as_float((unsigned int)bits << 16);
 }
 
 extern "C" __global__ void f32_to_bf16(const float* __restrict__ x, unsigned short* __restrict__ y,

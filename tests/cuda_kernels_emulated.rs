@@ -55,7 +55,9 @@ fn compile_kernels(work: &Path) {
         .expect("write .cpp");
         // -ffp-contract=off: no fused multiply-adds, as the kernels' _rn intrinsics promise.
         let out = Command::new("g++")
-            .args(["-O1", "-ffp-contract=off", "-shared", "-fPIC", "-include"])
+            .args(["-O1", "-ffp-contract=off", "-shared", "-fPIC", "-I"])
+            .arg(&kernels)
+            .arg("-include")
             .arg(kernels.join("emu/emu.h"))
             .arg(&cpp)
             .arg("-o")

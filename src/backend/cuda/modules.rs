@@ -97,6 +97,17 @@ impl KernelFile {
         }
     }
 
+    /// [`Self::source`] with the shared headers it includes spliced in: what NVRTC compiles.
+    pub fn compiled_source(self) -> std::borrow::Cow<'static, str> {
+        let mut src = std::borrow::Cow::Borrowed(self.source());
+        for (line, text) in SHARED_HEADERS {
+            if src.contains(line) {
+                src = std::borrow::Cow::Owned(src.replace(line, text));
+            }
+        }
+        src
+    }
+
     /// Every `extern "C" __global__` entry point the file defines, as its PTX names them.
     /// `tests/cuda_kernels_compile.rs` checks this list against the PTX and against the parity
     /// table.
@@ -278,8 +289,15 @@ fn check_arch(arch: &str) -> Result<()> {
 /// Compile one kernel file to PTX text for `arch` with NVRTC (no driver needed). A compile
 /// error carries the NVRTC log and the file's name.
 pub fn compile_ptx(file: KernelFile, arch: &str) -> Result<String> {
-    compile_source(&file.file_name(), file.source(), arch)
+    compile_source(&file.file_name(), &file.compiled_source(), arch)
 }
+
+/// The helpers several kernel files share, spliced in place of their `#include` line (the
+/// modules are compiled from embedded text, with no file system for NVRTC to search).
+const SHARED_HEADERS: &[(&str, &str)] = &[(
+    "#include \"bf16.cuh\"",
+    include_str!("../../../kernels/bf16.cuh"),
+)];
 
 /// Compile CUDA C `src` (named `name` in messages, e.g. `kernels/conv2d.cu`) to PTX for `arch`.
 pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {

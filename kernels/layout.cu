@@ -8,7 +8,7 @@
 //     elements and non-negative; the launcher has checked that every index lies inside its
 //     buffer. Distinct logical indices must map to distinct dst indices (the launcher's callers
 //     write into fresh buffers or disjoint views), so there is no write race.
-//   strided_copy_u16: the same for 16-bit elements (bf16 storage bits).
+//   strided_copy_bf16: the same for bf16 storage bits (16-bit elements moved as they are).
 // Checked against: Tensor::contiguous on the CPU (src/tensor/strided.rs order) by the parity
 //   table in src/backend/cuda/selftest.rs.
 // Launch geometry: 1-D, 256 threads per block, grid-stride loop.
@@ -53,7 +53,7 @@ extern "C" __global__ void strided_copy_f32(const float* __restrict__ src, float
     strided_copy(src, dst, n, g);
 }
 
-extern "C" __global__ void strided_copy_u16(const unsigned short* __restrict__ src,
+extern "C" __global__ void strided_copy_bf16(const unsigned short* __restrict__ src,
                                             unsigned short* __restrict__ dst, long long n,
                                             Strided g) {
     strided_copy(src, dst, n, g);

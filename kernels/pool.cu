@@ -11,21 +11,35 @@
 //     backward gathers dy/k² over the windows that hold the element.
 //   upsample2x_fwd_f32(x, y, planes, H, W): y [planes,2H,2W], y[oy][ox] = x[oy/2][ox/2];
 //   upsample2x_bwd_f32(dy, dx, planes, H, W): dx = sum of its 4 copies.
+//   max_pool2d_fwd_bf16 / upsample2x_fwd_bf16: the forwards on bf16 bits (bf16 storage; the
+//     window max compared as f32, its bits written back unchanged); backward is f32 (gradients).
 // Checked against: ops::max_pool2d, ops::avg_pool2d, ops::upsample_nearest2x (Tensor + autograd).
 // Launch geometry: 1-D grid-stride, 256 threads, one thread per output element.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
+
+#include "bf16.cuh"
 
 #define GRID_STRIDE(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
 
-extern "C" __global__ void max_pool2d_fwd_f32(const float* __restrict__ x, float* __restrict__ y,
-                                              int* __restrict__ arg, long long planes, long long H,
-                                              long long W, long long Ho, long long Wo, long long k,
-                                              long long s, long long p) {
+// Values as f32 and back: f32 as is, bf16 bits (bf16 storage) widened / rounded (exact for
+// a value that came from bf16, as a window's max does).
+__device__ __forceinline__ float as_f32(float v) { return v; }
+__device__ __forceinline__ float as_f32(unsigned short v) { return bf16_value(v); }
+__device__ __forceinline__ void store(float* y, long long i, float v) { y[i] = v; }
+__device__ __forceinline__ void store(unsigned short* y, long long i, float v) {
+    y[i] = bf16_bits(v);
+}
+
+template <typename T>
+__device__ __forceinline__ void max_pool_fwd(const T* __restrict__ x, T* __restrict__ y,
+                                             int* __restrict__ arg, long long planes, long long H,
+                                             long long W, long long Ho, long long Wo, long long k,
+                                             long long s, long long p) {
     GRID_STRIDE(i, planes * Ho * Wo) {
         long long ox = i % Wo, oy = (i / Wo) % Ho, pl = i / (Wo * Ho);
-        const float* xp = x + pl * H * W;
+        const T* xp = x + pl * H * W;
         float best = -__int_as_float(0x7f800000);
         long long bi = -1;
         for (long long ky = 0; ky < k; ++ky) {
@@ -34,16 +48,31 @@ extern "C" __global__ void max_pool2d_fwd_f32(const float* __restrict__ x, float
             for (long long kx = 0; kx < k; ++kx) {
                 long long ix = ox * s + kx - p;
                 if (ix < 0 || ix >= W) continue;
-                float v = xp[iy * W + ix];
+                float v = as_f32(xp[iy * W + ix]);
                 if (bi < 0 || v > best || (isnan(v) && !isnan(best))) {
                     best = v;
                     bi = iy * W + ix;
                 }
             }
         }
-        y[i] = best;
+        store(y, i, best);
         arg[i] = (int)bi;
     }
+}
+
+extern "C" __global__ void max_pool2d_fwd_f32(const float* __restrict__ x, float* __restrict__ y,
+                                              int* __restrict__ arg, long long planes, long long H,
+                                              long long W, long long Ho, long long Wo, long long k,
+                                              long long s, long long p) {
+    max_pool_fwd(x, y, arg, planes, H, W, Ho, Wo, k, s, p);
+}
+
+extern "C" __global__ void max_pool2d_fwd_bf16(const unsigned short* __restrict__ x,
+                                               unsigned short* __restrict__ y,
+                                               int* __restrict__ arg, long long planes,
+                                               long long H, long long W, long long Ho, long long Wo,
+                                               long long k, long long s, long long p) {
+    max_pool_fwd(x, y, arg, planes, H, W, Ho, Wo, k, s, p);
 }
 
 // Outputs (oy, ox) whose window holds input (iy, ix): oy*s - p <= iy < oy*s - p + k.
@@ -109,13 +138,25 @@ extern "C" __global__ void avg_pool2d_bwd_f32(const float* __restrict__ dy,
     }
 }
 
-extern "C" __global__ void upsample2x_fwd_f32(const float* __restrict__ x, float* __restrict__ y,
-                                              long long planes, long long H, long long W) {
+template <typename T>
+__device__ __forceinline__ void upsample2x_fwd(const T* __restrict__ x, T* __restrict__ y,
+                                               long long planes, long long H, long long W) {
     long long W2 = 2 * W, H2 = 2 * H;
     GRID_STRIDE(i, planes * H2 * W2) {
         long long ox = i % W2, oy = (i / W2) % H2, pl = i / (W2 * H2);
         y[i] = x[(pl * H + oy / 2) * W + ox / 2];
     }
+}
+
+extern "C" __global__ void upsample2x_fwd_f32(const float* __restrict__ x, float* __restrict__ y,
+                                              long long planes, long long H, long long W) {
+    upsample2x_fwd(x, y, planes, H, W);
+}
+
+extern "C" __global__ void upsample2x_fwd_bf16(const unsigned short* __restrict__ x,
+                                               unsigned short* __restrict__ y, long long planes,
+                                               long long H, long long W) {
+    upsample2x_fwd(x, y, planes, H, W);
 }
 
 extern "C" __global__ void upsample2x_bwd_f32(const float* __restrict__ dy,

@@ -19,6 +19,10 @@ def call(lib, sym, *args):
         if isinstance(a, np.ndarray): conv.append(f32p(a))
         else: conv.append(a)
     fn(*conv)
+def bf16_bits(x):
+    # f32 values rounded to bf16 bits by the kernel (f32_to_bf16), as u16.
+    x = np.ascontiguousarray(x, dtype='f4'); bits = np.zeros(len(x), '<u2')
+    call('elementwise', 'f32_to_bf16', x, bits.ctypes.data_as(C.c_void_p), I(len(x))); return bits
 def call_grid(lib, sym, grid, *args):
     # Each block of a `grid`-block launch in turn (blocks that split the work by blockIdx).
     for b in range(grid):
@@ -142,14 +146,20 @@ for case,silu,train,(N,Cc,P) in [('batch_norm_train_fwd_bwd',0,1,(3,5,63)),('bat
     for chunk, grid in [(REDUCE_CHUNK, None), (7, 4), (100, None)]:
         for nm,v in bn_train(x,gm,bt,rm.copy(),rv.copy(),dy,N,Cc,P,silu,chunk,grid,out_bf16): cmp(case,nm,v,tol)
 # pool
-for case,kind,k,s,p in [('max_pool2d_k3_s2_p1','max',3,2,1),('max_pool2d_k5_s1_p2__SPP_','max',5,1,2),('avg_pool2d_k3_s2_p1','avg',3,2,1),('upsample_nearest_x2','up',1,1,0)]:
+# The *_bf16_input cases run the forward on bf16 bits (their inputs are bf16 values) and widen y.
+for case,kind,k,s,p in [('max_pool2d_k3_s2_p1','max',3,2,1),('max_pool2d_k5_s1_p2__SPP_','max',5,1,2),('avg_pool2d_k3_s2_p1','avg',3,2,1),('upsample_nearest_x2','up',1,1,0),
+        ('max_pool2d_k5_s1_p2__bf16_input','max',5,1,2),('upsample_nearest_x2__bf16_input','up',1,1,0)]:
     x,dy=inp(case,0),inp(case,1); pl,h,w=6,9,11; ho=(h+2*p-k)//s+1; wo=(w+2*p-k)//s+1; dx=np.zeros_like(x)
+    b16 = case.endswith('bf16_input'); sfx = 'bf16' if b16 else 'f32'
+    xin = bf16_bits(x) if b16 else x; p16 = lambda a: a.ctypes.data_as(C.c_void_p)
     if kind=='up':
-        y=np.zeros(4*len(x),'f4'); call('pool','upsample2x_fwd_f32',x,y,I(pl),I(h),I(w)); call('pool','upsample2x_bwd_f32',dy,dx,I(pl),I(h),I(w))
+        y=np.zeros(4*len(x),'<u2' if b16 else 'f4'); call('pool',f'upsample2x_fwd_{sfx}',p16(xin),p16(y),I(pl),I(h),I(w)); call('pool','upsample2x_bwd_f32',dy,dx,I(pl),I(h),I(w))
+        if b16: y = (y.astype('<u4') << 16).view('<f4')
     else:
-        y=np.zeros(pl*ho*wo,'f4'); a=[I(pl),I(h),I(w),I(ho),I(wo),I(k),I(s),I(p)]
+        y=np.zeros(pl*ho*wo,'<u2' if b16 else 'f4'); a=[I(pl),I(h),I(w),I(ho),I(wo),I(k),I(s),I(p)]
         if kind=='max':
-            arg=np.zeros(pl*ho*wo,'i4'); call('pool','max_pool2d_fwd_f32',x,y,arg,*a); call('pool','max_pool2d_bwd_f32',dy,arg,dx,*a)
+            arg=np.zeros(pl*ho*wo,'i4'); call('pool',f'max_pool2d_fwd_{sfx}',p16(xin),p16(y),arg,*a); call('pool','max_pool2d_bwd_f32',dy,arg,dx,*a)
+            if b16: y = (y.astype('<u4') << 16).view('<f4')
         else:
             call('pool','avg_pool2d_fwd_f32',x,y,*a); call('pool','avg_pool2d_bwd_f32',dy,dx,*a)
     cmp(case,'y',y); cmp(case,'dx',dx)
@@ -275,9 +285,6 @@ for case, shape in {'matmul_batched__shared_rhs': (3,37,41,29,0,0,1,0),
     matmul_case(case, *shape)
 matmul_case('matmul_bf16_a__b_batched_both', 3,37,41,29,1,0,1,1, bf16=True)
 # conv2d fast path with the launcher's exact calls
-def bf16_bits(x):
-    x = np.ascontiguousarray(x, dtype='f4'); bits = np.zeros(len(x), '<u2')
-    call('elementwise', 'f32_to_bf16', x, bits.ctypes.data_as(C.c_void_p), I(len(x))); return bits
 def im2col(x, q, nn, gg, ckk, hwo, bf16, x_bits=False):
     # conv2d.rs: f32 columns, or in bf16 mode the columns as bf16 bits (conv2d_im2col_bf16),
     # which the product then takes as they are (rounding them again changes nothing); with
@@ -378,12 +385,12 @@ want = np.zeros_like(base); want.transpose(0, 2, 3, 1)[:, 2:7, :, 1:8:2] = v
 ok = np.array_equal(back, want.ravel())
 print(f'{case:40s} {"scatter":10s} {"ok" if ok else "FAIL"}')
 if not ok: fails.append(case + '/scatter')
-# bf16 storage: strided_copy_u16 gathers the same view of the bits; add_bf16 = bf16(a + b).
+# bf16 storage: strided_copy_bf16 gathers the same view of the bits; add_bf16 = bf16(a + b).
 xb = bf16_bits(x); yb = np.zeros(v.size, '<u2'); u16p = lambda a: a.ctypes.data_as(C.c_void_p)
-call('layout', 'strided_copy_u16', u16p(xb), u16p(yb), I(v.size), strided_g(vs, offset, cs, 0))
+call('layout', 'strided_copy_bf16', u16p(xb), u16p(yb), I(v.size), strided_g(vs, offset, cs, 0))
 ok = np.array_equal(yb, bf16_bits(y))
-print(f'{"strided_copy_u16 (bits)":40s} {"gather":10s} {"ok" if ok else "FAIL"}')
-if not ok: fails.append('strided_copy_u16')
+print(f'{"strided_copy_bf16 (bits)":40s} {"gather":10s} {"ok" if ok else "FAIL"}')
+if not ok: fails.append('strided_copy_bf16')
 a16, b16 = bf16_bits(x), bf16_bits(x[::-1]); s16 = np.zeros(len(x), '<u2')
 call('elementwise', 'add_bf16', u16p(a16), u16p(b16), u16p(s16), I(len(x)))
 widen = lambda bits: (bits.astype('<u4') << 16).view('<f4')

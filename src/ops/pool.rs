@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use crate::autograd::record;
+use crate::backend::cuda::bf16::{CudaBuffer, CudaValues};
 use crate::backend::cuda::pool::{self as cuda_pool, PoolGeometry};
 use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
@@ -67,8 +68,15 @@ pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
             stride: p.stride,
             padding: p.padding,
         };
-        let (y, arg) = x.with_cuda(|dev, xs| cuda_pool::max_pool2d_fwd(dev, xs, &cg))?;
-        let out = Tensor::from_cuda(y, [x.dims()[0], x.dims()[1], ho, wo])?;
+        // A bf16 activation (bf16 storage mode) is pooled as bf16.
+        let (y, arg) =
+            x.with_cuda_values(|dev, xv| match xv {
+                CudaValues::F32(xs) => cuda_pool::max_pool2d_fwd(dev, xs, &cg)
+                    .map(|(y, arg)| (CudaBuffer::F32(y), arg)),
+                CudaValues::Bf16(bits) => cuda_pool::max_pool2d_fwd(dev, bits, &cg)
+                    .map(|(y, arg)| (CudaBuffer::Bf16(y), arg)),
+            })?;
+        let out = Tensor::from_cuda_buffer(y, [x.dims()[0], x.dims()[1], ho, wo])?;
         let in_shape = x.shape().clone();
         return record("max_pool2d", out, &[x], move |dy| {
             let dx = dy.with_cuda(|dev, dys| cuda_pool::max_pool2d_bwd(dev, dys, &arg, &cg))?;
@@ -224,8 +232,16 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     }
     let (planes, h, w) = (x.dims()[0] * x.dims()[1], x.dims()[2], x.dims()[3]);
     if x.device() == Device::Cuda {
-        let y = x.with_cuda(|dev, xs| cuda_pool::upsample2x_fwd(dev, xs, planes, h, w))?;
-        let out = Tensor::from_cuda(y, [x.dims()[0], x.dims()[1], 2 * h, 2 * w])?;
+        // A bf16 activation (bf16 storage mode) is upsampled as bf16.
+        let y = x.with_cuda_values(|dev, xv| match xv {
+            CudaValues::F32(xs) => {
+                cuda_pool::upsample2x_fwd(dev, xs, planes, h, w).map(CudaBuffer::F32)
+            }
+            CudaValues::Bf16(bits) => {
+                cuda_pool::upsample2x_fwd(dev, bits, planes, h, w).map(CudaBuffer::Bf16)
+            }
+        })?;
+        let out = Tensor::from_cuda_buffer(y, [x.dims()[0], x.dims()[1], 2 * h, 2 * w])?;
         let in_shape = x.shape().clone();
         return record("upsample2x", out, &[x], move |dy| {
             let dx = dy.with_cuda(|dev, dys| cuda_pool::upsample2x_bwd(dev, dys, planes, h, w))?;

@@ -37,6 +37,27 @@ impl CudaValues<'_> {
     }
 }
 
+/// Element types of the buffers an op may keep: f32 values and bf16 bits, with the suffix of
+/// their kernels' names (`strided_copy_f32` / `strided_copy_bf16`, ...).
+pub trait StoredElement: cudarc::driver::DeviceRepr + Sized {
+    const SUFFIX: &'static str;
+    /// A buffer of `len` elements with unspecified contents (the kernel writes every one).
+    fn alloc(dev: &CudaDevice, len: usize) -> Result<CudaSlice<Self>>;
+}
+impl StoredElement for f32 {
+    const SUFFIX: &'static str = "f32";
+    fn alloc(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
+        dev.alloc(len)
+    }
+}
+/// bf16 bits.
+impl StoredElement for u16 {
+    const SUFFIX: &'static str = "bf16";
+    fn alloc(dev: &CudaDevice, len: usize) -> Result<CudaSlice<u16>> {
+        dev.alloc_u16(len)
+    }
+}
+
 /// An op's fresh output buffer in the format it was written in.
 pub enum CudaBuffer {
     F32(CudaSlice<f32>),

@@ -4,6 +4,7 @@
 
 use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
 
+use super::bf16::StoredElement;
 use super::context::{cuda_err, grid_1d, CudaDevice};
 use super::{to_i64, KernelFile};
 use crate::{Error, Result};
@@ -78,7 +79,7 @@ fn last_index(dims: &[usize], side: &StridedSide) -> Option<usize> {
 }
 
 /// Copy the `dims` view `src_side` of `src` into the view `dst_side` of `dst`.
-pub fn strided_copy<T: CopyElement>(
+pub fn strided_copy<T: StoredElement>(
     dev: &CudaDevice,
     dims: &[usize],
     src: &CudaSlice<T>,
@@ -86,7 +87,7 @@ pub fn strided_copy<T: CopyElement>(
     dst: &mut CudaSlice<T>,
     dst_side: StridedSide,
 ) -> Result<()> {
-    let sym = T::STRIDED_COPY;
+    let sym = &format!("strided_copy_{}", T::SUFFIX);
     if src_side.strides.len() != dims.len() || dst_side.strides.len() != dims.len() {
         return Err(Error::op(
             sym,
@@ -142,18 +143,6 @@ pub fn strided_copy<T: CopyElement>(
     // are non-negative, so every index of the walk lies in [offset, last].
     unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
     Ok(())
-}
-
-/// Element types [`strided_copy`] moves, and its kernel for each.
-pub trait CopyElement: cudarc::driver::DeviceRepr {
-    const STRIDED_COPY: &'static str;
-}
-impl CopyElement for f32 {
-    const STRIDED_COPY: &'static str = "strided_copy_f32";
-}
-/// bf16 bits (bf16 storage).
-impl CopyElement for u16 {
-    const STRIDED_COPY: &'static str = "strided_copy_u16";
 }
 
 /// A fresh contiguous buffer holding the `dims` view (`strides`, `offset`) of `src`.

@@ -176,10 +176,12 @@ impl KernelFile {
             ],
             KernelFile::Pool => &[
                 "max_pool2d_fwd_f32",
+                "max_pool2d_fwd_bf16",
                 "max_pool2d_bwd_f32",
                 "avg_pool2d_fwd_f32",
                 "avg_pool2d_bwd_f32",
                 "upsample2x_fwd_f32",
+                "upsample2x_fwd_bf16",
                 "upsample2x_bwd_f32",
             ],
             KernelFile::Softmax => &[
@@ -209,7 +211,7 @@ impl KernelFile {
             ],
             KernelFile::Crop => &["crop_patches_fwd_f32", "crop_patches_bwd_f32"],
             KernelFile::Detect => &["decode_outputs_f32", "nms_mask_f32"],
-            KernelFile::Layout => &["strided_copy_f32", "strided_copy_u16"],
+            KernelFile::Layout => &["strided_copy_f32", "strided_copy_bf16"],
         }
     }
 

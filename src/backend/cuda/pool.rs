@@ -3,6 +3,7 @@
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
+use super::bf16::StoredElement;
 use super::context::{cuda_err, grid_1d, CudaDevice};
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
@@ -64,19 +65,22 @@ impl PoolGeometry {
 }
 
 /// Max pooling: `(y, argmax)`, argmax being the index inside the plane (`iy·W + ix`).
-pub fn max_pool2d_fwd(
+/// Max pooling forward: the window maxima and each one's index in its plane (for backward).
+/// `T` is f32, or bf16 bits for bf16 storage (compared as f32, written back unchanged).
+pub fn max_pool2d_fwd<T: StoredElement>(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
+    x: &CudaSlice<T>,
     g: &PoolGeometry,
-) -> Result<(CudaSlice<f32>, CudaSlice<i32>)> {
-    let sym = "max_pool2d_fwd_f32";
+) -> Result<(CudaSlice<T>, CudaSlice<i32>)> {
+    let sym = &format!("max_pool2d_fwd_{}", T::SUFFIX);
     g.check(sym)?;
     check_len(sym, "x", x, g.x_len())?;
     if g.h * g.w > i32::MAX as usize {
         return Err(Error::op(sym, "plane too large for i32 argmax"));
     }
     let a = g.args(sym)?;
-    let (mut y, mut arg) = (dev.zeros(g.y_len())?, dev.zeros_i32(g.y_len())?);
+    // Every output and index is written.
+    let (mut y, mut arg) = (T::alloc(dev, g.y_len())?, dev.zeros_i32(g.y_len())?);
     let f = dev.function(KernelFile::Pool, sym)?;
     let mut b = dev.stream().launch_builder(&f);
     b.arg(x).arg(&mut y).arg(&mut arg);
@@ -154,17 +158,20 @@ pub fn avg_pool2d_bwd(
 }
 
 /// `[planes, H, W] -> [planes, 2H, 2W]`.
-pub fn upsample2x_fwd(
+/// Nearest ×2 upsampling of `planes` planes of `h × w`; `T` is f32, or bf16 bits for bf16
+/// storage (copied as they are).
+pub fn upsample2x_fwd<T: StoredElement>(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
+    x: &CudaSlice<T>,
     planes: usize,
     h: usize,
     w: usize,
-) -> Result<CudaSlice<f32>> {
-    let sym = "upsample2x_fwd_f32";
+) -> Result<CudaSlice<T>> {
+    let sym = &format!("upsample2x_fwd_{}", T::SUFFIX);
     check_len(sym, "x", x, planes * h * w)?;
     let (p, hh, ww) = (to_i64(sym, planes)?, to_i64(sym, h)?, to_i64(sym, w)?);
-    let mut y = dev.zeros(4 * planes * h * w)?;
+    // Every output is written.
+    let mut y = T::alloc(dev, 4 * planes * h * w)?;
     if y.is_empty() {
         return Ok(y);
     }

@@ -114,7 +114,7 @@ pub(super) fn yolox_train_step_bf16_case() -> Case {
         // two BN+SiLU outputs, besides the BN and conv ones with rows of their own.
         kernels: &[
             "add_bf16",
-            "strided_copy_u16",
+            "strided_copy_bf16",
             "bn_silu_fwd_bf16",
             "conv2d_im2col_bf16_of_bf16",
         ],

@@ -601,9 +601,8 @@ pub(super) fn pool_case(
     name: &'static str,
     kernels: &'static [&'static str],
     kind: PoolKind,
-    k: usize,
-    st: usize,
-    p: usize,
+    (k, st, p): (usize, usize, usize),
+    bf16_input: bool,
 ) -> Case {
     let dims = [2usize, 3, 9, 11];
     let g = pool::PoolGeometry {
@@ -625,7 +624,15 @@ pub(super) fn pool_case(
         shape: format!("{dims:?} k{k} s{st} p{p}"),
         tol: 1e-4,
         measure: Measure::PerElement,
-        make: Box::new(move |rng| vec![uniform(rng, n, -2.0, 2.0), uniform(rng, ny, -1.0, 1.0)]),
+        make: Box::new(move |rng| {
+            let mut x = uniform(rng, n, -2.0, 2.0);
+            if bf16_input {
+                // Values a bf16 tensor can hold, so both sides pool the same numbers.
+                x.iter_mut()
+                    .for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+            }
+            vec![x, uniform(rng, ny, -1.0, 1.0)]
+        }),
         cpu: Box::new(move |inp| {
             let params = ops::Pool2dParams {
                 kernel: k,
@@ -643,7 +650,21 @@ pub(super) fn pool_case(
         }),
         gpu: Box::new(move |dev, inp| {
             let (x, dy) = (dev.upload(&inp[0])?, dev.upload(&inp[1])?);
+            let x16 = bf16::to_bf16(dev, &x, x.len())?;
             let ((y, dx), ms) = timed(dev, || match kind {
+                // bf16 storage: the forward on the bits, its output widened for the comparison.
+                PoolKind::Max if bf16_input => {
+                    let (y, arg) = pool::max_pool2d_fwd(dev, &x16, &g)?;
+                    let y = bf16::to_f32(dev, &y, y.len())?;
+                    Ok((y, pool::max_pool2d_bwd(dev, &dy, &arg, &g)?))
+                }
+                PoolKind::Up if bf16_input => {
+                    let y = pool::upsample2x_fwd(dev, &x16, g.planes, g.h, g.w)?;
+                    Ok((
+                        bf16::to_f32(dev, &y, y.len())?,
+                        pool::upsample2x_bwd(dev, &dy, g.planes, g.h, g.w)?,
+                    ))
+                }
                 PoolKind::Max => {
                     let (y, arg) = pool::max_pool2d_fwd(dev, &x, &g)?;
                     Ok((y, pool::max_pool2d_bwd(dev, &dy, &arg, &g)?))
@@ -671,34 +692,45 @@ pub(super) fn pool_cases() -> Vec<Case> {
             "max_pool2d k3 s2 p1",
             &["max_pool2d_fwd_f32", "max_pool2d_bwd_f32"],
             PoolKind::Max,
-            3,
-            2,
-            1,
+            (3, 2, 1),
+            false,
         ),
         // YOLOX's SPP windows overlap heavily (k5 s1 p2): many outputs share an input.
         pool_case(
             "max_pool2d k5 s1 p2 (SPP)",
             &["max_pool2d_fwd_f32", "max_pool2d_bwd_f32"],
             PoolKind::Max,
-            5,
-            1,
-            2,
+            (5, 1, 2),
+            false,
         ),
         pool_case(
             "avg_pool2d k3 s2 p1",
             &["avg_pool2d_fwd_f32", "avg_pool2d_bwd_f32"],
             PoolKind::Avg,
-            3,
-            2,
-            1,
+            (3, 2, 1),
+            false,
         ),
         pool_case(
             "upsample nearest x2",
             &["upsample2x_fwd_f32", "upsample2x_bwd_f32"],
             PoolKind::Up,
-            1,
-            1,
-            0,
+            (1, 1, 0),
+            false,
+        ),
+        // bf16 storage: the same on bf16 bits (inputs bf16 values on both sides: exact).
+        pool_case(
+            "max_pool2d k5 s1 p2, bf16 input",
+            &["max_pool2d_fwd_bf16", "max_pool2d_bwd_f32"],
+            PoolKind::Max,
+            (5, 1, 2),
+            true,
+        ),
+        pool_case(
+            "upsample nearest x2, bf16 input",
+            &["upsample2x_fwd_bf16", "upsample2x_bwd_f32"],
+            PoolKind::Up,
+            (1, 1, 0),
+            true,
         ),
     ]
 }

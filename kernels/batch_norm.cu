@@ -195,11 +195,6 @@ __device__ __forceinline__ float inv_of(const float* s, long long ch, float eps,
     return s_is_var ? 1.0f / sqrtf(s[ch] + eps) : s[ch];
 }
 
-__device__ __forceinline__ void store_y(float* y, long long i, float v) { y[i] = v; }
-__device__ __forceinline__ void store_y(unsigned short* y, long long i, float v) {
-    y[i] = bf16_bits(v);
-}
-
 template <bool SILU, typename Y>
 __device__ void bn_fwd(const float* __restrict__ x, const float* __restrict__ mean,
                        const float* __restrict__ s, const float* __restrict__ gamma,
@@ -208,7 +203,7 @@ __device__ void bn_fwd(const float* __restrict__ x, const float* __restrict__ me
     for_each_element(N, C, plane, [&](long long i, long long ch) {
         float xhat = (x[i] - mean[ch]) * inv_of(s, ch, eps, s_is_var);
         float z = xhat * gamma[ch] + beta[ch];
-        store_y(y, i, SILU ? z * sigmoid_stable(z) : z);
+        store_f32(y, i, SILU ? z * sigmoid_stable(z) : z);
     });
 }
 

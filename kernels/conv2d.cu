@@ -135,16 +135,6 @@ extern "C" __global__ void conv2d_bwd_weight_f32(const float* __restrict__ dy,
 // im2col and col2im do several divisions per element; they run in 32-bit arithmetic (I = int)
 // when every index of the launch fits, which is every YOLOX layer (64-bit division costs tens of
 // instructions). The launcher-visible kernels pick the type; the bodies are the same.
-// Input values as f32: f32 as is, bf16 bits (bf16 storage) widened exactly.
-__device__ __forceinline__ float load_x(const float* x, long long i) { return x[i]; }
-__device__ __forceinline__ float load_x(const unsigned short* x, long long i) {
-    return bf16_value(x[i]);
-}
-__device__ __forceinline__ void store_col(float* col, long long i, float v) { col[i] = v; }
-__device__ __forceinline__ void store_col(unsigned short* col, long long i, float v) {
-    col[i] = bf16_bits(v);
-}
-
 template <typename I, typename X, typename T>
 __device__ __forceinline__ void im2col_body(const X* __restrict__ x, T* __restrict__ col,
                                             const ConvGeom& g, long long n0, long long items,
@@ -162,9 +152,9 @@ __device__ __forceinline__ void im2col_body(const X* __restrict__ x, T* __restri
         const I iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
         float v = 0.0f;
         if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
-            v = load_x(x, (((long long)n * g.c + grp * cin_g + c) * h + iy) * w + ix);
+            v = load_f32(x, (((long long)n * g.c + grp * cin_g + c) * h + iy) * w + ix);
         }
-        store_col(col, i, v);
+        store_f32(col, i, v);
     }
 }
 

@@ -23,15 +23,8 @@
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
 
-// Values as f32 and back: f32 as is, bf16 bits (bf16 storage) widened / rounded (exact for
-// a value that came from bf16, as a window's max does).
-__device__ __forceinline__ float as_f32(float v) { return v; }
-__device__ __forceinline__ float as_f32(unsigned short v) { return bf16_value(v); }
-__device__ __forceinline__ void store(float* y, long long i, float v) { y[i] = v; }
-__device__ __forceinline__ void store(unsigned short* y, long long i, float v) {
-    y[i] = bf16_bits(v);
-}
-
+// Window maxima of bf16 bits are compared as f32 and written back with store_f32 (exact: the
+// max is one of the values).
 template <typename T>
 __device__ __forceinline__ void max_pool_fwd(const T* __restrict__ x, T* __restrict__ y,
                                              int* __restrict__ arg, long long planes, long long H,
@@ -48,14 +41,14 @@ __device__ __forceinline__ void max_pool_fwd(const T* __restrict__ x, T* __restr
             for (long long kx = 0; kx < k; ++kx) {
                 long long ix = ox * s + kx - p;
                 if (ix < 0 || ix >= W) continue;
-                float v = as_f32(xp[iy * W + ix]);
+                float v = load_f32(xp, iy * W + ix);
                 if (bi < 0 || v > best || (isnan(v) && !isnan(best))) {
                     best = v;
                     bi = iy * W + ix;
                 }
             }
         }
-        store(y, i, best);
+        store_f32(y, i, best);
         arg[i] = (int)bi;
     }
 }

@@ -22,8 +22,9 @@
 //     training: dx = gamma·inv/M·(M·dy − Σdy − xhat·Σ(dy·xhat)); eval: dx = gamma·inv·dy.
 //   bn_silu_fwd_f32 / bn_silu_bwd_partial_f32 / bn_silu_bwd_f32: the same with y = silu(z),
 //     z = bn(x); backward uses dz = dy·silu'(z) (z recomputed) in place of dy.
-//   batch_norm_fwd_bf16 / bn_silu_fwd_bf16: the forwards with y written as bf16 bits (round to
-//     nearest even; bf16 storage, src/backend/cuda/bf16.rs). Backward never reads y.
+//   *_bf16 (x as bf16 bits: stats, forward, backward) and *_fwd_f32_to_bf16 (f32 x, y as bf16
+//     bits): bf16 storage (src/backend/cuda/bf16.rs); x widened on load, y rounded to nearest
+//     even on store, all arithmetic f32. Backward never reads y.
 // Why chunks: one block per channel (the first version) left YOLOX-s's stem, 32 channels of
 //   16·320² values at 640 px, to 32 blocks on a 132-SM card, each thread summing 6,400 values
 //   one load at a time. Chunks of a few thousand values give every layer hundreds of blocks.
@@ -127,10 +128,9 @@ __device__ __forceinline__ void for_each_element(long long N, long long C, long 
     }
 }
 
-extern "C" __global__ void batch_norm_stats_partial_f32(const float* __restrict__ x,
-                                                        float* __restrict__ partial, long long N,
-                                                        long long C, long long plane,
-                                                        long long chunk) {
+template <typename X>
+__device__ void stats_partial(const X* __restrict__ x, float* __restrict__ partial, long long N,
+                              long long C, long long plane, long long chunk) {
     __shared__ float sh[THREADS];
     const long long m = N * plane, chunks = (m + chunk - 1) / chunk;
     for (long long b = blockIdx.x; b < C * chunks; b += gridDim.x) {
@@ -138,11 +138,11 @@ extern "C" __global__ void batch_norm_stats_partial_f32(const float* __restrict_
         long long lo, hi;
         chunk_range(k, chunk, m, &lo, &hi);
         float acc = 0.0f;
-        for_chunk(ch, C, plane, lo, hi, [&](long long i) { acc += x[i]; });
+        for_chunk(ch, C, plane, lo, hi, [&](long long i) { acc += load_f32(x, i); });
         const float mu = block_sum(acc, sh) / (float)(hi - lo);
         float sq = 0.0f;
         for_chunk(ch, C, plane, lo, hi, [&](long long i) {
-            float d = x[i] - mu;
+            float d = load_f32(x, i) - mu;
             sq += d * d;
         });
         const float m2 = block_sum(sq, sh);
@@ -195,13 +195,13 @@ __device__ __forceinline__ float inv_of(const float* s, long long ch, float eps,
     return s_is_var ? 1.0f / sqrtf(s[ch] + eps) : s[ch];
 }
 
-template <bool SILU, typename Y>
-__device__ void bn_fwd(const float* __restrict__ x, const float* __restrict__ mean,
+template <bool SILU, typename X, typename Y>
+__device__ void bn_fwd(const X* __restrict__ x, const float* __restrict__ mean,
                        const float* __restrict__ s, const float* __restrict__ gamma,
                        const float* __restrict__ beta, Y* __restrict__ y, long long N,
                        long long C, long long plane, float eps, int s_is_var) {
     for_each_element(N, C, plane, [&](long long i, long long ch) {
-        float xhat = (x[i] - mean[ch]) * inv_of(s, ch, eps, s_is_var);
+        float xhat = (load_f32(x, i) - mean[ch]) * inv_of(s, ch, eps, s_is_var);
         float z = xhat * gamma[ch] + beta[ch];
         store_f32(y, i, SILU ? z * sigmoid_stable(z) : z);
     });
@@ -216,8 +216,8 @@ __device__ __forceinline__ float dz_of(float dy, float xhat, float gamma, float 
     return dy * sg * (1.0f + z * (1.0f - sg));
 }
 
-template <bool SILU>
-__device__ void bn_bwd_partial(const float* __restrict__ dy, const float* __restrict__ x,
+template <bool SILU, typename X>
+__device__ void bn_bwd_partial(const float* __restrict__ dy, const X* __restrict__ x,
                                const float* __restrict__ mean, const float* __restrict__ inv,
                                const float* __restrict__ gamma, const float* __restrict__ beta,
                                float* __restrict__ partial, long long N, long long C,
@@ -232,7 +232,7 @@ __device__ void bn_bwd_partial(const float* __restrict__ dy, const float* __rest
         const float g = SILU ? gamma[ch] : 0.0f, bt = SILU ? beta[ch] : 0.0f;
         const float mu = mean[ch], iv = inv[ch];
         for_chunk(ch, C, plane, lo, hi, [&](long long i) {
-            float xhat = (x[i] - mu) * iv;
+            float xhat = (load_f32(x, i) - mu) * iv;
             float dz = dz_of<SILU>(dy[i], xhat, g, bt);
             s1 += dz;
             s2 += dz * xhat;
@@ -263,8 +263,8 @@ extern "C" __global__ void batch_norm_sums_finalize_f32(const float* __restrict_
     }
 }
 
-template <bool SILU>
-__device__ void bn_bwd(const float* __restrict__ dy, const float* __restrict__ x,
+template <bool SILU, typename X>
+__device__ void bn_bwd(const float* __restrict__ dy, const X* __restrict__ x,
                        const float* __restrict__ mean, const float* __restrict__ inv,
                        const float* __restrict__ gamma, const float* __restrict__ beta,
                        const float* __restrict__ sum_dz, const float* __restrict__ sum_dz_xhat,
@@ -272,7 +272,7 @@ __device__ void bn_bwd(const float* __restrict__ dy, const float* __restrict__ x
                        int training) {
     const float m = (float)(N * plane);
     for_each_element(N, C, plane, [&](long long i, long long ch) {
-        float xhat = (x[i] - mean[ch]) * inv[ch];
+        float xhat = (load_f32(x, i) - mean[ch]) * inv[ch];
         float dz = dz_of<SILU>(dy[i], xhat, gamma[ch], SILU ? beta[ch] : 0.0f);
         if (training) {
             float scale = gamma[ch] * inv[ch] / m;
@@ -283,55 +283,55 @@ __device__ void bn_bwd(const float* __restrict__ dy, const float* __restrict__ x
     });
 }
 
-extern "C" __global__ void batch_norm_fwd_f32(const float* x, const float* mean, const float* s,
-                                              const float* gamma, const float* beta, float* y,
-                                              long long N, long long C, long long plane, float eps,
-                                              int s_is_var) {
-    bn_fwd<false>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);
-}
-extern "C" __global__ void bn_silu_fwd_f32(const float* x, const float* mean, const float* s,
-                                           const float* gamma, const float* beta, float* y,
-                                           long long N, long long C, long long plane, float eps,
-                                           int s_is_var) {
-    bn_fwd<true>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);
-}
-extern "C" __global__ void batch_norm_fwd_bf16(const float* x, const float* mean, const float* s,
-                                               const float* gamma, const float* beta,
-                                               unsigned short* y, long long N, long long C,
-                                               long long plane, float eps, int s_is_var) {
-    bn_fwd<false>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);
-}
-extern "C" __global__ void bn_silu_fwd_bf16(const float* x, const float* mean, const float* s,
-                                            const float* gamma, const float* beta,
-                                            unsigned short* y, long long N, long long C,
-                                            long long plane, float eps, int s_is_var) {
-    bn_fwd<true>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);
-}
-extern "C" __global__ void batch_norm_bwd_partial_f32(const float* dy, const float* x,
-                                                      const float* mean, const float* inv,
-                                                      const float* gamma, const float* beta,
-                                                      float* partial, long long N, long long C,
-                                                      long long plane, long long chunk) {
-    bn_bwd_partial<false>(dy, x, mean, inv, gamma, beta, partial, N, C, plane, chunk);
-}
-extern "C" __global__ void bn_silu_bwd_partial_f32(const float* dy, const float* x,
-                                                   const float* mean, const float* inv,
-                                                   const float* gamma, const float* beta,
-                                                   float* partial, long long N, long long C,
-                                                   long long plane, long long chunk) {
-    bn_bwd_partial<true>(dy, x, mean, inv, gamma, beta, partial, N, C, plane, chunk);
-}
-extern "C" __global__ void batch_norm_bwd_f32(const float* dy, const float* x, const float* mean,
-                                              const float* inv, const float* gamma,
-                                              const float* beta, const float* sum_dy,
-                                              const float* sum_dy_xhat, float* dx, long long N,
-                                              long long C, long long plane, int training) {
-    bn_bwd<false>(dy, x, mean, inv, gamma, beta, sum_dy, sum_dy_xhat, dx, N, C, plane, training);
-}
-extern "C" __global__ void bn_silu_bwd_f32(const float* dy, const float* x, const float* mean,
-                                           const float* inv, const float* gamma,
-                                           const float* beta, const float* sum_dz,
-                                           const float* sum_dz_xhat, float* dx, long long N,
-                                           long long C, long long plane, int training) {
-    bn_bwd<true>(dy, x, mean, inv, gamma, beta, sum_dz, sum_dz_xhat, dx, N, C, plane, training);
-}
+// Entry points: the reductions and the backward per stored format of x (`_f32`, `_bf16`);
+// the forwards per (x, y) pair: f32 -> f32 (`_f32`), f32 -> bf16 (`_f32_to_bf16`, a conv output
+// kept in f32), bf16 -> bf16 (`_bf16`).
+#define BN_X_KERNELS(SFX, X)                                                                      \
+    extern "C" __global__ void batch_norm_stats_partial_##SFX(                                    \
+        const X* x, float* partial, long long N, long long C, long long plane, long long chunk) { \
+        stats_partial(x, partial, N, C, plane, chunk);                                            \
+    }                                                                                             \
+    extern "C" __global__ void batch_norm_bwd_partial_##SFX(                                      \
+        const float* dy, const X* x, const float* mean, const float* inv, const float* gamma,     \
+        const float* beta, float* partial, long long N, long long C, long long plane,             \
+        long long chunk) {                                                                        \
+        bn_bwd_partial<false>(dy, x, mean, inv, gamma, beta, partial, N, C, plane, chunk);        \
+    }                                                                                             \
+    extern "C" __global__ void bn_silu_bwd_partial_##SFX(                                         \
+        const float* dy, const X* x, const float* mean, const float* inv, const float* gamma,     \
+        const float* beta, float* partial, long long N, long long C, long long plane,             \
+        long long chunk) {                                                                        \
+        bn_bwd_partial<true>(dy, x, mean, inv, gamma, beta, partial, N, C, plane, chunk);         \
+    }                                                                                             \
+    extern "C" __global__ void batch_norm_bwd_##SFX(                                              \
+        const float* dy, const X* x, const float* mean, const float* inv, const float* gamma,     \
+        const float* beta, const float* sum_dz, const float* sum_dz_xhat, float* dx, long long N, \
+        long long C, long long plane, int training) {                                             \
+        bn_bwd<false>(dy, x, mean, inv, gamma, beta, sum_dz, sum_dz_xhat, dx, N, C, plane,        \
+                      training);                                                                  \
+    }                                                                                             \
+    extern "C" __global__ void bn_silu_bwd_##SFX(                                                 \
+        const float* dy, const X* x, const float* mean, const float* inv, const float* gamma,     \
+        const float* beta, const float* sum_dz, const float* sum_dz_xhat, float* dx, long long N, \
+        long long C, long long plane, int training) {                                             \
+        bn_bwd<true>(dy, x, mean, inv, gamma, beta, sum_dz, sum_dz_xhat, dx, N, C, plane,         \
+                     training);                                                                   \
+    }
+
+#define BN_FWD_KERNELS(SFX, X, Y)                                                                 \
+    extern "C" __global__ void batch_norm_fwd_##SFX(                                              \
+        const X* x, const float* mean, const float* s, const float* gamma, const float* beta,     \
+        Y* y, long long N, long long C, long long plane, float eps, int s_is_var) {               \
+        bn_fwd<false>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);                    \
+    }                                                                                             \
+    extern "C" __global__ void bn_silu_fwd_##SFX(                                                 \
+        const X* x, const float* mean, const float* s, const float* gamma, const float* beta,     \
+        Y* y, long long N, long long C, long long plane, float eps, int s_is_var) {               \
+        bn_fwd<true>(x, mean, s, gamma, beta, y, N, C, plane, eps, s_is_var);                     \
+    }
+
+BN_X_KERNELS(f32, float)
+BN_X_KERNELS(bf16, unsigned short)
+BN_FWD_KERNELS(f32, float, float)
+BN_FWD_KERNELS(f32_to_bf16, float, unsigned short)
+BN_FWD_KERNELS(bf16, unsigned short, unsigned short)

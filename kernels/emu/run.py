@@ -113,38 +113,44 @@ for case,(n,c,h,w,k,ks,s,p,g,path) in convs.items():
 # one call per block), then again with chunks of 7 and 100 values and a grid smaller than the
 # pairs, so chunk edges fall inside and across images; the element-wise kernels on 3 blocks.
 REDUCE_CHUNK = 8192
-def bn_fwd(silu, out_bf16, x, mean, s, gm, bt, N, Cc, P, s_is_var):
-    # y as f32, or as bf16 bits (the *_fwd_bf16 kernels) widened back to f32.
-    name = ('bn_silu_fwd' if silu else 'batch_norm_fwd') + ('_bf16' if out_bf16 else '_f32')
-    y = np.zeros(len(x), '<u2' if out_bf16 else 'f4')
-    call_grid('batch_norm', name, 3, x, mean, s, gm, bt, y.ctypes.data_as(C.c_void_p), I(N), I(Cc), I(P), F(1e-3), Ii(s_is_var))
-    return (y.astype('<u4') << 16).view('<f4') if out_bf16 else y
-def bn_train(x, gm, bt, rm, rv, dy, N, Cc, P, silu, chunk, grid=None, out_bf16=False):
+# fmt: the row's storage formats (nn_cases.rs BnFormat): 'f32', 'f32_to_bf16' (y as bf16 bits)
+# or 'bf16' (x as bf16 bits too: the *_bf16 kernels throughout).
+vp = lambda a: a.ctypes.data_as(C.c_void_p)
+def widen(bits): return (bits.astype('<u4') << 16).view('<f4')
+def bn_fwd(silu, fmt, x, mean, s, gm, bt, N, Cc, P, s_is_var):
+    name = ('bn_silu_fwd_' if silu else 'batch_norm_fwd_') + fmt
+    xin = bf16_bits(x) if fmt == 'bf16' else x
+    y = np.zeros(len(x), 'f4' if fmt == 'f32' else '<u2')
+    call_grid('batch_norm', name, 3, vp(xin), mean, s, gm, bt, vp(y), I(N), I(Cc), I(P), F(1e-3), Ii(s_is_var))
+    return y if fmt == 'f32' else widen(y)
+def bn_train(x, gm, bt, rm, rv, dy, N, Cc, P, silu, chunk, grid=None, fmt='f32'):
     eps = F(1e-3); M = N*P; chunks = -(-M // chunk); grid = grid or Cc*chunks
+    xs = 'bf16' if fmt == 'bf16' else 'f32'; xin = vp(bf16_bits(x)) if fmt == 'bf16' else vp(x)
+    pre = 'bn_silu' if silu else 'batch_norm'
     part = np.zeros(2*Cc*chunks, 'f4')
-    call_grid('batch_norm', 'batch_norm_stats_partial_f32', grid, x, part, I(N), I(Cc), I(P), I(chunk))
+    call_grid('batch_norm', f'batch_norm_stats_partial_{xs}', grid, xin, part, I(N), I(Cc), I(P), I(chunk))
     mean=np.zeros(Cc,'f4'); inv=np.zeros(Cc,'f4'); var=np.zeros(Cc,'f4')
     call('batch_norm','batch_norm_stats_finalize_f32',part,mean,inv,var,I(Cc),I(M),I(chunk),eps)
     call('batch_norm','batch_norm_update_running_f32',rm,rv,mean,var,I(Cc),F(0.03),F(M/(M-1)))
-    y = bn_fwd(silu, out_bf16, x, mean, inv, gm, bt, N, Cc, P, 0)
+    y = bn_fwd(silu, fmt, x, mean, inv, gm, bt, N, Cc, P, 0)
     part = np.zeros(2*Cc*chunks, 'f4')
-    red = 'bn_silu_bwd_partial_f32' if silu else 'batch_norm_bwd_partial_f32'
-    call_grid('batch_norm',red,grid,dy,x,mean,inv,gm,bt,part,I(N),I(Cc),I(P),I(chunk))
+    call_grid('batch_norm',f'{pre}_bwd_partial_{xs}',grid,dy,xin,mean,inv,gm,bt,part,I(N),I(Cc),I(P),I(chunk))
     s1=np.zeros(Cc,'f4'); s2=np.zeros(Cc,'f4'); dx=np.zeros_like(x)
     call('batch_norm','batch_norm_sums_finalize_f32',part,s1,s2,I(Cc),I(M),I(chunk))
-    call_grid('batch_norm','bn_silu_bwd_f32' if silu else 'batch_norm_bwd_f32',3,dy,x,mean,inv,gm,bt,s1,s2,dx,I(N),I(Cc),I(P),Ii(1))
+    call_grid('batch_norm',f'{pre}_bwd_{xs}',3,dy,xin,mean,inv,gm,bt,s1,s2,dx,I(N),I(Cc),I(P),Ii(1))
     return [('y',y),('run_mean',rm),('run_var',rv),('dx',dx),('dgamma',s2),('dbeta',s1)]
-for case,silu,train,(N,Cc,P) in [('batch_norm_train_fwd_bwd',0,1,(3,5,63)),('batch_norm_eval_fwd',0,0,(3,5,63)),
-        ('bn_silu_fused_train_fwd_bwd',1,1,(3,5,63)),('bn_silu_fused_eval_fwd',1,0,(3,5,63)),
-        ('batch_norm_train__plane___256',0,1,(2,3,323)),('bn_silu_train__plane___256',1,1,(2,3,323)),
-        ('batch_norm_train__several_chunks',0,1,(5,3,61*67)),('bn_silu_train__several_chunks',1,1,(5,3,61*67)),
-        ('bn_silu_train__bf16_output',1,1,(2,3,323)),('batch_norm_eval__bf16_output',0,0,(3,5,63))]:
+for case,silu,train,(N,Cc,P),fmt in [('batch_norm_train_fwd_bwd',0,1,(3,5,63),'f32'),('batch_norm_eval_fwd',0,0,(3,5,63),'f32'),
+        ('bn_silu_fused_train_fwd_bwd',1,1,(3,5,63),'f32'),('bn_silu_fused_eval_fwd',1,0,(3,5,63),'f32'),
+        ('batch_norm_train__plane___256',0,1,(2,3,323),'f32'),('bn_silu_train__plane___256',1,1,(2,3,323),'f32'),
+        ('batch_norm_train__several_chunks',0,1,(5,3,61*67),'f32'),('bn_silu_train__several_chunks',1,1,(5,3,61*67),'f32'),
+        ('bn_silu_train__bf16_output',1,1,(2,3,323),'f32_to_bf16'),('batch_norm_eval__bf16_output',0,0,(3,5,63),'f32_to_bf16'),
+        ('bn_silu_train__bf16_input_and_output',1,1,(5,3,61*67),'bf16'),('batch_norm_train__bf16_input_and_output',0,1,(3,5,63),'bf16')]:
     x,gm,bt,rm,rv,dy=[inp(case,i) for i in range(6)]
-    out_bf16 = case.endswith('bf16_output'); tol = 1e-2 if out_bf16 else 1e-4
+    tol = 1e-4 if fmt == 'f32' else 1e-2
     if not train:
-        cmp(case,'y',bn_fwd(silu,out_bf16,x,rm,rv,gm,bt,N,Cc,P,1),tol); continue
+        cmp(case,'y',bn_fwd(silu,fmt,x,rm,rv,gm,bt,N,Cc,P,1),tol); continue
     for chunk, grid in [(REDUCE_CHUNK, None), (7, 4), (100, None)]:
-        for nm,v in bn_train(x,gm,bt,rm.copy(),rv.copy(),dy,N,Cc,P,silu,chunk,grid,out_bf16): cmp(case,nm,v,tol)
+        for nm,v in bn_train(x,gm,bt,rm.copy(),rv.copy(),dy,N,Cc,P,silu,chunk,grid,fmt): cmp(case,nm,v,tol)
 # pool
 # The *_bf16_input cases run the forward on bf16 bits (their inputs are bf16 values) and widen y.
 for case,kind,k,s,p in [('max_pool2d_k3_s2_p1','max',3,2,1),('max_pool2d_k5_s1_p2__SPP_','max',5,1,2),('avg_pool2d_k3_s2_p1','avg',3,2,1),('upsample_nearest_x2','up',1,1,0),

@@ -487,7 +487,7 @@ fn batch_norm_cuda(
         if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
             return Ok(None);
         }
-        let y = x.with_cuda(|dev, xs| {
+        let y = x.with_cuda_values(|dev, xs| {
             gamma.with_cuda(|_, gs| {
                 beta.with_cuda(|_, bs| {
                     running_mean.with_cuda(|_, rm| {
@@ -511,7 +511,8 @@ fn batch_norm_cuda(
         )
         .map(Some);
     }
-    let res = x.with_cuda(|dev, xs| {
+    // x may be a bf16 conv output (bf16 storage mode): read as stored, here and in backward.
+    let res = x.with_cuda_values(|dev, xs| {
         gamma.with_cuda(|_, gs| {
             beta.with_cuda(|_, bs| {
                 running_mean.with_cuda_mut(|_, rm| {
@@ -532,7 +533,7 @@ fn batch_norm_cuda(
     let x_shape = x.shape().clone();
     record(op, out, &inputs, move |dy| {
         let (dx, dgamma, dbeta) = dy.with_cuda(|dev, dys| {
-            xs.with_cuda(|_, xv| {
+            xs.with_cuda_values(|_, xv| {
                 gs.with_cuda(|_, gv| {
                     bs.with_cuda(|_, bv| {
                         cuda_bn::bwd_train(dev, dys, xv, gv, bv, &saved, shape, silu)

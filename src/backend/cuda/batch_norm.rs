@@ -3,7 +3,7 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::bf16::CudaBuffer;
+use super::bf16::{widened_unless, CudaBuffer, CudaValues};
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, BLOCK};
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
@@ -69,11 +69,17 @@ pub struct BnSaved {
 fn check_params(
     op: &str,
     s: BnShape,
-    x: &CudaSlice<f32>,
+    x: CudaValues,
     per_channel: &[(&str, &CudaSlice<f32>)],
     eps: f32,
 ) -> Result<()> {
-    check_len(op, "x [N, C, H, W]", x, s.len())?;
+    if x.len() != s.len() {
+        return Err(Error::ShapeMismatch {
+            op: op.to_string(),
+            expected: format!("x [N, C, H, W] of {} elements", s.len()),
+            got: format!("{} elements", x.len()),
+        });
+    }
     for (name, t) in per_channel {
         check_len(op, name, t, s.c)?;
     }
@@ -83,13 +89,28 @@ fn check_params(
     Ok(())
 }
 
-/// The forward kernel for `silu` and the output format.
-fn fwd_sym(silu: bool, out_bf16: bool) -> &'static str {
-    match (silu, out_bf16) {
-        (true, false) => "bn_silu_fwd_f32",
-        (true, true) => "bn_silu_fwd_bf16",
-        (false, false) => "batch_norm_fwd_f32",
-        (false, true) => "batch_norm_fwd_bf16",
+/// The kernel `stem` with the suffix for the format x is stored in (`_f32`, `_bf16`).
+fn x_sym(stem: &str, silu: bool, x: CudaValues) -> String {
+    let stem = if silu {
+        stem.replacen("batch_norm", "bn_silu", 1)
+    } else {
+        stem.to_string()
+    };
+    format!("{stem}_{}", x.suffix())
+}
+
+/// The forward kernel for `silu`, the input's format and the output's: f32 -> f32 (`_f32`),
+/// f32 -> bf16 (`_f32_to_bf16`), bf16 -> bf16 (`_bf16`; a bf16 input with an f32 output is
+/// widened first, [`widened_unless`]).
+fn fwd_sym(silu: bool, x: CudaValues, out_bf16: bool) -> String {
+    let stem = if silu {
+        "bn_silu_fwd"
+    } else {
+        "batch_norm_fwd"
+    };
+    match (x, out_bf16) {
+        (CudaValues::F32(_), true) => format!("{stem}_f32_to_bf16"),
+        _ => format!("{stem}_{}", x.suffix()),
     }
 }
 
@@ -98,7 +119,7 @@ fn fwd_sym(silu: bool, out_bf16: bool) -> &'static str {
 #[allow(clippy::too_many_arguments)]
 fn launch_fwd(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
+    x: CudaValues,
     mean: &CudaSlice<f32>,
     s_stat: &CudaSlice<f32>,
     gamma: &CudaSlice<f32>,
@@ -109,10 +130,13 @@ fn launch_fwd(
     (silu, out_bf16): (bool, bool),
 ) -> Result<CudaBuffer> {
     let (n, c, plane) = s.i64s("batch_norm (cuda)")?;
-    let sym = fwd_sym(silu, out_bf16);
+    let mut wide = None;
+    let x = widened_unless(dev, x, out_bf16, &mut wide)?;
+    let sym = &fwd_sym(silu, x, out_bf16);
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(mean).arg(s_stat).arg(gamma).arg(beta);
+    x.push_arg(&mut b);
+    b.arg(mean).arg(s_stat).arg(gamma).arg(beta);
     // Every element is written (both walks cover [N, C, plane]): no zeroing pass.
     let mut y = if out_bf16 {
         CudaBuffer::Bf16(dev.alloc_u16(s.len())?)
@@ -134,7 +158,7 @@ fn launch_fwd(
 #[allow(clippy::too_many_arguments)]
 pub fn fwd_train(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
+    x: CudaValues,
     gamma: &CudaSlice<f32>,
     beta: &CudaSlice<f32>,
     running_mean: &mut CudaSlice<f32>,
@@ -171,18 +195,14 @@ pub fn fwd_train(
     let (mut mean, mut invstd, mut var) = (dev.zeros(s.c)?, dev.zeros(s.c)?, dev.zeros(s.c)?);
     let (m, chunk) = (to_i64(op, count)?, to_i64(op, REDUCE_CHUNK)?);
     let mut partial = dev.alloc(2 * s.c * s.chunks())?;
-    let f = dev.function(KernelFile::BatchNorm, "batch_norm_stats_partial_f32")?;
+    let sym = &x_sym("batch_norm_stats_partial", false, x);
+    let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(x)
-        .arg(&mut partial)
-        .arg(&n)
-        .arg(&c)
-        .arg(&plane)
-        .arg(&chunk);
+    x.push_arg(&mut b);
+    b.arg(&mut partial).arg(&n).arg(&c).arg(&plane).arg(&chunk);
     // SAFETY: x holds N·C·plane (checked); partial 2 floats per (channel, chunk) block, each
     // block writing its own two.
-    unsafe { b.launch(s.reduce_grid()) }
-        .map_err(|e| cuda_err("batch_norm_stats_partial_f32", e))?;
+    unsafe { b.launch(s.reduce_grid()) }.map_err(|e| cuda_err(sym, e))?;
     let f = dev.function(KernelFile::BatchNorm, "batch_norm_stats_finalize_f32")?;
     let mut b = dev.stream().launch_builder(&f);
     b.arg(&partial)
@@ -228,7 +248,7 @@ pub fn fwd_train(
 #[allow(clippy::too_many_arguments)]
 pub fn fwd_eval(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
+    x: CudaValues,
     gamma: &CudaSlice<f32>,
     beta: &CudaSlice<f32>,
     running_mean: &CudaSlice<f32>,
@@ -269,7 +289,7 @@ pub fn fwd_eval(
 pub fn bwd_train(
     dev: &CudaDevice,
     dy: &CudaSlice<f32>,
-    x: &CudaSlice<f32>,
+    x: CudaValues,
     gamma: &CudaSlice<f32>,
     beta: &CudaSlice<f32>,
     saved: &BnSaved,
@@ -294,19 +314,12 @@ pub fn bwd_train(
     let (mut sum_dz, mut sum_dz_xhat) = (dev.zeros(s.c)?, dev.zeros(s.c)?);
     let (m, chunk) = (to_i64(op, s.per_channel())?, to_i64(op, REDUCE_CHUNK)?);
     let mut partial = dev.alloc(2 * s.c * s.chunks())?;
-    let sym = if silu {
-        "bn_silu_bwd_partial_f32"
-    } else {
-        "batch_norm_bwd_partial_f32"
-    };
+    let sym = &x_sym("batch_norm_bwd_partial", silu, x);
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy)
-        .arg(x)
-        .arg(&saved.mean)
-        .arg(&saved.invstd)
-        .arg(gamma)
-        .arg(beta);
+    b.arg(dy);
+    x.push_arg(&mut b);
+    b.arg(&saved.mean).arg(&saved.invstd).arg(gamma).arg(beta);
     b.arg(&mut partial).arg(&n).arg(&c).arg(&plane).arg(&chunk);
     // SAFETY: lengths checked above; partial 2 floats per (channel, chunk) block.
     unsafe { b.launch(s.reduce_grid()) }.map_err(|e| cuda_err(sym, e))?;
@@ -324,19 +337,12 @@ pub fn bwd_train(
 
     let mut dx = dev.alloc(s.len())?;
     let training = 1i32;
-    let sym = if silu {
-        "bn_silu_bwd_f32"
-    } else {
-        "batch_norm_bwd_f32"
-    };
+    let sym = &x_sym("batch_norm_bwd", silu, x);
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy)
-        .arg(x)
-        .arg(&saved.mean)
-        .arg(&saved.invstd)
-        .arg(gamma)
-        .arg(beta);
+    b.arg(dy);
+    x.push_arg(&mut b);
+    b.arg(&saved.mean).arg(&saved.invstd).arg(gamma).arg(beta);
     b.arg(&sum_dz)
         .arg(&sum_dz_xhat)
         .arg(&mut dx)

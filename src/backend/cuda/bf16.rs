@@ -25,7 +25,24 @@ pub enum CudaValues<'a> {
     Bf16(&'a CudaSlice<u16>),
 }
 
-impl CudaValues<'_> {
+impl<'a> CudaValues<'a> {
+    /// The suffix of the kernels that read this format (`_f32`, `_bf16`).
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            CudaValues::F32(_) => "f32",
+            CudaValues::Bf16(_) => "bf16",
+        }
+    }
+    /// Push the buffer as the next kernel argument.
+    pub fn push_arg<'b>(&self, b: &mut cudarc::driver::LaunchArgs<'b>)
+    where
+        'a: 'b,
+    {
+        match *self {
+            CudaValues::F32(s) => b.arg(s),
+            CudaValues::Bf16(s) => b.arg(s),
+        };
+    }
     pub fn len(&self) -> usize {
         match self {
             CudaValues::F32(s) => s.len(),
@@ -71,6 +88,22 @@ impl CudaBuffer {
             CudaBuffer::F32(s) => Ok(s),
             CudaBuffer::Bf16(b) => to_f32(dev, &b, b.len()),
         }
+    }
+}
+
+/// `x` as it is when it is f32 or `keep` holds, else its bf16 bits widened into `wide` (an op
+/// whose kernel for this case reads f32).
+pub fn widened_unless<'a>(
+    dev: &CudaDevice,
+    x: CudaValues<'a>,
+    keep: bool,
+    wide: &'a mut Option<CudaSlice<f32>>,
+) -> Result<CudaValues<'a>> {
+    match x {
+        CudaValues::Bf16(bits) if !keep => {
+            Ok(CudaValues::F32(wide.insert(to_f32(dev, bits, bits.len())?)))
+        }
+        other => Ok(other),
     }
 }
 

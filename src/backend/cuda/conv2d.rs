@@ -10,7 +10,7 @@
 
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
-use super::bf16::{stores_bf16, to_f32, CudaValues};
+use super::bf16::{stores_bf16, widened_unless, CudaValues};
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, MatrixPrecision};
 use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm, sgemm_rm_batched, Strided};
 use super::{check_len, KernelFile};
@@ -129,12 +129,7 @@ fn readable<'a>(
             got: format!("{} elements", x.len()),
         });
     }
-    match x {
-        CudaValues::Bf16(bits) if !stores_bf16(dev) || is_depthwise(g) => {
-            Ok(CudaValues::F32(wide.insert(to_f32(dev, bits, bits.len())?)))
-        }
-        other => Ok(other),
-    }
+    widened_unless(dev, x, stores_bf16(dev) && !is_depthwise(g), wide)
 }
 
 /// The f32 buffer of an input [`readable`] widened (the depthwise kernels' input).

@@ -115,7 +115,6 @@ pub(super) fn yolox_train_step_bf16_case() -> Case {
         kernels: &[
             "add_bf16",
             "strided_copy_bf16",
-            "bn_silu_fwd_bf16",
             "conv2d_im2col_bf16_of_bf16",
         ],
         // Every activation and product operand rounded to 8 significant bits (relative error up

@@ -378,14 +378,25 @@ pub(super) fn bf16_cases() -> Vec<Case> {
 
 // ---- batch norm ----
 
+/// Storage formats of a BN row's input and output.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum BnFormat {
+    F32,
+    /// f32 input, bf16 output (a BN after a conv whose output is f32, in bf16 mode).
+    F32ToBf16,
+    /// bf16 input (values a bf16 can hold, on both sides) and output: bf16 storage.
+    Bf16,
+}
+
 pub(super) fn bn_case(
     name: &'static str,
     kernels: &'static [&'static str],
     silu: bool,
     training: bool,
-    out_bf16: bool,
+    format: BnFormat,
     dims: [usize; 4],
 ) -> Case {
+    let out_bf16 = format != BnFormat::F32;
     let s = bn::BnShape {
         n: dims[0],
         c: dims[1],
@@ -400,8 +411,13 @@ pub(super) fn bn_case(
         tol: if out_bf16 { 1e-2 } else { 1e-4 },
         measure: Measure::PerElement,
         make: Box::new(move |rng| {
+            let mut x = uniform(rng, s.len(), -2.0, 3.0);
+            if format == BnFormat::Bf16 {
+                x.iter_mut()
+                    .for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+            }
             vec![
-                uniform(rng, s.len(), -2.0, 3.0),
+                x,
                 uniform(rng, s.c, 0.5, 1.5),
                 uniform(rng, s.c, -0.5, 0.5),
                 uniform(rng, s.c, -0.2, 0.2),
@@ -451,16 +467,21 @@ pub(super) fn bn_case(
             let up = |i: usize| dev.upload(&inp[i]);
             let (x, gamma, beta, mut rm, mut rv, dy) =
                 (up(0)?, up(1)?, up(2)?, up(3)?, up(4)?, up(5)?);
+            let x16 = bf16::to_bf16(dev, &x, x.len())?;
+            let x = match format {
+                BnFormat::Bf16 => CudaValues::Bf16(&x16),
+                _ => CudaValues::F32(&x),
+            };
             if !training {
                 let (y, ms) = timed(dev, || {
-                    bn::fwd_eval(dev, &x, &gamma, &beta, &rm, &rv, s, eps, (silu, out_bf16))
+                    bn::fwd_eval(dev, x, &gamma, &beta, &rm, &rv, s, eps, (silu, out_bf16))
                 })?;
                 return Ok(out(vec![("y", dev.download(&y.into_f32(dev)?)?)], ms));
             }
             let ((y, dx, dgamma, dbeta), ms) = timed(dev, || {
                 let (y, saved) = bn::fwd_train(
                     dev,
-                    &x,
+                    x,
                     &gamma,
                     &beta,
                     &mut rm,
@@ -470,7 +491,7 @@ pub(super) fn bn_case(
                     eps,
                     (silu, out_bf16),
                 )?;
-                let (dx, dg, db) = bn::bwd_train(dev, &dy, &x, &gamma, &beta, &saved, s, silu)?;
+                let (dx, dg, db) = bn::bwd_train(dev, &dy, x, &gamma, &beta, &saved, s, silu)?;
                 Ok((y, dx, dg, db))
             })?;
             Ok(out(
@@ -511,13 +532,20 @@ pub(super) fn bn_cases() -> Vec<Case> {
     // inside images of 4,087.
     let (small, large, chunked) = ([3, 5, 7, 9], [2, 3, 17, 19], [5, 3, 61, 67]);
     vec![
-        bn_case("batch_norm train fwd+bwd", TRAIN, false, true, false, small),
+        bn_case(
+            "batch_norm train fwd+bwd",
+            TRAIN,
+            false,
+            true,
+            BnFormat::F32,
+            small,
+        ),
         bn_case(
             "batch_norm train, plane > 256",
             TRAIN,
             false,
             true,
-            false,
+            BnFormat::F32,
             large,
         ),
         bn_case(
@@ -525,7 +553,7 @@ pub(super) fn bn_cases() -> Vec<Case> {
             TRAIN,
             false,
             true,
-            false,
+            BnFormat::F32,
             chunked,
         ),
         bn_case(
@@ -533,7 +561,7 @@ pub(super) fn bn_cases() -> Vec<Case> {
             SILU_TRAIN,
             true,
             true,
-            false,
+            BnFormat::F32,
             chunked,
         ),
         bn_case(
@@ -541,7 +569,7 @@ pub(super) fn bn_cases() -> Vec<Case> {
             &["batch_norm_fwd_f32"],
             false,
             false,
-            false,
+            BnFormat::F32,
             small,
         ),
         bn_case(
@@ -549,7 +577,7 @@ pub(super) fn bn_cases() -> Vec<Case> {
             SILU_TRAIN,
             true,
             true,
-            false,
+            BnFormat::F32,
             small,
         ),
         bn_case(
@@ -557,7 +585,7 @@ pub(super) fn bn_cases() -> Vec<Case> {
             SILU_TRAIN,
             true,
             true,
-            false,
+            BnFormat::F32,
             large,
         ),
         bn_case(
@@ -565,24 +593,51 @@ pub(super) fn bn_cases() -> Vec<Case> {
             &["bn_silu_fwd_f32"],
             true,
             false,
-            false,
+            BnFormat::F32,
             small,
         ),
-        // bf16 storage: the forwards writing y as bf16 bits.
+        // bf16 storage: the forwards writing y as bf16 bits, from f32 or bf16 inputs, and the
+        // statistics and backward reading bf16 inputs.
         bn_case(
             "bn+silu train, bf16 output",
-            &["bn_silu_fwd_bf16"],
+            &["bn_silu_fwd_f32_to_bf16"],
             true,
             true,
-            true,
+            BnFormat::F32ToBf16,
             large,
         ),
         bn_case(
-            "batch_norm eval, bf16 output",
-            &["batch_norm_fwd_bf16"],
-            false,
+            "bn+silu train, bf16 input and output",
+            &[
+                "batch_norm_stats_partial_bf16",
+                "bn_silu_fwd_bf16",
+                "bn_silu_bwd_partial_bf16",
+                "bn_silu_bwd_bf16",
+            ],
+            true,
+            true,
+            BnFormat::Bf16,
+            chunked,
+        ),
+        bn_case(
+            "batch_norm train, bf16 input and output",
+            &[
+                "batch_norm_stats_partial_bf16",
+                "batch_norm_fwd_bf16",
+                "batch_norm_bwd_partial_bf16",
+                "batch_norm_bwd_bf16",
+            ],
             false,
             true,
+            BnFormat::Bf16,
+            small,
+        ),
+        bn_case(
+            "batch_norm eval, bf16 output",
+            &["batch_norm_fwd_f32_to_bf16"],
+            false,
+            false,
+            BnFormat::F32ToBf16,
             small,
         ),
     ]

@@ -334,6 +334,7 @@ def conv_fast_case(case, n,c,h,w,k,ks,s,p,g, bf16=False, x_bits=False):
             for at, ln in parts:
                 sgemm_rm(0,1,kg,ckk,ln, dy,hwo, col,hwo, dw, 0.0 if first else 1.0, offa=(nn*k+gg*kg)*hwo + at, offb=coff + at, offc=gg*kg*ckk, bf16=bf16)
                 first = False
+    if x_bits: y = (bf16_bits(y).astype('<u4') << 16).view('<f4')  # bf16 storage: y as bf16 bits
     for nm, v in [('y',y),('dx',dx),('dw',dw)]:
         if bf16: cmp_norm(case, nm, v, 1e-2)
         else: cmp(case, nm, v)

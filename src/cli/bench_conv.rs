@@ -142,7 +142,7 @@ fn time_layer(g: &Conv2dGeometry, device: Device, reps: usize) -> anyhow::Result
             };
             for rep in 0..=reps {
                 let t = [
-                    on_gpu(&|| cuda_conv2d::fwd(&dev, xv, &w, g).map(drop))?,
+                    on_gpu(&|| cuda_conv2d::fwd(&dev, xv, &w, g, x16.is_some()).map(drop))?,
                     on_gpu(&|| cuda_conv2d::bwd_input(&dev, &dy, &w, g).map(drop))?,
                     on_gpu(&|| cuda_conv2d::bwd_weight(&dev, &dy, xv, g).map(drop))?,
                 ];

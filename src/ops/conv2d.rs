@@ -3,7 +3,9 @@
 
 use crate::autograd::record;
 use crate::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
-use crate::backend::cuda::{conv2d as cuda_conv2d, elementwise as cuda_ew, reduce as cuda_reduce};
+use crate::backend::cuda::{
+    bf16 as cuda_bf16, conv2d as cuda_conv2d, elementwise as cuda_ew, reduce as cuda_reduce,
+};
 use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
@@ -171,10 +173,19 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
 fn conv2d_cuda(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Conv2dGeometry) -> Result<Tensor> {
     let (ho, wo) = (g.out_h(), g.out_w());
     let y_dims = [g.batch, g.out_channels, ho, wo];
-    // x may be a bf16 activation: the conv reads it as stored (backend::cuda::bf16).
-    let y = x.with_cuda_values(|dev, xs| w.with_cuda(|_, ws| cuda_conv2d::fwd(dev, xs, ws, &g)))?;
-    let y = match b {
+    // x may be a bf16 activation: the conv reads it as stored (backend::cuda::bf16). In bf16
+    // storage mode a conv without bias (YOLOX's BaseConv, whose BN keeps y for its backward)
+    // writes y as bf16; a biased one (the heads' predictions) keeps f32 for the bias and loss.
+    let y = x.with_cuda_values(|dev, xs| {
+        w.with_cuda(|_, ws| {
+            let out_bf16 = b.is_none() && cuda_bf16::stores_bf16(dev);
+            cuda_conv2d::fwd(dev, xs, ws, &g, out_bf16)
+        })
+    })?;
+    let out = match b {
+        None => Tensor::from_cuda_buffer(y, y_dims)?,
         Some(b) => b.with_cuda(|dev, bs| {
+            let y = y.into_f32(dev)?;
             let (y, _) = cuda_ew::binary_bcast(
                 dev,
                 cuda_ew::Binary::Add,
@@ -183,11 +194,9 @@ fn conv2d_cuda(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Conv2dGeometry) ->
                 bs,
                 &[1, g.out_channels, 1, 1],
             )?;
-            Ok(y)
+            Tensor::from_cuda(y, y_dims)
         })?,
-        None => y,
     };
-    let out = Tensor::from_cuda(y, y_dims)?;
     let (xs, ws) = (x.detach(), w.detach());
     let mut inputs = vec![x, w];
     if let Some(b) = b {

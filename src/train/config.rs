@@ -48,9 +48,9 @@ pub enum Precision {
     /// convolutions (`cudnn.allow_tf32`). Relative error near 3e-4.
     Tf32,
     /// bf16 tensor cores: both operands of every product rounded to bf16, f32 accumulation and
-    /// output; BN(+SiLU) outputs kept as bf16 and read as such by convs, cat and residual adds
-    /// (`backend::cuda::bf16`); parameters (master weights), gradients and optimizer state stay
-    /// f32. Relative error near 3e-3 per product (`ssod selftest` checks it at 1e-2).
+    /// output; activations between convs (conv outputs without bias, BN(+SiLU) outputs, cat,
+    /// residual adds, pooling) kept as bf16 (`backend::cuda::bf16`); parameters (master
+    /// weights), gradients and optimizer state stay f32. Relative error near 3e-3 per product (`ssod selftest` checks it at 1e-2).
     Bf16,
 }
 

@@ -3,11 +3,13 @@
 //!
 //! The rules (DESIGN "Tensors": f32 compute, bf16 a storage format converted at the edges;
 //! PyTorch autocast keeps the same split):
-//! - In bf16 product mode ([`MatrixPrecision::Bf16`]) the fused BN(+SiLU) writes its output as
-//!   bf16 (`Storage::CudaBf16`), and the ops that carry YOLOX's activations between convs read
-//!   and write bf16 as it is: the convs' input (column matrix and pointwise operand straight from
-//!   the bits, the tape keeping the bf16 tensor for the weight gradient), `cat`, max pooling,
-//!   nearest upsampling and the residual `add`. Their math stays f32 (loads widen, stores round).
+//! - In bf16 product mode ([`MatrixPrecision::Bf16`]) a conv without bias writes its output as
+//!   bf16 (`Storage::CudaBf16`, straight from cuBLAS's f32 accumulators), the fused BN(+SiLU)
+//!   reads that as stored and writes bf16 too, and the ops that carry YOLOX's activations between
+//!   convs read and write bf16 as it is: the convs' input (column matrix and pointwise operand
+//!   straight from the bits, the tape keeping the bf16 tensor for the weight gradient), `cat`,
+//!   max pooling, nearest upsampling and the residual `add`. Their math stays f32 (loads widen,
+//!   stores round).
 //! - Every other op reads a bf16 tensor through [`crate::tensor::Tensor::with_cuda`], which hands
 //!   it an f32 copy: correct everywhere, fast where it matters.
 //! - Gradients, parameters, optimizer state and BN statistics stay f32 (the master copies).
@@ -58,11 +60,15 @@ impl<'a> CudaValues<'a> {
 /// their kernels' names (`strided_copy_f32` / `strided_copy_bf16`, ...).
 pub trait StoredElement: cudarc::driver::DeviceRepr + Sized {
     const SUFFIX: &'static str;
+    /// cuBLAS's name for it (the output type of the bf16 products).
+    const CUBLAS_TYPE: cudarc::cublas::sys::cudaDataType;
     /// A buffer of `len` elements with unspecified contents (the kernel writes every one).
     fn alloc(dev: &CudaDevice, len: usize) -> Result<CudaSlice<Self>>;
 }
 impl StoredElement for f32 {
     const SUFFIX: &'static str = "f32";
+    const CUBLAS_TYPE: cudarc::cublas::sys::cudaDataType =
+        cudarc::cublas::sys::cudaDataType::CUDA_R_32F;
     fn alloc(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
         dev.alloc(len)
     }
@@ -70,6 +76,8 @@ impl StoredElement for f32 {
 /// bf16 bits.
 impl StoredElement for u16 {
     const SUFFIX: &'static str = "bf16";
+    const CUBLAS_TYPE: cudarc::cublas::sys::cudaDataType =
+        cudarc::cublas::sys::cudaDataType::CUDA_R_16BF;
     fn alloc(dev: &CudaDevice, len: usize) -> Result<CudaSlice<u16>> {
         dev.alloc_u16(len)
     }

@@ -10,9 +10,9 @@
 
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
-use super::bf16::{stores_bf16, widened_unless, CudaValues};
+use super::bf16::{stores_bf16, to_bf16, widened_unless, CudaBuffer, CudaValues};
 use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, MatrixPrecision};
-use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm, sgemm_rm_batched, Strided};
+use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm, sgemm_rm_batched, used_len, Strided};
 use super::{check_len, KernelFile};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};
@@ -142,29 +142,35 @@ fn f32_input<'a>(op: &str, x: CudaValues<'a>) -> Result<&'a CudaSlice<f32>> {
 
 /// Forward: `y = conv(x, w)`. Outputs here are allocated without zeroing: every path (the
 /// batched products with beta 0, col2im, the depthwise kernels) writes each element. `x` may be
-/// in bf16 storage ([`super::bf16`]).
+/// in bf16 storage ([`super::bf16`]); with `out_bf16` (bf16 product mode) the products write y
+/// as bf16 bits, rounded once from their f32 accumulators (the depthwise kernels write f32).
 pub fn fwd(
     dev: &CudaDevice,
     x: CudaValues,
     w: &CudaSlice<f32>,
     g: &Conv2dGeometry,
-) -> Result<CudaSlice<f32>> {
+    out_bf16: bool,
+) -> Result<CudaBuffer> {
     check_geometry(g)?;
     let mut wide = None;
     let x = readable(dev, "conv2d_fwd", x, g, &mut wide)?;
     check_len("conv2d_fwd", "w", w, g.w_len())?;
-    let mut y = dev.alloc(g.y_len())?;
     if is_depthwise(g) {
         let xs = f32_input("conv2d_fwd", x)?;
+        let mut y = dev.alloc(g.y_len())?;
         launch_direct(dev, "conv2d_dw_fwd_f32", xs, w, &mut y, g, false)?;
-        return Ok(y);
+        return Ok(CudaBuffer::F32(y));
     }
+    let mut y = if out_bf16 && stores_bf16(dev) {
+        CudaBuffer::Bf16(dev.alloc_u16(g.y_len())?)
+    } else {
+        CudaBuffer::F32(dev.alloc(g.y_len())?)
+    };
     let d = Dims::of(g);
     for grp in 0..g.groups {
         let w_g = w.slice(grp * d.kg * d.ckk..(grp + 1) * d.kg * d.ckk);
         for (n0, items) in d.chunks(g) {
             let y_off = (n0 * g.out_channels + grp * d.kg) * d.hw_out;
-            let mut y_ng = y.slice_mut(y_off..);
             let shared_w = Strided {
                 ld: d.ckk,
                 stride: 0,
@@ -192,9 +198,28 @@ pub fn fwd(
                 };
                 (built.operand(0), col_items)
             };
-            product(
-                dev, false, shape, &w_g, shared_w, &b, b_items, &mut y_ng, y_items, items,
-            )?;
+            match &mut y {
+                CudaBuffer::F32(y) => product(
+                    dev,
+                    false,
+                    shape,
+                    &w_g,
+                    shared_w,
+                    &b,
+                    b_items,
+                    &mut y.slice_mut(y_off..),
+                    y_items,
+                    items,
+                )?,
+                CudaBuffer::Bf16(y) => product_to_bf16(
+                    dev,
+                    shape,
+                    (&w_g, shared_w),
+                    (&b, b_items),
+                    (&mut y.slice_mut(y_off..), y_items),
+                    items,
+                )?,
+            }
         }
     }
     Ok(y)
@@ -285,6 +310,31 @@ fn product<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
         }
         Operand::Bf16(b) => {
             gemm_rm_batched_bf16_b(dev, false, trans_b, shape, a, sa, b, sb, c, sc, batch, 0.0)
+        }
+    }
+}
+
+/// [`product`] (no transposes) writing `c` as bf16 bits (bf16 storage, bf16 product mode): an
+/// f32 right operand is rounded to bf16 first (only the part the product reads).
+fn product_to_bf16<A: DevicePtr<f32>, C: DevicePtrMut<u16>>(
+    dev: &CudaDevice,
+    (m, n, k): (usize, usize, usize),
+    (a, sa): (&A, Strided),
+    (b, sb): (&Operand, Strided),
+    (c, sc): (&mut C, Strided),
+    batch: usize,
+) -> Result<()> {
+    let shape = (m, n, k);
+    match b {
+        Operand::Bf16(bits) => {
+            gemm_rm_batched_bf16_b(dev, false, false, shape, a, sa, bits, sb, c, sc, batch, 0.0)
+        }
+        Operand::F32(values) => {
+            let bits = to_bf16(dev, values, used_len(k, n, sb, batch).min(values.len()))?;
+            let bits = bits.slice(..);
+            gemm_rm_batched_bf16_b(
+                dev, false, false, shape, a, sa, &bits, sb, c, sc, batch, 0.0,
+            )
         }
     }
 }

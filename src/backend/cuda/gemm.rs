@@ -7,7 +7,7 @@
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
 
-use super::bf16::to_bf16;
+use super::bf16::{to_bf16, StoredElement};
 use super::check_len;
 use super::context::{cuda_err, CudaDevice, MatrixPrecision};
 use crate::{Error, Result};
@@ -132,10 +132,12 @@ fn column_major_config(
 }
 
 /// [`sgemm_rm_batched`] in bf16 product mode with `b` already rounded to bf16 bits (the column
-/// matrix of `conv2d_im2col_bf16`): only `a` is rounded here. Errors unless the device is in
-/// `MatrixPrecision::Bf16`, so an f32 or TF32 run never takes this path by mistake.
+/// matrix of `conv2d_im2col_bf16`, or a bf16 activation): only `a` is rounded here. `c` is f32,
+/// or bf16 bits (`T = u16`: a conv output in bf16 storage, rounded once from the f32
+/// accumulator). Errors unless the device is in `MatrixPrecision::Bf16`, so an f32 or TF32 run
+/// never takes this path by mistake.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_rm_batched_bf16_b<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+pub(crate) fn gemm_rm_batched_bf16_b<A: DevicePtr<f32>, T: StoredElement, C: DevicePtrMut<T>>(
     dev: &CudaDevice,
     trans_a: bool,
     trans_b: bool,
@@ -171,7 +173,7 @@ pub(crate) fn gemm_rm_batched_bf16_b<A: DevicePtr<f32>, C: DevicePtrMut<f32>>(
 
 /// Elements of a stored operand a batched product reads: `rows × cols` at row stride `ld`, item
 /// `i` at `i·stride` (0: one shared matrix).
-fn used_len(rows: usize, cols: usize, s: Strided, batch: usize) -> usize {
+pub(crate) fn used_len(rows: usize, cols: usize, s: Strided, batch: usize) -> usize {
     if rows == 0 || cols == 0 || batch == 0 {
         return 0;
     }
@@ -202,9 +204,15 @@ fn gemm_bf16<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
     gemm_bf16_bits(dev, cfg, &a16, &b16, c)
 }
 
-/// `cublasGemmStridedBatchedEx` on bf16 operands (u16 bits) with f32 accumulation and output;
+/// `cublasGemmStridedBatchedEx` on bf16 operands (u16 bits) with f32 accumulation, output f32
+/// or bf16 bits (`T`);
 /// `cfg` is the f32 call's column-major configuration (operands already swapped).
-fn gemm_bf16_bits<A16: DevicePtr<u16>, B16: DevicePtr<u16>, C: DevicePtrMut<f32>>(
+fn gemm_bf16_bits<
+    A16: DevicePtr<u16>,
+    B16: DevicePtr<u16>,
+    T: StoredElement,
+    C: DevicePtrMut<T>,
+>(
     dev: &CudaDevice,
     cfg: &StridedBatchedConfig<f32>,
     a16: &A16,
@@ -242,7 +250,7 @@ fn gemm_bf16_bits<A16: DevicePtr<u16>, B16: DevicePtr<u16>, C: DevicePtrMut<f32>
             cfg.stride_b,
             (&beta as *const f32).cast(),
             c_ptr as *mut std::ffi::c_void,
-            cudaDataType::CUDA_R_32F,
+            T::CUBLAS_TYPE,
             g.ldc,
             cfg.stride_c,
             cfg.batch_size,

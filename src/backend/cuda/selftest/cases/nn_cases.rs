@@ -65,12 +65,13 @@ pub(super) fn conv_case(
             let x16 = bf16::to_bf16(dev, &x, x.len())?;
             let ((y, dx, dw), ms) = timed(dev, || match path {
                 ConvPath::Bf16Input => Ok((
-                    conv2d::fwd(dev, CudaValues::Bf16(&x16), &w, &g)?,
+                    // bf16 storage end to end: the output as bf16 bits too, widened here.
+                    conv2d::fwd(dev, CudaValues::Bf16(&x16), &w, &g, true)?.into_f32(dev)?,
                     conv2d::bwd_input(dev, &dy, &w, &g)?,
                     conv2d::bwd_weight(dev, &dy, CudaValues::Bf16(&x16), &g)?,
                 )),
                 ConvPath::Fast => Ok((
-                    conv2d::fwd(dev, CudaValues::F32(&x), &w, &g)?,
+                    conv2d::fwd(dev, CudaValues::F32(&x), &w, &g, false)?.into_f32(dev)?,
                     conv2d::bwd_input(dev, &dy, &w, &g)?,
                     conv2d::bwd_weight(dev, &dy, CudaValues::F32(&x), &g)?,
                 )),

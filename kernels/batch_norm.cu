@@ -41,28 +41,7 @@
 
 #define THREADS 256
 #define TILE 1024
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
-__device__ __forceinline__ float block_sum(float v, float* sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = THREADS / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-        __syncthreads();
-    }
-    float r = sh[0];
-    __syncthreads();
-    return r;
-}
-
-__device__ __forceinline__ float sigmoid_stable(float x) {
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
+#include "common.cuh"
 // Flat index of value j (in (n, p) order) of channel ch; 32-bit division when `small` (every
 // index fits: 64-bit division costs tens of instructions per element).
 __device__ __forceinline__ long long at(long long j, long long ch, long long C, long long plane,

@@ -28,26 +28,11 @@
 #include "bf16.cuh"
 
 #define THREADS 256
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
+#include "common.cuh"
 // Layout mirrored by `ConvGeom` in src/backend/cuda/conv2d.rs (all i64).
 struct ConvGeom {
     long long n, c, h, w, k, kh, kw, stride, pad, groups, ho, wo;
 };
-
-__device__ __forceinline__ float block_sum(float v, float* sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = THREADS / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-        __syncthreads();
-    }
-    float r = sh[0];
-    __syncthreads();
-    return r;
-}
 
 extern "C" __global__ void conv2d_fwd_f32(const float* __restrict__ x, const float* __restrict__ w,
                                           float* __restrict__ y, ConvGeom g) {

@@ -14,10 +14,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; kernels/emu/check.sh;
 //        ssod selftest --device cuda.
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
+#include "common.cuh"
 // The offset of patch element (p, c, r, t) in the images, or -1 when its box is outside them.
 __device__ __forceinline__ long long crop_src(const int* boxes, long long p, long long c,
                                               long long r, long long t, long long N, long long C,

@@ -21,16 +21,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; kernels/emu/check.sh;
 //        ssod selftest --device cuda.
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
-__device__ __forceinline__ float sigmoid_stable(float x) {
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
+#include "common.cuh"
 extern "C" __global__ void decode_outputs_f32(const float* __restrict__ raw,
                                               const float* __restrict__ grid,
                                               float* __restrict__ out, long long B, long long A,

@@ -30,18 +30,7 @@
 
 #include "bf16.cuh"
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
-__device__ __forceinline__ float sigmoid_stable(float x) {
-    if (x >= 0.0f) {
-        return 1.0f / (1.0f + expf(-x));
-    }
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
+#include "common.cuh"
 // ---- unary ops: F(v, p0, p1) forward value, D(s, p0, p1) derivative from the saved value ----
 
 __device__ __forceinline__ float silu_f(float x, float, float) { return x * sigmoid_stable(x); }

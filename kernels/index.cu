@@ -20,10 +20,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; kernels/emu/check.sh;
 //        ssod selftest --device cuda.
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
+#include "common.cuh"
 extern "C" __global__ void index_check_f32(const float* __restrict__ idx_f, int* __restrict__ idx,
                                            int* __restrict__ bad, long long n, long long bound) {
     GRID_STRIDE(i, n) {

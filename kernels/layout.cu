@@ -14,10 +14,7 @@
 // Launch geometry: 1-D, 256 threads per block, grid-stride loop.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
+#include "common.cuh"
 #define MAX_RANK 6
 
 // Mirrored by `Strided` in src/backend/cuda/layout.rs.

@@ -19,16 +19,7 @@
 // Launch geometry: 1-D grid-stride, 256 threads, one thread per element / per box.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
-__device__ __forceinline__ float sigmoid_stable(float x) {
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
+#include "common.cuh"
 __device__ __forceinline__ float bce_raw(float x, float t) {
     return fmaxf(x, 0.0f) - x * t + log1pf(expf(-fabsf(x)));
 }

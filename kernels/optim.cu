@@ -15,10 +15,7 @@
 // Launch geometry: 1-D grid-stride, 256 threads, one thread per element.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
+#include "common.cuh"
 extern "C" __global__ void sgd_nesterov_f32(float* __restrict__ p, const float* __restrict__ g,
                                             float* __restrict__ buf, long long n, float lr,
                                             float momentum, float wd) {

@@ -19,10 +19,7 @@
 
 #include "bf16.cuh"
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
+#include "common.cuh"
 // Window maxima of bf16 bits are compared as f32 and written back with store_f32 (exact: the
 // max is one of the values).
 template <typename T>

@@ -16,19 +16,8 @@
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
 #define THREADS 256
+#include "common.cuh"
 #define MAX_RANK 6
-
-__device__ __forceinline__ float block_sum(float v, float* sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = THREADS / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-        __syncthreads();
-    }
-    float r = sh[0];
-    __syncthreads();
-    return r;
-}
 
 extern "C" __global__ void sum_partial_f32(const float* __restrict__ x,
                                            float* __restrict__ partial, long long n) {

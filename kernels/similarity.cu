@@ -13,9 +13,7 @@
 // Launch geometry: one thread per output (o, j), 1-D grid-stride, 256 threads.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 #define COS_EPS 1e-8f
 
 extern "C" __global__ void cosine_similarity_fwd_f32(const float* __restrict__ a,

@@ -22,16 +22,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
 #define THREADS 256
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
-__device__ __forceinline__ float sigmoid_stable(float x) {
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
+#include "common.cuh"
 __device__ __forceinline__ float log_clamped(float v) { return fmaxf(logf(v), -100.0f); }
 
 __device__ __forceinline__ float iou_cxcywh(const float* a, const float* b) {

@@ -13,10 +13,7 @@
 //   (len <= a few thousand); a block-per-row variant is the next step if a benchmark asks.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
-#define GRID_STRIDE(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-
+#include "common.cuh"
 template <bool LOG>
 __device__ void fwd(const float* __restrict__ x, float* __restrict__ y, long long outer,
                     long long len, long long inner) {

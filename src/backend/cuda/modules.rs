@@ -303,10 +303,16 @@ pub fn compile_ptx(file: KernelFile, arch: &str) -> Result<String> {
 
 /// The helpers several kernel files share, spliced in place of their `#include` line (the
 /// modules are compiled from embedded text, with no file system for NVRTC to search).
-const SHARED_HEADERS: &[(&str, &str)] = &[(
-    "#include \"bf16.cuh\"",
-    include_str!("../../../kernels/bf16.cuh"),
-)];
+const SHARED_HEADERS: &[(&str, &str)] = &[
+    (
+        "#include \"common.cuh\"",
+        include_str!("../../../kernels/common.cuh"),
+    ),
+    (
+        "#include \"bf16.cuh\"",
+        include_str!("../../../kernels/bf16.cuh"),
+    ),
+];
 
 /// Compile CUDA C `src` (named `name` in messages, e.g. `kernels/conv2d.cu`) to PTX for `arch`.
 pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {

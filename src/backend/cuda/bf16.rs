@@ -115,9 +115,14 @@ pub fn widened_unless<'a>(
     }
 }
 
-/// Whether ops that can keep bf16 activations should: the device is in bf16 product mode.
+/// Whether ops that can keep bf16 activations should: the device is in bf16 product mode, and
+/// the environment variable `SSOD_CUDA_BF16_STORAGE` is not `0` (read once; `0` keeps every
+/// activation f32 with bf16 products, for A/B benchmarks of the storage).
 pub fn stores_bf16(dev: &CudaDevice) -> bool {
-    dev.matrix_precision() == MatrixPrecision::Bf16
+    static STORAGE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *STORAGE
+        .get_or_init(|| std::env::var("SSOD_CUDA_BF16_STORAGE").map_or(true, |v| v.trim() != "0"));
+    enabled && dev.matrix_precision() == MatrixPrecision::Bf16
 }
 
 /// The first `len` values of `x` rounded to bf16 (`f32_to_bf16`, round to nearest even), as raw

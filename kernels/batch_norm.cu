@@ -42,6 +42,7 @@
 #define THREADS 256
 #define TILE 1024
 #include "common.cuh"
+
 // Flat index of value j (in (n, p) order) of channel ch; 32-bit division when `small` (every
 // index fits: 64-bit division costs tens of instructions per element).
 __device__ __forceinline__ long long at(long long j, long long ch, long long C, long long plane,

@@ -29,6 +29,7 @@
 
 #define THREADS 256
 #include "common.cuh"
+
 // Layout mirrored by `ConvGeom` in src/backend/cuda/conv2d.rs (all i64).
 struct ConvGeom {
     long long n, c, h, w, k, kh, kw, stride, pad, groups, ho, wo;

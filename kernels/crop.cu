@@ -15,6 +15,7 @@
 //        ssod selftest --device cuda.
 
 #include "common.cuh"
+
 // The offset of patch element (p, c, r, t) in the images, or -1 when its box is outside them.
 __device__ __forceinline__ long long crop_src(const int* boxes, long long p, long long c,
                                               long long r, long long t, long long N, long long C,

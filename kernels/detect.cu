@@ -22,6 +22,7 @@
 //        ssod selftest --device cuda.
 
 #include "common.cuh"
+
 extern "C" __global__ void decode_outputs_f32(const float* __restrict__ raw,
                                               const float* __restrict__ grid,
                                               float* __restrict__ out, long long B, long long A,

@@ -31,6 +31,7 @@
 #include "bf16.cuh"
 
 #include "common.cuh"
+
 // ---- unary ops: F(v, p0, p1) forward value, D(s, p0, p1) derivative from the saved value ----
 
 __device__ __forceinline__ float silu_f(float x, float, float) { return x * sigmoid_stable(x); }

@@ -21,6 +21,7 @@
 //        ssod selftest --device cuda.
 
 #include "common.cuh"
+
 extern "C" __global__ void index_check_f32(const float* __restrict__ idx_f, int* __restrict__ idx,
                                            int* __restrict__ bad, long long n, long long bound) {
     GRID_STRIDE(i, n) {

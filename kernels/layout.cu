@@ -15,6 +15,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
 #include "common.cuh"
+
 #define MAX_RANK 6
 
 // Mirrored by `Strided` in src/backend/cuda/layout.rs.

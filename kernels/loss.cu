@@ -20,6 +20,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
 #include "common.cuh"
+
 __device__ __forceinline__ float bce_raw(float x, float t) {
     return fmaxf(x, 0.0f) - x * t + log1pf(expf(-fabsf(x)));
 }

@@ -16,6 +16,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
 #include "common.cuh"
+
 extern "C" __global__ void sgd_nesterov_f32(float* __restrict__ p, const float* __restrict__ g,
                                             float* __restrict__ buf, long long n, float lr,
                                             float momentum, float wd) {

@@ -20,6 +20,7 @@
 #include "bf16.cuh"
 
 #include "common.cuh"
+
 // Window maxima of bf16 bits are compared as f32 and written back with store_f32 (exact: the
 // max is one of the values).
 template <typename T>

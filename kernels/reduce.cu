@@ -17,6 +17,7 @@
 
 #define THREADS 256
 #include "common.cuh"
+
 #define MAX_RANK 6
 
 extern "C" __global__ void sum_partial_f32(const float* __restrict__ x,

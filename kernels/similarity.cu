@@ -14,6 +14,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
 #include "common.cuh"
+
 #define COS_EPS 1e-8f
 
 extern "C" __global__ void cosine_similarity_fwd_f32(const float* __restrict__ a,

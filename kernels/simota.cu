@@ -23,6 +23,7 @@
 
 #define THREADS 256
 #include "common.cuh"
+
 __device__ __forceinline__ float log_clamped(float v) { return fmaxf(logf(v), -100.0f); }
 
 __device__ __forceinline__ float iou_cxcywh(const float* a, const float* b) {

@@ -14,6 +14,7 @@
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
 #include "common.cuh"
+
 template <bool LOG>
 __device__ void fwd(const float* __restrict__ x, float* __restrict__ y, long long outer,
                     long long len, long long inner) {

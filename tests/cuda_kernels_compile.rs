@@ -92,6 +92,22 @@ fn every_kernel_file_opens_with_its_contract() {
 }
 
 #[test]
+fn a_compile_error_after_a_shared_header_names_the_files_own_line() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    // Line 4 of the file, whatever length the spliced header has.
+    let src = "#include \"common.cuh\"\n\nextern \"C\" __global__ void broken(float* y) {\n    \
+               y[0] = sigmoid_stable(undefined_name);\n}\n";
+    let err = ssod::backend::cuda::compile_source("kernels/broken.cu", src, "compute_80")
+        .expect_err("must not compile")
+        .to_string();
+    assert!(err.contains("broken.cu(4)"), "wrong or missing line: {err}");
+    // The header itself compiled: sigmoid_stable is not what the log complains about.
+    assert!(!err.contains("sigmoid_stable\" is undefined"), "{err}");
+}
+
+#[test]
 fn a_compile_error_names_the_file_and_carries_the_nvrtc_log() {
     if !nvrtc_or_skip() {
         return;

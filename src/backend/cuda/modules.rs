@@ -4,6 +4,7 @@
 //! `OnceLock`; [`compile_all_kernels`] compiles every file for a named architecture with NVRTC
 //! alone (no driver, no GPU), which is what `tests/cuda_kernels_compile.rs` runs in CI.
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
@@ -95,17 +96,6 @@ impl KernelFile {
             KernelFile::Detect => include_str!("../../../kernels/detect.cu"),
             KernelFile::Layout => include_str!("../../../kernels/layout.cu"),
         }
-    }
-
-    /// [`Self::source`] with the shared headers it includes spliced in: what NVRTC compiles.
-    pub fn compiled_source(self) -> std::borrow::Cow<'static, str> {
-        let mut src = std::borrow::Cow::Borrowed(self.source());
-        for (line, text) in SHARED_HEADERS {
-            if src.contains(line) {
-                src = std::borrow::Cow::Owned(src.replace(line, text));
-            }
-        }
-        src
     }
 
     /// Every `extern "C" __global__` entry point the file defines, as its PTX names them.
@@ -298,11 +288,12 @@ fn check_arch(arch: &str) -> Result<()> {
 /// Compile one kernel file to PTX text for `arch` with NVRTC (no driver needed). A compile
 /// error carries the NVRTC log and the file's name.
 pub fn compile_ptx(file: KernelFile, arch: &str) -> Result<String> {
-    compile_source(&file.file_name(), &file.compiled_source(), arch)
+    compile_source(&file.file_name(), file.source(), arch)
 }
 
 /// The helpers several kernel files share, spliced in place of their `#include` line (the
-/// modules are compiled from embedded text, with no file system for NVRTC to search).
+/// modules are compiled from embedded text, with no file system for NVRTC to search); see
+/// [`splice_headers`].
 const SHARED_HEADERS: &[(&str, &str)] = &[
     (
         "#include \"common.cuh\"",
@@ -314,13 +305,41 @@ const SHARED_HEADERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// `src` with each `#include` of a [`SHARED_HEADERS`] entry replaced by the header's text,
+/// framed by `#line` directives so NVRTC's messages name the header's own lines inside it and
+/// the file's own lines after it.
+fn splice_headers<'a>(file: &str, src: &'a str) -> Cow<'a, str> {
+    let included = |line: &str| SHARED_HEADERS.iter().find(|(inc, _)| line.trim() == *inc);
+    if !src.lines().any(|l| included(l).is_some()) {
+        return Cow::Borrowed(src);
+    }
+    let mut out = String::with_capacity(src.len() + 4096);
+    for (i, line) in src.lines().enumerate() {
+        match included(line) {
+            Some((inc, text)) => {
+                let header = inc.trim_start_matches("#include ").trim_matches('"');
+                out.push_str(&format!("#line 1 \"{header}\"\n{text}\n"));
+                out.push_str(&format!("#line {} \"{file}\"\n", i + 2));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Compile CUDA C `src` (named `name` in messages, e.g. `kernels/conv2d.cu`) to PTX for `arch`.
+/// The shared headers it includes (`kernels/common.cuh`, `kernels/bf16.cuh`) are spliced in.
 pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {
     check_arch(arch)?;
     nvrtc_available().map_err(Error::Cuda)?;
     if src.contains('\0') {
         return Err(Error::Cuda(format!("{name}: source contains a NUL byte")));
     }
+    let file = name.rsplit('/').next().unwrap_or(name);
+    let src = splice_headers(file, src);
     let opts = cudarc::nvrtc::CompileOptions {
         options: vec![
             format!("--gpu-architecture={arch}"),
@@ -333,7 +352,7 @@ pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {
         ..Default::default()
     };
     let compiled = catch_unwind(AssertUnwindSafe(|| {
-        cudarc::nvrtc::compile_ptx_with_opts(src, opts)
+        cudarc::nvrtc::compile_ptx_with_opts(&*src, opts)
     }));
     match compiled {
         Ok(Ok(ptx)) => Ok(ptx.to_src()),

@@ -48,6 +48,10 @@ S="--model yolox-s --size 640 --batch 16 --steps 8 --gts 30 --device cuda"
 for p in f32 tf32 bf16; do
     step "bench-s-$p" 180 ./.device/ssod bench train $S --precision $p
 done
+# The driver's default pool (memory returned at every synchronisation, context.rs
+# keep_freed_memory): what keeping freed memory gains.
+step bench-s-f32-poolrelease 180 env SSOD_CUDA_POOL_RELEASE=1 ./.device/ssod bench train $S \
+    --precision f32
 # bf16 products with every activation kept f32 (backend/cuda/bf16.rs): what the storage gains.
 step bench-s-bf16-f32storage 180 env SSOD_CUDA_BF16_STORAGE=0 ./.device/ssod bench train $S \
     --precision bf16

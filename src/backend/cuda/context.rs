@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig,
+    PinnedHostSlice,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -34,24 +35,63 @@ struct Inner {
     name: String,
     arch: String,
     modules: [OnceLock<Arc<CudaModule>>; KERNEL_FILES],
-    /// Page-locked staging buffers for large uploads, by length (the last two sizes used).
-    staging: Mutex<Vec<PinnedHostSlice<f32>>>,
+    /// Page-locked staging buffers for large uploads, by length (the last two sizes used), each
+    /// with the event recorded after the last copy out of it.
+    staging: Mutex<Vec<(PinnedHostSlice<f32>, Option<CudaEvent>)>>,
     /// The [`MatrixPrecision`] of every later product, as its `u8`.
     matrix_precision: AtomicU8,
 }
 
 /// Arithmetic of the matrix products (cuBLAS) of this process: convolutions, matmul, linear.
-/// Element-wise kernels, reductions and the stored tensors stay f32 in every mode.
+/// Element-wise kernels and reductions compute in f32 in every mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatrixPrecision {
     /// f32 operands and FMA (cuBLAS default math): the CPU's function.
     F32 = 0,
     /// TF32 tensor cores: operands rounded to 10-bit mantissas, f32 accumulation.
     Tf32 = 1,
-    /// bf16 tensor cores: both operands rounded to bf16 (8-bit mantissas) just before the
-    /// product, f32 accumulation and f32 output; weights and activations stay f32 (master
-    /// copies), so only the products see bf16.
+    /// bf16 tensor cores: both operands rounded to bf16 (8 significant bits), f32
+    /// accumulation; weights stay f32 (master copies); activations between convs are stored
+    /// as bf16 ([`super::bf16`]).
     Bf16 = 2,
+}
+
+/// Keep memory freed into the device's default pool (which serves every buffer: cudarc
+/// allocates with `cuMemAllocAsync`) instead of returning it to the driver: the pool's release
+/// threshold defaults to 0, which trims it at every synchronisation (a training step has
+/// dozens), so the next step maps fresh memory for its buffers again. PyTorch's caching
+/// allocator keeps its memory the same way. `SSOD_CUDA_POOL_RELEASE=1` keeps the driver's
+/// default (for A/B benchmarks).
+fn keep_freed_memory(ctx: &Arc<CudaContext>) -> Result<()> {
+    use cudarc::driver::sys::{
+        cuDeviceGetDefaultMemPool, cuMemPoolSetAttribute, CUmemPool_attribute, CUmemoryPool,
+    };
+    if std::env::var("SSOD_CUDA_POOL_RELEASE").is_ok_and(|v| v.trim() == "1")
+        || !ctx.has_async_alloc()
+    {
+        return Ok(());
+    }
+    ctx.bind_to_thread()
+        .map_err(|e| cuda_err("bind context", e))?;
+    let mut pool: CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: driver calls on the context's own device with locals of the types the API names.
+    unsafe {
+        if cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+            .result()
+            .is_err()
+            || pool.is_null()
+        {
+            return Ok(());
+        }
+        let mut keep_all: u64 = u64::MAX;
+        cuMemPoolSetAttribute(
+            pool,
+            CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut keep_all as *mut u64 as *mut std::ffi::c_void,
+        )
+        .result()
+        .map_err(|e| cuda_err("memory pool release threshold", e))
+    }
 }
 
 /// Uploads at least this long go through a pinned staging buffer (8 MiB of f32).
@@ -82,6 +122,12 @@ impl CudaDevice {
 
     fn open_inner(ordinal: usize) -> Result<CudaDevice> {
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("cuda context", e))?;
+        // SAFETY: called before any allocation. cudarc's per-buffer events order uses across
+        // streams; this crate runs every kernel, copy and cuBLAS call on one stream (and frees
+        // in stream order), so they would only cost two cuEventCreate/Destroy per buffer, some
+        // thousands per training step.
+        unsafe { ctx.disable_event_tracking() };
+        keep_freed_memory(&ctx)?;
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| cuda_err("compute capability", e))?;
@@ -294,24 +340,35 @@ impl CudaDevice {
             return self.upload(v);
         }
         let mut staging = self.inner.staging.lock().unwrap_or_else(|p| p.into_inner());
-        let at = match staging.iter().position(|p| p.len() == v.len()) {
+        let at = match staging.iter().position(|(p, _)| p.len() == v.len()) {
             Some(i) => i,
             None => {
                 if staging.len() >= 2 {
-                    staging.remove(0);
+                    // Its last copy must be over before the host memory goes back.
+                    if let (_, Some(event)) = staging.remove(0) {
+                        event
+                            .synchronize()
+                            .map_err(|e| cuda_err("staging buffer event", e))?;
+                    }
                 }
                 // SAFETY: the buffer is written in full below before the copy reads it.
                 let p = unsafe { self.inner.ctx.alloc_pinned::<f32>(v.len()) }
                     .map_err(|e| cuda_err("pinned host alloc", e))?;
-                staging.push(p);
+                staging.push((p, None));
                 staging.len() - 1
             }
         };
         // Most recently used last.
-        let mut pinned = staging.remove(at);
-        // as_mut_slice waits until the previous copy out of this buffer has finished. The copy
-        // into it runs on every rayon thread: one core copies a YOLOX-s batch at 640 px
-        // (16 images, 79 MB) in ~5-10 ms, which the step waits for.
+        let (mut pinned, copied) = staging.remove(at);
+        // Wait until the previous copy out of this buffer has finished (cudarc records the
+        // pinned buffer's own event only when it manages several streams, so this crate keeps
+        // its own). The copy into it runs on every rayon thread: one core copies a YOLOX-s batch
+        // at 640 px (16 images, 79 MB) in ~5-10 ms, which the step waits for.
+        if let Some(event) = copied {
+            event
+                .synchronize()
+                .map_err(|e| cuda_err("staging buffer event", e))?;
+        }
         {
             use rayon::prelude::*;
             const CHUNK: usize = 1 << 18;
@@ -327,7 +384,12 @@ impl CudaDevice {
             .stream
             .memcpy_htod(&pinned, &mut out)
             .map_err(|e| cuda_err("host to device copy", e))?;
-        staging.push(pinned);
+        let copied = self
+            .inner
+            .stream
+            .record_event(None)
+            .map_err(|e| cuda_err("staging buffer event", e))?;
+        staging.push((pinned, Some(copied)));
         Ok(out)
     }
 

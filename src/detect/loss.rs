@@ -369,13 +369,12 @@ fn simota_assign_cuda(
         SimOtaMode::Centre2023 => cuda_simota::SimOtaPrior::Centre2023,
     };
     let (raw, decoded) = (raw.detach(), decoded_cxcywh.detach());
-    let mut out = Vec::with_capacity(targets.len());
+    // Every image's kernels are queued first and the assignments read back after, so the GPU
+    // runs them back to back instead of waiting for the host between images.
+    let mut queued = Vec::with_capacity(targets.len());
     for (img, t) in targets.iter().enumerate() {
         if t.classes.is_empty() {
-            out.push(Assignment {
-                fg_mask: vec![false; a],
-                ..Default::default()
-            });
+            queued.push(None);
             continue;
         }
         let rows = ops::narrow(&raw, 0, img, 1)?;
@@ -400,12 +399,25 @@ fn simota_assign_cuda(
             cfg.center_radius,
         )
         .map_err(|e| Error::op("yolox_loss", format!("image {img}: {e}")))?;
-        let (fg_mask, matched_gt, pred_ious) = cuda_simota::download_assignment(&dev, &on_device)?;
-        out.push(Assignment {
-            num_fg: matched_gt.len(),
-            fg_mask,
-            matched_gt,
-            pred_ious,
+        queued.push(Some(on_device));
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    for on_device in queued {
+        out.push(match on_device {
+            None => Assignment {
+                fg_mask: vec![false; a],
+                ..Default::default()
+            },
+            Some(on_device) => {
+                let (fg_mask, matched_gt, pred_ious) =
+                    cuda_simota::download_assignment(&dev, &on_device)?;
+                Assignment {
+                    num_fg: matched_gt.len(),
+                    fg_mask,
+                    matched_gt,
+                    pred_ious,
+                }
+            }
         });
     }
     Ok(out)

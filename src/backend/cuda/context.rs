@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
+use cudarc::driver::sys::{CUmemPool_attribute as PoolAttr, CUmemoryPool};
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig,
     PinnedHostSlice,
@@ -62,36 +63,46 @@ pub enum MatrixPrecision {
 /// dozens), so the next step maps fresh memory for its buffers again. PyTorch's caching
 /// allocator keeps its memory the same way. `SSOD_CUDA_POOL_RELEASE=1` keeps the driver's
 /// default (for A/B benchmarks).
-fn keep_freed_memory(ctx: &Arc<CudaContext>) -> Result<()> {
-    use cudarc::driver::sys::{
-        cuDeviceGetDefaultMemPool, cuMemPoolSetAttribute, CUmemPool_attribute, CUmemoryPool,
-    };
-    if std::env::var("SSOD_CUDA_POOL_RELEASE").is_ok_and(|v| v.trim() == "1")
-        || !ctx.has_async_alloc()
-    {
+fn keep_freed_memory(ctx: &CudaContext) -> Result<()> {
+    if std::env::var("SSOD_CUDA_POOL_RELEASE").is_ok_and(|v| v.trim() == "1") {
         return Ok(());
+    }
+    match default_pool(ctx)? {
+        Some(pool) => set_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, u64::MAX),
+        None => Ok(()),
+    }
+}
+
+/// The device's default memory pool, which serves every buffer (cudarc allocates with
+/// `cuMemAllocAsync`), or `None` when the driver allocates synchronously (no pool).
+fn default_pool(ctx: &CudaContext) -> Result<Option<CUmemoryPool>> {
+    if !ctx.has_async_alloc() {
+        return Ok(None);
     }
     ctx.bind_to_thread()
         .map_err(|e| cuda_err("bind context", e))?;
     let mut pool: CUmemoryPool = std::ptr::null_mut();
-    // SAFETY: driver calls on the context's own device with locals of the types the API names.
-    unsafe {
-        if cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
-            .result()
-            .is_err()
-            || pool.is_null()
-        {
-            return Ok(());
-        }
-        let mut keep_all: u64 = u64::MAX;
-        cuMemPoolSetAttribute(
-            pool,
-            CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-            &mut keep_all as *mut u64 as *mut std::ffi::c_void,
-        )
+    // SAFETY: a driver query on the context's own device into a local of the type it names.
+    let r = unsafe { cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) };
+    Ok((r.result().is_ok() && !pool.is_null()).then_some(pool))
+}
+
+/// One u64 attribute of a pool ([`default_pool`]).
+fn pool_attr(pool: CUmemoryPool, attr: PoolAttr) -> Result<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: `pool` came from the driver; the attributes used here are u64-valued.
+    unsafe { cudarc::driver::sys::cuMemPoolGetAttribute(pool, attr, &mut v as *mut u64 as *mut _) }
         .result()
-        .map_err(|e| cuda_err("memory pool release threshold", e))
-    }
+        .map_err(|e| cuda_err("memory pool attribute", e))?;
+    Ok(v)
+}
+
+/// Set one u64 attribute of a pool ([`default_pool`]).
+fn set_pool_attr(pool: CUmemoryPool, attr: PoolAttr, mut v: u64) -> Result<()> {
+    // SAFETY: as in pool_attr; the driver copies the value.
+    unsafe { cudarc::driver::sys::cuMemPoolSetAttribute(pool, attr, &mut v as *mut u64 as *mut _) }
+        .result()
+        .map_err(|e| cuda_err("memory pool attribute", e))
 }
 
 /// Uploads at least this long go through a pinned staging buffer (8 MiB of f32).
@@ -197,57 +208,20 @@ impl CudaDevice {
     /// stream-ordered allocations every buffer of this crate comes from. `Ok(None)` when the
     /// driver allocates synchronously (no pool to ask).
     pub fn pool_memory(&self) -> Result<Option<(u64, u64)>> {
-        use cudarc::driver::sys::{
-            cuDeviceGetDefaultMemPool, cuMemPoolGetAttribute, CUmemPool_attribute, CUmemoryPool,
+        let Some(pool) = default_pool(&self.inner.ctx)? else {
+            return Ok(None);
         };
-        let mut pool: CUmemoryPool = std::ptr::null_mut();
-        self.inner
-            .ctx
-            .bind_to_thread()
-            .map_err(|e| cuda_err("bind context", e))?;
-        // SAFETY: plain driver queries into locals of the types the API names.
-        unsafe {
-            let r = cuDeviceGetDefaultMemPool(&mut pool, self.inner.ctx.cu_device());
-            if r.result().is_err() || pool.is_null() {
-                return Ok(None);
-            }
-            let get = |attr: CUmemPool_attribute| -> Result<u64> {
-                let mut v: u64 = 0;
-                cuMemPoolGetAttribute(pool, attr, &mut v as *mut u64 as *mut std::ffi::c_void)
-                    .result()
-                    .map_err(|e| cuda_err("memory pool attribute", e))?;
-                Ok(v)
-            };
-            let peak = get(CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?;
-            let now = get(CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
-            Ok(Some((peak, now)))
-        }
+        let peak = pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?;
+        let now = pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+        Ok(Some((peak, now)))
     }
 
     /// Restart the pool's peak ([`Self::pool_memory`]) from what is in use now.
     pub fn reset_pool_peak(&self) -> Result<()> {
-        use cudarc::driver::sys::{
-            cuDeviceGetDefaultMemPool, cuMemPoolSetAttribute, CUmemPool_attribute, CUmemoryPool,
-        };
-        let mut pool: CUmemoryPool = std::ptr::null_mut();
-        self.inner
-            .ctx
-            .bind_to_thread()
-            .map_err(|e| cuda_err("bind context", e))?;
-        // SAFETY: as in pool_memory; setting USED_MEM_HIGH to 0 is the documented reset.
-        unsafe {
-            let r = cuDeviceGetDefaultMemPool(&mut pool, self.inner.ctx.cu_device());
-            if r.result().is_err() || pool.is_null() {
-                return Ok(());
-            }
-            let mut zero: u64 = 0;
-            cuMemPoolSetAttribute(
-                pool,
-                CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                &mut zero as *mut u64 as *mut std::ffi::c_void,
-            )
-            .result()
-            .map_err(|e| cuda_err("memory pool attribute", e))
+        // Setting USED_MEM_HIGH to 0 is the documented reset.
+        match default_pool(&self.inner.ctx)? {
+            Some(pool) => set_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0),
+            None => Ok(()),
         }
     }
 

@@ -19,8 +19,8 @@ fn arithmetic(
 ) -> Result<Tensor> {
     let out_shape = Shape::broadcast(op, a.shape(), b.shape())?;
     if kind == Binary::Add && a.shape() == b.shape() && a.is_bf16() && b.is_bf16() {
-        // Two bf16 activations (a residual add in bf16 storage mode) stay bf16; a bf16 view
-        // takes the f32 path below.
+        // Two bf16 activations (a residual add in bf16 storage mode) stay bf16 (with_cuda_values
+        // gives bf16 bits for every bf16 tensor; anything else takes the f32 path below).
         let y = a.with_cuda_values(|dev, av| {
             b.with_cuda_values(|_, bv| match (av, bv) {
                 (CudaValues::Bf16(x), CudaValues::Bf16(y)) => cuda_bf16::add(dev, x, y).map(Some),

@@ -381,8 +381,9 @@ fn cat_cuda(xs: &[Tensor], axis: usize, dims: &[usize]) -> Result<Tensor> {
             (CudaValues::F32(xs), CudaBuffer::F32(o)) => {
                 cuda_layout::strided_copy(dev, x.dims(), xs, src_side, o, dst_side)
             }
-            // Mixed pieces (f32 output): bf16 widened. A bf16 view (which with_cuda_values
-            // widens) into a bf16 output: rounded back, exactly.
+            // Mixed pieces (f32 output): bf16 widened. (with_cuda_values gives bf16 bits for
+            // every bf16 piece, so the last arm is only there to be total; its rounding would
+            // be exact for values that came from bf16.)
             (CudaValues::Bf16(bits), CudaBuffer::F32(o)) => {
                 let wide = cuda_bf16::to_f32(dev, bits, bits.len())?;
                 cuda_layout::strided_copy(dev, x.dims(), &wide, src_side, o, dst_side)

@@ -46,11 +46,15 @@ pub(super) fn download_view(slice: &CudaSlice<f32>, l: &Layout) -> Result<Vec<f3
     }
 }
 
-/// A bf16 storage buffer widened to f32 on the device (the whole buffer: views index into it as
-/// into the bits).
-pub(super) fn widen(bits: &CudaSlice<u16>) -> Result<CudaSlice<f32>> {
+/// The `l` view of a bf16 storage buffer as a contiguous f32 buffer on the device: the bits
+/// widened, a view's bits gathered first (a view may be a small part of its storage).
+pub(super) fn widen_view(bits: &CudaSlice<u16>, l: &Layout) -> Result<CudaSlice<f32>> {
     let dev = cuda::device()?;
-    cuda::bf16::to_f32(&dev, bits, bits.len())
+    if l.covers(bits.len()) {
+        return cuda::bf16::to_f32(&dev, bits, bits.len());
+    }
+    let gathered = layout::contiguous(&dev, l.shape.dims(), bits, &l.strides, l.offset)?;
+    cuda::bf16::to_f32(&dev, &gathered, gathered.len())
 }
 
 /// `f` on a host copy of `slice[offset..offset + n]`, written back afterwards.
@@ -174,9 +178,9 @@ impl Tensor {
     }
 
     /// Run `f` on a contiguous device buffer of this tensor's values in the format they are
-    /// stored in: bf16 bits when the tensor is a whole bf16 storage, else f32 as
-    /// [`Self::with_cuda`] gives them (a bf16 view is widened and copied). For the ops that read
-    /// bf16 activations as they are.
+    /// stored in: bf16 bits for a bf16 tensor (the storage itself, or a strided copy of the
+    /// view's bits), else f32 as [`Self::with_cuda`] gives them. For the ops that read bf16
+    /// activations as they are.
     pub fn with_cuda_values<R>(
         &self,
         f: impl FnOnce(&CudaDevice, CudaValues<'_>) -> Result<R>,
@@ -184,9 +188,14 @@ impl Tensor {
         {
             let guard = self.0.storage.read().unwrap_or_else(|p| p.into_inner());
             if let Storage::CudaBf16(bits) = &*guard {
-                if self.0.layout.covers(bits.len()) {
-                    return f(&cuda::device()?, CudaValues::Bf16(bits));
+                let dev = cuda::device()?;
+                let l = &self.0.layout;
+                if l.covers(bits.len()) {
+                    return f(&dev, CudaValues::Bf16(bits));
                 }
+                let c = layout::contiguous(&dev, l.shape.dims(), bits, &l.strides, l.offset)?;
+                drop(guard);
+                return f(&dev, CudaValues::Bf16(&c));
             }
         }
         self.with_cuda(|dev, xs| f(dev, CudaValues::F32(xs)))
@@ -213,14 +222,9 @@ impl Tensor {
                 }
             }
             Storage::CudaBf16(bits) => {
-                let wide = widen(bits)?;
+                let wide = widen_view(bits, l)?;
                 drop(guard);
-                if l.covers(wide.len()) {
-                    f(&dev, &wide)
-                } else {
-                    let c = layout::contiguous(&dev, l.shape.dims(), &wide, &l.strides, l.offset)?;
-                    f(&dev, &c)
-                }
+                f(&dev, &wide)
             }
             Storage::Cpu(_) => {
                 drop(guard);
@@ -267,14 +271,7 @@ impl Tensor {
                     layout::contiguous(&dev, l.shape.dims(), slice, &l.strides, l.offset)
                 }
             }
-            Storage::CudaBf16(bits) => {
-                let wide = widen(bits)?;
-                if l.covers(wide.len()) {
-                    Ok(wide)
-                } else {
-                    layout::contiguous(&dev, l.shape.dims(), &wide, &l.strides, l.offset)
-                }
-            }
+            Storage::CudaBf16(bits) => widen_view(bits, l),
             Storage::Cpu(_) => {
                 drop(guard);
                 self.with_values(|v| dev.upload_staged(v))
@@ -314,7 +311,7 @@ impl Tensor {
             (Storage::Cpu(v), Device::Cuda) => Storage::Cuda(cuda::device()?.upload(v)?),
             (Storage::Cuda(s), Device::Cpu) => Storage::Cpu(cuda::device()?.download(s)?),
             (Storage::CudaBf16(bits), Device::Cpu) => {
-                Storage::Cpu(cuda::device()?.download(&widen(bits)?)?)
+                Storage::Cpu(cuda::device()?.download(&widen_view(bits, l)?)?)
             }
             _ => return Ok(()),
         };

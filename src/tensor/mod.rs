@@ -227,8 +227,10 @@ impl Tensor {
                 f(&host)
             }
             Storage::CudaBf16(bits) => {
-                let host = device::widen(bits)
-                    .and_then(|wide| device::download_view(&wide, l))
+                let host = device::widen_view(bits, l)
+                    .and_then(|wide| {
+                        device::download_view(&wide, &Layout::contiguous(l.shape.clone()))
+                    })
                     .unwrap_or_else(|e| panic!("reading a CUDA tensor on the host: {e}"));
                 f(&host)
             }

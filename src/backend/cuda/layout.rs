@@ -146,15 +146,15 @@ pub fn strided_copy<T: StoredElement>(
 }
 
 /// A fresh contiguous buffer holding the `dims` view (`strides`, `offset`) of `src`.
-pub fn contiguous(
+pub fn contiguous<T: StoredElement>(
     dev: &CudaDevice,
     dims: &[usize],
-    src: &CudaSlice<f32>,
+    src: &CudaSlice<T>,
     strides: &[usize],
     offset: usize,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let n: usize = dims.iter().product();
-    let mut out = dev.alloc(n)?;
+    let mut out = T::alloc(dev, n)?;
     let dst_strides = crate::tensor::Shape(dims.to_vec()).contiguous_strides();
     strided_copy(
         dev,

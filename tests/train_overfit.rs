@@ -1,14 +1,15 @@
 //! End to end: a tiny YOLOX overfits 4 synthetic images with one class, trained by the real
 //! loop (loader → forward → SimOTA → loss → backward → optimiser), evaluated with the COCO
 //! evaluator: AP50 above 0.9 after a bounded number of steps. On the CPU by default;
-//! `SSOD_TEST_DEVICE=cuda` trains on the GPU.
+//! `SSOD_TEST_DEVICE=cuda` trains on the GPU (`SSOD_TEST_PRECISION=tf32|bf16` in that
+//! arithmetic).
 
 use std::sync::Arc;
 
 use image::{Rgb, RgbImage};
 use ssod::data::dataset::{Annotation, Category, CocoDataset, ImageInfo};
 use ssod::models::{YoloX, YoloXConfig};
-use ssod::train::config::{OptimizerKind, SchedulerKind};
+use ssod::train::config::{OptimizerKind, Precision, SchedulerKind};
 use ssod::train::evaluate::{evaluate_detector, recalibrate_batch_norm};
 use ssod::train::trainer::{train_detector, TrainRunOptions};
 use ssod::train::TrainConfig;
@@ -91,6 +92,12 @@ fn tiny_yolox_overfits_four_images() {
         hsv_prob: 0.0,
         flip_prob: 0.0,
         print_interval: 1000,
+        // `SSOD_TEST_PRECISION=bf16` (with `SSOD_TEST_DEVICE=cuda`) checks that training in bf16
+        // (bf16 products and activations) still overfits.
+        precision: Precision::from_name(
+            &std::env::var("SSOD_TEST_PRECISION").unwrap_or_else(|_| "f32".into()),
+        )
+        .unwrap(),
         ..TrainConfig::default()
     };
     let opts = TrainRunOptions {

@@ -40,6 +40,8 @@ if [ "${SKIP_CHECKS:-0}" != 1 ]; then
     step test-cuda_engine 120 ./.device/test-cuda_engine
     step test-train_recipe 120 ./.device/test-train_recipe
     step test-train_overfit-cuda 240 env SSOD_TEST_DEVICE=cuda ./.device/test-train_overfit
+    step test-train_overfit-cuda-bf16 240 env SSOD_TEST_DEVICE=cuda SSOD_TEST_PRECISION=bf16 \
+        ./.device/test-train_overfit
 fi
 [ "${SKIP_BENCH:-0}" = 1 ] && exit "$failed"
 

@@ -10,22 +10,37 @@
 //     p −= (lr/bc1)·m / (sqrt(v)/sqrt(bc2) + eps), bc_i = 1 − b_i^step given by the host.
 //   ema_f32(ema, p, n, decay): ema = decay·ema + (1 − decay)·p (YOLOX ModelEMA; the host computes
 //     decay·(1 − exp(−updates/2000))).
+//   sgd_nesterov_multi_f32(refs [T] SgdRef, chunks [K] Chunk, K, lr, momentum) and
+//   ema_multi_f32(refs [T] EmaRef, chunks [K] Chunk, K, decay): the same updates over T tensors
+//     in one launch ("over all parameters"): each tensor's buffers and length (and SGD's weight
+//     decay) are in its ref; chunk k covers elements [start, min(start + MULTI_CHUNK, n)) of
+//     tensor `tensor`, and the host lists every tensor's chunks (src/backend/cuda/optim.rs).
 // Checked against: plain CPU loops in src/backend/cuda/selftest.rs written from the PyTorch
 //   formulas (src/train/optim.rs does not exist yet; switch the reference when it lands).
-// Launch geometry: 1-D grid-stride, 256 threads, one thread per element.
+// Launch geometry: 1-D grid-stride, 256 threads, one thread per element; the multi-tensor
+//   kernels: any grid, blocks stride the chunks, a block's threads stride its chunk.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 
 #include "common.cuh"
 
+__device__ __forceinline__ void sgd_nesterov_at(float* __restrict__ p, const float* __restrict__ g,
+                                                float* __restrict__ buf, long long i, float lr,
+                                                float momentum, float wd) {
+    float d = g[i] + wd * p[i];
+    float b = momentum * buf[i] + d;
+    buf[i] = b;
+    p[i] -= lr * (d + momentum * b);
+}
+
+__device__ __forceinline__ void ema_at(float* __restrict__ ema, const float* __restrict__ p,
+                                       long long i, float decay) {
+    ema[i] = decay * ema[i] + (1.0f - decay) * p[i];
+}
+
 extern "C" __global__ void sgd_nesterov_f32(float* __restrict__ p, const float* __restrict__ g,
                                             float* __restrict__ buf, long long n, float lr,
                                             float momentum, float wd) {
-    GRID_STRIDE(i, n) {
-        float d = g[i] + wd * p[i];
-        float b = momentum * buf[i] + d;
-        buf[i] = b;
-        p[i] -= lr * (d + momentum * b);
-    }
+    GRID_STRIDE(i, n) { sgd_nesterov_at(p, g, buf, i, lr, momentum, wd); }
 }
 
 extern "C" __global__ void adam_f32(float* __restrict__ p, const float* __restrict__ g,
@@ -52,5 +67,55 @@ extern "C" __global__ void adam_f32(float* __restrict__ p, const float* __restri
 
 extern "C" __global__ void ema_f32(float* __restrict__ ema, const float* __restrict__ p,
                                    long long n, float decay) {
-    GRID_STRIDE(i, n) { ema[i] = decay * ema[i] + (1.0f - decay) * p[i]; }
+    GRID_STRIDE(i, n) { ema_at(ema, p, i, decay); }
+}
+
+// ---- multi-tensor forms (layouts mirrored by SgdRef / EmaRef / Chunk in optim.rs) ----
+
+#define MULTI_CHUNK 4096
+
+struct SgdRef {
+    float* p;
+    const float* g;
+    float* buf;
+    long long n;
+    float wd;
+    int pad_;
+};
+
+struct EmaRef {
+    float* ema;
+    const float* src;
+    long long n;
+};
+
+struct Chunk {
+    long long tensor;
+    long long start;
+};
+
+extern "C" __global__ void sgd_nesterov_multi_f32(const SgdRef* __restrict__ refs,
+                                                  const Chunk* __restrict__ chunks,
+                                                  long long num_chunks, float lr, float momentum) {
+    for (long long c = blockIdx.x; c < num_chunks; c += gridDim.x) {
+        const SgdRef r = refs[chunks[c].tensor];
+        const long long lo = chunks[c].start;
+        const long long hi = lo + MULTI_CHUNK < r.n ? lo + MULTI_CHUNK : r.n;
+        for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+            sgd_nesterov_at(r.p, r.g, r.buf, i, lr, momentum, r.wd);
+        }
+    }
+}
+
+extern "C" __global__ void ema_multi_f32(const EmaRef* __restrict__ refs,
+                                         const Chunk* __restrict__ chunks, long long num_chunks,
+                                         float decay) {
+    for (long long c = blockIdx.x; c < num_chunks; c += gridDim.x) {
+        const EmaRef r = refs[chunks[c].tensor];
+        const long long lo = chunks[c].start;
+        const long long hi = lo + MULTI_CHUNK < r.n ? lo + MULTI_CHUNK : r.n;
+        for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+            ema_at(r.ema, r.src, i, decay);
+        }
+    }
 }

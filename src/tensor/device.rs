@@ -10,6 +10,7 @@
 //!   and `host_round_trips()` counts the rest (the training benchmark prints it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Device, Layout, Shape, Storage, Tensor};
 use crate::backend::cuda::bf16::{CudaBuffer, CudaValues};
@@ -125,7 +126,82 @@ pub fn compute_device(inputs: &[&Tensor]) -> Device {
     }
 }
 
+/// Write access to the device buffer of an f32 CUDA tensor that is its whole storage, held until
+/// dropped ([`Tensor::cuda_write`]): what the multi-tensor optimizer and EMA updates hold, one per
+/// tensor, while one launch updates them all.
+pub struct CudaWriteGuard<'a>(RwLockWriteGuard<'a, Storage>);
+
+impl CudaWriteGuard<'_> {
+    pub fn slice(&mut self) -> &mut CudaSlice<f32> {
+        match &mut *self.0 {
+            Storage::Cuda(s) => s,
+            // cuda_write builds guards over `Storage::Cuda` only, and nothing replaces a storage
+            // while its write lock is held.
+            _ => unreachable!("CudaWriteGuard over a non-CUDA storage"),
+        }
+    }
+}
+
+/// Read access to the device buffer of an f32 CUDA tensor that is its whole storage
+/// ([`Tensor::cuda_read`]).
+pub struct CudaReadGuard<'a>(RwLockReadGuard<'a, Storage>);
+
+impl CudaReadGuard<'_> {
+    pub fn slice(&self) -> &CudaSlice<f32> {
+        match &*self.0 {
+            Storage::Cuda(s) => s,
+            // As in CudaWriteGuard::slice.
+            _ => unreachable!("CudaReadGuard over a non-CUDA storage"),
+        }
+    }
+}
+
+/// A tensor's values held on the device for reading across a launch: its own buffer, or a
+/// contiguous copy ([`Tensor::cuda_read_or_copy`]).
+pub enum CudaHeld<'a> {
+    Buffer(CudaReadGuard<'a>),
+    Copy(CudaSlice<f32>),
+}
+
+impl CudaHeld<'_> {
+    pub fn slice(&self) -> &CudaSlice<f32> {
+        match self {
+            CudaHeld::Buffer(g) => g.slice(),
+            CudaHeld::Copy(s) => s,
+        }
+    }
+}
+
 impl Tensor {
+    /// This tensor's f32 values on the device, held for reading: the buffer itself when
+    /// [`Self::cuda_read`] can hold it, else a contiguous copy (a view, bf16, a CPU tensor).
+    pub fn cuda_read_or_copy(&self) -> Result<CudaHeld<'_>> {
+        Ok(match self.cuda_read() {
+            Some(g) => CudaHeld::Buffer(g),
+            None => CudaHeld::Copy(self.cuda_owned()?),
+        })
+    }
+
+    /// Hold this tensor's device buffer for writing: `None` unless it is an f32 CUDA tensor that
+    /// is its whole storage in order (parameters and buffers are), or when another guard holds
+    /// the storage (the caller then takes a one-tensor path).
+    pub fn cuda_write(&self) -> Option<CudaWriteGuard<'_>> {
+        let guard = self.0.storage.try_write().ok()?;
+        match &*guard {
+            Storage::Cuda(s) if self.0.layout.covers(s.len()) => Some(CudaWriteGuard(guard)),
+            _ => None,
+        }
+    }
+
+    /// Hold this tensor's device buffer for reading, on the terms of [`Self::cuda_write`].
+    pub fn cuda_read(&self) -> Option<CudaReadGuard<'_>> {
+        let guard = self.0.storage.try_read().ok()?;
+        match &*guard {
+            Storage::Cuda(s) if self.0.layout.covers(s.len()) => Some(CudaReadGuard(guard)),
+            _ => None,
+        }
+    }
+
     /// A contiguous CUDA tensor owning `slice`.
     pub fn from_cuda(slice: CudaSlice<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();

@@ -14,7 +14,9 @@ mod strided;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use device::{compute_device, cuda_memory_in_use, host_round_trips};
+pub use device::{
+    compute_device, cuda_memory_in_use, host_round_trips, CudaHeld, CudaReadGuard, CudaWriteGuard,
+};
 pub use shape::Shape;
 pub(crate) use strided::StridedIter;
 

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use crate::backend::cuda::optim::{ema_multi, EmaTensor};
 use crate::nn::{NamedTensor, ParamStore};
 use crate::{Error, Result};
 
@@ -92,7 +93,8 @@ impl ModelEma {
         // torch: v *= d; v += (1 - d) * msd[k]   (d a Python float; scalars become f32)
         let keep = d as f32;
         let take = (1.0 - d) as f32;
-        for (ema, src) in &pairs {
+        let pairs = update_on_cuda(&pairs, keep)?;
+        for (ema, src) in pairs {
             if ema.tensor.is_cuda() {
                 // One fused kernel (ema_f32); falls through when the EMA tensor is a view.
                 let ran = ema.tensor.with_cuda_mut(|dev, values| {
@@ -113,6 +115,38 @@ impl ModelEma {
         }
         Ok(())
     }
+}
+
+/// The CUDA arm for every pair at once: one `ema_multi` launch over the pairs whose EMA tensor
+/// can be held for writing and whose model tensor is a CUDA f32 buffer (as a contiguous copy
+/// when it is a view); returns the pairs left to the one-tensor paths.
+fn update_on_cuda(
+    pairs: &[(NamedTensor, NamedTensor)],
+    keep: f32,
+) -> Result<Vec<&(NamedTensor, NamedTensor)>> {
+    if !pairs.iter().any(|(ema, _)| ema.tensor.is_cuda()) {
+        return Ok(pairs.iter().collect());
+    }
+    let dev = crate::backend::cuda::device()?;
+    let mut rest = Vec::new();
+    let mut held = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        let (ema, src) = pair;
+        let Some(eg) = ema.tensor.cuda_write().filter(|_| src.tensor.is_cuda()) else {
+            rest.push(pair);
+            continue;
+        };
+        held.push((eg, src.tensor.cuda_read_or_copy()?));
+    }
+    let mut tensors: Vec<EmaTensor> = held
+        .iter_mut()
+        .map(|(eg, sh)| EmaTensor {
+            ema: eg.slice(),
+            src: sh.slice(),
+        })
+        .collect();
+    ema_multi(&dev, &mut tensors, keep)?;
+    Ok(rest)
 }
 
 /// Pairs (ema entry, model entry) by name; the two stores must hold the same names with the same

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use super::config::{OptimizerKind, TrainConfig};
-use crate::backend::cuda::{optim as cuda_optim, CudaSlice};
+use crate::backend::cuda::{optim as cuda_optim, CudaDevice, CudaSlice};
 use crate::nn::{NamedTensor, ParamStore, TensorKind};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -165,6 +165,76 @@ impl Sgd {
         }
     }
 
+    /// `p`'s momentum buffer on the device, taken out of the state (the caller puts it back):
+    /// the device copy, or the host one uploaded (a loaded checkpoint), or zeros. The kernel's
+    /// buf = μ·buf + d equals torch's first-step buf = d when buf starts at 0.
+    fn take_device_buffer(&mut self, dev: &CudaDevice, p: &NamedTensor) -> Result<CudaSlice<f32>> {
+        Ok(match self.device_buffers.remove(&p.name) {
+            Some(b) => b,
+            None => match self.momentum_buffers.remove(&p.name) {
+                Some(host) => dev.upload(&host)?,
+                None => dev.zeros(p.tensor.numel())?,
+            },
+        })
+    }
+
+    /// The CUDA arm for every parameter at once: one `sgd_nesterov_multi` launch over the CUDA
+    /// parameters with gradients (the "fused update over all parameters"; YOLOX-s has
+    /// some three hundred). Returns the parameters left to [`Self::step_on_cuda`] and the host
+    /// loop: those on the CPU, and any whose buffer cannot be held for the launch.
+    fn step_all_on_cuda<'p>(
+        &mut self,
+        params: &'p [NamedTensor],
+        lr: f32,
+    ) -> Result<Vec<&'p NamedTensor>> {
+        let any_cuda = params.iter().any(|p| p.tensor.is_cuda());
+        if !(self.nesterov && self.momentum != 0.0 && any_cuda) {
+            return Ok(params.iter().collect());
+        }
+        let dev = crate::backend::cuda::device()?;
+        let mut rest = Vec::new();
+        let mut grads = Vec::new();
+        for p in params {
+            if !p.tensor.is_cuda() {
+                rest.push(p);
+            } else if let Some(g) = checked_grad(p, "sgd")? {
+                grads.push((p, g));
+            }
+        }
+        // Hold every buffer of the launch: parameters for writing, gradients for reading (a
+        // gradient that is a view comes as a contiguous copy).
+        let mut held = Vec::with_capacity(grads.len());
+        for (p, g) in &grads {
+            let Some(pg) = p.tensor.cuda_write() else {
+                rest.push(p);
+                continue;
+            };
+            held.push((p, pg, g.cuda_read_or_copy()?));
+        }
+        let mut bufs = held
+            .iter()
+            .map(|(p, _, _)| self.take_device_buffer(&dev, p))
+            .collect::<Result<Vec<_>>>()?;
+        let mut tensors: Vec<cuda_optim::SgdTensor> = held
+            .iter_mut()
+            .zip(bufs.iter_mut())
+            .map(|((p, pg, gh), buf)| cuda_optim::SgdTensor {
+                p: pg.slice(),
+                g: gh.slice(),
+                buf,
+                weight_decay: decay_for(p.kind, self.weight_decay),
+            })
+            .collect();
+        let launched = cuda_optim::sgd_nesterov_multi(&dev, &mut tensors, lr, self.momentum);
+        drop(tensors);
+        // The buffers go back into the state whatever the launch did.
+        for ((p, _, _), buf) in held.iter().zip(bufs) {
+            self.device_buffers.insert(p.name.clone(), buf);
+        }
+        launched?;
+        Ok(rest)
+    }
+
     /// The CUDA arm of one parameter's step: `Ok(false)` when it does not apply (the parameter
     /// is not a whole CUDA buffer, or not Nesterov with momentum) and the host loop must run.
     fn step_on_cuda(&mut self, p: &NamedTensor, lr: f32) -> Result<bool> {
@@ -175,14 +245,7 @@ impl Sgd {
             return Ok(true);
         };
         let dev = crate::backend::cuda::device()?;
-        // The kernel's buf = μ·buf + d equals torch's first-step buf = d when buf starts at 0.
-        let mut buf = match self.device_buffers.remove(&p.name) {
-            Some(b) => b,
-            None => match self.momentum_buffers.remove(&p.name) {
-                Some(host) => dev.upload(&host)?,
-                None => dev.zeros(p.tensor.numel())?,
-            },
-        };
+        let mut buf = self.take_device_buffer(&dev, p)?;
         let wd = decay_for(p.kind, self.weight_decay);
         let (mu, name) = (self.momentum, p.name.clone());
         let ran = p.tensor.with_cuda_mut(|dev, values| {
@@ -197,7 +260,7 @@ impl Optimizer for Sgd {
     fn step(&mut self, lr: f32) -> Result<()> {
         let params = self.params.clone();
         let mut on_host = Vec::new();
-        for p in &params {
+        for p in self.step_all_on_cuda(&params, lr)? {
             if !self.step_on_cuda(p, lr)? {
                 on_host.push(p);
             }

@@ -198,7 +198,13 @@ impl KernelFile {
                 "simota_resolve_f32",
             ],
             KernelFile::Similarity => &["cosine_similarity_fwd_f32", "cosine_similarity_bwd_f32"],
-            KernelFile::Optim => &["sgd_nesterov_f32", "adam_f32", "ema_f32"],
+            KernelFile::Optim => &[
+                "sgd_nesterov_f32",
+                "adam_f32",
+                "ema_f32",
+                "sgd_nesterov_multi_f32",
+                "ema_multi_f32",
+            ],
             KernelFile::Index => &[
                 "index_check_f32",
                 "index_select_fwd_f32",

@@ -1,9 +1,10 @@
 //! Launchers of `kernels/optim.cu`: fused optimizer steps and the EMA update over flat buffers,
-//! updated in place. CPU reference: the PyTorch formulas (see the kernel file's contract).
+//! updated in place, one tensor per launch or (SGD, EMA) every tensor of a model in one launch.
+//! CPU reference: the PyTorch formulas (see the kernel file's contract).
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice};
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -134,5 +135,151 @@ pub fn ema(
     b.arg(ema).arg(p).arg(&n64).arg(&decay);
     // SAFETY: two buffers of n elements.
     unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(())
+}
+
+// ---- multi-tensor forms ----
+
+/// Elements per chunk of the multi-tensor kernels (`MULTI_CHUNK` of optim.cu).
+const MULTI_CHUNK: usize = 4096;
+
+/// Mirrors `struct SgdRef` of optim.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct SgdRef {
+    p: u64,
+    g: u64,
+    buf: u64,
+    n: i64,
+    wd: f32,
+    pad: i32,
+}
+/// Mirrors `struct EmaRef` of optim.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct EmaRef {
+    ema: u64,
+    src: u64,
+    n: i64,
+}
+/// Mirrors `struct Chunk` of optim.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Chunk {
+    tensor: i64,
+    start: i64,
+}
+// SAFETY: plain `repr(C)` data with the layouts of the CUDA structs (u64 pointers, i64, f32).
+unsafe impl DeviceRepr for SgdRef {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for EmaRef {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for Chunk {}
+
+/// The chunks of tensors of lengths `lens`: `(tensor, first element)`, MULTI_CHUNK apart.
+fn chunks_of(op: &str, lens: impl Iterator<Item = usize>) -> Result<Vec<Chunk>> {
+    let mut chunks = Vec::new();
+    for (t, n) in lens.enumerate() {
+        for start in (0..n).step_by(MULTI_CHUNK) {
+            chunks.push(Chunk {
+                tensor: to_i64(op, t)?,
+                start: to_i64(op, start)?,
+            });
+        }
+    }
+    Ok(chunks)
+}
+
+/// One tensor of [`sgd_nesterov_multi`]: parameter, gradient, momentum buffer (zeros at
+/// first), and its weight decay.
+pub struct SgdTensor<'a> {
+    pub p: &'a mut CudaSlice<f32>,
+    pub g: &'a CudaSlice<f32>,
+    pub buf: &'a mut CudaSlice<f32>,
+    pub weight_decay: f32,
+}
+
+/// [`sgd_nesterov`] over every tensor of `tensors` in one launch (a model's parameters: a few
+/// hundred tensors cost one launch instead of a few hundred).
+pub fn sgd_nesterov_multi(
+    dev: &CudaDevice,
+    tensors: &mut [SgdTensor],
+    lr: f32,
+    momentum: f32,
+) -> Result<()> {
+    let sym = "sgd_nesterov_multi_f32";
+    finite(sym, &[("lr", lr), ("momentum", momentum)])?;
+    let stream = dev.stream();
+    let mut refs = Vec::with_capacity(tensors.len());
+    for (i, t) in tensors.iter_mut().enumerate() {
+        let n = t.p.len();
+        finite(sym, &[("weight_decay", t.weight_decay)])?;
+        check_len(sym, &format!("g of tensor {i}"), t.g, n)?;
+        check_len(sym, &format!("momentum buffer of tensor {i}"), t.buf, n)?;
+        // The pointers outlive their guards: every buffer stays borrowed by `tensors` until the
+        // launch below is queued, and the crate runs one stream (no events to record).
+        refs.push(SgdRef {
+            p: t.p.device_ptr_mut(stream).0,
+            g: t.g.device_ptr(stream).0,
+            buf: t.buf.device_ptr_mut(stream).0,
+            n: to_i64(sym, n)?,
+            wd: t.weight_decay,
+            pad: 0,
+        });
+    }
+    let chunks = chunks_of(sym, tensors.iter().map(|t| t.p.len()))?;
+    launch_multi(dev, sym, &refs, &chunks, &[lr, momentum])
+}
+
+/// One tensor of [`ema_multi`]: the EMA copy and the model's tensor it follows.
+pub struct EmaTensor<'a> {
+    pub ema: &'a mut CudaSlice<f32>,
+    pub src: &'a CudaSlice<f32>,
+}
+
+/// [`ema`] over every tensor of `tensors` in one launch.
+pub fn ema_multi(dev: &CudaDevice, tensors: &mut [EmaTensor], decay: f32) -> Result<()> {
+    let sym = "ema_multi_f32";
+    if !(0.0..=1.0).contains(&decay) {
+        return Err(Error::op(sym, format!("decay {decay} not in [0, 1]")));
+    }
+    let stream = dev.stream();
+    let mut refs = Vec::with_capacity(tensors.len());
+    for (i, t) in tensors.iter_mut().enumerate() {
+        let n = t.ema.len();
+        check_len(sym, &format!("model tensor {i}"), t.src, n)?;
+        // As in sgd_nesterov_multi: the buffers stay borrowed until the launch is queued.
+        refs.push(EmaRef {
+            ema: t.ema.device_ptr_mut(stream).0,
+            src: t.src.device_ptr(stream).0,
+            n: to_i64(sym, n)?,
+        });
+    }
+    let chunks = chunks_of(sym, tensors.iter().map(|t| t.ema.len()))?;
+    launch_multi(dev, sym, &refs, &chunks, &[decay])
+}
+
+/// Upload the ref and chunk tables and launch `sym(refs, chunks, num_chunks, scalars...)`.
+fn launch_multi<R: DeviceRepr>(
+    dev: &CudaDevice,
+    sym: &str,
+    refs: &[R],
+    chunks: &[Chunk],
+    scalars: &[f32],
+) -> Result<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let (refs_dev, chunks_dev) = (dev.upload(refs)?, dev.upload(chunks)?);
+    let k = to_i64(sym, chunks.len())?;
+    let f = dev.function(KernelFile::Optim, sym)?;
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(&refs_dev).arg(&chunks_dev).arg(&k);
+    for v in scalars {
+        b.arg(v);
+    }
+    // SAFETY: every ref points at live buffers of its `n` elements (checked by the callers,
+    // which hold them borrowed); chunk starts are below their tensor's n.
+    unsafe { b.launch(grid_per_item(chunks.len())) }.map_err(|e| cuda_err(sym, e))?;
     Ok(())
 }

@@ -139,6 +139,16 @@ pub fn cases() -> Vec<Case> {
     v.push(optim_case("adam", &["adam_f32"], OptKind::Adam));
     v.push(optim_case("adamw", &["adam_f32"], OptKind::AdamW));
     v.push(optim_case("ema", &["ema_f32"], OptKind::Ema));
+    v.push(optim_multi_case(
+        "sgd_nesterov multi-tensor",
+        &["sgd_nesterov_multi_f32"],
+        OptKind::Sgd,
+    ));
+    v.push(optim_multi_case(
+        "ema multi-tensor",
+        &["ema_multi_f32"],
+        OptKind::Ema,
+    ));
     v.push(index_select_case("index_select axis 1", [3, 11, 5], 1, 7));
     // inner = 1 and more indices than rows: every row picked about twice.
     v.push(index_select_case(

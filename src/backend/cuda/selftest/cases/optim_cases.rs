@@ -1,6 +1,7 @@
 //! Parity cases: SGD-Nesterov, Adam/AdamW, EMA against the PyTorch formulas.
 
 use super::*;
+use cudarc::driver::CudaSlice;
 
 // ---- optimizers ----
 
@@ -15,8 +16,15 @@ pub(super) enum OptKind {
 pub(super) const STEPS: u32 = 3;
 
 /// The PyTorch update rules, plain loops (src/train/optim.rs does not exist yet).
-fn optim_cpu(kind: OptKind, p: &mut [f32], grads: &[Vec<f32>], s1: &mut [f32], s2: &mut [f32]) {
-    let (lr, mom, wd) = (0.01f32, 0.9f32, 5e-4f32);
+fn optim_cpu(
+    kind: OptKind,
+    p: &mut [f32],
+    grads: &[&[f32]],
+    s1: &mut [f32],
+    s2: &mut [f32],
+    wd: f32,
+) {
+    let (lr, mom) = (0.01f32, 0.9f32);
     let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     for step in 1..=STEPS {
         let g = &grads[(step - 1) as usize];
@@ -81,7 +89,8 @@ pub(super) fn optim_case(
             };
             let mut s2 = vec![0.0; n];
             let (_, ms) = timed_cpu(|| {
-                optim_cpu(kind, &mut p, &inp[2..], &mut s1, &mut s2);
+                let grads: Vec<&[f32]> = inp[2..].iter().map(|g| g.as_slice()).collect();
+                optim_cpu(kind, &mut p, &grads, &mut s1, &mut s2, 5e-4);
                 Ok(())
             })?;
             Ok(match kind {
@@ -134,6 +143,124 @@ pub(super) fn optim_case(
                     vec![("p", dev.download(&p)?), ("state1", dev.download(&s1)?)],
                     ms,
                 ),
+            })
+        }),
+    }
+}
+
+// ---- multi-tensor forms ----
+
+/// Tensor sizes of the multi-tensor rows: one element, a few, exactly one chunk (4,096), one
+/// past it, and several chunks with a partial last one.
+const MULTI_SIZES: [usize; 5] = [1, 37, 4096, 4097, 9001];
+/// Weight decay per tensor (SGD): YOLOX's groups, with and without.
+const MULTI_WD: [f32; 5] = [5e-4, 0.0, 5e-4, 0.0, 5e-4];
+
+/// `sgd_nesterov_multi` / `ema_multi` over the tensors of [`MULTI_SIZES`] (inputs concatenated),
+/// `STEPS` launches, against the one-tensor formulas per segment.
+pub(super) fn optim_multi_case(
+    name: &'static str,
+    kernels: &'static [&'static str],
+    kind: OptKind,
+) -> Case {
+    let n: usize = MULTI_SIZES.iter().sum();
+    let segments = || {
+        MULTI_SIZES.iter().scan(0usize, |at, &len| {
+            let r = *at..*at + len;
+            *at += len;
+            Some(r)
+        })
+    };
+    Case {
+        name,
+        kernels,
+        shape: format!("{MULTI_SIZES:?} x {STEPS} steps"),
+        tol: 1e-4,
+        measure: Measure::PerElement,
+        make: Box::new(move |rng| {
+            let mut v = vec![uniform(rng, n, -1.0, 1.0), uniform(rng, n, -1.0, 1.0)];
+            for _ in 0..STEPS {
+                v.push(uniform(rng, n, -1.0, 1.0));
+            }
+            v
+        }),
+        cpu: Box::new(move |inp| {
+            let mut p = inp[0].clone();
+            let mut s1 = if kind == OptKind::Ema {
+                inp[1].clone()
+            } else {
+                vec![0.0; n]
+            };
+            let mut s2 = vec![0.0; n];
+            let (_, ms) = timed_cpu(|| {
+                for (t, r) in segments().enumerate() {
+                    let grads: Vec<&[f32]> = inp[2..].iter().map(|g| &g[r.clone()]).collect();
+                    let (pp, ss1, ss2) = (&mut p[r.clone()], &mut s1[r.clone()], &mut s2[r]);
+                    optim_cpu(kind, pp, &grads, ss1, ss2, MULTI_WD[t]);
+                }
+                Ok(())
+            })?;
+            Ok(match kind {
+                OptKind::Ema => out(vec![("ema", s1)], ms),
+                _ => out(vec![("p", p), ("state1", s1)], ms),
+            })
+        }),
+        gpu: Box::new(move |dev, inp| {
+            let split = |v: &[f32]| -> Result<Vec<CudaSlice<f32>>> {
+                segments().map(|r| dev.upload(&v[r])).collect()
+            };
+            let mut p = split(&inp[0])?;
+            let mut s1 = if kind == OptKind::Ema {
+                split(&inp[1])?
+            } else {
+                split(&vec![0.0; n])?
+            };
+            let grads = inp[2..]
+                .iter()
+                .map(|g| split(g))
+                .collect::<Result<Vec<_>>>()?;
+            let (_, ms) = timed(dev, || {
+                for (i, g) in grads.iter().enumerate() {
+                    let step = i as u32 + 1;
+                    match kind {
+                        OptKind::Ema => {
+                            let decay = 0.9998 * (1.0 - (-(step as f32) / 2000.0).exp());
+                            let mut ts: Vec<optim::EmaTensor> = s1
+                                .iter_mut()
+                                .zip(g)
+                                .map(|(ema, src)| optim::EmaTensor { ema, src })
+                                .collect();
+                            optim::ema_multi(dev, &mut ts, decay)?;
+                        }
+                        _ => {
+                            let mut ts: Vec<optim::SgdTensor> = p
+                                .iter_mut()
+                                .zip(g)
+                                .zip(s1.iter_mut())
+                                .zip(MULTI_WD)
+                                .map(|(((p, g), buf), weight_decay)| optim::SgdTensor {
+                                    p,
+                                    g,
+                                    buf,
+                                    weight_decay,
+                                })
+                                .collect();
+                            optim::sgd_nesterov_multi(dev, &mut ts, 0.01, 0.9)?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            let join = |v: &[CudaSlice<f32>]| -> Result<Vec<f32>> {
+                let mut all = Vec::with_capacity(n);
+                for s in v {
+                    all.extend(dev.download(s)?);
+                }
+                Ok(all)
+            };
+            Ok(match kind {
+                OptKind::Ema => out(vec![("ema", join(&s1)?)], ms),
+                _ => out(vec![("p", join(&p)?), ("state1", join(&s1)?)], ms),
             })
         }),
     }

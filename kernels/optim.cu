@@ -15,8 +15,9 @@
 //     in one launch ("over all parameters"): each tensor's buffers and length (and SGD's weight
 //     decay) are in its ref; chunk k covers elements [start, min(start + MULTI_CHUNK, n)) of
 //     tensor `tensor`, and the host lists every tensor's chunks (src/backend/cuda/optim.rs).
-// Checked against: plain CPU loops in src/backend/cuda/selftest.rs written from the PyTorch
-//   formulas (src/train/optim.rs does not exist yet; switch the reference when it lands).
+// Checked against: plain CPU loops written from the PyTorch formulas
+//   (src/backend/cuda/selftest/cases/optim_cases.rs; src/train/optim.rs runs the same rules on
+//   the host, tests/train_recipe.rs compares the two on a GPU).
 // Launch geometry: 1-D grid-stride, 256 threads, one thread per element; the multi-tensor
 //   kernels: any grid, blocks stride the chunks, a block's threads stride its chunk.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.

@@ -15,7 +15,7 @@ pub(super) enum OptKind {
 
 pub(super) const STEPS: u32 = 3;
 
-/// The PyTorch update rules, plain loops (src/train/optim.rs does not exist yet).
+/// The PyTorch update rules, plain loops (independent of src/train/optim.rs).
 fn optim_cpu(
     kind: OptKind,
     p: &mut [f32],

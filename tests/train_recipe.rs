@@ -617,3 +617,65 @@ fn adam_on_cuda_matches_the_host() {
         close_vec(&next_dev[0], &wide(&next_host[0]), 3e-6, "resumed on cuda");
     }
 }
+
+/// On a GPU machine, SGD-Nesterov steps every CUDA parameter in one multi-tensor launch
+/// (`sgd_nesterov_multi_f32`, per-tensor weight decay) and the EMA follows the model in one
+/// launch (`ema_multi_f32`): the same parameters, momentum state and EMA as the host loops, and a
+/// checkpointed SGD state resumes on the device. Without a GPU only the host half runs.
+#[test]
+fn sgd_and_ema_on_cuda_match_the_host() {
+    use ssod::backend::cuda::CudaAvailability;
+    use ssod::tensor::Device;
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let host_store = tiny_store();
+    let mut host = Sgd::new(&host_store, 0.9, true, 0.1);
+    let host_steps = run_steps(&host_store, &mut host, 0.1, 3);
+    let host_state = host.state().unwrap();
+    assert_eq!(host_state.len(), 2, "w and b: momentum_buffer");
+    let (model, ema_store) = ema_pair((&[1.0, 2.0], 4.0), (&[0.0, 0.0], 0.0));
+    let mut host_ema = ModelEma::new(&model, ema_store, 0.9998, 2000.0).unwrap();
+    for _ in 0..3 {
+        host_ema.update(&model).unwrap();
+    }
+    let host_ema_values: Vec<Vec<f32>> = ["w", "rm"]
+        .iter()
+        .map(|n| host_ema.store().get(n).unwrap().to_vec())
+        .collect();
+    if CudaAvailability::probe().is_err() {
+        eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+        return;
+    }
+    let dev_store = tiny_store();
+    dev_store.to_device(Device::Cuda).unwrap();
+    let mut dev = Sgd::new(&dev_store, 0.9, true, 0.1);
+    let dev_steps = run_steps(&dev_store, &mut dev, 0.1, 3);
+    for (h, d) in host_steps.iter().zip(&dev_steps) {
+        close_vec(d, &wide(h), 3e-6, "sgd on cuda");
+    }
+    for ((n1, t1), (n2, t2)) in host_state.iter().zip(&dev.state().unwrap()) {
+        assert_eq!(n1, n2);
+        close_vec(&t2.to_vec(), &wide(&t1.to_vec()), 3e-6, n1);
+    }
+    let mut resumed = Sgd::new(&dev_store, 0.9, true, 0.1);
+    resumed.load_state(&host_state).unwrap();
+    let next_dev = run_steps(&dev_store, &mut resumed, 0.1, 1);
+    let next_host = run_steps(&host_store, &mut host, 0.1, 1);
+    close_vec(
+        &next_dev[0],
+        &wide(&next_host[0]),
+        3e-6,
+        "sgd resumed on cuda",
+    );
+
+    let (model, ema_store) = ema_pair((&[1.0, 2.0], 4.0), (&[0.0, 0.0], 0.0));
+    model.to_device(Device::Cuda).unwrap();
+    ema_store.to_device(Device::Cuda).unwrap();
+    let mut dev_ema = ModelEma::new(&model, ema_store, 0.9998, 2000.0).unwrap();
+    for _ in 0..3 {
+        dev_ema.update(&model).unwrap();
+    }
+    for (n, want) in ["w", "rm"].iter().zip(&host_ema_values) {
+        let got = dev_ema.store().get(n).unwrap().to_vec();
+        close_vec(&got, &wide(want), 3e-6, &format!("ema {n} on cuda"));
+    }
+}

@@ -215,6 +215,7 @@ for case in ['sgd_nesterov','adam','adamw','ema']:
 # Multi-tensor forms (optim_cases.rs MULTI_SIZES / MULTI_WD): the tables as optim.rs builds them,
 # pointing at views of the concatenated buffers; chunks of 4,096, walked on a 3-block grid.
 class SgdRef(C.Structure): _fields_ = [('p', C.c_void_p), ('g', C.c_void_p), ('buf', C.c_void_p), ('n', I), ('wd', F), ('pad', Ii)]
+class AdamRef(C.Structure): _fields_ = [('p', C.c_void_p), ('g', C.c_void_p), ('m', C.c_void_p), ('v', C.c_void_p), ('n', I), ('wd', F), ('bc1', F), ('bc2', F), ('pad', Ii)]
 class EmaRef(C.Structure): _fields_ = [('ema', C.c_void_p), ('src', C.c_void_p), ('n', I)]
 class Chunk(C.Structure): _fields_ = [('tensor', I), ('start', I)]
 MULTI_SIZES, MULTI_WD = [1, 37, 4096, 4097, 9001], [5e-4, 0.0, 5e-4, 0.0, 5e-4]
@@ -222,12 +223,16 @@ offs = np.cumsum([0] + MULTI_SIZES)
 chunks = [(t, st) for t, n in enumerate(MULTI_SIZES) for st in range(0, n, 4096)]
 ctab = (Chunk * len(chunks))(*[Chunk(t, st) for t, st in chunks])
 at = lambda a, t: a.ctypes.data + 4 * int(offs[t])
-for case in ['sgd_nesterov_multi_tensor', 'ema_multi_tensor']:
+for case in ['sgd_nesterov_multi_tensor', 'adam_multi_tensor', 'adamw_multi_tensor', 'ema_multi_tensor']:
     ins=[inp(case,i) for i in range(5)]; p=ins[0].copy(); n=len(p)
-    s1=ins[1].copy() if case.startswith('ema') else np.zeros(n,'f4')
+    s1=ins[1].copy() if case.startswith('ema') else np.zeros(n,'f4'); s2=np.zeros(n,'f4')
     for st in range(1,4):
         g=ins[1+st]
-        if case.startswith('ema'):
+        if case.startswith('adam'):
+            bc1=1-np.float32(0.9)**st; bc2=1-np.float32(0.999)**st
+            refs=(AdamRef*5)(*[AdamRef(at(p,t), at(g,t), at(s1,t), at(s2,t), MULTI_SIZES[t], MULTI_WD[t], bc1, bc2, 0) for t in range(5)])
+            call_grid('optim','adam_multi_f32',3,C.byref(refs),C.byref(ctab),I(len(chunks)),F(0.01),F(0.9),F(0.999),F(1e-8),Ii(case.startswith('adamw')))
+        elif case.startswith('ema'):
             refs=(EmaRef*5)(*[EmaRef(at(s1,t), at(g,t), MULTI_SIZES[t]) for t in range(5)])
             dec=np.float32(0.9998)*(np.float32(1)-np.exp(np.float32(-st/2000.0), dtype=np.float32))
             call_grid('optim','ema_multi_f32',3,C.byref(refs),C.byref(ctab),I(len(chunks)),F(dec))

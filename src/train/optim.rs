@@ -410,17 +410,14 @@ impl Adam {
         }
     }
 
-    /// The CUDA arm of one parameter's step: `Ok(false)` when the parameter is not a whole CUDA
-    /// buffer and the host loop must run. Host moments (from a checkpoint) move to the device.
-    fn step_on_cuda(&mut self, p: &NamedTensor, lr: f32) -> Result<bool> {
-        if !p.tensor.is_cuda() {
-            return Ok(false);
-        }
-        let Some(g) = checked_grad(p, self.kind().name())? else {
-            return Ok(true);
-        };
-        let dev = crate::backend::cuda::device()?;
-        let mut state = match self.device_moments.remove(&p.name) {
+    /// `p`'s moments on the device, taken out of the state (the caller puts them back): the
+    /// device copy, or the host one uploaded (a loaded checkpoint), or zeros at step 0.
+    fn take_device_moments(
+        &mut self,
+        dev: &CudaDevice,
+        p: &NamedTensor,
+    ) -> Result<DeviceAdamMoments> {
+        Ok(match self.device_moments.remove(&p.name) {
             Some(s) => s,
             None => match self.moments.remove(&p.name) {
                 Some(host) => DeviceAdamMoments {
@@ -434,7 +431,92 @@ impl Adam {
                     exp_avg_sq: dev.zeros(p.tensor.numel())?,
                 },
             },
+        })
+    }
+
+    /// The CUDA arm for every parameter at once (`adam_multi`, as [`Sgd`]'s): returns the
+    /// parameters left to [`Self::step_on_cuda`] and the host loop.
+    fn step_all_on_cuda<'p>(
+        &mut self,
+        params: &'p [NamedTensor],
+        lr: f32,
+    ) -> Result<Vec<&'p NamedTensor>> {
+        if !params.iter().any(|p| p.tensor.is_cuda()) {
+            return Ok(params.iter().collect());
+        }
+        let dev = crate::backend::cuda::device()?;
+        let op = self.kind().name();
+        let mut rest = Vec::new();
+        let mut grads = Vec::new();
+        for p in params {
+            if !p.tensor.is_cuda() {
+                rest.push(p);
+            } else if let Some(g) = checked_grad(p, op)? {
+                grads.push((p, g));
+            }
+        }
+        let mut held = Vec::with_capacity(grads.len());
+        for (p, g) in &grads {
+            let Some(pg) = p.tensor.cuda_write() else {
+                rest.push(p);
+                continue;
+            };
+            held.push((p, pg, g.cuda_read_or_copy()?));
+        }
+        let mut states = held
+            .iter()
+            .map(|(p, _, _)| {
+                let mut s = self.take_device_moments(&dev, p)?;
+                s.step += 1;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut tensors: Vec<cuda_optim::AdamTensor> = held
+            .iter_mut()
+            .zip(states.iter_mut())
+            .map(|((p, pg, gh), st)| cuda_optim::AdamTensor {
+                p: pg.slice(),
+                g: gh.slice(),
+                m: &mut st.exp_avg,
+                v: &mut st.exp_avg_sq,
+                weight_decay: decay_for(p.kind, self.weight_decay),
+                step: u32::try_from(st.step).unwrap_or(u32::MAX),
+            })
+            .collect();
+        let h = cuda_optim::AdamParams {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: 0.0,
+            decoupled: self.decoupled_weight_decay,
+            step: 1,
         };
+        let launched = cuda_optim::adam_multi(&dev, &mut tensors, &h);
+        drop(tensors);
+        // The moments go back into the state whatever the launch did (a failed launch does not
+        // count as a step).
+        for ((p, _, _), mut st) in held.iter().zip(states) {
+            if launched.is_err() {
+                st.step -= 1;
+            }
+            self.device_moments.insert(p.name.clone(), st);
+        }
+        launched?;
+        Ok(rest)
+    }
+
+    /// The CUDA arm of one parameter's step: `Ok(false)` when the parameter is not a whole CUDA
+    /// buffer and the host loop must run. Host moments (from a checkpoint) move to the device.
+    fn step_on_cuda(&mut self, p: &NamedTensor, lr: f32) -> Result<bool> {
+        if !p.tensor.is_cuda() {
+            return Ok(false);
+        }
+        let Some(g) = checked_grad(p, self.kind().name())? else {
+            return Ok(true);
+        };
+        let dev = crate::backend::cuda::device()?;
+        let mut state = self.take_device_moments(&dev, p)?;
         state.step += 1;
         let h = cuda_optim::AdamParams {
             lr,
@@ -489,7 +571,7 @@ impl Optimizer for Adam {
     fn step(&mut self, lr: f32) -> Result<()> {
         let op = self.kind().name();
         let params = self.params.clone();
-        for p in &params {
+        for p in self.step_all_on_cuda(&params, lr)? {
             if self.step_on_cuda(p, lr)? {
                 continue;
             }

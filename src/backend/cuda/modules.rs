@@ -203,6 +203,7 @@ impl KernelFile {
                 "adam_f32",
                 "ema_f32",
                 "sgd_nesterov_multi_f32",
+                "adam_multi_f32",
                 "ema_multi_f32",
             ],
             KernelFile::Index => &[

@@ -154,6 +154,20 @@ struct SgdRef {
     wd: f32,
     pad: i32,
 }
+/// Mirrors `struct AdamRef` of optim.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct AdamRef {
+    p: u64,
+    g: u64,
+    m: u64,
+    v: u64,
+    n: i64,
+    wd: f32,
+    bc1: f32,
+    bc2: f32,
+    pad: i32,
+}
 /// Mirrors `struct EmaRef` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -171,6 +185,8 @@ struct Chunk {
 }
 // SAFETY: plain `repr(C)` data with the layouts of the CUDA structs (u64 pointers, i64, f32).
 unsafe impl DeviceRepr for SgdRef {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for AdamRef {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for EmaRef {}
 // SAFETY: as above.
@@ -228,7 +244,64 @@ pub fn sgd_nesterov_multi(
         });
     }
     let chunks = chunks_of(sym, tensors.iter().map(|t| t.p.len()))?;
-    launch_multi(dev, sym, &refs, &chunks, &[lr, momentum])
+    launch_multi(dev, sym, &refs, &chunks, &[lr, momentum], &[])
+}
+
+/// One tensor of [`adam_multi`]: parameter, gradient, moments (zeros at first), its weight
+/// decay and its step count (from 1: the bias corrections are per tensor).
+pub struct AdamTensor<'a> {
+    pub p: &'a mut CudaSlice<f32>,
+    pub g: &'a CudaSlice<f32>,
+    pub m: &'a mut CudaSlice<f32>,
+    pub v: &'a mut CudaSlice<f32>,
+    pub weight_decay: f32,
+    pub step: u32,
+}
+
+/// [`adam`] over every tensor of `tensors` in one launch; `h.weight_decay` and `h.step` are
+/// ignored (each tensor brings its own).
+pub fn adam_multi(dev: &CudaDevice, tensors: &mut [AdamTensor], h: &AdamParams) -> Result<()> {
+    let sym = "adam_multi_f32";
+    finite(
+        sym,
+        &[
+            ("lr", h.lr),
+            ("beta1", h.beta1),
+            ("beta2", h.beta2),
+            ("eps", h.eps),
+        ],
+    )?;
+    if !(0.0..1.0).contains(&h.beta1) || !(0.0..1.0).contains(&h.beta2) {
+        return Err(Error::op(sym, format!("need betas in [0, 1): {h:?}")));
+    }
+    let stream = dev.stream();
+    let mut refs = Vec::with_capacity(tensors.len());
+    for (i, t) in tensors.iter_mut().enumerate() {
+        let n = t.p.len();
+        finite(sym, &[("weight_decay", t.weight_decay)])?;
+        if t.step == 0 {
+            return Err(Error::op(sym, format!("tensor {i}: step counts from 1")));
+        }
+        check_len(sym, &format!("g of tensor {i}"), t.g, n)?;
+        check_len(sym, &format!("m of tensor {i}"), t.m, n)?;
+        check_len(sym, &format!("v of tensor {i}"), t.v, n)?;
+        let step = t.step.min(i32::MAX as u32) as i32;
+        // As in sgd_nesterov_multi: the buffers stay borrowed until the launch is queued.
+        refs.push(AdamRef {
+            p: t.p.device_ptr_mut(stream).0,
+            g: t.g.device_ptr(stream).0,
+            m: t.m.device_ptr_mut(stream).0,
+            v: t.v.device_ptr_mut(stream).0,
+            n: to_i64(sym, n)?,
+            wd: t.weight_decay,
+            bc1: 1.0 - h.beta1.powi(step),
+            bc2: 1.0 - h.beta2.powi(step),
+            pad: 0,
+        });
+    }
+    let chunks = chunks_of(sym, tensors.iter().map(|t| t.p.len()))?;
+    let scalars = [h.lr, h.beta1, h.beta2, h.eps];
+    launch_multi(dev, sym, &refs, &chunks, &scalars, &[h.decoupled as i32])
 }
 
 /// One tensor of [`ema_multi`]: the EMA copy and the model's tensor it follows.
@@ -256,16 +329,18 @@ pub fn ema_multi(dev: &CudaDevice, tensors: &mut [EmaTensor], decay: f32) -> Res
         });
     }
     let chunks = chunks_of(sym, tensors.iter().map(|t| t.ema.len()))?;
-    launch_multi(dev, sym, &refs, &chunks, &[decay])
+    launch_multi(dev, sym, &refs, &chunks, &[decay], &[])
 }
 
-/// Upload the ref and chunk tables and launch `sym(refs, chunks, num_chunks, scalars...)`.
+/// Upload the ref and chunk tables and launch `sym(refs, chunks, num_chunks, scalars...,
+/// flags...)`.
 fn launch_multi<R: DeviceRepr>(
     dev: &CudaDevice,
     sym: &str,
     refs: &[R],
     chunks: &[Chunk],
     scalars: &[f32],
+    flags: &[i32],
 ) -> Result<()> {
     if chunks.is_empty() {
         return Ok(());
@@ -276,6 +351,9 @@ fn launch_multi<R: DeviceRepr>(
     let mut b = dev.stream().launch_builder(&f);
     b.arg(&refs_dev).arg(&chunks_dev).arg(&k);
     for v in scalars {
+        b.arg(v);
+    }
+    for v in flags {
         b.arg(v);
     }
     // SAFETY: every ref points at live buffers of its `n` elements (checked by the callers,

@@ -145,6 +145,16 @@ pub fn cases() -> Vec<Case> {
         OptKind::Sgd,
     ));
     v.push(optim_multi_case(
+        "adam multi-tensor",
+        &["adam_multi_f32"],
+        OptKind::Adam,
+    ));
+    v.push(optim_multi_case(
+        "adamw multi-tensor",
+        &["adam_multi_f32"],
+        OptKind::AdamW,
+    ));
+    v.push(optim_multi_case(
         "ema multi-tensor",
         &["ema_multi_f32"],
         OptKind::Ema,

@@ -215,6 +215,7 @@ pub(super) fn optim_multi_case(
             } else {
                 split(&vec![0.0; n])?
             };
+            let mut s2 = split(&vec![0.0; n])?;
             let grads = inp[2..]
                 .iter()
                 .map(|g| split(g))
@@ -232,7 +233,33 @@ pub(super) fn optim_multi_case(
                                 .collect();
                             optim::ema_multi(dev, &mut ts, decay)?;
                         }
-                        _ => {
+                        OptKind::Adam | OptKind::AdamW => {
+                            let mut ts: Vec<optim::AdamTensor> = p
+                                .iter_mut()
+                                .zip(g)
+                                .zip(s1.iter_mut().zip(s2.iter_mut()))
+                                .zip(MULTI_WD)
+                                .map(|(((p, g), (m, v)), weight_decay)| optim::AdamTensor {
+                                    p,
+                                    g,
+                                    m,
+                                    v,
+                                    weight_decay,
+                                    step,
+                                })
+                                .collect();
+                            let h = optim::AdamParams {
+                                lr: 0.01,
+                                beta1: 0.9,
+                                beta2: 0.999,
+                                eps: 1e-8,
+                                weight_decay: 0.0,
+                                decoupled: kind == OptKind::AdamW,
+                                step,
+                            };
+                            optim::adam_multi(dev, &mut ts, &h)?;
+                        }
+                        OptKind::Sgd => {
                             let mut ts: Vec<optim::SgdTensor> = p
                                 .iter_mut()
                                 .zip(g)

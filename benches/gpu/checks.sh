@@ -45,31 +45,33 @@ if [ "${SKIP_CHECKS:-0}" != 1 ]; then
 fi
 [ "${SKIP_BENCH:-0}" = 1 ] && exit "$failed"
 
-# 2. Training step, ssod next to PyTorch eager on the same card (BENCHMARKS.md "GPU").
+# 2. Benchmarks, most wanted first (a call that runs out of time loses the tail): the issue's
+# target (ssod next to PyTorch eager, f32 and bf16), then the conv layers next to cuDNN and the
+# card's matrix rate, then the A/B runs of this code's switches.
 S="--model yolox-s --size 640 --batch 16 --steps 8 --gts 30 --device cuda"
-for p in f32 tf32 bf16; do
-    step "bench-s-$p" 180 ./.device/ssod bench train $S --precision $p
+T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
+step bench-s-f32 120 ./.device/ssod bench train $S --precision f32
+step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
+step bench-s-bf16 120 ./.device/ssod bench train $S --precision bf16
+step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
+# 3. Per conv layer, ssod next to cuDNN (which layers lose, and which pass).
+for p in bf16 f32; do
+    rm -f "$OUT/conv-s-$p.json"
+    step "conv-s-$p" 120 ./.device/ssod bench conv --model yolox-s --size 640 --batch 16 --device cuda \
+        --precision $p --json "$OUT/conv-s-$p.json"
+    step "torch-conv-s-$p" 120 "$PY" benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
 done
+step bench-s-bf16-profile 120 ./.device/ssod bench train $S --precision bf16 --profile-ops
+step bench-s-tf32 120 ./.device/ssod bench train $S --precision tf32
+# bf16 products with every activation kept f32 (backend/cuda/bf16.rs): what the storage gains.
+step bench-s-bf16-f32storage 120 env SSOD_CUDA_BF16_STORAGE=0 ./.device/ssod bench train $S \
+    --precision bf16
 # The driver's default pool (memory returned at every synchronisation, context.rs
 # keep_freed_memory): what keeping freed memory gains.
-step bench-s-f32-poolrelease 180 env SSOD_CUDA_POOL_RELEASE=1 ./.device/ssod bench train $S \
+step bench-s-f32-poolrelease 120 env SSOD_CUDA_POOL_RELEASE=1 ./.device/ssod bench train $S \
     --precision f32
-# bf16 products with every activation kept f32 (backend/cuda/bf16.rs): what the storage gains.
-step bench-s-bf16-f32storage 180 env SSOD_CUDA_BF16_STORAGE=0 ./.device/ssod bench train $S \
-    --precision bf16
-T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
-step torch-s-f32 240 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
-step torch-s-bf16 240 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
-# 3. Per conv layer, ssod next to cuDNN (which layers lose, and which pass).
-for p in f32 bf16; do
-    rm -f "$OUT/conv-s-$p.json"
-    step "conv-s-$p" 180 ./.device/ssod bench conv --model yolox-s --size 640 --batch 16 --device cuda \
-        --precision $p --json "$OUT/conv-s-$p.json"
-    step "torch-conv-s-$p" 180 "$PY" benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
-done
 # The weight gradient's split reduction (conv2d/weight_grad.rs) against no split, f32.
-step conv-s-f32-nosplit 180 env SSOD_CUDA_WGRAD_SLICE=0 ./.device/ssod bench conv --model yolox-s \
+step conv-s-f32-nosplit 120 env SSOD_CUDA_WGRAD_SLICE=0 ./.device/ssod bench conv --model yolox-s \
     --size 640 --batch 16 --device cuda --precision f32
-step bench-s-f32-profile 180 ./.device/ssod bench train $S --precision f32 --profile-ops
-step bench-simota 120 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
+step bench-simota 60 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
 exit "$failed"

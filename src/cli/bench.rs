@@ -229,7 +229,10 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             println!("GPU peak      {p:.0} MiB allocated (memory-pool high-water mark over the timed steps)");
         }
         if let Some(m) = gpu_mem_mb {
-            println!("GPU memory    {m:.0} MiB in use after the run (total - free, whole device)");
+            println!(
+                "GPU memory    {m:.0} MiB in use after the run (total - free, whole device; the \
+                 memory pool keeps what it freed, like PyTorch's reserved memory)"
+            );
             println!("host round trips per step {round_trips:.0} (CUDA tensors read on the host: ops without a CUDA arm)");
         }
         if a.profile_ops {

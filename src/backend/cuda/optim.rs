@@ -1,5 +1,5 @@
 //! Launchers of `kernels/optim.cu`: fused optimizer steps and the EMA update over flat buffers,
-//! updated in place, one tensor per launch or (SGD, EMA) every tensor of a model in one launch.
+//! updated in place, one tensor per launch or every tensor of a model in one launch (`*_multi`).
 //! CPU reference: the PyTorch formulas (see the kernel file's contract).
 
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use super::config::{OptimizerKind, TrainConfig};
 use crate::backend::cuda::{optim as cuda_optim, CudaDevice, CudaSlice};
 use crate::nn::{NamedTensor, ParamStore, TensorKind};
-use crate::tensor::Tensor;
+use crate::tensor::{CudaHeld, CudaWriteGuard, Tensor};
 use crate::{Error, Result};
 
 /// What the trainer needs from an optimiser.
@@ -49,6 +49,41 @@ pub fn build_optimizer(config: &TrainConfig, store: &ParamStore) -> Box<dyn Opti
             Box::new(adam)
         }
     }
+}
+
+/// The multi-tensor launches' first split: CUDA parameters with their gradients, and the
+/// parameters left to the other paths (those on the CPU). Parameters without a gradient are in
+/// neither (skipped, as PyTorch skips `p.grad is None`).
+#[allow(clippy::type_complexity)]
+fn cuda_params_with_grads<'p>(
+    params: &'p [NamedTensor],
+    op: &str,
+) -> Result<(Vec<(&'p NamedTensor, Tensor)>, Vec<&'p NamedTensor>)> {
+    let (mut grads, mut rest) = (Vec::new(), Vec::new());
+    for p in params {
+        if !p.tensor.is_cuda() {
+            rest.push(p);
+        } else if let Some(g) = checked_grad(p, op)? {
+            grads.push((p, g));
+        }
+    }
+    Ok((grads, rest))
+}
+
+/// Hold every buffer of a multi-tensor launch: each parameter for writing, its gradient for
+/// reading (a view as a contiguous copy). A parameter that cannot be held joins `rest`.
+fn hold_for_launch<'g, 'p>(
+    grads: &'g [(&'p NamedTensor, Tensor)],
+    rest: &mut Vec<&'p NamedTensor>,
+) -> Result<Vec<(&'p NamedTensor, CudaWriteGuard<'p>, CudaHeld<'g>)>> {
+    let mut held = Vec::with_capacity(grads.len());
+    for (p, g) in grads {
+        match p.tensor.cuda_write() {
+            Some(pg) => held.push((*p, pg, g.cuda_read_or_copy()?)),
+            None => rest.push(p),
+        }
+    }
+    Ok(held)
 }
 
 /// The weight decay a parameter gets: YOLOX's pg1 (conv/linear weights) only.
@@ -192,25 +227,8 @@ impl Sgd {
             return Ok(params.iter().collect());
         }
         let dev = crate::backend::cuda::device()?;
-        let mut rest = Vec::new();
-        let mut grads = Vec::new();
-        for p in params {
-            if !p.tensor.is_cuda() {
-                rest.push(p);
-            } else if let Some(g) = checked_grad(p, "sgd")? {
-                grads.push((p, g));
-            }
-        }
-        // Hold every buffer of the launch: parameters for writing, gradients for reading (a
-        // gradient that is a view comes as a contiguous copy).
-        let mut held = Vec::with_capacity(grads.len());
-        for (p, g) in &grads {
-            let Some(pg) = p.tensor.cuda_write() else {
-                rest.push(p);
-                continue;
-            };
-            held.push((p, pg, g.cuda_read_or_copy()?));
-        }
+        let (grads, mut rest) = cuda_params_with_grads(params, "sgd")?;
+        let mut held = hold_for_launch(&grads, &mut rest)?;
         let mut bufs = held
             .iter()
             .map(|(p, _, _)| self.take_device_buffer(&dev, p))
@@ -445,24 +463,8 @@ impl Adam {
             return Ok(params.iter().collect());
         }
         let dev = crate::backend::cuda::device()?;
-        let op = self.kind().name();
-        let mut rest = Vec::new();
-        let mut grads = Vec::new();
-        for p in params {
-            if !p.tensor.is_cuda() {
-                rest.push(p);
-            } else if let Some(g) = checked_grad(p, op)? {
-                grads.push((p, g));
-            }
-        }
-        let mut held = Vec::with_capacity(grads.len());
-        for (p, g) in &grads {
-            let Some(pg) = p.tensor.cuda_write() else {
-                rest.push(p);
-                continue;
-            };
-            held.push((p, pg, g.cuda_read_or_copy()?));
-        }
+        let (grads, mut rest) = cuda_params_with_grads(params, self.kind().name())?;
+        let mut held = hold_for_launch(&grads, &mut rest)?;
         let mut states = held
             .iter()
             .map(|(p, _, _)| {

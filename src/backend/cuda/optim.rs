@@ -67,6 +67,27 @@ pub struct AdamParams {
     pub step: u32,
 }
 
+/// Adam's hyper-parameters finite, betas in [0, 1), steps counted from 1.
+fn check_adam(op: &str, h: &AdamParams, weight_decay: f32, step: u32) -> Result<()> {
+    finite(
+        op,
+        &[
+            ("lr", h.lr),
+            ("beta1", h.beta1),
+            ("beta2", h.beta2),
+            ("eps", h.eps),
+            ("weight_decay", weight_decay),
+        ],
+    )?;
+    if step == 0 || !(0.0..1.0).contains(&h.beta1) || !(0.0..1.0).contains(&h.beta2) {
+        return Err(Error::op(
+            op,
+            format!("need step >= 1 and betas in [0, 1), got step {step}: {h:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// One Adam/AdamW step over `p` with moment buffers `m`, `v` (zeros at first).
 pub fn adam(
     dev: &CudaDevice,
@@ -77,22 +98,7 @@ pub fn adam(
     h: &AdamParams,
 ) -> Result<()> {
     let sym = "adam_f32";
-    finite(
-        sym,
-        &[
-            ("lr", h.lr),
-            ("beta1", h.beta1),
-            ("beta2", h.beta2),
-            ("eps", h.eps),
-            ("weight_decay", h.weight_decay),
-        ],
-    )?;
-    if h.step == 0 || !(0.0..1.0).contains(&h.beta1) || !(0.0..1.0).contains(&h.beta2) {
-        return Err(Error::op(
-            sym,
-            format!("need step >= 1 and betas in [0, 1): {h:?}"),
-        ));
-    }
+    check_adam(sym, h, h.weight_decay, h.step)?;
     let n = p.len();
     check_len(sym, "g", g, n)?;
     check_len(sym, "m", m, n)?;
@@ -262,26 +268,11 @@ pub struct AdamTensor<'a> {
 /// ignored (each tensor brings its own).
 pub fn adam_multi(dev: &CudaDevice, tensors: &mut [AdamTensor], h: &AdamParams) -> Result<()> {
     let sym = "adam_multi_f32";
-    finite(
-        sym,
-        &[
-            ("lr", h.lr),
-            ("beta1", h.beta1),
-            ("beta2", h.beta2),
-            ("eps", h.eps),
-        ],
-    )?;
-    if !(0.0..1.0).contains(&h.beta1) || !(0.0..1.0).contains(&h.beta2) {
-        return Err(Error::op(sym, format!("need betas in [0, 1): {h:?}")));
-    }
     let stream = dev.stream();
     let mut refs = Vec::with_capacity(tensors.len());
     for (i, t) in tensors.iter_mut().enumerate() {
         let n = t.p.len();
-        finite(sym, &[("weight_decay", t.weight_decay)])?;
-        if t.step == 0 {
-            return Err(Error::op(sym, format!("tensor {i}: step counts from 1")));
-        }
+        check_adam(&format!("{sym} (tensor {i})"), h, t.weight_decay, t.step)?;
         check_len(sym, &format!("g of tensor {i}"), t.g, n)?;
         check_len(sym, &format!("m of tensor {i}"), t.m, n)?;
         check_len(sym, &format!("v of tensor {i}"), t.v, n)?;

@@ -1,6 +1,7 @@
 //! Parity cases: SGD-Nesterov, Adam/AdamW, EMA against the PyTorch formulas.
 
 use super::*;
+use crate::backend::cuda::selftest::MakeFn;
 use cudarc::driver::CudaSlice;
 
 // ---- optimizers ----
@@ -60,6 +61,48 @@ fn optim_cpu(
     }
 }
 
+/// A case's inputs: parameters, the EMA's starting copy, then one gradient per step, `n` values
+/// each.
+fn optim_inputs(n: usize) -> MakeFn {
+    Box::new(move |rng| {
+        let mut v = vec![uniform(rng, n, -1.0, 1.0), uniform(rng, n, -1.0, 1.0)];
+        for _ in 0..STEPS {
+            v.push(uniform(rng, n, -1.0, 1.0));
+        }
+        v
+    })
+}
+
+/// [`optim_cpu`] over each `(range, weight decay)` segment of the inputs: the parameters and
+/// first state after the steps, or the EMA (which starts as the EMA copy; the other states start
+/// at zero).
+fn optim_reference(
+    kind: OptKind,
+    inp: &Inputs,
+    segments: &[(std::ops::Range<usize>, f32)],
+) -> Result<Outputs> {
+    let n = inp[0].len();
+    let mut p = inp[0].clone();
+    let mut s1 = if kind == OptKind::Ema {
+        inp[1].clone()
+    } else {
+        vec![0.0; n]
+    };
+    let mut s2 = vec![0.0; n];
+    let (_, ms) = timed_cpu(|| {
+        for (r, wd) in segments {
+            let grads: Vec<&[f32]> = inp[2..].iter().map(|g| &g[r.clone()]).collect();
+            let (pp, ss1, ss2) = (&mut p[r.clone()], &mut s1[r.clone()], &mut s2[r.clone()]);
+            optim_cpu(kind, pp, &grads, ss1, ss2, *wd);
+        }
+        Ok(())
+    })?;
+    Ok(match kind {
+        OptKind::Ema => out(vec![("ema", s1)], ms),
+        _ => out(vec![("p", p), ("state1", s1)], ms),
+    })
+}
+
 pub(super) fn optim_case(
     name: &'static str,
     kernels: &'static [&'static str],
@@ -72,32 +115,8 @@ pub(super) fn optim_case(
         shape: format!("[{n}] x {STEPS} steps"),
         tol: 1e-4,
         measure: Measure::PerElement,
-        make: Box::new(move |rng| {
-            let mut v = vec![uniform(rng, n, -1.0, 1.0), uniform(rng, n, -1.0, 1.0)];
-            for _ in 0..STEPS {
-                v.push(uniform(rng, n, -1.0, 1.0));
-            }
-            v
-        }),
-        cpu: Box::new(move |inp| {
-            let mut p = inp[0].clone();
-            // EMA: s1 starts as the EMA copy; the others start at zero.
-            let mut s1 = if kind == OptKind::Ema {
-                inp[1].clone()
-            } else {
-                vec![0.0; n]
-            };
-            let mut s2 = vec![0.0; n];
-            let (_, ms) = timed_cpu(|| {
-                let grads: Vec<&[f32]> = inp[2..].iter().map(|g| g.as_slice()).collect();
-                optim_cpu(kind, &mut p, &grads, &mut s1, &mut s2, 5e-4);
-                Ok(())
-            })?;
-            Ok(match kind {
-                OptKind::Ema => out(vec![("ema", s1)], ms),
-                _ => out(vec![("p", p), ("state1", s1)], ms),
-            })
-        }),
+        make: optim_inputs(n),
+        cpu: Box::new(move |inp| optim_reference(kind, inp, &[(0..n, 5e-4)])),
         gpu: Box::new(move |dev, inp| {
             let mut p = dev.upload(&inp[0])?;
             let mut s1 = if kind == OptKind::Ema {
@@ -177,33 +196,10 @@ pub(super) fn optim_multi_case(
         shape: format!("{MULTI_SIZES:?} x {STEPS} steps"),
         tol: 1e-4,
         measure: Measure::PerElement,
-        make: Box::new(move |rng| {
-            let mut v = vec![uniform(rng, n, -1.0, 1.0), uniform(rng, n, -1.0, 1.0)];
-            for _ in 0..STEPS {
-                v.push(uniform(rng, n, -1.0, 1.0));
-            }
-            v
-        }),
+        make: optim_inputs(n),
         cpu: Box::new(move |inp| {
-            let mut p = inp[0].clone();
-            let mut s1 = if kind == OptKind::Ema {
-                inp[1].clone()
-            } else {
-                vec![0.0; n]
-            };
-            let mut s2 = vec![0.0; n];
-            let (_, ms) = timed_cpu(|| {
-                for (t, r) in segments().enumerate() {
-                    let grads: Vec<&[f32]> = inp[2..].iter().map(|g| &g[r.clone()]).collect();
-                    let (pp, ss1, ss2) = (&mut p[r.clone()], &mut s1[r.clone()], &mut s2[r]);
-                    optim_cpu(kind, pp, &grads, ss1, ss2, MULTI_WD[t]);
-                }
-                Ok(())
-            })?;
-            Ok(match kind {
-                OptKind::Ema => out(vec![("ema", s1)], ms),
-                _ => out(vec![("p", p), ("state1", s1)], ms),
-            })
+            let segments: Vec<_> = segments().zip(MULTI_WD).collect();
+            optim_reference(kind, inp, &segments)
         }),
         gpu: Box::new(move |dev, inp| {
             let split = |v: &[f32]| -> Result<Vec<CudaSlice<f32>>> {

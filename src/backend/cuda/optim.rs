@@ -352,3 +352,29 @@ fn launch_multi<R: DeviceRepr>(
     unsafe { b.launch(grid_per_item(chunks.len())) }.map_err(|e| cuda_err(sym, e))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunk table the multi-tensor kernels walk covers every element of every tensor once,
+    /// in chunks of at most MULTI_CHUNK that start inside their tensor; empty tensors get none.
+    #[test]
+    fn chunks_cover_every_element_once() {
+        let lens = [0usize, 1, 37, MULTI_CHUNK, MULTI_CHUNK + 1, 9001];
+        let chunks = chunks_of("test", lens.iter().copied()).unwrap();
+        let mut seen: Vec<Vec<u32>> = lens.iter().map(|&n| vec![0; n]).collect();
+        for c in &chunks {
+            let (t, start) = (c.tensor as usize, c.start as usize);
+            assert!(start < lens[t], "chunk {c:?} starts outside its tensor");
+            for i in start..(start + MULTI_CHUNK).min(lens[t]) {
+                seen[t][i] += 1;
+            }
+        }
+        for (t, s) in seen.iter().enumerate() {
+            assert!(s.iter().all(|&k| k == 1), "tensor {t}: {s:?}");
+        }
+        let want: usize = lens.iter().map(|n| n.div_ceil(MULTI_CHUNK)).sum();
+        assert_eq!(chunks.len(), want);
+    }
+}

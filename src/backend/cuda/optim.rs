@@ -367,9 +367,8 @@ mod tests {
         for c in &chunks {
             let (t, start) = (c.tensor as usize, c.start as usize);
             assert!(start < lens[t], "chunk {c:?} starts outside its tensor");
-            for i in start..(start + MULTI_CHUNK).min(lens[t]) {
-                seen[t][i] += 1;
-            }
+            let end = (start + MULTI_CHUNK).min(lens[t]);
+            seen[t][start..end].iter_mut().for_each(|k| *k += 1);
         }
         for (t, s) in seen.iter().enumerate() {
             assert!(s.iter().all(|&k| k == 1), "tensor {t}: {s:?}");

@@ -89,28 +89,28 @@ fn check_params(
     Ok(())
 }
 
-/// The kernel `stem` with the suffix for the format x is stored in (`_f32`, `_bf16`).
-fn x_sym(stem: &str, silu: bool, x: CudaValues) -> String {
+/// The kernel `stem` (its SiLU twin when `silu`) for x stored as `x_suffix` (`f32`, `bf16`).
+fn x_sym(stem: &str, silu: bool, x_suffix: &str) -> String {
     let stem = if silu {
         stem.replacen("batch_norm", "bn_silu", 1)
     } else {
         stem.to_string()
     };
-    format!("{stem}_{}", x.suffix())
+    format!("{stem}_{x_suffix}")
 }
 
 /// The forward kernel for `silu`, the input's format and the output's: f32 -> f32 (`_f32`),
 /// f32 -> bf16 (`_f32_to_bf16`), bf16 -> bf16 (`_bf16`; a bf16 input with an f32 output is
 /// widened first, [`widened_unless`]).
-fn fwd_sym(silu: bool, x: CudaValues, out_bf16: bool) -> String {
+fn fwd_sym(silu: bool, x_suffix: &str, out_bf16: bool) -> String {
     let stem = if silu {
         "bn_silu_fwd"
     } else {
         "batch_norm_fwd"
     };
-    match (x, out_bf16) {
-        (CudaValues::F32(_), true) => format!("{stem}_f32_to_bf16"),
-        _ => format!("{stem}_{}", x.suffix()),
+    match (x_suffix, out_bf16) {
+        ("f32", true) => format!("{stem}_f32_to_bf16"),
+        _ => format!("{stem}_{x_suffix}"),
     }
 }
 
@@ -132,7 +132,7 @@ fn launch_fwd(
     let (n, c, plane) = s.i64s("batch_norm (cuda)")?;
     let mut wide = None;
     let x = widened_unless(dev, x, out_bf16, &mut wide)?;
-    let sym = &fwd_sym(silu, x, out_bf16);
+    let sym = &fwd_sym(silu, x.suffix(), out_bf16);
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
     x.push_arg(&mut b);
@@ -195,7 +195,7 @@ pub fn fwd_train(
     let (mut mean, mut invstd, mut var) = (dev.zeros(s.c)?, dev.zeros(s.c)?, dev.zeros(s.c)?);
     let (m, chunk) = (to_i64(op, count)?, to_i64(op, REDUCE_CHUNK)?);
     let mut partial = dev.alloc(2 * s.c * s.chunks())?;
-    let sym = &x_sym("batch_norm_stats_partial", false, x);
+    let sym = &x_sym("batch_norm_stats_partial", false, x.suffix());
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
     x.push_arg(&mut b);
@@ -314,7 +314,7 @@ pub fn bwd_train(
     let (mut sum_dz, mut sum_dz_xhat) = (dev.zeros(s.c)?, dev.zeros(s.c)?);
     let (m, chunk) = (to_i64(op, s.per_channel())?, to_i64(op, REDUCE_CHUNK)?);
     let mut partial = dev.alloc(2 * s.c * s.chunks())?;
-    let sym = &x_sym("batch_norm_bwd_partial", silu, x);
+    let sym = &x_sym("batch_norm_bwd_partial", silu, x.suffix());
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
     b.arg(dy);
@@ -337,7 +337,7 @@ pub fn bwd_train(
 
     let mut dx = dev.alloc(s.len())?;
     let training = 1i32;
-    let sym = &x_sym("batch_norm_bwd", silu, x);
+    let sym = &x_sym("batch_norm_bwd", silu, x.suffix());
     let f = dev.function(KernelFile::BatchNorm, sym)?;
     let mut b = dev.stream().launch_builder(&f);
     b.arg(dy);
@@ -354,4 +354,36 @@ pub fn bwd_train(
     unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
     // dgamma = Σ dz·xhat, dbeta = Σ dz.
     Ok((dx, sum_dz_xhat, sum_dz))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::bf16::StoredElement;
+
+    /// Every kernel name the launchers build exists in batch_norm.cu's symbol list (a typo would
+    /// otherwise surface only on a GPU, as a missing function).
+    #[test]
+    fn every_launched_symbol_exists() {
+        let symbols = KernelFile::BatchNorm.symbols();
+        let has = |s: &str| assert!(symbols.contains(&s), "no kernel `{s}` in batch_norm.cu");
+        for sfx in [f32::SUFFIX, u16::SUFFIX] {
+            has(&x_sym("batch_norm_stats_partial", false, sfx));
+            for silu in [false, true] {
+                has(&x_sym("batch_norm_bwd_partial", silu, sfx));
+                has(&x_sym("batch_norm_bwd", silu, sfx));
+                // A bf16 input always writes bf16 (launch_fwd widens it otherwise).
+                for out_bf16 in [sfx == u16::SUFFIX, true] {
+                    has(&fwd_sym(silu, sfx, out_bf16));
+                }
+            }
+        }
+        for s in [
+            "batch_norm_stats_finalize_f32",
+            "batch_norm_update_running_f32",
+            "batch_norm_sums_finalize_f32",
+        ] {
+            has(s);
+        }
+    }
 }

@@ -78,6 +78,11 @@ fn last_index(dims: &[usize], side: &StridedSide) -> Option<usize> {
     )
 }
 
+/// The strided-copy kernel for elements `T`.
+pub(crate) fn strided_copy_sym<T: StoredElement>() -> String {
+    format!("strided_copy_{}", T::SUFFIX)
+}
+
 /// Copy the `dims` view `src_side` of `src` into the view `dst_side` of `dst`.
 pub fn strided_copy<T: StoredElement>(
     dev: &CudaDevice,
@@ -87,7 +92,7 @@ pub fn strided_copy<T: StoredElement>(
     dst: &mut CudaSlice<T>,
     dst_side: StridedSide,
 ) -> Result<()> {
-    let sym = &format!("strided_copy_{}", T::SUFFIX);
+    let sym = &strided_copy_sym::<T>();
     if src_side.strides.len() != dims.len() || dst_side.strides.len() != dims.len() {
         return Err(Error::op(
             sym,

@@ -65,6 +65,16 @@ impl PoolGeometry {
 }
 
 /// Max pooling: `(y, argmax)`, argmax being the index inside the plane (`iy·W + ix`).
+/// The max-pooling forward kernel for elements `T`.
+fn max_pool_fwd_sym<T: StoredElement>() -> String {
+    format!("max_pool2d_fwd_{}", T::SUFFIX)
+}
+
+/// The upsampling forward kernel for elements `T`.
+fn upsample_fwd_sym<T: StoredElement>() -> String {
+    format!("upsample2x_fwd_{}", T::SUFFIX)
+}
+
 /// Max pooling forward: the window maxima and each one's index in its plane (for backward).
 /// `T` is f32, or bf16 bits for bf16 storage (compared as f32, written back unchanged).
 pub fn max_pool2d_fwd<T: StoredElement>(
@@ -72,7 +82,7 @@ pub fn max_pool2d_fwd<T: StoredElement>(
     x: &CudaSlice<T>,
     g: &PoolGeometry,
 ) -> Result<(CudaSlice<T>, CudaSlice<i32>)> {
-    let sym = &format!("max_pool2d_fwd_{}", T::SUFFIX);
+    let sym = &max_pool_fwd_sym::<T>();
     g.check(sym)?;
     check_len(sym, "x", x, g.x_len())?;
     if g.h * g.w > i32::MAX as usize {
@@ -167,7 +177,7 @@ pub fn upsample2x_fwd<T: StoredElement>(
     h: usize,
     w: usize,
 ) -> Result<CudaSlice<T>> {
-    let sym = &format!("upsample2x_fwd_{}", T::SUFFIX);
+    let sym = &upsample_fwd_sym::<T>();
     check_len(sym, "x", x, planes * h * w)?;
     let (p, hh, ww) = (to_i64(sym, planes)?, to_i64(sym, h)?, to_i64(sym, w)?);
     // Every output is written.
@@ -205,4 +215,29 @@ pub fn upsample2x_bwd(
     // SAFETY: dy holds 4·planes·H·W, dx planes·H·W.
     unsafe { b.launch(cfg) }.map_err(|e| cuda_err(sym, e))?;
     Ok(dx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel names the generic launchers build exist, for both storage formats (pooling
+    /// here, the strided copy in layout.cu).
+    #[test]
+    fn every_launched_symbol_exists() {
+        use crate::backend::cuda::layout::strided_copy_sym;
+        for (file, name) in [
+            (KernelFile::Pool, max_pool_fwd_sym::<f32>()),
+            (KernelFile::Pool, max_pool_fwd_sym::<u16>()),
+            (KernelFile::Pool, upsample_fwd_sym::<f32>()),
+            (KernelFile::Pool, upsample_fwd_sym::<u16>()),
+            (KernelFile::Layout, strided_copy_sym::<f32>()),
+            (KernelFile::Layout, strided_copy_sym::<u16>()),
+        ] {
+            assert!(
+                file.symbols().contains(&name.as_str()),
+                "no kernel `{name}`"
+            );
+        }
+    }
 }

@@ -123,3 +123,50 @@ fn a_compile_error_names_the_file_and_carries_the_nvrtc_log() {
     );
     println!("{err}");
 }
+
+/// Every kernel-like name written as a string in the launchers (`"…_f32"`, `"…_bf16"`) is a
+/// symbol of some kernel file: a typo there would surface only on a GPU, as a missing function.
+/// Needs no NVRTC.
+#[test]
+fn every_kernel_name_in_the_launchers_exists() {
+    let all: Vec<&str> = KernelFile::all_symbols()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend/cuda");
+    let mut stack = vec![root];
+    let mut checked = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The string literals: every other piece between double quotes.
+            for lit in text.split('"').skip(1).step_by(2) {
+                let kernel_like = lit.starts_with(|c: char| c.is_ascii_lowercase())
+                    && lit
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    && (lit.ends_with("_f32") || lit.ends_with("_bf16"));
+                if kernel_like {
+                    assert!(
+                        all.contains(&lit),
+                        "{}: `{lit}` is no kernel symbol",
+                        path.display()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "found only {checked} kernel names: the scan is broken"
+    );
+}

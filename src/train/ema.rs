@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::backend::cuda::optim::{ema_multi, EmaTensor};
+use crate::backend::cuda::optim::{ema_multi, multi_tensor_enabled, EmaTensor};
 use crate::nn::{NamedTensor, ParamStore};
 use crate::{Error, Result};
 
@@ -124,7 +124,7 @@ fn update_on_cuda(
     pairs: &[(NamedTensor, NamedTensor)],
     keep: f32,
 ) -> Result<Vec<&(NamedTensor, NamedTensor)>> {
-    if !pairs.iter().any(|(ema, _)| ema.tensor.is_cuda()) {
+    if !(pairs.iter().any(|(ema, _)| ema.tensor.is_cuda()) && multi_tensor_enabled()) {
         return Ok(pairs.iter().collect());
     }
     let dev = crate::backend::cuda::device()?;

@@ -223,7 +223,11 @@ impl Sgd {
         lr: f32,
     ) -> Result<Vec<&'p NamedTensor>> {
         let any_cuda = params.iter().any(|p| p.tensor.is_cuda());
-        if !(self.nesterov && self.momentum != 0.0 && any_cuda) {
+        if !(self.nesterov
+            && self.momentum != 0.0
+            && any_cuda
+            && cuda_optim::multi_tensor_enabled())
+        {
             return Ok(params.iter().collect());
         }
         let dev = crate::backend::cuda::device()?;
@@ -459,7 +463,7 @@ impl Adam {
         params: &'p [NamedTensor],
         lr: f32,
     ) -> Result<Vec<&'p NamedTensor>> {
-        if !params.iter().any(|p| p.tensor.is_cuda()) {
+        if !(params.iter().any(|p| p.tensor.is_cuda()) && cuda_optim::multi_tensor_enabled()) {
             return Ok(params.iter().collect());
         }
         let dev = crate::backend::cuda::device()?;

@@ -146,6 +146,15 @@ pub fn ema(
 
 // ---- multi-tensor forms ----
 
+/// Whether the optimizers and the EMA use the multi-tensor launches: yes unless the environment
+/// variable `SSOD_CUDA_MULTI_TENSOR` is `0` (read once; then every tensor takes the one-tensor
+/// kernels, for A/B benchmarks or should the multi-tensor path misbehave on a GPU).
+pub fn multi_tensor_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED
+        .get_or_init(|| std::env::var("SSOD_CUDA_MULTI_TENSOR").map_or(true, |v| v.trim() != "0"))
+}
+
 /// Elements per chunk of the multi-tensor kernels (`MULTI_CHUNK` of optim.cu).
 const MULTI_CHUNK: usize = 4096;
 

@@ -144,11 +144,13 @@ pub(super) fn yolox_train_step_bf16_case() -> Case {
             "strided_copy_bf16",
             "conv2d_im2col_bf16_of_bf16",
         ],
-        // Every activation and product operand rounded to 8 significant bits (relative error up
-        // to 2^-8 each, ~1e-3 typical), through some fifty layers, each BN renormalising: the
-        // norms should land at a few 1e-3 to 1e-2 (not yet measured on a GPU); a wrong bf16 arm
-        // (bits read as f32, a missing widen) gives O(1).
-        tol: 5e-2,
+        // Measured on an H200 (2026-11-27, seed 0): loss 8.0e-3, raw 2.7e-2, BN stats 5.1e-4,
+        // but gradients 0.30 (head) to 0.47 (CSPDarknet) by norm; with the activations kept f32
+        // (SSOD_CUDA_BF16_STORAGE=0, bf16 products only) 0.20 to 0.41 — the products' rounding
+        // through BN backwards over 32 values per channel at stride 32, not the storage. So the
+        // bound only catches what a wrong bf16 arm does (bits read as f32, NaN, a lost gradient:
+        // 1.0 and up); the arms themselves are held to 1e-2 by their own rows.
+        tol: 0.75,
         cpu: Box::new(|inp| train_step(inp, Device::Cpu, "tiny", StepLoss::Projection)),
         gpu: Box::new(|dev, inp| {
             dev.set_matrix_precision(MatrixPrecision::Bf16)?;

@@ -1,4 +1,6 @@
-//! Compiles every `kernels/*.cu` with NVRTC (no GPU needed) for two architectures, checks that
+//! Compiles every `kernels/*.cu` with NVRTC (no GPU needed) for two virtual architectures and
+//! for `sm_90` (a real one: NVRTC then runs the PTX assembler, so inline PTX such as the mma of
+//! conv2d_mma.cu is checked too, which PTX text alone would not be), checks that
 //! each file's PTX holds exactly the kernels `KernelFile::symbols` lists, and that every kernel
 //! symbol has a case in the selftest parity table (STYLE 5).
 //!
@@ -23,12 +25,12 @@ fn nvrtc_or_skip() -> bool {
 }
 
 #[test]
-fn every_kernel_file_compiles_for_compute_80_and_90() {
+fn every_kernel_file_compiles_for_compute_80_and_90_and_assembles_for_sm_90() {
     if !nvrtc_or_skip() {
         return;
     }
     let (major, minor) = nvrtc_version().expect("nvrtcVersion");
-    for arch in ["compute_80", "compute_90"] {
+    for arch in ["compute_80", "compute_90", "sm_90"] {
         let files = compile_all_kernels(arch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(files.len(), KernelFile::ALL.len());
         for (file, ptx_len) in &files {

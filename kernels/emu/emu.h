@@ -1,20 +1,86 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <algorithm>
+#include <pthread.h>
+// Compiled for the host: kernels that need warp-level instructions (mma.cuh) take their
+// emulated arm under this macro.
+#define SSOD_EMULATION 1
 struct emu_dim3 { unsigned x, y, z; };
-static emu_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1}, threadIdx = {0, 0, 0};
+static emu_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+// Each emulated thread of a block is an OS thread (run.py's call_threads); its index is its own.
+static thread_local emu_dim3 threadIdx = {0, 0, 0};
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __restrict__
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+struct uint4 { unsigned x, y, z, w; };
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+using std::min;
+using std::max;
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
 static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
-static inline void __syncthreads() {}
+// One thread per block unless run.py's call_threads runs the block's threads as OS threads
+// (emu_set_threads): then __syncthreads is a barrier over all of them, so shared memory,
+// barriers and the warp exchange below behave as on the GPU (up to the order of races).
+static unsigned emu_threads = 1;
+static pthread_barrier_t emu_block_barrier;
+static pthread_barrier_t emu_warp_barrier[32];
+static inline void __syncthreads() {
+    if (emu_threads > 1) pthread_barrier_wait(&emu_block_barrier);
+}
+extern "C" void emu_set_threads(unsigned n) {
+    if (emu_threads > 1) {
+        pthread_barrier_destroy(&emu_block_barrier);
+        for (unsigned w = 0; w < (emu_threads + 31) / 32; ++w) pthread_barrier_destroy(&emu_warp_barrier[w]);
+    }
+    emu_threads = n < 1 ? 1 : n;
+    blockDim.x = emu_threads;
+    if (emu_threads > 1) {
+        pthread_barrier_init(&emu_block_barrier, nullptr, emu_threads);
+        // Warps are whole (call_threads refuses other sizes for kernels that use them).
+        for (unsigned w = 0; w < (emu_threads + 31) / 32; ++w) pthread_barrier_init(&emu_warp_barrier[w], nullptr, 32);
+    }
+}
+extern "C" void emu_set_thread(unsigned t) { threadIdx.x = t; }
 // run.py walks a grid block by block: it sets the block's index and the grid's size before
 // each call of a kernel whose blocks split the work (the others run as one block).
 extern "C" void emu_set_block(unsigned block, unsigned grid) { blockIdx.x = block; gridDim.x = grid; }
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for one warp, with the PTX ISA's fragment
+// layout (groupID g = lane >> 2, t = lane & 3): A (16x16, row-major) reg 0 = row g, cols 2t,2t+1;
+// reg 1 = row g+8; reg 2 = row g, cols 2t+8,2t+9; reg 3 = row g+8, cols 2t+8,2t+9. B (16x8)
+// reg 0 = rows (k) 2t,2t+1 of col g; reg 1 = rows 2t+8,2t+9. C/D: c0,c1 = row g, cols 2t,2t+1;
+// c2,c3 = row g+8. The lower half of a register is the lower index. Every lane posts its
+// registers, the warp meets, each lane computes its own four outputs from everyone's
+// registers, and the warp meets again before the exchange is reused.
+static unsigned emu_mma_a[32][32][4], emu_mma_b[32][32][2];
+static inline float emu_bf16_half(unsigned reg, int high) {
+    unsigned bits = high ? (reg >> 16) : (reg & 0xffffu);
+    unsigned u = bits << 16; float f; std::memcpy(&f, &u, 4); return f;
+}
+static inline void emu_mma_bf16_16816(float c[4], const unsigned a[4], const unsigned b[2]) {
+    unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int i = 0; i < 4; ++i) emu_mma_a[warp][lane][i] = a[i];
+    for (int i = 0; i < 2; ++i) emu_mma_b[warp][lane][i] = b[i];
+    pthread_barrier_wait(&emu_warp_barrier[warp]);
+    unsigned g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        unsigned row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float s = c[i];
+        for (unsigned k = 0; k < 16; ++k) {
+            unsigned a_lane = (row % 8) * 4 + (k % 8) / 2, a_reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+            unsigned b_lane = col * 4 + (k % 8) / 2, b_reg = k >= 8 ? 1 : 0;
+            s += emu_bf16_half(emu_mma_a[warp][a_lane][a_reg], k & 1) *
+                 emu_bf16_half(emu_mma_b[warp][b_lane][b_reg], k & 1);
+        }
+        c[i] = s;
+    }
+    pthread_barrier_wait(&emu_warp_barrier[warp]);
+}
 using std::isnan;
 // One thread: atomics are plain read-modify-writes; the _rn intrinsics are the plain operators
 // (g++ runs with -ffp-contract=off, so nothing is fused either way).

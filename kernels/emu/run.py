@@ -7,7 +7,7 @@
 # `cargo test --release --test cuda_kernels_emulated` prepares both and runs it.
 import ctypes as C, numpy as np, os, sys
 D = os.path.join(sys.argv[1], 'dump')
-L = {s: C.CDLL(os.path.join(sys.argv[1], f'lib{s}.so')) for s in ['elementwise','reduce','conv2d','batch_norm','pool','softmax','loss','simota','similarity','optim','index','crop','detect','layout']}
+L = {s: C.CDLL(os.path.join(sys.argv[1], f'lib{s}.so')) for s in ['elementwise','reduce','conv2d','conv2d_mma','batch_norm','pool','softmax','loss','simota','similarity','optim','index','crop','detect','layout']}
 f32p = lambda a: a.ctypes.data_as(C.c_void_p)
 I = C.c_longlong; F = C.c_float; Ii = C.c_int
 def inp(case, i): return np.fromfile(f'{D}/{case}/in{i}.f32', dtype='<f4').copy()
@@ -28,11 +28,27 @@ def call_grid(lib, sym, grid, *args):
     for b in range(grid):
         L[lib].emu_set_block(Ii(b), Ii(grid)); call(lib, sym, *args)
     L[lib].emu_set_block(Ii(0), Ii(1))
+def call_threads(lib, sym, grid, threads, *args):
+    # Each block of a `grid`-block launch with its `threads` threads as OS threads: barriers
+    # and the mma's warp exchange (emu.h) then run as on the GPU, one block at a time.
+    import threading
+    L[lib].emu_set_threads(Ii(threads))
+    def run(t):
+        L[lib].emu_set_thread(Ii(t)); call(lib, sym, *args)
+    for b in range(grid):
+        L[lib].emu_set_block(Ii(b), Ii(grid))
+        ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+    L[lib].emu_set_threads(Ii(1)); L[lib].emu_set_block(Ii(0), Ii(1))
 fails = []
 checked = set()  # cases compared at least once
-def cmp(case, name, gpu, tol=1e-4):
+def cmp(case, name, gpu, tol=1e-4, want=None):
+    # Element by element against the CPU's dump (or `want`), relative to each value with a floor
+    # of 1 % of the largest.
     checked.add(case)
-    c = ref(case, name).astype(np.float64); g = np.asarray(gpu, dtype=np.float64).ravel()
+    c = (ref(case, name) if want is None else np.asarray(want)).astype(np.float64).ravel()
+    g = np.asarray(gpu, dtype=np.float64).ravel()
     if c.shape != g.shape: print(f'{case:40s} {name:10s} LEN {c.shape} {g.shape}'); fails.append(case); return
     fin = np.isfinite(c); scale = np.abs(c[fin]).max() if fin.any() else 0
     floor = max(0.01*scale, 1e-300)
@@ -433,6 +449,56 @@ widen = lambda bits: (bits.astype('<u4') << 16).view('<f4')
 ok = np.array_equal(s16, bf16_bits(widen(a16) + widen(b16)))
 print(f'{"add_bf16 (bits)":40s} {"y":10s} {"ok" if ok else "FAIL"}')
 if not ok: fails.append('add_bf16')
+# Implicit-GEMM tensor-core convs (conv2d_mma.cu), 128 threads per block with the mma's fragment
+# layout emulated: element by element against numpy on the same bf16-rounded operands (summed
+# in float64), and by norm against the CPU's f32 dump as the GPU selftest does.
+class MG(C.Structure): _fields_ = [(k, Ii) for k in ['n','c','h','w','k','kh','kw','stride','pad','ho','wo','split_len']]
+cdiv = lambda a, b: -(-a // b)
+def wgrad_splits(m, n, r):
+    # implicit_gemm.rs weight_grad_splits: (splits, positions per split).
+    tiles = cdiv(m, 64) * cdiv(n, 128); kt = max(cdiv(r, 32), 1); by_budget = (1 << 26) // max(m*n, 1)
+    want = max(min(1024 // max(tiles, 1), cdiv(kt, 8), by_budget), 1); sl = cdiv(kt, want) * 32
+    return max(cdiv(r, sl), 1), sl
+def conv_ref(x, wt, dy, n, c, h, w, k, ks, s, p):
+    ho, wo = (h+2*p-ks)//s+1, (w+2*p-ks)//s+1
+    xp = np.pad(x.reshape(n,c,h,w).astype(np.float64), ((0,0),(0,0),(p,p),(p,p)))
+    cols = np.empty((n, c, ks, ks, ho, wo))
+    for u in range(ks):
+        for v in range(ks): cols[:,:,u,v] = xp[:,:,u:u+s*ho:s, v:v+s*wo:s]
+    cols = cols.reshape(n, c*ks*ks, ho*wo); W = wt.reshape(k, c*ks*ks).astype(np.float64)
+    DY = dy.reshape(n, k, ho*wo).astype(np.float64)
+    y = np.einsum('kr,nrp->nkp', W, cols); dw = np.einsum('nkp,nrp->kr', DY, cols)
+    dcols = np.einsum('kr,nkp->nrp', W, DY).reshape(n, c, ks, ks, ho, wo); dxp = np.zeros_like(xp)
+    for u in range(ks):
+        for v in range(ks): dxp[:,:,u:u+s*ho:s, v:v+s*wo:s] += dcols[:,:,u,v]
+    return y.ravel(), dxp[:,:,p:p+h,p:p+w].ravel(), dw.ravel()
+def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits):
+    x, wt, dy = inp(case,0), inp(case,1), inp(case,2); ho, wo = (h+2*p-ks)//s+1, (w+2*p-ks)//s+1
+    rnd = lambda a: widen(bf16_bits(a))
+    y_ref, dx_ref, dw_ref = conv_ref(rnd(x), rnd(wt), rnd(dy), n, c, h, w, k, ks, s, p)
+    nsplit, slen = wgrad_splits(k, c*ks*ks, n*ho*wo)
+    assert nsplit == splits, (case, nsplit, slen)  # the case crosses the split edges it says it does
+    g = MG()
+    for f, v in zip([f for f, _ in MG._fields_], [n, c, h, w, k, ks, ks, s, p, ho, wo, slen]): setattr(g, f, v)
+    blocks = lambda m_len, n_len, z=1: cdiv(m_len, 64) * cdiv(n_len, 128) * z
+    vp16 = lambda a: a.ctypes.data_as(C.c_void_p)
+    xin = vp16(bf16_bits(x)) if x_bf16 else x
+    y = np.zeros(n*k*ho*wo, '<u2' if y_bf16 else 'f4')
+    sym = f"conv2d_mma_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}"
+    call_threads('conv2d_mma', sym, blocks(k, n*ho*wo), 128, xin, wt, vp16(y), g)
+    y = widen(y) if y_bf16 else y
+    dx = np.zeros(n*c*h*w, 'f4')
+    call_threads('conv2d_mma', 'conv2d_mma_bwd_input_f32', blocks(c, n*h*w), 128, dy, wt, dx, g)
+    part = np.zeros(nsplit*len(wt), 'f4'); dw = np.zeros(len(wt), 'f4')
+    call_threads('conv2d_mma', f"conv2d_mma_bwd_weight_{'bf16' if x_bf16 else 'f32'}", blocks(k, c*ks*ks, nsplit), 128, dy, xin, part, g)
+    if nsplit > 1: call('conv2d_mma', 'conv2d_mma_sum_splits', part, dw, I(len(wt)), Ii(nsplit))
+    else: dw = part
+    cmp(case, 'y', y, 1e-2 if y_bf16 else 1e-3, want=y_ref); cmp(case, 'dx', dx, 1e-3, want=dx_ref); cmp(case, 'dw', dw, 1e-3, want=dw_ref)
+    for nm, v in [('y', y), ('dx', dx), ('dw', dw)]: cmp_norm(case, nm, v, 1e-2)
+conv_mma_case('conv2d_mma_3x3_s1_p1__f32_in__f32_out_', 2,5,11,13,70,3,1,1, False, False, 2)
+conv_mma_case('conv2d_mma_3x3_s2_p1__bf16_in__bf16_out_', 3,6,13,11,9,3,2,1, True, True, 1)
+conv_mma_case('conv2d_mma_1x1__bf16_in__f32_out_', 2,12,9,7,10,1,1,0, True, False, 1)
+conv_mma_case('conv2d_mma_5x5_s2_p2__f32_in__bf16_out_', 2,3,40,36,6,5,2,2, False, True, 3)
 # Parity cases this script does not run, and why; any other unchecked case is a failure, so a new
 # case gets its emulation (or a reason here) when it is added.
 NOT_EMULATED = {

@@ -6,7 +6,8 @@
 //! `conv2d_im2col_bf16` and only the other operand is rounded before the product); depthwise
 //! convs (groups = C = K) use the direct kernels. The direct general kernels (`direct::*`) are
 //! the GPU reference the fast path can be checked against. The weight gradient, whose reduction
-//! over the output positions is split in slices on large maps, is in `conv2d/weight_grad.rs`.
+//! over the output positions is split in slices on large maps, is in `conv2d/weight_grad.rs`;
+//! the implicit-GEMM tensor-core kernels (bf16 mode, opt-in) in `conv2d/implicit_gemm.rs`.
 
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
@@ -17,6 +18,7 @@ use super::{check_len, KernelFile};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};
 
+pub mod implicit_gemm;
 mod weight_grad;
 pub use weight_grad::bwd_weight;
 
@@ -155,6 +157,9 @@ pub fn fwd(
     let mut wide = None;
     let x = readable(dev, "conv2d_fwd", x, g, &mut wide)?;
     check_len("conv2d_fwd", "w", w, g.w_len())?;
+    if implicit_gemm::takes(dev, g) {
+        return implicit_gemm::fwd(dev, x, w, g, out_bf16);
+    }
     if is_depthwise(g) {
         let xs = f32_input("conv2d_fwd", x)?;
         let mut y = dev.alloc(g.y_len())?;
@@ -439,6 +444,9 @@ pub fn bwd_input(
     check_geometry(g)?;
     check_len("conv2d_bwd_input", "dy", dy, g.y_len())?;
     check_len("conv2d_bwd_input", "w", w, g.w_len())?;
+    if implicit_gemm::takes(dev, g) {
+        return implicit_gemm::bwd_input(dev, dy, w, g);
+    }
     let mut dx = dev.alloc(g.x_len())?;
     if is_depthwise(g) {
         launch_direct(dev, "conv2d_dw_bwd_input_f32", dy, w, &mut dx, g, false)?;

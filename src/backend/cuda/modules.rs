@@ -16,6 +16,7 @@ pub enum KernelFile {
     Elementwise,
     Reduce,
     Conv2d,
+    Conv2dMma,
     BatchNorm,
     Pool,
     Softmax,
@@ -30,13 +31,14 @@ pub enum KernelFile {
 }
 
 /// How many kernel files there are (the length of the per-file caches).
-pub const KERNEL_FILES: usize = 14;
+pub const KERNEL_FILES: usize = 15;
 
 impl KernelFile {
     pub const ALL: [KernelFile; KERNEL_FILES] = [
         KernelFile::Elementwise,
         KernelFile::Reduce,
         KernelFile::Conv2d,
+        KernelFile::Conv2dMma,
         KernelFile::BatchNorm,
         KernelFile::Pool,
         KernelFile::Softmax,
@@ -56,6 +58,7 @@ impl KernelFile {
             KernelFile::Elementwise => "elementwise",
             KernelFile::Reduce => "reduce",
             KernelFile::Conv2d => "conv2d",
+            KernelFile::Conv2dMma => "conv2d_mma",
             KernelFile::BatchNorm => "batch_norm",
             KernelFile::Pool => "pool",
             KernelFile::Softmax => "softmax",
@@ -84,6 +87,7 @@ impl KernelFile {
             KernelFile::Elementwise => include_str!("../../../kernels/elementwise.cu"),
             KernelFile::Reduce => include_str!("../../../kernels/reduce.cu"),
             KernelFile::Conv2d => include_str!("../../../kernels/conv2d.cu"),
+            KernelFile::Conv2dMma => include_str!("../../../kernels/conv2d_mma.cu"),
             KernelFile::BatchNorm => include_str!("../../../kernels/batch_norm.cu"),
             KernelFile::Pool => include_str!("../../../kernels/pool.cu"),
             KernelFile::Softmax => include_str!("../../../kernels/softmax.cu"),
@@ -149,6 +153,16 @@ impl KernelFile {
                 "conv2d_dw_fwd_f32",
                 "conv2d_dw_bwd_input_f32",
                 "conv2d_dw_bwd_weight_f32",
+            ],
+            KernelFile::Conv2dMma => &[
+                "conv2d_mma_fwd_f32_to_f32",
+                "conv2d_mma_fwd_f32_to_bf16",
+                "conv2d_mma_fwd_bf16_to_f32",
+                "conv2d_mma_fwd_bf16_to_bf16",
+                "conv2d_mma_bwd_input_f32",
+                "conv2d_mma_bwd_weight_f32",
+                "conv2d_mma_bwd_weight_bf16",
+                "conv2d_mma_sum_splits",
             ],
             KernelFile::BatchNorm => &[
                 "batch_norm_stats_partial_f32",

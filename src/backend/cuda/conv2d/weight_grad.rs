@@ -22,6 +22,9 @@ pub fn bwd_weight(
     check_len("conv2d_bwd_weight", "dy", dy, g.y_len())?;
     let mut wide = None;
     let x = readable(dev, "conv2d_bwd_weight", x, g, &mut wide)?;
+    if super::implicit_gemm::takes(dev, g) {
+        return super::implicit_gemm::bwd_weight(dev, dy, x, g);
+    }
     let mut dw = dev.alloc(g.w_len())?;
     if is_depthwise(g) {
         let xs = f32_input("conv2d_bwd_weight", x)?;

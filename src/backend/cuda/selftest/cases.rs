@@ -1,5 +1,6 @@
 //! The parity cases. Each case: seeded inputs (odd sizes), the CPU reference, the GPU launcher.
 
+mod conv_mma_cases;
 mod decode_nms_cases;
 mod detect_cases;
 mod elementwise_cases;
@@ -9,6 +10,7 @@ mod model_cases;
 mod nn_cases;
 mod optim_cases;
 
+use conv_mma_cases::*;
 use decode_nms_cases::*;
 use detect_cases::*;
 use elementwise_cases::*;
@@ -94,6 +96,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(conv_cases());
     v.extend(gemm_cases());
     v.extend(bf16_cases());
+    v.extend(conv_mma_cases());
     v.extend(bn_cases());
     v.extend(pool_cases());
     v.push(softmax_case(

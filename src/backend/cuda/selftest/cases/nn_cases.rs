@@ -11,6 +11,12 @@ pub(super) enum ConvPath {
     /// The fast path with x in bf16 storage (rounded to bf16 bits before the call).
     Bf16Input,
     Direct,
+    /// The implicit-GEMM tensor-core kernels (conv2d_mma.cu) called directly, x in bf16
+    /// storage or f32, y written as bf16 bits or f32.
+    Implicit {
+        x_bf16: bool,
+        y_bf16: bool,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -75,6 +81,19 @@ pub(super) fn conv_case(
                     conv2d::bwd_input(dev, &dy, &w, &g)?,
                     conv2d::bwd_weight(dev, &dy, CudaValues::F32(&x), &g)?,
                 )),
+                ConvPath::Implicit { x_bf16, y_bf16 } => {
+                    use conv2d::implicit_gemm;
+                    let xv = if x_bf16 {
+                        CudaValues::Bf16(&x16)
+                    } else {
+                        CudaValues::F32(&x)
+                    };
+                    Ok((
+                        implicit_gemm::fwd(dev, xv, &w, &g, y_bf16)?.into_f32(dev)?,
+                        implicit_gemm::bwd_input(dev, &dy, &w, &g)?,
+                        implicit_gemm::bwd_weight(dev, &dy, xv, &g)?,
+                    ))
+                }
                 ConvPath::Direct => Ok((
                     conv2d::direct::fwd(dev, &x, &w, &g)?,
                     conv2d::direct::bwd_input(dev, &dy, &w, &g)?,
@@ -94,7 +113,7 @@ pub(super) fn conv_case(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn geo(
+pub(super) fn geo(
     n: usize,
     c: usize,
     h: usize,
@@ -291,7 +310,7 @@ pub(super) fn gemm_cases() -> Vec<Case> {
 /// error), compared by norm at 1e-2: bf16 operands carry 8-bit mantissas, so single elements
 /// near zero after cancellation differ by more than any per-element bound worth having, while
 /// the norm error is ~3e-3 for these sizes.
-fn in_bf16(name: &'static str, kernels: &'static [&'static str], case: Case) -> Case {
+pub(super) fn in_bf16(name: &'static str, kernels: &'static [&'static str], case: Case) -> Case {
     let gpu = case.gpu;
     Case {
         name,

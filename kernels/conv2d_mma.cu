@@ -1,0 +1,407 @@
+// conv2d_mma.cu: 2-D convolution (forward, input gradient, weight gradient) as implicit GEMMs on
+// the tensor cores: bf16 operands (mma.sync m16n8k16), f32 accumulation, no column matrix.
+//
+// Contract (geometry as Conv2dGeometry in src/backend/cpu/conv2d.rs with groups == 1; grouped
+// and depthwise convs stay on conv2d.cu): NCHW; weights w [K,C,kh,kw] f32 (the master weights,
+// rounded to bf16 as they are read); x f32 or bf16 bits (bf16 storage); dy f32. Each operand is
+// rounded to bf16 once, when it enters shared memory (the rounding of the im2col + cuBLAS bf16
+// path); products of two bf16 are exact in f32 and sum in f32, in another order than cuBLAS's.
+//   conv2d_mma_fwd_<x>_to_<y>(x, w, y, G)  y[n,k,p] = sum_(c,u,v) w[k,c,u,v] x[n,c,oh*s-pad+u,
+//     ow*s-pad+v]: M = K, N = batch*Ho*Wo, R = C*kh*kw. x and y each f32 or bf16 bits.
+//   conv2d_mma_bwd_input_f32(dy, w, dx, G)  dx[n,c,ih,iw] = sum_(k,u,v) w[k,c,u,v] dy[n,k,oh,ow]
+//     with oh*s = ih+pad-u, ow*s = iw+pad-v inside the output: M = C, N = batch*H*W, R = K*kh*kw.
+//   conv2d_mma_bwd_weight_<x>(dy, x, part, G)  part[z,k,(c,u,v)] = the sum of dy[n,k,p] x[...]
+//     over split z's output positions r in [z*split_len, (z+1)*split_len): M = K, N = C*kh*kw,
+//     R = batch*Ho*Wo. With one split part is dw itself.
+//   conv2d_mma_sum_splits(part, dw, len, splits)  dw[i] = sum_z part[z*len+i], z in order.
+// Checked against: backend::cpu::conv2d::{fwd, bwd_input, bwd_weight} (selftest rows
+//   `conv2d mma *`), and in the host emulation with the PTX fragment layout of mma.sync
+//   (kernels/emu/emu.h runs the block's 128 threads as OS threads, warps exchange registers).
+// Launch geometry: blockDim.x == MMA_BLOCK_SIZE (four warps, 2 x 2 over the TILE_M x TILE_N block
+//   tile); 1-D grid of tiles_n * tiles_m * splits blocks, tile_n fastest (blocks that share a
+//   weight tile run together). Sizes fit int: the launcher checks every tensor < 2^31 elements.
+//   conv2d_mma_sum_splits: any 1-D grid-stride launch.
+// Check: cargo test --release --test cuda_kernels_compile (compiles for sm_80/sm_90 too, which
+//   assembles the mma); CI=1 cargo test --release --test cuda_kernels_emulated;
+//   ssod selftest --device cuda; ssod bench conv --device cuda --precision bf16.
+
+#include "bf16.cuh"
+
+#define MMA_BLOCK_SIZE 128
+#define TILE_M 64
+#define TILE_N 128
+#define TILE_K 32
+// Shared rows hold TILE_K bf16 plus 8 of padding: 20 words per row, so the eight rows a
+// fragment load touches (and the eight 16-byte stores of a quarter warp) fall on distinct banks.
+#define SMEM_LD (TILE_K + 8)
+
+// Layout mirrored by `MmaConvGeom` in src/backend/cuda/conv2d/implicit_gemm.rs (all i32).
+struct MmaConvGeom {
+    int n, c, h, w, k, kh, kw, stride, pad, ho, wo, split_len;
+};
+
+__device__ __forceinline__ void mma_bf16_16816(float c[4], const unsigned a[4], const unsigned b[2]) {
+#ifdef SSOD_EMULATION
+    emu_mma_bf16_16816(c, a, b);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+__device__ __forceinline__ unsigned bf16_pair(float lo, float hi) {
+    return (unsigned)bf16_bits(lo) | ((unsigned)bf16_bits(hi) << 16);
+}
+
+// ---- Operand gathers. Each thread owns one row of a tile (an output channel, an output
+// position, a weight tap) for the whole kernel and fetches runs of consecutive r, so the row's
+// decomposition happens once and r's by counters. Rows past the matrix and r >= R read 0. ----
+
+// fwd A: w[m, r] (rows of the weight matrix [K, C*kh*kw]).
+struct WeightRows {
+    const float* row;
+    int r_len;
+    bool live;
+    __device__ WeightRows(const float* w, int m, int m_len, int r_len_)
+        : row(w + (long long)(m < m_len ? m : 0) * r_len_), r_len(r_len_), live(m < m_len) {}
+    template <int RUN> __device__ void fetch(int r0, float* v) const {
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) v[i] = (live && r0 + i < r_len) ? row[r0 + i] : 0.0f;
+    }
+};
+
+// bwd_input A: w[k, c, u, v] as row c, column r = (k, u, v).
+struct WeightColumns {
+    const float* w;
+    int taps, per_k, r_len;  // taps = kh*kw, per_k = C*taps
+    bool live;
+    __device__ WeightColumns(const float* w_, int c, const MmaConvGeom& g)
+        : w(w_ + (long long)(c < g.c ? c : 0) * g.kh * g.kw), taps(g.kh * g.kw),
+          per_k(g.c * g.kh * g.kw), r_len(g.k * g.kh * g.kw), live(c < g.c) {}
+    template <int RUN> __device__ void fetch(int r0, float* v) const {
+        int k = r0 / taps, uv = r0 - k * taps;
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) {
+            v[i] = (live && r0 + i < r_len) ? w[(long long)k * per_k + uv] : 0.0f;
+            if (++uv == taps) { uv = 0; ++k; }
+        }
+    }
+};
+
+// fwd B: the input window of output position j = (n, oh, ow), column r = (c, u, v).
+template <class X> struct InputWindow {
+    const X* x;
+    int ih0, iw0, h, w, kh, kw, plane, r_len;
+    bool live;
+    __device__ InputWindow(const X* x_, int j, const MmaConvGeom& g)
+        : h(g.h), w(g.w), kh(g.kh), kw(g.kw), plane(g.h * g.w), r_len(g.c * g.kh * g.kw) {
+        int per_image = g.ho * g.wo;
+        live = j < g.n * per_image;
+        int jj = live ? j : 0;
+        int img = jj / per_image, p = jj - img * per_image;
+        int oh = p / g.wo, ow = p - oh * g.wo;
+        ih0 = oh * g.stride - g.pad;
+        iw0 = ow * g.stride - g.pad;
+        x = x_ + (long long)img * g.c * plane;
+    }
+    template <int RUN> __device__ void fetch(int r0, float* v) const {
+        int taps = kh * kw;
+        int c = r0 / taps, uv = r0 - c * taps, u = uv / kw, t = uv - u * kw;
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) {
+            int ih = ih0 + u, iw = iw0 + t;
+            bool in = live && r0 + i < r_len && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
+            v[i] = in ? load_f32(x, (long long)c * plane + ih * w + iw) : 0.0f;
+            if (++t == kw) { t = 0; if (++u == kh) { u = 0; ++c; } }
+        }
+    }
+};
+
+// bwd_input B: the output gradients input position j = (n, ih, iw) received, column
+// r = (k, u, v): dy[n, k, oh, ow] where oh*s = ih+pad-u and ow*s = iw+pad-v.
+struct GradWindow {
+    const float* dy;
+    int th0, tw0, kh, kw, stride, ho, wo, plane, r_len;
+    bool live;
+    __device__ GradWindow(const float* dy_, int j, const MmaConvGeom& g)
+        : kh(g.kh), kw(g.kw), stride(g.stride), ho(g.ho), wo(g.wo), plane(g.ho * g.wo),
+          r_len(g.k * g.kh * g.kw) {
+        int per_image = g.h * g.w;
+        live = j < g.n * per_image;
+        int jj = live ? j : 0;
+        int img = jj / per_image, q = jj - img * per_image;
+        int ih = q / g.w, iw = q - ih * g.w;
+        th0 = ih + g.pad;
+        tw0 = iw + g.pad;
+        dy = dy_ + (long long)img * g.k * plane;
+    }
+    template <int RUN> __device__ void fetch(int r0, float* v) const {
+        int taps = kh * kw;
+        int k = r0 / taps, uv = r0 - k * taps, u = uv / kw, t = uv - u * kw;
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) {
+            int th = th0 - u, tw = tw0 - t;
+            bool in = live && r0 + i < r_len && th >= 0 && tw >= 0;
+            int oh = th, ow = tw;
+            if (stride != 1) {
+                in = in && th % stride == 0 && tw % stride == 0;
+                oh = th / stride;
+                ow = tw / stride;
+            }
+            in = in && oh < ho && ow < wo;
+            v[i] = in ? dy[(long long)k * plane + oh * wo + ow] : 0.0f;
+            if (++t == kw) { t = 0; if (++u == kh) { u = 0; ++k; } }
+        }
+    }
+};
+
+// bwd_weight A: dy[n, k, p] as row k, column r = (n, p).
+struct GradRows {
+    const float* dy;
+    int plane, image, r_len;  // plane = Ho*Wo, image = K*plane
+    bool live;
+    __device__ GradRows(const float* dy_, int k, const MmaConvGeom& g)
+        : dy(dy_ + (long long)(k < g.k ? k : 0) * g.ho * g.wo), plane(g.ho * g.wo),
+          image(g.k * g.ho * g.wo), r_len(g.n * g.ho * g.wo), live(k < g.k) {}
+    template <int RUN> __device__ void fetch(int r0, float* v) const {
+        int img = r0 / plane, p = r0 - img * plane;
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) {
+            v[i] = (live && r0 + i < r_len) ? dy[(long long)img * image + p] : 0.0f;
+            if (++p == plane) { p = 0; ++img; }
+        }
+    }
+};
+
+// bwd_weight B: tap j = (c, u, v) of the weights, column r = (n, oh, ow): x[n, c, oh*s-pad+u,
+// ow*s-pad+v].
+template <class X> struct InputTaps {
+    const X* x;
+    int du, dv, h, w, stride, ho, wo, image, r_len;  // du = u - pad, image = C*H*W
+    bool live;
+    __device__ InputTaps(const X* x_, int j, const MmaConvGeom& g)
+        : h(g.h), w(g.w), stride(g.stride), ho(g.ho), wo(g.wo), image(g.c * g.h * g.w),
+          r_len(g.n * g.ho * g.wo) {
+        int taps = g.kh * g.kw;
+        live = j < g.c * taps;
+        int jj = live ? j : 0;
+        int c = jj / taps, uv = jj - c * taps, u = uv / g.kw;
+        du = u - g.pad;
+        dv = uv - u * g.kw - g.pad;
+        x = x_ + (long long)c * g.h * g.w;
+    }
+    template <int RUN> __device__ void fetch(int r0, float* v) const {
+        int plane = ho * wo;
+        int img = r0 / plane, p = r0 - img * plane, oh = p / wo, ow = p - oh * wo;
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) {
+            int ih = oh * stride + du, iw = ow * stride + dv;
+            bool in = live && r0 + i < r_len && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
+            v[i] = in ? load_f32(x, (long long)img * image + ih * w + iw) : 0.0f;
+            if (++ow == wo) { ow = 0; if (++oh == ho) { oh = 0; ++img; } }
+        }
+    }
+};
+
+// ---- The block's product: acc (the warp's 32 x 64 part of the TILE_M x TILE_N tile) += A
+// rows m0.. times B rows n0.. over r in [r_begin, r_end), TILE_K at a time. ----
+
+// Where a thread's gathered run lands in a ROWS x TILE_K shared tile: row tid % ROWS, the
+// (tid / ROWS)-th run of RUN consecutive k.
+template <int ROWS> struct TileSlot {
+    static const int PARTS = MMA_BLOCK_SIZE / ROWS;
+    static const int RUN = TILE_K / PARTS;
+};
+
+template <int RUN> __device__ __forceinline__ void store_run(unsigned short* tile, int row, int part,
+                                                            const float* v) {
+    unsigned* dst = (unsigned*)(tile + row * SMEM_LD + part * RUN);
+#pragma unroll
+    for (int i = 0; i < RUN / 8; ++i) {
+        uint4 q = make_uint4(bf16_pair(v[8 * i], v[8 * i + 1]), bf16_pair(v[8 * i + 2], v[8 * i + 3]),
+                             bf16_pair(v[8 * i + 4], v[8 * i + 5]), bf16_pair(v[8 * i + 6], v[8 * i + 7]));
+        ((uint4*)dst)[i] = q;
+    }
+}
+
+__device__ __forceinline__ unsigned shared_pair(const unsigned short* p) {
+    return *(const unsigned*)p;
+}
+
+template <class GA, class GB>
+__device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end, float acc[2][8][4]) {
+    __shared__ __align__(16) unsigned short a_tile[TILE_M * SMEM_LD];
+    __shared__ __align__(16) unsigned short b_tile[TILE_N * SMEM_LD];
+    typedef TileSlot<TILE_M> SA;
+    typedef TileSlot<TILE_N> SB;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int a_row = tid % TILE_M, a_part = tid / TILE_M, b_row = tid % TILE_N, b_part = tid / TILE_N;
+    const int wm = (warp & 1) * 32, wn = (warp >> 1) * 64;
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.0f;
+    float va[SA::RUN], vb[SB::RUN];
+    ga.template fetch<SA::RUN>(r_begin + a_part * SA::RUN, va);
+    gb.template fetch<SB::RUN>(r_begin + b_part * SB::RUN, vb);
+    for (int r0 = r_begin; r0 < r_end; r0 += TILE_K) {
+        __syncthreads();  // the previous tile's fragments are read
+        store_run<SA::RUN>(a_tile, a_row, a_part, va);
+        store_run<SB::RUN>(b_tile, b_row, b_part, vb);
+        __syncthreads();
+        // The next tile's loads are in flight while the tensor cores work on this one.
+        int next = r0 + TILE_K;
+        if (next < r_end) {
+            ga.template fetch<SA::RUN>(next + a_part * SA::RUN, va);
+            gb.template fetch<SB::RUN>(next + b_part * SB::RUN, vb);
+        }
+#pragma unroll
+        for (int kk = 0; kk < TILE_K; kk += 16) {
+            unsigned a[2][4], b[8][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                const unsigned short* p = a_tile + (wm + mi * 16 + g) * SMEM_LD + kk + 2 * t;
+                a[mi][0] = shared_pair(p);
+                a[mi][1] = shared_pair(p + 8 * SMEM_LD);
+                a[mi][2] = shared_pair(p + 8);
+                a[mi][3] = shared_pair(p + 8 * SMEM_LD + 8);
+            }
+#pragma unroll
+            for (int ni = 0; ni < 8; ++ni) {
+                const unsigned short* q = b_tile + (wn + ni * 8 + g) * SMEM_LD + kk + 2 * t;
+                b[ni][0] = shared_pair(q);
+                b[ni][1] = shared_pair(q + 8);
+            }
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 8; ++ni) mma_bf16_16816(acc[mi][ni], a[mi], b[ni]);
+        }
+    }
+}
+
+// The block's tile: (tile_m, tile_n, split) from blockIdx.x, tile_n fastest.
+struct BlockTile {
+    int m0, n0, z;
+    __device__ BlockTile(int m_len, int n_len) {
+        int tiles_n = (n_len + TILE_N - 1) / TILE_N, tiles_m = (m_len + TILE_M - 1) / TILE_M;
+        int b = blockIdx.x;
+        n0 = (b % tiles_n) * TILE_N;
+        b /= tiles_n;
+        m0 = (b % tiles_m) * TILE_M;
+        z = b / tiles_m;
+    }
+};
+
+// Calls out(m, n, value) for each accumulator of the thread inside the M x N matrix, in the
+// mma's C layout (rows g and g+8, columns 2t and 2t+1 of each 16 x 8 piece).
+template <class Out>
+__device__ void store_tile(const float acc[2][8][4], int m0, int n0, int m_len, int n_len, Out out) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int wm = m0 + (warp & 1) * 32, wn = n0 + (warp >> 1) * 64;
+#pragma unroll
+    for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            int n = wn + ni * 8 + 2 * t + half;
+            if (n >= n_len) continue;
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int lower = 0; lower < 2; ++lower) {
+                    int m = wm + mi * 16 + g + 8 * lower;
+                    if (m < m_len) out(m, n, acc[mi][ni][2 * lower + half]);
+                }
+        }
+}
+
+// y[n, k, p] from (m = k, column j = (n, p)).
+template <class Y> struct NchwOut {
+    Y* y;
+    int channels, plane;
+    __device__ void operator()(int m, int j, float v) const {
+        int img = j / plane, p = j - img * plane;
+        store_f32(y, ((long long)img * channels + m) * plane + p, v);
+    }
+};
+
+struct RowMajorOut {
+    float* c;
+    int n_len;
+    __device__ void operator()(int m, int n, float v) const { c[(long long)m * n_len + n] = v; }
+};
+
+template <class X, class Y>
+__device__ void conv_mma_fwd(const X* x, const float* w, Y* y, const MmaConvGeom& g) {
+    int m_len = g.k, n_len = g.n * g.ho * g.wo, r_len = g.c * g.kh * g.kw;
+    BlockTile bt(m_len, n_len);
+    WeightRows ga(w, bt.m0 + threadIdx.x % TILE_M, m_len, r_len);
+    InputWindow<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
+    float acc[2][8][4];
+    tile_product(ga, gb, 0, r_len, acc);
+    NchwOut<Y> out = {y, g.k, g.ho * g.wo};
+    store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
+template <class X>
+__device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, const MmaConvGeom& g) {
+    int m_len = g.k, n_len = g.c * g.kh * g.kw, r_len = g.n * g.ho * g.wo;
+    BlockTile bt(m_len, n_len);
+    int r_begin = bt.z * g.split_len, r_end = min(r_len, r_begin + g.split_len);
+    GradRows ga(dy, bt.m0 + threadIdx.x % TILE_M, g);
+    InputTaps<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
+    float acc[2][8][4];
+    tile_product(ga, gb, r_begin, r_end, acc);
+    RowMajorOut out = {part + (long long)bt.z * m_len * n_len, n_len};
+    store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
+#define CONV_MMA_FWD(NAME, X, Y)                                                                    \
+    extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)                                       \
+        NAME(const X* __restrict__ x, const float* __restrict__ w, Y* __restrict__ y, MmaConvGeom g) { \
+        conv_mma_fwd(x, w, y, g);                                                                   \
+    }
+CONV_MMA_FWD(conv2d_mma_fwd_f32_to_f32, float, float)
+CONV_MMA_FWD(conv2d_mma_fwd_f32_to_bf16, float, unsigned short)
+CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_f32, unsigned short, float)
+CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_bf16, unsigned short, unsigned short)
+
+extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)
+    conv2d_mma_bwd_input_f32(const float* __restrict__ dy, const float* __restrict__ w,
+                             float* __restrict__ dx, MmaConvGeom g) {
+    int m_len = g.c, n_len = g.n * g.h * g.w, r_len = g.k * g.kh * g.kw;
+    BlockTile bt(m_len, n_len);
+    WeightColumns ga(w, bt.m0 + threadIdx.x % TILE_M, g);
+    GradWindow gb(dy, bt.n0 + threadIdx.x % TILE_N, g);
+    float acc[2][8][4];
+    tile_product(ga, gb, 0, r_len, acc);
+    NchwOut<float> out = {dx, g.c, g.h * g.w};
+    store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)
+    conv2d_mma_bwd_weight_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                              float* __restrict__ part, MmaConvGeom g) {
+    conv_mma_bwd_weight(dy, x, part, g);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)
+    conv2d_mma_bwd_weight_bf16(const float* __restrict__ dy, const unsigned short* __restrict__ x,
+                               float* __restrict__ part, MmaConvGeom g) {
+    conv_mma_bwd_weight(dy, x, part, g);
+}
+
+extern "C" __global__ void conv2d_mma_sum_splits(const float* __restrict__ part, float* __restrict__ dw,
+                                                 long long len, int splits) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < len;
+         i += (long long)blockDim.x * gridDim.x) {
+        float s = 0.0f;
+        for (int z = 0; z < splits; ++z) s += part[(long long)z * len + i];
+        dw[i] = s;
+    }
+}

@@ -1,0 +1,270 @@
+//! Launchers of `kernels/conv2d_mma.cu`: the convolution's three products as implicit GEMMs on
+//! the tensor cores (bf16 operands rounded as they are read, f32 accumulation), with no column
+//! matrix and one launch for the whole batch. CPU twin: `src/backend/cpu/conv2d.rs`.
+//!
+//! Used in bf16 product mode for convs with one group when `SSOD_CUDA_CONV=implicit` (read
+//! once); the default stays im2col + cuBLAS until a GPU benchmark shows the gain (the kernels
+//! were written and checked in emulation without a GPU). The selftest checks them either way.
+
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use super::super::bf16::{stores_bf16, CudaBuffer, CudaValues};
+use super::super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
+use super::super::{check_len, KernelFile};
+use super::check_geometry;
+use crate::backend::cpu::conv2d::Conv2dGeometry;
+use crate::{Error, Result};
+
+/// Mirrors `struct MmaConvGeom` of conv2d_mma.cu (all i32: [`check_geometry`] keeps every
+/// tensor under 2^31 elements).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct MmaConvGeom {
+    n: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    k: i32,
+    kh: i32,
+    kw: i32,
+    stride: i32,
+    pad: i32,
+    ho: i32,
+    wo: i32,
+    split_len: i32,
+}
+// SAFETY: twelve i32, `repr(C)`, the layout of the CUDA struct.
+unsafe impl DeviceRepr for MmaConvGeom {}
+
+/// The block tile of conv2d_mma.cu (`TILE_M`, `TILE_N`, `TILE_K`, `MMA_BLOCK_SIZE`).
+const TILE_M: usize = 64;
+const TILE_N: usize = 128;
+const TILE_K: usize = 32;
+const THREADS: u32 = 128;
+
+/// Whether the conv of `g` takes this path on `dev`: bf16 product mode, one group, and the
+/// switch on.
+pub fn takes(dev: &CudaDevice, g: &Conv2dGeometry) -> bool {
+    g.groups == 1 && dev.matrix_precision() == MatrixPrecision::Bf16 && switched_on()
+}
+
+/// `SSOD_CUDA_CONV=implicit` (read once); anything else keeps im2col + cuBLAS.
+fn switched_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SSOD_CUDA_CONV").is_ok_and(|v| v.trim() == "implicit"))
+}
+
+fn geom(g: &Conv2dGeometry, split_len: usize) -> Result<MmaConvGeom> {
+    check_geometry(g)?;
+    if g.groups != 1 {
+        return Err(Error::op(
+            "conv2d (cuda, implicit gemm)",
+            format!("groups must be 1, got {} in {g:?}", g.groups),
+        ));
+    }
+    let i = |v: usize| v as i32; // every size is below a tensor length < 2^31
+    Ok(MmaConvGeom {
+        n: i(g.batch),
+        c: i(g.in_channels),
+        h: i(g.in_h),
+        w: i(g.in_w),
+        k: i(g.out_channels),
+        kh: i(g.kernel_h),
+        kw: i(g.kernel_w),
+        stride: i(g.stride),
+        pad: i(g.padding),
+        ho: i(g.out_h()),
+        wo: i(g.out_w()),
+        split_len: i(split_len),
+    })
+}
+
+/// One block per tile of the `m_len × n_len` product, `splits` times.
+fn tiles(m_len: usize, n_len: usize, splits: usize) -> Result<LaunchConfig> {
+    let blocks = m_len.div_ceil(TILE_M) * n_len.div_ceil(TILE_N) * splits;
+    if blocks > i32::MAX as usize {
+        return Err(Error::op(
+            "conv2d (cuda, implicit gemm)",
+            format!("{blocks} blocks exceed one launch"),
+        ));
+    }
+    Ok(LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+fn launch<A: DeviceRepr, B: DeviceRepr, C: DeviceRepr>(
+    dev: &CudaDevice,
+    sym: &str,
+    (a, b, c): (&CudaSlice<A>, &CudaSlice<B>, &mut CudaSlice<C>),
+    mg: &MmaConvGeom,
+    cfg: LaunchConfig,
+) -> Result<()> {
+    let f = dev.function(KernelFile::Conv2dMma, sym)?;
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(a).arg(b).arg(c).arg(mg);
+    // SAFETY: the callers checked each buffer's length against the geometry the kernel indexes
+    // by; the grid is the kernel's tile count.
+    unsafe { lb.launch(cfg) }
+        .map(|_| ())
+        .map_err(|e| cuda_err(sym, e))
+}
+
+/// Forward: `y = conv(x, w)`, x f32 or bf16 bits; y bf16 bits when `out_bf16` and bf16
+/// storage is on, f32 otherwise.
+pub fn fwd(
+    dev: &CudaDevice,
+    x: CudaValues,
+    w: &CudaSlice<f32>,
+    g: &Conv2dGeometry,
+    out_bf16: bool,
+) -> Result<CudaBuffer> {
+    let mg = geom(g, 0)?;
+    check_len("conv2d_fwd", "w", w, g.w_len())?;
+    if x.len() != g.x_len() {
+        return Err(Error::ShapeMismatch {
+            op: "conv2d_fwd".into(),
+            expected: format!("x of {} elements", g.x_len()),
+            got: format!("{} elements", x.len()),
+        });
+    }
+    let cfg = tiles(g.out_channels, g.batch * g.out_h() * g.out_w(), 1)?;
+    let bf16_out = out_bf16 && stores_bf16(dev);
+    Ok(match (x, bf16_out) {
+        (CudaValues::F32(x), false) => {
+            let mut y = dev.alloc(g.y_len())?;
+            launch(dev, "conv2d_mma_fwd_f32_to_f32", (x, w, &mut y), &mg, cfg)?;
+            CudaBuffer::F32(y)
+        }
+        (CudaValues::F32(x), true) => {
+            let mut y = dev.alloc_u16(g.y_len())?;
+            launch(dev, "conv2d_mma_fwd_f32_to_bf16", (x, w, &mut y), &mg, cfg)?;
+            CudaBuffer::Bf16(y)
+        }
+        (CudaValues::Bf16(x), false) => {
+            let mut y = dev.alloc(g.y_len())?;
+            launch(dev, "conv2d_mma_fwd_bf16_to_f32", (x, w, &mut y), &mg, cfg)?;
+            CudaBuffer::F32(y)
+        }
+        (CudaValues::Bf16(x), true) => {
+            let mut y = dev.alloc_u16(g.y_len())?;
+            launch(dev, "conv2d_mma_fwd_bf16_to_bf16", (x, w, &mut y), &mg, cfg)?;
+            CudaBuffer::Bf16(y)
+        }
+    })
+}
+
+/// Gradient with respect to the input (f32).
+pub fn bwd_input(
+    dev: &CudaDevice,
+    dy: &CudaSlice<f32>,
+    w: &CudaSlice<f32>,
+    g: &Conv2dGeometry,
+) -> Result<CudaSlice<f32>> {
+    let mg = geom(g, 0)?;
+    check_len("conv2d_bwd_input", "dy", dy, g.y_len())?;
+    check_len("conv2d_bwd_input", "w", w, g.w_len())?;
+    let mut dx = dev.alloc(g.x_len())?;
+    let cfg = tiles(g.in_channels, g.batch * g.in_h * g.in_w, 1)?;
+    launch(dev, "conv2d_mma_bwd_input_f32", (dy, w, &mut dx), &mg, cfg)?;
+    Ok(dx)
+}
+
+/// Blocks the weight gradient aims at: a few waves of the largest GPUs' resident blocks.
+const WEIGHT_GRAD_BLOCKS: usize = 1024;
+/// Each split reduces at least this many tiles of TILE_K output positions.
+const MIN_TILES_PER_SPLIT: usize = 8;
+/// At most this many floats of partial sums.
+const PARTIAL_BUDGET: usize = 1 << 26;
+
+/// How the weight gradient's reduction over `r_len` output positions is split across blocks:
+/// `(splits, positions per split)`, a multiple of TILE_K so no tile straddles two splits.
+pub(crate) fn weight_grad_splits(m_len: usize, n_len: usize, r_len: usize) -> (usize, usize) {
+    let tiles = m_len.div_ceil(TILE_M) * n_len.div_ceil(TILE_N);
+    let k_tiles = r_len.div_ceil(TILE_K).max(1);
+    let by_budget = PARTIAL_BUDGET / (m_len * n_len).max(1);
+    let want = (WEIGHT_GRAD_BLOCKS / tiles.max(1))
+        .min(k_tiles.div_ceil(MIN_TILES_PER_SPLIT))
+        .min(by_budget)
+        .max(1);
+    let split_len = k_tiles.div_ceil(want) * TILE_K;
+    (r_len.div_ceil(split_len).max(1), split_len)
+}
+
+/// Gradient with respect to the weight, summed over the batch: per-split partial sums, then
+/// `conv2d_mma_sum_splits` adds them in split order (deterministic, no atomics).
+pub fn bwd_weight(
+    dev: &CudaDevice,
+    dy: &CudaSlice<f32>,
+    x: CudaValues,
+    g: &Conv2dGeometry,
+) -> Result<CudaSlice<f32>> {
+    check_geometry(g)?;
+    check_len("conv2d_bwd_weight", "dy", dy, g.y_len())?;
+    if x.len() != g.x_len() {
+        return Err(Error::ShapeMismatch {
+            op: "conv2d_bwd_weight".into(),
+            expected: format!("x of {} elements", g.x_len()),
+            got: format!("{} elements", x.len()),
+        });
+    }
+    let (m_len, n_len) = (g.out_channels, g.w_len() / g.out_channels);
+    let r_len = g.batch * g.out_h() * g.out_w();
+    let (splits, split_len) = weight_grad_splits(m_len, n_len, r_len);
+    let mg = geom(g, split_len)?;
+    let cfg = tiles(m_len, n_len, splits)?;
+    let mut dw = dev.alloc(g.w_len())?;
+    let mut part = if splits == 1 {
+        None
+    } else {
+        Some(dev.alloc(splits * g.w_len())?)
+    };
+    let target = part.as_mut().unwrap_or(&mut dw);
+    match x {
+        CudaValues::F32(x) => launch(dev, "conv2d_mma_bwd_weight_f32", (dy, x, target), &mg, cfg)?,
+        CudaValues::Bf16(x) => {
+            launch(dev, "conv2d_mma_bwd_weight_bf16", (dy, x, target), &mg, cfg)?
+        }
+    }
+    if let Some(part) = part {
+        let sym = "conv2d_mma_sum_splits";
+        let f = dev.function(KernelFile::Conv2dMma, sym)?;
+        let (len, count) = (g.w_len() as i64, splits as i32);
+        let mut lb = dev.stream().launch_builder(&f);
+        lb.arg(&part).arg(&mut dw).arg(&len).arg(&count);
+        // SAFETY: part holds splits·len floats, dw len.
+        unsafe { lb.launch(grid_1d(g.w_len())) }.map_err(|e| cuda_err(sym, e))?;
+    }
+    Ok(dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_grad_splits_cover_the_positions_in_whole_tiles() {
+        // The selftest rows' shapes (run.py mirrors this function and checks the same counts).
+        assert_eq!(weight_grad_splits(70, 45, 2 * 11 * 13), (2, 160));
+        assert_eq!(weight_grad_splits(6, 3 * 25, 2 * 20 * 18), (3, 256));
+        assert_eq!(weight_grad_splits(9, 54, 3 * 7 * 6), (1, 128));
+        // YOLOX-s shapes at 640/16: a 32→64 3×3 s2 conv on 320² and a 512→512 1×1 on 20².
+        for (m, n, r) in [
+            (64, 288, 16 * 160 * 160),
+            (512, 512, 16 * 20 * 20),
+            (1, 1, 1),
+        ] {
+            let (splits, len) = weight_grad_splits(m, n, r);
+            assert_eq!(len % TILE_K, 0);
+            assert!(
+                splits * len >= r && (splits - 1) * len < r,
+                "{m} {n} {r}: {splits} × {len}"
+            );
+            assert!(splits * m * n <= PARTIAL_BUDGET.max(m * n));
+            let blocks = m.div_ceil(TILE_M) * n.div_ceil(TILE_N) * splits;
+            assert!(blocks <= WEIGHT_GRAD_BLOCKS.max(m.div_ceil(TILE_M) * n.div_ceil(TILE_N)));
+        }
+    }
+}

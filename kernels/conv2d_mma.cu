@@ -30,10 +30,6 @@
 #define MMA_BLOCK_SIZE 128
 #define TILE_M 64
 #define TILE_N 128
-#define TILE_K 32
-// Shared rows hold TILE_K bf16 plus 8 of padding: 20 words per row, so the eight rows a
-// fragment load touches (and the eight 16-byte stores of a quarter warp) fall on distinct banks.
-#define SMEM_LD (TILE_K + 8)
 
 // Layout mirrored by `MmaConvGeom` in src/backend/cuda/conv2d/implicit_gemm.rs (all i32).
 struct MmaConvGeom {
@@ -49,6 +45,32 @@ __device__ __forceinline__ void mma_bf16_16816(float c[4], const unsigned a[4], 
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: A 16x8 (a0 row g col t, a1 row g+8,
+// a2 col t+4, a3 row g+8 col t+4), B 8x8 (b0 row t col g, b1 row t+4), C as m16n8k16.
+__device__ __forceinline__ void mma_tf32_1688(float c[4], const unsigned a[4], const unsigned b[2]) {
+#ifdef SSOD_EMULATION
+    emu_mma_tf32_1688(c, a, b);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// x rounded to TF32 (nearest, ties away from zero: cvt.rna), as the bits of an f32 whose low
+// 13 mantissa bits are zero.
+__device__ __forceinline__ unsigned tf32_bits(float x) {
+#ifdef SSOD_EMULATION
+    return emu_cvt_rna_tf32(x);
+#else
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
 #endif
 }
 
@@ -206,37 +228,121 @@ template <class X> struct InputTaps {
     }
 };
 
-// ---- The block's product: acc (the warp's 32 x 64 part of the TILE_M x TILE_N tile) += A
-// rows m0.. times B rows n0.. over r in [r_begin, r_end), TILE_K at a time. ----
-
-// Where a thread's gathered run lands in a ROWS x TILE_K shared tile: row tid % ROWS, the
-// (tid / ROWS)-th run of RUN consecutive k.
-template <int ROWS> struct TileSlot {
-    static const int PARTS = MMA_BLOCK_SIZE / ROWS;
-    static const int RUN = TILE_K / PARTS;
-};
-
-template <int RUN> __device__ __forceinline__ void store_run(unsigned short* tile, int row, int part,
-                                                            const float* v) {
-    unsigned* dst = (unsigned*)(tile + row * SMEM_LD + part * RUN);
-#pragma unroll
-    for (int i = 0; i < RUN / 8; ++i) {
-        uint4 q = make_uint4(bf16_pair(v[8 * i], v[8 * i + 1]), bf16_pair(v[8 * i + 2], v[8 * i + 3]),
-                             bf16_pair(v[8 * i + 4], v[8 * i + 5]), bf16_pair(v[8 * i + 6], v[8 * i + 7]));
-        ((uint4*)dst)[i] = q;
-    }
-}
+// ---- The tensor-core arithmetic, one policy per precision. Each keeps a K_TILE-wide slice of
+// the A and B tiles in shared memory, rows of K_TILE values plus 16 bytes of padding (20 words
+// a row: the eight rows a fragment load touches, and the eight 16-byte stores of a quarter
+// warp, fall on distinct banks), and multiplies the warp's 32 x 64 part of it into acc. ----
 
 __device__ __forceinline__ unsigned shared_pair(const unsigned short* p) {
     return *(const unsigned*)p;
 }
 
-template <class GA, class GB>
+// bf16 operands (each value rounded to nearest even once, as it is stored), mma.m16n8k16.
+struct Bf16Math {
+    typedef unsigned short Elem;
+    static const int K_TILE = 32;
+    static const int LD = K_TILE + 8;
+    template <int RUN> static __device__ __forceinline__ void store(Elem* tile, int row, int part,
+                                                                    const float* v) {
+        uint4* dst = (uint4*)(tile + row * LD + part * RUN);
+#pragma unroll
+        for (int i = 0; i < RUN / 8; ++i)
+            dst[i] = make_uint4(bf16_pair(v[8 * i], v[8 * i + 1]), bf16_pair(v[8 * i + 2], v[8 * i + 3]),
+                                bf16_pair(v[8 * i + 4], v[8 * i + 5]), bf16_pair(v[8 * i + 6], v[8 * i + 7]));
+    }
+    // A fragment: rows g, g+8 x columns 2t, 2t+1 (and +8); B: columns (k) 2t, 2t+1 (and +8)
+    // of row (n) g: pairs along k, one 32-bit load each.
+    static __device__ __forceinline__ void multiply(const Elem* a_tile, const Elem* b_tile, int wm, int wn,
+                                                    int g, int t, float acc[2][8][4]) {
+#pragma unroll
+        for (int kk = 0; kk < K_TILE; kk += 16) {
+            unsigned a[2][4], b[8][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                const Elem* p = a_tile + (wm + mi * 16 + g) * LD + kk + 2 * t;
+                a[mi][0] = shared_pair(p);
+                a[mi][1] = shared_pair(p + 8 * LD);
+                a[mi][2] = shared_pair(p + 8);
+                a[mi][3] = shared_pair(p + 8 * LD + 8);
+            }
+#pragma unroll
+            for (int ni = 0; ni < 8; ++ni) {
+                const Elem* q = b_tile + (wn + ni * 8 + g) * LD + kk + 2 * t;
+                b[ni][0] = shared_pair(q);
+                b[ni][1] = shared_pair(q + 8);
+            }
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 8; ++ni) mma_bf16_16816(acc[mi][ni], a[mi], b[ni]);
+        }
+    }
+};
+
+// f32 operands kept as f32 in shared memory, multiplied on the TF32 path (mma.m16n8k8):
+// PASSES = 1 rounds each operand to TF32 (cvt.rna, 11 significant bits: precision "tf32");
+// PASSES = 3 also splits off each operand's remainder, x = hi + lo with both TF32, and adds
+// lo·hi + hi·lo before hi·hi (the lo·lo term, ~2^-22 relative, is dropped): products good to
+// about f32 rounding, so the f32 rows hold their 1e-4 bound (precision "f32").
+template <int PASSES> struct Tf32Math {
+    typedef float Elem;
+    static const int K_TILE = 16;
+    static const int LD = K_TILE + 4;
+    template <int RUN> static __device__ __forceinline__ void store(Elem* tile, int row, int part,
+                                                                    const float* v) {
+        float4* dst = (float4*)(tile + row * LD + part * RUN);
+#pragma unroll
+        for (int i = 0; i < RUN / 4; ++i) dst[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+    }
+    static __device__ __forceinline__ void split(float x, unsigned& hi, unsigned& lo) {
+        hi = tf32_bits(x);
+        lo = PASSES == 3 ? tf32_bits(x - __uint_as_float(hi)) : 0u;
+    }
+    // A fragment: rows g, g+8 x columns t, t+4; B: rows (k) t, t+4 of column (n) g.
+    static __device__ __forceinline__ void multiply(const Elem* a_tile, const Elem* b_tile, int wm, int wn,
+                                                    int g, int t, float acc[2][8][4]) {
+#pragma unroll
+        for (int kk = 0; kk < K_TILE; kk += 8) {
+            unsigned a_hi[2][4], a_lo[2][4], b_hi[8][2], b_lo[8][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                const Elem* p = a_tile + (wm + mi * 16 + g) * LD + kk + t;
+                split(p[0], a_hi[mi][0], a_lo[mi][0]);
+                split(p[8 * LD], a_hi[mi][1], a_lo[mi][1]);
+                split(p[4], a_hi[mi][2], a_lo[mi][2]);
+                split(p[8 * LD + 4], a_hi[mi][3], a_lo[mi][3]);
+            }
+#pragma unroll
+            for (int ni = 0; ni < 8; ++ni) {
+                const Elem* q = b_tile + (wn + ni * 8 + g) * LD + kk + t;
+                split(q[0], b_hi[ni][0], b_lo[ni][0]);
+                split(q[4], b_hi[ni][1], b_lo[ni][1]);
+            }
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 8; ++ni) {
+                    if (PASSES == 3) {
+                        mma_tf32_1688(acc[mi][ni], a_lo[mi], b_hi[ni]);
+                        mma_tf32_1688(acc[mi][ni], a_hi[mi], b_lo[ni]);
+                    }
+                    mma_tf32_1688(acc[mi][ni], a_hi[mi], b_hi[ni]);
+                }
+        }
+    }
+};
+
+// ---- The block's product: acc (the warp's 32 x 64 part of the TILE_M x TILE_N tile) += A
+// rows m0.. times B rows n0.. over r in [r_begin, r_end), Math::K_TILE at a time (r_begin and
+// the split length are multiples of it). ----
+
+template <class Math, class GA, class GB>
 __device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end, float acc[2][8][4]) {
-    __shared__ __align__(16) unsigned short a_tile[TILE_M * SMEM_LD];
-    __shared__ __align__(16) unsigned short b_tile[TILE_N * SMEM_LD];
-    typedef TileSlot<TILE_M> SA;
-    typedef TileSlot<TILE_N> SB;
+    typedef typename Math::Elem Elem;
+    __shared__ __align__(16) Elem a_tile[TILE_M * Math::LD];
+    __shared__ __align__(16) Elem b_tile[TILE_N * Math::LD];
+    // Thread tid gathers row tid % ROWS of each tile, the (tid / ROWS)-th run of RUN k.
+    const int A_RUN = Math::K_TILE * TILE_M / MMA_BLOCK_SIZE, B_RUN = Math::K_TILE * TILE_N / MMA_BLOCK_SIZE;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int a_row = tid % TILE_M, a_part = tid / TILE_M, b_row = tid % TILE_N, b_part = tid / TILE_N;
     const int wm = (warp & 1) * 32, wn = (warp >> 1) * 64;
@@ -246,42 +352,21 @@ __device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end,
         for (int ni = 0; ni < 8; ++ni)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.0f;
-    float va[SA::RUN], vb[SB::RUN];
-    ga.template fetch<SA::RUN>(r_begin + a_part * SA::RUN, va);
-    gb.template fetch<SB::RUN>(r_begin + b_part * SB::RUN, vb);
-    for (int r0 = r_begin; r0 < r_end; r0 += TILE_K) {
+    float va[A_RUN], vb[B_RUN];
+    ga.template fetch<A_RUN>(r_begin + a_part * A_RUN, va);
+    gb.template fetch<B_RUN>(r_begin + b_part * B_RUN, vb);
+    for (int r0 = r_begin; r0 < r_end; r0 += Math::K_TILE) {
         __syncthreads();  // the previous tile's fragments are read
-        store_run<SA::RUN>(a_tile, a_row, a_part, va);
-        store_run<SB::RUN>(b_tile, b_row, b_part, vb);
+        Math::template store<A_RUN>(a_tile, a_row, a_part, va);
+        Math::template store<B_RUN>(b_tile, b_row, b_part, vb);
         __syncthreads();
         // The next tile's loads are in flight while the tensor cores work on this one.
-        int next = r0 + TILE_K;
+        int next = r0 + Math::K_TILE;
         if (next < r_end) {
-            ga.template fetch<SA::RUN>(next + a_part * SA::RUN, va);
-            gb.template fetch<SB::RUN>(next + b_part * SB::RUN, vb);
+            ga.template fetch<A_RUN>(next + a_part * A_RUN, va);
+            gb.template fetch<B_RUN>(next + b_part * B_RUN, vb);
         }
-#pragma unroll
-        for (int kk = 0; kk < TILE_K; kk += 16) {
-            unsigned a[2][4], b[8][2];
-#pragma unroll
-            for (int mi = 0; mi < 2; ++mi) {
-                const unsigned short* p = a_tile + (wm + mi * 16 + g) * SMEM_LD + kk + 2 * t;
-                a[mi][0] = shared_pair(p);
-                a[mi][1] = shared_pair(p + 8 * SMEM_LD);
-                a[mi][2] = shared_pair(p + 8);
-                a[mi][3] = shared_pair(p + 8 * SMEM_LD + 8);
-            }
-#pragma unroll
-            for (int ni = 0; ni < 8; ++ni) {
-                const unsigned short* q = b_tile + (wn + ni * 8 + g) * SMEM_LD + kk + 2 * t;
-                b[ni][0] = shared_pair(q);
-                b[ni][1] = shared_pair(q + 8);
-            }
-#pragma unroll
-            for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-                for (int ni = 0; ni < 8; ++ni) mma_bf16_16816(acc[mi][ni], a[mi], b[ni]);
-        }
+        Math::multiply(a_tile, b_tile, wm, wn, g, t, acc);
     }
 }
 
@@ -336,19 +421,31 @@ struct RowMajorOut {
     __device__ void operator()(int m, int n, float v) const { c[(long long)m * n_len + n] = v; }
 };
 
-template <class X, class Y>
+template <class Math, class X, class Y>
 __device__ void conv_mma_fwd(const X* x, const float* w, Y* y, const MmaConvGeom& g) {
     int m_len = g.k, n_len = g.n * g.ho * g.wo, r_len = g.c * g.kh * g.kw;
     BlockTile bt(m_len, n_len);
     WeightRows ga(w, bt.m0 + threadIdx.x % TILE_M, m_len, r_len);
     InputWindow<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
     float acc[2][8][4];
-    tile_product(ga, gb, 0, r_len, acc);
+    tile_product<Math>(ga, gb, 0, r_len, acc);
     NchwOut<Y> out = {y, g.k, g.ho * g.wo};
     store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
 }
 
-template <class X>
+template <class Math>
+__device__ void conv_mma_bwd_input(const float* dy, const float* w, float* dx, const MmaConvGeom& g) {
+    int m_len = g.c, n_len = g.n * g.h * g.w, r_len = g.k * g.kh * g.kw;
+    BlockTile bt(m_len, n_len);
+    WeightColumns ga(w, bt.m0 + threadIdx.x % TILE_M, g);
+    GradWindow gb(dy, bt.n0 + threadIdx.x % TILE_N, g);
+    float acc[2][8][4];
+    tile_product<Math>(ga, gb, 0, r_len, acc);
+    NchwOut<float> out = {dx, g.c, g.h * g.w};
+    store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
+template <class Math, class X>
 __device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, const MmaConvGeom& g) {
     int m_len = g.k, n_len = g.c * g.kh * g.kw, r_len = g.n * g.ho * g.wo;
     BlockTile bt(m_len, n_len);
@@ -356,45 +453,45 @@ __device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, co
     GradRows ga(dy, bt.m0 + threadIdx.x % TILE_M, g);
     InputTaps<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
     float acc[2][8][4];
-    tile_product(ga, gb, r_begin, r_end, acc);
+    tile_product<Math>(ga, gb, r_begin, r_end, acc);
     RowMajorOut out = {part + (long long)bt.z * m_len * n_len, n_len};
     store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
 }
 
-#define CONV_MMA_FWD(NAME, X, Y)                                                                    \
-    extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)                                       \
+// The entry points: <prefix>_fwd / _bwd_input / _bwd_weight per arithmetic and storage format.
+#define CONV_MMA_FWD(NAME, MATH, X, Y)                                                              \
+    extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)                                    \
         NAME(const X* __restrict__ x, const float* __restrict__ w, Y* __restrict__ y, MmaConvGeom g) { \
-        conv_mma_fwd(x, w, y, g);                                                                   \
+        conv_mma_fwd<MATH>(x, w, y, g);                                                             \
     }
-CONV_MMA_FWD(conv2d_mma_fwd_f32_to_f32, float, float)
-CONV_MMA_FWD(conv2d_mma_fwd_f32_to_bf16, float, unsigned short)
-CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_f32, unsigned short, float)
-CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_bf16, unsigned short, unsigned short)
+#define CONV_MMA_BWD_INPUT(NAME, MATH)                                                              \
+    extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)                                    \
+        NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,     \
+             MmaConvGeom g) {                                                                       \
+        conv_mma_bwd_input<MATH>(dy, w, dx, g);                                                     \
+    }
+#define CONV_MMA_BWD_WEIGHT(NAME, MATH, X)                                                          \
+    extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)                                    \
+        NAME(const float* __restrict__ dy, const X* __restrict__ x, float* __restrict__ part,      \
+             MmaConvGeom g) {                                                                       \
+        conv_mma_bwd_weight<MATH>(dy, x, part, g);                                                  \
+    }
 
-extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)
-    conv2d_mma_bwd_input_f32(const float* __restrict__ dy, const float* __restrict__ w,
-                             float* __restrict__ dx, MmaConvGeom g) {
-    int m_len = g.c, n_len = g.n * g.h * g.w, r_len = g.k * g.kh * g.kw;
-    BlockTile bt(m_len, n_len);
-    WeightColumns ga(w, bt.m0 + threadIdx.x % TILE_M, g);
-    GradWindow gb(dy, bt.n0 + threadIdx.x % TILE_N, g);
-    float acc[2][8][4];
-    tile_product(ga, gb, 0, r_len, acc);
-    NchwOut<float> out = {dx, g.c, g.h * g.w};
-    store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
-}
+CONV_MMA_FWD(conv2d_mma_fwd_f32_to_f32, Bf16Math, float, float)
+CONV_MMA_FWD(conv2d_mma_fwd_f32_to_bf16, Bf16Math, float, unsigned short)
+CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_f32, Bf16Math, unsigned short, float)
+CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_bf16, Bf16Math, unsigned short, unsigned short)
+CONV_MMA_BWD_INPUT(conv2d_mma_bwd_input_f32, Bf16Math)
+CONV_MMA_BWD_WEIGHT(conv2d_mma_bwd_weight_f32, Bf16Math, float)
+CONV_MMA_BWD_WEIGHT(conv2d_mma_bwd_weight_bf16, Bf16Math, unsigned short)
 
-extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)
-    conv2d_mma_bwd_weight_f32(const float* __restrict__ dy, const float* __restrict__ x,
-                              float* __restrict__ part, MmaConvGeom g) {
-    conv_mma_bwd_weight(dy, x, part, g);
-}
+CONV_MMA_FWD(conv2d_tf32_fwd_f32, Tf32Math<1>, float, float)
+CONV_MMA_BWD_INPUT(conv2d_tf32_bwd_input_f32, Tf32Math<1>)
+CONV_MMA_BWD_WEIGHT(conv2d_tf32_bwd_weight_f32, Tf32Math<1>, float)
 
-extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)
-    conv2d_mma_bwd_weight_bf16(const float* __restrict__ dy, const unsigned short* __restrict__ x,
-                               float* __restrict__ part, MmaConvGeom g) {
-    conv_mma_bwd_weight(dy, x, part, g);
-}
+CONV_MMA_FWD(conv2d_tf32x3_fwd_f32, Tf32Math<3>, float, float)
+CONV_MMA_BWD_INPUT(conv2d_tf32x3_bwd_input_f32, Tf32Math<3>)
+CONV_MMA_BWD_WEIGHT(conv2d_tf32x3_bwd_weight_f32, Tf32Math<3>, float)
 
 extern "C" __global__ void conv2d_mma_sum_splits(const float* __restrict__ part, float* __restrict__ dw,
                                                  long long len, int splits) {

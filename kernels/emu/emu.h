@@ -19,6 +19,8 @@ static thread_local emu_dim3 threadIdx = {0, 0, 0};
 #define __launch_bounds__(...)
 struct uint4 { unsigned x, y, z, w; };
 static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 using std::min;
 using std::max;
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
@@ -91,3 +93,36 @@ static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
 using std::isfinite;
+// cvt.rna.tf32.f32 for finite x: the nearest value with 10 stored mantissa bits, ties away
+// from zero (half an ulp added to the magnitude, the low 13 bits cleared).
+static inline unsigned emu_cvt_rna_tf32(float x) {
+    unsigned u; std::memcpy(&u, &x, 4);
+    return (u + 0x1000u) & 0xffffe000u;
+}
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 for one warp, fragment layout as the PTX
+// ISA gives it: A (16x8) a0 = (g, t), a1 = (g+8, t), a2 = (g, t+4), a3 = (g+8, t+4); B (8x8)
+// b0 = (k t, col g), b1 = (k t+4, col g); C as m16n8k16. The hardware reads only the TF32 part
+// of each register (the low 13 bits are cleared here as it ignores them).
+static inline float emu_tf32_value(unsigned reg) {
+    unsigned u = reg & 0xffffe000u; float f; std::memcpy(&f, &u, 4); return f;
+}
+static inline void emu_mma_tf32_1688(float c[4], const unsigned a[4], const unsigned b[2]) {
+    unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int i = 0; i < 4; ++i) emu_mma_a[warp][lane][i] = a[i];
+    for (int i = 0; i < 2; ++i) emu_mma_b[warp][lane][i] = b[i];
+    pthread_barrier_wait(&emu_warp_barrier[warp]);
+    unsigned g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        unsigned row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float s = c[i];
+        for (unsigned k = 0; k < 8; ++k) {
+            unsigned a_lane = (row % 8) * 4 + k % 4, a_reg = (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0);
+            unsigned b_lane = col * 4 + k % 4, b_reg = k >= 4 ? 1 : 0;
+            // A product of two TF32 values is exact in double; the f32 sum rounds as the GPU's.
+            s += (float)((double)emu_tf32_value(emu_mma_a[warp][a_lane][a_reg]) *
+                         (double)emu_tf32_value(emu_mma_b[warp][b_lane][b_reg]));
+        }
+        c[i] = s;
+    }
+    pthread_barrier_wait(&emu_warp_barrier[warp]);
+}

@@ -472,9 +472,13 @@ def conv_ref(x, wt, dy, n, c, h, w, k, ks, s, p):
     for u in range(ks):
         for v in range(ks): dxp[:,:,u:u+s*ho:s, v:v+s*wo:s] += dcols[:,:,u,v]
     return y.ravel(), dxp[:,:,p:p+h,p:p+w].ravel(), dw.ravel()
-def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits):
+def tf32_rna(a):
+    # cvt.rna.tf32.f32 on finite values: half an ulp added to the magnitude, 13 low bits cleared.
+    return ((np.ascontiguousarray(a, 'f4').view('<u4').astype(np.uint64) + 0x1000) & 0xffffe000).astype('<u4').view('<f4')
+def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='bf16'):
+    # math: 'bf16' (conv2d_mma_*), 'tf32' (conv2d_tf32_*), 'tf32x3' (conv2d_tf32x3_*, f32 mode).
     x, wt, dy = inp(case,0), inp(case,1), inp(case,2); ho, wo = (h+2*p-ks)//s+1, (w+2*p-ks)//s+1
-    rnd = lambda a: widen(bf16_bits(a))
+    rnd = {'bf16': lambda a: widen(bf16_bits(a)), 'tf32': tf32_rna, 'tf32x3': lambda a: a}[math]
     y_ref, dx_ref, dw_ref = conv_ref(rnd(x), rnd(wt), rnd(dy), n, c, h, w, k, ks, s, p)
     nsplit, slen = wgrad_splits(k, c*ks*ks, n*ho*wo)
     assert nsplit == splits, (case, nsplit, slen)  # the case crosses the split edges it says it does
@@ -484,21 +488,30 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits):
     vp16 = lambda a: a.ctypes.data_as(C.c_void_p)
     xin = vp16(bf16_bits(x)) if x_bf16 else x
     y = np.zeros(n*k*ho*wo, '<u2' if y_bf16 else 'f4')
-    sym = f"conv2d_mma_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}"
-    call_threads('conv2d_mma', sym, blocks(k, n*ho*wo), 128, xin, wt, vp16(y), g)
+    pre = 'conv2d_mma' if math == 'bf16' else f'conv2d_{math}'
+    fwd = f"conv2d_mma_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else f'{pre}_fwd_f32'
+    call_threads('conv2d_mma', fwd, blocks(k, n*ho*wo), 128, xin, wt, vp16(y), g)
     y = widen(y) if y_bf16 else y
     dx = np.zeros(n*c*h*w, 'f4')
-    call_threads('conv2d_mma', 'conv2d_mma_bwd_input_f32', blocks(c, n*h*w), 128, dy, wt, dx, g)
+    call_threads('conv2d_mma', f'{pre}_bwd_input_f32', blocks(c, n*h*w), 128, dy, wt, dx, g)
     part = np.zeros(nsplit*len(wt), 'f4'); dw = np.zeros(len(wt), 'f4')
-    call_threads('conv2d_mma', f"conv2d_mma_bwd_weight_{'bf16' if x_bf16 else 'f32'}", blocks(k, c*ks*ks, nsplit), 128, dy, xin, part, g)
+    call_threads('conv2d_mma', f"{pre}_bwd_weight_{'bf16' if x_bf16 else 'f32'}", blocks(k, c*ks*ks, nsplit), 128, dy, xin, part, g)
     if nsplit > 1: call('conv2d_mma', 'conv2d_mma_sum_splits', part, dw, I(len(wt)), Ii(nsplit))
     else: dw = part
-    cmp(case, 'y', y, 1e-2 if y_bf16 else 1e-3, want=y_ref); cmp(case, 'dx', dx, 1e-3, want=dx_ref); cmp(case, 'dw', dw, 1e-3, want=dw_ref)
-    for nm, v in [('y', y), ('dx', dx), ('dw', dw)]: cmp_norm(case, nm, v, 1e-2)
+    tol = 1e-4 if math == 'tf32x3' else 1e-3
+    cmp(case, 'y', y, 1e-2 if y_bf16 else tol, want=y_ref); cmp(case, 'dx', dx, tol, want=dx_ref); cmp(case, 'dw', dw, tol, want=dw_ref)
+    for nm, v in [('y', y), ('dx', dx), ('dw', dw)]:
+        if math == 'tf32x3': cmp(case, nm, v)  # the f32 rows' bound against the CPU's dump
+        else: cmp_norm(case, nm, v, 1e-2 if math == 'bf16' else 2e-3)
 conv_mma_case('conv2d_mma_3x3_s1_p1__f32_in__f32_out_', 2,5,11,13,70,3,1,1, False, False, 2)
 conv_mma_case('conv2d_mma_3x3_s2_p1__bf16_in__bf16_out_', 3,6,13,11,9,3,2,1, True, True, 1)
 conv_mma_case('conv2d_mma_1x1__bf16_in__f32_out_', 2,12,9,7,10,1,1,0, True, False, 1)
 conv_mma_case('conv2d_mma_5x5_s2_p2__f32_in__bf16_out_', 2,3,40,36,6,5,2,2, False, True, 3)
+conv_mma_case('conv2d_tf32_3x3_s1_p1', 2,5,11,13,70,3,1,1, False, False, 2, 'tf32')
+conv_mma_case('conv2d_tf32_5x5_s2_p2', 2,3,40,36,6,5,2,2, False, False, 3, 'tf32')
+conv_mma_case('conv2d_tf32x3_3x3_s1_p1__f32_mode_', 2,5,11,13,70,3,1,1, False, False, 2, 'tf32x3')
+conv_mma_case('conv2d_tf32x3_1x1__f32_mode_', 2,12,9,7,10,1,1,0, False, False, 1, 'tf32x3')
+conv_mma_case('conv2d_tf32x3_5x5_s2_p2__f32_mode_', 2,3,40,36,6,5,2,2, False, False, 3, 'tf32x3')
 # Parity cases this script does not run, and why; any other unchecked case is a failure, so a new
 # case gets its emulation (or a reason here) when it is added.
 NOT_EMULATED = {

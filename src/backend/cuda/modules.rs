@@ -162,6 +162,12 @@ impl KernelFile {
                 "conv2d_mma_bwd_input_f32",
                 "conv2d_mma_bwd_weight_f32",
                 "conv2d_mma_bwd_weight_bf16",
+                "conv2d_tf32_fwd_f32",
+                "conv2d_tf32_bwd_input_f32",
+                "conv2d_tf32_bwd_weight_f32",
+                "conv2d_tf32x3_fwd_f32",
+                "conv2d_tf32x3_bwd_input_f32",
+                "conv2d_tf32x3_bwd_weight_f32",
                 "conv2d_mma_sum_splits",
             ],
             KernelFile::BatchNorm => &[

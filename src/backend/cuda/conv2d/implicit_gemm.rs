@@ -1,14 +1,17 @@
 //! Launchers of `kernels/conv2d_mma.cu`: the convolution's three products as implicit GEMMs on
-//! the tensor cores (bf16 operands rounded as they are read, f32 accumulation), with no column
-//! matrix and one launch for the whole batch. CPU twin: `src/backend/cpu/conv2d.rs`.
+//! the tensor cores, with no column matrix and one launch for the whole batch. The arithmetic
+//! follows the device's [`MatrixPrecision`]: bf16 operands (`conv2d_mma_*`), TF32 operands
+//! (`conv2d_tf32_*`), or in f32 three TF32 products per product (`conv2d_tf32x3_*`: each
+//! operand split into a TF32 part and a TF32 remainder, good to about f32 rounding); all
+//! accumulate in f32. CPU twin: `src/backend/cpu/conv2d.rs`.
 //!
-//! Used in bf16 product mode for convs with one group when `SSOD_CUDA_CONV=implicit` (read
-//! once); the default stays im2col + cuBLAS until a GPU benchmark shows the gain (the kernels
-//! were written and checked in emulation without a GPU). The selftest checks them either way.
+//! Taken for convs with one group when `SSOD_CUDA_CONV=implicit` (read once); the default stays
+//! im2col + cuBLAS until a GPU benchmark shows the gain (the kernels were written and checked
+//! in emulation without a GPU). The selftest checks them either way.
 
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::super::bf16::{stores_bf16, CudaBuffer, CudaValues};
+use super::super::bf16::{stores_bf16, widened_unless, CudaBuffer, CudaValues};
 use super::super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
 use super::super::{check_len, KernelFile};
 use super::check_geometry;
@@ -36,16 +39,45 @@ struct MmaConvGeom {
 // SAFETY: twelve i32, `repr(C)`, the layout of the CUDA struct.
 unsafe impl DeviceRepr for MmaConvGeom {}
 
-/// The block tile of conv2d_mma.cu (`TILE_M`, `TILE_N`, `TILE_K`, `MMA_BLOCK_SIZE`).
+/// The block tile of conv2d_mma.cu (`TILE_M`, `TILE_N`, `MMA_BLOCK_SIZE`); `TILE_K` is the
+/// larger of the arithmetics' `K_TILE` (32 bf16, 16 TF32), so a split of whole `TILE_K` runs
+/// is whole tiles for both.
 const TILE_M: usize = 64;
 const TILE_N: usize = 128;
 const TILE_K: usize = 32;
 const THREADS: u32 = 128;
 
-/// Whether the conv of `g` takes this path on `dev`: bf16 product mode, one group, and the
-/// switch on.
-pub fn takes(dev: &CudaDevice, g: &Conv2dGeometry) -> bool {
-    g.groups == 1 && dev.matrix_precision() == MatrixPrecision::Bf16 && switched_on()
+/// Whether the conv of `g` takes this path on `dev`: one group, and the switch on.
+pub fn takes(_dev: &CudaDevice, g: &Conv2dGeometry) -> bool {
+    g.groups == 1 && switched_on()
+}
+
+/// The kernels of one arithmetic on f32 operands (the bf16 arithmetic has bf16-storage
+/// variants as well, picked in [`fwd`] and [`bwd_weight`]).
+struct Kernels {
+    fwd: &'static str,
+    bwd_input: &'static str,
+    bwd_weight: &'static str,
+}
+
+fn kernels(p: MatrixPrecision) -> Kernels {
+    match p {
+        MatrixPrecision::Bf16 => Kernels {
+            fwd: "conv2d_mma_fwd_f32_to_f32",
+            bwd_input: "conv2d_mma_bwd_input_f32",
+            bwd_weight: "conv2d_mma_bwd_weight_f32",
+        },
+        MatrixPrecision::Tf32 => Kernels {
+            fwd: "conv2d_tf32_fwd_f32",
+            bwd_input: "conv2d_tf32_bwd_input_f32",
+            bwd_weight: "conv2d_tf32_bwd_weight_f32",
+        },
+        MatrixPrecision::F32 => Kernels {
+            fwd: "conv2d_tf32x3_fwd_f32",
+            bwd_input: "conv2d_tf32x3_bwd_input_f32",
+            bwd_weight: "conv2d_tf32x3_bwd_weight_f32",
+        },
+    }
 }
 
 /// `SSOD_CUDA_CONV=implicit` (read once); anything else keeps im2col + cuBLAS.
@@ -112,8 +144,8 @@ fn launch<A: DeviceRepr, B: DeviceRepr, C: DeviceRepr>(
         .map_err(|e| cuda_err(sym, e))
 }
 
-/// Forward: `y = conv(x, w)`, x f32 or bf16 bits; y bf16 bits when `out_bf16` and bf16
-/// storage is on, f32 otherwise.
+/// Forward: `y = conv(x, w)`, x f32 or bf16 bits; y bf16 bits when `out_bf16`, bf16 storage
+/// is on and the device is in bf16 product mode, f32 otherwise.
 pub fn fwd(
     dev: &CudaDevice,
     x: CudaValues,
@@ -131,11 +163,19 @@ pub fn fwd(
         });
     }
     let cfg = tiles(g.out_channels, g.batch * g.out_h() * g.out_w(), 1)?;
+    let precision = dev.matrix_precision();
+    if precision != MatrixPrecision::Bf16 {
+        let mut wide = None;
+        let x = f32_values(dev, x, &mut wide)?;
+        let mut y = dev.alloc(g.y_len())?;
+        launch(dev, kernels(precision).fwd, (x, w, &mut y), &mg, cfg)?;
+        return Ok(CudaBuffer::F32(y));
+    }
     let bf16_out = out_bf16 && stores_bf16(dev);
     Ok(match (x, bf16_out) {
         (CudaValues::F32(x), false) => {
             let mut y = dev.alloc(g.y_len())?;
-            launch(dev, "conv2d_mma_fwd_f32_to_f32", (x, w, &mut y), &mg, cfg)?;
+            launch(dev, kernels(precision).fwd, (x, w, &mut y), &mg, cfg)?;
             CudaBuffer::F32(y)
         }
         (CudaValues::F32(x), true) => {
@@ -168,8 +208,24 @@ pub fn bwd_input(
     check_len("conv2d_bwd_input", "w", w, g.w_len())?;
     let mut dx = dev.alloc(g.x_len())?;
     let cfg = tiles(g.in_channels, g.batch * g.in_h * g.in_w, 1)?;
-    launch(dev, "conv2d_mma_bwd_input_f32", (dy, w, &mut dx), &mg, cfg)?;
+    let sym = kernels(dev.matrix_precision()).bwd_input;
+    launch(dev, sym, (dy, w, &mut dx), &mg, cfg)?;
     Ok(dx)
+}
+
+/// `x` as f32 (bf16 storage widened into `wide`: only the bf16 arithmetic reads bf16 bits).
+fn f32_values<'a>(
+    dev: &CudaDevice,
+    x: CudaValues<'a>,
+    wide: &'a mut Option<CudaSlice<f32>>,
+) -> Result<&'a CudaSlice<f32>> {
+    match widened_unless(dev, x, false, wide)? {
+        CudaValues::F32(x) => Ok(x),
+        CudaValues::Bf16(_) => Err(Error::op(
+            "conv2d (cuda, implicit gemm)",
+            "bf16 input was not widened",
+        )),
+    }
 }
 
 /// Blocks the weight gradient aims at: a few waves of the largest GPUs' resident blocks.
@@ -222,10 +278,21 @@ pub fn bwd_weight(
         Some(dev.alloc(splits * g.w_len())?)
     };
     let target = part.as_mut().unwrap_or(&mut dw);
+    let precision = dev.matrix_precision();
     match x {
-        CudaValues::F32(x) => launch(dev, "conv2d_mma_bwd_weight_f32", (dy, x, target), &mg, cfg)?,
-        CudaValues::Bf16(x) => {
+        CudaValues::Bf16(x) if precision == MatrixPrecision::Bf16 => {
             launch(dev, "conv2d_mma_bwd_weight_bf16", (dy, x, target), &mg, cfg)?
+        }
+        x => {
+            let mut wide = None;
+            let x = f32_values(dev, x, &mut wide)?;
+            launch(
+                dev,
+                kernels(precision).bwd_weight,
+                (dy, x, target),
+                &mg,
+                cfg,
+            )?
         }
     }
     if let Some(part) = part {

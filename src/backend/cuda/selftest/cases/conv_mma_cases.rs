@@ -1,7 +1,9 @@
-//! Parity cases: the implicit-GEMM tensor-core convs (`kernels/conv2d_mma.cu`) against the CPU,
-//! in bf16 product mode (compared by norm at 1e-2, as the other bf16 rows). The shapes cross
-//! the kernels' tile edges: more than one 64-row and 128-column tile, reductions that are not a
-//! multiple of 32, and weight gradients split over several blocks.
+//! Parity cases: the implicit-GEMM tensor-core convs (`kernels/conv2d_mma.cu`) against the CPU:
+//! bf16 arithmetic in bf16 product mode (by norm at 1e-2, as the other bf16 rows), TF32 in TF32
+//! mode (by norm at 2e-3: 11 significant bits), and the three-pass TF32 split in f32 mode
+//! element by element at the f32 bound 1e-4. The shapes cross the kernels' tile edges: more
+//! than one 64-row and 128-column tile, reductions that are not a multiple of the K tile, and
+//! weight gradients split over several blocks.
 
 use super::*;
 
@@ -23,6 +25,41 @@ fn mma_case(
         conv_case("", &[], ConvPath::Implicit { x_bf16, y_bf16 }, g),
     )
 }
+
+/// `case` with its GPU side in TF32 product mode (restored to f32 afterwards, also on error).
+fn in_tf32(name: &'static str, kernels: &'static [&'static str], case: Case) -> Case {
+    let gpu = case.gpu;
+    Case {
+        name,
+        kernels,
+        tol: 2e-3,
+        measure: Measure::RelativeNorm,
+        gpu: Box::new(move |dev, inp| {
+            dev.set_matrix_precision(MatrixPrecision::Tf32)?;
+            let result = gpu(dev, inp);
+            dev.set_matrix_precision(MatrixPrecision::F32)?;
+            result
+        }),
+        ..case
+    }
+}
+
+const TF32: &[&str] = &[
+    "conv2d_tf32_fwd_f32",
+    "conv2d_tf32_bwd_input_f32",
+    "conv2d_tf32_bwd_weight_f32",
+    SUM,
+];
+const TF32X3: &[&str] = &[
+    "conv2d_tf32x3_fwd_f32",
+    "conv2d_tf32x3_bwd_input_f32",
+    "conv2d_tf32x3_bwd_weight_f32",
+    SUM,
+];
+const F32_IN_OUT: ConvPath = ConvPath::Implicit {
+    x_bf16: false,
+    y_bf16: false,
+};
 
 pub(super) fn conv_mma_cases() -> Vec<Case> {
     vec![
@@ -57,6 +94,35 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             "conv2d mma 5x5 s2 p2 (f32 in, bf16 out)",
             &["conv2d_mma_fwd_f32_to_bf16", DX, DW_F32, SUM],
             (false, true),
+            geo(2, 3, 40, 36, 6, 5, 2, 2, 1),
+        ),
+        in_tf32(
+            "conv2d tf32 3x3 s1 p1",
+            TF32,
+            conv_case("", &[], F32_IN_OUT, geo(2, 5, 11, 13, 70, 3, 1, 1, 1)),
+        ),
+        in_tf32(
+            "conv2d tf32 5x5 s2 p2",
+            TF32,
+            conv_case("", &[], F32_IN_OUT, geo(2, 3, 40, 36, 6, 5, 2, 2, 1)),
+        ),
+        // f32 mode: the split keeps the f32 bound, element by element.
+        conv_case(
+            "conv2d tf32x3 3x3 s1 p1 (f32 mode)",
+            TF32X3,
+            F32_IN_OUT,
+            geo(2, 5, 11, 13, 70, 3, 1, 1, 1),
+        ),
+        conv_case(
+            "conv2d tf32x3 1x1 (f32 mode)",
+            &TF32X3[..3],
+            F32_IN_OUT,
+            geo(2, 12, 9, 7, 10, 1, 1, 0, 1),
+        ),
+        conv_case(
+            "conv2d tf32x3 5x5 s2 p2 (f32 mode)",
+            TF32X3,
+            F32_IN_OUT,
             geo(2, 3, 40, 36, 6, 5, 2, 2, 1),
         ),
     ]

@@ -19,7 +19,8 @@
 //   (kernels/emu/emu.h runs the block's 128 threads as OS threads, warps exchange registers).
 // Launch geometry: blockDim.x == MMA_BLOCK_SIZE (four warps, 2 x 2 over the TILE_M x TILE_N block
 //   tile); 1-D grid of tiles_n * tiles_m * splits blocks, tile_n fastest (blocks that share a
-//   weight tile run together). Sizes fit int: the launcher checks every tensor < 2^31 elements.
+//   weight tile run together). Offsets are int: the launcher keeps every tensor under 2^31
+//   elements and the partial sums under 2^26.
 //   conv2d_mma_sum_splits: any 1-D grid-stride launch.
 // Check: cargo test --release --test cuda_kernels_compile (compiles for sm_80/sm_90 too, which
 //   assembles the mma); CI=1 cargo test --release --test cuda_kernels_emulated;
@@ -78,36 +79,50 @@ __device__ __forceinline__ unsigned bf16_pair(float lo, float hi) {
     return (unsigned)bf16_bits(lo) | ((unsigned)bf16_bits(hi) << 16);
 }
 
-// ---- Operand gathers. Each thread owns one row of a tile (an output channel, an output
-// position, a weight tap) for the whole kernel and fetches runs of consecutive r, so the row's
-// decomposition happens once and r's by counters. Rows past the matrix and r >= R read 0. ----
+// ---- Operand gathers: element (row, r) of a tile's operand, zero past the matrix or r >= R.
+// Two shapes, chosen by where the tensor is contiguous, so a warp's loads coalesce:
+//   row-major (R_MAJOR false): the tensor runs along the rows (output or input positions).
+//     Each thread owns one row for the whole kernel (constructed with it: its decomposition
+//     happens once) and fetch<RUN>(r0, v) reads r0..r0+RUN-1 with counters; consecutive
+//     threads hold consecutive rows.
+//   r-major (R_MAJOR true): the tensor runs along r (weights along C*kh*kw, gradients and
+//     inputs along the output positions). Constructed with the block's first row;
+//     fetch_rows<COUNT>(r, row0, step, v) reads rows row0 + i*step (tile-relative) at one r;
+//     consecutive threads hold consecutive r.
+// prepare() runs once per block before the first fetch (a __syncthreads follows it). ----
 
 // fwd A: w[m, r] (rows of the weight matrix [K, C*kh*kw]).
 struct WeightRows {
-    const float* row;
-    int r_len;
-    bool live;
-    __device__ WeightRows(const float* w, int m, int m_len, int r_len_)
-        : row(w + (long long)(m < m_len ? m : 0) * r_len_), r_len(r_len_), live(m < m_len) {}
-    template <int RUN> __device__ void fetch(int r0, float* v) const {
+    static const bool R_MAJOR = true;
+    const float* w;
+    int m0, m_len, r_len;
+    __device__ WeightRows(const float* w_, int m0_, int m_len_, int r_len_)
+        : w(w_), m0(m0_), m_len(m_len_), r_len(r_len_) {}
+    __device__ void prepare() const {}
+    template <int COUNT> __device__ void fetch_rows(int r, int row0, int step, float* v) const {
 #pragma unroll
-        for (int i = 0; i < RUN; ++i) v[i] = (live && r0 + i < r_len) ? row[r0 + i] : 0.0f;
+        for (int i = 0; i < COUNT; ++i) {
+            int m = m0 + row0 + i * step;
+            v[i] = (m < m_len && r < r_len) ? w[m * r_len + r] : 0.0f;
+        }
     }
 };
 
 // bwd_input A: w[k, c, u, v] as row c, column r = (k, u, v).
 struct WeightColumns {
+    static const bool R_MAJOR = false;
     const float* w;
     int taps, per_k, r_len;  // taps = kh*kw, per_k = C*taps
     bool live;
     __device__ WeightColumns(const float* w_, int c, const MmaConvGeom& g)
-        : w(w_ + (long long)(c < g.c ? c : 0) * g.kh * g.kw), taps(g.kh * g.kw),
+        : w(w_ + (c < g.c ? c : 0) * g.kh * g.kw), taps(g.kh * g.kw),
           per_k(g.c * g.kh * g.kw), r_len(g.k * g.kh * g.kw), live(c < g.c) {}
+    __device__ void prepare() const {}
     template <int RUN> __device__ void fetch(int r0, float* v) const {
         int k = r0 / taps, uv = r0 - k * taps;
 #pragma unroll
         for (int i = 0; i < RUN; ++i) {
-            v[i] = (live && r0 + i < r_len) ? w[(long long)k * per_k + uv] : 0.0f;
+            v[i] = (live && r0 + i < r_len) ? w[k * per_k + uv] : 0.0f;
             if (++uv == taps) { uv = 0; ++k; }
         }
     }
@@ -115,6 +130,7 @@ struct WeightColumns {
 
 // fwd B: the input window of output position j = (n, oh, ow), column r = (c, u, v).
 template <class X> struct InputWindow {
+    static const bool R_MAJOR = false;
     const X* x;
     int ih0, iw0, h, w, kh, kw, plane, r_len;
     bool live;
@@ -127,8 +143,9 @@ template <class X> struct InputWindow {
         int oh = p / g.wo, ow = p - oh * g.wo;
         ih0 = oh * g.stride - g.pad;
         iw0 = ow * g.stride - g.pad;
-        x = x_ + (long long)img * g.c * plane;
+        x = x_ + img * g.c * plane;
     }
+    __device__ void prepare() const {}
     template <int RUN> __device__ void fetch(int r0, float* v) const {
         int taps = kh * kw;
         int c = r0 / taps, uv = r0 - c * taps, u = uv / kw, t = uv - u * kw;
@@ -136,7 +153,7 @@ template <class X> struct InputWindow {
         for (int i = 0; i < RUN; ++i) {
             int ih = ih0 + u, iw = iw0 + t;
             bool in = live && r0 + i < r_len && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
-            v[i] = in ? load_f32(x, (long long)c * plane + ih * w + iw) : 0.0f;
+            v[i] = in ? load_f32(x, c * plane + ih * w + iw) : 0.0f;
             if (++t == kw) { t = 0; if (++u == kh) { u = 0; ++c; } }
         }
     }
@@ -145,6 +162,7 @@ template <class X> struct InputWindow {
 // bwd_input B: the output gradients input position j = (n, ih, iw) received, column
 // r = (k, u, v): dy[n, k, oh, ow] where oh*s = ih+pad-u and ow*s = iw+pad-v.
 struct GradWindow {
+    static const bool R_MAJOR = false;
     const float* dy;
     int th0, tw0, kh, kw, stride, ho, wo, plane, r_len;
     bool live;
@@ -158,8 +176,9 @@ struct GradWindow {
         int ih = q / g.w, iw = q - ih * g.w;
         th0 = ih + g.pad;
         tw0 = iw + g.pad;
-        dy = dy_ + (long long)img * g.k * plane;
+        dy = dy_ + img * g.k * plane;
     }
+    __device__ void prepare() const {}
     template <int RUN> __device__ void fetch(int r0, float* v) const {
         int taps = kh * kw;
         int k = r0 / taps, uv = r0 - k * taps, u = uv / kw, t = uv - u * kw;
@@ -174,7 +193,7 @@ struct GradWindow {
                 ow = tw / stride;
             }
             in = in && oh < ho && ow < wo;
-            v[i] = in ? dy[(long long)k * plane + oh * wo + ow] : 0.0f;
+            v[i] = in ? dy[k * plane + oh * wo + ow] : 0.0f;
             if (++t == kw) { t = 0; if (++u == kh) { u = 0; ++k; } }
         }
     }
@@ -182,48 +201,70 @@ struct GradWindow {
 
 // bwd_weight A: dy[n, k, p] as row k, column r = (n, p).
 struct GradRows {
+    static const bool R_MAJOR = true;
     const float* dy;
-    int plane, image, r_len;  // plane = Ho*Wo, image = K*plane
-    bool live;
-    __device__ GradRows(const float* dy_, int k, const MmaConvGeom& g)
-        : dy(dy_ + (long long)(k < g.k ? k : 0) * g.ho * g.wo), plane(g.ho * g.wo),
-          image(g.k * g.ho * g.wo), r_len(g.n * g.ho * g.wo), live(k < g.k) {}
-    template <int RUN> __device__ void fetch(int r0, float* v) const {
-        int img = r0 / plane, p = r0 - img * plane;
+    int k0, k_len, plane, r_len;  // plane = Ho*Wo
+    __device__ GradRows(const float* dy_, int k0_, const MmaConvGeom& g)
+        : dy(dy_), k0(k0_), k_len(g.k), plane(g.ho * g.wo), r_len(g.n * g.ho * g.wo) {}
+    __device__ void prepare() const {}
+    template <int COUNT> __device__ void fetch_rows(int r, int row0, int step, float* v) const {
+        bool live = r < r_len;
+        int rr = live ? r : 0, img = rr / plane, p = rr - img * plane;
+        const float* at = dy + img * k_len * plane + p;
 #pragma unroll
-        for (int i = 0; i < RUN; ++i) {
-            v[i] = (live && r0 + i < r_len) ? dy[(long long)img * image + p] : 0.0f;
-            if (++p == plane) { p = 0; ++img; }
+        for (int i = 0; i < COUNT; ++i) {
+            int k = k0 + row0 + i * step;
+            v[i] = (live && k < k_len) ? at[k * plane] : 0.0f;
         }
     }
 };
 
 // bwd_weight B: tap j = (c, u, v) of the weights, column r = (n, oh, ow): x[n, c, oh*s-pad+u,
-// ow*s-pad+v].
+// ow*s-pad+v]. The block's TILE_N taps are decomposed once into a shared table (a tap past
+// C*kh*kw gets an offset no row reaches, so its bounds test fails).
 template <class X> struct InputTaps {
+    static const bool R_MAJOR = true;
     const X* x;
-    int du, dv, h, w, stride, ho, wo, image, r_len;  // du = u - pad, image = C*H*W
-    bool live;
-    __device__ InputTaps(const X* x_, int j, const MmaConvGeom& g)
-        : h(g.h), w(g.w), stride(g.stride), ho(g.ho), wo(g.wo), image(g.c * g.h * g.w),
+    int j0, taps, kh, kw, pad, h, w, stride, ho, wo, image, plane_in, r_len;
+    int* tap_dh;  // u - pad
+    int* tap_dw;  // v - pad
+    int* tap_c;   // c*H*W
+    __device__ InputTaps(const X* x_, int j0_, const MmaConvGeom& g)
+        : x(x_), j0(j0_), taps(g.c * g.kh * g.kw), kh(g.kh), kw(g.kw), pad(g.pad), h(g.h), w(g.w),
+          stride(g.stride), ho(g.ho), wo(g.wo), image(g.c * g.h * g.w), plane_in(g.h * g.w),
           r_len(g.n * g.ho * g.wo) {
-        int taps = g.kh * g.kw;
-        live = j < g.c * taps;
-        int jj = live ? j : 0;
-        int c = jj / taps, uv = jj - c * taps, u = uv / g.kw;
-        du = u - g.pad;
-        dv = uv - u * g.kw - g.pad;
-        x = x_ + (long long)c * g.h * g.w;
+        __shared__ int dh[TILE_N], dw[TILE_N], c_off[TILE_N];
+        tap_dh = dh;
+        tap_dw = dw;
+        tap_c = c_off;
     }
-    template <int RUN> __device__ void fetch(int r0, float* v) const {
-        int plane = ho * wo;
-        int img = r0 / plane, p = r0 - img * plane, oh = p / wo, ow = p - oh * wo;
+    __device__ void prepare() const {
+        int per_c = kh * kw;
+        for (int j = threadIdx.x; j < TILE_N; j += blockDim.x) {
+            int jj = j0 + j;
+            if (jj < taps) {
+                int c = jj / per_c, uv = jj - c * per_c, u = uv / kw;
+                tap_dh[j] = u - pad;
+                tap_dw[j] = uv - u * kw - pad;
+                tap_c[j] = c * plane_in;
+            } else {
+                tap_dh[j] = -(1 << 29);
+                tap_dw[j] = 0;
+                tap_c[j] = 0;
+            }
+        }
+    }
+    template <int COUNT> __device__ void fetch_rows(int r, int row0, int step, float* v) const {
+        bool live = r < r_len;
+        int plane = ho * wo, rr = live ? r : 0;
+        int img = rr / plane, p = rr - img * plane, oh = p / wo, ow = p - oh * wo;
+        const X* at = x + img * image;
+        int ih0 = oh * stride, iw0 = ow * stride;
 #pragma unroll
-        for (int i = 0; i < RUN; ++i) {
-            int ih = oh * stride + du, iw = ow * stride + dv;
-            bool in = live && r0 + i < r_len && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
-            v[i] = in ? load_f32(x, (long long)img * image + ih * w + iw) : 0.0f;
-            if (++ow == wo) { ow = 0; if (++oh == ho) { oh = 0; ++img; } }
+        for (int i = 0; i < COUNT; ++i) {
+            int j = row0 + i * step, ih = ih0 + tap_dh[j], iw = iw0 + tap_dw[j];
+            bool in = live && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
+            v[i] = in ? load_f32(at, tap_c[j] + ih * w + iw) : 0.0f;
         }
     }
 };
@@ -242,6 +283,7 @@ struct Bf16Math {
     typedef unsigned short Elem;
     static const int K_TILE = 32;
     static const int LD = K_TILE + 8;
+    static __device__ __forceinline__ Elem element(float v) { return bf16_bits(v); }
     template <int RUN> static __device__ __forceinline__ void store(Elem* tile, int row, int part,
                                                                     const float* v) {
         uint4* dst = (uint4*)(tile + row * LD + part * RUN);
@@ -288,6 +330,7 @@ template <int PASSES> struct Tf32Math {
     typedef float Elem;
     static const int K_TILE = 16;
     static const int LD = K_TILE + 4;
+    static __device__ __forceinline__ Elem element(float v) { return v; }
     template <int RUN> static __device__ __forceinline__ void store(Elem* tile, int row, int part,
                                                                     const float* v) {
         float4* dst = (float4*)(tile + row * LD + part * RUN);
@@ -332,6 +375,35 @@ template <int PASSES> struct Tf32Math {
     }
 };
 
+// ---- Moving one operand's ROWS x K_TILE slice from global to shared memory through
+// registers (fetch: the loads; store: rounded into the tile), in the gather's shape. ----
+
+// Row-major gathers: thread tid owns row tid % ROWS and the (tid / ROWS)-th run of RUN k.
+template <class Math, class G, int ROWS, bool R_MAJOR = G::R_MAJOR> struct TileLoad {
+    static const int PARTS = MMA_BLOCK_SIZE / ROWS, RUN = Math::K_TILE / PARTS;
+    float v[RUN];
+    __device__ __forceinline__ void fetch(const G& g, int r0) {
+        g.template fetch<RUN>(r0 + (threadIdx.x / ROWS) * RUN, v);
+    }
+    __device__ __forceinline__ void store(typename Math::Elem* tile) const {
+        Math::template store<RUN>(tile, threadIdx.x % ROWS, threadIdx.x / ROWS, v);
+    }
+};
+
+// r-major gathers: thread tid owns column k = tid % K_TILE and rows tid / K_TILE + i * STEP.
+template <class Math, class G, int ROWS> struct TileLoad<Math, G, ROWS, true> {
+    static const int STEP = MMA_BLOCK_SIZE / Math::K_TILE, COUNT = ROWS / STEP;
+    float v[COUNT];
+    __device__ __forceinline__ void fetch(const G& g, int r0) {
+        g.template fetch_rows<COUNT>(r0 + threadIdx.x % Math::K_TILE, threadIdx.x / Math::K_TILE, STEP, v);
+    }
+    __device__ __forceinline__ void store(typename Math::Elem* tile) const {
+        int k = threadIdx.x % Math::K_TILE, row = threadIdx.x / Math::K_TILE;
+#pragma unroll
+        for (int i = 0; i < COUNT; ++i) tile[(row + i * STEP) * Math::LD + k] = Math::element(v[i]);
+    }
+};
+
 // ---- The block's product: acc (the warp's 32 x 64 part of the TILE_M x TILE_N tile) += A
 // rows m0.. times B rows n0.. over r in [r_begin, r_end), Math::K_TILE at a time (r_begin and
 // the split length are multiples of it). ----
@@ -341,10 +413,7 @@ __device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end,
     typedef typename Math::Elem Elem;
     __shared__ __align__(16) Elem a_tile[TILE_M * Math::LD];
     __shared__ __align__(16) Elem b_tile[TILE_N * Math::LD];
-    // Thread tid gathers row tid % ROWS of each tile, the (tid / ROWS)-th run of RUN k.
-    const int A_RUN = Math::K_TILE * TILE_M / MMA_BLOCK_SIZE, B_RUN = Math::K_TILE * TILE_N / MMA_BLOCK_SIZE;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int a_row = tid % TILE_M, a_part = tid / TILE_M, b_row = tid % TILE_N, b_part = tid / TILE_N;
     const int wm = (warp & 1) * 32, wn = (warp >> 1) * 64;
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
@@ -352,19 +421,23 @@ __device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end,
         for (int ni = 0; ni < 8; ++ni)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.0f;
-    float va[A_RUN], vb[B_RUN];
-    ga.template fetch<A_RUN>(r_begin + a_part * A_RUN, va);
-    gb.template fetch<B_RUN>(r_begin + b_part * B_RUN, vb);
+    TileLoad<Math, GA, TILE_M> la;
+    TileLoad<Math, GB, TILE_N> lb;
+    ga.prepare();
+    gb.prepare();
+    __syncthreads();
+    la.fetch(ga, r_begin);
+    lb.fetch(gb, r_begin);
     for (int r0 = r_begin; r0 < r_end; r0 += Math::K_TILE) {
         __syncthreads();  // the previous tile's fragments are read
-        Math::template store<A_RUN>(a_tile, a_row, a_part, va);
-        Math::template store<B_RUN>(b_tile, b_row, b_part, vb);
+        la.store(a_tile);
+        lb.store(b_tile);
         __syncthreads();
         // The next tile's loads are in flight while the tensor cores work on this one.
         int next = r0 + Math::K_TILE;
         if (next < r_end) {
-            ga.template fetch<A_RUN>(next + a_part * A_RUN, va);
-            gb.template fetch<B_RUN>(next + b_part * B_RUN, vb);
+            la.fetch(ga, next);
+            lb.fetch(gb, next);
         }
         Math::multiply(a_tile, b_tile, wm, wn, g, t, acc);
     }
@@ -411,21 +484,21 @@ template <class Y> struct NchwOut {
     int channels, plane;
     __device__ void operator()(int m, int j, float v) const {
         int img = j / plane, p = j - img * plane;
-        store_f32(y, ((long long)img * channels + m) * plane + p, v);
+        store_f32(y, (img * channels + m) * plane + p, v);
     }
 };
 
 struct RowMajorOut {
     float* c;
     int n_len;
-    __device__ void operator()(int m, int n, float v) const { c[(long long)m * n_len + n] = v; }
+    __device__ void operator()(int m, int n, float v) const { c[m * n_len + n] = v; }
 };
 
 template <class Math, class X, class Y>
 __device__ void conv_mma_fwd(const X* x, const float* w, Y* y, const MmaConvGeom& g) {
     int m_len = g.k, n_len = g.n * g.ho * g.wo, r_len = g.c * g.kh * g.kw;
     BlockTile bt(m_len, n_len);
-    WeightRows ga(w, bt.m0 + threadIdx.x % TILE_M, m_len, r_len);
+    WeightRows ga(w, bt.m0, m_len, r_len);
     InputWindow<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
     float acc[2][8][4];
     tile_product<Math>(ga, gb, 0, r_len, acc);
@@ -450,11 +523,11 @@ __device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, co
     int m_len = g.k, n_len = g.c * g.kh * g.kw, r_len = g.n * g.ho * g.wo;
     BlockTile bt(m_len, n_len);
     int r_begin = bt.z * g.split_len, r_end = min(r_len, r_begin + g.split_len);
-    GradRows ga(dy, bt.m0 + threadIdx.x % TILE_M, g);
-    InputTaps<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
+    GradRows ga(dy, bt.m0, g);
+    InputTaps<X> gb(x, bt.n0, g);
     float acc[2][8][4];
     tile_product<Math>(ga, gb, r_begin, r_end, acc);
-    RowMajorOut out = {part + (long long)bt.z * m_len * n_len, n_len};
+    RowMajorOut out = {part + bt.z * m_len * n_len, n_len};
     store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
 }
 

@@ -42,6 +42,11 @@ if [ "${SKIP_CHECKS:-0}" != 1 ]; then
     step test-train_overfit-cuda 240 env SSOD_TEST_DEVICE=cuda ./.device/test-train_overfit
     step test-train_overfit-cuda-bf16 240 env SSOD_TEST_DEVICE=cuda SSOD_TEST_PRECISION=bf16 \
         ./.device/test-train_overfit
+    # The implicit-GEMM tensor-core convs (conv2d/implicit_gemm.rs) in the real training loop.
+    step test-train_overfit-cuda-implicit 240 env SSOD_CUDA_CONV=implicit SSOD_TEST_DEVICE=cuda \
+        ./.device/test-train_overfit
+    step test-train_overfit-cuda-bf16-implicit 240 env SSOD_CUDA_CONV=implicit SSOD_TEST_DEVICE=cuda \
+        SSOD_TEST_PRECISION=bf16 ./.device/test-train_overfit
 fi
 [ "${SKIP_BENCH:-0}" = 1 ] && exit "$failed"
 
@@ -54,6 +59,15 @@ step bench-s-f32 120 ./.device/ssod bench train $S --precision f32
 step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
 step bench-s-bf16 120 ./.device/ssod bench train $S --precision bf16
 step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
+# The implicit-GEMM tensor-core convs instead of im2col + cuBLAS (SSOD_CUDA_CONV=implicit):
+# bf16 products, TF32, and in f32 three TF32 products per product.
+for p in f32 bf16 tf32; do
+    step "bench-s-$p-implicit" 120 env SSOD_CUDA_CONV=implicit ./.device/ssod bench train $S --precision $p
+done
+for p in bf16 f32; do
+    step "conv-s-$p-implicit" 120 env SSOD_CUDA_CONV=implicit ./.device/ssod bench conv --model yolox-s \
+        --size 640 --batch 16 --device cuda --precision $p
+done
 # 3. Per conv layer, ssod next to cuDNN (which layers lose, and which pass).
 for p in bf16 f32; do
     rm -f "$OUT/conv-s-$p.json"

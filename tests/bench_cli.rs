@@ -149,5 +149,22 @@ fn bench_conv_covers_every_conv_of_the_model_once() {
     let again = ssod(&args);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not overwriting"));
+    // The GPU's conv algorithms are no CPU option: an error naming the flag, not ignored.
+    let cpu_algo = ssod(&[
+        "bench",
+        "conv",
+        "--model",
+        "yolox-nano",
+        "--size",
+        "64",
+        "--batch",
+        "1",
+        "--reps",
+        "1",
+        "--conv",
+        "both",
+    ]);
+    assert_eq!(cpu_algo.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&cpu_algo.stderr).contains("--conv"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

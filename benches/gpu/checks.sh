@@ -64,15 +64,12 @@ step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$
 for p in f32 bf16 tf32; do
     step "bench-s-$p-implicit" 120 env SSOD_CUDA_CONV=implicit ./.device/ssod bench train $S --precision $p
 done
-for p in bf16 f32; do
-    step "conv-s-$p-implicit" 120 env SSOD_CUDA_CONV=implicit ./.device/ssod bench conv --model yolox-s \
-        --size 640 --batch 16 --device cuda --precision $p
-done
-# 3. Per conv layer, ssod next to cuDNN (which layers lose, and which pass).
+# 3. Per conv layer, ssod (im2col and implicit GEMM side by side) next to cuDNN (which layers
+# lose, and which pass).
 for p in bf16 f32; do
     rm -f "$OUT/conv-s-$p.json"
-    step "conv-s-$p" 120 ./.device/ssod bench conv --model yolox-s --size 640 --batch 16 --device cuda \
-        --precision $p --json "$OUT/conv-s-$p.json"
+    step "conv-s-$p" 180 ./.device/ssod bench conv --model yolox-s --size 640 --batch 16 --device cuda \
+        --precision $p --conv both --json "$OUT/conv-s-$p.json"
     step "torch-conv-s-$p" 120 "$PY" benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
 done
 step bench-s-bf16-profile 120 ./.device/ssod bench train $S --precision bf16 --profile-ops

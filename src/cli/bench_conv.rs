@@ -11,7 +11,7 @@ use clap::Args;
 use super::bench::median;
 use ssod::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
 use ssod::backend::cuda::bf16::{self, CudaValues};
-use ssod::backend::cuda::{self, conv2d as cuda_conv2d};
+use ssod::backend::cuda::{self, conv2d as cuda_conv2d, ConvAlgorithm};
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::ops::trace_geometries;
 use ssod::tensor::{Device, Tensor};
@@ -39,6 +39,10 @@ pub struct BenchConvArgs {
     /// Write the layers and their times as JSON to this file (refused if it exists)
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// GPU convs with one group: im2col, implicit, or both (each layer timed with each, side by
+    /// side); default: the device's (SSOD_CUDA_CONV, else im2col)
+    #[arg(long)]
+    pub conv: Option<String>,
 }
 
 /// One distinct conv geometry of the model and how often a training step runs its passes.
@@ -223,6 +227,16 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
         ),
         Device::Cpu => {}
     }
+    // The algorithms to time each layer with, the device's own first.
+    let algorithms: Vec<ConvAlgorithm> = match (device, a.conv.as_deref()) {
+        (Device::Cpu, Some(_)) => anyhow::bail!("--conv chooses among GPU conv algorithms"),
+        (Device::Cpu, None) => Vec::new(),
+        (Device::Cuda, None) => vec![cuda::device()?.conv_algorithm()],
+        (Device::Cuda, Some("both")) => vec![ConvAlgorithm::Im2col, ConvAlgorithm::Implicit],
+        (Device::Cuda, Some(name)) => {
+            vec![ConvAlgorithm::from_name(name).map_err(|e| anyhow::anyhow!("--conv: {e}"))?]
+        }
+    };
     let layers = model_layers(&a.model, a.size, a.batch)?;
     let peak = matrix_peak_gflops(device, a.reps)?;
     println!(
@@ -244,47 +258,87 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
             Device::Cuda => "one 8192³ product in this precision",
         }
     );
-    println!("| # | layer | calls | GFLOP fwd | ms fwd | ms bwd_input | ms bwd_weight | GFLOP/s fwd+bwd | % of peak | ms per step (all calls) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| # | layer | conv | calls | GFLOP fwd | ms fwd | ms bwd_input | ms bwd_weight | GFLOP/s fwd+bwd | % of peak | ms per step (all calls) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
-    let mut step_ms = [0f64; 3];
+    // Per algorithm (one entry on the CPU), and the faster of the algorithms pass by pass.
+    let runs = algorithms.len().max(1);
+    let mut step_ms = vec![[0f64; 3]; runs];
+    let mut best_ms = [0f64; 3];
     for (i, l) in layers.iter().enumerate() {
         let g = &l.geometry;
-        let t = time_layer(g, device, a.reps)?;
         let gflop = 2.0 * g.macs() as f64 / 1e9;
         let per_step = [l.count, l.input_grad_count, l.count].map(|c| c as f64);
-        (0..3).for_each(|k| step_ms[k] += t[k] * per_step[k]);
         let calls = if l.input_grad_count == l.count {
             l.count.to_string()
         } else {
             format!("{} ({} with dx)", l.count, l.input_grad_count)
         };
-        let rate = 3.0 * gflop / t.iter().sum::<f64>() * 1e3;
-        println!(
-            "| {i} | {} | {calls} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {rate:.0} | {:.0} % | {:.2} |",
-            describe(g),
-            t[0],
-            t[1],
-            t[2],
-            100.0 * rate / peak,
-            (0..3).map(|k| t[k] * per_step[k]).sum::<f64>()
-        );
-        rows.push(serde_json::json!({
+        let mut times = Vec::new();
+        for (run, step) in step_ms.iter_mut().enumerate() {
+            let algorithm = algorithms.get(run).copied();
+            if let Some(algorithm) = algorithm {
+                cuda::device()?.set_conv_algorithm(algorithm);
+            }
+            let t = time_layer(g, device, a.reps)?;
+            (0..3).for_each(|k| step[k] += t[k] * per_step[k]);
+            let rate = 3.0 * gflop / t.iter().sum::<f64>() * 1e3;
+            println!(
+                "| {i} | {} | {} | {calls} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {rate:.0} | {:.0} % | {:.2} |",
+                describe(g),
+                algorithm.map_or("-", ConvAlgorithm::name),
+                t[0],
+                t[1],
+                t[2],
+                100.0 * rate / peak,
+                (0..3).map(|k| t[k] * per_step[k]).sum::<f64>()
+            );
+            times.push(t);
+        }
+        (0..3).for_each(|k| {
+            best_ms[k] += times.iter().map(|t| t[k]).fold(f64::INFINITY, f64::min) * per_step[k]
+        });
+        let t = times[0];
+        let mut row = serde_json::json!({
             "layer": describe(g), "calls": l.count, "input_grad_calls": l.input_grad_count,
             "batch": g.batch, "in_channels": g.in_channels,
             "in_h": g.in_h, "in_w": g.in_w, "out_channels": g.out_channels, "kernel": g.kernel_h,
             "stride": g.stride, "padding": g.padding, "groups": g.groups, "gflop_fwd": gflop,
             "ms_fwd": t[0], "ms_bwd_input": t[1], "ms_bwd_weight": t[2],
-        }));
+        });
+        if let Some(first) = algorithms.first() {
+            row["conv"] = first.name().into();
+        }
+        for (algorithm, t) in algorithms.iter().zip(&times).skip(1) {
+            row[algorithm.name()] = serde_json::json!({
+                "ms_fwd": t[0], "ms_bwd_input": t[1], "ms_bwd_weight": t[2],
+            });
+        }
+        rows.push(row);
     }
-    println!(
-        "per training step (every call; no input gradient for the convs on the images): \
-         forward {:.1} ms, input gradients {:.1} ms, weight gradients {:.1} ms, total {:.1} ms",
-        step_ms[0],
-        step_ms[1],
-        step_ms[2],
-        step_ms.iter().sum::<f64>()
-    );
+    for (run, ms) in step_ms.iter().enumerate() {
+        println!(
+            "per training step{} (every call; no input gradient for the convs on the images): \
+             forward {:.1} ms, input gradients {:.1} ms, weight gradients {:.1} ms, total {:.1} ms",
+            algorithms
+                .get(run)
+                .map_or(String::new(), |a| format!(", {}", a.name())),
+            ms[0],
+            ms[1],
+            ms[2],
+            ms.iter().sum::<f64>()
+        );
+    }
+    if runs > 1 {
+        println!(
+            "per training step, the faster algorithm per layer and pass: forward {:.1} ms, input \
+             gradients {:.1} ms, weight gradients {:.1} ms, total {:.1} ms",
+            best_ms[0],
+            best_ms[1],
+            best_ms[2],
+            best_ms.iter().sum::<f64>()
+        );
+    }
     if let Some(path) = &a.json {
         let obj = serde_json::json!({
             "model": a.model, "size": a.size, "batch": a.batch, "device": device.to_string(),

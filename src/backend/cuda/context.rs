@@ -41,6 +41,48 @@ struct Inner {
     staging: Mutex<Vec<(PinnedHostSlice<f32>, Option<CudaEvent>)>>,
     /// The [`MatrixPrecision`] of every later product, as its `u8`.
     matrix_precision: AtomicU8,
+    /// The [`ConvAlgorithm`] of every later convolution with one group, as its `u8`.
+    conv_algorithm: AtomicU8,
+}
+
+/// How convolutions with one group multiply (grouped and depthwise convs keep their kernels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// im2col (or the input itself for 1×1) + cuBLAS, per batch chunk (`conv2d.rs`).
+    Im2col = 0,
+    /// Implicit GEMM on the tensor cores, one launch per batch (`conv2d/implicit_gemm.rs`).
+    Implicit = 1,
+}
+
+impl ConvAlgorithm {
+    /// `im2col` or `implicit`.
+    pub fn from_name(name: &str) -> Result<ConvAlgorithm> {
+        match name.trim() {
+            "im2col" => Ok(ConvAlgorithm::Im2col),
+            "implicit" => Ok(ConvAlgorithm::Implicit),
+            other => Err(Error::InvalidArgument(format!(
+                "conv algorithm `{other}`: expected im2col or implicit"
+            ))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgorithm::Im2col => "im2col",
+            ConvAlgorithm::Implicit => "implicit",
+        }
+    }
+    /// The process's default: `SSOD_CUDA_CONV` (im2col or implicit), else im2col until a GPU
+    /// benchmark shows the implicit kernels' gain. An unknown value is a warning, not a silent
+    /// default.
+    fn from_env() -> ConvAlgorithm {
+        match std::env::var("SSOD_CUDA_CONV") {
+            Ok(v) => ConvAlgorithm::from_name(&v).unwrap_or_else(|e| {
+                eprintln!("SSOD_CUDA_CONV: {e}; using im2col");
+                ConvAlgorithm::Im2col
+            }),
+            Err(_) => ConvAlgorithm::Im2col,
+        }
+    }
 }
 
 /// Arithmetic of the matrix products (cuBLAS) of this process: convolutions, matmul, linear.
@@ -155,6 +197,7 @@ impl CudaDevice {
                 modules: [const { OnceLock::new() }; KERNEL_FILES],
                 staging: Mutex::new(Vec::new()),
                 matrix_precision: AtomicU8::new(MatrixPrecision::F32 as u8),
+                conv_algorithm: AtomicU8::new(ConvAlgorithm::from_env() as u8),
             }),
         })
     }
@@ -194,6 +237,18 @@ impl CudaDevice {
             .matrix_precision
             .store(p as u8, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The algorithm of every later convolution with one group (see [`ConvAlgorithm`]).
+    pub fn set_conv_algorithm(&self, a: ConvAlgorithm) {
+        self.inner.conv_algorithm.store(a as u8, Ordering::Relaxed);
+    }
+
+    pub fn conv_algorithm(&self) -> ConvAlgorithm {
+        match self.inner.conv_algorithm.load(Ordering::Relaxed) {
+            1 => ConvAlgorithm::Implicit,
+            _ => ConvAlgorithm::Im2col,
+        }
     }
 
     pub fn matrix_precision(&self) -> MatrixPrecision {

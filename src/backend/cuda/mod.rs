@@ -57,7 +57,7 @@ pub mod softmax;
 use std::panic::catch_unwind;
 use std::sync::OnceLock;
 
-pub use context::{CudaDevice, MatrixPrecision};
+pub use context::{ConvAlgorithm, CudaDevice, MatrixPrecision};
 pub use cudarc::driver::CudaSlice;
 pub use modules::{
     compile_all_kernels, compile_ptx, compile_source, nvrtc_available, nvrtc_version, KernelFile,

@@ -5,14 +5,15 @@
 //! operand split into a TF32 part and a TF32 remainder, good to about f32 rounding); all
 //! accumulate in f32. CPU twin: `src/backend/cpu/conv2d.rs`.
 //!
-//! Taken for convs with one group when `SSOD_CUDA_CONV=implicit` (read once); the default stays
-//! im2col + cuBLAS until a GPU benchmark shows the gain (the kernels were written and checked
+//! Taken for convs with one group when the device's [`ConvAlgorithm`] is `Implicit`
+//! (`SSOD_CUDA_CONV=implicit`, or `CudaDevice::set_conv_algorithm`); the default stays
+//! im2col and cuBLAS until a GPU benchmark shows the gain (the kernels were written and checked
 //! in emulation without a GPU). The selftest checks them either way.
 
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::super::bf16::{stores_bf16, widened_unless, CudaBuffer, CudaValues};
-use super::super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
+use super::super::context::{cuda_err, grid_1d, ConvAlgorithm, CudaDevice, MatrixPrecision};
 use super::super::{check_len, KernelFile};
 use super::check_geometry;
 use crate::backend::cpu::conv2d::Conv2dGeometry;
@@ -47,9 +48,10 @@ const TILE_N: usize = 128;
 const TILE_K: usize = 32;
 const THREADS: u32 = 128;
 
-/// Whether the conv of `g` takes this path on `dev`: one group, and the switch on.
-pub fn takes(_dev: &CudaDevice, g: &Conv2dGeometry) -> bool {
-    g.groups == 1 && switched_on()
+/// Whether the conv of `g` takes this path on `dev`: one group, and the device's
+/// [`ConvAlgorithm`] is `Implicit`.
+pub fn takes(dev: &CudaDevice, g: &Conv2dGeometry) -> bool {
+    g.groups == 1 && dev.conv_algorithm() == ConvAlgorithm::Implicit
 }
 
 /// The kernels of one arithmetic on f32 operands (the bf16 arithmetic has bf16-storage
@@ -78,12 +80,6 @@ fn kernels(p: MatrixPrecision) -> Kernels {
             bwd_weight: "conv2d_tf32x3_bwd_weight_f32",
         },
     }
-}
-
-/// `SSOD_CUDA_CONV=implicit` (read once); anything else keeps im2col + cuBLAS.
-fn switched_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SSOD_CUDA_CONV").is_ok_and(|v| v.trim() == "implicit"))
 }
 
 fn geom(g: &Conv2dGeometry, split_len: usize) -> Result<MmaConvGeom> {
@@ -310,6 +306,15 @@ pub fn bwd_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conv_algorithm_names_round_trip_and_others_are_refused() {
+        for a in [ConvAlgorithm::Im2col, ConvAlgorithm::Implicit] {
+            assert_eq!(ConvAlgorithm::from_name(a.name()).unwrap(), a);
+        }
+        let err = ConvAlgorithm::from_name("cudnn").unwrap_err().to_string();
+        assert!(err.contains("cudnn") && err.contains("implicit"), "{err}");
+    }
 
     #[test]
     fn weight_grad_splits_cover_the_positions_in_whole_tiles() {

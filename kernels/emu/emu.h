@@ -64,7 +64,12 @@ static inline float emu_bf16_half(unsigned reg, int high) {
     unsigned bits = high ? (reg >> 16) : (reg & 0xffffu);
     unsigned u = bits << 16; float f; std::memcpy(&f, &u, 4); return f;
 }
-static inline void emu_mma_bf16_16816(float c[4], const unsigned a[4], const unsigned b[2]) {
+// One warp-wide mma: every lane posts its A and B registers, the warp meets, each lane sums its
+// four outputs (row g or g+8, column 2t or 2t+1) over k with product(warp, row, col, k) reading
+// the posted registers, and the warp meets again before the exchange is reused.
+template <class Product>
+static inline void emu_mma(float c[4], const unsigned a[4], const unsigned b[2], unsigned depth,
+                           Product product) {
     unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int i = 0; i < 4; ++i) emu_mma_a[warp][lane][i] = a[i];
     for (int i = 0; i < 2; ++i) emu_mma_b[warp][lane][i] = b[i];
@@ -73,15 +78,18 @@ static inline void emu_mma_bf16_16816(float c[4], const unsigned a[4], const uns
     for (int i = 0; i < 4; ++i) {
         unsigned row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
         float s = c[i];
-        for (unsigned k = 0; k < 16; ++k) {
-            unsigned a_lane = (row % 8) * 4 + (k % 8) / 2, a_reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
-            unsigned b_lane = col * 4 + (k % 8) / 2, b_reg = k >= 8 ? 1 : 0;
-            s += emu_bf16_half(emu_mma_a[warp][a_lane][a_reg], k & 1) *
-                 emu_bf16_half(emu_mma_b[warp][b_lane][b_reg], k & 1);
-        }
+        for (unsigned k = 0; k < depth; ++k) s += product(warp, row, col, k);
         c[i] = s;
     }
     pthread_barrier_wait(&emu_warp_barrier[warp]);
+}
+static inline void emu_mma_bf16_16816(float c[4], const unsigned a[4], const unsigned b[2]) {
+    emu_mma(c, a, b, 16, [](unsigned warp, unsigned row, unsigned col, unsigned k) {
+        unsigned a_lane = (row % 8) * 4 + (k % 8) / 2, a_reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        unsigned b_lane = col * 4 + (k % 8) / 2, b_reg = k >= 8 ? 1 : 0;
+        return emu_bf16_half(emu_mma_a[warp][a_lane][a_reg], k & 1) *
+               emu_bf16_half(emu_mma_b[warp][b_lane][b_reg], k & 1);
+    });
 }
 using std::isnan;
 // One thread: atomics are plain read-modify-writes; the _rn intrinsics are the plain operators
@@ -107,22 +115,11 @@ static inline float emu_tf32_value(unsigned reg) {
     unsigned u = reg & 0xffffe000u; float f; std::memcpy(&f, &u, 4); return f;
 }
 static inline void emu_mma_tf32_1688(float c[4], const unsigned a[4], const unsigned b[2]) {
-    unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int i = 0; i < 4; ++i) emu_mma_a[warp][lane][i] = a[i];
-    for (int i = 0; i < 2; ++i) emu_mma_b[warp][lane][i] = b[i];
-    pthread_barrier_wait(&emu_warp_barrier[warp]);
-    unsigned g = lane >> 2, t = lane & 3;
-    for (int i = 0; i < 4; ++i) {
-        unsigned row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
-        float s = c[i];
-        for (unsigned k = 0; k < 8; ++k) {
-            unsigned a_lane = (row % 8) * 4 + k % 4, a_reg = (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0);
-            unsigned b_lane = col * 4 + k % 4, b_reg = k >= 4 ? 1 : 0;
-            // A product of two TF32 values is exact in double; the f32 sum rounds as the GPU's.
-            s += (float)((double)emu_tf32_value(emu_mma_a[warp][a_lane][a_reg]) *
-                         (double)emu_tf32_value(emu_mma_b[warp][b_lane][b_reg]));
-        }
-        c[i] = s;
-    }
-    pthread_barrier_wait(&emu_warp_barrier[warp]);
+    emu_mma(c, a, b, 8, [](unsigned warp, unsigned row, unsigned col, unsigned k) {
+        unsigned a_lane = (row % 8) * 4 + k % 4, a_reg = (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0);
+        unsigned b_lane = col * 4 + k % 4, b_reg = k >= 4 ? 1 : 0;
+        // A product of two TF32 values is exact in double; the f32 sum rounds as the GPU's.
+        return (float)((double)emu_tf32_value(emu_mma_a[warp][a_lane][a_reg]) *
+                       (double)emu_tf32_value(emu_mma_b[warp][b_lane][b_reg]));
+    });
 }

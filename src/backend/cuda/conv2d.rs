@@ -124,6 +124,12 @@ fn readable<'a>(
     g: &Conv2dGeometry,
     wide: &'a mut Option<CudaSlice<f32>>,
 ) -> Result<CudaValues<'a>> {
+    check_input_len(op, x, g)?;
+    widened_unless(dev, x, stores_bf16(dev) && !is_depthwise(g), wide)
+}
+
+/// `x` holds the geometry's N·C·H·W elements, in whichever storage.
+fn check_input_len(op: &str, x: CudaValues, g: &Conv2dGeometry) -> Result<()> {
     if x.len() != g.x_len() {
         return Err(Error::ShapeMismatch {
             op: op.to_string(),
@@ -131,7 +137,7 @@ fn readable<'a>(
             got: format!("{} elements", x.len()),
         });
     }
-    widened_unless(dev, x, stores_bf16(dev) && !is_depthwise(g), wide)
+    Ok(())
 }
 
 /// The f32 buffer of an input [`readable`] widened (the depthwise kernels' input).

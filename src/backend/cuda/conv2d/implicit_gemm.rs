@@ -15,7 +15,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use super::super::bf16::{stores_bf16, widened_unless, CudaBuffer, CudaValues};
 use super::super::context::{cuda_err, grid_1d, ConvAlgorithm, CudaDevice, MatrixPrecision};
 use super::super::{check_len, KernelFile};
-use super::check_geometry;
+use super::{check_geometry, check_input_len};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};
 
@@ -151,13 +151,7 @@ pub fn fwd(
 ) -> Result<CudaBuffer> {
     let mg = geom(g, 0)?;
     check_len("conv2d_fwd", "w", w, g.w_len())?;
-    if x.len() != g.x_len() {
-        return Err(Error::ShapeMismatch {
-            op: "conv2d_fwd".into(),
-            expected: format!("x of {} elements", g.x_len()),
-            got: format!("{} elements", x.len()),
-        });
-    }
+    check_input_len("conv2d_fwd", x, g)?;
     let cfg = tiles(g.out_channels, g.batch * g.out_h() * g.out_w(), 1)?;
     let precision = dev.matrix_precision();
     if precision != MatrixPrecision::Bf16 {
@@ -255,13 +249,7 @@ pub fn bwd_weight(
 ) -> Result<CudaSlice<f32>> {
     check_geometry(g)?;
     check_len("conv2d_bwd_weight", "dy", dy, g.y_len())?;
-    if x.len() != g.x_len() {
-        return Err(Error::ShapeMismatch {
-            op: "conv2d_bwd_weight".into(),
-            expected: format!("x of {} elements", g.x_len()),
-            got: format!("{} elements", x.len()),
-        });
-    }
+    check_input_len("conv2d_bwd_weight", x, g)?;
     let (m_len, n_len) = (g.out_channels, g.w_len() / g.out_channels);
     let r_len = g.batch * g.out_h() * g.out_w();
     let (splits, split_len) = weight_grad_splits(m_len, n_len, r_len);

@@ -26,22 +26,9 @@ fn mma_case(
     )
 }
 
-/// `case` with its GPU side in TF32 product mode (restored to f32 afterwards, also on error).
+/// `case` in TF32 product mode, by norm at 2e-3 (11 significant bits).
 fn in_tf32(name: &'static str, kernels: &'static [&'static str], case: Case) -> Case {
-    let gpu = case.gpu;
-    Case {
-        name,
-        kernels,
-        tol: 2e-3,
-        measure: Measure::RelativeNorm,
-        gpu: Box::new(move |dev, inp| {
-            dev.set_matrix_precision(MatrixPrecision::Tf32)?;
-            let result = gpu(dev, inp);
-            dev.set_matrix_precision(MatrixPrecision::F32)?;
-            result
-        }),
-        ..case
-    }
+    in_precision(MatrixPrecision::Tf32, 2e-3, (name, kernels), case)
 }
 
 const TF32: &[&str] = &[

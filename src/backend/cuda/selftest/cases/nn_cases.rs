@@ -311,14 +311,25 @@ pub(super) fn gemm_cases() -> Vec<Case> {
 /// near zero after cancellation differ by more than any per-element bound worth having, while
 /// the norm error is ~3e-3 for these sizes.
 pub(super) fn in_bf16(name: &'static str, kernels: &'static [&'static str], case: Case) -> Case {
+    in_precision(MatrixPrecision::Bf16, 1e-2, (name, kernels), case)
+}
+
+/// `case` with its GPU side in product mode `p` (restored to f32 afterwards, also on error),
+/// compared by norm at `tol`.
+pub(super) fn in_precision(
+    p: MatrixPrecision,
+    tol: f64,
+    (name, kernels): (&'static str, &'static [&'static str]),
+    case: Case,
+) -> Case {
     let gpu = case.gpu;
     Case {
         name,
         kernels,
-        tol: 1e-2,
+        tol,
         measure: Measure::RelativeNorm,
         gpu: Box::new(move |dev, inp| {
-            dev.set_matrix_precision(MatrixPrecision::Bf16)?;
+            dev.set_matrix_precision(p)?;
             let result = gpu(dev, inp);
             dev.set_matrix_precision(MatrixPrecision::F32)?;
             result

@@ -16,9 +16,10 @@
 //   conv2d_mma_sum_splits(part, dw, len, splits)  dw[i] = sum_z part[z*len+i], z in order.
 // Checked against: backend::cpu::conv2d::{fwd, bwd_input, bwd_weight} (selftest rows
 //   `conv2d mma *`), and in the host emulation with the PTX fragment layout of mma.sync
-//   (kernels/emu/emu.h runs the block's 128 threads as OS threads, warps exchange registers).
-// Launch geometry: blockDim.x == MMA_BLOCK_SIZE (four warps, 2 x 2 over the TILE_M x TILE_N block
-//   tile); 1-D grid of tiles_n * tiles_m * splits blocks, tile_n fastest (blocks that share a
+//   (kernels/emu/emu.h runs a block's threads as OS threads, warps exchange registers).
+// Launch geometry: blockDim.x == 2 * TM: TM x 128 block tiles, TM = 64 (four warps, 2 x 2) or
+//   128 for the `_m128` kernels (eight warps, 4 x 2); 1-D grid of tiles_n * tiles_m * splits
+//   blocks, tile_n fastest (blocks that share a
 //   weight tile run together). Offsets are int: the launcher keeps every tensor under 2^31
 //   elements and the partial sums under 2^26.
 //   conv2d_mma_sum_splits: any 1-D grid-stride launch.
@@ -28,9 +29,13 @@
 
 #include "bf16.cuh"
 
-#define MMA_BLOCK_SIZE 128
-#define TILE_M 64
+// Block tiles: TM (64 or 128) rows by TILE_N columns, warps of 32 x 64 each, TM / 32 of them
+// along the rows and 2 along the columns: 2 * TM threads.
 #define TILE_N 128
+template <int TM> struct Block {
+    static const int SIZE = 2 * TM;
+    static const int WARPS_M = TM / 32;
+};
 
 // Layout mirrored by `MmaConvGeom` in src/backend/cuda/conv2d/implicit_gemm.rs (all i32).
 struct MmaConvGeom {
@@ -379,8 +384,8 @@ template <int PASSES> struct Tf32Math {
 // registers (fetch: the loads; store: rounded into the tile), in the gather's shape. ----
 
 // Row-major gathers: thread tid owns row tid % ROWS and the (tid / ROWS)-th run of RUN k.
-template <class Math, class G, int ROWS, bool R_MAJOR = G::R_MAJOR> struct TileLoad {
-    static const int PARTS = MMA_BLOCK_SIZE / ROWS, RUN = Math::K_TILE / PARTS;
+template <class Math, class G, int ROWS, int SIZE, bool R_MAJOR = G::R_MAJOR> struct TileLoad {
+    static const int PARTS = SIZE / ROWS, RUN = Math::K_TILE / PARTS;
     float v[RUN];
     __device__ __forceinline__ void fetch(const G& g, int r0) {
         g.template fetch<RUN>(r0 + (threadIdx.x / ROWS) * RUN, v);
@@ -391,8 +396,8 @@ template <class Math, class G, int ROWS, bool R_MAJOR = G::R_MAJOR> struct TileL
 };
 
 // r-major gathers: thread tid owns column k = tid % K_TILE and rows tid / K_TILE + i * STEP.
-template <class Math, class G, int ROWS> struct TileLoad<Math, G, ROWS, true> {
-    static const int STEP = MMA_BLOCK_SIZE / Math::K_TILE, COUNT = ROWS / STEP;
+template <class Math, class G, int ROWS, int SIZE> struct TileLoad<Math, G, ROWS, SIZE, true> {
+    static const int STEP = SIZE / Math::K_TILE, COUNT = ROWS / STEP;
     float v[COUNT];
     __device__ __forceinline__ void fetch(const G& g, int r0) {
         g.template fetch_rows<COUNT>(r0 + threadIdx.x % Math::K_TILE, threadIdx.x / Math::K_TILE, STEP, v);
@@ -404,25 +409,25 @@ template <class Math, class G, int ROWS> struct TileLoad<Math, G, ROWS, true> {
     }
 };
 
-// ---- The block's product: acc (the warp's 32 x 64 part of the TILE_M x TILE_N tile) += A
+// ---- The block's product: acc (the warp's 32 x 64 part of the TM x TILE_N tile) += A
 // rows m0.. times B rows n0.. over r in [r_begin, r_end), Math::K_TILE at a time (r_begin and
 // the split length are multiples of it). ----
 
-template <class Math, class GA, class GB>
+template <class Math, int TM, class GA, class GB>
 __device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end, float acc[2][8][4]) {
     typedef typename Math::Elem Elem;
-    __shared__ __align__(16) Elem a_tile[TILE_M * Math::LD];
+    __shared__ __align__(16) Elem a_tile[TM * Math::LD];
     __shared__ __align__(16) Elem b_tile[TILE_N * Math::LD];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int wm = (warp & 1) * 32, wn = (warp >> 1) * 64;
+    const int wm = (warp % Block<TM>::WARPS_M) * 32, wn = (warp / Block<TM>::WARPS_M) * 64;
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
         for (int ni = 0; ni < 8; ++ni)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.0f;
-    TileLoad<Math, GA, TILE_M> la;
-    TileLoad<Math, GB, TILE_N> lb;
+    TileLoad<Math, GA, TM, Block<TM>::SIZE> la;
+    TileLoad<Math, GB, TILE_N, Block<TM>::SIZE> lb;
     ga.prepare();
     gb.prepare();
     __syncthreads();
@@ -446,22 +451,22 @@ __device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end,
 // The block's tile: (tile_m, tile_n, split) from blockIdx.x, tile_n fastest.
 struct BlockTile {
     int m0, n0, z;
-    __device__ BlockTile(int m_len, int n_len) {
-        int tiles_n = (n_len + TILE_N - 1) / TILE_N, tiles_m = (m_len + TILE_M - 1) / TILE_M;
+    __device__ BlockTile(int m_len, int n_len, int tm) {
+        int tiles_n = (n_len + TILE_N - 1) / TILE_N, tiles_m = (m_len + tm - 1) / tm;
         int b = blockIdx.x;
         n0 = (b % tiles_n) * TILE_N;
         b /= tiles_n;
-        m0 = (b % tiles_m) * TILE_M;
+        m0 = (b % tiles_m) * tm;
         z = b / tiles_m;
     }
 };
 
 // Calls out(m, n, value) for each accumulator of the thread inside the M x N matrix, in the
 // mma's C layout (rows g and g+8, columns 2t and 2t+1 of each 16 x 8 piece).
-template <class Out>
+template <int TM, class Out>
 __device__ void store_tile(const float acc[2][8][4], int m0, int n0, int m_len, int n_len, Out out) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int wm = m0 + (warp & 1) * 32, wn = n0 + (warp >> 1) * 64;
+    const int wm = m0 + (warp % Block<TM>::WARPS_M) * 32, wn = n0 + (warp / Block<TM>::WARPS_M) * 64;
 #pragma unroll
     for (int ni = 0; ni < 8; ++ni)
 #pragma unroll
@@ -494,77 +499,90 @@ struct RowMajorOut {
     __device__ void operator()(int m, int n, float v) const { c[m * n_len + n] = v; }
 };
 
-template <class Math, class X, class Y>
+template <class Math, int TM, class X, class Y>
 __device__ void conv_mma_fwd(const X* x, const float* w, Y* y, const MmaConvGeom& g) {
     int m_len = g.k, n_len = g.n * g.ho * g.wo, r_len = g.c * g.kh * g.kw;
-    BlockTile bt(m_len, n_len);
+    BlockTile bt(m_len, n_len, TM);
     WeightRows ga(w, bt.m0, m_len, r_len);
     InputWindow<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
     float acc[2][8][4];
-    tile_product<Math>(ga, gb, 0, r_len, acc);
+    tile_product<Math, TM>(ga, gb, 0, r_len, acc);
     NchwOut<Y> out = {y, g.k, g.ho * g.wo};
-    store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
+    store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
 }
 
-template <class Math>
+template <class Math, int TM>
 __device__ void conv_mma_bwd_input(const float* dy, const float* w, float* dx, const MmaConvGeom& g) {
     int m_len = g.c, n_len = g.n * g.h * g.w, r_len = g.k * g.kh * g.kw;
-    BlockTile bt(m_len, n_len);
-    WeightColumns ga(w, bt.m0 + threadIdx.x % TILE_M, g);
+    BlockTile bt(m_len, n_len, TM);
+    WeightColumns ga(w, bt.m0 + threadIdx.x % TM, g);
     GradWindow gb(dy, bt.n0 + threadIdx.x % TILE_N, g);
     float acc[2][8][4];
-    tile_product<Math>(ga, gb, 0, r_len, acc);
+    tile_product<Math, TM>(ga, gb, 0, r_len, acc);
     NchwOut<float> out = {dx, g.c, g.h * g.w};
-    store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
+    store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
 }
 
-template <class Math, class X>
+template <class Math, int TM, class X>
 __device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, const MmaConvGeom& g) {
     int m_len = g.k, n_len = g.c * g.kh * g.kw, r_len = g.n * g.ho * g.wo;
-    BlockTile bt(m_len, n_len);
+    BlockTile bt(m_len, n_len, TM);
     int r_begin = bt.z * g.split_len, r_end = min(r_len, r_begin + g.split_len);
     GradRows ga(dy, bt.m0, g);
     InputTaps<X> gb(x, bt.n0, g);
     float acc[2][8][4];
-    tile_product<Math>(ga, gb, r_begin, r_end, acc);
+    tile_product<Math, TM>(ga, gb, r_begin, r_end, acc);
     RowMajorOut out = {part + bt.z * m_len * n_len, n_len};
-    store_tile(acc, bt.m0, bt.n0, m_len, n_len, out);
+    store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
 }
 
-// The entry points: <prefix>_fwd / _bwd_input / _bwd_weight per arithmetic and storage format.
-#define CONV_MMA_FWD(NAME, MATH, X, Y)                                                              \
-    extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)                                    \
+// The entry points: <prefix>_fwd / _bwd_input / _bwd_weight per arithmetic, block height and
+// storage format; `_m128` kernels have 128-row tiles (256 threads), the others 64 (128 threads).
+#define CONV_MMA_FWD(NAME, MATH, TM, X, Y)                                                          \
+    extern "C" __global__ void __launch_bounds__(2 * TM)                                            \
         NAME(const X* __restrict__ x, const float* __restrict__ w, Y* __restrict__ y, MmaConvGeom g) { \
-        conv_mma_fwd<MATH>(x, w, y, g);                                                             \
+        conv_mma_fwd<MATH, TM>(x, w, y, g);                                                         \
     }
-#define CONV_MMA_BWD_INPUT(NAME, MATH)                                                              \
-    extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)                                    \
+#define CONV_MMA_BWD_INPUT(NAME, MATH, TM)                                                          \
+    extern "C" __global__ void __launch_bounds__(2 * TM)                                            \
         NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,     \
              MmaConvGeom g) {                                                                       \
-        conv_mma_bwd_input<MATH>(dy, w, dx, g);                                                     \
+        conv_mma_bwd_input<MATH, TM>(dy, w, dx, g);                                                 \
     }
-#define CONV_MMA_BWD_WEIGHT(NAME, MATH, X)                                                          \
-    extern "C" __global__ void __launch_bounds__(MMA_BLOCK_SIZE)                                    \
+#define CONV_MMA_BWD_WEIGHT(NAME, MATH, TM, X)                                                      \
+    extern "C" __global__ void __launch_bounds__(2 * TM)                                            \
         NAME(const float* __restrict__ dy, const X* __restrict__ x, float* __restrict__ part,      \
              MmaConvGeom g) {                                                                       \
-        conv_mma_bwd_weight<MATH>(dy, x, part, g);                                                  \
+        conv_mma_bwd_weight<MATH, TM>(dy, x, part, g);                                              \
     }
 
-CONV_MMA_FWD(conv2d_mma_fwd_f32_to_f32, Bf16Math, float, float)
-CONV_MMA_FWD(conv2d_mma_fwd_f32_to_bf16, Bf16Math, float, unsigned short)
-CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_f32, Bf16Math, unsigned short, float)
-CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_bf16, Bf16Math, unsigned short, unsigned short)
-CONV_MMA_BWD_INPUT(conv2d_mma_bwd_input_f32, Bf16Math)
-CONV_MMA_BWD_WEIGHT(conv2d_mma_bwd_weight_f32, Bf16Math, float)
-CONV_MMA_BWD_WEIGHT(conv2d_mma_bwd_weight_bf16, Bf16Math, unsigned short)
+CONV_MMA_FWD(conv2d_mma_fwd_f32_to_f32, Bf16Math, 64, float, float)
+CONV_MMA_FWD(conv2d_mma_fwd_f32_to_bf16, Bf16Math, 64, float, unsigned short)
+CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_f32, Bf16Math, 64, unsigned short, float)
+CONV_MMA_FWD(conv2d_mma_fwd_bf16_to_bf16, Bf16Math, 64, unsigned short, unsigned short)
+CONV_MMA_BWD_INPUT(conv2d_mma_bwd_input_f32, Bf16Math, 64)
+CONV_MMA_BWD_WEIGHT(conv2d_mma_bwd_weight_f32, Bf16Math, 64, float)
+CONV_MMA_BWD_WEIGHT(conv2d_mma_bwd_weight_bf16, Bf16Math, 64, unsigned short)
+// Taller tiles for layers with more than 64 rows: the gathered B operand (input windows, output
+// gradients) serves twice the rows. In bf16 mode only the bf16-storage forms (what training
+// runs); the others fall back to 64 rows.
+CONV_MMA_FWD(conv2d_mma_m128_fwd_bf16_to_bf16, Bf16Math, 128, unsigned short, unsigned short)
+CONV_MMA_BWD_INPUT(conv2d_mma_m128_bwd_input_f32, Bf16Math, 128)
+CONV_MMA_BWD_WEIGHT(conv2d_mma_m128_bwd_weight_bf16, Bf16Math, 128, unsigned short)
 
-CONV_MMA_FWD(conv2d_tf32_fwd_f32, Tf32Math<1>, float, float)
-CONV_MMA_BWD_INPUT(conv2d_tf32_bwd_input_f32, Tf32Math<1>)
-CONV_MMA_BWD_WEIGHT(conv2d_tf32_bwd_weight_f32, Tf32Math<1>, float)
+CONV_MMA_FWD(conv2d_tf32_fwd_f32, Tf32Math<1>, 64, float, float)
+CONV_MMA_BWD_INPUT(conv2d_tf32_bwd_input_f32, Tf32Math<1>, 64)
+CONV_MMA_BWD_WEIGHT(conv2d_tf32_bwd_weight_f32, Tf32Math<1>, 64, float)
+CONV_MMA_FWD(conv2d_tf32_m128_fwd_f32, Tf32Math<1>, 128, float, float)
+CONV_MMA_BWD_INPUT(conv2d_tf32_m128_bwd_input_f32, Tf32Math<1>, 128)
+CONV_MMA_BWD_WEIGHT(conv2d_tf32_m128_bwd_weight_f32, Tf32Math<1>, 128, float)
 
-CONV_MMA_FWD(conv2d_tf32x3_fwd_f32, Tf32Math<3>, float, float)
-CONV_MMA_BWD_INPUT(conv2d_tf32x3_bwd_input_f32, Tf32Math<3>)
-CONV_MMA_BWD_WEIGHT(conv2d_tf32x3_bwd_weight_f32, Tf32Math<3>, float)
+CONV_MMA_FWD(conv2d_tf32x3_fwd_f32, Tf32Math<3>, 64, float, float)
+CONV_MMA_BWD_INPUT(conv2d_tf32x3_bwd_input_f32, Tf32Math<3>, 64)
+CONV_MMA_BWD_WEIGHT(conv2d_tf32x3_bwd_weight_f32, Tf32Math<3>, 64, float)
+CONV_MMA_FWD(conv2d_tf32x3_m128_fwd_f32, Tf32Math<3>, 128, float, float)
+CONV_MMA_BWD_INPUT(conv2d_tf32x3_m128_bwd_input_f32, Tf32Math<3>, 128)
+CONV_MMA_BWD_WEIGHT(conv2d_tf32x3_m128_bwd_weight_f32, Tf32Math<3>, 128, float)
 
 extern "C" __global__ void conv2d_mma_sum_splits(const float* __restrict__ part, float* __restrict__ dw,
                                                  long long len, int splits) {

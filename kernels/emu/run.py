@@ -484,18 +484,25 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     assert nsplit == splits, (case, nsplit, slen)  # the case crosses the split edges it says it does
     g = MG()
     for f, v in zip([f for f, _ in MG._fields_], [n, c, h, w, k, ks, ks, s, p, ho, wo, slen]): setattr(g, f, v)
-    blocks = lambda m_len, n_len, z=1: cdiv(m_len, 64) * cdiv(n_len, 128) * z
     vp16 = lambda a: a.ctypes.data_as(C.c_void_p)
     xin = vp16(bf16_bits(x)) if x_bf16 else x
     y = np.zeros(n*k*ho*wo, '<u2' if y_bf16 else 'f4')
     pre = 'conv2d_mma' if math == 'bf16' else f'conv2d_{math}'
-    fwd = f"conv2d_mma_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else f'{pre}_fwd_f32'
-    call_threads('conv2d_mma', fwd, blocks(k, n*ho*wo), 128, xin, wt, vp16(y), g)
+    def launch(op, m_len, n_len, tall_form, *args, z=1):
+        # implicit_gemm.rs Pick::launch_for: 128-row tiles (256 threads, `_m128_` kernels) above
+        # 64 rows where the form exists, else 64 (128 threads).
+        rows = 128 if tall_form and m_len > 64 else 64
+        sym = pre + ('_m128' if rows == 128 else '') + op
+        call_threads('conv2d_mma', sym, cdiv(m_len, rows) * cdiv(n_len, 128) * z, 2 * rows, *args)
+    # In bf16 arithmetic only the bf16-storage forms (and dx) have 128-row tiles.
+    tall_x = math != 'bf16' or x_bf16
+    fwd = f"_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else '_fwd_f32'
+    launch(fwd, k, n*ho*wo, math != 'bf16' or (x_bf16 and y_bf16), xin, wt, vp16(y), g)
     y = widen(y) if y_bf16 else y
     dx = np.zeros(n*c*h*w, 'f4')
-    call_threads('conv2d_mma', f'{pre}_bwd_input_f32', blocks(c, n*h*w), 128, dy, wt, dx, g)
+    launch('_bwd_input_f32', c, n*h*w, True, dy, wt, dx, g)
     part = np.zeros(nsplit*len(wt), 'f4'); dw = np.zeros(len(wt), 'f4')
-    call_threads('conv2d_mma', f"{pre}_bwd_weight_{'bf16' if x_bf16 else 'f32'}", blocks(k, c*ks*ks, nsplit), 128, dy, xin, part, g)
+    launch(f"_bwd_weight_{'bf16' if x_bf16 else 'f32'}", k, c*ks*ks, tall_x, dy, xin, part, g, z=nsplit)
     if nsplit > 1: call('conv2d_mma', 'conv2d_mma_sum_splits', part, dw, I(len(wt)), Ii(nsplit))
     else: dw = part
     tol = 1e-4 if math == 'tf32x3' else 1e-3
@@ -507,6 +514,9 @@ conv_mma_case('conv2d_mma_3x3_s1_p1__f32_in__f32_out_', 2,5,11,13,70,3,1,1, Fals
 conv_mma_case('conv2d_mma_3x3_s2_p1__bf16_in__bf16_out_', 3,6,13,11,9,3,2,1, True, True, 1)
 conv_mma_case('conv2d_mma_1x1__bf16_in__f32_out_', 2,12,9,7,10,1,1,0, True, False, 1)
 conv_mma_case('conv2d_mma_5x5_s2_p2__f32_in__bf16_out_', 2,3,40,36,6,5,2,2, False, True, 3)
+conv_mma_case('conv2d_mma_128_row_tiles__bf16_in__bf16_out_', 2,66,5,7,68,3,1,1, True, True, 1)
+conv_mma_case('conv2d_tf32_128_row_tiles', 2,66,5,7,68,3,1,1, False, False, 1, 'tf32')
+conv_mma_case('conv2d_tf32x3_128_row_tiles__f32_mode_', 2,66,5,7,68,3,1,1, False, False, 1, 'tf32x3')
 conv_mma_case('conv2d_tf32_3x3_s1_p1', 2,5,11,13,70,3,1,1, False, False, 2, 'tf32')
 conv_mma_case('conv2d_tf32_5x5_s2_p2', 2,3,40,36,6,5,2,2, False, False, 3, 'tf32')
 conv_mma_case('conv2d_tf32x3_3x3_s1_p1__f32_mode_', 2,5,11,13,70,3,1,1, False, False, 2, 'tf32x3')

@@ -40,13 +40,11 @@ struct MmaConvGeom {
 // SAFETY: twelve i32, `repr(C)`, the layout of the CUDA struct.
 unsafe impl DeviceRepr for MmaConvGeom {}
 
-/// The block tile of conv2d_mma.cu (`TILE_M`, `TILE_N`, `MMA_BLOCK_SIZE`); `TILE_K` is the
-/// larger of the arithmetics' `K_TILE` (32 bf16, 16 TF32), so a split of whole `TILE_K` runs
-/// is whole tiles for both.
-const TILE_M: usize = 64;
+/// The block tiles of conv2d_mma.cu: 64 or 128 rows (`TM`, 2·TM threads) by `TILE_N` columns;
+/// `TILE_K` is the larger of the arithmetics' `K_TILE` (32 bf16, 16 TF32), so a split of whole
+/// `TILE_K` runs is whole tiles for both.
 const TILE_N: usize = 128;
 const TILE_K: usize = 32;
-const THREADS: u32 = 128;
 
 /// Whether the conv of `g` takes this path on `dev`: one group, and the device's
 /// [`ConvAlgorithm`] is `Implicit`.
@@ -54,30 +52,90 @@ pub fn takes(dev: &CudaDevice, g: &Conv2dGeometry) -> bool {
     g.groups == 1 && dev.conv_algorithm() == ConvAlgorithm::Implicit
 }
 
+/// A kernel in its 64-row form and, where conv2d_mma.cu has one, its 128-row form.
+#[derive(Clone, Copy)]
+struct Pick {
+    rows64: &'static str,
+    rows128: Option<&'static str>,
+}
+
+impl Pick {
+    const fn both(rows64: &'static str, rows128: &'static str) -> Pick {
+        Pick {
+            rows64,
+            rows128: Some(rows128),
+        }
+    }
+    const fn short(rows64: &'static str) -> Pick {
+        Pick {
+            rows64,
+            rows128: None,
+        }
+    }
+    /// The form for a product of `m_len` rows (128-row tiles above 64 rows: the gathered
+    /// operand then serves twice the rows) and its launch, one block per tile, `splits` times.
+    fn launch_for(
+        self,
+        m_len: usize,
+        n_len: usize,
+        splits: usize,
+    ) -> Result<(&'static str, LaunchConfig)> {
+        let (sym, rows) = match self.rows128 {
+            Some(tall) if m_len > 64 => (tall, 128),
+            _ => (self.rows64, 64),
+        };
+        let blocks = m_len.div_ceil(rows) * n_len.div_ceil(TILE_N) * splits;
+        if blocks > i32::MAX as usize {
+            return Err(Error::op(
+                "conv2d (cuda, implicit gemm)",
+                format!("{blocks} blocks exceed one launch"),
+            ));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (2 * rows as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        Ok((sym, cfg))
+    }
+}
+
 /// The kernels of one arithmetic on f32 operands (the bf16 arithmetic has bf16-storage
 /// variants as well, picked in [`fwd`] and [`bwd_weight`]).
 struct Kernels {
-    fwd: &'static str,
-    bwd_input: &'static str,
-    bwd_weight: &'static str,
+    fwd: Pick,
+    bwd_input: Pick,
+    bwd_weight: Pick,
 }
 
 fn kernels(p: MatrixPrecision) -> Kernels {
     match p {
         MatrixPrecision::Bf16 => Kernels {
-            fwd: "conv2d_mma_fwd_f32_to_f32",
-            bwd_input: "conv2d_mma_bwd_input_f32",
-            bwd_weight: "conv2d_mma_bwd_weight_f32",
+            fwd: Pick::short("conv2d_mma_fwd_f32_to_f32"),
+            bwd_input: Pick::both("conv2d_mma_bwd_input_f32", "conv2d_mma_m128_bwd_input_f32"),
+            bwd_weight: Pick::short("conv2d_mma_bwd_weight_f32"),
         },
         MatrixPrecision::Tf32 => Kernels {
-            fwd: "conv2d_tf32_fwd_f32",
-            bwd_input: "conv2d_tf32_bwd_input_f32",
-            bwd_weight: "conv2d_tf32_bwd_weight_f32",
+            fwd: Pick::both("conv2d_tf32_fwd_f32", "conv2d_tf32_m128_fwd_f32"),
+            bwd_input: Pick::both(
+                "conv2d_tf32_bwd_input_f32",
+                "conv2d_tf32_m128_bwd_input_f32",
+            ),
+            bwd_weight: Pick::both(
+                "conv2d_tf32_bwd_weight_f32",
+                "conv2d_tf32_m128_bwd_weight_f32",
+            ),
         },
         MatrixPrecision::F32 => Kernels {
-            fwd: "conv2d_tf32x3_fwd_f32",
-            bwd_input: "conv2d_tf32x3_bwd_input_f32",
-            bwd_weight: "conv2d_tf32x3_bwd_weight_f32",
+            fwd: Pick::both("conv2d_tf32x3_fwd_f32", "conv2d_tf32x3_m128_fwd_f32"),
+            bwd_input: Pick::both(
+                "conv2d_tf32x3_bwd_input_f32",
+                "conv2d_tf32x3_m128_bwd_input_f32",
+            ),
+            bwd_weight: Pick::both(
+                "conv2d_tf32x3_bwd_weight_f32",
+                "conv2d_tf32x3_m128_bwd_weight_f32",
+            ),
         },
     }
 }
@@ -107,29 +165,15 @@ fn geom(g: &Conv2dGeometry, split_len: usize) -> Result<MmaConvGeom> {
     })
 }
 
-/// One block per tile of the `m_len × n_len` product, `splits` times.
-fn tiles(m_len: usize, n_len: usize, splits: usize) -> Result<LaunchConfig> {
-    let blocks = m_len.div_ceil(TILE_M) * n_len.div_ceil(TILE_N) * splits;
-    if blocks > i32::MAX as usize {
-        return Err(Error::op(
-            "conv2d (cuda, implicit gemm)",
-            format!("{blocks} blocks exceed one launch"),
-        ));
-    }
-    Ok(LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    })
-}
-
+/// Runs `pick` over the `m_len × n_len` product (`splits` times) on `(a, b, c)`.
 fn launch<A: DeviceRepr, B: DeviceRepr, C: DeviceRepr>(
     dev: &CudaDevice,
-    sym: &str,
+    pick: Pick,
+    (m_len, n_len, splits): (usize, usize, usize),
     (a, b, c): (&CudaSlice<A>, &CudaSlice<B>, &mut CudaSlice<C>),
     mg: &MmaConvGeom,
-    cfg: LaunchConfig,
 ) -> Result<()> {
+    let (sym, cfg) = pick.launch_for(m_len, n_len, splits)?;
     let f = dev.function(KernelFile::Conv2dMma, sym)?;
     let mut lb = dev.stream().launch_builder(&f);
     lb.arg(a).arg(b).arg(c).arg(mg);
@@ -152,35 +196,41 @@ pub fn fwd(
     let mg = geom(g, 0)?;
     check_len("conv2d_fwd", "w", w, g.w_len())?;
     check_input_len("conv2d_fwd", x, g)?;
-    let cfg = tiles(g.out_channels, g.batch * g.out_h() * g.out_w(), 1)?;
+    let shape = (g.out_channels, g.batch * g.out_h() * g.out_w(), 1);
     let precision = dev.matrix_precision();
     if precision != MatrixPrecision::Bf16 {
         let mut wide = None;
         let x = f32_values(dev, x, &mut wide)?;
         let mut y = dev.alloc(g.y_len())?;
-        launch(dev, kernels(precision).fwd, (x, w, &mut y), &mg, cfg)?;
+        launch(dev, kernels(precision).fwd, shape, (x, w, &mut y), &mg)?;
         return Ok(CudaBuffer::F32(y));
     }
     let bf16_out = out_bf16 && stores_bf16(dev);
     Ok(match (x, bf16_out) {
         (CudaValues::F32(x), false) => {
             let mut y = dev.alloc(g.y_len())?;
-            launch(dev, kernels(precision).fwd, (x, w, &mut y), &mg, cfg)?;
+            launch(dev, kernels(precision).fwd, shape, (x, w, &mut y), &mg)?;
             CudaBuffer::F32(y)
         }
         (CudaValues::F32(x), true) => {
             let mut y = dev.alloc_u16(g.y_len())?;
-            launch(dev, "conv2d_mma_fwd_f32_to_bf16", (x, w, &mut y), &mg, cfg)?;
+            let pick = Pick::short("conv2d_mma_fwd_f32_to_bf16");
+            launch(dev, pick, shape, (x, w, &mut y), &mg)?;
             CudaBuffer::Bf16(y)
         }
         (CudaValues::Bf16(x), false) => {
             let mut y = dev.alloc(g.y_len())?;
-            launch(dev, "conv2d_mma_fwd_bf16_to_f32", (x, w, &mut y), &mg, cfg)?;
+            let pick = Pick::short("conv2d_mma_fwd_bf16_to_f32");
+            launch(dev, pick, shape, (x, w, &mut y), &mg)?;
             CudaBuffer::F32(y)
         }
         (CudaValues::Bf16(x), true) => {
             let mut y = dev.alloc_u16(g.y_len())?;
-            launch(dev, "conv2d_mma_fwd_bf16_to_bf16", (x, w, &mut y), &mg, cfg)?;
+            let pick = Pick::both(
+                "conv2d_mma_fwd_bf16_to_bf16",
+                "conv2d_mma_m128_fwd_bf16_to_bf16",
+            );
+            launch(dev, pick, shape, (x, w, &mut y), &mg)?;
             CudaBuffer::Bf16(y)
         }
     })
@@ -197,9 +247,9 @@ pub fn bwd_input(
     check_len("conv2d_bwd_input", "dy", dy, g.y_len())?;
     check_len("conv2d_bwd_input", "w", w, g.w_len())?;
     let mut dx = dev.alloc(g.x_len())?;
-    let cfg = tiles(g.in_channels, g.batch * g.in_h * g.in_w, 1)?;
-    let sym = kernels(dev.matrix_precision()).bwd_input;
-    launch(dev, sym, (dy, w, &mut dx), &mg, cfg)?;
+    let shape = (g.in_channels, g.batch * g.in_h * g.in_w, 1);
+    let pick = kernels(dev.matrix_precision()).bwd_input;
+    launch(dev, pick, shape, (dy, w, &mut dx), &mg)?;
     Ok(dx)
 }
 
@@ -228,7 +278,8 @@ const PARTIAL_BUDGET: usize = 1 << 26;
 /// How the weight gradient's reduction over `r_len` output positions is split across blocks:
 /// `(splits, positions per split)`, a multiple of TILE_K so no tile straddles two splits.
 pub(crate) fn weight_grad_splits(m_len: usize, n_len: usize, r_len: usize) -> (usize, usize) {
-    let tiles = m_len.div_ceil(TILE_M) * n_len.div_ceil(TILE_N);
+    // Counted in 64-row tiles whichever height runs (a fixed function of the shape).
+    let tiles = m_len.div_ceil(64) * n_len.div_ceil(TILE_N);
     let k_tiles = r_len.div_ceil(TILE_K).max(1);
     let by_budget = PARTIAL_BUDGET / (m_len * n_len).max(1);
     let want = (WEIGHT_GRAD_BLOCKS / tiles.max(1))
@@ -254,7 +305,7 @@ pub fn bwd_weight(
     let r_len = g.batch * g.out_h() * g.out_w();
     let (splits, split_len) = weight_grad_splits(m_len, n_len, r_len);
     let mg = geom(g, split_len)?;
-    let cfg = tiles(m_len, n_len, splits)?;
+    let shape = (m_len, n_len, splits);
     let mut dw = dev.alloc(g.w_len())?;
     let mut part = if splits == 1 {
         None
@@ -265,18 +316,17 @@ pub fn bwd_weight(
     let precision = dev.matrix_precision();
     match x {
         CudaValues::Bf16(x) if precision == MatrixPrecision::Bf16 => {
-            launch(dev, "conv2d_mma_bwd_weight_bf16", (dy, x, target), &mg, cfg)?
+            let pick = Pick::both(
+                "conv2d_mma_bwd_weight_bf16",
+                "conv2d_mma_m128_bwd_weight_bf16",
+            );
+            launch(dev, pick, shape, (dy, x, target), &mg)?
         }
         x => {
             let mut wide = None;
             let x = f32_values(dev, x, &mut wide)?;
-            launch(
-                dev,
-                kernels(precision).bwd_weight,
-                (dy, x, target),
-                &mg,
-                cfg,
-            )?
+            let pick = kernels(precision).bwd_weight;
+            launch(dev, pick, shape, (dy, x, target), &mg)?
         }
     }
     if let Some(part) = part {
@@ -323,8 +373,8 @@ mod tests {
                 "{m} {n} {r}: {splits} × {len}"
             );
             assert!(splits * m * n <= PARTIAL_BUDGET.max(m * n));
-            let blocks = m.div_ceil(TILE_M) * n.div_ceil(TILE_N) * splits;
-            assert!(blocks <= WEIGHT_GRAD_BLOCKS.max(m.div_ceil(TILE_M) * n.div_ceil(TILE_N)));
+            let blocks = m.div_ceil(64) * n.div_ceil(TILE_N) * splits;
+            assert!(blocks <= WEIGHT_GRAD_BLOCKS.max(m.div_ceil(64) * n.div_ceil(TILE_N)));
         }
     }
 }

@@ -3,7 +3,7 @@
 //! mode (by norm at 2e-3: 11 significant bits), and the three-pass TF32 split in f32 mode
 //! element by element at the f32 bound 1e-4. The shapes cross the kernels' tile edges: more
 //! than one 64-row and 128-column tile, reductions that are not a multiple of the K tile, and
-//! weight gradients split over several blocks.
+//! weight gradients split over several blocks; layers over 64 rows take 128-row tiles.
 
 use super::*;
 
@@ -43,6 +43,24 @@ const TF32X3: &[&str] = &[
     "conv2d_tf32x3_bwd_weight_f32",
     SUM,
 ];
+/// 70 output channels: the forward and weight gradient take 128-row tiles, the input gradient
+/// (5 input channels) 64.
+const TF32_K70: &[&str] = &[
+    "conv2d_tf32_m128_fwd_f32",
+    "conv2d_tf32_bwd_input_f32",
+    "conv2d_tf32_m128_bwd_weight_f32",
+    SUM,
+];
+const TF32X3_K70: &[&str] = &[
+    "conv2d_tf32x3_m128_fwd_f32",
+    "conv2d_tf32x3_bwd_input_f32",
+    "conv2d_tf32x3_m128_bwd_weight_f32",
+    SUM,
+];
+/// 66 input and 68 output channels: every pass on 128-row tiles, one split.
+fn wide() -> Conv2dGeometry {
+    geo(2, 66, 5, 7, 68, 3, 1, 1, 1)
+}
 const F32_IN_OUT: ConvPath = ConvPath::Implicit {
     x_bf16: false,
     y_bf16: false,
@@ -83,9 +101,19 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             (false, true),
             geo(2, 3, 40, 36, 6, 5, 2, 2, 1),
         ),
+        mma_case(
+            "conv2d mma 128-row tiles (bf16 in, bf16 out)",
+            &[
+                "conv2d_mma_m128_fwd_bf16_to_bf16",
+                "conv2d_mma_m128_bwd_input_f32",
+                "conv2d_mma_m128_bwd_weight_bf16",
+            ],
+            (true, true),
+            wide(),
+        ),
         in_tf32(
             "conv2d tf32 3x3 s1 p1",
-            TF32,
+            TF32_K70,
             conv_case("", &[], F32_IN_OUT, geo(2, 5, 11, 13, 70, 3, 1, 1, 1)),
         ),
         in_tf32(
@@ -93,10 +121,19 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             TF32,
             conv_case("", &[], F32_IN_OUT, geo(2, 3, 40, 36, 6, 5, 2, 2, 1)),
         ),
+        in_tf32(
+            "conv2d tf32 128-row tiles",
+            &[
+                "conv2d_tf32_m128_fwd_f32",
+                "conv2d_tf32_m128_bwd_input_f32",
+                "conv2d_tf32_m128_bwd_weight_f32",
+            ],
+            conv_case("", &[], F32_IN_OUT, wide()),
+        ),
         // f32 mode: the split keeps the f32 bound, element by element.
         conv_case(
             "conv2d tf32x3 3x3 s1 p1 (f32 mode)",
-            TF32X3,
+            TF32X3_K70,
             F32_IN_OUT,
             geo(2, 5, 11, 13, 70, 3, 1, 1, 1),
         ),
@@ -111,6 +148,16 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             TF32X3,
             F32_IN_OUT,
             geo(2, 3, 40, 36, 6, 5, 2, 2, 1),
+        ),
+        conv_case(
+            "conv2d tf32x3 128-row tiles (f32 mode)",
+            &[
+                "conv2d_tf32x3_m128_fwd_f32",
+                "conv2d_tf32x3_m128_bwd_input_f32",
+                "conv2d_tf32x3_m128_bwd_weight_f32",
+            ],
+            F32_IN_OUT,
+            wide(),
         ),
     ]
 }

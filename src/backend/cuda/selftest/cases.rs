@@ -177,5 +177,7 @@ pub fn cases() -> Vec<Case> {
     v.push(nms_case("batched_nms (per class) iou 0.45", true, 0.45));
     v.push(yolox_train_step_case());
     v.push(yolox_train_step_bf16_case());
+    v.push(yolox_train_step_implicit_case());
+    v.push(yolox_train_step_bf16_implicit_case());
     v
 }

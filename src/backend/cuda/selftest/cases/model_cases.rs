@@ -3,6 +3,7 @@
 //! the ops' CUDA arms and the device rules of `tensor/device.rs` together, not one kernel.
 
 use super::*;
+use crate::backend::cuda::{ConvAlgorithm, CudaDevice};
 use crate::detect::decode_boxes;
 use crate::detect::loss::{yolox_loss, ImageTargets, YoloxLossConfig};
 use crate::models::{YoloX, YoloXConfig};
@@ -157,6 +158,54 @@ pub(super) fn yolox_train_step_bf16_case() -> Case {
             let result = train_step(inp, Device::Cuda, "tiny", StepLoss::Projection);
             dev.set_matrix_precision(MatrixPrecision::F32)?;
             result
+        }),
+        ..base
+    }
+}
+
+/// `step` with the device's convs on the implicit-GEMM tensor-core kernels
+/// (`conv2d/implicit_gemm.rs`), the device's own algorithm restored afterwards (also on error).
+fn with_implicit_convs(
+    dev: &CudaDevice,
+    step: impl FnOnce() -> Result<Outputs>,
+) -> Result<Outputs> {
+    let before = dev.conv_algorithm();
+    dev.set_conv_algorithm(ConvAlgorithm::Implicit);
+    let result = step();
+    dev.set_conv_algorithm(before);
+    result
+}
+
+/// [`yolox_train_step_case`] with the implicit-GEMM convs: in f32 mode their three-pass TF32
+/// products, through the whole network and YOLOX's loss (the depthwise convs of nano keep their
+/// direct kernels). The same bound: the split's products are good to about f32 rounding.
+pub(super) fn yolox_train_step_implicit_case() -> Case {
+    Case {
+        name: "yolox-nano train step, implicit convs (norm)",
+        kernels: &[],
+        gpu: Box::new(|dev, inp| {
+            with_implicit_convs(dev, || {
+                train_step(inp, Device::Cuda, "nano", StepLoss::Yolox)
+            })
+        }),
+        ..yolox_train_step_case()
+    }
+}
+
+/// [`yolox_train_step_bf16_case`] with the implicit-GEMM convs in bf16: bf16 activations read
+/// and written as bits by the kernels themselves. Its bound, for the same reason.
+pub(super) fn yolox_train_step_bf16_implicit_case() -> Case {
+    let base = yolox_train_step_bf16_case();
+    Case {
+        name: "yolox-tiny train step, bf16, implicit convs (norm)",
+        kernels: &[],
+        gpu: Box::new(|dev, inp| {
+            with_implicit_convs(dev, || {
+                dev.set_matrix_precision(MatrixPrecision::Bf16)?;
+                let result = train_step(inp, Device::Cuda, "tiny", StepLoss::Projection);
+                dev.set_matrix_precision(MatrixPrecision::F32)?;
+                result
+            })
         }),
         ..base
     }

@@ -262,3 +262,48 @@ fn postprocess_of_cuda_outputs_matches_the_host() {
         }
     }
 }
+
+/// In bf16 mode a batch goes up as bf16 bits (half the transfer), and the first conv's input
+/// after YOLOX's Focus is then bit for bit what it was from f32 images: the conv rounds its input
+/// to bf16 either way. Checked on both sides of the staging threshold (2^21 values).
+#[test]
+fn bf16_batches_upload_as_the_images_rounded_to_bf16() {
+    use ssod::backend::cuda::{self, bf16::bf16_bits, MatrixPrecision};
+    use ssod::data::loader::Batch;
+    if CudaAvailability::probe().is_err() {
+        eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+        return;
+    }
+    let dev = cuda::device().unwrap();
+    for (batch, side) in [(2, 24), (3, 512)] {
+        let n = batch * 3 * side * side;
+        let images: Vec<f32> = Tensor::rand([n], 5)
+            .to_vec()
+            .iter()
+            .map(|v| v * 255.0)
+            .collect();
+        let b = Batch {
+            images: images.clone(),
+            batch,
+            height: side,
+            width: side,
+            labels: vec![0.0; batch * 5],
+            max_labels: 1,
+            num_labels: vec![0; batch],
+            image_ids: (0..batch as u64).collect(),
+        };
+        dev.set_matrix_precision(MatrixPrecision::Bf16).unwrap();
+        let (t, _) = ssod::train::trainer::batch_tensors(&b, Device::Cuda).unwrap();
+        dev.set_matrix_precision(MatrixPrecision::F32).unwrap();
+        assert!(t.is_bf16(), "{n} values: not bf16 storage");
+        let got = t.to_device(Device::Cpu).unwrap().to_vec();
+        let want: Vec<f32> = images
+            .iter()
+            .map(|&v| f32::from_bits((bf16_bits(v) as u32) << 16))
+            .collect();
+        assert_eq!(got, want, "{n} values");
+        let (t, _) = ssod::train::trainer::batch_tensors(&b, Device::Cuda).unwrap();
+        assert!(!t.is_bf16());
+        assert_eq!(t.to_device(Device::Cpu).unwrap().to_vec(), images);
+    }
+}

@@ -178,3 +178,35 @@ pub fn add(dev: &CudaDevice, a: &CudaSlice<u16>, b: &CudaSlice<u16>) -> Result<C
     unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
     Ok(y)
 }
+
+/// `x` rounded to bf16 on the host, as `bf16_bits` of kernels/bf16.cuh on the GPU: round to
+/// nearest even; NaN stays a quiet NaN with its sign; overflow goes to infinity.
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if b & 0x7fff_ffff > 0x7f80_0000 {
+        return ((b >> 16) | 0x0040) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+#[cfg(test)]
+mod host_rounding_tests {
+    use super::bf16_bits;
+
+    #[test]
+    fn host_bf16_rounds_to_nearest_even_like_the_kernel() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        assert_eq!(bf16_bits(-2.5), 0xc020);
+        // Ties: 1 + 2^-8 sits halfway between 1 and 1 + 2^-7 and goes to the even 1;
+        // 1 + 3·2^-8 halfway between 1 + 2^-7 and 1 + 2^-6 goes to the even 1 + 2^-6.
+        assert_eq!(bf16_bits(1.003_906_25), 0x3f80);
+        assert_eq!(bf16_bits(1.011_718_75), 0x3f82);
+        // Just above a tie rounds up.
+        assert_eq!(bf16_bits(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert_eq!(bf16_bits(f32::MAX), 0x7f80);
+        assert_eq!(bf16_bits(f32::INFINITY), 0x7f80);
+        assert_eq!(bf16_bits(f32::from_bits(0xff80_0001)), 0xffc0);
+        assert_eq!(bf16_bits(0.0), 0);
+        assert_eq!(bf16_bits(-0.0), 0x8000);
+    }
+}

@@ -37,8 +37,9 @@ struct Inner {
     arch: String,
     modules: [OnceLock<Arc<CudaModule>>; KERNEL_FILES],
     /// Page-locked staging buffers for large uploads, by length (the last two sizes used), each
-    /// with the event recorded after the last copy out of it.
-    staging: Mutex<Vec<(PinnedHostSlice<f32>, Option<CudaEvent>)>>,
+    /// with the event recorded after the last copy out of it: f32, and bf16 bits.
+    staging: Staging<f32>,
+    staging_bf16: Staging<u16>,
     /// The [`MatrixPrecision`] of every later product, as its `u8`.
     matrix_precision: AtomicU8,
     /// The [`ConvAlgorithm`] of every later convolution with one group, as its `u8`.
@@ -147,6 +148,9 @@ fn set_pool_attr(pool: CUmemoryPool, attr: PoolAttr, mut v: u64) -> Result<()> {
         .map_err(|e| cuda_err("memory pool attribute", e))
 }
 
+/// Pinned host buffers kept for uploads, each with the event of its last copy.
+type Staging<T> = Mutex<Vec<(PinnedHostSlice<T>, Option<CudaEvent>)>>;
+
 /// Uploads at least this long go through a pinned staging buffer (8 MiB of f32).
 const STAGED_UPLOAD_MIN: usize = 1 << 21;
 
@@ -196,6 +200,7 @@ impl CudaDevice {
                 arch: format!("compute_{major}{minor}"),
                 modules: [const { OnceLock::new() }; KERNEL_FILES],
                 staging: Mutex::new(Vec::new()),
+                staging_bf16: Mutex::new(Vec::new()),
                 matrix_precision: AtomicU8::new(MatrixPrecision::F32 as u8),
                 conv_algorithm: AtomicU8::new(ConvAlgorithm::from_env() as u8),
             }),
@@ -326,23 +331,24 @@ impl CudaDevice {
     /// A device buffer of `len` f32 with unspecified contents, for outputs a kernel writes in
     /// full.
     pub fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
-        if len == 0 {
-            return self.inner.stream.null().map_err(|e| cuda_err("alloc", e));
-        }
-        // SAFETY: callers overwrite every element before reading it (the kernels' contracts).
-        unsafe { self.inner.stream.alloc(len) }
-            .map_err(|e| cuda_err(&format!("alloc of {len} elements"), e))
+        self.alloc_uninit(len)
     }
 
     /// A device buffer of `len` u16 (bf16 bits) with unspecified contents, for outputs a
     /// kernel writes in full.
     pub fn alloc_u16(&self, len: usize) -> Result<CudaSlice<u16>> {
+        self.alloc_uninit(len)
+    }
+
+    fn alloc_uninit<T: cudarc::driver::DeviceRepr>(&self, len: usize) -> Result<CudaSlice<T>> {
         if len == 0 {
             return self.inner.stream.null().map_err(|e| cuda_err("alloc", e));
         }
-        // SAFETY: callers overwrite every element before reading it.
-        unsafe { self.inner.stream.alloc(len) }
-            .map_err(|e| cuda_err(&format!("alloc of {len} bf16 elements"), e))
+        // SAFETY: callers overwrite every element before reading it (the kernels' contracts).
+        unsafe { self.inner.stream.alloc(len) }.map_err(|e| {
+            let what = std::any::type_name::<T>();
+            cuda_err(&format!("alloc of {len} {what} elements"), e)
+        })
     }
 
     /// A zeroed device buffer of `len` i32.
@@ -368,8 +374,41 @@ impl CudaDevice {
         if v.len() < STAGED_UPLOAD_MIN {
             return self.upload(v);
         }
-        let mut staging = self.inner.staging.lock().unwrap_or_else(|p| p.into_inner());
-        let at = match staging.iter().position(|(p, _)| p.len() == v.len()) {
+        self.staged_upload(&self.inner.staging, v.len(), |dst, at| {
+            dst.copy_from_slice(&v[at..at + dst.len()])
+        })
+    }
+
+    /// `v` rounded to bf16 on the host (as `f32_to_bf16` on the GPU: nearest even), uploaded as
+    /// bits: half the bytes of [`Self::upload_staged`] for an input whose reader rounds to bf16
+    /// anyway (images in bf16 mode, whose first conv rounds its input).
+    pub fn upload_staged_bf16(&self, v: &[f32]) -> Result<CudaSlice<u16>> {
+        let round = |dst: &mut [u16], at: usize| {
+            let n = dst.len();
+            for (d, &x) in dst.iter_mut().zip(&v[at..at + n]) {
+                *d = super::bf16::bf16_bits(x);
+            }
+        };
+        if v.len() < STAGED_UPLOAD_MIN {
+            let mut bits = vec![0u16; v.len()];
+            round(&mut bits, 0);
+            return self.upload(&bits);
+        }
+        self.staged_upload(&self.inner.staging_bf16, v.len(), round)
+    }
+
+    /// A device buffer of `len` values that `fill(chunk, offset)` writes into a pinned staging
+    /// buffer, chunk by chunk on every rayon thread (one core copies a YOLOX-s batch at 640 px,
+    /// 16 images, 79 MB, in ~5-10 ms, which the step waits for), then copied over by the copy
+    /// engine.
+    fn staged_upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Send>(
+        &self,
+        staging: &Staging<T>,
+        len: usize,
+        fill: impl Fn(&mut [T], usize) + Sync,
+    ) -> Result<CudaSlice<T>> {
+        let mut staging = staging.lock().unwrap_or_else(|p| p.into_inner());
+        let at = match staging.iter().position(|(p, _)| p.len() == len) {
             Some(i) => i,
             None => {
                 if staging.len() >= 2 {
@@ -381,7 +420,7 @@ impl CudaDevice {
                     }
                 }
                 // SAFETY: the buffer is written in full below before the copy reads it.
-                let p = unsafe { self.inner.ctx.alloc_pinned::<f32>(v.len()) }
+                let p = unsafe { self.inner.ctx.alloc_pinned::<T>(len) }
                     .map_err(|e| cuda_err("pinned host alloc", e))?;
                 staging.push((p, None));
                 staging.len() - 1
@@ -391,8 +430,7 @@ impl CudaDevice {
         let (mut pinned, copied) = staging.remove(at);
         // Wait until the previous copy out of this buffer has finished (cudarc records the
         // pinned buffer's own event only when it manages several streams, so this crate keeps
-        // its own). The copy into it runs on every rayon thread: one core copies a YOLOX-s batch
-        // at 640 px (16 images, 79 MB) in ~5-10 ms, which the step waits for.
+        // its own).
         if let Some(event) = copied {
             event
                 .synchronize()
@@ -405,10 +443,10 @@ impl CudaDevice {
                 .as_mut_slice()
                 .map_err(|e| cuda_err("pinned host buffer", e))?
                 .par_chunks_mut(CHUNK)
-                .zip(v.par_chunks(CHUNK))
-                .for_each(|(dst, src)| dst.copy_from_slice(src));
+                .enumerate()
+                .for_each(|(i, dst)| fill(dst, i * CHUNK));
         }
-        let mut out = self.alloc(v.len())?;
+        let mut out = self.alloc_uninit::<T>(len)?;
         self.inner
             .stream
             .memcpy_htod(&pinned, &mut out)

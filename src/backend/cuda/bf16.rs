@@ -199,8 +199,8 @@ mod host_rounding_tests {
         assert_eq!(bf16_bits(-2.5), 0xc020);
         // Ties: 1 + 2^-8 sits halfway between 1 and 1 + 2^-7 and goes to the even 1;
         // 1 + 3·2^-8 halfway between 1 + 2^-7 and 1 + 2^-6 goes to the even 1 + 2^-6.
-        assert_eq!(bf16_bits(1.003_906_25), 0x3f80);
-        assert_eq!(bf16_bits(1.011_718_75), 0x3f82);
+        assert_eq!(bf16_bits(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(bf16_bits(f32::from_bits(0x3f81_8000)), 0x3f82);
         // Just above a tie rounds up.
         assert_eq!(bf16_bits(f32::from_bits(0x3f80_8001)), 0x3f81);
         assert_eq!(bf16_bits(f32::MAX), 0x7f80);

@@ -80,21 +80,19 @@ __device__ __forceinline__ unsigned tf32_bits(float x) {
 #endif
 }
 
-__device__ __forceinline__ unsigned bf16_pair(float lo, float hi) {
-    return (unsigned)bf16_bits(lo) | ((unsigned)bf16_bits(hi) << 16);
-}
-
 // ---- Operand gathers: element (row, r) of a tile's operand, zero past the matrix or r >= R.
 // Two shapes, chosen by where the tensor is contiguous, so a warp's loads coalesce:
 //   row-major (R_MAJOR false): the tensor runs along the rows (output or input positions).
 //     Each thread owns one row for the whole kernel (constructed with it: its decomposition
-//     happens once) and fetch<RUN>(r0, v) reads r0..r0+RUN-1 with counters; consecutive
+//     happens once) and fetch<Math, RUN>(r0, v) reads r0..r0+RUN-1 with counters; consecutive
 //     threads hold consecutive rows.
 //   r-major (R_MAJOR true): the tensor runs along r (weights along C*kh*kw, gradients and
 //     inputs along the output positions). Constructed with the block's first row;
-//     fetch_rows<COUNT>(r, row0, step, v) reads rows row0 + i*step (tile-relative) at one r;
+//     fetch_rows<Math, COUNT>(r, row0, step, v) reads rows row0 + i*step (tile-relative) at one r;
 //     consecutive threads hold consecutive r.
-// prepare() runs once per block before the first fetch (a __syncthreads follows it). ----
+// Values arrive in the arithmetic's element type (Math::from: bf16 bits as they are stored, f32
+// rounded once). prepare() runs once per block before the first fetch (a __syncthreads follows
+// it). ----
 
 // fwd A: w[m, r] (rows of the weight matrix [K, C*kh*kw]).
 struct WeightRows {
@@ -104,11 +102,12 @@ struct WeightRows {
     __device__ WeightRows(const float* w_, int m0_, int m_len_, int r_len_)
         : w(w_), m0(m0_), m_len(m_len_), r_len(r_len_) {}
     __device__ void prepare() const {}
-    template <int COUNT> __device__ void fetch_rows(int r, int row0, int step, float* v) const {
+    template <class Math, int COUNT>
+    __device__ void fetch_rows(int r, int row0, int step, typename Math::Elem* v) const {
 #pragma unroll
         for (int i = 0; i < COUNT; ++i) {
             int m = m0 + row0 + i * step;
-            v[i] = (m < m_len && r < r_len) ? w[m * r_len + r] : 0.0f;
+            v[i] = Math::from((m < m_len && r < r_len) ? w[m * r_len + r] : 0.0f);
         }
     }
 };
@@ -123,11 +122,11 @@ struct WeightColumns {
         : w(w_ + (c < g.c ? c : 0) * g.kh * g.kw), taps(g.kh * g.kw),
           per_k(g.c * g.kh * g.kw), r_len(g.k * g.kh * g.kw), live(c < g.c) {}
     __device__ void prepare() const {}
-    template <int RUN> __device__ void fetch(int r0, float* v) const {
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
         int k = r0 / taps, uv = r0 - k * taps;
 #pragma unroll
         for (int i = 0; i < RUN; ++i) {
-            v[i] = (live && r0 + i < r_len) ? w[k * per_k + uv] : 0.0f;
+            v[i] = Math::from((live && r0 + i < r_len) ? w[k * per_k + uv] : 0.0f);
             if (++uv == taps) { uv = 0; ++k; }
         }
     }
@@ -151,14 +150,14 @@ template <class X> struct InputWindow {
         x = x_ + img * g.c * plane;
     }
     __device__ void prepare() const {}
-    template <int RUN> __device__ void fetch(int r0, float* v) const {
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
         int taps = kh * kw;
         int c = r0 / taps, uv = r0 - c * taps, u = uv / kw, t = uv - u * kw;
 #pragma unroll
         for (int i = 0; i < RUN; ++i) {
             int ih = ih0 + u, iw = iw0 + t;
             bool in = live && r0 + i < r_len && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
-            v[i] = in ? load_f32(x, c * plane + ih * w + iw) : 0.0f;
+            v[i] = in ? Math::from(x[c * plane + ih * w + iw]) : Math::zero();
             if (++t == kw) { t = 0; if (++u == kh) { u = 0; ++c; } }
         }
     }
@@ -184,7 +183,7 @@ struct GradWindow {
         dy = dy_ + img * g.k * plane;
     }
     __device__ void prepare() const {}
-    template <int RUN> __device__ void fetch(int r0, float* v) const {
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
         int taps = kh * kw;
         int k = r0 / taps, uv = r0 - k * taps, u = uv / kw, t = uv - u * kw;
 #pragma unroll
@@ -198,7 +197,7 @@ struct GradWindow {
                 ow = tw / stride;
             }
             in = in && oh < ho && ow < wo;
-            v[i] = in ? dy[k * plane + oh * wo + ow] : 0.0f;
+            v[i] = Math::from(in ? dy[k * plane + oh * wo + ow] : 0.0f);
             if (++t == kw) { t = 0; if (++u == kh) { u = 0; ++k; } }
         }
     }
@@ -212,14 +211,15 @@ struct GradRows {
     __device__ GradRows(const float* dy_, int k0_, const MmaConvGeom& g)
         : dy(dy_), k0(k0_), k_len(g.k), plane(g.ho * g.wo), r_len(g.n * g.ho * g.wo) {}
     __device__ void prepare() const {}
-    template <int COUNT> __device__ void fetch_rows(int r, int row0, int step, float* v) const {
+    template <class Math, int COUNT>
+    __device__ void fetch_rows(int r, int row0, int step, typename Math::Elem* v) const {
         bool live = r < r_len;
         int rr = live ? r : 0, img = rr / plane, p = rr - img * plane;
         const float* at = dy + img * k_len * plane + p;
 #pragma unroll
         for (int i = 0; i < COUNT; ++i) {
             int k = k0 + row0 + i * step;
-            v[i] = (live && k < k_len) ? at[k * plane] : 0.0f;
+            v[i] = Math::from((live && k < k_len) ? at[k * plane] : 0.0f);
         }
     }
 };
@@ -259,7 +259,8 @@ template <class X> struct InputTaps {
             }
         }
     }
-    template <int COUNT> __device__ void fetch_rows(int r, int row0, int step, float* v) const {
+    template <class Math, int COUNT>
+    __device__ void fetch_rows(int r, int row0, int step, typename Math::Elem* v) const {
         bool live = r < r_len;
         int plane = ho * wo, rr = live ? r : 0;
         int img = rr / plane, p = rr - img * plane, oh = p / wo, ow = p - oh * wo;
@@ -269,7 +270,7 @@ template <class X> struct InputTaps {
         for (int i = 0; i < COUNT; ++i) {
             int j = row0 + i * step, ih = ih0 + tap_dh[j], iw = iw0 + tap_dw[j];
             bool in = live && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
-            v[i] = in ? load_f32(at, tap_c[j] + ih * w + iw) : 0.0f;
+            v[i] = in ? Math::from(at[tap_c[j] + ih * w + iw]) : Math::zero();
         }
     }
 };
@@ -288,14 +289,20 @@ struct Bf16Math {
     typedef unsigned short Elem;
     static const int K_TILE = 32;
     static const int LD = K_TILE + 8;
-    static __device__ __forceinline__ Elem element(float v) { return bf16_bits(v); }
+    // f32 rounded to nearest even; bf16 storage taken as it is (no widening and rounding back).
+    static __device__ __forceinline__ Elem from(float v) { return bf16_bits(v); }
+    static __device__ __forceinline__ Elem from(unsigned short bits) { return bits; }
+    static __device__ __forceinline__ Elem zero() { return 0; }
     template <int RUN> static __device__ __forceinline__ void store(Elem* tile, int row, int part,
-                                                                    const float* v) {
+                                                                    const Elem* v) {
         uint4* dst = (uint4*)(tile + row * LD + part * RUN);
 #pragma unroll
         for (int i = 0; i < RUN / 8; ++i)
-            dst[i] = make_uint4(bf16_pair(v[8 * i], v[8 * i + 1]), bf16_pair(v[8 * i + 2], v[8 * i + 3]),
-                                bf16_pair(v[8 * i + 4], v[8 * i + 5]), bf16_pair(v[8 * i + 6], v[8 * i + 7]));
+            dst[i] = make_uint4(pair(v[8 * i], v[8 * i + 1]), pair(v[8 * i + 2], v[8 * i + 3]),
+                                pair(v[8 * i + 4], v[8 * i + 5]), pair(v[8 * i + 6], v[8 * i + 7]));
+    }
+    static __device__ __forceinline__ unsigned pair(Elem lo, Elem hi) {
+        return (unsigned)lo | ((unsigned)hi << 16);
     }
     // A fragment: rows g, g+8 x columns 2t, 2t+1 (and +8); B: columns (k) 2t, 2t+1 (and +8)
     // of row (n) g: pairs along k, one 32-bit load each.
@@ -335,9 +342,11 @@ template <int PASSES> struct Tf32Math {
     typedef float Elem;
     static const int K_TILE = 16;
     static const int LD = K_TILE + 4;
-    static __device__ __forceinline__ Elem element(float v) { return v; }
+    static __device__ __forceinline__ Elem from(float v) { return v; }
+    static __device__ __forceinline__ Elem from(unsigned short bits) { return bf16_value(bits); }
+    static __device__ __forceinline__ Elem zero() { return 0.0f; }
     template <int RUN> static __device__ __forceinline__ void store(Elem* tile, int row, int part,
-                                                                    const float* v) {
+                                                                    const Elem* v) {
         float4* dst = (float4*)(tile + row * LD + part * RUN);
 #pragma unroll
         for (int i = 0; i < RUN / 4; ++i) dst[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
@@ -381,14 +390,15 @@ template <int PASSES> struct Tf32Math {
 };
 
 // ---- Moving one operand's ROWS x K_TILE slice from global to shared memory through
-// registers (fetch: the loads; store: rounded into the tile), in the gather's shape. ----
+// registers (fetch: the loads, in the arithmetic's element type; store: into the tile), in the
+// gather's shape. ----
 
 // Row-major gathers: thread tid owns row tid % ROWS and the (tid / ROWS)-th run of RUN k.
 template <class Math, class G, int ROWS, int SIZE, bool R_MAJOR = G::R_MAJOR> struct TileLoad {
     static const int PARTS = SIZE / ROWS, RUN = Math::K_TILE / PARTS;
-    float v[RUN];
+    typename Math::Elem v[RUN];
     __device__ __forceinline__ void fetch(const G& g, int r0) {
-        g.template fetch<RUN>(r0 + (threadIdx.x / ROWS) * RUN, v);
+        g.template fetch<Math, RUN>(r0 + (threadIdx.x / ROWS) * RUN, v);
     }
     __device__ __forceinline__ void store(typename Math::Elem* tile) const {
         Math::template store<RUN>(tile, threadIdx.x % ROWS, threadIdx.x / ROWS, v);
@@ -398,14 +408,15 @@ template <class Math, class G, int ROWS, int SIZE, bool R_MAJOR = G::R_MAJOR> st
 // r-major gathers: thread tid owns column k = tid % K_TILE and rows tid / K_TILE + i * STEP.
 template <class Math, class G, int ROWS, int SIZE> struct TileLoad<Math, G, ROWS, SIZE, true> {
     static const int STEP = SIZE / Math::K_TILE, COUNT = ROWS / STEP;
-    float v[COUNT];
+    typename Math::Elem v[COUNT];
     __device__ __forceinline__ void fetch(const G& g, int r0) {
-        g.template fetch_rows<COUNT>(r0 + threadIdx.x % Math::K_TILE, threadIdx.x / Math::K_TILE, STEP, v);
+        g.template fetch_rows<Math, COUNT>(r0 + threadIdx.x % Math::K_TILE, threadIdx.x / Math::K_TILE, STEP,
+                                           v);
     }
     __device__ __forceinline__ void store(typename Math::Elem* tile) const {
         int k = threadIdx.x % Math::K_TILE, row = threadIdx.x / Math::K_TILE;
 #pragma unroll
-        for (int i = 0; i < COUNT; ++i) tile[(row + i * STEP) * Math::LD + k] = Math::element(v[i]);
+        for (int i = 0; i < COUNT; ++i) tile[(row + i * STEP) * Math::LD + k] = v[i];
     }
 };
 

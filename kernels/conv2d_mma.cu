@@ -9,7 +9,10 @@
 //   conv2d_mma_fwd_<x>_to_<y>(x, w, y, G)  y[n,k,p] = sum_(c,u,v) w[k,c,u,v] x[n,c,oh*s-pad+u,
 //     ow*s-pad+v]: M = K, N = batch*Ho*Wo, R = C*kh*kw. x and y each f32 or bf16 bits.
 //   conv2d_mma_bwd_input_f32(dy, w, dx, G)  dx[n,c,ih,iw] = sum_(k,u,v) w[k,c,u,v] dy[n,k,oh,ow]
-//     with oh*s = ih+pad-u, ow*s = iw+pad-v inside the output: M = C, N = batch*H*W, R = K*kh*kw.
+//     with oh*s = ih+pad-u, ow*s = iw+pad-v inside the output, for the input positions of stride
+//     phase (G.phase_h, G.phase_w) only ((ih+pad) % s, (iw+pad) % s; see StridePhase): M = C,
+//     N = batch * the phase's positions, R = K * the phase's taps. One launch per phase with
+//     taps and positions; dx must be zero where a phase has no taps (1x1 stride 2).
 //   conv2d_mma_bwd_weight_<x>(dy, x, part, G)  part[z,k,(c,u,v)] = the sum of dy[n,k,p] x[...]
 //     over split z's output positions r in [z*split_len, (z+1)*split_len): M = K, N = C*kh*kw,
 //     R = batch*Ho*Wo. With one split part is dw itself.
@@ -39,7 +42,21 @@ template <int TM> struct Block {
 
 // Layout mirrored by `MmaConvGeom` in src/backend/cuda/conv2d/implicit_gemm.rs (all i32).
 struct MmaConvGeom {
-    int n, c, h, w, k, kh, kw, stride, pad, ho, wo, split_len;
+    int n, c, h, w, k, kh, kw, stride, pad, ho, wo, split_len, phase_h, phase_w;
+};
+
+// The input gradient one stride phase at a time: input rows ih with (ih + pad) % s == phase_h
+// receive only the taps u = phase_h + s*a (from output row oh = i + base - a, where
+// ih = first + s*i), so each phase is a dense product over its own taps, with none of the
+// s*s - 1 of every s*s taps a strided gather would skip. Stride 1 is the one phase (0, 0).
+struct StridePhase {
+    int first, count, taps, base;  // first row, rows, taps, oh of (i = 0, a = 0)
+    __device__ StridePhase(int phase, int size, int kernel, int stride, int pad) {
+        first = ((phase - pad) % stride + stride) % stride;
+        count = first < size ? (size - first + stride - 1) / stride : 0;
+        taps = phase < kernel ? (kernel - phase + stride - 1) / stride : 0;
+        base = (first + pad - phase) / stride;  // exact: first + pad = phase (mod stride), >= 0
+    }
 };
 
 __device__ __forceinline__ void mma_bf16_16816(float c[4], const unsigned a[4], const unsigned b[2]) {
@@ -112,22 +129,32 @@ struct WeightRows {
     }
 };
 
-// bwd_input A: w[k, c, u, v] as row c, column r = (k, u, v).
+// bwd_input A (one stride phase): w[k, c, phase_h + s*a, phase_w + s*b] as row c, column
+// r = (k, a, b).
 struct WeightColumns {
     static const bool R_MAJOR = false;
     const float* w;
-    int taps, per_k, r_len;  // taps = kh*kw, per_k = C*taps
+    int taps_h, taps_w, taps, per_k, step_h, step_w, r_len;  // per_k = C*kh*kw
     bool live;
-    __device__ WeightColumns(const float* w_, int c, const MmaConvGeom& g)
-        : w(w_ + (c < g.c ? c : 0) * g.kh * g.kw), taps(g.kh * g.kw),
-          per_k(g.c * g.kh * g.kw), r_len(g.k * g.kh * g.kw), live(c < g.c) {}
+    __device__ WeightColumns(const float* w_, int c, const MmaConvGeom& g) {
+        StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+        live = c < g.c;
+        w = w_ + (live ? c : 0) * g.kh * g.kw + g.phase_h * g.kw + g.phase_w;
+        taps_h = ph.taps;
+        taps_w = pw.taps;
+        taps = ph.taps * pw.taps;
+        per_k = g.c * g.kh * g.kw;
+        step_h = g.stride * g.kw;
+        step_w = g.stride;
+        r_len = g.k * taps;
+    }
     __device__ void prepare() const {}
     template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
-        int k = r0 / taps, uv = r0 - k * taps;
+        int k = r0 / taps, ab = r0 - k * taps, a = ab / taps_w, b = ab - a * taps_w;
 #pragma unroll
         for (int i = 0; i < RUN; ++i) {
-            v[i] = Math::from((live && r0 + i < r_len) ? w[k * per_k + uv] : 0.0f);
-            if (++uv == taps) { uv = 0; ++k; }
+            v[i] = Math::from((live && r0 + i < r_len) ? w[k * per_k + a * step_h + b * step_w] : 0.0f);
+            if (++b == taps_w) { b = 0; if (++a == taps_h) { a = 0; ++k; } }
         }
     }
 };
@@ -163,42 +190,41 @@ template <class X> struct InputWindow {
     }
 };
 
-// bwd_input B: the output gradients input position j = (n, ih, iw) received, column
-// r = (k, u, v): dy[n, k, oh, ow] where oh*s = ih+pad-u and ow*s = iw+pad-v.
+// bwd_input B (one stride phase): for the phase's input position j = (n, i, jw), i.e.
+// (ih, iw) = (first_h + s*i, first_w + s*jw), column r = (k, a, b): dy[n, k, oh, ow] with
+// oh = i + base_h - a, ow = jw + base_w - b when inside the output.
 struct GradWindow {
     static const bool R_MAJOR = false;
     const float* dy;
-    int th0, tw0, kh, kw, stride, ho, wo, plane, r_len;
+    int oh0, ow0, taps_h, taps_w, taps, ho, wo, plane, r_len;
     bool live;
-    __device__ GradWindow(const float* dy_, int j, const MmaConvGeom& g)
-        : kh(g.kh), kw(g.kw), stride(g.stride), ho(g.ho), wo(g.wo), plane(g.ho * g.wo),
-          r_len(g.k * g.kh * g.kw) {
-        int per_image = g.h * g.w;
+    __device__ GradWindow(const float* dy_, int j, const MmaConvGeom& g) {
+        StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+        int per_image = ph.count * pw.count;
         live = j < g.n * per_image;
         int jj = live ? j : 0;
         int img = jj / per_image, q = jj - img * per_image;
-        int ih = q / g.w, iw = q - ih * g.w;
-        th0 = ih + g.pad;
-        tw0 = iw + g.pad;
+        int i = q / pw.count, jw = q - i * pw.count;
+        oh0 = i + ph.base;
+        ow0 = jw + pw.base;
+        taps_h = ph.taps;
+        taps_w = pw.taps;
+        taps = ph.taps * pw.taps;
+        ho = g.ho;
+        wo = g.wo;
+        plane = g.ho * g.wo;
+        r_len = g.k * taps;
         dy = dy_ + img * g.k * plane;
     }
     __device__ void prepare() const {}
     template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
-        int taps = kh * kw;
-        int k = r0 / taps, uv = r0 - k * taps, u = uv / kw, t = uv - u * kw;
+        int k = r0 / taps, ab = r0 - k * taps, a = ab / taps_w, b = ab - a * taps_w;
 #pragma unroll
         for (int i = 0; i < RUN; ++i) {
-            int th = th0 - u, tw = tw0 - t;
-            bool in = live && r0 + i < r_len && th >= 0 && tw >= 0;
-            int oh = th, ow = tw;
-            if (stride != 1) {
-                in = in && th % stride == 0 && tw % stride == 0;
-                oh = th / stride;
-                ow = tw / stride;
-            }
-            in = in && oh < ho && ow < wo;
+            int oh = oh0 - a, ow = ow0 - b;
+            bool in = live && r0 + i < r_len && (unsigned)oh < (unsigned)ho && (unsigned)ow < (unsigned)wo;
             v[i] = Math::from(in ? dy[k * plane + oh * wo + ow] : 0.0f);
-            if (++t == kw) { t = 0; if (++u == kh) { u = 0; ++k; } }
+            if (++b == taps_w) { b = 0; if (++a == taps_h) { a = 0; ++k; } }
         }
     }
 };
@@ -504,6 +530,17 @@ template <class Y> struct NchwOut {
     }
 };
 
+// dx[n, c, first_h + s*i, first_w + s*jw] from (m = c, column j = (n, i, jw)) of one phase.
+struct PhaseOut {
+    float* dx;
+    int channels, h, w, rows, cols, first_h, first_w, stride;
+    __device__ void operator()(int m, int j, float v) const {
+        int per_image = rows * cols, img = j / per_image, q = j - img * per_image;
+        int i = q / cols, jw = q - i * cols;
+        dx[((img * channels + m) * h + first_h + stride * i) * w + first_w + stride * jw] = v;
+    }
+};
+
 struct RowMajorOut {
     float* c;
     int n_len;
@@ -524,13 +561,14 @@ __device__ void conv_mma_fwd(const X* x, const float* w, Y* y, const MmaConvGeom
 
 template <class Math, int TM>
 __device__ void conv_mma_bwd_input(const float* dy, const float* w, float* dx, const MmaConvGeom& g) {
-    int m_len = g.c, n_len = g.n * g.h * g.w, r_len = g.k * g.kh * g.kw;
+    StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+    int m_len = g.c, n_len = g.n * ph.count * pw.count, r_len = g.k * ph.taps * pw.taps;
     BlockTile bt(m_len, n_len, TM);
     WeightColumns ga(w, bt.m0 + threadIdx.x % TM, g);
     GradWindow gb(dy, bt.n0 + threadIdx.x % TILE_N, g);
     float acc[2][8][4];
     tile_product<Math, TM>(ga, gb, 0, r_len, acc);
-    NchwOut<float> out = {dx, g.c, g.h * g.w};
+    PhaseOut out = {dx, g.c, g.h, g.w, ph.count, pw.count, ph.first, pw.first, g.stride};
     store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
 }
 

@@ -452,7 +452,11 @@ if not ok: fails.append('add_bf16')
 # Implicit-GEMM tensor-core convs (conv2d_mma.cu), 128 threads per block with the mma's fragment
 # layout emulated: element by element against numpy on the same bf16-rounded operands (summed
 # in float64), and by norm against the CPU's f32 dump as the GPU selftest does.
-class MG(C.Structure): _fields_ = [(k, Ii) for k in ['n','c','h','w','k','kh','kw','stride','pad','ho','wo','split_len']]
+class MG(C.Structure): _fields_ = [(k, Ii) for k in ['n','c','h','w','k','kh','kw','stride','pad','ho','wo','split_len','phase_h','phase_w']]
+def stride_phase(phase, size, kernel, stride, pad):
+    # implicit_gemm.rs StridePhase::of: (first, count, taps).
+    first = (phase - pad) % stride
+    return first, (cdiv(size - first, stride) if first < size else 0), (cdiv(kernel - phase, stride) if phase < kernel else 0)
 cdiv = lambda a, b: -(-a // b)
 def wgrad_splits(m, n, r):
     # implicit_gemm.rs weight_grad_splits: (splits, positions per split).
@@ -483,7 +487,7 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     nsplit, slen = wgrad_splits(k, c*ks*ks, n*ho*wo)
     assert nsplit == splits, (case, nsplit, slen)  # the case crosses the split edges it says it does
     g = MG()
-    for f, v in zip([f for f, _ in MG._fields_], [n, c, h, w, k, ks, ks, s, p, ho, wo, slen]): setattr(g, f, v)
+    for f, v in zip([f for f, _ in MG._fields_], [n, c, h, w, k, ks, ks, s, p, ho, wo, slen, 0, 0]): setattr(g, f, v)
     vp16 = lambda a: a.ctypes.data_as(C.c_void_p)
     xin = vp16(bf16_bits(x)) if x_bf16 else x
     y = np.zeros(n*k*ho*wo, '<u2' if y_bf16 else 'f4')
@@ -499,8 +503,16 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     fwd = f"_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else '_fwd_f32'
     launch(fwd, k, n*ho*wo, math != 'bf16' or (x_bf16 and y_bf16), xin, wt, vp16(y), g)
     y = widen(y) if y_bf16 else y
-    dx = np.zeros(n*c*h*w, 'f4')
-    launch('_bwd_input_f32', c, n*h*w, True, dy, wt, dx, g)
+    # The input gradient one stride phase at a time (every position once; no taps: zeros).
+    dx = np.zeros(n*c*h*w, 'f4'); launched = 0
+    for ph_h in range(s):
+        for ph_w in range(s):
+            (_, rows, taps_h), (_, cols, taps_w) = stride_phase(ph_h, h, ks, s, p), stride_phase(ph_w, w, ks, s, p)
+            if rows * cols == 0 or taps_h * taps_w == 0: continue
+            g.phase_h, g.phase_w = ph_h, ph_w; launched += 1
+            launch('_bwd_input_f32', c, n*rows*cols, True, dy, wt, dx, g)
+    g.phase_h, g.phase_w = 0, 0
+    assert launched == (s*s if ks >= s else 1), (case, launched)
     part = np.zeros(nsplit*len(wt), 'f4'); dw = np.zeros(len(wt), 'f4')
     launch(f"_bwd_weight_{'bf16' if x_bf16 else 'f32'}", k, c*ks*ks, tall_x, dy, xin, part, g, z=nsplit)
     if nsplit > 1: call('conv2d_mma', 'conv2d_mma_sum_splits', part, dw, I(len(wt)), Ii(nsplit))
@@ -522,6 +534,7 @@ conv_mma_case('conv2d_tf32_5x5_s2_p2', 2,3,40,36,6,5,2,2, False, False, 3, 'tf32
 conv_mma_case('conv2d_tf32x3_3x3_s1_p1__f32_mode_', 2,5,11,13,70,3,1,1, False, False, 2, 'tf32x3')
 conv_mma_case('conv2d_tf32x3_1x1__f32_mode_', 2,12,9,7,10,1,1,0, False, False, 1, 'tf32x3')
 conv_mma_case('conv2d_tf32x3_5x5_s2_p2__f32_mode_', 2,3,40,36,6,5,2,2, False, False, 3, 'tf32x3')
+conv_mma_case('conv2d_tf32x3_1x1_s2__f32_mode_', 2,5,9,8,6,1,2,0, False, False, 1, 'tf32x3')
 # Parity cases this script does not run, and why; any other unchecked case is a failure, so a new
 # case gets its emulation (or a reason here) when it is added.
 NOT_EMULATED = {

@@ -36,8 +36,10 @@ struct MmaConvGeom {
     ho: i32,
     wo: i32,
     split_len: i32,
+    phase_h: i32,
+    phase_w: i32,
 }
-// SAFETY: twelve i32, `repr(C)`, the layout of the CUDA struct.
+// SAFETY: fourteen i32, `repr(C)`, the layout of the CUDA struct.
 unsafe impl DeviceRepr for MmaConvGeom {}
 
 /// The block tiles of conv2d_mma.cu: 64 or 128 rows (`TM`, 2·TM threads) by `TILE_N` columns;
@@ -162,7 +164,38 @@ fn geom(g: &Conv2dGeometry, split_len: usize) -> Result<MmaConvGeom> {
         ho: i(g.out_h()),
         wo: i(g.out_w()),
         split_len: i(split_len),
+        phase_h: 0,
+        phase_w: 0,
     })
+}
+
+/// One stride phase along one axis, as `StridePhase` of conv2d_mma.cu: the input positions
+/// `first + s·i` (`count` of them) with `(position + pad) % s == phase`, and the `taps` kernel
+/// offsets `phase + s·a` that reach them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StridePhase {
+    pub first: usize,
+    pub count: usize,
+    pub taps: usize,
+}
+
+impl StridePhase {
+    pub(crate) fn of(phase: usize, size: usize, kernel: usize, stride: usize, pad: usize) -> Self {
+        let first = (phase + stride - pad % stride) % stride;
+        StridePhase {
+            first,
+            count: if first < size {
+                (size - first).div_ceil(stride)
+            } else {
+                0
+            },
+            taps: if phase < kernel {
+                (kernel - phase).div_ceil(stride)
+            } else {
+                0
+            },
+        }
+    }
 }
 
 /// Runs `pick` over the `m_len × n_len` product (`splits` times) on `(a, b, c)`.
@@ -246,10 +279,30 @@ pub fn bwd_input(
     let mg = geom(g, 0)?;
     check_len("conv2d_bwd_input", "dy", dy, g.y_len())?;
     check_len("conv2d_bwd_input", "w", w, g.w_len())?;
-    let mut dx = dev.alloc(g.x_len())?;
-    let shape = (g.in_channels, g.batch * g.in_h * g.in_w, 1);
+    let s = g.stride;
+    // A phase without taps (a kernel smaller than the stride) leaves its positions at zero.
+    let mut dx = if g.kernel_h < s || g.kernel_w < s {
+        dev.zeros(g.x_len())?
+    } else {
+        dev.alloc(g.x_len())?
+    };
     let pick = kernels(dev.matrix_precision()).bwd_input;
-    launch(dev, pick, shape, (dy, w, &mut dx), &mg)?;
+    for phase_h in 0..s {
+        let ph = StridePhase::of(phase_h, g.in_h, g.kernel_h, s, g.padding);
+        for phase_w in 0..s {
+            let pw = StridePhase::of(phase_w, g.in_w, g.kernel_w, s, g.padding);
+            if ph.count * pw.count == 0 || ph.taps * pw.taps == 0 {
+                continue;
+            }
+            let shape = (g.in_channels, g.batch * ph.count * pw.count, 1);
+            let mg = MmaConvGeom {
+                phase_h: phase_h as i32,
+                phase_w: phase_w as i32,
+                ..mg
+            };
+            launch(dev, pick, shape, (dy, w, &mut dx), &mg)?;
+        }
+    }
     Ok(dx)
 }
 
@@ -352,6 +405,43 @@ mod tests {
         }
         let err = ConvAlgorithm::from_name("cudnn").unwrap_err().to_string();
         assert!(err.contains("cudnn") && err.contains("implicit"), "{err}");
+    }
+
+    #[test]
+    fn stride_phases_cover_every_input_position_and_tap_once() {
+        for (size, kernel, stride, pad) in [
+            (13, 3, 2, 1),
+            (11, 5, 2, 2),
+            (9, 1, 2, 0),
+            (10, 3, 3, 0),
+            (7, 3, 1, 1),
+        ] {
+            let mut positions = vec![0; size];
+            let mut taps = vec![0; kernel];
+            for phase in 0..stride {
+                let p = StridePhase::of(phase, size, kernel, stride, pad);
+                for i in 0..p.count {
+                    let at = p.first + stride * i;
+                    assert_eq!((at + pad) % stride, phase);
+                    positions[at] += 1;
+                }
+                for a in 0..p.taps {
+                    taps[phase + stride * a] += 1;
+                }
+                // The kernel's first output row: (first + pad - phase) / stride, exact.
+                assert_eq!((p.first + pad + stride - phase) % stride, 0);
+            }
+            assert!(
+                positions.iter().all(|&c| c == 1),
+                "{size} {kernel} {stride} {pad}: {positions:?}"
+            );
+            assert!(
+                taps.iter().all(|&c| c == 1),
+                "{size} {kernel} {stride} {pad}: {taps:?}"
+            );
+        }
+        // 1×1 stride 2: the odd positions get no tap.
+        assert_eq!(StridePhase::of(1, 9, 1, 2, 0).taps, 0);
     }
 
     #[test]

@@ -149,6 +149,14 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             F32_IN_OUT,
             geo(2, 3, 40, 36, 6, 5, 2, 2, 1),
         ),
+        // 1×1 stride 2: three of the four stride phases of the input gradient get no tap
+        // (zeros), the fourth one.
+        conv_case(
+            "conv2d tf32x3 1x1 s2 (f32 mode)",
+            &TF32X3[..3],
+            F32_IN_OUT,
+            geo(2, 5, 9, 8, 6, 1, 2, 0, 1),
+        ),
         conv_case(
             "conv2d tf32x3 128-row tiles (f32 mode)",
             &[

@@ -24,6 +24,18 @@ fn bad_sizes_and_batches_are_refused_with_a_reason() {
             "one value per channel",
         ),
         (&["--model", "yolox-q"][..], "unknown YOLOX variant"),
+        // A GPU conv algorithm on the CPU is refused, not ignored.
+        (
+            &[
+                "--model",
+                "yolox-nano",
+                "--size",
+                "64",
+                "--conv",
+                "implicit",
+            ][..],
+            "--conv",
+        ),
     ] {
         let out = bench_train(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -62,7 +62,7 @@ step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$
 # The implicit-GEMM tensor-core convs instead of im2col + cuBLAS (SSOD_CUDA_CONV=implicit):
 # bf16 products, TF32, and in f32 three TF32 products per product.
 for p in f32 bf16 tf32; do
-    step "bench-s-$p-implicit" 120 env SSOD_CUDA_CONV=implicit ./.device/ssod bench train $S --precision $p
+    step "bench-s-$p-implicit" 120 ./.device/ssod bench train $S --precision $p --conv implicit
 done
 # 3. Per conv layer, ssod (im2col and implicit GEMM side by side) next to cuDNN (which layers
 # lose, and which pass).

@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use rand::Rng;
 use ssod::autograd::{profile_restart, profile_table, set_profiling};
+use ssod::backend::cuda::ConvAlgorithm;
 use ssod::data::loader::Batch;
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::rng::rng_for;
@@ -57,6 +58,10 @@ pub struct BenchTrainArgs {
     /// activations between convs); the CPU always computes in f32
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// GPU convs with one group: im2col (im2col + cuBLAS) or implicit (implicit-GEMM tensor-core
+    /// kernels); default: SSOD_CUDA_CONV, else im2col
+    #[arg(long)]
+    pub conv: Option<String>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -165,6 +170,19 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             a.precision
         );
     }
+    let conv = match (device, a.conv.as_deref()) {
+        (Device::Cpu, Some(_)) => anyhow::bail!("--conv chooses among GPU conv algorithms"),
+        (Device::Cpu, None) => None,
+        (Device::Cuda, name) => {
+            let dev = ssod::backend::cuda::device()?;
+            if let Some(name) = name {
+                dev.set_conv_algorithm(
+                    ConvAlgorithm::from_name(name).map_err(|e| anyhow::anyhow!("--conv: {e}"))?,
+                );
+            }
+            Some(dev.conv_algorithm().name())
+        }
+    };
     let mut trainer = DetectorTrainer::new(model.clone(), cfg, 1000)?;
     trainer.to_device(device)?;
     // One warm-up step (first-touch allocations, thread pools, kernel compilation), not timed.
@@ -205,7 +223,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     if a.json {
         let obj = serde_json::json!({
-            "model": a.model, "size": a.size, "batch": a.batch, "steps": a.steps, "device": a.device, "precision": a.precision,
+            "model": a.model, "size": a.size, "batch": a.batch, "steps": a.steps, "device": a.device, "precision": a.precision, "conv": conv,
             "threads": threads, "params": model.num_params(),
             "images_per_s": images_per_s, "peak_mem_mb": peak, "gpu_mem_in_use_mb": gpu_mem_mb, "gpu_pool_peak_mb": gpu_peak_mb,
             "host_round_trips_per_step": round_trips,
@@ -216,8 +234,15 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&obj)?);
     } else {
         println!(
-            "{} at {}x{}, batch {}, {} steps, {} CPU threads, device {device}, precision {}",
-            a.model, a.size, a.size, a.batch, a.steps, threads, a.precision
+            "{} at {}x{}, batch {}, {} steps, {} CPU threads, device {device}, precision {}{}",
+            a.model,
+            a.size,
+            a.size,
+            a.batch,
+            a.steps,
+            threads,
+            a.precision,
+            conv.map_or(String::new(), |c| format!(", convs {c}"))
         );
         println!("images/s      {images_per_s:.2}");
         println!(

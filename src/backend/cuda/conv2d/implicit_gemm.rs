@@ -198,6 +198,22 @@ impl StridePhase {
     }
 }
 
+/// The kernels' `mma.sync` with bf16 and TF32 operands needs compute capability 8.0 or newer.
+fn check_tensor_cores(dev: &CudaDevice) -> Result<()> {
+    let digits: String = dev.arch().chars().filter(char::is_ascii_digit).collect();
+    match digits.parse::<u32>() {
+        Ok(cc) if cc >= 80 => Ok(()),
+        _ => Err(Error::op(
+            "conv2d (cuda, implicit gemm)",
+            format!(
+                "the implicit-GEMM convs need compute capability 8.0 or newer (bf16/TF32 \
+                 mma.sync); this GPU is {}: use the im2col convs (unset SSOD_CUDA_CONV)",
+                dev.arch()
+            ),
+        )),
+    }
+}
+
 /// Runs `pick` over the `m_len × n_len` product (`splits` times) on `(a, b, c)`.
 fn launch<A: DeviceRepr, B: DeviceRepr, C: DeviceRepr>(
     dev: &CudaDevice,
@@ -207,6 +223,7 @@ fn launch<A: DeviceRepr, B: DeviceRepr, C: DeviceRepr>(
     mg: &MmaConvGeom,
 ) -> Result<()> {
     let (sym, cfg) = pick.launch_for(m_len, n_len, splits)?;
+    check_tensor_cores(dev)?;
     let f = dev.function(KernelFile::Conv2dMma, sym)?;
     let mut lb = dev.stream().launch_builder(&f);
     lb.arg(a).arg(b).arg(c).arg(mg);

@@ -1,34 +1,38 @@
 // conv2d_mma.cu: 2-D convolution (forward, input gradient, weight gradient) as implicit GEMMs on
-// the tensor cores: bf16 operands (mma.sync m16n8k16), f32 accumulation, no column matrix.
+// the tensor cores, f32 accumulation, no column matrix.
 //
 // Contract (geometry as Conv2dGeometry in src/backend/cpu/conv2d.rs with groups == 1; grouped
-// and depthwise convs stay on conv2d.cu): NCHW; weights w [K,C,kh,kw] f32 (the master weights,
-// rounded to bf16 as they are read); x f32 or bf16 bits (bf16 storage); dy f32. Each operand is
-// rounded to bf16 once, when it enters shared memory (the rounding of the im2col + cuBLAS bf16
-// path); products of two bf16 are exact in f32 and sum in f32, in another order than cuBLAS's.
-//   conv2d_mma_fwd_<x>_to_<y>(x, w, y, G)  y[n,k,p] = sum_(c,u,v) w[k,c,u,v] x[n,c,oh*s-pad+u,
-//     ow*s-pad+v]: M = K, N = batch*Ho*Wo, R = C*kh*kw. x and y each f32 or bf16 bits.
-//   conv2d_mma_bwd_input_f32(dy, w, dx, G)  dx[n,c,ih,iw] = sum_(k,u,v) w[k,c,u,v] dy[n,k,oh,ow]
+// and depthwise convs stay on conv2d.cu): NCHW; weights w [K,C,kh,kw] f32 (the master weights);
+// x f32 or bf16 bits (bf16 storage); dy f32. Three arithmetics (the Math policies below), each
+// kernel name's prefix: conv2d_mma_* bf16 operands (mma.sync m16n8k16), each rounded to bf16
+// once as it is fetched (the rounding of the im2col + cuBLAS bf16 path; bf16 storage taken as
+// it is), products exact in f32; conv2d_tf32_* TF32 operands (m16n8k8, cvt.rna); and
+// conv2d_tf32x3_* three TF32 products per product (x = hi + lo), about f32's accuracy. Sums run
+// in f32, in another order than cuBLAS's. `_m128` marks the 128-row tile form.
+//   <prefix>_fwd_<x>_to_<y>(x, w, y, G)  y[n,k,p] = sum_(c,u,v) w[k,c,u,v] x[n,c,oh*s-pad+u,
+//     ow*s-pad+v]: M = K, N = batch*Ho*Wo, R = C*kh*kw. x and y each f32 or bf16 bits (bf16
+//     storage forms in the bf16 arithmetic only; the TF32 ones are <prefix>_fwd_f32).
+//   <prefix>_bwd_input_f32(dy, w, dx, G)  dx[n,c,ih,iw] = sum_(k,u,v) w[k,c,u,v] dy[n,k,oh,ow]
 //     with oh*s = ih+pad-u, ow*s = iw+pad-v inside the output, for the input positions of stride
 //     phase (G.phase_h, G.phase_w) only ((ih+pad) % s, (iw+pad) % s; see StridePhase): M = C,
 //     N = batch * the phase's positions, R = K * the phase's taps. One launch per phase with
 //     taps and positions; dx must be zero where a phase has no taps (1x1 stride 2).
-//   conv2d_mma_bwd_weight_<x>(dy, x, part, G)  part[z,k,(c,u,v)] = the sum of dy[n,k,p] x[...]
+//   <prefix>_bwd_weight_<x>(dy, x, part, G)  part[z,k,(c,u,v)] = the sum of dy[n,k,p] x[...]
 //     over split z's output positions r in [z*split_len, (z+1)*split_len): M = K, N = C*kh*kw,
 //     R = batch*Ho*Wo. With one split part is dw itself.
 //   conv2d_mma_sum_splits(part, dw, len, splits)  dw[i] = sum_z part[z*len+i], z in order.
 // Checked against: backend::cpu::conv2d::{fwd, bwd_input, bwd_weight} (selftest rows
-//   `conv2d mma *`), and in the host emulation with the PTX fragment layout of mma.sync
-//   (kernels/emu/emu.h runs a block's threads as OS threads, warps exchange registers).
+//   `conv2d mma *`, `conv2d tf32 *`, `conv2d tf32x3 *`), and in the host emulation with the PTX
+//   fragment layouts of mma.sync (kernels/emu/emu.h runs a block's threads as OS threads, warps
+//   exchange registers), element by element against numpy on the same rounded operands.
 // Launch geometry: blockDim.x == 2 * TM: TM x 128 block tiles, TM = 64 (four warps, 2 x 2) or
 //   128 for the `_m128` kernels (eight warps, 4 x 2); 1-D grid of tiles_n * tiles_m * splits
-//   blocks, tile_n fastest (blocks that share a
-//   weight tile run together). Offsets are int: the launcher keeps every tensor under 2^31
-//   elements and the partial sums under 2^26.
+//   blocks, tile_n fastest (blocks that share a weight tile run together). Offsets are int: the
+//   launcher keeps every tensor under 2^31 elements and the partial sums under 2^26.
 //   conv2d_mma_sum_splits: any 1-D grid-stride launch.
-// Check: cargo test --release --test cuda_kernels_compile (compiles for sm_80/sm_90 too, which
+// Check: cargo test --release --test cuda_kernels_compile (compiles for sm_90 too, which
 //   assembles the mma); CI=1 cargo test --release --test cuda_kernels_emulated;
-//   ssod selftest --device cuda; ssod bench conv --device cuda --precision bf16.
+//   ssod selftest --device cuda; ssod bench conv --device cuda --precision bf16 --conv both.
 
 #include "bf16.cuh"
 

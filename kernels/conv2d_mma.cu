@@ -168,7 +168,7 @@ template <class X> struct InputWindow {
     static const bool R_MAJOR = false;
     const X* x;
     int ih0, iw0, h, w, kh, kw, plane, r_len;
-    bool live;
+    bool live, pointwise;
     __device__ InputWindow(const X* x_, int j, const MmaConvGeom& g)
         : h(g.h), w(g.w), kh(g.kh), kw(g.kw), plane(g.h * g.w), r_len(g.c * g.kh * g.kw) {
         int per_image = g.ho * g.wo;
@@ -179,9 +179,19 @@ template <class X> struct InputWindow {
         ih0 = oh * g.stride - g.pad;
         iw0 = ow * g.stride - g.pad;
         x = x_ + img * g.c * plane;
+        pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     }
     __device__ void prepare() const {}
     template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
+        if (pointwise) {
+            // 1x1, stride 1, no padding (most of YOLOX's convs): the window is the position
+            // itself, always inside, and r is the channel.
+            const X* at = x + ih0 * w + iw0;
+#pragma unroll
+            for (int i = 0; i < RUN; ++i)
+                v[i] = (live && r0 + i < r_len) ? Math::from(at[(r0 + i) * plane]) : Math::zero();
+            return;
+        }
         int taps = kh * kw;
         int c = r0 / taps, uv = r0 - c * taps, u = uv / kw, t = uv - u * kw;
 #pragma unroll
@@ -592,18 +602,18 @@ __device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, co
 // The entry points: <prefix>_fwd / _bwd_input / _bwd_weight per arithmetic, block height and
 // storage format; `_m128` kernels have 128-row tiles (256 threads), the others 64 (128 threads).
 #define CONV_MMA_FWD(NAME, MATH, TM, X, Y)                                                          \
-    extern "C" __global__ void __launch_bounds__(2 * TM)                                            \
+    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
         NAME(const X* __restrict__ x, const float* __restrict__ w, Y* __restrict__ y, MmaConvGeom g) { \
         conv_mma_fwd<MATH, TM>(x, w, y, g);                                                         \
     }
 #define CONV_MMA_BWD_INPUT(NAME, MATH, TM)                                                          \
-    extern "C" __global__ void __launch_bounds__(2 * TM)                                            \
+    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
         NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,     \
              MmaConvGeom g) {                                                                       \
         conv_mma_bwd_input<MATH, TM>(dy, w, dx, g);                                                 \
     }
 #define CONV_MMA_BWD_WEIGHT(NAME, MATH, TM, X)                                                      \
-    extern "C" __global__ void __launch_bounds__(2 * TM)                                            \
+    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
         NAME(const float* __restrict__ dy, const X* __restrict__ x, float* __restrict__ part,      \
              MmaConvGeom g) {                                                                       \
         conv_mma_bwd_weight<MATH, TM>(dy, x, part, g);                                              \

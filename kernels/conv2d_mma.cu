@@ -324,7 +324,7 @@ __device__ __forceinline__ unsigned shared_pair(const unsigned short* p) {
     return *(const unsigned*)p;
 }
 
-// bf16 operands (each value rounded to nearest even once, as it is stored), mma.m16n8k16.
+// bf16 operands (f32 values rounded to nearest even once, as they are fetched), mma.m16n8k16.
 struct Bf16Math {
     typedef unsigned short Elem;
     static const int K_TILE = 32;

@@ -51,19 +51,18 @@ fi
 [ "${SKIP_BENCH:-0}" = 1 ] && exit "$failed"
 
 # 2. Benchmarks, most wanted first (a call that runs out of time loses the tail): the issue's
-# target (ssod next to PyTorch eager, f32 and bf16), then the conv layers next to cuDNN and the
-# card's matrix rate, then the A/B runs of this code's switches.
+# target (ssod next to PyTorch eager, bf16 and f32, with the im2col convs and with the
+# implicit-GEMM tensor-core convs: bf16 products, and in f32 three TF32 products per product),
+# then the conv layers both ways next to cuDNN and the card's matrix rate, then A/B runs of the
+# older switches (their answers are in BENCHMARKS.md: last when time is short).
 S="--model yolox-s --size 640 --batch 16 --steps 8 --gts 30 --device cuda"
 T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
-step bench-s-f32 120 ./.device/ssod bench train $S --precision f32
-step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
 step bench-s-bf16 120 ./.device/ssod bench train $S --precision bf16
+step bench-s-bf16-implicit 120 ./.device/ssod bench train $S --precision bf16 --conv implicit
 step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
-# The implicit-GEMM tensor-core convs instead of im2col + cuBLAS (SSOD_CUDA_CONV=implicit):
-# bf16 products, TF32, and in f32 three TF32 products per product.
-for p in f32 bf16 tf32; do
-    step "bench-s-$p-implicit" 120 ./.device/ssod bench train $S --precision $p --conv implicit
-done
+step bench-s-f32 120 ./.device/ssod bench train $S --precision f32
+step bench-s-f32-implicit 120 ./.device/ssod bench train $S --precision f32 --conv implicit
+step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
 # 3. Per conv layer, ssod (im2col and implicit GEMM side by side) next to cuDNN (which layers
 # lose, and which pass).
 for p in bf16 f32; do
@@ -72,8 +71,11 @@ for p in bf16 f32; do
         --precision $p --conv both --json "$OUT/conv-s-$p.json"
     step "torch-conv-s-$p" 120 "$PY" benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
 done
-step bench-s-bf16-profile 120 ./.device/ssod bench train $S --precision bf16 --profile-ops
+step bench-s-bf16-implicit-profile 120 ./.device/ssod bench train $S --precision bf16 --conv implicit \
+    --profile-ops
 step bench-s-tf32 120 ./.device/ssod bench train $S --precision tf32
+step bench-s-tf32-implicit 120 ./.device/ssod bench train $S --precision tf32 --conv implicit
+step bench-simota 60 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
 # bf16 products with every activation kept f32 (backend/cuda/bf16.rs): what the storage gains.
 step bench-s-bf16-f32storage 120 env SSOD_CUDA_BF16_STORAGE=0 ./.device/ssod bench train $S \
     --precision bf16
@@ -83,6 +85,5 @@ step bench-s-f32-poolrelease 120 env SSOD_CUDA_POOL_RELEASE=1 ./.device/ssod ben
     --precision f32
 # The weight gradient's split reduction (conv2d/weight_grad.rs) against no split, f32.
 step conv-s-f32-nosplit 120 env SSOD_CUDA_WGRAD_SLICE=0 ./.device/ssod bench conv --model yolox-s \
-    --size 640 --batch 16 --device cuda --precision f32
-step bench-simota 60 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
+    --size 640 --batch 16 --device cuda --precision f32 --conv im2col
 exit "$failed"

@@ -23,7 +23,9 @@ step() {  # step NAME SECONDS COMMAND...
     local t0=$SECONDS
     echo "=== $name (limit ${limit}s)"
     if timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1; then
-        echo "    ok in $((SECONDS - t0)) s"
+        echo "    ok in $((SECONDS - t0)) s; last lines:"
+        # Only about eight files come back from a device call: the results travel on stdout.
+        tail -n 6 "$OUT/$name.txt" | sed 's/^/    /'
     else
         echo "    FAILED (exit $?) in $((SECONDS - t0)) s; last lines:"
         tail -n 15 "$OUT/$name.txt" | sed 's/^/    /'

@@ -52,10 +52,20 @@ impl SelftestCommand {
             Some(d) => selftest::run_cuda(d, args.seed, |l| println!("{l}")),
             None => selftest::run_cpu(args.seed, |l| println!("{l}")),
         };
-        let failed = rows.iter().filter(|r| !r.passed()).count();
-        println!("{} rows, {} failed", rows.len(), failed);
-        if failed > 0 {
-            anyhow::bail!("selftest: {failed} of {} rows failed", rows.len());
+        let failed: Vec<String> = rows
+            .iter()
+            .filter(|r| !r.passed())
+            .map(|r| format!("{} / {}", r.case, r.output))
+            .collect();
+        println!("{} rows, {} failed", rows.len(), failed.len());
+        if !failed.is_empty() {
+            // Named again at the end, where a log's tail shows them.
+            anyhow::bail!(
+                "selftest: {} of {} rows failed: {}",
+                failed.len(),
+                rows.len(),
+                failed.join("; ")
+            );
         }
         Ok(())
     }

@@ -495,6 +495,9 @@ __device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end,
             la.fetch(ga, next);
             lb.fetch(gb, next);
         }
+        // mma.sync.aligned wants the whole warp converged; the gathers' per-lane predicates
+        // should leave it so, and this makes sure.
+        __syncwarp();
         Math::multiply(a_tile, b_tile, wm, wn, g, t, acc);
     }
 }

@@ -49,6 +49,10 @@ extern "C" void emu_set_threads(unsigned n) {
     }
 }
 extern "C" void emu_set_thread(unsigned t) { threadIdx.x = t; }
+// A meeting of the calling thread's warp (whole warps only, as the kernels that use it launch).
+static inline void __syncwarp(unsigned = 0xffffffffu) {
+    if (emu_threads > 1) pthread_barrier_wait(&emu_warp_barrier[threadIdx.x >> 5]);
+}
 // run.py walks a grid block by block: it sets the block's index and the grid's size before
 // each call of a kernel whose blocks split the work (the others run as one block).
 extern "C" void emu_set_block(unsigned block, unsigned grid) { blockIdx.x = block; gridDim.x = grid; }

@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <algorithm>
 #include <pthread.h>
-// Compiled for the host: kernels that need warp-level instructions (mma.cuh) take their
-// emulated arm under this macro.
+// Compiled for the host: kernels with warp-level instructions (conv2d_mma.cu's mma and cvt)
+// take their emulated arm under this macro.
 #define SSOD_EMULATION 1
 struct emu_dim3 { unsigned x, y, z; };
 static emu_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
@@ -44,7 +44,7 @@ extern "C" void emu_set_threads(unsigned n) {
     blockDim.x = emu_threads;
     if (emu_threads > 1) {
         pthread_barrier_init(&emu_block_barrier, nullptr, emu_threads);
-        // Warps are whole (call_threads refuses other sizes for kernels that use them).
+        // Warps are whole: call_threads refuses a block size that is not a multiple of 32.
         for (unsigned w = 0; w < (emu_threads + 31) / 32; ++w) pthread_barrier_init(&emu_warp_barrier[w], nullptr, 32);
     }
 }
@@ -60,9 +60,7 @@ extern "C" void emu_set_block(unsigned block, unsigned grid) { blockIdx.x = bloc
 // layout (groupID g = lane >> 2, t = lane & 3): A (16x16, row-major) reg 0 = row g, cols 2t,2t+1;
 // reg 1 = row g+8; reg 2 = row g, cols 2t+8,2t+9; reg 3 = row g+8, cols 2t+8,2t+9. B (16x8)
 // reg 0 = rows (k) 2t,2t+1 of col g; reg 1 = rows 2t+8,2t+9. C/D: c0,c1 = row g, cols 2t,2t+1;
-// c2,c3 = row g+8. The lower half of a register is the lower index. Every lane posts its
-// registers, the warp meets, each lane computes its own four outputs from everyone's
-// registers, and the warp meets again before the exchange is reused.
+// c2,c3 = row g+8. The lower half of a register is the lower index.
 static unsigned emu_mma_a[32][32][4], emu_mma_b[32][32][2];
 static inline float emu_bf16_half(unsigned reg, int high) {
     unsigned bits = high ? (reg >> 16) : (reg & 0xffffu);
@@ -122,7 +120,8 @@ static inline void emu_mma_tf32_1688(float c[4], const unsigned a[4], const unsi
     emu_mma(c, a, b, 8, [](unsigned warp, unsigned row, unsigned col, unsigned k) {
         unsigned a_lane = (row % 8) * 4 + k % 4, a_reg = (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0);
         unsigned b_lane = col * 4 + k % 4, b_reg = k >= 4 ? 1 : 0;
-        // A product of two TF32 values is exact in double; the f32 sum rounds as the GPU's.
+        // A product of two TF32 values is exact; the sum is f32 (the tensor cores' own
+        // summation order and rounding differ a little).
         return (float)((double)emu_tf32_value(emu_mma_a[warp][a_lane][a_reg]) *
                        (double)emu_tf32_value(emu_mma_b[warp][b_lane][b_reg]));
     });

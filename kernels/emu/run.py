@@ -1,8 +1,9 @@
-# Host emulation of kernels/*.cu (one thread, one block): runs every parity case of
-# src/backend/cuda/selftest/cases/*.rs through the kernels compiled by g++ and compares with the
-# CPU outputs dumped by the test that drives this script (tests/cuda_kernels_emulated.rs).
-# Checks the kernels' arithmetic and indexing, not their parallel parts (block trees run with
-# THREADS = 1, no races can show) nor the cuBLAS calls (numpy stands in for sgemm).
+# Host emulation of kernels/*.cu: runs every parity case of src/backend/cuda/selftest/cases/*.rs
+# through the kernels compiled by g++ and compares with the CPU outputs dumped by the test that
+# drives this script (tests/cuda_kernels_emulated.rs). Most kernels run one thread per block
+# (call, call_grid): their arithmetic and indexing are checked, not their parallel parts (block
+# trees run with THREADS = 1) nor the cuBLAS calls (numpy stands in for sgemm). The tensor-core
+# convs run every thread of a block (call_threads: barriers and warp exchanges real).
 # Usage: python3 run.py <workdir> (<workdir>/lib<file>.so and <workdir>/dump/<case>/); the test
 # `cargo test --release --test cuda_kernels_emulated` prepares both and runs it.
 import ctypes as C, numpy as np, os, sys
@@ -32,6 +33,7 @@ def call_threads(lib, sym, grid, threads, *args):
     # Each block of a `grid`-block launch with its `threads` threads as OS threads: barriers
     # and the mma's warp exchange (emu.h) then run as on the GPU, one block at a time.
     import threading
+    assert threads == 1 or threads % 32 == 0, f'{sym}: {threads} threads are not whole warps'
     L[lib].emu_set_threads(Ii(threads))
     def run(t):
         L[lib].emu_set_thread(Ii(t)); call(lib, sym, *args)
@@ -449,15 +451,16 @@ widen = lambda bits: (bits.astype('<u4') << 16).view('<f4')
 ok = np.array_equal(s16, bf16_bits(widen(a16) + widen(b16)))
 print(f'{"add_bf16 (bits)":40s} {"y":10s} {"ok" if ok else "FAIL"}')
 if not ok: fails.append('add_bf16')
-# Implicit-GEMM tensor-core convs (conv2d_mma.cu), 128 threads per block with the mma's fragment
-# layout emulated: element by element against numpy on the same bf16-rounded operands (summed
-# in float64), and by norm against the CPU's f32 dump as the GPU selftest does.
+# Implicit-GEMM tensor-core convs (conv2d_mma.cu), 128 or 256 threads per block (call_threads)
+# with the mma's fragment layouts emulated: element by element against numpy on the same rounded
+# operands (bf16, TF32, or f32 for the three-product split; summed in float64), and against the
+# CPU's f32 dump as the GPU selftest does (by norm; the split per element).
 class MG(C.Structure): _fields_ = [(k, Ii) for k in ['n','c','h','w','k','kh','kw','stride','pad','ho','wo','split_len','phase_h','phase_w']]
+cdiv = lambda a, b: -(-a // b)
 def stride_phase(phase, size, kernel, stride, pad):
     # implicit_gemm.rs StridePhase::of: (first, count, taps).
     first = (phase - pad) % stride
     return first, (cdiv(size - first, stride) if first < size else 0), (cdiv(kernel - phase, stride) if phase < kernel else 0)
-cdiv = lambda a, b: -(-a // b)
 def wgrad_splits(m, n, r):
     # implicit_gemm.rs weight_grad_splits: (splits, positions per split).
     tiles = cdiv(m, 64) * cdiv(n, 128); kt = max(cdiv(r, 32), 1); by_budget = (1 << 26) // max(m*n, 1)

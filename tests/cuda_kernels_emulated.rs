@@ -1,11 +1,13 @@
 //! Every kernel of `kernels/*.cu` run on the CPU, without a GPU or NVRTC: each file is compiled as
-//! plain C++ with `kernels/emu/emu.h` (one thread, one block), every parity case of the selftest
-//! table is dumped with its CPU outputs, and `kernels/emu/run.py` calls the kernels (through
-//! ctypes, numpy standing in for cuBLAS) and compares with the selftest's own measures.
+//! plain C++ with `kernels/emu/emu.h`, every parity case of the selftest table is dumped with its
+//! CPU outputs, and `kernels/emu/run.py` calls the kernels (through ctypes, numpy standing in for
+//! cuBLAS) and compares with the selftest's own measures.
 //!
-//! This checks the kernels' arithmetic and indexing on machines that never see a GPU; it cannot
-//! see races or block-level reductions (THREADS = 1). Needs g++ and python3 with numpy; without
-//! them the test prints one line and passes, unless `CI` is set (`.ci/run` installs both).
+//! This checks the kernels' arithmetic and indexing on machines that never see a GPU. Most
+//! kernels run one thread per block (THREADS = 1: no races or block-level reductions show); the
+//! tensor-core convs run each block's threads as OS threads with `mma.sync` emulated per warp.
+//! Needs g++ and python3 with numpy; without them the test prints one line and passes, unless
+//! `CI` is set (`.ci/run` installs both).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

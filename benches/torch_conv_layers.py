@@ -74,22 +74,32 @@ def main():
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{ssod['model']} at {ssod['size']}, batch {ssod['batch']}: torch {torch.__version__} on {card}, "
           f"{args.precision} (ssod's times: device {ssod['device']}, precision {ssod['precision']})")
-    print("| # | layer | calls | torch ms fwd / bwd_input / bwd_weight | ssod ms fwd / bwd_input / bwd_weight | ssod / torch (all passes) |")
-    print("|---|---|---|---|---|---|")
-    rows, tot_t, tot_s = [], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    # ssod's own algorithm first (`conv`, im2col when absent), then any other it was timed with
+    # (`ssod bench conv --conv both` adds an "implicit" entry per layer).
+    first = ssod["layers"][0] if ssod["layers"] else {}
+    algos = [first.get("conv", "im2col")] + [a for a in ("im2col", "implicit") if isinstance(first.get(a), dict)]
+    ms = lambda layer, a: [(layer if a == algos[0] else layer[a])[k] for k in ("ms_fwd", "ms_bwd_input", "ms_bwd_weight")]
+    print("| # | layer | calls | torch ms fwd / bwd_input / bwd_weight | "
+          + " | ".join(f"ssod {a} ms fwd / bwd_input / bwd_weight | {a} / torch" for a in algos) + " |")
+    print("|---|---|---|---|" + "---|---|" * len(algos))
+    rows, tot_t, tot_s = [], [0.0, 0.0, 0.0], {a: [0.0, 0.0, 0.0] for a in algos}
     for i, layer in enumerate(ssod["layers"]):
         t = time_layer(layer, dev, dtype, args.reps)
-        s = [layer["ms_fwd"], layer["ms_bwd_input"], layer["ms_bwd_weight"]]
         per_step = [layer["calls"], layer.get("input_grad_calls", layer["calls"]), layer["calls"]]
+        cells = []
+        for a in algos:
+            s = ms(layer, a)
+            for j in range(3):
+                tot_s[a][j] += s[j] * per_step[j]
+            cells.append(f"{s[0]:.3f} / {s[1]:.3f} / {s[2]:.3f} | {sum(s) / sum(t):.2f}")
         for j in range(3):
             tot_t[j] += t[j] * per_step[j]
-            tot_s[j] += s[j] * per_step[j]
         print(f"| {i} | {layer['layer']} | {layer['calls']} | {t[0]:.3f} / {t[1]:.3f} / {t[2]:.3f} | "
-              f"{s[0]:.3f} / {s[1]:.3f} / {s[2]:.3f} | {sum(s) / sum(t):.2f} |")
+              + " | ".join(cells) + " |")
         rows.append({**layer, "torch_ms_fwd": t[0], "torch_ms_bwd_input": t[1], "torch_ms_bwd_weight": t[2]})
     print(f"per step, every call, no dx for the convs on the images (fwd / bwd_input / bwd_weight / total ms): torch "
-          f"{tot_t[0]:.1f} / {tot_t[1]:.1f} / {tot_t[2]:.1f} / {sum(tot_t):.1f}; ssod "
-          f"{tot_s[0]:.1f} / {tot_s[1]:.1f} / {tot_s[2]:.1f} / {sum(tot_s):.1f}")
+          f"{tot_t[0]:.1f} / {tot_t[1]:.1f} / {tot_t[2]:.1f} / {sum(tot_t):.1f}; "
+          + "; ".join(f"ssod {a} {v[0]:.1f} / {v[1]:.1f} / {v[2]:.1f} / {sum(v):.1f}" for a, v in tot_s.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"precision": args.precision, "device": card, "torch": torch.__version__, "layers": rows}, f, indent=1)

@@ -1,6 +1,6 @@
 //! Compiles every `kernels/*.cu` with NVRTC (no GPU needed) for two virtual architectures and
 //! for `sm_90` (a real one: NVRTC then runs the PTX assembler, so inline PTX such as the mma of
-//! conv2d_mma.cu is checked too, which PTX text alone would not be), checks that
+//! conv2d_mma.cu and conv2d_tf32.cu is checked too, which PTX text alone would not be), checks that
 //! each file's PTX holds exactly the kernels `KernelFile::symbols` lists, and that every kernel
 //! symbol has a case in the selftest parity table (STYLE 5).
 //!

@@ -8,7 +8,7 @@
 # `cargo test --release --test cuda_kernels_emulated` prepares both and runs it.
 import ctypes as C, numpy as np, os, sys
 D = os.path.join(sys.argv[1], 'dump')
-L = {s: C.CDLL(os.path.join(sys.argv[1], f'lib{s}.so')) for s in ['elementwise','reduce','conv2d','conv2d_mma','batch_norm','pool','softmax','loss','simota','similarity','optim','index','crop','detect','layout']}
+L = {s: C.CDLL(os.path.join(sys.argv[1], f'lib{s}.so')) for s in ['elementwise','reduce','conv2d','conv2d_mma','conv2d_tf32','batch_norm','pool','softmax','loss','simota','similarity','optim','index','crop','detect','layout']}
 f32p = lambda a: a.ctypes.data_as(C.c_void_p)
 I = C.c_longlong; F = C.c_float; Ii = C.c_int
 def inp(case, i): return np.fromfile(f'{D}/{case}/in{i}.f32', dtype='<f4').copy()
@@ -451,7 +451,7 @@ widen = lambda bits: (bits.astype('<u4') << 16).view('<f4')
 ok = np.array_equal(s16, bf16_bits(widen(a16) + widen(b16)))
 print(f'{"add_bf16 (bits)":40s} {"y":10s} {"ok" if ok else "FAIL"}')
 if not ok: fails.append('add_bf16')
-# Implicit-GEMM tensor-core convs (conv2d_mma.cu), 128 or 256 threads per block (call_threads)
+# Implicit-GEMM tensor-core convs (conv2d_mma.cu, conv2d_tf32.cu), 128 or 256 threads per block (call_threads)
 # with the mma's fragment layouts emulated: element by element against numpy on the same rounded
 # operands (bf16, TF32, or f32 for the three-product split; summed in float64), and against the
 # CPU's f32 dump as the GPU selftest does (by norm; the split per element).
@@ -495,12 +495,13 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     xin = vp16(bf16_bits(x)) if x_bf16 else x
     y = np.zeros(n*k*ho*wo, '<u2' if y_bf16 else 'f4')
     pre = 'conv2d_mma' if math == 'bf16' else f'conv2d_{math}'
+    lib = 'conv2d_mma' if math == 'bf16' else 'conv2d_tf32'
     def launch(op, m_len, n_len, tall_form, *args, z=1):
         # implicit_gemm.rs Pick::launch_for: 128-row tiles (256 threads, `_m128_` kernels) above
         # 64 rows where the form exists, else 64 (128 threads).
         rows = 128 if tall_form and m_len > 64 else 64
         sym = pre + ('_m128' if rows == 128 else '') + op
-        call_threads('conv2d_mma', sym, cdiv(m_len, rows) * cdiv(n_len, 128) * z, 2 * rows, *args)
+        call_threads(lib, sym, cdiv(m_len, rows) * cdiv(n_len, 128) * z, 2 * rows, *args)
     # In bf16 arithmetic only the bf16-storage forms (and dx) have 128-row tiles.
     tall_x = math != 'bf16' or x_bf16
     fwd = f"_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else '_fwd_f32'
@@ -518,7 +519,7 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     assert launched == (s*s if ks >= s else 1), (case, launched)
     part = np.zeros(nsplit*len(wt), 'f4'); dw = np.zeros(len(wt), 'f4')
     launch(f"_bwd_weight_{'bf16' if x_bf16 else 'f32'}", k, c*ks*ks, tall_x, dy, xin, part, g, z=nsplit)
-    if nsplit > 1: call('conv2d_mma', 'conv2d_mma_sum_splits', part, dw, I(len(wt)), Ii(nsplit))
+    if nsplit > 1: call(lib, f'{lib}_sum_splits', part, dw, I(len(wt)), Ii(nsplit))
     else: dw = part
     tol = 1e-4 if math == 'tf32x3' else 1e-3
     cmp(case, 'y', y, 1e-2 if y_bf16 else tol, want=y_ref); cmp(case, 'dx', dx, tol, want=dx_ref); cmp(case, 'dw', dw, tol, want=dw_ref)

@@ -17,6 +17,7 @@ pub enum KernelFile {
     Reduce,
     Conv2d,
     Conv2dMma,
+    Conv2dTf32,
     BatchNorm,
     Pool,
     Softmax,
@@ -31,7 +32,7 @@ pub enum KernelFile {
 }
 
 /// How many kernel files there are (the length of the per-file caches).
-pub const KERNEL_FILES: usize = 15;
+pub const KERNEL_FILES: usize = 16;
 
 impl KernelFile {
     pub const ALL: [KernelFile; KERNEL_FILES] = [
@@ -39,6 +40,7 @@ impl KernelFile {
         KernelFile::Reduce,
         KernelFile::Conv2d,
         KernelFile::Conv2dMma,
+        KernelFile::Conv2dTf32,
         KernelFile::BatchNorm,
         KernelFile::Pool,
         KernelFile::Softmax,
@@ -59,6 +61,7 @@ impl KernelFile {
             KernelFile::Reduce => "reduce",
             KernelFile::Conv2d => "conv2d",
             KernelFile::Conv2dMma => "conv2d_mma",
+            KernelFile::Conv2dTf32 => "conv2d_tf32",
             KernelFile::BatchNorm => "batch_norm",
             KernelFile::Pool => "pool",
             KernelFile::Softmax => "softmax",
@@ -88,6 +91,7 @@ impl KernelFile {
             KernelFile::Reduce => include_str!("../../../kernels/reduce.cu"),
             KernelFile::Conv2d => include_str!("../../../kernels/conv2d.cu"),
             KernelFile::Conv2dMma => include_str!("../../../kernels/conv2d_mma.cu"),
+            KernelFile::Conv2dTf32 => include_str!("../../../kernels/conv2d_tf32.cu"),
             KernelFile::BatchNorm => include_str!("../../../kernels/batch_norm.cu"),
             KernelFile::Pool => include_str!("../../../kernels/pool.cu"),
             KernelFile::Softmax => include_str!("../../../kernels/softmax.cu"),
@@ -165,6 +169,9 @@ impl KernelFile {
                 "conv2d_mma_m128_fwd_bf16_to_bf16",
                 "conv2d_mma_m128_bwd_input_f32",
                 "conv2d_mma_m128_bwd_weight_bf16",
+                "conv2d_mma_sum_splits",
+            ],
+            KernelFile::Conv2dTf32 => &[
                 "conv2d_tf32_fwd_f32",
                 "conv2d_tf32_bwd_input_f32",
                 "conv2d_tf32_bwd_weight_f32",
@@ -177,7 +184,7 @@ impl KernelFile {
                 "conv2d_tf32x3_m128_fwd_f32",
                 "conv2d_tf32x3_m128_bwd_input_f32",
                 "conv2d_tf32x3_m128_bwd_weight_f32",
-                "conv2d_mma_sum_splits",
+                "conv2d_tf32_sum_splits",
             ],
             KernelFile::BatchNorm => &[
                 "batch_norm_stats_partial_f32",
@@ -338,6 +345,10 @@ const SHARED_HEADERS: &[(&str, &str)] = &[
     (
         "#include \"bf16.cuh\"",
         include_str!("../../../kernels/bf16.cuh"),
+    ),
+    (
+        "#include \"conv2d_mma.cuh\"",
+        include_str!("../../../kernels/conv2d_mma.cuh"),
     ),
 ];
 

@@ -1,4 +1,5 @@
-//! Launchers of `kernels/conv2d_mma.cu`: the convolution's three products as implicit GEMMs on
+//! Launchers of `kernels/conv2d_mma.cu` and `kernels/conv2d_tf32.cu` (their tiling and gathers
+//! in `kernels/conv2d_mma.cuh`): the convolution's three products as implicit GEMMs on
 //! the tensor cores, with no column matrix and one launch for the whole batch. The arithmetic
 //! follows the device's [`MatrixPrecision`]: bf16 operands (`conv2d_mma_*`), TF32 operands
 //! (`conv2d_tf32_*`), or in f32 three TF32 products per product (`conv2d_tf32x3_*`: each
@@ -19,7 +20,7 @@ use super::{check_geometry, check_input_len};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};
 
-/// Mirrors `struct MmaConvGeom` of conv2d_mma.cu (all i32: [`check_geometry`] keeps every
+/// Mirrors `struct MmaConvGeom` of conv2d_mma.cuh (all i32: [`check_geometry`] keeps every
 /// tensor under 2^31 elements).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +43,7 @@ struct MmaConvGeom {
 // SAFETY: fourteen i32, `repr(C)`, the layout of the CUDA struct.
 unsafe impl DeviceRepr for MmaConvGeom {}
 
-/// The block tiles of conv2d_mma.cu: 64 or 128 rows (`TM`, 2·TM threads) by `TILE_N` columns;
+/// The block tiles of conv2d_mma.cuh: 64 or 128 rows (`TM`, 2·TM threads) by `TILE_N` columns;
 /// `TILE_K` is the larger of the arithmetics' `K_TILE` (32 bf16, 16 TF32), so a split of whole
 /// `TILE_K` runs is whole tiles for both.
 const TILE_N: usize = 128;
@@ -54,7 +55,7 @@ pub fn takes(dev: &CudaDevice, g: &Conv2dGeometry) -> bool {
     g.groups == 1 && dev.conv_algorithm() == ConvAlgorithm::Implicit
 }
 
-/// A kernel in its 64-row form and, where conv2d_mma.cu has one, its 128-row form.
+/// A kernel in its 64-row form and, where its file has one, its 128-row form.
 #[derive(Clone, Copy)]
 struct Pick {
     rows64: &'static str,
@@ -103,21 +104,27 @@ impl Pick {
 }
 
 /// The kernels of one arithmetic on f32 operands (the bf16 arithmetic has bf16-storage
-/// variants as well, picked in [`fwd`] and [`bwd_weight`]).
+/// variants as well, picked in [`fwd`] and [`bwd_weight`]), and the file they are in.
 struct Kernels {
+    file: KernelFile,
     fwd: Pick,
     bwd_input: Pick,
     bwd_weight: Pick,
+    sum_splits: &'static str,
 }
 
 fn kernels(p: MatrixPrecision) -> Kernels {
     match p {
         MatrixPrecision::Bf16 => Kernels {
+            file: KernelFile::Conv2dMma,
+            sum_splits: "conv2d_mma_sum_splits",
             fwd: Pick::short("conv2d_mma_fwd_f32_to_f32"),
             bwd_input: Pick::both("conv2d_mma_bwd_input_f32", "conv2d_mma_m128_bwd_input_f32"),
             bwd_weight: Pick::short("conv2d_mma_bwd_weight_f32"),
         },
         MatrixPrecision::Tf32 => Kernels {
+            file: KernelFile::Conv2dTf32,
+            sum_splits: "conv2d_tf32_sum_splits",
             fwd: Pick::both("conv2d_tf32_fwd_f32", "conv2d_tf32_m128_fwd_f32"),
             bwd_input: Pick::both(
                 "conv2d_tf32_bwd_input_f32",
@@ -129,6 +136,8 @@ fn kernels(p: MatrixPrecision) -> Kernels {
             ),
         },
         MatrixPrecision::F32 => Kernels {
+            file: KernelFile::Conv2dTf32,
+            sum_splits: "conv2d_tf32_sum_splits",
             fwd: Pick::both("conv2d_tf32x3_fwd_f32", "conv2d_tf32x3_m128_fwd_f32"),
             bwd_input: Pick::both(
                 "conv2d_tf32x3_bwd_input_f32",
@@ -169,7 +178,7 @@ fn geom(g: &Conv2dGeometry, split_len: usize) -> Result<MmaConvGeom> {
     })
 }
 
-/// One stride phase along one axis, as `StridePhase` of conv2d_mma.cu: the input positions
+/// One stride phase along one axis, as `StridePhase` of conv2d_mma.cuh: the input positions
 /// `first + s·i` (`count` of them) with `(position + pad) % s == phase`, and the `taps` kernel
 /// offsets `phase + s·a` that reach them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,14 +226,14 @@ fn check_tensor_cores(dev: &CudaDevice) -> Result<()> {
 /// Runs `pick` over the `m_len × n_len` product (`splits` times) on `(a, b, c)`.
 fn launch<A: DeviceRepr, B: DeviceRepr, C: DeviceRepr>(
     dev: &CudaDevice,
-    pick: Pick,
+    (file, pick): (KernelFile, Pick),
     (m_len, n_len, splits): (usize, usize, usize),
     (a, b, c): (&CudaSlice<A>, &CudaSlice<B>, &mut CudaSlice<C>),
     mg: &MmaConvGeom,
 ) -> Result<()> {
     let (sym, cfg) = pick.launch_for(m_len, n_len, splits)?;
     check_tensor_cores(dev)?;
-    let f = dev.function(KernelFile::Conv2dMma, sym)?;
+    let f = dev.function(file, sym)?;
     let mut lb = dev.stream().launch_builder(&f);
     lb.arg(a).arg(b).arg(c).arg(mg);
     // SAFETY: the callers checked each buffer's length against the geometry the kernel indexes
@@ -252,26 +261,40 @@ pub fn fwd(
         let mut wide = None;
         let x = f32_values(dev, x, &mut wide)?;
         let mut y = dev.alloc(g.y_len())?;
-        launch(dev, kernels(precision).fwd, shape, (x, w, &mut y), &mg)?;
+        let k = kernels(precision);
+        launch(dev, (k.file, k.fwd), shape, (x, w, &mut y), &mg)?;
         return Ok(CudaBuffer::F32(y));
     }
     let bf16_out = out_bf16 && stores_bf16(dev);
     Ok(match (x, bf16_out) {
         (CudaValues::F32(x), false) => {
             let mut y = dev.alloc(g.y_len())?;
-            launch(dev, kernels(precision).fwd, shape, (x, w, &mut y), &mg)?;
+            let k = kernels(precision);
+            launch(dev, (k.file, k.fwd), shape, (x, w, &mut y), &mg)?;
             CudaBuffer::F32(y)
         }
         (CudaValues::F32(x), true) => {
             let mut y = dev.alloc_u16(g.y_len())?;
             let pick = Pick::short("conv2d_mma_fwd_f32_to_bf16");
-            launch(dev, pick, shape, (x, w, &mut y), &mg)?;
+            launch(
+                dev,
+                (KernelFile::Conv2dMma, pick),
+                shape,
+                (x, w, &mut y),
+                &mg,
+            )?;
             CudaBuffer::Bf16(y)
         }
         (CudaValues::Bf16(x), false) => {
             let mut y = dev.alloc(g.y_len())?;
             let pick = Pick::short("conv2d_mma_fwd_bf16_to_f32");
-            launch(dev, pick, shape, (x, w, &mut y), &mg)?;
+            launch(
+                dev,
+                (KernelFile::Conv2dMma, pick),
+                shape,
+                (x, w, &mut y),
+                &mg,
+            )?;
             CudaBuffer::F32(y)
         }
         (CudaValues::Bf16(x), true) => {
@@ -280,7 +303,13 @@ pub fn fwd(
                 "conv2d_mma_fwd_bf16_to_bf16",
                 "conv2d_mma_m128_fwd_bf16_to_bf16",
             );
-            launch(dev, pick, shape, (x, w, &mut y), &mg)?;
+            launch(
+                dev,
+                (KernelFile::Conv2dMma, pick),
+                shape,
+                (x, w, &mut y),
+                &mg,
+            )?;
             CudaBuffer::Bf16(y)
         }
     })
@@ -303,7 +332,7 @@ pub fn bwd_input(
     } else {
         dev.alloc(g.x_len())?
     };
-    let pick = kernels(dev.matrix_precision()).bwd_input;
+    let k = kernels(dev.matrix_precision());
     for phase_h in 0..s {
         let ph = StridePhase::of(phase_h, g.in_h, g.kernel_h, s, g.padding);
         for phase_w in 0..s {
@@ -317,7 +346,7 @@ pub fn bwd_input(
                 phase_w: phase_w as i32,
                 ..mg
             };
-            launch(dev, pick, shape, (dy, w, &mut dx), &mg)?;
+            launch(dev, (k.file, k.bwd_input), shape, (dy, w, &mut dx), &mg)?;
         }
     }
     Ok(dx)
@@ -361,7 +390,8 @@ pub(crate) fn weight_grad_splits(m_len: usize, n_len: usize, r_len: usize) -> (u
 }
 
 /// Gradient with respect to the weight, summed over the batch: per-split partial sums, then
-/// `conv2d_mma_sum_splits` adds them in split order (deterministic, no atomics).
+/// `conv2d_mma_sum_splits` (`conv2d_tf32_sum_splits`) adds them in split order (deterministic,
+/// no atomics).
 pub fn bwd_weight(
     dev: &CudaDevice,
     dy: &CudaSlice<f32>,
@@ -390,18 +420,25 @@ pub fn bwd_weight(
                 "conv2d_mma_bwd_weight_bf16",
                 "conv2d_mma_m128_bwd_weight_bf16",
             );
-            launch(dev, pick, shape, (dy, x, target), &mg)?
+            launch(
+                dev,
+                (KernelFile::Conv2dMma, pick),
+                shape,
+                (dy, x, target),
+                &mg,
+            )?
         }
         x => {
             let mut wide = None;
             let x = f32_values(dev, x, &mut wide)?;
-            let pick = kernels(precision).bwd_weight;
-            launch(dev, pick, shape, (dy, x, target), &mg)?
+            let k = kernels(precision);
+            launch(dev, (k.file, k.bwd_weight), shape, (dy, x, target), &mg)?
         }
     }
     if let Some(part) = part {
-        let sym = "conv2d_mma_sum_splits";
-        let f = dev.function(KernelFile::Conv2dMma, sym)?;
+        let k = kernels(precision);
+        let sym = k.sum_splits;
+        let f = dev.function(k.file, sym)?;
         let (len, count) = (g.w_len() as i64, splits as i32);
         let mut lb = dev.stream().launch_builder(&f);
         lb.arg(&part).arg(&mut dw).arg(&len).arg(&count);

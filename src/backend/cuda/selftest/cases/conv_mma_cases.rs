@@ -1,4 +1,5 @@
-//! Parity cases: the implicit-GEMM tensor-core convs (`kernels/conv2d_mma.cu`) against the CPU:
+//! Parity cases: the implicit-GEMM tensor-core convs (`kernels/conv2d_mma.cu`,
+//! `kernels/conv2d_tf32.cu`) against the CPU:
 //! bf16 arithmetic in bf16 product mode (by norm at 1e-2, as the other bf16 rows), TF32 in TF32
 //! mode (by norm at 2e-3: 11 significant bits), and the three-pass TF32 split in f32 mode
 //! element by element at the f32 bound 1e-4. The shapes cross the kernels' tile edges: more
@@ -12,6 +13,7 @@ const DX: &str = "conv2d_mma_bwd_input_f32";
 const DW_F32: &str = "conv2d_mma_bwd_weight_f32";
 const DW_BF16: &str = "conv2d_mma_bwd_weight_bf16";
 const SUM: &str = "conv2d_mma_sum_splits";
+const TF32_SUM: &str = "conv2d_tf32_sum_splits";
 
 fn mma_case(
     name: &'static str,
@@ -35,13 +37,13 @@ const TF32: &[&str] = &[
     "conv2d_tf32_fwd_f32",
     "conv2d_tf32_bwd_input_f32",
     "conv2d_tf32_bwd_weight_f32",
-    SUM,
+    TF32_SUM,
 ];
 const TF32X3: &[&str] = &[
     "conv2d_tf32x3_fwd_f32",
     "conv2d_tf32x3_bwd_input_f32",
     "conv2d_tf32x3_bwd_weight_f32",
-    SUM,
+    TF32_SUM,
 ];
 /// 70 output channels: the forward and weight gradient take 128-row tiles, the input gradient
 /// (5 input channels) 64.
@@ -49,13 +51,13 @@ const TF32_K70: &[&str] = &[
     "conv2d_tf32_m128_fwd_f32",
     "conv2d_tf32_bwd_input_f32",
     "conv2d_tf32_m128_bwd_weight_f32",
-    SUM,
+    TF32_SUM,
 ];
 const TF32X3_K70: &[&str] = &[
     "conv2d_tf32x3_m128_fwd_f32",
     "conv2d_tf32x3_bwd_input_f32",
     "conv2d_tf32x3_m128_bwd_weight_f32",
-    SUM,
+    TF32_SUM,
 ];
 /// 66 input and 68 output channels: every pass on 128-row tiles, one split.
 fn wide() -> Conv2dGeometry {

@@ -11,7 +11,7 @@ pub(super) enum ConvPath {
     /// The fast path with x in bf16 storage (rounded to bf16 bits before the call).
     Bf16Input,
     Direct,
-    /// The implicit-GEMM tensor-core kernels (conv2d_mma.cu) called directly, x in bf16
+    /// The implicit-GEMM tensor-core kernels (conv2d_mma.cu, conv2d_tf32.cu) called directly, x in bf16
     /// storage or f32, y written as bf16 bits or f32.
     Implicit {
         x_bf16: bool,

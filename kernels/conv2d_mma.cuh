@@ -1,0 +1,459 @@
+// conv2d_mma.cuh: the implicit-GEMM convolution shared by conv2d_mma.cu (bf16 arithmetic) and
+// conv2d_tf32.cu (TF32, and f32 as three TF32 products): block shapes, the geometry and its
+// stride phases, the operand gathers, the tile loop over an arithmetic policy, the epilogues
+// and the entry-point macros. modules.rs puts this text in place of the line
+// `#include "conv2d_mma.cuh"` (NVRTC sees no file system; the emulation's g++ reads the file).
+// Needs bf16.cuh first (store_f32 for bf16 outputs).
+
+// Block tiles: TM (64 or 128) rows by TILE_N columns, warps of 32 x 64 each, TM / 32 of them
+// along the rows and 2 along the columns: 2 * TM threads.
+#define TILE_N 128
+template <int TM> struct Block {
+    static const int SIZE = 2 * TM;
+    static const int WARPS_M = TM / 32;
+};
+
+// Layout mirrored by `MmaConvGeom` in src/backend/cuda/conv2d/implicit_gemm.rs (all i32).
+struct MmaConvGeom {
+    int n, c, h, w, k, kh, kw, stride, pad, ho, wo, split_len, phase_h, phase_w;
+};
+
+// The input gradient one stride phase at a time: input rows ih with (ih + pad) % s == phase_h
+// receive only the taps u = phase_h + s*a (from output row oh = i + base - a, where
+// ih = first + s*i), so each phase is a dense product over its own taps, with none of the
+// s*s - 1 of every s*s taps a strided gather would skip. Stride 1 is the one phase (0, 0).
+struct StridePhase {
+    int first, count, taps, base;  // first row, rows, taps, oh of (i = 0, a = 0)
+    __device__ StridePhase(int phase, int size, int kernel, int stride, int pad) {
+        first = ((phase - pad) % stride + stride) % stride;
+        count = first < size ? (size - first + stride - 1) / stride : 0;
+        taps = phase < kernel ? (kernel - phase + stride - 1) / stride : 0;
+        base = (first + pad - phase) / stride;  // exact: first + pad = phase (mod stride), >= 0
+    }
+};
+
+// ---- Operand gathers: element (row, r) of a tile's operand, zero past the matrix or r >= R.
+// Two shapes, chosen by where the tensor is contiguous, so a warp's loads coalesce:
+//   row-major (R_MAJOR false): the tensor runs along the rows (output or input positions).
+//     Each thread owns one row for the whole kernel (constructed with it: its decomposition
+//     happens once) and fetch<Math, RUN>(r0, v) reads r0..r0+RUN-1 with counters; consecutive
+//     threads hold consecutive rows.
+//   r-major (R_MAJOR true): the tensor runs along r (weights along C*kh*kw, gradients and
+//     inputs along the output positions). Constructed with the block's first row;
+//     fetch_rows<Math, COUNT>(r, row0, step, v) reads rows row0 + i*step (tile-relative) at one r;
+//     consecutive threads hold consecutive r.
+// Values arrive in the arithmetic's element type (Math::from: bf16 bits as they are stored, f32
+// rounded once). prepare() runs once per block before the first fetch (a __syncthreads follows
+// it). ----
+
+// fwd A: w[m, r] (rows of the weight matrix [K, C*kh*kw]).
+struct WeightRows {
+    static const bool R_MAJOR = true;
+    const float* w;
+    int m0, m_len, r_len;
+    __device__ WeightRows(const float* w_, int m0_, int m_len_, int r_len_)
+        : w(w_), m0(m0_), m_len(m_len_), r_len(r_len_) {}
+    __device__ void prepare() const {}
+    template <class Math, int COUNT>
+    __device__ void fetch_rows(int r, int row0, int step, typename Math::Elem* v) const {
+#pragma unroll
+        for (int i = 0; i < COUNT; ++i) {
+            int m = m0 + row0 + i * step;
+            v[i] = Math::from((m < m_len && r < r_len) ? w[m * r_len + r] : 0.0f);
+        }
+    }
+};
+
+// bwd_input A (one stride phase): w[k, c, phase_h + s*a, phase_w + s*b] as row c, column
+// r = (k, a, b).
+struct WeightColumns {
+    static const bool R_MAJOR = false;
+    const float* w;
+    int taps_h, taps_w, taps, per_k, step_h, step_w, r_len;  // per_k = C*kh*kw
+    bool live;
+    __device__ WeightColumns(const float* w_, int c, const MmaConvGeom& g) {
+        StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+        live = c < g.c;
+        w = w_ + (live ? c : 0) * g.kh * g.kw + g.phase_h * g.kw + g.phase_w;
+        taps_h = ph.taps;
+        taps_w = pw.taps;
+        taps = ph.taps * pw.taps;
+        per_k = g.c * g.kh * g.kw;
+        step_h = g.stride * g.kw;
+        step_w = g.stride;
+        r_len = g.k * taps;
+    }
+    __device__ void prepare() const {}
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
+        int k = r0 / taps, ab = r0 - k * taps, a = ab / taps_w, b = ab - a * taps_w;
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) {
+            v[i] = Math::from((live && r0 + i < r_len) ? w[k * per_k + a * step_h + b * step_w] : 0.0f);
+            if (++b == taps_w) { b = 0; if (++a == taps_h) { a = 0; ++k; } }
+        }
+    }
+};
+
+// fwd B: the input window of output position j = (n, oh, ow), column r = (c, u, v).
+template <class X> struct InputWindow {
+    static const bool R_MAJOR = false;
+    const X* x;
+    int ih0, iw0, h, w, kh, kw, plane, r_len;
+    bool live, pointwise;
+    __device__ InputWindow(const X* x_, int j, const MmaConvGeom& g)
+        : h(g.h), w(g.w), kh(g.kh), kw(g.kw), plane(g.h * g.w), r_len(g.c * g.kh * g.kw) {
+        int per_image = g.ho * g.wo;
+        live = j < g.n * per_image;
+        int jj = live ? j : 0;
+        int img = jj / per_image, p = jj - img * per_image;
+        int oh = p / g.wo, ow = p - oh * g.wo;
+        ih0 = oh * g.stride - g.pad;
+        iw0 = ow * g.stride - g.pad;
+        x = x_ + img * g.c * plane;
+        pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+    }
+    __device__ void prepare() const {}
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
+        if (pointwise) {
+            // 1x1, stride 1, no padding (most of YOLOX's convs): the window is the position
+            // itself, always inside, and r is the channel.
+            const X* at = x + ih0 * w + iw0;
+#pragma unroll
+            for (int i = 0; i < RUN; ++i)
+                v[i] = (live && r0 + i < r_len) ? Math::from(at[(r0 + i) * plane]) : Math::zero();
+            return;
+        }
+        int taps = kh * kw;
+        int c = r0 / taps, uv = r0 - c * taps, u = uv / kw, t = uv - u * kw;
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) {
+            int ih = ih0 + u, iw = iw0 + t;
+            bool in = live && r0 + i < r_len && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
+            v[i] = in ? Math::from(x[c * plane + ih * w + iw]) : Math::zero();
+            if (++t == kw) { t = 0; if (++u == kh) { u = 0; ++c; } }
+        }
+    }
+};
+
+// bwd_input B (one stride phase): for the phase's input position j = (n, i, jw), i.e.
+// (ih, iw) = (first_h + s*i, first_w + s*jw), column r = (k, a, b): dy[n, k, oh, ow] with
+// oh = i + base_h - a, ow = jw + base_w - b when inside the output.
+struct GradWindow {
+    static const bool R_MAJOR = false;
+    const float* dy;
+    int oh0, ow0, taps_h, taps_w, taps, ho, wo, plane, r_len;
+    bool live;
+    __device__ GradWindow(const float* dy_, int j, const MmaConvGeom& g) {
+        StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+        int per_image = ph.count * pw.count;
+        live = j < g.n * per_image;
+        int jj = live ? j : 0;
+        int img = jj / per_image, q = jj - img * per_image;
+        int i = q / pw.count, jw = q - i * pw.count;
+        oh0 = i + ph.base;
+        ow0 = jw + pw.base;
+        taps_h = ph.taps;
+        taps_w = pw.taps;
+        taps = ph.taps * pw.taps;
+        ho = g.ho;
+        wo = g.wo;
+        plane = g.ho * g.wo;
+        r_len = g.k * taps;
+        dy = dy_ + img * g.k * plane;
+    }
+    __device__ void prepare() const {}
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
+        int k = r0 / taps, ab = r0 - k * taps, a = ab / taps_w, b = ab - a * taps_w;
+#pragma unroll
+        for (int i = 0; i < RUN; ++i) {
+            int oh = oh0 - a, ow = ow0 - b;
+            bool in = live && r0 + i < r_len && (unsigned)oh < (unsigned)ho && (unsigned)ow < (unsigned)wo;
+            v[i] = Math::from(in ? dy[k * plane + oh * wo + ow] : 0.0f);
+            if (++b == taps_w) { b = 0; if (++a == taps_h) { a = 0; ++k; } }
+        }
+    }
+};
+
+// bwd_weight A: dy[n, k, p] as row k, column r = (n, p).
+struct GradRows {
+    static const bool R_MAJOR = true;
+    const float* dy;
+    int k0, k_len, plane, r_len;  // plane = Ho*Wo
+    __device__ GradRows(const float* dy_, int k0_, const MmaConvGeom& g)
+        : dy(dy_), k0(k0_), k_len(g.k), plane(g.ho * g.wo), r_len(g.n * g.ho * g.wo) {}
+    __device__ void prepare() const {}
+    template <class Math, int COUNT>
+    __device__ void fetch_rows(int r, int row0, int step, typename Math::Elem* v) const {
+        bool live = r < r_len;
+        int rr = live ? r : 0, img = rr / plane, p = rr - img * plane;
+        const float* at = dy + img * k_len * plane + p;
+#pragma unroll
+        for (int i = 0; i < COUNT; ++i) {
+            int k = k0 + row0 + i * step;
+            v[i] = Math::from((live && k < k_len) ? at[k * plane] : 0.0f);
+        }
+    }
+};
+
+// bwd_weight B: tap j = (c, u, v) of the weights, column r = (n, oh, ow): x[n, c, oh*s-pad+u,
+// ow*s-pad+v]. The block's TILE_N taps are decomposed once into a shared table (a tap past
+// C*kh*kw gets an offset no row reaches, so its bounds test fails).
+template <class X> struct InputTaps {
+    static const bool R_MAJOR = true;
+    const X* x;
+    int j0, taps, kh, kw, pad, h, w, stride, ho, wo, image, plane_in, r_len;
+    int* tap_dh;  // u - pad
+    int* tap_dw;  // v - pad
+    int* tap_c;   // c*H*W
+    __device__ InputTaps(const X* x_, int j0_, const MmaConvGeom& g)
+        : x(x_), j0(j0_), taps(g.c * g.kh * g.kw), kh(g.kh), kw(g.kw), pad(g.pad), h(g.h), w(g.w),
+          stride(g.stride), ho(g.ho), wo(g.wo), image(g.c * g.h * g.w), plane_in(g.h * g.w),
+          r_len(g.n * g.ho * g.wo) {
+        __shared__ int dh[TILE_N], dw[TILE_N], c_off[TILE_N];
+        tap_dh = dh;
+        tap_dw = dw;
+        tap_c = c_off;
+    }
+    __device__ void prepare() const {
+        int per_c = kh * kw;
+        for (int j = threadIdx.x; j < TILE_N; j += blockDim.x) {
+            int jj = j0 + j;
+            if (jj < taps) {
+                int c = jj / per_c, uv = jj - c * per_c, u = uv / kw;
+                tap_dh[j] = u - pad;
+                tap_dw[j] = uv - u * kw - pad;
+                tap_c[j] = c * plane_in;
+            } else {
+                tap_dh[j] = -(1 << 29);
+                tap_dw[j] = 0;
+                tap_c[j] = 0;
+            }
+        }
+    }
+    template <class Math, int COUNT>
+    __device__ void fetch_rows(int r, int row0, int step, typename Math::Elem* v) const {
+        bool live = r < r_len;
+        int plane = ho * wo, rr = live ? r : 0;
+        int img = rr / plane, p = rr - img * plane, oh = p / wo, ow = p - oh * wo;
+        const X* at = x + img * image;
+        int ih0 = oh * stride, iw0 = ow * stride;
+#pragma unroll
+        for (int i = 0; i < COUNT; ++i) {
+            int j = row0 + i * step, ih = ih0 + tap_dh[j], iw = iw0 + tap_dw[j];
+            bool in = live && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w;
+            v[i] = in ? Math::from(at[tap_c[j] + ih * w + iw]) : Math::zero();
+        }
+    }
+};
+
+// ---- An arithmetic policy (Math: Bf16Math in conv2d_mma.cu, Tf32Math in conv2d_tf32.cu) gives
+// its shared element type Elem, K_TILE (the k extent of a tile slice) and LD (elements per
+// shared row: K_TILE plus 16 bytes of padding, 20 words, so the eight rows a fragment load
+// touches and the eight 16-byte stores of a quarter warp fall on distinct banks); from(f32 or
+// bf16 bits) and zero() for the gathers; store<RUN>(tile, row, part, v) for a run of values;
+// and multiply(a_tile, b_tile, wm, wn, g, t, acc), the warp's 32 x 64 part of one slice. ----
+
+// ---- Moving one operand's ROWS x K_TILE slice from global to shared memory through
+// registers (fetch: the loads, in the arithmetic's element type; store: into the tile), in the
+// gather's shape. ----
+
+// Row-major gathers: thread tid owns row tid % ROWS and the (tid / ROWS)-th run of RUN k.
+template <class Math, class G, int ROWS, int SIZE, bool R_MAJOR = G::R_MAJOR> struct TileLoad {
+    static const int PARTS = SIZE / ROWS, RUN = Math::K_TILE / PARTS;
+    typename Math::Elem v[RUN];
+    __device__ __forceinline__ void fetch(const G& g, int r0) {
+        g.template fetch<Math, RUN>(r0 + (threadIdx.x / ROWS) * RUN, v);
+    }
+    __device__ __forceinline__ void store(typename Math::Elem* tile) const {
+        Math::template store<RUN>(tile, threadIdx.x % ROWS, threadIdx.x / ROWS, v);
+    }
+};
+
+// r-major gathers: thread tid owns column k = tid % K_TILE and rows tid / K_TILE + i * STEP.
+template <class Math, class G, int ROWS, int SIZE> struct TileLoad<Math, G, ROWS, SIZE, true> {
+    static const int STEP = SIZE / Math::K_TILE, COUNT = ROWS / STEP;
+    typename Math::Elem v[COUNT];
+    __device__ __forceinline__ void fetch(const G& g, int r0) {
+        g.template fetch_rows<Math, COUNT>(r0 + threadIdx.x % Math::K_TILE, threadIdx.x / Math::K_TILE, STEP,
+                                           v);
+    }
+    __device__ __forceinline__ void store(typename Math::Elem* tile) const {
+        int k = threadIdx.x % Math::K_TILE, row = threadIdx.x / Math::K_TILE;
+#pragma unroll
+        for (int i = 0; i < COUNT; ++i) tile[(row + i * STEP) * Math::LD + k] = v[i];
+    }
+};
+
+// ---- The block's product: acc (the warp's 32 x 64 part of the TM x TILE_N tile) += A
+// rows m0.. times B rows n0.. over r in [r_begin, r_end), Math::K_TILE at a time (r_begin and
+// the split length are multiples of it). ----
+
+template <class Math, int TM, class GA, class GB>
+__device__ void tile_product(const GA& ga, const GB& gb, int r_begin, int r_end, float acc[2][8][4]) {
+    typedef typename Math::Elem Elem;
+    __shared__ __align__(16) Elem a_tile[TM * Math::LD];
+    __shared__ __align__(16) Elem b_tile[TILE_N * Math::LD];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wm = (warp % Block<TM>::WARPS_M) * 32, wn = (warp / Block<TM>::WARPS_M) * 64;
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.0f;
+    TileLoad<Math, GA, TM, Block<TM>::SIZE> la;
+    TileLoad<Math, GB, TILE_N, Block<TM>::SIZE> lb;
+    ga.prepare();
+    gb.prepare();
+    __syncthreads();
+    la.fetch(ga, r_begin);
+    lb.fetch(gb, r_begin);
+    for (int r0 = r_begin; r0 < r_end; r0 += Math::K_TILE) {
+        __syncthreads();  // the previous tile's fragments are read
+        la.store(a_tile);
+        lb.store(b_tile);
+        __syncthreads();
+        // The next tile's loads are in flight while the tensor cores work on this one.
+        int next = r0 + Math::K_TILE;
+        if (next < r_end) {
+            la.fetch(ga, next);
+            lb.fetch(gb, next);
+        }
+        // mma.sync.aligned wants the whole warp converged; the gathers' per-lane predicates
+        // should leave it so, and this makes sure.
+        __syncwarp();
+        Math::multiply(a_tile, b_tile, wm, wn, g, t, acc);
+    }
+}
+
+// The block's tile: (tile_m, tile_n, split) from blockIdx.x, tile_n fastest.
+struct BlockTile {
+    int m0, n0, z;
+    __device__ BlockTile(int m_len, int n_len, int tm) {
+        int tiles_n = (n_len + TILE_N - 1) / TILE_N, tiles_m = (m_len + tm - 1) / tm;
+        int b = blockIdx.x;
+        n0 = (b % tiles_n) * TILE_N;
+        b /= tiles_n;
+        m0 = (b % tiles_m) * tm;
+        z = b / tiles_m;
+    }
+};
+
+// Calls out(m, n, value) for each accumulator of the thread inside the M x N matrix, in the
+// mma's C layout (rows g and g+8, columns 2t and 2t+1 of each 16 x 8 piece).
+template <int TM, class Out>
+__device__ void store_tile(const float acc[2][8][4], int m0, int n0, int m_len, int n_len, Out out) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int wm = m0 + (warp % Block<TM>::WARPS_M) * 32, wn = n0 + (warp / Block<TM>::WARPS_M) * 64;
+#pragma unroll
+    for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            int n = wn + ni * 8 + 2 * t + half;
+            if (n >= n_len) continue;
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int lower = 0; lower < 2; ++lower) {
+                    int m = wm + mi * 16 + g + 8 * lower;
+                    if (m < m_len) out(m, n, acc[mi][ni][2 * lower + half]);
+                }
+        }
+}
+
+// y[n, k, p] from (m = k, column j = (n, p)).
+template <class Y> struct NchwOut {
+    Y* y;
+    int channels, plane;
+    __device__ void operator()(int m, int j, float v) const {
+        int img = j / plane, p = j - img * plane;
+        store_f32(y, (img * channels + m) * plane + p, v);
+    }
+};
+
+// dx[n, c, first_h + s*i, first_w + s*jw] from (m = c, column j = (n, i, jw)) of one phase.
+struct PhaseOut {
+    float* dx;
+    int channels, h, w, rows, cols, first_h, first_w, stride;
+    __device__ void operator()(int m, int j, float v) const {
+        int per_image = rows * cols, img = j / per_image, q = j - img * per_image;
+        int i = q / cols, jw = q - i * cols;
+        dx[((img * channels + m) * h + first_h + stride * i) * w + first_w + stride * jw] = v;
+    }
+};
+
+struct RowMajorOut {
+    float* c;
+    int n_len;
+    __device__ void operator()(int m, int n, float v) const { c[m * n_len + n] = v; }
+};
+
+template <class Math, int TM, class X, class Y>
+__device__ void conv_mma_fwd(const X* x, const float* w, Y* y, const MmaConvGeom& g) {
+    int m_len = g.k, n_len = g.n * g.ho * g.wo, r_len = g.c * g.kh * g.kw;
+    BlockTile bt(m_len, n_len, TM);
+    WeightRows ga(w, bt.m0, m_len, r_len);
+    InputWindow<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
+    float acc[2][8][4];
+    tile_product<Math, TM>(ga, gb, 0, r_len, acc);
+    NchwOut<Y> out = {y, g.k, g.ho * g.wo};
+    store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
+template <class Math, int TM>
+__device__ void conv_mma_bwd_input(const float* dy, const float* w, float* dx, const MmaConvGeom& g) {
+    StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+    int m_len = g.c, n_len = g.n * ph.count * pw.count, r_len = g.k * ph.taps * pw.taps;
+    BlockTile bt(m_len, n_len, TM);
+    WeightColumns ga(w, bt.m0 + threadIdx.x % TM, g);
+    GradWindow gb(dy, bt.n0 + threadIdx.x % TILE_N, g);
+    float acc[2][8][4];
+    tile_product<Math, TM>(ga, gb, 0, r_len, acc);
+    PhaseOut out = {dx, g.c, g.h, g.w, ph.count, pw.count, ph.first, pw.first, g.stride};
+    store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
+template <class Math, int TM, class X>
+__device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, const MmaConvGeom& g) {
+    int m_len = g.k, n_len = g.c * g.kh * g.kw, r_len = g.n * g.ho * g.wo;
+    BlockTile bt(m_len, n_len, TM);
+    int r_begin = bt.z * g.split_len, r_end = min(r_len, r_begin + g.split_len);
+    GradRows ga(dy, bt.m0, g);
+    InputTaps<X> gb(x, bt.n0, g);
+    float acc[2][8][4];
+    tile_product<Math, TM>(ga, gb, r_begin, r_end, acc);
+    RowMajorOut out = {part + bt.z * m_len * n_len, n_len};
+    store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
+// The entry points: <prefix>_fwd / _bwd_input / _bwd_weight per arithmetic, block height and
+// storage format; `_m128` kernels have 128-row tiles (256 threads), the others 64 (128 threads).
+#define CONV_MMA_FWD(NAME, MATH, TM, X, Y)                                                          \
+    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
+        NAME(const X* __restrict__ x, const float* __restrict__ w, Y* __restrict__ y, MmaConvGeom g) { \
+        conv_mma_fwd<MATH, TM>(x, w, y, g);                                                         \
+    }
+#define CONV_MMA_BWD_INPUT(NAME, MATH, TM)                                                          \
+    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
+        NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,     \
+             MmaConvGeom g) {                                                                       \
+        conv_mma_bwd_input<MATH, TM>(dy, w, dx, g);                                                 \
+    }
+#define CONV_MMA_BWD_WEIGHT(NAME, MATH, TM, X)                                                      \
+    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
+        NAME(const float* __restrict__ dy, const X* __restrict__ x, float* __restrict__ part,      \
+             MmaConvGeom g) {                                                                       \
+        conv_mma_bwd_weight<MATH, TM>(dy, x, part, g);                                              \
+    }
+
+// dw[i] = sum_z part[z*len+i], z in order (any 1-D grid-stride launch).
+#define CONV_MMA_SUM_SPLITS(NAME)                                                                   \
+    extern "C" __global__ void NAME(const float* __restrict__ part, float* __restrict__ dw,        \
+                                    long long len, int splits) {                                    \
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < len;              \
+             i += (long long)blockDim.x * gridDim.x) {                                              \
+            float s = 0.0f;                                                                         \
+            for (int z = 0; z < splits; ++z) s += part[(long long)z * len + i];                     \
+            dw[i] = s;                                                                              \
+        }                                                                                           \
+    }

@@ -257,62 +257,53 @@ pub fn fwd(
     check_input_len("conv2d_fwd", x, g)?;
     let shape = (g.out_channels, g.batch * g.out_h() * g.out_w(), 1);
     let precision = dev.matrix_precision();
-    if precision != MatrixPrecision::Bf16 {
-        let mut wide = None;
-        let x = f32_values(dev, x, &mut wide)?;
-        let mut y = dev.alloc(g.y_len())?;
-        let k = kernels(precision);
-        launch(dev, (k.file, k.fwd), shape, (x, w, &mut y), &mg)?;
-        return Ok(CudaBuffer::F32(y));
-    }
-    let bf16_out = out_bf16 && stores_bf16(dev);
+    // Only the bf16 arithmetic reads and writes bf16 storage.
+    let mut wide = None;
+    let (x, bf16_out) = if precision == MatrixPrecision::Bf16 {
+        (x, out_bf16 && stores_bf16(dev))
+    } else {
+        (CudaValues::F32(f32_values(dev, x, &mut wide)?), false)
+    };
+    let k = kernels(precision);
+    let pick = match (x, bf16_out) {
+        (CudaValues::F32(_), false) => k.fwd,
+        (CudaValues::F32(_), true) => Pick::short("conv2d_mma_fwd_f32_to_bf16"),
+        (CudaValues::Bf16(_), false) => Pick::short("conv2d_mma_fwd_bf16_to_f32"),
+        (CudaValues::Bf16(_), true) => Pick::both(
+            "conv2d_mma_fwd_bf16_to_bf16",
+            "conv2d_mma_m128_fwd_bf16_to_bf16",
+        ),
+    };
+    let run = (k.file, pick);
+    let n = g.y_len();
     Ok(match (x, bf16_out) {
         (CudaValues::F32(x), false) => {
-            let mut y = dev.alloc(g.y_len())?;
-            let k = kernels(precision);
-            launch(dev, (k.file, k.fwd), shape, (x, w, &mut y), &mg)?;
-            CudaBuffer::F32(y)
+            CudaBuffer::F32(fwd_into(dev, run, shape, x, w, dev.alloc(n)?, &mg)?)
         }
         (CudaValues::F32(x), true) => {
-            let mut y = dev.alloc_u16(g.y_len())?;
-            let pick = Pick::short("conv2d_mma_fwd_f32_to_bf16");
-            launch(
-                dev,
-                (KernelFile::Conv2dMma, pick),
-                shape,
-                (x, w, &mut y),
-                &mg,
-            )?;
-            CudaBuffer::Bf16(y)
+            CudaBuffer::Bf16(fwd_into(dev, run, shape, x, w, dev.alloc_u16(n)?, &mg)?)
         }
         (CudaValues::Bf16(x), false) => {
-            let mut y = dev.alloc(g.y_len())?;
-            let pick = Pick::short("conv2d_mma_fwd_bf16_to_f32");
-            launch(
-                dev,
-                (KernelFile::Conv2dMma, pick),
-                shape,
-                (x, w, &mut y),
-                &mg,
-            )?;
-            CudaBuffer::F32(y)
+            CudaBuffer::F32(fwd_into(dev, run, shape, x, w, dev.alloc(n)?, &mg)?)
         }
         (CudaValues::Bf16(x), true) => {
-            let mut y = dev.alloc_u16(g.y_len())?;
-            let pick = Pick::both(
-                "conv2d_mma_fwd_bf16_to_bf16",
-                "conv2d_mma_m128_fwd_bf16_to_bf16",
-            );
-            launch(
-                dev,
-                (KernelFile::Conv2dMma, pick),
-                shape,
-                (x, w, &mut y),
-                &mg,
-            )?;
-            CudaBuffer::Bf16(y)
+            CudaBuffer::Bf16(fwd_into(dev, run, shape, x, w, dev.alloc_u16(n)?, &mg)?)
         }
     })
+}
+
+/// [`launch`] of a forward kernel writing `y`, which it returns.
+fn fwd_into<X: DeviceRepr, Y: DeviceRepr>(
+    dev: &CudaDevice,
+    run: (KernelFile, Pick),
+    shape: (usize, usize, usize),
+    x: &CudaSlice<X>,
+    w: &CudaSlice<f32>,
+    mut y: CudaSlice<Y>,
+    mg: &MmaConvGeom,
+) -> Result<CudaSlice<Y>> {
+    launch(dev, run, shape, (x, w, &mut y), mg)?;
+    Ok(y)
 }
 
 /// Gradient with respect to the input (f32).

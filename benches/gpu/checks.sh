@@ -6,8 +6,9 @@
 # gpu-out/). A failing step is reported and the next one runs; the exit status is the number of
 # failed steps. SKIP_BENCH=1 runs only the checks, SKIP_CHECKS=1 only the benchmarks: the whole
 # script can outlast one device call (10 min), so run it as two calls. QUICK=1 keeps what
-# decides #6 and fits one call: the selftest, training with the implicit convs (bf16 and f32),
-# the training benchmark both ways next to PyTorch, and the bf16 conv layers.
+# decides #6 and fits one call: the selftest, the `auto` test, training with the implicit convs
+# (bf16 and f32), the training benchmark with im2col and with `auto` next to PyTorch, and the
+# bf16 conv layers both ways.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-gpu-out}"
@@ -40,6 +41,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 # 1. Parity: every kernel against the CPU (exit 1 on any failure), then the carried test binaries.
 if [ "${SKIP_CHECKS:-0}" != 1 ]; then
     step selftest 240 ./.device/ssod selftest --device cuda
+    # `auto` (conv2d/algorithm.rs): its own binary, seconds.
+    step test-cuda_conv_auto 60 ./.device/test-cuda_conv_auto
     if [ "${QUICK:-0}" != 1 ]; then
         step test-cuda_selftest 120 ./.device/test-cuda_selftest
         step test-cuda_engine 120 ./.device/test-cuda_engine
@@ -57,17 +60,19 @@ fi
 [ "${SKIP_BENCH:-0}" = 1 ] && exit "$failed"
 
 # 2. Benchmarks, most wanted first (a call that runs out of time loses the tail): the issue's
-# target (ssod next to PyTorch eager, bf16 and f32, with the im2col convs and with the
-# implicit-GEMM tensor-core convs: bf16 products, and in f32 three TF32 products per product),
-# then the conv layers both ways next to cuDNN and the card's matrix rate, then A/B runs of the
-# older switches (their answers are in BENCHMARKS.md: last when time is short).
+# target (ssod next to PyTorch eager, bf16 and f32, with the im2col convs and with `auto`: per
+# conv pass the faster of im2col and the implicit-GEMM tensor-core convs (bf16 products, and in
+# f32 three TF32 products per product), as PyTorch's cudnn.benchmark picks cuDNN's algorithms),
+# then the conv layers both ways next to cuDNN and the card's matrix rate (per layer, where the
+# implicit kernels win), then the implicit convs alone and A/B runs of the older switches (their
+# answers are in BENCHMARKS.md: last when time is short).
 S="--model yolox-s --size 640 --batch 16 --steps 8 --gts 30 --device cuda"
 T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
 step bench-s-bf16 120 ./.device/ssod bench train $S --precision bf16
-step bench-s-bf16-implicit 120 ./.device/ssod bench train $S --precision bf16 --conv implicit
+step bench-s-bf16-auto 150 ./.device/ssod bench train $S --precision bf16 --conv auto
 step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
 step bench-s-f32 120 ./.device/ssod bench train $S --precision f32
-step bench-s-f32-implicit 120 ./.device/ssod bench train $S --precision f32 --conv implicit
+step bench-s-f32-auto 150 ./.device/ssod bench train $S --precision f32 --conv auto
 step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
 # 3. Per conv layer, ssod (im2col and implicit GEMM side by side) next to cuDNN (which layers
 # lose, and which pass).
@@ -78,10 +83,12 @@ for p in bf16 f32; do
     step "torch-conv-s-$p" 120 "$PY" benches/torch_conv_layers.py "$OUT/conv-s-$p.json" --precision $p
     [ "${QUICK:-0}" = 1 ] && exit "$failed"
 done
+step bench-s-bf16-implicit 120 ./.device/ssod bench train $S --precision bf16 --conv implicit
+step bench-s-f32-implicit 120 ./.device/ssod bench train $S --precision f32 --conv implicit
 step bench-s-bf16-implicit-profile 120 ./.device/ssod bench train $S --precision bf16 --conv implicit \
     --profile-ops
 step bench-s-tf32 120 ./.device/ssod bench train $S --precision tf32
-step bench-s-tf32-implicit 120 ./.device/ssod bench train $S --precision tf32 --conv implicit
+step bench-s-tf32-auto 150 ./.device/ssod bench train $S --precision tf32 --conv auto
 step bench-simota 60 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
 # bf16 products with every activation kept f32 (backend/cuda/bf16.rs): what the storage gains.
 step bench-s-bf16-f32storage 120 env SSOD_CUDA_BF16_STORAGE=0 ./.device/ssod bench train $S \

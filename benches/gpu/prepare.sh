@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 cargo build --release
 mkdir -p .device
 cp target/release/ssod .device/ssod
-for t in cuda_engine cuda_selftest train_recipe train_overfit; do
+for t in cuda_engine cuda_conv_auto cuda_selftest train_recipe train_overfit; do
     exe=$(cargo test --release --test "$t" --no-run 2>&1 | grep -o "target/release/deps/$t-[0-9a-f]*" | tail -n 1)
     [ -n "$exe" ] || { echo "no test binary for $t" >&2; exit 1; }
     cp "$exe" ".device/test-$t"

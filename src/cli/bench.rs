@@ -58,8 +58,9 @@ pub struct BenchTrainArgs {
     /// activations between convs); the CPU always computes in f32
     #[arg(long, default_value = "f32")]
     pub precision: String,
-    /// GPU convs with one group: im2col (im2col + cuBLAS) or implicit (implicit-GEMM tensor-core
-    /// kernels); default: SSOD_CUDA_CONV, else im2col
+    /// GPU convs with one group: im2col (im2col + cuBLAS), implicit (implicit-GEMM tensor-core
+    /// kernels) or auto (per conv the faster, measured in the untimed warm-up step); default:
+    /// SSOD_CUDA_CONV, else im2col
     #[arg(long)]
     pub conv: Option<String>,
     /// Print one JSON object instead of text
@@ -206,6 +207,16 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     }
     let wall = t0.elapsed().as_secs_f64();
     let round_trips = (host_round_trips() - round_trips_before) as f64 / a.steps as f64;
+    // What `auto` chose (in the warm-up step: the timed steps reuse its choices).
+    let auto_choices = match conv {
+        Some("auto") => Some(ssod::backend::cuda::device()?.conv_choices().summary()),
+        _ => None,
+    };
+    let conv_line = match (conv, auto_choices) {
+        (Some(c), Some(s)) => format!(", convs {c} ({s})"),
+        (Some(c), None) => format!(", convs {c}"),
+        (None, _) => String::new(),
+    };
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let (gpu_mem_mb, gpu_peak_mb) = match device {
         Device::Cuda => {
@@ -227,6 +238,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             "threads": threads, "params": model.num_params(),
             "images_per_s": images_per_s, "peak_mem_mb": peak, "gpu_mem_in_use_mb": gpu_mem_mb, "gpu_pool_peak_mb": gpu_peak_mb,
             "host_round_trips_per_step": round_trips,
+            "conv_auto": auto_choices.map(|s| serde_json::json!({ "im2col": s.im2col, "implicit": s.implicit, "refused": s.refused })),
             "ms_per_step": { "forward": per_step(times.forward), "assign_and_loss": per_step(times.assign_and_loss),
                 "backward": per_step(times.backward), "optimizer": per_step(times.optimizer), "ema": per_step(times.ema),
                 "total": per_step(wall) },
@@ -235,14 +247,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "{} at {}x{}, batch {}, {} steps, {} CPU threads, device {device}, precision {}{}",
-            a.model,
-            a.size,
-            a.size,
-            a.batch,
-            a.steps,
-            threads,
-            a.precision,
-            conv.map_or(String::new(), |c| format!(", convs {c}"))
+            a.model, a.size, a.size, a.batch, a.steps, threads, a.precision, conv_line
         );
         println!("images/s      {images_per_s:.2}");
         println!(

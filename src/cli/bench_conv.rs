@@ -39,8 +39,9 @@ pub struct BenchConvArgs {
     /// Write the layers and their times as JSON to this file (refused if it exists)
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
-    /// GPU convs with one group: im2col, implicit, or both (each layer timed with each, side by
-    /// side); default: the device's (SSOD_CUDA_CONV, else im2col)
+    /// GPU convs with one group: im2col, implicit, auto (per pass the faster, chosen in the
+    /// warm-up), or both (each layer timed with im2col and implicit, side by side); default: the
+    /// device's (SSOD_CUDA_CONV, else im2col)
     #[arg(long)]
     pub conv: Option<String>,
 }

@@ -20,7 +20,7 @@ use super::uninit;
 use std::mem::MaybeUninit;
 
 /// Everything a conv kernel needs to know about its shapes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dGeometry {
     pub batch: usize,
     pub in_channels: usize,

@@ -15,6 +15,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::conv2d::algorithm::ConvChoices;
 use super::modules::{cached_ptx, KernelFile, KERNEL_FILES};
 use crate::{Error, Result};
 
@@ -44,6 +45,10 @@ struct Inner {
     matrix_precision: AtomicU8,
     /// The [`ConvAlgorithm`] of every later convolution with one group, as its `u8`.
     conv_algorithm: AtomicU8,
+    /// What [`ConvAlgorithm::Auto`] chose for each conv so far.
+    conv_choices: ConvChoices,
+    /// Compute capability `(major, minor)`.
+    capability: (u32, u32),
 }
 
 /// How convolutions with one group multiply (grouped and depthwise convs keep their kernels).
@@ -53,16 +58,21 @@ pub enum ConvAlgorithm {
     Im2col = 0,
     /// Implicit GEMM on the tensor cores, one launch per batch (`conv2d/implicit_gemm.rs`).
     Implicit = 1,
+    /// Per conv and pass, the faster of the two, measured at its first call after checking
+    /// that they agree (`conv2d/algorithm.rs`; cuDNN's benchmark mode). Im2col on GPUs without
+    /// the tensor cores the implicit kernels need.
+    Auto = 2,
 }
 
 impl ConvAlgorithm {
-    /// `im2col` or `implicit`.
+    /// `im2col`, `implicit` or `auto`.
     pub fn from_name(name: &str) -> Result<ConvAlgorithm> {
         match name.trim() {
             "im2col" => Ok(ConvAlgorithm::Im2col),
             "implicit" => Ok(ConvAlgorithm::Implicit),
+            "auto" => Ok(ConvAlgorithm::Auto),
             other => Err(Error::InvalidArgument(format!(
-                "conv algorithm `{other}`: expected im2col or implicit"
+                "conv algorithm `{other}`: expected im2col, implicit or auto"
             ))),
         }
     }
@@ -70,9 +80,10 @@ impl ConvAlgorithm {
         match self {
             ConvAlgorithm::Im2col => "im2col",
             ConvAlgorithm::Implicit => "implicit",
+            ConvAlgorithm::Auto => "auto",
         }
     }
-    /// The process's default: `SSOD_CUDA_CONV` (im2col or implicit), else im2col until a GPU
+    /// The process's default: `SSOD_CUDA_CONV` (im2col, implicit or auto), else im2col until a GPU
     /// benchmark shows the implicit kernels' gain. An unknown value is a warning, not a silent
     /// default.
     fn from_env() -> ConvAlgorithm {
@@ -88,7 +99,7 @@ impl ConvAlgorithm {
 
 /// Arithmetic of the matrix products (cuBLAS) of this process: convolutions, matmul, linear.
 /// Element-wise kernels and reductions compute in f32 in every mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatrixPrecision {
     /// f32 operands and FMA (cuBLAS default math): the CPU's function.
     F32 = 0,
@@ -198,11 +209,13 @@ impl CudaDevice {
                 blas,
                 name,
                 arch: format!("compute_{major}{minor}"),
+                capability: (major as u32, minor as u32),
                 modules: [const { OnceLock::new() }; KERNEL_FILES],
                 staging: Mutex::new(Vec::new()),
                 staging_bf16: Mutex::new(Vec::new()),
                 matrix_precision: AtomicU8::new(MatrixPrecision::F32 as u8),
                 conv_algorithm: AtomicU8::new(ConvAlgorithm::from_env() as u8),
+                conv_choices: ConvChoices::default(),
             }),
         })
     }
@@ -213,6 +226,10 @@ impl CudaDevice {
     /// NVRTC architecture of the device, e.g. `compute_90`.
     pub fn arch(&self) -> &str {
         &self.inner.arch
+    }
+    /// Compute capability `(major, minor)`, e.g. `(9, 0)`.
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.inner.capability
     }
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.inner.ctx
@@ -252,8 +269,14 @@ impl CudaDevice {
     pub fn conv_algorithm(&self) -> ConvAlgorithm {
         match self.inner.conv_algorithm.load(Ordering::Relaxed) {
             1 => ConvAlgorithm::Implicit,
+            2 => ConvAlgorithm::Auto,
             _ => ConvAlgorithm::Im2col,
         }
+    }
+
+    /// What [`ConvAlgorithm::Auto`] chose so far (each conv and pass at its first call).
+    pub fn conv_choices(&self) -> &ConvChoices {
+        &self.inner.conv_choices
     }
 
     pub fn matrix_precision(&self) -> MatrixPrecision {

@@ -7,19 +7,24 @@
 //! convs (groups = C = K) use the direct kernels. The direct general kernels (`direct::*`) are
 //! the GPU reference the fast path can be checked against. The weight gradient, whose reduction
 //! over the output positions is split in slices on large maps, is in `conv2d/weight_grad.rs`;
-//! the implicit-GEMM tensor-core kernels (bf16 mode, opt-in) in `conv2d/implicit_gemm.rs`.
+//! the implicit-GEMM tensor-core kernels (opt-in) in `conv2d/implicit_gemm.rs`, and which of the
+//! two runs a conv (the device's setting, or `auto`'s measured choice) in `conv2d/algorithm.rs`.
 
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
 use super::bf16::{stores_bf16, to_bf16, widened_unless, CudaBuffer, CudaValues};
-use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, MatrixPrecision};
+use super::context::{
+    cuda_err, grid_1d, grid_per_item, ConvAlgorithm, CudaDevice, MatrixPrecision,
+};
 use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm, sgemm_rm_batched, used_len, Strided};
 use super::{check_len, KernelFile};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};
 
+pub mod algorithm;
 pub mod implicit_gemm;
 mod weight_grad;
+use algorithm::{algorithm_for, ConvPass};
 pub use weight_grad::bwd_weight;
 
 /// Mirrors `struct ConvGeom` of conv2d.cu.
@@ -163,7 +168,26 @@ pub fn fwd(
     let mut wide = None;
     let x = readable(dev, "conv2d_fwd", x, g, &mut wide)?;
     check_len("conv2d_fwd", "w", w, g.w_len())?;
-    if implicit_gemm::takes(dev, g) {
+    let run = |a| fwd_by(dev, a, x, w, g, out_bf16);
+    run(algorithm_for(
+        dev,
+        g,
+        ConvPass::Forward,
+        (x, out_bf16),
+        run,
+    )?)
+}
+
+/// [`fwd`] by the given algorithm (on checked arguments).
+fn fwd_by(
+    dev: &CudaDevice,
+    algorithm: ConvAlgorithm,
+    x: CudaValues,
+    w: &CudaSlice<f32>,
+    g: &Conv2dGeometry,
+    out_bf16: bool,
+) -> Result<CudaBuffer> {
+    if algorithm == ConvAlgorithm::Implicit {
         return implicit_gemm::fwd(dev, x, w, g, out_bf16);
     }
     if is_depthwise(g) {
@@ -450,7 +474,27 @@ pub fn bwd_input(
     check_geometry(g)?;
     check_len("conv2d_bwd_input", "dy", dy, g.y_len())?;
     check_len("conv2d_bwd_input", "w", w, g.w_len())?;
-    if implicit_gemm::takes(dev, g) {
+    let run = |a| bwd_input_by(dev, a, dy, w, g);
+    let f32_out = |a| run(a).map(CudaBuffer::F32);
+    let dy_values = (CudaValues::F32(dy), false);
+    run(algorithm_for(
+        dev,
+        g,
+        ConvPass::InputGrad,
+        dy_values,
+        f32_out,
+    )?)
+}
+
+/// [`bwd_input`] by the given algorithm (on checked arguments).
+fn bwd_input_by(
+    dev: &CudaDevice,
+    algorithm: ConvAlgorithm,
+    dy: &CudaSlice<f32>,
+    w: &CudaSlice<f32>,
+    g: &Conv2dGeometry,
+) -> Result<CudaSlice<f32>> {
+    if algorithm == ConvAlgorithm::Implicit {
         return implicit_gemm::bwd_input(dev, dy, w, g);
     }
     let mut dx = dev.alloc(g.x_len())?;

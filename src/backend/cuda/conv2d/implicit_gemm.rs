@@ -6,15 +6,17 @@
 //! operand split into a TF32 part and a TF32 remainder, good to about f32 rounding); all
 //! accumulate in f32. CPU twin: `src/backend/cpu/conv2d.rs`.
 //!
-//! Taken for convs with one group when the device's [`ConvAlgorithm`] is `Implicit`
-//! (`SSOD_CUDA_CONV=implicit`, or `CudaDevice::set_conv_algorithm`); the default stays
-//! im2col and cuBLAS until a GPU benchmark shows the gain (the kernels were written and checked
-//! in emulation without a GPU). The selftest checks them either way.
+//! Taken for convs with one group when the device's
+//! [`ConvAlgorithm`](super::super::ConvAlgorithm) is `Implicit`, or is
+//! `Auto` and they are the faster (`conv2d/algorithm.rs`; `SSOD_CUDA_CONV=implicit|auto`, or
+//! `CudaDevice::set_conv_algorithm`); the default stays im2col and cuBLAS until a GPU benchmark
+//! shows the gain (the kernels were written and checked in emulation without a GPU). The
+//! selftest checks them either way.
 
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::super::bf16::{stores_bf16, widened_unless, CudaBuffer, CudaValues};
-use super::super::context::{cuda_err, grid_1d, ConvAlgorithm, CudaDevice, MatrixPrecision};
+use super::super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
 use super::super::{check_len, KernelFile};
 use super::{check_geometry, check_input_len};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
@@ -49,10 +51,10 @@ unsafe impl DeviceRepr for MmaConvGeom {}
 const TILE_N: usize = 128;
 const TILE_K: usize = 32;
 
-/// Whether the conv of `g` takes this path on `dev`: one group, and the device's
-/// [`ConvAlgorithm`] is `Implicit`.
-pub fn takes(dev: &CudaDevice, g: &Conv2dGeometry) -> bool {
-    g.groups == 1 && dev.conv_algorithm() == ConvAlgorithm::Implicit
+/// Whether `dev` has the tensor cores these kernels need (`mma.sync` with bf16 and TF32
+/// operands: compute capability 8.0 or newer).
+pub fn supported(dev: &CudaDevice) -> bool {
+    dev.compute_capability() >= (8, 0)
 }
 
 /// A kernel in its 64-row form and, where its file has one, its 128-row form.
@@ -207,20 +209,20 @@ impl StridePhase {
     }
 }
 
-/// The kernels' `mma.sync` with bf16 and TF32 operands needs compute capability 8.0 or newer.
+/// [`supported`], or the reason and the way out.
 fn check_tensor_cores(dev: &CudaDevice) -> Result<()> {
-    let digits: String = dev.arch().chars().filter(char::is_ascii_digit).collect();
-    match digits.parse::<u32>() {
-        Ok(cc) if cc >= 80 => Ok(()),
-        _ => Err(Error::op(
-            "conv2d (cuda, implicit gemm)",
-            format!(
-                "the implicit-GEMM convs need compute capability 8.0 or newer (bf16/TF32 \
-                 mma.sync); this GPU is {}: use the im2col convs (unset SSOD_CUDA_CONV)",
-                dev.arch()
-            ),
-        )),
+    if supported(dev) {
+        return Ok(());
     }
+    Err(Error::op(
+        "conv2d (cuda, implicit gemm)",
+        format!(
+            "the implicit-GEMM convs need compute capability 8.0 or newer (bf16/TF32 \
+             mma.sync); this GPU is {}: use the im2col convs (SSOD_CUDA_CONV unset, im2col \
+             or auto)",
+            dev.arch()
+        ),
+    ))
 }
 
 /// Runs `pick` over the `m_len × n_len` product (`splits` times) on `(a, b, c)`.
@@ -442,15 +444,6 @@ pub fn bwd_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn conv_algorithm_names_round_trip_and_others_are_refused() {
-        for a in [ConvAlgorithm::Im2col, ConvAlgorithm::Implicit] {
-            assert_eq!(ConvAlgorithm::from_name(a.name()).unwrap(), a);
-        }
-        let err = ConvAlgorithm::from_name("cudnn").unwrap_err().to_string();
-        assert!(err.contains("cudnn") && err.contains("implicit"), "{err}");
-    }
 
     #[test]
     fn stride_phases_cover_every_input_position_and_tap_once() {

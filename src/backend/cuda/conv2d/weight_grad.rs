@@ -3,11 +3,12 @@
 
 use cudarc::driver::CudaSlice;
 
-use super::{check_geometry, check_len};
 use super::{
-    f32_input, is_depthwise, is_pointwise, launch_direct, product, readable, sgemm_rm, Columns,
-    CudaDevice, CudaValues, Dims, Operand, Strided,
+    algorithm_for, f32_input, is_depthwise, is_pointwise, launch_direct, product, readable,
+    sgemm_rm, Columns, ConvAlgorithm, ConvPass, CudaBuffer, CudaDevice, CudaValues, Dims, Operand,
+    Strided,
 };
+use super::{check_geometry, check_len};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::Result;
 
@@ -22,7 +23,26 @@ pub fn bwd_weight(
     check_len("conv2d_bwd_weight", "dy", dy, g.y_len())?;
     let mut wide = None;
     let x = readable(dev, "conv2d_bwd_weight", x, g, &mut wide)?;
-    if super::implicit_gemm::takes(dev, g) {
+    let run = |a| bwd_weight_by(dev, a, dy, x, g);
+    let f32_out = |a| run(a).map(CudaBuffer::F32);
+    run(algorithm_for(
+        dev,
+        g,
+        ConvPass::WeightGrad,
+        (x, false),
+        f32_out,
+    )?)
+}
+
+/// [`bwd_weight`] by the given algorithm (on checked arguments).
+fn bwd_weight_by(
+    dev: &CudaDevice,
+    algorithm: ConvAlgorithm,
+    dy: &CudaSlice<f32>,
+    x: CudaValues,
+    g: &Conv2dGeometry,
+) -> Result<CudaSlice<f32>> {
+    if algorithm == ConvAlgorithm::Implicit {
         return super::implicit_gemm::bwd_weight(dev, dy, x, g);
     }
     let mut dw = dev.alloc(g.w_len())?;

@@ -3,7 +3,7 @@
 //! GPU test prints its one-line reason and returns, STYLE 7).
 
 use ssod::backend::cpu::conv2d::Conv2dGeometry;
-use ssod::backend::cuda::selftest::{compare, run_cpu, run_cuda};
+use ssod::backend::cuda::selftest::{compare, failure_detail, run_cpu, run_cuda};
 use ssod::backend::cuda::{conv2d, elementwise, CudaAvailability};
 
 #[test]
@@ -19,6 +19,28 @@ fn compare_passes_equal_values_and_flags_the_first_bad_index() {
     g = c;
     g[3] = 1e-6;
     assert_eq!(compare(&c, &g, 1e-4).first_bad, None);
+}
+
+#[test]
+fn failure_detail_counts_and_lists_the_bad_elements() {
+    // Every other element wrong (what a fragment-layout bug gives), one within rounding.
+    let c: Vec<f32> = (1..=20).map(|i| i as f32).collect();
+    let mut g = c.clone();
+    for i in (1..20).step_by(2) {
+        g[i] += 1.0;
+    }
+    g[0] += 1e-6;
+    let d = failure_detail(&c, &g, 1e-4);
+    assert!(
+        d.starts_with("10 of 20 elements over 1e-4 per element: [1] 2.0000e0 vs 3.0000e0, [3]"),
+        "{d}"
+    );
+    assert_eq!(d.matches('[').count(), 6, "{d}");
+    assert!(failure_detail(&c, &c, 1e-4).starts_with("0 of 20 elements"));
+    assert_eq!(
+        failure_detail(&c, &g[..3], 1e-4),
+        "20 CPU values, 3 GPU values"
+    );
 }
 
 #[test]

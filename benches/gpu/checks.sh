@@ -30,7 +30,8 @@ step() {  # step NAME SECONDS COMMAND...
         # Only about eight files come back from a device call: the results travel on stdout.
         tail -n 6 "$OUT/$name.txt" | sed 's/^/    /'
     else
-        echo "    FAILED (exit $?) in $((SECONDS - t0)) s; last lines:"
+        echo "    FAILED (exit $?) in $((SECONDS - t0)) s; failed rows (with the selftest's detail line), last lines:"
+        grep -A1 -E " (FAIL|ERROR) " "$OUT/$name.txt" | head -n 24 | cut -c1-220 | sed 's/^/    /'
         tail -n 15 "$OUT/$name.txt" | sed 's/^/    /'
         failed=$((failed + 1))
     fi

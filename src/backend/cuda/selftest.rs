@@ -123,26 +123,14 @@ pub fn compare(cpu: &[f32], gpu: &[f32], tol: f64) -> Diff {
             first_bad: Some(cpu.len().min(gpu.len())),
         };
     }
-    let scale = cpu
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(0f64, |m, &v| m.max((v as f64).abs()));
-    let floor = (0.01 * scale).max(f64::MIN_POSITIVE);
+    let floor = relative_floor(cpu);
     let mut d = Diff {
         max_abs: 0.0,
         max_rel: 0.0,
         first_bad: None,
     };
     for (i, (&c, &g)) in cpu.iter().zip(gpu).enumerate() {
-        let (c, g) = (c as f64, g as f64);
-        let (abs, rel) = if c == g || (c.is_nan() && g.is_nan()) {
-            (0.0, 0.0)
-        } else if !c.is_finite() || !g.is_finite() {
-            (f64::INFINITY, f64::INFINITY)
-        } else {
-            let a = (g - c).abs();
-            (a, a / c.abs().max(floor))
-        };
+        let (abs, rel) = element_error(c, g, floor);
         d.max_abs = d.max_abs.max(abs);
         d.max_rel = d.max_rel.max(rel);
         if d.first_bad.is_none() && (rel.is_nan() || rel > tol) {
@@ -150,6 +138,58 @@ pub fn compare(cpu: &[f32], gpu: &[f32], tol: f64) -> Diff {
         }
     }
     d
+}
+
+/// The magnitude below which [`compare`] measures errors absolutely: 1 % of the largest finite
+/// reference value (so near-zero outputs of a cancelling sum do not divide by ~0).
+fn relative_floor(cpu: &[f32]) -> f64 {
+    let scale = cpu
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, &v| m.max((v as f64).abs()));
+    (0.01 * scale).max(f64::MIN_POSITIVE)
+}
+
+/// `(absolute, relative)` error of one element (NaN matches NaN, equal infinities match).
+fn element_error(c: f32, g: f32, floor: f64) -> (f64, f64) {
+    let (c, g) = (c as f64, g as f64);
+    if c == g || (c.is_nan() && g.is_nan()) {
+        (0.0, 0.0)
+    } else if !c.is_finite() || !g.is_finite() {
+        (f64::INFINITY, f64::INFINITY)
+    } else {
+        let a = (g - c).abs();
+        (a, a / c.abs().max(floor))
+    }
+}
+
+/// For a failed row, where it fails: how many elements are over `tol` by [`compare`]'s measure
+/// and the first few (index, CPU, GPU), so one GPU run tells a layout or tail bug (every other
+/// column, the last tile) from rounding (a few scattered elements).
+pub fn failure_detail(cpu: &[f32], gpu: &[f32], tol: f64) -> String {
+    const SHOWN: usize = 6;
+    if cpu.len() != gpu.len() {
+        return format!("{} CPU values, {} GPU values", cpu.len(), gpu.len());
+    }
+    let floor = relative_floor(cpu);
+    let bad: Vec<usize> = (0..cpu.len())
+        .filter(|&i| {
+            let rel = element_error(cpu[i], gpu[i], floor).1;
+            rel.is_nan() || rel > tol
+        })
+        .collect();
+    let shown: Vec<String> = bad
+        .iter()
+        .take(SHOWN)
+        .map(|&i| format!("[{i}] {:.4e} vs {:.4e}", cpu[i], gpu[i]))
+        .collect();
+    format!(
+        "{} of {} elements over {tol:.0e} per element{}{}",
+        bad.len(),
+        cpu.len(),
+        if shown.is_empty() { "" } else { ": " },
+        shown.join(", ")
+    )
 }
 
 /// Wait for the GPU, run `f`, wait again: `(result, ms)`.
@@ -262,6 +302,9 @@ pub fn run_cuda(dev: &CudaDevice, seed: u64, mut print: impl FnMut(&str)) -> Vec
                             .then(|| "the two sides gave different outputs".to_string()),
                     };
                     print(&line(&row));
+                    if !row.passed() && row.error.is_none() {
+                        print(&format!("    {}", failure_detail(cv, gv, case.tol)));
+                    }
                     rows.push(row);
                 }
             }

@@ -1,19 +1,23 @@
 //! The parity cases. Each case: seeded inputs (odd sizes), the CPU reference, the GPU launcher.
 
+mod conv_cases;
 mod conv_mma_cases;
 mod decode_nms_cases;
 mod detect_cases;
 mod elementwise_cases;
+mod gemm_cases;
 mod index_cases;
 mod layout_cases;
 mod model_cases;
 mod nn_cases;
 mod optim_cases;
 
+use conv_cases::*;
 use conv_mma_cases::*;
 use decode_nms_cases::*;
 use detect_cases::*;
 use elementwise_cases::*;
+use gemm_cases::*;
 use index_cases::*;
 use layout_cases::*;
 use model_cases::*;

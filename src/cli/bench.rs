@@ -171,21 +171,20 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             a.precision
         );
     }
-    let conv = match (device, a.conv.as_deref()) {
+    cfg.conv_algorithm = match (device, a.conv.as_deref()) {
         (Device::Cpu, Some(_)) => anyhow::bail!("--conv chooses among GPU conv algorithms"),
-        (Device::Cpu, None) => None,
-        (Device::Cuda, name) => {
-            let dev = ssod::backend::cuda::device()?;
-            if let Some(name) = name {
-                dev.set_conv_algorithm(
-                    ConvAlgorithm::from_name(name).map_err(|e| anyhow::anyhow!("--conv: {e}"))?,
-                );
-            }
-            Some(dev.conv_algorithm().name())
+        (_, None) => None,
+        (Device::Cuda, Some(name)) => {
+            Some(ConvAlgorithm::from_name(name).map_err(|e| anyhow::anyhow!("--conv: {e}"))?)
         }
     };
     let mut trainer = DetectorTrainer::new(model.clone(), cfg, 1000)?;
     trainer.to_device(device)?;
+    // The algorithm the trainer set (the recipe's, else the process's default).
+    let conv = match device {
+        Device::Cuda => Some(ssod::backend::cuda::device()?.conv_algorithm().name()),
+        Device::Cpu => None,
+    };
     // One warm-up step (first-touch allocations, thread pools, kernel compilation), not timed.
     trainer.step(&random_batch(a.batch, a.size, a.classes, a.gts, 0))?;
     // Batches are made before the clock starts: drawing 20M random pixels takes longer than a

@@ -79,6 +79,7 @@ impl Precision {
 }
 
 // One enum per concept: the loss and assigner own these; the config only names them.
+use crate::backend::cuda::ConvAlgorithm;
 pub use crate::detect::loss::BoxLossKind;
 pub use crate::detect::simota::SimOtaMode;
 
@@ -165,6 +166,10 @@ pub struct TrainConfig {
 
     // ---- device arithmetic ----
     pub precision: Precision,
+    /// The GPU convs' algorithm (`im2col`, `implicit`, or `auto`: per conv the faster, measured
+    /// at its first call; `backend::cuda::ConvAlgorithm`); unset: the process's default
+    /// (`SSOD_CUDA_CONV`, else im2col). The CPU has one.
+    pub conv_algorithm: Option<ConvAlgorithm>,
 }
 
 impl Default for TrainConfig {
@@ -214,6 +219,7 @@ impl Default for TrainConfig {
             test_conf: 0.01,
             nms_threshold: 0.65,
             precision: Precision::F32,
+            conv_algorithm: None,
         }
     }
 }
@@ -540,5 +546,27 @@ mod tests {
             assert_eq!(parsed.matrix_precision(), m);
         }
         assert!(serde_json::from_str::<Precision>("\"fp16\"").is_err());
+    }
+
+    #[test]
+    fn conv_algorithm_is_unset_by_default_and_takes_the_three_names() {
+        assert_eq!(TrainConfig::default().conv_algorithm, None);
+        for (name, a) in [
+            ("im2col", ConvAlgorithm::Im2col),
+            ("implicit", ConvAlgorithm::Implicit),
+            ("auto", ConvAlgorithm::Auto),
+        ] {
+            let cfg = TrainConfig::from_json_value(&serde_json::json!({ "conv_algorithm": name }))
+                .unwrap();
+            assert_eq!(cfg.conv_algorithm, Some(a));
+            assert_eq!(a.name(), name);
+        }
+        let err = TrainConfig::from_json_value(&serde_json::json!({ "conv_algorithm": "cudnn" }))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cudnn") && err.contains("conv_algorithm"),
+            "{err}"
+        );
     }
 }

@@ -52,7 +52,10 @@ struct Inner {
 }
 
 /// How convolutions with one group multiply (grouped and depthwise convs keep their kernels).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Spelled `im2col`, `implicit`, `auto` (the training recipe's `conv_algorithm`, `--conv`,
+/// `SSOD_CUDA_CONV`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ConvAlgorithm {
     /// im2col (or the input itself for 1×1) + cuBLAS, per batch chunk (`conv2d.rs`).
     Im2col = 0,
@@ -84,16 +87,17 @@ impl ConvAlgorithm {
         }
     }
     /// The process's default: `SSOD_CUDA_CONV` (im2col, implicit or auto), else im2col until a GPU
-    /// benchmark shows the implicit kernels' gain. An unknown value is a warning, not a silent
-    /// default.
-    fn from_env() -> ConvAlgorithm {
-        match std::env::var("SSOD_CUDA_CONV") {
+    /// benchmark shows the implicit kernels' gain. An unknown value is a warning (once), not a
+    /// silent default.
+    pub fn process_default() -> ConvAlgorithm {
+        static DEFAULT: OnceLock<ConvAlgorithm> = OnceLock::new();
+        *DEFAULT.get_or_init(|| match std::env::var("SSOD_CUDA_CONV") {
             Ok(v) => ConvAlgorithm::from_name(&v).unwrap_or_else(|e| {
                 eprintln!("SSOD_CUDA_CONV: {e}; using im2col");
                 ConvAlgorithm::Im2col
             }),
             Err(_) => ConvAlgorithm::Im2col,
-        }
+        })
     }
 }
 
@@ -214,7 +218,7 @@ impl CudaDevice {
                 staging: Mutex::new(Vec::new()),
                 staging_bf16: Mutex::new(Vec::new()),
                 matrix_precision: AtomicU8::new(MatrixPrecision::F32 as u8),
-                conv_algorithm: AtomicU8::new(ConvAlgorithm::from_env() as u8),
+                conv_algorithm: AtomicU8::new(ConvAlgorithm::process_default() as u8),
                 conv_choices: ConvChoices::default(),
             }),
         })

@@ -15,12 +15,12 @@ pub enum Error {
     /// An op was called with arguments it cannot accept (bad axis, bad stride, wrong dtype...).
     #[error("{op}: {msg}")]
     Op { op: String, msg: String },
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    /// Reading or writing a file failed. The OS error is part of the message and not a
+    /// `source` (a chain printer such as anyhow's `{:#}` would say it twice).
+    #[error("{}: {reason}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// A file was read but its content is wrong (`file` names it; `msg` says where and what).
     #[error("{file}: {msg}")]
@@ -68,10 +68,10 @@ impl Error {
         }
     }
 
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, reason: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            reason,
         }
     }
 

@@ -225,6 +225,17 @@ fn run_folder_report_tables_images_and_csv() {
 }
 
 #[test]
+fn a_missing_script_is_one_line_naming_the_file() {
+    let dir = temp_dir("missing");
+    let out = ssod(&dir, &["run", "no_such_notebook.rhai"]);
+    assert!(!out.ok);
+    let line = out.stderr.trim();
+    assert!(line.starts_with("error: no_such_notebook.rhai: "), "{line}");
+    // The OS's reason once (a chained error printer must not repeat it).
+    assert_eq!(line.matches("os error").count(), 1, "{line}");
+}
+
+#[test]
 fn device_options() {
     let dir = temp_dir("device");
     let gpu = ssod::backend::cuda::CudaAvailability::probe();

@@ -332,7 +332,7 @@ fn malformed_json_names_file_line_and_column() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("dt.json") && err.contains("line 3, column 21"),
+        err.contains("dt.json") && err.contains("line 3, column 21") && !err.contains("at line"),
         "{err}"
     );
     // Errors found after parsing name the detections file too.

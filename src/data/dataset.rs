@@ -65,9 +65,13 @@ pub struct Detection {
 pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| {
+        // serde_json's message ends with " at line L column C": said once, up front.
+        let message = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let what = message.strip_suffix(&position).unwrap_or(&message);
         Error::format(
             path.display(),
-            format!("line {}, column {}: {}", e.line(), e.column(), e),
+            format!("line {}, column {}: {what}", e.line(), e.column()),
         )
     })
 }

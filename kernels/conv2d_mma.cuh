@@ -248,7 +248,7 @@ template <class X> struct InputTaps {
 
 // ---- An arithmetic policy (Math: Bf16Math in conv2d_mma.cu, Tf32Math in conv2d_tf32.cu) gives
 // its shared element type Elem, K_TILE (the k extent of a tile slice) and LD (elements per
-// shared row: K_TILE plus 16 bytes of padding, 20 words, so the eight rows a fragment load
+// shared row: K_TILE plus 16 bytes of padding, 20 or 12 words, so the eight rows a fragment load
 // touches and the eight 16-byte stores of a quarter warp fall on distinct banks); from(f32 or
 // bf16 bits) and zero() for the gathers; store<RUN>(tile, row, part, v) for a run of values;
 // and multiply(a_tile, b_tile, wm, wn, g, t, acc), the warp's 32 x 64 part of one slice. ----

@@ -8,7 +8,8 @@
 // operands stay f32 in shared memory and are split into TF32 parts (cvt.rna) as fragments are
 // loaded; products sum in f32, in another order than cuBLAS's. conv2d_tf32_* round each
 // operand to TF32 (11 significant bits); conv2d_tf32x3_* add lo*hi + hi*lo before hi*hi (the
-// lo*lo term dropped): about f32's accuracy. `_m128` marks the 128-row tile form.
+// lo*lo term dropped) per k step of 8, from zero, then that step's sum to the running sum with
+// an f32 add: about f32's accuracy. `_m128` marks the 128-row tile form.
 //   <prefix>[_m128]_fwd_f32(x, w, y, G), <prefix>[_m128]_bwd_input_f32(dy, w, dx, G) (one launch
 //     per stride phase), <prefix>[_m128]_bwd_weight_f32(dy, x, part, G): the products, shapes
 //     and splits of conv2d_mma.cu's contract.
@@ -56,10 +57,17 @@ __device__ __forceinline__ unsigned tf32_bits(float x) {
 // PASSES = 1 rounds each operand to TF32 (cvt.rna, 11 significant bits: precision "tf32");
 // PASSES = 3 also splits off each operand's remainder, x = hi + lo with both TF32, and adds
 // lo·hi + hi·lo before hi·hi (the lo·lo term, ~2^-22 relative, is dropped): products good to
-// about f32 rounding, so the f32 rows hold their 1e-4 bound (precision "f32").
+// about f32 rounding, so the f32 rows hold their 1e-4 bound (precision "f32"). The split sums
+// each k step's three products from zero and adds that to the running sum with an f32 add:
+// the tensor cores round a sum once, toward zero, at the magnitude of their accumulator (Fasi
+// et al. 2021), so three products accumulated straight into the running sum truncate it three
+// times per step, a bias that grows with the reduction (2.8e-4 over 1,260 terms in the
+// emulation, which models it; 1.2e-5 this way). Its tiles are 8 deep, not 16: the per-step
+// sums need registers that a 16-deep tile's second step would otherwise hold (ptxas: 180-196
+// registers, no spills, against 255 and spills at 16).
 template <int PASSES> struct Tf32Math {
     typedef float Elem;
-    static const int K_TILE = 16;
+    static const int K_TILE = PASSES == 3 ? 8 : 16;
     static const int LD = K_TILE + 4;
     static __device__ __forceinline__ Elem from(float v) { return v; }
     static __device__ __forceinline__ Elem from(unsigned short bits) { return bf16_value(bits); }
@@ -79,7 +87,7 @@ template <int PASSES> struct Tf32Math {
                                                     int g, int t, float acc[2][8][4]) {
 #pragma unroll
         for (int kk = 0; kk < K_TILE; kk += 8) {
-            unsigned a_hi[2][4], a_lo[2][4], b_hi[8][2], b_lo[8][2];
+            unsigned a_hi[2][4], a_lo[2][4];
 #pragma unroll
             for (int mi = 0; mi < 2; ++mi) {
                 const Elem* p = a_tile + (wm + mi * 16 + g) * LD + kk + t;
@@ -90,20 +98,25 @@ template <int PASSES> struct Tf32Math {
             }
 #pragma unroll
             for (int ni = 0; ni < 8; ++ni) {
+                unsigned b_hi[2], b_lo[2];
                 const Elem* q = b_tile + (wn + ni * 8 + g) * LD + kk + t;
-                split(q[0], b_hi[ni][0], b_lo[ni][0]);
-                split(q[4], b_hi[ni][1], b_lo[ni][1]);
-            }
+                split(q[0], b_hi[0], b_lo[0]);
+                split(q[4], b_hi[1], b_lo[1]);
 #pragma unroll
-            for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-                for (int ni = 0; ni < 8; ++ni) {
+                for (int mi = 0; mi < 2; ++mi) {
                     if (PASSES == 3) {
-                        mma_tf32_1688(acc[mi][ni], a_lo[mi], b_hi[ni]);
-                        mma_tf32_1688(acc[mi][ni], a_hi[mi], b_lo[ni]);
+                        // From zero, then one f32 add (see above).
+                        float step[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                        mma_tf32_1688(step, a_lo[mi], b_hi);
+                        mma_tf32_1688(step, a_hi[mi], b_lo);
+                        mma_tf32_1688(step, a_hi[mi], b_hi);
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) acc[mi][ni][i] += step[i];
+                    } else {
+                        mma_tf32_1688(acc[mi][ni], a_hi[mi], b_hi);
                     }
-                    mma_tf32_1688(acc[mi][ni], a_hi[mi], b_hi[ni]);
                 }
+            }
         }
     }
 };

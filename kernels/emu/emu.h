@@ -68,7 +68,16 @@ static inline float emu_bf16_half(unsigned reg, int high) {
 }
 // One warp-wide mma: every lane posts its A and B registers, the warp meets, each lane sums its
 // four outputs (row g or g+8, column 2t or 2t+1) over k with product(warp, row, col, k) reading
-// the posted registers, and the warp meets again before the exchange is reused.
+// the posted registers, and the warp meets again before the exchange is reused. The sum is
+// taken as the tensor cores are measured to take it (Fasi et al., "Numerical behavior of NVIDIA
+// tensor cores", 2021): the products and c added without intermediate rounding (here in
+// double, exact for these operands up to far-apart magnitudes), then one rounding to f32
+// toward zero, the pessimistic (biased) one, so the split's f32 bound is checked with margin.
+static inline float emu_round_toward_zero(double v) {
+    float f = (float)v;  // nearest
+    if (std::fabs((double)f) > std::fabs(v)) f = std::nextafter(f, 0.0f);
+    return f;
+}
 template <class Product>
 static inline void emu_mma(float c[4], const unsigned a[4], const unsigned b[2], unsigned depth,
                            Product product) {
@@ -79,9 +88,9 @@ static inline void emu_mma(float c[4], const unsigned a[4], const unsigned b[2],
     unsigned g = lane >> 2, t = lane & 3;
     for (int i = 0; i < 4; ++i) {
         unsigned row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
-        float s = c[i];
-        for (unsigned k = 0; k < depth; ++k) s += product(warp, row, col, k);
-        c[i] = s;
+        double s = c[i];
+        for (unsigned k = 0; k < depth; ++k) s += (double)product(warp, row, col, k);
+        c[i] = emu_round_toward_zero(s);
     }
     pthread_barrier_wait(&emu_warp_barrier[warp]);
 }
@@ -120,8 +129,7 @@ static inline void emu_mma_tf32_1688(float c[4], const unsigned a[4], const unsi
     emu_mma(c, a, b, 8, [](unsigned warp, unsigned row, unsigned col, unsigned k) {
         unsigned a_lane = (row % 8) * 4 + k % 4, a_reg = (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0);
         unsigned b_lane = col * 4 + k % 4, b_reg = k >= 4 ? 1 : 0;
-        // A product of two TF32 values is exact; the sum is f32 (the tensor cores' own
-        // summation order and rounding differ a little).
+        // A product of two TF32 values (22 significant bits at most) is exact in f32.
         return (float)((double)emu_tf32_value(emu_mma_a[warp][a_lane][a_reg]) *
                        (double)emu_tf32_value(emu_mma_b[warp][b_lane][b_reg]));
     });

@@ -539,6 +539,9 @@ conv_mma_case('conv2d_tf32x3_3x3_s1_p1__f32_mode_', 2,5,11,13,70,3,1,1, False, F
 conv_mma_case('conv2d_tf32x3_1x1__f32_mode_', 2,12,9,7,10,1,1,0, False, False, 1, 'tf32x3')
 conv_mma_case('conv2d_tf32x3_5x5_s2_p2__f32_mode_', 2,3,40,36,6,5,2,2, False, False, 3, 'tf32x3')
 conv_mma_case('conv2d_tf32x3_1x1_s2__f32_mode_', 2,5,9,8,6,1,2,0, False, False, 1, 'tf32x3')
+conv_mma_case('conv2d_mma_two_128_row_tiles__3x3_s2__bf16_in__bf16_out_', 2,140,5,4,130,3,2,1, True, True, 1)
+conv_mma_case('conv2d_mma_1x1_two_128_row_tiles__bf16_in__bf16_out_', 2,136,6,5,132,1,1,0, True, True, 1)
+conv_mma_case('conv2d_tf32x3_two_128_row_tiles__3x3_s2__f32_mode_', 2,140,5,4,130,3,2,1, False, False, 1, 'tf32x3')
 # Parity cases this script does not run, and why; any other unchecked case is a failure, so a new
 # case gets its emulation (or a reason here) when it is added.
 NOT_EMULATED = {

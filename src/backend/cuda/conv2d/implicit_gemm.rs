@@ -46,8 +46,8 @@ struct MmaConvGeom {
 unsafe impl DeviceRepr for MmaConvGeom {}
 
 /// The block tiles of conv2d_mma.cuh: 64 or 128 rows (`TM`, 2·TM threads) by `TILE_N` columns;
-/// `TILE_K` is the larger of the arithmetics' `K_TILE` (32 bf16, 16 TF32), so a split of whole
-/// `TILE_K` runs is whole tiles for both.
+/// `TILE_K` is the largest of the arithmetics' `K_TILE` (32 bf16, 16 TF32, 8 for the f32
+/// split), a multiple of the others, so a split of whole `TILE_K` runs is whole tiles for all.
 const TILE_N: usize = 128;
 const TILE_K: usize = 32;
 

@@ -63,6 +63,16 @@ const TF32X3_K70: &[&str] = &[
 fn wide() -> Conv2dGeometry {
     geo(2, 66, 5, 7, 68, 3, 1, 1, 1)
 }
+/// 140 input and 130 output channels, 3×3 stride 2: every pass on two 128-row tiles (the
+/// second nearly empty), reductions of 1,260 (forward) and 130–520 (input gradient phases).
+fn two_tall_tiles() -> Conv2dGeometry {
+    geo(2, 140, 5, 4, 130, 3, 2, 1, 1)
+}
+const BF16_M128: &[&str] = &[
+    "conv2d_mma_m128_fwd_bf16_to_bf16",
+    "conv2d_mma_m128_bwd_input_f32",
+    "conv2d_mma_m128_bwd_weight_bf16",
+];
 const F32_IN_OUT: ConvPath = ConvPath::Implicit {
     x_bf16: false,
     y_bf16: false,
@@ -112,6 +122,19 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             ],
             (true, true),
             wide(),
+        ),
+        mma_case(
+            "conv2d mma two 128-row tiles, 3x3 s2 (bf16 in, bf16 out)",
+            BF16_M128,
+            (true, true),
+            two_tall_tiles(),
+        ),
+        // YOLOX's most common conv: 1×1 (the forward's pointwise gather) with over 128 channels.
+        mma_case(
+            "conv2d mma 1x1 two 128-row tiles (bf16 in, bf16 out)",
+            BF16_M128,
+            (true, true),
+            geo(2, 136, 6, 5, 132, 1, 1, 0, 1),
         ),
         in_tf32(
             "conv2d tf32 3x3 s1 p1",
@@ -168,6 +191,17 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             ],
             F32_IN_OUT,
             wide(),
+        ),
+        // The f32 bound over a 1,260-long reduction.
+        conv_case(
+            "conv2d tf32x3 two 128-row tiles, 3x3 s2 (f32 mode)",
+            &[
+                "conv2d_tf32x3_m128_fwd_f32",
+                "conv2d_tf32x3_m128_bwd_input_f32",
+                "conv2d_tf32x3_m128_bwd_weight_f32",
+            ],
+            F32_IN_OUT,
+            two_tall_tiles(),
         ),
     ]
 }

@@ -172,3 +172,58 @@ fn every_kernel_name_in_the_launchers_exists() {
         "found only {checked} kernel names: the scan is broken"
     );
 }
+
+/// The PTX disk cache (src/backend/cuda/ptx_cache.rs): an entry is written once, read back by
+/// the next call instead of compiling, keyed by the source, and a torn entry is compiled over.
+#[test]
+fn the_ptx_disk_cache_reads_its_own_entries_and_compiles_over_torn_ones() {
+    use ssod::backend::cuda::ptx_cache::load_or_compile_in;
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ssod-ptx-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let src = "extern \"C\" __global__ void twice(float* x) { x[threadIdx.x] *= 2.0f; }\n";
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let first = load_or_compile_in(&dir, "kernels/twice.cu", src, "compute_80").unwrap();
+    assert!(first.contains(".entry twice"), "{first}");
+    let files = entries();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let entry = &files[0];
+    assert!(entry
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("twice-compute_80-"));
+    // The second call reads the entry: a planted body (with the entry's own trailer) comes back.
+    let text = std::fs::read_to_string(entry).unwrap();
+    let trailer = text
+        .strip_prefix(first.as_str())
+        .expect("entry = PTX + trailer");
+    std::fs::write(entry, format!("planted{trailer}")).unwrap();
+    let again = load_or_compile_in(&dir, "kernels/twice.cu", src, "compute_80").unwrap();
+    assert_eq!(again, "planted");
+    // A torn entry (no trailer) is not used: compiled over and rewritten.
+    std::fs::write(entry, &first[..first.len() / 2]).unwrap();
+    let repaired = load_or_compile_in(&dir, "kernels/twice.cu", src, "compute_80").unwrap();
+    assert_eq!(repaired, first);
+    assert_eq!(std::fs::read_to_string(entry).unwrap(), text);
+    // Another source or architecture is another entry.
+    let other = src.replace("2.0f", "3.0f");
+    load_or_compile_in(&dir, "kernels/twice.cu", &other, "compute_80").unwrap();
+    load_or_compile_in(&dir, "kernels/twice.cu", src, "compute_90").unwrap();
+    assert_eq!(entries().len(), 3);
+    // A folder that cannot be written (a file stands where it would be) still compiles.
+    let blocked = dir.join("blocked");
+    std::fs::write(&blocked, "").unwrap();
+    let ptx = load_or_compile_in(&blocked, "kernels/twice.cu", src, "compute_80").unwrap();
+    assert_eq!(ptx, first);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

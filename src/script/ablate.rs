@@ -9,10 +9,12 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
 use serde::{Deserialize, Serialize};
 
+use crate::data::dataset::write_atomic;
+use crate::digest::hash_parts;
 use crate::eval::markdown::{markdown_table, mean_std, MetricRow};
 use crate::eval::plots::plot_run_bars;
 use crate::script::api::notebook::{csv_text, write_new_file, OutputItem, RunContext};
-use crate::script::cache::{hash_parts, to_json, write_atomic, CellCache};
+use crate::script::cache::{to_json, CellCache};
 use crate::script::convert::{script_err, ScriptResult};
 
 /// One finished point: its metrics in the order the closure's map had them.
@@ -162,7 +164,8 @@ pub fn ablate(
                         let rec = PointRecord {
                             metrics: metrics.clone(),
                         };
-                        if let Err(e) = to_json(&rec).and_then(|t| write_atomic(file, &t)) {
+                        if let Err(e) = to_json(&rec).and_then(|t| write_atomic(file, t.as_bytes()))
+                        {
                             ctx.emit(OutputItem::Text(format!(
                                 "note: ablation point not cached: {e}"
                             )));

@@ -28,24 +28,12 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use rhai::{Dynamic, Scope};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::data::dataset::write_atomic;
+use crate::digest::hash_bytes;
+pub use crate::digest::hash_parts;
 use crate::script::api::notebook::OutputItem;
 use crate::{Error, Result};
-
-/// SHA-256 of parts, each length-prefixed (so ("ab","c") and ("a","bc") differ), as hex.
-pub fn hash_parts(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The key of a cell (see the module documentation).
 pub fn cell_key(
@@ -115,7 +103,7 @@ impl ObjectStore {
         let _ = std::fs::remove_file(&tmp);
         write(&tmp)?;
         let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let name = format!("{}.{ext}", hex(&Sha256::digest(&bytes)));
+        let name = format!("{}.{ext}", hash_bytes(&bytes));
         let dest = self.dir.join(&name);
         if dest.exists() {
             let _ = std::fs::remove_file(&tmp);
@@ -434,8 +422,11 @@ impl CellCache {
             }
             std::fs::copy(&src, &dest).map_err(|e| Error::io(&src, e))?;
         }
-        write_atomic(&dir.join("scope.json"), &to_json(&ScopeFile { vars })?)?;
-        write_atomic(&dir.join("cell.json"), &to_json(record)?)?;
+        write_atomic(
+            &dir.join("scope.json"),
+            to_json(&ScopeFile { vars })?.as_bytes(),
+        )?;
+        write_atomic(&dir.join("cell.json"), to_json(record)?.as_bytes())?;
         Ok(Ok(()))
     }
 
@@ -448,14 +439,4 @@ impl CellCache {
 /// JSON text of a value, as a library error on failure.
 pub fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Msg(format!("cache: {e}")))
-}
-
-/// Write a file through a temporary name and a rename (a crash never leaves half a file).
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

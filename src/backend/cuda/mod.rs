@@ -35,6 +35,7 @@
 
 pub mod context;
 pub mod modules;
+pub mod ptx_cache;
 
 pub mod batch_norm;
 pub mod bf16;

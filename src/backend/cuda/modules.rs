@@ -1,7 +1,7 @@
 //! The kernel files: one NVRTC module per `kernels/<stem>.cu`, embedded with `include_str!`.
 //!
 //! PTX is compiled once per process (per file) for the live device's `compute_XX` and kept in a
-//! `OnceLock`; [`compile_all_kernels`] compiles every file for a named architecture with NVRTC
+//! `OnceLock` (and on disk between processes, `ptx_cache.rs`); [`compile_all_kernels`] compiles every file for a named architecture with NVRTC
 //! alone (no driver, no GPU), which is what `tests/cuda_kernels_compile.rs` runs in CI.
 
 use std::borrow::Cow;
@@ -385,16 +385,9 @@ pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {
     if src.contains('\0') {
         return Err(Error::Cuda(format!("{name}: source contains a NUL byte")));
     }
-    let file = name.rsplit('/').next().unwrap_or(name);
-    let src = splice_headers(file, src);
+    let (src, options) = compile_inputs(name, src, arch);
     let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![
-            format!("--gpu-architecture={arch}"),
-            // Same IEEE results as the CPU for division and sqrt; no fast math.
-            "--prec-div=true".into(),
-            "--prec-sqrt=true".into(),
-            "--ftz=false".into(),
-        ],
+        options,
         name: Some(name.rsplit('/').next().unwrap_or(name).replace('\0', "")),
         ..Default::default()
     };
@@ -416,6 +409,24 @@ pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {
             "NVRTC panicked while compiling {name} (library incomplete?)"
         ))),
     }
+}
+
+/// NVRTC's options for `arch` (every file the same).
+fn nvrtc_options(arch: &str) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture={arch}"),
+        // Same IEEE results as the CPU for division and sqrt; no fast math.
+        "--prec-div=true".into(),
+        "--prec-sqrt=true".into(),
+        "--ftz=false".into(),
+    ]
+}
+
+/// Everything the PTX of `name` (source `src`) for `arch` depends on besides NVRTC's version:
+/// the source with its headers spliced in, and the options.
+pub(super) fn compile_inputs(name: &str, src: &str, arch: &str) -> (String, Vec<String>) {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    (splice_headers(file, src).into_owned(), nvrtc_options(arch))
 }
 
 /// Compile every kernel file for `arch` (NVRTC only): `(file, PTX length in bytes)` each.
@@ -467,12 +478,13 @@ pub fn ptx_entries(ptx: &str) -> Vec<String> {
 static PTX_CACHE: [OnceLock<std::result::Result<(String, String), String>>; KERNEL_FILES] =
     [const { OnceLock::new() }; KERNEL_FILES];
 
-/// The PTX of `file` for `arch`, compiled on first use and kept for the process. A process has
-/// one live device; a call with another `arch` than the cached one compiles afresh.
+/// The PTX of `file` for `arch`, compiled (or read from the disk cache, `ptx_cache.rs`) on
+/// first use and kept for the process. A process has one live device; a call with another
+/// `arch` than the cached one compiles afresh.
 pub fn cached_ptx(file: KernelFile, arch: &str) -> Result<String> {
     let slot = &PTX_CACHE[file.index()];
     let cached = slot.get_or_init(|| {
-        compile_ptx(file, arch)
+        super::ptx_cache::load_or_compile(&file.file_name(), file.source(), arch)
             .map(|p| (arch.to_string(), p))
             .map_err(|e| e.to_string())
     });

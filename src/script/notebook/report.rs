@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{CellResult, CellStatus};
+use crate::data::dataset::write_atomic;
 use crate::script::api::notebook::OutputItem;
-use crate::script::cache::write_atomic;
 use crate::Result;
 
 /// A fence longer than any run of backticks in `text`.
@@ -126,6 +126,6 @@ pub fn write_report(
         }
     }
     let path = run_dir.join("report.md");
-    write_atomic(&path, &md)?;
+    write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }

@@ -15,6 +15,8 @@ OUT="${OUT:-gpu-out}"
 mkdir -p "$OUT"
 PIPLIB=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib   # PyTorch's CUDA 13 wheels
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PIPLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# PTX compiled by prepare.sh (and by each step for the next: ptx_cache.rs).
+export SSOD_PTX_CACHE="$PWD/.device/ptx-cache"
 # PyTorch for the baselines: $PY if set, else the machine's torch venv, else python3 on PATH.
 if [ -z "${PY:-}" ]; then
     PY=python3

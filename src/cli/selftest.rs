@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use ssod::backend::cuda::{selftest, CudaAvailability};
+use ssod::backend::cuda::{ptx_cache, selftest, CudaAvailability, KernelFile};
 
 #[derive(Subcommand)]
 pub enum SelftestCommand {
@@ -29,11 +29,19 @@ pub struct SelftestArgs {
     /// Seed of the random inputs
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Instead of the table: compile every kernel file for this architecture (e.g. compute_90)
+    /// with NVRTC alone (no GPU needed) into the PTX cache, timing each file; a GPU of that
+    /// architecture then starts without compiling (set SSOD_PTX_CACHE to fill another folder)
+    #[arg(long, value_name = "ARCH", conflicts_with = "device")]
+    pub compile: Option<String>,
 }
 
 impl SelftestCommand {
     pub fn execute(self) -> anyhow::Result<()> {
         let SelftestCommand::Selftest(args) = self;
+        if let Some(arch) = &args.compile {
+            return compile_into_cache(arch);
+        }
         let dev = match args.device {
             SelftestDevice::Cpu => None,
             SelftestDevice::Cuda => match CudaAvailability::probe() {
@@ -69,4 +77,22 @@ impl SelftestCommand {
         }
         Ok(())
     }
+}
+
+/// `selftest --compile ARCH`: every kernel file through the PTX disk cache, one line each.
+fn compile_into_cache(arch: &str) -> anyhow::Result<()> {
+    let Some(dir) = ptx_cache::cache_dir() else {
+        anyhow::bail!("selftest --compile: the PTX cache is off (SSOD_PTX_CACHE={{off,0}})");
+    };
+    println!("PTX cache {} for {arch}", dir.display());
+    let mut total = 0.0;
+    for file in KernelFile::ALL {
+        let t = std::time::Instant::now();
+        let ptx = ptx_cache::load_or_compile_in(&dir, &file.file_name(), file.source(), arch)?;
+        let s = t.elapsed().as_secs_f64();
+        total += s;
+        println!("{:<28} {:>9} bytes {s:>7.2} s", file.file_name(), ptx.len());
+    }
+    println!("{} files in {total:.1} s", KernelFile::ALL.len());
+    Ok(())
 }

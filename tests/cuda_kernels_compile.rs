@@ -227,3 +227,36 @@ fn the_ptx_disk_cache_reads_its_own_entries_and_compiles_over_torn_ones() {
     assert_eq!(ptx, first);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `ssod selftest --compile ARCH` fills the PTX cache for every kernel file without a GPU (what
+/// benches/gpu/prepare.sh runs for the device machine), and refuses when the cache is off.
+#[test]
+fn selftest_compile_fills_the_ptx_cache_for_every_file() {
+    let ssod = |cache: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ssod"))
+            .args(["selftest", "--compile", "compute_80"])
+            .env("SSOD_PTX_CACHE", cache)
+            .output()
+            .unwrap()
+    };
+    let off = ssod("off");
+    assert!(!off.status.success());
+    assert!(String::from_utf8_lossy(&off.stderr).contains("SSOD_PTX_CACHE"));
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ssod-ptx-compile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = ssod(dir.to_str().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = KernelFile::ALL.len();
+    assert!(stdout.contains(&format!("{n} files in")), "{stdout}");
+    let entries = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(entries, n, "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -3,7 +3,8 @@
 # drives this script (tests/cuda_kernels_emulated.rs). Most kernels run one thread per block
 # (call, call_grid): their arithmetic and indexing are checked, not their parallel parts (block
 # trees run with THREADS = 1) nor the cuBLAS calls (numpy stands in for sgemm). The tensor-core
-# convs run every thread of a block (call_threads: barriers and warp exchanges real).
+# convs run every thread of a block (call_threads: barriers and warp exchanges real), their
+# arrays inside canary bytes that catch a write past either end.
 # Usage: python3 run.py <workdir> (<workdir>/lib<file>.so and <workdir>/dump/<case>/); the test
 # `cargo test --release --test cuda_kernels_emulated` prepares both and runs it.
 import ctypes as C, numpy as np, os, sys
@@ -29,11 +30,21 @@ def call_grid(lib, sym, grid, *args):
     for b in range(grid):
         L[lib].emu_set_block(Ii(b), Ii(grid)); call(lib, sym, *args)
     L[lib].emu_set_block(Ii(0), Ii(1))
+GUARD = 4096  # bytes of canary on each side of every array a multi-thread launch gets
 def call_threads(lib, sym, grid, threads, *args):
     # Each block of a `grid`-block launch with its `threads` threads as OS threads: barriers
-    # and the mma's warp exchange (emu.h) then run as on the GPU, one block at a time.
+    # and the mma's warp exchange (emu.h) then run as on the GPU, one block at a time. Every
+    # array travels inside canary bytes: a write past either end (a tail tile's store, a phase's
+    # row) fails here, where on the GPU it would corrupt a neighbour or end the context.
     import threading
     assert threads == 1 or threads % 32 == 0, f'{sym}: {threads} threads are not whole warps'
+    guarded = []
+    def guard(a):
+        if not isinstance(a, np.ndarray): return a
+        raw = np.full(a.nbytes + 2 * GUARD, 0xA5, np.uint8)
+        raw[GUARD:GUARD + a.nbytes] = np.ascontiguousarray(a).view(np.uint8).ravel()
+        guarded.append((a, raw)); return raw[GUARD:GUARD + a.nbytes].view(a.dtype)
+    args = [guard(a) for a in args]
     L[lib].emu_set_threads(Ii(threads))
     def run(t):
         L[lib].emu_set_thread(Ii(t)); call(lib, sym, *args)
@@ -43,6 +54,10 @@ def call_threads(lib, sym, grid, threads, *args):
         for t in ts: t.start()
         for t in ts: t.join()
     L[lib].emu_set_threads(Ii(1)); L[lib].emu_set_block(Ii(0), Ii(1))
+    for i, (a, raw) in enumerate(guarded):
+        if (raw[:GUARD] != 0xA5).any() or (raw[GUARD + a.nbytes:] != 0xA5).any():
+            print(f'{sym:40s} {"arg " + str(i):10s} WROTE OUTSIDE its array'); fails.append(f'{sym}/bounds')
+        a.reshape(-1).view(np.uint8)[:] = raw[GUARD:GUARD + a.nbytes]
 fails = []
 checked = set()  # cases compared at least once
 def cmp(case, name, gpu, tol=1e-4, want=None):
@@ -491,8 +506,7 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     assert nsplit == splits, (case, nsplit, slen)  # the case crosses the split edges it says it does
     g = MG()
     for f, v in zip([f for f, _ in MG._fields_], [n, c, h, w, k, ks, ks, s, p, ho, wo, slen, 0, 0]): setattr(g, f, v)
-    vp16 = lambda a: a.ctypes.data_as(C.c_void_p)
-    xin = vp16(bf16_bits(x)) if x_bf16 else x
+    xin = bf16_bits(x) if x_bf16 else x
     y = np.zeros(n*k*ho*wo, '<u2' if y_bf16 else 'f4')
     pre = 'conv2d_mma' if math == 'bf16' else f'conv2d_{math}'
     lib = 'conv2d_mma' if math == 'bf16' else 'conv2d_tf32'
@@ -505,7 +519,7 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     # In bf16 arithmetic only the bf16-storage forms (and dx) have 128-row tiles.
     tall_x = math != 'bf16' or x_bf16
     fwd = f"_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else '_fwd_f32'
-    launch(fwd, k, n*ho*wo, math != 'bf16' or (x_bf16 and y_bf16), xin, wt, vp16(y), g)
+    launch(fwd, k, n*ho*wo, math != 'bf16' or (x_bf16 and y_bf16), xin, wt, y, g)
     y = widen(y) if y_bf16 else y
     # The input gradient one stride phase at a time (every position once; no taps: zeros).
     dx = np.zeros(n*c*h*w, 'f4'); launched = 0

@@ -185,8 +185,12 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         Device::Cuda => Some(ssod::backend::cuda::device()?.conv_algorithm().name()),
         Device::Cpu => None,
     };
-    // One warm-up step (first-touch allocations, thread pools, kernel compilation), not timed.
-    trainer.step(&random_batch(a.batch, a.size, a.classes, a.gts, 0))?;
+    // One warm-up step (first-touch allocations, thread pools, kernel compilation, `--conv
+    // auto`'s measurements), not in the figures; its time is reported on its own.
+    let warmup_batch = random_batch(a.batch, a.size, a.classes, a.gts, 0);
+    let warmup = Instant::now();
+    trainer.step(&warmup_batch)?;
+    let warmup_s = warmup.elapsed().as_secs_f64();
     // Batches are made before the clock starts: drawing 20M random pixels takes longer than a
     // GPU step (a loader prepares them in parallel with training).
     let batches: Vec<Batch> = (0..a.steps.min(4))
@@ -236,7 +240,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             "model": a.model, "size": a.size, "batch": a.batch, "steps": a.steps, "device": a.device, "precision": a.precision, "conv": conv,
             "threads": threads, "params": model.num_params(),
             "images_per_s": images_per_s, "peak_mem_mb": peak, "gpu_mem_in_use_mb": gpu_mem_mb, "gpu_pool_peak_mb": gpu_peak_mb,
-            "host_round_trips_per_step": round_trips,
+            "host_round_trips_per_step": round_trips, "warmup_step_s": warmup_s,
             "conv_auto": auto_choices.map(|s| serde_json::json!({ "im2col": s.im2col, "implicit": s.implicit, "refused": s.refused })),
             "ms_per_step": { "forward": per_step(times.forward), "assign_and_loss": per_step(times.assign_and_loss),
                 "backward": per_step(times.backward), "optimizer": per_step(times.optimizer), "ema": per_step(times.ema),
@@ -249,6 +253,12 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             a.model, a.size, a.size, a.batch, a.steps, threads, a.precision, conv_line
         );
         println!("images/s      {images_per_s:.2}");
+        let warmup_work = match (device, auto_choices) {
+            (Device::Cpu, _) => "first-touch allocations",
+            (Device::Cuda, None) => "kernel loading, first allocations",
+            (Device::Cuda, Some(_)) => "kernel loading, auto's measurement of each conv pass",
+        };
+        println!("warm-up step  {warmup_s:.2} s (not timed: {warmup_work})");
         println!(
             "peak memory   {} MB (host RSS)",
             peak.map(|p| format!("{p:.0}"))

@@ -293,7 +293,7 @@ fn bf16_batches_upload_as_the_images_rounded_to_bf16() {
             image_ids: (0..batch as u64).collect(),
         };
         dev.set_matrix_precision(MatrixPrecision::Bf16).unwrap();
-        let (t, _) = ssod::train::trainer::batch_tensors(&b, Device::Cuda).unwrap();
+        let (t, _) = ssod::train::device_batch::batch_tensors(&b, Device::Cuda).unwrap();
         dev.set_matrix_precision(MatrixPrecision::F32).unwrap();
         assert!(t.is_bf16(), "{n} values: not bf16 storage");
         let got = t.to_device(Device::Cpu).unwrap().to_vec();
@@ -302,7 +302,7 @@ fn bf16_batches_upload_as_the_images_rounded_to_bf16() {
             .map(|&v| f32::from_bits((bf16_bits(v) as u32) << 16))
             .collect();
         assert_eq!(got, want, "{n} values");
-        let (t, _) = ssod::train::trainer::batch_tensors(&b, Device::Cuda).unwrap();
+        let (t, _) = ssod::train::device_batch::batch_tensors(&b, Device::Cuda).unwrap();
         assert!(!t.is_bf16());
         assert_eq!(t.to_device(Device::Cpu).unwrap().to_vec(), images);
     }

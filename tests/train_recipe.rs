@@ -679,3 +679,95 @@ fn sgd_and_ema_on_cuda_match_the_host() {
         close_vec(&got, &wide(want), 3e-6, &format!("ema {n} on cuda"));
     }
 }
+
+/// `DetectorTrainer::step_uploaded` (each batch uploaded while the previous step's backward
+/// runs, as the training loop and `bench train` go) computes what `step` does, step by step,
+/// on the CPU and, on a machine with a GPU, on CUDA.
+#[test]
+fn steps_on_batches_uploaded_ahead_match_plain_steps() {
+    use ssod::data::loader::Batch;
+    use ssod::models::{YoloX, YoloXConfig};
+    use ssod::tensor::Device;
+    use ssod::train::trainer::DetectorTrainer;
+    use std::sync::Arc;
+    let batch = |seed: u64| {
+        let (n, side, max_labels) = (2, 64, 2);
+        let images: Vec<f32> = Tensor::rand([n * 3 * side * side], seed)
+            .to_vec()
+            .iter()
+            .map(|v| v * 255.0)
+            .collect();
+        let s = seed as f32;
+        let labels = vec![
+            0.0,
+            20.0 + s,
+            24.0,
+            16.0,
+            12.0, // image 0: two boxes
+            1.0,
+            40.0,
+            40.0 - s,
+            10.0,
+            18.0, //
+            1.0,
+            32.0,
+            30.0,
+            20.0 + s,
+            20.0, // image 1: one box, one padding row
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ];
+        Batch {
+            images,
+            batch: n,
+            height: side,
+            width: side,
+            labels,
+            max_labels,
+            num_labels: vec![2, 1],
+            image_ids: vec![2 * seed, 2 * seed + 1],
+        }
+    };
+    let batches: Vec<Batch> = (1..=3).map(batch).collect();
+    let mut devices = vec![Device::Cpu];
+    if ssod::backend::cuda::CudaAvailability::probe().is_ok() {
+        devices.push(Device::Cuda);
+    }
+    for device in devices {
+        let trainer = || {
+            let model = Arc::new(YoloX::new(YoloXConfig::variant("nano", 2).unwrap()).unwrap());
+            let cfg = TrainConfig {
+                input_size: (64, 64),
+                multiscale_range: 0,
+                batch_size: 2,
+                ..TrainConfig::default()
+            };
+            let mut t = DetectorTrainer::new(model, cfg, 10).unwrap();
+            t.to_device(device).unwrap();
+            t
+        };
+        let mut plain = trainer();
+        let want: Vec<f32> = batches
+            .iter()
+            .map(|b| plain.step(b).unwrap().loss)
+            .collect();
+        let mut ahead = trainer();
+        let mut uploaded = Some(ahead.upload(&batches[0]).unwrap());
+        let mut got = Vec::new();
+        for i in 0..batches.len() {
+            let (stats, next) = ahead
+                .step_uploaded(uploaded.take().unwrap(), batches.get(i + 1))
+                .unwrap();
+            assert_eq!(stats.images, 2);
+            assert_eq!(next.is_some(), i + 1 < batches.len());
+            got.push(stats.loss);
+            uploaded = next;
+        }
+        assert_eq!(got, want, "{device:?}");
+        // The batches differ, so the check can tell them apart.
+        assert!(want[0] != want[1] && want[1] != want[2], "{want:?}");
+    }
+}

@@ -187,15 +187,17 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     };
     // One warm-up step (first-touch allocations, thread pools, kernel compilation, `--conv
     // auto`'s measurements), not in the figures; its time is reported on its own.
-    let warmup_batch = random_batch(a.batch, a.size, a.classes, a.gts, 0);
-    let warmup = Instant::now();
-    trainer.step(&warmup_batch)?;
-    let warmup_s = warmup.elapsed().as_secs_f64();
     // Batches are made before the clock starts: drawing 20M random pixels takes longer than a
     // GPU step (a loader prepares them in parallel with training).
     let batches: Vec<Batch> = (0..a.steps.min(4))
         .map(|s| random_batch(a.batch, a.size, a.classes, a.gts, s + 1))
         .collect();
+    let warmup_batch = random_batch(a.batch, a.size, a.classes, a.gts, 0);
+    let warmup = Instant::now();
+    // As the training loop: each step uploads the next batch beside its backward.
+    let (_, mut uploaded) =
+        trainer.step_uploaded(trainer.upload(&warmup_batch)?, batches.first())?;
+    let warmup_s = warmup.elapsed().as_secs_f64();
     if device == Device::Cuda {
         ssod::backend::cuda::device()?.reset_pool_peak()?;
     }
@@ -204,7 +206,12 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     let round_trips_before = host_round_trips();
     let t0 = Instant::now();
     for s in 0..a.steps {
-        let stats = trainer.step(&batches[s % batches.len()])?;
+        let current = uploaded
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("bench train: step {s} found no uploaded batch"))?;
+        let (stats, next) =
+            trainer.step_uploaded(current, Some(&batches[(s + 1) % batches.len()]))?;
+        uploaded = next;
         times.add(&stats.times);
         images += stats.images;
     }

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod device_batch;
 pub mod ema;
 pub mod evaluate;
 pub mod optim;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::checkpoint::{load_checkpoint, save_checkpoint, TrainProgress};
 use super::config::TrainConfig;
+use super::device_batch::DeviceBatch;
 use super::ema::ModelEma;
 use super::evaluate::evaluate_detector;
 use super::optim::{build_optimizer, Optimizer};
@@ -17,13 +18,13 @@ use crate::data::augment::{AffineParams, AugmentConfig};
 use crate::data::dataset::CocoDataset;
 use crate::data::loader::{Batch, Loader, LoaderConfig};
 use crate::detect::decode_boxes;
-use crate::detect::loss::{yolox_loss, ImageTargets, YoloxLossConfig};
+use crate::detect::loss::{yolox_loss, YoloxLossConfig};
 use crate::detect::simota::SimOtaConfig;
 use crate::eval::coco::{MaxDets, Metrics};
 use crate::eval::metrics_csv::{MetricsCsv, MetricsRow};
 use crate::models::YoloX;
 use crate::progress::Progress;
-use crate::tensor::{Device, Tensor};
+use crate::tensor::Device;
 use crate::{Error, Result};
 
 /// Seconds spent in each stage of one step (the `ssod bench train` breakdown).
@@ -67,41 +68,6 @@ pub struct StepStats {
 
 /// The names of the loss parts in `metrics.csv`.
 pub const LOSS_NAMES: [&str; 5] = ["total", "iou", "obj", "cls", "l1"];
-
-/// A loader batch as the model's input (on `device`) and the loss's targets.
-pub fn batch_tensors(batch: &Batch, device: Device) -> Result<(Tensor, Vec<ImageTargets>)> {
-    let shape = [batch.batch, 3, batch.height, batch.width];
-    let images = match device {
-        Device::Cpu => Tensor::from_vec(batch.images.clone(), shape)?,
-        // Straight from the loader's buffer to the GPU (no host tensor in between); in bf16
-        // storage mode as bf16 bits, half the transfer: the first conv rounds its input to bf16
-        // either way (Focus only moves values), so the products see the same bits.
-        Device::Cuda => {
-            let dev = crate::backend::cuda::device()?;
-            if crate::backend::cuda::bf16::stores_bf16(&dev) {
-                Tensor::from_cuda_bf16(dev.upload_staged_bf16(&batch.images)?, shape)?
-            } else {
-                Tensor::from_cuda(dev.upload_staged(&batch.images)?, shape)?
-            }
-        }
-    };
-    let mut targets = Vec::with_capacity(batch.batch);
-    for b in 0..batch.batch {
-        let mut t = ImageTargets::default();
-        for l in 0..batch.num_labels[b] {
-            let row =
-                &batch.labels[(b * batch.max_labels + l) * 5..(b * batch.max_labels + l + 1) * 5];
-            // A zero-size box carries no signal (and SimOTA refuses it): skip it.
-            if !(row[3] > 0.0 && row[4] > 0.0) {
-                continue;
-            }
-            t.classes.push(row[0] as usize);
-            t.boxes_cxcywh.push([row[1], row[2], row[3], row[4]]);
-        }
-        targets.push(t);
-    }
-    Ok((images, targets))
-}
 
 /// A detector, its EMA copy, optimiser and schedule.
 pub struct DetectorTrainer {
@@ -196,10 +162,39 @@ impl DetectorTrainer {
 
     /// One optimiser step on one batch.
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
+        // The upload counts as forward here (nothing runs beside it).
+        let t = Instant::now();
+        let batch = self.upload(batch)?;
+        let upload = t.elapsed().as_secs_f64();
+        let (mut stats, _) = self.step_uploaded(batch, None)?;
+        stats.times.forward += upload;
+        Ok(stats)
+    }
+
+    /// `batch` on this trainer's device, for [`Self::step_uploaded`].
+    pub fn upload(&self, batch: &Batch) -> Result<DeviceBatch> {
+        DeviceBatch::new(batch, self.device)
+    }
+
+    /// One step on a batch already uploaded, and `next` uploaded while the GPU runs this
+    /// step's backward (returned for the next call): the host's share of an upload (filling
+    /// the pinned staging buffer) then no longer leaves the GPU idle at the start of a step,
+    /// as YOLOX's data prefetcher arranges for PyTorch. The same arithmetic as [`Self::step`].
+    pub fn step_uploaded(
+        &mut self,
+        batch: DeviceBatch,
+        next: Option<&Batch>,
+    ) -> Result<(StepStats, Option<DeviceBatch>)> {
         let mut times = StageTimes::default();
         let t = Instant::now();
-        let (images, targets) = batch_tensors(batch, self.device)?;
-        let grid = YoloX::anchor_grid(batch.height, batch.width);
+        let DeviceBatch {
+            images,
+            targets,
+            height,
+            width,
+        } = batch;
+        let count = targets.len();
+        let grid = YoloX::anchor_grid(height, width);
         self.model.set_training(true);
 
         let raw = self.model.forward(&images)?; // [B, A, 5 + C]
@@ -215,6 +210,8 @@ impl DetectorTrainer {
         let t = Instant::now();
         self.optimizer.zero_grad();
         loss.total.backward()?;
+        // The backward's kernels are queued: the next batch's upload goes beside them.
+        let next = next.map(|b| self.upload(b)).transpose()?;
         sync_stage(self.device)?;
         times.backward = t.elapsed().as_secs_f64();
 
@@ -240,7 +237,7 @@ impl DetectorTrainer {
                 self.iteration, loss.iou, loss.obj, loss.cls
             )));
         }
-        Ok(StepStats {
+        let stats = StepStats {
             loss: total,
             iou: loss.iou,
             obj: loss.obj,
@@ -249,9 +246,10 @@ impl DetectorTrainer {
             num_fg: loss.num_fg,
             num_gt: loss.num_gt,
             lr,
-            images: batch.batch,
+            images: count,
             times,
-        })
+        };
+        Ok((stats, next))
     }
 
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
@@ -421,10 +419,10 @@ pub fn train_detector(
                 &format!("epoch {}/{}", epoch + 1, config.max_epoch),
             )
         });
-        for batch in active.epoch(epoch) {
-            if batch.batch == 0 {
-                continue;
-            }
+        // Each batch uploaded during the previous step (step_uploaded).
+        let mut batches = active.epoch(epoch).filter(|b| b.batch > 0);
+        let mut current = batches.next().map(|b| trainer.upload(&b)).transpose()?;
+        while let Some(batch) = current.take() {
             if crate::progress::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(Error::Msg(format!(
                     "training interrupted at epoch {}, iteration {}; resume from {}",
@@ -433,7 +431,9 @@ pub fn train_detector(
                     ckpt_path.display()
                 )));
             }
-            let s = trainer.step(&batch)?;
+            let next = batches.next();
+            let (s, uploaded) = trainer.step_uploaded(batch, next.as_ref())?;
+            current = uploaded;
             if let Some(p) = progress.as_mut() {
                 let secs = s.times.total().max(1e-9);
                 p.tick(1, Some(s.loss as f64), Some(s.images as f64 / secs));

@@ -4,6 +4,7 @@
 //! process-wide device setting, and the counts below must not see other tests' convs.
 //! Without a GPU the test says so and returns (the choice logic has unit tests in the library).
 
+use ssod::backend::cuda::selftest::compare_norm;
 use ssod::backend::cuda::{self, ConvAlgorithm, CudaAvailability, MatrixPrecision};
 use ssod::ops::{self, Conv2dParams};
 use ssod::tensor::{Device, Tensor};
@@ -37,17 +38,6 @@ fn conv_and_grads(device: Device, groups: usize) -> Vec<f32> {
     out
 }
 
-/// `‖gpu − cpu‖ / ‖cpu‖`.
-fn relative_norm(cpu: &[f32], gpu: &[f32]) -> f64 {
-    assert_eq!(cpu.len(), gpu.len());
-    let (mut num, mut den) = (0f64, 0f64);
-    for (&c, &g) in cpu.iter().zip(gpu) {
-        num += (g as f64 - c as f64).powi(2);
-        den += (c as f64).powi(2);
-    }
-    (num / den).sqrt()
-}
-
 #[test]
 fn auto_measures_each_pass_once_and_matches_the_cpu() {
     if CudaAvailability::probe().is_err() {
@@ -69,8 +59,8 @@ fn auto_measures_each_pass_once_and_matches_the_cpu() {
         let before_run = total(&dev);
         for _ in 0..2 {
             let gpu = conv_and_grads(Device::Cuda, 1);
-            let rel = relative_norm(&cpu, &gpu);
-            assert!(rel < bound, "{precision:?}: relative norm {rel:.2e}");
+            let diff = compare_norm(&cpu, &gpu, bound);
+            assert_eq!(diff.first_bad, None, "{precision:?}: {diff:?}");
             // Forward, input gradient, weight gradient: measured at the first run only.
             assert_eq!(total(&dev), before_run + 3, "{precision:?}");
         }

@@ -100,7 +100,6 @@ pub fn cases() -> Vec<Case> {
     v.extend(conv_cases());
     v.extend(gemm_cases());
     v.extend(bf16_cases());
-    v.extend(conv_mma_cases());
     v.extend(bn_cases());
     v.extend(pool_cases());
     v.push(softmax_case(
@@ -181,6 +180,9 @@ pub fn cases() -> Vec<Case> {
     v.push(nms_case("batched_nms (per class) iou 0.45", true, 0.45));
     v.push(yolox_train_step_case());
     v.push(yolox_train_step_bf16_case());
+    // Last, the kernels not yet run on a GPU (written in emulation): a fault there that ends
+    // the CUDA context (an illegal address) then leaves every row above with its result.
+    v.extend(conv_mma_cases());
     v.push(yolox_train_step_implicit_case());
     v.push(yolox_train_step_bf16_implicit_case());
     v

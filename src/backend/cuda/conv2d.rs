@@ -16,7 +16,7 @@ use super::bf16::{stores_bf16, to_bf16, widened_unless, CudaBuffer, CudaValues};
 use super::context::{
     cuda_err, grid_1d, grid_per_item, ConvAlgorithm, CudaDevice, MatrixPrecision,
 };
-use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm, sgemm_rm_batched, used_len, Strided};
+use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm_batched, used_len, Strided};
 use super::{check_len, KernelFile};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
 use crate::{Error, Result};

@@ -20,38 +20,33 @@ fn op(t: bool) -> cublasOperation_t {
     }
 }
 
-/// Row-major `c[m×n] = op(a)·op(b) (+ beta·c)`: [`sgemm_rm_batched`] with one item. `lda`/`ldb`
-/// are the row strides of `a`/`b` as stored.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm_rm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+/// `out[j] = Σ_i m[i·n + j]`: the sum of the `rows` rows of a row-major `rows × n` f32 matrix,
+/// as one product with a ones vector (`ones`, at least `rows` long) in f32 operands whatever
+/// the device's [`MatrixPrecision`] says for products: it is a reduction of values already
+/// computed, and bf16 mode's rounding of both operands would round every partial sum to 8
+/// bits (and cost a conversion pass over the matrix). TF32 mode's math flag still applies.
+pub(crate) fn sum_rows<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
     dev: &CudaDevice,
-    trans_a: bool,
-    trans_b: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &A,
-    lda: usize,
-    b: &B,
-    ldb: usize,
-    c: &mut C,
-    beta: f32,
+    (rows, n): (usize, usize),
+    m: &B,
+    ones: &A,
+    out: &mut C,
 ) -> Result<()> {
     let one = |ld| Strided { ld, stride: 0 };
-    sgemm_rm_batched(
-        dev,
-        trans_a,
-        trans_b,
-        (m, n, k),
-        a,
-        one(lda),
-        b,
-        one(ldb),
-        c,
+    let cfg = column_major_config(
+        false,
+        false,
+        (1, n, rows),
+        one(rows),
+        one(n),
         one(n),
         1,
-        beta,
-    )
+        0.0,
+    );
+    // SAFETY: `m` holds rows·n values, `ones` rows and `out` n (the caller's buffers, sized by
+    // the same counts); all fit i32 (check_geometry).
+    unsafe { dev.blas().gemm_strided_batched(cfg, m, ones, out) }
+        .map_err(|e| cuda_err("cublasSgemmStridedBatched (row sum)", e))
 }
 
 /// One operand of [`sgemm_rm_batched`]: a matrix with row stride `ld`, item `i` at

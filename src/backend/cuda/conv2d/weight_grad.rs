@@ -5,11 +5,11 @@ use cudarc::driver::CudaSlice;
 
 use super::{
     algorithm_for, f32_input, is_depthwise, is_pointwise, launch_direct, product, readable,
-    sgemm_rm, Columns, ConvAlgorithm, ConvPass, CudaBuffer, CudaDevice, CudaValues, Dims, Operand,
-    Strided,
+    Columns, ConvAlgorithm, ConvPass, CudaBuffer, CudaDevice, CudaValues, Dims, Operand, Strided,
 };
 use super::{check_geometry, check_len};
 use crate::backend::cpu::conv2d::Conv2dGeometry;
+use crate::backend::cuda::gemm::sum_rows;
 use crate::Result;
 
 /// Gradient with respect to the weight, summed over the batch.
@@ -145,12 +145,10 @@ fn bwd_weight_by(
         }
         // dw_g [1 × kg·ckk] = ones [1 × N·S] · partial [N·S × kg·ckk]: the sum over items and
         // slices as one product (a reduction kernel with a block per weight would idle most of
-        // its threads).
+        // its threads), in f32 operands in every mode.
         let off = grp * w_g_len;
         let mut dw_g = dw.slice_mut(off..off + w_g_len);
-        sgemm_rm(
-            dev, false, false, 1, w_g_len, rows, &ones, rows, &partial, w_g_len, &mut dw_g, 0.0,
-        )?;
+        sum_rows(dev, (rows, w_g_len), &partial, &ones, &mut dw_g)?;
     }
     Ok(dw)
 }

@@ -315,7 +315,7 @@ pub(crate) fn short_candidates(lib: &str) -> String {
 }
 
 /// `compute_80`, `compute_90a`, `sm_86`, ...: anything else is refused before NVRTC sees it.
-fn check_arch(arch: &str) -> Result<()> {
+pub(super) fn check_arch(arch: &str) -> Result<()> {
     let digits = arch
         .strip_prefix("compute_")
         .or_else(|| arch.strip_prefix("sm_"))

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::modules::{compile_inputs, compile_source, nvrtc_version};
+use super::modules::{check_arch, compile_inputs, compile_source, nvrtc_version};
 use crate::digest::hash_parts;
 use crate::Result;
 
@@ -41,6 +41,7 @@ pub fn load_or_compile(name: &str, src: &str, arch: &str) -> Result<String> {
 
 /// [`load_or_compile`] with the cache in `dir`.
 pub fn load_or_compile_in(dir: &Path, name: &str, src: &str, arch: &str) -> Result<String> {
+    check_arch(arch)?; // before it names a file
     let (major, minor) = nvrtc_version()?;
     let (spliced, options) = compile_inputs(name, src, arch);
     let key = hash_parts(&[

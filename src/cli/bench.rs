@@ -185,16 +185,16 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         Device::Cuda => Some(ssod::backend::cuda::device()?.conv_algorithm().name()),
         Device::Cpu => None,
     };
-    // One warm-up step (first-touch allocations, thread pools, kernel compilation, `--conv
-    // auto`'s measurements), not in the figures; its time is reported on its own.
     // Batches are made before the clock starts: drawing 20M random pixels takes longer than a
     // GPU step (a loader prepares them in parallel with training).
     let batches: Vec<Batch> = (0..a.steps.min(4))
         .map(|s| random_batch(a.batch, a.size, a.classes, a.gts, s + 1))
         .collect();
+    // One warm-up step (first-touch allocations, thread pools, kernel compilation, `--conv
+    // auto`'s measurements), not in the figures; its time is reported on its own. As in the
+    // training loop, each step uploads the next batch beside its backward.
     let warmup_batch = random_batch(a.batch, a.size, a.classes, a.gts, 0);
     let warmup = Instant::now();
-    // As the training loop: each step uploads the next batch beside its backward.
     let (_, mut uploaded) =
         trainer.step_uploaded(trainer.upload(&warmup_batch)?, batches.first())?;
     let warmup_s = warmup.elapsed().as_secs_f64();

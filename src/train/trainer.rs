@@ -30,7 +30,10 @@ use crate::{Error, Result};
 /// Seconds spent in each stage of one step (the `ssod bench train` breakdown).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StageTimes {
-    /// Batch to tensors (and to the device), forward and decode.
+    /// Batch to tensors (and to the device) in [`DetectorTrainer::step`], forward and decode.
+    /// Under [`DetectorTrainer::step_uploaded`] the batch came with the previous step, and the
+    /// next batch's upload runs beside the backward (its host part hidden, its copy in
+    /// `backward`).
     pub forward: f64,
     pub assign_and_loss: f64,
     pub backward: f64,

@@ -226,7 +226,7 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// The recipe of a variant (`nano`, `tiny`, `s`, `m`, `l`, `x`, optionally `yolox-`/`yolox_`
-    /// prefixed): yolox_base.py plus the overrides of exps/default/yolox_<variant>.py.
+    /// prefixed): yolox_base.py plus the overrides of `exps/default/yolox_<variant>.py`.
     pub fn for_variant(name: &str) -> Result<Self> {
         let lower = name.trim().to_ascii_lowercase();
         let short = lower

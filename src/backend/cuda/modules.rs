@@ -381,11 +381,20 @@ fn splice_headers<'a>(file: &str, src: &'a str) -> Cow<'a, str> {
 /// The shared headers it includes (`kernels/common.cuh`, `kernels/bf16.cuh`) are spliced in.
 pub fn compile_source(name: &str, src: &str, arch: &str) -> Result<String> {
     check_arch(arch)?;
+    compile_prepared(name, compile_inputs(name, src, arch), arch)
+}
+
+/// [`compile_source`] on what [`compile_inputs`] made of it (the PTX cache has them already
+/// for its key), `arch` checked.
+pub(super) fn compile_prepared(
+    name: &str,
+    (src, options): (String, Vec<String>),
+    arch: &str,
+) -> Result<String> {
     nvrtc_available().map_err(Error::Cuda)?;
     if src.contains('\0') {
         return Err(Error::Cuda(format!("{name}: source contains a NUL byte")));
     }
-    let (src, options) = compile_inputs(name, src, arch);
     let opts = cudarc::nvrtc::CompileOptions {
         options,
         name: Some(name.rsplit('/').next().unwrap_or(name).replace('\0', "")),

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::modules::{check_arch, compile_inputs, compile_source, nvrtc_version};
+use super::modules::{check_arch, compile_inputs, compile_prepared, compile_source, nvrtc_version};
 use crate::digest::hash_parts;
 use crate::Result;
 
@@ -64,7 +64,7 @@ pub fn load_or_compile_in(dir: &Path, name: &str, src: &str, arch: &str) -> Resu
     {
         return Ok(ptx);
     }
-    let ptx = compile_source(name, src, arch)?;
+    let ptx = compile_prepared(name, (spliced, options), arch)?;
     // Best effort: a read-only or full disk costs the next process a compile, nothing else.
     let _ = crate::data::dataset::write_atomic(&path, format!("{ptx}{trailer}").as_bytes());
     Ok(ptx)

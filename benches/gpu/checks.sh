@@ -6,9 +6,9 @@
 # gpu-out/). A failing step is reported and the next one runs; the exit status is the number of
 # failed steps. SKIP_BENCH=1 runs only the checks, SKIP_CHECKS=1 only the benchmarks: the whole
 # script can outlast one device call (10 min), so run it as two calls. QUICK=1 keeps what
-# decides #6 and fits one call: the selftest, the `auto` test, training with the implicit convs
-# (bf16 and f32), the training benchmark with im2col and with `auto` next to PyTorch, and the
-# bf16 conv layers both ways.
+# decides #6, in this order: the selftest, the `auto` test, the training benchmark with `auto`
+# next to PyTorch (bf16, f32), then with im2col, training with the implicit convs (bf16 and f32),
+# and the bf16 conv layers both ways.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-gpu-out}"
@@ -54,12 +54,16 @@ if [ "${SKIP_CHECKS:-0}" != 1 ]; then
         step test-train_overfit-cuda-bf16 240 env SSOD_TEST_DEVICE=cuda SSOD_TEST_PRECISION=bf16 \
             ./.device/test-train_overfit
     fi
-    # The implicit-GEMM tensor-core convs (conv2d/implicit_gemm.rs) in the real training loop.
+fi
+# The implicit-GEMM tensor-core convs (conv2d/implicit_gemm.rs) in the real training loop (QUICK:
+# after the training benchmarks, which decide #6).
+overfit_implicit() {
     step test-train_overfit-cuda-implicit 240 env SSOD_CUDA_CONV=implicit SSOD_TEST_DEVICE=cuda \
         ./.device/test-train_overfit
     step test-train_overfit-cuda-bf16-implicit 240 env SSOD_CUDA_CONV=implicit SSOD_TEST_DEVICE=cuda \
         SSOD_TEST_PRECISION=bf16 ./.device/test-train_overfit
-fi
+}
+[ "${SKIP_CHECKS:-0}" != 1 ] && [ "${QUICK:-0}" != 1 ] && overfit_implicit
 [ "${SKIP_BENCH:-0}" = 1 ] && exit "$failed"
 
 # 2. Benchmarks, most wanted first (a call that runs out of time loses the tail): the issue's
@@ -71,12 +75,13 @@ fi
 # answers are in BENCHMARKS.md: last when time is short).
 S="--model yolox-s --size 640 --batch 16 --steps 8 --gts 30 --device cuda"
 T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
-step bench-s-bf16 120 ./.device/ssod bench train $S --precision bf16
 step bench-s-bf16-auto 150 ./.device/ssod bench train $S --precision bf16 --conv auto
 step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
-step bench-s-f32 120 ./.device/ssod bench train $S --precision f32
 step bench-s-f32-auto 150 ./.device/ssod bench train $S --precision f32 --conv auto
 step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
+step bench-s-bf16 120 ./.device/ssod bench train $S --precision bf16
+step bench-s-f32 120 ./.device/ssod bench train $S --precision f32
+[ "${SKIP_CHECKS:-0}" != 1 ] && [ "${QUICK:-0}" = 1 ] && overfit_implicit
 # 3. Per conv layer, ssod (im2col and implicit GEMM side by side) next to cuDNN (which layers
 # lose, and which pass).
 for p in bf16 f32; do

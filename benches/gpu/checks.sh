@@ -6,9 +6,9 @@
 # gpu-out/). A failing step is reported and the next one runs; the exit status is the number of
 # failed steps. SKIP_BENCH=1 runs only the checks, SKIP_CHECKS=1 only the benchmarks: the whole
 # script can outlast one device call (10 min), so run it as two calls. QUICK=1 keeps what
-# decides #6, in this order: the selftest, the `auto` test, the training benchmark with `auto`
-# next to PyTorch (bf16, f32), then with im2col, training with the implicit convs (bf16 and f32),
-# and the bf16 conv layers both ways.
+# decides #6, in this order: the selftest, the `auto` test, the training benchmark (default
+# convs: `auto`) next to PyTorch (bf16, f32), then with im2col, training with the implicit convs
+# (bf16 and f32), and the bf16 conv layers both ways. SEED: the selftest's inputs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-gpu-out}"
@@ -43,7 +43,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 
 # 1. Parity: every kernel against the CPU (exit 1 on any failure), then the carried test binaries.
 if [ "${SKIP_CHECKS:-0}" != 1 ]; then
-    step selftest 240 ./.device/ssod selftest --device cuda
+    step selftest 240 ./.device/ssod selftest --device cuda --seed "${SEED:-0}"
     # `auto` (conv2d/algorithm.rs): its own binary, seconds.
     step test-cuda_conv_auto 60 ./.device/test-cuda_conv_auto
     if [ "${QUICK:-0}" != 1 ]; then
@@ -73,14 +73,16 @@ overfit_implicit() {
 # then the conv layers both ways next to cuDNN and the card's matrix rate (per layer, where the
 # implicit kernels win), then the implicit convs alone and A/B runs of the older switches (their
 # answers are in BENCHMARKS.md: last when time is short).
-S="--model yolox-s --size 640 --batch 16 --steps 8 --gts 30 --device cuda"
-T="--model s --size 640 --batch 16 --steps 10 --warmup 3 --device cuda"
-step bench-s-bf16-auto 150 ./.device/ssod bench train $S --precision bf16 --conv auto
+# STEPS: timed steps of each training benchmark (ssod and PyTorch alike).
+S="--model yolox-s --size 640 --batch 16 --steps ${STEPS:-8} --gts 30 --device cuda"
+T="--model s --size 640 --batch 16 --steps ${STEPS:-10} --warmup 3 --device cuda"
+# The default convs are `auto` (context.rs process_default).
+step bench-s-bf16 150 ./.device/ssod bench train $S --precision bf16
 step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
-step bench-s-f32-auto 150 ./.device/ssod bench train $S --precision f32 --conv auto
+step bench-s-f32 150 ./.device/ssod bench train $S --precision f32
 step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
-step bench-s-bf16 120 ./.device/ssod bench train $S --precision bf16
-step bench-s-f32 120 ./.device/ssod bench train $S --precision f32
+step bench-s-bf16-im2col 120 ./.device/ssod bench train $S --precision bf16 --conv im2col
+step bench-s-f32-im2col 120 ./.device/ssod bench train $S --precision f32 --conv im2col
 [ "${SKIP_CHECKS:-0}" != 1 ] && [ "${QUICK:-0}" = 1 ] && overfit_implicit
 # 3. Per conv layer, ssod (im2col and implicit GEMM side by side) next to cuDNN (which layers
 # lose, and which pass).
@@ -95,8 +97,8 @@ step bench-s-bf16-implicit 120 ./.device/ssod bench train $S --precision bf16 --
 step bench-s-f32-implicit 120 ./.device/ssod bench train $S --precision f32 --conv implicit
 step bench-s-bf16-implicit-profile 120 ./.device/ssod bench train $S --precision bf16 --conv implicit \
     --profile-ops
-step bench-s-tf32 120 ./.device/ssod bench train $S --precision tf32
-step bench-s-tf32-auto 150 ./.device/ssod bench train $S --precision tf32 --conv auto
+step bench-s-tf32 150 ./.device/ssod bench train $S --precision tf32
+step bench-s-tf32-im2col 120 ./.device/ssod bench train $S --precision tf32 --conv im2col
 step bench-simota 60 ./.device/ssod bench simota --batch 16 --size 640 --gts 30
 # bf16 products with every activation kept f32 (backend/cuda/bf16.rs): what the storage gains.
 step bench-s-bf16-f32storage 120 env SSOD_CUDA_BF16_STORAGE=0 ./.device/ssod bench train $S \
@@ -105,7 +107,10 @@ step bench-s-bf16-f32storage 120 env SSOD_CUDA_BF16_STORAGE=0 ./.device/ssod ben
 # keep_freed_memory): what keeping freed memory gains.
 step bench-s-f32-poolrelease 120 env SSOD_CUDA_POOL_RELEASE=1 ./.device/ssod bench train $S \
     --precision f32
-# The weight gradient's split reduction (conv2d/weight_grad.rs) against no split, f32.
+# The weight gradient's split reduction (conv2d/weight_grad.rs) against no split, f32 im2col.
 step conv-s-f32-nosplit 120 env SSOD_CUDA_WGRAD_SLICE=0 ./.device/ssod bench conv --model yolox-s \
     --size 640 --batch 16 --device cuda --precision f32 --conv im2col
+# The same two runs again: the spread between runs of one version (auto may choose differently).
+step bench-s-bf16-again 150 ./.device/ssod bench train $S --precision bf16
+step bench-s-f32-again 150 ./.device/ssod bench train $S --precision f32
 exit "$failed"

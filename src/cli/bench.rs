@@ -60,7 +60,7 @@ pub struct BenchTrainArgs {
     pub precision: String,
     /// GPU convs with one group: im2col (im2col + cuBLAS), implicit (implicit-GEMM tensor-core
     /// kernels) or auto (per conv the faster, measured in the untimed warm-up step); default:
-    /// SSOD_CUDA_CONV, else im2col
+    /// SSOD_CUDA_CONV, else auto
     #[arg(long)]
     pub conv: Option<String>,
     /// Print one JSON object instead of text

@@ -41,7 +41,7 @@ pub struct BenchConvArgs {
     pub json: Option<std::path::PathBuf>,
     /// GPU convs with one group: im2col, implicit, auto (per pass the faster, chosen in the
     /// warm-up), or both (each layer timed with im2col and implicit, side by side); default: the
-    /// device's (SSOD_CUDA_CONV, else im2col)
+    /// device's (SSOD_CUDA_CONV, else auto)
     #[arg(long)]
     pub conv: Option<String>,
 }

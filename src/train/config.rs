@@ -168,7 +168,7 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// The GPU convs' algorithm (`im2col`, `implicit`, or `auto`: per conv the faster, measured
     /// at its first call; `backend::cuda::ConvAlgorithm`); unset: the process's default
-    /// (`SSOD_CUDA_CONV`, else im2col). The CPU has one.
+    /// (`SSOD_CUDA_CONV`, else auto). The CPU has one.
     pub conv_algorithm: Option<ConvAlgorithm>,
 }
 

@@ -86,17 +86,19 @@ impl ConvAlgorithm {
             ConvAlgorithm::Auto => "auto",
         }
     }
-    /// The process's default: `SSOD_CUDA_CONV` (im2col, implicit or auto), else im2col until a GPU
-    /// benchmark shows the implicit kernels' gain. An unknown value is a warning (once), not a
-    /// silent default.
+    /// The process's default: `SSOD_CUDA_CONV` (im2col, implicit or auto), else auto: on the
+    /// H200 (2026-11-27, BENCHMARKS.md) it took the implicit kernels for about half the conv
+    /// passes and trained YOLOX-s 640/16 at 1.5× im2col's rate in bf16 and 1.6× in f32. An
+    /// unknown value is a warning (once), not a silent default.
     pub fn process_default() -> ConvAlgorithm {
+        const DEFAULT_ALGORITHM: ConvAlgorithm = ConvAlgorithm::Auto;
         static DEFAULT: OnceLock<ConvAlgorithm> = OnceLock::new();
         *DEFAULT.get_or_init(|| match std::env::var("SSOD_CUDA_CONV") {
             Ok(v) => ConvAlgorithm::from_name(&v).unwrap_or_else(|e| {
-                eprintln!("SSOD_CUDA_CONV: {e}; using im2col");
-                ConvAlgorithm::Im2col
+                eprintln!("SSOD_CUDA_CONV: {e}; using {}", DEFAULT_ALGORITHM.name());
+                DEFAULT_ALGORITHM
             }),
-            Err(_) => ConvAlgorithm::Im2col,
+            Err(_) => DEFAULT_ALGORITHM,
         })
     }
 }

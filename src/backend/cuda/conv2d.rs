@@ -1,14 +1,14 @@
 //! Launchers of `kernels/conv2d.cu`. CPU twin: `src/backend/cpu/conv2d.rs` (same
 //! [`Conv2dGeometry`], same `fwd` / `bwd_input` / `bwd_weight`).
 //!
-//! The default path is im2col (or the input itself for 1×1, stride 1, no padding) + cuBLAS sgemm
+//! The general path is im2col (or the input itself for 1×1, stride 1, no padding) + cuBLAS sgemm
 //! per batch item and group (in bf16 product mode the column matrix is written as bf16 by
 //! `conv2d_im2col_bf16` and only the other operand is rounded before the product); depthwise
 //! convs (groups = C = K) use the direct kernels. The direct general kernels (`direct::*`) are
 //! the GPU reference the fast path can be checked against. The weight gradient, whose reduction
 //! over the output positions is split in slices on large maps, is in `conv2d/weight_grad.rs`;
-//! the implicit-GEMM tensor-core kernels (opt-in) in `conv2d/implicit_gemm.rs`, and which of the
-//! two runs a conv (the device's setting, or `auto`'s measured choice) in `conv2d/algorithm.rs`.
+//! the implicit-GEMM tensor-core kernels in `conv2d/implicit_gemm.rs`, and which of the two runs
+//! a conv (the device's setting; by default `auto`'s measured choice) in `conv2d/algorithm.rs`.
 
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 

@@ -19,6 +19,13 @@
 //     x[...] over split z's output positions r in [z*split_len, (z+1)*split_len): M = K,
 //     N = C*kh*kw, R = batch*Ho*Wo. With one split part is dw itself.
 //   conv2d_mma_sum_splits(part, dw, len, splits)  dw[i] = sum_z part[z*len+i], z in order.
+//   conv2d_mma_pack_fwd(w, wp, G)  wp[k, u*kw+v, c] = bf16(w[k,c,u,v]);
+//   conv2d_mma_pack_bwd_input(w, wp, G)  wp[c, a*taps_w+b, k] = bf16(w[k, c, phase_h+s*a,
+//     phase_w+s*b]) for G's stride phase.
+//   conv2d_mma[_m128]_tap_fwd_bf16_to_<y>(x, wp, y, G), conv2d_mma[_m128]_tap_bwd_input_f32(dy,
+//     wp, dx, G): the forward and the input gradient above with the reduction in tap-major order
+//     (r = tap * C + c, r = tap * K + k) on the packed weights; C (forward) or K (input gradient)
+//     a multiple of 32. Same products, summed in another order.
 // Checked against: backend::cpu::conv2d::{fwd, bwd_input, bwd_weight} (selftest rows
 //   `conv2d mma *`), and in the host emulation with the PTX fragment layout of mma.sync
 //   (kernels/emu/emu.h runs a block's threads as OS threads, warps exchange registers),
@@ -27,7 +34,7 @@
 //   128 for the `_m128` kernels (eight warps, 4 x 2); 1-D grid of tiles_n * tiles_m * splits
 //   blocks, tile_n fastest (blocks that share a weight tile run together). Offsets are int: the
 //   launcher keeps every tensor under 2^31 elements and the partial sums under 2^26.
-//   conv2d_mma_sum_splits: any 1-D grid-stride launch.
+//   conv2d_mma_sum_splits, conv2d_mma_pack_*: any 1-D grid-stride launch.
 // Check: cargo test --release --test cuda_kernels_compile (compiles for sm_90 too, which
 //   assembles the mma); CI=1 cargo test --release --test cuda_kernels_emulated;
 //   ssod selftest --device cuda; ssod bench conv --device cuda --precision bf16 --conv both.
@@ -113,5 +120,14 @@ CONV_MMA_BWD_WEIGHT(conv2d_mma_bwd_weight_bf16, Bf16Math, 64, unsigned short)
 CONV_MMA_FWD(conv2d_mma_m128_fwd_bf16_to_bf16, Bf16Math, 128, unsigned short, unsigned short)
 CONV_MMA_BWD_INPUT(conv2d_mma_m128_bwd_input_f32, Bf16Math, 128)
 CONV_MMA_BWD_WEIGHT(conv2d_mma_m128_bwd_weight_bf16, Bf16Math, 128, unsigned short)
+
+// Tap-major forms (C, or K for the input gradient, a multiple of 32: conv2d_mma.cuh), the
+// training's bf16-storage forward and the input gradient, on weights packed as bf16.
+CONV_MMA_PACK(conv2d_mma, Bf16Math)
+CONV_MMA_TAP_FWD(conv2d_mma_tap_fwd_bf16_to_bf16, Bf16Math, 64, unsigned short, unsigned short)
+CONV_MMA_TAP_FWD(conv2d_mma_tap_fwd_bf16_to_f32, Bf16Math, 64, unsigned short, float)
+CONV_MMA_TAP_FWD(conv2d_mma_m128_tap_fwd_bf16_to_bf16, Bf16Math, 128, unsigned short, unsigned short)
+CONV_MMA_TAP_BWD_INPUT(conv2d_mma_tap_bwd_input_f32, Bf16Math, 64)
+CONV_MMA_TAP_BWD_INPUT(conv2d_mma_m128_tap_bwd_input_f32, Bf16Math, 128)
 
 CONV_MMA_SUM_SPLITS(conv2d_mma_sum_splits)

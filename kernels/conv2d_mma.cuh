@@ -246,6 +246,129 @@ template <class X> struct InputTaps {
     }
 };
 
+// ---- Tap-major gathers (the `_tap_` kernels): the reduction runs over r = (tap, channel)
+// instead of (channel, tap), so a run of RUN consecutive r shares one kernel tap when the
+// channel count is a multiple of RUN (the launcher asks for a multiple of 32, every RUN here):
+// one bounds test and one address per run, then RUN loads a plane apart, where the channel-major
+// gathers above decompose and test every element (about 20 instructions each; the forward's
+// SASS spent some 600 per thread per 32-deep slice on them for 32 tensor-core instructions).
+// The weights come packed in the same order by CONV_MMA_PACK's kernels, so their runs are
+// contiguous: whole 16-byte loads. ----
+
+// A, packed: row m of wp [M, R] (R = taps * inner channels, a multiple of 32), runs of RUN
+// elements loaded 16 bytes at a time (rows and runs 16-byte aligned: R and r0 multiples of 8).
+template <class E> struct PackedRows {
+    static const bool R_MAJOR = false;
+    const E* row;  // null past the matrix
+    int r_len;
+    __device__ PackedRows(const E* wp, int m, int m_len, int r_len_)
+        : row(m < m_len ? wp + m * r_len_ : 0), r_len(r_len_) {}
+    __device__ void prepare() const {}
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
+        const int VECS = RUN * (int)sizeof(E) / 16;
+        if (row && r0 < r_len) {  // R % RUN == 0: a run is wholly inside or wholly past
+            uint4 q[VECS];
+            const uint4* src = (const uint4*)(row + r0);
+#pragma unroll
+            for (int i = 0; i < VECS; ++i) q[i] = src[i];
+            const E* e = (const E*)q;
+#pragma unroll
+            for (int i = 0; i < RUN; ++i) v[i] = Math::from(e[i]);
+        } else {
+#pragma unroll
+            for (int i = 0; i < RUN; ++i) v[i] = Math::zero();
+        }
+    }
+};
+
+// fwd B, tap-major: the input window of output position j, column r = (u*kw + v) * C + c:
+// x[n, c, oh*s-pad+u, ow*s-pad+v].
+template <class X> struct InputWindowTaps {
+    static const bool R_MAJOR = false;
+    const X* x;
+    int ih0, iw0, h, w, kw, c_len, plane, r_len;
+    bool live;
+    __device__ InputWindowTaps(const X* x_, int j, const MmaConvGeom& g)
+        : h(g.h), w(g.w), kw(g.kw), c_len(g.c), plane(g.h * g.w), r_len(g.c * g.kh * g.kw) {
+        int per_image = g.ho * g.wo;
+        live = j < g.n * per_image;
+        int jj = live ? j : 0;
+        int img = jj / per_image, p = jj - img * per_image;
+        int oh = p / g.wo, ow = p - oh * g.wo;
+        ih0 = oh * g.stride - g.pad;
+        iw0 = ow * g.stride - g.pad;
+        x = x_ + img * g.c * plane;
+    }
+    __device__ void prepare() const {}
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
+        int tap = r0 / c_len, c = r0 - tap * c_len, u = tap / kw;
+        int ih = ih0 + u, iw = iw0 + tap - u * kw;
+        if (live && r0 < r_len && (unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w) {
+            const X* at = x + c * plane + ih * w + iw;
+#pragma unroll
+            for (int i = 0; i < RUN; ++i) v[i] = Math::from(at[i * plane]);
+        } else {
+#pragma unroll
+            for (int i = 0; i < RUN; ++i) v[i] = Math::zero();
+        }
+    }
+};
+
+// bwd_input B, tap-major (one stride phase): for the phase's input position j = (n, i, jw),
+// column r = (a * taps_w + b) * K + k: dy[n, k, i + base_h - a, jw + base_w - b] when inside.
+struct GradWindowTaps {
+    static const bool R_MAJOR = false;
+    const float* dy;
+    int oh0, ow0, taps_w, k_len, ho, wo, plane, r_len;
+    bool live;
+    __device__ GradWindowTaps(const float* dy_, int j, const MmaConvGeom& g) {
+        StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+        int per_image = ph.count * pw.count;
+        live = j < g.n * per_image;
+        int jj = live ? j : 0;
+        int img = jj / per_image, q = jj - img * per_image;
+        int i = q / pw.count, jw = q - i * pw.count;
+        oh0 = i + ph.base;
+        ow0 = jw + pw.base;
+        taps_w = pw.taps;
+        k_len = g.k;
+        ho = g.ho;
+        wo = g.wo;
+        plane = g.ho * g.wo;
+        r_len = g.k * ph.taps * pw.taps;
+        dy = dy_ + img * g.k * plane;
+    }
+    __device__ void prepare() const {}
+    template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
+        int tap = r0 / k_len, k = r0 - tap * k_len, a = tap / taps_w;
+        int oh = oh0 - a, ow = ow0 - (tap - a * taps_w);
+        if (live && r0 < r_len && (unsigned)oh < (unsigned)ho && (unsigned)ow < (unsigned)wo) {
+            const float* at = dy + k * plane + oh * wo + ow;
+#pragma unroll
+            for (int i = 0; i < RUN; ++i) v[i] = Math::from(at[i * plane]);
+        } else {
+#pragma unroll
+            for (int i = 0; i < RUN; ++i) v[i] = Math::zero();
+        }
+    }
+};
+
+// The packing of the weights w [K, C, kh, kw] for the tap-major products, in the arithmetic's
+// element type (Math::from: the rounding the channel-major gathers apply as they fetch): the forward's A is wp[k, u*kw + v, c]; the input gradient's, for
+// stride phase (phase_h, phase_w), wp[c, a*taps_w + b, k] = w[k, c, phase_h + s*a, phase_w + s*b].
+template <class Math>
+__device__ void pack_weights(const float* w, typename Math::Elem* wp, int rows, int taps_h, int taps_w, int inner,
+                             const MmaConvGeom& g, bool fwd) {
+    int taps = taps_h * taps_w, per_row = taps * inner, len = rows * per_row;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
+        int row = i / per_row, rem = i - row * per_row, tap = rem / inner, in = rem - tap * inner;
+        int a = tap / taps_w, b = tap - a * taps_w;
+        int k = fwd ? row : in, c = fwd ? in : row;
+        int u = fwd ? a : g.phase_h + g.stride * a, v = fwd ? b : g.phase_w + g.stride * b;
+        wp[i] = Math::from(w[((k * g.c + c) * g.kh + u) * g.kw + v]);
+    }
+}
+
 // ---- An arithmetic policy (Math: Bf16Math in conv2d_mma.cu, Tf32Math in conv2d_tf32.cu) gives
 // its shared element type Elem, K_TILE (the k extent of a tile slice) and LD (elements per
 // shared row: K_TILE plus 16 bytes of padding, 20 or 12 words, so the eight rows a fragment load
@@ -426,6 +549,33 @@ __device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, co
     store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
 }
 
+// Tap-major forms (inner channel count a multiple of 32; weights packed by pack_weights).
+template <class Math, int TM, class X, class Y>
+__device__ void conv_mma_fwd_taps(const X* x, const typename Math::Elem* wp, Y* y, const MmaConvGeom& g) {
+    int m_len = g.k, n_len = g.n * g.ho * g.wo, r_len = g.c * g.kh * g.kw;
+    BlockTile bt(m_len, n_len, TM);
+    PackedRows<typename Math::Elem> ga(wp, bt.m0 + threadIdx.x % TM, m_len, r_len);
+    InputWindowTaps<X> gb(x, bt.n0 + threadIdx.x % TILE_N, g);
+    float acc[2][8][4];
+    tile_product<Math, TM>(ga, gb, 0, r_len, acc);
+    NchwOut<Y> out = {y, g.k, g.ho * g.wo};
+    store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
+template <class Math, int TM>
+__device__ void conv_mma_bwd_input_taps(const float* dy, const typename Math::Elem* wp, float* dx,
+                                        const MmaConvGeom& g) {
+    StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+    int m_len = g.c, n_len = g.n * ph.count * pw.count, r_len = g.k * ph.taps * pw.taps;
+    BlockTile bt(m_len, n_len, TM);
+    PackedRows<typename Math::Elem> ga(wp, bt.m0 + threadIdx.x % TM, m_len, r_len);
+    GradWindowTaps gb(dy, bt.n0 + threadIdx.x % TILE_N, g);
+    float acc[2][8][4];
+    tile_product<Math, TM>(ga, gb, 0, r_len, acc);
+    PhaseOut out = {dx, g.c, g.h, g.w, ph.count, pw.count, ph.first, pw.first, g.stride};
+    store_tile<TM>(acc, bt.m0, bt.n0, m_len, n_len, out);
+}
+
 // The entry points: <prefix>_fwd / _bwd_input / _bwd_weight per arithmetic, block height and
 // storage format; `_m128` kernels have 128-row tiles (256 threads), the others 64 (128 threads).
 #define CONV_MMA_FWD(NAME, MATH, TM, X, Y)                                                          \
@@ -444,6 +594,32 @@ __device__ void conv_mma_bwd_weight(const float* dy, const X* x, float* part, co
         NAME(const float* __restrict__ dy, const X* __restrict__ x, float* __restrict__ part,      \
              MmaConvGeom g) {                                                                       \
         conv_mma_bwd_weight<MATH, TM>(dy, x, part, g);                                              \
+    }
+
+// The tap-major forms' entry points; their `wp` is the packing CONV_MMA_PACK's kernels write.
+#define CONV_MMA_TAP_FWD(NAME, MATH, TM, X, Y)                                                      \
+    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
+        NAME(const X* __restrict__ x, const MATH::Elem* __restrict__ wp, Y* __restrict__ y,         \
+             MmaConvGeom g) {                                                                       \
+        conv_mma_fwd_taps<MATH, TM>(x, wp, y, g);                                                   \
+    }
+#define CONV_MMA_TAP_BWD_INPUT(NAME, MATH, TM)                                                      \
+    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
+        NAME(const float* __restrict__ dy, const MATH::Elem* __restrict__ wp, float* __restrict__ dx, \
+             MmaConvGeom g) {                                                                       \
+        conv_mma_bwd_input_taps<MATH, TM>(dy, wp, dx, g);                                           \
+    }
+// <prefix>_pack_fwd(w, wp, g): wp [K, kh*kw, C]; <prefix>_pack_bwd_input(w, wp, g): wp [C, the
+// phase's taps, K] for stride phase (g.phase_h, g.phase_w). Any 1-D grid-stride launch.
+#define CONV_MMA_PACK(PREFIX, MATH)                                                                 \
+    extern "C" __global__ void PREFIX##_pack_fwd(const float* __restrict__ w,                        \
+                                                 MATH::Elem* __restrict__ wp, MmaConvGeom g) {       \
+        pack_weights<MATH>(w, wp, g.k, g.kh, g.kw, g.c, g, true);                                   \
+    }                                                                                                \
+    extern "C" __global__ void PREFIX##_pack_bwd_input(const float* __restrict__ w,                  \
+                                                       MATH::Elem* __restrict__ wp, MmaConvGeom g) { \
+        StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad); \
+        pack_weights<MATH>(w, wp, g.c, ph.taps, pw.taps, g.k, g, false);                            \
     }
 
 // dw[i] = sum_z part[z*len+i], z in order (any 1-D grid-stride launch).

@@ -519,7 +519,14 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     # In bf16 arithmetic only the bf16-storage forms (and dx) have 128-row tiles.
     tall_x = math != 'bf16' or x_bf16
     fwd = f"_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else '_fwd_f32'
-    launch(fwd, k, n*ho*wo, math != 'bf16' or (x_bf16 and y_bf16), xin, wt, y, g)
+    # implicit_gemm.rs: the tap-major forms on bf16 storage (forward) where the summed-over
+    # channels are a multiple of 32 (TAP_MAJOR_CHANNELS), on weights their pack kernel writes.
+    taps_fwd, taps_dx = math == 'bf16' and x_bf16 and c % 32 == 0, math == 'bf16' and k % 32 == 0
+    if taps_fwd:
+        wp = np.zeros(len(wt), '<u2'); call(lib, f'{pre}_pack_fwd', wt, wp, g)
+        launch(fwd.replace('_fwd', '_tap_fwd'), k, n*ho*wo, y_bf16, xin, wp, y, g)
+    else:
+        launch(fwd, k, n*ho*wo, math != 'bf16' or (x_bf16 and y_bf16), xin, wt, y, g)
     y = widen(y) if y_bf16 else y
     # The input gradient one stride phase at a time (every position once; no taps: zeros).
     dx = np.zeros(n*c*h*w, 'f4'); launched = 0
@@ -528,7 +535,11 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
             (_, rows, taps_h), (_, cols, taps_w) = stride_phase(ph_h, h, ks, s, p), stride_phase(ph_w, w, ks, s, p)
             if rows * cols == 0 or taps_h * taps_w == 0: continue
             g.phase_h, g.phase_w = ph_h, ph_w; launched += 1
-            launch('_bwd_input_f32', c, n*rows*cols, True, dy, wt, dx, g)
+            if taps_dx:
+                wp = np.zeros(c*taps_h*taps_w*k, '<u2'); call(lib, f'{pre}_pack_bwd_input', wt, wp, g)
+                launch('_tap_bwd_input_f32', c, n*rows*cols, True, dy, wp, dx, g)
+            else:
+                launch('_bwd_input_f32', c, n*rows*cols, True, dy, wt, dx, g)
     g.phase_h, g.phase_w = 0, 0
     assert launched == (s*s if ks >= s else 1), (case, launched)
     part = np.zeros(nsplit*len(wt), 'f4'); dw = np.zeros(len(wt), 'f4')
@@ -556,6 +567,9 @@ conv_mma_case('conv2d_tf32x3_1x1_s2__f32_mode_', 2,5,9,8,6,1,2,0, False, False, 
 conv_mma_case('conv2d_mma_two_128_row_tiles__3x3_s2__bf16_in__bf16_out_', 2,140,5,4,130,3,2,1, True, True, 1)
 conv_mma_case('conv2d_mma_1x1_two_128_row_tiles__bf16_in__bf16_out_', 2,136,6,5,132,1,1,0, True, True, 1)
 conv_mma_case('conv2d_tf32x3_two_128_row_tiles__3x3_s2__f32_mode_', 2,140,5,4,130,3,2,1, False, False, 1, 'tf32x3')
+conv_mma_case('conv2d_mma_tap_major_3x3_s1__bf16_in__bf16_out_', 2,32,9,11,64,3,1,1, True, True, 1)
+conv_mma_case('conv2d_mma_tap_major_128_row_tiles__3x3_s2__bf16_in__bf16_out_', 2,160,7,6,96,3,2,1, True, True, 1)
+conv_mma_case('conv2d_mma_tap_major_1x1_s2__bf16_in__f32_out_', 2,64,9,8,32,1,2,0, True, False, 1)
 # Parity cases this script does not run, and why; any other unchecked case is a failure, so a new
 # case gets its emulation (or a reason here) when it is added.
 NOT_EMULATED = {

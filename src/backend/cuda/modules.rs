@@ -169,6 +169,13 @@ impl KernelFile {
                 "conv2d_mma_m128_fwd_bf16_to_bf16",
                 "conv2d_mma_m128_bwd_input_f32",
                 "conv2d_mma_m128_bwd_weight_bf16",
+                "conv2d_mma_pack_fwd",
+                "conv2d_mma_pack_bwd_input",
+                "conv2d_mma_tap_fwd_bf16_to_bf16",
+                "conv2d_mma_tap_fwd_bf16_to_f32",
+                "conv2d_mma_m128_tap_fwd_bf16_to_bf16",
+                "conv2d_mma_tap_bwd_input_f32",
+                "conv2d_mma_m128_tap_bwd_input_f32",
                 "conv2d_mma_sum_splits",
             ],
             KernelFile::Conv2dTf32 => &[

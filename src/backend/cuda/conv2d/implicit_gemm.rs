@@ -50,6 +50,60 @@ unsafe impl DeviceRepr for MmaConvGeom {}
 const TILE_N: usize = 128;
 const TILE_K: usize = 32;
 
+/// The tap-major forms (`*_tap_*`, conv2d_mma.cuh) reduce over (tap, channel), a run of up to 32
+/// consecutive channels at one tap: they need the summed-over channel count (C in the forward,
+/// K in the input gradient) to be a multiple of this. Every conv of YOLOX-s but the stem's.
+const TAP_MAJOR_CHANNELS: usize = 32;
+
+/// The tap-major kernels of the bf16 arithmetic: the weight packings, the forward on bf16
+/// storage by output format, and the input gradient. None for the other arithmetics yet.
+struct TapKernels {
+    pack_fwd: &'static str,
+    pack_bwd_input: &'static str,
+    fwd_to_bf16: Pick,
+    fwd_to_f32: Pick,
+    bwd_input: Pick,
+}
+
+fn tap_kernels(p: MatrixPrecision) -> Option<TapKernels> {
+    match p {
+        MatrixPrecision::Bf16 => Some(TapKernels {
+            pack_fwd: "conv2d_mma_pack_fwd",
+            pack_bwd_input: "conv2d_mma_pack_bwd_input",
+            fwd_to_bf16: Pick::both(
+                "conv2d_mma_tap_fwd_bf16_to_bf16",
+                "conv2d_mma_m128_tap_fwd_bf16_to_bf16",
+            ),
+            fwd_to_f32: Pick::short("conv2d_mma_tap_fwd_bf16_to_f32"),
+            bwd_input: Pick::both(
+                "conv2d_mma_tap_bwd_input_f32",
+                "conv2d_mma_m128_tap_bwd_input_f32",
+            ),
+        }),
+        MatrixPrecision::Tf32 | MatrixPrecision::F32 => None,
+    }
+}
+
+/// The weights packed for a tap-major product by `sym` (`wp_len` elements, bf16 bits), the
+/// geometry `mg` naming the stride phase for the input gradient's packing.
+fn packed_weights(
+    dev: &CudaDevice,
+    file: KernelFile,
+    sym: &'static str,
+    w: &CudaSlice<f32>,
+    wp_len: usize,
+    mg: &MmaConvGeom,
+) -> Result<CudaSlice<u16>> {
+    let mut wp = dev.alloc_u16(wp_len)?;
+    let f = dev.function(file, sym)?;
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(w).arg(&mut wp).arg(mg);
+    // SAFETY: the kernel writes the `wp_len` = rows * taps * inner elements of its packing and
+    // reads the weights, whose length the caller checked; grid-stride launch.
+    unsafe { lb.launch(grid_1d(wp_len)) }.map_err(|e| cuda_err(sym, e))?;
+    Ok(wp)
+}
+
 /// Whether `dev` has the tensor cores these kernels need (`mma.sync` with bf16 and TF32
 /// operands: compute capability 8.0 or newer).
 pub fn supported(dev: &CudaDevice) -> bool {
@@ -266,6 +320,21 @@ pub fn fwd(
         (CudaValues::F32(f32_values(dev, x, &mut wide)?), false)
     };
     let k = kernels(precision);
+    // Tap-major on bf16 storage where the channels allow (the training's convs).
+    if let (Some(t), CudaValues::Bf16(x)) = (tap_kernels(precision), x) {
+        if g.in_channels.is_multiple_of(TAP_MAJOR_CHANNELS) {
+            check_tensor_cores(dev)?;
+            let wp = packed_weights(dev, k.file, t.pack_fwd, w, g.w_len(), &mg)?;
+            let n = g.y_len();
+            return Ok(if bf16_out {
+                let run = (k.file, t.fwd_to_bf16);
+                CudaBuffer::Bf16(fwd_into(dev, run, shape, x, &wp, dev.alloc_u16(n)?, &mg)?)
+            } else {
+                let run = (k.file, t.fwd_to_f32);
+                CudaBuffer::F32(fwd_into(dev, run, shape, x, &wp, dev.alloc(n)?, &mg)?)
+            });
+        }
+    }
     let pick = match (x, bf16_out) {
         (CudaValues::F32(_), false) => k.fwd,
         (CudaValues::F32(_), true) => Pick::short("conv2d_mma_fwd_f32_to_bf16"),
@@ -293,13 +362,14 @@ pub fn fwd(
     })
 }
 
-/// [`launch`] of a forward kernel writing `y`, which it returns.
-fn fwd_into<X: DeviceRepr, Y: DeviceRepr>(
+/// [`launch`] of a forward kernel writing `y`, which it returns (`w` the weights as the kernel
+/// takes them: f32, or packed for the tap-major forms).
+fn fwd_into<X: DeviceRepr, W: DeviceRepr, Y: DeviceRepr>(
     dev: &CudaDevice,
     run: (KernelFile, Pick),
     shape: (usize, usize, usize),
     x: &CudaSlice<X>,
-    w: &CudaSlice<f32>,
+    w: &CudaSlice<W>,
     mut y: CudaSlice<Y>,
     mg: &MmaConvGeom,
 ) -> Result<CudaSlice<Y>> {
@@ -325,6 +395,8 @@ pub fn bwd_input(
         dev.alloc(g.x_len())?
     };
     let k = kernels(dev.matrix_precision());
+    let taps = tap_kernels(dev.matrix_precision())
+        .filter(|_| g.out_channels.is_multiple_of(TAP_MAJOR_CHANNELS));
     for phase_h in 0..s {
         let ph = StridePhase::of(phase_h, g.in_h, g.kernel_h, s, g.padding);
         for phase_w in 0..s {
@@ -338,7 +410,15 @@ pub fn bwd_input(
                 phase_w: phase_w as i32,
                 ..mg
             };
-            launch(dev, (k.file, k.bwd_input), shape, (dy, w, &mut dx), &mg)?;
+            match &taps {
+                Some(t) => {
+                    check_tensor_cores(dev)?;
+                    let len = g.in_channels * ph.taps * pw.taps * g.out_channels;
+                    let wp = packed_weights(dev, k.file, t.pack_bwd_input, w, len, &mg)?;
+                    launch(dev, (k.file, t.bwd_input), shape, (dy, &wp, &mut dx), &mg)?;
+                }
+                None => launch(dev, (k.file, k.bwd_input), shape, (dy, w, &mut dx), &mg)?,
+            }
         }
     }
     Ok(dx)

@@ -73,6 +73,8 @@ const BF16_M128: &[&str] = &[
     "conv2d_mma_m128_bwd_input_f32",
     "conv2d_mma_m128_bwd_weight_bf16",
 ];
+const PACK_FWD: &str = "conv2d_mma_pack_fwd";
+const PACK_DX: &str = "conv2d_mma_pack_bwd_input";
 const F32_IN_OUT: ConvPath = ConvPath::Implicit {
     x_bf16: false,
     y_bf16: false,
@@ -135,6 +137,47 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             BF16_M128,
             (true, true),
             geo(2, 136, 6, 5, 132, 1, 1, 0, 1),
+        ),
+        // Tap-major forms (implicit_gemm.rs TAP_MAJOR_CHANNELS): C (forward) and K (input
+        // gradient) multiples of 32. 198 positions: two column tiles; R = 288 (forward) and 576.
+        mma_case(
+            "conv2d mma tap-major 3x3 s1 (bf16 in, bf16 out)",
+            &[
+                PACK_FWD,
+                "conv2d_mma_tap_fwd_bf16_to_bf16",
+                PACK_DX,
+                "conv2d_mma_tap_bwd_input_f32",
+                DW_BF16,
+            ],
+            (true, true),
+            geo(2, 32, 9, 11, 64, 3, 1, 1, 1),
+        ),
+        // 160 input and 96 output channels, stride 2: 128-row tiles in both, four input-gradient
+        // phases of 4, 2, 2 and 1 taps (R = 384, 192, 192, 96).
+        mma_case(
+            "conv2d mma tap-major 128-row tiles, 3x3 s2 (bf16 in, bf16 out)",
+            &[
+                PACK_FWD,
+                "conv2d_mma_m128_tap_fwd_bf16_to_bf16",
+                PACK_DX,
+                "conv2d_mma_m128_tap_bwd_input_f32",
+                "conv2d_mma_m128_bwd_weight_bf16",
+            ],
+            (true, true),
+            geo(2, 160, 7, 6, 96, 3, 2, 1, 1),
+        ),
+        // 1×1 stride 2: one input-gradient phase with its tap, three left at zero.
+        mma_case(
+            "conv2d mma tap-major 1x1 s2 (bf16 in, f32 out)",
+            &[
+                PACK_FWD,
+                "conv2d_mma_tap_fwd_bf16_to_f32",
+                PACK_DX,
+                "conv2d_mma_tap_bwd_input_f32",
+                DW_BF16,
+            ],
+            (true, false),
+            geo(2, 64, 9, 8, 32, 1, 2, 0, 1),
         ),
         in_tf32(
             "conv2d tf32 3x3 s1 p1",

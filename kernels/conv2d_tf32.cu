@@ -14,12 +14,16 @@
 //     per stride phase), <prefix>[_m128]_bwd_weight_f32(dy, x, part, G): the products, shapes
 //     and splits of conv2d_mma.cu's contract.
 //   conv2d_tf32_sum_splits(part, dw, len, splits)  dw[i] = sum_z part[z*len+i], z in order.
+//   conv2d_tf32_pack_fwd / _pack_bwd_input(w, wp, G), <prefix>[_m128]_tap_fwd_f32(x, wp, y, G),
+//     <prefix>[_m128]_tap_bwd_input_f32(dy, wp, dx, G): conv2d_mma.cu's tap-major forms with
+//     f32 weights (the packing only reorders them).
 // Checked against: backend::cpu::conv2d::{fwd, bwd_input, bwd_weight} (selftest rows
 //   `conv2d tf32 *` by norm at 2e-3, `conv2d tf32x3 *` per element at the f32 bound 1e-4), and
 //   in the host emulation with the PTX fragment layout of the m16n8k8 mma and cvt.rna
 //   (kernels/emu/emu.h), element by element against numpy on the same rounded operands.
 // Launch geometry: as conv2d_mma.cu: blockDim.x == 2 * TM, TM = 64 or 128 (`_m128`); 1-D grid
-//   of tiles_n * tiles_m * splits blocks. conv2d_tf32_sum_splits: any 1-D grid-stride launch.
+//   of tiles_n * tiles_m * splits blocks. conv2d_tf32_sum_splits, conv2d_tf32_pack_*: any 1-D
+//   grid-stride launch.
 // Check: cargo test --release --test cuda_kernels_compile (sm_90 assembles the mma and cvt);
 //   CI=1 cargo test --release --test cuda_kernels_emulated; ssod selftest --device cuda;
 //   ssod bench conv --device cuda --precision f32 --conv both.
@@ -134,5 +138,17 @@ CONV_MMA_BWD_WEIGHT(conv2d_tf32x3_bwd_weight_f32, Tf32Math<3>, 64, float)
 CONV_MMA_FWD(conv2d_tf32x3_m128_fwd_f32, Tf32Math<3>, 128, float, float)
 CONV_MMA_BWD_INPUT(conv2d_tf32x3_m128_bwd_input_f32, Tf32Math<3>, 128)
 CONV_MMA_BWD_WEIGHT(conv2d_tf32x3_m128_bwd_weight_f32, Tf32Math<3>, 128, float)
+
+// Tap-major forms (C, or K for the input gradient, a multiple of 32: conv2d_mma.cuh) on the
+// weights in tap-major order, still f32 (one packing serves both arithmetics: from() keeps f32).
+CONV_MMA_PACK(conv2d_tf32, Tf32Math<1>)
+CONV_MMA_TAP_FWD(conv2d_tf32_tap_fwd_f32, Tf32Math<1>, 64, float, float)
+CONV_MMA_TAP_FWD(conv2d_tf32_m128_tap_fwd_f32, Tf32Math<1>, 128, float, float)
+CONV_MMA_TAP_BWD_INPUT(conv2d_tf32_tap_bwd_input_f32, Tf32Math<1>, 64)
+CONV_MMA_TAP_BWD_INPUT(conv2d_tf32_m128_tap_bwd_input_f32, Tf32Math<1>, 128)
+CONV_MMA_TAP_FWD(conv2d_tf32x3_tap_fwd_f32, Tf32Math<3>, 64, float, float)
+CONV_MMA_TAP_FWD(conv2d_tf32x3_m128_tap_fwd_f32, Tf32Math<3>, 128, float, float)
+CONV_MMA_TAP_BWD_INPUT(conv2d_tf32x3_tap_bwd_input_f32, Tf32Math<3>, 64)
+CONV_MMA_TAP_BWD_INPUT(conv2d_tf32x3_m128_tap_bwd_input_f32, Tf32Math<3>, 128)
 
 CONV_MMA_SUM_SPLITS(conv2d_tf32_sum_splits)

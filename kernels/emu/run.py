@@ -521,10 +521,12 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     fwd = f"_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else '_fwd_f32'
     # implicit_gemm.rs: the tap-major forms on bf16 storage (forward) where the summed-over
     # channels are a multiple of 32 (TAP_MAJOR_CHANNELS), on weights their pack kernel writes.
-    taps_fwd, taps_dx = math == 'bf16' and x_bf16 and c % 32 == 0, math == 'bf16' and k % 32 == 0
+    # The bf16 arithmetic has them for bf16 input only; its packing is bf16, the others' f32.
+    taps_fwd, taps_dx = c % 32 == 0 and (x_bf16 or math != 'bf16'), k % 32 == 0
+    packed = lambda size: np.zeros(size, '<u2' if math == 'bf16' else 'f4')
     if taps_fwd:
-        wp = np.zeros(len(wt), '<u2'); call(lib, f'{pre}_pack_fwd', wt, wp, g)
-        launch(fwd.replace('_fwd', '_tap_fwd'), k, n*ho*wo, y_bf16, xin, wp, y, g)
+        wp = packed(len(wt)); call(lib, f'{lib}_pack_fwd', wt, wp, g)
+        launch(fwd.replace('_fwd', '_tap_fwd'), k, n*ho*wo, math != 'bf16' or y_bf16, xin, wp, y, g)
     else:
         launch(fwd, k, n*ho*wo, math != 'bf16' or (x_bf16 and y_bf16), xin, wt, y, g)
     y = widen(y) if y_bf16 else y
@@ -536,7 +538,7 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
             if rows * cols == 0 or taps_h * taps_w == 0: continue
             g.phase_h, g.phase_w = ph_h, ph_w; launched += 1
             if taps_dx:
-                wp = np.zeros(c*taps_h*taps_w*k, '<u2'); call(lib, f'{pre}_pack_bwd_input', wt, wp, g)
+                wp = packed(c*taps_h*taps_w*k); call(lib, f'{lib}_pack_bwd_input', wt, wp, g)
                 launch('_tap_bwd_input_f32', c, n*rows*cols, True, dy, wp, dx, g)
             else:
                 launch('_bwd_input_f32', c, n*rows*cols, True, dy, wt, dx, g)
@@ -570,6 +572,11 @@ conv_mma_case('conv2d_tf32x3_two_128_row_tiles__3x3_s2__f32_mode_', 2,140,5,4,13
 conv_mma_case('conv2d_mma_tap_major_3x3_s1__bf16_in__bf16_out_', 2,32,9,11,64,3,1,1, True, True, 1)
 conv_mma_case('conv2d_mma_tap_major_128_row_tiles__3x3_s2__bf16_in__bf16_out_', 2,160,7,6,96,3,2,1, True, True, 1)
 conv_mma_case('conv2d_mma_tap_major_1x1_s2__bf16_in__f32_out_', 2,64,9,8,32,1,2,0, True, False, 1)
+conv_mma_case('conv2d_tf32_tap_major_3x3_s1', 2,32,9,11,64,3,1,1, False, False, 1, 'tf32')
+conv_mma_case('conv2d_tf32_tap_major_128_row_tiles__3x3_s2', 2,160,7,6,96,3,2,1, False, False, 1, 'tf32')
+conv_mma_case('conv2d_tf32x3_tap_major_3x3_s1__f32_mode_', 2,32,9,11,64,3,1,1, False, False, 1, 'tf32x3')
+conv_mma_case('conv2d_tf32x3_tap_major_128_row_tiles__3x3_s2__f32_mode_', 2,160,7,6,96,3,2,1, False, False, 1, 'tf32x3')
+conv_mma_case('conv2d_tf32x3_tap_major_1x1_s2__f32_mode_', 2,64,9,8,32,1,2,0, False, False, 1, 'tf32x3')
 # Parity cases this script does not run, and why; any other unchecked case is a failure, so a new
 # case gets its emulation (or a reason here) when it is added.
 NOT_EMULATED = {

@@ -55,53 +55,132 @@ const TILE_K: usize = 32;
 /// K in the input gradient) to be a multiple of this. Every conv of YOLOX-s but the stem's.
 const TAP_MAJOR_CHANNELS: usize = 32;
 
-/// The tap-major kernels of the bf16 arithmetic: the weight packings, the forward on bf16
-/// storage by output format, and the input gradient. None for the other arithmetics yet.
+/// The tap-major kernels of one arithmetic: the weight packings (into bf16 bits for the bf16
+/// arithmetic, f32 for the others), the forward by input storage and output format where the
+/// arithmetic has that form, and the input gradient.
 struct TapKernels {
+    packs_bf16: bool,
     pack_fwd: &'static str,
     pack_bwd_input: &'static str,
-    fwd_to_bf16: Pick,
-    fwd_to_f32: Pick,
+    fwd_bf16_to_bf16: Option<Pick>,
+    fwd_bf16_to_f32: Option<Pick>,
+    fwd_f32_to_f32: Option<Pick>,
     bwd_input: Pick,
 }
 
-fn tap_kernels(p: MatrixPrecision) -> Option<TapKernels> {
+fn tap_kernels(p: MatrixPrecision) -> TapKernels {
+    let tf32 = |fwd64, fwd128, dx64, dx128| TapKernels {
+        packs_bf16: false,
+        pack_fwd: "conv2d_tf32_pack_fwd",
+        pack_bwd_input: "conv2d_tf32_pack_bwd_input",
+        fwd_bf16_to_bf16: None,
+        fwd_bf16_to_f32: None,
+        fwd_f32_to_f32: Some(Pick::both(fwd64, fwd128)),
+        bwd_input: Pick::both(dx64, dx128),
+    };
     match p {
-        MatrixPrecision::Bf16 => Some(TapKernels {
+        MatrixPrecision::Bf16 => TapKernels {
+            packs_bf16: true,
             pack_fwd: "conv2d_mma_pack_fwd",
             pack_bwd_input: "conv2d_mma_pack_bwd_input",
-            fwd_to_bf16: Pick::both(
+            fwd_bf16_to_bf16: Some(Pick::both(
                 "conv2d_mma_tap_fwd_bf16_to_bf16",
                 "conv2d_mma_m128_tap_fwd_bf16_to_bf16",
-            ),
-            fwd_to_f32: Pick::short("conv2d_mma_tap_fwd_bf16_to_f32"),
+            )),
+            fwd_bf16_to_f32: Some(Pick::short("conv2d_mma_tap_fwd_bf16_to_f32")),
+            fwd_f32_to_f32: None,
             bwd_input: Pick::both(
                 "conv2d_mma_tap_bwd_input_f32",
                 "conv2d_mma_m128_tap_bwd_input_f32",
             ),
-        }),
-        MatrixPrecision::Tf32 | MatrixPrecision::F32 => None,
+        },
+        MatrixPrecision::Tf32 => tf32(
+            "conv2d_tf32_tap_fwd_f32",
+            "conv2d_tf32_m128_tap_fwd_f32",
+            "conv2d_tf32_tap_bwd_input_f32",
+            "conv2d_tf32_m128_tap_bwd_input_f32",
+        ),
+        MatrixPrecision::F32 => tf32(
+            "conv2d_tf32x3_tap_fwd_f32",
+            "conv2d_tf32x3_m128_tap_fwd_f32",
+            "conv2d_tf32x3_tap_bwd_input_f32",
+            "conv2d_tf32x3_m128_tap_bwd_input_f32",
+        ),
     }
 }
 
-/// The weights packed for a tap-major product by `sym` (`wp_len` elements, bf16 bits), the
+/// `wp` filled by the packing kernel `sym` (`wp.len()` = rows · taps · inner channels), the
 /// geometry `mg` naming the stride phase for the input gradient's packing.
-fn packed_weights(
+fn packed_weights<T: DeviceRepr>(
     dev: &CudaDevice,
-    file: KernelFile,
-    sym: &'static str,
+    (file, sym): (KernelFile, &'static str),
     w: &CudaSlice<f32>,
-    wp_len: usize,
+    mut wp: CudaSlice<T>,
     mg: &MmaConvGeom,
-) -> Result<CudaSlice<u16>> {
-    let mut wp = dev.alloc_u16(wp_len)?;
+) -> Result<CudaSlice<T>> {
     let f = dev.function(file, sym)?;
+    let len = wp.len();
     let mut lb = dev.stream().launch_builder(&f);
     lb.arg(w).arg(&mut wp).arg(mg);
-    // SAFETY: the kernel writes the `wp_len` = rows * taps * inner elements of its packing and
-    // reads the weights, whose length the caller checked; grid-stride launch.
-    unsafe { lb.launch(grid_1d(wp_len)) }.map_err(|e| cuda_err(sym, e))?;
+    // SAFETY: the kernel writes the rows * taps * inner elements of its packing (the caller
+    // sized `wp` so) and reads the weights, whose length the caller checked; grid-stride.
+    unsafe { lb.launch(grid_1d(len)) }.map_err(|e| cuda_err(sym, e))?;
     Ok(wp)
+}
+
+/// The forward by a tap-major kernel, where the arithmetic has one for this input storage and
+/// output format (None: the channel-major forms run).
+fn fwd_taps(
+    dev: &CudaDevice,
+    (file, t): (KernelFile, &TapKernels),
+    (x, bf16_out): (CudaValues, bool),
+    w: &CudaSlice<f32>,
+    g: &Conv2dGeometry,
+    mg: &MmaConvGeom,
+) -> Result<Option<CudaBuffer>> {
+    let shape = (g.out_channels, g.batch * g.out_h() * g.out_w(), 1);
+    let (n, pack) = (g.y_len(), (file, t.pack_fwd));
+    Ok(Some(match (x, bf16_out) {
+        (CudaValues::Bf16(x), true) => {
+            let Some(pick) = t.fwd_bf16_to_bf16 else {
+                return Ok(None);
+            };
+            let wp = packed_weights(dev, pack, w, dev.alloc_u16(g.w_len())?, mg)?;
+            let y = dev.alloc_u16(n)?;
+            CudaBuffer::Bf16(fwd_into(dev, (file, pick), shape, x, &wp, y, mg)?)
+        }
+        (CudaValues::Bf16(x), false) => {
+            let Some(pick) = t.fwd_bf16_to_f32 else {
+                return Ok(None);
+            };
+            let wp = packed_weights(dev, pack, w, dev.alloc_u16(g.w_len())?, mg)?;
+            CudaBuffer::F32(fwd_into(
+                dev,
+                (file, pick),
+                shape,
+                x,
+                &wp,
+                dev.alloc(n)?,
+                mg,
+            )?)
+        }
+        (CudaValues::F32(x), false) => {
+            let Some(pick) = t.fwd_f32_to_f32 else {
+                return Ok(None);
+            };
+            let wp = packed_weights(dev, pack, w, dev.alloc(g.w_len())?, mg)?;
+            CudaBuffer::F32(fwd_into(
+                dev,
+                (file, pick),
+                shape,
+                x,
+                &wp,
+                dev.alloc(n)?,
+                mg,
+            )?)
+        }
+        (CudaValues::F32(_), true) => return Ok(None),
+    }))
 }
 
 /// Whether `dev` has the tensor cores these kernels need (`mma.sync` with bf16 and TF32
@@ -320,19 +399,12 @@ pub fn fwd(
         (CudaValues::F32(f32_values(dev, x, &mut wide)?), false)
     };
     let k = kernels(precision);
-    // Tap-major on bf16 storage where the channels allow (the training's convs).
-    if let (Some(t), CudaValues::Bf16(x)) = (tap_kernels(precision), x) {
-        if g.in_channels.is_multiple_of(TAP_MAJOR_CHANNELS) {
-            check_tensor_cores(dev)?;
-            let wp = packed_weights(dev, k.file, t.pack_fwd, w, g.w_len(), &mg)?;
-            let n = g.y_len();
-            return Ok(if bf16_out {
-                let run = (k.file, t.fwd_to_bf16);
-                CudaBuffer::Bf16(fwd_into(dev, run, shape, x, &wp, dev.alloc_u16(n)?, &mg)?)
-            } else {
-                let run = (k.file, t.fwd_to_f32);
-                CudaBuffer::F32(fwd_into(dev, run, shape, x, &wp, dev.alloc(n)?, &mg)?)
-            });
+    // Tap-major where the channels allow (every conv of YOLOX-s but the stem).
+    if g.in_channels.is_multiple_of(TAP_MAJOR_CHANNELS) {
+        check_tensor_cores(dev)?;
+        let t = tap_kernels(precision);
+        if let Some(y) = fwd_taps(dev, (k.file, &t), (x, bf16_out), w, g, &mg)? {
+            return Ok(y);
         }
     }
     let pick = match (x, bf16_out) {
@@ -395,7 +467,7 @@ pub fn bwd_input(
         dev.alloc(g.x_len())?
     };
     let k = kernels(dev.matrix_precision());
-    let taps = tap_kernels(dev.matrix_precision())
+    let taps = Some(tap_kernels(dev.matrix_precision()))
         .filter(|_| g.out_channels.is_multiple_of(TAP_MAJOR_CHANNELS));
     for phase_h in 0..s {
         let ph = StridePhase::of(phase_h, g.in_h, g.kernel_h, s, g.padding);
@@ -414,8 +486,14 @@ pub fn bwd_input(
                 Some(t) => {
                     check_tensor_cores(dev)?;
                     let len = g.in_channels * ph.taps * pw.taps * g.out_channels;
-                    let wp = packed_weights(dev, k.file, t.pack_bwd_input, w, len, &mg)?;
-                    launch(dev, (k.file, t.bwd_input), shape, (dy, &wp, &mut dx), &mg)?;
+                    let (pack, run) = ((k.file, t.pack_bwd_input), (k.file, t.bwd_input));
+                    if t.packs_bf16 {
+                        let wp = packed_weights(dev, pack, w, dev.alloc_u16(len)?, &mg)?;
+                        launch(dev, run, shape, (dy, &wp, &mut dx), &mg)?;
+                    } else {
+                        let wp = packed_weights(dev, pack, w, dev.alloc(len)?, &mg)?;
+                        launch(dev, run, shape, (dy, &wp, &mut dx), &mg)?;
+                    }
                 }
                 None => launch(dev, (k.file, k.bwd_input), shape, (dy, w, &mut dx), &mg)?,
             }

@@ -59,6 +59,18 @@ const TF32X3_K70: &[&str] = &[
     "conv2d_tf32x3_m128_bwd_weight_f32",
     TF32_SUM,
 ];
+/// Tap-major shapes (C and K multiples of 32): 3×3 stride 1 with 64-row tiles, 198 positions
+/// (two column tiles); 3×3 stride 2 with 128-row tiles and four input-gradient phases of 4, 2, 2
+/// and 1 taps; 1×1 stride 2, one input-gradient phase with its tap and three left at zero.
+fn taps_3x3() -> Conv2dGeometry {
+    geo(2, 32, 9, 11, 64, 3, 1, 1, 1)
+}
+fn taps_3x3_s2_tall() -> Conv2dGeometry {
+    geo(2, 160, 7, 6, 96, 3, 2, 1, 1)
+}
+fn taps_1x1_s2() -> Conv2dGeometry {
+    geo(2, 64, 9, 8, 32, 1, 2, 0, 1)
+}
 /// 66 input and 68 output channels: every pass on 128-row tiles, one split.
 fn wide() -> Conv2dGeometry {
     geo(2, 66, 5, 7, 68, 3, 1, 1, 1)
@@ -75,6 +87,8 @@ const BF16_M128: &[&str] = &[
 ];
 const PACK_FWD: &str = "conv2d_mma_pack_fwd";
 const PACK_DX: &str = "conv2d_mma_pack_bwd_input";
+const TF32_PACK_FWD: &str = "conv2d_tf32_pack_fwd";
+const TF32_PACK_DX: &str = "conv2d_tf32_pack_bwd_input";
 const F32_IN_OUT: ConvPath = ConvPath::Implicit {
     x_bf16: false,
     y_bf16: false,
@@ -139,7 +153,7 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             geo(2, 136, 6, 5, 132, 1, 1, 0, 1),
         ),
         // Tap-major forms (implicit_gemm.rs TAP_MAJOR_CHANNELS): C (forward) and K (input
-        // gradient) multiples of 32. 198 positions: two column tiles; R = 288 (forward) and 576.
+        // gradient) multiples of 32; R = 288 (forward) and 576.
         mma_case(
             "conv2d mma tap-major 3x3 s1 (bf16 in, bf16 out)",
             &[
@@ -150,10 +164,9 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
                 DW_BF16,
             ],
             (true, true),
-            geo(2, 32, 9, 11, 64, 3, 1, 1, 1),
+            taps_3x3(),
         ),
-        // 160 input and 96 output channels, stride 2: 128-row tiles in both, four input-gradient
-        // phases of 4, 2, 2 and 1 taps (R = 384, 192, 192, 96).
+        // R = 1,440 (forward), 384, 192, 192 and 96 (input-gradient phases).
         mma_case(
             "conv2d mma tap-major 128-row tiles, 3x3 s2 (bf16 in, bf16 out)",
             &[
@@ -164,9 +177,8 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
                 "conv2d_mma_m128_bwd_weight_bf16",
             ],
             (true, true),
-            geo(2, 160, 7, 6, 96, 3, 2, 1, 1),
+            taps_3x3_s2_tall(),
         ),
-        // 1×1 stride 2: one input-gradient phase with its tap, three left at zero.
         mma_case(
             "conv2d mma tap-major 1x1 s2 (bf16 in, f32 out)",
             &[
@@ -177,7 +189,64 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
                 DW_BF16,
             ],
             (true, false),
-            geo(2, 64, 9, 8, 32, 1, 2, 0, 1),
+            taps_1x1_s2(),
+        ),
+        in_tf32(
+            "conv2d tf32 tap-major 3x3 s1",
+            &[
+                TF32_PACK_FWD,
+                "conv2d_tf32_tap_fwd_f32",
+                TF32_PACK_DX,
+                "conv2d_tf32_tap_bwd_input_f32",
+                "conv2d_tf32_bwd_weight_f32",
+            ],
+            conv_case("", &[], F32_IN_OUT, taps_3x3()),
+        ),
+        in_tf32(
+            "conv2d tf32 tap-major 128-row tiles, 3x3 s2",
+            &[
+                TF32_PACK_FWD,
+                "conv2d_tf32_m128_tap_fwd_f32",
+                TF32_PACK_DX,
+                "conv2d_tf32_m128_tap_bwd_input_f32",
+                "conv2d_tf32_m128_bwd_weight_f32",
+            ],
+            conv_case("", &[], F32_IN_OUT, taps_3x3_s2_tall()),
+        ),
+        conv_case(
+            "conv2d tf32x3 tap-major 3x3 s1 (f32 mode)",
+            &[
+                TF32_PACK_FWD,
+                "conv2d_tf32x3_tap_fwd_f32",
+                TF32_PACK_DX,
+                "conv2d_tf32x3_tap_bwd_input_f32",
+                "conv2d_tf32x3_bwd_weight_f32",
+            ],
+            F32_IN_OUT,
+            taps_3x3(),
+        ),
+        conv_case(
+            "conv2d tf32x3 tap-major 128-row tiles, 3x3 s2 (f32 mode)",
+            &[
+                TF32_PACK_FWD,
+                "conv2d_tf32x3_m128_tap_fwd_f32",
+                TF32_PACK_DX,
+                "conv2d_tf32x3_m128_tap_bwd_input_f32",
+                "conv2d_tf32x3_m128_bwd_weight_f32",
+            ],
+            F32_IN_OUT,
+            taps_3x3_s2_tall(),
+        ),
+        conv_case(
+            "conv2d tf32x3 tap-major 1x1 s2 (f32 mode)",
+            &[
+                TF32_PACK_FWD,
+                "conv2d_tf32x3_tap_fwd_f32",
+                TF32_PACK_DX,
+                "conv2d_tf32x3_tap_bwd_input_f32",
+            ],
+            F32_IN_OUT,
+            taps_1x1_s2(),
         ),
         in_tf32(
             "conv2d tf32 3x3 s1 p1",

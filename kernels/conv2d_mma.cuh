@@ -462,8 +462,10 @@ struct BlockTile {
     }
 };
 
-// Calls out(m, n, value) for each accumulator of the thread inside the M x N matrix, in the
-// mma's C layout (rows g and g+8, columns 2t and 2t+1 of each 16 x 8 piece).
+// Calls out(m, out.column(n), value) for each accumulator of the thread inside the M x N
+// matrix, in the mma's C layout (rows g and g+8, columns 2t and 2t+1 of each 16 x 8 piece).
+// column(n) places column n once for its four rows: it divides by the plane, some 40
+// instructions that per element made a third of the 3x3 forward's SASS.
 template <int TM, class Out>
 __device__ void store_tile(const float acc[2][8][4], int m0, int n0, int m_len, int n_len, Out out) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -474,41 +476,46 @@ __device__ void store_tile(const float acc[2][8][4], int m0, int n0, int m_len, 
         for (int half = 0; half < 2; ++half) {
             int n = wn + ni * 8 + 2 * t + half;
             if (n >= n_len) continue;
+            int column = out.column(n);
 #pragma unroll
             for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
                 for (int lower = 0; lower < 2; ++lower) {
                     int m = wm + mi * 16 + g + 8 * lower;
-                    if (m < m_len) out(m, n, acc[mi][ni][2 * lower + half]);
+                    if (m < m_len) out(m, column, acc[mi][ni][2 * lower + half]);
                 }
         }
 }
 
-// y[n, k, p] from (m = k, column j = (n, p)).
+// y[n, k, p] from (m = k, column j = (n, p)): column(j) is the offset of (n, 0, p).
 template <class Y> struct NchwOut {
     Y* y;
     int channels, plane;
-    __device__ void operator()(int m, int j, float v) const {
-        int img = j / plane, p = j - img * plane;
-        store_f32(y, (img * channels + m) * plane + p, v);
+    __device__ int column(int j) const {
+        int img = j / plane;
+        return img * channels * plane + j - img * plane;
     }
+    __device__ void operator()(int m, int column, float v) const { store_f32(y, column + m * plane, v); }
 };
 
 // dx[n, c, first_h + s*i, first_w + s*jw] from (m = c, column j = (n, i, jw)) of one phase.
+// column(j) is the offset of (n, 0, ih, iw).
 struct PhaseOut {
     float* dx;
     int channels, h, w, rows, cols, first_h, first_w, stride;
-    __device__ void operator()(int m, int j, float v) const {
+    __device__ int column(int j) const {
         int per_image = rows * cols, img = j / per_image, q = j - img * per_image;
         int i = q / cols, jw = q - i * cols;
-        dx[((img * channels + m) * h + first_h + stride * i) * w + first_w + stride * jw] = v;
+        return (img * channels * h + first_h + stride * i) * w + first_w + stride * jw;
     }
+    __device__ void operator()(int m, int column, float v) const { dx[column + m * h * w] = v; }
 };
 
 struct RowMajorOut {
     float* c;
     int n_len;
-    __device__ void operator()(int m, int n, float v) const { c[m * n_len + n] = v; }
+    __device__ int column(int n) const { return n; }
+    __device__ void operator()(int m, int column, float v) const { c[m * n_len + column] = v; }
 };
 
 template <class Math, int TM, class X, class Y>

@@ -124,10 +124,12 @@ CONV_MMA_BWD_WEIGHT(conv2d_mma_m128_bwd_weight_bf16, Bf16Math, 128, unsigned sho
 // Tap-major forms (C, or K for the input gradient, a multiple of 32: conv2d_mma.cuh), the
 // training's bf16-storage forward and the input gradient, on weights packed as bf16.
 CONV_MMA_PACK(conv2d_mma, Bf16Math)
-CONV_MMA_TAP_FWD(conv2d_mma_tap_fwd_bf16_to_bf16, Bf16Math, 64, unsigned short, unsigned short)
-CONV_MMA_TAP_FWD(conv2d_mma_tap_fwd_bf16_to_f32, Bf16Math, 64, unsigned short, float)
-CONV_MMA_TAP_FWD(conv2d_mma_m128_tap_fwd_bf16_to_bf16, Bf16Math, 128, unsigned short, unsigned short)
-CONV_MMA_TAP_BWD_INPUT(conv2d_mma_tap_bwd_input_f32, Bf16Math, 64)
-CONV_MMA_TAP_BWD_INPUT(conv2d_mma_m128_tap_bwd_input_f32, Bf16Math, 128)
+// Two 128-row blocks per multiprocessor fit 128 registers without spills; 64-row ones would
+// spill at four.
+CONV_MMA_TAP_FWD(conv2d_mma_tap_fwd_bf16_to_bf16, Bf16Math, 64, 1, unsigned short, unsigned short)
+CONV_MMA_TAP_FWD(conv2d_mma_tap_fwd_bf16_to_f32, Bf16Math, 64, 1, unsigned short, float)
+CONV_MMA_TAP_FWD(conv2d_mma_m128_tap_fwd_bf16_to_bf16, Bf16Math, 128, 2, unsigned short, unsigned short)
+CONV_MMA_TAP_BWD_INPUT(conv2d_mma_tap_bwd_input_f32, Bf16Math, 64, 1)
+CONV_MMA_TAP_BWD_INPUT(conv2d_mma_m128_tap_bwd_input_f32, Bf16Math, 128, 2)
 
 CONV_MMA_SUM_SPLITS(conv2d_mma_sum_splits)

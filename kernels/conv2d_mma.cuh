@@ -604,14 +604,17 @@ __device__ void conv_mma_bwd_input_taps(const float* dy, const typename Math::El
     }
 
 // The tap-major forms' entry points; their `wp` is the packing CONV_MMA_PACK's kernels write.
-#define CONV_MMA_TAP_FWD(NAME, MATH, TM, X, Y)                                                      \
-    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
+// MIN_BLOCKS resident blocks per multiprocessor (ptxas then keeps to 65536 / (2 * TM *
+// MIN_BLOCKS) registers): 2 * TM * MIN_BLOCKS = 512 threads where that costs no spills
+// (ptxas -v per instantiation), so a second block's loads are in flight while one waits.
+#define CONV_MMA_TAP_FWD(NAME, MATH, TM, MIN_BLOCKS, X, Y)                                          \
+    extern "C" __global__ void __launch_bounds__(2 * TM, MIN_BLOCKS)                                 \
         NAME(const X* __restrict__ x, const MATH::Elem* __restrict__ wp, Y* __restrict__ y,         \
              MmaConvGeom g) {                                                                       \
         conv_mma_fwd_taps<MATH, TM>(x, wp, y, g);                                                   \
     }
-#define CONV_MMA_TAP_BWD_INPUT(NAME, MATH, TM)                                                      \
-    extern "C" __global__ void __launch_bounds__(2 * TM, 1)                                          \
+#define CONV_MMA_TAP_BWD_INPUT(NAME, MATH, TM, MIN_BLOCKS)                                          \
+    extern "C" __global__ void __launch_bounds__(2 * TM, MIN_BLOCKS)                                 \
         NAME(const float* __restrict__ dy, const MATH::Elem* __restrict__ wp, float* __restrict__ dx, \
              MmaConvGeom g) {                                                                       \
         conv_mma_bwd_input_taps<MATH, TM>(dy, wp, dx, g);                                           \

@@ -142,13 +142,15 @@ CONV_MMA_BWD_WEIGHT(conv2d_tf32x3_m128_bwd_weight_f32, Tf32Math<3>, 128, float)
 // Tap-major forms (C, or K for the input gradient, a multiple of 32: conv2d_mma.cuh) on the
 // weights in tap-major order, still f32 (one packing serves both arithmetics: from() keeps f32).
 CONV_MMA_PACK(conv2d_tf32, Tf32Math<1>)
-CONV_MMA_TAP_FWD(conv2d_tf32_tap_fwd_f32, Tf32Math<1>, 64, float, float)
-CONV_MMA_TAP_FWD(conv2d_tf32_m128_tap_fwd_f32, Tf32Math<1>, 128, float, float)
-CONV_MMA_TAP_BWD_INPUT(conv2d_tf32_tap_bwd_input_f32, Tf32Math<1>, 64)
-CONV_MMA_TAP_BWD_INPUT(conv2d_tf32_m128_tap_bwd_input_f32, Tf32Math<1>, 128)
-CONV_MMA_TAP_FWD(conv2d_tf32x3_tap_fwd_f32, Tf32Math<3>, 64, float, float)
-CONV_MMA_TAP_FWD(conv2d_tf32x3_m128_tap_fwd_f32, Tf32Math<3>, 128, float, float)
-CONV_MMA_TAP_BWD_INPUT(conv2d_tf32x3_tap_bwd_input_f32, Tf32Math<3>, 64)
-CONV_MMA_TAP_BWD_INPUT(conv2d_tf32x3_m128_tap_bwd_input_f32, Tf32Math<3>, 128)
+// 512 resident threads fit 128 registers without spills in TF32; the split (three products,
+// 180-190 registers) stays at one block.
+CONV_MMA_TAP_FWD(conv2d_tf32_tap_fwd_f32, Tf32Math<1>, 64, 4, float, float)
+CONV_MMA_TAP_FWD(conv2d_tf32_m128_tap_fwd_f32, Tf32Math<1>, 128, 2, float, float)
+CONV_MMA_TAP_BWD_INPUT(conv2d_tf32_tap_bwd_input_f32, Tf32Math<1>, 64, 4)
+CONV_MMA_TAP_BWD_INPUT(conv2d_tf32_m128_tap_bwd_input_f32, Tf32Math<1>, 128, 2)
+CONV_MMA_TAP_FWD(conv2d_tf32x3_tap_fwd_f32, Tf32Math<3>, 64, 1, float, float)
+CONV_MMA_TAP_FWD(conv2d_tf32x3_m128_tap_fwd_f32, Tf32Math<3>, 128, 1, float, float)
+CONV_MMA_TAP_BWD_INPUT(conv2d_tf32x3_tap_bwd_input_f32, Tf32Math<3>, 64, 1)
+CONV_MMA_TAP_BWD_INPUT(conv2d_tf32x3_m128_tap_bwd_input_f32, Tf32Math<3>, 128, 1)
 
 CONV_MMA_SUM_SPLITS(conv2d_tf32_sum_splits)

@@ -69,6 +69,29 @@ fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
     let mem = v["peak_mem_mb"].as_f64().expect("peak_mem_mb");
     assert!(ips > 0.0 && ips.is_finite(), "{v}");
     assert!(mem > 0.0, "{v}");
+    assert_eq!(v["stage_times"], serde_json::json!(true), "{v}");
+}
+
+/// `--no-stage-times` runs the steps as training does (no GPU wait after each stage) and says so.
+#[test]
+fn no_stage_times_is_reported_in_the_json() {
+    let out = bench_train(&[
+        "--model",
+        "yolox-nano",
+        "--size",
+        "64",
+        "--batch",
+        "1",
+        "--steps",
+        "1",
+        "--no-stage-times",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["stage_times"], serde_json::json!(false), "{v}");
+    assert!(v["images_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
 }
 
 /// `ssod bench conv` traces the model's convs: the calls it counts are the model's conv weights

@@ -110,6 +110,9 @@ step bench-s-f32-poolrelease 120 env SSOD_CUDA_POOL_RELEASE=1 ./.device/ssod ben
 # The weight gradient's split reduction (conv2d/weight_grad.rs) against no split, f32 im2col.
 step conv-s-f32-nosplit 120 env SSOD_CUDA_WGRAD_SLICE=0 ./.device/ssod bench conv --model yolox-s \
     --size 640 --batch 16 --device cuda --precision f32 --conv im2col
+# As training runs: no GPU wait after each stage (trainer.rs set_stage_times), bf16 and f32.
+step bench-s-bf16-nostages 150 ./.device/ssod bench train $S --precision bf16 --no-stage-times
+step bench-s-f32-nostages 150 ./.device/ssod bench train $S --precision f32 --no-stage-times
 # The same two runs again: the spread between runs of one version (auto may choose differently).
 step bench-s-bf16-again 150 ./.device/ssod bench train $S --precision bf16
 step bench-s-f32-again 150 ./.device/ssod bench train $S --precision f32

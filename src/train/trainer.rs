@@ -27,7 +27,9 @@ use crate::progress::Progress;
 use crate::tensor::Device;
 use crate::{Error, Result};
 
-/// Seconds spent in each stage of one step (the `ssod bench train` breakdown).
+/// Seconds spent in each stage of one step (the `ssod bench train` breakdown). On the GPU a stage's
+/// time is its own only with [`DetectorTrainer::set_stage_times`] on (a wait for the GPU after
+/// each stage); off, as in training, it is the host's time to queue the stage.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StageTimes {
     /// Batch to tensors (and to the device) in [`DetectorTrainer::step`], forward and decode.
@@ -87,14 +89,8 @@ pub struct DetectorTrainer {
     pub epoch: usize,
     /// Where the model, its EMA copy and each batch live ([`DetectorTrainer::to_device`]).
     device: Device,
-}
-
-/// Wait for the GPU so a stage's wall time is its own (kernels run asynchronously).
-fn sync_stage(device: Device) -> Result<()> {
-    match device {
-        Device::Cuda => crate::backend::cuda::device()?.synchronize(),
-        Device::Cpu => Ok(()),
-    }
+    /// Wait for the GPU at the end of each stage ([`Self::set_stage_times`]).
+    stage_times: bool,
 }
 
 impl DetectorTrainer {
@@ -133,6 +129,7 @@ impl DetectorTrainer {
             iteration: 0,
             epoch: 0,
             device: Device::Cpu,
+            stage_times: false,
         })
     }
 
@@ -179,6 +176,22 @@ impl DetectorTrainer {
         DeviceBatch::new(batch, self.device)
     }
 
+    /// Whether each step waits for the GPU at the end of every stage, so that [`StageTimes`]
+    /// times the stages' kernels (`ssod bench train`). Off by default: training then lets the
+    /// host queue the next stage while the GPU runs this one (kernels run asynchronously), and
+    /// the step waits only where it reads a result (the loss's assignments, the loss value).
+    pub fn set_stage_times(&mut self, on: bool) {
+        self.stage_times = on;
+    }
+
+    /// The end of a stage: a wait for the GPU when stages are timed.
+    fn end_stage(&self) -> Result<()> {
+        match (self.stage_times, self.device) {
+            (true, Device::Cuda) => crate::backend::cuda::device()?.synchronize(),
+            _ => Ok(()),
+        }
+    }
+
     /// One step on a batch already uploaded, and `next` uploaded while the GPU runs this
     /// step's backward (returned for the next call): the host's share of an upload (filling
     /// the pinned staging buffer) then no longer leaves the GPU idle at the start of a step,
@@ -202,12 +215,12 @@ impl DetectorTrainer {
 
         let raw = self.model.forward(&images)?; // [B, A, 5 + C]
         let decoded = decode_boxes(&raw, &grid)?; // [B, A, 4] cxcywh
-        sync_stage(self.device)?;
+        self.end_stage()?;
         times.forward = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         let loss = yolox_loss(&raw, &decoded, &grid, &targets, &self.loss)?;
-        sync_stage(self.device)?;
+        self.end_stage()?;
         times.assign_and_loss = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
@@ -215,21 +228,21 @@ impl DetectorTrainer {
         loss.total.backward()?;
         // The backward's kernels are queued: the next batch's upload goes beside them.
         let next = next.map(|b| self.upload(b)).transpose()?;
-        sync_stage(self.device)?;
+        self.end_stage()?;
         times.backward = t.elapsed().as_secs_f64();
 
         // YOLOX sets the lr for step i + 1 after step i: the first step runs at warmup_lr.
         let lr = self.schedule.lr_at(self.iteration);
         let t = Instant::now();
         self.optimizer.step(lr as f32)?;
-        sync_stage(self.device)?;
+        self.end_stage()?;
         times.optimizer = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         if let Some((_, ema)) = &mut self.ema {
             ema.update(&self.model.store)?;
         }
-        sync_stage(self.device)?;
+        self.end_stage()?;
         times.ema = t.elapsed().as_secs_f64();
         self.iteration += 1;
 

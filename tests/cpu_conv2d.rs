@@ -24,32 +24,6 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn geom(
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    groups: usize,
-) -> Conv2dGeometry {
-    Conv2dGeometry {
-        batch: n,
-        in_channels: c,
-        in_h: h,
-        in_w: w,
-        out_channels: k,
-        kernel_h: kernel,
-        kernel_w: kernel,
-        stride,
-        padding: pad,
-        groups,
-    }
-}
-
 /// Max |fast - ref| relative to max |ref|, checked against a tolerance derived from the reduction
 /// length: f32 summation error grows about linearly with the number of terms in the worst case, so
 /// `4·ε·terms` (inputs in [-1,1]); it must also stay under the project-wide 1e-4.
@@ -116,17 +90,17 @@ fn packed_and_per_item_weight_gradients_match_the_reference() {
     for g in [
         // Packed: 1×1 and 2×3 planes with many channels, a strided grouped 3×3, pointwise over
         // 64 channels (64 and fewer take the AVX-512 kernel where there is one) at 12×12.
-        geom(5, 96, 1, 1, 80, 1, 1, 0, 1),
-        geom(3, 40, 2, 3, 24, 3, 1, 1, 1),
-        geom(4, 32, 5, 5, 64, 3, 2, 1, 2),
-        geom(2, 400, 12, 12, 400, 1, 1, 0, 1),
+        Conv2dGeometry::square([5, 96, 1, 1], 80, (1, 1, 0, 1)),
+        Conv2dGeometry::square([3, 40, 2, 3], 24, (3, 1, 1, 1)),
+        Conv2dGeometry::square([4, 32, 5, 5], 64, (3, 2, 1, 2)),
+        Conv2dGeometry::square([2, 400, 12, 12], 400, (1, 1, 0, 1)),
         // Packed in chunks: 3 chunks of 128, 128 and 4 items of 4×4.
-        geom(260, 6, 4, 4, 40, 3, 1, 1, 1),
+        Conv2dGeometry::square([260, 6, 4, 4], 40, (3, 1, 1, 1)),
         // Per item: few channels for the plane (8×8 and 8×9), im2col and pointwise on larger maps.
-        geom(3, 70, 8, 8, 66, 1, 1, 0, 1),
-        geom(3, 70, 8, 9, 66, 1, 1, 0, 1),
-        geom(2, 5, 48, 45, 6, 3, 1, 1, 1),
-        geom(3, 8, 40, 40, 12, 1, 1, 0, 1),
+        Conv2dGeometry::square([3, 70, 8, 8], 66, (1, 1, 0, 1)),
+        Conv2dGeometry::square([3, 70, 8, 9], 66, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 5, 48, 45], 6, (3, 1, 1, 1)),
+        Conv2dGeometry::square([3, 8, 40, 40], 12, (1, 1, 0, 1)),
     ] {
         check_all(&g);
     }
@@ -147,7 +121,11 @@ fn fast_matches_reference_on_odd_shapes() {
                             continue;
                         }
                         for &(c, k, groups) in &[(3, 5, 1), (6, 10, 2), (7, 7, 7), (13, 17, 1)] {
-                            check_all(&geom(batch, c, h, w, k, kernel, stride, pad, groups));
+                            check_all(&Conv2dGeometry::square(
+                                [batch, c, h, w],
+                                k,
+                                (kernel, stride, pad, groups),
+                            ));
                             cases += 1;
                         }
                     }
@@ -156,12 +134,12 @@ fn fast_matches_reference_on_odd_shapes() {
         }
     }
     // 6×6 kernels (even size, asymmetric reach) and a depthwise 5×5 stride 2.
-    check_all(&geom(2, 5, 9, 8, 3, 6, 1, 2, 1));
-    check_all(&geom(1, 4, 9, 7, 4, 6, 2, 1, 4));
-    check_all(&geom(3, 9, 11, 10, 9, 5, 2, 2, 9));
+    check_all(&Conv2dGeometry::square([2, 5, 9, 8], 3, (6, 1, 2, 1)));
+    check_all(&Conv2dGeometry::square([1, 4, 9, 7], 4, (6, 2, 1, 4)));
+    check_all(&Conv2dGeometry::square([3, 9, 11, 10], 9, (5, 2, 2, 9)));
     // Pointwise with a group count and a wider map, and a larger dense 3×3.
-    check_all(&geom(3, 12, 10, 11, 18, 1, 1, 0, 3));
-    check_all(&geom(2, 33, 17, 15, 35, 3, 1, 1, 1));
+    check_all(&Conv2dGeometry::square([3, 12, 10, 11], 18, (1, 1, 0, 3)));
+    check_all(&Conv2dGeometry::square([2, 33, 17, 15], 35, (3, 1, 1, 1)));
     assert!(cases > 200, "only {cases} cases ran");
 }
 
@@ -169,72 +147,72 @@ fn fast_matches_reference_on_odd_shapes() {
 /// tile target, with a partial last tile), including stride 2 and groups.
 #[test]
 fn fast_matches_reference_across_im2col_tiles() {
-    check_all(&geom(2, 32, 50, 47, 20, 3, 1, 1, 1));
-    check_all(&geom(1, 40, 97, 61, 8, 3, 2, 1, 2));
-    check_all(&geom(1, 16, 41, 90, 12, 5, 1, 2, 1));
+    check_all(&Conv2dGeometry::square([2, 32, 50, 47], 20, (3, 1, 1, 1)));
+    check_all(&Conv2dGeometry::square([1, 40, 97, 61], 8, (3, 2, 1, 2)));
+    check_all(&Conv2dGeometry::square([1, 16, 41, 90], 12, (5, 1, 2, 1)));
 }
 
 /// Pointwise `bwd_weight` runs in chunks of 2048 positions: maps of 2491 and 4096+ positions
 /// (a partial last chunk, an exact multiple plus one), with groups and batch 3.
 #[test]
 fn pointwise_matches_reference_across_weight_tiles() {
-    check_all(&geom(2, 6, 53, 47, 10, 1, 1, 0, 2));
-    check_all(&geom(3, 5, 64, 64, 7, 1, 1, 0, 1));
-    check_all(&geom(1, 9, 4097, 1, 4, 1, 1, 0, 1));
+    check_all(&Conv2dGeometry::square([2, 6, 53, 47], 10, (1, 1, 0, 2)));
+    check_all(&Conv2dGeometry::square([3, 5, 64, 64], 7, (1, 1, 0, 1)));
+    check_all(&Conv2dGeometry::square([1, 9, 4097, 1], 4, (1, 1, 0, 1)));
 }
 
 /// The per-item `bwd_weight` transposes `dy` tiles only up to 32 output channels per group: both
 /// sides of that threshold, pointwise and 3×3, one grouped.
 #[test]
 fn bwd_weight_both_sides_of_the_dy_transpose() {
-    check_all(&geom(2, 8, 11, 9, 32, 3, 1, 1, 1));
-    check_all(&geom(2, 8, 11, 9, 40, 3, 2, 1, 1));
-    check_all(&geom(1, 6, 50, 47, 36, 1, 1, 0, 1));
-    check_all(&geom(2, 12, 9, 10, 66, 3, 1, 1, 2));
+    check_all(&Conv2dGeometry::square([2, 8, 11, 9], 32, (3, 1, 1, 1)));
+    check_all(&Conv2dGeometry::square([2, 8, 11, 9], 40, (3, 2, 1, 1)));
+    check_all(&Conv2dGeometry::square([1, 6, 50, 47], 36, (1, 1, 0, 1)));
+    check_all(&Conv2dGeometry::square([2, 12, 9, 10], 66, (3, 1, 1, 2)));
 }
 
 /// Outputs of 8 MiB and more are allocated with a huge-page hint: same results as small ones
 /// (pointwise and 3×3; `x` and `y` both over the threshold).
 #[test]
 fn large_outputs_match_reference() {
-    check_all(&geom(1, 2, 1024, 1024, 2, 1, 1, 0, 1));
-    check_all(&geom(1, 2, 1030, 1030, 2, 3, 1, 1, 1));
+    check_all(&Conv2dGeometry::square([1, 2, 1024, 1024], 2, (1, 1, 0, 1)));
+    check_all(&Conv2dGeometry::square([1, 2, 1030, 1030], 2, (3, 1, 1, 1)));
 }
 
 /// A fast path that claims a shape class must take it (no silent fallback to another path).
 #[test]
 fn shape_classes_take_their_paths() {
     assert_eq!(
-        conv_path(&geom(2, 8, 9, 9, 8, 3, 1, 1, 8)),
+        conv_path(&Conv2dGeometry::square([2, 8, 9, 9], 8, (3, 1, 1, 8))),
         ConvPath::Depthwise
     );
     assert_eq!(
-        conv_path(&geom(2, 8, 9, 9, 8, 3, 2, 1, 8)),
+        conv_path(&Conv2dGeometry::square([2, 8, 9, 9], 8, (3, 2, 1, 8))),
         ConvPath::Depthwise
     );
     assert_eq!(
-        conv_path(&geom(2, 8, 9, 9, 16, 1, 1, 0, 1)),
+        conv_path(&Conv2dGeometry::square([2, 8, 9, 9], 16, (1, 1, 0, 1))),
         ConvPath::Pointwise
     );
     assert_eq!(
-        conv_path(&geom(2, 8, 9, 9, 16, 1, 1, 0, 2)),
+        conv_path(&Conv2dGeometry::square([2, 8, 9, 9], 16, (1, 1, 0, 2))),
         ConvPath::Pointwise
     );
     assert_eq!(
-        conv_path(&geom(2, 8, 9, 9, 16, 1, 2, 0, 1)),
+        conv_path(&Conv2dGeometry::square([2, 8, 9, 9], 16, (1, 2, 0, 1))),
         ConvPath::Im2col
     );
     assert_eq!(
-        conv_path(&geom(2, 8, 9, 9, 16, 3, 1, 1, 1)),
+        conv_path(&Conv2dGeometry::square([2, 8, 9, 9], 16, (3, 1, 1, 1))),
         ConvPath::Im2col
     );
     assert_eq!(
-        conv_path(&geom(2, 8, 9, 9, 16, 3, 1, 1, 8)),
+        conv_path(&Conv2dGeometry::square([2, 8, 9, 9], 16, (3, 1, 1, 8))),
         ConvPath::Im2col,
         "channel multiplier 2 is grouped, not depthwise"
     );
     assert_eq!(
-        conv_path(&geom(2, 1, 9, 9, 1, 3, 1, 1, 1)),
+        conv_path(&Conv2dGeometry::square([2, 1, 9, 9], 1, (3, 1, 1, 1))),
         ConvPath::Im2col,
         "groups = 1 is dense even with one channel"
     );
@@ -243,7 +221,7 @@ fn shape_classes_take_their_paths() {
 /// The fast paths really differ from the reference loops: a deliberately wrong weight must be caught.
 #[test]
 fn check_can_fail() {
-    let g = geom(1, 3, 5, 7, 5, 3, 1, 1, 1);
+    let g = Conv2dGeometry::square([1, 3, 5, 7], 5, (3, 1, 1, 1));
     let x = values(g.x_len(), 1);
     let mut w = values(g.w_len(), 2);
     let expected = reference::fwd(&x, &w, &g);
@@ -270,20 +248,20 @@ fn results_do_not_depend_on_thread_count() {
     let shapes = [
         // Pointwise with few channels, batch 1: the AVX-512 weight gradient (single-threaded)
         // with 3 threads against 1.
-        geom(1, 24, 70, 65, 20, 1, 1, 0, 1),
-        geom(1, 32, 24, 26, 48, 3, 1, 1, 1),
-        geom(2, 32, 24, 26, 48, 3, 2, 1, 1),
-        geom(4, 24, 20, 18, 40, 3, 1, 1, 2),
-        geom(2, 64, 20, 20, 96, 1, 1, 0, 1),
-        geom(2, 24, 50, 47, 20, 1, 1, 0, 1),
-        geom(3, 32, 21, 19, 32, 3, 1, 1, 32),
-        geom(1, 16, 30, 30, 16, 5, 2, 2, 16),
-        geom(2, 32, 50, 47, 20, 3, 1, 1, 1),
+        Conv2dGeometry::square([1, 24, 70, 65], 20, (1, 1, 0, 1)),
+        Conv2dGeometry::square([1, 32, 24, 26], 48, (3, 1, 1, 1)),
+        Conv2dGeometry::square([2, 32, 24, 26], 48, (3, 2, 1, 1)),
+        Conv2dGeometry::square([4, 24, 20, 18], 40, (3, 1, 1, 2)),
+        Conv2dGeometry::square([2, 64, 20, 20], 96, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 24, 50, 47], 20, (1, 1, 0, 1)),
+        Conv2dGeometry::square([3, 32, 21, 19], 32, (3, 1, 1, 32)),
+        Conv2dGeometry::square([1, 16, 30, 30], 16, (5, 2, 2, 16)),
+        Conv2dGeometry::square([2, 32, 50, 47], 20, (3, 1, 1, 1)),
         // Small planes: the packed weight gradient (one product on the whole pool, or chunks
         // in parallel: 140 items of 4×4 are two chunks).
-        geom(5, 96, 1, 1, 80, 1, 1, 0, 1),
-        geom(140, 8, 4, 4, 48, 3, 1, 1, 1),
-        geom(4, 96, 3, 3, 80, 3, 2, 1, 2),
+        Conv2dGeometry::square([5, 96, 1, 1], 80, (1, 1, 0, 1)),
+        Conv2dGeometry::square([140, 8, 4, 4], 48, (3, 1, 1, 1)),
+        Conv2dGeometry::square([4, 96, 3, 3], 80, (3, 2, 1, 2)),
     ];
     for g in &shapes {
         let x = values(g.x_len(), 11);
@@ -340,10 +318,10 @@ fn bias_add_adds_per_channel() {
 #[test]
 fn into_forms_overwrite_dirty_buffers() {
     for g in [
-        geom(3, 6, 9, 6, 10, 3, 2, 1, 2),
-        geom(2, 12, 7, 5, 18, 1, 1, 0, 3),
-        geom(3, 7, 9, 6, 7, 3, 1, 1, 7),
-        geom(1, 32, 50, 47, 20, 3, 1, 1, 1),
+        Conv2dGeometry::square([3, 6, 9, 6], 10, (3, 2, 1, 2)),
+        Conv2dGeometry::square([2, 12, 7, 5], 18, (1, 1, 0, 3)),
+        Conv2dGeometry::square([3, 7, 9, 6], 7, (3, 1, 1, 7)),
+        Conv2dGeometry::square([1, 32, 50, 47], 20, (3, 1, 1, 1)),
     ] {
         let x = values(g.x_len(), 21);
         let w = values(g.w_len(), 22);
@@ -386,13 +364,13 @@ fn into_forms_overwrite_dirty_buffers() {
 fn pointwise_paths_at_every_simd_level() {
     let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let shapes = [
-        geom(3, 5, 7, 9, 13, 1, 1, 0, 1),
-        geom(2, 64, 3, 5, 64, 1, 1, 0, 1),
-        geom(1, 9, 1, 3, 25, 1, 1, 0, 1),
-        geom(2, 32, 40, 40, 64, 1, 1, 0, 1),
-        geom(2, 64, 33, 31, 32, 1, 1, 0, 1),
-        geom(3, 12, 10, 11, 18, 1, 1, 0, 3),
-        geom(1, 16, 80, 80, 8, 1, 1, 0, 1),
+        Conv2dGeometry::square([3, 5, 7, 9], 13, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 64, 3, 5], 64, (1, 1, 0, 1)),
+        Conv2dGeometry::square([1, 9, 1, 3], 25, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 32, 40, 40], 64, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 64, 33, 31], 32, (1, 1, 0, 1)),
+        Conv2dGeometry::square([3, 12, 10, 11], 18, (1, 1, 0, 3)),
+        Conv2dGeometry::square([1, 16, 80, 80], 8, (1, 1, 0, 1)),
     ];
     for level in [SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512] {
         force_level(Some(level));

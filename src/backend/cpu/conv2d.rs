@@ -35,6 +35,26 @@ pub struct Conv2dGeometry {
 }
 
 impl Conv2dGeometry {
+    /// A square kernel's geometry from the input's shape `[n, c, h, w]`, the output channels and
+    /// `(kernel, stride, padding, groups)`: the short form of tests and parity tables.
+    pub fn square(
+        [batch, in_channels, in_h, in_w]: [usize; 4],
+        out_channels: usize,
+        (kernel, stride, padding, groups): (usize, usize, usize, usize),
+    ) -> Self {
+        Conv2dGeometry {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            padding,
+            groups,
+        }
+    }
     pub fn out_h(&self) -> usize {
         (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
     }

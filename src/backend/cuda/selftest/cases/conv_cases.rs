@@ -113,32 +113,6 @@ pub(super) fn conv_case(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn geo(
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    ks: usize,
-    s: usize,
-    p: usize,
-    groups: usize,
-) -> Conv2dGeometry {
-    Conv2dGeometry {
-        batch: n,
-        in_channels: c,
-        in_h: h,
-        in_w: w,
-        out_channels: k,
-        kernel_h: ks,
-        kernel_w: ks,
-        stride: s,
-        padding: p,
-        groups,
-    }
-}
-
 pub(super) fn conv_cases() -> Vec<Case> {
     const FAST: &[&str] = &["conv2d_im2col_f32", "conv2d_col2im_f32"];
     vec![
@@ -146,26 +120,26 @@ pub(super) fn conv_cases() -> Vec<Case> {
             "conv2d im2col+sgemm 3x3 s1 p1",
             FAST,
             ConvPath::Fast,
-            geo(3, 5, 11, 9, 7, 3, 1, 1, 1),
+            Conv2dGeometry::square([3, 5, 11, 9], 7, (3, 1, 1, 1)),
         ),
         conv_case(
             "conv2d im2col+sgemm 3x3 s2 p1",
             FAST,
             ConvPath::Fast,
-            geo(1, 3, 13, 10, 4, 3, 2, 1, 1),
+            Conv2dGeometry::square([1, 3, 13, 10], 4, (3, 2, 1, 1)),
         ),
         conv_case(
             "conv2d im2col+sgemm 3x3 s1 g2",
             FAST,
             ConvPath::Fast,
-            geo(3, 4, 7, 9, 6, 3, 1, 1, 2),
+            Conv2dGeometry::square([3, 4, 7, 9], 6, (3, 1, 1, 2)),
         ),
         // 1×1, stride 1: cuBLAS alone (no custom kernel).
         conv_case(
             "conv2d 1x1 sgemm only",
             &[],
             ConvPath::Fast,
-            geo(2, 6, 7, 9, 5, 1, 1, 0, 1),
+            Conv2dGeometry::square([2, 6, 7, 9], 5, (1, 1, 0, 1)),
         ),
         // Over 2,048 output positions: the weight gradient's reduction split in slices
         // (47² = 2,209 = 1,105 + 1,104, and 48² = 2,304 = 2·1,152).
@@ -173,13 +147,13 @@ pub(super) fn conv_cases() -> Vec<Case> {
             "conv2d 3x3 sliced weight gradient",
             FAST,
             ConvPath::Fast,
-            geo(2, 3, 47, 47, 8, 3, 1, 1, 1),
+            Conv2dGeometry::square([2, 3, 47, 47], 8, (3, 1, 1, 1)),
         ),
         conv_case(
             "conv2d 1x1 sliced weight gradient",
             &[],
             ConvPath::Fast,
-            geo(2, 6, 48, 48, 5, 1, 1, 0, 1),
+            Conv2dGeometry::square([2, 6, 48, 48], 5, (1, 1, 0, 1)),
         ),
         conv_case(
             "conv2d depthwise 3x3 s2 p1",
@@ -189,7 +163,7 @@ pub(super) fn conv_cases() -> Vec<Case> {
                 "conv2d_dw_bwd_weight_f32",
             ],
             ConvPath::Fast,
-            geo(3, 6, 9, 11, 6, 3, 2, 1, 6),
+            Conv2dGeometry::square([3, 6, 9, 11], 6, (3, 2, 1, 6)),
         ),
         conv_case(
             "conv2d direct 3x3 s2 p1 g2",
@@ -199,7 +173,7 @@ pub(super) fn conv_cases() -> Vec<Case> {
                 "conv2d_bwd_weight_f32",
             ],
             ConvPath::Direct,
-            geo(3, 4, 9, 7, 6, 3, 2, 1, 2),
+            Conv2dGeometry::square([3, 4, 9, 7], 6, (3, 2, 1, 2)),
         ),
         conv_case(
             "conv2d direct 5x5 s1 p2",
@@ -209,7 +183,7 @@ pub(super) fn conv_cases() -> Vec<Case> {
                 "conv2d_bwd_weight_f32",
             ],
             ConvPath::Direct,
-            geo(1, 3, 8, 11, 5, 5, 1, 2, 1),
+            Conv2dGeometry::square([1, 3, 8, 11], 5, (5, 1, 2, 1)),
         ),
     ]
 }

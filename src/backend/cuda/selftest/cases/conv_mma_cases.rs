@@ -63,22 +63,22 @@ const TF32X3_K70: &[&str] = &[
 /// (two column tiles); 3×3 stride 2 with 128-row tiles and four input-gradient phases of 4, 2, 2
 /// and 1 taps; 1×1 stride 2, one input-gradient phase with its tap and three left at zero.
 fn taps_3x3() -> Conv2dGeometry {
-    geo(2, 32, 9, 11, 64, 3, 1, 1, 1)
+    Conv2dGeometry::square([2, 32, 9, 11], 64, (3, 1, 1, 1))
 }
 fn taps_3x3_s2_tall() -> Conv2dGeometry {
-    geo(2, 160, 7, 6, 96, 3, 2, 1, 1)
+    Conv2dGeometry::square([2, 160, 7, 6], 96, (3, 2, 1, 1))
 }
 fn taps_1x1_s2() -> Conv2dGeometry {
-    geo(2, 64, 9, 8, 32, 1, 2, 0, 1)
+    Conv2dGeometry::square([2, 64, 9, 8], 32, (1, 2, 0, 1))
 }
 /// 66 input and 68 output channels: every pass on 128-row tiles, one split.
 fn wide() -> Conv2dGeometry {
-    geo(2, 66, 5, 7, 68, 3, 1, 1, 1)
+    Conv2dGeometry::square([2, 66, 5, 7], 68, (3, 1, 1, 1))
 }
 /// 140 input and 130 output channels, 3×3 stride 2: every pass on two 128-row tiles (the
 /// second nearly empty), reductions of 1,260 (forward) and 130–520 (input gradient phases).
 fn two_tall_tiles() -> Conv2dGeometry {
-    geo(2, 140, 5, 4, 130, 3, 2, 1, 1)
+    Conv2dGeometry::square([2, 140, 5, 4], 130, (3, 2, 1, 1))
 }
 const BF16_M128: &[&str] = &[
     "conv2d_mma_m128_fwd_bf16_to_bf16",
@@ -102,7 +102,7 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             "conv2d mma 3x3 s1 p1 (f32 in, f32 out)",
             &[FWD_F32, DX, DW_F32, SUM],
             (false, false),
-            geo(2, 5, 11, 13, 70, 3, 1, 1, 1),
+            Conv2dGeometry::square([2, 5, 11, 13], 70, (3, 1, 1, 1)),
         ),
         mma_case(
             "conv2d mma 3x3 s2 p1 (bf16 in, bf16 out)",
@@ -114,20 +114,20 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
                 DW_BF16,
             ],
             (true, true),
-            geo(3, 6, 13, 11, 9, 3, 2, 1, 1),
+            Conv2dGeometry::square([3, 6, 13, 11], 9, (3, 2, 1, 1)),
         ),
         mma_case(
             "conv2d mma 1x1 (bf16 in, f32 out)",
             &["conv2d_mma_fwd_bf16_to_f32", DX, DW_BF16],
             (true, false),
-            geo(2, 12, 9, 7, 10, 1, 1, 0, 1),
+            Conv2dGeometry::square([2, 12, 9, 7], 10, (1, 1, 0, 1)),
         ),
         // dx: 2·40·36 = 2,880 input positions (23 column tiles); dw: 720 positions in 3 splits.
         mma_case(
             "conv2d mma 5x5 s2 p2 (f32 in, bf16 out)",
             &["conv2d_mma_fwd_f32_to_bf16", DX, DW_F32, SUM],
             (false, true),
-            geo(2, 3, 40, 36, 6, 5, 2, 2, 1),
+            Conv2dGeometry::square([2, 3, 40, 36], 6, (5, 2, 2, 1)),
         ),
         mma_case(
             "conv2d mma 128-row tiles (bf16 in, bf16 out)",
@@ -150,7 +150,7 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             "conv2d mma 1x1 two 128-row tiles (bf16 in, bf16 out)",
             BF16_M128,
             (true, true),
-            geo(2, 136, 6, 5, 132, 1, 1, 0, 1),
+            Conv2dGeometry::square([2, 136, 6, 5], 132, (1, 1, 0, 1)),
         ),
         // Tap-major forms (implicit_gemm.rs TAP_MAJOR_CHANNELS): C (forward) and K (input
         // gradient) multiples of 32; R = 288 (forward) and 576.
@@ -251,12 +251,22 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
         in_tf32(
             "conv2d tf32 3x3 s1 p1",
             TF32_K70,
-            conv_case("", &[], F32_IN_OUT, geo(2, 5, 11, 13, 70, 3, 1, 1, 1)),
+            conv_case(
+                "",
+                &[],
+                F32_IN_OUT,
+                Conv2dGeometry::square([2, 5, 11, 13], 70, (3, 1, 1, 1)),
+            ),
         ),
         in_tf32(
             "conv2d tf32 5x5 s2 p2",
             TF32,
-            conv_case("", &[], F32_IN_OUT, geo(2, 3, 40, 36, 6, 5, 2, 2, 1)),
+            conv_case(
+                "",
+                &[],
+                F32_IN_OUT,
+                Conv2dGeometry::square([2, 3, 40, 36], 6, (5, 2, 2, 1)),
+            ),
         ),
         in_tf32(
             "conv2d tf32 128-row tiles",
@@ -272,19 +282,19 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             "conv2d tf32x3 3x3 s1 p1 (f32 mode)",
             TF32X3_K70,
             F32_IN_OUT,
-            geo(2, 5, 11, 13, 70, 3, 1, 1, 1),
+            Conv2dGeometry::square([2, 5, 11, 13], 70, (3, 1, 1, 1)),
         ),
         conv_case(
             "conv2d tf32x3 1x1 (f32 mode)",
             &TF32X3[..3],
             F32_IN_OUT,
-            geo(2, 12, 9, 7, 10, 1, 1, 0, 1),
+            Conv2dGeometry::square([2, 12, 9, 7], 10, (1, 1, 0, 1)),
         ),
         conv_case(
             "conv2d tf32x3 5x5 s2 p2 (f32 mode)",
             TF32X3,
             F32_IN_OUT,
-            geo(2, 3, 40, 36, 6, 5, 2, 2, 1),
+            Conv2dGeometry::square([2, 3, 40, 36], 6, (5, 2, 2, 1)),
         ),
         // 1×1 stride 2: three of the four stride phases of the input gradient get no tap
         // (zeros), the fourth one.
@@ -292,7 +302,7 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             "conv2d tf32x3 1x1 s2 (f32 mode)",
             &TF32X3[..3],
             F32_IN_OUT,
-            geo(2, 5, 9, 8, 6, 1, 2, 0, 1),
+            Conv2dGeometry::square([2, 5, 9, 8], 6, (1, 2, 0, 1)),
         ),
         conv_case(
             "conv2d tf32x3 128-row tiles (f32 mode)",

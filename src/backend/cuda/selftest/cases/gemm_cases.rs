@@ -146,12 +146,22 @@ pub(super) fn bf16_cases() -> Vec<Case> {
         in_bf16(
             "conv2d bf16 im2col+gemm 3x3 s2 p1",
             &["f32_to_bf16", "conv2d_im2col_bf16", "conv2d_col2im_f32"],
-            conv_case("", &[], ConvPath::Fast, geo(3, 6, 13, 11, 9, 3, 2, 1, 1)),
+            conv_case(
+                "",
+                &[],
+                ConvPath::Fast,
+                Conv2dGeometry::square([3, 6, 13, 11], 9, (3, 2, 1, 1)),
+            ),
         ),
         in_bf16(
             "conv2d bf16 1x1 (pointwise gemm)",
             &["f32_to_bf16"],
-            conv_case("", &[], ConvPath::Fast, geo(2, 12, 9, 7, 10, 1, 1, 0, 1)),
+            conv_case(
+                "",
+                &[],
+                ConvPath::Fast,
+                Conv2dGeometry::square([2, 12, 9, 7], 10, (1, 1, 0, 1)),
+            ),
         ),
         // bf16 storage: the input as bf16 bits, read as they are (columns copied bit for bit,
         // the pointwise product taking x itself); the depthwise kernels get it widened.
@@ -166,7 +176,7 @@ pub(super) fn bf16_cases() -> Vec<Case> {
                 "",
                 &[],
                 ConvPath::Bf16Input,
-                geo(3, 6, 13, 11, 9, 3, 2, 1, 1),
+                Conv2dGeometry::square([3, 6, 13, 11], 9, (3, 2, 1, 1)),
             ),
         ),
         in_bf16(
@@ -176,7 +186,7 @@ pub(super) fn bf16_cases() -> Vec<Case> {
                 "",
                 &[],
                 ConvPath::Bf16Input,
-                geo(2, 12, 9, 7, 10, 1, 1, 0, 1),
+                Conv2dGeometry::square([2, 12, 9, 7], 10, (1, 1, 0, 1)),
             ),
         ),
         in_bf16(
@@ -186,13 +196,18 @@ pub(super) fn bf16_cases() -> Vec<Case> {
                 "",
                 &[],
                 ConvPath::Bf16Input,
-                geo(2, 8, 11, 9, 8, 3, 1, 1, 8),
+                Conv2dGeometry::square([2, 8, 11, 9], 8, (3, 1, 1, 8)),
             ),
         ),
         in_bf16(
             "conv2d bf16 3x3 sliced weight gradient",
             &["f32_to_bf16", "conv2d_im2col_bf16", "conv2d_col2im_f32"],
-            conv_case("", &[], ConvPath::Fast, geo(2, 3, 47, 47, 8, 3, 1, 1, 1)),
+            conv_case(
+                "",
+                &[],
+                ConvPath::Fast,
+                Conv2dGeometry::square([2, 3, 47, 47], 8, (3, 1, 1, 1)),
+            ),
         ),
     ]
 }

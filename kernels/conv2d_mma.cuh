@@ -94,6 +94,39 @@ struct WeightColumns {
     }
 };
 
+// Column j = (n, oh, ow) of the forward: its image and its window's corner (oh*s - pad,
+// ow*s - pad); past the batch, live is false and the rest is column 0's.
+struct WindowCorner {
+    bool live;
+    int img, ih0, iw0;
+    __device__ WindowCorner(int j, const MmaConvGeom& g) {
+        int per_image = g.ho * g.wo;
+        live = j < g.n * per_image;
+        int jj = live ? j : 0;
+        img = jj / per_image;
+        int p = jj - img * per_image, oh = p / g.wo, ow = p - oh * g.wo;
+        ih0 = oh * g.stride - g.pad;
+        iw0 = ow * g.stride - g.pad;
+    }
+};
+
+// Column j = (n, i, jw) of one stride phase of the input gradient: its image and the output
+// position (i + base_h, jw + base_w) its tap (0, 0) reads; past the batch as WindowCorner.
+struct PhaseCorner {
+    bool live;
+    int img, oh0, ow0;
+    __device__ PhaseCorner(int j, const MmaConvGeom& g) {
+        StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
+        int per_image = ph.count * pw.count;
+        live = j < g.n * per_image;
+        int jj = live ? j : 0;
+        img = jj / per_image;
+        int q = jj - img * per_image, i = q / pw.count, jw = q - i * pw.count;
+        oh0 = i + ph.base;
+        ow0 = jw + pw.base;
+    }
+};
+
 // fwd B: the input window of output position j = (n, oh, ow), column r = (c, u, v).
 template <class X> struct InputWindow {
     static const bool R_MAJOR = false;
@@ -102,14 +135,11 @@ template <class X> struct InputWindow {
     bool live, pointwise;
     __device__ InputWindow(const X* x_, int j, const MmaConvGeom& g)
         : h(g.h), w(g.w), kh(g.kh), kw(g.kw), plane(g.h * g.w), r_len(g.c * g.kh * g.kw) {
-        int per_image = g.ho * g.wo;
-        live = j < g.n * per_image;
-        int jj = live ? j : 0;
-        int img = jj / per_image, p = jj - img * per_image;
-        int oh = p / g.wo, ow = p - oh * g.wo;
-        ih0 = oh * g.stride - g.pad;
-        iw0 = ow * g.stride - g.pad;
-        x = x_ + img * g.c * plane;
+        WindowCorner at(j, g);
+        live = at.live;
+        ih0 = at.ih0;
+        iw0 = at.iw0;
+        x = x_ + at.img * g.c * plane;
         pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     }
     __device__ void prepare() const {}
@@ -145,13 +175,10 @@ struct GradWindow {
     bool live;
     __device__ GradWindow(const float* dy_, int j, const MmaConvGeom& g) {
         StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
-        int per_image = ph.count * pw.count;
-        live = j < g.n * per_image;
-        int jj = live ? j : 0;
-        int img = jj / per_image, q = jj - img * per_image;
-        int i = q / pw.count, jw = q - i * pw.count;
-        oh0 = i + ph.base;
-        ow0 = jw + pw.base;
+        PhaseCorner at(j, g);
+        live = at.live;
+        oh0 = at.oh0;
+        ow0 = at.ow0;
         taps_h = ph.taps;
         taps_w = pw.taps;
         taps = ph.taps * pw.taps;
@@ -159,7 +186,7 @@ struct GradWindow {
         wo = g.wo;
         plane = g.ho * g.wo;
         r_len = g.k * taps;
-        dy = dy_ + img * g.k * plane;
+        dy = dy_ + at.img * g.k * plane;
     }
     __device__ void prepare() const {}
     template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
@@ -290,14 +317,11 @@ template <class X> struct InputWindowTaps {
     bool live;
     __device__ InputWindowTaps(const X* x_, int j, const MmaConvGeom& g)
         : h(g.h), w(g.w), kw(g.kw), c_len(g.c), plane(g.h * g.w), r_len(g.c * g.kh * g.kw) {
-        int per_image = g.ho * g.wo;
-        live = j < g.n * per_image;
-        int jj = live ? j : 0;
-        int img = jj / per_image, p = jj - img * per_image;
-        int oh = p / g.wo, ow = p - oh * g.wo;
-        ih0 = oh * g.stride - g.pad;
-        iw0 = ow * g.stride - g.pad;
-        x = x_ + img * g.c * plane;
+        WindowCorner at(j, g);
+        live = at.live;
+        ih0 = at.ih0;
+        iw0 = at.iw0;
+        x = x_ + at.img * g.c * plane;
     }
     __device__ void prepare() const {}
     template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {
@@ -323,20 +347,17 @@ struct GradWindowTaps {
     bool live;
     __device__ GradWindowTaps(const float* dy_, int j, const MmaConvGeom& g) {
         StridePhase ph(g.phase_h, g.h, g.kh, g.stride, g.pad), pw(g.phase_w, g.w, g.kw, g.stride, g.pad);
-        int per_image = ph.count * pw.count;
-        live = j < g.n * per_image;
-        int jj = live ? j : 0;
-        int img = jj / per_image, q = jj - img * per_image;
-        int i = q / pw.count, jw = q - i * pw.count;
-        oh0 = i + ph.base;
-        ow0 = jw + pw.base;
+        PhaseCorner at(j, g);
+        live = at.live;
+        oh0 = at.oh0;
+        ow0 = at.ow0;
         taps_w = pw.taps;
         k_len = g.k;
         ho = g.ho;
         wo = g.wo;
         plane = g.ho * g.wo;
         r_len = g.k * ph.taps * pw.taps;
-        dy = dy_ + img * g.k * plane;
+        dy = dy_ + at.img * g.k * plane;
     }
     __device__ void prepare() const {}
     template <class Math, int RUN> __device__ void fetch(int r0, typename Math::Elem* v) const {

@@ -45,9 +45,9 @@ fn bad_sizes_and_batches_are_refused_with_a_reason() {
     }
 }
 
-#[test]
-fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
-    let out = bench_train(&[
+/// One step of YOLOX-nano at 64 px, batch 2, with `extra` arguments: the JSON object printed.
+fn tiny_run_json(extra: &[&str]) -> serde_json::Value {
+    let base = [
         "--model",
         "yolox-nano",
         "--size",
@@ -57,14 +57,20 @@ fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
         "--steps",
         "1",
         "--json",
-    ]);
+    ];
+    let out = bench_train(&[&base[..], extra].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[test]
+fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
+    let v = tiny_run_json(&[]);
     let ips = v["images_per_s"].as_f64().expect("images_per_s");
     let mem = v["peak_mem_mb"].as_f64().expect("peak_mem_mb");
     assert!(ips > 0.0 && ips.is_finite(), "{v}");
@@ -75,21 +81,7 @@ fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
 /// `--no-stage-times` runs the steps as training does (no GPU wait after each stage) and says so.
 #[test]
 fn no_stage_times_is_reported_in_the_json() {
-    let out = bench_train(&[
-        "--model",
-        "yolox-nano",
-        "--size",
-        "64",
-        "--batch",
-        "1",
-        "--steps",
-        "1",
-        "--no-stage-times",
-        "--json",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let v = tiny_run_json(&["--no-stage-times"]);
     assert_eq!(v["stage_times"], serde_json::json!(false), "{v}");
     assert!(v["images_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
 }

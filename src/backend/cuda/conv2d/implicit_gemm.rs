@@ -138,49 +138,64 @@ fn fwd_taps(
     g: &Conv2dGeometry,
     mg: &MmaConvGeom,
 ) -> Result<Option<CudaBuffer>> {
+    let (n, w_len) = (g.y_len(), g.w_len());
+    let run = |pick: Option<Pick>| pick.map(|p| ((file, t.pack_fwd), (file, p), g, mg));
+    Ok(match (x, bf16_out) {
+        (CudaValues::Bf16(x), true) => match run(t.fwd_bf16_to_bf16) {
+            Some(r) => Some(CudaBuffer::Bf16(fwd_packed(
+                dev,
+                r,
+                x,
+                w,
+                dev.alloc_u16(w_len)?,
+                dev.alloc_u16(n)?,
+            )?)),
+            None => None,
+        },
+        (CudaValues::Bf16(x), false) => match run(t.fwd_bf16_to_f32) {
+            Some(r) => Some(CudaBuffer::F32(fwd_packed(
+                dev,
+                r,
+                x,
+                w,
+                dev.alloc_u16(w_len)?,
+                dev.alloc(n)?,
+            )?)),
+            None => None,
+        },
+        (CudaValues::F32(x), false) => match run(t.fwd_f32_to_f32) {
+            Some(r) => Some(CudaBuffer::F32(fwd_packed(
+                dev,
+                r,
+                x,
+                w,
+                dev.alloc(w_len)?,
+                dev.alloc(n)?,
+            )?)),
+            None => None,
+        },
+        (CudaValues::F32(_), true) => None,
+    })
+}
+
+/// The weights packed into `wp` by `pack`, then the tap-major forward `run` into `y`.
+#[allow(clippy::type_complexity)]
+fn fwd_packed<X: DeviceRepr, W: DeviceRepr, Y: DeviceRepr>(
+    dev: &CudaDevice,
+    (pack, run, g, mg): (
+        (KernelFile, &'static str),
+        (KernelFile, Pick),
+        &Conv2dGeometry,
+        &MmaConvGeom,
+    ),
+    x: &CudaSlice<X>,
+    w: &CudaSlice<f32>,
+    wp: CudaSlice<W>,
+    y: CudaSlice<Y>,
+) -> Result<CudaSlice<Y>> {
+    let wp = packed_weights(dev, pack, w, wp, mg)?;
     let shape = (g.out_channels, g.batch * g.out_h() * g.out_w(), 1);
-    let (n, pack) = (g.y_len(), (file, t.pack_fwd));
-    Ok(Some(match (x, bf16_out) {
-        (CudaValues::Bf16(x), true) => {
-            let Some(pick) = t.fwd_bf16_to_bf16 else {
-                return Ok(None);
-            };
-            let wp = packed_weights(dev, pack, w, dev.alloc_u16(g.w_len())?, mg)?;
-            let y = dev.alloc_u16(n)?;
-            CudaBuffer::Bf16(fwd_into(dev, (file, pick), shape, x, &wp, y, mg)?)
-        }
-        (CudaValues::Bf16(x), false) => {
-            let Some(pick) = t.fwd_bf16_to_f32 else {
-                return Ok(None);
-            };
-            let wp = packed_weights(dev, pack, w, dev.alloc_u16(g.w_len())?, mg)?;
-            CudaBuffer::F32(fwd_into(
-                dev,
-                (file, pick),
-                shape,
-                x,
-                &wp,
-                dev.alloc(n)?,
-                mg,
-            )?)
-        }
-        (CudaValues::F32(x), false) => {
-            let Some(pick) = t.fwd_f32_to_f32 else {
-                return Ok(None);
-            };
-            let wp = packed_weights(dev, pack, w, dev.alloc(g.w_len())?, mg)?;
-            CudaBuffer::F32(fwd_into(
-                dev,
-                (file, pick),
-                shape,
-                x,
-                &wp,
-                dev.alloc(n)?,
-                mg,
-            )?)
-        }
-        (CudaValues::F32(_), true) => return Ok(None),
-    }))
+    fwd_into(dev, run, shape, x, &wp, y, mg)
 }
 
 /// Whether `dev` has the tensor cores these kernels need (`mma.sync` with bf16 and TF32

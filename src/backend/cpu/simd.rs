@@ -4,7 +4,7 @@
 //! machine (the GPU machines get binaries built here). Loops such as BN + SiLU then run at a
 //! quarter of an AVX-512 core's width: on the benchmark VM (Zen 4) the fused BN + SiLU of a
 //! YOLOX-S training step took 880 ms of a 5 s step at baseline and ~510 ms built for the CPU.
-//! [`simd_fn!`] compiles one body three times (AVX-512, AVX2 + FMA, baseline) and picks the
+//! `simd_fn!` compiles one body three times (AVX-512, AVX2 + FMA, baseline) and picks the
 //! widest the CPU supports on each call.
 //!
 //! Results do not depend on the level: Rust never contracts `a * b + c` into an FMA, so the
@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
-/// An instruction-set level a [`simd_fn!`] body is compiled for.
+/// An instruction-set level a `simd_fn!` body is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SimdLevel {
     Baseline = 1,
@@ -59,7 +59,7 @@ fn cpu_level() -> SimdLevel {
     SimdLevel::Baseline
 }
 
-/// The level [`simd_fn!`] bodies run at: the detected one unless [`force_level`] lowered it.
+/// The level `simd_fn!` bodies run at: the detected one unless [`force_level`] lowered it.
 #[inline]
 pub fn level() -> SimdLevel {
     let best = detected_level();
@@ -70,7 +70,7 @@ pub fn level() -> SimdLevel {
     }
 }
 
-/// Run every later [`simd_fn!`] call at `level` (capped at what the CPU has), or at the best
+/// Run every later `simd_fn!` call at `level` (capped at what the CPU has), or at the best
 /// level again with `None`. Process-wide: for tests that compare levels and for benchmarks.
 pub fn force_level(level: Option<SimdLevel>) {
     FORCED.store(level.map_or(0, |l| l as u8), Ordering::Relaxed);

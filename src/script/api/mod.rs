@@ -1,5 +1,5 @@
 //! Registered Rhai functions, one file per domain. Every function is registered through
-//! [`Api::func`] with its parameter list and a one-line description, which `ssod doc` prints.
+//! [`Api::describe`] with its parameter list and a one-line description, which `ssod doc` prints.
 
 use std::sync::{Arc, Mutex};
 

@@ -59,7 +59,6 @@ const TAP_MAJOR_CHANNELS: usize = 32;
 /// arithmetic, f32 for the others), the forward by input storage and output format where the
 /// arithmetic has that form, and the input gradient.
 struct TapKernels {
-    packs_bf16: bool,
     pack_fwd: &'static str,
     pack_bwd_input: &'static str,
     fwd_bf16_to_bf16: Option<Pick>,
@@ -70,7 +69,6 @@ struct TapKernels {
 
 fn tap_kernels(p: MatrixPrecision) -> TapKernels {
     let tf32 = |fwd64, fwd128, dx64, dx128| TapKernels {
-        packs_bf16: false,
         pack_fwd: "conv2d_tf32_pack_fwd",
         pack_bwd_input: "conv2d_tf32_pack_bwd_input",
         fwd_bf16_to_bf16: None,
@@ -80,7 +78,6 @@ fn tap_kernels(p: MatrixPrecision) -> TapKernels {
     };
     match p {
         MatrixPrecision::Bf16 => TapKernels {
-            packs_bf16: true,
             pack_fwd: "conv2d_mma_pack_fwd",
             pack_bwd_input: "conv2d_mma_pack_bwd_input",
             fwd_bf16_to_bf16: Some(Pick::both(
@@ -481,9 +478,14 @@ pub fn bwd_input(
     } else {
         dev.alloc(g.x_len())?
     };
-    let k = kernels(dev.matrix_precision());
-    let taps = Some(tap_kernels(dev.matrix_precision()))
-        .filter(|_| g.out_channels.is_multiple_of(TAP_MAJOR_CHANNELS));
+    let precision = dev.matrix_precision();
+    let k = kernels(precision);
+    let taps =
+        Some(tap_kernels(precision)).filter(|_| g.out_channels.is_multiple_of(TAP_MAJOR_CHANNELS));
+    if taps.is_some() {
+        // Before the packing kernel's file is compiled (the mma forms need sm_80).
+        check_tensor_cores(dev)?;
+    }
     for phase_h in 0..s {
         let ph = StridePhase::of(phase_h, g.in_h, g.kernel_h, s, g.padding);
         for phase_w in 0..s {
@@ -499,10 +501,10 @@ pub fn bwd_input(
             };
             match &taps {
                 Some(t) => {
-                    check_tensor_cores(dev)?;
                     let len = g.in_channels * ph.taps * pw.taps * g.out_channels;
                     let (pack, run) = ((k.file, t.pack_bwd_input), (k.file, t.bwd_input));
-                    if t.packs_bf16 {
+                    // The bf16 arithmetic packs bf16 bits, the others f32.
+                    if precision == MatrixPrecision::Bf16 {
                         let wp = packed_weights(dev, pack, w, dev.alloc_u16(len)?, &mg)?;
                         launch(dev, run, shape, (dy, &wp, &mut dx), &mg)?;
                     } else {

@@ -28,6 +28,10 @@ pub struct Progress {
     terminal: bool,
     /// Plain mode: a line every this often (and at the end).
     interval: Duration,
+    /// Plain mode: a line every this many units instead (and at the end).
+    every_units: Option<u64>,
+    /// `done` when the last plain line was drawn.
+    drawn_at: u64,
     last_loss: Option<f64>,
     last_rate: Option<f64>,
 }
@@ -55,6 +59,8 @@ impl Progress {
             last_draw: None,
             terminal: std::io::stderr().is_terminal(),
             interval: Duration::from_secs(10),
+            every_units: None,
+            drawn_at: 0,
             last_loss: None,
             last_rate: None,
         }
@@ -63,6 +69,13 @@ impl Progress {
     /// Plain lines at most this often (default 10 s); for tests and chatty logs.
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
+        self
+    }
+
+    /// Plain lines every `units` units (YOLOX's `print_interval`) instead of by time; a
+    /// terminal still gets its live bar.
+    pub fn with_line_every(mut self, units: u64) -> Self {
+        self.every_units = Some(units.max(1));
         self
     }
 
@@ -81,10 +94,21 @@ impl Progress {
         } else {
             self.interval
         };
-        let due = self.last_draw.is_none_or(|t| now - t >= every);
-        if due || (self.total > 0 && self.done >= self.total) {
+        let due = match self.every_units {
+            Some(units) if !self.terminal => self.done - self.drawn_at >= units,
+            _ => self.last_draw.is_none_or(|t| now - t >= every),
+        };
+        let complete = self.total > 0 && self.done >= self.total;
+        // In plain mode the final state is drawn by `finish`, once.
+        let draw = if self.terminal {
+            due || complete
+        } else {
+            due && !complete
+        };
+        if draw {
             self.draw();
             self.last_draw = Some(now);
+            self.drawn_at = self.done;
         }
     }
 

@@ -126,6 +126,7 @@ fn resume_matches_straight_run(optimizer: OptimizerKind, total: u64, k: u64) {
     let progress = TrainProgress {
         epoch: (k / ITERS_PER_EPOCH) as usize,
         iteration: k,
+        best: None,
     };
     save_checkpoint(
         &path,
@@ -246,6 +247,7 @@ fn write_small_checkpoint(path: &Path) -> ParamStore {
         TrainProgress {
             epoch: 4,
             iteration: 40,
+            best: None,
         },
         &config,
     )
@@ -263,7 +265,8 @@ fn checkpoint_errors_name_the_tensor() {
         meta.progress,
         TrainProgress {
             epoch: 4,
-            iteration: 40
+            iteration: 40,
+            best: None,
         }
     );
     assert_eq!(meta.ema_updates, None);

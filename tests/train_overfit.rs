@@ -11,7 +11,7 @@ use ssod::data::dataset::{Annotation, Category, CocoDataset, ImageInfo};
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::train::config::{OptimizerKind, Precision, SchedulerKind};
 use ssod::train::evaluate::{evaluate_detector, recalibrate_batch_norm};
-use ssod::train::trainer::{train_detector, TrainRunOptions};
+use ssod::train::run::{train_detector, TrainRunOptions};
 use ssod::train::TrainConfig;
 
 /// 4 images 128×128: a textured blue-grey background and 1–2 orange boxes of 18–40 px.
@@ -105,6 +105,7 @@ fn tiny_yolox_overfits_four_images() {
         workers: 1,
         cache: true,
         resume: None,
+        resume_override: Vec::new(),
         verbose: false,
         // `SSOD_TEST_DEVICE=cuda` runs the same check on a GPU machine (the test binary travels
         // to the device machine; DEVELOPERS.md says how).

@@ -18,7 +18,7 @@ use ssod::data::dataset::{
 };
 use ssod::data::image_io::{read_rgb, write_rgb};
 use ssod::detect::{detect_images, to_coco, Det, PostprocessConfig};
-use ssod::models::{YoloX, YoloXConfig};
+use ssod::models::{WeightsSource, YoloX, YoloXConfig};
 
 #[derive(Subcommand)]
 pub enum DetectCommand {
@@ -199,7 +199,7 @@ impl DetectArgs {
             bail!("--width {} gives no channels", config.width);
         }
         let model = YoloX::new(config)?;
-        model.load(&self.weights).with_context(|| {
+        let loaded = model.load(&self.weights).with_context(|| {
             format!(
                 "--weights {} for {} with {} classes",
                 self.weights.display(),
@@ -207,6 +207,13 @@ impl DetectArgs {
                 self.classes
             )
         })?;
+        if loaded.source != WeightsSource::Model {
+            eprintln!(
+                "--weights {} is a training state: using {}",
+                self.weights.display(),
+                loaded.source.describe()
+            );
+        }
         Ok(model)
     }
 

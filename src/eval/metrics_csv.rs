@@ -110,6 +110,36 @@ impl MetricsCsv {
         })
     }
 
+    /// [`Self::open`] for a run resumed after `epochs_done` epochs: rows of later epochs (a
+    /// process killed after writing a row but before its checkpoint) are dropped first, by an
+    /// atomic rewrite, since the resumed run writes them again.
+    pub fn open_resumed(
+        path: &Path,
+        loss_names: &[&str],
+        max_dets: MaxDets,
+        epochs_done: usize,
+    ) -> Result<Self> {
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let mut lines = text.lines();
+            let mut kept: Vec<&str> = lines.next().into_iter().collect();
+            let mut dropped = 0;
+            for line in lines {
+                let epoch = line.split(',').next().and_then(|c| c.parse::<usize>().ok());
+                match epoch {
+                    Some(e) if e > epochs_done => dropped += 1,
+                    _ => kept.push(line),
+                }
+            }
+            if dropped > 0 {
+                let mut text = kept.join("\n");
+                text.push('\n');
+                crate::data::dataset::write_atomic(path, text.as_bytes())?;
+            }
+        }
+        Self::open(path, loss_names, max_dets)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -1,7 +1,7 @@
 //! YOLOX (CSPDarknet → PAFPN → decoupled head), as the official PyTorch code builds it
 //! (yolox-notes section 1): same blocks, concat orders and `state_dict` names.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::nn::{
@@ -419,30 +419,58 @@ impl YoloX {
     }
 
     /// Strict load: every tensor must be present with its shape and nothing unexpected may be
-    /// in the file (`num_batches_tracked` is accepted and ignored). Errors list every offender.
-    pub fn load(&self, path: &Path) -> Result<usize> {
+    /// in the file (`num_batches_tracked` is accepted and ignored). Errors count the missing,
+    /// unexpected and mis-shaped tensors and name the first few of each.
+    ///
+    /// A training-state checkpoint (`last.ckpt.safetensors`: `model.*`, `ema.*`, `optim.*`) is
+    /// accepted too: its `ema.*` weights are taken (the ones training evaluated), or `model.*`
+    /// when the run had no EMA; [`LoadedWeights::source`] says which.
+    pub fn load(&self, path: &Path) -> Result<LoadedWeights> {
         let file = read_safetensors(path)?;
         let entries = self.store.entries();
+        let (source, tensors) = model_section(file.tensors);
         let known: HashMap<&str, &Tensor> = entries
             .iter()
             .map(|e| (e.name.as_str(), &e.tensor))
             .collect();
-        let mut problems = crate::nn::missing_or_misshaped(&entries, &file.tensors);
-        for name in file.tensors.keys() {
-            if !known.contains_key(name.as_str()) && !name.ends_with("num_batches_tracked") {
-                problems.push(format!("unexpected `{name}`"));
-            }
-        }
-        if !problems.is_empty() {
+        let problems = crate::nn::missing_or_misshaped(&entries, &tensors);
+        let unexpected: Vec<String> = tensors
+            .keys()
+            .filter(|n| !known.contains_key(n.as_str()) && !n.ends_with("num_batches_tracked"))
+            .map(|n| format!("unexpected `{n}`"))
+            .collect();
+        if !problems.is_empty() || !unexpected.is_empty() {
+            let backbone_only = !tensors.keys().any(|k| k.starts_with("head."))
+                && tensors.keys().any(|k| k.starts_with("backbone.backbone."));
+            let hint = if backbone_only {
+                "; it holds a backbone only, as pretraining writes: load it with `load_backbone`"
+            } else {
+                ""
+            };
             return Err(Error::format(
                 path.display(),
-                format!("does not match the model: {}", problems.join("; ")),
+                format!(
+                    "{} does not match the model (depth {}, width {}, {} classes{}): {}{hint}",
+                    source.describe(),
+                    self.config.depth,
+                    self.config.width,
+                    self.config.num_classes,
+                    if self.config.depthwise {
+                        ", depthwise"
+                    } else {
+                        ""
+                    },
+                    summarize_problems(&problems, &unexpected),
+                ),
             ));
         }
         for e in &entries {
-            e.tensor.copy_values_from(&file.tensors[&e.name].to_vec())?;
+            e.tensor.copy_values_from(&tensors[&e.name].to_vec())?;
         }
-        Ok(entries.len())
+        Ok(LoadedWeights {
+            tensors: entries.len(),
+            source,
+        })
     }
 
     /// The names and kinds of every tensor, for `ssod info` and tests.
@@ -453,4 +481,92 @@ impl YoloX {
             .map(|e| (e.name, e.kind))
             .collect()
     }
+}
+
+/// Where the weights [`YoloX::load`] took came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// A model-only file (`last.safetensors`, `best.safetensors`, a converted YOLOX checkpoint).
+    Model,
+    /// The `ema.*` weights of a training-state checkpoint.
+    TrainingStateEma,
+    /// The `model.*` weights of a training-state checkpoint of a run without EMA.
+    TrainingStateModel,
+}
+
+impl WeightsSource {
+    /// What the file is, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WeightsSource::Model => "model weights",
+            WeightsSource::TrainingStateEma => "the EMA weights (`ema.*`) of a training state",
+            WeightsSource::TrainingStateModel => {
+                "the weights (`model.*`) of a training state without EMA"
+            }
+        }
+    }
+}
+
+/// What [`YoloX::load`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadedWeights {
+    /// Tensors loaded (parameters and BN buffers).
+    pub tensors: usize,
+    pub source: WeightsSource,
+}
+
+/// The model's tensors of a file: a model-only file as it is, a training state's `ema.*` (else
+/// `model.*`) section with the prefix taken off.
+fn model_section(tensors: BTreeMap<String, Tensor>) -> (WeightsSource, BTreeMap<String, Tensor>) {
+    let has = |prefix: &str| tensors.keys().any(|k| k.starts_with(prefix));
+    let is_training_state = tensors.keys().all(|k| {
+        ["model.", "ema.", "optim."]
+            .iter()
+            .any(|p| k.starts_with(p))
+    }) && has("model.");
+    if !is_training_state {
+        return (WeightsSource::Model, tensors);
+    }
+    let (source, prefix) = if has("ema.") {
+        (WeightsSource::TrainingStateEma, "ema.")
+    } else {
+        (WeightsSource::TrainingStateModel, "model.")
+    };
+    let section = tensors
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix(prefix).map(|rest| (rest.to_string(), t)))
+        .collect();
+    (source, section)
+}
+
+/// A load error's body: counts of missing, mis-shaped and unexpected tensors, the first few
+/// names of each, so that a wrong file gives a screenful, not one line per tensor.
+fn summarize_problems(missing_or_misshaped: &[String], unexpected: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let (missing, misshaped): (Vec<&String>, Vec<&String>) = missing_or_misshaped
+        .iter()
+        .partition(|p| p.starts_with("missing"));
+    let mut parts = Vec::new();
+    for (what, list) in [
+        ("missing", missing),
+        ("with another shape", misshaped),
+        ("unexpected", unexpected.iter().collect()),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let shown: Vec<&str> = list.iter().take(SHOWN).map(|s| s.as_str()).collect();
+        let more = list.len().saturating_sub(SHOWN);
+        parts.push(format!(
+            "{} {what} ({}{})",
+            list.len(),
+            shown.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    parts.join(", ")
 }

@@ -1,9 +1,13 @@
 //! `ablate(grid, seeds, |cfg| { ...; metrics })`: the Cartesian product of a map of lists, for
 //! every seed. Each finished point is cached (`ablate/<key>.json`, the key covering the calling
 //! cell's key, which ablation of the cell this is, the point and the seed), so an interrupted
-//! ablation resumes where it stopped. Writes `ablation.csv` (one row per point and seed), a
-//! mean ± std table with the difference to the first row, and a bar chart.
+//! ablation resumes where it stopped. While a point runs, relative output paths go to its work
+//! folder in the cache (`ablate/<key>.partial/`): a point that a killed process left half done
+//! resumes its training and pretraining from their own checkpoints there, and a finished
+//! point's folder moves into the run folder. Writes `ablation.csv` (one row per point and
+//! seed), a mean ± std table with the difference to the first row, and a bar chart.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
@@ -21,6 +25,56 @@ use crate::script::convert::{script_err, ScriptResult};
 #[derive(Serialize, Deserialize)]
 struct PointRecord {
     metrics: Vec<(String, f64)>,
+}
+
+/// Run the closure for one point with relative outputs in `work` (when caching), then move
+/// what it wrote into the run folder.
+fn run_point(
+    nc: &NativeCallContext,
+    ctx: &Arc<RunContext>,
+    f: &FnPtr,
+    cfg: Map,
+    work: Option<&Path>,
+) -> ScriptResult<Dynamic> {
+    if let Some(dir) = work {
+        if ctx.fresh && dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| script_err(format!("ablate: {}: {e}", dir.display())))?;
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| script_err(format!("ablate: {}: {e}", dir.display())))?;
+    }
+    let previous = std::mem::replace(&mut ctx.cell().point_dir, work.map(Path::to_path_buf));
+    let out = f.call_within_context(nc, (Dynamic::from_map(cfg),));
+    ctx.cell().point_dir = previous;
+    let out: Dynamic = out?;
+    if let (Some(dir), Some(run_dir)) = (work, &ctx.run_dir) {
+        if let Err(e) = move_entries(dir, run_dir) {
+            ctx.emit(OutputItem::Text(format!(
+                "note: the point's outputs stay in {}: {e}",
+                dir.display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Move every entry of `from` into `to` (renames; a name taken in `to` gets a `-2`, `-3`...
+/// suffix), then remove `from`.
+fn move_entries(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let mut target = to.join(&name);
+        let mut n = 2;
+        while target.exists() {
+            target = to.join(format!("{name}-{n}"));
+            n += 1;
+        }
+        std::fs::rename(entry.path(), target)?;
+    }
+    std::fs::remove_dir(from)
 }
 
 /// One finished run: the point's index, the seed and its metrics.
@@ -152,7 +206,8 @@ pub fn ablate(
                     (r.metrics, " (restored)")
                 }
                 None => {
-                    let out: Dynamic = f.call_within_context(nc, (Dynamic::from_map(cfg),))?;
+                    let work = file.as_ref().map(|f| f.with_extension("partial"));
+                    let out = run_point(nc, ctx, &f, cfg, work.as_deref())?;
                     let m = out.read_lock::<Map>().map(|m| m.clone()).ok_or_else(|| {
                         script_err(format!(
                             "ablate: the function must return a map of metrics, got {}",

@@ -4,7 +4,8 @@
 //! - `optim.<param name>.<state>`: the optimiser state ([`Optimizer::state`]),
 //!
 //! and string metadata: `format`, `epoch`, `iteration`, `ema_updates`, `optimizer`,
-//! `train_config` (JSON) and `ssod_version`. YOLOX's `ckpt_file` holds the same things
+//! `train_config` (JSON), `ssod_version` and, once the run has evaluated, `best_ap` and
+//! `best_epoch` (what `best.safetensors` holds, so a resumed run keeps YOLOX's best rule). YOLOX's `ckpt_file` holds the same things
 //! (`model`, `optimizer`, `start_epoch`); its EMA lives in `model` because it saves the EMA
 //! weights for evaluation, while here both are kept so a resumed run continues bit for bit.
 //!
@@ -26,12 +27,24 @@ use crate::{Error, Result};
 pub const CHECKPOINT_FORMAT: &str = "ssod-train-checkpoint";
 
 /// Where training stands when a checkpoint is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct TrainProgress {
     /// Epochs completed: the 0-based epoch a resumed run starts at (YOLOX `start_epoch`).
     pub epoch: usize,
     /// Optimiser steps completed over the whole run: the next lr is `schedule.lr_at(iteration)`.
     pub iteration: u64,
+    /// The best evaluation so far (None before the first one).
+    pub best: Option<BestEval>,
+}
+
+/// The best evaluation of a run so far: YOLOX keeps the weights of the epoch with the highest
+/// AP (0.5:0.95) on the validation set as `best_ckpt`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BestEval {
+    /// AP 0.5:0.95 of that evaluation.
+    pub ap: f64,
+    /// Epochs completed when it was measured (1-based, as `epoch_N.safetensors`).
+    pub epoch: usize,
 }
 
 /// What a checkpoint says besides its tensors.
@@ -70,6 +83,11 @@ pub fn save_checkpoint(
     metadata.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
     metadata.insert("epoch".to_string(), progress.epoch.to_string());
     metadata.insert("iteration".to_string(), progress.iteration.to_string());
+    if let Some(best) = progress.best {
+        // `{}` of an f64 is the shortest text that reads back to the same bits.
+        metadata.insert("best_ap".to_string(), best.ap.to_string());
+        metadata.insert("best_epoch".to_string(), best.epoch.to_string());
+    }
     if let Some(ema) = ema {
         metadata.insert("ema_updates".to_string(), ema.updates().to_string());
     }
@@ -128,6 +146,18 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<CheckpointM
     };
     let config = TrainConfig::from_json_str(field("train_config")?)
         .map_err(|e| Error::format(path.display(), format!("metadata `train_config`: {e}")))?;
+    let best = match meta.get("best_ap") {
+        Some(text) => Some(BestEval {
+            ap: text.parse::<f64>().map_err(|_| {
+                Error::format(
+                    path.display(),
+                    format!("metadata `best_ap` must be a number, got `{text}`"),
+                )
+            })?,
+            epoch: number("best_epoch")? as usize,
+        }),
+        None => None,
+    };
     let ema_updates = match meta.get("ema_updates") {
         Some(_) => Some(number("ema_updates")?),
         None => None,
@@ -136,6 +166,7 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<CheckpointM
         progress: TrainProgress {
             epoch: number("epoch")? as usize,
             iteration: number("iteration")?,
+            best,
         },
         ema_updates,
         optimizer,

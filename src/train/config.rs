@@ -118,9 +118,13 @@ pub struct TrainConfig {
     pub ema_tau: f64,
 
     // ---- logging / evaluation ----
+    /// Iterations between progress lines when the output is not a terminal (logs, notebooks);
+    /// a terminal gets a live bar instead.
     pub print_interval: usize,
     /// Epochs between evaluations (1 once the no-aug phase starts, as trainer.py does).
     pub eval_interval: usize,
+    /// Keep the evaluated (EMA) weights of every evaluation epoch as `epoch_N.safetensors`
+    /// (YOLOX's `save_history_ckpt`); `last.safetensors` and `best.safetensors` are always kept.
     pub save_history_ckpt: bool,
     pub seed: u64,
     /// Epochs at the start during which the pretrained backbone (`backbone.backbone.*`) is
@@ -356,6 +360,28 @@ impl TrainConfig {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| Error::InvalidArgument(format!("train config: not valid JSON: {e}")))?;
         Self::from_json_value(&value)
+    }
+
+    /// The keys whose values differ between `self` and `other`, with both values as JSON text
+    /// (`(key, self's, other's)`), in key order.
+    pub fn differences(&self, other: &TrainConfig) -> Vec<(String, String, String)> {
+        let object = |c: &TrainConfig| match serde_json::to_value(c) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        let (a, b) = (object(self), object(other));
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| {
+                let text = |m: &serde_json::Map<String, serde_json::Value>| {
+                    m.get(k).map_or("(unset)".to_string(), |v| v.to_string())
+                };
+                (k.clone(), text(&a), text(&b))
+            })
+            .collect()
     }
 
     /// Range checks; every error names the key.

@@ -1,6 +1,6 @@
 //! The training recipe's building blocks (yolox-notes section 5): the config with every knob,
 //! per-iteration lr schedules, SGD/Adam/AdamW with YOLOX's parameter groups, the model EMA and
-//! resumable checkpoints. The trainer loop (`trainer.rs`) composes them.
+//! resumable checkpoints. The step (`trainer.rs`) and the run around it (`run.rs`) compose them.
 
 pub mod checkpoint;
 pub mod config;
@@ -8,11 +8,12 @@ pub mod device_batch;
 pub mod ema;
 pub mod evaluate;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::{
-    load_checkpoint, read_checkpoint_meta, save_checkpoint, CheckpointMeta, TrainProgress,
+    load_checkpoint, read_checkpoint_meta, save_checkpoint, BestEval, CheckpointMeta, TrainProgress,
     CHECKPOINT_FORMAT,
 };
 pub use config::{BoxLossKind, OptimizerKind, SchedulerKind, SimOtaMode, TrainConfig};

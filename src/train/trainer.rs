@@ -1,29 +1,26 @@
-//! The detector training step and loop (YOLOX trainer.py), top to bottom:
-//! `loader.next_batch` → `model.forward` → `decode` → `simota + loss` → `backward` →
-//! `optimizer.step` → `ema.update` → (every eval interval) `evaluate` → `metrics.csv` row.
+//! The detector training step (YOLOX trainer.py), top to bottom:
+//! `model.forward` → `decode` → `simota + loss` → `backward` → `optimizer.step` → `ema.update`.
+//! The epoch loop around it, with evaluation and the run folder's files, is `run.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::checkpoint::{load_checkpoint, save_checkpoint, TrainProgress};
+use super::checkpoint::{
+    load_checkpoint, save_checkpoint, BestEval, CheckpointMeta, TrainProgress,
+};
 use super::config::TrainConfig;
 use super::device_batch::DeviceBatch;
 use super::ema::ModelEma;
-use super::evaluate::evaluate_detector;
 use super::optim::{build_optimizer, Optimizer};
 use super::schedule::LrSchedule;
 use crate::backend::cuda::ConvAlgorithm;
 use crate::data::augment::{AffineParams, AugmentConfig};
-use crate::data::dataset::CocoDataset;
-use crate::data::loader::{Batch, Loader, LoaderConfig};
+use crate::data::loader::{Batch, LoaderConfig};
 use crate::detect::decode_boxes;
 use crate::detect::loss::{yolox_loss, YoloxLossConfig};
 use crate::detect::simota::SimOtaConfig;
-use crate::eval::coco::{MaxDets, Metrics};
-use crate::eval::metrics_csv::{MetricsCsv, MetricsRow};
 use crate::models::YoloX;
-use crate::progress::Progress;
 use crate::tensor::Device;
 use crate::{Error, Result};
 
@@ -87,6 +84,8 @@ pub struct DetectorTrainer {
     pub iteration: u64,
     /// Epochs completed.
     pub epoch: usize,
+    /// The best evaluation so far (what `best.safetensors` holds).
+    pub best: Option<BestEval>,
     /// Where the model, its EMA copy and each batch live ([`DetectorTrainer::to_device`]).
     device: Device,
     /// Wait for the GPU at the end of each stage ([`Self::set_stage_times`]).
@@ -128,6 +127,7 @@ impl DetectorTrainer {
             loss,
             iteration: 0,
             epoch: 0,
+            best: None,
             device: Device::Cpu,
             stage_times: false,
         })
@@ -155,9 +155,34 @@ impl DetectorTrainer {
         self.device
     }
 
+    /// The learning rate of the next step (the one a `metrics.csv` row reports).
+    pub fn lr_at_iteration(&self) -> f64 {
+        self.schedule.lr_at(self.iteration)
+    }
+
     /// The model evaluation and checkpoints use (the EMA one when EMA is on).
     pub fn eval_model(&self) -> &Arc<YoloX> {
         self.ema.as_ref().map(|(m, _)| m).unwrap_or(&self.model)
+    }
+
+    /// Copy the evaluated (EMA) weights into the trained model, as YOLOX hands its EMA model
+    /// to evaluation and to every saved checkpoint: afterwards the model the user holds is the
+    /// one whose metrics were measured. Nothing to do without EMA.
+    pub fn adopt_eval_weights(&self) -> Result<()> {
+        let Some((ema_model, _)) = &self.ema else {
+            return Ok(());
+        };
+        for (to, from) in self
+            .model
+            .store
+            .entries()
+            .iter()
+            .zip(ema_model.store.entries())
+        {
+            debug_assert_eq!(to.name, from.name);
+            to.tensor.copy_values_from(&from.tensor.to_vec())?;
+        }
+        Ok(())
     }
 
     /// One optimiser step on one batch.
@@ -277,13 +302,14 @@ impl DetectorTrainer {
             TrainProgress {
                 epoch: self.epoch,
                 iteration: self.iteration,
+                best: self.best,
             },
             &self.config,
         )
     }
 
     /// Restore weights, EMA, optimiser state and progress from a checkpoint.
-    pub fn resume(&mut self, path: &Path) -> Result<()> {
+    pub fn resume(&mut self, path: &Path) -> Result<CheckpointMeta> {
         let meta = load_checkpoint(
             path,
             &self.model.store,
@@ -292,7 +318,8 @@ impl DetectorTrainer {
         )?;
         self.epoch = meta.progress.epoch;
         self.iteration = meta.progress.iteration;
-        Ok(())
+        self.best = meta.progress.best;
+        Ok(meta)
     }
 }
 
@@ -339,198 +366,4 @@ pub fn loader_config(cfg: &TrainConfig, no_aug: bool, workers: usize, cache: boo
     lc.multiscale = (!(lo == fixed && hi <= fixed)).then(|| (lo as u32, hi.max(lo) as u32));
     lc.multiscale_every = cfg.multiscale_interval.max(1);
     lc
-}
-
-/// Options of a training run that are not part of the recipe.
-#[derive(Clone, Debug)]
-pub struct TrainRunOptions {
-    /// Folder for `metrics.csv`, checkpoints and plots (must exist or be creatable).
-    pub out_dir: PathBuf,
-    pub workers: usize,
-    pub cache: bool,
-    /// Resume from this checkpoint.
-    pub resume: Option<PathBuf>,
-    /// Show per-iteration progress (a bar on a terminal, plain periodic lines otherwise) and one line per epoch.
-    pub verbose: bool,
-    /// Where the model trains (it stays there afterwards; evaluation follows it).
-    pub device: Device,
-}
-
-/// One evaluation row of a run.
-#[derive(Clone, Debug)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub iteration: u64,
-    pub mean_loss: f64,
-    pub metrics: Option<Metrics>,
-    pub images_per_s: f64,
-}
-
-/// What `train_detector` returns.
-pub struct TrainReport {
-    pub history: Vec<EpochRecord>,
-    /// Metrics of the last evaluation (EMA model when on).
-    pub final_metrics: Option<Metrics>,
-    pub metrics_csv: PathBuf,
-    pub last_checkpoint: PathBuf,
-}
-
-/// Train a detector with YOLOX's recipe; evaluate on `val` every `eval_interval` epochs (every
-/// epoch in the no-aug phase) and at the end; write `metrics.csv` and `last.ckpt.safetensors`.
-/// `on_epoch` is called after each epoch with its record; returning `false` stops training.
-pub fn train_detector(
-    model: Arc<YoloX>,
-    train: &CocoDataset,
-    val: Option<&CocoDataset>,
-    config: &TrainConfig,
-    opts: &TrainRunOptions,
-    mut on_epoch: impl FnMut(&EpochRecord) -> Result<bool>,
-) -> Result<TrainReport> {
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
-    let loader = Loader::new(
-        train,
-        loader_config(config, false, opts.workers, opts.cache),
-    )?;
-    let iters_per_epoch = loader.batches_per_epoch() as u64;
-    if iters_per_epoch == 0 {
-        return Err(Error::InvalidArgument(
-            "train_detector: the training set has no images".into(),
-        ));
-    }
-    let mut trainer = DetectorTrainer::new(model, config.clone(), iters_per_epoch)?;
-    if let Some(path) = &opts.resume {
-        trainer.resume(path)?;
-    }
-    trainer.to_device(opts.device)?;
-    let csv_path = opts.out_dir.join("metrics.csv");
-    let mut csv = MetricsCsv::open(&csv_path, &LOSS_NAMES, MaxDets::STUDY)?;
-    let ckpt_path = opts.out_dir.join("last.ckpt.safetensors");
-    let no_aug_start = config.no_aug_start_epoch();
-    let mut no_aug_loader: Option<Loader> = None;
-    let mut history = Vec::new();
-    let mut final_metrics = None;
-
-    while trainer.epoch < config.max_epoch {
-        let epoch = trainer.epoch;
-        let no_aug = epoch >= no_aug_start;
-        if no_aug && no_aug_loader.is_none() {
-            // trainer.py before_epoch: close mosaic, start the L1 loss.
-            no_aug_loader = Some(Loader::new(
-                train,
-                loader_config(config, true, opts.workers, opts.cache),
-            )?);
-        }
-        trainer.loss.use_l1 = no_aug;
-        // Transfer experiments may keep the pretrained backbone fixed for the first epochs.
-        trainer
-            .model
-            .freeze_backbone(epoch < config.freeze_backbone_epochs);
-        let active = no_aug_loader.as_ref().unwrap_or(&loader);
-        let t0 = Instant::now();
-        let (mut loss_sums, mut steps, mut images) = ([0f64; 5], 0usize, 0usize);
-        // A bar with ETA on a terminal, periodic plain lines otherwise (notebooks, logs).
-        let mut progress = opts.verbose.then(|| {
-            Progress::new(
-                active.batches_per_epoch() as u64,
-                &format!("epoch {}/{}", epoch + 1, config.max_epoch),
-            )
-        });
-        // Each batch uploaded during the previous step (step_uploaded).
-        let mut batches = active.epoch(epoch).filter(|b| b.batch > 0);
-        let mut current = batches.next().map(|b| trainer.upload(&b)).transpose()?;
-        while let Some(batch) = current.take() {
-            if crate::progress::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(Error::Msg(format!(
-                    "training interrupted at epoch {}, iteration {}; resume from {}",
-                    epoch + 1,
-                    trainer.iteration,
-                    ckpt_path.display()
-                )));
-            }
-            let next = batches.next();
-            let (s, uploaded) = trainer.step_uploaded(batch, next.as_ref())?;
-            current = uploaded;
-            if let Some(p) = progress.as_mut() {
-                let secs = s.times.total().max(1e-9);
-                p.tick(1, Some(s.loss as f64), Some(s.images as f64 / secs));
-            }
-            for (acc, v) in loss_sums
-                .iter_mut()
-                .zip([s.loss, s.iou, s.obj, s.cls, s.l1])
-            {
-                *acc += v as f64;
-            }
-            steps += 1;
-            images += s.images;
-        }
-        if let Some(p) = progress.as_mut() {
-            p.finish();
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        trainer.epoch += 1;
-        let interval = if no_aug {
-            1
-        } else {
-            config.eval_interval.max(1)
-        };
-        let last = trainer.epoch == config.max_epoch;
-        let metrics = match val {
-            Some(v) if trainer.epoch % interval == 0 || last => {
-                let m = trainer.eval_model();
-                Some(evaluate_detector(
-                    m,
-                    v,
-                    config.test_size,
-                    config.test_conf as f32,
-                    config.nms_threshold as f32,
-                    8,
-                )?)
-            }
-            _ => None,
-        };
-        let record = EpochRecord {
-            epoch: trainer.epoch,
-            iteration: trainer.iteration,
-            mean_loss: loss_sums[0] / steps.max(1) as f64,
-            images_per_s: images as f64 / secs.max(1e-9),
-            metrics: metrics.clone(),
-        };
-        if let Some(m) = &metrics {
-            let losses_all: Vec<(String, f64)> = LOSS_NAMES
-                .iter()
-                .zip(loss_sums)
-                .map(|(n, s)| (n.to_string(), s / steps.max(1) as f64))
-                .collect();
-            csv.append(&MetricsRow::from_metrics(
-                trainer.epoch,
-                trainer.iteration,
-                trainer.schedule.lr_at(trainer.iteration),
-                losses_all,
-                m,
-                record.images_per_s,
-            ))?;
-            final_metrics = Some(m.clone());
-        }
-        if opts.verbose {
-            let ap = metrics
-                .as_ref()
-                .map(|m| format!(" AP {:.4} AP50 {:.4}", m.ap(), m.ap50()))
-                .unwrap_or_default();
-            println!(
-                "epoch {}/{}: loss {:.4}, {:.1} images/s{ap}",
-                trainer.epoch, config.max_epoch, record.mean_loss, record.images_per_s
-            );
-        }
-        trainer.save_checkpoint(&ckpt_path)?;
-        history.push(record);
-        if !on_epoch(history.last().expect("just pushed"))? {
-            break;
-        }
-    }
-    Ok(TrainReport {
-        history,
-        final_metrics,
-        metrics_csv: csv_path,
-        last_checkpoint: ckpt_path,
-    })
 }

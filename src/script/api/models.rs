@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rhai::{Map, INT};
 
 use super::Api;
-use crate::models::{YoloX, YoloXConfig};
+use crate::models::{WeightsSource, YoloX, YoloXConfig};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 use crate::Tensor;
 
@@ -88,8 +88,14 @@ pub fn register(api: &mut Api) {
         "load",
         &["m: Model", "path: String"],
         "i64",
-        "Strict load of a safetensors checkpoint; returns the number of tensors loaded.",
-        |m: &mut Model, p: &str| -> ScriptResult<INT> { Ok(lift(m.0.load(p.as_ref()))? as INT) }
+        "Strict load of model weights (safetensors, official names; a training state's EMA weights are taken, with a note); returns the number of tensors loaded.",
+        |m: &mut Model, p: &str| -> ScriptResult<INT> {
+            let loaded = lift(m.0.load(p.as_ref()))?;
+            if loaded.source != WeightsSource::Model {
+                println!("load: {p} is a training state; loaded {}", loaded.source.describe());
+            }
+            Ok(loaded.tensors as INT)
+        }
     );
     func!(
         api,

@@ -39,6 +39,10 @@ pub struct CellState {
     pub files: Vec<String>,
     /// How many `ablate` calls the cell made so far (each gets its own cache namespace).
     pub ablations: usize,
+    /// While an `ablate` point runs: its work folder in the cache, where relative output
+    /// paths go, so that a point a killed process left half done resumes from its own
+    /// checkpoints (moved into the run folder when the point finishes).
+    pub point_dir: Option<PathBuf>,
 }
 
 /// Per-run state shared by the notebook functions.
@@ -102,9 +106,15 @@ impl RunContext {
     /// A path as scripts mean it: relative paths resolve inside the run folder.
     pub fn resolve(&self, path: &str) -> PathBuf {
         let p = Path::new(path);
+        if !p.is_relative() {
+            return p.to_path_buf();
+        }
+        if let Some(point) = &self.cell().point_dir {
+            return point.join(p);
+        }
         match &self.run_dir {
-            Some(dir) if p.is_relative() => dir.join(p),
-            _ => p.to_path_buf(),
+            Some(dir) => dir.join(p),
+            None => p.to_path_buf(),
         }
     }
 
@@ -482,6 +492,16 @@ pub fn run_device() -> Device {
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
         .map_or(Device::Cpu, |ctx| ctx.device)
+}
+
+/// Whether an `ablate` point is running (its outputs go to its work folder, and training and
+/// pretraining resume from what an interrupted earlier attempt left there).
+pub fn in_ablation_point() -> bool {
+    current()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|ctx| ctx.cell().point_dir.is_some())
 }
 
 /// Where an API function should write a file a script named: relative paths go into the

@@ -13,11 +13,18 @@ use crate::eval::plots::{plot_run_bars, plot_training_curves};
 use crate::script::api::notebook::{output_path, record_output};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 use crate::train::evaluate::{evaluate_detector, recalibrate_batch_norm};
-use crate::train::trainer::{train_detector, EpochRecord, TrainRunOptions};
+use crate::train::run::{train_detector, EpochRecord, Resume, TrainRunOptions};
 use crate::train::TrainConfig;
 
 /// Keys of `train_detector`'s config that are run options, not part of the recipe.
-const RUN_KEYS: &[&str] = &["out", "workers", "cache", "verbose", "resume"];
+const RUN_KEYS: &[&str] = &[
+    "out",
+    "workers",
+    "cache",
+    "verbose",
+    "resume",
+    "resume_override",
+];
 
 /// The 12 stats by name, AP per class, as a Rhai map.
 pub fn metrics_map(m: &Metrics) -> Map {
@@ -83,15 +90,41 @@ fn train_config(cfg: &Map) -> ScriptResult<(TrainConfig, TrainRunOptions)> {
         .get("out")
         .map(|d| d.to_string())
         .unwrap_or_else(|| "runs/train".into());
+    let resume_override = match cfg.get("resume_override") {
+        None => Vec::new(),
+        Some(v) => {
+            let keys = v.read_lock::<Array>().map(|a| a.clone()).ok_or_else(|| {
+                script_err("train_detector: `resume_override` must be a list of recipe keys")
+            })?;
+            keys.iter().map(|k| k.to_string()).collect()
+        }
+    };
     let opts = TrainRunOptions {
         out_dir: output_path(&out),
         workers: o.usize("workers", 2)?,
         cache: o.bool("cache", true)?,
-        resume: cfg.get("resume").map(|d| output_path(&d.to_string())),
+        resume: resume_option(cfg.get("resume"))?,
+        resume_override,
         verbose: o.bool("verbose", true)?,
         device: super::notebook::run_device(),
     };
     Ok((config, opts))
+}
+
+/// `resume: true` (the run folder's own training state), a checkpoint path, or false/absent.
+/// Inside an `ablate` point, absent means "the point's own state if an interrupted run left
+/// one".
+fn resume_option(value: Option<&Dynamic>) -> ScriptResult<Option<Resume>> {
+    match value {
+        None if super::notebook::in_ablation_point() => Ok(Some(Resume::RunFolderIfPresent)),
+        None => Ok(None),
+        Some(v) if v.is_bool() => Ok(v.as_bool().unwrap_or(false).then_some(Resume::RunFolder)),
+        Some(v) if v.is_string() => Ok(Some(Resume::From(output_path(&v.to_string())))),
+        Some(v) => Err(script_err(format!(
+            "train_detector: `resume` must be true, false or a checkpoint path, got {}",
+            v.type_name()
+        ))),
+    }
 }
 
 fn train(
@@ -144,6 +177,15 @@ fn train(
         "checkpoint".into(),
         Dynamic::from(report.last_checkpoint.display().to_string()),
     );
+    out.insert(
+        "weights".into(),
+        Dynamic::from(report.last_weights.display().to_string()),
+    );
+    if let (Some(best), Some(path)) = (&report.best, &report.best_weights) {
+        out.insert("best".into(), Dynamic::from(path.display().to_string()));
+        out.insert("best_AP".into(), Dynamic::from_float(best.ap));
+        out.insert("best_epoch".into(), Dynamic::from(best.epoch as INT));
+    }
     Ok(out)
 }
 
@@ -171,7 +213,7 @@ fn evaluate(m: &Model, d: &Dataset, o: Map) -> ScriptResult<Map> {
 
 pub fn register(api: &mut Api) {
     func!(api, "train_detector", &["model: Model", "train: Dataset", "val: Dataset", "cfg: Map"], "Map",
-        "Train with YOLOX's recipe; cfg: any TrainConfig key (max_epoch, batch_size, basic_lr_per_img, box_loss, input_size, ...) plus out, workers, cache, verbose, resume. Returns #{history, metrics, metrics_csv, checkpoint}.",
+        "Train with YOLOX's recipe; cfg: any TrainConfig key (max_epoch, batch_size, basic_lr_per_img, box_loss, input_size, ...) plus out, workers, cache, verbose, resume (true: the out folder's own training state; or a checkpoint path), resume_override (recipe keys allowed to differ on resume). Afterwards the model holds the evaluated (EMA) weights. Returns #{history, metrics, metrics_csv, checkpoint (training state), weights (last.safetensors), best (best.safetensors), best_AP, best_epoch}.",
         |ctx: NativeCallContext, m: Model, t: Dataset, v: Dataset, cfg: Map| -> ScriptResult<Map> { train(&ctx, &m, &t, Some(&v), cfg, None) });
     func!(api, "train_detector", &["model: Model", "train: Dataset", "val: Dataset", "cfg: Map", "on_epoch: Fn"], "Map",
         "As train_detector, calling on_epoch(record) after every epoch; returning false stops training.",

@@ -1,0 +1,454 @@
+//! A training run (YOLOX trainer.py `train`): the epoch loop around [`DetectorTrainer::step`],
+//! evaluation, and the run folder's files, top to bottom per epoch:
+//! batches → steps → (on evaluation epochs) `evaluate` on the EMA model → `metrics.csv` row →
+//! model weights (`last`, `best`, `epoch_N`) → the training state (the point a resume starts
+//! from, written last so that every file it implies exists).
+//!
+//! The run folder ([`RunFiles`]):
+//! - `last.ckpt.safetensors`: the training state (`model.*`, `ema.*`, `optim.*`, progress and
+//!   recipe; `checkpoint.rs`), what `resume` reads;
+//! - `last.safetensors`, `best.safetensors` (highest AP 0.5:0.95 on the validation set, YOLOX's
+//!   rule), `epoch_N.safetensors` (every evaluation epoch, with `save_history_ckpt`): model-only,
+//!   official names, the evaluated weights (EMA when on), for `load`, `load_backbone`,
+//!   `ssod detect --weights` and PyTorch YOLOX;
+//! - `metrics.csv`: one row per evaluation.
+//!
+//! Every file is written to a temporary name and renamed, so a killed process leaves the
+//! previous version loadable; a resumed run drops the `metrics.csv` rows written after its
+//! checkpoint and ends with the same files, bit for bit, as a run that was never interrupted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::checkpoint::{read_checkpoint_meta, BestEval};
+use super::config::TrainConfig;
+use super::evaluate::evaluate_detector;
+use super::trainer::{loader_config, DetectorTrainer, LOSS_NAMES};
+use crate::data::dataset::CocoDataset;
+use crate::data::loader::Loader;
+use crate::eval::coco::{MaxDets, Metrics};
+use crate::eval::metrics_csv::{MetricsCsv, MetricsRow};
+use crate::models::YoloX;
+use crate::progress::Progress;
+use crate::tensor::Device;
+use crate::{Error, Result};
+
+/// Recipe keys that only change what is logged or kept, never the weights: they may differ
+/// between a checkpoint and the run that resumes it.
+const LOGGING_KEYS: &[&str] = &["print_interval", "save_history_ckpt"];
+
+/// Where a run continues from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resume {
+    /// The run folder's own training state (`out/last.ckpt.safetensors`); an error if absent.
+    RunFolder,
+    /// The run folder's training state when there is one, else a fresh start (an ablation
+    /// point that an interrupted process left half done).
+    RunFolderIfPresent,
+    /// A training state elsewhere (its metrics.csv rows are not carried over).
+    From(PathBuf),
+}
+
+/// Options of a training run that are not part of the recipe.
+#[derive(Clone, Debug)]
+pub struct TrainRunOptions {
+    /// Folder for `metrics.csv`, checkpoints and plots (must exist or be creatable).
+    pub out_dir: PathBuf,
+    pub workers: usize,
+    pub cache: bool,
+    /// Continue an earlier run; without it, a folder that already holds a run is an error.
+    pub resume: Option<Resume>,
+    /// Recipe keys allowed to differ from the checkpoint's when resuming (the run's values
+    /// win). `max_epoch` may always be raised, to extend a run.
+    pub resume_override: Vec<String>,
+    /// Show per-iteration progress (a bar on a terminal, a line every `print_interval`
+    /// iterations otherwise) and one line per epoch.
+    pub verbose: bool,
+    /// Where the model trains (it stays there afterwards; evaluation follows it).
+    pub device: Device,
+}
+
+/// The files of a run folder.
+#[derive(Clone, Debug)]
+pub struct RunFiles {
+    pub dir: PathBuf,
+}
+
+impl RunFiles {
+    pub fn new(dir: &Path) -> Self {
+        RunFiles {
+            dir: dir.to_path_buf(),
+        }
+    }
+    /// The training state a resume reads.
+    pub fn training_state(&self) -> PathBuf {
+        self.dir.join("last.ckpt.safetensors")
+    }
+    pub fn last_weights(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+    pub fn best_weights(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
+    }
+    /// The weights after `epoch` epochs (1-based, as YOLOX's `epoch_N_ckpt.pth`).
+    pub fn epoch_weights(&self, epoch: usize) -> PathBuf {
+        self.dir.join(format!("epoch_{epoch}.safetensors"))
+    }
+    pub fn metrics_csv(&self) -> PathBuf {
+        self.dir.join("metrics.csv")
+    }
+}
+
+/// One epoch of a run.
+#[derive(Clone, Debug)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub iteration: u64,
+    pub mean_loss: f64,
+    /// The evaluation of this epoch, if it was one.
+    pub metrics: Option<Metrics>,
+    pub images_per_s: f64,
+}
+
+/// What `train_detector` returns.
+pub struct TrainReport {
+    pub history: Vec<EpochRecord>,
+    /// Metrics of the last evaluation (EMA model when on): what `evaluate` gives on the model
+    /// afterwards, with the same size, confidence and NMS thresholds.
+    pub final_metrics: Option<Metrics>,
+    /// The best evaluation of the whole run (resumed parts included).
+    pub best: Option<BestEval>,
+    pub metrics_csv: PathBuf,
+    /// The training state (`last.ckpt.safetensors`).
+    pub last_checkpoint: PathBuf,
+    /// Model-only weights: the last epoch's, and the best evaluation's (None before any).
+    pub last_weights: PathBuf,
+    pub best_weights: Option<PathBuf>,
+}
+
+/// The training state to resume from, after checking that a fresh run would not write over an
+/// earlier one.
+fn resume_source(files: &RunFiles, resume: Option<&Resume>) -> Result<Option<PathBuf>> {
+    let state = files.training_state();
+    match resume {
+        Some(Resume::From(path)) => Ok(Some(path.clone())),
+        Some(Resume::RunFolder) if !state.exists() => Err(Error::InvalidArgument(format!(
+            "resume: {} holds no training state to resume ({} is missing)",
+            files.dir.display(),
+            state.display()
+        ))),
+        Some(Resume::RunFolder) => Ok(Some(state)),
+        Some(Resume::RunFolderIfPresent) if state.exists() => Ok(Some(state)),
+        _ => {
+            for existing in [state, files.metrics_csv()] {
+                if existing.exists() {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} already holds a training run ({} exists): pass `resume: true` to \
+                         continue it, or choose another output folder",
+                        files.dir.display(),
+                        existing.display()
+                    )));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// An error naming every recipe key in which `now` differs from the checkpoint's `saved`,
+/// except logging keys, `overrides`, and a raised `max_epoch`.
+fn check_resumed_recipe(
+    path: &Path,
+    saved: &TrainConfig,
+    now: &TrainConfig,
+    overrides: &[String],
+) -> Result<()> {
+    let known = match serde_json::to_value(saved) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(unknown) = overrides.iter().find(|k| !known.contains_key(k.as_str())) {
+        return Err(Error::InvalidArgument(format!(
+            "resume_override: `{unknown}` is not a recipe key"
+        )));
+    }
+    let differing: Vec<(String, String, String)> = saved
+        .differences(now)
+        .into_iter()
+        .filter(|(key, _, _)| {
+            let extends = key == "max_epoch" && now.max_epoch >= saved.max_epoch;
+            !(extends || LOGGING_KEYS.contains(&key.as_str()) || overrides.contains(key))
+        })
+        .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = differing
+        .iter()
+        .map(|(k, a, b)| format!("`{k}` (checkpoint {a}, now {b})"))
+        .collect();
+    let keys: Vec<String> = differing.iter().map(|(k, _, _)| format!("{k:?}")).collect();
+    Err(Error::format(
+        path.display(),
+        format!(
+            "the recipe differs from the one this run was trained with: {}; resume with the \
+             same recipe, or pass resume_override: [{}] to continue with the new values",
+            listed.join(", "),
+            keys.join(", ")
+        ),
+    ))
+}
+
+/// Restore `trainer` from `path` after checking the recipe; returns the number of epochs done.
+fn resume_trainer(
+    trainer: &mut DetectorTrainer,
+    path: &Path,
+    config: &TrainConfig,
+    opts: &TrainRunOptions,
+) -> Result<usize> {
+    let meta = read_checkpoint_meta(path)?;
+    check_resumed_recipe(path, &meta.config, config, &opts.resume_override)?;
+    if meta.progress.epoch >= config.max_epoch {
+        return Err(Error::InvalidArgument(format!(
+            "resume: {} finished its {} epoch(s) (max_epoch {}); raise max_epoch to extend it",
+            path.display(),
+            meta.progress.epoch,
+            config.max_epoch
+        )));
+    }
+    trainer.resume(path)?;
+    println!(
+        "resuming {} after epoch {} (iteration {})",
+        path.display(),
+        trainer.epoch,
+        trainer.iteration
+    );
+    Ok(trainer.epoch)
+}
+
+/// Sums of one epoch's steps.
+struct EpochSums {
+    losses: [f64; 5],
+    steps: usize,
+    images: usize,
+    seconds: f64,
+}
+
+/// Train one epoch on `loader`; interrupted (Ctrl-C) between steps with an error naming the
+/// checkpoint to resume from.
+fn run_epoch(
+    trainer: &mut DetectorTrainer,
+    loader: &Loader,
+    opts: &TrainRunOptions,
+    files: &RunFiles,
+) -> Result<EpochSums> {
+    let epoch = trainer.epoch;
+    let config = &trainer.config;
+    let t0 = Instant::now();
+    let mut sums = EpochSums {
+        losses: [0.0; 5],
+        steps: 0,
+        images: 0,
+        seconds: 0.0,
+    };
+    // A bar with ETA on a terminal, a line every print_interval steps otherwise (YOLOX's
+    // print_interval).
+    let mut progress = opts.verbose.then(|| {
+        Progress::new(
+            loader.batches_per_epoch() as u64,
+            &format!("epoch {}/{}", epoch + 1, config.max_epoch),
+        )
+        .with_line_every(config.print_interval as u64)
+    });
+    // Each batch uploaded during the previous step (step_uploaded).
+    let mut batches = loader.epoch(epoch).filter(|b| b.batch > 0);
+    let mut current = batches.next().map(|b| trainer.upload(&b)).transpose()?;
+    while let Some(batch) = current.take() {
+        if crate::progress::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Msg(format!(
+                "training interrupted at epoch {}, iteration {}; resume from {}",
+                epoch + 1,
+                trainer.iteration,
+                files.training_state().display()
+            )));
+        }
+        let next = batches.next();
+        let (s, uploaded) = trainer.step_uploaded(batch, next.as_ref())?;
+        current = uploaded;
+        if let Some(p) = progress.as_mut() {
+            let secs = s.times.total().max(1e-9);
+            p.tick(1, Some(s.loss as f64), Some(s.images as f64 / secs));
+        }
+        for (acc, v) in sums
+            .losses
+            .iter_mut()
+            .zip([s.loss, s.iou, s.obj, s.cls, s.l1])
+        {
+            *acc += v as f64;
+        }
+        sums.steps += 1;
+        sums.images += s.images;
+    }
+    if let Some(p) = progress.as_mut() {
+        p.finish();
+    }
+    sums.seconds = t0.elapsed().as_secs_f64();
+    Ok(sums)
+}
+
+/// The epoch's model-only weights, then (last) the training state.
+fn save_epoch_files(
+    trainer: &mut DetectorTrainer,
+    files: &RunFiles,
+    evaluated: bool,
+    metrics: Option<&Metrics>,
+) -> Result<()> {
+    let model = trainer.eval_model().clone();
+    model.save(&files.last_weights())?;
+    if evaluated && trainer.config.save_history_ckpt {
+        model.save(&files.epoch_weights(trainer.epoch))?;
+    }
+    if let Some(m) = metrics {
+        // YOLOX: best when AP 0.5:0.95 beats every earlier evaluation. The first evaluation
+        // is always kept (YOLOX starts from best_ap = 0 and keeps no best for a run at AP 0).
+        if trainer.best.is_none_or(|b| m.ap() > b.ap) {
+            trainer.best = Some(BestEval {
+                ap: m.ap(),
+                epoch: trainer.epoch,
+            });
+            model.save(&files.best_weights())?;
+        }
+    }
+    trainer.save_checkpoint(&files.training_state())
+}
+
+/// Train a detector with YOLOX's recipe; evaluate on `val` every `eval_interval` epochs (every
+/// epoch in the no-aug phase) and at the end, and keep the run folder's files (module docs).
+/// `on_epoch` is called after each epoch with its record; returning `false` stops training.
+///
+/// Afterwards `model` holds the evaluated weights (the EMA copy when EMA is on, as YOLOX
+/// saves and evaluates), so `evaluate` on it reproduces the run's final metrics.
+pub fn train_detector(
+    model: Arc<YoloX>,
+    train: &CocoDataset,
+    val: Option<&CocoDataset>,
+    config: &TrainConfig,
+    opts: &TrainRunOptions,
+    mut on_epoch: impl FnMut(&EpochRecord) -> Result<bool>,
+) -> Result<TrainReport> {
+    let files = RunFiles::new(&opts.out_dir);
+    let resume_from = resume_source(&files, opts.resume.as_ref())?;
+    std::fs::create_dir_all(&files.dir).map_err(|e| Error::io(&files.dir, e))?;
+    let loader = Loader::new(
+        train,
+        loader_config(config, false, opts.workers, opts.cache),
+    )?;
+    let iters_per_epoch = loader.batches_per_epoch() as u64;
+    if iters_per_epoch == 0 {
+        return Err(Error::InvalidArgument(
+            "train_detector: the training set has no images".into(),
+        ));
+    }
+    let mut trainer = DetectorTrainer::new(model, config.clone(), iters_per_epoch)?;
+    let mut csv = match &resume_from {
+        Some(path) => {
+            let done = resume_trainer(&mut trainer, path, config, opts)?;
+            // Rows after the checkpoint (a process killed between the row and the state)
+            // are written again by the epochs that produce them.
+            MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, done)?
+        }
+        None => MetricsCsv::open(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY)?,
+    };
+    trainer.to_device(opts.device)?;
+    let no_aug_start = config.no_aug_start_epoch();
+    let mut no_aug_loader: Option<Loader> = None;
+    let mut history = Vec::new();
+    let mut final_metrics = None;
+
+    while trainer.epoch < config.max_epoch {
+        let epoch = trainer.epoch;
+        let no_aug = epoch >= no_aug_start;
+        if no_aug && no_aug_loader.is_none() {
+            // trainer.py before_epoch: close mosaic, start the L1 loss.
+            no_aug_loader = Some(Loader::new(
+                train,
+                loader_config(config, true, opts.workers, opts.cache),
+            )?);
+        }
+        trainer.loss.use_l1 = no_aug;
+        // Transfer experiments may keep the pretrained backbone fixed for the first epochs.
+        trainer
+            .model
+            .freeze_backbone(epoch < config.freeze_backbone_epochs);
+        let active = no_aug_loader.as_ref().unwrap_or(&loader);
+        let sums = run_epoch(&mut trainer, active, opts, &files)?;
+        trainer.epoch += 1;
+        let interval = if no_aug {
+            1
+        } else {
+            config.eval_interval.max(1)
+        };
+        let evaluates = trainer.epoch % interval == 0 || trainer.epoch == config.max_epoch;
+        let metrics = match val {
+            Some(v) if evaluates => Some(evaluate_detector(
+                trainer.eval_model(),
+                v,
+                config.test_size,
+                config.test_conf as f32,
+                config.nms_threshold as f32,
+                8,
+            )?),
+            _ => None,
+        };
+        let steps = sums.steps.max(1) as f64;
+        let record = EpochRecord {
+            epoch: trainer.epoch,
+            iteration: trainer.iteration,
+            mean_loss: sums.losses[0] / steps,
+            images_per_s: sums.images as f64 / sums.seconds.max(1e-9),
+            metrics: metrics.clone(),
+        };
+        if let Some(m) = &metrics {
+            let losses: Vec<(String, f64)> = LOSS_NAMES
+                .iter()
+                .zip(sums.losses)
+                .map(|(n, s)| (n.to_string(), s / steps))
+                .collect();
+            csv.append(&MetricsRow::from_metrics(
+                trainer.epoch,
+                trainer.iteration,
+                trainer.lr_at_iteration(),
+                losses,
+                m,
+                record.images_per_s,
+            ))?;
+            final_metrics = Some(m.clone());
+        }
+        if opts.verbose {
+            let ap = metrics
+                .as_ref()
+                .map(|m| format!(" AP {:.4} AP50 {:.4}", m.ap(), m.ap50()))
+                .unwrap_or_default();
+            println!(
+                "epoch {}/{}: loss {:.4}, {:.1} images/s{ap}",
+                trainer.epoch, config.max_epoch, record.mean_loss, record.images_per_s
+            );
+        }
+        save_epoch_files(&mut trainer, &files, evaluates, metrics.as_ref())?;
+        history.push(record);
+        if !on_epoch(history.last().expect("just pushed"))? {
+            break;
+        }
+    }
+    trainer.adopt_eval_weights()?;
+    Ok(TrainReport {
+        history,
+        final_metrics,
+        best: trainer.best,
+        metrics_csv: files.metrics_csv(),
+        last_checkpoint: files.training_state(),
+        last_weights: files.last_weights(),
+        best_weights: trainer.best.map(|_| files.best_weights()),
+    })
+}

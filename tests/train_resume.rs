@@ -1,0 +1,295 @@
+//! A training run's files and resume, end to end through `ssod run`:
+//! - the model a run hands back holds the evaluated (EMA) weights: `evaluate` on it gives the
+//!   run's final metrics to the last digit, and `last.safetensors` holds the same weights;
+//! - `best.safetensors` is the best evaluation's, `epoch_N.safetensors` each evaluation's;
+//!   `load` takes a training state's EMA weights;
+//! - a run killed (SIGKILL) and interrupted (SIGINT), each time resumed with `resume: true`,
+//!   ends with the same training state, weights, best weights and metrics.csv (timing column
+//!   aside), bit for bit, as a run that was never stopped;
+//! - a changed recipe is refused on resume unless overridden; `max_epoch` extends a finished
+//!   run; a fresh run refuses a folder that holds one.
+
+mod notebook_support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use notebook_support::*;
+use ssod::tensor::safetensors_io::read_safetensors;
+use ssod::train::read_checkpoint_meta;
+
+const MAX_EPOCH: usize = 5;
+
+/// A tiny run: 12 generated images, a narrow nano, EMA on, evaluated every epoch, mosaic and
+/// multiscale as the recipe has them, the last two epochs without augmentation. `{OUT}`,
+/// `{EPOCHS}` and `{EXTRA}` (more config entries) are filled in by [`script`].
+const TEMPLATE: &str = r#"// %% Run
+let d = synth(#{ out: "data", train: 12, test: 4, size: "192x128", videos: 1,
+                 frames_per_video: 2, seed: 5 });
+let m = yolox("nano", #{ classes: 1, seed: 2, width: 0.125 });
+let run = train_detector(m, d.train, d.test, #{
+    max_epoch: {EPOCHS}, warmup_epochs: 1, no_aug_epochs: 1, batch_size: 4,
+    basic_lr_per_img: 0.02 / 64.0, input_size: [96, 96], test_size: [96, 96],
+    random_size: [2, 4], eval_interval: 1, ema_tau: 4.0, seed: 7, workers: 1,
+    verbose: false, out: "{OUT}" {EXTRA}
+});
+print(`final AP=${run.metrics.AP} AP50=${run.metrics.AP50}`);
+let again = evaluate(m, d.test, #{ size: 96 });
+print(`again AP=${again.AP} AP50=${again.AP50}`);
+print(`best=${run.best} best_epoch=${run.best_epoch}`);
+m.save("{OUT}.after{N}.safetensors");
+"#;
+
+/// A script for one `ssod run`; its model is saved afterwards as `<out>.after<N>.safetensors`,
+/// N counting the scripts made.
+fn script(out: &Path, epochs: usize, extra: &str) -> String {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    TEMPLATE
+        .replace("{N}", &n.to_string())
+        .replace("{OUT}", &out.display().to_string())
+        .replace("{EPOCHS}", &epochs.to_string())
+        .replace("{EXTRA}", extra)
+}
+
+fn spawn(dir: &Path, body: &str) -> Child {
+    std::fs::write(dir.join("script.rhai"), body).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .current_dir(dir)
+        .args(["run", "script.rhai", "--fresh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> Out {
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// Epochs recorded in the run folder's training state (0 when there is none yet).
+fn epochs_done(run: &Path) -> usize {
+    read_checkpoint_meta(&run.join("last.ckpt.safetensors")).map_or(0, |m| m.progress.epoch)
+}
+
+/// Wait until the training state records at least `epochs` epochs, then send `signal`.
+fn stop_after(mut child: Child, run: &Path, epochs: usize, signal: &str) -> Out {
+    let start = Instant::now();
+    while epochs_done(run) < epochs {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status}) before epoch {epochs}:\n{}",
+                finish(child).stderr
+            );
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args([signal, &pid]).status().unwrap();
+    assert!(killed.success());
+    finish(child)
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, Vec<u32>> {
+    read_safetensors(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .tensors
+        .into_iter()
+        .map(|(k, t)| (k, t.to_vec().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+/// metrics.csv without its timing column.
+fn metrics_rows(run: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let timing = header.iter().position(|c| *c == "images_per_s").unwrap();
+    text.lines()
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| *i != timing)
+                .map(|(_, c)| c)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+fn line_value<'a>(stdout: &'a str, prefix: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{stdout}"))
+}
+
+fn assert_same_run(a: &Path, b: &Path) {
+    for file in [
+        "last.ckpt.safetensors",
+        "last.safetensors",
+        "best.safetensors",
+    ] {
+        assert!(
+            tensors(&a.join(file)) == tensors(&b.join(file)),
+            "{file} differs between the uninterrupted and the resumed run"
+        );
+    }
+    for n in 1..=MAX_EPOCH {
+        let file = format!("epoch_{n}.safetensors");
+        assert!(tensors(&a.join(&file)) == tensors(&b.join(&file)), "{file}");
+    }
+    let (ma, mb) = (
+        read_checkpoint_meta(&a.join("last.ckpt.safetensors")).unwrap(),
+        read_checkpoint_meta(&b.join("last.ckpt.safetensors")).unwrap(),
+    );
+    assert_eq!(ma, mb);
+    assert_eq!(metrics_rows(a), metrics_rows(b));
+    assert_eq!(metrics_rows(a).len(), MAX_EPOCH + 1);
+}
+
+#[test]
+fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
+    let dir = temp_dir("train_resume");
+    let whole: PathBuf = dir.join("whole");
+    let out = finish(spawn(&dir, &script(&whole, MAX_EPOCH, "")));
+    assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
+
+    // The model afterwards is the evaluated one: the same metrics, to the last digit.
+    let final_ap = line_value(&out.stdout, "final ");
+    assert_eq!(
+        final_ap,
+        line_value(&out.stdout, "again "),
+        "{}",
+        out.stdout
+    );
+    // last.safetensors = the training state's EMA weights (model-only, official names), and
+    // the EMA differs from the raw weights (so the test above can tell them apart).
+    let state = tensors(&whole.join("last.ckpt.safetensors"));
+    let last = tensors(&whole.join("last.safetensors"));
+    let mut raw_differs = false;
+    for (name, values) in &last {
+        assert_eq!(Some(values), state.get(&format!("ema.{name}")), "{name}");
+        raw_differs |= state.get(&format!("model.{name}")) != Some(values);
+    }
+    assert!(raw_differs, "EMA and raw weights are identical");
+    let saved = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("whole.after"))
+        .expect("the script saved its model");
+    let after = tensors(&saved);
+    assert!(after == last, "the model is not the EMA");
+    assert!(last.keys().any(|k| k == "head.cls_preds.0.weight"));
+    // The best epoch's weights are that epoch's history weights.
+    let best_epoch: usize = line_value(&out.stdout, "best=")
+        .rsplit("best_epoch=")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        tensors(&whole.join("best.safetensors"))
+            == tensors(&whole.join(format!("epoch_{best_epoch}.safetensors")))
+    );
+
+    // Killed during epoch 2, resumed; interrupted (Ctrl-C) during epoch 4, resumed.
+    let parts = dir.join("parts");
+    let out = stop_after(
+        spawn(&dir, &script(&parts, MAX_EPOCH, "")),
+        &parts,
+        1,
+        "-KILL",
+    );
+    assert!(!out.ok);
+    let resume = ", resume: true";
+    let out = stop_after(
+        spawn(&dir, &script(&parts, MAX_EPOCH, resume)),
+        &parts,
+        3,
+        "-INT",
+    );
+    assert!(!out.ok, "{}", out.stdout);
+    let stopped_at = epochs_done(&parts);
+    assert!(stopped_at < MAX_EPOCH, "the run was not interrupted");
+    let out = finish(spawn(&dir, &script(&parts, MAX_EPOCH, resume)));
+    assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("after epoch {stopped_at} (iteration")),
+        "{}",
+        out.stdout
+    );
+    assert_same_run(&whole, &parts);
+    assert_eq!(line_value(&out.stdout, "final "), final_ap);
+
+    // A changed recipe is refused, naming the key; an override lets it through.
+    let changed = finish(spawn(
+        &dir,
+        &script(&parts, MAX_EPOCH + 1, ", resume: true, weight_decay: 0.001"),
+    ));
+    assert!(!changed.ok);
+    assert!(
+        changed.stderr.contains("`weight_decay` (checkpoint")
+            && changed.stderr.contains("resume_override"),
+        "{}",
+        changed.stderr
+    );
+    // A fresh run refuses a folder that holds a run.
+    let fresh = finish(spawn(&dir, &script(&parts, MAX_EPOCH, "")));
+    assert!(!fresh.ok);
+    assert!(
+        fresh.stderr.contains("already holds a training run"),
+        "{}",
+        fresh.stderr
+    );
+    // A finished run extended by one epoch, with an overridden key.
+    let extended = finish(spawn(
+        &dir,
+        &script(
+            &parts,
+            MAX_EPOCH + 1,
+            ", resume: true, weight_decay: 0.001, resume_override: [\"weight_decay\"]",
+        ),
+    ));
+    assert!(extended.ok, "{}\n{}", extended.stdout, extended.stderr);
+    assert_eq!(epochs_done(&parts), MAX_EPOCH + 1);
+    assert_eq!(metrics_rows(&parts).len(), MAX_EPOCH + 2);
+
+    // `load` takes a training state's EMA weights and says so.
+    let load = format!(
+        "// %% Load\nlet m = yolox(\"nano\", #{{ classes: 1, width: 0.125 }});\nprint(`n=${{m.load(\"{}\")}}`);\n",
+        whole.join("last.ckpt.safetensors").display()
+    );
+    let out = finish(spawn(&dir, &load));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out
+        .stdout
+        .contains("is a training state; loaded the EMA weights"));
+    assert_eq!(
+        line_value(&out.stdout, "n=").parse::<usize>().unwrap(),
+        last.len()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn resume_without_a_training_state_is_an_error() {
+    let dir = temp_dir("train_resume_missing");
+    let out = finish(spawn(&dir, &script(&dir.join("none"), 2, ", resume: true")));
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("holds no training state to resume"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

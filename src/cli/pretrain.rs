@@ -45,6 +45,9 @@ pub struct PretrainArgs {
     /// Start from this backbone checkpoint (safetensors, `backbone.backbone.*`)
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Continue the run whose per-epoch state is in --out (center, ssl)
+    #[arg(long, requires = "out")]
+    pub resume: bool,
 }
 
 fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
@@ -120,6 +123,7 @@ impl PretrainCommand {
                 let mut cfg: CenterLossConfig = read_config(&args.config)?;
                 let dir = out_dir(&args, "center")?;
                 cfg.out = Some(dir.clone());
+                cfg.resume |= args.resume;
                 let m = model(&args)?;
                 let crops = CropSet::load(&args.data)?;
                 let r = pretrain_center_loss(&m, &crops, &cfg)?;
@@ -130,6 +134,7 @@ impl PretrainCommand {
                 let mut cfg: PatchSslConfig = read_config(&args.config)?;
                 let dir = out_dir(&args, "ssl")?;
                 cfg.out = Some(dir.clone());
+                cfg.resume |= args.resume;
                 let m = model(&args)?;
                 let frames = FrameSet::load(&args.data)?;
                 let r = pretrain_patch_ssl(&m, &frames, &cfg)?;

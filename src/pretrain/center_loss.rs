@@ -13,6 +13,8 @@
 //! (`input_norm: "imagenet_rgb"` is the study's). Held-out accuracy on a seeded split every
 //! `eval_every` epochs (the study: every 10th epoch, on an unseeded split); the best epoch's
 //! weights are restored into the model and written to `out/center_loss_best.safetensors`.
+//! With `out`, the run's state is kept after every epoch and `resume: true` continues it
+//! (`state.rs`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{images_to_input, seeded_split, CropSet, InputNorm};
 use super::heads::{HeadKind, PretrainHead};
+use super::state::{config_json, state_to_resume, BestSnapshot, RunState, STATE_FILE};
 use super::transfer::{restore, save_backbone_checkpoint, snapshot};
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
 use crate::autograd::no_grad;
@@ -83,8 +86,11 @@ pub struct CenterLossConfig {
     pub bn_momentum: Option<f32>,
     /// Stop an epoch after this many steps (benchmarks, smoke tests); None: the whole epoch.
     pub max_steps_per_epoch: Option<usize>,
-    /// Folder for `center_loss_best.safetensors`; None writes nothing.
+    /// Folder for `center_loss_best.safetensors` and the per-epoch state
+    /// (`pretrain_state.safetensors`); None writes nothing.
     pub out: Option<PathBuf>,
+    /// Continue the run whose state is in `out` (`epochs` may be raised).
+    pub resume: bool,
 }
 
 impl Default for CenterLossConfig {
@@ -110,6 +116,7 @@ impl Default for CenterLossConfig {
             bn_momentum: None,
             max_steps_per_epoch: None,
             out: None,
+            resume: false,
         }
     }
 }
@@ -254,6 +261,9 @@ fn accuracy(
     Ok(correct as f64 / idx.len() as f64)
 }
 
+/// The centres' name in checkpoints and states.
+const CENTERS_NAME: &str = "pretrain_head.centers";
+
 /// Pretrain `model`'s backbone on fg/bg crops (see the module docs).
 pub fn pretrain_center_loss(
     model: &YoloX,
@@ -261,6 +271,7 @@ pub fn pretrain_center_loss(
     cfg: &CenterLossConfig,
 ) -> Result<PretrainReport> {
     cfg.validate()?;
+    let resume_from = state_to_resume(cfg.out.as_deref(), cfg.resume)?;
     if crops.len() < 2 {
         return Err(Error::InvalidArgument(format!(
             "center loss pretraining needs at least 2 crops, got {}",
@@ -296,20 +307,40 @@ pub fn pretrain_center_loss(
         .schedule
         .build(cfg.lr, (steps_per_epoch * cfg.epochs) as u64);
     let mut rng = rng_for(cfg.seed, "pretrain/center_loss");
-    let head_tensors: Vec<Tensor> = head
-        .store
-        .entries()
-        .into_iter()
-        .map(|e| e.tensor)
-        .chain(std::iter::once(centers.clone()))
-        .collect();
+    let state = RunState {
+        method: "center_loss",
+        config: config_json(cfg)?,
+        model,
+        head: head
+            .store
+            .entries()
+            .into_iter()
+            .map(|e| (e.name, e.tensor))
+            .chain(std::iter::once((CENTERS_NAME.to_string(), centers.clone())))
+            .collect(),
+    };
+    let head_tensors: Vec<Tensor> = state.head.iter().map(|(_, t)| t.clone()).collect();
     // Restored on every exit, errors and interruptions included.
     let _momentum = model.store.bn_momentum_scope(cfg.bn_momentum);
     let mut report = PretrainReport::default();
-    let mut best: Option<(f64, usize, Vec<Vec<f32>>)> = None;
+    let mut best: Option<BestSnapshot> = None;
+    let mut first_epoch = 0;
+    if let Some(path) = &resume_from {
+        let resumed = state.resume(
+            path,
+            [("model", &mut opt_model), ("head", &mut opt_head)],
+            &mut rng,
+        )?;
+        println!(
+            "resuming center-loss pretraining {} after epoch {}",
+            path.display(),
+            resumed.epochs_done
+        );
+        (first_epoch, report, best) = (resumed.epochs_done, resumed.report, resumed.best);
+    }
     let mut seen = 0usize;
     let mut train_time = 0.0f64;
-    for epoch in 0..cfg.epochs {
+    for epoch in first_epoch..cfg.epochs {
         model.set_training(true);
         head.store.set_training(true);
         let mut order = train_idx.clone();
@@ -387,6 +418,7 @@ pub fn pretrain_center_loss(
             }
             seen += chunk.len();
         }
+        progress.finish();
         train_time += started.elapsed().as_secs_f64();
         let mut stats = EpochStats {
             epoch,
@@ -402,6 +434,16 @@ pub fn pretrain_center_loss(
             }
         }
         report.epochs.push(stats);
+        if let Some(dir) = &cfg.out {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            state.save(
+                &dir.join(STATE_FILE),
+                [("model", &opt_model), ("head", &opt_head)],
+                &report,
+                &rng,
+                best.as_ref(),
+            )?;
+        }
     }
     if let Some((acc, epoch, values)) = best {
         restore(model, &head_tensors, &values)?;
@@ -419,7 +461,7 @@ pub fn pretrain_center_loss(
             .into_iter()
             .map(|e| (e.name, e.tensor))
             .collect();
-        extra.push(("pretrain_head.centers".into(), centers.detach()));
+        extra.push((CENTERS_NAME.into(), centers.detach()));
         save_backbone_checkpoint(model, &extra, &path)?;
         report.checkpoint = Some(path);
     }

@@ -10,6 +10,7 @@ pub mod data;
 pub mod heads;
 pub mod patch_ssl;
 pub mod probe;
+pub mod state;
 pub mod transfer;
 
 use std::path::PathBuf;
@@ -55,7 +56,7 @@ impl PretrainSchedule {
 }
 
 /// One epoch of a pretraining run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
     pub epoch: usize,
     /// Mean training loss over the epoch's steps.

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{push_rgb_planes, FrameSet, InputNorm};
 use super::heads::{HeadKind, PretrainHead};
+use super::state::{config_json, state_to_resume, RunState, STATE_FILE};
 use super::transfer::save_backbone_checkpoint;
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
 use crate::data::augment::resize_bilinear;
@@ -219,8 +220,11 @@ pub struct PatchSslConfig {
     pub bn_mode: BnMode,
     pub bn_momentum: Option<f32>,
     pub max_steps_per_epoch: Option<usize>,
-    /// Folder for `patch_ssl_last.safetensors`; None writes nothing.
+    /// Folder for `patch_ssl_last.safetensors` and the per-epoch state
+    /// (`pretrain_state.safetensors`, `state.rs`); None writes nothing.
     pub out: Option<PathBuf>,
+    /// Continue the run whose state is in `out` (`epochs` may be raised).
+    pub resume: bool,
 }
 
 impl Default for PatchSslConfig {
@@ -254,6 +258,7 @@ impl Default for PatchSslConfig {
             bn_momentum: None,
             max_steps_per_epoch: None,
             out: None,
+            resume: false,
         }
     }
 }
@@ -594,6 +599,7 @@ pub fn pretrain_patch_ssl_with_loss(
     mut custom: Option<CustomPatchLoss>,
 ) -> Result<PretrainReport> {
     cfg.validate()?;
+    let resume_from = state_to_resume(cfg.out.as_deref(), cfg.resume)?;
     if frames.is_empty() {
         return Err(Error::InvalidArgument(
             "patch SSL needs at least one frame".into(),
@@ -637,8 +643,37 @@ pub fn pretrain_patch_ssl_with_loss(
     let mut report = PretrainReport::default();
     let (mut patches_seen, mut train_time) = (0usize, 0.0f64);
     let per_frame = 1 + cfg.num_positives + cfg.num_negatives;
+    let state = RunState {
+        method: if custom.is_some() {
+            "patch_custom"
+        } else {
+            "patch_ssl"
+        },
+        config: config_json(cfg)?,
+        model,
+        head: head
+            .store
+            .entries()
+            .into_iter()
+            .map(|e| (e.name, e.tensor))
+            .collect(),
+    };
     let result = (|| -> Result<()> {
-        for epoch in 0..cfg.epochs {
+        let mut first_epoch = 0;
+        if let Some(path) = &resume_from {
+            let resumed = state.resume(
+                path,
+                [("model", &mut opt_model), ("head", &mut opt_head)],
+                &mut rng,
+            )?;
+            println!(
+                "resuming patch SSL {} after epoch {}",
+                path.display(),
+                resumed.epochs_done
+            );
+            (first_epoch, report) = (resumed.epochs_done, resumed.report);
+        }
+        for epoch in first_epoch..cfg.epochs {
             let mut order: Vec<usize> = (0..resized.len()).collect();
             order.shuffle(&mut rng);
             let (mut loss_sum, mut pos_sum, mut neg_sum, mut steps) = (0.0, 0.0, 0.0, 0usize);
@@ -691,6 +726,7 @@ pub fn pretrain_patch_ssl_with_loss(
                 }
                 patches_seen += chunk.len() * per_frame;
             }
+            progress.finish();
             train_time += started.elapsed().as_secs_f64();
             let k = steps.max(1) as f64;
             report.epochs.push(EpochStats {
@@ -700,6 +736,16 @@ pub fn pretrain_patch_ssl_with_loss(
                 mean_pos_cos: Some(pos_sum / k),
                 mean_neg_cos: Some(neg_sum / k),
             });
+            if let Some(dir) = &cfg.out {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                state.save(
+                    &dir.join(STATE_FILE),
+                    [("model", &opt_model), ("head", &opt_head)],
+                    &report,
+                    &rng,
+                    None,
+                )?;
+            }
         }
         Ok(())
     })();

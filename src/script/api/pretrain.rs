@@ -7,11 +7,12 @@ use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext, INT};
 
 use super::models::Model;
 use super::Api;
+use crate::pretrain::state::STATE_FILE;
 use crate::pretrain::{
     linear_probe, load_backbone, patch_ssl::pretrain_patch_ssl_with_loss, pretrain_center_loss,
     pretrain_patch_ssl, CropSet, FrameSet, PretrainReport, ProbeReport,
 };
-use crate::script::api::notebook::output_path;
+use crate::script::api::notebook::{in_ablation_point, output_path};
 use crate::script::convert::{lift, script_err, ScriptResult};
 use crate::Tensor;
 
@@ -28,6 +29,20 @@ fn config_from_map<T: serde::de::DeserializeOwned>(op: &str, map: Map) -> Script
     let json = serde_json::to_value(Dynamic::from_map(map))
         .map_err(|e| script_err(format!("{op}: {e}")))?;
     serde_json::from_value(json).map_err(|e| script_err(format!("{op}: bad config: {e}")))
+}
+
+/// A pretraining config map: inside an `ablate` point, a run that an interrupted earlier
+/// attempt left in `out` resumes (unless the map says `resume` itself).
+fn resumable(mut map: Map) -> Map {
+    if in_ablation_point() && !map.contains_key("resume") {
+        let state = map
+            .get("out")
+            .map(|out| output_path(&out.to_string()).join(STATE_FILE));
+        if state.is_some_and(|p| p.exists()) {
+            map.insert("resume".into(), Dynamic::TRUE);
+        }
+    }
+    map
 }
 
 fn opt_float(v: Option<f64>) -> Dynamic {
@@ -78,23 +93,23 @@ fn probe_map(r: &ProbeReport) -> Map {
 
 pub fn register(api: &mut Api) {
     func!(api, "pretrain_center_loss", &["m: Model", "crops_dir: String", "cfg: Map"], "Map",
-        "Center-loss fg/bg pretraining of m's backbone on `ssod crop` output; cfg keys as CenterLossConfig (epochs, batch_size, lr, center_weight, input_norm, head, out, ...). Returns #{loss, accuracy, best_accuracy, best_epoch, checkpoint, samples_per_s, steps}.",
+        "Center-loss fg/bg pretraining of m's backbone on `ssod crop` output; cfg keys as CenterLossConfig (epochs, batch_size, lr, center_weight, input_norm, head, out, resume, ...); with out, the state is kept each epoch and resume: true continues it. Returns #{loss, accuracy, best_accuracy, best_epoch, checkpoint, samples_per_s, steps}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
-            let cfg = config_from_map("pretrain_center_loss", cfg)?;
+            let cfg = config_from_map("pretrain_center_loss", resumable(cfg))?;
             let crops = lift(CropSet::load(&output_path(dir)))?;
             Ok(report_map(&lift(pretrain_center_loss(&m.0, &crops, &cfg))?))
         });
     func!(api, "pretrain_patch_ssl", &["m: Model", "frames_dir: String", "cfg: Map"], "Map",
-        "Patch-contrastive SSL of m's backbone on a folder of frames; cfg keys as PatchSslConfig (patch_size, loss, temperature, negative_sampler, bn_mode, augment_per, out, ...). Returns #{loss, pos_cos, neg_cos, checkpoint, samples_per_s, steps}.",
+        "Patch-contrastive SSL of m's backbone on a folder of frames; cfg keys as PatchSslConfig (patch_size, loss, temperature, negative_sampler, bn_mode, augment_per, out, resume, ...); with out, the state is kept each epoch and resume: true continues it. Returns #{loss, pos_cos, neg_cos, checkpoint, samples_per_s, steps}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
-            let cfg = config_from_map("pretrain_patch_ssl", cfg)?;
+            let cfg = config_from_map("pretrain_patch_ssl", resumable(cfg))?;
             let frames = lift(FrameSet::load(&output_path(dir)))?;
             Ok(report_map(&lift(pretrain_patch_ssl(&m.0, &frames, &cfg))?))
         });
     func!(api, "pretrain_custom", &["m: Model", "frames_dir: String", "cfg: Map", "loss: Fn(za, zp, zn)"], "Map",
         "Patch SSL with a loss written in Rhai: loss(anchors [B,D], positives [Kp·B,D], negatives [Kn·B,D]) -> one-element Tensor (rows k-major). cfg as pretrain_patch_ssl. Returns the same map.",
         |ctx: NativeCallContext, m: Model, dir: &str, cfg: Map, f: FnPtr| -> ScriptResult<Map> {
-            let cfg = config_from_map("pretrain_custom", cfg)?;
+            let cfg = config_from_map("pretrain_custom", resumable(cfg))?;
             let frames = lift(FrameSet::load(&output_path(dir)))?;
             let mut loss_fn = |a: &Tensor, p: &Tensor, n: &Tensor| -> crate::Result<Tensor> {
                 let out = f

@@ -293,3 +293,89 @@ fn resume_without_a_training_state_is_an_error() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An ablation whose one point trains a detector; the point's training is killed half way.
+const ABLATION: &str = r#"// %% Data
+let d = synth(#{ out: "data", train: 12, test: 4, size: "192x128", videos: 1,
+                 frames_per_video: 2, seed: 5 });
+// %% Ablate
+let rows = ablate(#{ box_loss: ["ciou"] }, [7], |p| {
+    let m = yolox("nano", #{ classes: 1, seed: 2, width: 0.125 });
+    let run = train_detector(m, d.train, d.test, #{
+        max_epoch: 5, warmup_epochs: 1, no_aug_epochs: 1, batch_size: 4,
+        basic_lr_per_img: 0.02 / 64.0, input_size: [96, 96], test_size: [96, 96],
+        random_size: [2, 4], eval_interval: 1, ema_tau: 4.0, box_loss: p.box_loss, seed: p.seed,
+        workers: 1, verbose: false, out: "train"
+    });
+    #{ AP: run.metrics.AP, AP50: run.metrics.AP50, loss: run.history[-1].loss }
+});
+"#;
+
+/// The training state of the running ablation point, in the cache's work folder.
+fn point_state(dir: &Path) -> Option<PathBuf> {
+    let ablate = dir.join(".ssod-cache/ablate");
+    std::fs::read_dir(ablate)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "partial"))
+        .map(|p| p.join("train"))
+}
+
+#[test]
+fn an_interrupted_ablation_point_resumes_from_its_own_checkpoint() {
+    let whole_dir = temp_dir("ablate_whole");
+    std::fs::write(whole_dir.join("script.rhai"), ABLATION).unwrap();
+    let whole = ssod(&whole_dir, &["run", "script.rhai"]);
+    assert!(whole.ok, "{}\n{}", whole.stdout, whole.stderr);
+    let expected =
+        std::fs::read_to_string(run_dir(&whole_dir, &whole).join("ablation.csv")).unwrap();
+
+    let dir = temp_dir("ablate_parts");
+    std::fs::write(dir.join("script.rhai"), ABLATION).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .current_dir(&dir)
+        .args(["run", "script.rhai"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut child = Some(child);
+    while point_state(&dir).is_none_or(|run| epochs_done(&run) < 2) {
+        if let Some(status) = child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("the ablation ended ({status}) before its point's epoch 2");
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let child = child.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(!finish(child).ok);
+    let work = point_state(&dir).unwrap();
+    let stopped_at = epochs_done(&work);
+    assert!(stopped_at < 5, "the point was not interrupted");
+
+    let out = ssod(&dir, &["run", "script.rhai"]);
+    assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("after epoch {stopped_at} (iteration")),
+        "the point did not resume:\n{}",
+        out.stdout
+    );
+    let rd = run_dir(&dir, &out);
+    assert_eq!(
+        std::fs::read_to_string(rd.join("ablation.csv")).unwrap(),
+        expected
+    );
+    // The finished point's folder moved into the run folder.
+    assert!(rd.join("train/best.safetensors").is_file());
+    assert!(point_state(&dir).is_none(), "the work folder is left");
+    std::fs::remove_dir_all(&whole_dir).ok();
+    std::fs::remove_dir_all(&dir).ok();
+}

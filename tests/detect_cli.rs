@@ -261,3 +261,80 @@ fn detect_bad_input_names_the_culprit() {
         b"not a png"
     );
 }
+
+/// `--weights` with a training state takes its EMA weights (and says so): the same detections
+/// as the model-only file of those weights, not those of the raw weights.
+#[test]
+fn detect_takes_a_training_states_ema_weights() {
+    use ssod::train::{build_optimizer, save_checkpoint, ModelEma, TrainConfig, TrainProgress};
+    let dir = temp_dir("state");
+    let (_, input) = setup(&dir);
+    let cfg = YoloXConfig::custom(0.33, 0.125, false, 1);
+    let raw = YoloX::new(YoloXConfig {
+        seed: 1,
+        ..cfg.clone()
+    })
+    .unwrap();
+    let ema_model = YoloX::new(cfg.clone()).unwrap();
+    let ema = ModelEma::new(&raw.store, ema_model.store.clone(), 0.9, 1.0).unwrap();
+    // The EMA starts as a copy of the raw weights; give it other ones (those of seed 2).
+    let other = YoloX::new(YoloXConfig { seed: 2, ..cfg }).unwrap();
+    for (e, o) in ema_model.store.entries().iter().zip(other.store.entries()) {
+        e.tensor.copy_values_from(&o.tensor.to_vec()).unwrap();
+    }
+    let config = TrainConfig::default();
+    let optimizer = build_optimizer(&config, &raw.store);
+    let state = dir.join("last.ckpt.safetensors");
+    save_checkpoint(
+        &state,
+        &raw.store,
+        Some(&ema),
+        optimizer.as_ref(),
+        TrainProgress::default(),
+        &config,
+    )
+    .unwrap();
+    let ema_only = dir.join("ema.safetensors");
+    let raw_only = dir.join("raw.safetensors");
+    ema_model.save(&ema_only).unwrap();
+    raw.save(&raw_only).unwrap();
+    let detections = |weights: &Path, name: &str| -> String {
+        let out = dir.join(name);
+        let mut args = base_args(
+            weights.to_str().unwrap(),
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        args.extend(["--conf", "0"]);
+        let run = ssod(&args);
+        assert!(run.status.success(), "{}", text(&run));
+        if name == "from_state" {
+            assert!(
+                String::from_utf8_lossy(&run.stderr).contains("using the EMA weights"),
+                "{}",
+                text(&run)
+            );
+        }
+        std::fs::read_to_string(out.join("detections.json")).unwrap()
+    };
+    let from_state = detections(&state, "from_state");
+    assert_eq!(from_state, detections(&ema_only, "from_ema"));
+    assert_ne!(from_state, detections(&raw_only, "from_raw"));
+
+    // A state of another class count: a short error, not one line per tensor.
+    let other_out = dir.join("o");
+    let mut args = base_args(
+        state.to_str().unwrap(),
+        input.to_str().unwrap(),
+        other_out.to_str().unwrap(),
+    );
+    args[10] = "2";
+    let run = ssod(&args);
+    assert!(!run.status.success());
+    let t = text(&run);
+    assert!(
+        t.contains("training state") && t.contains("with another shape"),
+        "{t}"
+    );
+    assert!(t.lines().count() < 25 && t.len() < 3000, "{t}");
+}

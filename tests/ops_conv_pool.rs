@@ -333,6 +333,79 @@ fn batch_norm2d_running_stats() {
     assert_close("running_var after eval", &rv.to_vec(), &want_v, 1e-6);
 }
 
+/// Eval mode with running statistics away from the defaults (means and betas in ±0.5, as in a
+/// trained or user-initialised checkpoint) on small activations, as deep in a randomly
+/// initialised YOLOX, where `bn ≈ −mean·inv·gamma + beta` and the input's own part is small:
+/// `batch_norm2d` and the fused `batch_norm_silu2d` per element against f64, to f32 rounding
+/// (`|ours − ref| ≤ 8·2⁻²⁴·(|x̂·gamma| + |beta|)`, about 8 roundings of the terms' size), not
+/// the generic 1e-5 of `check`.
+#[test]
+fn batch_norm_eval_shifted_statistics_to_f32_rounding() {
+    let (n, ch, h, w) = (2, 6, 5, 7);
+    let plane = h * w;
+    let eps = 1e-3f32;
+    let p = BatchNormParams {
+        training: false,
+        momentum: 0.03,
+        eps,
+    };
+    let unit = 2f64.powi(-24);
+    // (gamma, running_var): YOLOX's defaults, then random ones.
+    let affine = [
+        (vec![1.0; ch], vec![1.0; ch]),
+        (
+            common::uniform(ch, 0.5, 1.5, 402),
+            common::uniform(ch, 0.05, 2.0, 403),
+        ),
+    ];
+    for (k, (gv, vv)) in affine.into_iter().enumerate() {
+        let mv = common::uniform(ch, -0.5, 0.5, 400 + 10 * k as u64);
+        let bv = common::uniform(ch, -0.5, 0.5, 401 + 10 * k as u64);
+        // Per plane a different activation scale: 1e-3 (deep layers), 0.1, 3; plus planes that
+        // sit on the running mean (x − mean cancels).
+        let mut xv = common::randn(n * ch * plane, 404 + k as u64);
+        for (i, pl) in xv.chunks_mut(plane).enumerate() {
+            let c = i % ch;
+            match i % 4 {
+                0 => pl.iter_mut().for_each(|v| *v *= 1e-3),
+                1 => pl.iter_mut().for_each(|v| *v *= 0.1),
+                2 => pl.iter_mut().for_each(|v| *v *= 3.0),
+                _ => pl.iter_mut().for_each(|v| *v = mv[c] + *v * 1e-3),
+            }
+        }
+        let t = |v: &Vec<f32>, dims: &[usize]| Tensor::from_vec(v.clone(), dims.to_vec()).unwrap();
+        let (xt, gt, bt) = (t(&xv, &[n, ch, h, w]), t(&gv, &[ch]), t(&bv, &[ch]));
+        let (mt, vt) = (t(&mv, &[ch]), t(&vv, &[ch]));
+        let y = ops::batch_norm2d(&xt, &gt, &bt, &mt, &vt, p)
+            .unwrap()
+            .to_vec();
+        let ys = ops::batch_norm_silu2d(&xt, &gt, &bt, &mt, &vt, p)
+            .unwrap()
+            .to_vec();
+        let (mut worst, mut worst_silu) = (0f64, 0f64);
+        for (i, &xi) in xv.iter().enumerate() {
+            let c = (i / plane) % ch;
+            let inv = 1.0 / (vv[c] as f64 + eps as f64).sqrt();
+            let term = (xi as f64 - mv[c] as f64) * inv * gv[c] as f64;
+            let bn = term + bv[c] as f64;
+            let silu = bn / (1.0 + (-bn).exp());
+            let size = term.abs() + (bv[c] as f64).abs();
+            for (ours, want, worst) in [(y[i], bn, &mut worst), (ys[i], silu, &mut worst_silu)] {
+                let err = (ours as f64 - want).abs() / (unit * size);
+                *worst = worst.max(err);
+                assert!(
+                    err <= 8.0,
+                    "affine {k}, element {i}: ours {ours}, f64 {want}: {err:.2} roundings of {size:.3e}"
+                );
+            }
+        }
+        println!(
+            "affine {k}: batch_norm2d within {worst:.2}, batch_norm_silu2d within {worst_silu:.2} \
+             roundings (2^-24 of |x̂·gamma| + |beta|)"
+        );
+    }
+}
+
 /// Pooling reference: max (padding = −∞) or average (padding counts as zero, divisor k²).
 fn pool_ref(
     x: &[f64],
@@ -489,8 +562,9 @@ fn max_pool2d_tie_goes_to_first() {
 }
 
 /// The BN kernels run AVX-512, AVX2 or baseline code depending on the CPU
-/// (`backend::cpu::simd`): all three must give the same bits, forward and backward, so results do
-/// not depend on the machine. Sizes with remainders after the 8-lane loops.
+/// (`backend::cpu::simd`): all three must give the same bits, forward and backward, in training
+/// mode and in eval mode with non-default running statistics, so results do not depend on the
+/// machine. Sizes with remainders after the 8-lane loops.
 #[test]
 fn batch_norm_silu_same_bits_at_every_simd_level() {
     use ssod::backend::cpu::simd::{force_level, SimdLevel};
@@ -514,14 +588,29 @@ fn batch_norm_silu_same_bits_at_every_simd_level() {
             .backward()
             .unwrap();
         let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect();
-        vec![
+        let mut out = vec![
             bits(&y),
             bits(&xt.grad().unwrap()),
             bits(&g.grad().unwrap()),
             bits(&b.grad().unwrap()),
             bits(&rm),
             bits(&rv),
-        ]
+        ];
+        // Eval mode with running statistics away from the defaults.
+        let rm = Tensor::from_vec(common::uniform(ch, -0.5, 0.5, 314), [ch]).unwrap();
+        let rv = Tensor::from_vec(common::uniform(ch, 0.1, 2.0, 315), [ch]).unwrap();
+        let xe = xt.detach().with_requires_grad(true);
+        let eval = BatchNormParams {
+            training: false,
+            ..BatchNormParams::default()
+        };
+        let y = ops::batch_norm_silu2d(&xe, &g, &b, &rm, &rv, eval).unwrap();
+        ops::sum_all(&ops::mul(&y, &dy).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        out.extend([bits(&y), bits(&xe.grad().unwrap())]);
+        out
     };
     let baseline = run(SimdLevel::Baseline);
     let widest = run(SimdLevel::Avx512);

@@ -6,7 +6,9 @@
 
 use std::f32::consts::PI;
 
-use super::simota::{simota_assign, Assignment, SimOtaConfig, SimOtaInput, SimOtaMode};
+use super::simota::{
+    simota_assign_with_zero_size, Assignment, SimOtaConfig, SimOtaInput, SimOtaMode,
+};
 use crate::autograd::no_grad;
 use crate::ops;
 use crate::tensor::Tensor;
@@ -330,7 +332,7 @@ fn simota_assign_host(
                 .flat_map(|r| r[5..].iter().copied())
                 .collect();
             let obj_logits: Vec<f32> = rows.chunks(ch).map(|r| r[4]).collect();
-            simota_assign(
+            simota_assign_with_zero_size(
                 &SimOtaInput {
                     pred_boxes_cxcywh: &pred_boxes,
                     cls_logits: &cls_logits,
@@ -349,7 +351,8 @@ fn simota_assign_host(
 }
 
 /// SimOTA of every image with the CUDA kernels (`backend::cuda::simota`, the same assignment
-/// as [`simota_assign`]: the parity table compares cost, candidates, matches and IoUs).
+/// as [`simota_assign`](super::simota::simota_assign): the parity table compares cost,
+/// candidates, matches and IoUs).
 fn simota_assign_cuda(
     raw: &Tensor,
     decoded_cxcywh: &Tensor,
@@ -423,6 +426,43 @@ fn simota_assign_cuda(
     Ok(out)
 }
 
+/// The summed box loss of the foreground anchors (`fg_boxes [F, 4]` cxcywh, targets xyxy).
+/// Zero-size targets (a mosaic fallback's boxes, `augment::yolox_label_rows`) always take the
+/// IoU loss, whatever `kind`: 1 at IoU 0, with no gradient, which is what YOLOX's `IOUloss`
+/// gives them, where the other kinds' aspect terms would divide by their zero height.
+fn fg_box_loss(fg_boxes: &Tensor, targets_xyxy: Vec<f32>, kind: BoxLossKind) -> Result<Tensor> {
+    let nf = fg_boxes.dims()[0];
+    let (sized, degenerate): (Vec<usize>, Vec<usize>) = (0..nf).partition(|&i| {
+        let t = &targets_xyxy[i * 4..i * 4 + 4];
+        t[2] > t[0] && t[3] > t[1]
+    });
+    if degenerate.is_empty() || kind == BoxLossKind::Iou {
+        return ops::sum_all(&box_loss(
+            &boxes_cxcywh_to_xyxy(fg_boxes)?,
+            &Tensor::from_vec(targets_xyxy, [nf, 4])?,
+            kind,
+        )?);
+    }
+    let part = |rows: &[usize], kind: BoxLossKind| -> Result<Tensor> {
+        let index: Vec<f32> = rows.iter().map(|&i| i as f32).collect();
+        let targets: Vec<f32> = rows
+            .iter()
+            .flat_map(|&i| targets_xyxy[i * 4..i * 4 + 4].iter().copied())
+            .collect();
+        let boxes = ops::index_select(fg_boxes, 0, &Tensor::from_vec(index, [rows.len()])?)?;
+        ops::sum_all(&box_loss(
+            &boxes_cxcywh_to_xyxy(&boxes)?,
+            &Tensor::from_vec(targets, [rows.len(), 4])?,
+            kind,
+        )?)
+    };
+    let zero_size = part(&degenerate, BoxLossKind::Iou)?;
+    if sized.is_empty() {
+        return Ok(zero_size);
+    }
+    ops::add(&part(&sized, kind)?, &zero_size)
+}
+
 /// YOLOX's loss (yolo_head.get_losses): `(reg_weight·Σ box + Σ obj BCE over all anchors +
 /// Σ cls BCE vs one-hot·IoU + Σ L1) / max(num_fg, 1)`, num_fg over the whole batch.
 ///
@@ -458,7 +498,12 @@ pub fn yolox_loss(
     }
     let grids: Vec<(f32, f32)> = grid.iter().map(|g| (g.0, g.1)).collect();
     let strides: Vec<f32> = grid.iter().map(|g| g.2).collect();
-    let assignments = if raw.is_cuda() {
+    // The CUDA assigner takes boxes of positive size only; a batch holding a zero-size box (a
+    // mosaic fallback's) is assigned on the host.
+    let zero_size = targets
+        .iter()
+        .any(|t| t.boxes_cxcywh.iter().any(|b| !(b[2] > 0.0 && b[3] > 0.0)));
+    let assignments = if raw.is_cuda() && !zero_size {
         // The predictions stay on the GPU; only the assignments come back (bench simota:
         // 16 images × 8400 anchors × 30 GTs in 3.9 ms on an H200, 225 ms on one CPU core).
         simota_assign_cuda(raw, decoded_cxcywh, &grids, &strides, targets, &cfg.simota)?
@@ -517,11 +562,7 @@ pub fn yolox_loss(
         let idx = Tensor::from_vec(fg_rows, [nf])?;
         let fg_raw = ops::index_select(&raw_flat, 0, &idx)?; // [F, 5 + C]
         let fg_boxes = ops::index_select(&ops::reshape(decoded_cxcywh, [b * a, 4])?, 0, &idx)?; // [F, 4]
-        let box_l = ops::sum_all(&box_loss(
-            &boxes_cxcywh_to_xyxy(&fg_boxes)?,
-            &Tensor::from_vec(reg_targets_xyxy, [nf, 4])?,
-            cfg.box_loss,
-        )?)?;
+        let box_l = fg_box_loss(&fg_boxes, reg_targets_xyxy, cfg.box_loss)?;
         let cls_l = ops::sum_all(&ops::bce_with_logits(
             &ops::narrow(&fg_raw, 1, 5, c)?,
             &Tensor::from_vec(cls_targets, [nf, c])?,

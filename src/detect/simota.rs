@@ -128,7 +128,7 @@ pub fn iou_cxcywh(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     }
 }
 
-fn validate(inp: &SimOtaInput) -> Result<usize> {
+fn validate(inp: &SimOtaInput, zero_size_ok: bool) -> Result<usize> {
     let a = inp.pred_boxes_cxcywh.len();
     let c = inp.num_classes;
     let shape_err = |what: &str, got: usize, want: usize| Error::ShapeMismatch {
@@ -157,10 +157,20 @@ fn validate(inp: &SimOtaInput) -> Result<usize> {
         ));
     }
     for (g, (b, &k)) in inp.gt_boxes_cxcywh.iter().zip(inp.gt_classes).enumerate() {
-        if !(b[2] > 0.0 && b[3] > 0.0) || b.iter().any(|v| !v.is_finite()) {
+        let sized = if zero_size_ok {
+            b[2] >= 0.0 && b[3] >= 0.0
+        } else {
+            b[2] > 0.0 && b[3] > 0.0
+        };
+        if !sized || b.iter().any(|v| !v.is_finite()) {
+            let need = if zero_size_ok {
+                "a negative or non-finite size"
+            } else {
+                "no positive width and height"
+            };
             return Err(Error::op(
                 "simota_assign",
-                format!("gt box {g} {b:?} (cxcywh) has no positive width and height"),
+                format!("gt box {g} {b:?} (cxcywh) has {need}"),
             ));
         }
         if k >= c {
@@ -193,9 +203,22 @@ fn sigmoid(x: f32) -> f32 {
     crate::ops::sigmoid_scalar(x)
 }
 
-/// Assign anchors to ground truth for one image.
+/// Assign anchors to ground truth for one image; every GT box must have a positive width and
+/// height.
 pub fn simota_assign(inp: &SimOtaInput, cfg: &SimOtaConfig) -> Result<Assignment> {
-    let num_anchors = validate(inp)?;
+    assign(inp, cfg, false)
+}
+
+/// [`simota_assign`] with zero-size GT boxes taken as YOLOX takes them (a mosaic's fallback
+/// keeps them, `augment::yolox_label_rows`): no anchor is inside one and every IoU with it is
+/// 0, so its dynamic k is 1 and it takes the cheapest anchor of its centre prior (all of them
+/// carry the penalty), with IoU 0. The training loss assigns with this one.
+pub fn simota_assign_with_zero_size(inp: &SimOtaInput, cfg: &SimOtaConfig) -> Result<Assignment> {
+    assign(inp, cfg, true)
+}
+
+fn assign(inp: &SimOtaInput, cfg: &SimOtaConfig, zero_size_ok: bool) -> Result<Assignment> {
+    let num_anchors = validate(inp, zero_size_ok)?;
     let num_gt = inp.gt_boxes_cxcywh.len();
     let mut out = Assignment {
         fg_mask: vec![false; num_anchors],

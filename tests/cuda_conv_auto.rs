@@ -4,8 +4,10 @@
 //! process-wide device setting, and the counts below must not see other tests' convs.
 //! Without a GPU the test says so and returns (the choice logic has unit tests in the library).
 
+mod common;
+
 use ssod::backend::cuda::selftest::compare_norm;
-use ssod::backend::cuda::{self, ConvAlgorithm, CudaAvailability, MatrixPrecision};
+use ssod::backend::cuda::{self, ConvAlgorithm, MatrixPrecision};
 use ssod::ops::{self, Conv2dParams};
 use ssod::tensor::{Device, Tensor};
 
@@ -40,8 +42,7 @@ fn conv_and_grads(device: Device, groups: usize) -> Vec<f32> {
 
 #[test]
 fn auto_measures_each_pass_once_and_matches_the_cpu() {
-    if CudaAvailability::probe().is_err() {
-        eprintln!("no GPU: this test runs on GPU machines");
+    if common::gpu_or_skip().is_none() {
         return;
     }
     let dev = cuda::device().unwrap();

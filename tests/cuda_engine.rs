@@ -2,6 +2,8 @@
 //! GPU) ops on CUDA tensors against the same ops on the CPU. Without a GPU the CUDA half checks
 //! that the errors say why; `ssod selftest --device cuda` runs the full parity table.
 
+mod common;
+
 use ssod::backend::cuda::CudaAvailability;
 use ssod::detect::loss::{box_loss, BoxLossKind};
 use ssod::ops::{self, BatchNormParams, Conv2dParams};
@@ -49,8 +51,7 @@ fn cpu_moves_are_identities_and_cuda_moves_fail_cleanly_without_a_gpu() {
 /// conv → BN+SiLU → slice → cat → sum, forward and every gradient, on both devices.
 #[test]
 fn a_small_graph_on_cuda_matches_the_cpu() {
-    if CudaAvailability::probe().is_err() {
-        eprintln!("no GPU: the CUDA half of this test runs on GPU machines (ssod selftest)");
+    if common::gpu_or_skip().is_none() {
         return;
     }
     let run = |device: Device| {
@@ -191,8 +192,7 @@ fn wired_arms_on_cuda_match_the_cpu() {
     };
     // The CPU half runs everywhere, so the test itself is exercised on machines without a GPU.
     let cpu = run(Device::Cpu);
-    if CudaAvailability::probe().is_err() {
-        eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+    if common::gpu_or_skip().is_none() {
         return;
     }
     assert_matches_cpu(&cpu, &run(Device::Cuda));
@@ -240,8 +240,7 @@ fn postprocess_of_cuda_outputs_matches_the_host() {
         };
         let host = postprocess_raw(&raw, &grid, &cfg).unwrap();
         assert!(host.iter().all(|d| d.len() > 10 && d.len() < grid.len()));
-        if CudaAvailability::probe().is_err() {
-            eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+        if common::gpu_or_skip().is_none() {
             return;
         }
         let on_gpu = raw.to_device(Device::Cuda).unwrap();
@@ -270,8 +269,7 @@ fn postprocess_of_cuda_outputs_matches_the_host() {
 fn bf16_batches_upload_as_the_images_rounded_to_bf16() {
     use ssod::backend::cuda::{self, bf16::bf16_bits, MatrixPrecision};
     use ssod::data::loader::Batch;
-    if CudaAvailability::probe().is_err() {
-        eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+    if common::gpu_or_skip().is_none() {
         return;
     }
     let dev = cuda::device().unwrap();

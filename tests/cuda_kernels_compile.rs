@@ -4,24 +4,18 @@
 //! each file's PTX holds exactly the kernels `KernelFile::symbols` lists, and that every kernel
 //! symbol has a case in the selftest parity table (STYLE 5).
 //!
-//! Without NVRTC the compile test prints one line and passes, unless the `CI` variable is set:
-//! CI installs NVRTC (`.ci/run`), so there a missing library is a failure.
+//! Without NVRTC each test that needs it prints one line and passes, unless the `CI` variable is
+//! set: CI installs NVRTC (`.ci/run`), so there a missing library is a failure.
+
+mod common;
 
 use ssod::backend::cuda::{
     compile_all_kernels, nvrtc_available, nvrtc_version, selftest, KernelFile,
 };
 
+/// NVRTC loads; otherwise the test's one skip line (a failure under `CI`).
 fn nvrtc_or_skip() -> bool {
-    match nvrtc_available() {
-        Ok(()) => true,
-        Err(reason) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI is set but NVRTC cannot be loaded: {reason}");
-            }
-            eprintln!("skipped: {reason}");
-            false
-        }
-    }
+    common::tool_or_skip(nvrtc_available())
 }
 
 #[test]

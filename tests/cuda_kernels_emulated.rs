@@ -9,25 +9,15 @@
 //! Needs g++ and python3 with numpy; without them the test prints one line and passes, unless
 //! `CI` is set (`.ci/run` installs both).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Why this machine cannot run the emulation, if it cannot.
-fn missing_tool() -> Option<String> {
-    let runs = |cmd: &str, args: &[&str]| {
-        Command::new(cmd)
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if !runs("g++", &["--version"]) {
-        return Some("g++ not found".into());
-    }
-    if !runs("python3", &["-c", "import numpy"]) {
-        return Some("python3 with numpy not found".into());
-    }
-    None
+/// Ok when this machine can run the emulation; why not otherwise.
+fn tools() -> Result<(), String> {
+    common::runs("g++", &["--version"])?;
+    common::runs("python3", &["-c", "import numpy"])
 }
 
 /// `kernels/<file>.cu` → `<work>/lib<file>.so`, with the kernels' `THREADS` set to 1 so the block
@@ -104,11 +94,7 @@ fn dump_parity_cases(dir: &Path) {
 
 #[test]
 fn parity_cases_pass_through_the_host_emulated_kernels() {
-    if let Some(reason) = missing_tool() {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI is set but the kernel emulation cannot run: {reason}");
-        }
-        eprintln!("skipped: {reason}");
+    if !common::tool_or_skip(tools()) {
         return;
     }
     let work = std::env::temp_dir().join(format!("ssod-kernel-emu-{}", std::process::id()));

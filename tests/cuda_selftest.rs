@@ -2,9 +2,11 @@
 //! parity case must run, and on a machine with a GPU the whole table must pass (without one the
 //! GPU test prints its one-line reason and returns, STYLE 7).
 
+mod common;
+
 use ssod::backend::cpu::conv2d::Conv2dGeometry;
 use ssod::backend::cuda::selftest::{compare, failure_detail, run_cpu, run_cuda};
-use ssod::backend::cuda::{conv2d, elementwise, CudaAvailability};
+use ssod::backend::cuda::{conv2d, elementwise};
 
 #[test]
 fn compare_passes_equal_values_and_flags_the_first_bad_index() {
@@ -106,12 +108,8 @@ fn launcher_preconditions_are_checked_without_a_gpu() {
 
 #[test]
 fn parity_table_passes_on_the_gpu() {
-    let dev = match CudaAvailability::probe() {
-        Ok(d) => d,
-        Err(reason) => {
-            eprintln!("skipped (no GPU): {reason}");
-            return;
-        }
+    let Some(dev) = common::gpu_or_skip() else {
+        return;
     };
     let rows = run_cuda(&dev, 11, |l| println!("{l}"));
     let failed: Vec<String> = rows

@@ -1,5 +1,7 @@
 //! `ssod frames` (seed-notes section 4, read_video.py): image folders and ffmpeg-decoded videos.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,21 +43,10 @@ fn write_sequence(dir: &Path) {
     }
 }
 
-/// True when ffmpeg runs; without it the video tests are skipped, except under CI (`CI` set),
-/// where ffmpeg is installed and a missing one is a failure.
+/// True when ffmpeg runs; without it the video test prints its skip line and returns, except
+/// under CI (`CI` set), where ffmpeg is installed and a missing one is a failure.
 fn have_ffmpeg() -> bool {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ffmpeg is required under CI"
-        );
-        eprintln!("ffmpeg not installed: skipping the video test");
-    }
-    ok
+    common::tool_or_skip(common::runs("ffmpeg", &["-version"]))
 }
 
 /// 3 s of ffmpeg's testsrc at 10 fps, 64x48, lossless FFV1: exactly 30 frames.

@@ -3,6 +3,8 @@
 //! (Nesterov and plain) and Adam/AdamW with PyTorch's update rules and YOLOX's weight-decay
 //! groups, and the model EMA.
 
+mod common;
+
 use ssod::nn::{ParamStore, TensorKind};
 use ssod::tensor::Tensor;
 use ssod::train::{
@@ -577,7 +579,6 @@ fn ema_refuses_mismatched_stores() {
 /// and a checkpointed state resumes on the device. Without a GPU only the host half runs.
 #[test]
 fn adam_on_cuda_matches_the_host() {
-    use ssod::backend::cuda::CudaAvailability;
     use ssod::tensor::Device;
     let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     for decoupled in [false, true] {
@@ -593,8 +594,7 @@ fn adam_on_cuda_matches_the_host() {
         let host_steps = run_steps(&host_store, &mut host, 0.1, 3);
         let host_state = host.state().unwrap();
         assert_eq!(host_state.len(), 6, "w and b: exp_avg, exp_avg_sq, step");
-        if CudaAvailability::probe().is_err() {
-            eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+        if common::gpu_or_skip().is_none() {
             return;
         }
         let dev_store = tiny_store();
@@ -624,7 +624,6 @@ fn adam_on_cuda_matches_the_host() {
 /// checkpointed SGD state resumes on the device. Without a GPU only the host half runs.
 #[test]
 fn sgd_and_ema_on_cuda_match_the_host() {
-    use ssod::backend::cuda::CudaAvailability;
     use ssod::tensor::Device;
     let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     let host_store = tiny_store();
@@ -641,8 +640,7 @@ fn sgd_and_ema_on_cuda_match_the_host() {
         .iter()
         .map(|n| host_ema.store().get(n).unwrap().to_vec())
         .collect();
-    if CudaAvailability::probe().is_err() {
-        eprintln!("no GPU: the CUDA half of this test runs on GPU machines");
+    if common::gpu_or_skip().is_none() {
         return;
     }
     let dev_store = tiny_store();
@@ -733,7 +731,7 @@ fn steps_on_batches_uploaded_ahead_match_plain_steps() {
     };
     let batches: Vec<Batch> = (1..=3).map(batch).collect();
     let mut devices = vec![Device::Cpu];
-    if ssod::backend::cuda::CudaAvailability::probe().is_ok() {
+    if common::gpu_or_skip().is_some() {
         devices.push(Device::Cuda);
     }
     for device in devices {

@@ -14,6 +14,7 @@ mod pretrain;
 mod run;
 mod selftest;
 mod synth;
+mod train;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,8 @@ enum Command {
     Selftest(selftest::SelftestCommand),
     #[command(flatten)]
     Pretrain(pretrain::PretrainCommand),
+    #[command(flatten)]
+    Train(train::TrainCommand),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -60,5 +63,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Detect(c) => c.execute(),
         Command::Selftest(c) => c.execute(),
         Command::Pretrain(c) => c.execute(),
+        Command::Train(c) => c.execute(),
     }
 }

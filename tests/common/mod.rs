@@ -7,6 +7,9 @@
 //!
 //! Every case prints one line with the max error per input; a failure names the op, the input, the
 //! index and both values.
+//!
+//! Skips: a test that cannot run here (a missing tool, or no GPU) calls [`tool_or_skip`] or
+//! [`gpu_or_skip`] and returns when told to; see [`skip`].
 #![allow(dead_code)]
 
 use ssod::ops;
@@ -299,5 +302,71 @@ pub fn assert_close(what: &str, ours: &[f32], want: &[f64], tol: f64) {
             (o as f64 - w).abs() <= tol,
             "{what}: index {i}: got {o}, expected {w} (tol {tol})"
         );
+    }
+}
+
+/// Why a test (or its second half) does not run on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// ffmpeg, NVRTC, g++, python3, numpy, pycocotools: CI installs them (`.ci/run`).
+    Tool,
+    /// A CUDA device: CI machines have none.
+    Gpu,
+}
+
+/// The one way a test skips: exactly one line `SKIPPED <test>: <reason>` on the terminal, written
+/// to the process's stderr directly (libtest captures `println!`/`eprintln!` of passing tests, so
+/// those would show nothing). Under the `CI` environment variable only [`Missing::Gpu`] may skip;
+/// a missing tool panics instead, so nothing is skipped silently there.
+pub fn skip(missing: Missing, reason: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    if missing == Missing::Tool && std::env::var_os("CI").is_some() {
+        panic!("CI is set, so {test} may not skip: {reason}");
+    }
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
+}
+
+/// True when `check` is `Ok` (the tools the test needs run); otherwise the skip line of
+/// [`skip`] (a failure under `CI`) and false: the test returns.
+pub fn tool_or_skip(check: Result<(), String>) -> bool {
+    match check {
+        Ok(()) => true,
+        Err(reason) => {
+            skip(Missing::Tool, &reason);
+            false
+        }
+    }
+}
+
+/// Ok when `program args...` starts and exits with success; the reason otherwise.
+pub fn runs(program: &str, args: &[&str]) -> Result<(), String> {
+    match std::process::Command::new(program).args(args).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )),
+        Err(e) => Err(format!("`{program}` not found: {e}")),
+    }
+}
+
+/// The CUDA device, or `None` after the skip line of [`skip`] (allowed under `CI`): the test, or
+/// its GPU half, returns.
+pub fn gpu_or_skip() -> Option<ssod::backend::cuda::CudaDevice> {
+    match ssod::backend::cuda::CudaAvailability::probe() {
+        Ok(dev) => Some(dev),
+        Err(reason) => {
+            skip(
+                Missing::Gpu,
+                &format!("no GPU, so its CUDA part does not run ({reason})"),
+            );
+            None
+        }
     }
 }

@@ -68,13 +68,53 @@ fn tiny_run_json(extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).expect("one JSON object")
 }
 
+/// images/s is the batch over the mean step time (`ms_per_step.total`), which is positive.
+fn assert_rate_matches_step_time(v: &serde_json::Value) {
+    let ips = v["images_per_s"].as_f64().expect("images_per_s");
+    let total_ms = v["ms_per_step"]["total"]
+        .as_f64()
+        .expect("ms_per_step.total");
+    assert!(total_ms > 0.0, "{v}");
+    let want = 2.0 * 1000.0 / total_ms;
+    assert!(
+        (ips - want).abs() <= 1e-9 * want,
+        "{ips} images/s vs {want}: {v}"
+    );
+}
+
 #[test]
 fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
     let v = tiny_run_json(&[]);
-    let ips = v["images_per_s"].as_f64().expect("images_per_s");
+    assert_rate_matches_step_time(&v);
+    // The stages are timed one after another within the step.
+    let ms = |k: &str| {
+        v["ms_per_step"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {v}"))
+    };
+    let stages: f64 = ["forward", "assign_and_loss", "backward", "optimizer", "ema"]
+        .iter()
+        .map(|k| ms(k))
+        .sum();
+    assert!(
+        stages <= ms("total") * 1.001 && stages >= 0.5 * ms("total"),
+        "stages {stages} ms vs total: {v}"
+    );
+    // The parameter count is the model's, and the peak memory holds at least its weights,
+    // gradients, momentum and EMA copy in f32.
+    let model =
+        ssod::models::YoloX::new(ssod::models::YoloXConfig::variant("yolox-nano", 1).unwrap())
+            .unwrap();
+    let params: usize = model
+        .store
+        .parameters()
+        .iter()
+        .map(|p| p.tensor.numel())
+        .sum();
+    assert_eq!(v["params"].as_u64(), Some(params as u64), "{v}");
     let mem = v["peak_mem_mb"].as_f64().expect("peak_mem_mb");
-    assert!(ips > 0.0 && ips.is_finite(), "{v}");
-    assert!(mem > 0.0, "{v}");
+    let floor = 4.0 * 4.0 * params as f64 / (1024.0 * 1024.0);
+    assert!(mem >= floor, "peak memory {mem} MB below {floor} MB: {v}");
     assert_eq!(v["stage_times"], serde_json::json!(true), "{v}");
 }
 
@@ -83,7 +123,7 @@ fn a_tiny_run_prints_images_per_second_and_peak_memory_as_json() {
 fn no_stage_times_is_reported_in_the_json() {
     let v = tiny_run_json(&["--no-stage-times"]);
     assert_eq!(v["stage_times"], serde_json::json!(false), "{v}");
-    assert!(v["images_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    assert_rate_matches_step_time(&v);
 }
 
 /// `ssod bench conv` traces the model's convs: the calls it counts are the model's conv weights

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use image::{Rgb, RgbImage};
 use ssod::data::dataset::{read_json_file, CocoDataset, Detection};
+use ssod::detect::{detect_images, to_coco, PostprocessConfig};
 use ssod::models::{YoloX, YoloXConfig};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -142,7 +143,34 @@ fn detect_end_to_end() {
         assert_eq!(d.category_id, 1);
         assert!(x >= 0.0 && y >= 0.0 && bw >= 0.0 && bh >= 0.0, "{d:?}");
         assert!(x + bw <= w + 1e-3 && y + bh <= h + 1e-3, "{d:?}");
-        assert!((0.0..=1.0).contains(&d.score));
+    }
+    // The same detections as the library's `detect_images` on the same model, image and
+    // settings (`--nms` defaults to 0.45): scores and boxes, in order.
+    let model = YoloX::new(YoloXConfig::custom(0.33, 0.125, false, 1)).unwrap();
+    let cfg = PostprocessConfig {
+        conf_thre: 0.0,
+        nms_thre: 0.45,
+        class_agnostic: false,
+        max_dets: Some(5),
+    };
+    for (id, name) in [(1u64, "a.png"), (2, "b.jpg")] {
+        let img = image::open(input.join(name)).unwrap().to_rgb8();
+        let lib = detect_images(&model, &[img], (64, 64), &cfg).unwrap();
+        let want = to_coco(&lib[0], id, &[1]).unwrap();
+        let got: Vec<&Detection> = dets.iter().filter(|d| d.image_id == id).collect();
+        assert_eq!(got.len(), want.len(), "{name}: {got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g.score - w.score).abs() <= 1e-6 * w.score,
+                "{name}: {g:?} vs {w:?}"
+            );
+            for k in 0..4 {
+                assert!(
+                    (g.bbox_xywh[k] - w.bbox_xywh[k]).abs() <= 1e-3,
+                    "{name}: {g:?} vs {w:?}"
+                );
+            }
+        }
     }
     // The results load into the evaluator's dataset types as they are: image ids are known.
     assert!(dets

@@ -28,7 +28,7 @@ pub struct Progress {
     terminal: bool,
     /// Plain mode: a line every this often (and at the end).
     interval: Duration,
-    /// Plain mode: a line every this many units instead (and at the end).
+    /// Plain mode: a line every this many units instead (and at the end); `Some(0)`: none.
     every_units: Option<u64>,
     /// `done` when the last plain line was drawn.
     drawn_at: u64,
@@ -72,10 +72,11 @@ impl Progress {
         self
     }
 
-    /// Plain lines every `units` units (YOLOX's `print_interval`) instead of by time; a
-    /// terminal still gets its live bar.
-    pub fn with_line_every(mut self, units: u64) -> Self {
-        self.every_units = Some(units.max(1));
+    /// Off a terminal, a plain line every `units` units (YOLOX's `print_interval`) instead of
+    /// by time, or (None) no plain lines at all: the caller prints its own summary. A terminal
+    /// still gets its live bar.
+    pub fn with_line_every(mut self, units: Option<u64>) -> Self {
+        self.every_units = Some(units.map_or(0, |u| u.max(1)));
         self
     }
 
@@ -95,6 +96,7 @@ impl Progress {
             self.interval
         };
         let due = match self.every_units {
+            Some(0) if !self.terminal => false,
             Some(units) if !self.terminal => self.done - self.drawn_at >= units,
             _ => self.last_draw.is_none_or(|t| now - t >= every),
         };
@@ -173,6 +175,9 @@ impl Progress {
 
     /// Draw the final state (and end the terminal line).
     pub fn finish(&mut self) {
+        if self.every_units == Some(0) && !self.terminal {
+            return;
+        }
         self.draw();
         if self.terminal {
             let _ = writeln!(std::io::stderr());

@@ -73,8 +73,9 @@ fn row(epoch: usize, loss: f64, ap: f64) -> MetricsRow {
         iteration: epoch as u64 * 100,
         lr: 0.01 / (epoch as f64 + 1.0),
         losses: vec![("iou".into(), loss), ("obj".into(), loss / 2.0)],
-        stats,
+        stats: Some(stats),
         images_per_s: 55.5,
+        seconds: 12.25,
     }
 }
 
@@ -91,17 +92,40 @@ fn metrics_csv_appends_and_resumes_but_never_mixes_layouts() {
     assert_eq!(
         first,
         "epoch,iteration,lr,train/iou,train/obj,AP,AP50,AP75,AP_small,AP_medium,AP_large,\
-         AR_100,AR_300,AR_1000,AR_small,AR_medium,AR_large,images_per_s"
+         AR_100,AR_300,AR_1000,AR_small,AR_medium,AR_large,images_per_s,time_s"
     );
-    // Same header: a resumed run appends.
+    // Same header: a resumed run appends. An epoch without evaluation leaves the metric cells
+    // empty (read back as NaN).
+    let mut csv = MetricsCsv::open(&path, &["iou", "obj"], MaxDets::STUDY).unwrap();
+    csv.append(&MetricsRow {
+        stats: None,
+        ..row(2, 1.0, 0.3)
+    })
+    .unwrap();
+    csv.append(&row(3, 0.5, 0.4)).unwrap();
+    let table = read_metrics_csv(&path).unwrap();
+    assert_eq!(table.rows.len(), 4);
+    assert_eq!(table.column("epoch").unwrap(), vec![0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(
+        table.column("train/obj").unwrap(),
+        vec![1.0, 0.75, 0.5, 0.25]
+    );
+    let ap50 = table.column("AP50").unwrap();
+    assert_eq!((ap50[0], ap50[1], ap50[3]), (0.2, 0.4, 0.8));
+    assert!(ap50[2].is_nan());
+    assert_eq!(table.column("time_s").unwrap(), vec![12.25; 4]);
+    assert_eq!(
+        table.column("iteration").unwrap(),
+        vec![0.0, 100.0, 200.0, 300.0]
+    );
+    // Resumed after epoch 1: the rows of later epochs are dropped (their epochs run again).
+    drop(csv);
+    let csv = MetricsCsv::open_resumed(&path, &["iou", "obj"], MaxDets::STUDY, 1).unwrap();
+    drop(csv);
+    let table = read_metrics_csv(&path).unwrap();
+    assert_eq!(table.column("epoch").unwrap(), vec![0.0, 1.0]);
     let mut csv = MetricsCsv::open(&path, &["iou", "obj"], MaxDets::STUDY).unwrap();
     csv.append(&row(2, 1.0, 0.3)).unwrap();
-    let table = read_metrics_csv(&path).unwrap();
-    assert_eq!(table.rows.len(), 3);
-    assert_eq!(table.column("epoch").unwrap(), vec![0.0, 1.0, 2.0]);
-    assert_eq!(table.column("train/obj").unwrap(), vec![1.0, 0.75, 0.5]);
-    assert_eq!(table.column("AP50").unwrap(), vec![0.2, 0.4, 0.6]);
-    assert_eq!(table.column("iteration").unwrap(), vec![0.0, 100.0, 200.0]);
     // A row whose losses differ from the columns is refused.
     let mut bad = row(3, 1.0, 0.3);
     bad.losses.reverse();
@@ -113,6 +137,16 @@ fn metrics_csv_appends_and_resumes_but_never_mixes_layouts() {
         .to_string();
     assert!(err.contains("another header"), "{err}");
     assert_eq!(read_metrics_csv(&path).unwrap().rows.len(), 3);
+    // Any quoted field round-trips through the csv crate.
+    let quoted = dir.join("quoted.csv");
+    let text = ssod::csv_table::csv_string(
+        &["name", "AP"],
+        &[vec!["a, \"b\"\nc".to_string(), "0.5".to_string()]],
+    )
+    .unwrap();
+    std::fs::write(&quoted, &text).unwrap();
+    let back = ssod::csv_table::read_csv(&quoted).unwrap();
+    assert_eq!(back.records[0].1[0], "a, \"b\"\nc");
     // A broken csv is reported with its line and column.
     let broken = dir.join("broken.csv");
     std::fs::write(&broken, "epoch,AP\n0,0.1\n1,abc\n").unwrap();
@@ -199,7 +233,8 @@ fn pr_curve_values_and_plots_render_headless() {
             .unwrap();
     }
     let (w, h, ink) = png_ink(&training_curves_png(&read_metrics_csv(&csv_path).unwrap()).unwrap());
-    assert_eq!((w, h), (1500, 450));
+    // 7 panels (train/iou, train/obj, AP, AP50, AP75, AP_small, lr) in 2 rows of 4, 320×300.
+    assert_eq!((w, h), (1280, 600));
     assert!(
         ink > 10000,
         "training curves look empty ({ink} inked pixels)"

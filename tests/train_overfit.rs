@@ -91,7 +91,6 @@ fn tiny_yolox_overfits_four_images() {
         enable_mixup: false,
         hsv_prob: 0.0,
         flip_prob: 0.0,
-        print_interval: 1000,
         // `SSOD_TEST_PRECISION=bf16` (with `SSOD_TEST_DEVICE=cuda`) checks that training in bf16
         // (bf16 products and activations) still overfits.
         precision: Precision::from_name(

@@ -108,16 +108,19 @@ fn tensors(path: &Path) -> BTreeMap<String, Vec<u32>> {
         .collect()
 }
 
-/// metrics.csv without its timing column.
+/// metrics.csv without its timing columns.
 fn metrics_rows(run: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
-    let timing = header.iter().position(|c| *c == "images_per_s").unwrap();
+    let timing: Vec<usize> = ["images_per_s", "time_s"]
+        .iter()
+        .map(|name| header.iter().position(|c| c == name).unwrap())
+        .collect();
     text.lines()
         .map(|l| {
             l.split(',')
                 .enumerate()
-                .filter(|(i, _)| *i != timing)
+                .filter(|(i, _)| !timing.contains(i))
                 .map(|(_, c)| c)
                 .collect::<Vec<_>>()
                 .join(",")

@@ -238,7 +238,7 @@ fn run_eval(a: Eval) -> anyhow::Result<()> {
         write_atomic(out, text.as_bytes())?;
     }
     if let Some(out) = &a.csv {
-        write_atomic(out, metrics.to_csv().as_bytes())?;
+        write_atomic(out, metrics.to_csv()?.as_bytes())?;
     }
     if let Some(out) = &a.pr_plot {
         plot_pr_curves(&metrics, None, out)?;

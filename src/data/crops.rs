@@ -20,11 +20,11 @@
 //! the pixels they touch (`floor(x)`, `ceil(x + w)`), which is the study's arithmetic for integer
 //! boxes.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::Rng;
 
+use crate::csv_table::csv_string;
 use crate::data::dataset::CocoDataset;
 use crate::data::image_io::{read_rgb, write_rgb};
 use crate::rng::rng_for;
@@ -291,30 +291,20 @@ pub fn write_crops(ds: &CocoDataset, out_dir: &Path, opts: &CropOptions) -> Resu
     Ok(report)
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn write_crops_csv(path: &PathBuf, records: &[CropRecord]) -> Result<()> {
-    let mut text = Vec::new();
-    let io = |e| Error::io(path, e);
-    writeln!(text, "file,label,source_image,x,y,size").map_err(io)?;
-    for r in records {
-        writeln!(
-            text,
-            "{},{},{},{},{},{}",
-            csv_field(&r.file),
-            r.label,
-            csv_field(&r.source_image),
-            r.crop.x,
-            r.crop.y,
-            r.crop.size
-        )
-        .map_err(io)?;
-    }
-    crate::data::dataset::write_atomic(path, &text)
+fn write_crops_csv(path: &Path, records: &[CropRecord]) -> Result<()> {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.file.clone(),
+                r.label.to_string(),
+                r.source_image.clone(),
+                r.crop.x.to_string(),
+                r.crop.y.to_string(),
+                r.crop.size.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["file", "label", "source_image", "x", "y", "size"];
+    crate::data::dataset::write_atomic(path, csv_string(&header, &rows)?.as_bytes())
 }

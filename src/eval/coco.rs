@@ -281,9 +281,9 @@ impl Metrics {
     }
 
     /// One header row and one value row (`AP,AP50,...,AR_<m1>,...`).
-    pub fn to_csv(&self) -> String {
+    pub fn to_csv(&self) -> Result<String> {
         let values: Vec<String> = self.stats.iter().map(|v| format!("{v}")).collect();
-        format!("{}\n{}\n", self.names().join(","), values.join(","))
+        crate::csv_table::csv_string(&self.names(), &[values])
     }
 
     /// Per-class table (AP and AP50), as markdown.

@@ -1,46 +1,52 @@
-//! A run's `metrics.csv`: one row per evaluation during training, in the layout users know from
-//! the `results.csv` of popular detector trainers: `epoch, iteration, lr, train/<loss>...,` the 12
-//! COCO stats, `images_per_s`.
+//! A run's `metrics.csv`: one row per epoch, in the layout users know from the `results.csv` of
+//! popular detector trainers: `epoch, iteration, lr, train/<loss>...,` the 12 COCO stats,
+//! `images_per_s`, `time_s`. The stats are filled on evaluation epochs and empty otherwise.
+//! Written and read with the `csv` crate ([`crate::csv_table`]).
 //!
 //! Rule for existing files (nothing a user made is overwritten): opening a `metrics.csv` that
 //! already exists appends to it when its header is the same (a resumed run) and refuses otherwise.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::csv_table::{csv_string, read_csv, CsvAppender};
 use crate::eval::coco::{stat_names, MaxDets, Metrics};
 use crate::{Error, Result};
 
-/// One evaluation's row.
+/// One epoch's row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsRow {
+    /// Epochs completed (1-based).
     pub epoch: usize,
     pub iteration: u64,
     pub lr: f64,
-    /// Loss components by name, in the order given to [`MetricsCsv::open`].
+    /// Loss components by name (epoch means), in the order given to [`MetricsCsv::open`].
     pub losses: Vec<(String, f64)>,
-    /// pycocotools' 12 stats.
-    pub stats: [f64; 12],
+    /// pycocotools' 12 stats when the epoch was evaluated.
+    pub stats: Option<[f64; 12]>,
     pub images_per_s: f64,
+    /// Seconds the epoch's training took (evaluation not included).
+    pub seconds: f64,
 }
 
 impl MetricsRow {
-    /// A row from an evaluation's [`Metrics`].
-    pub fn from_metrics(
+    /// A row with an evaluation's [`Metrics`], if there was one.
+    pub fn new(
         epoch: usize,
         iteration: u64,
         lr: f64,
         losses: Vec<(String, f64)>,
-        metrics: &Metrics,
+        metrics: Option<&Metrics>,
         images_per_s: f64,
+        seconds: f64,
     ) -> Self {
         MetricsRow {
             epoch,
             iteration,
             lr,
             losses,
-            stats: metrics.stats,
+            stats: metrics.map(|m| m.stats),
             images_per_s,
+            seconds,
         }
     }
 }
@@ -55,38 +61,36 @@ pub fn metrics_csv_header(loss_names: &[&str], max_dets: MaxDets) -> Vec<String>
     header.extend(loss_names.iter().map(|n| format!("train/{n}")));
     header.extend(stat_names(max_dets));
     header.push("images_per_s".to_string());
+    header.push("time_s".to_string());
     header
 }
 
-/// An open `metrics.csv` appender. Each `append` writes and flushes one line, so a crash loses
+/// An open `metrics.csv` appender. Each `append` writes and flushes one row, so a crash loses
 /// at most the row being written.
 #[derive(Debug)]
 pub struct MetricsCsv {
-    path: PathBuf,
     loss_names: Vec<String>,
-    file: std::fs::File,
+    file: CsvAppender,
 }
 
 impl MetricsCsv {
     /// Create `path` with its header, or append to it when it exists with the same header.
     pub fn open(path: &Path, loss_names: &[&str], max_dets: MaxDets) -> Result<Self> {
-        for name in loss_names {
-            if name.is_empty() || name.contains([',', '\n', '"']) {
-                return Err(Error::InvalidArgument(format!(
-                    "metrics.csv: loss name {name:?} must be non-empty without commas, quotes or newlines"
-                )));
-            }
+        if loss_names.iter().any(|n| n.is_empty()) {
+            return Err(Error::InvalidArgument(
+                "metrics.csv: loss names must be non-empty".into(),
+            ));
         }
-        let header = metrics_csv_header(loss_names, max_dets).join(",");
-        let exists = path.exists();
-        if exists {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            let found = text.lines().next().unwrap_or("");
+        let header = metrics_csv_header(loss_names, max_dets);
+        if path.exists() {
+            let found = read_csv(path)?.header;
             if found != header {
                 return Err(Error::format(
                     path.display(),
                     format!(
-                        "exists with another header; refusing to append (expected `{header}`, found `{found}`)"
+                        "exists with another header; refusing to append (expected `{}`, found `{}`)",
+                        header.join(","),
+                        found.join(",")
                     ),
                 ));
             }
@@ -95,18 +99,9 @@ impl MetricsCsv {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        if !exists {
-            writeln!(file, "{header}").map_err(|e| Error::io(path, e))?;
-        }
         Ok(MetricsCsv {
-            path: path.to_path_buf(),
             loss_names: loss_names.iter().map(|s| s.to_string()).collect(),
-            file,
+            file: CsvAppender::open(path, &header)?,
         })
     }
 
@@ -120,20 +115,15 @@ impl MetricsCsv {
         epochs_done: usize,
     ) -> Result<Self> {
         if path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            let mut lines = text.lines();
-            let mut kept: Vec<&str> = lines.next().into_iter().collect();
-            let mut dropped = 0;
-            for line in lines {
-                let epoch = line.split(',').next().and_then(|c| c.parse::<usize>().ok());
-                match epoch {
-                    Some(e) if e > epochs_done => dropped += 1,
-                    _ => kept.push(line),
-                }
-            }
-            if dropped > 0 {
-                let mut text = kept.join("\n");
-                text.push('\n');
+            let table = read_csv(path)?;
+            let rows: Vec<Vec<String>> = table
+                .records
+                .iter()
+                .map(|(_, r)| r.clone())
+                .filter(|r| r[0].parse::<usize>().map_or(true, |e| e <= epochs_done))
+                .collect();
+            if rows.len() < table.records.len() {
+                let text = csv_string(&table.header, &rows)?;
                 crate::data::dataset::write_atomic(path, text.as_bytes())?;
             }
         }
@@ -141,7 +131,7 @@ impl MetricsCsv {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Append one row; its losses must have the names (and order) the file was opened with.
@@ -156,7 +146,7 @@ impl MetricsCsv {
         {
             return Err(Error::InvalidArgument(format!(
                 "{}: row losses {names:?} differ from the columns {:?}",
-                self.path.display(),
+                self.path().display(),
                 self.loss_names
             )));
         }
@@ -166,10 +156,13 @@ impl MetricsCsv {
             format!("{}", row.lr),
         ];
         cells.extend(row.losses.iter().map(|(_, v)| format!("{v}")));
-        cells.extend(row.stats.iter().map(|v| format!("{v}")));
+        match &row.stats {
+            Some(stats) => cells.extend(stats.iter().map(|v| format!("{v}"))),
+            None => cells.extend(std::iter::repeat_n(String::new(), 12)),
+        }
         cells.push(format!("{}", row.images_per_s));
-        writeln!(self.file, "{}", cells.join(",")).map_err(|e| Error::io(&self.path, e))?;
-        self.file.flush().map_err(|e| Error::io(&self.path, e))
+        cells.push(format!("{}", row.seconds));
+        self.file.append(&cells)
     }
 }
 
@@ -190,32 +183,12 @@ impl MetricsTable {
 
 /// Read a `metrics.csv` (or any all-numeric csv with a header row).
 pub fn read_metrics_csv(path: &Path) -> Result<MetricsTable> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines
-        .next()
-        .ok_or_else(|| Error::format(path.display(), "empty file: expected a header row"))?;
-    let columns: Vec<String> = header.split(',').map(|s| s.trim().to_string()).collect();
+    let table = read_csv(path)?;
     let mut rows = Vec::new();
-    for (line_idx, line) in lines {
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != columns.len() {
-            return Err(Error::format(
-                path.display(),
-                format!(
-                    "line {}: {} cells, the header has {}",
-                    line_idx + 1,
-                    cells.len(),
-                    columns.len()
-                ),
-            ));
-        }
-        let row = cells
+    for (line, record) in &table.records {
+        let row = record
             .iter()
-            .zip(&columns)
+            .zip(&table.header)
             .map(|(cell, col)| {
                 let cell = cell.trim();
                 if cell.is_empty() {
@@ -224,15 +197,15 @@ pub fn read_metrics_csv(path: &Path) -> Result<MetricsTable> {
                 cell.parse::<f64>().map_err(|_| {
                     Error::format(
                         path.display(),
-                        format!(
-                            "line {}, column `{col}`: `{cell}` is not a number",
-                            line_idx + 1
-                        ),
+                        format!("line {line}, column `{col}`: `{cell}` is not a number"),
                     )
                 })
             })
             .collect::<Result<Vec<f64>>>()?;
         rows.push(row);
     }
-    Ok(MetricsTable { columns, rows })
+    Ok(MetricsTable {
+        columns: table.header,
+        rows,
+    })
 }

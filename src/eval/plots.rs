@@ -67,11 +67,14 @@ fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     if lo > hi {
         return None;
     }
-    // A flat series still needs a non-empty axis.
+    // A flat series still needs a non-empty axis, at the series' own scale (a constant lr of
+    // 3e-4 gets 2.85e-4..3.15e-4, not -0.05..0.05).
     let pad = if hi > lo {
         (hi - lo) * 0.05
+    } else if lo != 0.0 {
+        lo.abs() * 0.05
     } else {
-        lo.abs().max(1.0) * 0.05
+        0.05
     };
     Some((lo - pad, hi + pad))
 }
@@ -108,6 +111,12 @@ fn line_panel(
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .map(|(&x, &y)| (x, y))
             .collect();
+        // Markers where points are few (evaluation epochs), so a single one shows.
+        if points.len() <= 50 {
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| plot_err(title, e))?;
+        }
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| plot_err(title, e))?
@@ -116,7 +125,8 @@ fn line_panel(
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
     }
-    if !series.is_empty() {
+    // One series: the panel's title names it.
+    if series.len() > 1 {
         chart
             .configure_series_labels()
             .label_font((FONT_FAMILY, 13))
@@ -128,8 +138,11 @@ fn line_panel(
     Ok(())
 }
 
-/// Training curves from a `metrics.csv`: losses (`train/*` columns), AP (AP, AP50, AP75) and the
-/// learning rate, against epoch (or iteration, or row number when neither column exists).
+/// Training curves from a `metrics.csv`, as the `results.png` of popular detector trainers: one
+/// panel per loss (`train/*` columns), per metric (AP, AP50, AP75, AP_small) and the learning
+/// rate, each against epoch (or iteration, or row number when neither column exists) over the
+/// whole run, each axis fitted to its own data. Metrics exist on evaluation epochs only; their
+/// points are joined across the epochs between.
 pub fn training_curves_png(table: &MetricsTable) -> Result<Vec<u8>> {
     if table.rows.is_empty() {
         return Err(Error::InvalidArgument(
@@ -147,21 +160,31 @@ pub fn training_curves_png(table: &MetricsTable) -> Result<Vec<u8>> {
             .filter_map(|n| table.column(&n).map(|v| (n, v)))
             .collect()
     };
-    let losses = pick(
-        table
-            .columns
-            .iter()
-            .filter(|c| c.starts_with("train/"))
-            .cloned()
-            .collect(),
-    );
-    let aps = pick(vec!["AP".into(), "AP50".into(), "AP75".into()]);
-    let lr = pick(vec!["lr".into()]);
-    render_png(1500, 450, |root| {
-        let panels = root.split_evenly((1, 3));
-        line_panel(&panels[0], "losses", x_label, &xs, &losses)?;
-        line_panel(&panels[1], "COCO AP", x_label, &xs, &aps)?;
-        line_panel(&panels[2], "learning rate", x_label, &xs, &lr)
+    let mut names: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.starts_with("train/"))
+        .cloned()
+        .collect();
+    names.extend(["AP", "AP50", "AP75", "AP_small", "lr"].map(String::from));
+    let panels: Vec<(String, Vec<f64>)> = pick(names)
+        .into_iter()
+        // A loss that stays 0 the whole run (l1 before the no-aug phase of a short run) is
+        // still shown: its panel says so.
+        .collect();
+    if panels.is_empty() {
+        return Err(Error::InvalidArgument(
+            "training curves: no train/*, AP or lr column".into(),
+        ));
+    }
+    let cols = panels.len().div_ceil(2).max(1);
+    let rows = if panels.len() > cols { 2 } else { 1 };
+    render_png(320 * cols as u32, 300 * rows as u32, |root| {
+        let areas = root.split_evenly((rows, cols));
+        for ((name, ys), area) in panels.iter().zip(&areas) {
+            line_panel(area, name, x_label, &xs, &[(name.clone(), ys.clone())])?;
+        }
+        Ok(())
     })
 }
 

@@ -7,10 +7,12 @@ use image::RgbImage;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::csv_table::read_csv;
 use crate::data::frames::list_images;
 use crate::data::image_io::read_rgb;
 use crate::rng::rng_for;
 use crate::tensor::Tensor;
+
 use crate::{Error, Result};
 
 /// How pixels enter the network.
@@ -106,28 +108,26 @@ impl CropSet {
         let csv = dir.join("crops.csv");
         let mut listed: Vec<(PathBuf, u8)> = Vec::new();
         if csv.is_file() {
-            let text = std::fs::read_to_string(&csv).map_err(|e| Error::io(&csv, e))?;
-            for (line_no, line) in text.lines().enumerate().skip(1) {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let mut fields = line.splitn(3, ',');
-                let file = fields.next().unwrap_or("").trim_matches('"');
-                let label = match fields.next().map(str::trim) {
-                    Some("1") => 1,
-                    Some("0") => 0,
+            let table = read_csv(&csv)?;
+            let (Some(file_col), Some(label_col)) = (table.column("file"), table.column("label"))
+            else {
+                return Err(Error::format(
+                    csv.display(),
+                    "needs the columns `file` and `label` (as `ssod crop` writes)",
+                ));
+            };
+            for (line, record) in &table.records {
+                let label = match record[label_col].trim() {
+                    "1" => 1,
+                    "0" => 0,
                     other => {
                         return Err(Error::format(
                             csv.display(),
-                            format!(
-                                "line {}: label must be 0 or 1, got {:?}",
-                                line_no + 1,
-                                other.unwrap_or("")
-                            ),
+                            format!("line {line}: label must be 0 or 1, got {other:?}"),
                         ))
                     }
                 };
-                listed.push((dir.join(file), label));
+                listed.push((dir.join(&record[file_col]), label));
             }
         } else if dir.join("pos").is_dir() || dir.join("neg").is_dir() {
             for (sub, label) in [("neg", 0u8), ("pos", 1u8)] {

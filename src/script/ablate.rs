@@ -13,11 +13,12 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
 use serde::{Deserialize, Serialize};
 
+use crate::csv_table::csv_string;
 use crate::data::dataset::write_atomic;
 use crate::digest::hash_parts;
 use crate::eval::markdown::{markdown_table, mean_std, MetricRow};
 use crate::eval::plots::plot_run_bars;
-use crate::script::api::notebook::{csv_text, write_new_file, OutputItem, RunContext};
+use crate::script::api::notebook::{write_new_file, OutputItem, RunContext};
 use crate::script::cache::{to_json, CellCache};
 use crate::script::convert::{script_err, ScriptResult};
 
@@ -290,7 +291,8 @@ pub fn ablate(
         format!("ablation{index}")
     };
     let csv_path = ctx.fresh_name(&stem, "csv");
-    write_new_file("ablate", &csv_path, csv_text(&columns, &fields).as_bytes())?;
+    let text = csv_string(&columns, &fields).map_err(|e| script_err(format!("ablate: {e}")))?;
+    write_new_file("ablate", &csv_path, text.as_bytes())?;
     ctx.record_file(&csv_path);
 
     // mean ± std per point, difference of means to the first point.

@@ -118,9 +118,9 @@ pub struct TrainConfig {
     pub ema_tau: f64,
 
     // ---- logging / evaluation ----
-    /// Iterations between progress lines when the output is not a terminal (logs, notebooks);
-    /// a terminal gets a live bar instead.
-    pub print_interval: usize,
+    /// Off a terminal (logs, notebooks), a progress line every this many iterations (YOLOX's
+    /// `print_interval`); None: only the line per epoch. A terminal gets a live bar instead.
+    pub print_interval: Option<usize>,
     /// Epochs between evaluations (1 once the no-aug phase starts, as trainer.py does).
     pub eval_interval: usize,
     /// Keep the evaluated (EMA) weights of every evaluation epoch as `epoch_N.safetensors`
@@ -197,7 +197,7 @@ impl Default for TrainConfig {
             ema: true,
             ema_decay: 0.9998,
             ema_tau: 2000.0,
-            print_interval: 10,
+            print_interval: None,
             eval_interval: 10,
             save_history_ckpt: true,
             seed: 0,
@@ -505,7 +505,7 @@ impl TrainConfig {
         if self.eval_interval == 0 {
             return bad("eval_interval", "must be >= 1".into());
         }
-        if self.print_interval == 0 {
+        if self.print_interval == Some(0) {
             return bad("print_interval", "must be >= 1".into());
         }
         Ok(())

@@ -20,7 +20,9 @@ pub fn detect_dataset(
 ) -> Result<Vec<Detection>> {
     let category_ids: Vec<u64> = ds.categories.iter().map(|c| c.id).collect();
     let mut out = Vec::new();
-    let mut progress = crate::progress::Progress::new(ds.images.len() as u64, "evaluation");
+    // A bar on a terminal; nothing in logs (the epoch's line reports the result).
+    let mut progress =
+        crate::progress::Progress::new(ds.images.len() as u64, "evaluation").with_line_every(None);
     for chunk in ds.images.chunks(batch_size.max(1)) {
         if progress.interrupted() {
             return Err(crate::Error::Msg("evaluation interrupted".into()));

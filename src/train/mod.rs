@@ -13,8 +13,8 @@ pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::{
-    load_checkpoint, read_checkpoint_meta, save_checkpoint, BestEval, CheckpointMeta, TrainProgress,
-    CHECKPOINT_FORMAT,
+    load_checkpoint, read_checkpoint_meta, save_checkpoint, BestEval, CheckpointMeta,
+    TrainProgress, CHECKPOINT_FORMAT,
 };
 pub use config::{BoxLossKind, OptimizerKind, SchedulerKind, SimOtaMode, TrainConfig};
 pub use ema::ModelEma;

@@ -11,7 +11,8 @@
 //!   rule), `epoch_N.safetensors` (every evaluation epoch, with `save_history_ckpt`): model-only,
 //!   official names, the evaluated weights (EMA when on), for `load`, `load_backbone`,
 //!   `ssod detect --weights` and PyTorch YOLOX;
-//! - `metrics.csv`: one row per evaluation.
+//! - `metrics.csv`: one row per epoch (metric columns filled on evaluation epochs);
+//!   `results.png`, every curve of it; `pr_curve.png`, the final evaluation's PR curves.
 //!
 //! Every file is written to a temporary name and renamed, so a killed process leaves the
 //! previous version loadable; a resumed run drops the `metrics.csv` rows written after its
@@ -28,7 +29,8 @@ use super::trainer::{loader_config, DetectorTrainer, LOSS_NAMES};
 use crate::data::dataset::CocoDataset;
 use crate::data::loader::Loader;
 use crate::eval::coco::{MaxDets, Metrics};
-use crate::eval::metrics_csv::{MetricsCsv, MetricsRow};
+use crate::eval::metrics_csv::{read_metrics_csv, MetricsCsv, MetricsRow};
+use crate::eval::plots::{plot_pr_curves, plot_training_curves};
 use crate::models::YoloX;
 use crate::progress::Progress;
 use crate::tensor::Device;
@@ -97,6 +99,14 @@ impl RunFiles {
     }
     pub fn metrics_csv(&self) -> PathBuf {
         self.dir.join("metrics.csv")
+    }
+    /// Every curve of `metrics.csv` against epoch.
+    pub fn results_png(&self) -> PathBuf {
+        self.dir.join("results.png")
+    }
+    /// Precision-recall curves of the final evaluation.
+    pub fn pr_curve_png(&self) -> PathBuf {
+        self.dir.join("pr_curve.png")
     }
 }
 
@@ -252,14 +262,14 @@ fn run_epoch(
         images: 0,
         seconds: 0.0,
     };
-    // A bar with ETA on a terminal, a line every print_interval steps otherwise (YOLOX's
-    // print_interval).
+    // A bar with ETA on a terminal; off a terminal a line every print_interval steps when set
+    // (YOLOX's print_interval), else only the epoch's line.
     let mut progress = opts.verbose.then(|| {
         Progress::new(
             loader.batches_per_epoch() as u64,
             &format!("epoch {}/{}", epoch + 1, config.max_epoch),
         )
-        .with_line_every(config.print_interval as u64)
+        .with_line_every(config.print_interval.map(|n| n as u64))
     });
     // Each batch uploaded during the previous step (step_uploaded).
     let mut batches = loader.epoch(epoch).filter(|b| b.batch > 0);
@@ -321,6 +331,43 @@ fn save_epoch_files(
         }
     }
     trainer.save_checkpoint(&files.training_state())
+}
+
+/// `results.png` (every curve of metrics.csv) and `pr_curve.png` (the final evaluation's
+/// precision-recall curves) in the run folder. A plot that fails is a warning, not a failed run.
+fn plot_run(files: &RunFiles, final_metrics: Option<&Metrics>) {
+    let curves = read_metrics_csv(&files.metrics_csv())
+        .and_then(|table| plot_training_curves(&table, &files.results_png()));
+    let pr = final_metrics.map(|m| plot_pr_curves(m, None, &files.pr_curve_png()));
+    for e in [Some(curves), pr]
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.err())
+    {
+        eprintln!("warning: {}: plot not written: {e}", files.dir.display());
+    }
+}
+
+/// The line a run prints after each epoch: loss parts, lr, throughput, AP when evaluated.
+fn epoch_line(row: &MetricsRow, max_epoch: usize, metrics: Option<&Metrics>) -> String {
+    let parts: Vec<String> = row
+        .losses
+        .iter()
+        .skip(1)
+        .map(|(n, v)| format!("{n} {v:.3}"))
+        .collect();
+    let total = row.losses.first().map_or(f64::NAN, |(_, v)| *v);
+    let ap = metrics
+        .map(|m| format!(", AP {:.4} AP50 {:.4}", m.ap(), m.ap50()))
+        .unwrap_or_default();
+    format!(
+        "epoch {}/{max_epoch}: loss {total:.3} ({}), lr {:.3e}, {:.1} images/s, {:.1} s{ap}",
+        row.epoch,
+        parts.join(", "),
+        row.lr,
+        row.images_per_s,
+        row.seconds
+    )
 }
 
 /// Train a detector with YOLOX's recipe; evaluate on `val` every `eval_interval` epochs (every
@@ -409,31 +456,26 @@ pub fn train_detector(
             images_per_s: sums.images as f64 / sums.seconds.max(1e-9),
             metrics: metrics.clone(),
         };
+        let losses: Vec<(String, f64)> = LOSS_NAMES
+            .iter()
+            .zip(sums.losses)
+            .map(|(n, s)| (n.to_string(), s / steps))
+            .collect();
+        let row = MetricsRow::new(
+            trainer.epoch,
+            trainer.iteration,
+            trainer.lr_at_iteration(),
+            losses,
+            metrics.as_ref(),
+            record.images_per_s,
+            sums.seconds,
+        );
+        csv.append(&row)?;
         if let Some(m) = &metrics {
-            let losses: Vec<(String, f64)> = LOSS_NAMES
-                .iter()
-                .zip(sums.losses)
-                .map(|(n, s)| (n.to_string(), s / steps))
-                .collect();
-            csv.append(&MetricsRow::from_metrics(
-                trainer.epoch,
-                trainer.iteration,
-                trainer.lr_at_iteration(),
-                losses,
-                m,
-                record.images_per_s,
-            ))?;
             final_metrics = Some(m.clone());
         }
         if opts.verbose {
-            let ap = metrics
-                .as_ref()
-                .map(|m| format!(" AP {:.4} AP50 {:.4}", m.ap(), m.ap50()))
-                .unwrap_or_default();
-            println!(
-                "epoch {}/{}: loss {:.4}, {:.1} images/s{ap}",
-                trainer.epoch, config.max_epoch, record.mean_loss, record.images_per_s
-            );
+            println!("{}", epoch_line(&row, config.max_epoch, metrics.as_ref()));
         }
         save_epoch_files(&mut trainer, &files, evaluates, metrics.as_ref())?;
         history.push(record);
@@ -442,6 +484,7 @@ pub fn train_detector(
         }
     }
     trainer.adopt_eval_weights()?;
+    plot_run(&files, final_metrics.as_ref());
     Ok(TrainReport {
         history,
         final_metrics,

@@ -15,7 +15,8 @@ use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext, FLOAT, INT};
 use serde::{Deserialize, Serialize};
 
 use super::Api;
-use crate::script::convert::{script_err, ScriptResult};
+use crate::csv_table::csv_string;
+use crate::script::convert::{lift, script_err, ScriptResult};
 use crate::tensor::Device;
 
 pub use codecs::register_builtin_codecs;
@@ -246,29 +247,6 @@ pub fn markdown_rows_ordered(
     Ok(out.trim_end().to_string())
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// CSV text of a header and rows of fields.
-pub fn csv_text(columns: &[String], rows: &[Vec<String>]) -> String {
-    let mut out = columns
-        .iter()
-        .map(|c| csv_field(c))
-        .collect::<Vec<_>>()
-        .join(",");
-    out.push('\n');
-    for r in rows {
-        out.push_str(&r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
-        out.push('\n');
-    }
-    out
-}
-
 /// Write a file that must not exist yet (temporary file + rename).
 pub fn write_new_file(op: &str, path: &Path, bytes: &[u8]) -> ScriptResult<()> {
     if path.exists() {
@@ -402,7 +380,8 @@ pub fn register(api: &mut Api, ctx: &Arc<RunContext>) {
                 .map(|m| columns.iter().map(|k| m.get(k.as_str()).map(cell_text).unwrap_or_default()).collect())
                 .collect();
             let p = c.resolve(path);
-            write_new_file("write_csv", &p, csv_text(&columns, &fields).as_bytes())?;
+            let text = lift(csv_string(&columns, &fields))?;
+            write_new_file("write_csv", &p, text.as_bytes())?;
             c.record_file(&p);
             Ok(p.display().to_string())
         });

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod data;
 pub mod detect;
 pub mod eval;
+pub mod export;
 pub mod models;
 pub mod nn;
 pub mod ops;

@@ -9,6 +9,7 @@ mod bench_simota;
 mod data_tools;
 mod detect;
 mod eval;
+mod export;
 mod model;
 mod pretrain;
 mod run;
@@ -48,6 +49,8 @@ enum Command {
     #[command(flatten)]
     Pretrain(pretrain::PretrainCommand),
     #[command(flatten)]
+    Export(export::ExportCommand),
+    #[command(flatten)]
     Train(train::TrainCommand),
 }
 
@@ -63,6 +66,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Detect(c) => c.execute(),
         Command::Selftest(c) => c.execute(),
         Command::Pretrain(c) => c.execute(),
+        Command::Export(c) => c.execute(),
         Command::Train(c) => c.execute(),
     }
 }

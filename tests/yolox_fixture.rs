@@ -693,7 +693,7 @@ fn box_losses_match_yolox_and_torchvision() {
 /// built without YOLOX's `init_yolo` computes: eps is not in a `state_dict`) must be caught in
 /// the eval outputs. Emulated by lowering every running variance by the difference. The
 /// calibrated fixtures' small variances make it large there; on `yolox_tiny_dw_bn` (variances
-/// 1) it moves the outputs by 2.9e-5 of their max, under the 2e-4 the former 1e-4 floor
+/// of one) it moves the outputs by 2.9e-5 of their max, under the 2e-4 the former 1e-4 floor
 /// allowed, 24× the tolerance now. With mean 0 and bias 0 as well it would all but vanish.
 #[test]
 fn an_eps_mismatch_is_caught() {

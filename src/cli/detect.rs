@@ -29,7 +29,9 @@ pub enum DetectCommand {
 
 #[derive(Args)]
 pub struct DetectArgs {
-    /// Checkpoint (safetensors, official YOLOX tensor names), loaded strictly
+    /// Checkpoint, loaded strictly: safetensors with the official YOLOX tensor names, or a
+    /// PyTorch `.pth` as torch.save writes it (an official YOLOX release, a trainer checkpoint's
+    /// `model` entry, or a bare state dict)
     #[arg(long)]
     weights: PathBuf,
     /// Model: yolox-nano, yolox-tiny, yolox-s, yolox-m, yolox-l, yolox-x
@@ -207,9 +209,15 @@ impl DetectArgs {
                 self.classes
             )
         })?;
-        if loaded.source != WeightsSource::Model {
+        if loaded.source.is_training_state() {
             eprintln!(
                 "--weights {} is a training state: using {}",
+                self.weights.display(),
+                loaded.source.describe()
+            );
+        } else if loaded.source == WeightsSource::PytorchCheckpoint {
+            eprintln!(
+                "--weights {}: using {}",
                 self.weights.display(),
                 loaded.source.describe()
             );

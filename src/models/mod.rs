@@ -2,4 +2,4 @@
 
 pub mod yolox;
 
-pub use yolox::{LoadedWeights, WeightsSource, YoloX, YoloXConfig};
+pub use yolox::{LoadOptions, LoadedWeights, WeightsSource, YoloX, YoloXConfig};

@@ -1,7 +1,7 @@
 //! YOLOX (CSPDarknet → PAFPN → decoupled head), as the official PyTorch code builds it
 //! (yolox-notes section 1): same blocks, concat orders and `state_dict` names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::nn::{
@@ -420,37 +420,63 @@ impl YoloX {
 
     /// Strict load: every tensor must be present with its shape and nothing unexpected may be
     /// in the file (`num_batches_tracked` is accepted and ignored). Errors count the missing,
-    /// unexpected and mis-shaped tensors and name the first few of each.
+    /// unexpected and mis-shaped tensors and name the first few of each. The same as
+    /// [`YoloX::load_with`] with [`LoadOptions::default`].
+    ///
+    /// Files: safetensors with the official names (what [`YoloX::save`] writes), or a PyTorch
+    /// checkpoint as `torch.save` writes it (`.pth`: the official YOLOX releases, a trainer's
+    /// `{"model": state_dict, "start_epoch": .., "optimizer": ..}` or a bare state dict; see
+    /// [`crate::tensor::pth`]), told apart by content.
     ///
     /// A training-state checkpoint (`last.ckpt.safetensors`: `model.*`, `ema.*`, `optim.*`) is
     /// accepted too: its `ema.*` weights are taken (the ones training evaluated), or `model.*`
     /// when the run had no EMA; [`LoadedWeights::source`] says which.
     pub fn load(&self, path: &Path) -> Result<LoadedWeights> {
-        let file = read_safetensors(path)?;
+        self.load_with(path, &LoadOptions::default())
+    }
+
+    /// Load with options: `skip` leaves every tensor under its prefixes as it is (and ignores
+    /// the file's tensors there); `strict: false` loads what matches by name and shape and
+    /// reports the rest instead of refusing the file, as fine-tuning a COCO-pretrained YOLOX on
+    /// another number of classes needs (`skip: ["head.cls_preds"]`). A non-strict load that
+    /// matches nothing is still an error. Nothing is copied unless the load succeeds.
+    pub fn load_with(&self, path: &Path, options: &LoadOptions) -> Result<LoadedWeights> {
+        let (source, tensors) = read_model_tensors(path)?;
         let entries = self.store.entries();
-        let (source, tensors) = model_section(file.tensors);
-        let known: HashMap<&str, &Tensor> = entries
-            .iter()
-            .map(|e| (e.name.as_str(), &e.tensor))
-            .collect();
-        let problems = crate::nn::missing_or_misshaped(&entries, &tensors);
-        let unexpected: Vec<String> = tensors
-            .keys()
-            .filter(|n| !known.contains_key(n.as_str()) && !n.ends_with("num_batches_tracked"))
-            .map(|n| format!("unexpected `{n}`"))
-            .collect();
-        if !problems.is_empty() || !unexpected.is_empty() {
+        let m = crate::nn::match_checkpoint(&entries, &tensors, &options.skip);
+        let problems = || {
+            let mut p: Vec<String> = m.missing.iter().map(|n| format!("missing `{n}`")).collect();
+            p.extend(m.misshaped.iter().map(|(n, file, model)| {
+                format!("`{n}` has shape {file:?} in the file, the model needs {model:?}")
+            }));
+            let unexpected: Vec<String> = m
+                .unexpected
+                .iter()
+                .map(|n| format!("unexpected `{n}`"))
+                .collect();
+            summarize_problems(&p, &unexpected)
+        };
+        let mismatched =
+            !m.missing.is_empty() || !m.misshaped.is_empty() || !m.unexpected.is_empty();
+        if (options.strict && mismatched) || m.matched.is_empty() {
             let backbone_only = !tensors.keys().any(|k| k.starts_with("head."))
                 && tensors.keys().any(|k| k.starts_with("backbone.backbone."));
             let hint = if backbone_only {
                 "; it holds a backbone only, as pretraining writes: load it with `load_backbone`"
+            } else if options.strict {
+                "; `strict: false` loads what matches"
             } else {
                 ""
+            };
+            let what = if m.matched.is_empty() && !options.strict {
+                "nothing in it matches"
+            } else {
+                "does not match"
             };
             return Err(Error::format(
                 path.display(),
                 format!(
-                    "{} does not match the model (depth {}, width {}, {} classes{}): {}{hint}",
+                    "{} {what} the model (depth {}, width {}, {} classes{}): {}{hint}",
                     source.describe(),
                     self.config.depth,
                     self.config.width,
@@ -460,16 +486,25 @@ impl YoloX {
                     } else {
                         ""
                     },
-                    summarize_problems(&problems, &unexpected),
+                    if mismatched {
+                        problems()
+                    } else {
+                        format!("every tensor is skipped ({})", options.skip.join(", "))
+                    },
                 ),
             ));
         }
-        for e in &entries {
+        for &i in &m.matched {
+            let e = &entries[i];
             e.tensor.copy_values_from(&tensors[&e.name].to_vec())?;
         }
         Ok(LoadedWeights {
-            tensors: entries.len(),
+            tensors: m.matched.len(),
             source,
+            skipped: m.skipped,
+            missing: m.missing,
+            misshaped: m.misshaped,
+            unexpected: m.unexpected,
         })
     }
 
@@ -483,15 +518,38 @@ impl YoloX {
     }
 }
 
+/// How [`YoloX::load_with`] treats a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Refuse a file with missing, mis-shaped or unexpected tensors (outside `skip`).
+    pub strict: bool,
+    /// Name prefixes left out on both sides (`head.cls_preds` covers `head.cls_preds.0.weight`).
+    pub skip: Vec<String>,
+}
+
+impl Default for LoadOptions {
+    /// Strict, nothing skipped: what [`YoloX::load`] does.
+    fn default() -> Self {
+        LoadOptions {
+            strict: true,
+            skip: Vec::new(),
+        }
+    }
+}
+
 /// Where the weights [`YoloX::load`] took came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightsSource {
-    /// A model-only file (`last.safetensors`, `best.safetensors`, a converted YOLOX checkpoint).
+    /// A model-only file (`last.safetensors`, `best.safetensors`, a converted YOLOX checkpoint,
+    /// a PyTorch state dict saved as it is).
     Model,
     /// The `ema.*` weights of a training-state checkpoint.
     TrainingStateEma,
     /// The `model.*` weights of a training-state checkpoint of a run without EMA.
     TrainingStateModel,
+    /// The `model` entry of a PyTorch checkpoint (an official YOLOX release, or what YOLOX's
+    /// trainer saves: the EMA weights when it ran with EMA).
+    PytorchCheckpoint,
 }
 
 impl WeightsSource {
@@ -503,16 +561,96 @@ impl WeightsSource {
             WeightsSource::TrainingStateModel => {
                 "the weights (`model.*`) of a training state without EMA"
             }
+            WeightsSource::PytorchCheckpoint => "the `model` state dict of a PyTorch checkpoint",
         }
+    }
+
+    /// Whether the weights were one part of a training state of this crate (whose other parts,
+    /// optimiser and step, a load leaves out).
+    pub fn is_training_state(self) -> bool {
+        matches!(
+            self,
+            WeightsSource::TrainingStateEma | WeightsSource::TrainingStateModel
+        )
     }
 }
 
-/// What [`YoloX::load`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`YoloX::load`] / [`YoloX::load_with`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadedWeights {
     /// Tensors loaded (parameters and BN buffers).
     pub tensors: usize,
     pub source: WeightsSource,
+    /// The model's tensors under a `skip` prefix: left as they were.
+    pub skipped: Vec<String>,
+    /// The model's tensors the file lacks (a non-strict load leaves them as they were).
+    pub missing: Vec<String>,
+    /// The model's tensors the file holds with another shape, left as they were:
+    /// (name, shape in the file, shape in the model).
+    pub misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// The file's tensors the model does not have (`num_batches_tracked` is never counted).
+    pub unexpected: Vec<String>,
+}
+
+impl LoadedWeights {
+    /// Whether every tensor of the model was loaded and the file held nothing else.
+    pub fn is_complete(&self) -> bool {
+        self.skipped.is_empty()
+            && self.missing.is_empty()
+            && self.misshaped.is_empty()
+            && self.unexpected.is_empty()
+    }
+
+    /// A few lines for people: the count loaded, then each kind of tensor left out with its
+    /// count and its first names (at most four each, so a screenful at most).
+    pub fn summary(&self) -> String {
+        const SHOWN: usize = 4;
+        let of = self.tensors + self.skipped.len() + self.missing.len() + self.misshaped.len();
+        let mut lines = vec![format!(
+            "loaded {} of the model's {of} tensors ({})",
+            self.tensors,
+            self.source.describe()
+        )];
+        let list = |names: Vec<String>| {
+            let more = names.len().saturating_sub(SHOWN);
+            let mut shown: Vec<String> = names.into_iter().take(SHOWN).collect();
+            if more > 0 {
+                shown.push(format!("and {more} more"));
+            }
+            shown.join(", ")
+        };
+        for (what, names) in [
+            ("skipped", self.skipped.clone()),
+            ("missing from the file", self.missing.clone()),
+            (
+                "with another shape in the file",
+                self.misshaped
+                    .iter()
+                    .map(|(n, file, model)| format!("{n} {file:?} (model {model:?})"))
+                    .collect(),
+            ),
+            ("in the file only", self.unexpected.clone()),
+        ] {
+            if !names.is_empty() {
+                lines.push(format!("  {} {what}: {}", names.len(), list(names)));
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+/// The model's tensors of a weights file: a PyTorch checkpoint's state dict, or a safetensors
+/// file's tensors (a training state's model section).
+fn read_model_tensors(path: &Path) -> Result<(WeightsSource, BTreeMap<String, Tensor>)> {
+    if crate::tensor::pth::is_pytorch_file(path) {
+        let file = crate::tensor::pth::read_pth(path)?;
+        let source = match file.layout {
+            crate::tensor::pth::PthLayout::StateDict => WeightsSource::Model,
+            crate::tensor::pth::PthLayout::Checkpoint { .. } => WeightsSource::PytorchCheckpoint,
+        };
+        return Ok((source, file.tensors));
+    }
+    Ok(model_section(read_safetensors(path)?.tensors))
 }
 
 /// The model's tensors of a file: a model-only file as it is, a training state's `ema.*` (else

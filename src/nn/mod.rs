@@ -7,4 +7,7 @@ mod store;
 pub use layers::{
     BaseConv, BatchNorm2d, Bottleneck, Conv, Conv2d, CspLayer, DwConv, Focus, SppBottleneck,
 };
-pub use store::{missing_or_misshaped, Builder, NamedTensor, ParamStore, TensorKind};
+pub use store::{
+    match_checkpoint, missing_or_misshaped, under_prefix, Builder, CheckpointMatch, NamedTensor,
+    ParamStore, TensorKind,
+};

@@ -237,3 +237,67 @@ impl Drop for BnMomentumGuard {
         self.store.set_bn_momentum(self.previous);
     }
 }
+
+/// How a checkpoint's tensors line up with a model's entries (see [`match_checkpoint`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointMatch {
+    /// Indices into the entries of the tensors the file has with the model's shape.
+    pub matched: Vec<usize>,
+    /// The model's tensors under a skipped prefix (not read from the file).
+    pub skipped: Vec<String>,
+    /// The model's tensors the file lacks.
+    pub missing: Vec<String>,
+    /// The model's tensors the file has with another shape: (name, file shape, model shape).
+    pub misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// The file's tensors the model does not have (not under a skipped prefix;
+    /// `num_batches_tracked` is never counted).
+    pub unexpected: Vec<String>,
+}
+
+/// Whether `name` is `prefix` itself or lies under it (`head.cls_preds` covers
+/// `head.cls_preds.0.weight`, not `head.cls_preds_x`); a prefix ending in `.` covers what starts
+/// with it.
+pub fn under_prefix(name: &str, prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return false;
+    }
+    if prefix.ends_with('.') {
+        return name.starts_with(prefix);
+    }
+    name.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// Line up a checkpoint's `tensors` with a model's `entries`, leaving out every name under one
+/// of the `skip` prefixes (on either side).
+pub fn match_checkpoint(
+    entries: &[NamedTensor],
+    tensors: &std::collections::BTreeMap<String, Tensor>,
+    skip: &[String],
+) -> CheckpointMatch {
+    let skipped = |name: &str| skip.iter().any(|p| under_prefix(name, p));
+    let mut m = CheckpointMatch::default();
+    for (i, e) in entries.iter().enumerate() {
+        if skipped(&e.name) {
+            m.skipped.push(e.name.clone());
+            continue;
+        }
+        match tensors.get(&e.name) {
+            None => m.missing.push(e.name.clone()),
+            Some(t) if t.shape() != e.tensor.shape() => {
+                m.misshaped
+                    .push((e.name.clone(), t.dims().to_vec(), e.tensor.dims().to_vec()))
+            }
+            Some(_) => m.matched.push(i),
+        }
+    }
+    let known: std::collections::HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    m.unexpected = tensors
+        .keys()
+        .filter(|n| {
+            !known.contains(n.as_str()) && !n.ends_with("num_batches_tracked") && !skipped(n)
+        })
+        .cloned()
+        .collect();
+    m
+}

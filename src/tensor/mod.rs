@@ -7,6 +7,7 @@
 mod create;
 mod device;
 pub mod npy;
+pub mod pth;
 pub mod safetensors_io;
 mod shape;
 mod strided;

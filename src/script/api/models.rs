@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rhai::{Map, INT};
 
 use super::Api;
-use crate::models::{WeightsSource, YoloX, YoloXConfig};
+use crate::models::{LoadOptions, YoloX, YoloXConfig};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 use crate::Tensor;
 
@@ -88,13 +88,41 @@ pub fn register(api: &mut Api) {
         "load",
         &["m: Model", "path: String"],
         "i64",
-        "Strict load of model weights (safetensors, official names; a training state's EMA weights are taken, with a note); returns the number of tensors loaded.",
+        "Strict load of model weights: safetensors (official names) or a PyTorch .pth (an official YOLOX release, a checkpoint's `model` entry or a bare state dict); a training state's EMA weights are taken, with a note. Returns the number of tensors loaded.",
         |m: &mut Model, p: &str| -> ScriptResult<INT> {
             let loaded = lift(m.0.load(p.as_ref()))?;
-            if loaded.source != WeightsSource::Model {
+            if loaded.source.is_training_state() {
                 println!("load: {p} is a training state; loaded {}", loaded.source.describe());
             }
             Ok(loaded.tensors as INT)
+        }
+    );
+    func!(
+        api,
+        "load",
+        &["m: Model", "path: String", "opts: Map"],
+        "Map",
+        "Load weights with options: skip (prefixes left as they are, e.g. [\"head.cls_preds\"]), strict (default true; false loads every tensor whose name and shape match and reports the rest). Prints a short summary; returns #{ loaded, source, skipped, missing, misshaped, unexpected } (name lists).",
+        |m: &mut Model, p: &str, o: Map| -> ScriptResult<Map> {
+            let opts = Opts::new("load", &o, &["strict", "skip"])?;
+            let options = LoadOptions {
+                strict: opts.bool("strict", true)?,
+                skip: string_list("load", "skip", o.get("skip"))?,
+            };
+            let loaded = lift(m.0.load_with(p.as_ref(), &options))?;
+            println!("load: {p}: {}", loaded.summary());
+            let names = |v: &[String]| -> rhai::Array {
+                v.iter().map(|s| rhai::Dynamic::from(s.clone())).collect()
+            };
+            let misshaped: Vec<String> = loaded.misshaped.iter().map(|(n, _, _)| n.clone()).collect();
+            let mut out = Map::new();
+            out.insert("loaded".into(), (loaded.tensors as INT).into());
+            out.insert("source".into(), loaded.source.describe().into());
+            out.insert("skipped".into(), names(&loaded.skipped).into());
+            out.insert("missing".into(), names(&loaded.missing).into());
+            out.insert("misshaped".into(), names(&misshaped).into());
+            out.insert("unexpected".into(), names(&loaded.unexpected).into());
+            Ok(out)
         }
     );
     func!(
@@ -111,4 +139,25 @@ pub fn register(api: &mut Api) {
                 .collect()
         }
     );
+}
+
+/// A string or an array of strings (an option such as `skip`); absent: empty.
+fn string_list(op: &str, key: &str, v: Option<&rhai::Dynamic>) -> ScriptResult<Vec<String>> {
+    let bad = |d: &rhai::Dynamic| {
+        script_err(format!(
+            "{op}: option `{key}` must be a string or an array of strings, got {d}"
+        ))
+    };
+    match v {
+        None => Ok(Vec::new()),
+        Some(d) if d.is_string() => Ok(vec![d.clone().into_string().map_err(|_| bad(d))?]),
+        Some(d) if d.is_array() => d
+            .clone()
+            .into_array()
+            .map_err(|_| bad(d))?
+            .into_iter()
+            .map(|x| x.clone().into_string().map_err(|_| bad(&x)))
+            .collect(),
+        Some(d) => Err(bad(d)),
+    }
 }

@@ -463,8 +463,6 @@ impl YoloX {
                 && tensors.keys().any(|k| k.starts_with("backbone.backbone."));
             let hint = if backbone_only {
                 "; it holds a backbone only, as pretraining writes: load it with `load_backbone`"
-            } else if options.strict {
-                "; `strict: false` loads what matches"
             } else {
                 ""
             };

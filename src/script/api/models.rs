@@ -90,7 +90,7 @@ pub fn register(api: &mut Api) {
         "i64",
         "Strict load of model weights: safetensors (official names) or a PyTorch .pth (an official YOLOX release, a checkpoint's `model` entry or a bare state dict); a training state's EMA weights are taken, with a note. Returns the number of tensors loaded.",
         |m: &mut Model, p: &str| -> ScriptResult<INT> {
-            let loaded = lift(m.0.load(p.as_ref()))?;
+            let loaded = m.0.load(p.as_ref()).map_err(partial_load_hint)?;
             if loaded.source.is_training_state() {
                 println!("load: {p} is a training state; loaded {}", loaded.source.describe());
             }
@@ -109,7 +109,7 @@ pub fn register(api: &mut Api) {
                 strict: opts.bool("strict", true)?,
                 skip: string_list("load", "skip", o.get("skip"))?,
             };
-            let loaded = lift(m.0.load_with(p.as_ref(), &options))?;
+            let loaded = m.0.load_with(p.as_ref(), &options).map_err(partial_load_hint)?;
             println!("load: {p}: {}", loaded.summary());
             let names = |v: &[String]| -> rhai::Array {
                 v.iter().map(|s| rhai::Dynamic::from(s.clone())).collect()
@@ -159,5 +159,17 @@ fn string_list(op: &str, key: &str, v: Option<&rhai::Dynamic>) -> ScriptResult<V
             .map(|x| x.clone().into_string().map_err(|_| bad(&x)))
             .collect(),
         Some(d) => Err(bad(d)),
+    }
+}
+
+/// A strict load's mismatch error, with how to load what matches.
+fn partial_load_hint(e: crate::Error) -> Box<rhai::EvalAltResult> {
+    let msg = e.to_string();
+    if msg.contains("does not match the model") {
+        script_err(format!(
+            "{msg}; `load(m, path, #{{ strict: false, skip: [prefixes] }})` loads what matches"
+        ))
+    } else {
+        script_err(msg)
     }
 }

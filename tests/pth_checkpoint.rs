@@ -645,3 +645,14 @@ fn rhai_load_with_options() {
         assert!(err.contains(says), "{opts}: {err}");
     }
 }
+
+#[test]
+fn skip_prefixes_cover_whole_name_parts() {
+    use ssod::nn::under_prefix;
+    assert!(under_prefix("head.cls_preds.0.weight", "head.cls_preds"));
+    assert!(under_prefix("head.cls_preds", "head.cls_preds"));
+    assert!(!under_prefix("head.cls_preds_x.0.weight", "head.cls_preds"));
+    assert!(!under_prefix("head.cls_preds_x.0.weight", "head.cls_"));
+    assert!(under_prefix("head.cls_preds.0.weight", "head."));
+    assert!(!under_prefix("head.cls_preds.0.weight", ""));
+}

@@ -132,7 +132,7 @@ impl ExportArgs {
             Ok(loaded) => {
                 if loaded.source != WeightsSource::Model {
                     eprintln!(
-                        "--weights {} is a training state: using {}",
+                        "--weights {}: using {}",
                         self.weights.display(),
                         loaded.source.describe()
                     );

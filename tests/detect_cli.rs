@@ -2,6 +2,8 @@
 //! images: drawn images, detections.json (COCO results) and images.json are written; bad input
 //! gives errors that name the file or the tensors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -365,4 +367,70 @@ fn detect_takes_a_training_states_ema_weights() {
         "{t}"
     );
     assert!(t.lines().count() < 25 && t.len() < 3000, "{t}");
+}
+
+/// A video as --input: every frame through the model (with --max-dets 3 and --conf 0, three
+/// detections each), an annotated video with as many frames of the same size at the source's
+/// rate, and one COCO image per frame. An unknown --device is named.
+#[test]
+fn detect_a_video() {
+    if !common::tool_or_skip(common::runs("ffmpeg", &["-version"])) {
+        return;
+    }
+    let dir = temp_dir("video");
+    let (weights, _) = setup(&dir);
+    let video = dir.join("clip.mp4");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=96x64:rate=8",
+        ])
+        .args(["-t", "1", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = dir.join("out");
+    let (w, v, o) = (
+        weights.to_str().unwrap(),
+        video.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let mut args = base_args(w, v, o);
+    args.extend(["--conf", "0", "--max-dets", "3"]);
+    let run = ssod(&args);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("8 frames at 8.00 fps"));
+    let images: CocoDataset = read_json_file(&out.join("images.json")).unwrap();
+    assert_eq!(images.images.len(), 8);
+    assert_eq!(images.images[0].file_name, "frame_000001");
+    let dets: Vec<Detection> = read_json_file(&out.join("detections.json")).unwrap();
+    assert_eq!(dets.len(), 8 * 3);
+    // The annotated video decodes to 8 frames of the input's size.
+    let mut frames = Vec::new();
+    ssod::data::frames::decode_video(
+        &out.join("clip.detections.mp4"),
+        Path::new("ffmpeg"),
+        &mut |_, f| {
+            frames.push(f.dimensions());
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(frames, vec![(96, 64); 8]);
+    // An unknown device is named.
+    let o2 = dir.join("o2");
+    let mut args = base_args(w, v, o2.to_str().unwrap());
+    args.extend(["--device", "tpu"]);
+    let run = ssod(&args);
+    assert!(
+        !run.status.success() && text(&run).contains("--device"),
+        "{}",
+        text(&run)
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,9 +1,11 @@
-//! `ssod detect`: run a YOLOX checkpoint on an image or a folder of images; write each image with
-//! its boxes drawn, a COCO results file `detections.json` and `images.json` (a COCO dataset with
-//! the images, their ids and the categories, no annotations) into `--out`.
+//! `ssod detect`: run a YOLOX checkpoint on an image, a folder of images or a video; write each
+//! image with its boxes drawn (a video: the annotated video, `<name>.detections.mp4`), a COCO
+//! results file `detections.json` and `images.json` (a COCO dataset with the images or frames,
+//! their ids and the categories, no annotations) into `--out`.
 //!
-//! Image ids are 1-based positions in the sorted list of input files; an unreadable image is
-//! skipped with a warning and keeps its id unused, so ids do not shift when one file is broken.
+//! Image ids are 1-based positions in the sorted list of input files (a video: frame index + 1,
+//! named `frame_000001` ...); an unreadable image is skipped with a warning and keeps its id
+//! unused, so ids do not shift when one file is broken.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -16,9 +18,12 @@ use plotters::prelude::*;
 use ssod::data::dataset::{
     read_json_file, write_json_file, Category, CocoDataset, Detection, ImageInfo,
 };
+use ssod::data::frames::decode_video;
 use ssod::data::image_io::{read_rgb, write_rgb};
+use ssod::data::video_out::{video_fps, VideoWriter};
 use ssod::detect::{detect_images, to_coco, Det, PostprocessConfig};
 use ssod::models::{WeightsSource, YoloX, YoloXConfig};
+use ssod::tensor::Device;
 
 #[derive(Subcommand)]
 pub enum DetectCommand {
@@ -46,9 +51,13 @@ pub struct DetectArgs {
     /// Override the variant's depth multiplier
     #[arg(long)]
     depth: Option<f64>,
-    /// An image file or a folder of images (.png, .jpg, .jpeg)
+    /// An image file, a folder of images (.png, .jpg, .jpeg), or a video (any other file,
+    /// decoded by ffmpeg)
     #[arg(long)]
     input: PathBuf,
+    /// Where the model runs: cpu, cuda or auto
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Output folder (refused when it is not empty, unless --force)
     #[arg(long)]
     out: PathBuf,
@@ -222,6 +231,14 @@ impl DetectArgs {
                 loaded.source.describe()
             );
         }
+        let (device, note) = Device::resolve(&self.device)?;
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
+        model
+            .store
+            .to_device(device)
+            .with_context(|| format!("--device {}", self.device))?;
         Ok(model)
     }
 
@@ -274,6 +291,9 @@ impl DetectArgs {
     }
 
     fn run(self) -> anyhow::Result<()> {
+        if self.input.is_file() && !has_image_ext(&self.input) {
+            return self.run_video();
+        }
         let size = self.input_size()?;
         let cfg = self.postprocess_config()?;
         let cats = self.categories()?;
@@ -344,6 +364,72 @@ impl DetectArgs {
             images_json.images.len(),
             results.len(),
             self.out.display()
+        );
+        Ok(())
+    }
+}
+
+impl DetectArgs {
+    /// Every frame of the video `--input` through the model: the annotated video, and
+    /// detections.json / images.json with one image per frame.
+    fn run_video(&self) -> anyhow::Result<()> {
+        let size = self.input_size()?;
+        let cfg = self.postprocess_config()?;
+        let cats = self.categories()?;
+        let model = self.build_model()?;
+        check_out_dir(&self.out, self.force)?;
+        let stem = self
+            .input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "video".into());
+        let video_path = self.out.join(format!("{stem}.detections.mp4"));
+        let fps = video_fps(&self.input, Path::new("ffprobe")).unwrap_or(25.0);
+        let category_ids: Vec<u64> = cats.iter().map(|c| c.id).collect();
+        let mut images_json = CocoDataset {
+            categories: cats.clone(),
+            ..Default::default()
+        };
+        let mut results: Vec<Detection> = Vec::new();
+        let mut writer: Option<VideoWriter> = None;
+        let mut sink = |index: usize, frame: RgbImage| -> ssod::Result<()> {
+            let image_id = index as u64 + 1;
+            let dets = detect_images(&model, std::slice::from_ref(&frame), (size, size), &cfg)?
+                .pop()
+                .unwrap_or_default();
+            results.extend(to_coco(&dets, image_id, &category_ids)?);
+            images_json.images.push(ImageInfo {
+                id: image_id,
+                file_name: format!("frame_{image_id:06}"),
+                width: frame.width(),
+                height: frame.height(),
+            });
+            let mut drawn = frame;
+            draw_detections(&mut drawn, &dets, &cats);
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(VideoWriter::create(
+                    &video_path,
+                    drawn.width(),
+                    drawn.height(),
+                    fps,
+                    Path::new("ffmpeg"),
+                )?),
+            };
+            w.write(&drawn)
+        };
+        decode_video(&self.input, Path::new("ffmpeg"), &mut sink)
+            .with_context(|| format!("--input {}", self.input.display()))?;
+        let frames = match writer {
+            Some(w) => w.finish()?,
+            None => bail!("--input {}: the video has no frames", self.input.display()),
+        };
+        write_json_file(&self.out.join("detections.json"), &results)?;
+        write_json_file(&self.out.join("images.json"), &images_json)?;
+        println!(
+            "{frames} frames at {fps:.2} fps, {} detections -> {}",
+            results.len(),
+            video_path.display()
         );
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod crops;
 pub mod frames;
 pub mod stats;
+pub mod video_out;
 pub mod voc;
 
 pub mod augment;

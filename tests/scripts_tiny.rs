@@ -124,31 +124,63 @@ fn check_final_metrics(out: &Path) {
 #[test]
 fn quickstart_tiny() {
     let out = run_script("quickstart");
-    let (header, rows) = read_csv(&out.join("comparison.csv"));
-    for col in ["metric", "baseline", "ssl", "difference"] {
+    let (header, rows) = read_csv(&out.join("ablation.csv"));
+    for col in [
+        "pretraining",
+        "seed",
+        "AP",
+        "AP50",
+        "AP75",
+        "AP_small",
+        "AR_100",
+    ] {
         assert!(
             header.iter().any(|h| h == col),
-            "comparison.csv lacks {col}: {header:?}"
+            "ablation.csv lacks {col}: {header:?}"
         );
     }
-    assert_eq!(rows.len(), 7);
+    // Two arms × two seeds.
+    assert_eq!(rows.len(), 4);
+    check_metric_rows(&out, &header, &rows);
+    // The verdict sets the difference of the arms' mean AP50 against the seed spread.
     let at = |name: &str| header.iter().position(|h| h == name).unwrap();
-    let (m, b, s, d) = (at("metric"), at("baseline"), at("ssl"), at("difference"));
-    for r in &rows {
-        assert_metric(&out, &r[m], &r[b]);
-        assert_metric(&out, &r[m], &r[s]);
-        let (base, ssl, diff) = (
-            number("baseline", &r[b]),
-            number("ssl", &r[s]),
-            number("difference", &r[d]),
-        );
-        assert!(
-            (diff - (ssl - base)).abs() < 1e-12,
-            "{}: difference {diff} is not ssl − baseline ({ssl} − {base})",
-            r[m]
-        );
+    let mean = |arm: &str| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r[at("pretraining")] == arm)
+            .map(|r| number("AP50", &r[at("AP50")]))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let line = report
+        .lines()
+        .find(|l| l.contains("SSL − baseline AP50 = ") && !l.contains("${"))
+        .unwrap_or_else(|| panic!("no verdict in:\n{report}"));
+    let diff: f64 = number(
+        "difference",
+        line.split("AP50 = ")
+            .nth(1)
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap(),
+    );
+    assert!(
+        (diff - (mean("patch_ssl") - mean("none"))).abs() < 1e-12,
+        "{line}"
+    );
+    assert!(line.contains("standard error"), "{line}");
+    // Each point's run folder lands in the run folder, with its curves.
+    for point in [
+        "none_seed1",
+        "none_seed2",
+        "patch_ssl_seed1",
+        "patch_ssl_seed2",
+    ] {
+        assert!(out.join(point).join("results.png").exists(), "{point}");
+        assert!(out.join(point).join("best.safetensors").exists(), "{point}");
     }
-    assert!(out.join("comparison.png").exists() && out.join("baseline_curves.png").exists());
 }
 
 #[test]

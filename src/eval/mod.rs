@@ -1,7 +1,8 @@
 //! COCO evaluation (pycocotools' numbers, through hotcoco), metric exports and plots.
 //!
 //! - [`coco`]: `evaluate(gt, detections, max_dets) -> Metrics`, the 12-line summary, json/csv.
-//! - [`metrics_csv`]: the per-run `metrics.csv` (one row per evaluation during training).
+//! - [`metrics_csv`]: the per-run `metrics.csv` (one row per epoch; COCO stats on evaluation
+//!   epochs).
 //! - [`plots`]: PNG plots with an embedded font (training curves, PR curves, run bars).
 //! - [`markdown`]: metric tables, mean ± std over seeds.
 

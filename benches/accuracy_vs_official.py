@@ -435,6 +435,11 @@ def same_batches(args):
     def per_epoch(path):
         with open(path) as f:
             rows = [json.loads(line) for line in f]
+        for r in rows:
+            # The official num_fg is foregrounds per ground truth (get_losses returns
+            # num_fg / max(num_gts, 1)); ssod's test writes both counts.
+            if "num_gt" in r:
+                r["num_fg"] = r["num_fg"] / max(r["num_gt"], 1)
         out_rows = []
         for e in range(1, epochs + 1):
             m = [r for r in rows if r["epoch"] == e]
@@ -443,7 +448,7 @@ def same_batches(args):
 
     off = per_epoch(os.path.join(out, "official_losses.jsonl"))
     sso = per_epoch(os.path.join(out, f"{tag}_losses.jsonl"))
-    print(f"epoch | official total / obj / num_fg | {tag} total / obj / num_fg")
+    print(f"epoch | official total / obj / fg per gt | {tag} total / obj / fg per gt")
     for e, (a, b) in enumerate(zip(off, sso)):
         print(f"{e + 1:3d} | {a['total']:.3f} / {a['obj']:.3f} / {a['num_fg']:.2f} | "
               f"{b['total']:.3f} / {b['obj']:.3f} / {b['num_fg']:.2f}")
@@ -612,8 +617,8 @@ def main_run(args):
                      f"{l['l1']:.3f} | {r['train_seconds']:.0f} |")
     for side in dict.fromkeys(r["side"] for r in results):
         rs = [r for r in results if r["side"] == side]
-        ap, ap50, tot = (mean_std([r[k] for r in rs]) for k in ("AP", "AP50"))  + (mean_std([r["losses"]["total"] for r in rs]),)
-        obj = mean_std([r["losses"]["obj"] for r in rs])
+        ap, ap50 = (mean_std([r[k] for r in rs]) for k in ("AP", "AP50"))
+        tot, obj = (mean_std([r["losses"][k] for r in rs]) for k in ("total", "obj"))
         summary[side] = {"AP": ap, "AP50": ap50, "loss": tot, "obj": obj}
         lines.append(f"| **{side}** mean ± std | | {ap[0]:.4f} ± {ap[1]:.4f} | "
                      f"{ap50[0]:.4f} ± {ap50[1]:.4f} | {tot[0]:.3f} ± {tot[1]:.3f} "

@@ -52,8 +52,11 @@ pub fn batch_tensors(batch: &Batch, device: Device) -> Result<(Tensor, Vec<Image
         for l in 0..batch.num_labels[b] {
             let row =
                 &batch.labels[(b * batch.max_labels + l) * 5..(b * batch.max_labels + l + 1) * 5];
-            // A zero-size box carries no signal (and SimOTA refuses it): skip it.
-            if !(row[3] > 0.0 && row[4] > 0.0) {
+            // Zero-size boxes (a mosaic's fallback keeps them, as YOLOX's TrainTransform does)
+            // are ground truths as in YOLOX's head: the loss assigns each one anchor
+            // (docs/yolox-training-parity.md, difference 1). Only a malformed negative size is
+            // left out.
+            if !(row[3] >= 0.0 && row[4] >= 0.0) {
                 continue;
             }
             t.classes.push(row[0] as usize);

@@ -77,8 +77,11 @@ fn label_rows_are_counted_as_yolo_head_counts_them() {
     );
 }
 
+/// Anchor grid cells, their strides and one predicted cxcywh box per anchor.
+type AnchorCase = (Vec<(f32, f32)>, Vec<f32>, Vec<[f32; 4]>);
+
 /// 8×8 anchors at stride 8, one class; every prediction a 4×4 box on its anchor.
-fn grid() -> (Vec<(f32, f32)>, Vec<f32>, Vec<[f32; 4]>) {
+fn grid() -> AnchorCase {
     let grids: Vec<(f32, f32)> = (0..64).map(|i| ((i % 8) as f32, (i / 8) as f32)).collect();
     let preds = grids
         .iter()

@@ -12,11 +12,12 @@
 //! YOLOX counts them: the rows whose sum is positive). Writes `TAG_losses.jsonl` (one line
 //! per step) and `TAG_ema.safetensors` there (TAG: `SSOD_SAME_BATCHES_TAG`, default `ssod`).
 //!
-//! With `SSOD_SAME_BATCHES_KEEP_ZERO=1` the step is written out here from the same public
-//! pieces (forward, decode, `yolox_loss`, the recipe's optimiser, schedule and EMA) so that
-//! zero-size boxes reach the loss as they reach YOLOX's; `DetectorTrainer` drops them when it
-//! builds its targets (`train/device_batch.rs`). Without zero-size boxes in the batches both
-//! ways give the same losses, bit for bit.
+//! With `SSOD_SAME_BATCHES_KEEP_ZERO=1` the step is the one written out here from the same
+//! public pieces (forward, decode, `yolox_loss`, the recipe's optimiser, schedule and EMA),
+//! every label row a target. It trained on the mosaic fallbacks' zero-size boxes while
+//! `DetectorTrainer` still dropped them (`train/device_batch.rs`, before commit 009cbcb); now
+//! that the trainer keeps them too, both ways give the same losses and EMA weights, bit for bit
+//! (checked on the first recorded epoch, 32 steps with zero-size boxes).
 
 use std::io::Write;
 use std::path::Path;

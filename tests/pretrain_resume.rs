@@ -7,9 +7,8 @@
 
 mod notebook_support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use notebook_support::*;
@@ -43,41 +42,11 @@ fn script(method: &str, out: &Path, epochs: usize, extra: &str) -> String {
         .replace("{EXTRA}", extra)
 }
 
-fn spawn(dir: &Path, body: &str) -> Child {
-    std::fs::write(dir.join("script.rhai"), body).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ssod"))
-        .current_dir(dir)
-        .args(["run", "script.rhai", "--fresh"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(child: Child) -> Out {
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
 fn epochs_done(run: &Path) -> usize {
     read_safetensors(&run.join("pretrain_state.safetensors"))
         .ok()
         .and_then(|f| f.metadata.get("epochs_done").and_then(|e| e.parse().ok()))
         .unwrap_or(0)
-}
-
-fn tensors(path: &Path) -> BTreeMap<String, Vec<u32>> {
-    read_safetensors(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .tensors
-        .into_iter()
-        .map(|(k, t)| (k, t.to_vec().iter().map(|v| v.to_bits()).collect()))
-        .collect()
 }
 
 fn losses(out: &Out) -> String {
@@ -91,12 +60,12 @@ fn losses(out: &Out) -> String {
 fn killed_and_resumed_equals_uninterrupted(method: &str, checkpoint: &str) {
     let dir = temp_dir(&format!("pretrain_resume_{method}"));
     let whole = dir.join("whole");
-    let out = finish(spawn(&dir, &script(method, &whole, EPOCHS, "")));
+    let out = finish(spawn_script(&dir, &script(method, &whole, EPOCHS, "")));
     assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
     let whole_losses = losses(&out);
 
     let parts = dir.join("parts");
-    let mut child = spawn(&dir, &script(method, &parts, EPOCHS, ""));
+    let mut child = spawn_script(&dir, &script(method, &parts, EPOCHS, ""));
     let start = Instant::now();
     while epochs_done(&parts) < 2 {
         if child.try_wait().unwrap().is_some() {
@@ -116,13 +85,13 @@ fn killed_and_resumed_equals_uninterrupted(method: &str, checkpoint: &str) {
     assert!(stopped_at < EPOCHS, "the run was not interrupted");
 
     // A fresh run refuses the folder; a changed config is refused on resume.
-    let fresh = finish(spawn(&dir, &script(method, &parts, EPOCHS, "")));
+    let fresh = finish(spawn_script(&dir, &script(method, &parts, EPOCHS, "")));
     assert!(
         fresh.stderr.contains("already holds a pretraining run"),
         "{}",
         fresh.stderr
     );
-    let changed = finish(spawn(
+    let changed = finish(spawn_script(
         &dir,
         &script(method, &parts, EPOCHS, ", resume: true, weight_decay: 0.01"),
     ));
@@ -132,7 +101,7 @@ fn killed_and_resumed_equals_uninterrupted(method: &str, checkpoint: &str) {
         changed.stderr
     );
 
-    let out = finish(spawn(
+    let out = finish(spawn_script(
         &dir,
         &script(method, &parts, EPOCHS, ", resume: true"),
     ));
@@ -145,7 +114,7 @@ fn killed_and_resumed_equals_uninterrupted(method: &str, checkpoint: &str) {
     assert_eq!(losses(&out), whole_losses, "per-epoch losses differ");
     for file in ["pretrain_state.safetensors", checkpoint] {
         assert!(
-            tensors(&whole.join(file)) == tensors(&parts.join(file)),
+            tensor_bits(&whole.join(file)) == tensor_bits(&parts.join(file)),
             "{method}: {file} differs between the uninterrupted and the resumed run"
         );
     }

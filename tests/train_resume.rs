@@ -11,13 +11,11 @@
 
 mod notebook_support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use notebook_support::*;
-use ssod::tensor::safetensors_io::read_safetensors;
 use ssod::train::read_checkpoint_meta;
 
 const MAX_EPOCH: usize = 5;
@@ -54,27 +52,6 @@ fn script(out: &Path, epochs: usize, extra: &str) -> String {
         .replace("{EXTRA}", extra)
 }
 
-fn spawn(dir: &Path, body: &str) -> Child {
-    std::fs::write(dir.join("script.rhai"), body).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ssod"))
-        .current_dir(dir)
-        .args(["run", "script.rhai", "--fresh"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(child: Child) -> Out {
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
 /// Epochs recorded in the run folder's training state (0 when there is none yet).
 fn epochs_done(run: &Path) -> usize {
     read_checkpoint_meta(&run.join("last.ckpt.safetensors")).map_or(0, |m| m.progress.epoch)
@@ -97,15 +74,6 @@ fn stop_after(mut child: Child, run: &Path, epochs: usize, signal: &str) -> Out 
     let killed = Command::new("kill").args([signal, &pid]).status().unwrap();
     assert!(killed.success());
     finish(child)
-}
-
-fn tensors(path: &Path) -> BTreeMap<String, Vec<u32>> {
-    read_safetensors(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .tensors
-        .into_iter()
-        .map(|(k, t)| (k, t.to_vec().iter().map(|v| v.to_bits()).collect()))
-        .collect()
 }
 
 /// metrics.csv without its timing columns.
@@ -142,13 +110,16 @@ fn assert_same_run(a: &Path, b: &Path) {
         "best.safetensors",
     ] {
         assert!(
-            tensors(&a.join(file)) == tensors(&b.join(file)),
+            tensor_bits(&a.join(file)) == tensor_bits(&b.join(file)),
             "{file} differs between the uninterrupted and the resumed run"
         );
     }
     for n in 1..=MAX_EPOCH {
         let file = format!("epoch_{n}.safetensors");
-        assert!(tensors(&a.join(&file)) == tensors(&b.join(&file)), "{file}");
+        assert!(
+            tensor_bits(&a.join(&file)) == tensor_bits(&b.join(&file)),
+            "{file}"
+        );
     }
     let (ma, mb) = (
         read_checkpoint_meta(&a.join("last.ckpt.safetensors")).unwrap(),
@@ -163,7 +134,7 @@ fn assert_same_run(a: &Path, b: &Path) {
 fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
     let dir = temp_dir("train_resume");
     let whole: PathBuf = dir.join("whole");
-    let out = finish(spawn(&dir, &script(&whole, MAX_EPOCH, "")));
+    let out = finish(spawn_script(&dir, &script(&whole, MAX_EPOCH, "")));
     assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
 
     // The model afterwards is the evaluated one: the same metrics, to the last digit.
@@ -176,8 +147,8 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
     );
     // last.safetensors = the training state's EMA weights (model-only, official names), and
     // the EMA differs from the raw weights (so the test above can tell them apart).
-    let state = tensors(&whole.join("last.ckpt.safetensors"));
-    let last = tensors(&whole.join("last.safetensors"));
+    let state = tensor_bits(&whole.join("last.ckpt.safetensors"));
+    let last = tensor_bits(&whole.join("last.safetensors"));
     let mut raw_differs = false;
     for (name, values) in &last {
         assert_eq!(Some(values), state.get(&format!("ema.{name}")), "{name}");
@@ -189,7 +160,7 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().contains("whole.after"))
         .expect("the script saved its model");
-    let after = tensors(&saved);
+    let after = tensor_bits(&saved);
     assert!(after == last, "the model is not the EMA");
     assert!(last.keys().any(|k| k == "head.cls_preds.0.weight"));
     // The best epoch's weights are that epoch's history weights.
@@ -200,14 +171,14 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
         .parse()
         .unwrap();
     assert!(
-        tensors(&whole.join("best.safetensors"))
-            == tensors(&whole.join(format!("epoch_{best_epoch}.safetensors")))
+        tensor_bits(&whole.join("best.safetensors"))
+            == tensor_bits(&whole.join(format!("epoch_{best_epoch}.safetensors")))
     );
 
     // Killed during epoch 2, resumed; interrupted (Ctrl-C) during epoch 4, resumed.
     let parts = dir.join("parts");
     let out = stop_after(
-        spawn(&dir, &script(&parts, MAX_EPOCH, "")),
+        spawn_script(&dir, &script(&parts, MAX_EPOCH, "")),
         &parts,
         1,
         "-KILL",
@@ -215,7 +186,7 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
     assert!(!out.ok);
     let resume = ", resume: true";
     let out = stop_after(
-        spawn(&dir, &script(&parts, MAX_EPOCH, resume)),
+        spawn_script(&dir, &script(&parts, MAX_EPOCH, resume)),
         &parts,
         3,
         "-INT",
@@ -223,7 +194,7 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
     assert!(!out.ok, "{}", out.stdout);
     let stopped_at = epochs_done(&parts);
     assert!(stopped_at < MAX_EPOCH, "the run was not interrupted");
-    let out = finish(spawn(&dir, &script(&parts, MAX_EPOCH, resume)));
+    let out = finish(spawn_script(&dir, &script(&parts, MAX_EPOCH, resume)));
     assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stdout
@@ -235,7 +206,7 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
     assert_eq!(line_value(&out.stdout, "final "), final_ap);
 
     // A changed recipe is refused, naming the key; an override lets it through.
-    let changed = finish(spawn(
+    let changed = finish(spawn_script(
         &dir,
         &script(&parts, MAX_EPOCH + 1, ", resume: true, weight_decay: 0.001"),
     ));
@@ -247,7 +218,7 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
         changed.stderr
     );
     // A fresh run refuses a folder that holds a run.
-    let fresh = finish(spawn(&dir, &script(&parts, MAX_EPOCH, "")));
+    let fresh = finish(spawn_script(&dir, &script(&parts, MAX_EPOCH, "")));
     assert!(!fresh.ok);
     assert!(
         fresh.stderr.contains("already holds a training run"),
@@ -255,7 +226,7 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
         fresh.stderr
     );
     // A finished run extended by one epoch, with an overridden key.
-    let extended = finish(spawn(
+    let extended = finish(spawn_script(
         &dir,
         &script(
             &parts,
@@ -272,7 +243,7 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
         "// %% Load\nlet m = yolox(\"nano\", #{{ classes: 1, width: 0.125 }});\nprint(`n=${{m.load(\"{}\")}}`);\n",
         whole.join("last.ckpt.safetensors").display()
     );
-    let out = finish(spawn(&dir, &load));
+    let out = finish(spawn_script(&dir, &load));
     assert!(out.ok, "{}", out.stderr);
     assert!(out
         .stdout
@@ -287,7 +258,10 @@ fn resumed_runs_end_bit_identical_and_the_model_holds_the_evaluated_weights() {
 #[test]
 fn resume_without_a_training_state_is_an_error() {
     let dir = temp_dir("train_resume_missing");
-    let out = finish(spawn(&dir, &script(&dir.join("none"), 2, ", resume: true")));
+    let out = finish(spawn_script(
+        &dir,
+        &script(&dir.join("none"), 2, ", resume: true"),
+    ));
     assert!(!out.ok);
     assert!(
         out.stderr.contains("holds no training state to resume"),

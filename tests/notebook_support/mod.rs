@@ -83,3 +83,37 @@ fn headers(out: &Out) -> Vec<(String, bool)> {
         })
         .collect()
 }
+
+/// Write `script.rhai` into `dir` and start `ssod run script.rhai --fresh` there, its output
+/// piped: for tests that signal or kill the run ([`finish`] collects it).
+pub fn spawn_script(dir: &Path, body: &str) -> std::process::Child {
+    std::fs::write(dir.join("script.rhai"), body).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .current_dir(dir)
+        .args(["run", "script.rhai", "--fresh"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for a spawned run and collect its output.
+pub fn finish(child: std::process::Child) -> Out {
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// Every tensor of a safetensors file as the bits of its f32 values, by name.
+pub fn tensor_bits(path: &Path) -> std::collections::BTreeMap<String, Vec<u32>> {
+    ssod::tensor::safetensors_io::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .tensors
+        .into_iter()
+        .map(|(k, t)| (k, t.to_vec().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}

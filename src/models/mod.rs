@@ -1,5 +1,7 @@
 //! Models: the YOLOX family.
 
+pub mod weights;
 pub mod yolox;
 
-pub use yolox::{LoadOptions, LoadedWeights, WeightsSource, YoloX, YoloXConfig};
+pub use weights::{LoadOptions, LoadedWeights, WeightsSource};
+pub use yolox::{YoloX, YoloXConfig};

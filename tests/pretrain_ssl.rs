@@ -109,7 +109,8 @@ fn cosine_and_info_nce_losses_by_hand() {
     // Cosine (study): mean cos(a, n) − mean cos(a, p) = (0 − 1)/2 − 1 = −1.5.
     let c = cosine_patch_loss(&a, &p, &n).unwrap();
     assert!((c.loss.item().unwrap() + 1.5).abs() < 1e-6);
-    assert!((c.mean_pos_cos - 1.0).abs() < 1e-6 && (c.mean_neg_cos + 0.5).abs() < 1e-6);
+    let (pos, neg) = c.mean_cosines().unwrap();
+    assert!((pos - 1.0).abs() < 1e-6 && (neg + 0.5).abs() < 1e-6);
     // InfoNCE, τ = 0.5: logits [2, 0, −2]; −log(e²/(e² + 1 + e⁻²)) = log(1 + e⁻² + e⁻⁴)
     // = log(1.1536511) = 0.1429316.
     let l = info_nce_patch_loss(&a, &p, &n, 0.5)
@@ -335,17 +336,29 @@ fn info_nce_joint_bn_mlp_and_per_patch_augmentation_learn() {
         r#"{"epochs": 8, "batch_size": 4, "frame_size": [384, 224], "patch_size": 64, "origin_x_max": 32,
             "loss": "info_nce", "temperature": 0.2, "head": "mlp", "mlp_hidden": 16,
             "mlp_dim": 8, "bn_mode": "joint", "augment_per": "patch",
-            "negative_sampler": "distance", "negative_min_distance": 32,
-            "input_norm": "imagenet_rgb"}"#,
+            "negative_sampler": "distance", "negative_min_distance": 32}"#,
         "ssl.json",
     )
     .unwrap();
     assert_eq!(cfg.loss, PatchLossKind::InfoNce);
+    // The study's input convention, by hand: RGB / 255, minus ImageNet's mean, over its std.
+    let mut pixel = [255.0f32, 0.0, 128.0];
+    ssod::pretrain::InputNorm::ImagenetRgb.apply_to_rgb_planes(&mut pixel, 1);
+    let want = [
+        (1.0 - 0.485) / 0.229,
+        (0.0 - 0.456) / 0.224,
+        (128.0 / 255.0 - 0.406) / 0.225,
+    ];
+    for (got, want) in pixel.iter().zip(want) {
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
     let r = pretrain_patch_ssl(&model, &frames, &cfg).unwrap();
     assert_eq!(r.steps, 16);
     print_epochs("trained", &r);
     // These options learn too: InfoNCE (near ln 5 = 1.61 for 1 positive and 4 negatives without
-    // learning: 1.5 to 2.0 per epoch at lr 0) falls to about 1.1, below the same run at lr 0.
+    // learning: 1.3 to 1.8 per epoch at lr 0) falls to about 1.1, below the same run at lr 0.
+    // (On the detector's BGR 0..255 input: seeds 0 to 3 all end 0.36 to 0.52 below lr 0. With
+    // `imagenet_rgb` input this setting learns in 2 of those 4 seeds within 16 epochs.)
     let frozen = PatchSslConfig {
         lr: 0.0,
         ..cfg.clone()

@@ -584,6 +584,9 @@ NOT_EMULATED = {
     'yolox_tiny_train_step__bf16__norm_': 'a whole training step through the engine, not a kernel call',
     'yolox_nano_train_step__implicit_convs__norm_': 'a whole training step through the engine, not a kernel call',
     'yolox_tiny_train_step__bf16__implicit_convs__norm_': 'a whole training step through the engine, not a kernel call',
+    'center_loss_pretraining_step__norm_': 'a whole pretraining step through the engine, not a kernel call',
+    'patch_SSL_step__cosine__frames_cut_on_the_device__norm_': 'a whole pretraining step through the engine, not a kernel call',
+    'patch_SSL_step__InfoNCE__MLP_head__joint_BN__norm_': 'a whole pretraining step through the engine, not a kernel call',
 }
 unchecked = sorted(set(os.listdir(D)) - checked - set(NOT_EMULATED))
 if unchecked:

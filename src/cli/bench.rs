@@ -18,7 +18,8 @@ use ssod::train::TrainConfig;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Benchmarks: `bench train` times full training steps, `bench simota` the assigner
+    /// Benchmarks: `bench train` times full training steps, `bench simota` the assigner,
+    /// `bench conv` each conv layer, `bench pretrain` backbone pretraining
     #[command(subcommand)]
     Bench(BenchKind),
 }
@@ -31,6 +32,8 @@ pub enum BenchKind {
     Simota(super::bench_simota::BenchSimotaArgs),
     /// Every distinct conv layer of a YOLOX model: forward and both gradients timed on their own
     Conv(super::bench_conv::BenchConvArgs),
+    /// Backbone pretraining (center loss or patch SSL): training and loader throughput
+    Pretrain(super::bench_pretrain::BenchPretrainArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +85,7 @@ impl BenchCommand {
             BenchCommand::Bench(BenchKind::Train(a)) => bench_train(a),
             BenchCommand::Bench(BenchKind::Simota(a)) => super::bench_simota::bench_simota(a),
             BenchCommand::Bench(BenchKind::Conv(a)) => super::bench_conv::bench_conv(a),
+            BenchCommand::Bench(BenchKind::Pretrain(a)) => super::bench_pretrain::bench_pretrain(a),
         }
     }
 }
@@ -93,7 +97,7 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MB.
-fn peak_rss_mb() -> Option<f64> {
+pub(super) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_conv;
+mod bench_pretrain;
 mod bench_simota;
 mod data_tools;
 mod detect;

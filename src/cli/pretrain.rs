@@ -10,6 +10,8 @@ use ssod::pretrain::{
     linear_probe, load_backbone, parse_config, pretrain_center_loss, pretrain_patch_ssl,
     CenterLossConfig, CropSet, FrameSet, PatchSslConfig, PretrainReport, ProbeConfig,
 };
+use ssod::tensor::Device;
+use ssod::train::config::Precision;
 
 #[derive(Subcommand)]
 pub enum PretrainCommand {
@@ -48,6 +50,31 @@ pub struct PretrainArgs {
     /// Continue the run whose per-epoch state is in --out (center, ssl)
     #[arg(long, requires = "out")]
     pub resume: bool,
+    /// cpu, cuda or auto (overrides the config's `device`; cuda fails at once without a GPU)
+    #[arg(long)]
+    pub device: Option<String>,
+    /// f32, tf32 or bf16 matrix products on the GPU (overrides the config's `precision`)
+    #[arg(long)]
+    pub precision: Option<String>,
+}
+
+impl PretrainArgs {
+    /// The config's device keys with the command line's overrides, checked before any work.
+    fn device_overrides(
+        &self,
+        device: &mut String,
+        precision: &mut Precision,
+    ) -> anyhow::Result<()> {
+        if let Some(d) = &self.device {
+            *device = d.clone();
+        }
+        if let Some(p) = &self.precision {
+            *precision = Precision::from_name(p)?;
+        }
+        // A GPU that is not there is an error now, not after the data is listed.
+        Device::resolve(device)?;
+        Ok(())
+    }
 }
 
 fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
@@ -121,6 +148,7 @@ impl PretrainCommand {
         match kind {
             PretrainKind::Center(args) => {
                 let mut cfg: CenterLossConfig = read_config(&args.config)?;
+                args.device_overrides(&mut cfg.device, &mut cfg.precision)?;
                 let dir = out_dir(&args, "center")?;
                 cfg.out = Some(dir.clone());
                 cfg.resume |= args.resume;
@@ -132,6 +160,7 @@ impl PretrainCommand {
             }
             PretrainKind::Ssl(args) => {
                 let mut cfg: PatchSslConfig = read_config(&args.config)?;
+                args.device_overrides(&mut cfg.device, &mut cfg.precision)?;
                 let dir = out_dir(&args, "ssl")?;
                 cfg.out = Some(dir.clone());
                 cfg.resume |= args.resume;
@@ -142,7 +171,8 @@ impl PretrainCommand {
                 write_json(&dir, &r)
             }
             PretrainKind::Probe(args) => {
-                let cfg: ProbeConfig = read_config(&args.config)?;
+                let mut cfg: ProbeConfig = read_config(&args.config)?;
+                args.device_overrides(&mut cfg.device, &mut cfg.precision)?;
                 let m = model(&args)?;
                 let crops = CropSet::load(&args.data)?;
                 let r = linear_probe(&m, &crops, &cfg)?;

@@ -4,17 +4,14 @@
 //! augmentation of the sample at position `p` from `rng_for(seed, "loader/augment/<epoch>/<p>")`,
 //! and the multiscale size of batch group `g` from `rng_for(seed, "loader/multiscale/<epoch>/<g>")`.
 //! Workers only decide *when* a batch is built, never *what* is in it, so the batches are the same
-//! for any number of workers; the consumer receives them in order.
+//! for any number of workers; the consumer receives them in order (`data::prefetch`).
 //!
 //! A corrupt or missing image is skipped with one warning naming it (per loader), and counted in
 //! the epoch summary; a batch that loses samples is that much smaller (`Batch::batch`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use image::RgbImage;
 use rand::seq::SliceRandom;
@@ -25,6 +22,7 @@ use crate::data::augment::{
 };
 use crate::data::dataset::CocoDataset;
 use crate::data::image_io::read_rgb;
+use crate::data::prefetch::Prefetch;
 use crate::rng::rng_for;
 use crate::{Error, Result};
 
@@ -255,32 +253,16 @@ impl Loader {
 
     /// Start an epoch: workers begin prefetching at once; iterate to receive the batches in order.
     pub fn epoch(&self, epoch: usize) -> EpochIter {
-        let n_batches = self.batches_per_epoch();
-        let shared = Arc::new(Shared {
-            next: AtomicUsize::new(0),
-            consumed: Mutex::new(0),
-            window: Condvar::new(),
-            stop: std::sync::atomic::AtomicBool::new(false),
-        });
-        let (tx, rx) = mpsc::channel();
         let order = Arc::new(self.order(epoch));
-        let workers = self.cfg.workers.max(1);
-        let handles = (0..workers)
-            .map(|_| {
-                let (shared, tx, order) = (shared.clone(), tx.clone(), order.clone());
-                let (source, cfg) = (self.source.clone(), self.cfg.clone());
-                std::thread::spawn(move || {
-                    worker(&source, &cfg, epoch, &order, n_batches, &shared, &tx)
-                })
-            })
-            .collect();
+        let (source, cfg) = (self.source.clone(), self.cfg.clone());
+        let prefetch = Prefetch::start(
+            self.batches_per_epoch(),
+            self.cfg.workers,
+            self.cfg.prefetch,
+            move |b| build_batch(&source, &cfg, epoch, &order, b),
+        );
         EpochIter {
-            rx,
-            handles,
-            shared,
-            pending: BTreeMap::new(),
-            next: 0,
-            n_batches,
+            prefetch,
             source: self.source.clone(),
             summary: EpochSummary {
                 epoch,
@@ -306,52 +288,11 @@ impl Loader {
     }
 }
 
-struct Shared {
-    next: AtomicUsize,
-    consumed: Mutex<usize>,
-    window: Condvar,
-    stop: std::sync::atomic::AtomicBool,
-}
-
 /// Per-batch counts that feed the epoch summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchStats {
     pub skipped: usize,
     pub fallbacks: usize,
-}
-
-fn worker(
-    source: &DatasetSource,
-    cfg: &LoaderConfig,
-    epoch: usize,
-    order: &[usize],
-    n_batches: usize,
-    shared: &Shared,
-    tx: &mpsc::Sender<(usize, Batch, BatchStats)>,
-) {
-    loop {
-        let b = shared.next.fetch_add(1, Ordering::SeqCst);
-        if b >= n_batches {
-            return;
-        }
-        // Bounded prefetch: do not run more than `prefetch` batches ahead of the consumer.
-        {
-            let mut consumed = shared.consumed.lock().unwrap_or_else(|e| e.into_inner());
-            while b >= *consumed + cfg.prefetch.max(1) && !shared.stop.load(Ordering::SeqCst) {
-                consumed = shared
-                    .window
-                    .wait(consumed)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-        }
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let (batch, stats) = build_batch(source, cfg, epoch, order, b);
-        if tx.send((b, batch, stats)).is_err() {
-            return;
-        }
-    }
 }
 
 /// Input size (w, h) of batch `b`: the configured one, or YOLOX's multiscale draw for its group.
@@ -457,12 +398,7 @@ fn build_batch(
 
 /// The batches of one epoch, in order.
 pub struct EpochIter {
-    rx: mpsc::Receiver<(usize, Batch, BatchStats)>,
-    handles: Vec<JoinHandle<()>>,
-    shared: Arc<Shared>,
-    pending: BTreeMap<usize, (Batch, BatchStats)>,
-    next: usize,
-    n_batches: usize,
+    prefetch: Prefetch<(Batch, BatchStats)>,
     source: Arc<DatasetSource>,
     summary: EpochSummary,
 }
@@ -486,49 +422,14 @@ impl EpochIter {
 impl Iterator for EpochIter {
     type Item = Batch;
 
+    /// The next batch; the epoch ends early (rather than hang) when a worker panicked.
     fn next(&mut self) -> Option<Batch> {
-        if self.next >= self.n_batches {
-            return None;
-        }
-        let (batch, stats) = loop {
-            if let Some(got) = self.pending.remove(&self.next) {
-                break got;
-            }
-            match self.rx.recv() {
-                Ok((b, batch, stats)) => {
-                    self.pending.insert(b, (batch, stats));
-                }
-                // Every worker is gone (one panicked): end the epoch early rather than hang.
-                Err(_) => return None,
-            }
-        };
-        self.next += 1;
-        {
-            let mut consumed = self
-                .shared
-                .consumed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            *consumed = self.next;
-        }
-        self.shared.window.notify_all();
+        let (batch, stats) = self.prefetch.next()?;
         self.summary.batches += 1;
         self.summary.images += batch.batch;
         self.summary.skipped_samples += stats.skipped;
         self.summary.fallbacks += stats.fallbacks;
         Some(batch)
-    }
-}
-
-impl Drop for EpochIter {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.window.notify_all();
-        // Drain so that no worker blocks on a send, then join them.
-        while self.rx.try_recv().is_ok() {}
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
     }
 }
 

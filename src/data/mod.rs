@@ -12,6 +12,7 @@ pub mod voc;
 
 pub mod augment;
 pub mod loader;
+pub mod prefetch;
 pub mod synth;
 
 pub use dataset::{Annotation, Category, CocoDataset, Detection, ImageInfo};

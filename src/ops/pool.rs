@@ -164,6 +164,9 @@ pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
 pub fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
     let g = geom("avg_pool2d", x, &p)?;
     let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
+    if x.device() == Device::Cuda && p.kernel == p.stride && p.padding == 0 {
+        return tiled_avg_pool_composed(x, p.kernel, ho, wo);
+    }
     let inv = 1.0 / (p.kernel * p.kernel) as f32;
     // Visit the in-bounds taps of output (oy, ox).
     let taps = move |oy: usize, ox: usize, f: &mut dyn FnMut(usize)| {
@@ -211,6 +214,23 @@ pub fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
             });
         Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
     })
+}
+
+/// The CUDA arm of [`avg_pool2d`] with non-overlapping windows (kernel = stride, no padding,
+/// the pretraining heads' 2×2 pool): the covered `[N, C, ho·k, wo·k]` corner viewed as
+/// `[N·C·ho, k, wo, k]` and averaged over the two window axes with the reduction kernels,
+/// forward and backward on the device. Device-generic ops: the CPU test checks the composition.
+pub(crate) fn tiled_avg_pool_composed(
+    x: &Tensor,
+    k: usize,
+    ho: usize,
+    wo: usize,
+) -> Result<Tensor> {
+    let (n, c) = (x.dims()[0], x.dims()[1]);
+    let covered = super::narrow(&super::narrow(x, 2, 0, ho * k)?, 3, 0, wo * k)?;
+    let windows = super::reshape(&super::contiguous(&covered)?, [n * c * ho, k, wo, k])?;
+    let pooled = super::mean(&windows, &[1, 3], false)?; // [N·C·ho, wo]
+    super::reshape(&pooled, [n, c, ho, wo])
 }
 
 /// Mean over H and W: `[N, C, H, W] -> [N, C, 1, 1]`.
@@ -378,6 +398,48 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The composition the CUDA arm runs equals the CPU kernel on odd sizes (the uncovered last
+    /// row and column dropped), forward and backward, up to the order of a window's sum.
+    #[test]
+    fn composed_tiled_avg_pool_matches_the_kernel() {
+        let dims = [2, 3, 7, 5];
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| ((i * 13 % 17) as f32) - 8.0).collect();
+        let p = Pool2dParams {
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+        };
+        let run = |composed: bool| {
+            let x = Tensor::from_vec(values.clone(), dims)
+                .unwrap()
+                .with_requires_grad(true);
+            let y = if composed {
+                tiled_avg_pool_composed(&x, 2, 3, 2).unwrap()
+            } else {
+                avg_pool2d(&x, p).unwrap()
+            };
+            let w = Tensor::from_vec(
+                (0..y.numel()).map(|i| i as f32).collect(),
+                y.dims().to_vec(),
+            )
+            .unwrap();
+            crate::ops::mul(&y, &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            (y.dims().to_vec(), y.to_vec(), x.grad().unwrap().to_vec())
+        };
+        let (dims_k, y_k, g_k) = run(false);
+        let (dims_c, y_c, g_c) = run(true);
+        assert_eq!(dims_k, dims_c);
+        for (a, b) in y_k.iter().zip(&y_c).chain(g_k.iter().zip(&g_c)) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "{a} vs {b}");
         }
     }
 }

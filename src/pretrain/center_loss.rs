@@ -14,27 +14,30 @@
 //! `eval_every` epochs (the study: every 10th epoch, on an unseeded split); the best epoch's
 //! weights are restored into the model and written to `out/center_loss_best.safetensors`.
 //! With `out`, the run's state is kept after every epoch and `resume: true` continues it
-//! (`state.rs`).
+//! (`state.rs`). Crops are decoded, resized and flipped by the loader's workers (`loader.rs`);
+//! with `device: "cuda"` the step, the centres and their update stay on the GPU (`device.rs`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::data::{images_to_input, seeded_split, CropSet, InputNorm};
+use super::data::{seeded_split, Crop, CropSet, InputNorm};
+use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
+use super::loader::{crop_batches, CropSampling};
 use super::state::{config_json, state_to_resume, BestSnapshot, RunState, STATE_FILE};
 use super::transfer::{restore, save_backbone_checkpoint, snapshot};
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
 use crate::autograd::no_grad;
-use crate::data::augment::resize_bilinear;
 use crate::models::YoloX;
 use crate::ops;
 use crate::rng::rng_for;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
+use crate::train::config::Precision;
 use crate::{Error, Result};
 
 /// Which features the center loss pulls together.
@@ -91,6 +94,12 @@ pub struct CenterLossConfig {
     pub out: Option<PathBuf>,
     /// Continue the run whose state is in `out` (`epochs` may be raised).
     pub resume: bool,
+    /// `cpu`, `cuda` or `auto` (the Rhai functions default to the notebook's `--device`).
+    pub device: String,
+    /// Matrix products on the GPU: `f32`, `tf32` or `bf16` (as the detector recipe's key).
+    pub precision: Precision,
+    /// Threads that decode, resize and augment batches ahead of the step.
+    pub workers: usize,
 }
 
 impl Default for CenterLossConfig {
@@ -117,12 +126,25 @@ impl Default for CenterLossConfig {
             max_steps_per_epoch: None,
             out: None,
             resume: false,
+            device: "cpu".into(),
+            precision: Precision::F32,
+            workers: 2,
         }
     }
 }
 
 impl CenterLossConfig {
+    /// The `device`, `precision` and `workers` keys.
+    pub fn device_config(&self) -> DeviceConfig {
+        DeviceConfig {
+            device: self.device.clone(),
+            precision: self.precision,
+            workers: self.workers,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.device_config().validate()?;
         check_positive("epochs", self.epochs)?;
         check_positive("batch_size", self.batch_size)?;
         check_positive("eval_every", self.eval_every)?;
@@ -188,12 +210,16 @@ pub fn center_loss(features: &Tensor, labels: &[usize], centers: &Tensor) -> Res
 }
 
 /// Wen et al.'s centre update in place: `c_j −= α · Σ_{y_i=j}(c_j − f_i) / (1 + n_j)`.
+/// Centres on CUDA are updated there, with ops ([`wen_center_update_with_ops`]).
 pub fn wen_center_update(
     centers: &Tensor,
     features: &Tensor,
     labels: &[usize],
     alpha: f32,
 ) -> Result<()> {
+    if centers.is_cuda() {
+        return wen_center_update_with_ops(centers, features, labels, alpha);
+    }
     let d = centers.dims()[1];
     let f = features.to_vec();
     let c = centers.to_vec();
@@ -215,45 +241,128 @@ pub fn wen_center_update(
     })
 }
 
-/// Crops resized to the input size, once.
-fn prepare(crops: &CropSet, size: u32) -> Vec<(RgbImage, usize)> {
-    crops
-        .crops
-        .iter()
-        .map(|c| {
-            let img = if c.image.width() == size && c.image.height() == size {
-                c.image.clone()
-            } else {
-                resize_bilinear(&c.image, size, size)
-            };
-            (img, c.label as usize)
-        })
-        .collect()
+/// Wen et al.'s update with ops, where the tensors live: with the one-hot `M [C, B]` of the
+/// labels, `Δc = n ⊙ c − M·f` and `c ← c − α·Δc / (1 + n)`.
+pub fn wen_center_update_with_ops(
+    centers: &Tensor,
+    features: &Tensor,
+    labels: &[usize],
+    alpha: f32,
+) -> Result<()> {
+    let (classes, b) = (centers.dims()[0], labels.len());
+    let mut one_hot = vec![0f32; classes * b];
+    let mut count = vec![0f32; classes];
+    for (i, &y) in labels.iter().enumerate() {
+        one_hot[y * b + i] = 1.0;
+        count[y] += 1.0;
+    }
+    let step: Vec<f32> = count.iter().map(|n| alpha / (1.0 + n)).collect();
+    let updated = no_grad(|| -> Result<Tensor> {
+        let c = centers.detach();
+        let m = Tensor::from_vec(one_hot, [classes, b])?;
+        let n = Tensor::from_vec(count, [classes, 1])?;
+        let delta = ops::sub(&ops::mul(&c, &n)?, &ops::matmul(&m, &features.detach())?)?;
+        let scale = Tensor::from_vec(step, [classes, 1])?;
+        ops::sub(&c, &ops::mul(&delta, &scale)?)
+    })?;
+    centers.assign(&updated)
+}
+
+/// One step's forward and backward (no optimiser step) on `input [B, 3, S, S]` (on the step's
+/// device) with class ids `labels`: the loss and the feature the centres follow (detached).
+pub fn center_loss_step(
+    model: &YoloX,
+    head: &PretrainHead,
+    centers: &Tensor,
+    input: &Tensor,
+    labels: &[usize],
+    cfg: &CenterLossConfig,
+) -> Result<(Tensor, Tensor)> {
+    let label_t = Tensor::from_vec(labels.iter().map(|&l| l as f32).collect(), [labels.len()])?;
+    let (_, _, c5) = model.backbone.backbone.forward(input)?; // [B, 16b, S/32, S/32]
+    let embedding = head.embed(&c5)?; // [B, D]
+    let logits = head.classify(&embedding)?; // [B, 2]
+    let ce = ops::mean_all(&ops::cross_entropy(&logits, &label_t)?)?;
+    let feature = match cfg.center_feature {
+        CenterFeature::Logits => logits,
+        CenterFeature::Embedding => embedding,
+    };
+    let loss = if cfg.center_weight > 0.0 {
+        let lc = center_loss(&feature, labels, centers)?;
+        ops::add(&ce, &ops::mul_scalar(&lc, cfg.center_weight as f32)?)?
+    } else {
+        ce
+    };
+    loss.backward()?;
+    Ok((loss.detach(), feature.detach()))
+}
+
+/// The centres' step after [`center_loss_step`]: SGD on their gradient (the study) or Wen et
+/// al.'s rule on the step's features, where the centres live.
+pub fn update_centers(
+    centers: &Tensor,
+    feature: &Tensor,
+    labels: &[usize],
+    cfg: &CenterLossConfig,
+) -> Result<()> {
+    if cfg.center_weight <= 0.0 {
+        return Ok(());
+    }
+    match cfg.center_update {
+        CenterUpdate::Sgd => {
+            // seed-notes 5: SGD(center_loss.parameters(), lr=0.5), no momentum: c ← c − lr·g.
+            if let Some(g) = centers.grad() {
+                let lr = cfg.center_lr as f32;
+                let updated = no_grad(|| ops::sub(&centers.detach(), &ops::mul_scalar(&g, lr)?))?;
+                centers.assign(&updated)?;
+            }
+            centers.zero_grad();
+            Ok(())
+        }
+        CenterUpdate::Alpha => wen_center_update(centers, feature, labels, cfg.center_alpha as f32),
+    }
 }
 
 /// Held-out accuracy in eval mode (running BN statistics), without recording.
 fn accuracy(
     model: &YoloX,
     head: &PretrainHead,
-    data: &[(RgbImage, usize)],
+    crops: &Arc<Vec<Crop>>,
     idx: &[usize],
     cfg: &CenterLossConfig,
+    device: Device,
 ) -> Result<f64> {
     if idx.is_empty() {
         return Ok(f64::NAN);
     }
     model.set_training(false);
     head.store.set_training(false);
+    let sampling = CropSampling {
+        size: cfg.input_size,
+        norm: cfg.input_norm,
+        flip: None,
+    };
     let mut correct = 0usize;
     no_grad(|| -> Result<()> {
-        for chunk in idx.chunks(cfg.batch_size) {
-            let imgs: Vec<&RgbImage> = chunk.iter().map(|&i| &data[i].0).collect();
-            let x = images_to_input(&imgs, &[], cfg.input_norm)?;
+        for batch in crop_batches(
+            crops,
+            idx.to_vec(),
+            cfg.batch_size,
+            None,
+            sampling,
+            cfg.workers,
+        ) {
+            let batch = batch?;
+            let x = Tensor::from_vec_on(batch.input.clone(), batch.shape(), device)?;
             let (_, _, c5) = model.backbone.backbone.forward(&x)?;
-            let logits = head.classify(&head.embed(&c5)?)?.to_vec();
-            for (k, &i) in chunk.iter().enumerate() {
-                let pred = usize::from(logits[2 * k + 1] > logits[2 * k]);
-                correct += usize::from(pred == data[i].1);
+            // argmax on the device: one value per crop comes back.
+            let logits = head.classify(&head.embed(&c5)?)?;
+            let pred_fg = ops::sub(
+                &ops::narrow(&logits, 1, 1, 1)?,
+                &ops::narrow(&logits, 1, 0, 1)?,
+            )?;
+            for (margin, &label) in pred_fg.to_vec().iter().zip(&batch.labels) {
+                correct += usize::from(usize::from(*margin > 0.0) == label);
             }
         }
         Ok(())
@@ -278,7 +387,7 @@ pub fn pretrain_center_loss(
             crops.len()
         )));
     }
-    let data = prepare(crops, cfg.input_size as u32);
+    let data = Arc::new(crops.crops.clone());
     let (train_idx, val_idx) = seeded_split(data.len(), cfg.val_fraction, cfg.seed);
     let head = PretrainHead::new(
         cfg.head,
@@ -298,6 +407,9 @@ pub fn pretrain_center_loss(
         CenterUpdate::Alpha => Tensor::zeros([2, center_dim]),
     }
     .with_requires_grad(cfg.center_update == CenterUpdate::Sgd && cfg.center_weight > 0.0);
+    let scope = DeviceScope::enter(&cfg.device_config(), &[&model.store, &head.store])?;
+    let device = scope.device;
+    centers.move_storage_to(device)?;
     let (mut opt_model, mut opt_head) = adam_pair(model, &head, cfg.weight_decay);
     let steps_per_epoch = train_idx.len().div_ceil(cfg.batch_size);
     let steps_per_epoch = cfg
@@ -345,8 +457,20 @@ pub fn pretrain_center_loss(
         head.store.set_training(true);
         let mut order = train_idx.clone();
         order.shuffle(&mut rng);
-        let mut loss_sum = 0.0;
-        let mut steps = 0usize;
+        let sampling = CropSampling {
+            size: cfg.input_size,
+            norm: cfg.input_norm,
+            flip: Some((rng.random(), cfg.hflip_prob)),
+        };
+        let batches = crop_batches(
+            &data,
+            order,
+            cfg.batch_size,
+            Some(steps_per_epoch),
+            sampling,
+            cfg.workers,
+        );
+        let mut means = EpochMeans::new(1, device);
         let mut progress = crate::progress::Progress::new(
             steps_per_epoch as u64,
             &format!(
@@ -356,78 +480,41 @@ pub fn pretrain_center_loss(
             ),
         );
         let started = Instant::now();
-        for chunk in order.chunks(cfg.batch_size).take(steps_per_epoch) {
-            let imgs: Vec<&RgbImage> = chunk.iter().map(|&i| &data[i].0).collect();
-            let flips: Vec<bool> = chunk
-                .iter()
-                .map(|_| rng.random::<f64>() < cfg.hflip_prob)
-                .collect();
-            let labels: Vec<usize> = chunk.iter().map(|&i| data[i].1).collect();
-            let label_t =
-                Tensor::from_vec(labels.iter().map(|&l| l as f32).collect(), [labels.len()])?;
-            let x = images_to_input(&imgs, &flips, cfg.input_norm)?; // [B, 3, S, S]
-            let (_, _, c5) = model.backbone.backbone.forward(&x)?; // [B, 16b, S/32, S/32]
-            let embedding = head.embed(&c5)?; // [B, D]
-            let logits = head.classify(&embedding)?; // [B, 2]
-            let ce = ops::mean_all(&ops::cross_entropy(&logits, &label_t)?)?;
-            let feature = match cfg.center_feature {
-                CenterFeature::Logits => &logits,
-                CenterFeature::Embedding => &embedding,
-            };
-            let loss = if cfg.center_weight > 0.0 {
-                let lc = center_loss(feature, &labels, &centers)?;
-                ops::add(&ce, &ops::mul_scalar(&lc, cfg.center_weight as f32)?)?
-            } else {
-                ce
-            };
-            loss_sum += loss.item()? as f64;
-            loss.backward()?;
+        for batch in batches {
+            let batch = batch?;
+            let x = Tensor::from_vec_on(
+                batch.input,
+                [batch.labels.len(), 3, batch.size, batch.size],
+                device,
+            )?;
+            let (loss, feature) = center_loss_step(model, &head, &centers, &x, &batch.labels, cfg)?;
             let lr = schedule.lr_at(report.steps) as f32;
             step_pair(&mut opt_model, &mut opt_head, lr)?;
-            if cfg.center_weight > 0.0 {
-                match cfg.center_update {
-                    CenterUpdate::Sgd => {
-                        // seed-notes 5: SGD(center_loss.parameters(), lr=0.5), no momentum.
-                        if let Some(g) = centers.grad() {
-                            let g = g.to_vec();
-                            let clr = cfg.center_lr as f32;
-                            centers.update_values(|c| {
-                                c.iter_mut().zip(&g).for_each(|(c, g)| *c -= clr * g)
-                            })?;
-                        }
-                        centers.zero_grad();
-                    }
-                    CenterUpdate::Alpha => {
-                        wen_center_update(
-                            &centers,
-                            &feature.detach(),
-                            &labels,
-                            cfg.center_alpha as f32,
-                        )?;
-                    }
-                }
-            }
+            update_centers(&centers, &feature, &batch.labels, cfg)?;
+            means.push(&[&loss])?;
             report.steps += 1;
-            steps += 1;
-            progress.tick(1, Some(loss_sum / steps as f64), None);
+            progress.tick(1, means.progress_value()?, None);
             if progress.interrupted() {
                 return Err(crate::Error::Msg(format!(
                     "center-loss pretraining interrupted at epoch {}",
                     epoch + 1
                 )));
             }
-            seen += chunk.len();
+            seen += batch.labels.len();
         }
+        let loss = means.means()?[0];
         progress.finish();
-        train_time += started.elapsed().as_secs_f64();
+        let seconds = started.elapsed().as_secs_f64();
+        train_time += seconds;
         let mut stats = EpochStats {
             epoch,
-            loss: loss_sum / steps.max(1) as f64,
+            loss,
+            seconds,
             ..Default::default()
         };
         let last = epoch + 1 == cfg.epochs;
         if !val_idx.is_empty() && ((epoch + 1) % cfg.eval_every == 0 || last) {
-            let acc = accuracy(model, &head, &data, &val_idx, cfg)?;
+            let acc = accuracy(model, &head, &data, &val_idx, cfg, device)?;
             stats.accuracy = Some(acc);
             if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
                 best = Some((acc, epoch, snapshot(model, &head_tensors)));
@@ -465,5 +552,6 @@ pub fn pretrain_center_loss(
         save_backbone_checkpoint(model, &extra, &path)?;
         report.checkpoint = Some(path);
     }
+    scope.leave()?;
     Ok(report)
 }

@@ -1,13 +1,16 @@
 //! Pretraining inputs: labelled fg/bg crops (`ssod crop` output, seed-notes 3), unlabeled frames
 //! (`ssod frames` output, seed-notes 4), the pixel conventions, and the seeded train/val split.
+//! Sets on disk are listed, not decoded: `pretrain::loader` decodes each batch in worker threads.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use image::RgbImage;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::csv_table::read_csv;
+use crate::data::augment::resize_bilinear;
 use crate::data::frames::list_images;
 use crate::data::image_io::read_rgb;
 use crate::rng::rng_for;
@@ -86,24 +89,54 @@ pub fn images_to_input(imgs: &[&RgbImage], flips: &[bool], norm: InputNorm) -> R
     Tensor::from_vec(values, [imgs.len(), 3, h, w])
 }
 
+/// A pretraining image: a file decoded when a batch needs it (sets on disk are streamed, never
+/// all decoded into RAM), or an image already in memory (generated sets, tests).
+#[derive(Clone)]
+pub enum ImageSource {
+    File(PathBuf),
+    Memory(Arc<RgbImage>),
+}
+
+impl ImageSource {
+    /// The decoded image (an error names the file).
+    pub fn load(&self) -> Result<Arc<RgbImage>> {
+        match self {
+            ImageSource::File(path) => Ok(Arc::new(read_rgb(path)?)),
+            ImageSource::Memory(img) => Ok(img.clone()),
+        }
+    }
+
+    /// The decoded image at `w`×`h` (bilinear, as the detector's resize), without a copy when
+    /// it has that size already.
+    pub fn load_resized(&self, w: u32, h: u32) -> Result<Arc<RgbImage>> {
+        let img = self.load()?;
+        Ok(if img.width() == w && img.height() == h {
+            img
+        } else {
+            Arc::new(resize_bilinear(&img, w, h))
+        })
+    }
+}
+
 /// One labelled crop: 1 = foreground (a bottle), 0 = background (the study's labels).
 #[derive(Clone)]
 pub struct Crop {
-    pub image: RgbImage,
+    pub image: ImageSource,
     pub label: u8,
     pub name: String,
 }
 
-/// Foreground/background crops, loaded into memory.
+/// Foreground/background crops: files listed (decoded batch by batch) or images in memory.
 #[derive(Clone, Default)]
 pub struct CropSet {
     pub crops: Vec<Crop>,
 }
 
 impl CropSet {
-    /// Read `dir`: `crops.csv` (`file,label,...`, as `ssod crop` writes) when present, else
+    /// List `dir`: `crops.csv` (`file,label,...`, as `ssod crop` writes) when present, else
     /// `pos/*.png` + `neg/*.png`, else the study's flat `pos_*.png` / `neg_*.png` (label 1 when the
-    /// name contains "pos", as gene_data.py). Errors name the file.
+    /// name contains "pos", as gene_data.py). Errors name the file; a listed file that is
+    /// missing is an error here, one that does not decode when its batch is built.
     pub fn load(dir: &Path) -> Result<CropSet> {
         let csv = dir.join("crops.csv");
         let mut listed: Vec<(PathBuf, u8)> = Vec::new();
@@ -150,10 +183,16 @@ impl CropSet {
         }
         let mut crops = Vec::with_capacity(listed.len());
         for (path, label) in listed {
+            if !path.is_file() {
+                return Err(Error::format(
+                    csv.display(),
+                    format!("lists {}, which is not a file", path.display()),
+                ));
+            }
             crops.push(Crop {
-                image: read_rgb(&path)?,
-                label,
                 name: path.display().to_string(),
+                image: ImageSource::File(path),
+                label,
             });
         }
         Ok(CropSet { crops })
@@ -165,7 +204,7 @@ impl CropSet {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (image, label))| Crop {
-                    image,
+                    image: ImageSource::Memory(Arc::new(image)),
                     label,
                     name: format!("crop {i}"),
                 })
@@ -182,16 +221,17 @@ impl CropSet {
     }
 }
 
-/// Unlabeled frames, loaded into memory.
+/// Unlabeled frames: files listed (decoded batch by batch) or images in memory.
 #[derive(Clone, Default)]
 pub struct FrameSet {
-    pub frames: Vec<RgbImage>,
+    pub frames: Vec<ImageSource>,
 }
 
 impl FrameSet {
     /// Every image file directly in `dir` (sorted by name); when there are none, the images of
     /// its subfolders (one level, folders and files sorted by name), so the `unlabeled/`
-    /// folder that `ssod synth` writes (one subfolder per video) loads as it is.
+    /// folder that `ssod synth` writes (one subfolder per video) loads as it is. Only listed
+    /// here: frames are decoded when their batch is built.
     pub fn load(dir: &Path) -> Result<FrameSet> {
         let mut files = list_images(dir)?;
         if files.is_empty() {
@@ -208,12 +248,18 @@ impl FrameSet {
         if files.is_empty() {
             return Err(Error::format(dir.display(), "no frames (.png/.jpg) found"));
         }
-        let frames = files.iter().map(|p| read_rgb(p)).collect::<Result<_>>()?;
-        Ok(FrameSet { frames })
+        Ok(FrameSet {
+            frames: files.into_iter().map(ImageSource::File).collect(),
+        })
     }
 
     pub fn from_images(frames: Vec<RgbImage>) -> FrameSet {
-        FrameSet { frames }
+        FrameSet {
+            frames: frames
+                .into_iter()
+                .map(|f| ImageSource::Memory(Arc::new(f)))
+                .collect(),
+        }
     }
 
     pub fn len(&self) -> usize {

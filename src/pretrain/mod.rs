@@ -6,8 +6,13 @@
 //! Configs are serde structs with `deny_unknown_fields`: an unknown key is an error naming it.
 
 pub mod center_loss;
+pub mod color_jitter;
 pub mod data;
+pub mod device;
 pub mod heads;
+pub mod loader;
+pub mod patch_geometry;
+pub mod patch_loss;
 pub mod patch_ssl;
 pub mod probe;
 pub mod state;
@@ -19,7 +24,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use center_loss::{center_loss, pretrain_center_loss, CenterLossConfig};
-pub use data::{CropSet, FrameSet, InputNorm};
+pub use data::{CropSet, FrameSet, ImageSource, InputNorm};
+pub use device::DeviceConfig;
 pub use heads::{HeadKind, PretrainHead};
 pub use patch_ssl::PatchLossKind;
 pub use patch_ssl::{pretrain_patch_ssl, PatchGeometry, PatchSslConfig};
@@ -66,6 +72,9 @@ pub struct EpochStats {
     /// Mean cos(anchor, positive) and cos(anchor, negative) over the epoch (patch SSL).
     pub mean_pos_cos: Option<f64>,
     pub mean_neg_cos: Option<f64>,
+    /// Wall time of the epoch's training steps (loader waits included, evaluation not).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// What a pretraining run did.

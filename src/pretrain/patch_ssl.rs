@@ -1,54 +1,43 @@
 //! Patch-contrastive self-supervision on unlabeled frames (study strategy 3, seed-notes 7).
 //!
-//! Geometry (defaults = the study, `sample/ssl.jpg`): frames resized to 1280×720; a 3×3 grid of
-//! s = 224 px cells at origin `px ~ randint(0, 200)`, `py ~ randint(0, h − 3s − 1)`; the centre
-//! cell is the anchor; its four edge neighbours (left, up, down, right) are the positives; four
-//! negatives at `x ~ randint(w − 2s, w − s − 1)`, `y ~ randint(0, h − s − 1)` (the far right
-//! strip, `"far_strip"`), or anywhere at least `negative_min_distance` px from the anchor
-//! (`"distance"`, seed-notes 11: the strip is a fixed spatial prior).
-//!
-//! Loss `"cosine"` (the study): `mean cos(a, n) − mean cos(a, p)`; `"info_nce"`: per positive,
+//! Geometry: `patch_geometry.rs` (defaults = the study: 1280×720 frames, a 3×3 grid of 224 px
+//! cells, the centre the anchor, its edge neighbours the positives, negatives in the far right
+//! strip or at a distance). Loss `"cosine"` (the study): `mean cos(a, n) − mean cos(a, p)`; `"info_nce"`: per positive,
 //! cross-entropy of `[cos(a,p), cos(a,n_1..K)] / τ` with the positive as the target.
 //! Augmentation: ColorJitter(0.8, 0.8, 0.8, 0.2) with p 0.8 and RandomGrayscale(0.2), once per
 //! frame (study) or per patch. BN: anchor / positive / negative groups as separate forward passes
 //! (study, a known shortcut) or one joint batch. All patches of a step come out of one
-//! [`crate::ops::crop_patches`] call.
+//! [`crate::ops::crop_patches`] call on the step's device; frames are decoded, resized and
+//! augmented by the loader's workers (`loader.rs`), and on CUDA nothing of a step comes back to
+//! the host (`device.rs`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::data::{push_rgb_planes, FrameSet, InputNorm};
+use super::color_jitter::ColorAugment;
+use super::data::{FrameSet, InputNorm};
+use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
+use super::loader::{patch_batches, PatchInput, PatchSampling};
 use super::state::{config_json, state_to_resume, RunState, STATE_FILE};
 use super::transfer::save_backbone_checkpoint;
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
-use crate::data::augment::resize_bilinear;
 use crate::models::YoloX;
-use crate::ops::{self, PatchBox};
+use crate::ops;
 use crate::rng::rng_for;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
+use crate::train::config::Precision;
 use crate::{Error, Result};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NegativeSampler {
-    #[default]
-    FarStrip,
-    Distance,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PatchLossKind {
-    #[default]
-    Cosine,
-    InfoNce,
-}
+pub use super::patch_geometry::{patch_gap, NegativeSampler, PatchGeometry, PatchPlan};
+pub use super::patch_loss::{
+    cosine_patch_loss, info_nce_patch_loss, repeat_anchors, PatchLoss, PatchLossKind,
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,127 +53,6 @@ pub enum BnMode {
     #[default]
     Separate,
     Joint,
-}
-
-/// Where patches are cut (all in frame pixels, after the resize).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PatchGeometry {
-    /// `[width, height]` frames are resized to.
-    pub frame_size: [usize; 2],
-    pub patch_size: usize,
-    pub num_positives: usize,
-    pub num_negatives: usize,
-    /// Grid origin x is drawn in `0..=min(origin_x_max, w − 3s)` (the study: 200).
-    pub origin_x_max: usize,
-    pub negative_sampler: NegativeSampler,
-    /// `"distance"`: the gap between anchor and negative, `max(|dx|, |dy|) − s`, is at least this.
-    pub negative_min_distance: usize,
-}
-
-impl Default for PatchGeometry {
-    fn default() -> Self {
-        PatchGeometry {
-            frame_size: [1280, 720],
-            patch_size: 224,
-            num_positives: 4,
-            num_negatives: 4,
-            origin_x_max: 200,
-            negative_sampler: NegativeSampler::FarStrip,
-            negative_min_distance: 224,
-        }
-    }
-}
-
-/// The top-left corners of one frame's patches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PatchPlan {
-    pub anchor: (usize, usize),
-    pub positives: Vec<(usize, usize)>,
-    pub negatives: Vec<(usize, usize)>,
-}
-
-/// Gap between two s×s squares at corners `a` and `b`: `max(|dx|, |dy|) − s` (negative when they
-/// overlap, 0 when they touch).
-pub fn patch_gap(a: (usize, usize), b: (usize, usize), s: usize) -> i64 {
-    let dx = (a.0 as i64 - b.0 as i64).abs();
-    let dy = (a.1 as i64 - b.1 as i64).abs();
-    dx.max(dy) - s as i64
-}
-
-impl PatchGeometry {
-    pub fn validate(&self) -> Result<()> {
-        let [w, h] = self.frame_size;
-        let s = self.patch_size;
-        check_positive("patch_size", s)?;
-        if !(1..=4).contains(&self.num_positives) {
-            return Err(Error::InvalidArgument(format!(
-                "`num_positives` must be 1..=4 (the anchor's edge neighbours), got {}",
-                self.num_positives
-            )));
-        }
-        check_positive("num_negatives", self.num_negatives)?;
-        if w < 3 * s || h < 3 * s {
-            return Err(Error::InvalidArgument(format!(
-                "`frame_size` {w}x{h} cannot hold a 3x3 grid of `patch_size` {s} cells"
-            )));
-        }
-        if self.negative_sampler == NegativeSampler::FarStrip && (w < 2 * s + 1 || h < s + 1) {
-            return Err(Error::InvalidArgument(format!(
-                "`negative_sampler` \"far_strip\" needs frame width > 2·patch_size and height > patch_size, got {w}x{h}"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Draw one frame's patches (seed-notes 7; randint bounds inclusive as Python's).
-    pub fn plan(&self, rng: &mut impl Rng) -> Result<PatchPlan> {
-        let [w, h] = self.frame_size;
-        let s = self.patch_size;
-        let px = rng.random_range(0..=self.origin_x_max.min(w - 3 * s));
-        let py = rng.random_range(0..=(h - 3 * s).saturating_sub(1));
-        let anchor = (px + s, py + s);
-        // Grid (gx, gy) ∈ {(0,1), (1,0), (1,2), (2,1)}: left, up, down, right.
-        let mut positives = vec![
-            (px, py + s),
-            (px + s, py),
-            (px + s, py + 2 * s),
-            (px + 2 * s, py + s),
-        ];
-        positives.shuffle(rng);
-        positives.truncate(self.num_positives);
-        let mut negatives = Vec::with_capacity(self.num_negatives);
-        for _ in 0..self.num_negatives {
-            let n = match self.negative_sampler {
-                NegativeSampler::FarStrip => (
-                    rng.random_range(w - 2 * s..=w - s - 1),
-                    rng.random_range(0..=h - s - 1),
-                ),
-                NegativeSampler::Distance => {
-                    let mut found = None;
-                    for _ in 0..10_000 {
-                        let c = (rng.random_range(0..=w - s), rng.random_range(0..=h - s));
-                        if patch_gap(anchor, c, s) >= self.negative_min_distance as i64 {
-                            found = Some(c);
-                            break;
-                        }
-                    }
-                    found.ok_or_else(|| {
-                        Error::InvalidArgument(format!(
-                            "`negative_min_distance` {} leaves no room for a negative in a {w}x{h} frame",
-                            self.negative_min_distance
-                        ))
-                    })?
-                }
-            };
-            negatives.push(n);
-        }
-        Ok(PatchPlan {
-            anchor,
-            positives,
-            negatives,
-        })
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,6 +93,12 @@ pub struct PatchSslConfig {
     pub out: Option<PathBuf>,
     /// Continue the run whose state is in `out` (`epochs` may be raised).
     pub resume: bool,
+    /// `cpu`, `cuda` or `auto` (the Rhai functions default to the notebook's `--device`).
+    pub device: String,
+    /// Matrix products on the GPU: `f32`, `tf32` or `bf16` (as the detector recipe's key).
+    pub precision: Precision,
+    /// Threads that decode, resize and augment batches ahead of the step.
+    pub workers: usize,
 }
 
 impl Default for PatchSslConfig {
@@ -259,11 +133,23 @@ impl Default for PatchSslConfig {
             max_steps_per_epoch: None,
             out: None,
             resume: false,
+            device: "cpu".into(),
+            precision: Precision::F32,
+            workers: 2,
         }
     }
 }
 
 impl PatchSslConfig {
+    /// The augmentation part of the config.
+    pub fn color_augment(&self) -> ColorAugment {
+        ColorAugment {
+            jitter_prob: self.color_jitter_prob,
+            jitter: self.color_jitter,
+            grayscale_prob: self.grayscale_prob,
+        }
+    }
+
     /// The patch geometry part of the config.
     pub fn geometry(&self) -> PatchGeometry {
         PatchGeometry {
@@ -277,7 +163,17 @@ impl PatchSslConfig {
         }
     }
 
+    /// The `device`, `precision` and `workers` keys.
+    pub fn device_config(&self) -> DeviceConfig {
+        DeviceConfig {
+            device: self.device.clone(),
+            precision: self.precision,
+            workers: self.workers,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.device_config().validate()?;
         check_positive("epochs", self.epochs)?;
         check_positive("batch_size", self.batch_size)?;
         self.geometry().validate()?;
@@ -316,256 +212,52 @@ impl PatchSslConfig {
     }
 }
 
-/// A patch loss and its cosine statistics.
-pub struct PatchLoss {
-    pub loss: Tensor,
-    pub mean_pos_cos: f64,
-    pub mean_neg_cos: f64,
-}
-
-/// `anchors [B, D]` repeated `k` times along rows (`y.repeat(k, 1)`: row `j·B + i` is anchor i).
-pub fn repeat_anchors(anchors: &Tensor, k: usize) -> Result<Tensor> {
-    let copies: Vec<Tensor> = (0..k).map(|_| anchors.clone()).collect();
-    ops::cat(&copies, 0)
-}
-
-fn check_groups(a: &Tensor, p: &Tensor, n: &Tensor) -> Result<(usize, usize, usize)> {
-    let b = a.dims().first().copied().unwrap_or(0);
-    let ok = a.rank() == 2
-        && p.rank() == 2
-        && n.rank() == 2
-        && b > 0
-        && p.dims()[0].is_multiple_of(b)
-        && n.dims()[0].is_multiple_of(b)
-        && p.dims()[1] == a.dims()[1]
-        && n.dims()[1] == a.dims()[1];
-    if !ok {
-        return Err(Error::shape(
-            "patch loss",
-            "anchors [B, D], positives [Kp·B, D], negatives [Kn·B, D]",
-            (a.shape(), p.shape(), n.shape()),
-        ));
-    }
-    Ok((b, p.dims()[0] / b, n.dims()[0] / b))
-}
-
-fn mean_of(t: &Tensor) -> f64 {
-    let v = t.to_vec();
-    v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64
-}
-
-/// The study's loss: `mean_{i,k} cos(a_i, n_ik) − mean_{i,k} cos(a_i, p_ik)` (rows k-major).
-pub fn cosine_patch_loss(a: &Tensor, p: &Tensor, n: &Tensor) -> Result<PatchLoss> {
-    let (_, kp, kn) = check_groups(a, p, n)?;
-    let pos = ops::cosine_similarity(&repeat_anchors(a, kp)?, p, 1)?; // [Kp·B]
-    let neg = ops::cosine_similarity(&repeat_anchors(a, kn)?, n, 1)?; // [Kn·B]
-    let loss = ops::sub(&ops::mean_all(&neg)?, &ops::mean_all(&pos)?)?;
-    Ok(PatchLoss {
-        loss,
-        mean_pos_cos: mean_of(&pos),
-        mean_neg_cos: mean_of(&neg),
-    })
-}
-
-/// InfoNCE: for anchor i and each of its positives k, logits
-/// `[cos(a_i, p_ik), cos(a_i, n_i1), .., cos(a_i, n_iKn)] / τ`, cross-entropy with target 0,
-/// mean over (i, k).
-pub fn info_nce_patch_loss(
-    a: &Tensor,
-    p: &Tensor,
-    n: &Tensor,
-    temperature: f64,
-) -> Result<PatchLoss> {
-    let (b, kp, kn) = check_groups(a, p, n)?;
-    let pos = ops::cosine_similarity(&repeat_anchors(a, kp)?, p, 1)?; // [Kp·B]
-    let neg = ops::cosine_similarity(&repeat_anchors(a, kn)?, n, 1)?; // [Kn·B]
-    let pos3 = ops::reshape(&pos, [kp, b, 1])?;
-    let neg_bk = ops::contiguous(&ops::permute(&ops::reshape(&neg, [kn, b])?, &[1, 0])?)?; // [B, Kn]
-    let neg3 = ops::broadcast_to(
-        &ops::reshape(&neg_bk, [1, b, kn])?,
-        &crate::Shape::from(vec![kp, b, kn]),
-    )?;
-    let logits = ops::reshape(&ops::cat(&[pos3, neg3], 2)?, [kp * b, 1 + kn])?;
-    let logits = ops::div_scalar(&logits, temperature as f32)?;
-    let targets = Tensor::zeros([kp * b]);
-    let loss = ops::mean_all(&ops::cross_entropy(&logits, &targets)?)?;
-    Ok(PatchLoss {
-        loss,
-        mean_pos_cos: mean_of(&pos),
-        mean_neg_cos: mean_of(&neg),
-    })
-}
-
-/// ColorJitter(brightness, contrast, saturation, hue) in a random order (torchvision), then
-/// nothing else; `planes` holds RGB 0..255 `[3, n]`.
-fn color_jitter(planes: &mut [f32], strength: [f64; 4], rng: &mut impl Rng) {
-    let n = planes.len() / 3;
-    let factor = |rng: &mut dyn rand::RngCore, s: f64| -> f32 {
-        if s > 0.0 {
-            rng.random_range((1.0 - s).max(0.0)..=1.0 + s) as f32
-        } else {
-            1.0
+/// `input` as patches `[P, 3, s, s]` on `device`: frames go up and are cut there, or patches
+/// cut (and augmented) by the loader go up as they are.
+pub fn upload_patches(input: PatchInput, cfg: &PatchSslConfig, device: Device) -> Result<Tensor> {
+    let [w, h] = cfg.frame_size;
+    let s = cfg.patch_size;
+    match input {
+        PatchInput::Frames {
+            values,
+            frames,
+            boxes,
+        } => {
+            let images = Tensor::from_vec_on(values, [frames, 3, h, w], device)?;
+            ops::crop_patches(&images, &boxes, s)
         }
-    };
-    let mut order = [0usize, 1, 2, 3];
-    order.shuffle(rng);
-    for op in order {
-        match op {
-            0 => {
-                let f = factor(rng, strength[0]);
-                planes
-                    .iter_mut()
-                    .for_each(|v| *v = (*v * f).clamp(0.0, 255.0));
-            }
-            1 => {
-                let f = factor(rng, strength[1]);
-                let mean = (0..n).map(|i| gray(planes, n, i)).sum::<f32>() / n.max(1) as f32;
-                planes
-                    .iter_mut()
-                    .for_each(|v| *v = ((*v - mean) * f + mean).clamp(0.0, 255.0));
-            }
-            2 => {
-                let f = factor(rng, strength[2]);
-                for i in 0..n {
-                    let g = gray(planes, n, i);
-                    for c in 0..3 {
-                        let v = &mut planes[c * n + i];
-                        *v = ((*v - g) * f + g).clamp(0.0, 255.0);
-                    }
-                }
-            }
-            _ => {
-                if strength[3] > 0.0 {
-                    let shift = rng.random_range(-strength[3]..=strength[3]) as f32;
-                    hue_shift(planes, n, shift);
-                }
-            }
+        PatchInput::Patches { values, count } => {
+            Tensor::from_vec_on(values, [count, 3, s, s], device)
         }
     }
 }
 
-fn gray(planes: &[f32], n: usize, i: usize) -> f32 {
-    0.299 * planes[i] + 0.587 * planes[n + i] + 0.114 * planes[2 * n + i]
-}
-
-/// Rotate hue by `shift` turns (HSV, as torchvision's adjust_hue).
-fn hue_shift(planes: &mut [f32], n: usize, shift: f32) {
-    for i in 0..n {
-        let (r, g, b) = (planes[i], planes[n + i], planes[2 * n + i]);
-        let max = r.max(g).max(b);
-        let min = r.min(g).min(b);
-        let delta = max - min;
-        if delta <= 0.0 {
-            continue;
-        }
-        let mut h = if max == r {
-            ((g - b) / delta).rem_euclid(6.0)
-        } else if max == g {
-            (b - r) / delta + 2.0
-        } else {
-            (r - g) / delta + 4.0
-        } / 6.0;
-        h = (h + shift).rem_euclid(1.0);
-        let (s, v) = (delta / max, max);
-        let h6 = h * 6.0;
-        let k = h6.floor();
-        let f = h6 - k;
-        let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-        let (nr, ng, nb) = match k as i32 % 6 {
-            0 => (v, t, p),
-            1 => (q, v, p),
-            2 => (p, v, t),
-            3 => (p, q, v),
-            4 => (t, p, v),
-            _ => (v, p, q),
-        };
-        planes[i] = nr;
-        planes[n + i] = ng;
-        planes[2 * n + i] = nb;
-    }
-}
-
-/// RandomApply(ColorJitter, p) then RandomGrayscale(p), on RGB 0..255 planes `[3, n]`.
-fn augment_planes(planes: &mut [f32], cfg: &PatchSslConfig, rng: &mut impl Rng) {
-    if rng.random::<f64>() < cfg.color_jitter_prob {
-        color_jitter(planes, cfg.color_jitter, rng);
-    }
-    if rng.random::<f64>() < cfg.grayscale_prob {
-        let n = planes.len() / 3;
-        for i in 0..n {
-            let g = gray(planes, n, i);
-            for c in 0..3 {
-                planes[c * n + i] = g;
-            }
-        }
-    }
-}
-
-/// Anchor, positive and negative embeddings of a batch of frames (one crop op for all patches).
-/// Returns (anchors [B, D], positives [Kp·B, D], negatives [Kn·B, D]), rows k-major.
-fn embed_step(
+/// Anchor, positive and negative embeddings of `frames` frames' patches (rows k-major):
+/// `(anchors [B, D], positives [Kp·B, D], negatives [Kn·B, D])`.
+pub fn embed_patches(
     model: &YoloX,
     head: &PretrainHead,
-    frames: &[&RgbImage],
+    patches: &Tensor,
+    frames: usize,
     cfg: &PatchSslConfig,
-    rng: &mut impl Rng,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let g = &cfg.geometry();
-    let [w, h] = g.frame_size;
-    let s = g.patch_size;
-    let b = frames.len();
-    let mut values = Vec::with_capacity(b * 3 * w * h);
-    for f in frames {
-        let start = values.len();
-        push_rgb_planes(f, false, &mut values);
-        if cfg.augment_per == AugmentScope::Frame {
-            augment_planes(&mut values[start..], cfg, rng);
-        }
-    }
-    let images = Tensor::from_vec(values, [b, 3, h, w])?; // [B, 3, H, W] RGB 0..255
-    let plans = (0..b).map(|_| g.plan(rng)).collect::<Result<Vec<_>>>()?;
-    let mut boxes = Vec::with_capacity(b * (1 + g.num_positives + g.num_negatives));
-    let corner = |image: usize, (x, y): (usize, usize)| PatchBox { image, x, y };
-    boxes.extend(plans.iter().enumerate().map(|(i, p)| corner(i, p.anchor)));
-    for k in 0..g.num_positives {
-        boxes.extend(
-            plans
-                .iter()
-                .enumerate()
-                .map(|(i, p)| corner(i, p.positives[k])),
-        );
-    }
-    for k in 0..g.num_negatives {
-        boxes.extend(
-            plans
-                .iter()
-                .enumerate()
-                .map(|(i, p)| corner(i, p.negatives[k])),
-        );
-    }
-    let patches = ops::crop_patches(&images, &boxes, s)?; // [P, 3, s, s]
-    let plane = s * s;
-    patches.update_values(|v| {
-        if cfg.augment_per == AugmentScope::Patch {
-            for p in v.chunks_mut(3 * plane) {
-                augment_planes(p, cfg, rng);
-            }
-        }
-        cfg.input_norm.apply_to_rgb_planes(v, plane);
-    })?;
-    let (kp, kn) = (g.num_positives * b, g.num_negatives * b);
+    let (b, kp, kn) = (
+        frames,
+        cfg.num_positives * frames,
+        cfg.num_negatives * frames,
+    );
     let embed = |x: &Tensor| -> Result<Tensor> {
         let (_, _, c5) = model.backbone.backbone.forward(x)?;
         head.embed(&c5)
     };
     match cfg.bn_mode {
         BnMode::Separate => Ok((
-            embed(&ops::narrow(&patches, 0, 0, b)?)?,
-            embed(&ops::narrow(&patches, 0, b, kp)?)?,
-            embed(&ops::narrow(&patches, 0, b + kp, kn)?)?,
+            embed(&ops::narrow(patches, 0, 0, b)?)?,
+            embed(&ops::narrow(patches, 0, b, kp)?)?,
+            embed(&ops::narrow(patches, 0, b + kp, kn)?)?,
         )),
         BnMode::Joint => {
-            let z = embed(&patches)?;
+            let z = embed(patches)?;
             Ok((
                 ops::narrow(&z, 0, 0, b)?,
                 ops::narrow(&z, 0, b, kp)?,
@@ -573,6 +265,45 @@ fn embed_step(
             ))
         }
     }
+}
+
+/// A patch loss written by the user: `(anchors [B, D], positives [Kp·B, D], negatives [Kn·B, D])`
+/// (rows k-major, as [`cosine_patch_loss`] documents) → a one-element loss tensor.
+pub type CustomPatchLoss<'a> = &'a mut dyn FnMut(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
+
+/// One step's forward and backward (no optimiser step) on patches `[P, 3, s, s]` of `frames`
+/// frames: the loss and the mean cosines, on the patches' device.
+pub fn patch_ssl_step(
+    model: &YoloX,
+    head: &PretrainHead,
+    patches: &Tensor,
+    frames: usize,
+    cfg: &PatchSslConfig,
+    custom: Option<&mut CustomPatchLoss>,
+) -> Result<PatchLoss> {
+    let (a, p, n) = embed_patches(model, head, patches, frames, cfg)?;
+    let out = match custom {
+        Some(loss_fn) => {
+            let loss = loss_fn(&a, &p, &n)?;
+            if loss.numel() != 1 {
+                return Err(Error::op(
+                    "pretrain_custom",
+                    format!(
+                        "the loss function returned shape {}, expected one value",
+                        loss.shape()
+                    ),
+                ));
+            }
+            let stats = crate::autograd::no_grad(|| cosine_patch_loss(&a, &p, &n))?;
+            PatchLoss { loss, ..stats }
+        }
+        None => match cfg.loss {
+            PatchLossKind::Cosine => cosine_patch_loss(&a, &p, &n)?,
+            PatchLossKind::InfoNce => info_nce_patch_loss(&a, &p, &n, cfg.temperature)?,
+        },
+    };
+    out.loss.backward()?;
+    Ok(out)
 }
 
 /// Pretrain `model`'s backbone on unlabeled frames (see the module docs). The final weights are
@@ -584,10 +315,6 @@ pub fn pretrain_patch_ssl(
 ) -> Result<PretrainReport> {
     pretrain_patch_ssl_with_loss(model, frames, cfg, None)
 }
-
-/// A patch loss written by the user: `(anchors [B, D], positives [Kp·B, D], negatives [Kn·B, D])`
-/// (rows k-major, as [`cosine_patch_loss`] documents) → a one-element loss tensor.
-pub type CustomPatchLoss<'a> = &'a mut dyn FnMut(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
 
 /// Patch SSL with the loss replaced by `custom` when given (everything else — geometry,
 /// augmentation, BN mode, optimiser — as `cfg` says). The reported cosines are the study's
@@ -605,18 +332,7 @@ pub fn pretrain_patch_ssl_with_loss(
             "patch SSL needs at least one frame".into(),
         ));
     }
-    let [w, h] = cfg.frame_size;
-    let resized: Vec<RgbImage> = frames
-        .frames
-        .iter()
-        .map(|f| {
-            if f.width() as usize == w && f.height() as usize == h {
-                f.clone()
-            } else {
-                resize_bilinear(f, w as u32, h as u32)
-            }
-        })
-        .collect();
+    let sources = Arc::new(frames.frames.clone());
     let head = PretrainHead::new(
         cfg.head,
         model.config.width,
@@ -625,18 +341,18 @@ pub fn pretrain_patch_ssl_with_loss(
         None,
         cfg.seed,
     )?;
+    let scope = DeviceScope::enter(&cfg.device_config(), &[&model.store, &head.store])?;
+    let device = scope.device;
     let (mut opt_model, mut opt_head) = adam_pair(model, &head, cfg.weight_decay);
-    let steps_per_epoch = resized.len().div_ceil(cfg.batch_size);
+    let steps_per_epoch = sources.len().div_ceil(cfg.batch_size);
     let steps_per_epoch = cfg
         .max_steps_per_epoch
         .map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
     let schedule = cfg
         .schedule
         .build(cfg.lr, (steps_per_epoch * cfg.epochs) as u64);
-    let previous_momentum = model.store.bn_momentum();
-    if cfg.bn_momentum.is_some() {
-        model.store.set_bn_momentum(cfg.bn_momentum);
-    }
+    // Restored on every exit, errors and interruptions included.
+    let _momentum = model.store.bn_momentum_scope(cfg.bn_momentum);
     model.set_training(true);
     head.store.set_training(true);
     let mut rng = rng_for(cfg.seed, "pretrain/patch_ssl");
@@ -658,99 +374,91 @@ pub fn pretrain_patch_ssl_with_loss(
             .map(|e| (e.name, e.tensor))
             .collect(),
     };
-    let result = (|| -> Result<()> {
-        let mut first_epoch = 0;
-        if let Some(path) = &resume_from {
-            let resumed = state.resume(
-                path,
-                [("model", &mut opt_model), ("head", &mut opt_head)],
-                &mut rng,
+    let mut first_epoch = 0;
+    if let Some(path) = &resume_from {
+        let resumed = state.resume(
+            path,
+            [("model", &mut opt_model), ("head", &mut opt_head)],
+            &mut rng,
+        )?;
+        println!(
+            "resuming patch SSL {} after epoch {}",
+            path.display(),
+            resumed.epochs_done
+        );
+        (first_epoch, report) = (resumed.epochs_done, resumed.report);
+    }
+    for epoch in first_epoch..cfg.epochs {
+        let mut order: Vec<usize> = (0..sources.len()).collect();
+        order.shuffle(&mut rng);
+        let sampling = PatchSampling {
+            geometry: cfg.geometry(),
+            augment: cfg.color_augment(),
+            per_patch: cfg.augment_per == AugmentScope::Patch,
+            norm: cfg.input_norm,
+            epoch_seed: rng.random(),
+        };
+        let batches = patch_batches(
+            &sources,
+            order,
+            cfg.batch_size,
+            Some(steps_per_epoch),
+            sampling,
+            cfg.workers,
+        );
+        let mut means = EpochMeans::new(3, device);
+        let mut progress = crate::progress::Progress::new(
+            steps_per_epoch as u64,
+            &format!("patch SSL, epoch {}/{}", epoch + 1, cfg.epochs),
+        );
+        let started = Instant::now();
+        for batch in batches {
+            let (input, frames_in_batch) = batch?;
+            let patches = upload_patches(input, cfg, device)?;
+            let out = patch_ssl_step(
+                model,
+                &head,
+                &patches,
+                frames_in_batch,
+                cfg,
+                custom.as_mut(),
             )?;
-            println!(
-                "resuming patch SSL {} after epoch {}",
-                path.display(),
-                resumed.epochs_done
-            );
-            (first_epoch, report) = (resumed.epochs_done, resumed.report);
-        }
-        for epoch in first_epoch..cfg.epochs {
-            let mut order: Vec<usize> = (0..resized.len()).collect();
-            order.shuffle(&mut rng);
-            let (mut loss_sum, mut pos_sum, mut neg_sum, mut steps) = (0.0, 0.0, 0.0, 0usize);
-            let mut progress = crate::progress::Progress::new(
-                steps_per_epoch as u64,
-                &format!("patch SSL, epoch {}/{}", epoch + 1, cfg.epochs),
-            );
-            let started = Instant::now();
-            for chunk in order.chunks(cfg.batch_size).take(steps_per_epoch) {
-                let batch: Vec<&RgbImage> = chunk.iter().map(|&i| &resized[i]).collect();
-                let (a, p, n) = embed_step(model, &head, &batch, cfg, &mut rng)?;
-                let out = match custom.as_mut() {
-                    Some(loss_fn) => {
-                        let loss = loss_fn(&a, &p, &n)?;
-                        if loss.numel() != 1 {
-                            return Err(Error::op(
-                                "pretrain_custom",
-                                format!(
-                                    "the loss function returned shape {}, expected one value",
-                                    loss.shape()
-                                ),
-                            ));
-                        }
-                        let stats = crate::autograd::no_grad(|| cosine_patch_loss(&a, &p, &n))?;
-                        PatchLoss {
-                            loss,
-                            mean_pos_cos: stats.mean_pos_cos,
-                            mean_neg_cos: stats.mean_neg_cos,
-                        }
-                    }
-                    None => match cfg.loss {
-                        PatchLossKind::Cosine => cosine_patch_loss(&a, &p, &n)?,
-                        PatchLossKind::InfoNce => info_nce_patch_loss(&a, &p, &n, cfg.temperature)?,
-                    },
-                };
-                loss_sum += out.loss.item()? as f64;
-                pos_sum += out.mean_pos_cos;
-                neg_sum += out.mean_neg_cos;
-                out.loss.backward()?;
-                let lr = schedule.lr_at(report.steps) as f32;
-                step_pair(&mut opt_model, &mut opt_head, lr)?;
-                report.steps += 1;
-                steps += 1;
-                progress.tick(1, Some(loss_sum / steps as f64), None);
-                if progress.interrupted() {
-                    return Err(Error::Msg(format!(
-                        "patch SSL interrupted at epoch {}",
-                        epoch + 1
-                    )));
-                }
-                patches_seen += chunk.len() * per_frame;
+            let lr = schedule.lr_at(report.steps) as f32;
+            step_pair(&mut opt_model, &mut opt_head, lr)?;
+            means.push(&[&out.loss, &out.pos_cos, &out.neg_cos])?;
+            report.steps += 1;
+            progress.tick(1, means.progress_value()?, None);
+            if progress.interrupted() {
+                return Err(Error::Msg(format!(
+                    "patch SSL interrupted at epoch {}",
+                    epoch + 1
+                )));
             }
-            progress.finish();
-            train_time += started.elapsed().as_secs_f64();
-            let k = steps.max(1) as f64;
-            report.epochs.push(EpochStats {
-                epoch,
-                loss: loss_sum / k,
-                accuracy: None,
-                mean_pos_cos: Some(pos_sum / k),
-                mean_neg_cos: Some(neg_sum / k),
-            });
-            if let Some(dir) = &cfg.out {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-                state.save(
-                    &dir.join(STATE_FILE),
-                    [("model", &opt_model), ("head", &opt_head)],
-                    &report,
-                    &rng,
-                    None,
-                )?;
-            }
+            patches_seen += frames_in_batch * per_frame;
         }
-        Ok(())
-    })();
-    model.store.set_bn_momentum(previous_momentum);
-    result?;
+        let m = means.means()?;
+        progress.finish();
+        let seconds = started.elapsed().as_secs_f64();
+        train_time += seconds;
+        report.epochs.push(EpochStats {
+            epoch,
+            loss: m[0],
+            accuracy: None,
+            mean_pos_cos: Some(m[1]),
+            mean_neg_cos: Some(m[2]),
+            seconds,
+        });
+        if let Some(dir) = &cfg.out {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            state.save(
+                &dir.join(STATE_FILE),
+                [("model", &opt_model), ("head", &opt_head)],
+                &report,
+                &rng,
+                None,
+            )?;
+        }
+    }
     report.best_epoch = report.epochs.last().map(|e| e.epoch);
     report.samples_per_s = patches_seen as f64 / train_time.max(1e-9);
     if let Some(dir) = &cfg.out {
@@ -765,5 +473,6 @@ pub fn pretrain_patch_ssl_with_loss(
         save_backbone_checkpoint(model, &extra, &path)?;
         report.checkpoint = Some(path);
     }
+    scope.leave()?;
     Ok(report)
 }

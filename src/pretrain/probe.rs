@@ -3,17 +3,20 @@
 //! descent on standardised features. Ranks pretrained backbones in seconds, before hours of
 //! detection training.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::check_positive;
-use super::data::{images_to_input, seeded_split, CropSet, InputNorm};
+use super::data::{seeded_split, Crop, CropSet, InputNorm};
+use super::device::{DeviceConfig, DeviceScope};
+use super::loader::{crop_batches, CropSampling};
 use crate::autograd::no_grad;
-use crate::data::augment::resize_bilinear;
 use crate::models::YoloX;
 use crate::ops;
+use crate::tensor::{Device, Tensor};
+use crate::train::config::Precision;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +33,11 @@ pub struct ProbeConfig {
     pub lr: f64,
     /// L2 penalty on the weights.
     pub l2: f64,
+    /// `cpu`, `cuda` or `auto` for the backbone's forward passes.
+    pub device: String,
+    pub precision: Precision,
+    /// Threads that decode and resize crops ahead of the forward passes.
+    pub workers: usize,
 }
 
 impl Default for ProbeConfig {
@@ -43,6 +51,9 @@ impl Default for ProbeConfig {
             iterations: 500,
             lr: 0.5,
             l2: 1e-4,
+            device: "cpu".into(),
+            precision: Precision::F32,
+            workers: 2,
         }
     }
 }
@@ -60,20 +71,39 @@ pub struct ProbeReport {
     pub crops_per_s: f64,
 }
 
-/// GAP(C5) features of every crop, `[n][C5]`, in eval mode without recording.
+impl ProbeConfig {
+    /// The `device`, `precision` and `workers` keys.
+    pub fn device_config(&self) -> DeviceConfig {
+        DeviceConfig {
+            device: self.device.clone(),
+            precision: self.precision,
+            workers: self.workers,
+        }
+    }
+}
+
+/// GAP(C5) features of every crop, `[n][C5]`, in eval mode without recording, computed on
+/// `device` (the model's stores must be there).
 pub fn backbone_features(
     model: &YoloX,
-    images: &[RgbImage],
-    norm: InputNorm,
-    batch_size: usize,
+    crops: &Arc<Vec<Crop>>,
+    cfg: &ProbeConfig,
+    device: Device,
 ) -> Result<Vec<Vec<f32>>> {
     let was_training = model.store.is_training();
     model.set_training(false);
+    let sampling = CropSampling {
+        size: cfg.input_size,
+        norm: cfg.input_norm,
+        flip: None,
+    };
+    let order: Vec<usize> = (0..crops.len()).collect();
     let result = no_grad(|| -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(images.len());
-        for chunk in images.chunks(batch_size.max(1)) {
-            let refs: Vec<&RgbImage> = chunk.iter().collect();
-            let x = images_to_input(&refs, &[], norm)?;
+        let mut out = Vec::with_capacity(crops.len());
+        for batch in crop_batches(crops, order, cfg.batch_size, None, sampling, cfg.workers) {
+            let batch = batch?;
+            let shape = batch.shape();
+            let x = Tensor::from_vec_on(batch.input, shape, device)?;
             let (_, _, c5) = model.backbone.backbone.forward(&x)?;
             let g = ops::global_avg_pool2d(&c5)?; // [B, C5, 1, 1]
             let d = g.dims()[1];
@@ -92,6 +122,7 @@ fn predict(w: &[f64], b: f64, x: &[f64]) -> f64 {
 
 /// Fit and score the probe (see the module docs).
 pub fn linear_probe(model: &YoloX, crops: &CropSet, cfg: &ProbeConfig) -> Result<ProbeReport> {
+    cfg.device_config().validate()?;
     check_positive("batch_size", cfg.batch_size)?;
     check_positive("iterations", cfg.iterations)?;
     if cfg.input_size == 0 || !cfg.input_size.is_multiple_of(32) {
@@ -107,14 +138,10 @@ pub fn linear_probe(model: &YoloX, crops: &CropSet, cfg: &ProbeConfig) -> Result
         )));
     }
     let started = Instant::now();
-    let s = cfg.input_size as u32;
-    let images: Vec<RgbImage> = crops
-        .crops
-        .iter()
-        .map(|c| resize_bilinear(&c.image, s, s))
-        .collect();
     let labels: Vec<f64> = crops.crops.iter().map(|c| c.label as f64).collect();
-    let feats = backbone_features(model, &images, cfg.input_norm, cfg.batch_size)?;
+    let scope = DeviceScope::enter(&cfg.device_config(), &[&model.store])?;
+    let feats = backbone_features(model, &Arc::new(crops.crops.clone()), cfg, scope.device)?;
+    scope.leave()?;
     let forward_secs = started.elapsed().as_secs_f64();
     let d = feats[0].len();
     if let Some(bad) = feats.iter().position(|f| f.iter().any(|v| !v.is_finite())) {
@@ -188,6 +215,6 @@ pub fn linear_probe(model: &YoloX, crops: &CropSet, cfg: &ProbeConfig) -> Result
         train_size: train.len(),
         val_size: val.len(),
         seconds: started.elapsed().as_secs_f64(),
-        crops_per_s: images.len() as f64 / forward_secs.max(1e-9),
+        crops_per_s: crops.len() as f64 / forward_secs.max(1e-9),
     })
 }

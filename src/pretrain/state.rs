@@ -30,8 +30,9 @@ pub const STATE_FILE: &str = "pretrain_state.safetensors";
 /// The `format` metadata value of a pretraining state.
 pub const STATE_FORMAT: &str = "ssod-pretrain-state";
 
-/// Config keys that may differ between a state and the run resuming it.
-const FREE_KEYS: &[&str] = &["out", "resume"];
+/// Config keys that may differ between a state and the run resuming it: where the files go, and
+/// where and how fast the run computes, not what it computes (`precision` does, and must match).
+const FREE_KEYS: &[&str] = &["out", "resume", "device", "workers", "cache"];
 
 /// The best epoch so far: its accuracy, epoch and the values of the tensors it restores.
 pub type BestSnapshot = (f64, usize, Vec<Vec<f32>>);

@@ -332,6 +332,46 @@ impl Tensor {
         }
     }
 
+    /// `values` as a tensor on `device`: on the GPU straight from the vector through pinned
+    /// staging (no host tensor in between), as the loaders' batches go up.
+    pub fn from_vec_on(
+        values: Vec<f32>,
+        shape: impl Into<Shape>,
+        device: Device,
+    ) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::from_vec(values, shape),
+            Device::Cuda => {
+                let shape = shape.into();
+                if values.len() != shape.numel() {
+                    return Err(Error::shape("from_vec_on", &shape, values.len()));
+                }
+                Tensor::from_cuda(cuda::device()?.upload_staged(&values)?, shape)
+            }
+        }
+    }
+
+    /// Overwrite this tensor's values with `src`'s (same shape), where this tensor lives: a
+    /// device-to-device copy when it is a whole CUDA buffer, so an update computed with ops is
+    /// written back without a host round trip. No autograd.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::shape("assign", self.shape(), src.shape()));
+        }
+        if self.is_cuda() {
+            let values = src.cuda_owned()?;
+            let copied = self.with_cuda_mut(|dev, dst| {
+                dev.stream()
+                    .memcpy_dtod(&values, dst)
+                    .map_err(|e| cuda_err("device to device copy", e))
+            })?;
+            if copied.is_some() {
+                return Ok(());
+            }
+        }
+        self.copy_values_from(&src.to_vec())
+    }
+
     /// A fresh contiguous device buffer holding this tensor's values (the caller owns it).
     pub fn cuda_owned(&self) -> Result<CudaSlice<f32>> {
         let dev = cuda::device()?;

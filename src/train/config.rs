@@ -67,6 +67,16 @@ impl Precision {
         }
     }
 
+    /// Set the CUDA device up for a run in this precision with `conv` (None: the process's
+    /// default algorithm). Set either way: the device outlives a run, and a notebook's next run
+    /// must not inherit this one's choice.
+    pub fn configure_cuda(self, conv: Option<ConvAlgorithm>) -> crate::Result<()> {
+        let dev = crate::backend::cuda::device()?;
+        dev.set_matrix_precision(self.matrix_precision())?;
+        dev.set_conv_algorithm(conv.unwrap_or_else(ConvAlgorithm::process_default));
+        Ok(())
+    }
+
     /// The CUDA device's matrix-product mode for this precision.
     pub fn matrix_precision(self) -> crate::backend::cuda::MatrixPrecision {
         use crate::backend::cuda::MatrixPrecision;

@@ -14,7 +14,6 @@ use super::device_batch::DeviceBatch;
 use super::ema::ModelEma;
 use super::optim::{build_optimizer, Optimizer};
 use super::schedule::LrSchedule;
-use crate::backend::cuda::ConvAlgorithm;
 use crate::data::augment::{AffineParams, AugmentConfig};
 use crate::data::loader::{Batch, LoaderConfig};
 use crate::detect::decode_boxes;
@@ -136,12 +135,9 @@ impl DetectorTrainer {
     /// Move the model and its EMA copy to `device`; batches follow in [`Self::step`].
     pub fn to_device(&mut self, device: Device) -> Result<()> {
         if device == Device::Cuda {
-            let dev = crate::backend::cuda::device()?;
-            dev.set_matrix_precision(self.config.precision.matrix_precision())?;
-            // Set either way: the device outlives a trainer, and a notebook's next run must not
-            // inherit this one's choice.
-            let conv = self.config.conv_algorithm;
-            dev.set_conv_algorithm(conv.unwrap_or_else(ConvAlgorithm::process_default));
+            self.config
+                .precision
+                .configure_cuda(self.config.conv_algorithm)?;
         }
         self.model.store.to_device(device)?;
         if let Some((m, _)) = &self.ema {

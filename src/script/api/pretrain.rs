@@ -26,6 +26,14 @@ fn config_from_map<T: serde::de::DeserializeOwned>(op: &str, map: Map) -> Script
             Dynamic::from(output_path(&out).display().to_string()),
         );
     }
+    // Without a `device` key, pretraining runs where the notebook's `--device` put it.
+    if !map.contains_key("device") {
+        let device = match super::notebook::run_device() {
+            crate::tensor::Device::Cpu => "cpu",
+            crate::tensor::Device::Cuda => "cuda",
+        };
+        map.insert("device".into(), Dynamic::from(device.to_string()));
+    }
     let json = serde_json::to_value(Dynamic::from_map(map))
         .map_err(|e| script_err(format!("{op}: {e}")))?;
     serde_json::from_value(json).map_err(|e| script_err(format!("{op}: bad config: {e}")))

@@ -11,6 +11,7 @@ mod layout_cases;
 mod model_cases;
 mod nn_cases;
 mod optim_cases;
+mod pretrain_cases;
 
 use conv_cases::*;
 use conv_mma_cases::*;
@@ -23,6 +24,7 @@ use layout_cases::*;
 use model_cases::*;
 use nn_cases::*;
 use optim_cases::*;
+use pretrain_cases::*;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -180,6 +182,15 @@ pub fn cases() -> Vec<Case> {
     v.push(nms_case("batched_nms (per class) iou 0.45", true, 0.45));
     v.push(yolox_train_step_case());
     v.push(yolox_train_step_bf16_case());
+    v.push(center_loss_step_case());
+    v.push(patch_ssl_step_case(
+        "patch SSL step, cosine, frames cut on the device (norm)",
+        crate::pretrain::PatchLossKind::Cosine,
+    ));
+    v.push(patch_ssl_step_case(
+        "patch SSL step, InfoNCE, MLP head, joint BN (norm)",
+        crate::pretrain::PatchLossKind::InfoNce,
+    ));
     // Last, the kernels not yet run on a GPU (written in emulation): a fault there that ends
     // the CUDA context (an illegal address) then leaves every row above with its result.
     v.extend(conv_mma_cases());

@@ -81,6 +81,18 @@ step bench-s-bf16 150 ./.device/ssod bench train $S --precision bf16
 step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
 step bench-s-f32 150 ./.device/ssod bench train $S --precision f32
 step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
+# Pretraining (docs/pretraining.md) at the study's sizes, ssod next to PyTorch eager: center loss
+# (128 crops of 224 px per step) and patch SSL (16 frames of 1280x720, 144 patches of 224 px).
+PC="--method center --size 224 --batch 128 --steps ${STEPS:-8}"
+PS="--method ssl --size 224 --batch 16 --frame 1280x720 --steps ${STEPS:-8}"
+for p in f32 bf16; do
+    step "pretrain-center-$p" 150 ./.device/ssod bench pretrain $PC --model yolox-s --device cuda --precision $p
+    step "torch-pretrain-center-$p" 120 "$PY" benches/torch_pretrain.py $PC --model s --warmup 3 \
+        --device cuda --precision $p
+    step "pretrain-ssl-$p" 150 ./.device/ssod bench pretrain $PS --model yolox-s --device cuda --precision $p
+    step "torch-pretrain-ssl-$p" 120 "$PY" benches/torch_pretrain.py $PS --model s --warmup 3 \
+        --device cuda --precision $p
+done
 step bench-s-bf16-im2col 120 ./.device/ssod bench train $S --precision bf16 --conv im2col
 step bench-s-f32-im2col 120 ./.device/ssod bench train $S --precision f32 --conv im2col
 [ "${SKIP_CHECKS:-0}" != 1 ] && [ "${QUICK:-0}" = 1 ] && overfit_implicit

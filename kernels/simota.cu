@@ -5,8 +5,9 @@
 //                   gt_cls [G] (int), cost [G,A], iou [G,A], cand [A] (int), A, G, C, mode, radius):
 //     one thread per anchor. cand = the anchor centre ((gx+0.5)·s, (gy+0.5)·s) passes the
 //     geometry prior for some GT (mode 0 "release": in box OR within radius·s of the centre;
-//     mode 1 "2023": |dx|, |dy| < radius·s). For candidates: iou = IoU(gt, pred) (no eps, 0 on an
-//     empty union), cost = BCE(sqrt(σ(cls)·σ(obj)), onehot) + 3·(−ln(iou + 1e-8)) + penalty when
+//     mode 1 "2023": within radius·s of the centre only, tested as YOLOX's
+//     min(xc-(cx-r), ...) > 0). For candidates: iou = IoU(gt, pred) (no eps, 0 on an empty
+//     union), cost = BCE(sqrt(σ(cls)·σ(obj)), onehot) + 3·(−ln(iou + 1e-8)) + penalty when
 //     the pair is not in the prior (1e5 release: not in box AND centre; 1e6 2023). Non-candidate
 //     columns: cost = +inf, iou = 0.
 //   simota_dynamic_k_f32(cost, iou, cand, picked [G,A] (int), A, G): one block per GT. k =
@@ -51,7 +52,11 @@ __device__ __forceinline__ void prior(const float* b, float xc, float yc, float 
         *any_ok = ib || ic;
         *pair_ok = ib && ic;
     } else {
-        bool ic = fabsf(xc - b[0]) < r && fabsf(yc - b[1]) < r;
+        // YOLOX's form (edges cx ± r rounded first), not |xc - cx| < r: the two differ one ulp
+        // from an edge (src/detect/simota.rs `inside`).
+        float in_ctr = fminf(fminf(xc - (b[0] - r), (b[0] + r) - xc),
+                             fminf(yc - (b[1] - r), (b[1] + r) - yc));
+        bool ic = in_ctr > 0.0f;
         *any_ok = ic;
         *pair_ok = ic;
     }

@@ -1,4 +1,4 @@
-//! Data-tool commands: `voc2coco`, `crop`, `frames`, `stats`.
+//! Data-tool commands: `voc2coco`, `crop`, `frames`, `stats` (with the lint, `data::lint`).
 //!
 //! Output rule shared by all of them: an existing output file, or an existing non-empty output
 //! folder, is refused unless `--force` is given (then files of the same name are replaced).
@@ -11,6 +11,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use ssod::data::convert::{voc_files_to_coco, write_study_json, ConvertOptions};
 use ssod::data::crops::{write_crops, CropOptions};
 use ssod::data::frames::{extract_frames, FrameSelection, FramesOptions};
+use ssod::data::lint::{lint, source_from_coco, source_from_voc_files, DatasetLint};
 use ssod::data::stats::summarize;
 use ssod::data::voc::{collect_labels, list_xml_files, read_labels};
 use ssod::data::CocoDataset;
@@ -39,11 +40,18 @@ pub enum DataToolsCommand {
     /// index in the input. A non-empty OUT is refused unless --force.
     #[command(name = "frames")]
     Frames(FramesArgs),
-    /// Print images, objects, objects per image and the COCO size histogram of a VOC or COCO set
+    /// Print images, objects, the size histograms of a VOC or COCO set, and lint it
     ///
     /// PATH is a COCO json, a FloW root (training/ and test/ splits, summarised each), a classic VOC
     /// root (its Annotations/ folder) or a folder of VOC xml files. Labels come from --labels, else
     /// PATH/labels.txt, else the names found in the files.
+    ///
+    /// The lint (over all of PATH): object sizes sqrt(w·h) in the buckets <8, 8-16, 16-32,
+    /// 32-96, >=96 px (lower bound inclusive), overall and per class, in original pixels or at the
+    /// training size of --at-size (letterbox scale min(N/W, N/H) per image); and the problems:
+    /// degenerate boxes (w or h <= 0 after the study's conversion, or empty in the XML), boxes
+    /// outside the image, exact duplicate boxes in one image, images without objects, classes
+    /// without objects, labels not in the class list, images without a size, unreadable files.
     #[command(name = "stats")]
     Stats(StatsArgs),
 }
@@ -130,6 +138,17 @@ pub struct StatsArgs {
     /// labels.txt for VOC sets
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
+    /// Object sizes as at this training size (letterbox scale min(N/W, N/H) per image) instead
+    /// of original pixels
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    at_size: Option<u32>,
+    /// Print only the lint, as one json object: images, objects, at_size, size_buckets
+    /// ([{bucket, objects, share}]), per_class, problems ([{kind, file, detail}])
+    #[arg(long)]
+    json: bool,
+    /// Exit with status 1 when the lint finds any problem (after printing)
+    #[arg(long)]
+    strict: bool,
 }
 
 impl DataToolsCommand {
@@ -255,70 +274,103 @@ impl FramesArgs {
 impl StatsArgs {
     fn run(self) -> anyhow::Result<()> {
         let path = &self.path;
-        if path.is_file() {
-            let ds = CocoDataset::read(path)?;
-            println!("{}\n{}", path.display(), summarize(&ds));
-            return Ok(());
-        }
-        if !path.is_dir() {
+        let lint = if path.is_file() {
+            let ds = CocoDataset::read_keeping_bad_boxes(path)?;
+            if !self.json {
+                println!("{}\n{}", path.display(), summarize(&ds));
+            }
+            lint(
+                &source_from_coco(&ds, &path.display().to_string()),
+                self.at_size,
+            )
+        } else if path.is_dir() {
+            self.voc_stats(path)?
+        } else {
             bail!("{}: no such file or folder", path.display());
-        }
-        // (name, xml files) for each part to summarise.
-        let mut parts: Vec<(String, Vec<PathBuf>)> = Vec::new();
-        for split in ["training", "test"] {
-            let dir = path.join(split).join("annotations");
-            if dir.is_dir() {
-                parts.push((
-                    format!("{}", path.join(split).display()),
-                    list_xml_files(&dir)?,
-                ));
-            }
-        }
-        if parts.is_empty() {
-            let classic = path.join("Annotations");
-            let dir = if classic.is_dir() {
-                classic
-            } else {
-                path.clone()
-            };
-            let files = list_xml_files(&dir)?;
-            if files.is_empty() {
-                bail!(
-                    "{}: no VOC annotations found (expected FloW training/ and test/ folders, \
-                     a classic VOC Annotations/ folder, or *.xml files)",
-                    path.display()
-                );
-            }
-            parts.push((format!("{}", dir.display()), files));
-        }
-        let labels = match &self.labels {
-            Some(l) => read_labels(l)?,
-            None if path.join("labels.txt").is_file() => read_labels(&path.join("labels.txt"))?,
-            None => collect_labels(
-                &parts
-                    .iter()
-                    .flat_map(|(_, f)| f.clone())
-                    .collect::<Vec<_>>(),
-            ),
         };
-        let opts = ConvertOptions { skip_invalid: true };
-        for (i, (name, files)) in parts.iter().enumerate() {
-            let (ds, report) = if files.is_empty() {
-                (CocoDataset::default(), Default::default())
-            } else {
-                voc_files_to_coco(files, &labels, &opts)?
-            };
-            if i > 0 {
-                println!();
-            }
-            println!("{name}\n{}", summarize(&ds));
-            if !report.skipped.is_empty() {
-                println!(
-                    "skipped {} malformed file(s) and {} invalid object(s)",
-                    report.skipped_files, report.skipped_objects
-                );
-            }
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&lint)?);
+        } else {
+            println!("\n{lint}");
+        }
+        if self.strict && lint.has_problems() {
+            bail!(
+                "{}: {} problem(s) found (--strict)",
+                path.display(),
+                lint.problems.len()
+            );
         }
         Ok(())
     }
+
+    /// The summary of each part of a VOC folder (unless --json) and the lint of all of them.
+    fn voc_stats(&self, path: &Path) -> anyhow::Result<DatasetLint> {
+        let parts = voc_parts(path)?;
+        let all_files: Vec<PathBuf> = parts.iter().flat_map(|(_, f)| f.clone()).collect();
+        let (labels, class_file) = match &self.labels {
+            Some(l) => (read_labels(l)?, l.display().to_string()),
+            None if path.join("labels.txt").is_file() => {
+                let l = path.join("labels.txt");
+                (read_labels(&l)?, l.display().to_string())
+            }
+            None => (collect_labels(&all_files), path.display().to_string()),
+        };
+        if !self.json {
+            let opts = ConvertOptions { skip_invalid: true };
+            for (i, (name, files)) in parts.iter().enumerate() {
+                let (ds, report) = if files.is_empty() {
+                    (CocoDataset::default(), Default::default())
+                } else {
+                    voc_files_to_coco(files, &labels, &opts)?
+                };
+                if i > 0 {
+                    println!();
+                }
+                println!("{name}\n{}", summarize(&ds));
+                if !report.skipped.is_empty() {
+                    println!(
+                        "skipped {} malformed file(s) and {} invalid object(s)",
+                        report.skipped_files, report.skipped_objects
+                    );
+                }
+            }
+        }
+        Ok(lint(
+            &source_from_voc_files(&all_files, &labels, &class_file),
+            self.at_size,
+        ))
+    }
+}
+
+/// (name, xml files) for each part of a VOC folder: a FloW root's training/ and test/ splits,
+/// else a classic VOC Annotations/ folder, else the folder itself.
+fn voc_parts(path: &Path) -> anyhow::Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut parts: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    for split in ["training", "test"] {
+        let dir = path.join(split).join("annotations");
+        if dir.is_dir() {
+            parts.push((
+                format!("{}", path.join(split).display()),
+                list_xml_files(&dir)?,
+            ));
+        }
+    }
+    if parts.is_empty() {
+        let classic = path.join("Annotations");
+        let dir = if classic.is_dir() {
+            classic
+        } else {
+            path.to_path_buf()
+        };
+        let files = list_xml_files(&dir)?;
+        if files.is_empty() {
+            bail!(
+                "{}: no VOC annotations found (expected FloW training/ and test/ folders, \
+                 a classic VOC Annotations/ folder, or *.xml files)",
+                path.display()
+            );
+        }
+        parts.push((format!("{}", dir.display()), files));
+    }
+    Ok(parts)
 }

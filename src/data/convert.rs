@@ -284,12 +284,21 @@ pub fn study_bbox_xywh(obj: &VocObject) -> Option<[i64; 4]> {
     if obj.xmax <= obj.xmin || obj.ymax <= obj.ymin {
         return None;
     }
+    Some(study_xywh_unchecked(obj))
+}
+
+/// coco-tools' arithmetic on any box, without the emptiness check of [`study_bbox_xywh`]: the
+/// width or height comes out 0 or negative where `int(xmax) < int(xmin)` (the study's script
+/// asserts there), and 1 where the integer parts are equal, `xmin == xmax` included (the study
+/// keeps such a box, [`study_bbox_xywh`] refuses it when `xmax <= xmin`). The lint
+/// (`data::lint`) reports both.
+pub fn study_xywh_unchecked(obj: &VocObject) -> [i64; 4] {
     // Python int(float(s)) truncates toward zero; `as i64` does the same (saturating).
     let xmin = obj.xmin as i64 - 1;
     let ymin = obj.ymin as i64 - 1;
     let xmax = obj.xmax as i64;
     let ymax = obj.ymax as i64;
-    Some([xmin, ymin, xmax - xmin, ymax - ymin])
+    [xmin, ymin, xmax - xmin, ymax - ymin]
 }
 
 /// The json text coco-tools' `json.dump(output_json_dict, f)` writes for this dataset: top-level

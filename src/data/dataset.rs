@@ -108,12 +108,41 @@ impl CocoDataset {
         Ok(ds)
     }
 
+    /// Read a COCO json like [`Self::read`], but keep boxes with a negative width or height
+    /// (ids and references are still checked): the lint (`data::lint`) reports such boxes
+    /// instead of refusing the file.
+    pub fn read_keeping_bad_boxes(path: &Path) -> Result<Self> {
+        let mut ds: CocoDataset = read_json_file(path)?;
+        ds.image_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        ds.validate_references(&path.display().to_string())?;
+        Ok(ds)
+    }
+
     pub fn write(&self, path: &Path) -> Result<()> {
         write_json_file(path, self)
     }
 
-    /// Check ids are unique and every annotation points at a known image and category.
+    /// Check ids are unique, every annotation points at a known image and category, and no box
+    /// has a negative width or height.
     pub fn validate(&self, source: &str) -> Result<()> {
+        self.validate_references(source)?;
+        for (i, a) in self.annotations.iter().enumerate() {
+            let [_, _, w, h] = a.bbox_xywh;
+            if !(w >= 0.0 && h >= 0.0) {
+                return Err(Error::format(
+                    source,
+                    format!(
+                        "annotations[{i}]: bbox {:?} has a negative width or height",
+                        a.bbox_xywh
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Check ids are unique and every annotation points at a known image and category.
+    pub fn validate_references(&self, source: &str) -> Result<()> {
         let mut image_ids = HashMap::new();
         for (i, im) in self.images.iter().enumerate() {
             if image_ids.insert(im.id, i).is_some() {
@@ -138,16 +167,6 @@ impl CocoDataset {
                     format!(
                         "annotations[{i}]: category_id {} is not in categories",
                         a.category_id
-                    ),
-                ));
-            }
-            let [_, _, w, h] = a.bbox_xywh;
-            if !(w >= 0.0 && h >= 0.0) {
-                return Err(Error::format(
-                    source,
-                    format!(
-                        "annotations[{i}]: bbox {:?} has a negative width or height",
-                        a.bbox_xywh
                     ),
                 ));
             }

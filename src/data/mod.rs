@@ -6,6 +6,7 @@ pub mod image_io;
 pub mod convert;
 pub mod crops;
 pub mod frames;
+pub mod lint;
 pub mod stats;
 pub mod video_out;
 pub mod voc;

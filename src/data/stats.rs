@@ -1,10 +1,11 @@
-//! A dataset summary: images, objects, objects per image and the COCO small/medium/large
-//! histogram. `ssod stats` prints it for any VOC or COCO set; the generator prints the same
-//! after it writes a set.
+//! A dataset summary: images, objects, objects per image, the COCO small/medium/large
+//! histogram and the tiny-object size buckets (`data::lint`). `ssod stats` prints it for any VOC
+//! or COCO set; the generator prints the same after it writes a set.
 
 use std::fmt;
 
 use crate::data::dataset::CocoDataset;
+use crate::data::lint::{format_buckets, size_bucket_counts, with_shares};
 
 /// COCO's area limits (pycocotools `areaRng`): small < 32², medium 32²..96², large >= 96².
 pub const SMALL_MAX_AREA: f64 = 32.0 * 32.0;
@@ -24,6 +25,9 @@ pub struct DatasetSummary {
     pub medium: usize,
     /// area >= 96²
     pub large: usize,
+    /// Boxes per size bucket of `sqrt(w·h)` in original pixels (`lint::SIZE_BUCKETS`); boxes
+    /// without a positive width and height are not counted.
+    pub size_buckets: [usize; 5],
     /// (category name, object count) in category order.
     pub per_category: Vec<(String, usize)>,
 }
@@ -62,6 +66,7 @@ pub fn summarize(ds: &CocoDataset) -> DatasetSummary {
             s.large += 1;
         }
     }
+    s.size_buckets = size_bucket_counts(ds);
     s.per_category = ds
         .categories
         .iter()
@@ -108,6 +113,8 @@ impl fmt::Display for DatasetSummary {
             self.large,
             pct(self.large)
         )?;
+        let buckets = format_buckets(&with_shares(&self.size_buckets));
+        write!(f, "\nsizes (sqrt(w·h) px): {buckets}")?;
         if self.per_category.len() > 1 {
             write!(f, "\nper category:")?;
             for (name, n) in &self.per_category {

@@ -15,7 +15,8 @@ pub enum SimOtaMode {
     /// 2021-07..2022-12 (the published weights; mmdet's SimOTAAssigner): in-box OR in-centre
     /// candidates, penalty 1e5 for anchors not in both.
     Release,
-    /// Commit 14c62a7 (2023-01): centre prior only, penalty 1e6 outside it.
+    /// Commit 14c62a7 (2023-01): centre prior only, penalty 1e6 outside it (checked against
+    /// YOLOX's main branch in `tests/simota_reference.rs`).
     #[serde(rename = "2023", alias = "current")]
     Centre2023,
 }
@@ -217,6 +218,100 @@ pub fn simota_assign_with_zero_size(inp: &SimOtaInput, cfg: &SimOtaConfig) -> Re
     assign(inp, cfg, true)
 }
 
+/// Steps 1 and 2 for one image: the candidate anchors (those passing the geometry prior of some
+/// GT) and, per (GT, candidate), the IoU and the cost SimOTA ranks them by. Exposed so that the
+/// cost matrix itself can be checked against the official YOLOX code (`tests/simota_reference.rs`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimOtaCosts {
+    /// Candidate anchor indices, ascending.
+    pub candidates: Vec<usize>,
+    /// `[G][candidates]`: IoU of the GT with the candidate's predicted box.
+    pub iou: Vec<Vec<f32>>,
+    /// `[G][candidates]`: class cost + 3·IoU cost + the penalty outside the prior.
+    pub cost: Vec<Vec<f32>>,
+}
+
+/// The candidates and cost matrix [`simota_assign`] works on (same validation).
+pub fn simota_costs(inp: &SimOtaInput, cfg: &SimOtaConfig) -> Result<SimOtaCosts> {
+    validate(inp, false)?;
+    Ok(costs(inp, cfg))
+}
+
+/// Whether the anchor centre `(xc, yc)` is strictly inside the box `[l, r] × [t, b]`, written as
+/// YOLOX writes it: `min(xc − l, r − xc, yc − t, b − yc) > 0` with the edges rounded to f32
+/// first. `|xc − cx| < radius` is the same in real numbers but not in f32: one ulp from an edge
+/// the two round differently (`tests/simota_reference.rs` holds such a case).
+fn inside(xc: f32, yc: f32, l: f32, r: f32, t: f32, b: f32) -> bool {
+    (xc - l).min(r - xc).min(yc - t).min(b - yc) > 0.0
+}
+
+fn costs(inp: &SimOtaInput, cfg: &SimOtaConfig) -> SimOtaCosts {
+    let num_anchors = inp.pred_boxes_cxcywh.len();
+    let num_gt = inp.gt_boxes_cxcywh.len();
+    let c = inp.num_classes;
+    let mut out = SimOtaCosts::default();
+    if num_gt == 0 || num_anchors == 0 {
+        return out;
+    }
+
+    // 1. Geometry prior per (gt, anchor), on the anchor centre with the 0.5 offset.
+    let mut prior_ok: Vec<Vec<bool>> = Vec::new(); // [candidate][gt]: not penalised
+    for a in 0..num_anchors {
+        let s = inp.strides[a];
+        let (xc, yc) = ((inp.grids[a].0 + 0.5) * s, (inp.grids[a].1 + 0.5) * s);
+        let r = cfg.center_radius * s;
+        let mut any = false;
+        let mut ok = vec![false; num_gt];
+        for (g, b) in inp.gt_boxes_cxcywh.iter().enumerate() {
+            let in_ctr = inside(xc, yc, b[0] - r, b[0] + r, b[1] - r, b[1] + r);
+            match cfg.mode {
+                SimOtaMode::Release => {
+                    let (hw, hh) = (b[2] / 2.0, b[3] / 2.0);
+                    let in_box = inside(xc, yc, b[0] - hw, b[0] + hw, b[1] - hh, b[1] + hh);
+                    any |= in_box || in_ctr;
+                    ok[g] = in_box && in_ctr;
+                }
+                SimOtaMode::Centre2023 => {
+                    any |= in_ctr;
+                    ok[g] = in_ctr;
+                }
+            }
+        }
+        if any {
+            out.candidates.push(a);
+            prior_ok.push(ok);
+        }
+    }
+    let n = out.candidates.len();
+    let penalty = match cfg.mode {
+        SimOtaMode::Release => 100_000.0f32,
+        SimOtaMode::Centre2023 => 1_000_000.0,
+    };
+
+    // 2. Pairwise IoU and cost, [gt][candidate].
+    out.iou = vec![vec![0f32; n]; num_gt];
+    out.cost = vec![vec![0f32; n]; num_gt];
+    // BCE(p, onehot(k)) summed over classes = Σ_c −log(1−p_c) + log(1−p_k) − log(p_k), with
+    // logs clamped at −100 as F.binary_cross_entropy does.
+    let log_clamped = |v: f32| v.ln().max(-100.0);
+    for (j, &a) in out.candidates.iter().enumerate() {
+        let obj = sigmoid(inp.obj_logits[a]);
+        let p: Vec<f32> = (0..c)
+            .map(|k| (sigmoid(inp.cls_logits[a * c + k]) * obj).sqrt())
+            .collect();
+        let neg_sum: f32 = p.iter().map(|&pk| -log_clamped(1.0 - pk)).sum();
+        let gts = inp.gt_classes.iter().zip(inp.gt_boxes_cxcywh);
+        for (g, ((&k, gt_box), &in_prior)) in gts.zip(&prior_ok[j]).enumerate() {
+            let cls_cost = neg_sum + log_clamped(1.0 - p[k]) - log_clamped(p[k]);
+            let v = iou_cxcywh(gt_box, &inp.pred_boxes_cxcywh[a]);
+            out.iou[g][j] = v;
+            let not_prior = if in_prior { 0.0 } else { penalty };
+            out.cost[g][j] = cls_cost + 3.0 * -(v + 1e-8).ln() + not_prior;
+        }
+    }
+    out
+}
+
 fn assign(inp: &SimOtaInput, cfg: &SimOtaConfig, zero_size_ok: bool) -> Result<Assignment> {
     let num_anchors = validate(inp, zero_size_ok)?;
     let num_gt = inp.gt_boxes_cxcywh.len();
@@ -224,77 +319,14 @@ fn assign(inp: &SimOtaInput, cfg: &SimOtaConfig, zero_size_ok: bool) -> Result<A
         fg_mask: vec![false; num_anchors],
         ..Default::default()
     };
-    if num_gt == 0 || num_anchors == 0 {
-        return Ok(out);
-    }
-    let c = inp.num_classes;
-
-    // 1. Geometry prior per (gt, anchor), on the anchor centre with the 0.5 offset.
-    let mut candidates = Vec::new();
-    let mut prior_ok: Vec<Vec<bool>> = Vec::new(); // [candidate][gt]: not penalised
-    for a in 0..num_anchors {
-        let s = inp.strides[a];
-        let (xc, yc) = ((inp.grids[a].0 + 0.5) * s, (inp.grids[a].1 + 0.5) * s);
-        let mut any = false;
-        let mut ok = vec![false; num_gt];
-        for (g, b) in inp.gt_boxes_cxcywh.iter().enumerate() {
-            let r = cfg.center_radius * s;
-            match cfg.mode {
-                SimOtaMode::Release => {
-                    let in_box = (xc - (b[0] - b[2] / 2.0))
-                        .min((b[0] + b[2] / 2.0) - xc)
-                        .min(yc - (b[1] - b[3] / 2.0))
-                        .min((b[1] + b[3] / 2.0) - yc)
-                        > 0.0;
-                    let in_ctr = (xc - (b[0] - r))
-                        .min((b[0] + r) - xc)
-                        .min(yc - (b[1] - r))
-                        .min((b[1] + r) - yc)
-                        > 0.0;
-                    any |= in_box || in_ctr;
-                    ok[g] = in_box && in_ctr;
-                }
-                SimOtaMode::Centre2023 => {
-                    let in_ctr = (xc - b[0]).abs() < r && (yc - b[1]).abs() < r;
-                    any |= in_ctr;
-                    ok[g] = in_ctr;
-                }
-            }
-        }
-        if any {
-            candidates.push(a);
-            prior_ok.push(ok);
-        }
-    }
+    let SimOtaCosts {
+        candidates,
+        iou,
+        cost,
+    } = costs(inp, cfg);
     let n = candidates.len();
     if n == 0 {
         return Ok(out);
-    }
-    let penalty = match cfg.mode {
-        SimOtaMode::Release => 100_000.0f32,
-        SimOtaMode::Centre2023 => 1_000_000.0,
-    };
-
-    // 2. Pairwise IoU and cost, [gt][candidate].
-    let mut iou = vec![vec![0f32; n]; num_gt];
-    let mut cost = vec![vec![0f32; n]; num_gt];
-    // BCE(p, onehot(k)) summed over classes = Σ_c −log(1−p_c) + log(1−p_k) − log(p_k), with
-    // logs clamped at −100 as F.binary_cross_entropy does.
-    let log_clamped = |v: f32| v.ln().max(-100.0);
-    for (j, &a) in candidates.iter().enumerate() {
-        let obj = sigmoid(inp.obj_logits[a]);
-        let p: Vec<f32> = (0..c)
-            .map(|k| (sigmoid(inp.cls_logits[a * c + k]) * obj).sqrt())
-            .collect();
-        let neg_sum: f32 = p.iter().map(|&pk| -log_clamped(1.0 - pk)).sum();
-        for g in 0..num_gt {
-            let k = inp.gt_classes[g];
-            let cls_cost = neg_sum + log_clamped(1.0 - p[k]) - log_clamped(p[k]);
-            let v = iou_cxcywh(&inp.gt_boxes_cxcywh[g], &inp.pred_boxes_cxcywh[a]);
-            iou[g][j] = v;
-            let not_prior = if prior_ok[j][g] { 0.0 } else { penalty };
-            cost[g][j] = cls_cost + 3.0 * -(v + 1e-8).ln() + not_prior;
-        }
     }
 
     // 3. Dynamic k and the k cheapest candidates per GT.

@@ -11,6 +11,7 @@ use crate::data::convert::ConvertOptions;
 use crate::data::crops::{write_crops, CropOptions};
 use crate::data::dataset::CocoDataset;
 use crate::data::frames::{extract_frames, FrameSelection, FramesOptions};
+use crate::data::lint::{lint, source_from_coco};
 use crate::data::stats::summarize;
 use crate::data::synth::{generate, SynthConfig};
 use crate::data::voc::{read_flow_split, read_labels};
@@ -184,8 +185,34 @@ pub fn register(api: &mut Api) {
         "summary",
         &["d: Dataset"],
         "String",
-        "Images, objects, objects per image and the COCO size histogram.",
+        "Images, objects, objects per image, the COCO size histogram and the size buckets of sqrt(w·h) (<8, 8-16, 16-32, 32-96, >=96 px).",
         |d: &mut Dataset| summarize(&d.0).to_string()
+    );
+    func!(
+        api,
+        "lint",
+        &["d: Dataset"],
+        "Map",
+        "The tiny-object lint in original pixels: #{images, objects, at_size, size_buckets: [#{bucket, objects, share}] (<8, 8-16, 16-32, 32-96, >=96 px of sqrt(w·h)), per_class: [#{class, objects, size_buckets}], problems: [#{kind, file, detail}]}, as `ssod stats --json`.",
+        |d: &mut Dataset| -> ScriptResult<Map> { lint_map(d, None) }
+    );
+    func!(
+        api,
+        "lint",
+        &["d: Dataset", "opts: Map"],
+        "Map",
+        "The tiny-object lint; opts: at_size (sizes at this training size, letterbox scale min(N/W, N/H) per image; default: original pixels).",
+        |d: &mut Dataset, o: Map| -> ScriptResult<Map> {
+            let opts = Opts::new("lint", &o, &["at_size"])?;
+            let at_size = match o.get("at_size") {
+                None => None,
+                Some(_) => match u32::try_from(opts.int("at_size", 0)?) {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => return Err(script_err("lint: at_size must be a positive integer")),
+                },
+            };
+            lint_map(d, at_size)
+        }
     );
     func!(
         api,
@@ -243,6 +270,19 @@ pub fn register(api: &mut Api) {
             m.insert("kept".into(), Dynamic::from(r.kept.len() as INT));
             Ok(m)
         });
+}
+
+/// [`lint`] of a dataset as a Rhai map (the shape of `ssod stats --json`).
+fn lint_map(d: &Dataset, at_size: Option<u32>) -> ScriptResult<Map> {
+    // Class problems name the folder the dataset was read from.
+    let class_file = match d.0.image_dir.display().to_string() {
+        dir if dir.is_empty() => "dataset".to_string(),
+        dir => dir,
+    };
+    let report = lint(&source_from_coco(&d.0, &class_file), at_size);
+    rhai::serde::to_dynamic(&report)?
+        .try_cast::<Map>()
+        .ok_or_else(|| script_err("lint: the report is not a map"))
 }
 
 /// A training loader in Rhai (the YOLOX augmentation pipeline over a dataset).

@@ -227,6 +227,14 @@ fn simota_cost_cpu(inp: &Inputs, cfg: &SimOtaConfig) -> Vec<f32> {
         let s = strides[ai];
         let (xc, yc) = ((grids[2 * ai] + 0.5) * s, (grids[2 * ai + 1] + 0.5) * s);
         let r = cfg.center_radius * s;
+        // YOLOX's form, edges rounded first (not |xc − cx| < r, which differs one ulp from an edge)
+        let in_ctr = |b: &[f32; 4]| -> bool {
+            (xc - (b[0] - r))
+                .min((b[0] + r) - xc)
+                .min(yc - (b[1] - r))
+                .min((b[1] + r) - yc)
+                > 0.0
+        };
         let prior = |b: &[f32; 4]| -> (bool, bool) {
             match cfg.mode {
                 SimOtaMode::Release => {
@@ -235,17 +243,9 @@ fn simota_cost_cpu(inp: &Inputs, cfg: &SimOtaConfig) -> Vec<f32> {
                         .min(yc - (b[1] - b[3] / 2.0))
                         .min((b[1] + b[3] / 2.0) - yc)
                         > 0.0;
-                    let ic = (xc - (b[0] - r))
-                        .min((b[0] + r) - xc)
-                        .min(yc - (b[1] - r))
-                        .min((b[1] + r) - yc)
-                        > 0.0;
-                    (ib || ic, ib && ic)
+                    (ib || in_ctr(b), ib && in_ctr(b))
                 }
-                SimOtaMode::Centre2023 => {
-                    let ic = (xc - b[0]).abs() < r && (yc - b[1]).abs() < r;
-                    (ic, ic)
-                }
+                SimOtaMode::Centre2023 => (in_ctr(b), in_ctr(b)),
             }
         };
         if !gt.iter().any(|b| prior(b).0) {

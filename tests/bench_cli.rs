@@ -223,3 +223,107 @@ fn bench_conv_covers_every_conv_of_the_model_once() {
     assert!(String::from_utf8_lossy(&cpu_algo.stderr).contains("--conv"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--data` feeds the steps from the real loader over a generated FloW-like folder: the JSON
+/// reports the loader's rate alone beside the end-to-end rate, and a folder without labels is
+/// refused naming it.
+#[test]
+fn bench_train_with_data_runs_the_loader_beside_the_steps() {
+    let dir = std::env::temp_dir().join(format!("ssod_bench_data_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let synth = dir.join("synth");
+    let out = ssod(&[
+        "synth",
+        "--out",
+        synth.to_str().unwrap(),
+        "--train",
+        "6",
+        "--test",
+        "0",
+        "--size",
+        "160x96",
+        "--videos",
+        "0",
+        "--seed",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = tiny_run_json(&[
+        "--data",
+        synth.to_str().unwrap(),
+        "--workers",
+        "2",
+    ]);
+    assert_rate_matches_step_time(&v);
+    let loader = v["loader_images_per_s"]
+        .as_f64()
+        .expect("loader_images_per_s");
+    assert!(loader > 0.0, "{v}");
+    assert_eq!(v["workers"].as_u64(), Some(2), "{v}");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = bench_train(&[
+        "--model",
+        "yolox-nano",
+        "--size",
+        "64",
+        "--data",
+        empty.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("labels.txt"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `ssod bench pretrain` runs both methods through the loader (random images, or a crops folder
+/// with `--data`) and prints its JSON; bad arguments are refused naming them.
+#[test]
+fn bench_pretrain_reports_training_and_loader_rates() {
+    let base = [
+        "bench",
+        "pretrain",
+        "--model",
+        "yolox-nano",
+        "--steps",
+        "1",
+        "--json",
+    ];
+    for extra in [
+        &["--method", "center", "--size", "64", "--batch", "4"][..],
+        &[
+            "--method", "ssl", "--size", "64", "--batch", "2", "--frame", "320x192",
+        ][..],
+    ] {
+        let out = ssod(&[&base[..], extra].concat());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+        for key in ["train_per_s", "loader_per_s"] {
+            assert!(v[key].as_f64().is_some_and(|r| r > 0.0), "{key}: {v}");
+        }
+        // Center: 4 crops per step; SSL: 2 frames × (1 anchor + 4 positives + 4 negatives).
+        let want = if extra[1] == "center" { 4 } else { 18 };
+        assert_eq!(v["per_step"].as_u64(), Some(want), "{v}");
+    }
+    for (args, expected) in [
+        (&["--method", "moco"][..], "--method"),
+        (&["--size", "33"][..], "--size"),
+        (&["--method", "ssl", "--loss", "triplet"][..], "--loss"),
+        (&["--method", "ssl", "--frame", "640"][..], "--frame"),
+    ] {
+        let out = ssod(&[&["bench", "pretrain", "--model", "yolox-nano"][..], args].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

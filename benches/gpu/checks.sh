@@ -81,6 +81,11 @@ step bench-s-bf16 150 ./.device/ssod bench train $S --precision bf16
 step torch-s-bf16 150 "$PY" benches/torch_yolox.py $T --precision bf16 --json "$OUT/torch-s-bf16.json"
 step bench-s-f32 150 ./.device/ssod bench train $S --precision f32
 step torch-s-f32 150 "$PY" benches/torch_yolox.py $T --precision f32 --json "$OUT/torch-s-f32.json"
+# End to end: the training loader (one worker per core: decode, mosaic, affine, mixup, HSV) beside
+# the steps, on a generated FloW-like set at 1280x720, then with decoded images kept in RAM.
+step synth-e2e 120 ./.device/ssod synth --out /tmp/ssod-e2e --train 512 --test 0 --videos 0 --seed 1 --force
+step bench-s-bf16-e2e 180 ./.device/ssod bench train $S --precision bf16 --data /tmp/ssod-e2e
+step bench-s-bf16-e2e-cache 180 ./.device/ssod bench train $S --precision bf16 --data /tmp/ssod-e2e --cache
 # Pretraining (docs/pretraining.md) at the study's sizes, ssod next to PyTorch eager: center loss
 # (128 crops of 224 px per step) and patch SSL (16 frames of 1280x720, 144 patches of 224 px).
 PC="--method center --size 224 --batch 128 --steps ${STEPS:-8}"

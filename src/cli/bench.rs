@@ -5,16 +5,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use rand::Rng;
 use ssod::autograd::{profile_restart, profile_table, set_profiling};
 use ssod::backend::cuda::ConvAlgorithm;
-use ssod::data::loader::Batch;
 use ssod::models::{YoloX, YoloXConfig};
-use ssod::rng::rng_for;
 use ssod::tensor::{cuda_memory_in_use, host_round_trips, Device};
 use ssod::train::config::Precision;
 use ssod::train::trainer::{DetectorTrainer, StageTimes};
 use ssod::train::TrainConfig;
+
+use super::bench_batches::BatchSource;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -77,6 +76,17 @@ pub struct BenchTrainArgs {
     /// without those waits; the per-stage line is then the host's time to queue each stage
     #[arg(long)]
     pub no_stage_times: bool,
+    /// Feed the steps from the training loader over this FloW folder (its training/ split) or
+    /// COCO json, with the recipe's augmentation: images/s of training end to end, and the
+    /// loader's rate alone (default: random batches made before the clock starts)
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+    /// Loader threads with --data (default: the number of cores)
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Keep decoded images in RAM with --data (YOLOX's `cache`)
+    #[arg(long)]
+    pub cache: bool,
 }
 
 impl BenchCommand {
@@ -102,46 +112,6 @@ pub(super) fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-/// A batch of uniform-noise images with `gts` random boxes each, or 1-5 when `None` (seeded).
-fn random_batch(
-    batch: usize,
-    size: usize,
-    classes: usize,
-    gts: Option<usize>,
-    step: usize,
-) -> Batch {
-    let mut rng = rng_for(step as u64, "bench/train");
-    let images: Vec<f32> = (0..batch * 3 * size * size)
-        .map(|_| rng.random_range(0.0..255.0))
-        .collect();
-    let max_labels = gts.unwrap_or(5).max(1);
-    let mut labels = vec![0f32; batch * max_labels * 5];
-    let mut num_labels = Vec::with_capacity(batch);
-    for b in 0..batch {
-        let n = gts.unwrap_or_else(|| rng.random_range(1..=5));
-        for l in 0..n {
-            let w = rng.random_range(8.0..size as f32 / 3.0);
-            let h = rng.random_range(8.0..size as f32 / 3.0);
-            let cx = rng.random_range(w / 2.0..size as f32 - w / 2.0);
-            let cy = rng.random_range(h / 2.0..size as f32 - h / 2.0);
-            let c = rng.random_range(0..classes) as f32;
-            labels[(b * max_labels + l) * 5..(b * max_labels + l + 1) * 5]
-                .copy_from_slice(&[c, cx, cy, w, h]);
-        }
-        num_labels.push(n);
-    }
-    Batch {
-        images,
-        batch,
-        height: size,
-        width: size,
-        labels,
-        max_labels,
-        num_labels,
-        image_ids: (0..batch as u64).collect(),
-    }
 }
 
 fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
@@ -194,18 +164,24 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         Device::Cuda => Some(ssod::backend::cuda::device()?.conv_algorithm().name()),
         Device::Cpu => None,
     };
-    // Batches are made before the clock starts: drawing 20M random pixels takes longer than a
-    // GPU step (a loader prepares them in parallel with training).
-    let batches: Vec<Batch> = (0..a.steps.min(4))
-        .map(|s| random_batch(a.batch, a.size, a.classes, a.gts, s + 1))
-        .collect();
+    // Random batches are made before the clock starts: drawing 20M random pixels takes longer
+    // than a GPU step (a loader prepares them in parallel with training). With --data the real
+    // loader runs beside the steps, as in an epoch of training.
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut source = match &a.data {
+        Some(dir) => BatchSource::loader(dir, &trainer.config, workers, a.cache)?,
+        None => BatchSource::random(&trainer.config, a.classes, a.gts, a.steps),
+    };
+    let loader_alone = source.loader_alone(a.steps.max(4));
     // One warm-up step (first-touch allocations, thread pools, kernel compilation, `--conv
     // auto`'s measurements), not in the figures; its time is reported on its own. As in the
     // training loop, each step uploads the next batch beside its backward.
-    let warmup_batch = random_batch(a.batch, a.size, a.classes, a.gts, 0);
+    let warmup_batch = source.next_batch()?;
+    let first = source.next_batch()?;
     let warmup = Instant::now();
-    let (_, mut uploaded) =
-        trainer.step_uploaded(trainer.upload(&warmup_batch)?, batches.first())?;
+    let (_, mut uploaded) = trainer.step_uploaded(trainer.upload(&warmup_batch)?, Some(&first))?;
     let warmup_s = warmup.elapsed().as_secs_f64();
     if device == Device::Cuda {
         ssod::backend::cuda::device()?.reset_pool_peak()?;
@@ -218,8 +194,8 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         let current = uploaded
             .take()
             .ok_or_else(|| anyhow::anyhow!("bench train: step {s} found no uploaded batch"))?;
-        let (stats, next) =
-            trainer.step_uploaded(current, Some(&batches[(s + 1) % batches.len()]))?;
+        let next = source.next_batch()?;
+        let (stats, next) = trainer.step_uploaded(current, Some(&next))?;
         uploaded = next;
         times.add(&stats.times);
         images += stats.images;
@@ -257,6 +233,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             "threads": threads, "params": model.num_params(),
             "images_per_s": images_per_s, "peak_mem_mb": peak, "gpu_mem_in_use_mb": gpu_mem_mb, "gpu_pool_peak_mb": gpu_peak_mb,
             "host_round_trips_per_step": round_trips, "warmup_step_s": warmup_s, "stage_times": !a.no_stage_times,
+            "data": a.data.as_ref().map(|d| d.display().to_string()), "workers": a.data.as_ref().map(|_| workers), "loader_images_per_s": loader_alone,
             "conv_auto": auto_choices.map(|s| serde_json::json!({ "im2col": s.im2col, "implicit": s.implicit, "refused": s.refused })),
             "ms_per_step": { "forward": per_step(times.forward), "assign_and_loss": per_step(times.assign_and_loss),
                 "backward": per_step(times.backward), "optimizer": per_step(times.optimizer), "ema": per_step(times.ema),
@@ -268,7 +245,23 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             "{} at {}x{}, batch {}, {} steps, {} CPU threads, device {device}, precision {}{}",
             a.model, a.size, a.size, a.batch, a.steps, threads, a.precision, conv_line
         );
-        println!("images/s      {images_per_s:.2}");
+        match (&a.data, loader_alone) {
+            (Some(dir), Some(rate)) => {
+                println!(
+                    "images/s      {images_per_s:.2} (end to end: the loader over {} with {workers} workers beside the steps)",
+                    dir.display()
+                );
+                println!(
+                    "loader alone  {rate:.2} images/s ({})",
+                    if rate < images_per_s * 1.1 {
+                        "the loader limits training"
+                    } else {
+                        "the steps limit training"
+                    }
+                );
+            }
+            _ => println!("images/s      {images_per_s:.2}"),
+        }
         let warmup_work = match (device, auto_choices) {
             (Device::Cpu, _) => "first-touch allocations",
             (Device::Cuda, None) => "kernel loading, first allocations",
@@ -291,7 +284,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             println!("host round trips per step {round_trips:.0} (CUDA tensors read on the host: ops without a CUDA arm)");
         }
         if a.profile_ops {
-            print_op_profile(&mut trainer, &batches, a.steps)?;
+            print_op_profile(&mut trainer, &mut source, a.steps)?;
         }
         let whose = if a.no_stage_times && device == Device::Cuda {
             " (host time to queue each stage: no GPU waits between stages)"
@@ -307,14 +300,14 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
 /// Run `steps` more steps with the per-op profile on and print the top of the table.
 fn print_op_profile(
     trainer: &mut DetectorTrainer,
-    batches: &[Batch],
+    source: &mut BatchSource,
     steps: usize,
 ) -> anyhow::Result<()> {
     set_profiling(true);
     let t = Instant::now();
     profile_restart();
-    for s in 0..steps {
-        trainer.step(&batches[s % batches.len()])?;
+    for _ in 0..steps {
+        trainer.step(&source.next_batch()?)?;
     }
     let wall = t.elapsed().as_secs_f64();
     let rows = profile_table();

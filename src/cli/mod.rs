@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_batches;
 mod bench_conv;
 mod bench_pretrain;
 mod bench_simota;

@@ -48,7 +48,29 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What the driver's out-of-memory error carries in its text.
+const GPU_OUT_OF_MEMORY: &str = "CUDA_ERROR_OUT_OF_MEMORY";
+
 impl Error {
+    /// A GPU out-of-memory error (an allocation the driver refused).
+    pub fn is_gpu_out_of_memory(&self) -> bool {
+        matches!(self, Error::Cuda(m) if m.contains(GPU_OUT_OF_MEMORY))
+    }
+
+    /// An out-of-memory error with what was running and the settings that decide the memory,
+    /// so the message says what to lower; other errors unchanged.
+    pub fn with_gpu_memory_context(self, what: impl FnOnce() -> String) -> Self {
+        if !self.is_gpu_out_of_memory() {
+            return self;
+        }
+        Error::Cuda(format!(
+            "{}: the GPU is out of memory ({self}); lower the batch size or the input size, or \
+             use precision \"bf16\" (half the activation memory); the files written so far \
+             (checkpoints included) are complete",
+            what()
+        ))
+    }
+
     pub fn op(op: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Op {
             op: op.into(),
@@ -87,4 +109,38 @@ impl Error {
 #[macro_export]
 macro_rules! op_err {
     ($op:expr, $($arg:tt)*) => { $crate::Error::op($op, format!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver's out-of-memory error (as cudarc prints it) gains what ran and what to lower;
+    /// any other error passes unchanged.
+    #[test]
+    fn gpu_out_of_memory_says_what_to_lower() {
+        let oom = Error::Cuda(
+            "alloc of 1048576 f32 elements: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"
+                .into(),
+        );
+        assert!(oom.is_gpu_out_of_memory());
+        let msg = oom
+            .with_gpu_memory_context(|| "training step (batch 64, input 640x640)".into())
+            .to_string();
+        for part in [
+            "training step (batch 64, input 640x640)",
+            "out of memory",
+            "batch size",
+            "bf16",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        let other = Error::Cuda("launch failed: CUDA_ERROR_ILLEGAL_ADDRESS".into());
+        assert!(!other.is_gpu_out_of_memory());
+        let same = other.with_gpu_memory_context(|| unreachable!("only for out of memory"));
+        assert_eq!(
+            same.to_string(),
+            "cuda: launch failed: CUDA_ERROR_ILLEGAL_ADDRESS"
+        );
+    }
 }

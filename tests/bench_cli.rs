@@ -252,12 +252,7 @@ fn bench_train_with_data_runs_the_loader_beside_the_steps() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v = tiny_run_json(&[
-        "--data",
-        synth.to_str().unwrap(),
-        "--workers",
-        "2",
-    ]);
+    let v = tiny_run_json(&["--data", synth.to_str().unwrap(), "--workers", "2"]);
     assert_rate_matches_step_time(&v);
     let loader = v["loader_images_per_s"]
         .as_f64()

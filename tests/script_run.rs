@@ -122,14 +122,31 @@ fn hostile_scripts_error_without_panicking() {
             "let x = max_pool2d(zeros([1, 1, 2, 2]), #{ kernel: 0 });\n",
         ),
         ("slice.rhai", "let x = zeros([4]).slice(0, 3, 1, 1);\n"),
+        // Shapes whose element count wraps, or that need more memory than the machine has:
+        // errors, not an abort.
+        ("wrap.rhai", "let x = zeros([4294967296, 4294967296]);\n"),
+        ("huge.rhai", "let x = ones([2147483648, 2147483648]);\n"),
+        (
+            "huge_randn.rhai",
+            "let x = randn([1048576, 1048576, 1024], 1);\n",
+        ),
+        ("huge_arange.rhai", "let x = arange(0.0, 1.0e30, 1.0);\n"),
     ] {
         let p = script(name, body);
         let (ok, _, stderr) = run(&p);
         assert!(!ok, "{name} should fail");
         assert!(
-            stderr.contains("error:") && !stderr.contains("internal error"),
+            stderr.contains("error:")
+                && !stderr.contains("internal error")
+                && !stderr.contains("panicked"),
             "{name}: {stderr}"
         );
+        if name.starts_with("huge") || name == "wrap.rhai" {
+            assert!(
+                stderr.contains("can address") || stderr.contains("memory"),
+                "{name}: the error should say the shape is too large: {stderr}"
+            );
+        }
     }
 }
 

@@ -213,6 +213,12 @@ fn npy_bad_files_name_the_file() {
             "bytes",
         ),
         ("magic.npy", b"PK\x03\x04 not an npy file".to_vec(), "magic"),
+        // 2^32 · 2^32 wraps to 0 in an unchecked product and would pass the length check.
+        (
+            "wrapping.npy",
+            npy_bytes(1, "<f4", false, "(4294967296, 4294967296)", &[0; 8]),
+            "can address",
+        ),
         (
             "header.npy",
             npy_bytes(1, "<f4", false, "(2,)", &[0; 8])[..20].to_vec(),

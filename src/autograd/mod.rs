@@ -89,7 +89,7 @@ pub(crate) fn check_finite(op: &str, t: &Tensor, phase: &str) -> Result<()> {
         v.iter()
             .find(|x| !x.is_finite())
             .map(|x| if x.is_nan() { "NaN" } else { "Inf" })
-    });
+    })?;
     match bad {
         Some(what) => Err(Error::Anomaly {
             op: format!("{op}{phase}"),

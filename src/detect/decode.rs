@@ -148,5 +148,5 @@ pub fn decode_batch_f32(raw: &Tensor, grid: &[(f32, f32, f32)]) -> Result<Vec<De
         (0..b)
             .map(|i| decode_image_f32(&v[i * per_image..(i + 1) * per_image], grid, row - 5))
             .collect()
-    })
+    })?
 }

@@ -322,7 +322,7 @@ fn bn_forward(
         // SAFETY: the planes tile all xv.len() elements and plane_forward writes each.
         let (y, ()) = unsafe { filled_vec(xv.len(), write_planes) };
         Ok((y, stats))
-    })?;
+    })??;
     Ok((
         y,
         BnSaved {
@@ -340,7 +340,7 @@ fn bn_forward(
 
 /// BN backward from the gradient of the op's output: `(dx, dgamma, dbeta)`. With `silu` the
 /// SiLU backward is fused in: `d_bn = dy·σ·(1 + bn·(1 − σ))`, bn and σ recomputed from x.
-fn bn_backward(s: &BnSaved, dy: &[f32], silu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn bn_backward(s: &BnSaved, dy: &[f32], silu: bool) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let (c, plane) = (s.c, s.plane);
     let pl = plane.max(1);
     s.x.with_values(|xv| {
@@ -458,7 +458,7 @@ fn bn_op(
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let x_shape = x.shape().clone();
     record(op, out, &[x, gamma, beta], move |dy| {
-        let d = dy.with_values(|dyv| bn_backward(&s, dyv, silu));
+        let d = dy.with_values(|dyv| bn_backward(&s, dyv, silu))??;
         grads(&s, &x_shape, d)
     })
 }

@@ -78,7 +78,7 @@ fn broadcast_values(
                 .map(|(i, j)| f(va[i], vb[j]))
                 .collect()
         })
-    });
+    })??;
     Tensor::from_vec(values, out_shape)
 }
 

@@ -119,7 +119,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
         return conv2d_cuda(x, w, b, g);
     }
     let (ho, wo) = (g.out_h(), g.out_w());
-    let mut y = x.with_values(|xv| w.with_values(|wv| cpu_conv2d::fwd(xv, wv, &g)));
+    let mut y = x.with_values(|xv| w.with_values(|wv| cpu_conv2d::fwd(xv, wv, &g)))??;
     if let Some(b) = b {
         let plane = ho * wo;
         b.with_values(|bv| {
@@ -127,7 +127,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
                 let bias = bv[i % g.out_channels];
                 chunk.iter_mut().for_each(|v| *v += bias);
             }
-        });
+        })?;
     }
     let out = Tensor::from_vec(y, [g.batch, g.out_channels, ho, wo])?;
     let (xs, ws) = (x.detach(), w.detach());
@@ -140,13 +140,13 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
     record("conv2d", out, &inputs, move |dy| {
         dy.with_values(|dyv| {
             let dx = if need_dx {
-                let v = ws.with_values(|wv| cpu_conv2d::bwd_input(dyv, wv, &g));
+                let v = ws.with_values(|wv| cpu_conv2d::bwd_input(dyv, wv, &g))?;
                 Some(Tensor::from_vec(v, xs.shape().clone())?)
             } else {
                 None
             };
             let dw = if need_dw {
-                let v = xs.with_values(|xv| cpu_conv2d::bwd_weight(dyv, xv, &g));
+                let v = xs.with_values(|xv| cpu_conv2d::bwd_weight(dyv, xv, &g))?;
                 Some(Tensor::from_vec(v, ws.shape().clone())?)
             } else {
                 None
@@ -164,7 +164,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
                 )?));
             }
             Ok(grads)
-        })
+        })?
     })
 }
 

@@ -71,7 +71,7 @@ pub fn crop_patches(images: &Tensor, boxes: &[PatchBox], size: usize) -> Result<
                     }
                 }
             });
-    });
+    })?;
     let out = Tensor::from_vec(out, [boxes.len(), c, size, size])?;
     let boxes = boxes.to_vec();
     let in_shape = images.shape().clone();
@@ -95,7 +95,7 @@ pub fn crop_patches(images: &Tensor, boxes: &[PatchBox], size: usize) -> Result<
                         }
                     }
                 });
-        });
+        })?;
         Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
     })
 }

@@ -53,7 +53,7 @@ fn unary_from_input(
     if x.device() == Device::Cuda && !matches!(on_cuda, OnCuda::Host) {
         return unary_cuda(op, x, on_cuda);
     }
-    let y = map_values(x, f);
+    let y = map_values(x, f)?;
     let saved = x.detach();
     record(op, y, &[x], move |g| {
         Ok(vec![Some(zip_values(op, g, &saved, |g, x| g * dfdx(x))?)])
@@ -70,7 +70,7 @@ fn unary_from_output(
     if x.device() == Device::Cuda && !matches!(on_cuda, OnCuda::Host) {
         return unary_cuda(op, x, on_cuda);
     }
-    let y = map_values(x, f);
+    let y = map_values(x, f)?;
     let saved = y.detach();
     record(op, y, &[x], move |g| {
         Ok(vec![Some(zip_values(op, g, &saved, |g, y| g * dfdy(y))?)])

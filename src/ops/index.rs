@@ -22,7 +22,7 @@ fn to_indices(op: &str, idx: &Tensor, bound: usize) -> Result<Vec<usize>> {
                 }
             })
             .collect()
-    })
+    })?
 }
 
 /// Rows of `x` along `axis` picked by the 1-D `indices` (repeats allowed).
@@ -59,7 +59,7 @@ pub fn index_select(x: &Tensor, axis: isize, indices: &Tensor) -> Result<Tensor>
                 out[dst..dst + inner].copy_from_slice(&v[src..src + inner]);
             }
         }
-    });
+    })?;
     let mut dims = x.dims().to_vec();
     dims[a] = k;
     let out = Tensor::from_vec(out, dims)?;
@@ -76,7 +76,7 @@ pub fn index_select(x: &Tensor, axis: isize, indices: &Tensor) -> Result<Tensor>
                     }
                 }
             }
-        });
+        })?;
         Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
     })
 }
@@ -116,7 +116,7 @@ pub fn gather(x: &Tensor, axis: isize, index: &Tensor) -> Result<Tensor> {
                 }
             }
         }
-    });
+    })?;
     let out = Tensor::from_vec(out, index.dims().to_vec())?;
     let in_shape = x.shape().clone();
     record("gather", out, &[x], move |g| {
@@ -130,7 +130,7 @@ pub fn gather(x: &Tensor, axis: isize, index: &Tensor) -> Result<Tensor> {
                     }
                 }
             }
-        });
+        })?;
         Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
     })
 }

@@ -120,11 +120,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
                 }
             })
             .collect::<Result<_>>()
-    })?;
+    })??;
     if logits.is_cuda() {
         return cross_entropy_composed(logits, &classes);
     }
-    let logp = logits.with_values(|v| log_softmax_values(v, n, c, 1));
+    let logp = logits.with_values(|v| log_softmax_values(v, n, c, 1))?;
     let losses: Vec<f32> = classes
         .iter()
         .enumerate()

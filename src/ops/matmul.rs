@@ -182,7 +182,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         b.with_values(|bv| {
             y.chunks_mut(out_f)
                 .for_each(|row| row.iter_mut().zip(bv).for_each(|(v, bb)| *v += bb))
-        });
+        })?;
     }
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank >= 1") = out_f;

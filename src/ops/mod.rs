@@ -48,15 +48,15 @@ use crate::Result;
 const PAR_MIN_LEN: usize = 1 << 15;
 
 /// A fresh contiguous tensor with `f` applied to every value of `x`.
-pub(crate) fn map_values(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
+pub(crate) fn map_values(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
     let out = x.with_values(|v| {
         if v.len() >= PAR_MIN_LEN {
             v.par_iter().map(|&a| f(a)).collect::<Vec<f32>>()
         } else {
             v.iter().map(|&a| f(a)).collect()
         }
-    });
-    Tensor::from_vec(out, x.shape().clone()).expect("same length")
+    })?;
+    Tensor::from_vec(out, x.shape().clone())
 }
 
 /// A fresh contiguous tensor with `f(a, b)` over two tensors of the same shape.
@@ -80,7 +80,7 @@ pub(crate) fn zip_values(
                 va.iter().zip(vb.iter()).map(|(&x, &y)| f(x, y)).collect()
             }
         })
-    });
+    })??;
     Ok(Tensor::from_vec(out, a.shape().clone()).expect("same length"))
 }
 

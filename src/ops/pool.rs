@@ -142,7 +142,7 @@ pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
                     }
                 },
             )
-    });
+    })?;
     let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], ho, wo])?;
     let in_shape = x.shape().clone();
     record("max_pool2d", out, &[x], move |dy| {

@@ -42,7 +42,7 @@ pub fn sum(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
     let out = if x.device() == Device::Cuda {
         Tensor::from_cuda(sum_keepdim_cuda(x, &kept)?, out_dims)?
     } else {
-        Tensor::from_vec(sum_values_keepdim(x, &kept), out_dims)?
+        Tensor::from_vec(sum_values_keepdim(x, &kept)?, out_dims)?
     };
     let in_shape = x.shape().clone();
     record("sum", out, &[x], move |g| {
@@ -82,7 +82,7 @@ fn sum_keepdim_cuda(x: &Tensor, kept: &[usize]) -> Result<CudaSlice<f32>> {
 }
 
 /// Sum of `x` reduced to `kept` (same rank, 1 where reduced), in f64, in logical order.
-fn sum_values_keepdim(x: &Tensor, kept: &[usize]) -> Vec<f32> {
+fn sum_values_keepdim(x: &Tensor, kept: &[usize]) -> Result<Vec<f32>> {
     let kept_shape = Shape(kept.to_vec());
     let out_strides = kept_shape.broadcast_strides(&kept_shape.contiguous_strides(), x.shape());
     let mut acc = vec![0f64; kept_shape.numel()];
@@ -90,8 +90,8 @@ fn sum_values_keepdim(x: &Tensor, kept: &[usize]) -> Vec<f32> {
         for (&val, o) in v.iter().zip(StridedIter::with(x.dims(), &out_strides, 0)) {
             acc[o] += val as f64;
         }
-    });
-    acc.into_iter().map(|a| a as f32).collect()
+    })?;
+    Ok(acc.into_iter().map(|a| a as f32).collect())
 }
 
 pub fn mean(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
@@ -117,7 +117,7 @@ pub fn sum_all(x: &Tensor) -> Result<Tensor> {
             Ok(vec![Some(super::broadcast_to(g, &in_shape)?.contiguous()?)])
         });
     }
-    let total = x.with_values(|v| v.iter().map(|&a| a as f64).sum::<f64>()) as f32;
+    let total = x.with_values(|v| v.iter().map(|&a| a as f64).sum::<f64>())? as f32;
     let out = Tensor::scalar(total);
     record("sum", out, &[x], move |g| {
         let gv = g.item()?;
@@ -162,7 +162,7 @@ pub fn max_axis(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
                 argmax[o * inner + j] = bi;
             }
         }
-    });
+    })?;
     let mut out_dims = x.dims().to_vec();
     if keepdim {
         out_dims[a] = 1;
@@ -205,7 +205,7 @@ pub fn sum_to_shape(g: &Tensor, target: &Shape) -> Result<Tensor> {
     let out = if g.device() == Device::Cuda {
         Tensor::from_cuda(sum_keepdim_cuda(g, &kept)?, target.clone())?
     } else {
-        Tensor::from_vec(sum_values_keepdim(g, &kept), target.clone())?
+        Tensor::from_vec(sum_values_keepdim(g, &kept)?, target.clone())?
     };
     let g_shape = g.shape().clone();
     record("sum_to_shape", out, &[g], move |gg| {

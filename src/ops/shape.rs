@@ -191,7 +191,7 @@ pub fn slice_step(
             )) {
                 gx[i] += v;
             }
-        });
+        })?;
         Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
     })
 }
@@ -317,11 +317,14 @@ pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
         // Each output row (one index of the axes before `a`) is the inputs' rows side by side,
         // copied row by row in parallel into a buffer that is not zeroed first (the pieces
         // tile every row).
+        // A failed read (only a CUDA tensor's can fail; this arm runs on CPU tensors) is kept
+        // and returned after the fill.
+        let mut failed = None;
         let write = |out: &mut [std::mem::MaybeUninit<f32>]| {
             let mut at = 0;
             for (x, &len) in xs.iter().zip(&lens) {
                 if len * inner > 0 {
-                    x.with_values(|v| {
+                    let read = x.with_values(|v| {
                         out.par_chunks_mut(row)
                             .zip(v.par_chunks(len * inner))
                             .for_each(|(dst, src)| {
@@ -331,12 +334,23 @@ pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
                                 }
                             })
                     });
+                    if let Err(e) = read {
+                        // Keep the buffer initialised for the SAFETY claim below.
+                        out.iter_mut().for_each(|d| {
+                            d.write(0.0);
+                        });
+                        failed.get_or_insert(e);
+                    }
                 }
                 at += len;
             }
         };
         // SAFETY: the pieces' lengths along `a` sum to `total`, so every row is written in full.
-        unsafe { filled_vec(outer * row, write).0 }
+        let out = unsafe { filled_vec(outer * row, write).0 };
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        out
     };
     let out = Tensor::from_vec(out, dims)?;
     record("cat", out, &inputs, move |g| cat_backward(g, a, &lens))

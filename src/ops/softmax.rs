@@ -33,7 +33,7 @@ pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
     if x.device() == Device::Cuda {
         return softmax_cuda("log_softmax", x, (outer, len, inner), true);
     }
-    let y = x.with_values(|v| log_softmax_values(v, outer, len, inner));
+    let y = x.with_values(|v| log_softmax_values(v, outer, len, inner))?;
     let out = Tensor::from_vec(y, x.shape().clone())?;
     let saved = out.detach();
     record("log_softmax", out, &[x], move |g| {
@@ -61,7 +61,7 @@ pub fn softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
         return softmax_cuda("softmax", x, (outer, len, inner), false);
     }
     let y: Vec<f32> = x
-        .with_values(|v| log_softmax_values(v, outer, len, inner))
+        .with_values(|v| log_softmax_values(v, outer, len, inner))?
         .into_iter()
         .map(f32::exp)
         .collect();

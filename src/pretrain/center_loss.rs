@@ -487,7 +487,15 @@ pub fn pretrain_center_loss(
                 [batch.labels.len(), 3, batch.size, batch.size],
                 device,
             )?;
-            let (loss, feature) = center_loss_step(model, &head, &centers, &x, &batch.labels, cfg)?;
+            let (loss, feature) = center_loss_step(model, &head, &centers, &x, &batch.labels, cfg)
+                .map_err(|e| {
+                    e.with_gpu_memory_context(|| {
+                        format!(
+                            "center-loss step (batch {}, input {}, precision {:?})",
+                            cfg.batch_size, cfg.input_size, cfg.precision
+                        )
+                    })
+                })?;
             let lr = schedule.lr_at(report.steps) as f32;
             step_pair(&mut opt_model, &mut opt_head, lr)?;
             update_centers(&centers, &feature, &batch.labels, cfg)?;

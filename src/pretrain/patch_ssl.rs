@@ -422,7 +422,15 @@ pub fn pretrain_patch_ssl_with_loss(
                 frames_in_batch,
                 cfg,
                 custom.as_mut(),
-            )?;
+            )
+            .map_err(|e| {
+                e.with_gpu_memory_context(|| {
+                    format!(
+                        "patch SSL step (batch {} frames, patch {}, precision {:?})",
+                        cfg.batch_size, cfg.patch_size, cfg.precision
+                    )
+                })
+            })?;
             let lr = schedule.lr_at(report.steps) as f32;
             step_pair(&mut opt_model, &mut opt_head, lr)?;
             means.push(&[&out.loss, &out.pos_cos, &out.neg_cos])?;

@@ -6,7 +6,77 @@ use rand_distr::StandardNormal;
 use super::{Shape, Tensor};
 use crate::{Error, Result};
 
+/// A vector for `shape`'s values, or an error naming `op`, the shape and the bytes when the
+/// element count overflows or the memory cannot be had (instead of an abort): for shapes that
+/// come from scripts and files.
+pub(crate) fn try_values(op: &str, shape: &Shape, value: f32) -> Result<Vec<f32>> {
+    let n = shape.numel_for(op)?;
+    // More than the machine's memory would be granted by an overcommitting kernel and then
+    // killed while being filled: refuse it here, with a message.
+    if let Some(total) = physical_memory_bytes() {
+        if (n as u128) * 4 > total as u128 {
+            return Err(Error::op(
+                op,
+                format!(
+                    "shape {shape} needs {:.1} GiB, more than this machine's {:.1} GiB of memory",
+                    n as f64 * 4.0 / (1u64 << 30) as f64,
+                    total as f64 / (1u64 << 30) as f64
+                ),
+            ));
+        }
+    }
+    let mut values = Vec::new();
+    values.try_reserve_exact(n).map_err(|_| {
+        Error::op(
+            op,
+            format!(
+                "cannot allocate {n} values ({:.1} GiB) for shape {shape}",
+                n as f64 * 4.0 / (1u64 << 30) as f64
+            ),
+        )
+    })?;
+    values.resize(n, value);
+    Ok(values)
+}
+
+/// Physical memory (Linux `MemTotal`), None where it cannot be read.
+fn physical_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 impl Tensor {
+    /// [`Tensor::full`] for a shape from user input: an error, not an abort, when the shape is
+    /// too large for the machine.
+    pub fn try_full(shape: impl Into<Shape>, value: f32) -> Result<Tensor> {
+        Tensor::full_checked("full", shape, value)
+    }
+    /// [`Tensor::try_full`] whose errors name `op` (the script function that asked).
+    pub(crate) fn full_checked(op: &str, shape: impl Into<Shape>, value: f32) -> Result<Tensor> {
+        let shape = shape.into();
+        let values = try_values(op, &shape, value)?;
+        Tensor::from_vec(values, shape)
+    }
+    /// [`Tensor::randn`] for a shape from user input (see [`Tensor::try_full`]).
+    pub fn try_randn(shape: impl Into<Shape>, seed: u64) -> Result<Tensor> {
+        let shape = shape.into();
+        let mut values = try_values("randn", &shape, 0.0)?;
+        let mut rng = crate::rng::rng_for(seed, "tensor/randn");
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.sample::<f32, _>(StandardNormal));
+        Tensor::from_vec(values, shape)
+    }
+    /// [`Tensor::rand`] for a shape from user input (see [`Tensor::try_full`]).
+    pub fn try_rand(shape: impl Into<Shape>, seed: u64) -> Result<Tensor> {
+        let shape = shape.into();
+        let mut values = try_values("rand", &shape, 0.0)?;
+        let mut rng = crate::rng::rng_for(seed, "tensor/rand");
+        values.iter_mut().for_each(|v| *v = rng.random::<f32>());
+        Tensor::from_vec(values, shape)
+    }
     pub fn full(shape: impl Into<Shape>, value: f32) -> Tensor {
         let shape = shape.into();
         let n = shape.numel();
@@ -31,7 +101,11 @@ impl Tensor {
             ));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
-        let values: Vec<f32> = (0..n).map(|i| start + i as f32 * step).collect();
+        let mut values = try_values("arange", &Shape::from([n]), 0.0)?;
+        values
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = start + i as f32 * step);
         Tensor::from_vec(values, [n])
     }
     /// Uniform values in `[0, 1)`.

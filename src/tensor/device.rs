@@ -304,7 +304,7 @@ impl Tensor {
             }
             Storage::Cpu(_) => {
                 drop(guard);
-                let up = self.with_values(|v| dev.upload_staged(v))?;
+                let up = self.with_values(|v| dev.upload_staged(v))??;
                 f(&dev, &up)
             }
         }
@@ -390,7 +390,7 @@ impl Tensor {
             Storage::CudaBf16(bits) => widen_view(bits, l),
             Storage::Cpu(_) => {
                 drop(guard);
-                self.with_values(|v| dev.upload_staged(v))
+                self.with_values(|v| dev.upload_staged(v))?
             }
         }
     }

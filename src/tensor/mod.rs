@@ -144,7 +144,7 @@ impl Tensor {
     /// A contiguous CPU tensor that owns `data`.
     pub fn from_vec(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
-        if data.len() != shape.numel() {
+        if shape.checked_numel() != Some(data.len()) {
             return Err(Error::ShapeMismatch {
                 op: "from_vec".into(),
                 expected: format!("{} values for shape {shape}", shape.numel()),
@@ -209,40 +209,41 @@ impl Tensor {
 
     /// Run `f` on the values in logical (row-major) order, without a copy when the tensor is
     /// contiguous and on the CPU. A CUDA tensor's values are copied to the host first (this is
-    /// how the ops without a CUDA kernel run on CUDA tensors; see `tensor/device.rs`).
-    ///
-    /// # Panics
-    /// When a device-to-host copy fails (a broken GPU, not user input).
-    pub fn with_values<R>(&self, f: impl FnOnce(&[f32]) -> R) -> R {
+    /// how the ops without a CUDA kernel run on CUDA tensors; see `tensor/device.rs`); a failed
+    /// copy (a GPU out of memory for the gather of a strided view, a broken device) is an error.
+    pub fn with_values<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
         let guard = self.0.storage.read().unwrap_or_else(|p| p.into_inner());
         let l = &self.0.layout;
         match &*guard {
-            Storage::Cpu(data) => {
-                if l.is_contiguous() {
-                    f(&data[l.offset..l.offset + l.shape.numel()])
-                } else {
-                    f(&strided::gather_strided(data, l))
-                }
-            }
-            Storage::Cuda(slice) => {
-                let host = device::download_view(slice, l)
-                    .unwrap_or_else(|e| panic!("reading a CUDA tensor on the host: {e}"));
-                f(&host)
-            }
+            Storage::Cpu(data) => Ok(if l.is_contiguous() {
+                f(&data[l.offset..l.offset + l.shape.numel()])
+            } else {
+                f(&strided::gather_strided(data, l))
+            }),
+            Storage::Cuda(slice) => Ok(f(&device::download_view(slice, l)?)),
             Storage::CudaBf16(bits) => {
-                let host = device::widen_view(bits, l)
-                    .and_then(|wide| {
-                        device::download_view(&wide, &Layout::contiguous(l.shape.clone()))
-                    })
-                    .unwrap_or_else(|e| panic!("reading a CUDA tensor on the host: {e}"));
-                f(&host)
+                let wide = device::widen_view(bits, l)?;
+                Ok(f(&device::download_view(
+                    &wide,
+                    &Layout::contiguous(l.shape.clone()),
+                )?))
             }
         }
     }
 
-    /// The values in logical (row-major) order.
-    pub fn to_vec(&self) -> Vec<f32> {
+    /// The values in logical (row-major) order, or the error of a failed GPU read.
+    pub fn try_to_vec(&self) -> Result<Vec<f32>> {
         self.with_values(|v| v.to_vec())
+    }
+
+    /// The values in logical (row-major) order.
+    ///
+    /// # Panics
+    /// When reading a CUDA tensor fails; code that may hold one where a user's settings decide
+    /// the memory (training, evaluation) reads through [`Tensor::try_to_vec`].
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.try_to_vec()
+            .unwrap_or_else(|e| panic!("reading a CUDA tensor on the host: {e}"))
     }
 
     /// The single value of a one-element tensor.
@@ -256,7 +257,7 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(self.with_values(|v| v[0]))
+        self.with_values(|v| v[0])
     }
 
     /// Overwrite the values in place (shape unchanged). Used by optimisers, EMA and checkpoint

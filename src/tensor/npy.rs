@@ -36,7 +36,7 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
     t.with_values(|v| {
         v.iter()
             .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()))
-    });
+    })?;
     crate::data::dataset::write_atomic(path, &bytes)
 }
 
@@ -120,18 +120,24 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
             ))
         }
     };
-    let width = match dtype {
+    let width: usize = match dtype {
         Dtype::F32 | Dtype::I32 => 4,
         Dtype::F64 | Dtype::I64 => 8,
         Dtype::U8 | Dtype::Bool => 1,
     };
-    let n: usize = shape.iter().product();
+    // Checked: a crafted shape such as (2^32, 2^32) must not wrap to a small count.
+    let needed = shape
+        .iter()
+        .try_fold(width, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| {
+            format!("shape {shape:?} has more elements than this machine can address")
+        })?;
+    let n = needed / width;
     let body = &bytes[header_end..];
-    if body.len() < n * width {
+    if body.len() < needed {
         return Err(format!(
-            "data holds {} bytes, shape {shape:?} needs {}",
+            "data holds {} bytes, shape {shape:?} needs {needed}",
             body.len(),
-            n * width
         ));
     }
     let mut values = Vec::with_capacity(n);

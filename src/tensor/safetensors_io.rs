@@ -104,7 +104,7 @@ pub fn write_safetensors<'a>(
 ) -> Result<()> {
     let encoded: Vec<(String, Encoded)> = tensors
         .into_iter()
-        .map(|(name, t)| {
+        .map(|(name, t)| -> Result<(String, Encoded)> {
             let bytes = t.with_values(|v| match dtype {
                 SaveDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
                 SaveDtype::F16 => v
@@ -115,22 +115,22 @@ pub fn write_safetensors<'a>(
                     .iter()
                     .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
                     .collect(),
-            });
+            })?;
             let dt = match dtype {
                 SaveDtype::F32 => Dtype::F32,
                 SaveDtype::F16 => Dtype::F16,
                 SaveDtype::BF16 => Dtype::BF16,
             };
-            (
+            Ok((
                 name.to_string(),
                 Encoded {
                     dtype: dt,
                     shape: t.dims().to_vec(),
                     bytes,
                 },
-            )
+            ))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(encoded.iter().map(|(n, e)| (n.as_str(), e)), metadata)
         .map_err(|e| Error::format(path.display(), format!("cannot serialise: {e}")))?;
     crate::data::dataset::write_atomic(path, &bytes)

@@ -46,8 +46,24 @@ impl Shape {
     pub fn rank(&self) -> usize {
         self.0.len()
     }
+    /// The number of elements, saturating at `usize::MAX`: a shape too large to exist never
+    /// equals a real buffer's length (an unchecked product wraps: `[2^32, 2^32]` would be 0).
     pub fn numel(&self) -> usize {
-        self.0.iter().product()
+        self.checked_numel().unwrap_or(usize::MAX)
+    }
+    /// The number of elements, None when it does not fit in a `usize`.
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.0.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+    }
+    /// The number of elements, or an error naming `op` and the shape when the product
+    /// overflows: for shapes that come from files and scripts.
+    pub fn numel_for(&self, op: &str) -> Result<usize> {
+        self.checked_numel().ok_or_else(|| {
+            Error::op(
+                op,
+                format!("shape {self} has more elements than this machine can address"),
+            )
+        })
     }
     /// Row-major strides in elements.
     pub fn contiguous_strides(&self) -> Vec<usize> {

@@ -222,6 +222,20 @@ impl DetectorTrainer {
         batch: DeviceBatch,
         next: Option<&Batch>,
     ) -> Result<(StepStats, Option<DeviceBatch>)> {
+        let (n, h, w) = (batch.images.dims()[0], batch.height, batch.width);
+        let precision = self.config.precision;
+        self.step_uploaded_inner(batch, next).map_err(|e| {
+            e.with_gpu_memory_context(|| {
+                format!("training step (batch {n}, input {h}x{w}, precision {precision:?})")
+            })
+        })
+    }
+
+    fn step_uploaded_inner(
+        &mut self,
+        batch: DeviceBatch,
+        next: Option<&Batch>,
+    ) -> Result<(StepStats, Option<DeviceBatch>)> {
         let mut times = StageTimes::default();
         let t = Instant::now();
         let DeviceBatch {

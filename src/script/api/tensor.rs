@@ -65,7 +65,7 @@ pub fn register(api: &mut Api) {
         &["shape: Array"],
         "Tensor",
         "A tensor of zeros.",
-        |s: Array| -> R { Ok(Tensor::zeros(to_shape("zeros", &s)?)) }
+        |s: Array| -> R { lift(Tensor::full_checked("zeros", to_shape("zeros", &s)?, 0.0)) }
     );
     func!(
         api,
@@ -73,7 +73,7 @@ pub fn register(api: &mut Api) {
         &["shape: Array"],
         "Tensor",
         "A tensor of ones.",
-        |s: Array| -> R { Ok(Tensor::ones(to_shape("ones", &s)?)) }
+        |s: Array| -> R { lift(Tensor::full_checked("ones", to_shape("ones", &s)?, 1.0)) }
     );
     func!(
         api,
@@ -81,7 +81,13 @@ pub fn register(api: &mut Api) {
         &["shape: Array", "value: f64"],
         "Tensor",
         "A tensor filled with one value.",
-        |s: Array, v: FLOAT| -> R { Ok(Tensor::full(to_shape("full", &s)?, v as f32)) }
+        |s: Array, v: FLOAT| -> R {
+            lift(Tensor::full_checked(
+                "full",
+                to_shape("full", &s)?,
+                v as f32,
+            ))
+        }
     );
     func!(
         api,
@@ -89,7 +95,9 @@ pub fn register(api: &mut Api) {
         &["shape: Array", "seed: i64"],
         "Tensor",
         "Standard normal values, seeded.",
-        |s: Array, seed: INT| -> R { Ok(Tensor::randn(to_shape("randn", &s)?, seed_of(seed)?)) }
+        |s: Array, seed: INT| -> R {
+            lift(Tensor::try_randn(to_shape("randn", &s)?, seed_of(seed)?))
+        }
     );
     func!(
         api,
@@ -97,7 +105,9 @@ pub fn register(api: &mut Api) {
         &["shape: Array", "seed: i64"],
         "Tensor",
         "Uniform values in [0, 1), seeded.",
-        |s: Array, seed: INT| -> R { Ok(Tensor::rand(to_shape("rand", &s)?, seed_of(seed)?)) }
+        |s: Array, seed: INT| -> R {
+            lift(Tensor::try_rand(to_shape("rand", &s)?, seed_of(seed)?))
+        }
     );
     func!(
         api,

@@ -79,14 +79,20 @@ fn per_seed(points: &CsvTable, metric: &str) -> PerSeed {
             .entry(key)
             .or_default()
             .insert(seed, number(points, r, metric));
-        assert!(old.is_none(), "two points with the same row, fraction and seed");
+        assert!(
+            old.is_none(),
+            "two points with the same row, fraction and seed"
+        );
     }
     m
 }
 
 /// Every row × label fraction × seed is a point, with the metrics the tables summarise.
 fn check_points(points: &CsvTable) {
-    assert_eq!(points.records.len(), ROWS.len() * FRACTIONS.len() * SEEDS.len());
+    assert_eq!(
+        points.records.len(),
+        ROWS.len() * FRACTIONS.len() * SEEDS.len()
+    );
     for col in ["AP", "AP_small", "AP50", "loss", "epochs"] {
         assert!(points.column(col).is_some(), "study_points.csv lacks {col}");
     }
@@ -94,7 +100,11 @@ fn check_points(points: &CsvTable) {
     for row in ROWS {
         for f in FRACTIONS {
             let seeds = &by[&(row.to_string(), format!("{f:?}"))];
-            assert_eq!(seeds.keys().copied().collect::<Vec<_>>(), SEEDS, "{row} at {f}");
+            assert_eq!(
+                seeds.keys().copied().collect::<Vec<_>>(),
+                SEEDS,
+                "{row} at {f}"
+            );
             for ap in seeds.values() {
                 assert!((0.0..=1.0).contains(ap), "{row}: AP {ap}");
             }
@@ -179,7 +189,10 @@ fn study_tiny_tables_and_cache() {
     let cache = dir.join(".ssod-cache");
     let remove_all = |sub: &str, name: &str| {
         for entry in walk(&cache.join(sub)) {
-            if entry.file_name().is_some_and(|n| n.to_string_lossy().ends_with(name)) {
+            if entry
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(name))
+            {
                 std::fs::remove_file(&entry).unwrap();
             }
         }

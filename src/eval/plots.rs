@@ -188,13 +188,12 @@ pub fn training_curves_png(table: &MetricsTable) -> Result<Vec<u8>> {
     })
 }
 
+/// One panel of [`line_panels_png`]: its title and its named series.
+pub type LinePanel = (String, Vec<(String, Vec<f64>)>);
+
 /// Panels side by side, each with several named series over the shared `xs` (a NaN is no
 /// point): e.g. AP and AP_small against the label fraction, one line per method.
-pub fn line_panels_png(
-    x_label: &str,
-    xs: &[f64],
-    panels: &[(String, Vec<(String, Vec<f64>)>)],
-) -> Result<Vec<u8>> {
+pub fn line_panels_png(x_label: &str, xs: &[f64], panels: &[LinePanel]) -> Result<Vec<u8>> {
     if panels.is_empty() {
         return Err(Error::InvalidArgument(
             "line panels: nothing to plot".into(),
@@ -376,11 +375,6 @@ pub fn plot_run_bars(
 }
 
 /// [`line_panels_png`] written to `out`.
-pub fn plot_line_panels(
-    x_label: &str,
-    xs: &[f64],
-    panels: &[(String, Vec<(String, Vec<f64>)>)],
-    out: &Path,
-) -> Result<()> {
+pub fn plot_line_panels(x_label: &str, xs: &[f64], panels: &[LinePanel], out: &Path) -> Result<()> {
     write_png(out, &line_panels_png(x_label, xs, panels)?)
 }

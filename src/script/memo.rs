@@ -44,7 +44,7 @@ fn run_in(
         std::fs::remove_dir_all(work).map_err(io)?;
     }
     std::fs::create_dir_all(work).map_err(io)?;
-    let previous = std::mem::replace(&mut ctx.cell().point_dir, Some(work.to_path_buf()));
+    let previous = ctx.cell().point_dir.replace(work.to_path_buf());
     let out = f.call_within_context::<Dynamic>(nc, ());
     ctx.cell().point_dir = previous;
     let out = out?;

@@ -9,7 +9,7 @@ use crate::data::image_io::read_rgb;
 use crate::detect::{detect_images, PostprocessConfig};
 use crate::eval::coco::Metrics;
 use crate::eval::metrics_csv::read_metrics_csv;
-use crate::eval::plots::{plot_line_panels, plot_run_bars, plot_training_curves};
+use crate::eval::plots::{plot_line_panels, plot_run_bars, plot_training_curves, LinePanel};
 use crate::script::api::notebook::{output_path, record_output};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 use crate::train::evaluate::{evaluate_detector, recalibrate_batch_norm};
@@ -314,7 +314,7 @@ fn row_number(row: &Map, i: usize, column: &str) -> ScriptResult<f64> {
 
 /// Panels of `plot_xy`: the sorted distinct x values and, per y column, one series per group
 /// (groups in first-seen order; NaN where a group has no row at an x).
-type Panels = Vec<(String, Vec<(String, Vec<f64>)>)>;
+type Panels = Vec<LinePanel>;
 
 fn grouped_series(
     rows: &Array,

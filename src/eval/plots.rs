@@ -188,6 +188,26 @@ pub fn training_curves_png(table: &MetricsTable) -> Result<Vec<u8>> {
     })
 }
 
+/// One panel of [`line_panels_png`]: its title and its named series.
+pub type LinePanel = (String, Vec<(String, Vec<f64>)>);
+
+/// Panels side by side, each with several named series over the shared `xs` (a NaN is no
+/// point): e.g. AP and AP_small against the label fraction, one line per method.
+pub fn line_panels_png(x_label: &str, xs: &[f64], panels: &[LinePanel]) -> Result<Vec<u8>> {
+    if panels.is_empty() {
+        return Err(Error::InvalidArgument(
+            "line panels: nothing to plot".into(),
+        ));
+    }
+    render_png(520 * panels.len() as u32, 380, |root| {
+        let areas = root.split_evenly((1, panels.len()));
+        for ((title, series), area) in panels.iter().zip(&areas) {
+            line_panel(area, title, x_label, xs, series)?;
+        }
+        Ok(())
+    })
+}
+
 /// Precision-recall curves at IoU 0.5 and 0.75 (area all, largest max-dets), averaged over the
 /// categories with ground truth, or for one category.
 pub fn pr_curves_png(metrics: &Metrics, category_id: Option<u64>) -> Result<Vec<u8>> {
@@ -352,4 +372,9 @@ pub fn plot_run_bars(
     out: &Path,
 ) -> Result<()> {
     write_png(out, &run_bars_png(run_names, metric_names, values)?)
+}
+
+/// [`line_panels_png`] written to `out`.
+pub fn plot_line_panels(x_label: &str, xs: &[f64], panels: &[LinePanel], out: &Path) -> Result<()> {
+    write_png(out, &line_panels_png(x_label, xs, panels)?)
 }

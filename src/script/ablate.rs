@@ -62,7 +62,7 @@ fn run_point(
 
 /// Move every entry of `from` into `to` (renames; a name taken in `to` gets a `-2`, `-3`...
 /// suffix), then remove `from`.
-fn move_entries(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn move_entries(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;

@@ -6,6 +6,7 @@ pub mod ablate;
 pub mod api;
 pub mod cache;
 mod convert;
+pub mod memo;
 pub mod notebook;
 pub use crate::progress;
 pub mod repl;

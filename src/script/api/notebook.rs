@@ -1,4 +1,4 @@
-//! Notebook functions: `param`, `show`, `table`, `write_csv`, `run_dir`, `ablate`.
+//! Notebook functions: `param`, `show`, `table`, `write_csv`, `run_dir`, `ablate`, `cached`.
 //!
 //! They need per-run state (the `--set` values, the run folder, the current cell's output), kept
 //! in a [`RunContext`] that the engine is built with ([`super::new_engine_with`]). The engine that
@@ -44,6 +44,9 @@ pub struct CellState {
     /// paths go, so that a point a killed process left half done resumes from its own
     /// checkpoints (moved into the run folder when the point finishes).
     pub point_dir: Option<PathBuf>,
+    /// Keys of the values `cached` computed in this cell (shared within the cell under
+    /// `--fresh`).
+    pub cached_keys: Vec<String>,
 }
 
 /// Per-run state shared by the notebook functions.
@@ -394,6 +397,12 @@ pub fn register(api: &mut Api, ctx: &Arc<RunContext>) {
         "Run f(cfg) for every point of the grid (map of lists) x seeds (cfg = point + seed); caches each point, writes ablation.csv, a mean ± std table and a bar chart; returns the rows.",
         move |nc: NativeCallContext, grid: Map, seeds: Array, f: FnPtr| -> ScriptResult<Array> {
             crate::script::ablate::ablate(&nc, &c, grid, seeds, f)
+        });
+    let c = ctx.clone();
+    func!(api, "cached", &["name: String", "f: FnPtr"], "Dynamic",
+        "f() computed once per cell and name and kept in the notebook cache (models and tensors too); every call gets its own copy. While f runs, relative outputs go to a work folder in the cache, so an interrupted f (pretraining) resumes; its files then move into the run folder.",
+        move |nc: NativeCallContext, name: &str, f: FnPtr| -> ScriptResult<Dynamic> {
+            crate::script::memo::cached(&nc, &c, name, f)
         });
 }
 

@@ -9,7 +9,7 @@ use crate::data::image_io::read_rgb;
 use crate::detect::{detect_images, PostprocessConfig};
 use crate::eval::coco::Metrics;
 use crate::eval::metrics_csv::read_metrics_csv;
-use crate::eval::plots::{plot_run_bars, plot_training_curves};
+use crate::eval::plots::{plot_line_panels, plot_run_bars, plot_training_curves, LinePanel};
 use crate::script::api::notebook::{output_path, record_output};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 use crate::train::evaluate::{evaluate_detector, recalibrate_batch_norm};
@@ -271,6 +271,16 @@ pub fn register(api: &mut Api) {
             Ok(out.display().to_string())
         }
     );
+    func!(api, "plot_xy", &["rows: Array", "x: String", "ys: Array", "group: String", "out_png: String"], "String",
+        "Line plots from an array of maps: one panel per column in ys, one line per value of the group column, points at the x column (e.g. AP against label fraction per method); returns the PNG path.",
+        |rows: Array, x: &str, ys: Array, group: &str, out: &str| -> ScriptResult<String> {
+            let ys: Vec<String> = ys.iter().map(|y| y.to_string()).collect();
+            let (xs, panels) = grouped_series(&rows, x, &ys, group)?;
+            let out = output_path(out);
+            lift(plot_line_panels(x, &xs, &panels, &out))?;
+            record_output(&out, true);
+            Ok(out.display().to_string())
+        });
     func!(api, "plot_bars", &["runs: Map", "metrics: Array", "out_png: String"], "String",
         "A grouped bar chart: runs is #{name: metrics_map}, metrics the names to plot (e.g. [\"AP\", \"AP50\"]); returns the PNG path.",
         |runs: Map, metrics: Array, out: &str| -> ScriptResult<String> {
@@ -290,4 +300,75 @@ pub fn register(api: &mut Api) {
             record_output(&out, true);
             Ok(out.display().to_string())
         });
+}
+
+/// A numeric cell of a row for `plot_xy` (ints count).
+fn row_number(row: &Map, i: usize, column: &str) -> ScriptResult<f64> {
+    let v = row
+        .get(column)
+        .ok_or_else(|| script_err(format!("plot_xy: row {i} has no column `{column}`")))?;
+    v.as_float()
+        .or_else(|_| v.as_int().map(|n| n as f64))
+        .map_err(|_| script_err(format!("plot_xy: row {i}: `{column}` is not a number")))
+}
+
+/// Panels of `plot_xy`: the sorted distinct x values and, per y column, one series per group
+/// (groups in first-seen order; NaN where a group has no row at an x).
+type Panels = Vec<LinePanel>;
+
+fn grouped_series(
+    rows: &Array,
+    x: &str,
+    ys: &[String],
+    group: &str,
+) -> ScriptResult<(Vec<f64>, Panels)> {
+    let mut points: Vec<(String, f64, Vec<f64>)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let row = r.read_lock::<Map>().ok_or_else(|| {
+            script_err(format!(
+                "plot_xy: row {i} is a {}, expected a map",
+                r.type_name()
+            ))
+        })?;
+        let g = row
+            .get(group)
+            .ok_or_else(|| script_err(format!("plot_xy: row {i} has no column `{group}`")))?;
+        let g = g
+            .read_lock::<rhai::ImmutableString>()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| g.to_string());
+        let values = ys
+            .iter()
+            .map(|y| row_number(&row, i, y))
+            .collect::<ScriptResult<_>>()?;
+        points.push((g, row_number(&row, i, x)?, values));
+    }
+    let mut xs: Vec<f64> = points.iter().map(|p| p.1).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let mut groups: Vec<String> = Vec::new();
+    for (g, _, _) in &points {
+        if !groups.contains(g) {
+            groups.push(g.clone());
+        }
+    }
+    let mut panels: Panels = Vec::new();
+    for (k, y) in ys.iter().enumerate() {
+        let mut series = Vec::new();
+        for g in &groups {
+            let mut line = vec![f64::NAN; xs.len()];
+            for (pg, px, values) in points.iter().filter(|p| &p.0 == g) {
+                let at = xs.iter().position(|v| v == px).unwrap_or_default();
+                if !line[at].is_nan() {
+                    return Err(script_err(format!(
+                        "plot_xy: two rows of `{pg}` at {x} = {px}"
+                    )));
+                }
+                line[at] = values[k];
+            }
+            series.push((g.clone(), line));
+        }
+        panels.push((y.clone(), series));
+    }
+    Ok((xs, panels))
 }

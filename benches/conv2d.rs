@@ -5,7 +5,8 @@
 //! `cargo bench --bench conv2d` (reps per kernel: `CONV_BENCH_REPS`, default 3; best time kept,
 //! since the machine is shared; `CONV_BENCH_FILTER=dark2` runs the layers whose name contains it).
 
-use ssod::backend::cpu::conv2d::{self, conv_path, Conv2dGeometry};
+use ssod::backend::conv_geometry::Conv2dGeometry;
+use ssod::backend::cpu::conv2d::{self, conv_path};
 use ssod::backend::cpu::gemm::{self, sgemm, MatRef};
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -22,7 +22,7 @@
 //   add_bf16(a, b, y [n] as u16 bits, n): y = bf16(a + b), the sum in f32 (bf16 storage's
 //     residual adds).
 // Checked against: src/ops/elementwise.rs and src/ops/binary.rs (through Tensor) by the parity
-//   table in src/backend/cuda/selftest.rs.
+//   table in src/selftest/mod.rs.
 // Launch geometry: 1-D, 256 threads per block, grid-stride loops (any grid size is correct; the
 //   launcher uses min(ceil(n/256), 65535) blocks).
 // Check: cargo test --release --test cuda_kernels_compile (NVRTC, no GPU);

@@ -10,7 +10,7 @@
 //     write into fresh buffers or disjoint views), so there is no write race.
 //   strided_copy_bf16: the same for bf16 storage bits (16-bit elements moved as they are).
 // Checked against: Tensor::contiguous on the CPU (src/tensor/strided.rs order) by the parity
-//   table in src/backend/cuda/selftest.rs.
+//   table in src/selftest/mod.rs.
 // Launch geometry: 1-D, 256 threads per block, grid-stride loop.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 

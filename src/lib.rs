@@ -1,7 +1,9 @@
 //! ssod: a Rust workbench for self-supervised pretraining of object detectors.
 //!
-//! Layers (arrows point down only; see DESIGN.md):
-//! script -> train / eval / pretrain -> detect -> data / models -> nn -> ops -> autograd -> tensor -> backend
+//! Layers (arrows point down only; `tests/architecture.rs` checks the backend's):
+//! selftest -> script -> train / eval / pretrain -> detect -> data / models -> nn -> ops -> autograd
+//! -> tensor -> backend. `selftest` (the CUDA parity table) compares whole steps of the layers
+//! below it against the CPU, so it sits on top.
 
 pub mod csv_table;
 pub mod digest;
@@ -21,6 +23,7 @@ pub mod nn;
 pub mod ops;
 pub mod pretrain;
 pub mod script;
+pub mod selftest;
 pub mod tensor;
 pub mod train;
 

@@ -3,7 +3,8 @@
 //!
 //! `cargo test --release --test cpu_conv2d`
 
-use ssod::backend::cpu::conv2d::{self, conv_path, reference, Conv2dGeometry, ConvPath};
+use ssod::backend::conv_geometry::Conv2dGeometry;
+use ssod::backend::cpu::conv2d::{self, conv_path, reference, ConvPath};
 use ssod::backend::cpu::simd::{force_level, SimdLevel};
 use std::sync::Mutex;
 

@@ -6,9 +6,9 @@
 
 mod common;
 
-use ssod::backend::cuda::selftest::compare_norm;
 use ssod::backend::cuda::{self, ConvAlgorithm, MatrixPrecision};
 use ssod::ops::{self, Conv2dParams};
+use ssod::selftest::compare_norm;
 use ssod::tensor::{Device, Tensor};
 
 /// The conv's output and both gradients (of `Σ y·y`), on `device`.

@@ -9,9 +9,8 @@
 
 mod common;
 
-use ssod::backend::cuda::{
-    compile_all_kernels, nvrtc_available, nvrtc_version, selftest, KernelFile,
-};
+use ssod::backend::cuda::{compile_all_kernels, nvrtc_available, nvrtc_version, KernelFile};
+use ssod::selftest;
 
 /// NVRTC loads; otherwise the test's one skip line (a failure under `CI`).
 fn nvrtc_or_skip() -> bool {
@@ -53,7 +52,7 @@ fn every_kernel_symbol_has_a_parity_case() {
         .collect();
     assert!(
         missing.is_empty(),
-        "kernels without a parity case in src/backend/cuda/selftest/cases/*.rs: {}",
+        "kernels without a parity case in src/selftest/cases/*.rs: {}",
         missing.join(", ")
     );
     // And no parity case names a kernel that does not exist.

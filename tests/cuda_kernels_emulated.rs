@@ -72,7 +72,7 @@ fn dump_parity_cases(dir: &Path) {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         std::fs::write(p, bytes).expect("write dump");
     };
-    for case in ssod::backend::cuda::selftest::cases() {
+    for case in ssod::selftest::cases() {
         let name: String = case
             .name
             .chars()

@@ -4,9 +4,9 @@
 
 mod common;
 
-use ssod::backend::cpu::conv2d::Conv2dGeometry;
-use ssod::backend::cuda::selftest::{compare, failure_detail, run_cpu, run_cuda};
+use ssod::backend::conv_geometry::Conv2dGeometry;
 use ssod::backend::cuda::{conv2d, elementwise};
+use ssod::selftest::{compare, failure_detail, run_cpu, run_cuda};
 
 #[test]
 fn compare_passes_equal_values_and_flags_the_first_bad_index() {
@@ -129,7 +129,7 @@ fn parity_table_passes_on_the_gpu() {
 #[test]
 fn simota_parity_inputs_are_not_trivial() {
     for name in ["simota release r2.5", "simota 2023 r1.5"] {
-        let cases = ssod::backend::cuda::selftest::cases();
+        let cases = ssod::selftest::cases();
         let case = cases.iter().find(|c| c.name == name).expect("case");
         let mut rng = ssod::rng::rng_for(0, name);
         let inputs = (case.make)(&mut rng);

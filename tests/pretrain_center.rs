@@ -3,7 +3,8 @@
 
 use image::{Rgb, RgbImage};
 use ssod::models::{YoloX, YoloXConfig};
-use ssod::pretrain::center_loss::{wen_center_update, CenterFeature, CenterUpdate};
+use ssod::pretrain::center_loss::{CenterFeature, CenterUpdate};
+use ssod::pretrain::centers::wen_center_update;
 use ssod::pretrain::data::seeded_split;
 use ssod::pretrain::{
     center_loss, load_backbone, parse_config, pretrain_center_loss, CenterLossConfig, CropSet,

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use image::{Rgb, RgbImage};
 use ssod::models::{YoloX, YoloXConfig};
-use ssod::pretrain::center_loss::{wen_center_update, wen_center_update_with_ops};
+use ssod::pretrain::centers::{wen_center_update, wen_center_update_with_ops};
 use ssod::pretrain::{
     pretrain_center_loss, pretrain_patch_ssl, CenterLossConfig, CropSet, FrameSet, PatchSslConfig,
 };

@@ -1,4 +1,4 @@
-# Host emulation of kernels/*.cu: runs every parity case of src/backend/cuda/selftest/cases/*.rs
+# Host emulation of kernels/*.cu: runs every parity case of src/selftest/cases/*.rs
 # through the kernels compiled by g++ and compares with the CPU outputs dumped by the test that
 # drives this script (tests/cuda_kernels_emulated.rs). Most kernels run one thread per block
 # (call, call_grid): their arithmetic and indexing are checked, not their parallel parts (block

@@ -9,7 +9,8 @@ use std::time::Instant;
 use clap::Args;
 
 use super::bench::median;
-use ssod::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
+use ssod::backend::conv_geometry::Conv2dGeometry;
+use ssod::backend::cpu::conv2d as cpu_conv2d;
 use ssod::backend::cuda::bf16::{self, CudaValues};
 use ssod::backend::cuda::{self, conv2d as cuda_conv2d, ConvAlgorithm};
 use ssod::models::{YoloX, YoloXConfig};

@@ -9,8 +9,7 @@ use clap::Args;
 use image::RgbImage;
 use rand::Rng;
 use ssod::models::{YoloX, YoloXConfig};
-use ssod::pretrain::loader::{crop_batches, patch_batches, CropSampling, PatchSampling};
-use ssod::pretrain::patch_ssl::AugmentScope;
+use ssod::pretrain::loader::{crop_batches, patch_batches, CropSampling};
 use ssod::pretrain::{
     pretrain_center_loss, pretrain_patch_ssl, CenterLossConfig, CropSet, FrameSet, PatchLossKind,
     PatchSslConfig, PretrainReport,
@@ -172,13 +171,7 @@ fn run_ssl(a: &BenchPretrainArgs, model: &YoloX, workers: usize) -> anyhow::Resu
         ..Default::default()
     };
     cfg.validate()?;
-    let sampling = PatchSampling {
-        geometry: cfg.geometry(),
-        augment: cfg.color_augment(),
-        per_patch: cfg.augment_per == AugmentScope::Patch,
-        norm: cfg.input_norm,
-        epoch_seed: 7,
-    };
+    let sampling = cfg.sampling(7);
     let order: Vec<usize> = (0..frames.len()).collect();
     let t = std::time::Instant::now();
     let mut loaded = 0;

@@ -3,7 +3,8 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use ssod::backend::cuda::{ptx_cache, selftest, CudaAvailability, KernelFile};
+use ssod::backend::cuda::{ptx_cache, CudaAvailability, KernelFile};
+use ssod::selftest;
 
 #[derive(Subcommand)]
 pub enum SelftestCommand {

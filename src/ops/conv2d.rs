@@ -2,7 +2,8 @@
 //! The kernels live in `backend::cpu::conv2d` (`fwd`, `bwd_input`, `bwd_weight`).
 
 use crate::autograd::record;
-use crate::backend::cpu::conv2d::{self as cpu_conv2d, Conv2dGeometry};
+use crate::backend::conv_geometry::Conv2dGeometry;
+use crate::backend::cpu::conv2d as cpu_conv2d;
 use crate::backend::cuda::{
     bf16 as cuda_bf16, conv2d as cuda_conv2d, elementwise as cuda_ew, reduce as cuda_reduce,
 };

@@ -25,6 +25,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::centers::{center_loss, update_centers};
 use super::data::{seeded_split, Crop, CropSet, InputNorm};
 use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
@@ -38,6 +39,8 @@ use crate::ops;
 use crate::rng::rng_for;
 use crate::tensor::{Device, Tensor};
 use crate::train::config::Precision;
+use crate::train::optim::Adam;
+use crate::train::schedule::LrSchedule;
 use crate::{Error, Result};
 
 /// Which features the center loss pulls together.
@@ -186,88 +189,6 @@ impl CenterLossConfig {
     }
 }
 
-/// `L_c = (1/B) Σ_i ‖f_i − c_{y_i}‖²` for `features [B, D]`, class ids `labels`, `centers [C, D]`.
-/// Differentiable in both features and centres. (The study computed it as a clamped distance
-/// matrix masked to the own class; the (C−1) masked entries each add 1e-12, ignored here.)
-pub fn center_loss(features: &Tensor, labels: &[usize], centers: &Tensor) -> Result<Tensor> {
-    if features.rank() != 2
-        || centers.rank() != 2
-        || features.dims()[1] != centers.dims()[1]
-        || labels.len() != features.dims()[0]
-        || labels.is_empty()
-    {
-        return Err(Error::shape(
-            "center_loss",
-            "features [B, D], B labels, centers [C, D]",
-            (features.shape(), labels.len(), centers.shape()),
-        ));
-    }
-    let ids = Tensor::from_vec(labels.iter().map(|&l| l as f32).collect(), [labels.len()])?;
-    let picked = ops::index_select(centers, 0, &ids)?; // [B, D]
-    let diff = ops::sub(features, &picked)?;
-    let sq = ops::mul(&diff, &diff)?;
-    ops::div_scalar(&ops::sum_all(&sq)?, labels.len() as f32)
-}
-
-/// Wen et al.'s centre update in place: `c_j −= α · Σ_{y_i=j}(c_j − f_i) / (1 + n_j)`.
-/// Centres on CUDA are updated there, with ops ([`wen_center_update_with_ops`]).
-pub fn wen_center_update(
-    centers: &Tensor,
-    features: &Tensor,
-    labels: &[usize],
-    alpha: f32,
-) -> Result<()> {
-    if centers.is_cuda() {
-        return wen_center_update_with_ops(centers, features, labels, alpha);
-    }
-    let d = centers.dims()[1];
-    let f = features.to_vec();
-    let c = centers.to_vec();
-    let classes = centers.dims()[0];
-    let mut delta = vec![0f32; classes * d];
-    let mut count = vec![0usize; classes];
-    for (i, &y) in labels.iter().enumerate() {
-        count[y] += 1;
-        for k in 0..d {
-            delta[y * d + k] += c[y * d + k] - f[i * d + k];
-        }
-    }
-    centers.update_values(|v| {
-        for j in 0..classes {
-            for k in 0..d {
-                v[j * d + k] -= alpha * delta[j * d + k] / (1 + count[j]) as f32;
-            }
-        }
-    })
-}
-
-/// Wen et al.'s update with ops, where the tensors live: with the one-hot `M [C, B]` of the
-/// labels, `Δc = n ⊙ c − M·f` and `c ← c − α·Δc / (1 + n)`.
-pub fn wen_center_update_with_ops(
-    centers: &Tensor,
-    features: &Tensor,
-    labels: &[usize],
-    alpha: f32,
-) -> Result<()> {
-    let (classes, b) = (centers.dims()[0], labels.len());
-    let mut one_hot = vec![0f32; classes * b];
-    let mut count = vec![0f32; classes];
-    for (i, &y) in labels.iter().enumerate() {
-        one_hot[y * b + i] = 1.0;
-        count[y] += 1.0;
-    }
-    let step: Vec<f32> = count.iter().map(|n| alpha / (1.0 + n)).collect();
-    let updated = no_grad(|| -> Result<Tensor> {
-        let c = centers.detach();
-        let m = Tensor::from_vec(one_hot, [classes, b])?;
-        let n = Tensor::from_vec(count, [classes, 1])?;
-        let delta = ops::sub(&ops::mul(&c, &n)?, &ops::matmul(&m, &features.detach())?)?;
-        let scale = Tensor::from_vec(step, [classes, 1])?;
-        ops::sub(&c, &ops::mul(&delta, &scale)?)
-    })?;
-    centers.assign(&updated)
-}
-
 /// One step's forward and backward (no optimiser step) on `input [B, 3, S, S]` (on the step's
 /// device) with class ids `labels`: the loss and the feature the centres follow (detached).
 pub fn center_loss_step(
@@ -295,32 +216,6 @@ pub fn center_loss_step(
     };
     loss.backward()?;
     Ok((loss.detach(), feature.detach()))
-}
-
-/// The centres' step after [`center_loss_step`]: SGD on their gradient (the study) or Wen et
-/// al.'s rule on the step's features, where the centres live.
-pub fn update_centers(
-    centers: &Tensor,
-    feature: &Tensor,
-    labels: &[usize],
-    cfg: &CenterLossConfig,
-) -> Result<()> {
-    if cfg.center_weight <= 0.0 {
-        return Ok(());
-    }
-    match cfg.center_update {
-        CenterUpdate::Sgd => {
-            // seed-notes 5: SGD(center_loss.parameters(), lr=0.5), no momentum: c ← c − lr·g.
-            if let Some(g) = centers.grad() {
-                let lr = cfg.center_lr as f32;
-                let updated = no_grad(|| ops::sub(&centers.detach(), &ops::mul_scalar(&g, lr)?))?;
-                centers.assign(&updated)?;
-            }
-            centers.zero_grad();
-            Ok(())
-        }
-        CenterUpdate::Alpha => wen_center_update(centers, feature, labels, cfg.center_alpha as f32),
-    }
 }
 
 /// Held-out accuracy in eval mode (running BN statistics), without recording.
@@ -370,6 +265,127 @@ fn accuracy(
     Ok(correct as f64 / idx.len() as f64)
 }
 
+/// The centres at the start: seed-notes 5's `nn.Parameter(randn(2, 2))` (learned by SGD), or
+/// zeros for Wen et al.'s rule; on the feature the config pulls together.
+fn initial_centers(cfg: &CenterLossConfig, head: &PretrainHead) -> Tensor {
+    let dim = match cfg.center_feature {
+        CenterFeature::Logits => 2,
+        CenterFeature::Embedding => head.embedding_dim,
+    };
+    match cfg.center_update {
+        CenterUpdate::Sgd => Tensor::randn([2, dim], cfg.seed ^ 0xC3_u64),
+        CenterUpdate::Alpha => Tensor::zeros([2, dim]),
+    }
+    .with_requires_grad(cfg.center_update == CenterUpdate::Sgd && cfg.center_weight > 0.0)
+}
+
+/// What one epoch of a center-loss run works on.
+struct EpochRun<'a> {
+    model: &'a YoloX,
+    head: &'a PretrainHead,
+    centers: &'a Tensor,
+    cfg: &'a CenterLossConfig,
+    device: Device,
+}
+
+impl EpochRun<'_> {
+    /// One epoch's steps over `order` (at most `steps` batches): the mean loss, the crops seen
+    /// and the seconds it took (loader waits included).
+    fn train(
+        &self,
+        data: &Arc<Vec<Crop>>,
+        order: Vec<usize>,
+        flip_seed: u64,
+        (epoch, steps): (usize, usize),
+        (opt_model, opt_head): (&mut Adam, &mut Adam),
+        schedule: &LrSchedule,
+        step_count: &mut u64,
+    ) -> Result<(f64, usize, f64)> {
+        let cfg = self.cfg;
+        self.model.set_training(true);
+        self.head.store.set_training(true);
+        let sampling = CropSampling {
+            size: cfg.input_size,
+            norm: cfg.input_norm,
+            flip: Some((flip_seed, cfg.hflip_prob)),
+        };
+        let batches = crop_batches(
+            data,
+            order,
+            cfg.batch_size,
+            Some(steps),
+            sampling,
+            cfg.workers,
+        );
+        let mut means = EpochMeans::new(1, self.device);
+        let title = format!(
+            "center-loss pretraining, epoch {}/{}",
+            epoch + 1,
+            cfg.epochs
+        );
+        let mut progress = crate::progress::Progress::new(steps as u64, &title);
+        let (started, mut seen) = (Instant::now(), 0usize);
+        for batch in batches {
+            let batch = batch?;
+            let x = Tensor::from_vec_on(
+                batch.input,
+                [batch.labels.len(), 3, batch.size, batch.size],
+                self.device,
+            )?;
+            let (loss, feature) =
+                center_loss_step(self.model, self.head, self.centers, &x, &batch.labels, cfg)
+                    .map_err(|e| {
+                        e.with_gpu_memory_context(|| {
+                            format!(
+                                "center-loss step (batch {}, input {}, precision {:?})",
+                                cfg.batch_size, cfg.input_size, cfg.precision
+                            )
+                        })
+                    })?;
+            step_pair(opt_model, opt_head, schedule.lr_at(*step_count) as f32)?;
+            update_centers(self.centers, &feature, &batch.labels, cfg)?;
+            means.push(&[&loss])?;
+            *step_count += 1;
+            progress.tick(1, means.progress_value()?, None);
+            if progress.interrupted() {
+                return Err(Error::Msg(format!(
+                    "center-loss pretraining interrupted at epoch {}",
+                    epoch + 1
+                )));
+            }
+            seen += batch.labels.len();
+        }
+        let loss = means.means()?[0];
+        progress.finish();
+        Ok((loss, seen, started.elapsed().as_secs_f64()))
+    }
+}
+
+/// The head's tensors and the centres, under the names checkpoints and states use.
+fn head_and_centers(head: &PretrainHead, centers: &Tensor) -> Vec<(String, Tensor)> {
+    head.store
+        .entries()
+        .into_iter()
+        .map(|e| (e.name, e.tensor))
+        .chain(std::iter::once((
+            CENTERS_NAME.to_string(),
+            centers.detach(),
+        )))
+        .collect()
+}
+
+/// Write the kept backbone with `extra` (head and centres) to `dir/center_loss_best.safetensors`.
+fn write_checkpoint(
+    model: &YoloX,
+    extra: &[(String, Tensor)],
+    dir: &std::path::Path,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("center_loss_best.safetensors");
+    save_backbone_checkpoint(model, extra, &path)?;
+    Ok(path)
+}
+
 /// The centres' name in checkpoints and states.
 const CENTERS_NAME: &str = "pretrain_head.centers";
 
@@ -397,24 +413,13 @@ pub fn pretrain_center_loss(
         Some(2),
         cfg.seed,
     )?;
-    let center_dim = match cfg.center_feature {
-        CenterFeature::Logits => 2,
-        CenterFeature::Embedding => head.embedding_dim,
-    };
-    // seed-notes 5: `nn.Parameter(randn(2, 2))`; Wen et al. start from zeros.
-    let centers = match cfg.center_update {
-        CenterUpdate::Sgd => Tensor::randn([2, center_dim], cfg.seed ^ 0xC3_u64),
-        CenterUpdate::Alpha => Tensor::zeros([2, center_dim]),
-    }
-    .with_requires_grad(cfg.center_update == CenterUpdate::Sgd && cfg.center_weight > 0.0);
+    let centers = initial_centers(cfg, &head);
     let scope = DeviceScope::enter(&cfg.device_config(), &[&model.store, &head.store])?;
     let device = scope.device;
     centers.move_storage_to(device)?;
     let (mut opt_model, mut opt_head) = adam_pair(model, &head, cfg.weight_decay);
-    let steps_per_epoch = train_idx.len().div_ceil(cfg.batch_size);
-    let steps_per_epoch = cfg
-        .max_steps_per_epoch
-        .map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
+    let steps_per_epoch =
+        super::steps_per_epoch(train_idx.len(), cfg.batch_size, cfg.max_steps_per_epoch);
     let schedule = cfg
         .schedule
         .build(cfg.lr, (steps_per_epoch * cfg.epochs) as u64);
@@ -423,13 +428,7 @@ pub fn pretrain_center_loss(
         method: "center_loss",
         config: config_json(cfg)?,
         model,
-        head: head
-            .store
-            .entries()
-            .into_iter()
-            .map(|e| (e.name, e.tensor))
-            .chain(std::iter::once((CENTERS_NAME.to_string(), centers.clone())))
-            .collect(),
+        head: head_and_centers(&head, &centers),
     };
     let head_tensors: Vec<Tensor> = state.head.iter().map(|(_, t)| t.clone()).collect();
     // Restored on every exit, errors and interruptions included.
@@ -450,69 +449,27 @@ pub fn pretrain_center_loss(
         );
         (first_epoch, report, best) = (resumed.epochs_done, resumed.report, resumed.best);
     }
-    let mut seen = 0usize;
-    let mut train_time = 0.0f64;
+    let (mut seen, mut train_time) = (0usize, 0.0f64);
     for epoch in first_epoch..cfg.epochs {
-        model.set_training(true);
-        head.store.set_training(true);
         let mut order = train_idx.clone();
         order.shuffle(&mut rng);
-        let sampling = CropSampling {
-            size: cfg.input_size,
-            norm: cfg.input_norm,
-            flip: Some((rng.random(), cfg.hflip_prob)),
+        let run = EpochRun {
+            model,
+            head: &head,
+            centers: &centers,
+            cfg,
+            device,
         };
-        let batches = crop_batches(
+        let (loss, crops_seen, seconds) = run.train(
             &data,
             order,
-            cfg.batch_size,
-            Some(steps_per_epoch),
-            sampling,
-            cfg.workers,
-        );
-        let mut means = EpochMeans::new(1, device);
-        let mut progress = crate::progress::Progress::new(
-            steps_per_epoch as u64,
-            &format!(
-                "center-loss pretraining, epoch {}/{}",
-                epoch + 1,
-                cfg.epochs
-            ),
-        );
-        let started = Instant::now();
-        for batch in batches {
-            let batch = batch?;
-            let x = Tensor::from_vec_on(
-                batch.input,
-                [batch.labels.len(), 3, batch.size, batch.size],
-                device,
-            )?;
-            let (loss, feature) = center_loss_step(model, &head, &centers, &x, &batch.labels, cfg)
-                .map_err(|e| {
-                    e.with_gpu_memory_context(|| {
-                        format!(
-                            "center-loss step (batch {}, input {}, precision {:?})",
-                            cfg.batch_size, cfg.input_size, cfg.precision
-                        )
-                    })
-                })?;
-            let lr = schedule.lr_at(report.steps) as f32;
-            step_pair(&mut opt_model, &mut opt_head, lr)?;
-            update_centers(&centers, &feature, &batch.labels, cfg)?;
-            means.push(&[&loss])?;
-            report.steps += 1;
-            progress.tick(1, means.progress_value()?, None);
-            if progress.interrupted() {
-                return Err(crate::Error::Msg(format!(
-                    "center-loss pretraining interrupted at epoch {}",
-                    epoch + 1
-                )));
-            }
-            seen += batch.labels.len();
-        }
-        let loss = means.means()?[0];
-        progress.finish();
-        let seconds = started.elapsed().as_secs_f64();
+            rng.random(),
+            (epoch, steps_per_epoch),
+            (&mut opt_model, &mut opt_head),
+            &schedule,
+            &mut report.steps,
+        )?;
+        seen += crops_seen;
         train_time += seconds;
         let mut stats = EpochStats {
             epoch,
@@ -520,8 +477,7 @@ pub fn pretrain_center_loss(
             seconds,
             ..Default::default()
         };
-        let last = epoch + 1 == cfg.epochs;
-        if !val_idx.is_empty() && ((epoch + 1) % cfg.eval_every == 0 || last) {
+        if !val_idx.is_empty() && ((epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.epochs) {
             let acc = accuracy(model, &head, &data, &val_idx, cfg, device)?;
             stats.accuracy = Some(acc);
             if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
@@ -542,23 +498,13 @@ pub fn pretrain_center_loss(
     }
     if let Some((acc, epoch, values)) = best {
         restore(model, &head_tensors, &values)?;
-        report.best_accuracy = Some(acc);
-        report.best_epoch = Some(epoch);
+        (report.best_accuracy, report.best_epoch) = (Some(acc), Some(epoch));
     }
     model.set_training(true);
     report.samples_per_s = seen as f64 / train_time.max(1e-9);
     if let Some(dir) = &cfg.out {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join("center_loss_best.safetensors");
-        let mut extra: Vec<(String, Tensor)> = head
-            .store
-            .entries()
-            .into_iter()
-            .map(|e| (e.name, e.tensor))
-            .collect();
-        extra.push((CENTERS_NAME.into(), centers.detach()));
-        save_backbone_checkpoint(model, &extra, &path)?;
-        report.checkpoint = Some(path);
+        let extra = head_and_centers(&head, &centers);
+        report.checkpoint = Some(write_checkpoint(model, &extra, dir)?);
     }
     scope.leave()?;
     Ok(report)

@@ -6,6 +6,7 @@
 //! Configs are serde structs with `deny_unknown_fields`: an unknown key is an error naming it.
 
 pub mod center_loss;
+pub mod centers;
 pub mod color_jitter;
 pub mod data;
 pub mod device;
@@ -23,7 +24,8 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use center_loss::{center_loss, pretrain_center_loss, CenterLossConfig};
+pub use center_loss::{pretrain_center_loss, CenterLossConfig};
+pub use centers::center_loss;
 pub use data::{CropSet, FrameSet, ImageSource, InputNorm};
 pub use device::DeviceConfig;
 pub use heads::{HeadKind, PretrainHead};
@@ -114,6 +116,12 @@ pub(crate) fn step_pair(a: &mut Adam, b: &mut Adam, lr: f32) -> Result<()> {
     a.zero_grad();
     b.zero_grad();
     Ok(())
+}
+
+/// Batches per epoch over `n` samples, at most `max` when set.
+pub(crate) fn steps_per_epoch(n: usize, batch_size: usize, max: Option<usize>) -> usize {
+    let all = n.div_ceil(batch_size.max(1));
+    max.map_or(all, |m| m.min(all))
 }
 
 pub(crate) fn check_positive(key: &str, v: usize) -> Result<()> {

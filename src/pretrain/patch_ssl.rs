@@ -150,6 +150,17 @@ impl PatchSslConfig {
         }
     }
 
+    /// How the loader turns frames into one epoch's patches, its draws keyed by `epoch_seed`.
+    pub fn sampling(&self, epoch_seed: u64) -> PatchSampling {
+        PatchSampling {
+            geometry: self.geometry(),
+            augment: self.color_augment(),
+            per_patch: self.augment_per == AugmentScope::Patch,
+            norm: self.input_norm,
+            epoch_seed,
+        }
+    }
+
     /// The patch geometry part of the config.
     pub fn geometry(&self) -> PatchGeometry {
         PatchGeometry {
@@ -306,6 +317,78 @@ pub fn patch_ssl_step(
     Ok(out)
 }
 
+/// The head's tensors under the names checkpoints and states use.
+fn head_entries(head: &PretrainHead) -> Vec<(String, Tensor)> {
+    head.store
+        .entries()
+        .into_iter()
+        .map(|e| (e.name, e.tensor))
+        .collect()
+}
+
+/// What one epoch of a patch-SSL run works on.
+struct EpochRun<'a> {
+    model: &'a YoloX,
+    head: &'a PretrainHead,
+    cfg: &'a PatchSslConfig,
+    device: Device,
+    schedule: &'a crate::train::schedule::LrSchedule,
+}
+
+/// One epoch's steps over `batches`: the means of (loss, positive cosine, negative cosine),
+/// the seconds it took (loader waits included) and the frames seen.
+fn train_epoch(
+    run: &EpochRun,
+    batches: crate::data::prefetch::Prefetch<Result<(PatchInput, usize)>>,
+    (epoch, steps): (usize, usize),
+    (opt_model, opt_head): (
+        &mut crate::train::optim::Adam,
+        &mut crate::train::optim::Adam,
+    ),
+    step_count: &mut u64,
+    mut custom: Option<&mut CustomPatchLoss>,
+) -> Result<(Vec<f64>, f64, usize)> {
+    let cfg = run.cfg;
+    let mut means = EpochMeans::new(3, run.device);
+    let title = format!("patch SSL, epoch {}/{}", epoch + 1, cfg.epochs);
+    let mut progress = crate::progress::Progress::new(steps as u64, &title);
+    let (started, mut frames_seen) = (Instant::now(), 0usize);
+    for batch in batches {
+        let (input, frames_in_batch) = batch?;
+        let patches = upload_patches(input, cfg, run.device)?;
+        let out = patch_ssl_step(
+            run.model,
+            run.head,
+            &patches,
+            frames_in_batch,
+            cfg,
+            custom.as_deref_mut(),
+        )
+        .map_err(|e| {
+            e.with_gpu_memory_context(|| {
+                format!(
+                    "patch SSL step (batch {} frames, patch {}, precision {:?})",
+                    cfg.batch_size, cfg.patch_size, cfg.precision
+                )
+            })
+        })?;
+        step_pair(opt_model, opt_head, run.schedule.lr_at(*step_count) as f32)?;
+        means.push(&[&out.loss, &out.pos_cos, &out.neg_cos])?;
+        *step_count += 1;
+        progress.tick(1, means.progress_value()?, None);
+        if progress.interrupted() {
+            return Err(Error::Msg(format!(
+                "patch SSL interrupted at epoch {}",
+                epoch + 1
+            )));
+        }
+        frames_seen += frames_in_batch;
+    }
+    let m = means.means()?;
+    progress.finish();
+    Ok((m, started.elapsed().as_secs_f64(), frames_seen))
+}
+
 /// Pretrain `model`'s backbone on unlabeled frames (see the module docs). The final weights are
 /// kept (the study kept the lowest *training* loss, seed-notes 10.8, which says little).
 pub fn pretrain_patch_ssl(
@@ -344,10 +427,8 @@ pub fn pretrain_patch_ssl_with_loss(
     let scope = DeviceScope::enter(&cfg.device_config(), &[&model.store, &head.store])?;
     let device = scope.device;
     let (mut opt_model, mut opt_head) = adam_pair(model, &head, cfg.weight_decay);
-    let steps_per_epoch = sources.len().div_ceil(cfg.batch_size);
-    let steps_per_epoch = cfg
-        .max_steps_per_epoch
-        .map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
+    let steps_per_epoch =
+        super::steps_per_epoch(sources.len(), cfg.batch_size, cfg.max_steps_per_epoch);
     let schedule = cfg
         .schedule
         .build(cfg.lr, (steps_per_epoch * cfg.epochs) as u64);
@@ -367,12 +448,7 @@ pub fn pretrain_patch_ssl_with_loss(
         },
         config: config_json(cfg)?,
         model,
-        head: head
-            .store
-            .entries()
-            .into_iter()
-            .map(|e| (e.name, e.tensor))
-            .collect(),
+        head: head_entries(&head),
     };
     let mut first_epoch = 0;
     if let Some(path) = &resume_from {
@@ -391,62 +467,29 @@ pub fn pretrain_patch_ssl_with_loss(
     for epoch in first_epoch..cfg.epochs {
         let mut order: Vec<usize> = (0..sources.len()).collect();
         order.shuffle(&mut rng);
-        let sampling = PatchSampling {
-            geometry: cfg.geometry(),
-            augment: cfg.color_augment(),
-            per_patch: cfg.augment_per == AugmentScope::Patch,
-            norm: cfg.input_norm,
-            epoch_seed: rng.random(),
-        };
-        let batches = patch_batches(
-            &sources,
-            order,
-            cfg.batch_size,
-            Some(steps_per_epoch),
-            sampling,
-            cfg.workers,
-        );
-        let mut means = EpochMeans::new(3, device);
-        let mut progress = crate::progress::Progress::new(
-            steps_per_epoch as u64,
-            &format!("patch SSL, epoch {}/{}", epoch + 1, cfg.epochs),
-        );
-        let started = Instant::now();
-        for batch in batches {
-            let (input, frames_in_batch) = batch?;
-            let patches = upload_patches(input, cfg, device)?;
-            let out = patch_ssl_step(
+        let sampling = cfg.sampling(rng.random());
+        let (m, seconds, frames_seen) = train_epoch(
+            &EpochRun {
                 model,
-                &head,
-                &patches,
-                frames_in_batch,
+                head: &head,
                 cfg,
-                custom.as_mut(),
-            )
-            .map_err(|e| {
-                e.with_gpu_memory_context(|| {
-                    format!(
-                        "patch SSL step (batch {} frames, patch {}, precision {:?})",
-                        cfg.batch_size, cfg.patch_size, cfg.precision
-                    )
-                })
-            })?;
-            let lr = schedule.lr_at(report.steps) as f32;
-            step_pair(&mut opt_model, &mut opt_head, lr)?;
-            means.push(&[&out.loss, &out.pos_cos, &out.neg_cos])?;
-            report.steps += 1;
-            progress.tick(1, means.progress_value()?, None);
-            if progress.interrupted() {
-                return Err(Error::Msg(format!(
-                    "patch SSL interrupted at epoch {}",
-                    epoch + 1
-                )));
-            }
-            patches_seen += frames_in_batch * per_frame;
-        }
-        let m = means.means()?;
-        progress.finish();
-        let seconds = started.elapsed().as_secs_f64();
+                device,
+                schedule: &schedule,
+            },
+            patch_batches(
+                &sources,
+                order,
+                cfg.batch_size,
+                Some(steps_per_epoch),
+                sampling,
+                cfg.workers,
+            ),
+            (epoch, steps_per_epoch),
+            (&mut opt_model, &mut opt_head),
+            &mut report.steps,
+            custom.as_mut(),
+        )?;
+        patches_seen += frames_seen * per_frame;
         train_time += seconds;
         report.epochs.push(EpochStats {
             epoch,
@@ -472,13 +515,7 @@ pub fn pretrain_patch_ssl_with_loss(
     if let Some(dir) = &cfg.out {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("patch_ssl_last.safetensors");
-        let extra: Vec<(String, Tensor)> = head
-            .store
-            .entries()
-            .into_iter()
-            .map(|e| (e.name, e.tensor))
-            .collect();
-        save_backbone_checkpoint(model, &extra, &path)?;
+        save_backbone_checkpoint(model, &head_entries(&head), &path)?;
         report.checkpoint = Some(path);
     }
     scope.leave()?;

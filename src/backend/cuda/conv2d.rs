@@ -18,7 +18,7 @@ use super::context::{
 };
 use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm_batched, used_len, Strided};
 use super::{check_len, KernelFile};
-use crate::backend::cpu::conv2d::Conv2dGeometry;
+use crate::backend::conv_geometry::Conv2dGeometry;
 use crate::{Error, Result};
 
 pub mod algorithm;

@@ -160,7 +160,11 @@ pub fn contiguous<T: StoredElement>(
 ) -> Result<CudaSlice<T>> {
     let n: usize = dims.iter().product();
     let mut out = T::alloc(dev, n)?;
-    let dst_strides = crate::tensor::Shape(dims.to_vec()).contiguous_strides();
+    // Row-major strides of `dims` (what `Shape::contiguous_strides` gives, one layer up).
+    let mut dst_strides = vec![1usize; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        dst_strides[i] = dst_strides[i + 1] * dims[i + 1];
+    }
     strided_copy(
         dev,
         dims,

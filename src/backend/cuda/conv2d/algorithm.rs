@@ -15,9 +15,9 @@ use std::sync::Mutex;
 
 use super::super::bf16::{CudaBuffer, CudaValues};
 use super::super::context::{ConvAlgorithm, CudaDevice, MatrixPrecision};
-use super::super::selftest::{compare_norm, timed};
+use super::super::measure::{compare_norm, timed};
 use super::implicit_gemm;
-use crate::backend::cpu::conv2d::Conv2dGeometry;
+use crate::backend::conv_geometry::Conv2dGeometry;
 use crate::Result;
 
 /// The three products of a conv, each chosen on its own (their best algorithms differ: the

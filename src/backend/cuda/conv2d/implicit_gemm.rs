@@ -18,7 +18,7 @@ use super::super::bf16::{stores_bf16, widened_unless, CudaBuffer, CudaValues};
 use super::super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
 use super::super::{check_len, KernelFile};
 use super::{check_geometry, check_input_len};
-use crate::backend::cpu::conv2d::Conv2dGeometry;
+use crate::backend::conv_geometry::Conv2dGeometry;
 use crate::{Error, Result};
 
 /// Mirrors `struct MmaConvGeom` of conv2d_mma.cuh (all i32: [`check_geometry`] keeps every

@@ -8,7 +8,7 @@ use super::{
     Columns, ConvAlgorithm, ConvPass, CudaBuffer, CudaDevice, CudaValues, Dims, Operand, Strided,
 };
 use super::{check_geometry, check_len};
-use crate::backend::cpu::conv2d::Conv2dGeometry;
+use crate::backend::conv_geometry::Conv2dGeometry;
 use crate::backend::cuda::gemm::sum_rows;
 use crate::Result;
 

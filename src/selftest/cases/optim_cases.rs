@@ -1,7 +1,7 @@
 //! Parity cases: SGD-Nesterov, Adam/AdamW, EMA against the PyTorch formulas.
 
 use super::*;
-use crate::backend::cuda::selftest::MakeFn;
+use crate::selftest::MakeFn;
 use cudarc::driver::CudaSlice;
 
 // ---- optimizers ----

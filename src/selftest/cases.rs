@@ -29,7 +29,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{timed, timed_cpu, Case, Inputs, Measure, Outputs};
-use crate::backend::cpu::conv2d::{self as cpu_conv, Conv2dGeometry};
+use crate::backend::conv_geometry::Conv2dGeometry;
+use crate::backend::cpu::conv2d as cpu_conv;
 use crate::backend::cuda::{
     batch_norm as bn, conv2d, elementwise as ew, gemm, loss, optim, pool, reduce, similarity,
     simota, softmax, MatrixPrecision,

@@ -6,9 +6,8 @@
 use super::*;
 use crate::models::{YoloX, YoloXConfig};
 use crate::ops::PatchBox;
-use crate::pretrain::center_loss::{
-    center_loss_step, update_centers, wen_center_update, CenterLossConfig,
-};
+use crate::pretrain::center_loss::{center_loss_step, CenterLossConfig};
+use crate::pretrain::centers::{update_centers, wen_center_update};
 use crate::pretrain::loader::PatchInput;
 use crate::pretrain::patch_ssl::{
     patch_ssl_step, upload_patches, BnMode, PatchLossKind, PatchSslConfig,

@@ -17,7 +17,7 @@ use crate::{Error, Result};
 const FONT_FAMILY: &str = "sans-serif";
 static FONT_TTF: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 fn plot_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Msg(format!("plot {what}: {e}"))
@@ -80,7 +80,7 @@ fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 }
 
 /// One panel: several named series over a shared x, NaNs skipped.
-fn line_panel(
+pub(crate) fn line_panel(
     area: &Area,
     title: &str,
     x_label: &str,

@@ -105,10 +105,7 @@ fn a_tiny_run_writes_the_assignment_per_object_size() {
     let csv = dir.join("run").join("simota.csv");
     assert_eq!(report.simota_csv, csv);
     let header = std::fs::read_to_string(&csv).unwrap();
-    assert_eq!(
-        header.lines().next().unwrap(),
-        SIMOTA_CSV_COLUMNS.join(",")
-    );
+    assert_eq!(header.lines().next().unwrap(), SIMOTA_CSV_COLUMNS.join(","));
     let rows = read_simota_csv(&csv).unwrap();
     assert_eq!(rows, report.simota);
     assert_eq!(rows.len(), epochs * SIZE_BUCKETS.len());

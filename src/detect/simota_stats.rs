@@ -154,7 +154,10 @@ mod tests {
             [side(0.0), side(7.99), side(8.0), side(15.9), side(16.0)],
             [0, 0, 1, 1, 2]
         );
-        assert_eq!([side(31.9), side(32.0), side(95.9), side(96.0)], [2, 3, 3, 4]);
+        assert_eq!(
+            [side(31.9), side(32.0), side(95.9), side(96.0)],
+            [2, 3, 3, 4]
+        );
         // sqrt(w·h): 4 × 64 has size 16.
         assert_eq!(size_bucket(&[0.0, 0.0, 4.0, 64.0]), 2);
         assert_eq!(size_bucket(&[0.0, 0.0, 0.0, 30.0]), 0);
@@ -189,7 +192,10 @@ mod tests {
         assert_eq!((large.gts, large.unmatched_gts, large.positives), (1, 0, 1));
         assert_eq!((large.positives_iou0, large.mean_positive_iou()), (0, 0.25));
         let t = s.total();
-        assert_eq!((t.gts, t.unmatched_gts, t.positives, t.positives_iou0), (3, 1, 3, 1));
+        assert_eq!(
+            (t.gts, t.unmatched_gts, t.positives, t.positives_iou0),
+            (3, 1, 3, 1)
+        );
         // Two images add up; an image without ground truth adds nothing.
         let mut twice = s.clone();
         twice.add(&s);

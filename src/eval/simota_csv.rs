@@ -102,7 +102,10 @@ pub fn pool_rows<'a>(
 ) -> BTreeMap<(usize, usize), BucketCounts> {
     let mut pooled: BTreeMap<(usize, usize), BucketCounts> = BTreeMap::new();
     for r in rows {
-        pooled.entry((r.epoch, r.bucket)).or_default().add(&r.counts());
+        pooled
+            .entry((r.epoch, r.bucket))
+            .or_default()
+            .add(&r.counts());
     }
     pooled
 }
@@ -169,7 +172,10 @@ pub fn read_simota_csv(path: &Path) -> Result<Vec<SimotaRow>> {
     let mut rows = Vec::with_capacity(table.records.len());
     for (line, r) in &table.records {
         let bad = |col: &str, why: &str| {
-            Error::format(path.display(), format!("line {line}, column `{col}`: {why}"))
+            Error::format(
+                path.display(),
+                format!("line {line}, column `{col}`: {why}"),
+            )
         };
         let count = |i: usize| -> Result<u64> {
             let cell = r[i].trim();
@@ -190,9 +196,12 @@ pub fn read_simota_csv(path: &Path) -> Result<Vec<SimotaRow>> {
         let mean_positive_iou = if mean_cell.is_empty() {
             f64::NAN
         } else {
-            mean_cell
-                .parse()
-                .map_err(|_| bad("mean_positive_iou", &format!("`{mean_cell}` is not a number")))?
+            mean_cell.parse().map_err(|_| {
+                bad(
+                    "mean_positive_iou",
+                    &format!("`{mean_cell}` is not a number"),
+                )
+            })?
         };
         rows.push(SimotaRow {
             epoch: count(0)? as usize,
@@ -299,8 +308,11 @@ mod tests {
         assert!(SimotaCsv::open(&other).is_err());
         let err = read_simota_csv(&other).unwrap_err().to_string();
         assert!(err.contains("other.csv"), "{err}");
-        std::fs::write(&other, format!("{}\n1,tiny,1,0,1,0,\n", SIMOTA_CSV_COLUMNS.join(",")))
-            .unwrap();
+        std::fs::write(
+            &other,
+            format!("{}\n1,tiny,1,0,1,0,\n", SIMOTA_CSV_COLUMNS.join(",")),
+        )
+        .unwrap();
         let err = read_simota_csv(&other).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("`tiny`"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -313,10 +325,22 @@ mod tests {
         assert_eq!(lines.len(), 5, "{text}");
         assert!(lines[0].contains("epoch 3"));
         // <8: 1 of 4 unmatched, 2 of 3 positives at IoU 0, mean 0.25.
-        assert!(lines[2].contains("<8") && lines[2].contains("25.0 %"), "{text}");
-        assert!(lines[2].contains("66.7 %") && lines[2].contains("0.250"), "{text}");
-        assert!(lines[3].contains("32-96") && lines[3].contains("100.0 %"), "{text}");
+        assert!(
+            lines[2].contains("<8") && lines[2].contains("25.0 %"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("66.7 %") && lines[2].contains("0.250"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("32-96") && lines[3].contains("100.0 %"),
+            "{text}"
+        );
         // all: 3 of 6 unmatched.
-        assert!(lines[4].contains("all") && lines[4].contains("50.0 %"), "{text}");
+        assert!(
+            lines[4].contains("all") && lines[4].contains("50.0 %"),
+            "{text}"
+        );
     }
 }

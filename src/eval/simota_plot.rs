@@ -7,18 +7,34 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::detect::simota_stats::{BucketCounts, SIZE_BUCKETS};
-use crate::eval::plots::{line_panel, render_png, write_png};
+use crate::eval::plots::{line_panel_in, render_png, write_png};
 use crate::eval::simota_csv::{pool_rows, SimotaRow};
 use crate::{Error, Result};
 
 type Pooled = BTreeMap<(usize, usize), BucketCounts>;
 
-/// The quantities plotted, with their panel titles.
-const QUANTITIES: [(&str, fn(&BucketCounts) -> f64); 3] = [
-    ("positives at IoU 0 (share)", BucketCounts::iou0_share),
-    ("GTs without a positive (share)", BucketCounts::unmatched_share),
-    ("mean IoU of positives", BucketCounts::mean_positive_iou),
+type Quantity = (&'static str, fn(&BucketCounts) -> f64, Option<(f64, f64)>);
+
+/// The quantities plotted: panel title, value, y axis (the shares on 0 to 1, the mean IoU
+/// fitted to its values).
+const QUANTITIES: [Quantity; 3] = [
+    (
+        "positives at IoU 0 (share)",
+        BucketCounts::iou0_share,
+        SHARE_AXIS,
+    ),
+    (
+        "GTs without a positive (share)",
+        BucketCounts::unmatched_share,
+        SHARE_AXIS,
+    ),
+    (
+        "mean IoU of positives",
+        BucketCounts::mean_positive_iou,
+        None,
+    ),
 ];
+const SHARE_AXIS: Option<(f64, f64)> = Some((-0.02, 1.02));
 
 fn epochs(pooled: &Pooled) -> Vec<usize> {
     pooled
@@ -67,12 +83,12 @@ pub fn simota_run_png(rows: &[SimotaRow]) -> Result<Vec<u8>> {
     let xs: Vec<f64> = epochs.iter().map(|&e| e as f64).collect();
     render_png(1080, 360, |root| {
         let areas = root.split_evenly((1, QUANTITIES.len()));
-        for ((title, f), area) in QUANTITIES.iter().zip(&areas) {
+        for ((title, f, y_range), area) in QUANTITIES.iter().zip(&areas) {
             let lines: Vec<(String, Vec<f64>)> = buckets
                 .iter()
                 .map(|&b| (SIZE_BUCKETS[b].to_string(), series(&pooled, &epochs, b, *f)))
                 .collect();
-            line_panel(area, title, "epoch", &xs, &lines)?;
+            line_panel_in(area, title, "epoch", &xs, &lines, *y_range)?;
         }
         Ok(())
     })
@@ -105,13 +121,13 @@ pub fn simota_compare_png(runs: &[(String, Vec<SimotaRow>)]) -> Result<Vec<u8>> 
         let panels = shares
             .iter()
             .flat_map(|q| buckets.iter().map(move |&b| (q, b)));
-        for (((title, f), b), area) in panels.zip(&areas) {
+        for (((title, f, y_range), b), area) in panels.zip(&areas) {
             let lines: Vec<(String, Vec<f64>)> = pooled
                 .iter()
                 .map(|(name, p)| (name.to_string(), series(p, &epochs, b, *f)))
                 .collect();
             let title = format!("{}: {title}", SIZE_BUCKETS[b]);
-            line_panel(area, &title, "epoch", &xs, &lines)?;
+            line_panel_in(area, &title, "epoch", &xs, &lines, *y_range)?;
         }
         Ok(())
     })

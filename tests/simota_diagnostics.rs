@@ -134,3 +134,54 @@ fn a_tiny_run_writes_the_assignment_per_object_size() {
     assert_eq!(&png[1..4], b"PNG");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `simota_assign` in Rhai returns the same counts for the image it assigns: the hand-made case
+/// of `detect::simota_stats` (a 3 px box far from every anchor is left without a positive; a
+/// 20 px box whose predictions are 16 px boxes at its centre gets 6 positives at IoU 0.64).
+#[test]
+fn simota_assign_in_rhai_returns_the_counts_per_size() {
+    let dir = std::env::temp_dir().join(format!("ssod_simota_rhai_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = r#"
+let grids = [];
+let pred = [];
+for y in 0..4 { for x in 0..4 { grids.push([x.to_float(), y.to_float()]); pred.push([12.0, 12.0, 16.0, 16.0]); } }
+let a = simota_assign(#{
+    pred_boxes: tensor(pred), cls_logits: zeros([16, 1]), obj_logits: zeros([16]),
+    grids: tensor(grids), strides: full([16], 8.0),
+    gt_boxes: tensor([[100.0, 100.0, 3.0, 3.0], [12.0, 12.0, 20.0, 20.0]]),
+    gt_classes: tensor([0.0, 0.0]),
+});
+for r in a.stats {
+    print(`row ${r.bucket} ${r.gts} ${r.unmatched_gts} ${r.positives} ${r.positives_iou0} ${r.mean_positive_iou}`);
+}
+"#;
+    let path = dir.join("stats.rhai");
+    std::fs::write(&path, script).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .current_dir(&dir)
+        .args(["run", "--fresh", "--out"])
+        .arg(dir.join("run"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("row "))
+        .map(|l| l.split(' ').collect())
+        .collect();
+    assert_eq!(rows.len(), 5, "{stdout}");
+    assert_eq!(rows[0][..5], ["<8", "1", "1", "0", "0"], "{stdout}");
+    assert_eq!(rows[2][..5], ["16-32", "1", "0", "6", "0"], "{stdout}");
+    let mean: f64 = rows[2][5].parse().unwrap();
+    assert!((mean - 0.64).abs() < 1e-6, "{stdout}");
+    assert_eq!(rows[4][..4], [">=96", "0", "0", "0"], "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -87,7 +87,7 @@ pub struct AssignmentStats {
 }
 
 impl AssignmentStats {
-    /// The counts of a batch: image `i`'s ground truth `gt_boxes_cxcywh[i]` and its assignment.
+    /// The counts of a batch: each image's ground-truth boxes (cxcywh) with its assignment.
     pub fn from_assignments<'a>(
         images: impl IntoIterator<Item = (&'a [[f32; 4]], &'a Assignment)>,
     ) -> Self {

@@ -81,7 +81,7 @@ pub fn simota_run_png(rows: &[SimotaRow]) -> Result<Vec<u8>> {
     }
     let epochs = epochs(&pooled);
     let xs: Vec<f64> = epochs.iter().map(|&e| e as f64).collect();
-    render_png(1080, 360, |root| {
+    render_png(1320, 380, |root| {
         let areas = root.split_evenly((1, QUANTITIES.len()));
         for ((title, f, y_range), area) in QUANTITIES.iter().zip(&areas) {
             let lines: Vec<(String, Vec<f64>)> = buckets
@@ -116,7 +116,7 @@ pub fn simota_compare_png(runs: &[(String, Vec<SimotaRow>)]) -> Result<Vec<u8>> 
     let xs: Vec<f64> = epochs.iter().map(|&e| e as f64).collect();
     let shares = &QUANTITIES[..2];
     let cols = buckets.len();
-    render_png(340 * cols as u32, 320 * shares.len() as u32, |root| {
+    render_png(440 * cols as u32, 340 * shares.len() as u32, |root| {
         let areas = root.split_evenly((shares.len(), cols));
         let panels = shares
             .iter()

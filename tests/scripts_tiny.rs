@@ -228,6 +228,45 @@ fn ablation_tiny() {
 }
 
 #[test]
+fn simota_diagnostics_tiny() {
+    let out = run_script("simota_diagnostics");
+    let (header, rows) = read_csv(&out.join("ablation.csv"));
+    for col in [
+        "box_loss",
+        "seed",
+        "AP_small",
+        "iou0_share_lt8",
+        "unmatched_share_lt8",
+    ] {
+        assert!(
+            header.iter().any(|h| h == col),
+            "ablation.csv lacks {col}: {header:?}"
+        );
+    }
+    // 3 box losses × 2 seeds.
+    assert_eq!(rows.len(), 6);
+    check_metric_rows(&out, &header, &rows);
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    for r in &rows {
+        // A share, or -1 where the bucket had nothing to divide.
+        for col in header.iter().filter(|h| h.contains("_share_")) {
+            let v = number(col, &r[at(col)]);
+            assert!(v == -1.0 || (0.0..=1.0).contains(&v), "{col} = {v}");
+        }
+        // Each point's run folder holds its simota.csv: a header and 5 buckets per epoch.
+        let point = format!("{}_seed{}", r[at("box_loss")], r[at("seed")]);
+        let (simota_header, simota_rows) = read_csv(&out.join(&point).join("simota.csv"));
+        assert_eq!(simota_header[..2], ["epoch", "bucket"], "{point}");
+        assert_eq!(simota_rows.len() % 5, 0, "{point}");
+        assert!(!simota_rows.is_empty(), "{point}");
+    }
+    assert!(out.join("simota_by_loss.png").exists());
+    let (summary_header, summary) = read_csv(&out.join("summary_by_loss.csv"));
+    assert!(summary_header.iter().any(|h| h == "iou0_share_lt8"));
+    assert_eq!(summary.len(), 3);
+}
+
+#[test]
 fn autograd_demo_runs() {
     run_script("autograd_demo");
 }

@@ -4,8 +4,8 @@
 //! - `best.safetensors` is the best evaluation's, `epoch_N.safetensors` each evaluation's;
 //!   `load` takes a training state's EMA weights;
 //! - a run killed (SIGKILL) and interrupted (SIGINT), each time resumed with `resume: true`,
-//!   ends with the same training state, weights, best weights and metrics.csv (timing column
-//!   aside), bit for bit, as a run that was never stopped;
+//!   ends with the same training state, weights, best weights, metrics.csv (timing column
+//!   aside) and simota.csv, bit for bit, as a run that was never stopped;
 //! - a changed recipe is refused on resume unless overridden; `max_epoch` extends a finished
 //!   run; a fresh run refuses a folder that holds one.
 
@@ -128,6 +128,10 @@ fn assert_same_run(a: &Path, b: &Path) {
     assert_eq!(ma, mb);
     assert_eq!(metrics_rows(a), metrics_rows(b));
     assert_eq!(metrics_rows(a).len(), MAX_EPOCH + 1);
+    // The label-assignment counts too: a header and 5 size buckets per epoch.
+    let simota = |run: &Path| std::fs::read_to_string(run.join("simota.csv")).unwrap();
+    assert_eq!(simota(a), simota(b));
+    assert_eq!(simota(a).lines().count(), 5 * MAX_EPOCH + 1);
 }
 
 #[test]

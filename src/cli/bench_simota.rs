@@ -10,6 +10,7 @@ use super::bench::median;
 use rand::Rng;
 use ssod::backend::cuda::{self, simota as cuda_simota};
 use ssod::detect::simota::{simota_assign, SimOtaConfig, SimOtaInput};
+use ssod::detect::simota_stats::AssignmentStats;
 use ssod::models::YoloX;
 use ssod::rng::rng_for;
 
@@ -134,6 +135,26 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
     println!(
         "cpu   {:.2} ms per batch (median of {}, one thread per image in turn)",
         median(cpu_ms),
+        a.reps
+    );
+    // The training diagnostics read the assignments (downloaded on the GPU path for the loss
+    // anyway): their whole cost is this host pass.
+    let mut stats_ms = Vec::new();
+    let mut stats = AssignmentStats::default();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        stats = AssignmentStats::from_assignments(
+            images
+                .iter()
+                .map(|img| img.gt_boxes.as_slice())
+                .zip(&cpu_result),
+        );
+        stats_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "diagnostics {:.4} ms per batch (per-size counts of the {} positives; median of {})",
+        median(stats_ms),
+        stats.total().positives,
         a.reps
     );
     let dev = match cuda::CudaAvailability::probe() {

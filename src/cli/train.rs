@@ -236,6 +236,10 @@ fn run(args: TrainArgs) -> anyhow::Result<()> {
         print!("{}", m.summary());
     }
     println!("weights: {}", report.last_weights.display());
+    println!(
+        "assignment per object size: {}",
+        report.simota_csv.display()
+    );
     if let Some(best) = &report.best_weights {
         println!("best: {}", best.display());
     }

@@ -9,6 +9,7 @@ use std::f32::consts::PI;
 use super::simota::{
     simota_assign_with_zero_size, Assignment, SimOtaConfig, SimOtaInput, SimOtaMode,
 };
+use super::simota_stats::AssignmentStats;
 use crate::autograd::no_grad;
 use crate::ops;
 use crate::tensor::Tensor;
@@ -304,6 +305,8 @@ pub struct YoloxLoss {
     pub l1: f32,
     pub num_fg: usize,
     pub num_gt: usize,
+    /// What the assignment did per object size (`docs/simota-diagnostics.md`).
+    pub assignment_stats: AssignmentStats,
 }
 
 /// SimOTA of every image on the host (the predictions are read once).
@@ -510,6 +513,12 @@ pub fn yolox_loss(
     } else {
         simota_assign_host(raw, decoded_cxcywh, &grids, &strides, targets, &cfg.simota)?
     };
+    let assignment_stats = AssignmentStats::from_assignments(
+        targets
+            .iter()
+            .map(|t| t.boxes_cxcywh.as_slice())
+            .zip(&assignments),
+    );
 
     let mut fg_rows = Vec::new(); // global row b·A + a
     let mut reg_targets_xyxy = Vec::new();
@@ -591,5 +600,6 @@ pub fn yolox_loss(
         l1: l1_v / norm,
         num_fg: nf,
         num_gt,
+        assignment_stats,
     })
 }

@@ -9,6 +9,7 @@ pub mod loss;
 pub mod nms;
 pub mod postprocess;
 pub mod simota;
+pub mod simota_stats;
 
 pub use decode::{decode_batch_f32, decode_boxes, decode_image_f32, DecodedImage};
 pub use nms::{batched_nms, iou_xyxy, nms};

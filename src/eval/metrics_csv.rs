@@ -114,19 +114,7 @@ impl MetricsCsv {
         max_dets: MaxDets,
         epochs_done: usize,
     ) -> Result<Self> {
-        if path.exists() {
-            let table = read_csv(path)?;
-            let rows: Vec<Vec<String>> = table
-                .records
-                .iter()
-                .map(|(_, r)| r.clone())
-                .filter(|r| r[0].parse::<usize>().map_or(true, |e| e <= epochs_done))
-                .collect();
-            if rows.len() < table.records.len() {
-                let text = csv_string(&table.header, &rows)?;
-                crate::data::dataset::write_atomic(path, text.as_bytes())?;
-            }
-        }
+        drop_rows_after_epoch(path, epochs_done)?;
         Self::open(path, loss_names, max_dets)
     }
 
@@ -164,6 +152,26 @@ impl MetricsCsv {
         cells.push(format!("{}", row.seconds));
         self.file.append(&cells)
     }
+}
+
+/// Drop the rows of a per-epoch csv (first column `epoch`) after `epochs_done`, by an atomic
+/// rewrite, when `path` exists: a resumed run writes them again.
+pub fn drop_rows_after_epoch(path: &Path, epochs_done: usize) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let table = read_csv(path)?;
+    let rows: Vec<Vec<String>> = table
+        .records
+        .iter()
+        .map(|(_, r)| r.clone())
+        .filter(|r| r[0].parse::<usize>().map_or(true, |e| e <= epochs_done))
+        .collect();
+    if rows.len() < table.records.len() {
+        let text = csv_string(&table.header, &rows)?;
+        crate::data::dataset::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// A numeric csv read back: column names and rows (an empty cell reads as NaN).

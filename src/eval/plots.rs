@@ -17,7 +17,7 @@ use crate::{Error, Result};
 const FONT_FAMILY: &str = "sans-serif";
 static FONT_TTF: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 fn plot_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Msg(format!("plot {what}: {e}"))
@@ -87,9 +87,23 @@ fn line_panel(
     xs: &[f64],
     series: &[(String, Vec<f64>)],
 ) -> Result<()> {
+    line_panel_in(area, title, x_label, xs, series, None)
+}
+
+/// [`line_panel`] with the y axis over `y_range` when given (shares: 0 to 1), else fitted to
+/// the data.
+pub(crate) fn line_panel_in(
+    area: &Area,
+    title: &str,
+    x_label: &str,
+    xs: &[f64],
+    series: &[(String, Vec<f64>)],
+    y_range: Option<(f64, f64)>,
+) -> Result<()> {
     let x_range = finite_range(xs.iter().copied()).unwrap_or((0.0, 1.0));
-    let y_range =
-        finite_range(series.iter().flat_map(|(_, ys)| ys.iter().copied())).unwrap_or((0.0, 1.0));
+    let y_range = y_range.unwrap_or_else(|| {
+        finite_range(series.iter().flat_map(|(_, ys)| ys.iter().copied())).unwrap_or((0.0, 1.0))
+    });
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT_FAMILY, 20))
         .margin(10)

@@ -286,6 +286,7 @@ struct EpochRun<'a> {
     centers: &'a Tensor,
     cfg: &'a CenterLossConfig,
     device: Device,
+    schedule: &'a LrSchedule,
 }
 
 impl EpochRun<'_> {
@@ -298,7 +299,6 @@ impl EpochRun<'_> {
         flip_seed: u64,
         (epoch, steps): (usize, usize),
         (opt_model, opt_head): (&mut Adam, &mut Adam),
-        schedule: &LrSchedule,
         step_count: &mut u64,
     ) -> Result<(f64, usize, f64)> {
         let cfg = self.cfg;
@@ -342,7 +342,7 @@ impl EpochRun<'_> {
                             )
                         })
                     })?;
-            step_pair(opt_model, opt_head, schedule.lr_at(*step_count) as f32)?;
+            step_pair(opt_model, opt_head, self.schedule.lr_at(*step_count) as f32)?;
             update_centers(self.centers, &feature, &batch.labels, cfg)?;
             means.push(&[&loss])?;
             *step_count += 1;
@@ -459,6 +459,7 @@ pub fn pretrain_center_loss(
             centers: &centers,
             cfg,
             device,
+            schedule: &schedule,
         };
         let (loss, crops_seen, seconds) = run.train(
             &data,
@@ -466,7 +467,6 @@ pub fn pretrain_center_loss(
             rng.random(),
             (epoch, steps_per_epoch),
             (&mut opt_model, &mut opt_head),
-            &schedule,
             &mut report.steps,
         )?;
         seen += crops_seen;

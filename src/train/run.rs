@@ -12,7 +12,9 @@
 //!   official names, the evaluated weights (EMA when on), for `load`, `load_backbone`,
 //!   `ssod detect --weights` and PyTorch YOLOX;
 //! - `metrics.csv`: one row per epoch (metric columns filled on evaluation epochs);
-//!   `results.png`, every curve of it; `pr_curve.png`, the final evaluation's PR curves.
+//!   `results.png`, every curve of it; `pr_curve.png`, the final evaluation's PR curves;
+//! - `simota.csv`: what the label assignment did per object size, one row per epoch and size
+//!   bucket (`eval::simota_csv`, `docs/simota-diagnostics.md`); `simota.png`, its shares.
 //!
 //! Every file is written to a temporary name and renamed, so a killed process leaves the
 //! previous version loadable; a resumed run drops the `metrics.csv` rows written after its
@@ -28,9 +30,12 @@ use super::evaluate::evaluate_detector;
 use super::trainer::{loader_config, DetectorTrainer, LOSS_NAMES};
 use crate::data::dataset::CocoDataset;
 use crate::data::loader::Loader;
+use crate::detect::simota_stats::AssignmentStats;
 use crate::eval::coco::{MaxDets, Metrics};
 use crate::eval::metrics_csv::{read_metrics_csv, MetricsCsv, MetricsRow};
 use crate::eval::plots::{plot_pr_curves, plot_training_curves};
+use crate::eval::simota_csv::{read_simota_csv, simota_table_text, SimotaCsv, SimotaRow};
+use crate::eval::simota_plot::plot_simota_run;
 use crate::models::YoloX;
 use crate::progress::Progress;
 use crate::tensor::Device;
@@ -108,6 +113,14 @@ impl RunFiles {
     pub fn pr_curve_png(&self) -> PathBuf {
         self.dir.join("pr_curve.png")
     }
+    /// The label assignment per object size and epoch.
+    pub fn simota_csv(&self) -> PathBuf {
+        self.dir.join("simota.csv")
+    }
+    /// The shares of `simota.csv` against epoch.
+    pub fn simota_png(&self) -> PathBuf {
+        self.dir.join("simota.png")
+    }
 }
 
 /// One epoch of a run.
@@ -119,6 +132,8 @@ pub struct EpochRecord {
     /// The evaluation of this epoch, if it was one.
     pub metrics: Option<Metrics>,
     pub images_per_s: f64,
+    /// What the label assignment did per object size over the epoch's steps.
+    pub assignment: AssignmentStats,
 }
 
 /// What `train_detector` returns.
@@ -130,6 +145,9 @@ pub struct TrainReport {
     /// The best evaluation of the whole run (resumed parts included).
     pub best: Option<BestEval>,
     pub metrics_csv: PathBuf,
+    /// `simota.csv`, and its rows (every epoch of the run folder, resumed parts included).
+    pub simota_csv: PathBuf,
+    pub simota: Vec<SimotaRow>,
     /// The training state (`last.ckpt.safetensors`).
     pub last_checkpoint: PathBuf,
     /// Model-only weights: the last epoch's, and the best evaluation's (None before any).
@@ -151,7 +169,7 @@ fn resume_source(files: &RunFiles, resume: Option<&Resume>) -> Result<Option<Pat
         Some(Resume::RunFolder) => Ok(Some(state)),
         Some(Resume::RunFolderIfPresent) if state.exists() => Ok(Some(state)),
         _ => {
-            for existing in [state, files.metrics_csv()] {
+            for existing in [state, files.metrics_csv(), files.simota_csv()] {
                 if existing.exists() {
                     return Err(Error::InvalidArgument(format!(
                         "{} already holds a training run ({} exists): pass `resume: true` to \
@@ -240,6 +258,7 @@ fn resume_trainer(
 /// Sums of one epoch's steps.
 struct EpochSums {
     losses: [f64; 5],
+    assignment: AssignmentStats,
     steps: usize,
     images: usize,
     seconds: f64,
@@ -258,6 +277,7 @@ fn run_epoch(
     let t0 = Instant::now();
     let mut sums = EpochSums {
         losses: [0.0; 5],
+        assignment: AssignmentStats::default(),
         steps: 0,
         images: 0,
         seconds: 0.0,
@@ -297,6 +317,7 @@ fn run_epoch(
         {
             *acc += v as f64;
         }
+        sums.assignment.add(&s.assignment);
         sums.steps += 1;
         sums.images += s.images;
     }
@@ -333,13 +354,17 @@ fn save_epoch_files(
     trainer.save_checkpoint(&files.training_state())
 }
 
-/// `results.png` (every curve of metrics.csv) and `pr_curve.png` (the final evaluation's
-/// precision-recall curves) in the run folder. A plot that fails is a warning, not a failed run.
-fn plot_run(files: &RunFiles, final_metrics: Option<&Metrics>) {
+/// `results.png` (every curve of metrics.csv), `pr_curve.png` (the final evaluation's
+/// precision-recall curves) and `simota.png` (the shares of simota.csv) in the run folder. A
+/// plot that fails is a warning, not a failed run.
+fn plot_run(files: &RunFiles, final_metrics: Option<&Metrics>, simota: &[SimotaRow]) {
     let curves = read_metrics_csv(&files.metrics_csv())
         .and_then(|table| plot_training_curves(&table, &files.results_png()));
     let pr = final_metrics.map(|m| plot_pr_curves(m, None, &files.pr_curve_png()));
-    for e in [Some(curves), pr]
+    // A run whose images held no ground truth has no shares to plot.
+    let has_gts = simota.iter().any(|r| r.gts > 0);
+    let assignment = has_gts.then(|| plot_simota_run(simota, &files.simota_png()));
+    for e in [Some(curves), pr, assignment]
         .into_iter()
         .flatten()
         .filter_map(|r| r.err())
@@ -398,14 +423,20 @@ pub fn train_detector(
         ));
     }
     let mut trainer = DetectorTrainer::new(model, config.clone(), iters_per_epoch)?;
-    let mut csv = match &resume_from {
+    let (mut csv, mut simota_csv) = match &resume_from {
         Some(path) => {
             let done = resume_trainer(&mut trainer, path, config, opts)?;
             // Rows after the checkpoint (a process killed between the row and the state)
             // are written again by the epochs that produce them.
-            MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, done)?
+            (
+                MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, done)?,
+                SimotaCsv::open_resumed(&files.simota_csv(), done)?,
+            )
         }
-        None => MetricsCsv::open(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY)?,
+        None => (
+            MetricsCsv::open(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY)?,
+            SimotaCsv::open(&files.simota_csv())?,
+        ),
     };
     trainer.to_device(opts.device)?;
     let no_aug_start = config.no_aug_start_epoch();
@@ -455,6 +486,7 @@ pub fn train_detector(
             mean_loss: sums.losses[0] / steps,
             images_per_s: sums.images as f64 / sums.seconds.max(1e-9),
             metrics: metrics.clone(),
+            assignment: sums.assignment,
         };
         let losses: Vec<(String, f64)> = LOSS_NAMES
             .iter()
@@ -471,6 +503,7 @@ pub fn train_detector(
             sums.seconds,
         );
         csv.append(&row)?;
+        simota_csv.append_epoch(trainer.epoch, &record.assignment)?;
         if let Some(m) = &metrics {
             final_metrics = Some(m.clone());
         }
@@ -484,12 +517,18 @@ pub fn train_detector(
         }
     }
     trainer.adopt_eval_weights()?;
-    plot_run(&files, final_metrics.as_ref());
+    let simota = read_simota_csv(&files.simota_csv())?;
+    plot_run(&files, final_metrics.as_ref(), &simota);
+    if let (true, Some(last)) = (opts.verbose, history.last()) {
+        println!("{}", simota_table_text(last.epoch, &last.assignment));
+    }
     Ok(TrainReport {
         history,
         final_metrics,
         best: trainer.best,
         metrics_csv: files.metrics_csv(),
+        simota_csv: files.simota_csv(),
+        simota,
         last_checkpoint: files.training_state(),
         last_weights: files.last_weights(),
         best_weights: trainer.best.map(|_| files.best_weights()),

@@ -19,6 +19,7 @@ use crate::data::loader::{Batch, LoaderConfig};
 use crate::detect::decode_boxes;
 use crate::detect::loss::{yolox_loss, YoloxLossConfig};
 use crate::detect::simota::SimOtaConfig;
+use crate::detect::simota_stats::AssignmentStats;
 use crate::models::YoloX;
 use crate::tensor::Device;
 use crate::{Error, Result};
@@ -62,6 +63,8 @@ pub struct StepStats {
     pub l1: f32,
     pub num_fg: usize,
     pub num_gt: usize,
+    /// What SimOTA did per object size in this step (`docs/simota-diagnostics.md`).
+    pub assignment: AssignmentStats,
     pub lr: f64,
     pub images: usize,
     pub times: StageTimes,
@@ -296,6 +299,7 @@ impl DetectorTrainer {
             l1: loss.l1,
             num_fg: loss.num_fg,
             num_gt: loss.num_gt,
+            assignment: loss.assignment_stats,
             lr,
             images: count,
             times,

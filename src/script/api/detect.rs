@@ -1,10 +1,11 @@
 //! Detection pieces in Rhai: `simota_assign(#{...})` and `box_loss(pred, target, kind)`.
 
-use rhai::{Dynamic, Map, INT};
+use rhai::{Array, Dynamic, Map, INT};
 
 use super::Api;
 use crate::detect::loss::{box_loss, BoxLossKind};
 use crate::detect::simota::{simota_assign, SimOtaConfig, SimOtaInput, SimOtaMode};
+use crate::detect::simota_stats::{AssignmentStats, BucketCounts};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 use crate::Tensor;
 
@@ -27,6 +28,29 @@ fn rows4(op: &str, key: &str, t: &Tensor) -> ScriptResult<Vec<[f32; 4]>> {
         .chunks(4)
         .map(|c| [c[0], c[1], c[2], c[3]])
         .collect())
+}
+
+/// One size bucket's counts as a Rhai map, with the columns of `simota.csv` (`epoch` when
+/// given; `mean_positive_iou` NaN without positives).
+pub fn simota_row_map(epoch: Option<usize>, bucket: &str, c: &BucketCounts) -> Map {
+    let mut m = Map::new();
+    if let Some(e) = epoch {
+        m.insert("epoch".into(), Dynamic::from(e as INT));
+    }
+    m.insert("bucket".into(), Dynamic::from(bucket.to_string()));
+    for (k, v) in [
+        ("gts", c.gts),
+        ("unmatched_gts", c.unmatched_gts),
+        ("positives", c.positives),
+        ("positives_iou0", c.positives_iou0),
+    ] {
+        m.insert(k.into(), Dynamic::from(v as INT));
+    }
+    m.insert(
+        "mean_positive_iou".into(),
+        Dynamic::from_float(c.mean_positive_iou()),
+    );
+    m
 }
 
 fn simota(map: Map) -> ScriptResult<Map> {
@@ -124,6 +148,12 @@ fn simota(map: Map) -> ScriptResult<Map> {
         &cfg,
     ))?;
     let mut out = Map::new();
+    let stats = AssignmentStats::from_assignments([(gt.as_slice(), &assignment)]);
+    let rows: Array = stats
+        .named()
+        .map(|(name, c)| Dynamic::from_map(simota_row_map(None, name, c)))
+        .collect();
+    out.insert("stats".into(), Dynamic::from_array(rows));
     let fg: Vec<f32> = assignment.fg_mask.iter().map(|&f| f as u8 as f32).collect();
     out.insert(
         "fg_mask".into(),
@@ -145,7 +175,7 @@ fn simota(map: Map) -> ScriptResult<Map> {
 
 pub fn register(api: &mut Api) {
     func!(api, "simota_assign", &["inputs: Map"], "Map",
-        "SimOTA for one image. inputs: pred_boxes [A,4] cxcywh, cls_logits [A,C], obj_logits [A], grids [A,2], strides [A], gt_boxes [G,4] cxcywh, gt_classes [G], center_radius (2.5), mode (\"release\" | \"2023\"). Returns fg_mask, matched_gt, pred_ious, num_fg.",
+        "SimOTA for one image. inputs: pred_boxes [A,4] cxcywh, cls_logits [A,C], obj_logits [A], grids [A,2], strides [A], gt_boxes [G,4] cxcywh, gt_classes [G], center_radius (2.5), mode (\"release\" | \"2023\"). Returns fg_mask, matched_gt, pred_ious, num_fg, and stats: per size bucket of sqrt(w·h) (<8, 8-16, 16-32, 32-96, >=96 px) #{bucket, gts, unmatched_gts, positives, positives_iou0, mean_positive_iou}, the counts of a run's simota.csv.",
         simota);
     func!(api, "box_loss", &["pred_xyxy: Tensor", "target_xyxy: Tensor", "kind: String"], "Tensor",
         "Per-box loss [N] of kind iou (1 - IoU²), giou, ciou (mmdet) or ciou_tv (torchvision); differentiable.",

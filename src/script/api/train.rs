@@ -10,6 +10,9 @@ use crate::detect::{detect_images, PostprocessConfig};
 use crate::eval::coco::Metrics;
 use crate::eval::metrics_csv::read_metrics_csv;
 use crate::eval::plots::{plot_line_panels, plot_run_bars, plot_training_curves, LinePanel};
+use crate::eval::simota_csv::{read_simota_csv, SimotaRow};
+use crate::eval::simota_plot::{plot_simota_compare, plot_simota_run};
+use crate::script::api::detect::simota_row_map;
 use crate::script::api::notebook::{output_path, record_output};
 use crate::script::convert::{lift, script_err, Opts, ScriptResult};
 use crate::train::evaluate::{evaluate_detector, recalibrate_batch_norm};
@@ -173,6 +176,16 @@ fn train(
         "metrics_csv".into(),
         Dynamic::from(report.metrics_csv.display().to_string()),
     );
+    let simota: Array = report
+        .simota
+        .iter()
+        .map(|r| Dynamic::from_map(simota_row_map(Some(r.epoch), r.bucket_name(), &r.counts())))
+        .collect();
+    out.insert("simota".into(), Dynamic::from_array(simota));
+    out.insert(
+        "simota_csv".into(),
+        Dynamic::from(report.simota_csv.display().to_string()),
+    );
     out.insert(
         "checkpoint".into(),
         Dynamic::from(report.last_checkpoint.display().to_string()),
@@ -187,6 +200,26 @@ fn train(
         out.insert("best_epoch".into(), Dynamic::from(best.epoch as INT));
     }
     Ok(out)
+}
+
+/// The rows of a `simota.csv` path, or of a list of them (several seeds of one arm, pooled when
+/// plotted).
+fn simota_rows_of(label: &str, v: &Dynamic) -> ScriptResult<Vec<SimotaRow>> {
+    let paths: Vec<String> = if v.is_string() {
+        vec![v.to_string()]
+    } else if let Some(list) = v.read_lock::<Array>() {
+        list.iter().map(|p| p.to_string()).collect()
+    } else {
+        return Err(script_err(format!(
+            "plot_simota: run `{label}` must be a simota.csv path or a list of them, got {}",
+            v.type_name()
+        )));
+    };
+    let mut rows = Vec::new();
+    for p in paths {
+        rows.extend(lift(read_simota_csv(&output_path(&p)))?);
+    }
+    Ok(rows)
 }
 
 fn eval_opts(o: &Map, default_size: usize) -> ScriptResult<((usize, usize), f32, f32, usize)> {
@@ -213,7 +246,7 @@ fn evaluate(m: &Model, d: &Dataset, o: Map) -> ScriptResult<Map> {
 
 pub fn register(api: &mut Api) {
     func!(api, "train_detector", &["model: Model", "train: Dataset", "val: Dataset", "cfg: Map"], "Map",
-        "Train with YOLOX's recipe; cfg: any TrainConfig key (max_epoch, batch_size, basic_lr_per_img, box_loss, input_size, ...) plus out, workers, cache, verbose, resume (true: the out folder's own training state; or a checkpoint path), resume_override (recipe keys allowed to differ on resume). Afterwards the model holds the evaluated (EMA) weights. Returns #{history, metrics, metrics_csv, checkpoint (training state), weights (last.safetensors), best (best.safetensors), best_AP, best_epoch}.",
+        "Train with YOLOX's recipe; cfg: any TrainConfig key (max_epoch, batch_size, basic_lr_per_img, box_loss, input_size, ...) plus out, workers, cache, verbose, resume (true: the out folder's own training state; or a checkpoint path), resume_override (recipe keys allowed to differ on resume). Afterwards the model holds the evaluated (EMA) weights. Returns #{history, metrics, metrics_csv, simota (simota.csv's rows: #{epoch, bucket, gts, unmatched_gts, positives, positives_iou0, mean_positive_iou}, the label assignment per object size), simota_csv, checkpoint (training state), weights (last.safetensors), best (best.safetensors), best_AP, best_epoch}.",
         |ctx: NativeCallContext, m: Model, t: Dataset, v: Dataset, cfg: Map| -> ScriptResult<Map> { train(&ctx, &m, &t, Some(&v), cfg, None) });
     func!(api, "train_detector", &["model: Model", "train: Dataset", "val: Dataset", "cfg: Map", "on_epoch: Fn"], "Map",
         "As train_detector, calling on_epoch(record) after every epoch; returning false stops training.",
@@ -278,6 +311,24 @@ pub fn register(api: &mut Api) {
             let (xs, panels) = grouped_series(&rows, x, &ys, group)?;
             let out = output_path(out);
             lift(plot_line_panels(x, &xs, &panels, &out))?;
+            record_output(&out, true);
+            Ok(out.display().to_string())
+        });
+    func!(api, "plot_simota", &["simota_csv: String", "out_png: String"], "String",
+        "One run's label assignment per object size from its simota.csv: the share of positives at IoU 0, of ground truth without a positive, and the positives' mean IoU against epoch, one line per size bucket; returns the PNG path.",
+        |csv: &str, out: &str| -> ScriptResult<String> {
+            let rows = lift(read_simota_csv(&output_path(csv)))?;
+            let out = output_path(out);
+            lift(plot_simota_run(&rows, &out))?;
+            record_output(&out, true);
+            Ok(out.display().to_string())
+        });
+    func!(api, "plot_simota", &["runs: Map", "out_png: String"], "String",
+        "Several runs' label assignment per object size: runs is #{name: simota.csv path, or a list of paths (seeds, pooled)}; a panel per size bucket for the share of positives at IoU 0 and of ground truth without a positive, one line per run; returns the PNG path.",
+        |runs: Map, out: &str| -> ScriptResult<String> {
+            let runs = runs.iter().map(|(name, v)| Ok((name.to_string(), simota_rows_of(name, v)?))).collect::<ScriptResult<Vec<_>>>()?;
+            let out = output_path(out);
+            lift(plot_simota_compare(&runs, &out))?;
             record_output(&out, true);
             Ok(out.display().to_string())
         });

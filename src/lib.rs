@@ -1,6 +1,6 @@
 //! ssod: a Rust workbench for self-supervised pretraining of object detectors.
 //!
-//! Layers (arrows point down only; see DESIGN.md):
+//! Layers (arrows point down only; see docs/design.md):
 //! script -> train / eval / pretrain -> detect -> data / models -> nn -> ops -> autograd -> tensor -> backend
 
 pub mod csv_table;

@@ -1,4 +1,4 @@
-//! Center-loss foreground/background pretraining (study strategy 1, seed-notes 5).
+//! Center-loss foreground/background pretraining (study strategy 1, docs/the-study.md).
 //!
 //! Network: CSPDarknet C5 → a [`PretrainHead`] (`study`: 3 × [conv3×3, BN, ReLU], 2×2 avg pool,
 //! flatten, linear → 2 logits; or `gap`). Loss: `CE(z, y) + λ · L_c`, with
@@ -44,7 +44,7 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CenterFeature {
-    /// The study: the 2-d logits (seed-notes 10.6).
+    /// The study: the 2-d logits (docs/the-study.md, defect 6).
     #[default]
     Logits,
     /// The head's embedding (Wen et al.'s setting).
@@ -310,7 +310,7 @@ pub fn update_centers(
     }
     match cfg.center_update {
         CenterUpdate::Sgd => {
-            // seed-notes 5: SGD(center_loss.parameters(), lr=0.5), no momentum: c ← c − lr·g.
+            // The study: SGD(center_loss.parameters(), lr=0.5), no momentum: c ← c − lr·g.
             if let Some(g) = centers.grad() {
                 let lr = cfg.center_lr as f32;
                 let updated = no_grad(|| ops::sub(&centers.detach(), &ops::mul_scalar(&g, lr)?))?;
@@ -401,7 +401,7 @@ pub fn pretrain_center_loss(
         CenterFeature::Logits => 2,
         CenterFeature::Embedding => head.embedding_dim,
     };
-    // seed-notes 5: `nn.Parameter(randn(2, 2))`; Wen et al. start from zeros.
+    // The study: `nn.Parameter(randn(2, 2))`; Wen et al. start from zeros.
     let centers = match cfg.center_update {
         CenterUpdate::Sgd => Tensor::randn([2, center_dim], cfg.seed ^ 0xC3_u64),
         CenterUpdate::Alpha => Tensor::zeros([2, center_dim]),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch-eager YOLOX training-step baseline (f32 and autocast bf16), for BENCHMARKS.md.
 
-Written from shared/reference/yolox-notes.md ("notes §x" below); it does not import the `yolox`
+Written from docs/yolox.md ("notes §x" below: its section x); it does not import the `yolox`
 package (the GPU machine has only torch + numpy). benches/check_torch_yolox.py loads the official
 YOLOX weights into this model (same parameter names) and compares outputs, loss and gradients on CPU.
 

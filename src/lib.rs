@@ -1,6 +1,7 @@
 //! ssod: a Rust workbench for self-supervised pretraining of object detectors.
 //!
-//! Layers (arrows point down only; `tests/architecture.rs` checks the backend's):
+//! Layers (arrows point down only; docs/design.md; `tests/architecture.rs` checks the
+//! backend's):
 //! selftest -> script -> train / eval / pretrain -> detect -> data / models -> nn -> ops -> autograd
 //! -> tensor -> backend. `selftest` (the CUDA parity table) compares whole steps of the layers
 //! below it against the CPU, so it sits on top.

@@ -1,5 +1,5 @@
 //! `ssod bench train` from the command line: bad arguments are refused with a message naming
-//! them (never a panic), and a tiny run prints the JSON object the issue asks for.
+//! them (never a panic), and a tiny run prints its `--json` object.
 
 use std::process::Command;
 

@@ -1,4 +1,4 @@
-//! IoU-family box losses: forward against f64 references written from yolox-notes section 4,
+//! IoU-family box losses: forward against f64 references written from docs/yolox.md §4,
 //! backward against central finite differences; the disjoint-box gradients (IoU: zero, CIoU:
 //! pulls the boxes together); the YOLOX loss on a tiny hand-made case.
 

@@ -100,7 +100,7 @@ fn a_small_graph_on_cuda_matches_the_cpu() {
     assert_matches_cpu(&cpu, &gpu);
 }
 
-/// The ops whose CUDA arms were wired without a GPU at hand (session 11): the four box losses
+/// CUDA arms checked together against the CPU: the four box losses
 /// (fused kernel), softmax, log_softmax, cosine similarity, gather (host and device indices),
 /// matmul (shared and batched right operand), linear with a bias and crop_patches, forward and gradients against the CPU. Each op's
 /// output must stay on the device (an arm that silently fell back to the host would not).

@@ -2,7 +2,7 @@
 //! for `sm_90` (a real one: NVRTC then runs the PTX assembler, so inline PTX such as the mma of
 //! conv2d_mma.cu and conv2d_tf32.cu is checked too, which PTX text alone would not be), checks that
 //! each file's PTX holds exactly the kernels `KernelFile::symbols` lists, and that every kernel
-//! symbol has a case in the selftest parity table (STYLE 5).
+//! symbol has a case in the selftest parity table (docs/cuda.md).
 //!
 //! Without NVRTC each test that needs it prints one line and passes, unless the `CI` variable is
 //! set: CI installs NVRTC (`.ci/run`), so there a missing library is a failure.

@@ -1,6 +1,6 @@
 //! The selftest's own machinery: the error measure must be able to fail, the CPU side of every
 //! parity case must run, and on a machine with a GPU the whole table must pass (without one the
-//! GPU test prints its one-line reason and returns, STYLE 7).
+//! GPU test prints its one-line reason and returns).
 
 mod common;
 

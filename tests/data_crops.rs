@@ -1,4 +1,4 @@
-//! Crop geometry (seed-notes section 3, gene_data.py) and `ssod crop`.
+//! Crop geometry (docs/the-study.md, gene_data.py) and `ssod crop`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -151,7 +151,8 @@ fn random_plans_respect_the_geometry() {
             }
         }
     }
-    // The study's rule lets small GTs inside a background crop (seed-notes 10); this test's
+    // The study's rule lets small GTs inside a background crop (docs/the-study.md,
+    // defect 10); this test's
     // boxes are small enough for that to happen in non-strict mode.
     assert!(negatives_with_a_gt_inside > 0);
 }

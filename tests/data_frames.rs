@@ -1,4 +1,4 @@
-//! `ssod frames` (seed-notes section 4, read_video.py): image folders and ffmpeg-decoded videos.
+//! `ssod frames` (docs/the-study.md, read_video.py): image folders and ffmpeg-decoded videos.
 
 mod common;
 

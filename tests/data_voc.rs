@@ -1,4 +1,4 @@
-//! VOC reading/writing, the study's VOC -> COCO conversion (seed-notes section 2), the layout
+//! VOC reading/writing, the study's VOC -> COCO conversion (docs/the-study.md), the layout
 //! readers, `ssod voc2coco` and `ssod stats`.
 
 use std::path::{Path, PathBuf};
@@ -210,7 +210,7 @@ fn voc_coco_dataset_round_trip() {
 fn flow_and_classic_layouts_read_the_same_boxes() {
     let root = fresh_dir("layouts");
     let labels = vec!["bottle".to_string()];
-    // FloW: training/ and test/ reuse file names (seed-notes 1); each split is read on its own.
+    // FloW: training/ and test/ reuse file names (docs/the-study.md); each split is read on its own.
     for (split, x) in [("training", "10"), ("test", "3")] {
         let ann_dir = root.join("flow").join(split).join("annotations");
         std::fs::create_dir_all(&ann_dir).unwrap();

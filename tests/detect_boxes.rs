@@ -1,6 +1,6 @@
 //! Decode (tensor and f32 paths, gradient), NMS, YOLOX postprocess, mapping back to the original
 //! image, and `detect_images` on a tiny random model. Expected values are derived by hand in the
-//! comments (yolox-notes 2 gives the formulas).
+//! comments (docs/yolox.md §2 gives the formulas).
 
 use image::{Rgb, RgbImage};
 use ssod::detect::{

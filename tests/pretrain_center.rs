@@ -1,4 +1,4 @@
-//! Center-loss pretraining (issue 4): the loss vs hand values and finite differences, Wen's
+//! Center-loss pretraining: the loss vs hand values and finite differences, Wen's
 //! update by hand, a tiny backbone learning synthetic fg/bg crops, transfer round trip, configs.
 
 use image::{Rgb, RgbImage};

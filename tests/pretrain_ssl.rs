@@ -1,4 +1,4 @@
-//! Patch-contrastive SSL (issue 4): patch geometry on many seeds, the cosine and InfoNCE losses
+//! Patch-contrastive SSL: patch geometry on many seeds, the cosine and InfoNCE losses
 //! vs hand values, the batched crop op vs a plain reference (forward and backward), and a tiny
 //! backbone whose positives end up closer to the anchor than its negatives.
 
@@ -50,7 +50,7 @@ fn study_geometry_on_many_seeds() {
         sides.dedup();
         assert_eq!(sides.len(), 4, "left, up, down and right");
         for &n in &plan.negatives {
-            // seed-notes 7: x in [w−2s, w−s−1] = [832, 1055], y in [0, h−s−1] = [0, 495].
+            // The study: x in [w−2s, w−s−1] = [832, 1055], y in [0, h−s−1] = [0, 495].
             assert!(
                 (832..=1055).contains(&n.0) && n.1 <= 495,
                 "seed {seed}: {n:?}"

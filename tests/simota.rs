@@ -1,4 +1,4 @@
-//! SimOTA on hand-built cases (yolox-notes 3): no GT, a GT with no candidate anchor, dynamic k,
+//! SimOTA on hand-built cases (docs/yolox.md §3): no GT, a GT with no candidate anchor, dynamic k,
 //! two GTs competing for one anchor, the tiny-object case the study describes, the 2023 variant,
 //! and bad input.
 
@@ -125,8 +125,8 @@ fn two_gts_competing_for_one_anchor_go_to_the_cheaper() {
 
 #[test]
 fn tiny_gt_gets_a_positive_whose_anchor_centre_is_outside_it() {
-    // The study's point (seed-notes 6): a 2×2 GT between anchor centres has no anchor inside its
-    // box, yet the release assigner still gives it k = 1 positive (penalised but cheapest).
+    // The study's point (docs/the-study.md, "The CIoU change"): a 2×2 GT between anchor centres
+    // has no anchor inside its box, yet the release assigner still gives it k = 1 positive (penalised but cheapest).
     let mut case = Case::new();
     let gt = [30.0, 30.0, 2.0, 2.0]; // box 29..31
     let x = Case::anchor(3, 3); // centre (28, 28): outside the box

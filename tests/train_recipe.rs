@@ -1,4 +1,4 @@
-//! The training recipe's building blocks against hand-derived values (yolox-notes section 5):
+//! The training recipe's building blocks against hand-derived values (docs/yolox.md §5):
 //! TrainConfig defaults and variants, the yoloxwarmcos / cos / constant schedules, SGD
 //! (Nesterov and plain) and Adam/AdamW with PyTorch's update rules and YOLOX's weight-decay
 //! groups, and the model EMA.
@@ -62,7 +62,7 @@ fn config_defaults_are_yolox_base() {
         ..TrainConfig::default()
     };
     close(b8.lr(), 0.00125, 1e-15, "lr at batch 8");
-    // s: 640/32 = 20 ± 5 → 32·15..32·25 = 480..800 (yolox-notes 5 "Multiscale").
+    // s: 640/32 = 20 ± 5 → 32·15..32·25 = 480..800 (docs/yolox.md §5, "Multiscale").
     assert_eq!(c.multiscale_units(), (15, 25));
     assert_eq!(c.multiscale_size(15), (480, 480));
     // trainer.py before_epoch: epoch + 1 == 300 − 15 → 0-based epoch 284.

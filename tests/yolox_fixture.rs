@@ -1,4 +1,4 @@
-//! Whole-model parity against the official PyTorch YOLOX (STYLE item 6).
+//! Whole-model parity against the official PyTorch YOLOX (docs/design.md, "Testing").
 //!
 //! `tests/fixtures/make_yolox_fixture.py` (yolox 0.3.0, torch 2.15) builds three width-reduced
 //! YOLOX models and dumps, per fixture NAME:
@@ -197,7 +197,7 @@ enum Tol {
     OfMax(f64),
 }
 
-/// Compare `ours` with the reference `theirs` element by element; print the line of STYLE 6 or
+/// Compare `ours` with the reference `theirs` element by element; print one `name OK` line or
 /// return the failure with the first index out of tolerance.
 fn compare(name: &str, ours: &Tensor, theirs: &Tensor, tol: Tol) -> Result<f64, String> {
     if ours.dims() != theirs.dims() {

@@ -9,7 +9,7 @@ fn model(variant: &str, classes: usize) -> YoloX {
 
 #[test]
 fn parameter_counts_match_the_official_models() {
-    // yolox-notes 1.7 (80 classes): the numbers PyTorch's sum(p.numel()) gives.
+    // docs/yolox.md §1.7 (80 classes): the numbers PyTorch's sum(p.numel()) gives.
     for (variant, expected) in [("nano", 912_159), ("tiny", 5_055_855), ("s", 8_968_255)] {
         let m = model(variant, 80);
         assert_eq!(m.num_params(), expected, "yolox-{variant}");
@@ -18,7 +18,7 @@ fn parameter_counts_match_the_official_models() {
 
 #[test]
 fn backbone_pafpn_head_split_matches_yolox_s() {
-    // yolox-notes 1.7: s = 4,212,672 backbone / 2,834,688 pafpn / 1,920,895 head.
+    // docs/yolox.md §1.7: s = 4,212,672 backbone / 2,834,688 pafpn / 1,920,895 head.
     let m = model("s", 80);
     let mut parts = [0usize; 3];
     for e in m.store.parameters() {
@@ -69,7 +69,7 @@ fn names_are_the_official_state_dict_names() {
 
 #[test]
 fn gflops_match_yolox_accounting() {
-    // yolox-notes 1.7: 2 × (conv MACs + 2 × BN elements) = 1.079 (nano @416), 6.449 (tiny @416),
+    // docs/yolox.md §1.7: 2 × (conv MACs + 2 × BN elements) = 1.079 (nano @416), 6.449 (tiny @416),
     // 26.80 (s @640).
     assert!((model("nano", 80).gflops(416, 416) - 1.079).abs() < 0.002);
     assert!((model("tiny", 80).gflops(416, 416) - 6.449).abs() < 0.002);

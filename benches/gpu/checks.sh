@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE, in the repository root, after benches/gpu/prepare.sh here:
-#   device run, carry [".device"], command: bash benches/gpu/checks.sh
-# Everything the session needs in one call, most important first, each step under its own time
+#   with .device/ copied along (git-ignored), command: bash benches/gpu/checks.sh (docs/gpu.md)
+# Every GPU check and benchmark in one run, most important first, each step under its own time
 # limit so one hang cannot eat the device budget; results (logs, JSON) go to $OUT (default
 # gpu-out/). A failing step is reported and the next one runs; the exit status is the number of
 # failed steps. SKIP_BENCH=1 runs only the checks, SKIP_CHECKS=1 only the benchmarks: the whole
 # script can outlast one device call (10 min), so run it as two calls. QUICK=1 keeps what
-# decides #6, in this order: the selftest, the `auto` test, the training benchmark (default
+# decides the GPU training verdict, in this order: the selftest, the `auto` test, the training benchmark (default
 # convs: `auto`) next to PyTorch (bf16, f32), then with im2col, training with the implicit convs
 # (bf16 and f32), and the bf16 conv layers both ways. SEED: the selftest's inputs.
 set -uo pipefail
@@ -66,8 +66,8 @@ overfit_implicit() {
 [ "${SKIP_CHECKS:-0}" != 1 ] && [ "${QUICK:-0}" != 1 ] && overfit_implicit
 [ "${SKIP_BENCH:-0}" = 1 ] && exit "$failed"
 
-# 2. Benchmarks, most wanted first (a call that runs out of time loses the tail): the issue's
-# target (ssod next to PyTorch eager, bf16 and f32, with the im2col convs and with `auto`: per
+# 2. Benchmarks, most wanted first (a call that runs out of time loses the tail): the training
+# step's target (ssod next to PyTorch eager, bf16 and f32, with the im2col convs and with `auto`: per
 # conv pass the faster of im2col and the implicit-GEMM tensor-core convs (bf16 products, and in
 # f32 three TF32 products per product), as PyTorch's cudnn.benchmark picks cuDNN's algorithms),
 # then the conv layers both ways next to cuDNN and the card's matrix rate (per layer, where the

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run HERE (a machine with the Rust toolchain): builds the release binary and the test binaries
-# with GPU halves, and copies them into .device/ (git-ignored; name it in the device tool's
-# `carry`). Then, on the GPU machine: `bash benches/gpu/checks.sh` (see there).
+# with GPU halves, and copies them into .device/ (git-ignored: copy it to the GPU machine with the tree;
+# docs/gpu.md). Then, on the GPU machine: `bash benches/gpu/checks.sh` (see there).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release

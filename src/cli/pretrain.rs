@@ -22,9 +22,9 @@ pub enum PretrainCommand {
 
 #[derive(Subcommand)]
 pub enum PretrainKind {
-    /// Center-loss fg/bg pretraining on `ssod crop` output (seed-notes 5)
+    /// Center-loss fg/bg pretraining on `ssod crop` output (docs/the-study.md)
     Center(PretrainArgs),
-    /// Patch-contrastive self-supervision on unlabeled frames (seed-notes 7)
+    /// Patch-contrastive self-supervision on unlabeled frames (docs/the-study.md)
     Ssl(PretrainArgs),
     /// Frozen backbone + logistic regression on fg/bg crops: accuracy in seconds
     Probe(PretrainArgs),

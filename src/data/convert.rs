@@ -1,4 +1,4 @@
-//! VOC -> COCO with the study's exact rules (seed-notes section 2, coco-tools `voc2coco.py`):
+//! VOC -> COCO with the study's exact rules (docs/the-study.md, coco-tools `voc2coco.py`):
 //!
 //! - categories: one per label of labels.txt, ids from 1 in file order, supercategory "none";
 //! - images: ids from 1 in list order; `file_name` = the xml's base name with ".xml" replaced by

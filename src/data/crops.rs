@@ -1,5 +1,5 @@
-//! Foreground/background crops for center-loss pretraining (seed-notes section 3,
-//! crop-image/gene_data.py), seeded per image.
+//! Foreground/background crops for center-loss pretraining (docs/the-study.md,
+//! "Foreground and background crops": gene_data.py), seeded per image.
 //!
 //! Per image, with its GT boxes as xyxy (`x2 = x + w`, `y2 = y + h`, the study's in-place
 //! conversion of the COCO json boxes):
@@ -8,7 +8,7 @@
 //!    (inclusive, as Python's randint); accepted when its IoU with every GT is < 0.005, IoU computed
 //!    as the study's NMS does (+1-pixel areas). With `strict_background` a candidate that overlaps
 //!    any GT box at all is rejected too (the study's negatives could hold a whole small bottle,
-//!    seed-notes 10). If all tries fail the image gets no background crop;
+//!    docs/the-study.md, defect 10). If all tries fail the image gets no background crop;
 //! 3. positive: a GT chosen at random, the crop centred on it: `x0 = x - (size - w) // 2`
 //!    (`x0 = x` when `w >= size`), likewise y, clamped to `[0, W - size]` and `[0, H - size]`.
 //!

@@ -1,7 +1,7 @@
 //! The one in-memory dataset type: COCO's json structure. VOC sets are converted into it
 //! (`data::convert`), the loader draws from it, and evaluation compares against it.
 //!
-//! Boxes here are COCO xywh in original-image pixels (file-boundary format, see DESIGN.md).
+//! Boxes here are COCO xywh in original-image pixels (file-boundary format, see docs/design.md).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

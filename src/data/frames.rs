@@ -1,5 +1,5 @@
-//! Unlabeled frames for self-supervised pretraining (seed-notes section 4,
-//! crop-image/read_video.py): read every frame of a video (or every image of a folder, sorted by
+//! Unlabeled frames for self-supervised pretraining (docs/the-study.md, read_video.py): read
+//! every frame of a video (or every image of a folder, sorted by
 //! name, as one sequence) and keep a seeded random ~5 % of them (the study: `random.seed(0)`, keep
 //! when `random.random() >= 0.95`), or every N-th frame, optionally resized.
 //!

@@ -1,4 +1,4 @@
-//! Decoding YOLOX's raw head outputs (yolox-notes 2).
+//! Decoding YOLOX's raw head outputs (docs/yolox.md §2).
 //!
 //! Per anchor `(gx, gy, s)` from [`crate::models::YoloX::anchor_grid`] and raw outputs
 //! `(tx, ty, tw, th, o, c_1..c_C)`:

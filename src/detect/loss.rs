@@ -184,7 +184,7 @@ fn aspect_term(w1: &Tensor, h1: &Tensor, w2: &Tensor, h2: &Tensor) -> Result<Ten
     ops::mul_scalar(&ops::pow_scalar(&d, 2.0)?, 4.0 / (PI * PI))
 }
 
-/// mmdet 3.x `ciou_loss` (yolox-notes 4).
+/// mmdet 3.x `ciou_loss` (docs/yolox.md §4).
 #[allow(clippy::too_many_arguments)]
 fn ciou_mmdet(
     p: &Sides,
@@ -232,7 +232,7 @@ fn ciou_mmdet(
     ops::rsub_scalar(&ops::clamp(&ciou, -1.0, 1.0)?, 1.0)
 }
 
-/// torchvision `complete_box_iou_loss(reduction="none", eps=1e-7)` (yolox-notes 4).
+/// torchvision `complete_box_iou_loss(reduction="none", eps=1e-7)` (docs/yolox.md §4).
 #[allow(clippy::too_many_arguments)]
 fn ciou_torchvision(
     p: &Sides,

@@ -2,7 +2,7 @@
 //! inference path (`detect_images`, this file).
 //!
 //! Boxes are cxcywh in input pixels out of the decoder, xyxy for NMS and in [`Det`], COCO xywh only
-//! in [`postprocess::to_coco`] (DESIGN.md conventions).
+//! in [`postprocess::to_coco`] (docs/design.md, "Conventions").
 
 pub mod decode;
 pub mod loss;

@@ -1,4 +1,4 @@
-//! YOLOX post-processing (yolox/utils/boxes.py `postprocess`, yolox-notes 2): cxcywh → xyxy,
+//! YOLOX post-processing (yolox/utils/boxes.py `postprocess`, docs/yolox.md §2): cxcywh → xyxy,
 //! one label per anchor (max class probability), score = obj · class_conf, threshold, NMS,
 //! then boxes back to the original image by the letterbox ratio.
 

@@ -1,4 +1,4 @@
-//! SimOTA label assignment for one image (no gradients), as YOLOX does it (yolox-notes 3):
+//! SimOTA label assignment for one image (no gradients), as YOLOX does it (docs/yolox.md §3):
 //!
 //! 1. geometry prior: anchor centre `((gx + 0.5)·s, (gy + 0.5)·s)` inside the GT box, or within
 //!    `center_radius·s` of its centre (release), or only the latter with radius 1.5 (2023 variant);

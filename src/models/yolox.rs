@@ -1,5 +1,5 @@
 //! YOLOX (CSPDarknet → PAFPN → decoupled head), as the official PyTorch code builds it
-//! (yolox-notes section 1): same blocks, concat orders and `state_dict` names.
+//! (docs/yolox.md §1): same blocks, concat orders and `state_dict` names.
 
 use std::path::Path;
 
@@ -241,7 +241,7 @@ pub struct YoloXHead {
     pub num_classes: usize,
 }
 
-/// yolox-notes 1.6: cls/obj biases start at −log((1 − 0.01)/0.01).
+/// docs/yolox.md §1.6: cls/obj biases start at −log((1 − 0.01)/0.01).
 pub const PRIOR_BIAS: f32 = -4.595_12;
 
 impl YoloXHead {
@@ -394,7 +394,7 @@ impl YoloX {
     }
 
     /// Anchor grid of an input size: `(gx, gy, stride)` per anchor, levels P3, P4, P5,
-    /// row-major inside a level (yolox-notes 2).
+    /// row-major inside a level (docs/yolox.md §2).
     pub fn anchor_grid(h: usize, w: usize) -> Vec<(f32, f32, f32)> {
         let mut out = Vec::new();
         for s in [8usize, 16, 32] {

@@ -31,7 +31,7 @@ pub struct BatchNormParams {
 
 impl Default for BatchNormParams {
     fn default() -> Self {
-        // YOLOX's values (yolox-notes 1.6), not PyTorch's 0.1 / 1e-5.
+        // YOLOX's values (docs/yolox.md §1.6), not PyTorch's 0.1 / 1e-5.
         BatchNormParams {
             training: true,
             momentum: 0.03,

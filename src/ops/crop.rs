@@ -1,7 +1,7 @@
 //! Batched square crops: `images [N, C, H, W]` and P boxes `(image, x, y)` of side `s`
 //! → `patches [P, C, s, s]`, patch `p` = `images[image_p, :, y_p..y_p+s, x_p..x_p+s]`.
 //!
-//! One op for every patch of a step (patch-contrastive SSL, seed-notes 7: one anchor, four
+//! One op for every patch of a step (patch-contrastive SSL, docs/the-study.md: one anchor, four
 //! positives and four negatives per frame), instead of a script loop of `narrow` calls. Boxes must lie inside
 //! their image (the sampler guarantees it; a box that does not is an error naming it).
 //! Backward scatter-adds each patch's gradient into its image window (windows may overlap:

@@ -1,4 +1,4 @@
-//! Center-loss foreground/background pretraining (study strategy 1, seed-notes 5).
+//! Center-loss foreground/background pretraining (study strategy 1, docs/the-study.md).
 //!
 //! Network: CSPDarknet C5 → a [`PretrainHead`] (`study`: 3 × [conv3×3, BN, ReLU], 2×2 avg pool,
 //! flatten, linear → 2 logits; or `gap`). Loss: `CE(z, y) + λ · L_c`, with
@@ -47,7 +47,7 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CenterFeature {
-    /// The study: the 2-d logits (seed-notes 10.6).
+    /// The study: the 2-d logits (docs/the-study.md, defect 6).
     #[default]
     Logits,
     /// The head's embedding (Wen et al.'s setting).
@@ -265,7 +265,7 @@ fn accuracy(
     Ok(correct as f64 / idx.len() as f64)
 }
 
-/// The centres at the start: seed-notes 5's `nn.Parameter(randn(2, 2))` (learned by SGD), or
+/// The centres at the start: the study's `nn.Parameter(randn(2, 2))` (learned by SGD; docs/the-study.md, "Center-loss pretraining"), or
 /// zeros for Wen et al.'s rule; on the feature the config pulls together.
 fn initial_centers(cfg: &CenterLossConfig, head: &PretrainHead) -> Tensor {
     let dim = match cfg.center_feature {

@@ -103,7 +103,8 @@ pub fn update_centers(
     }
     match cfg.center_update {
         CenterUpdate::Sgd => {
-            // seed-notes 5: SGD(center_loss.parameters(), lr=0.5), no momentum: c ← c − lr·g.
+            // The study: SGD(center_loss.parameters(), lr=0.5), no momentum: c ← c − lr·g
+            // (docs/the-study.md, "Center-loss pretraining").
             if let Some(g) = centers.grad() {
                 let lr = cfg.center_lr as f32;
                 let updated = no_grad(|| ops::sub(&centers.detach(), &ops::mul_scalar(&g, lr)?))?;

@@ -1,5 +1,5 @@
-//! Pretraining inputs: labelled fg/bg crops (`ssod crop` output, seed-notes 3), unlabeled frames
-//! (`ssod frames` output, seed-notes 4), the pixel conventions, and the seeded train/val split.
+//! Pretraining inputs (docs/the-study.md): labelled fg/bg crops (`ssod crop` output), unlabeled
+//! frames (`ssod frames` output), the pixel conventions, and the seeded train/val split.
 //! Sets on disk are listed, not decoded: `pretrain::loader` decodes each batch in worker threads.
 
 use std::path::{Path, PathBuf};
@@ -22,11 +22,11 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputNorm {
-    /// The detector's convention (DESIGN.md): BGR, 0..255, no normalisation.
+    /// The detector's convention (docs/design.md): BGR, 0..255, no normalisation.
     #[default]
     Bgr255,
-    /// The study's pretraining input (seed-notes 5, 7): RGB, /255, ImageNet mean/std. The detector
-    /// then sees another input distribution (seed-notes 10.4); kept to reproduce the study.
+    /// The study's pretraining input: RGB, /255, ImageNet mean/std. The detector then sees
+    /// another input distribution (docs/the-study.md, defect 4); kept to reproduce the study.
     ImagenetRgb,
 }
 
@@ -273,7 +273,8 @@ impl FrameSet {
 
 /// A seeded split of `0..n` into (train, val). `val = round(n · val_fraction)`, kept in
 /// `1..=n-1` when `n >= 2` and `val_fraction > 0`, so odd sizes never fail (the study's
-/// `random_split(int(.8n), int(.2n))` raised when the parts did not sum to n, seed-notes 10.9).
+/// `random_split(int(.8n), int(.2n))` raised when the parts did not sum to n;
+/// docs/the-study.md, defect 9).
 pub fn seeded_split(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut rng_for(seed, "pretrain/split"));

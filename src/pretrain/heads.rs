@@ -1,7 +1,7 @@
 //! Pretraining heads on the backbone's C5 (kept out of the detector: their tensors are named
 //! `pretrain_head.*` and `load_backbone` never reads them).
 //!
-//! - `study` (seed-notes 5, 7): 3 × [Conv3×3 (pad 1, no bias) → BN → ReLU] with channels
+//! - `study` (docs/the-study.md): 3 × [Conv3×3 (pad 1, no bias) → BN → ReLU] with channels
 //!   C5→128→128→32 for YOLOX-S (scaled with width: 256·w, 256·w, 64·w), AvgPool2d(2), flatten
 //!   (288 = 32·3·3 at 224 px), then Linear(·, 2) for the classifier. Its flatten size depends on
 //!   the input size (`input_size / 64` cells per side, at least 1, so input >= 64).

@@ -1,4 +1,4 @@
-//! Backbone pretraining (issue 4; seed-notes 3, 4, 5, 7, 10): center-loss fg/bg classification,
+//! Backbone pretraining (docs/the-study.md, docs/pretraining.md): center-loss fg/bg classification,
 //! patch-contrastive self-supervision, a linear probe, and transfer into the detector by name.
 //!
 //! Every function trains the backbone of a [`crate::models::YoloX`] in place (its
@@ -44,7 +44,7 @@ use crate::{Error, Result};
 #[serde(rename_all = "snake_case")]
 pub enum PretrainSchedule {
     /// The study: a `CosineAnnealingWarmRestarts` was created and never stepped, so the lr was
-    /// constant (seed-notes 10.7).
+    /// constant (docs/the-study.md, defect 7).
     #[default]
     Constant,
     /// Cosine from `lr` to 0 over all steps.
@@ -99,7 +99,7 @@ pub fn parse_config<T: DeserializeOwned>(text: &str, source: &str) -> Result<T> 
 }
 
 /// Adam over the detector's store (only tensors that receive gradients, the backbone's, move)
-/// and over the head's store. seed-notes 5: `Adam(lr=1e-3, weight_decay=5e-4)`; here the decay
+/// and over the head's store. The study: `Adam(lr=1e-3, weight_decay=5e-4)`; here the decay
 /// applies to conv/linear weights only (the store's [`crate::nn::TensorKind`]), not to BN and
 /// biases as PyTorch's single group did.
 pub(crate) fn adam_pair(model: &YoloX, head: &PretrainHead, weight_decay: f64) -> (Adam, Adam) {

@@ -1,11 +1,11 @@
-//! Where the patches of patch-contrastive SSL are cut (study strategy 3, seed-notes 7).
+//! Where the patches of patch-contrastive SSL are cut (study strategy 3, docs/the-study.md).
 //!
 //! Defaults = the study (`sample/ssl.jpg`): frames resized to 1280×720; a 3×3 grid of s = 224 px
 //! cells at origin `px ~ randint(0, 200)`, `py ~ randint(0, h − 3s − 1)`; the centre cell is the
 //! anchor; its four edge neighbours (left, up, down, right) are the positives; four negatives at
 //! `x ~ randint(w − 2s, w − s − 1)`, `y ~ randint(0, h − s − 1)` (the far right strip,
 //! `"far_strip"`), or anywhere at least `negative_min_distance` px from the anchor
-//! (`"distance"`, seed-notes 11: the strip is a fixed spatial prior).
+//! (`"distance"`, docs/the-study.md defect 11: the strip is a fixed spatial prior).
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -93,7 +93,7 @@ impl PatchGeometry {
         Ok(())
     }
 
-    /// Draw one frame's patches (seed-notes 7; randint bounds inclusive as Python's).
+    /// Draw one frame's patches (docs/the-study.md; randint bounds inclusive as Python's).
     pub fn plan(&self, rng: &mut impl Rng) -> Result<PatchPlan> {
         let [w, h] = self.frame_size;
         let s = self.patch_size;

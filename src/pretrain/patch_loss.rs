@@ -1,4 +1,4 @@
-//! The patch losses: the study's cosine loss and InfoNCE (seed-notes 7), on anchor, positive and
+//! The patch losses: the study's cosine loss and InfoNCE (docs/the-study.md), on anchor, positive and
 //! negative embeddings with rows k-major.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Patch-contrastive self-supervision on unlabeled frames (study strategy 3, seed-notes 7).
+//! Patch-contrastive self-supervision on unlabeled frames (study strategy 3, docs/the-study.md).
 //!
 //! Geometry: `patch_geometry.rs` (defaults = the study: 1280×720 frames, a 3×3 grid of 224 px
 //! cells, the centre the anchor, its edge neighbours the positives, negatives in the far right
@@ -390,7 +390,7 @@ fn train_epoch(
 }
 
 /// Pretrain `model`'s backbone on unlabeled frames (see the module docs). The final weights are
-/// kept (the study kept the lowest *training* loss, seed-notes 10.8, which says little).
+/// kept (the study kept the lowest *training* loss, docs/the-study.md defect 8, which says little).
 pub fn pretrain_patch_ssl(
     model: &YoloX,
     frames: &FrameSet,

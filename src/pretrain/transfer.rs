@@ -1,6 +1,6 @@
 //! Backbone transfer: pretraining checkpoints name the backbone tensors exactly as the detector
-//! (`backbone.backbone.*`, DESIGN.md), so a pretrained backbone loads into any YOLOX of the same
-//! width by name. seed-notes 5 (`tools/pretrain.py`): the study loaded the backbone keys strictly,
+//! (`backbone.backbone.*`, docs/design.md), so a pretrained backbone loads into any YOLOX of the same
+//! width by name. The study (`tools/pretrain.py`): the study loaded the backbone keys strictly,
 //! weights and BN running statistics, and froze nothing; so does [`load_backbone`].
 
 use std::collections::HashMap;

@@ -192,8 +192,8 @@ pub fn cases() -> Vec<Case> {
         "patch SSL step, InfoNCE, MLP head, joint BN (norm)",
         crate::pretrain::PatchLossKind::InfoNce,
     ));
-    // Last, the kernels not yet run on a GPU (written in emulation): a fault there that ends
-    // the CUDA context (an illegal address) then leaves every row above with its result.
+    // Last, the tensor-core convs (the most intricate indexing): a fault there that ends the
+    // CUDA context (an illegal address) then leaves every row above with its result.
     v.extend(conv_mma_cases());
     v.push(yolox_train_step_implicit_case());
     v.push(yolox_train_step_bf16_implicit_case());

@@ -1,4 +1,4 @@
-//! `ssod selftest`: the parity table of the CUDA kernels (STYLE 5). Each case draws fresh seeded
+//! `ssod selftest`: the parity table of the CUDA kernels (docs/cuda.md). Each case draws fresh seeded
 //! random inputs (odd sizes), runs the GPU launcher and the CPU reference (the `backend::cpu`
 //! functions, or the ops through `Tensor` + autograd for backward passes), and compares every
 //! output element.

@@ -1,5 +1,5 @@
 //! Every knob of the YOLOX training recipe in one serde struct, with the values of
-//! `yolox/exp/yolox_base.py` as defaults (yolox-notes section 5) and the per-variant differences
+//! `yolox/exp/yolox_base.py` as defaults (docs/yolox.md §5) and the per-variant differences
 //! of `exps/default/yolox_{nano,tiny,s,...}.py` in [`TrainConfig::for_variant`].
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The training recipe's building blocks (yolox-notes section 5): the config with every knob,
+//! The training recipe's building blocks (docs/yolox.md §5): the config with every knob,
 //! per-iteration lr schedules, SGD/Adam/AdamW with YOLOX's parameter groups, the model EMA and
 //! resumable checkpoints. The step (`trainer.rs`) and the run around it (`run.rs`) compose them.
 

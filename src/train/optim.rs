@@ -214,7 +214,7 @@ impl Sgd {
     }
 
     /// The CUDA arm for every parameter at once: one `sgd_nesterov_multi` launch over the CUDA
-    /// parameters with gradients (the "fused update over all parameters"; YOLOX-s has
+    /// parameters with gradients (one fused update over all parameters; YOLOX-s has
     /// some three hundred). Returns the parameters left to [`Self::step_on_cuda`] and the host
     /// loop: those on the CPU, and any whose buffer cannot be held for the launch.
     fn step_all_on_cuda<'p>(

@@ -1,4 +1,4 @@
-//! The one gradient-check helper of the op tests (STYLE item 8), plus seeded random inputs.
+//! The one gradient-check helper of the op tests (docs/design.md), plus seeded random inputs.
 //!
 //! `check(op, inputs, ours, reference)`:
 //! - forward: our f32 output against a plain f64 reference written in the test;

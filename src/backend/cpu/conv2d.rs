@@ -71,7 +71,8 @@ const HUGE_OUTPUT_BYTES: usize = 8 << 20;
 
 /// An output buffer of `len` floats filled by `write`, never zeroed: the conv kernels overwrite
 /// every element, and zeroing first cost a memset of the whole output (the 26-52 MB outputs of
-/// YOLOX-S's dark2 1×1 conv: a fifth of its forward, BENCHMARKS.md "Session 12").
+/// YOLOX-S's dark2 1×1 conv: a fifth of its forward, BENCHMARKS.md
+/// "Outputs written without zeroing").
 ///
 /// Large buffers may come from a fresh `mmap` (glibc serves requests over its mmap threshold,
 /// at most 32 MiB, that way, unless [`super::tune_allocator`] ran), and the first write to each

@@ -2,8 +2,9 @@
 //!
 //! A fresh `vec![0.0; n]` costs a memset (or, for a fresh mapping, the kernel's page clearing) of
 //! every byte, which the kernels then overwrite: on YOLOX's large maps that is a measurable share
-//! of a conv or batch-norm pass (BENCHMARKS.md, "Session 12"). Kernels that write every element
-//! take `&mut [MaybeUninit<f32>]` instead and the buffer is handed out only once written.
+//! of a conv or batch-norm pass (BENCHMARKS.md, "Outputs written without zeroing"). Kernels that
+//! write every element take `&mut [MaybeUninit<f32>]` instead and the buffer is handed out only
+//! once written.
 
 use std::mem::MaybeUninit;
 

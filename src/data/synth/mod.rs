@@ -1,6 +1,6 @@
 //! `ssod synth`: a FloW-like data set generated on any machine.
 //!
-//! Layout written under `out` (FloW-Img's, seed-notes section 1):
+//! Layout written under `out` (FloW-Img's, docs/the-study.md):
 //! `training/{images,annotations}/NNNNNN.{jpg,xml}`, `test/{images,annotations}/...`,
 //! `labels.txt` (`bottle`), `train.json` and `test.json` (converted from the written VOC files by
 //! the same code as `ssod voc2coco`), and `unlabeled/video_NN/NNNNNN.jpg` (consecutive frames of

@@ -3,7 +3,7 @@
 //! are the same.
 //!
 //! - FloW: `ROOT/training/{images,annotations}` and `ROOT/test/{images,annotations}`; the two
-//!   splits reuse file names (seed-notes section 1), so a split is always read on its own.
+//!   splits reuse file names (docs/the-study.md), so a split is always read on its own.
 //! - Classic VOC: `ROOT/JPEGImages`, `ROOT/Annotations`, `ROOT/ImageSets/Main/<set>.txt`.
 
 use std::collections::BTreeSet;

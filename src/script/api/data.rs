@@ -231,7 +231,7 @@ pub fn register(api: &mut Api) {
         }
     );
     func!(api, "crops", &["d: Dataset", "out: String", "opts: Map"], "Map",
-        "Foreground/background crops for center-loss pretraining (seed-notes 3); opts: seed (100), base_size (224), strict_background (false). Writes pos/, neg/, crops.csv.",
+        "Foreground/background crops for center-loss pretraining (docs/the-study.md); opts: seed (100), base_size (224), strict_background (false). Writes pos/, neg/, crops.csv.",
         |d: &mut Dataset, out: &str, o: Map| -> ScriptResult<Map> {
             let opts = Opts::new("crops", &o, &["seed", "base_size", "strict_background"])?;
             let def = CropOptions::default();
@@ -250,7 +250,7 @@ pub fn register(api: &mut Api) {
             Ok(m)
         });
     func!(api, "frames", &["input: String", "out: String", "opts: Map"], "Map",
-        "Unlabeled frames from a video (through ffmpeg) or an image folder (seed-notes 4); opts: keep_prob (0.05) or every (N), seed (0), resize (\"1280x720\").",
+        "Unlabeled frames from a video (through ffmpeg) or an image folder (docs/the-study.md); opts: keep_prob (0.05) or every (N), seed (0), resize (\"1280x720\").",
         |input: &str, out: &str, o: Map| -> ScriptResult<Map> {
             let opts = Opts::new("frames", &o, &["keep_prob", "every", "seed", "resize"])?;
             let selection = match o.get("every") {

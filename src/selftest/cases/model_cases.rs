@@ -1,4 +1,4 @@
-//! Whole-model parity (STYLE 12): one YOLOX training step (forward, decode, SimOTA, loss,
+//! Whole-model parity (docs/cuda.md): one YOLOX training step (forward, decode, SimOTA, loss,
 //! backward) with the engine's ops on CUDA tensors against the same step on the CPU. This checks
 //! the ops' CUDA arms and the device rules of `tensor/device.rs` together, not one kernel.
 
@@ -100,8 +100,8 @@ pub(super) fn yolox_train_step_case() -> Case {
         // A whole network: every conv and BN reduction sums in another order on the GPU. Per
         // element, an H200 run (2026-11-27, 96 px) matched the loss to 2.4e-5 and the BN stats
         // to 1.2e-6 but the stem weight's gradient only to 2.6e-2 (inputs 0..255, BN over 18
-        // values per channel at stride 32); so this row compares norms, as METHOD.md measures
-        // f32 work: rounding stays far under 1e-3, a wrong CUDA arm gives O(1).
+        // values per channel at stride 32); so this row compares norms (docs/cuda.md, "The
+        // parity table"): in f32 rounding stays far under 1e-3, a wrong CUDA arm gives O(1).
         tol: 1e-3,
         measure: Measure::RelativeNorm,
         make: Box::new(|rng| {

@@ -6,7 +6,7 @@
 //! into its `stride` phases ([`Phases`]), which turns every tap into a contiguous slice again.
 //! 3×3 stride-1 convs (YOLOX-nano's bottlenecks and head) compute each output row of the forward
 //! and the input gradient in one pass over all nine taps instead (same sums in the same order;
-//! ~2× the GB/s, BENCHMARKS.md session 11). Forward and bwd_input parallelise
+//! ~2× the GB/s, BENCHMARKS.md "Run-time SIMD"). Forward and bwd_input parallelise
 //! over (item, channel) planes, bwd_weight over channels with the batch summed inside in index
 //! order, so no result depends on the thread count.
 

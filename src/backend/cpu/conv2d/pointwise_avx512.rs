@@ -11,8 +11,8 @@
 //!
 //! Also tried: a register-blocked forward / input gradient (12 × 32 output tiles, input rows
 //! packed per block, prefetch, optionally non-temporal stores). It was level with the crate at
-//! 64→32 and 10–15 % slower at 64→64 and 32→64 (BENCHMARKS.md, session 11), so those stay on
-//! the crate.
+//! 64→32 and 10–15 % slower at 64→64 and 32→64 (BENCHMARKS.md, "Run-time SIMD"), so those
+//! stay on the crate.
 //!
 //! Callers check [`available`] (AVX-512F at the current [`crate::backend::cpu::simd`] level).
 
@@ -114,7 +114,8 @@ unsafe fn weight_grad_lanes(
 }
 
 /// [`wg_tile`] with `R` rows and `cols` (1..=[`WG_COLS`]) columns. (A 4 × 6 tile, 24
-/// accumulators, was measured level at 64→32 and 5 % slower at 64→64: session 12.)
+/// accumulators, was measured level at 64→32 and 5 % slower at 64→64:
+/// BENCHMARKS.md, "Outputs written without zeroing".)
 #[inline(always)]
 unsafe fn wg_tile_cols<const R: usize>(cols: usize, t: &WgTile) {
     match cols {

@@ -9,8 +9,8 @@
 //! Taken for convs with one group when the device's
 //! [`ConvAlgorithm`](super::super::ConvAlgorithm) is `Implicit`, or is
 //! `Auto` and they are the faster (`conv2d/algorithm.rs`; `SSOD_CUDA_CONV=implicit|auto`, or
-//! `CudaDevice::set_conv_algorithm`); `Auto` is the default (written and checked in emulation
-//! without a GPU, then on an H200: BENCHMARKS.md). The selftest checks them either way.
+//! `CudaDevice::set_conv_algorithm`); `Auto` is the default (checked in emulation without a GPU
+//! and on an H200: BENCHMARKS.md, docs/cuda.md). The selftest checks them either way.
 
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 

@@ -82,7 +82,7 @@ pub fn bwd_weight(dy: &[f32], x: &[f32], g: &Conv2dGeometry, dw: &mut [f32]) {
 /// scattered into place and summed) outweighs the packing's (a transposed copy of each item's
 /// `[taps, P]` columns and `[cout_g, P]` gradient): when `taps·cout_g ≥ 1.1·P·(taps + cout_g)`.
 /// Measured on every YOLOX-S layer at 128, 256, 448, 512 and 640 px, batch 8 (BENCHMARKS.md,
-/// session 12): packing won at ratios `taps·cout_g / (P·(taps + cout_g))` of 1.18 and more
+/// "Weight gradients on small maps"): packing won at ratios `taps·cout_g / (P·(taps + cout_g))` of 1.18 and more
 /// (up to 2×: 1024→512 1×1 @14×14 20.8 → 12.8 ms), drew between 0.85 and 1.05 and lost below
 /// (up to 2× slower: 128→128 3×3 @40×40 20.9 → 42.7 ms). Small maps with many channels (deep
 /// layers at small input sizes) are the packed ones: at 64 px, batch 16, YOLOX-S's weight
@@ -198,7 +198,8 @@ fn bwd_weight_packed(dy: &[f32], x: &[f32], g: &Conv2dGeometry, d: &GroupDims, d
 
 /// `dst[k·rows + t] = src[t·cols + k]`: a row-major `[rows, cols]` into its transpose. (The
 /// blocked [`transpose_tile`] here was measured faster on YOLOX-S's deep 1×1 layers and slower
-/// on its deep 3×3 ones, 3 % slower over a step: session 12.)
+/// on its deep 3×3 ones, 3 % slower over a step: BENCHMARKS.md,
+/// "Weight gradients on small maps".)
 fn transpose_into(src: &[f32], cols: usize, dst: &mut [f32]) {
     let rows = src.len() / cols.max(1);
     for (t, row) in src.chunks_exact(cols).enumerate() {

@@ -17,7 +17,7 @@
 //     decay, and Adam's bias corrections for its own step count) are in its ref; chunk k covers elements [start, min(start + MULTI_CHUNK, n)) of
 //     tensor `tensor`, and the host lists every tensor's chunks (src/backend/cuda/optim.rs).
 // Checked against: plain CPU loops written from the PyTorch formulas
-//   (src/selftest/cases/optim_cases.rs; src/train/optim.rs runs the same rules on
+//   (src/selftest/cases/optim_cases.rs; src/train/optim/ runs the same rules on
 //   the host, tests/train_recipe.rs compares the two on a GPU).
 // Launch geometry: 1-D grid-stride, 256 threads, one thread per element; the multi-tensor
 //   kernels: any grid, blocks stride the chunks, a block's threads stride its chunk.

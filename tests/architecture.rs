@@ -11,7 +11,6 @@ const MAX_FN_LINES: usize = 120;
 /// Files over the limit today, with their line count: none may grow, no other may join.
 const OVERSIZED_FILES: &[(&str, usize)] = &[
     ("src/tensor/pth.rs", 1495),
-    ("src/train/optim.rs", 727),
     ("src/backend/cuda/conv2d/implicit_gemm.rs", 682),
     ("src/script/notebook.rs", 644),
     ("src/export/onnx.rs", 609),

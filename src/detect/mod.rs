@@ -4,6 +4,7 @@
 //! Boxes are cxcywh in input pixels out of the decoder, xyxy for NMS and in [`Det`], COCO xywh only
 //! in [`postprocess::to_coco`] (docs/design.md, "Conventions").
 
+pub mod box_loss;
 pub mod decode;
 pub mod loss;
 pub mod nms;

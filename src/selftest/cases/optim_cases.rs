@@ -16,7 +16,7 @@ pub(super) enum OptKind {
 
 pub(super) const STEPS: u32 = 3;
 
-/// The PyTorch update rules, plain loops (independent of src/train/optim.rs).
+/// The PyTorch update rules, plain loops (independent of src/train/optim/).
 fn optim_cpu(
     kind: OptKind,
     p: &mut [f32],

@@ -44,6 +44,9 @@ pub struct CellState {
     /// paths go, so that a point a killed process left half done resumes from its own
     /// checkpoints (moved into the run folder when the point finishes).
     pub point_dir: Option<PathBuf>,
+    /// Set by `ablate` in a sharded run when this shard's points are done but others are still
+    /// missing: the summary to print. The notebook stops after this cell without caching it.
+    pub shard_stop: Option<String>,
 }
 
 /// Per-run state shared by the notebook functions.
@@ -63,6 +66,8 @@ pub struct RunContext {
     pub fresh: bool,
     /// Where training runs (`--device`; the REPL and detached contexts use the CPU).
     pub device: Device,
+    /// `--shard I/N`: compute only this shard's ablation points.
+    pub shard: Option<crate::script::shard::Shard>,
 }
 
 impl RunContext {
@@ -79,6 +84,7 @@ impl RunContext {
             echo: true,
             fresh: false,
             device: Device::Cpu,
+            shard: None,
         })
     }
 

@@ -325,6 +325,10 @@ fn start_refresher(
         let (stopped, wake) = &*s;
         let mut guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
         loop {
+            // Checked before each wait too: the stop may come before this thread first waits.
+            if *guard {
+                return;
+            }
             let (g, _) = wake
                 .wait_timeout(guard, every)
                 .unwrap_or_else(|p| p.into_inner());

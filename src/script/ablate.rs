@@ -10,7 +10,7 @@
 //! Several processes can share the work (`ssod run --shard I/N`, docs/cluster.md): a point is
 //! computed under a claim file, a shard computes only its own points, and the tables are
 //! written only by a run in which every point is present; a shard that ends with points
-//! missing stops the notebook after this cell ([`points`] has the rules).
+//! missing stops the notebook after this cell (`ablate/points.rs` has the rules).
 
 mod points;
 

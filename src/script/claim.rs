@@ -336,7 +336,7 @@ fn start_refresher(
             if *guard {
                 return;
             }
-            if !read_claim(&p).is_some_and(|c| c.nonce == n) {
+            if read_claim(&p).is_none_or(|c| c.nonce != n) {
                 l.store(true, Ordering::Relaxed);
                 return;
             }

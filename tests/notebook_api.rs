@@ -24,6 +24,7 @@ fn output_paths_resolve_in_the_current_run_and_files_are_recorded() {
         echo: false,
         fresh: false,
         device: ssod::tensor::Device::Cpu,
+        shard: None,
     });
     set_current(Some(ctx.clone()));
     let p = output_path("plots/loss.png");

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use ssod::script::notebook::{
     install_interrupt_handler, parse_set, run_notebook, NotebookOptions, RunEnd,
 };
+use ssod::script::shard::Shard;
 
 #[derive(Subcommand)]
 pub enum RunCommand {
@@ -39,6 +40,12 @@ pub struct RunArgs {
     /// Ignore the cache (every cell runs; results are still cached)
     #[arg(long)]
     pub fresh: bool,
+    /// Cache folder (default .ssod-cache/ next to the script); shards of a job array share one
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<std::path::PathBuf>,
+    /// Compute only shard I of N of every ablation (I from 0; see docs/cluster.md)
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
 #[derive(Args)]
@@ -52,6 +59,7 @@ impl RunCommand {
     pub fn execute(self) -> anyhow::Result<()> {
         match self {
             RunCommand::Run(args) => {
+                let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
                 install_interrupt_handler();
                 let summary = run_notebook(&NotebookOptions {
                     script: args.script.clone(),
@@ -60,9 +68,19 @@ impl RunCommand {
                     out: args.out,
                     fresh: args.fresh,
                     runs_root: std::path::PathBuf::from("."),
+                    cache: args.cache,
+                    shard,
                 })?;
                 match summary.end {
                     RunEnd::Completed => Ok(()),
+                    RunEnd::ShardDone(i, what) => {
+                        println!(
+                            "{}: stopped after cell {i}: {what} (report in {})",
+                            args.script.display(),
+                            summary.run_dir.display()
+                        );
+                        Ok(())
+                    }
                     RunEnd::Failed(i) => anyhow::bail!(
                         "{}: cell {i} failed; earlier cells' results are kept (report in {})",
                         args.script.display(),

@@ -6,77 +6,26 @@
 //! resumes its training and pretraining from their own checkpoints there, and a finished
 //! point's folder moves into the run folder. Writes `ablation.csv` (one row per point and
 //! seed), a mean ± std table with the difference to the first row, and a bar chart.
+//!
+//! Several processes can share the work (`ssod run --shard I/N`, docs/cluster.md): a point is
+//! computed under a claim file, a shard computes only its own points, and the tables are
+//! written only by a run in which every point is present; a shard that ends with points
+//! missing stops the notebook after this cell (`ablate/points.rs` has the rules).
 
-use std::path::Path;
+pub(crate) mod points;
+
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
-use serde::{Deserialize, Serialize};
+use rhai::{Array, Dynamic, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 
 use crate::csv_table::csv_string;
-use crate::data::dataset::write_atomic;
-use crate::digest::hash_parts;
 use crate::eval::markdown::{markdown_table, mean_std, MetricRow};
 use crate::eval::plots::plot_run_bars;
 use crate::script::api::notebook::{write_new_file, OutputItem, RunContext};
-use crate::script::cache::{to_json, CellCache};
 use crate::script::convert::{script_err, ScriptResult};
 
-/// One finished point: its metrics in the order the closure's map had them.
-#[derive(Serialize, Deserialize)]
-struct PointRecord {
-    metrics: Vec<(String, f64)>,
-}
-
-/// Run the closure for one point with relative outputs in `work` (when caching), then move
-/// what it wrote into the run folder.
-fn run_point(
-    nc: &NativeCallContext,
-    ctx: &Arc<RunContext>,
-    f: &FnPtr,
-    cfg: Map,
-    work: Option<&Path>,
-) -> ScriptResult<Dynamic> {
-    if let Some(dir) = work {
-        if ctx.fresh && dir.exists() {
-            std::fs::remove_dir_all(dir)
-                .map_err(|e| script_err(format!("ablate: {}: {e}", dir.display())))?;
-        }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| script_err(format!("ablate: {}: {e}", dir.display())))?;
-    }
-    let previous = std::mem::replace(&mut ctx.cell().point_dir, work.map(Path::to_path_buf));
-    let out = f.call_within_context(nc, (Dynamic::from_map(cfg),));
-    ctx.cell().point_dir = previous;
-    let out: Dynamic = out?;
-    if let (Some(dir), Some(run_dir)) = (work, &ctx.run_dir) {
-        if let Err(e) = move_entries(dir, run_dir) {
-            ctx.emit(OutputItem::Text(format!(
-                "note: the point's outputs stay in {}: {e}",
-                dir.display()
-            )));
-        }
-    }
-    Ok(out)
-}
-
-/// Move every entry of `from` into `to` (renames; a name taken in `to` gets a `-2`, `-3`...
-/// suffix), then remove `from`.
-pub(crate) fn move_entries(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        let mut target = to.join(&name);
-        let mut n = 2;
-        while target.exists() {
-            target = to.join(format!("{name}-{n}"));
-            n += 1;
-        }
-        std::fs::rename(entry.path(), target)?;
-    }
-    std::fs::remove_dir(from)
-}
+/// The grid's keys in map order, each with its values.
+type Axes = Vec<(String, Vec<Dynamic>)>;
 
 /// One finished run: the point's index, the seed and its metrics.
 type Row = (usize, i64, Vec<(String, f64)>);
@@ -89,30 +38,22 @@ fn value_text(d: &Dynamic) -> String {
     d.to_string()
 }
 
-/// The numeric entries of the closure's result (ints, floats, bools as 0/1 are left out).
-fn numeric_metrics(m: &Map) -> Vec<(String, f64)> {
-    m.iter()
-        .filter_map(|(k, v)| {
-            let v = v.flatten_clone();
-            if let Ok(f) = v.as_float() {
-                Some((k.to_string(), f))
-            } else {
-                v.as_int().ok().map(|i| (k.to_string(), i as f64))
-            }
-        })
-        .collect()
+/// `key=value, ...` of a point (`(all)` for an empty grid).
+fn label_of(axes: &Axes, p: &[usize]) -> String {
+    if axes.is_empty() {
+        return "(all)".into();
+    }
+    axes.iter()
+        .zip(p)
+        .map(|((k, vals), &i)| format!("{k}={}", value_text(&vals[i])))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-pub fn ablate(
-    nc: &NativeCallContext,
-    ctx: &Arc<RunContext>,
-    grid: Map,
-    seeds: Array,
-    f: FnPtr,
-) -> ScriptResult<Array> {
-    // The grid: keys in map order, each a non-empty list.
-    let mut axes: Vec<(String, Vec<Dynamic>)> = Vec::new();
-    for (k, v) in &grid {
+/// The grid's axes and the seeds, checked.
+fn parse_grid(grid: &Map, seeds: &Array) -> ScriptResult<(Axes, Vec<i64>)> {
+    let mut axes: Axes = Vec::new();
+    for (k, v) in grid {
         let list = v.read_lock::<Array>().map(|a| a.clone()).ok_or_else(|| {
             script_err(format!(
                 "ablate: grid entry `{k}` must be a list of values, got {}",
@@ -139,9 +80,13 @@ pub fn ablate(
     if seeds.is_empty() {
         return Err(script_err("ablate: give at least one seed"));
     }
-    // Points: the last key varies fastest.
+    Ok((axes, seeds))
+}
+
+/// Every point of the grid as value indices, the last key varying fastest.
+fn grid_points(axes: &Axes) -> Vec<Vec<usize>> {
     let mut points: Vec<Vec<usize>> = vec![Vec::new()];
-    for (_, values) in &axes {
+    for (_, values) in axes {
         points = points
             .into_iter()
             .flat_map(|p| {
@@ -153,113 +98,98 @@ pub fn ablate(
             })
             .collect();
     }
+    points
+}
+
+pub fn ablate(
+    nc: &NativeCallContext,
+    ctx: &Arc<RunContext>,
+    grid: Map,
+    seeds: Array,
+    f: FnPtr,
+) -> ScriptResult<Array> {
+    let (axes, seeds) = parse_grid(&grid, &seeds)?;
+    let points = grid_points(&axes);
     let (cell_key, index) = {
         let mut cell = ctx.cell();
         cell.ablations += 1;
         (cell.key.clone(), cell.ablations)
     };
-    let cache = ctx.cache_dir.clone().map(CellCache::at);
     let total = points.len() * seeds.len();
-    let label_of = |p: &[usize]| -> String {
-        if axes.is_empty() {
-            return "(all)".into();
-        }
-        axes.iter()
-            .zip(p)
-            .map(|((k, vals), &i)| format!("{k}={}", value_text(&vals[i])))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let plan = points::Plan {
+        axes: &axes,
+        points: &points,
+        seeds: &seeds,
+        cell_key: &cell_key,
+        index,
     };
-
-    let mut rows: Vec<Row> = Vec::new();
-    let mut restored = 0;
-    let mut done = 0;
-    for (pi, p) in points.iter().enumerate() {
-        for &seed in &seeds {
-            done += 1;
-            let mut cfg = Map::new();
-            for ((k, vals), &i) in axes.iter().zip(p) {
-                cfg.insert(k.as_str().into(), vals[i].clone());
-            }
-            cfg.insert("seed".into(), Dynamic::from_int(seed));
-            let point_json = axes
-                .iter()
-                .zip(p)
-                .map(|((k, vals), &i)| format!("{k}={:?}", vals[i].to_string()))
-                .collect::<Vec<_>>()
-                .join(";");
-            let key = hash_parts(&[
-                "ssod-ablate-v1",
-                &cell_key,
-                &index.to_string(),
-                &point_json,
-                &seed.to_string(),
-            ]);
-            let file = cache.as_ref().map(|c| c.ablation_point(&key));
-            let cached = file
-                .as_ref()
-                .filter(|_| !ctx.fresh)
-                .and_then(|f| std::fs::read_to_string(f).ok())
-                .and_then(|t| serde_json::from_str::<PointRecord>(&t).ok());
-            let (metrics, note) = match cached {
-                Some(r) => {
-                    restored += 1;
-                    (r.metrics, " (restored)")
-                }
-                None => {
-                    let work = file.as_ref().map(|f| f.with_extension("partial"));
-                    let out = run_point(nc, ctx, &f, cfg, work.as_deref())?;
-                    let m = out.read_lock::<Map>().map(|m| m.clone()).ok_or_else(|| {
-                        script_err(format!(
-                            "ablate: the function must return a map of metrics, got {}",
-                            out.type_name()
-                        ))
-                    })?;
-                    let metrics = numeric_metrics(&m);
-                    if let Some(file) = &file {
-                        let rec = PointRecord {
-                            metrics: metrics.clone(),
-                        };
-                        if let Err(e) = to_json(&rec).and_then(|t| write_atomic(file, t.as_bytes()))
-                        {
-                            ctx.emit(OutputItem::Text(format!(
-                                "note: ablation point not cached: {e}"
-                            )));
-                        }
-                    }
-                    (metrics, "")
-                }
-            };
-            let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-            ctx.emit(OutputItem::Text(format!(
-                "ablate [{done}/{total}] {}, seed={seed}: {}{note}",
-                label_of(p),
-                shown.join(" ")
-            )));
-            rows.push((pi, seed, metrics));
-        }
-    }
-    if restored > 0 {
+    let tally = points::run_points(nc, ctx, &f, &plan)?;
+    if tally.restored > 0 {
         ctx.emit(OutputItem::Text(format!(
-            "ablate: {restored} of {total} point(s) restored from the cache"
+            "ablate: {} of {total} point(s) restored from the cache, {} computed in this run",
+            tally.restored, tally.computed
         )));
     }
+    if tally.missing > 0 {
+        let shard = ctx.shard.map(|s| s.to_string()).unwrap_or_default();
+        let summary = format!(
+            "shard {shard}: computed {} point(s) of the ablation, {} restored from the cache, {} of {total} still missing (other shards' points or points running elsewhere); \
+             the tables are written by a run without --shard once every point is cached",
+            tally.computed, tally.restored, tally.missing
+        );
+        ctx.emit(OutputItem::Text(summary.clone()));
+        ctx.cell().shard_stop = Some(summary);
+        // Not catchable by a script's try/catch: the cell must not end as if complete.
+        return Err(Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::from("shard done"),
+            Position::NONE,
+        )));
+    }
+    let rows = tally.rows;
+    write_tables(ctx, &axes, &points, &rows, index)?;
 
+    Ok(rows
+        .into_iter()
+        .map(|(pi, seed, m)| {
+            let mut row = Map::new();
+            for ((k, vals), &i) in axes.iter().zip(&points[pi]) {
+                row.insert(k.as_str().into(), vals[i].clone());
+            }
+            row.insert("seed".into(), Dynamic::from_int(seed));
+            for (k, v) in m {
+                row.insert(k.as_str().into(), Dynamic::from_float(v));
+            }
+            Dynamic::from_map(row)
+        })
+        .collect())
+}
+
+/// The metric `k` of a row, NaN when the row lacks it.
+fn metric_value(m: &[(String, f64)], k: &str) -> f64 {
+    m.iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| *v)
+        .unwrap_or(f64::NAN)
+}
+
+/// `ablation.csv`, the mean ± std table, the table of differences to the first point and the
+/// bar chart.
+fn write_tables(
+    ctx: &Arc<RunContext>,
+    axes: &Axes,
+    points: &[Vec<usize>],
+    rows: &[Row],
+    index: usize,
+) -> ScriptResult<()> {
     // Metric columns in first-seen order.
     let mut metric_names: Vec<String> = Vec::new();
-    for (_, _, m) in &rows {
+    for (_, _, m) in rows {
         for (k, _) in m {
             if !metric_names.contains(k) {
                 metric_names.push(k.clone());
             }
         }
     }
-    let value = |m: &[(String, f64)], k: &str| {
-        m.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| *v)
-            .unwrap_or(f64::NAN)
-    };
 
     // ablation.csv
     let mut columns: Vec<String> = axes.iter().map(|(k, _)| k.clone()).collect();
@@ -275,7 +205,7 @@ pub fn ablate(
                 .collect();
             r.push(seed.to_string());
             r.extend(metric_names.iter().map(|k| {
-                let v = value(m, k);
+                let v = metric_value(m, k);
                 if v.is_nan() {
                     String::new()
                 } else {
@@ -294,9 +224,26 @@ pub fn ablate(
     let text = csv_string(&columns, &fields).map_err(|e| script_err(format!("ablate: {e}")))?;
     write_new_file("ablate", &csv_path, text.as_bytes())?;
     ctx.record_file(&csv_path);
+    if !metric_names.is_empty() {
+        write_summary(ctx, axes, points, rows, &metric_names, &stem)?;
+    }
+    ctx.emit(OutputItem::Text(format!(
+        "ablate: wrote {}",
+        csv_path.display()
+    )));
+    Ok(())
+}
 
-    // mean ± std per point, difference of means to the first point.
-    let labels: Vec<String> = points.iter().map(|p| label_of(p)).collect();
+/// Mean ± std per point, the differences of means to the first point, and the bar chart.
+fn write_summary(
+    ctx: &Arc<RunContext>,
+    axes: &Axes,
+    points: &[Vec<usize>],
+    rows: &[Row],
+    metric_names: &[String],
+    stem: &str,
+) -> ScriptResult<()> {
+    let labels: Vec<String> = points.iter().map(|p| label_of(axes, p)).collect();
     let table_rows: Vec<MetricRow> = points
         .iter()
         .enumerate()
@@ -305,7 +252,7 @@ pub fn ablate(
             per_seed: rows
                 .iter()
                 .filter(|(i, _, _)| *i == pi)
-                .map(|(_, _, m)| metric_names.iter().map(|k| value(m, k)).collect())
+                .map(|(_, _, m)| metric_names.iter().map(|k| metric_value(m, k)).collect())
                 .collect(),
         })
         .collect();
@@ -320,65 +267,45 @@ pub fn ablate(
                 .collect()
         })
         .collect();
-    if !metric_names.is_empty() {
-        let md = markdown_table("Point", &metric_names, &table_rows, 4)
-            .map_err(|e| script_err(format!("ablate: {e}")))?;
-        let mut delta = format!(
-            "| Δ vs first row | {} |\n|---|{}\n",
-            metric_names.join(" | "),
-            "---|".repeat(metric_names.len())
-        );
-        for (label, m) in labels.iter().zip(&means) {
-            let cells: Vec<String> = m
-                .iter()
-                .zip(&means[0])
-                .map(|(a, b)| {
-                    let d = a - b;
-                    if d.is_nan() {
-                        "n/a".into()
-                    } else {
-                        format!("{d:+.4}")
-                    }
-                })
-                .collect();
-            delta.push_str(&format!("| {label} | {} |\n", cells.join(" | ")));
-        }
-        ctx.emit(OutputItem::Markdown(md.trim_end().to_string()));
-        ctx.emit(OutputItem::Markdown(delta.trim_end().to_string()));
-        let png = ctx.fresh_name(&stem, "png");
-        match plot_run_bars(&labels, &metric_names, &means, &png) {
-            Ok(()) => {
-                ctx.record_file(&png);
-                let rel = png
-                    .file_name()
-                    .map(|s| s.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                if ctx.run_dir.is_some() {
-                    ctx.emit(OutputItem::Image(rel));
+    let md = markdown_table("Point", metric_names, &table_rows, 4)
+        .map_err(|e| script_err(format!("ablate: {e}")))?;
+    let mut delta = format!(
+        "| Δ vs first row | {} |\n|---|{}\n",
+        metric_names.join(" | "),
+        "---|".repeat(metric_names.len())
+    );
+    for (label, m) in labels.iter().zip(&means) {
+        let cells: Vec<String> = m
+            .iter()
+            .zip(&means[0])
+            .map(|(a, b)| {
+                let d = a - b;
+                if d.is_nan() {
+                    "n/a".into()
                 } else {
-                    ctx.emit(OutputItem::Image(png.display().to_string()));
+                    format!("{d:+.4}")
                 }
-            }
-            Err(e) => ctx.emit(OutputItem::Text(format!("note: no bar chart: {e}"))),
-        }
+            })
+            .collect();
+        delta.push_str(&format!("| {label} | {} |\n", cells.join(" | ")));
     }
-    ctx.emit(OutputItem::Text(format!(
-        "ablate: wrote {}",
-        csv_path.display()
-    )));
-
-    Ok(rows
-        .into_iter()
-        .map(|(pi, seed, m)| {
-            let mut row = Map::new();
-            for ((k, vals), &i) in axes.iter().zip(&points[pi]) {
-                row.insert(k.as_str().into(), vals[i].clone());
+    ctx.emit(OutputItem::Markdown(md.trim_end().to_string()));
+    ctx.emit(OutputItem::Markdown(delta.trim_end().to_string()));
+    let png = ctx.fresh_name(stem, "png");
+    match plot_run_bars(&labels, metric_names, &means, &png) {
+        Ok(()) => {
+            ctx.record_file(&png);
+            let rel = png
+                .file_name()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if ctx.run_dir.is_some() {
+                ctx.emit(OutputItem::Image(rel));
+            } else {
+                ctx.emit(OutputItem::Image(png.display().to_string()));
             }
-            row.insert("seed".into(), Dynamic::from_int(seed));
-            for (k, v) in m {
-                row.insert(k.as_str().into(), Dynamic::from_float(v));
-            }
-            Dynamic::from_map(row)
-        })
-        .collect())
+        }
+        Err(e) => ctx.emit(OutputItem::Text(format!("note: no bar chart: {e}"))),
+    }
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! The notebook cache: each completed cell's variables, printed output and files, on disk.
 //!
 //! Layout (a `.ssod-cache/` folder next to the script, so a script's cache travels with it and
-//! runs from any working directory find it):
+//! runs from any working directory find it; `ssod run --cache DIR` puts it elsewhere, e.g. on a
+//! cluster's shared file system):
 //!
 //! ```text
 //! .ssod-cache/
@@ -11,7 +12,13 @@
 //!                              so an entry without it is incomplete and ignored
 //!   objects/<sha256>.safetensors   tensors and model weights, content-addressed (shared by cells)
 //!   ablate/<key>.json          one finished ablation point each
+//!   ablate/<key>.claim         a point some process is computing (see [`crate::script::claim`])
+//!   ablate/<key>.partial/      that point's work folder (checkpoints of an unfinished point)
 //! ```
+//!
+//! Several processes may use one cache at once (shards of an ablation, docs/cluster.md): every
+//! file and cell entry is written under a unique temporary name and published by one rename
+//! ([`crate::script::shared_fs`]), so readers see complete entries or none.
 //!
 //! A cell's key is the SHA-256 of: the ssod version, the device, the `--set` values (sorted), the
 //! previous cell's key and the cell's title and source. So editing cell 3 changes the keys of
@@ -29,10 +36,10 @@ use std::sync::{Arc, OnceLock, RwLock};
 use rhai::{Dynamic, Scope};
 use serde::{Deserialize, Serialize};
 
-use crate::data::dataset::write_atomic;
 use crate::digest::hash_bytes;
 pub use crate::digest::hash_parts;
 use crate::script::api::notebook::OutputItem;
+use crate::script::shared_fs::{publish_dir, temp_sibling, unique_suffix, write_shared};
 use crate::{Error, Result};
 
 /// The key of a cell (see the module documentation).
@@ -95,13 +102,13 @@ impl ObjectStore {
     /// identical object already stored is kept); returns the hash.
     pub fn put_with(&self, ext: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let tmp = self.dir.join(format!(
-            "tmp-{}-{:?}.{ext}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        write(&tmp)?;
+        // Unique across hosts and threads: other processes may store objects at the same time.
+        // The extension stays last: writers may pick the format by it.
+        let tmp = self.dir.join(format!(".tmp-{}.{ext}", unique_suffix()));
+        if let Err(e) = write(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let name = format!("{}.{ext}", hash_bytes(&bytes));
         let dest = self.dir.join(&name);
@@ -409,30 +416,42 @@ impl CellCache {
                 }
             }
         }
+        // The entry is built in a temporary folder and published whole (replacing an older
+        // entry), so a process reading it at the same time never sees a mix.
         let dir = self.entry(key);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
-        std::fs::create_dir_all(dir.join("files")).map_err(|e| Error::io(&dir, e))?;
-        for rel in &record.files {
-            let src = run_dir.join(rel);
-            let dest = dir.join("files").join(rel);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let tmp = temp_sibling(&dir);
+        let built = (|| -> Result<()> {
+            std::fs::create_dir_all(tmp.join("files")).map_err(|e| Error::io(&tmp, e))?;
+            for rel in &record.files {
+                let src = run_dir.join(rel);
+                let dest = tmp.join("files").join(rel);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
+                std::fs::copy(&src, &dest).map_err(|e| Error::io(&src, e))?;
             }
-            std::fs::copy(&src, &dest).map_err(|e| Error::io(&src, e))?;
+            write_shared(
+                &tmp.join("scope.json"),
+                to_json(&ScopeFile { vars })?.as_bytes(),
+            )?;
+            write_shared(&tmp.join("cell.json"), to_json(record)?.as_bytes())
+        })();
+        if let Err(e) = built {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        write_atomic(
-            &dir.join("scope.json"),
-            to_json(&ScopeFile { vars })?.as_bytes(),
-        )?;
-        write_atomic(&dir.join("cell.json"), to_json(record)?.as_bytes())?;
+        publish_dir(&tmp, &dir)?;
         Ok(Ok(()))
     }
 
     /// The file of a finished ablation point.
     pub fn ablation_point(&self, key: &str) -> PathBuf {
         self.root.join("ablate").join(format!("{key}.json"))
+    }
+
+    /// The claim file of an ablation point some process is computing.
+    pub fn ablation_claim(&self, key: &str) -> PathBuf {
+        self.root.join("ablate").join(format!("{key}.claim"))
     }
 }
 

@@ -49,7 +49,7 @@ fn run_in(
     ctx.cell().point_dir = previous;
     let out = out?;
     if let Some(run_dir) = &ctx.run_dir {
-        if let Err(e) = crate::script::ablate::move_entries(work, run_dir) {
+        if let Err(e) = crate::script::ablate::points::move_entries(work, run_dir) {
             ctx.emit(OutputItem::Text(format!(
                 "note: the cached value's outputs stay in {}: {e}",
                 work.display()

@@ -5,12 +5,15 @@
 pub mod ablate;
 pub mod api;
 pub mod cache;
+pub mod claim;
 mod convert;
 pub mod memo;
 pub mod notebook;
 pub use crate::progress;
 pub mod repl;
 mod run;
+pub mod shard;
+pub mod shared_fs;
 
 pub use api::notebook::RunContext;
 pub use api::{new_engine, new_engine_with, FnDoc};

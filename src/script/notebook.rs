@@ -9,12 +9,14 @@
 //! Each cell's source is compiled after as many blank lines as it starts below the top of the
 //! file, so every position Rhai reports is a position in the whole file.
 //!
-//! Rules a user sees (`ssod run SCRIPT [--device cpu|cuda|auto] [--set k=v]... [--out DIR] [--fresh]`):
+//! Rules a user sees (`ssod run SCRIPT [--device cpu|cuda|auto] [--set k=v]... [--out DIR] [--fresh]
+//! [--cache DIR] [--shard I/N]`):
 //! - Run folder: `runs/<script-stem>/<YYYYmmdd-HHMMSS>/` under the working directory (`-2`, `-3`
 //!   ... appended when the second is taken), or `--out DIR`, which must not exist or be empty:
 //!   a run never writes over an earlier run's files (`--fresh` does not change that). The folder
 //!   holds `report.md` and every file the script wrote through relative paths.
-//! - Cache: `.ssod-cache/` next to the script ([`crate::script::cache`] has the layout and keys).
+//! - Cache: `.ssod-cache/` next to the script, or `--cache DIR` (created if missing; several
+//!   processes may share it, [`crate::script::cache`] has the layout and keys).
 //!   The leading cells whose keys are cached are restored (variables, printed output, files);
 //!   the first changed cell and everything after it run. `--fresh` reads nothing from the cache
 //!   (it still writes). The key covers the source, not the files a cell reads: after changing an
@@ -25,11 +27,18 @@
 //!   long native loops can poll [`crate::script::progress::Progress::interrupted`]), writes the
 //!   report and exits 130; a second Ctrl-C exits at once.
 //! - `--set` keys that no `param` call read are warned about at the end of a completed run.
+//! - `--shard I/N` ([`crate::script::shard`]): every cell runs (or is restored) as usual, but each
+//!   `ablate` computes only this shard's points. When points of other shards are still missing,
+//!   the run stops after that cell without caching it (later cells "not run"), prints how many
+//!   points it computed and how many are missing, and ends successfully ([`RunEnd::ShardDone`]);
+//!   a run without `--shard` then finds every point cached and writes the tables
+//!   (docs/cluster.md).
 
 mod report;
+mod run_folder;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -43,6 +52,7 @@ use crate::tensor::Device;
 use crate::{Error, Result};
 
 pub use report::write_report;
+pub use run_folder::{new_run_dir, prepare_out_dir, timestamp};
 
 /// One cell of a script.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,6 +150,8 @@ pub enum CellStatus {
     Restored,
     Failed(String),
     Interrupted,
+    /// A sharded run's `ablate` finished this shard's points with others missing (the summary).
+    ShardDone(String),
     NotRun,
 }
 
@@ -306,67 +318,6 @@ pub fn parse_set(s: &str) -> Result<(String, String)> {
     }
 }
 
-/// `YYYYmmdd-HHMMSS` (UTC) of now.
-pub fn timestamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// A new, empty run folder: `base/<stamp>`, or `base/<stamp>-2`, ... if taken.
-pub fn new_run_dir(base: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
-    let stamp = timestamp();
-    for n in 1.. {
-        let p = if n == 1 {
-            base.join(&stamp)
-        } else {
-            base.join(format!("{stamp}-{n}"))
-        };
-        match std::fs::create_dir(&p) {
-            Ok(()) => return Ok(p),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&p, e)),
-        }
-    }
-    unreachable!("the loop above only ends by returning")
-}
-
-/// `--out DIR`: created if missing; an existing non-empty folder is refused (runs never write
-/// over earlier outputs).
-pub fn prepare_out_dir(dir: &Path) -> Result<PathBuf> {
-    if dir.exists() {
-        let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        if entries.next().is_some() {
-            return Err(Error::InvalidArgument(format!(
-                "--out {}: the folder is not empty; runs never overwrite outputs (choose a new folder or leave --out out for runs/<script>/<stamp>/)",
-                dir.display()
-            )));
-        }
-    } else {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    Ok(dir.to_path_buf())
-}
-
 /// What `ssod run` was asked to do.
 pub struct NotebookOptions {
     pub script: PathBuf,
@@ -376,6 +327,10 @@ pub struct NotebookOptions {
     pub fresh: bool,
     /// Where `runs/` goes when `out` is not given (the working directory).
     pub runs_root: PathBuf,
+    /// `--cache DIR`: the cache folder instead of `.ssod-cache/` next to the script.
+    pub cache: Option<PathBuf>,
+    /// `--shard I/N`: compute only this shard's ablation points.
+    pub shard: Option<crate::script::shard::Shard>,
 }
 
 /// How a notebook run ended.
@@ -385,6 +340,9 @@ pub enum RunEnd {
     /// A cell failed (its 1-based index).
     Failed(usize),
     Interrupted(usize),
+    /// A sharded run stopped after this cell (1-based): its ablation points are done, other
+    /// shards' are missing (the summary).
+    ShardDone(usize, String),
 }
 
 pub struct NotebookSummary {
@@ -423,7 +381,13 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
     };
     // Absolute, so `run_dir()` strings stay valid whatever a script joins them with.
     let run_dir = run_dir.canonicalize().map_err(|e| Error::io(&run_dir, e))?;
-    let cache = CellCache::for_script(&opts.script);
+    let cache = match &opts.cache {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            CellCache::at(dir.clone())
+        }
+        None => CellCache::for_script(&opts.script),
+    };
     let ctx = Arc::new(RunContext {
         params: params.clone(),
         params_read: Mutex::new(BTreeMap::new()),
@@ -433,11 +397,20 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
         echo: true,
         fresh: opts.fresh,
         device: run_device,
+        shard: opts.shard,
     });
     crate::script::api::notebook::set_current(Some(ctx.clone()));
     let file = opts.script.display().to_string();
     let mut session = Session::new(ctx.clone(), file, text);
     println!("run folder: {}", run_dir.display());
+    if let Some(s) = opts.shard {
+        println!(
+            "shard {s}: ablations compute the points whose number mod {} is {} (cache: {})",
+            s.count,
+            s.index,
+            cache.root().display()
+        );
+    }
 
     let mut keys = Vec::with_capacity(cells.len());
     let mut prev = String::new();
@@ -546,9 +519,15 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
         };
         let read_before = ctx.read_params().clone();
         let t0 = Instant::now();
-        let status = session.run_cell(cell);
+        let mut status = session.run_cell(cell);
         let seconds = t0.elapsed().as_secs_f64();
         let state = std::mem::take(&mut *ctx.cell());
+        // Also when the script caught the stop: the cell's ablation is incomplete.
+        if let Some(summary) = &state.shard_stop {
+            if !matches!(status, CellStatus::Failed(_)) {
+                status = CellStatus::ShardDone(summary.clone());
+            }
+        }
         let mut cache_note = None;
         match &status {
             CellStatus::Ran => {
@@ -598,6 +577,10 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
                     cell.title
                 );
                 end = RunEnd::Interrupted(i + 1);
+            }
+            CellStatus::ShardDone(summary) => {
+                println!("({seconds:.2} s; not cached: this shard's part of the ablation)");
+                end = RunEnd::ShardDone(i + 1, summary.clone());
             }
             CellStatus::Restored | CellStatus::NotRun => {}
         }

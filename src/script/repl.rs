@@ -33,6 +33,7 @@ pub fn run_repl(
         echo: true,
         fresh: false,
         device: crate::tensor::Device::Cpu,
+        shard: None,
     });
     crate::script::api::notebook::set_current(Some(ctx.clone()));
     let mut session = Session::new(ctx.clone(), "<repl>".into(), String::new());

@@ -117,3 +117,15 @@ pub fn tensor_bits(path: &Path) -> std::collections::BTreeMap<String, Vec<u32>> 
         .map(|(k, t)| (k, t.to_vec().iter().map(|v| v.to_bits()).collect()))
         .collect()
 }
+
+/// Start `ssod <args>` in `cwd` with its output piped ([`finish`] collects it): for tests that
+/// run several processes at once.
+pub fn spawn_ssod(cwd: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ssod"))
+        .current_dir(cwd)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}

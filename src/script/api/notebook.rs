@@ -47,6 +47,9 @@ pub struct CellState {
     /// Keys of the values `cached` computed in this cell (shared within the cell under
     /// `--fresh`).
     pub cached_keys: Vec<String>,
+    /// Set by `ablate` in a sharded run when this shard's points are done but others are still
+    /// missing: the summary to print. The notebook stops after this cell without caching it.
+    pub shard_stop: Option<String>,
 }
 
 /// Per-run state shared by the notebook functions.
@@ -66,6 +69,8 @@ pub struct RunContext {
     pub fresh: bool,
     /// Where training runs (`--device`; the REPL and detached contexts use the CPU).
     pub device: Device,
+    /// `--shard I/N`: compute only this shard's ablation points.
+    pub shard: Option<crate::script::shard::Shard>,
 }
 
 impl RunContext {
@@ -82,6 +87,7 @@ impl RunContext {
             echo: true,
             fresh: false,
             device: Device::Cpu,
+            shard: None,
         })
     }
 

@@ -84,6 +84,10 @@ pub fn write_report(
             }
             CellStatus::Failed(_) => format!("**failed** after {:.2} s", r.seconds),
             CellStatus::Interrupted => format!("**interrupted** after {:.2} s", r.seconds),
+            CellStatus::ShardDone(_) => format!(
+                "this shard's ablation points done in {:.2} s; others missing, so the run stops here",
+                r.seconds
+            ),
             CellStatus::NotRun => "not run (an earlier cell stopped the run)".to_string(),
         };
         md.push_str(&format!("## {}. {}\n\n*{status}*", i + 1, r.cell.title));

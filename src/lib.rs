@@ -3,6 +3,7 @@
 //! Layers (arrows point down only; see DESIGN.md):
 //! script -> train / eval / pretrain -> detect -> data / models -> nn -> ops -> autograd -> tensor -> backend
 
+pub mod atomic_file;
 pub mod csv_table;
 pub mod digest;
 pub mod error;

@@ -101,14 +101,21 @@ impl ObjectStore {
             std::thread::current().id()
         ));
         let _ = std::fs::remove_file(&tmp);
-        write(&tmp)?;
+        if let Err(e) = write(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let name = format!("{}.{ext}", hash_bytes(&bytes));
         let dest = self.dir.join(&name);
         if dest.exists() {
             let _ = std::fs::remove_file(&tmp);
         } else {
-            std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::io(&dest, e)
+            })?;
+            crate::atomic_file::sync_dir(&self.dir);
         }
         Ok(name)
     }
@@ -411,6 +418,12 @@ impl CellCache {
         }
         let dir = self.entry(key);
         if dir.exists() {
+            // `cell.json` marks an entry complete: it goes first, so a process killed while
+            // the rest is removed leaves an incomplete (ignored) entry, never a broken one.
+            let record = dir.join("cell.json");
+            if record.exists() {
+                std::fs::remove_file(&record).map_err(|e| Error::io(&record, e))?;
+            }
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         std::fs::create_dir_all(dir.join("files")).map_err(|e| Error::io(&dir, e))?;

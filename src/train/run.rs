@@ -36,9 +36,10 @@ use crate::progress::Progress;
 use crate::tensor::Device;
 use crate::{Error, Result};
 
-/// Recipe keys that only change what is logged or kept, never the weights: they may differ
-/// between a checkpoint and the run that resumes it.
-const LOGGING_KEYS: &[&str] = &["print_interval", "save_history_ckpt"];
+/// Recipe keys that may differ between a checkpoint and the run that resumes it: those that
+/// only change what is logged or kept, and `skip_bad_images` (a run stopped by an unreadable
+/// image may resume skipping it; on a readable set it changes nothing).
+const RESUME_FREE_KEYS: &[&str] = &["print_interval", "save_history_ckpt", "skip_bad_images"];
 
 /// Where a run continues from.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +120,8 @@ pub struct EpochRecord {
     /// The evaluation of this epoch, if it was one.
     pub metrics: Option<Metrics>,
     pub images_per_s: f64,
+    /// Samples skipped because their image could not be read (`skip_bad_images`).
+    pub skipped_images: usize,
 }
 
 /// What `train_detector` returns.
@@ -188,7 +191,7 @@ fn check_resumed_recipe(
         .into_iter()
         .filter(|(key, _, _)| {
             let extends = key == "max_epoch" && now.max_epoch >= saved.max_epoch;
-            !(extends || LOGGING_KEYS.contains(&key.as_str()) || overrides.contains(key))
+            !(extends || RESUME_FREE_KEYS.contains(&key.as_str()) || overrides.contains(key))
         })
         .collect();
     if differing.is_empty() {
@@ -243,6 +246,8 @@ struct EpochSums {
     steps: usize,
     images: usize,
     seconds: f64,
+    /// Samples skipped for an unreadable image (`skip_bad_images`).
+    skipped_images: usize,
 }
 
 /// Train one epoch on `loader`; interrupted (Ctrl-C) between steps with an error naming the
@@ -261,6 +266,7 @@ fn run_epoch(
         steps: 0,
         images: 0,
         seconds: 0.0,
+        skipped_images: 0,
     };
     // A bar with ETA on a terminal; off a terminal a line every print_interval steps when set
     // (YOLOX's print_interval), else only the epoch's line.
@@ -272,8 +278,13 @@ fn run_epoch(
         .with_line_every(config.print_interval.map(|n| n as u64))
     });
     // Each batch uploaded during the previous step (step_uploaded).
-    let mut batches = loader.epoch(epoch).filter(|b| b.batch > 0);
-    let mut current = batches.next().map(|b| trainer.upload(&b)).transpose()?;
+    let mut epoch_iter = loader.epoch(epoch);
+    let mut batches = epoch_iter
+        .by_ref()
+        .filter(|b| !b.as_ref().is_ok_and(|b| b.batch == 0))
+        .map(|b| b.map_err(|e| unreadable_batch(e, epoch, files)));
+    let first = batches.next().transpose()?;
+    let mut current = first.map(|b| trainer.upload(&b)).transpose()?;
     while let Some(batch) = current.take() {
         if crate::progress::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::Msg(format!(
@@ -283,7 +294,7 @@ fn run_epoch(
                 files.training_state().display()
             )));
         }
-        let next = batches.next();
+        let next = batches.next().transpose()?;
         let (s, uploaded) = trainer.step_uploaded(batch, next.as_ref())?;
         current = uploaded;
         if let Some(p) = progress.as_mut() {
@@ -303,8 +314,28 @@ fn run_epoch(
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
+    drop(batches);
+    sums.skipped_images = epoch_iter.summary().skipped_samples;
     sums.seconds = t0.elapsed().as_secs_f64();
     Ok(sums)
+}
+
+/// A batch the loader could not build (an unreadable image, named in `e`), with where the run
+/// stopped and how to go on: the run folder holds the last complete epoch.
+fn unreadable_batch(e: Error, epoch: usize, files: &RunFiles) -> Error {
+    let state = files.training_state();
+    let resume = if epoch > 0 && state.is_file() {
+        format!(
+            "; the run folder holds epoch {epoch} complete ({}): resume from it",
+            state.display()
+        )
+    } else {
+        String::new()
+    };
+    Error::Msg(format!(
+        "training stopped in epoch {}: {e}{resume}",
+        epoch + 1
+    ))
 }
 
 /// The epoch's model-only weights, then (last) the training state.
@@ -349,7 +380,12 @@ fn plot_run(files: &RunFiles, final_metrics: Option<&Metrics>) {
 }
 
 /// The line a run prints after each epoch: loss parts, lr, throughput, AP when evaluated.
-fn epoch_line(row: &MetricsRow, max_epoch: usize, metrics: Option<&Metrics>) -> String {
+fn epoch_line(
+    row: &MetricsRow,
+    max_epoch: usize,
+    metrics: Option<&Metrics>,
+    skipped_images: usize,
+) -> String {
     let parts: Vec<String> = row
         .losses
         .iter()
@@ -360,8 +396,13 @@ fn epoch_line(row: &MetricsRow, max_epoch: usize, metrics: Option<&Metrics>) -> 
     let ap = metrics
         .map(|m| format!(", AP {:.4} AP50 {:.4}", m.ap(), m.ap50()))
         .unwrap_or_default();
+    let skipped = if skipped_images > 0 {
+        format!(", {skipped_images} sample(s) skipped (unreadable image)")
+    } else {
+        String::new()
+    };
     format!(
-        "epoch {}/{max_epoch}: loss {total:.3} ({}), lr {:.3e}, {:.1} images/s, {:.1} s{ap}",
+        "epoch {}/{max_epoch}: loss {total:.3} ({}), lr {:.3e}, {:.1} images/s, {:.1} s{ap}{skipped}",
         row.epoch,
         parts.join(", "),
         row.lr,
@@ -455,6 +496,7 @@ pub fn train_detector(
             mean_loss: sums.losses[0] / steps,
             images_per_s: sums.images as f64 / sums.seconds.max(1e-9),
             metrics: metrics.clone(),
+            skipped_images: sums.skipped_images,
         };
         let losses: Vec<(String, f64)> = LOSS_NAMES
             .iter()
@@ -475,7 +517,15 @@ pub fn train_detector(
             final_metrics = Some(m.clone());
         }
         if opts.verbose {
-            println!("{}", epoch_line(&row, config.max_epoch, metrics.as_ref()));
+            println!(
+                "{}",
+                epoch_line(
+                    &row,
+                    config.max_epoch,
+                    metrics.as_ref(),
+                    sums.skipped_images
+                )
+            );
         }
         save_epoch_files(&mut trainer, &files, evaluates, metrics.as_ref())?;
         history.push(record);

@@ -146,6 +146,18 @@ fn resume_source(files: &RunFiles, resume: Option<&Resume>) -> Result<Option<Pat
     let state = files.training_state();
     match resume {
         Some(Resume::From(path)) => Ok(Some(path.clone())),
+        // A process killed in its first epoch leaves `metrics.csv` (and perhaps that epoch's
+        // weights and row) but no state yet: the run starts over in the same folder.
+        Some(Resume::RunFolder | Resume::RunFolderIfPresent)
+            if !state.exists() && files.metrics_csv().exists() =>
+        {
+            println!(
+                "resume: {} has no training state yet (stopped in its first epoch): starting \
+                 from epoch 1",
+                files.dir.display()
+            );
+            Ok(None)
+        }
         Some(Resume::RunFolder) if !state.exists() => Err(Error::InvalidArgument(format!(
             "resume: {} holds no training state to resume ({} is missing)",
             files.dir.display(),
@@ -446,7 +458,9 @@ pub fn train_detector(
             // are written again by the epochs that produce them.
             MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, done)?
         }
-        None => MetricsCsv::open(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY)?,
+        // A fresh run: a `metrics.csv` here is one a run stopped in its first epoch left
+        // (`resume_source`), whose rows are written again.
+        None => MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, 0)?,
     };
     trainer.to_device(opts.device)?;
     let no_aug_start = config.no_aug_start_epoch();

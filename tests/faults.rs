@@ -163,7 +163,7 @@ fn a_training_run_killed_at_random_points_stays_loadable() {
         let resume = run.join("metrics.csv").exists() || run.join("last.ckpt.safetensors").exists();
         let extra: &[&str] = if resume { &["--resume"] } else { &[] };
         let child = spawn_ssod(&dir, &train_args(&dir, &data, &run, EPOCHS, extra), &log);
-        if !kill_after(child, 0.1 + 0.7 * rng.uniform(), &log) {
+        if !kill_after(child, 0.1 + 0.9 * rng.uniform(), &log) {
             finished = true;
             break;
         }
@@ -266,6 +266,31 @@ fn check_cache(cache: &Path) -> usize {
     complete
 }
 
+/// Every file in the notebook's run folders (`runs/script/<time>/`) is complete: the csv files
+/// parse with their one row, `report.md` has the report's first line.
+fn check_notebook_runs(dir: &Path) {
+    for run in std::fs::read_dir(dir.join("runs/script"))
+        .into_iter()
+        .flatten()
+    {
+        let run = run.unwrap().path();
+        for name in names(&run) {
+            let path = run.join(&name);
+            if is_temp_file(&name) {
+                continue;
+            } else if name.ends_with(".csv") {
+                let table = ssod::csv_table::read_csv(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!((table.header.len(), table.records.len()), (2, 1), "{name}");
+            } else if name == "report.md" {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(text.starts_with("# "), "{}: {text:?}", path.display());
+            } else {
+                panic!("unexpected file {} after a kill", path.display());
+            }
+        }
+    }
+}
+
 /// `ssod run` killed at 15 random points, every other run with `--fresh` (entries replaced):
 /// the cache holds only complete entries, and the next run restores or recomputes them.
 #[test]
@@ -283,6 +308,7 @@ fn a_notebook_killed_at_random_points_keeps_a_sound_cache() {
         let child = spawn_ssod(&dir, &args, &log);
         kills += usize::from(kill_after(child, 0.02 + 0.25 * rng.uniform(), &log));
         check_cache(&dir.join(".ssod-cache"));
+        check_notebook_runs(&dir);
     }
     assert!(kills >= 5, "only {kills} kills landed");
     let out = run_script(&dir, NOTEBOOK, &[]);

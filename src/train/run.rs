@@ -16,7 +16,9 @@
 //!
 //! Every file is written to a temporary name and renamed, so a killed process leaves the
 //! previous version loadable; a resumed run drops the `metrics.csv` rows written after its
-//! checkpoint and ends with the same files, bit for bit, as a run that was never interrupted.
+//! checkpoint and ends with the same files, bit for bit, as a run that was never interrupted
+//! (docs/faults.md). An unreadable training image stops the run with an error naming it, or
+//! is skipped and counted with `skip_bad_images`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -77,7 +77,7 @@ fn main() {
             let _ = loader.epoch(0).count();
         }
         let (t, c0) = (Instant::now(), cpu_seconds());
-        let images: usize = loader.epoch(1).map(|b| b.batch).sum();
+        let images: usize = loader.epoch(1).map(|b| b.expect("batch").batch).sum();
         let cpu = cpu_seconds().zip(c0).map(|(a, b)| a - b);
         let what = format!(
             "loader mosaic+mixup 640, batch 8, 2 workers, cache {}",

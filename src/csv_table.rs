@@ -75,8 +75,23 @@ pub fn read_csv(path: &Path) -> Result<CsvTable> {
     parse_csv(&text, path)
 }
 
-/// A CSV file that grows by one flushed row at a time (a killed process loses at most the row
-/// being written).
+/// The text of a file grown by [`CsvAppender`] split into its complete lines and what follows
+/// the last newline: a row a killed writer left unfinished (None when the text ends with a
+/// newline, as every complete row does).
+pub fn split_unterminated(text: &str) -> (&str, Option<&str>) {
+    if text.is_empty() || text.ends_with('\n') {
+        return (text, None);
+    }
+    match text.rfind('\n') {
+        Some(i) => (&text[..=i], Some(&text[i + 1..])),
+        None => ("", Some(text)),
+    }
+}
+
+/// A CSV file that grows by one flushed row at a time. A killed process loses at most the row
+/// being written: a new file gets its header atomically, and opening a file whose last row was
+/// cut short removes that unfinished row (with a warning) so the next row starts on a line of
+/// its own.
 #[derive(Debug)]
 pub struct CsvAppender {
     path: PathBuf,
@@ -88,22 +103,21 @@ impl CsvAppender {
     /// Append to `path`, whose header (already written, or written now when the file is new)
     /// has `columns` fields.
     pub fn open<S: AsRef<str>>(path: &Path, header: &[S]) -> Result<Self> {
-        let exists = path.exists();
+        if path.exists() {
+            drop_unterminated_row(path)?;
+        } else {
+            let text = csv_string(header, &[])?;
+            crate::atomic_file::write_atomic(path, text.as_bytes())?;
+        }
         let file = std::fs::OpenOptions::new()
-            .create(true)
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let mut appender = CsvAppender {
+        Ok(CsvAppender {
             path: path.to_path_buf(),
             writer: csv::Writer::from_writer(file),
             columns: header.len(),
-        };
-        if !exists {
-            let fields: Vec<String> = header.iter().map(|h| h.as_ref().to_string()).collect();
-            appender.append(&fields)?;
-        }
-        Ok(appender)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -125,4 +139,29 @@ impl CsvAppender {
             .map_err(|e| csv_error(&self.path, e))?;
         self.writer.flush().map_err(|e| Error::io(&self.path, e))
     }
+}
+
+/// Cut an unfinished last row (see [`split_unterminated`]) off `path`, saying so on stderr.
+fn drop_unterminated_row(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let (complete, Some(partial)) = split_unterminated(&text) else {
+        return Ok(());
+    };
+    if complete.is_empty() {
+        return Err(Error::format(
+            path.display(),
+            "holds no complete header row (a writer stopped while creating it?): remove the file",
+        ));
+    }
+    eprintln!(
+        "warning: {}: removing an unfinished last row `{partial}` (a writer stopped mid-row)",
+        path.display()
+    );
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.set_len(complete.len() as u64)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path, e))
 }

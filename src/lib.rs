@@ -6,6 +6,7 @@
 //! -> tensor -> backend. `selftest` (the CUDA parity table) compares whole steps of the layers
 //! below it against the CPU, so it sits on top.
 
+pub mod atomic_file;
 pub mod csv_table;
 pub mod digest;
 pub mod error;

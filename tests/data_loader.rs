@@ -1,5 +1,6 @@
 //! The loader: batches independent of the worker count and of the RAM cache, YOLOX batch layout,
-//! multiscale sizes, and unreadable images skipped, named and counted.
+//! multiscale sizes, and unreadable images (corrupt, truncated, missing): an error naming the
+//! file by default, skipped and counted with `skip_bad_images`.
 
 use std::path::{Path, PathBuf};
 
@@ -38,7 +39,7 @@ fn config(workers: usize, cache: bool) -> LoaderConfig {
 }
 
 fn epoch_batches(loader: &Loader, epoch: usize) -> Vec<Batch> {
-    loader.epoch(epoch).collect()
+    loader.epoch(epoch).map(|b| b.unwrap()).collect()
 }
 
 #[test]
@@ -136,41 +137,96 @@ fn multiscale_sizes_are_multiples_of_32_and_shared_by_groups() {
     std::fs::remove_dir_all(out).unwrap();
 }
 
-fn corrupt(dir: &Path) -> (PathBuf, PathBuf) {
+/// Breaks three images: 4 is not a jpeg, 7 is missing, 9 is a jpeg cut to half its bytes.
+fn corrupt(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let bad = dir.join("000004.jpg");
     std::fs::write(&bad, b"this is not a jpeg").unwrap();
     let missing = dir.join("000007.jpg");
     std::fs::remove_file(&missing).unwrap();
-    (bad, missing)
+    let truncated = dir.join("000009.jpg");
+    let bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    (bad, missing, truncated)
+}
+
+/// By default the first unreadable image in the epoch's order is an `Err` naming it, in that
+/// batch's place; the batches before it arrive intact.
+#[test]
+fn an_unreadable_image_is_an_error_naming_the_file() {
+    let (out, ds) = tiny_dataset("unreadable");
+    let (bad, missing, truncated) = corrupt(&ds.image_dir);
+    for (workers, cache) in [(1, false), (3, true)] {
+        let mut cfg = config(workers, cache);
+        cfg.augment = AugmentConfig::yolox_s(128, 96).no_mosaic();
+        cfg.shuffle = false;
+        let loader = Loader::new(&ds, cfg).unwrap();
+        let got: Vec<_> = loader.epoch(0).collect();
+        // Batches of 3 in file order: [1 2 3] [4 5 6] [7 8 9] [10].
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].as_ref().unwrap().image_ids, vec![1, 2, 3]);
+        let messages: Vec<String> = got[1..3]
+            .iter()
+            .map(|b| b.as_ref().unwrap_err().to_string())
+            .collect();
+        assert!(
+            messages[0].starts_with(&bad.display().to_string()),
+            "{}",
+            messages[0]
+        );
+        assert!(messages[0].contains("skip_bad_images"), "{}", messages[0]);
+        // Batch 2 holds both the missing and the truncated file: the first one is named.
+        assert!(
+            messages[1].starts_with(&missing.display().to_string()),
+            "{}",
+            messages[1]
+        );
+        assert_eq!(got[3].as_ref().unwrap().image_ids, vec![10]);
+        // The truncated jpeg alone is an error too (a decoder that filled the missing half
+        // with grey would pass it as an image).
+        let mut one = ds.clone();
+        one.images.retain(|im| im.id == 9);
+        let loader = Loader::new(&one, config(workers, cache)).unwrap();
+        let err = loader.epoch(0).next().unwrap().unwrap_err().to_string();
+        assert!(err.starts_with(&truncated.display().to_string()), "{err}");
+        // And the preview path (one batch on the calling thread) says the same.
+        assert!(loader.build_batch(0, 0).is_err());
+    }
+    std::fs::remove_dir_all(out).unwrap();
 }
 
 #[test]
 fn corrupt_and_missing_images_are_skipped_and_counted() {
     let (out, ds) = tiny_dataset("corrupt");
-    let (bad, missing) = corrupt(&ds.image_dir);
+    let (bad, missing, truncated) = corrupt(&ds.image_dir);
     for (workers, cache) in [(1, false), (3, true)] {
         let mut cfg = config(workers, cache);
-        // Without mosaic every image is used exactly once, so exactly two samples are lost.
+        cfg.skip_bad_images = true;
+        // Without mosaic every image is used exactly once, so exactly three samples are lost.
         cfg.augment = AugmentConfig::yolox_s(128, 96).no_mosaic();
         let loader = Loader::new(&ds, cfg).unwrap();
         let mut epoch = loader.epoch(0);
-        let batches: Vec<Batch> = epoch.by_ref().collect();
+        let batches: Vec<Batch> = epoch.by_ref().map(|b| b.unwrap()).collect();
         let summary = epoch.summary();
-        assert_eq!(batches.iter().map(|b| b.batch).sum::<usize>(), 8);
-        assert_eq!(summary.images, 8);
-        assert_eq!(summary.skipped_samples, 2, "{summary}");
-        assert_eq!(summary.bad_files, vec![bad.clone(), missing.clone()]);
+        assert_eq!(batches.iter().map(|b| b.batch).sum::<usize>(), 7);
+        assert_eq!(summary.images, 7);
+        assert_eq!(summary.skipped_samples, 3, "{summary}");
+        assert_eq!(
+            summary.bad_files,
+            vec![bad.clone(), missing.clone(), truncated.clone()]
+        );
         let ids: Vec<u64> = batches.iter().flat_map(|b| b.image_ids.clone()).collect();
-        assert!(!ids.contains(&4) && !ids.contains(&7));
-        assert!(summary.to_string().contains("2 skipped"));
+        assert!(!ids.contains(&4) && !ids.contains(&7) && !ids.contains(&9));
+        assert!(summary.to_string().contains("3 skipped"));
     }
     // With mosaic the corrupt files may also be drawn as partners: still no panic, still counted.
-    let loader = Loader::new(&ds, config(2, false)).unwrap();
+    let mut cfg = config(2, false);
+    cfg.skip_bad_images = true;
+    let loader = Loader::new(&ds, cfg).unwrap();
     let mut epoch = loader.epoch(0);
-    let n: usize = epoch.by_ref().map(|b| b.batch).sum();
+    let n: usize = epoch.by_ref().map(|b| b.unwrap().batch).sum();
     let summary = epoch.summary();
     assert_eq!(n + summary.skipped_samples, 10);
-    assert!(summary.skipped_samples >= 2);
+    assert!(summary.skipped_samples >= 3);
     std::fs::remove_dir_all(out).unwrap();
 }
 
@@ -179,7 +235,7 @@ fn dropping_an_epoch_early_stops_the_workers() {
     let (out, ds) = tiny_dataset("early");
     let loader = Loader::new(&ds, config(3, false)).unwrap();
     let mut epoch = loader.epoch(0);
-    assert!(epoch.next().is_some());
+    assert!(epoch.next().unwrap().is_ok());
     drop(epoch); // must not hang
     std::fs::remove_dir_all(out).unwrap();
 }

@@ -128,7 +128,7 @@ impl BatchSource {
                 iter,
             } => loop {
                 if let Some(b) = iter.get_or_insert_with(|| loader.epoch(*epoch)).next() {
-                    return Ok(b);
+                    return Ok(b?);
                 }
                 let finished = iter.take().map(|it| it.summary());
                 if finished.is_some_and(|s| s.batches == 0) {
@@ -146,7 +146,11 @@ impl BatchSource {
         };
         let t = Instant::now();
         // Measured before the steps run (with `--cache`, this pass fills the RAM cache).
-        let images: usize = loader.epoch(1000).take(batches).map(|b| b.batch).sum();
+        let images: usize = loader
+            .epoch(1000)
+            .take(batches)
+            .map(|b| b.map_or(0, |b| b.batch))
+            .sum();
         Some(images as f64 / t.elapsed().as_secs_f64())
     }
 }

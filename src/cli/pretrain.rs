@@ -138,8 +138,10 @@ fn print_report(r: &PretrainReport) {
 
 fn write_json(dir: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     let path = dir.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(value)?)
-        .with_context(|| format!("cannot write {}", path.display()))
+    Ok(ssod::atomic_file::write_atomic(
+        &path,
+        serde_json::to_string_pretty(value)?.as_bytes(),
+    )?)
 }
 
 impl PretrainCommand {

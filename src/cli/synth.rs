@@ -224,7 +224,7 @@ fn preview(p: Preview) -> anyhow::Result<()> {
     let mut cfg = LoaderConfig::new(p.count, augment);
     cfg.seed = p.seed;
     let loader = Loader::new(&ds, cfg)?;
-    let samples = loader.augmented_samples(0, 0);
+    let samples = loader.augmented_samples(0, 0)?;
     if samples.is_empty() {
         bail!("no sample could be read from {}", p.data.display());
     }

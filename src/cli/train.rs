@@ -68,6 +68,10 @@ pub struct TrainArgs {
     /// Data loader worker threads
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Skip training images that cannot be read (warned, counted per epoch) instead of stopping
+    /// with an error naming the file (recipe key `skip_bad_images`)
+    #[arg(long)]
+    pub skip_bad_images: bool,
 }
 
 impl TrainCommand {
@@ -168,6 +172,9 @@ fn recipe(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     if let Some(s) = args.size {
         flags.insert("input_size".into(), serde_json::json!([s, s]));
         flags.insert("test_size".into(), serde_json::json!([s, s]));
+    }
+    if args.skip_bad_images {
+        flags.insert("skip_bad_images".into(), true.into());
     }
     Ok(config.with_overrides(&serde_json::Value::Object(flags))?)
 }

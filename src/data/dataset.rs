@@ -76,28 +76,16 @@ pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> 
     })
 }
 
-/// Write json to a temporary file and rename it into place, so a crash never leaves half a file.
+/// Write json to a temporary file and rename it into place, so a crash never leaves half a
+/// file ([`write_atomic`]).
 pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text =
         serde_json::to_string(value).map_err(|e| Error::format(path.display(), e.to_string()))?;
     write_atomic(path, text.as_bytes())
 }
 
-/// Write bytes to `path` through a temporary file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-    }
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
+/// Atomic, durable whole-file writes (see [`crate::atomic_file`]).
+pub use crate::atomic_file::write_atomic;
 
 impl CocoDataset {
     /// Read a COCO json; `image_dir` defaults to the json's folder.

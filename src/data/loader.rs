@@ -6,8 +6,11 @@
 //! Workers only decide *when* a batch is built, never *what* is in it, so the batches are the same
 //! for any number of workers; the consumer receives them in order (`data::prefetch`).
 //!
-//! A corrupt or missing image is skipped with one warning naming it (per loader), and counted in
-//! the epoch summary; a batch that loses samples is that much smaller (`Batch::batch`).
+//! A corrupt, truncated or missing image is an error naming the file: the epoch's iterator
+//! yields it as an `Err` in the batch's place (never a panic, never a silent gap). With
+//! `skip_bad_images` the sample is skipped instead, with one warning naming the file (per
+//! loader), and counted in the epoch summary; a batch that loses samples is that much smaller
+//! (`Batch::batch`). A worker thread that panics ends the epoch with an `Err` as well.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -59,6 +62,8 @@ pub struct LoaderConfig {
     /// images are resized to it. None: always the configured input size.
     pub multiscale: Option<(u32, u32)>,
     pub multiscale_every: usize,
+    /// Skip samples whose image cannot be read (warned and counted) instead of failing.
+    pub skip_bad_images: bool,
 }
 
 impl LoaderConfig {
@@ -75,6 +80,7 @@ impl LoaderConfig {
             max_labels: 120,
             multiscale: None,
             multiscale_every: 10,
+            skip_bad_images: false,
         }
     }
 }
@@ -119,10 +125,11 @@ struct DatasetSource {
     boxes: Vec<(Vec<[f32; 4]>, Vec<u32>)>,
     cache: Option<Vec<OnceLock<Decoded>>>,
     bad: Mutex<BTreeSet<PathBuf>>,
+    skip_bad_images: bool,
 }
 
 impl DatasetSource {
-    fn new(ds: &CocoDataset, cache: bool) -> Self {
+    fn new(ds: &CocoDataset, cache: bool, skip_bad_images: bool) -> Self {
         let class_index = ds.class_index();
         let by_image = ds.annotations_by_image();
         let boxes = ds
@@ -148,13 +155,18 @@ impl DatasetSource {
             boxes,
             cache: cache.then(|| (0..ds.images.len()).map(|_| OnceLock::new()).collect()),
             bad: Mutex::new(BTreeSet::new()),
+            skip_bad_images,
         }
     }
 
+    /// The image, or why it cannot be read (without the file name: the caller adds it).
     fn decode(&self, index: usize) -> Decoded {
-        read_rgb(&self.paths[index])
-            .map(Arc::new)
-            .map_err(|e| e.to_string())
+        let path = &self.paths[index];
+        read_rgb(path).map(Arc::new).map_err(|e| {
+            let text = e.to_string();
+            let named = format!("{}: ", path.display());
+            text.strip_prefix(&named).unwrap_or(&text).to_string()
+        })
     }
 
     fn image(&self, index: usize) -> Result<Arc<RgbImage>> {
@@ -164,6 +176,15 @@ impl DatasetSource {
         };
         got.map_err(|msg| {
             let path = self.paths[index].clone();
+            if !self.skip_bad_images {
+                return Error::format(
+                    path.display(),
+                    format!(
+                        "unreadable image ({msg}); fix or remove it, or set skip_bad_images: \
+                         true to skip unreadable images (counted per epoch)"
+                    ),
+                );
+            }
             let mut bad = self.bad.lock().unwrap_or_else(|e| e.into_inner());
             if bad.insert(path.clone()) {
                 eprintln!(
@@ -220,7 +241,7 @@ impl Loader {
             }
         }
         Ok(Loader {
-            source: Arc::new(DatasetSource::new(dataset, cfg.cache)),
+            source: Arc::new(DatasetSource::new(dataset, cfg.cache, cfg.skip_bad_images)),
             cfg,
         })
     }
@@ -268,23 +289,21 @@ impl Loader {
                 epoch,
                 ..Default::default()
             },
+            ended: false,
         }
     }
 
     /// Build one batch on the calling thread (what a worker does), for previews and tests.
-    pub fn build_batch(&self, epoch: usize, batch_index: usize) -> (Batch, BatchStats) {
+    pub fn build_batch(&self, epoch: usize, batch_index: usize) -> Result<(Batch, BatchStats)> {
         let order = self.order(epoch);
         build_batch(&self.source, &self.cfg, epoch, &order, batch_index)
     }
 
     /// The augmented samples of one batch (images still `RgbImage`), for `ssod preview`.
-    pub fn augmented_samples(&self, epoch: usize, batch_index: usize) -> Vec<Augmented> {
+    pub fn augmented_samples(&self, epoch: usize, batch_index: usize) -> Result<Vec<Augmented>> {
         let order = self.order(epoch);
-        batch_samples(&self.source, &self.cfg, epoch, &order, batch_index)
-            .0
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect()
+        let (samples, _) = batch_samples(&self.source, &self.cfg, epoch, &order, batch_index)?;
+        Ok(samples.into_iter().map(|(_, a)| a).collect())
     }
 }
 
@@ -319,7 +338,7 @@ fn batch_samples(
     epoch: usize,
     order: &[usize],
     b: usize,
-) -> BatchSamples {
+) -> Result<BatchSamples> {
     let start = b * cfg.batch_size;
     let end = (start + cfg.batch_size).min(order.len());
     let mut stats = BatchStats::default();
@@ -332,10 +351,11 @@ fn batch_samples(
                 out.push((source.image_ids[index], a));
             }
             // The warning naming the file was printed when it failed to load.
-            Err(_) => stats.skipped += 1,
+            Err(_) if cfg.skip_bad_images => stats.skipped += 1,
+            Err(e) => return Err(e),
         }
     }
-    (out, stats)
+    Ok((out, stats))
 }
 
 fn build_batch(
@@ -344,8 +364,8 @@ fn build_batch(
     epoch: usize,
     order: &[usize],
     b: usize,
-) -> (Batch, BatchStats) {
-    let (samples, stats) = batch_samples(source, cfg, epoch, order, b);
+) -> Result<(Batch, BatchStats)> {
+    let (samples, stats) = batch_samples(source, cfg, epoch, order, b)?;
     let (w, h) = batch_size_wh(cfg, epoch, b);
     let (wu, hu) = (w as usize, h as usize);
     let n = samples.len();
@@ -393,14 +413,16 @@ fn build_batch(
         batch.num_labels.push(k);
         batch.image_ids.push(id);
     }
-    (batch, stats)
+    Ok((batch, stats))
 }
 
 /// The batches of one epoch, in order.
 pub struct EpochIter {
-    prefetch: Prefetch<(Batch, BatchStats)>,
+    prefetch: Prefetch<Result<(Batch, BatchStats)>>,
     source: Arc<DatasetSource>,
     summary: EpochSummary,
+    /// The stream ended (all batches, or a worker's panic reported once).
+    ended: bool,
 }
 
 impl EpochIter {
@@ -420,16 +442,33 @@ impl EpochIter {
 }
 
 impl Iterator for EpochIter {
-    type Item = Batch;
+    type Item = Result<Batch>;
 
-    /// The next batch; the epoch ends early (rather than hang) when a worker panicked.
-    fn next(&mut self) -> Option<Batch> {
-        let (batch, stats) = self.prefetch.next()?;
+    /// The next batch, or the error that kept it from being built (an unreadable image, named);
+    /// a worker that panicked ends the epoch with an error rather than a hang or a short epoch.
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.ended {
+            return None;
+        }
+        let Some(built) = self.prefetch.next() else {
+            self.ended = true;
+            return self.prefetch.failed().then(|| {
+                Err(Error::Msg(format!(
+                    "loader: a worker thread panicked building batch {} of epoch {} (its \
+                     message is above)",
+                    self.summary.batches, self.summary.epoch
+                )))
+            });
+        };
+        let (batch, stats) = match built {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
         self.summary.batches += 1;
         self.summary.images += batch.batch;
         self.summary.skipped_samples += stats.skipped;
         self.summary.fallbacks += stats.fallbacks;
-        Some(batch)
+        Some(Ok(batch))
     }
 }
 

@@ -192,22 +192,14 @@ pub fn write_onnx(model: &ModelProto, path: &Path, overwrite: bool) -> Result<us
             path.display()
         )));
     }
-    let bytes = encode_onnx(model);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file name", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    if let Err(e) = std::fs::write(&tmp, &bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+    if path.file_name().is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: not a file name",
+            path.display()
+        )));
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })?;
+    let bytes = encode_onnx(model);
+    crate::atomic_file::write_atomic(path, &bytes)?;
     Ok(bytes.len())
 }
 

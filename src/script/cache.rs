@@ -115,7 +115,11 @@ impl ObjectStore {
         if dest.exists() {
             let _ = std::fs::remove_file(&tmp);
         } else {
-            std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::io(&dest, e)
+            })?;
+            crate::atomic_file::sync_dir(&self.dir);
         }
         Ok(name)
     }

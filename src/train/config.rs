@@ -141,6 +141,12 @@ pub struct TrainConfig {
     /// frozen (0: nothing frozen, the default).
     pub freeze_backbone_epochs: usize,
 
+    // ---- data ----
+    /// A training image that cannot be read (corrupt, truncated, missing) is skipped with a
+    /// warning naming it and counted per epoch; false (the default): the run stops with an
+    /// error naming the file (docs/faults.md).
+    pub skip_bad_images: bool,
+
     // ---- input and multiscale ----
     /// (height, width) of the loader's images.
     pub input_size: (usize, usize),
@@ -212,6 +218,7 @@ impl Default for TrainConfig {
             save_history_ckpt: true,
             seed: 0,
             freeze_backbone_epochs: 0,
+            skip_bad_images: false,
             input_size: (640, 640),
             test_size: (640, 640),
             multiscale_range: 5,

@@ -18,7 +18,9 @@
 //!
 //! Every file is written to a temporary name and renamed, so a killed process leaves the
 //! previous version loadable; a resumed run drops the `metrics.csv` rows written after its
-//! checkpoint and ends with the same files, bit for bit, as a run that was never interrupted.
+//! checkpoint and ends with the same files, bit for bit, as a run that was never interrupted
+//! (docs/faults.md). An unreadable training image stops the run with an error naming it, or
+//! is skipped and counted with `skip_bad_images`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,9 +43,10 @@ use crate::progress::Progress;
 use crate::tensor::Device;
 use crate::{Error, Result};
 
-/// Recipe keys that only change what is logged or kept, never the weights: they may differ
-/// between a checkpoint and the run that resumes it.
-const LOGGING_KEYS: &[&str] = &["print_interval", "save_history_ckpt"];
+/// Recipe keys that may differ between a checkpoint and the run that resumes it: those that
+/// only change what is logged or kept, and `skip_bad_images` (a run stopped by an unreadable
+/// image may resume skipping it; on a readable set it changes nothing).
+const RESUME_FREE_KEYS: &[&str] = &["print_interval", "save_history_ckpt", "skip_bad_images"];
 
 /// Where a run continues from.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +137,8 @@ pub struct EpochRecord {
     pub images_per_s: f64,
     /// What the label assignment did per object size over the epoch's steps.
     pub assignment: AssignmentStats,
+    /// Samples skipped because their image could not be read (`skip_bad_images`).
+    pub skipped_images: usize,
 }
 
 /// What `train_detector` returns.
@@ -161,6 +166,18 @@ fn resume_source(files: &RunFiles, resume: Option<&Resume>) -> Result<Option<Pat
     let state = files.training_state();
     match resume {
         Some(Resume::From(path)) => Ok(Some(path.clone())),
+        // A process killed in its first epoch leaves `metrics.csv` (and perhaps that epoch's
+        // weights and row) but no state yet: the run starts over in the same folder.
+        Some(Resume::RunFolder | Resume::RunFolderIfPresent)
+            if !state.exists() && files.metrics_csv().exists() =>
+        {
+            println!(
+                "resume: {} has no training state yet (stopped in its first epoch): starting \
+                 from epoch 1",
+                files.dir.display()
+            );
+            Ok(None)
+        }
         Some(Resume::RunFolder) if !state.exists() => Err(Error::InvalidArgument(format!(
             "resume: {} holds no training state to resume ({} is missing)",
             files.dir.display(),
@@ -206,7 +223,7 @@ fn check_resumed_recipe(
         .into_iter()
         .filter(|(key, _, _)| {
             let extends = key == "max_epoch" && now.max_epoch >= saved.max_epoch;
-            !(extends || LOGGING_KEYS.contains(&key.as_str()) || overrides.contains(key))
+            !(extends || RESUME_FREE_KEYS.contains(&key.as_str()) || overrides.contains(key))
         })
         .collect();
     if differing.is_empty() {
@@ -262,6 +279,8 @@ struct EpochSums {
     steps: usize,
     images: usize,
     seconds: f64,
+    /// Samples skipped for an unreadable image (`skip_bad_images`).
+    skipped_images: usize,
 }
 
 /// Train one epoch on `loader`; interrupted (Ctrl-C) between steps with an error naming the
@@ -281,6 +300,7 @@ fn run_epoch(
         steps: 0,
         images: 0,
         seconds: 0.0,
+        skipped_images: 0,
     };
     // A bar with ETA on a terminal; off a terminal a line every print_interval steps when set
     // (YOLOX's print_interval), else only the epoch's line.
@@ -292,8 +312,13 @@ fn run_epoch(
         .with_line_every(config.print_interval.map(|n| n as u64))
     });
     // Each batch uploaded during the previous step (step_uploaded).
-    let mut batches = loader.epoch(epoch).filter(|b| b.batch > 0);
-    let mut current = batches.next().map(|b| trainer.upload(&b)).transpose()?;
+    let mut epoch_iter = loader.epoch(epoch);
+    let mut batches = epoch_iter
+        .by_ref()
+        .filter(|b| !b.as_ref().is_ok_and(|b| b.batch == 0))
+        .map(|b| b.map_err(|e| unreadable_batch(e, epoch, files)));
+    let first = batches.next().transpose()?;
+    let mut current = first.map(|b| trainer.upload(&b)).transpose()?;
     while let Some(batch) = current.take() {
         if crate::progress::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::Msg(format!(
@@ -303,7 +328,7 @@ fn run_epoch(
                 files.training_state().display()
             )));
         }
-        let next = batches.next();
+        let next = batches.next().transpose()?;
         let (s, uploaded) = trainer.step_uploaded(batch, next.as_ref())?;
         current = uploaded;
         if let Some(p) = progress.as_mut() {
@@ -324,8 +349,28 @@ fn run_epoch(
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
+    drop(batches);
+    sums.skipped_images = epoch_iter.summary().skipped_samples;
     sums.seconds = t0.elapsed().as_secs_f64();
     Ok(sums)
+}
+
+/// A batch the loader could not build (an unreadable image, named in `e`), with where the run
+/// stopped and how to go on: the run folder holds the last complete epoch.
+fn unreadable_batch(e: Error, epoch: usize, files: &RunFiles) -> Error {
+    let state = files.training_state();
+    let resume = if epoch > 0 && state.is_file() {
+        format!(
+            "; the run folder holds epoch {epoch} complete ({}): resume from it",
+            state.display()
+        )
+    } else {
+        String::new()
+    };
+    Error::Msg(format!(
+        "training stopped in epoch {}: {e}{resume}",
+        epoch + 1
+    ))
 }
 
 /// The epoch's model-only weights, then (last) the training state.
@@ -374,7 +419,12 @@ fn plot_run(files: &RunFiles, final_metrics: Option<&Metrics>, simota: &[SimotaR
 }
 
 /// The line a run prints after each epoch: loss parts, lr, throughput, AP when evaluated.
-fn epoch_line(row: &MetricsRow, max_epoch: usize, metrics: Option<&Metrics>) -> String {
+fn epoch_line(
+    row: &MetricsRow,
+    max_epoch: usize,
+    metrics: Option<&Metrics>,
+    skipped_images: usize,
+) -> String {
     let parts: Vec<String> = row
         .losses
         .iter()
@@ -385,8 +435,13 @@ fn epoch_line(row: &MetricsRow, max_epoch: usize, metrics: Option<&Metrics>) -> 
     let ap = metrics
         .map(|m| format!(", AP {:.4} AP50 {:.4}", m.ap(), m.ap50()))
         .unwrap_or_default();
+    let skipped = if skipped_images > 0 {
+        format!(", {skipped_images} sample(s) skipped (unreadable image)")
+    } else {
+        String::new()
+    };
     format!(
-        "epoch {}/{max_epoch}: loss {total:.3} ({}), lr {:.3e}, {:.1} images/s, {:.1} s{ap}",
+        "epoch {}/{max_epoch}: loss {total:.3} ({}), lr {:.3e}, {:.1} images/s, {:.1} s{ap}{skipped}",
         row.epoch,
         parts.join(", "),
         row.lr,
@@ -433,9 +488,11 @@ pub fn train_detector(
                 SimotaCsv::open_resumed(&files.simota_csv(), done)?,
             )
         }
+        // A fresh run: csv files here are ones a run stopped in its first epoch left
+        // (`resume_source`), whose rows are written again.
         None => (
-            MetricsCsv::open(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY)?,
-            SimotaCsv::open(&files.simota_csv())?,
+            MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, 0)?,
+            SimotaCsv::open_resumed(&files.simota_csv(), 0)?,
         ),
     };
     trainer.to_device(opts.device)?;
@@ -487,6 +544,7 @@ pub fn train_detector(
             images_per_s: sums.images as f64 / sums.seconds.max(1e-9),
             metrics: metrics.clone(),
             assignment: sums.assignment,
+            skipped_images: sums.skipped_images,
         };
         let losses: Vec<(String, f64)> = LOSS_NAMES
             .iter()
@@ -508,7 +566,15 @@ pub fn train_detector(
             final_metrics = Some(m.clone());
         }
         if opts.verbose {
-            println!("{}", epoch_line(&row, config.max_epoch, metrics.as_ref()));
+            println!(
+                "{}",
+                epoch_line(
+                    &row,
+                    config.max_epoch,
+                    metrics.as_ref(),
+                    sums.skipped_images
+                )
+            );
         }
         save_epoch_files(&mut trainer, &files, evaluates, metrics.as_ref())?;
         history.push(record);

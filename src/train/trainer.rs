@@ -374,6 +374,7 @@ pub fn loader_config(cfg: &TrainConfig, no_aug: bool, workers: usize, cache: boo
     lc.seed = cfg.seed;
     lc.workers = workers.max(1);
     lc.cache = cache;
+    lc.skip_bad_images = cfg.skip_bad_images;
     // Multiscale unless the draw range is just the input size (YOLOX: 32·randint(lo, hi)).
     let (lo, hi) = (cfg.multiscale_units().0.max(1), cfg.multiscale_units().1);
     let fixed = cfg.input_size.0 / 32;

@@ -312,7 +312,7 @@ pub fn register_loader(api: &mut Api) {
             if i >= l.0.batches_per_epoch() {
                 return Err(script_err(format!("batch: index {i} is past the {} batches of an epoch", l.0.batches_per_epoch())));
             }
-            let (b, _) = l.0.build_batch(e, i);
+            let (b, _) = lift(l.0.build_batch(e, i))?;
             let mut m = Map::new();
             m.insert("images".into(), Dynamic::from(lift(crate::Tensor::from_vec(b.images.clone(), [b.batch, 3, b.height, b.width]))?));
             m.insert("labels".into(), Dynamic::from(lift(crate::Tensor::from_vec(b.labels.clone(), [b.batch, b.max_labels, 5]))?));

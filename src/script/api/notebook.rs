@@ -264,14 +264,7 @@ pub fn write_new_file(op: &str, path: &Path, bytes: &[u8]) -> ScriptResult<()> {
             path.display()
         )));
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| script_err(format!("{op}: {}: {e}", parent.display())))?;
-    }
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| script_err(format!("{op}: {}: {e}", path.display())))
+    crate::atomic_file::write_atomic(path, bytes).map_err(|e| script_err(format!("{op}: {e}")))
 }
 
 pub fn register(api: &mut Api, ctx: &Arc<RunContext>) {

@@ -57,6 +57,10 @@ fn record_map(r: &EpochRecord) -> Map {
     m.insert("iteration".into(), Dynamic::from(r.iteration as INT));
     m.insert("loss".into(), Dynamic::from_float(r.mean_loss));
     m.insert("images_per_s".into(), Dynamic::from_float(r.images_per_s));
+    m.insert(
+        "skipped_images".into(),
+        Dynamic::from(r.skipped_images as INT),
+    );
     if let Some(metrics) = &r.metrics {
         m.insert("metrics".into(), Dynamic::from_map(metrics_map(metrics)));
     }

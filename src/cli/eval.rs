@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use ssod::data::dataset::{read_json_file, write_atomic};
+use ssod::atomic_file::write_atomic;
+use ssod::data::dataset::read_json_file;
 use ssod::eval::coco::{evaluate_files, MaxDets};
 use ssod::eval::markdown::{markdown_table, MetricRow};
 use ssod::eval::metrics_csv::read_metrics_csv;

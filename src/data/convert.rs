@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::data::dataset::{write_atomic, Annotation, Category, CocoDataset, ImageInfo};
+use crate::atomic_file::write_atomic;
+use crate::data::dataset::{Annotation, Category, CocoDataset, ImageInfo};
 use crate::data::voc::{VocAnnotation, VocObject};
 use crate::{Error, Result};
 

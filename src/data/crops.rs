@@ -306,5 +306,5 @@ fn write_crops_csv(path: &Path, records: &[CropRecord]) -> Result<()> {
         })
         .collect();
     let header = ["file", "label", "source_image", "x", "y", "size"];
-    crate::data::dataset::write_atomic(path, csv_string(&header, &rows)?.as_bytes())
+    crate::atomic_file::write_atomic(path, csv_string(&header, &rows)?.as_bytes())
 }

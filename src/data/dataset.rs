@@ -77,15 +77,12 @@ pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> 
 }
 
 /// Write json to a temporary file and rename it into place, so a crash never leaves half a
-/// file ([`write_atomic`]).
+/// file ([`crate::atomic_file::write_atomic`]).
 pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text =
         serde_json::to_string(value).map_err(|e| Error::format(path.display(), e.to_string()))?;
-    write_atomic(path, text.as_bytes())
+    crate::atomic_file::write_atomic(path, text.as_bytes())
 }
-
-/// Atomic, durable whole-file writes (see [`crate::atomic_file`]).
-pub use crate::atomic_file::write_atomic;
 
 impl CocoDataset {
     /// Read a COCO json; `image_dir` defaults to the json's folder.

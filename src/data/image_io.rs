@@ -55,7 +55,7 @@ pub fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
     let mut bytes = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
         .map_err(|e| Error::format(path.display(), format!("cannot encode image: {e}")))?;
-    crate::data::dataset::write_atomic(path, &bytes)
+    crate::atomic_file::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

@@ -223,7 +223,7 @@ impl VocAnnotation {
 
     /// Write [`Self::to_xml_string`] to `path` (temporary file + rename).
     pub fn write_xml(&self, path: &Path) -> Result<()> {
-        crate::data::dataset::write_atomic(path, self.to_xml_string().as_bytes())
+        crate::atomic_file::write_atomic(path, self.to_xml_string().as_bytes())
     }
 }
 

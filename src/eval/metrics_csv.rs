@@ -175,7 +175,7 @@ pub fn drop_rows_after_epoch(path: &Path, epochs_done: usize) -> Result<()> {
         .collect();
     if rows.len() < table.records.len() || unfinished {
         let text = csv_string(&table.header, &rows)?;
-        crate::data::dataset::write_atomic(path, text.as_bytes())?;
+        crate::atomic_file::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::data::dataset::write_atomic;
+use crate::atomic_file::write_atomic;
 use crate::eval::coco::Metrics;
 use crate::eval::metrics_csv::MetricsTable;
 use crate::{Error, Result};

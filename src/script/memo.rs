@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, FnPtr, NativeCallContext};
 
-use crate::data::dataset::write_atomic;
+use crate::atomic_file::write_atomic;
 use crate::digest::hash_parts;
 use crate::script::api::notebook::{OutputItem, RunContext};
 use crate::script::cache::{decode, encode, to_json, CellCache, Saved, Uncacheable};

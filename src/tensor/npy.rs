@@ -37,7 +37,7 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
         v.iter()
             .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()))
     })?;
-    crate::data::dataset::write_atomic(path, &bytes)
+    crate::atomic_file::write_atomic(path, &bytes)
 }
 
 /// Read a `.npy` file into an f32 tensor.

@@ -133,5 +133,5 @@ pub fn write_safetensors<'a>(
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(encoded.iter().map(|(n, e)| (n.as_str(), e)), metadata)
         .map_err(|e| Error::format(path.display(), format!("cannot serialise: {e}")))?;
-    crate::data::dataset::write_atomic(path, &bytes)
+    crate::atomic_file::write_atomic(path, &bytes)
 }

@@ -8,6 +8,7 @@ pub mod device_batch;
 pub mod ema;
 pub mod evaluate;
 pub mod optim;
+pub mod precision;
 pub mod run;
 pub mod schedule;
 pub mod trainer;

@@ -450,6 +450,75 @@ fn epoch_line(
     )
 }
 
+/// `metrics.csv` and `simota.csv` for the run: a resumed run drops the rows after its
+/// checkpoint (a process killed between a row and the state), which the epochs write again; a
+/// fresh run finds only files a run stopped in its first epoch left (`resume_source`).
+fn open_run_csvs(
+    trainer: &mut DetectorTrainer,
+    files: &RunFiles,
+    resume_from: Option<&Path>,
+    config: &TrainConfig,
+    opts: &TrainRunOptions,
+) -> Result<(MetricsCsv, SimotaCsv)> {
+    let done = match resume_from {
+        Some(path) => resume_trainer(trainer, path, config, opts)?,
+        None => 0,
+    };
+    Ok((
+        MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, done)?,
+        SimotaCsv::open_resumed(&files.simota_csv(), done)?,
+    ))
+}
+
+/// The evaluated (EMA) model on the validation set, at the recipe's test size and thresholds.
+fn evaluate_epoch(
+    trainer: &DetectorTrainer,
+    val: &CocoDataset,
+    config: &TrainConfig,
+) -> Result<Metrics> {
+    evaluate_detector(
+        trainer.eval_model(),
+        val,
+        config.test_size,
+        config.test_conf as f32,
+        config.nms_threshold as f32,
+        8,
+    )
+}
+
+/// The epoch's record (returned to the caller) and its `metrics.csv` row.
+fn epoch_record(
+    trainer: &DetectorTrainer,
+    sums: &EpochSums,
+    metrics: Option<&Metrics>,
+) -> (EpochRecord, MetricsRow) {
+    let steps = sums.steps.max(1) as f64;
+    let record = EpochRecord {
+        epoch: trainer.epoch,
+        iteration: trainer.iteration,
+        mean_loss: sums.losses[0] / steps,
+        images_per_s: sums.images as f64 / sums.seconds.max(1e-9),
+        metrics: metrics.cloned(),
+        assignment: sums.assignment.clone(),
+        skipped_images: sums.skipped_images,
+    };
+    let losses: Vec<(String, f64)> = LOSS_NAMES
+        .iter()
+        .zip(sums.losses)
+        .map(|(n, s)| (n.to_string(), s / steps))
+        .collect();
+    let row = MetricsRow::new(
+        trainer.epoch,
+        trainer.iteration,
+        trainer.lr_at_iteration(),
+        losses,
+        metrics,
+        record.images_per_s,
+        sums.seconds,
+    );
+    (record, row)
+}
+
 /// Train a detector with YOLOX's recipe; evaluate on `val` every `eval_interval` epochs (every
 /// epoch in the no-aug phase) and at the end, and keep the run folder's files (module docs).
 /// `on_epoch` is called after each epoch with its record; returning `false` stops training.
@@ -478,23 +547,8 @@ pub fn train_detector(
         ));
     }
     let mut trainer = DetectorTrainer::new(model, config.clone(), iters_per_epoch)?;
-    let (mut csv, mut simota_csv) = match &resume_from {
-        Some(path) => {
-            let done = resume_trainer(&mut trainer, path, config, opts)?;
-            // Rows after the checkpoint (a process killed between the row and the state)
-            // are written again by the epochs that produce them.
-            (
-                MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, done)?,
-                SimotaCsv::open_resumed(&files.simota_csv(), done)?,
-            )
-        }
-        // A fresh run: csv files here are ones a run stopped in its first epoch left
-        // (`resume_source`), whose rows are written again.
-        None => (
-            MetricsCsv::open_resumed(&files.metrics_csv(), &LOSS_NAMES, MaxDets::STUDY, 0)?,
-            SimotaCsv::open_resumed(&files.simota_csv(), 0)?,
-        ),
-    };
+    let (mut csv, mut simota_csv) =
+        open_run_csvs(&mut trainer, &files, resume_from.as_deref(), config, opts)?;
     trainer.to_device(opts.device)?;
     let no_aug_start = config.no_aug_start_epoch();
     let mut no_aug_loader: Option<Loader> = None;
@@ -526,40 +580,10 @@ pub fn train_detector(
         };
         let evaluates = trainer.epoch % interval == 0 || trainer.epoch == config.max_epoch;
         let metrics = match val {
-            Some(v) if evaluates => Some(evaluate_detector(
-                trainer.eval_model(),
-                v,
-                config.test_size,
-                config.test_conf as f32,
-                config.nms_threshold as f32,
-                8,
-            )?),
+            Some(v) if evaluates => Some(evaluate_epoch(&trainer, v, config)?),
             _ => None,
         };
-        let steps = sums.steps.max(1) as f64;
-        let record = EpochRecord {
-            epoch: trainer.epoch,
-            iteration: trainer.iteration,
-            mean_loss: sums.losses[0] / steps,
-            images_per_s: sums.images as f64 / sums.seconds.max(1e-9),
-            metrics: metrics.clone(),
-            assignment: sums.assignment,
-            skipped_images: sums.skipped_images,
-        };
-        let losses: Vec<(String, f64)> = LOSS_NAMES
-            .iter()
-            .zip(sums.losses)
-            .map(|(n, s)| (n.to_string(), s / steps))
-            .collect();
-        let row = MetricsRow::new(
-            trainer.epoch,
-            trainer.iteration,
-            trainer.lr_at_iteration(),
-            losses,
-            metrics.as_ref(),
-            record.images_per_s,
-            sums.seconds,
-        );
+        let (record, row) = epoch_record(&trainer, &sums, metrics.as_ref());
         csv.append(&row)?;
         simota_csv.append_epoch(trainer.epoch, &record.assignment)?;
         if let Some(m) = &metrics {

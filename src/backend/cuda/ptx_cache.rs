@@ -66,6 +66,6 @@ pub fn load_or_compile_in(dir: &Path, name: &str, src: &str, arch: &str) -> Resu
     }
     let ptx = compile_prepared(name, (spliced, options), arch)?;
     // Best effort: a read-only or full disk costs the next process a compile, nothing else.
-    let _ = crate::data::dataset::write_atomic(&path, format!("{ptx}{trailer}").as_bytes());
+    let _ = crate::atomic_file::write_atomic(&path, format!("{ptx}{trailer}").as_bytes());
     Ok(ptx)
 }

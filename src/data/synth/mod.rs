@@ -27,8 +27,9 @@ use rand::Rng;
 use rand_distr::{Distribution, Poisson};
 use rayon::prelude::*;
 
+use crate::atomic_file::write_atomic;
 use crate::data::convert::{voc_to_coco, write_study_json, ConvertOptions};
-use crate::data::dataset::{write_atomic, CocoDataset};
+use crate::data::dataset::CocoDataset;
 use crate::data::voc::{VocAnnotation, VocObject};
 use crate::rng::rng_for;
 use crate::{Error, Result};

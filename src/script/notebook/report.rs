@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{CellResult, CellStatus};
-use crate::data::dataset::write_atomic;
+use crate::atomic_file::write_atomic;
 use crate::script::api::notebook::OutputItem;
 use crate::Result;
 

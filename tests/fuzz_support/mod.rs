@@ -226,6 +226,11 @@ pub fn check_inputs(
         elapsed: Duration::ZERO,
         failures: Vec::new(),
     };
+    // SSOD_FUZZ_LOG=1: every refusal message, one a line, for reviewing what errors say.
+    let mut refusal_log = std::env::var_os("SSOD_FUZZ_LOG").map(|_| {
+        std::fs::create_dir_all(&failure_dir).unwrap();
+        std::fs::File::create(failure_dir.join("refusals.txt")).unwrap()
+    });
     let started = Instant::now();
     for (label, bytes) in inputs {
         std::fs::write(&path, &bytes).unwrap();
@@ -244,7 +249,13 @@ pub fn check_inputs(
             Ok(Outcome::Refused(msg)) if !(target.names_place)(&msg, &path) => {
                 Some(format!("error does not say which file/field: {msg}"))
             }
-            Ok(Outcome::Refused(_)) => None,
+            Ok(Outcome::Refused(msg)) => {
+                if let Some(log) = refusal_log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(log, "{}", msg.replace('\n', " | "));
+                }
+                None
+            }
         };
         if let Some(problem) = problem {
             std::fs::create_dir_all(&failure_dir).unwrap();

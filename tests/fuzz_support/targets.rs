@@ -35,9 +35,8 @@ fn text(format: &'static str, file: &'static str, sample: String, n: usize, p: P
     )
 }
 
-/// A config file's text, as the commands read it (naming the file when it is not text).
 fn read_text(p: &Path) -> Result<String, String> {
-    std::fs::read_to_string(p).map_err(|e| format!("cannot read config {}: {e}", p.display()))
+    ssod::data::dataset::read_text_file(p).map_err(err_text)
 }
 
 fn err_text<E: std::fmt::Display>(e: E) -> String {
@@ -63,13 +62,16 @@ pub fn voc(n: usize) -> Target {
             box_("can", 100.0, 50.5, true),
         ],
     };
-    text(
-        "voc",
-        "sample.xml",
-        ann.to_xml_string(),
-        n,
-        Arc::new(|p| VocAnnotation::read(p).map(|_| ()).map_err(err_text)),
-    )
+    Target {
+        names_place: names_element,
+        ..text(
+            "voc",
+            "sample.xml",
+            ann.to_xml_string(),
+            n,
+            Arc::new(|p| VocAnnotation::read(p).map(|_| ()).map_err(err_text)),
+        )
+    }
 }
 
 /// Two images, two categories, three boxes.
@@ -127,8 +129,12 @@ pub fn coco(dir: &Path, n: usize) -> Vec<Target> {
     let (gt, dt) = (dir.join("fixed_gt.json"), dir.join("fixed_dt.json"));
     std::fs::write(&gt, &gt_text).unwrap();
     std::fs::write(&dt, &dt_text).unwrap();
+    let with_entry = |t: Target| Target {
+        names_place: names_entry,
+        ..t
+    };
     vec![
-        text(
+        with_entry(text(
             "coco_gt",
             "gt.json",
             gt_text,
@@ -138,8 +144,8 @@ pub fn coco(dir: &Path, n: usize) -> Vec<Target> {
                     .map(|_| ())
                     .map_err(err_text)
             }),
-        ),
-        text(
+        )),
+        with_entry(text(
             "coco_results",
             "dt.json",
             dt_text,
@@ -149,7 +155,7 @@ pub fn coco(dir: &Path, n: usize) -> Vec<Target> {
                     .map(|_| ())
                     .map_err(err_text)
             }),
-        ),
+        )),
     ]
 }
 
@@ -377,22 +383,44 @@ pub fn rhai(dir: &Path, n: usize) -> Target {
     let script = include_str!("sample.rhai")
         .replace("NPY_PATH", &npy.display().to_string())
         .replace("GT_PATH", &gt.display().to_string());
-    text(
-        "rhai",
-        "sample.rhai",
-        script,
-        n,
-        Arc::new(|p| {
-            ssod::script::run_script_file(p)
-                .map(|_| ())
-                .map_err(err_text)
-        }),
-    )
+    Target {
+        names_place: names_line,
+        ..text(
+            "rhai",
+            "sample.rhai",
+            script,
+            n,
+            Arc::new(|p| {
+                ssod::script::run_script_file(p)
+                    .map(|_| ())
+                    .map_err(err_text)
+            }),
+        )
+    }
 }
 
-/// The config refusals name the key (the CLI adds the file); json syntax errors their place.
-fn names_key(msg: &str, path: &Path) -> bool {
-    super::names_file(msg, path) || msg.contains('`') || msg.contains("line ")
+/// The config refusals name the key (`ssod train` adds the file) or the json's line.
+fn names_key(msg: &str, _: &Path) -> bool {
+    msg.contains('`') || msg.contains("line ")
+}
+
+/// COCO refusals name the file and the line or the entry (`annotations[3]`, `detections[0]`).
+fn names_entry(msg: &str, path: &Path) -> bool {
+    super::names_file(msg, path) && (msg.contains("line ") || msg.contains('['))
+}
+
+/// VOC refusals name the file and the line, the object or the element.
+fn names_element(msg: &str, path: &Path) -> bool {
+    super::names_file(msg, path) && (msg.contains("line ") || msg.contains('<'))
+}
+
+/// Script errors name the file and the line (`file:line:col:` or `line L`).
+fn names_line(msg: &str, path: &Path) -> bool {
+    let file = path.display().to_string();
+    let after = msg.split_once(&format!("{file}:")).map(|(_, rest)| rest);
+    after.is_some_and(|rest| {
+        rest.starts_with(|c: char| c.is_ascii_digit()) || rest.contains("line ")
+    })
 }
 
 /// A training recipe (`ssod train --config`, `TrainConfig::to_json`) and both pretraining

@@ -61,9 +61,36 @@ pub struct Detection {
     pub score: f64,
 }
 
+/// A text file's contents; bytes that are not UTF-8 are an error naming the file, and the line,
+/// column and byte offset of the first bad byte (`read_to_string` says only "did not contain
+/// valid UTF-8").
+pub fn read_text_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..valid];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
+        Error::format(
+            path.display(),
+            format!(
+                "line {line}, column {column}: not UTF-8 text (byte {valid} is 0x{:02x})",
+                e.as_bytes()[valid]
+            ),
+        )
+    })
+}
+
 /// Parse a json file with an error that names the file, line and column.
 pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_text_file(path)?;
     serde_json::from_str(&text).map_err(|e| {
         // serde_json's message ends with " at line L column C": said once, up front.
         let message = e.to_string();

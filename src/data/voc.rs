@@ -55,7 +55,7 @@ impl VocAnnotation {
     /// Read and parse one VOC XML file. Errors name the file; parse errors carry the parser's
     /// message and the line and column.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::data::dataset::read_text_file(path)?;
         Self::parse(&text).map_err(|msg| Error::format(path.display(), msg))
     }
 
@@ -81,7 +81,10 @@ impl VocAnnotation {
                     let name = start.local_name().as_ref().to_string();
                     if stack.is_empty() {
                         if saw_root {
-                            return Err("malformed XML: more than one root element".into());
+                            let (line, col) = line_col(text, reader.buffer_position() as usize);
+                            return Err(format!(
+                                "malformed XML at line {line}, column {col}: a second root element <{name}>"
+                            ));
                         }
                         saw_root = true;
                     }
@@ -170,7 +173,10 @@ impl VocAnnotation {
             }
         }
         if !saw_root {
-            return Err("malformed XML: no root element".into());
+            let (line, col) = line_col(text, text.len());
+            return Err(format!(
+                "malformed XML at line {line}, column {col}: end of file without a root element"
+            ));
         }
         Ok(VocAnnotation {
             filename: filename.unwrap_or_default(),

@@ -54,13 +54,42 @@ fn geometry(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Conv2dGeometry> 
             got: format!("w {} for x {} (groups {})", w.shape(), x.shape(), p.groups),
         });
     }
-    if h + 2 * p.padding < kh || wd + 2 * p.padding < kw {
+    if kh == 0 || kw == 0 {
+        return Err(bad(format!(
+            "kernel {kh}x{kw} has a side of 0 (w {})",
+            w.shape()
+        )));
+    }
+    let padded = |side: usize| side.checked_add(p.padding.saturating_mul(2));
+    let (Some(padded_h), Some(padded_w)) = (padded(h), padded(wd)) else {
+        return Err(bad(format!("padding {} is too large", p.padding)));
+    };
+    if padded_h < kh || padded_w < kw {
         return Err(bad(format!(
             "kernel {kh}x{kw} is larger than the padded input {}x{} (x {}, padding {})",
-            h + 2 * p.padding,
-            wd + 2 * p.padding,
+            padded_h,
+            padded_w,
             x.shape(),
             p.padding
+        )));
+    }
+    // The output and the im2col columns of one image are allocated at once: a padding or a
+    // kernel from a script must give an error here, not a capacity-overflow panic or an abort.
+    let out_hw =
+        ((padded_h - kh) / p.stride + 1) as u128 * ((padded_w - kw) / p.stride + 1) as u128;
+    let output = out_hw.saturating_mul((n * k) as u128);
+    let columns = out_hw
+        .saturating_mul((cg * kh) as u128)
+        .saturating_mul(kw as u128);
+    let limit = crate::tensor::create::physical_memory_bytes().unwrap_or(u64::MAX) as u128 / 4;
+    if output.max(columns) > limit {
+        return Err(bad(format!(
+            "x {} with kernel {kh}x{kw}, padding {} and stride {} needs {} output or column \
+             values, more than this machine's memory",
+            x.shape(),
+            p.padding,
+            p.stride,
+            output.max(columns)
         )));
     }
     Ok(Conv2dGeometry {

@@ -54,7 +54,7 @@ fn strip_position(msg: &str) -> String {
 
 /// Evaluate a script file with the full API.
 pub fn run_script_file(path: &Path) -> Result<ScriptRun> {
-    let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let source = crate::data::dataset::read_text_file(path)?;
     let (engine, _) = crate::script::new_engine();
     let file = path.display().to_string();
     let ast = engine

@@ -39,12 +39,15 @@ pub(crate) fn try_values(op: &str, shape: &Shape, value: f32) -> Result<Vec<f32>
     Ok(values)
 }
 
-/// Physical memory (Linux `MemTotal`), None where it cannot be read.
-fn physical_memory_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// Physical memory (Linux `MemTotal`, read once), None where it cannot be read.
+pub(crate) fn physical_memory_bytes() -> Option<u64> {
+    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    })
 }
 
 impl Tensor {

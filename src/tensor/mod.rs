@@ -4,7 +4,7 @@
 //! Storage is shared behind `Arc<RwLock<..>>` so views, detached copies and the tape can point at
 //! the same values, and optimisers can update parameters in place.
 
-mod create;
+pub(crate) mod create;
 mod device;
 pub mod npy;
 pub mod pth;

@@ -101,11 +101,15 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
                 .map_err(|_| format!("bad shape entry `{s}`"))
         })
         .collect::<std::result::Result<_, _>>()?;
-    let (endian, code) = descr.split_at(1);
+    // `split_at` would panic on an empty descr or one that opens with a multi-byte character.
+    let (endian, code) = match descr.char_indices().nth(1) {
+        Some((i, _)) => descr.split_at(i),
+        None => return Err(format!("'descr': unsupported dtype '{descr}'")),
+    };
     let big_endian = match endian {
         "<" | "|" | "=" => false,
         ">" => true,
-        _ => return Err(format!("unsupported dtype '{descr}'")),
+        _ => return Err(format!("'descr': unsupported dtype '{descr}'")),
     };
     let dtype = match code {
         "f4" => Dtype::F32,
@@ -116,7 +120,7 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
         "b1" => Dtype::Bool,
         _ => {
             return Err(format!(
-                "unsupported dtype '{descr}' (supported: f4, f8, i8, i4, u1, b1)"
+                "'descr': unsupported dtype '{descr}' (supported: f4, f8, i8, i4, u1, b1)"
             ))
         }
     };

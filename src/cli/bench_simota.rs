@@ -88,6 +88,33 @@ fn random_image(a: &BenchSimotaArgs, grid: &[(f32, f32, f32)], i: usize) -> Imag
 /// `(fg mask, matched GT per fg anchor, IoU per fg anchor)` as `download_assignment` gives it.
 type HostAssignment = (Vec<bool>, Vec<usize>, Vec<f32>);
 
+/// The training diagnostics read the assignments (downloaded on the GPU path for the loss
+/// anyway): their whole cost is this host pass, timed and printed.
+fn print_diagnostics_cost(
+    images: &[Image],
+    assignments: &[ssod::detect::simota::Assignment],
+    reps: usize,
+) {
+    let mut stats_ms = Vec::new();
+    let mut stats = AssignmentStats::default();
+    for _ in 0..reps {
+        let t = Instant::now();
+        stats = AssignmentStats::from_assignments(
+            images
+                .iter()
+                .map(|img| img.gt_boxes.as_slice())
+                .zip(assignments),
+        );
+        stats_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "diagnostics {:.4} ms per batch (per-size counts of the {} positives; median of {})",
+        median(stats_ms),
+        stats.total().positives,
+        reps
+    );
+}
+
 pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
     if a.size == 0 || !a.size.is_multiple_of(32) || a.batch == 0 || a.classes == 0 || a.reps == 0 {
         anyhow::bail!(
@@ -137,26 +164,7 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
         median(cpu_ms),
         a.reps
     );
-    // The training diagnostics read the assignments (downloaded on the GPU path for the loss
-    // anyway): their whole cost is this host pass.
-    let mut stats_ms = Vec::new();
-    let mut stats = AssignmentStats::default();
-    for _ in 0..a.reps {
-        let t = Instant::now();
-        stats = AssignmentStats::from_assignments(
-            images
-                .iter()
-                .map(|img| img.gt_boxes.as_slice())
-                .zip(&cpu_result),
-        );
-        stats_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    println!(
-        "diagnostics {:.4} ms per batch (per-size counts of the {} positives; median of {})",
-        median(stats_ms),
-        stats.total().positives,
-        a.reps
-    );
+    print_diagnostics_cost(&images, &cpu_result, a.reps);
     let dev = match cuda::CudaAvailability::probe() {
         Ok(d) => d,
         Err(reason) => {

@@ -35,6 +35,7 @@
 //!   (docs/cluster.md).
 
 mod report;
+mod restore;
 mod run_folder;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ use crate::script::cache::{cell_key, CellCache, CellRecord};
 use crate::script::format_script_error;
 use crate::tensor::Device;
 use crate::{Error, Result};
+use restore::restore_cells;
 
 pub use report::write_report;
 pub use run_folder::{new_run_dir, prepare_out_dir, timestamp};
@@ -269,38 +271,6 @@ fn is_interrupt(e: &EvalAltResult) -> bool {
     }
 }
 
-/// Strings (also inside arrays and maps) that start with the folder `old` start with `new`
-/// instead.
-fn rebase_paths(v: Dynamic, old: &str, new: &str) -> Dynamic {
-    if old.is_empty() || old == new {
-        return v;
-    }
-    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
-        if let Some(rest) = s.strip_prefix(old) {
-            if rest.is_empty()
-                || rest.starts_with(std::path::MAIN_SEPARATOR)
-                || rest.starts_with('/')
-            {
-                return Dynamic::from(format!("{new}{rest}"));
-            }
-        }
-        return v.clone();
-    }
-    if v.is_array() {
-        let a = v.cast::<rhai::Array>();
-        return Dynamic::from_array(a.into_iter().map(|x| rebase_paths(x, old, new)).collect());
-    }
-    if v.is_map() {
-        let m = v.cast::<rhai::Map>();
-        return Dynamic::from_map(
-            m.into_iter()
-                .map(|(k, x)| (k, rebase_paths(x, old, new)))
-                .collect(),
-        );
-    }
-    v
-}
-
 /// Which device a run uses: its name (for cache keys and the report), the device, and a note
 /// to print (`auto` falling back to the CPU says why).
 pub fn resolve_device(device: &str) -> Result<(String, Device, Option<String>)> {
@@ -426,48 +396,16 @@ pub fn run_notebook(opts: &NotebookOptions) -> Result<NotebookSummary> {
     if !opts.fresh {
         restored = keys.iter().take_while(|k| cache.has(k)).count();
     }
-    let mut records = Vec::new();
-    if restored > 0 {
-        // Functions first: restored closures are looked up among them.
-        for cell in &cells[..restored] {
-            if let Err(msg) = session.define_functions(cell) {
-                println!("note: {msg}");
-            }
-        }
-        let resolver = session.closure_resolver();
-        let loaded = (|| -> Result<_> {
-            let recs = keys[..restored]
-                .iter()
-                .map(|k| cache.load_record(k))
-                .collect::<Result<Vec<_>>>()?;
-            let vars = cache.load_scope(&keys[restored - 1], &resolver)?;
-            for (k, r) in keys.iter().zip(&recs) {
-                cache.restore_files(k, r, &run_dir)?;
-            }
-            Ok((recs, vars))
-        })();
-        match loaded {
-            Ok((recs, vars)) => {
-                let old_dir = recs.last().map(|r| r.run_dir.clone()).unwrap_or_default();
-                let new_dir = run_dir.display().to_string();
-                for (name, constant, value) in vars {
-                    let value = rebase_paths(value, &old_dir, &new_dir);
-                    if constant {
-                        session.scope.push_constant_dynamic(name, value);
-                    } else {
-                        session.scope.push_dynamic(name, value);
-                    }
-                }
-                records = recs;
-            }
-            Err(e) => {
-                println!("cache: could not restore ({e}); recomputing every cell");
-                restored = 0;
-                let file = session.file.clone();
-                let text = session.text.clone();
-                session = Session::new(ctx.clone(), file, text);
-            }
-        }
+    let records = restore_cells(
+        &mut session,
+        &cache,
+        &keys[..restored],
+        &cells,
+        &run_dir,
+        &ctx,
+    );
+    if records.len() < restored {
+        restored = 0;
     }
     if opts.fresh {
         println!("--fresh: the cache is not read (finished cells are still saved)");

@@ -352,6 +352,32 @@ impl TrainConfig {
             .collect()
     }
 
+    /// The epoch counts and the batch size.
+    fn validate_epochs(&self) -> Result<()> {
+        let bad = |key: &str, why: String| {
+            Err(Error::InvalidArgument(format!(
+                "train config key `{key}`: {why}"
+            )))
+        };
+        if self.max_epoch == 0 {
+            return bad("max_epoch", "must be >= 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be >= 1".into());
+        }
+        // Checked: huge values must not wrap past the comparison.
+        match self.warmup_epochs.checked_add(self.no_aug_epochs) {
+            Some(n) if n <= self.max_epoch => Ok(()),
+            _ => bad(
+                "warmup_epochs",
+                format!(
+                    "warmup_epochs ({}) + no_aug_epochs ({}) exceed max_epoch ({})",
+                    self.warmup_epochs, self.no_aug_epochs, self.max_epoch
+                ),
+            ),
+        }
+    }
+
     /// Range checks; every error names the key.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: String| {
@@ -361,26 +387,7 @@ impl TrainConfig {
         };
         let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
         let prob = |x: f64| (0.0..=1.0).contains(&x);
-        if self.max_epoch == 0 {
-            return bad("max_epoch", "must be >= 1".into());
-        }
-        // Checked: huge values must not wrap past the comparison.
-        if self
-            .warmup_epochs
-            .checked_add(self.no_aug_epochs)
-            .is_none_or(|n| n > self.max_epoch)
-        {
-            return bad(
-                "warmup_epochs",
-                format!(
-                    "warmup_epochs ({}) + no_aug_epochs ({}) exceed max_epoch ({})",
-                    self.warmup_epochs, self.no_aug_epochs, self.max_epoch
-                ),
-            );
-        }
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be >= 1".into());
-        }
+        self.validate_epochs()?;
         for (key, x) in [
             ("warmup_lr", self.warmup_lr),
             ("min_lr_ratio", self.min_lr_ratio),

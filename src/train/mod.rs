@@ -9,6 +9,7 @@ pub mod ema;
 pub mod evaluate;
 pub mod optim;
 pub mod precision;
+mod resume;
 pub mod run;
 pub mod schedule;
 pub mod trainer;

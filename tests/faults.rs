@@ -18,6 +18,7 @@ use common::{skip, Missing, Rng};
 use notebook_support::*;
 use ssod::atomic_file::is_temp_file;
 use ssod::eval::metrics_csv::read_metrics_csv;
+use ssod::eval::simota_csv::read_simota_csv;
 use ssod::tensor::safetensors_io::read_safetensors;
 use ssod::train::checkpoint::read_checkpoint_meta;
 
@@ -129,6 +130,16 @@ fn check_run_folder(run: &Path) -> usize {
                     let metric = col.starts_with("AP") || col.starts_with("AR");
                     assert!(metric || v.is_finite(), "{name} row {i} `{col}` is {v}");
                 }
+            }
+        } else if name == "simota.csv" {
+            // Five size buckets per epoch, every row complete, epochs in order.
+            let rows = read_simota_csv(&path).unwrap_or_else(|e| does_not_load(&name, e));
+            for (i, row) in rows.iter().enumerate() {
+                assert_eq!(
+                    row.epoch,
+                    i / 5 + 1,
+                    "{name}: five rows per epoch, in order"
+                );
             }
         } else if name == "last.ckpt.safetensors" {
             state_epoch = read_checkpoint_meta(&path)
@@ -300,13 +311,23 @@ fn a_notebook_killed_at_random_points_keeps_a_sound_cache() {
     let log = dir.join("stderr.txt");
     let mut rng = Rng::new(7);
     let mut kills = 0;
+    // The kills land within one whole run's time on this machine (measured first, nothing
+    // cached), so they hit the writes however fast the machine is.
+    let started = std::time::Instant::now();
+    let whole = run_script(&dir, NOTEBOOK, &["--fresh"]);
+    assert!(whole.ok, "{}\n{}", whole.stdout, whole.stderr);
+    let run_s = started.elapsed().as_secs_f64();
     for i in 0..15 {
         let mut args = vec!["run".to_string(), "script.rhai".to_string()];
         if i % 2 == 1 {
             args.push("--fresh".into());
         }
         let child = spawn_ssod(&dir, &args, &log);
-        kills += usize::from(kill_after(child, 0.02 + 0.25 * rng.uniform(), &log));
+        kills += usize::from(kill_after(
+            child,
+            run_s * (0.05 + 0.9 * rng.uniform()),
+            &log,
+        ));
         check_cache(&dir.join(".ssod-cache"));
         check_notebook_runs(&dir);
     }
@@ -426,15 +447,15 @@ fn a_read_only_run_folder_is_a_named_error_and_keeps_the_old_files() {
         "{}",
         out.stderr
     );
-    // metrics.csv (an existing file, appended to) gained epoch 2's row; every other file is
-    // as epoch 1 left it, and nothing else appeared.
+    // metrics.csv and simota.csv (existing files, appended to) gained epoch 2's rows; every
+    // other file is as epoch 1 left it, and nothing else appeared.
     let after = names(&run);
     assert_eq!(
         after,
         before.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
     );
     for (name, bytes) in &before {
-        if name != "metrics.csv" {
+        if name != "metrics.csv" && name != "simota.csv" {
             assert!(
                 std::fs::read(run.join(name)).unwrap() == *bytes,
                 "{name} changed"
@@ -479,9 +500,10 @@ fn a_write_that_fails_part_way_leaves_nothing_half_written() {
     let weights = run.join("last.safetensors");
     assert!(stderr.contains(&weights.display().to_string()), "{stderr}");
     assert!(stderr.contains("too large"), "{stderr}");
-    // Only the complete metrics.csv: no weights, no temporary file.
-    assert_eq!(names(&run), ["metrics.csv"]);
+    // Only the complete per-epoch csv files: no weights, no temporary file.
+    assert_eq!(names(&run), ["metrics.csv", "simota.csv"]);
     read_metrics_csv(&run.join("metrics.csv")).unwrap();
+    read_simota_csv(&run.join("simota.csv")).unwrap();
     let out = ssod(
         &dir,
         &strs(&train_args(&dir, &data, &run, 1, &["--resume"])),

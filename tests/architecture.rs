@@ -10,14 +10,13 @@ const MAX_FN_LINES: usize = 120;
 
 /// Files over the limit today, with their line count: none may grow, no other may join.
 const OVERSIZED_FILES: &[(&str, usize)] = &[
-    ("src/tensor/pth.rs", 1495),
     ("src/backend/cuda/conv2d/implicit_gemm.rs", 682),
     ("src/export/onnx.rs", 601),
 ];
 
 /// Logic functions over the limit today, with their line count (file, function).
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
-    ("src/tensor/pth.rs", "step", 243),
+    ("src/tensor/pth/machine.rs", "step", 243),
     ("src/script/notebook.rs", "run_notebook", 236),
     ("src/data/synth/bank.rs", "render_bank", 187),
     ("src/cli/bench.rs", "bench_train", 182),

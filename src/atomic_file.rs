@@ -29,8 +29,15 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Whether `file_name` is a temporary name of [`temp_path_for`] (left by a killed writer).
+/// Whether `file_name` is a temporary name a killed writer may have left: one of
+/// [`temp_path_for`] (`.<name>.<pid>.<n>.tmp`) or of the notebook's shared-folder writes
+/// (`script::shared_fs`: `.<name>.tmp-<host>-<pid>-<n>`, and the cache's objects in the making,
+/// `.tmp-<host>-<pid>-<n>.<ext>`).
 pub fn is_temp_file(file_name: &str) -> bool {
+    if file_name.starts_with('.') && (file_name.starts_with(".tmp-") || file_name.contains(".tmp-"))
+    {
+        return true;
+    }
     let Some(inner) = file_name
         .strip_prefix('.')
         .and_then(|n| n.strip_suffix(".tmp"))
@@ -124,6 +131,8 @@ mod tests {
             "{name}"
         );
         assert!(is_temp_file(name));
+        assert!(is_temp_file(".one.csv.tmp-vm-77-3"));
+        assert!(is_temp_file(".tmp-vm-77-4.safetensors"));
         for real in [
             "last.safetensors",
             ".hidden",
@@ -131,6 +140,7 @@ mod tests {
             ".x.12.tmp",
             "x.1.2.tmp",
             ".x.1.a.tmp",
+            "x.tmp-1",
         ] {
             assert!(!is_temp_file(real), "{real}");
         }

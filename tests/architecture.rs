@@ -23,7 +23,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("src/cli/bench_conv.rs", "bench_conv", 147),
     ("src/cli/bench_simota.rs", "bench_simota", 140),
     ("src/data/voc.rs", "parse", 125),
-    ("src/detect/loss.rs", "yolox_loss", 125),
 ];
 
 /// Tables, not logic: the Rhai registrations, the kernel symbol table and the parity cases.

@@ -244,6 +244,11 @@ fn check_cache(cache: &Path) -> usize {
     let mut complete = 0;
     for entry in std::fs::read_dir(cache.join("cells")).into_iter().flatten() {
         let cell = entry.unwrap().path();
+        // An entry being built or an old one being removed has a temporary name: the notebook
+        // looks entries up by key and never reads these.
+        if is_temp_file(&cell.file_name().unwrap().to_string_lossy()) {
+            continue;
+        }
         let Ok(text) = std::fs::read_to_string(cell.join("cell.json")) else {
             continue; // incomplete: ignored by the notebook
         };
@@ -264,6 +269,8 @@ fn check_cache(cache: &Path) -> usize {
     {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        // A kill can leave a writer's temporary file: objects are looked up by their hash name,
+        // so such a file is never read.
         if name.starts_with("tmp-") || is_temp_file(&name) {
             continue;
         }

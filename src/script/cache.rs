@@ -392,7 +392,9 @@ impl CellCache {
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
-            std::fs::copy(&src, &dest).map_err(|e| Error::io(&src, e))?;
+            // Through a temporary name: a run killed while restoring leaves no half file.
+            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            crate::atomic_file::write_atomic(&dest, &bytes)?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ template <int TM> struct Block {
     static const int WARPS_M = TM / 32;
 };
 
-// Layout mirrored by `MmaConvGeom` in src/backend/cuda/conv2d/implicit_gemm.rs (all i32).
+// Layout mirrored by `MmaConvGeom` in src/backend/cuda/conv2d/implicit_gemm/mod.rs (all i32).
 struct MmaConvGeom {
     int n, c, h, w, k, kh, kw, stride, pad, ho, wo, split_len, phase_h, phase_w;
 };

@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 const MAX_FILE_LINES: usize = 600;
 const MAX_FN_LINES: usize = 120;
 
-/// Files over the limit today, with their line count: none may grow, no other may join.
-const OVERSIZED_FILES: &[(&str, usize)] = &[
-    ("src/backend/cuda/conv2d/implicit_gemm.rs", 682),
-    ("src/export/onnx.rs", 601),
-];
+/// Files over the limit, with their line count: none may grow, no other may join (none today).
+const OVERSIZED_FILES: &[(&str, usize)] = &[];
 
 /// Logic functions over the limit today, with their line count (file, function).
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[

@@ -473,11 +473,11 @@ if not ok: fails.append('add_bf16')
 class MG(C.Structure): _fields_ = [(k, Ii) for k in ['n','c','h','w','k','kh','kw','stride','pad','ho','wo','split_len','phase_h','phase_w']]
 cdiv = lambda a, b: -(-a // b)
 def stride_phase(phase, size, kernel, stride, pad):
-    # implicit_gemm.rs StridePhase::of: (first, count, taps).
+    # implicit_gemm/mod.rs StridePhase::of: (first, count, taps).
     first = (phase - pad) % stride
     return first, (cdiv(size - first, stride) if first < size else 0), (cdiv(kernel - phase, stride) if phase < kernel else 0)
 def wgrad_splits(m, n, r):
-    # implicit_gemm.rs weight_grad_splits: (splits, positions per split).
+    # implicit_gemm/mod.rs weight_grad_splits: (splits, positions per split).
     tiles = cdiv(m, 64) * cdiv(n, 128); kt = max(cdiv(r, 32), 1); by_budget = (1 << 26) // max(m*n, 1)
     want = max(min(1024 // max(tiles, 1), cdiv(kt, 8), by_budget), 1); sl = cdiv(kt, want) * 32
     return max(cdiv(r, sl), 1), sl
@@ -511,7 +511,7 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     pre = 'conv2d_mma' if math == 'bf16' else f'conv2d_{math}'
     lib = 'conv2d_mma' if math == 'bf16' else 'conv2d_tf32'
     def launch(op, m_len, n_len, tall_form, *args, z=1):
-        # implicit_gemm.rs Pick::launch_for: 128-row tiles (256 threads, `_m128_` kernels) above
+        # implicit_gemm/mod.rs Pick::launch_for: 128-row tiles (256 threads, `_m128_` kernels) above
         # 64 rows where the form exists, else 64 (128 threads).
         rows = 128 if tall_form and m_len > 64 else 64
         sym = pre + ('_m128' if rows == 128 else '') + op
@@ -519,7 +519,7 @@ def conv_mma_case(case, n, c, h, w, k, ks, s, p, x_bf16, y_bf16, splits, math='b
     # In bf16 arithmetic only the bf16-storage forms (and dx) have 128-row tiles.
     tall_x = math != 'bf16' or x_bf16
     fwd = f"_fwd_{'bf16' if x_bf16 else 'f32'}_to_{'bf16' if y_bf16 else 'f32'}" if math == 'bf16' else '_fwd_f32'
-    # implicit_gemm.rs: the tap-major forms on bf16 storage (forward) where the summed-over
+    # implicit_gemm/tap_major.rs: the tap-major forms on bf16 storage (forward) where the summed-over
     # channels are a multiple of 32 (TAP_MAJOR_CHANNELS), on weights their pack kernel writes.
     # The bf16 arithmetic has them for bf16 input only; its packing is bf16, the others' f32.
     taps_fwd, taps_dx = c % 32 == 0 and (x_bf16 or math != 'bf16'), k % 32 == 0

@@ -5,6 +5,7 @@
 //! [`onnx_proto`]'s (prost), so writing a model needs no ONNX runtime.
 
 pub mod onnx;
+mod onnx_graph;
 pub mod onnx_proto;
 
 pub use onnx::{encode_onnx, write_onnx, yolox_to_onnx, OnnxOptions, OnnxOutput};

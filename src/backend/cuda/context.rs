@@ -59,7 +59,7 @@ struct Inner {
 pub enum ConvAlgorithm {
     /// im2col (or the input itself for 1×1) + cuBLAS, per batch chunk (`conv2d.rs`).
     Im2col = 0,
-    /// Implicit GEMM on the tensor cores, one launch per batch (`conv2d/implicit_gemm.rs`).
+    /// Implicit GEMM on the tensor cores, one launch per batch (`conv2d/implicit_gemm/`).
     Implicit = 1,
     /// Per conv and pass, the faster of the two, measured at its first call after checking
     /// that they agree (`conv2d/algorithm.rs`; cuDNN's benchmark mode). Im2col on GPUs without

@@ -7,7 +7,7 @@
 //! convs (groups = C = K) use the direct kernels. The direct general kernels (`direct::*`) are
 //! the GPU reference the fast path can be checked against. The weight gradient, whose reduction
 //! over the output positions is split in slices on large maps, is in `conv2d/weight_grad.rs`;
-//! the implicit-GEMM tensor-core kernels in `conv2d/implicit_gemm.rs`, and which of the two runs
+//! the implicit-GEMM tensor-core kernels in `conv2d/implicit_gemm/`, and which of the two runs
 //! a conv (the device's setting; by default `auto`'s measured choice) in `conv2d/algorithm.rs`.
 
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};

@@ -152,7 +152,7 @@ pub(super) fn conv_mma_cases() -> Vec<Case> {
             (true, true),
             Conv2dGeometry::square([2, 136, 6, 5], 132, (1, 1, 0, 1)),
         ),
-        // Tap-major forms (implicit_gemm.rs TAP_MAJOR_CHANNELS): C (forward) and K (input
+        // Tap-major forms (implicit_gemm/tap_major.rs TAP_MAJOR_CHANNELS): C (forward) and K (input
         // gradient) multiples of 32; R = 288 (forward) and 576.
         mma_case(
             "conv2d mma tap-major 3x3 s1 (bf16 in, bf16 out)",

@@ -164,7 +164,7 @@ pub(super) fn yolox_train_step_bf16_case() -> Case {
 }
 
 /// `step` with the device's convs on the implicit-GEMM tensor-core kernels
-/// (`conv2d/implicit_gemm.rs`), the device's own algorithm restored afterwards (also on error).
+/// (`conv2d/implicit_gemm/`), the device's own algorithm restored afterwards (also on error).
 fn with_implicit_convs(
     dev: &CudaDevice,
     step: impl FnOnce() -> Result<Outputs>,

@@ -248,7 +248,8 @@ fn accuracy(
             cfg.workers,
         ) {
             let batch = batch?;
-            let x = Tensor::from_vec_on(batch.input.clone(), batch.shape(), device)?;
+            let shape = batch.shape();
+            let x = Tensor::from_vec_on(batch.input, shape, device)?;
             let (_, _, c5) = model.backbone.backbone.forward(&x)?;
             // argmax on the device: one value per crop comes back.
             let logits = head.classify(&head.embed(&c5)?)?;
@@ -327,11 +328,8 @@ impl EpochRun<'_> {
         let (started, mut seen) = (Instant::now(), 0usize);
         for batch in batches {
             let batch = batch?;
-            let x = Tensor::from_vec_on(
-                batch.input,
-                [batch.labels.len(), 3, batch.size, batch.size],
-                self.device,
-            )?;
+            let shape = batch.shape();
+            let x = Tensor::from_vec_on(batch.input, shape, self.device)?;
             let (loss, feature) =
                 center_loss_step(self.model, self.head, self.centers, &x, &batch.labels, cfg)
                     .map_err(|e| {

@@ -191,6 +191,12 @@ impl Pafpn {
     /// → (P3 stride 8, P4 stride 16, P5 stride 32) with channels (c3, c4, c5).
     pub fn forward(&self, x: &Tensor) -> Result<[Tensor; 3]> {
         let (x2, x1, x0) = self.backbone.forward(x)?;
+        self.forward_neck(&x2, &x1, &x0)
+    }
+
+    /// The neck alone: the backbone's (C3, C4, C5) → (P3, P4, P5), as [`Pafpn::forward`].
+    pub fn forward_neck(&self, c3: &Tensor, c4: &Tensor, c5: &Tensor) -> Result<[Tensor; 3]> {
+        let (x2, x1, x0) = (c3.clone(), c4.clone(), c5.clone());
         let fpn_out0 = self.lateral_conv0.forward(&x0)?; // [B, c4, H/32]
         let f_out0 = self
             .c3_p4

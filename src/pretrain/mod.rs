@@ -9,6 +9,7 @@ pub mod center_loss;
 pub mod centers;
 pub mod color_jitter;
 pub mod data;
+pub mod dense;
 pub mod device;
 pub mod heads;
 pub mod loader;
@@ -32,7 +33,10 @@ pub use heads::{HeadKind, PretrainHead};
 pub use patch_ssl::PatchLossKind;
 pub use patch_ssl::{pretrain_patch_ssl, PatchGeometry, PatchSslConfig};
 pub use probe::{linear_probe, ProbeConfig, ProbeReport};
-pub use transfer::{freeze_backbone, load_backbone, save_backbone_checkpoint, LoadReport};
+pub use transfer::{
+    freeze_backbone, load_backbone, load_backbone_with, save_backbone_checkpoint,
+    save_backbone_neck_checkpoint, LoadReport,
+};
 
 use crate::models::YoloX;
 use crate::train::optim::{Adam, Optimizer};

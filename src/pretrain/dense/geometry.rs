@@ -1,0 +1,331 @@
+//! Where the two views of dense contrast look (docs/pretraining.md, "Dense contrast"): each view
+//! is a random resized crop of the image (torchvision's `RandomResizedCrop` draw), maybe flipped
+//! left-right, so every cell of a view's feature map has a known centre in image pixels, and the
+//! cell of the other view that sees the same place is found by geometry alone (PixPro's
+//! positive rule, Xie et al. CVPR 2021, with one positive: the cell that holds the point). The
+//! feature rule (DenseCL, Wang et al. CVPR 2021: the most similar cell) is [`argmax_matches`].
+//!
+//! Coordinates are continuous pixel edges: pixel `i` spans `[i, i + 1)`, so a view of width `w`
+//! cut at `x` covers image x in `[x, x + w)`, and view coordinate `u ∈ [0, 1]` maps to image
+//! `x + u·w` (`x + (1 − u)·w` when flipped).
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// The part of the image (pixels, after the resize to `image_size`) one view shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewBox {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+    /// Mirrored left-right after the crop.
+    pub flipped: bool,
+}
+
+/// The cells of one feature map of a view: `cols × rows`, row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    pub cols: usize,
+    pub rows: usize,
+}
+
+impl Grid {
+    pub fn cells(self) -> usize {
+        self.cols * self.rows
+    }
+}
+
+/// How views are drawn: `RandomResizedCrop(scale, ratio)` then a flip with `flip_prob`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ViewDraw {
+    /// Fraction of the image's area a view covers, `[min, max]`.
+    pub scale: [f64; 2],
+    /// Aspect ratio (w/h) of the cut, `[min, max]`, drawn log-uniformly.
+    pub ratio: [f64; 2],
+    pub flip_prob: f64,
+}
+
+impl ViewDraw {
+    /// One view of a `w`×`h` image. torchvision's `RandomResizedCrop.get_params`: ten tries at
+    /// an area and a log-uniform ratio, else the whole image cut to the nearest allowed ratio.
+    pub fn sample(&self, [w, h]: [usize; 2], rng: &mut impl Rng) -> ViewBox {
+        let area = (w * h) as f64;
+        let (log_lo, log_hi) = (self.ratio[0].ln(), self.ratio[1].ln());
+        let mut cut = None;
+        for _ in 0..10 {
+            let target = area * rng.random_range(self.scale[0]..=self.scale[1]);
+            let aspect = rng.random_range(log_lo..=log_hi).exp();
+            let cw = (target * aspect).sqrt().round() as usize;
+            let ch = (target / aspect).sqrt().round() as usize;
+            if cw > 0 && ch > 0 && cw <= w && ch <= h {
+                let x = rng.random_range(0..=w - cw);
+                let y = rng.random_range(0..=h - ch);
+                cut = Some((x, y, cw, ch));
+                break;
+            }
+        }
+        let (x, y, cw, ch) = cut.unwrap_or_else(|| {
+            let in_ratio = w as f64 / h as f64;
+            let (cw, ch) = if in_ratio < self.ratio[0] {
+                (w, ((w as f64 / self.ratio[0]).round() as usize).clamp(1, h))
+            } else if in_ratio > self.ratio[1] {
+                (((h as f64 * self.ratio[1]).round() as usize).clamp(1, w), h)
+            } else {
+                (w, h)
+            };
+            ((w - cw) / 2, (h - ch) / 2, cw, ch)
+        });
+        let flipped = rng.random::<f64>() < self.flip_prob;
+        ViewBox {
+            x,
+            y,
+            w: cw,
+            h: ch,
+            flipped,
+        }
+    }
+}
+
+/// Centre of cell `index` (row-major in `grid`) of a view, in image pixels.
+pub fn cell_center_in_image(view: &ViewBox, grid: Grid, index: usize) -> (f64, f64) {
+    let (col, row) = (index % grid.cols, index / grid.cols);
+    let mut u = (col as f64 + 0.5) / grid.cols as f64;
+    if view.flipped {
+        u = 1.0 - u;
+    }
+    let v = (row as f64 + 0.5) / grid.rows as f64;
+    (
+        view.x as f64 + u * view.w as f64,
+        view.y as f64 + v * view.h as f64,
+    )
+}
+
+/// The cell of a view (row-major in `grid`) that holds image point `(x, y)`, None outside the
+/// view. A point on the view's far edge belongs to the last cell.
+pub fn cell_at_image_point(view: &ViewBox, grid: Grid, (x, y): (f64, f64)) -> Option<usize> {
+    let mut u = (x - view.x as f64) / view.w as f64;
+    let v = (y - view.y as f64) / view.h as f64;
+    if !(0.0..=1.0).contains(&u) || !(0.0..=1.0).contains(&v) {
+        return None;
+    }
+    if view.flipped {
+        u = 1.0 - u;
+    }
+    let col = ((u * grid.cols as f64) as usize).min(grid.cols - 1);
+    let row = ((v * grid.rows as f64) as usize).min(grid.rows - 1);
+    Some(row * grid.cols + col)
+}
+
+/// Geometric positives: every cell `i` of view 1 whose centre lies inside view 2, paired with
+/// the cell `j` of view 2 that holds that centre, as `(i, j)` in view 1's row-major order.
+pub fn geometric_matches(view1: &ViewBox, view2: &ViewBox, grid: Grid) -> Vec<(usize, usize)> {
+    (0..grid.cells())
+        .filter_map(|i| {
+            cell_at_image_point(view2, grid, cell_center_in_image(view1, grid, i)).map(|j| (i, j))
+        })
+        .collect()
+}
+
+/// DenseCL's positives: for each row `i` of `similarity` (`[n1, n2]` row-major: view-1 cell
+/// against view-2 cell), the column of its largest value (the first on ties; NaN never wins).
+pub fn argmax_matches(similarity: &[f32], n1: usize, n2: usize) -> Vec<(usize, usize)> {
+    (0..n1)
+        .map(|i| {
+            let row = &similarity[i * n2..(i + 1) * n2];
+            let mut best = 0;
+            for (j, &s) in row.iter().enumerate() {
+                if s > row[best] || row[best].is_nan() {
+                    best = j;
+                }
+            }
+            (i, best)
+        })
+        .collect()
+}
+
+/// At most `k` of `pairs`, drawn without replacement and kept in their order.
+pub fn sample_pairs(pairs: &[(usize, usize)], k: usize, rng: &mut impl Rng) -> Vec<(usize, usize)> {
+    if pairs.len() <= k {
+        return pairs.to_vec();
+    }
+    let mut picked: Vec<usize> = (0..pairs.len()).collect();
+    picked.shuffle(rng);
+    picked.truncate(k);
+    picked.sort_unstable();
+    picked.into_iter().map(|p| pairs[p]).collect()
+}
+
+/// Logit offset that takes a pair out of the softmax (`exp` of it is 0 in f32).
+pub const EXCLUDED: f32 = -1e4;
+
+/// `[n, n]` offsets for the pairs' logits (row: a query, column: a key; `image_of[i]`: the image
+/// of pair i): 0 on the diagonal (the positive) and between different images (the negatives),
+/// [`EXCLUDED`] between two cells of one image (DenseCL's negatives are other images only).
+pub fn same_image_offsets(image_of: &[usize]) -> Vec<f32> {
+    let n = image_of.len();
+    let mut out = vec![0.0; n * n];
+    for (i, &a) in image_of.iter().enumerate() {
+        for (j, &b) in image_of.iter().enumerate() {
+            if i != j && a == b {
+                out[i * n + j] = EXCLUDED;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::rng_for;
+
+    const G4: Grid = Grid { cols: 4, rows: 2 };
+
+    #[test]
+    fn cell_centres_by_hand() {
+        // View x 20..60, y 10..30 (40×20), 4×2 cells of 10×10 px.
+        let v = ViewBox {
+            x: 20,
+            y: 10,
+            w: 40,
+            h: 20,
+            flipped: false,
+        };
+        assert_eq!(cell_center_in_image(&v, G4, 0), (25.0, 15.0));
+        assert_eq!(cell_center_in_image(&v, G4, 3), (55.0, 15.0));
+        assert_eq!(cell_center_in_image(&v, G4, 5), (35.0, 25.0));
+        // Flipped: view column 0 shows the image's right end.
+        let f = ViewBox { flipped: true, ..v };
+        assert_eq!(cell_center_in_image(&f, G4, 0), (55.0, 15.0));
+        assert_eq!(cell_center_in_image(&f, G4, 5), (45.0, 25.0));
+        assert_eq!(cell_at_image_point(&v, G4, (25.0, 15.0)), Some(0));
+        assert_eq!(cell_at_image_point(&v, G4, (59.9, 29.9)), Some(7));
+        assert_eq!(cell_at_image_point(&v, G4, (60.0, 30.0)), Some(7)); // far edge
+        assert_eq!(cell_at_image_point(&f, G4, (59.9, 10.0)), Some(0));
+        assert_eq!(cell_at_image_point(&v, G4, (19.9, 15.0)), None);
+        assert_eq!(cell_at_image_point(&v, G4, (30.0, 30.5)), None);
+        for i in 0..8 {
+            for view in [&v, &f] {
+                let c = cell_center_in_image(view, G4, i);
+                assert_eq!(
+                    cell_at_image_point(view, G4, c),
+                    Some(i),
+                    "{view:?} cell {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn geometric_matches_by_hand() {
+        // View 1: image x 0..80, y 0..40, cells 20×20; view 2: the right half x 40..80, same
+        // rows, cells 10×20. View-1 columns 2 and 3 (centres x 50, 70) fall in view 2 at
+        // u = 0.25 and 0.75: view-2 columns 1 and 3.
+        let v1 = ViewBox {
+            x: 0,
+            y: 0,
+            w: 80,
+            h: 40,
+            flipped: false,
+        };
+        let v2 = ViewBox {
+            x: 40,
+            y: 0,
+            w: 40,
+            h: 40,
+            flipped: false,
+        };
+        assert_eq!(
+            geometric_matches(&v1, &v2, G4),
+            vec![(2, 1), (3, 3), (6, 5), (7, 7)]
+        );
+        // View 2 flipped: u → 1 − u (0.75 and 0.25), so columns 2 and 3 land on view-2
+        // columns 3 and 1.
+        let v2f = ViewBox {
+            flipped: true,
+            ..v2
+        };
+        assert_eq!(
+            geometric_matches(&v1, &v2f, G4),
+            vec![(2, 3), (3, 1), (6, 7), (7, 5)]
+        );
+        // A view against itself: every cell matches itself, flipped or not.
+        for v in [v1, v2f] {
+            let m = geometric_matches(&v, &v, G4);
+            assert_eq!(m, (0..8).map(|i| (i, i)).collect::<Vec<_>>());
+        }
+        // Disjoint views: no positives.
+        let left = ViewBox { w: 30, ..v1 };
+        assert!(geometric_matches(&left, &v2, G4).is_empty());
+    }
+
+    #[test]
+    fn argmax_matches_by_hand() {
+        // Rows: view-1 cells; the first max wins ties; a NaN never wins.
+        let sim = [
+            0.1,
+            0.9,
+            0.3,
+            /**/ 0.5,
+            0.5,
+            0.2,
+            /**/ f32::NAN,
+            -1.0,
+            -0.5,
+        ];
+        assert_eq!(argmax_matches(&sim, 3, 3), vec![(0, 1), (1, 0), (2, 2)]);
+    }
+
+    #[test]
+    fn same_image_offsets_by_hand() {
+        let e = EXCLUDED;
+        assert_eq!(
+            same_image_offsets(&[0, 0, 1]),
+            vec![0.0, e, 0.0, e, 0.0, 0.0, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn sampled_views_stay_inside_the_image_and_follow_the_draw() {
+        let draw = ViewDraw {
+            scale: [0.2, 1.0],
+            ratio: [0.75, 4.0 / 3.0],
+            flip_prob: 0.5,
+        };
+        let mut flips = 0;
+        for seed in 0..400u64 {
+            let v = draw.sample([160, 96], &mut rng_for(seed, "view"));
+            assert!(
+                v.w >= 1 && v.h >= 1 && v.x + v.w <= 160 && v.y + v.h <= 96,
+                "{v:?}"
+            );
+            let area = (v.w * v.h) as f64 / (160.0 * 96.0);
+            // Rounding of w and h moves the area and ratio a little off the drawn values.
+            assert!((0.17..=1.0).contains(&area), "{v:?}: area {area}");
+            let r = v.w as f64 / v.h as f64;
+            assert!((0.7..=1.4).contains(&r), "{v:?}: ratio {r}");
+            flips += usize::from(v.flipped);
+        }
+        assert!((150..=250).contains(&flips), "{flips} flips of 400");
+        // Nothing fits a ratio of 10 in a 160×96 image at any area: the fallback keeps the
+        // whole width at the largest ratio that fits.
+        let wide = ViewDraw {
+            scale: [0.9, 1.0],
+            ratio: [10.0, 12.0],
+            flip_prob: 0.0,
+        };
+        let v = wide.sample([160, 96], &mut rng_for(0, "view"));
+        assert_eq!((v.x, v.y, v.w, v.h), (0, 40, 160, 16));
+    }
+
+    #[test]
+    fn sample_pairs_keeps_order_and_count() {
+        let pairs: Vec<(usize, usize)> = (0..10).map(|i| (i, 9 - i)).collect();
+        assert_eq!(sample_pairs(&pairs, 20, &mut rng_for(1, "s")), pairs);
+        let some = sample_pairs(&pairs, 4, &mut rng_for(1, "s"));
+        assert_eq!(some.len(), 4);
+        assert!(some.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(some.iter().all(|p| pairs.contains(p)));
+    }
+}

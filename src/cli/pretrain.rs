@@ -28,6 +28,8 @@ pub enum PretrainKind {
     Ssl(PretrainArgs),
     /// Frozen backbone + logistic regression on fg/bg crops: accuracy in seconds
     Probe(PretrainArgs),
+    /// Dense contrast (DenseCL) on any image folder; `neck: true` pretrains the PAFPN too
+    Dense(PretrainArgs),
 }
 
 #[derive(Args)]
@@ -169,6 +171,19 @@ impl PretrainCommand {
                 let m = model(&args)?;
                 let frames = FrameSet::load(&args.data)?;
                 let r = pretrain_patch_ssl(&m, &frames, &cfg)?;
+                print_report(&r);
+                write_json(&dir, &r)
+            }
+            PretrainKind::Dense(args) => {
+                let mut cfg: ssod::pretrain::dense::DenseConfig = read_config(&args.config)?;
+                let common = &mut cfg.common;
+                args.device_overrides(&mut common.device, &mut common.precision)?;
+                let dir = out_dir(&args, "dense")?;
+                common.out = Some(dir.clone());
+                common.resume |= args.resume;
+                let m = model(&args)?;
+                let images = FrameSet::load(&args.data)?;
+                let r = ssod::pretrain::dense::pretrain_dense(&m, &images, &cfg)?;
                 print_report(&r);
                 write_json(&dir, &r)
             }

@@ -15,23 +15,20 @@
 pub mod geometry;
 pub mod heads;
 pub mod loss;
+pub mod run;
 pub mod step;
 pub mod views;
-
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::check_positive;
-use super::color_jitter::ColorAugment;
 use super::data::InputNorm;
-use super::device::DeviceConfig;
-use super::PretrainSchedule;
-use crate::train::config::Precision;
+use super::ssl::{MethodKeys, SslConfig, ViewAugment};
 use crate::{Error, Result};
 
-pub use geometry::{ViewBox, ViewDraw};
+pub use geometry::ViewBox;
 pub use heads::DenseHeads;
+pub use run::pretrain_dense;
 pub use step::{dense_step, DenseLoss};
 
 /// How the positive of a view-1 cell is found in view 2.
@@ -45,20 +42,14 @@ pub enum Matching {
     Feature,
 }
 
+/// Dense contrast's config: the common self-supervised keys and [`DenseKeys`] in one map.
+pub type DenseConfig = SslConfig<DenseKeys>;
+
+/// Dense contrast's own keys (the common ones: [`crate::pretrain::ssl::SslCommon`]; the views
+/// are `image_size`, DenseCL's 224 × 224 by default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DenseConfig {
-    pub seed: u64,
-    pub epochs: usize,
-    /// Images per step (each gives two views).
-    pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub schedule: PretrainSchedule,
-    /// `[w, h]` images are resized to before views are cut.
-    pub image_size: [usize; 2],
-    /// `[w, h]` of each view (multiples of 32; DenseCL: 224 × 224).
-    pub view_size: [usize; 2],
+pub struct DenseKeys {
     /// RandomResizedCrop's area fraction `[min, max]` (DenseCL / MoCo v2: [0.2, 1.0]).
     pub crop_scale: [f64; 2],
     /// RandomResizedCrop's aspect ratio `[min, max]` (torchvision: [3/4, 4/3]).
@@ -80,34 +71,22 @@ pub struct DenseConfig {
     pub queries_per_image: usize,
     /// Train the PAFPN too (dense heads on P3, P4, P5) and keep it in the checkpoint.
     pub neck: bool,
-    pub max_steps_per_epoch: Option<usize>,
-    /// Folder for `dense_last.safetensors`, the per-epoch state, `epochs.csv` and `loss.png`;
-    /// None writes nothing.
-    pub out: Option<PathBuf>,
-    /// Continue the run whose state is in `out` (`epochs` may be raised).
-    pub resume: bool,
-    pub device: String,
-    pub precision: Precision,
-    pub workers: usize,
+    /// BN momentum of the model during the run (PyTorch's convention; None: the model's own,
+    /// YOLOX's 0.03). A short run needs a larger one for its running statistics, which the
+    /// evaluation-mode features (probes, health, the detector) use, to follow the weights.
+    pub bn_momentum: Option<f32>,
 }
 
-impl Default for DenseConfig {
+impl Default for DenseKeys {
     fn default() -> Self {
-        DenseConfig {
-            seed: 0,
-            epochs: 10,
-            batch_size: 16,
-            lr: 1e-3,
-            weight_decay: 5e-4,
-            schedule: PretrainSchedule::Cos,
-            image_size: [640, 384],
-            view_size: [224, 224],
-            crop_scale: [0.2, 1.0],
-            crop_ratio: [0.75, 4.0 / 3.0],
-            flip_prob: 0.5,
-            color_jitter_prob: 0.8,
-            color_jitter: [0.4, 0.4, 0.4, 0.1],
-            grayscale_prob: 0.2,
+        let aug = ViewAugment::default();
+        DenseKeys {
+            crop_scale: aug.crop_scale,
+            crop_ratio: aug.crop_ratio,
+            flip_prob: aug.flip_prob,
+            color_jitter_prob: aug.color_jitter_prob,
+            color_jitter: aug.color_jitter,
+            grayscale_prob: aug.grayscale_prob,
             input_norm: InputNorm::Bgr255,
             dim: 128,
             temperature: 0.2,
@@ -115,105 +94,47 @@ impl Default for DenseConfig {
             matching: Matching::Geometric,
             queries_per_image: 64,
             neck: false,
-            max_steps_per_epoch: None,
-            out: None,
-            resume: false,
-            device: "cpu".into(),
-            precision: Precision::F32,
-            workers: 2,
+            bn_momentum: None,
         }
     }
 }
 
-fn bad(why: String) -> Error {
-    Error::InvalidArgument(why)
-}
-
-impl DenseConfig {
-    /// The `device`, `precision` and `workers` keys.
-    pub fn device_config(&self) -> DeviceConfig {
-        DeviceConfig {
-            device: self.device.clone(),
-            precision: self.precision,
-            workers: self.workers,
-        }
-    }
-
-    /// How views are drawn.
-    pub fn view_draw(&self) -> ViewDraw {
-        ViewDraw {
-            scale: self.crop_scale,
-            ratio: self.crop_ratio,
+impl DenseKeys {
+    /// The view keys as the shared view transform.
+    pub fn view_augment(&self) -> ViewAugment {
+        ViewAugment {
+            crop_scale: self.crop_scale,
+            crop_ratio: self.crop_ratio,
             flip_prob: self.flip_prob,
-        }
-    }
-
-    pub fn color_augment(&self) -> ColorAugment {
-        ColorAugment {
-            jitter_prob: self.color_jitter_prob,
-            jitter: self.color_jitter,
+            color_jitter_prob: self.color_jitter_prob,
+            color_jitter: self.color_jitter,
             grayscale_prob: self.grayscale_prob,
         }
     }
+}
 
-    pub fn validate(&self) -> Result<()> {
-        self.device_config().validate()?;
-        check_positive("epochs", self.epochs)?;
+impl MethodKeys for DenseKeys {
+    fn validate(&self) -> Result<()> {
+        self.view_augment().validate("pretrain_dense")?;
         check_positive("dim", self.dim)?;
         check_positive("queries_per_image", self.queries_per_image)?;
-        if self.batch_size < 2 {
-            return Err(bad(format!(
-                "`batch_size` must be >= 2 (the other images are the negatives), got {}",
-                self.batch_size
-            )));
-        }
-        for (key, [w, h]) in [
-            ("image_size", self.image_size),
-            ("view_size", self.view_size),
-        ] {
-            if w == 0 || h == 0 {
-                return Err(bad(format!("`{key}` must be positive, got [{w}, {h}]")));
-            }
-        }
-        let [vw, vh] = self.view_size;
-        if !vw.is_multiple_of(32) || !vh.is_multiple_of(32) {
-            return Err(bad(format!(
-                "`view_size` must be multiples of 32 (the backbone's stride), got [{vw}, {vh}]"
-            )));
-        }
-        let [s0, s1] = self.crop_scale;
-        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
-            return Err(bad(format!(
-                "`crop_scale` must be [min, max] with 0 < min <= max <= 1, got [{s0}, {s1}]"
-            )));
-        }
-        let [r0, r1] = self.crop_ratio;
-        if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
-            return Err(bad(format!(
-                "`crop_ratio` must be [min, max] with 0 < min <= max, got [{r0}, {r1}]"
-            )));
-        }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(bad(format!(
+            return Err(Error::InvalidArgument(format!(
                 "`temperature` must be > 0, got {}",
                 self.temperature
             )));
         }
-        for (key, v) in [
-            ("global_weight", self.global_weight),
-            ("flip_prob", self.flip_prob),
-            ("color_jitter_prob", self.color_jitter_prob),
-            ("grayscale_prob", self.grayscale_prob),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(bad(format!("`{key}` must be in [0, 1], got {v}")));
-            }
+        if self.bn_momentum.is_some_and(|m| !(m > 0.0 && m <= 1.0)) {
+            return Err(Error::InvalidArgument(format!(
+                "`bn_momentum` must be in (0, 1], got {:?}",
+                self.bn_momentum
+            )));
         }
-        if self.color_jitter.iter().any(|v| v.is_nan() || *v < 0.0) || self.color_jitter[3] > 0.5 {
-            return Err(bad(
-                "`color_jitter` is [brightness, contrast, saturation, hue], each >= 0, hue <= 0.5"
-                    .into(),
-            ));
+        if !(0.0..=1.0).contains(&self.global_weight) {
+            return Err(Error::InvalidArgument(format!(
+                "`global_weight` must be in [0, 1], got {}",
+                self.global_weight
+            )));
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use rand::Rng;
 use super::geometry::{argmax_matches, geometric_matches, same_image_offsets, Grid, ViewBox};
 use super::heads::{feature_rows, l2_normalize_rows, DenseHeads};
 use super::loss::paired_info_nce;
-use super::{DenseConfig, Matching};
+use super::{DenseKeys, Matching};
 use crate::autograd::no_grad;
 use crate::models::YoloX;
 use crate::ops;
@@ -69,7 +69,7 @@ fn feature_matches(feat: &Tensor, images: usize) -> Result<Vec<Vec<(usize, usize
 fn level_pairs(
     feat: &Tensor,
     boxes: &[(ViewBox, ViewBox)],
-    cfg: &DenseConfig,
+    cfg: &DenseKeys,
     rng: &mut impl Rng,
 ) -> Result<Vec<Vec<(usize, usize)>>> {
     let d = feat.dims();
@@ -128,7 +128,7 @@ pub fn dense_step(
     x: &Tensor,
     boxes: &[(ViewBox, ViewBox)],
     seed: u64,
-    cfg: &DenseConfig,
+    cfg: &DenseKeys,
 ) -> Result<DenseLoss> {
     let b = boxes.len();
     if x.rank() != 4 || x.dims()[0] != 2 * b || b == 0 {

@@ -1,17 +1,14 @@
-//! The loader of dense contrast: per image two views (random resized crop, flip, colour
-//! augmentation, each view on its own), decoded, cut and augmented by worker threads
-//! ([`crate::data::prefetch`]) a window ahead of the step, with the crop boxes the step matches
-//! cells by. Every random draw of the image at position `p` of an epoch comes from
-//! `rng_for(epoch_seed, "dense/<p>")`, so the batches are the same for any number of workers.
+//! The batches of dense contrast: per image two views (random resized crop of the image as it
+//! is, flip, colour augmentation, each view on its own: [`ViewAugment`]), built on the run
+//! loop's loader threads, with the crop boxes the step matches cells by. Every random draw of
+//! the image at position `p` of an epoch comes from `rng_for(epoch_seed, "dense/<p>")`, so the
+//! batches are the same for any number of workers.
 
-use std::ops::Range;
-use std::sync::Arc;
-
-use super::geometry::{ViewBox, ViewDraw};
+use super::geometry::{draw_view, ViewBox};
 use crate::data::augment::resize_bilinear;
-use crate::data::prefetch::Prefetch;
 use crate::pretrain::color_jitter::ColorAugment;
 use crate::pretrain::data::{push_rgb_planes, ImageSource, InputNorm};
+use crate::pretrain::ssl::ViewAugment;
 use crate::rng::rng_for;
 use crate::Result;
 
@@ -34,36 +31,11 @@ impl ViewPairs {
 /// How images become view pairs.
 #[derive(Clone, Copy, Debug)]
 pub struct ViewSampling {
-    /// `[w, h]` images are resized to before views are cut.
-    pub image_size: [usize; 2],
-    /// `[w, h]` of each view.
+    /// `[w, h]` of each view (the run's `image_size`).
     pub view_size: [usize; 2],
-    pub draw: ViewDraw,
-    pub augment: ColorAugment,
+    pub augment: ViewAugment,
     pub norm: InputNorm,
     pub epoch_seed: u64,
-}
-
-/// The images `order[..]` in batches of `batch_size` (the last may be short), at most
-/// `max_batches`.
-pub fn view_pair_batches(
-    images: &Arc<Vec<ImageSource>>,
-    order: Vec<usize>,
-    batch_size: usize,
-    max_batches: Option<usize>,
-    sampling: ViewSampling,
-    workers: usize,
-) -> Prefetch<Result<ViewPairs>> {
-    let bs = batch_size.max(1);
-    let all = order.len().div_ceil(bs);
-    let ranges: Vec<Range<usize>> = (0..max_batches.map_or(all, |m| m.min(all)))
-        .map(|b| b * bs..((b + 1) * bs).min(order.len()))
-        .filter(|r| !r.is_empty())
-        .collect();
-    let images = images.clone();
-    Prefetch::start(ranges.len(), workers, workers + 1, move |b| {
-        build_view_pairs(&images, &order, ranges[b].clone(), &sampling)
-    })
 }
 
 /// One view of `img` as RGB 0..255 planes `[3, vh, vw]`, augmented.
@@ -85,40 +57,43 @@ fn render_view(
     let resized = resize_bilinear(&cut, vw as u32, vh as u32);
     let mut planes = Vec::with_capacity(3 * vw * vh);
     push_rgb_planes(&resized, view.flipped, &mut planes);
-    s.augment.apply(&mut planes, rng);
+    let a = &s.augment;
+    ColorAugment {
+        jitter_prob: a.color_jitter_prob,
+        jitter: a.color_jitter,
+        grayscale_prob: a.grayscale_prob,
+    }
+    .apply(&mut planes, rng);
     planes
 }
 
-/// The view pairs of the images at `positions` of `order`.
+/// The view pairs of `items` (image indices), the images at epoch positions `first..`.
 pub fn build_view_pairs(
     images: &[ImageSource],
-    order: &[usize],
-    positions: Range<usize>,
+    first: usize,
+    items: &[usize],
     s: &ViewSampling,
 ) -> Result<ViewPairs> {
-    let [w, h] = s.image_size;
     let [vw, vh] = s.view_size;
     let plane = vw * vh;
-    let mut first = Vec::with_capacity(positions.len() * 3 * plane);
-    let mut second = Vec::with_capacity(positions.len() * 3 * plane);
-    let mut boxes = Vec::with_capacity(positions.len());
-    for pos in positions.clone() {
-        let img = images[order[pos]].load_resized(w as u32, h as u32)?;
-        let mut rng = rng_for(s.epoch_seed, &format!("dense/{pos}"));
-        let v1 = s.draw.sample([w, h], &mut rng);
-        let v2 = s.draw.sample([w, h], &mut rng);
-        first.extend(render_view(&img, &v1, s, &mut rng));
+    let mut views = Vec::with_capacity(items.len() * 3 * plane);
+    let mut second = Vec::with_capacity(items.len() * 3 * plane);
+    let mut boxes = Vec::with_capacity(items.len());
+    for (k, &item) in items.iter().enumerate() {
+        let img = images[item].load()?;
+        let size = [img.width() as usize, img.height() as usize];
+        let mut rng = rng_for(s.epoch_seed, &format!("dense/{}", first + k));
+        let v1 = draw_view(&s.augment, size, &mut rng);
+        let v2 = draw_view(&s.augment, size, &mut rng);
+        views.extend(render_view(&img, &v1, s, &mut rng));
         second.extend(render_view(&img, &v2, s, &mut rng));
         boxes.push((v1, v2));
     }
-    first.extend(second);
-    s.norm.apply_to_rgb_planes(&mut first, plane);
-    let seed = rand::Rng::random(&mut rng_for(
-        s.epoch_seed,
-        &format!("dense/step/{}", positions.start),
-    ));
+    views.extend(second);
+    s.norm.apply_to_rgb_planes(&mut views, plane);
+    let seed = rand::Rng::random(&mut rng_for(s.epoch_seed, &format!("dense/step/{first}")));
     Ok(ViewPairs {
-        values: first,
+        values: views,
         boxes,
         seed,
     })

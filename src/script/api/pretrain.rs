@@ -137,6 +137,37 @@ pub fn register(api: &mut Api) {
             let crops = lift(CropSet::load(&output_path(dir)))?;
             Ok(probe_map(&lift(linear_probe(&m.0, &crops, &cfg))?))
         });
+    func!(api, "pretrain_dense", &["m: Model", "images_dir: String", "cfg: Map"], "Map",
+        "Dense contrast (DenseCL) of m's backbone, and with neck: true its PAFPN, on any image folder; cfg: the common SSL keys (seed, epochs, batch_size, lr, image_size, out, resume, device, health, ...) and DenseKeys (matching, temperature, global_weight, queries_per_image, dim, neck, crop_scale, ...). Returns #{loss, checkpoint, samples_per_s, steps, health}.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("pretrain_dense", resumable(cfg))?;
+            let images = lift(FrameSet::load(&output_path(dir)))?;
+            let r = lift(crate::pretrain::dense::pretrain_dense(&m.0, &images, &cfg))?;
+            let mut out = report_map(&r);
+            let health = match &r.health {
+                Some(h) => rhai::serde::to_dynamic(h)?,
+                None => Dynamic::UNIT,
+            };
+            out.entry("health".into()).or_insert(health);
+            Ok(out)
+        });
+    func!(api, "load_backbone", &["m: Model", "path: String", "opts: Map"], "i64",
+        "load_backbone with options: #{ neck: true } loads the PAFPN's neck too (every backbone.* tensor: a pretrain_dense checkpoint with neck: true, or a detector's weights), failing when the file holds no neck. Returns the number of tensors loaded.",
+        |m: &mut Model, p: &str, opts: Map| -> ScriptResult<INT> {
+            let mut neck = false;
+            for (k, v) in opts {
+                match (k.as_str(), v.as_bool()) {
+                    ("neck", Ok(b)) => neck = b,
+                    ("neck", Err(t)) => return Err(script_err(format!("load_backbone: `neck` must be a bool, got {t}"))),
+                    (other, _) => return Err(script_err(format!("load_backbone: unknown option `{other}` (known: neck)"))),
+                }
+            }
+            let r = lift(crate::pretrain::load_backbone_with(&m.0, p.as_ref(), neck))?;
+            if neck {
+                println!("load_backbone: {} tensors, {} of them the neck's, from {p}", r.loaded, r.neck_loaded);
+            }
+            Ok(r.loaded as INT)
+        });
     func!(api, "load_backbone", &["m: Model", "path: String"], "i64",
         "Load the backbone.backbone.* tensors (weights and BN statistics) of a pretraining checkpoint; fails naming any tensor whose shape differs. Returns the number loaded.",
         |m: &mut Model, p: &str| -> ScriptResult<INT> {

@@ -9,11 +9,13 @@ use crate::models::{YoloX, YoloXConfig};
 use crate::ops::PatchBox;
 use crate::pretrain::center_loss::{center_loss_step, CenterLossConfig};
 use crate::pretrain::centers::{update_centers, wen_center_update};
-use crate::pretrain::dense::{dense_step, DenseConfig, DenseHeads, ViewBox, ViewDraw};
+use crate::pretrain::dense::geometry::draw_view;
+use crate::pretrain::dense::{dense_step, DenseHeads, DenseKeys, ViewBox};
 use crate::pretrain::loader::PatchInput;
 use crate::pretrain::patch_ssl::{
     patch_ssl_step, upload_patches, BnMode, PatchLossKind, PatchSslConfig,
 };
+use crate::pretrain::ssl::ViewAugment;
 use crate::pretrain::{HeadKind, PretrainHead};
 use crate::tensor::Device;
 
@@ -215,14 +217,13 @@ const VIEW: usize = 64;
 /// Two images' views: cuts of a 128×96 image, view 2 flipped, drawn once by the case's seed.
 fn dense_views(rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
     let values = uniform(rng, 2 * DENSE_IMAGES * 3 * VIEW * VIEW, 0.0, 255.0);
-    let draw = ViewDraw {
-        scale: [0.3, 1.0],
-        ratio: [0.75, 4.0 / 3.0],
-        flip_prob: 0.5,
+    let aug = ViewAugment {
+        crop_scale: [0.3, 1.0],
+        ..ViewAugment::default()
     };
     let boxes = (0..2 * DENSE_IMAGES)
         .flat_map(|_| {
-            let v = draw.sample([128, 96], rng);
+            let v = draw_view(&aug, [128, 96], rng);
             [v.x, v.y, v.w, v.h, usize::from(v.flipped)].map(|u| u as f32)
         })
         .collect();
@@ -231,8 +232,7 @@ fn dense_views(rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
 
 fn dense_parity_step(inp: &Inputs, device: Device) -> Result<Outputs> {
     let model = YoloX::new(YoloXConfig::variant("nano", 2)?)?;
-    let cfg = DenseConfig {
-        view_size: [VIEW, VIEW],
+    let cfg = DenseKeys {
         dim: 16,
         neck: true,
         ..Default::default()

@@ -468,3 +468,47 @@ fn the_neck_trains_and_its_checkpoint_loads_into_a_fresh_detector() {
     assert_eq!(fresh.store.get(neck_name).unwrap().to_vec(), after);
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn rhai_pretrain_dense_and_load_backbone_with_the_neck() {
+    let dir = std::env::temp_dir().join(format!("ssod_dense_rhai_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for (i, f) in synth_frames(6, "training", 4).iter().enumerate() {
+        f.image.save(images.join(format!("{i:04}.png"))).unwrap();
+    }
+    let (engine, docs) = ssod::script::new_engine();
+    assert!(docs.iter().any(|d| d.name == "pretrain_dense"));
+    let script = format!(
+        r#"
+        let m = yolox("s", #{{ classes: 1, width: 0.125 }});
+        let r = pretrain_dense(m, "{images}", #{{ epochs: 2, batch_size: 2, image_size: [64, 64],
+            neck: true, queries_per_image: 8, dim: 16, health: #{{ samples: 4 }},
+            out: "{out}", device: "cpu" }});
+        let fresh = yolox("s", #{{ classes: 1, width: 0.125 }});
+        let with_neck = fresh.load_backbone(r.checkpoint, #{{ neck: true }});
+        let backbone_only = fresh.load_backbone(r.checkpoint);
+        [r.loss.len(), r.steps, with_neck, backbone_only, r.health.effective_rank]
+        "#,
+        images = images.display(),
+        out = dir.join("out").display()
+    );
+    let v: rhai::Array = engine.eval(&script).unwrap();
+    assert_eq!(v[0].as_int().unwrap(), 2);
+    assert_eq!(v[1].as_int().unwrap(), 4);
+    let (with_neck, backbone_only) = (v[2].as_int().unwrap(), v[3].as_int().unwrap());
+    assert!(with_neck > backbone_only && backbone_only > 0, "{v:?}");
+    assert!(v[4].as_float().unwrap() >= 1.0, "{v:?}");
+    // An unknown option is an error naming it.
+    let err = engine
+        .eval::<i64>(&format!(
+            r#"let m = yolox("s", #{{ classes: 1, width: 0.125 }});
+               m.load_backbone("{}", #{{ nek: true }})"#,
+            dir.join("out").join("dense_last.safetensors").display()
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nek"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

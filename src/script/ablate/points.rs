@@ -12,13 +12,13 @@ use rhai::{Dynamic, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 use serde::{Deserialize, Serialize};
 
 use super::{label_of, Axes, Row};
+use crate::atomic_file::write_atomic;
 use crate::digest::hash_parts;
 use crate::progress::INTERRUPTED;
 use crate::script::api::notebook::{OutputItem, RunContext};
 use crate::script::cache::{to_json, CellCache};
 use crate::script::claim::{try_claim, Claim, ClaimOutcome, ClaimRules};
 use crate::script::convert::{script_err, ScriptResult};
-use crate::script::shared_fs::write_shared;
 
 /// How often an unsharded run looks again at a point another process is computing.
 const WAIT_POLL: Duration = Duration::from_secs(2);
@@ -239,7 +239,7 @@ fn compute(
         let rec = PointRecord {
             metrics: metrics.clone(),
         };
-        if let Err(e) = to_json(&rec).and_then(|t| write_shared(file, t.as_bytes())) {
+        if let Err(e) = to_json(&rec).and_then(|t| write_atomic(file, t.as_bytes())) {
             ctx.emit(OutputItem::Text(format!(
                 "note: ablation point not cached: {e}"
             )));

@@ -2,10 +2,11 @@
 //! `contiguous()`, `cat`, and the backward of `narrow`/`slice_step`). CPU twin:
 //! `crate::tensor::StridedIter`.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr};
 
 use super::bf16::StoredElement;
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{grid_1d, CudaDevice};
+use super::launch::Kernel;
 use super::{to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -141,13 +142,13 @@ pub fn strided_copy<T: StoredElement>(
         g.ds[i] = to_i64(sym, ct[i])?;
     }
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Layout, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(src).arg(dst).arg(&n64).arg(&g);
-    // SAFETY: the largest index of either side was checked against its buffer above; strides
-    // are non-negative, so every index of the walk lies in [offset, last].
-    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    // Strides are non-negative, so every index of the walk lies in [offset, last].
+    Kernel::new(dev, KernelFile::Layout, sym)
+        .reads("source", src, src_last + 1)
+        .writes("destination", dst, dst_last + 1)
+        .value(&n64)
+        .value(&g)
+        .launch(grid_1d(n))
 }
 
 /// A fresh contiguous buffer holding the `dims` view (`strides`, `offset`) of `src`.

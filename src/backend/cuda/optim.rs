@@ -2,9 +2,10 @@
 //! updated in place, one tensor per launch or every tensor of a model in one launch (`*_multi`).
 //! CPU reference: the PyTorch formulas (see the kernel file's contract).
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 
-use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice};
+use super::context::{grid_1d, grid_per_item, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -40,18 +41,15 @@ pub fn sgd_nesterov(
     check_len(sym, "g", g, n)?;
     check_len(sym, "momentum buffer", buf, n)?;
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Optim, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(p)
-        .arg(g)
-        .arg(buf)
-        .arg(&n64)
-        .arg(&lr)
-        .arg(&momentum)
-        .arg(&weight_decay);
-    // SAFETY: three buffers of n elements.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    Kernel::new(dev, KernelFile::Optim, sym)
+        .writes("p", p, n)
+        .reads("g", g, n)
+        .writes("momentum buffer", buf, n)
+        .value(&n64)
+        .value(&lr)
+        .value(&momentum)
+        .value(&weight_decay)
+        .launch(grid_1d(n))
 }
 
 /// Adam hyper-parameters; `step` counts from 1 (bias corrections `1 − β^step`).
@@ -108,18 +106,21 @@ pub fn adam(
     let bc2 = 1.0 - h.beta2.powi(step);
     let dec = h.decoupled as i32;
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Optim, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(p).arg(g).arg(m).arg(v).arg(&n64);
-    b.arg(&h.lr)
-        .arg(&h.beta1)
-        .arg(&h.beta2)
-        .arg(&h.eps)
-        .arg(&h.weight_decay);
-    b.arg(&bc1).arg(&bc2).arg(&dec);
-    // SAFETY: four buffers of n elements.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    Kernel::new(dev, KernelFile::Optim, sym)
+        .writes("p", p, n)
+        .reads("g", g, n)
+        .writes("m", m, n)
+        .writes("v", v, n)
+        .value(&n64)
+        .value(&h.lr)
+        .value(&h.beta1)
+        .value(&h.beta2)
+        .value(&h.eps)
+        .value(&h.weight_decay)
+        .value(&bc1)
+        .value(&bc2)
+        .value(&dec)
+        .launch(grid_1d(n))
 }
 
 /// `ema = decay·ema + (1 − decay)·p`.
@@ -136,12 +137,12 @@ pub fn ema(
     let n = ema.len();
     check_len(sym, "p", p, n)?;
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Optim, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(ema).arg(p).arg(&n64).arg(&decay);
-    // SAFETY: two buffers of n elements.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    Kernel::new(dev, KernelFile::Optim, sym)
+        .writes("ema", ema, n)
+        .reads("p", p, n)
+        .value(&n64)
+        .value(&decay)
+        .launch(grid_1d(n))
 }
 
 // ---- multi-tensor forms ----
@@ -347,19 +348,15 @@ fn launch_multi<R: DeviceRepr>(
     }
     let (refs_dev, chunks_dev) = (dev.upload(refs)?, dev.upload(chunks)?);
     let k = to_i64(sym, chunks.len())?;
-    let f = dev.function(KernelFile::Optim, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&refs_dev).arg(&chunks_dev).arg(&k);
-    for v in scalars {
-        b.arg(v);
-    }
-    for v in flags {
-        b.arg(v);
-    }
-    // SAFETY: every ref points at live buffers of its `n` elements (checked by the callers,
-    // which hold them borrowed); chunk starts are below their tensor's n.
-    unsafe { b.launch(grid_per_item(chunks.len())) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    // Every ref points at live buffers of its `n` elements (checked by the callers, which
+    // hold them borrowed until the launch is queued); chunk starts are below their tensor's n.
+    Kernel::new(dev, KernelFile::Optim, sym)
+        .reads("tensor table", &refs_dev, refs.len())
+        .reads("chunk table", &chunks_dev, chunks.len())
+        .value(&k)
+        .values(scalars)
+        .values(flags)
+        .launch(grid_per_item(chunks.len()))
 }
 
 #[cfg(test)]

@@ -119,6 +119,40 @@ fn a_compile_error_names_the_file_and_carries_the_nvrtc_log() {
     println!("{err}");
 }
 
+/// Every Rust mirror of a CUDA struct (`src/backend/cuda/structs.rs`) has the CUDA struct's
+/// size, alignment and field offsets: each kernel file compiles with `static_assert`s of the
+/// layouts the Rust side asserts at compile time appended. A wrong number is refused (the
+/// check can fail).
+#[test]
+fn every_cuda_struct_has_the_layout_its_rust_mirror_asserts() {
+    use ssod::backend::cuda::structs::{layout_asserts, struct_layouts};
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let layouts = struct_layouts();
+    assert!(layouts.len() >= 9, "{layouts:?}");
+    let compile = |file: KernelFile, asserts: &str| {
+        let src = format!("{}\n{asserts}", file.source());
+        ssod::backend::cuda::compile_source(&file.file_name(), &src, "compute_80")
+    };
+    for file in KernelFile::ALL {
+        let asserts: String = layouts
+            .iter()
+            .filter(|l| l.file == file)
+            .map(layout_asserts)
+            .collect();
+        if !asserts.is_empty() {
+            compile(file, &asserts).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let mut wrong = layouts[0];
+    wrong.size += 8;
+    let err = compile(wrong.file, &layout_asserts(&wrong))
+        .expect_err("a wrong size must not compile")
+        .to_string();
+    assert!(err.contains(&format!("size of {}", wrong.name)), "{err}");
+}
+
 /// Every kernel-like name written as a string in the launchers (`"…_f32"`, `"…_bf16"`) is a
 /// symbol of some kernel file: a typo there would surface only on a GPU, as a missing function.
 /// Needs no NVRTC.

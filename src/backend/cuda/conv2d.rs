@@ -16,6 +16,7 @@ use super::bf16::{stores_bf16, to_bf16, widened_unless, CudaBuffer, CudaValues};
 use super::context::{grid_1d, grid_per_item, ConvAlgorithm, CudaDevice, MatrixPrecision};
 use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm_batched, used_len, Strided};
 use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{check_len, KernelFile};
 use crate::backend::conv_geometry::Conv2dGeometry;
 use crate::{Error, Result};
@@ -30,7 +31,7 @@ pub use weight_grad::bwd_weight;
 /// Mirrors `struct ConvGeom` of conv2d.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct ConvGeom {
+pub(crate) struct ConvGeom {
     n: i64,
     c: i64,
     h: i64,
@@ -44,8 +45,10 @@ struct ConvGeom {
     ho: i64,
     wo: i64,
 }
-// SAFETY: twelve i64, `repr(C)`, the layout of the CUDA struct.
-unsafe impl DeviceRepr for ConvGeom {}
+cuda_struct!(ConvGeom mirrors "ConvGeom" in KernelFile::Conv2d, size 96, align 8, {
+    n @ 0, c @ 8, h @ 16, w @ 24, k @ 32, kh @ 40, kw @ 48, stride @ 56, pad @ 64, groups @ 72,
+    ho @ 80, wo @ 88,
+});
 
 /// Check a geometry before any arithmetic on it (the CPU twin trusts its caller; here the
 /// launcher is the last line before the GPU, so it refuses what would misindex).

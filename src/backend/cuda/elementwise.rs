@@ -2,10 +2,11 @@
 //! (same shape, or NumPy broadcasting through strides). CPU twins: `src/ops/elementwise.rs`,
 //! `src/ops/binary.rs`.
 
-use cudarc::driver::{CudaSlice, DeviceRepr};
+use cudarc::driver::CudaSlice;
 
 use super::context::{grid_1d, CudaDevice};
 use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -161,15 +162,16 @@ pub const MAX_RANK: usize = 6;
 /// Mirrors `struct Bcast` of elementwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-struct Bcast {
+pub(crate) struct Bcast {
     rank: i32,
-    pad: i32,
+    pad_: i32,
     dims: [i64; MAX_RANK],
     sa: [i64; MAX_RANK],
     sb: [i64; MAX_RANK],
 }
-// SAFETY: plain `repr(C)` data with the layout of the CUDA struct (i32, i32, then i64 arrays).
-unsafe impl DeviceRepr for Bcast {}
+cuda_struct!(Bcast mirrors "Bcast" in KernelFile::Elementwise, size 152, align 8, {
+    rank @ 0, pad_ @ 4, dims @ 8, sa @ 56, sb @ 104,
+});
 
 /// NumPy broadcast of two shapes, or an error naming both.
 pub fn broadcast_dims(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {

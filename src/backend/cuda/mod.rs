@@ -58,6 +58,7 @@ pub mod reduce;
 pub mod similarity;
 pub mod simota;
 pub mod softmax;
+pub mod structs;
 
 use std::panic::catch_unwind;
 use std::sync::OnceLock;

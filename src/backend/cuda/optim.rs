@@ -6,6 +6,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 
 use super::context::{grid_1d, grid_per_item, CudaDevice};
 use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -162,18 +163,18 @@ const MULTI_CHUNK: usize = 4096;
 /// Mirrors `struct SgdRef` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct SgdRef {
+pub(crate) struct SgdRef {
     p: u64,
     g: u64,
     buf: u64,
     n: i64,
     wd: f32,
-    pad: i32,
+    pad_: i32,
 }
 /// Mirrors `struct AdamRef` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct AdamRef {
+pub(crate) struct AdamRef {
     p: u64,
     g: u64,
     m: u64,
@@ -182,12 +183,12 @@ struct AdamRef {
     wd: f32,
     bc1: f32,
     bc2: f32,
-    pad: i32,
+    pad_: i32,
 }
 /// Mirrors `struct EmaRef` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct EmaRef {
+pub(crate) struct EmaRef {
     ema: u64,
     src: u64,
     n: i64,
@@ -195,18 +196,23 @@ struct EmaRef {
 /// Mirrors `struct Chunk` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct Chunk {
+pub(crate) struct Chunk {
     tensor: i64,
     start: i64,
 }
-// SAFETY: plain `repr(C)` data with the layouts of the CUDA structs (u64 pointers, i64, f32).
-unsafe impl DeviceRepr for SgdRef {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for AdamRef {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for EmaRef {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for Chunk {}
+// Device addresses (`float*`) as u64.
+cuda_struct!(SgdRef mirrors "SgdRef" in KernelFile::Optim, size 40, align 8, {
+    p @ 0, g @ 8, buf @ 16, n @ 24, wd @ 32, pad_ @ 36,
+});
+cuda_struct!(AdamRef mirrors "AdamRef" in KernelFile::Optim, size 56, align 8, {
+    p @ 0, g @ 8, m @ 16, v @ 24, n @ 32, wd @ 40, bc1 @ 44, bc2 @ 48, pad_ @ 52,
+});
+cuda_struct!(EmaRef mirrors "EmaRef" in KernelFile::Optim, size 24, align 8, {
+    ema @ 0, src @ 8, n @ 16,
+});
+cuda_struct!(Chunk mirrors "Chunk" in KernelFile::Optim, size 16, align 8, {
+    tensor @ 0, start @ 8,
+});
 
 /// The chunks of tensors of lengths `lens`: `(tensor, first element)`, MULTI_CHUNK apart.
 fn chunks_of(op: &str, lens: impl Iterator<Item = usize>) -> Result<Vec<Chunk>> {
@@ -256,7 +262,7 @@ pub fn sgd_nesterov_multi(
             buf: t.buf.device_ptr_mut(stream).0,
             n: to_i64(sym, n)?,
             wd: t.weight_decay,
-            pad: 0,
+            pad_: 0,
         });
     }
     let chunks = chunks_of(sym, tensors.iter().map(|t| t.p.len()))?;
@@ -297,7 +303,7 @@ pub fn adam_multi(dev: &CudaDevice, tensors: &mut [AdamTensor], h: &AdamParams) 
             wd: t.weight_decay,
             bc1: 1.0 - h.beta1.powi(step),
             bc2: 1.0 - h.beta2.powi(step),
-            pad: 0,
+            pad_: 0,
         });
     }
     let chunks = chunks_of(sym, tensors.iter().map(|t| t.p.len()))?;

@@ -1,10 +1,11 @@
 //! Launchers of `kernels/reduce.cu`: deterministic sums (fixed grid, fixed tree, no atomics).
 //! CPU twin: `src/ops/reduce.rs`.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::context::{grid_per_item, CudaDevice, BLOCK};
 use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -49,14 +50,15 @@ pub const MAX_RANK: usize = 6;
 /// Mirrors `struct Reduce` of reduce.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-struct ReduceGeom {
+pub(crate) struct ReduceGeom {
     rank: i32,
-    pad: i32,
+    pad_: i32,
     dims: [i64; MAX_RANK],
     kept: [i64; MAX_RANK],
 }
-// SAFETY: plain `repr(C)` data with the layout of the CUDA struct.
-unsafe impl DeviceRepr for ReduceGeom {}
+cuda_struct!(ReduceGeom mirrors "Reduce" in KernelFile::Reduce, size 104, align 8, {
+    rank @ 0, pad_ @ 4, dims @ 8, kept @ 56,
+});
 
 /// `x` (contiguous `dims`) summed down to `kept` (same rank; each axis either kept whole or 1).
 /// The output is contiguous over `kept` (the keepdim form; drop the 1s for keepdim = false).

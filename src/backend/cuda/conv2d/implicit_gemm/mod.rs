@@ -17,6 +17,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
 use super::super::bf16::{stores_bf16, widened_unless, CudaBuffer, CudaValues};
 use super::super::context::{grid_1d, CudaDevice, MatrixPrecision};
 use super::super::launch::Kernel;
+use super::super::structs::cuda_struct;
 use super::super::{check_len, KernelFile};
 use super::{check_geometry, check_input_len};
 use crate::backend::conv_geometry::Conv2dGeometry;
@@ -30,7 +31,7 @@ use tap_major::{fwd_taps, packed_weights, tap_kernels, TAP_MAJOR_CHANNELS};
 /// tensor under 2^31 elements).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct MmaConvGeom {
+pub(crate) struct MmaConvGeom {
     n: i32,
     c: i32,
     h: i32,
@@ -46,8 +47,10 @@ struct MmaConvGeom {
     phase_h: i32,
     phase_w: i32,
 }
-// SAFETY: fourteen i32, `repr(C)`, the layout of the CUDA struct.
-unsafe impl DeviceRepr for MmaConvGeom {}
+cuda_struct!(MmaConvGeom mirrors "MmaConvGeom" in KernelFile::Conv2dMma, size 56, align 4, {
+    n @ 0, c @ 4, h @ 8, w @ 12, k @ 16, kh @ 20, kw @ 24, stride @ 28, pad @ 32, ho @ 36,
+    wo @ 40, split_len @ 44, phase_h @ 48, phase_w @ 52,
+});
 
 impl MmaConvGeom {
     /// Elements of x `[N, C, H, W]`, w `[K, C, kh, kw]` and y `[N, K, Ho, Wo]`.

@@ -11,16 +11,9 @@ const MAX_FN_LINES: usize = 120;
 /// Files over the limit, with their line count: none may grow, no other may join (none today).
 const OVERSIZED_FILES: &[(&str, usize)] = &[];
 
-/// Logic functions over the limit today, with their line count (file, function).
-const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
-    ("src/tensor/pth/machine.rs", "step", 243),
-    ("src/script/notebook.rs", "run_notebook", 236),
-    ("src/data/synth/bank.rs", "render_bank", 187),
-    ("src/cli/bench.rs", "bench_train", 182),
-    ("src/cli/bench_conv.rs", "bench_conv", 147),
-    ("src/cli/bench_simota.rs", "bench_simota", 140),
-    ("src/data/voc.rs", "parse", 125),
-];
+/// Logic functions over the limit today, with their line count (file, function): none may
+/// grow, no other may join (none today).
+const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[];
 
 /// Tables, not logic: the Rhai registrations, the kernel symbol table and the parity cases.
 fn is_table(file: &str, function: &str) -> bool {

@@ -153,25 +153,7 @@ pub(super) fn run_points(
         for &seed in plan.seeds {
             let owned = ctx.shard.is_none_or(|s| s.owns(number));
             number += 1;
-            let mut cfg = Map::new();
-            for ((k, vals), &i) in plan.axes.iter().zip(p) {
-                cfg.insert(k.as_str().into(), vals[i].clone());
-            }
-            cfg.insert("seed".into(), Dynamic::from_int(seed));
-            let point_json = plan
-                .axes
-                .iter()
-                .zip(p)
-                .map(|((k, vals), &i)| format!("{k}={:?}", vals[i].to_string()))
-                .collect::<Vec<_>>()
-                .join(";");
-            let key = hash_parts(&[
-                "ssod-ablate-v1",
-                plan.cell_key,
-                &plan.index.to_string(),
-                &point_json,
-                &seed.to_string(),
-            ]);
+            let key = point_key(plan, p, seed);
             let what = format!("[{number}/{total}] {}, seed={seed}", label_of(plan.axes, p));
             let source = match &cache {
                 Some(c) => acquire(
@@ -191,6 +173,7 @@ pub(super) fn run_points(
                 }
                 Source::Compute(claim) => {
                     let file = cache.as_ref().map(|c| c.ablation_point(&key));
+                    let cfg = point_config(plan.axes, p, seed);
                     let m = compute(nc, ctx, f, cfg, file.as_deref())?;
                     if claim.as_ref().is_some_and(Claim::lost) {
                         ctx.emit(OutputItem::Text(format!(
@@ -216,6 +199,35 @@ pub(super) fn run_points(
         }
     }
     Ok(tally)
+}
+
+/// The closure's argument for point `p` and `seed`: the point's grid values and `seed`.
+fn point_config(axes: &Axes, p: &[usize], seed: i64) -> Map {
+    let mut cfg = Map::new();
+    for ((k, vals), &i) in axes.iter().zip(p) {
+        cfg.insert(k.as_str().into(), vals[i].clone());
+    }
+    cfg.insert("seed".into(), Dynamic::from_int(seed));
+    cfg
+}
+
+/// The cache key of point `p` and `seed`: the calling cell's key, which ablation of the cell,
+/// the point's values and the seed.
+fn point_key(plan: &Plan, p: &[usize], seed: i64) -> String {
+    let point_json = plan
+        .axes
+        .iter()
+        .zip(p)
+        .map(|((k, vals), &i)| format!("{k}={:?}", vals[i].to_string()))
+        .collect::<Vec<_>>()
+        .join(";");
+    hash_parts(&[
+        "ssod-ablate-v1",
+        plan.cell_key,
+        &plan.index.to_string(),
+        &point_json,
+        &seed.to_string(),
+    ])
 }
 
 /// Run the closure for one point and cache its metrics at `file` (when caching).

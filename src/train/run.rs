@@ -530,7 +530,7 @@ fn evaluates_after(epochs_done: usize, no_aug: bool, config: &TrainConfig) -> bo
     } else {
         config.eval_interval.max(1)
     };
-    epochs_done % interval == 0 || epochs_done == config.max_epoch
+    epochs_done.is_multiple_of(interval) || epochs_done == config.max_epoch
 }
 
 /// After the last epoch: adopt the evaluated weights, plot the run, and report it.

@@ -30,7 +30,7 @@
 //!   ([`crop::CropBoxes`]), matmul/linear ([`gemm::matmul`]), box losses
 //!   ([`loss::box_loss_fwd_bwd`]), decode + NMS ([`detect::decode_outputs`],
 //!   [`detect::nms_by_score`]) for inference.
-//! - Launches: every kernel launch goes through [`launch::Kernel`], which checks each buffer
+//! - Launches: every kernel launch goes through `launch::Kernel`, which checks each buffer
 //!   against the elements its launcher declares the kernel touches and the grid against the
 //!   GPU limits, and holds the one `unsafe` launch call.
 //! - Errors: every launcher already returns `Error::ShapeMismatch`/`Error::Op` on bad lengths and

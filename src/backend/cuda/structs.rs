@@ -1,7 +1,7 @@
 //! The Rust mirrors of the CUDA structs kernels take by value, and their layouts.
 //!
 //! A kernel reads a struct argument as the bytes of its own CUDA struct, so each `#[repr(C)]`
-//! mirror is declared with [`cuda_struct!`], which writes down the CUDA struct's size, alignment
+//! mirror is declared with `cuda_struct!`, which writes down the CUDA struct's size, alignment
 //! and field offsets (as the CUDA compiler lays it out: natural alignment, `long long` and
 //! pointers 8 bytes, `int` and `float` 4) and checks them twice: against the Rust struct at
 //! compile time (`size_of`, `align_of`, `offset_of`), and against the CUDA struct by

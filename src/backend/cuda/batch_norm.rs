@@ -1,5 +1,5 @@
 //! Launchers of `kernels/batch_norm.cu`: BatchNorm2d (training and eval) and the fused
-//! BN + SiLU pair. CPU twin: `src/ops/batch_norm.rs` (+ `ops::silu`).
+//! BN + SiLU pair. CPU twin: `src/backend/cpu/batch_norm.rs`.
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 

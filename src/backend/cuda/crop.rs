@@ -1,5 +1,5 @@
 //! Launchers of `kernels/crop.cu`: batched square crops out of `[N, C, H, W]` images and the
-//! scatter-add backward. CPU twin: `src/ops/crop.rs` (`ops::crop_patches`).
+//! scatter-add backward. CPU twin: `src/backend/cpu/crop.rs` (`ops::crop_patches`).
 //!
 //! The boxes are host data (the patch sampler draws them); [`CropBoxes::new`] checks them exactly
 //! as the op does and uploads them once, for the forward and the backward.

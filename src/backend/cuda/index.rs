@@ -1,5 +1,5 @@
 //! Launchers of `kernels/index.cu`: `index_select` and `gather` along an axis viewed as
-//! `[outer, len, inner]`, with their scatter-add backwards. CPU twin: `src/ops/index.rs`.
+//! `[outer, len, inner]`, with their scatter-add backwards. CPU twin: `src/backend/cpu/index.rs`.
 //!
 //! Indices reach the kernels only as [`DeviceIndices`], which can only be built by checking
 //! them (on the device for f32 indices already there, on the host for host indices), so a launch

@@ -1,5 +1,5 @@
 //! Launchers of `kernels/loss.cu`: BCE on logits and the IoU-family box losses (forward and
-//! backward in one kernel). CPU twins: `src/ops/loss.rs`, `src/detect/loss.rs`.
+//! backward in one kernel). CPU twins: `src/backend/cpu/loss.rs`, `src/detect/loss.rs`.
 
 use cudarc::driver::CudaSlice;
 

@@ -1,5 +1,5 @@
 //! Launchers of `kernels/pool.cu`: max / average pooling and nearest ×2 upsampling over
-//! `[planes = N·C, H, W]`. CPU twin: `src/ops/pool.rs`.
+//! `[planes = N·C, H, W]`. CPU twin: `src/backend/cpu/pool.rs`.
 
 use cudarc::driver::CudaSlice;
 

@@ -1,5 +1,5 @@
 //! Launchers of `kernels/reduce.cu`: deterministic sums (fixed grid, fixed tree, no atomics).
-//! CPU twin: `src/ops/reduce.rs`.
+//! CPU twin: `src/backend/cpu/reduce.rs`.
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 

@@ -1,5 +1,5 @@
 //! Launchers of `kernels/similarity.cu`: cosine similarity along the middle axis of
-//! `[outer, len, inner]` and its fused backward. CPU twin: `src/ops/similarity.rs`.
+//! `[outer, len, inner]` and its fused backward. CPU twin: `src/backend/cpu/similarity.rs`.
 
 use cudarc::driver::CudaSlice;
 

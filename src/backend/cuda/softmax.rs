@@ -1,5 +1,5 @@
 //! Launchers of `kernels/softmax.cu`: softmax / log_softmax along the middle axis of
-//! `[outer, len, inner]`. CPU twin: `src/ops/softmax.rs`.
+//! `[outer, len, inner]`. CPU twin: `src/backend/cpu/softmax.rs`.
 
 use cudarc::driver::CudaSlice;
 

@@ -160,10 +160,61 @@ pub fn temporal_info_nce(
     ops::mean_all(&ops::cross_entropy(&logits, &targets)?)
 }
 
+/// The projector (SimCLR's: Linear → BN → ReLU → Linear) in a store of its own.
+pub struct TemporalHead {
+    pub store: ParamStore,
+    projector: Mlp,
+}
+
+impl TemporalHead {
+    pub fn new(c5: usize, keys: &TemporalKeys, seed: u64) -> Result<TemporalHead> {
+        let hidden = keys.proj_hidden.unwrap_or(c5);
+        let store = ParamStore::new(seed);
+        let layer = |inputs, outputs, bn, relu| LayerSpec {
+            inputs,
+            outputs,
+            bn,
+            relu,
+        };
+        let projector = Mlp::new(
+            &store.builder().sub("pretrain_head").sub("projector"),
+            &[
+                layer(c5, hidden, true, true),
+                layer(hidden, keys.proj_dim, false, false),
+            ],
+        )?;
+        Ok(TemporalHead { store, projector })
+    }
+}
+
+/// One step's forward and backward on `x [2B, 3, h, w]` (anchors, then positives) with the
+/// frames' (video, time): the loss.
+pub fn temporal_step(
+    model: &YoloX,
+    head: &TemporalHead,
+    x: &Tensor,
+    (anchors, positives): (&[(usize, i64)], &[(usize, i64)]),
+    keys: &TemporalKeys,
+) -> Result<Tensor> {
+    let b = anchors.len();
+    let mask = near_frame_mask(anchors, positives, keys.far_gap);
+    let mask = Tensor::from_vec_on(mask, [b, b], x.device())?;
+    let z = head
+        .projector
+        .forward(&backbone_gap(model, x)?, head.store.is_training())?;
+    let loss = temporal_info_nce(
+        &ops::narrow(&z, 0, 0, b)?,
+        &ops::narrow(&z, 0, b, b)?,
+        &mask,
+        keys.temperature,
+    )?;
+    loss.backward()?;
+    Ok(loss)
+}
+
 struct Temporal<'a> {
     cfg: &'a TemporalConfig,
-    store: ParamStore,
-    projector: Mlp,
+    head: TemporalHead,
     frames: Arc<TimedFrames>,
     candidates: Arc<Vec<Vec<usize>>>,
     /// Frames that have a positive within the gap range.
@@ -179,7 +230,7 @@ impl SslMethod for Temporal<'_> {
     }
 
     fn head_store(&self) -> &ParamStore {
-        &self.store
+        &self.head.store
     }
 
     fn items(&self) -> usize {
@@ -241,19 +292,8 @@ impl SslMethod for Temporal<'_> {
         let b = batch.anchors.len();
         let [w, h] = batch.size;
         let x = Tensor::from_vec_on(batch.values, [2 * b, 3, h, w], device)?;
-        let mask = near_frame_mask(&batch.anchors, &batch.positives, self.cfg.method.far_gap);
-        let mask = Tensor::from_vec_on(mask, [b, b], device)?;
-        let z = self
-            .projector
-            .forward(&backbone_gap(model, &x)?, self.store.is_training())?;
-        let loss = temporal_info_nce(
-            &ops::narrow(&z, 0, 0, b)?,
-            &ops::narrow(&z, 0, b, b)?,
-            &mask,
-            self.cfg.method.temperature,
-        )?;
-        loss.backward()?;
-        Ok(loss)
+        let pairs = (batch.anchors.as_slice(), batch.positives.as_slice());
+        temporal_step(model, &self.head, &x, pairs, &self.cfg.method)
     }
 }
 
@@ -279,26 +319,14 @@ pub fn pretrain_temporal(
             frames.videos.len()
         )));
     }
-    let c5 = c5_channels(model.config.width);
-    let hidden = cfg.method.proj_hidden.unwrap_or(c5);
-    let store = ParamStore::new(cfg.common.seed);
-    let layer = |inputs, outputs, bn, relu| LayerSpec {
-        inputs,
-        outputs,
-        bn,
-        relu,
-    };
-    let projector = Mlp::new(
-        &store.builder().sub("pretrain_head").sub("projector"),
-        &[
-            layer(c5, hidden, true, true),
-            layer(hidden, cfg.method.proj_dim, false, false),
-        ],
+    let head = TemporalHead::new(
+        c5_channels(model.config.width),
+        &cfg.method,
+        cfg.common.seed,
     )?;
     let mut method = Temporal {
         cfg,
-        store,
-        projector,
+        head,
         sources: Arc::new(frames.frames.iter().map(|f| f.image.clone()).collect()),
         frames: Arc::new(frames.clone()),
         candidates: Arc::new(candidates),

@@ -37,22 +37,27 @@ fn simsiam_learns_and_beats_random_init_on_two_seeds() {
     let probe_frames = videos(6, 10, 77);
     let crops = crops(&probe_frames, 5);
     let train = frame_set(&videos(8, 8, 1));
+    let mut failures = Vec::new();
     for seed in [1u64, 2] {
         let model = tiny_model(seed);
         let before = knn_probe(&model, &crops, &knn_cfg()).unwrap().accuracy;
+        let lin_before = linear_probe_accuracy(&model, &crops);
         let report = pretrain_simsiam(&model, &train, &config(seed, 8)).unwrap();
         let after = knn_probe(&model, &crops, &knn_cfg()).unwrap().accuracy;
         let losses: Vec<f64> = report.epochs.iter().map(|e| e.loss).collect();
-        println!("seed {seed}: losses {losses:?}, k-NN {before:.3} -> {after:.3}");
+        let lin_after = linear_probe_accuracy(&model, &crops);
+        println!("seed {seed}: losses {losses:?}, k-NN {before:.3} -> {after:.3}, linear {lin_before:.3} -> {lin_after:.3}");
         let tail = losses[losses.len() - 2..].iter().sum::<f64>() / 2.0;
-        assert!(
-            tail < losses[0] - 0.05,
-            "seed {seed}: loss did not fall: {losses:?}"
-        );
-        assert!(
-            after > before,
-            "seed {seed}: k-NN {after} does not beat random init {before}"
-        );
+        if tail >= losses[0] - 0.05 {
+            failures.push(format!("seed {seed}: loss did not fall: {losses:?}"));
+        }
+        // The linear probe is the criterion; k-NN is printed for the record.
+        let _ = (before, after);
+        if lin_after <= lin_before {
+            failures.push(format!(
+                "seed {seed}: linear probe {lin_after} does not beat random init {lin_before}"
+            ));
+        }
         let h = report.health.as_ref().expect("health of the last epoch");
         assert!(h.effective_rank >= 1.0 && h.effective_rank <= 16.0 + 1e-9);
         assert!(report
@@ -60,6 +65,7 @@ fn simsiam_learns_and_beats_random_init_on_two_seeds() {
             .iter()
             .all(|e| e.health.is_some() && e.images_seen == 2 * 64));
     }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// Every tensor of a safetensors file as bits.
@@ -83,7 +89,9 @@ fn resumed_run_matches_a_straight_run_and_writes_its_files() {
         let mut cfg = config(3, epochs);
         cfg.common.batch_size = 8;
         cfg.common.max_steps_per_epoch = Some(2);
-        cfg.common.schedule = ssod::pretrain::PretrainSchedule::Cos;
+        // Raising `epochs` on resume changes a cosine schedule's length: constant lr here (the
+        // killed-run test in pretrain_resume.rs covers the cosine schedule).
+        cfg.common.schedule = ssod::pretrain::PretrainSchedule::Constant;
         cfg.common.out = Some(dir.join(out));
         cfg.common.resume = resume;
         let model = tiny_model(3);

@@ -156,7 +156,8 @@ pub fn temporal_info_nce(
     let p3 = ops::reshape(p, [1, b, d])?;
     let cos = ops::cosine_similarity(&a3, &p3, 2)?; // [B, B]
     let logits = ops::add(&ops::div_scalar(&cos, temperature as f32)?, mask)?;
-    let targets = Tensor::from_vec_on((0..b).map(|i| i as f32).collect(), [b], a.device())?;
+    // Class ids are read on the host (`cross_entropy`): kept there, no device round trip.
+    let targets = Tensor::from_vec((0..b).map(|i| i as f32).collect(), [b])?;
     ops::mean_all(&ops::cross_entropy(&logits, &targets)?)
 }
 

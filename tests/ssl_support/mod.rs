@@ -161,17 +161,17 @@ pub fn tiny_model(seed: u64) -> YoloX {
 pub fn knn_cfg() -> KnnConfig {
     KnnConfig {
         k: 5,
-        input_size: 32,
+        input_size: 64,
         val_fraction: 0.3,
         workers: 1,
         ..KnnConfig::default()
     }
 }
 
-/// Held-out accuracy of the linear probe on 32 px crops (the same split as [`knn_cfg`]).
+/// Held-out accuracy of the linear probe on the crops resized to 64 px (the training scale) (the same split as [`knn_cfg`]).
 pub fn linear_probe_accuracy(model: &YoloX, crops: &CropSet) -> f64 {
     let cfg = ProbeConfig {
-        input_size: 32,
+        input_size: 64,
         val_fraction: 0.3,
         workers: 1,
         ..ProbeConfig::default()

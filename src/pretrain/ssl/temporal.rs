@@ -96,6 +96,9 @@ impl MethodKeys for TemporalKeys {
 /// `pretrain_temporal`'s config: the common keys and [`TemporalKeys`] in one map.
 pub type TemporalConfig = SslConfig<TemporalKeys>;
 
+/// A frame's (video, frame number).
+pub type FrameTime = (usize, i64);
+
 /// One step's input: anchors' views then positives' views `[2B, 3, h, w]`, and the (video,
 /// time) of each anchor and positive.
 pub struct TemporalBatch {
@@ -194,7 +197,7 @@ pub fn temporal_step(
     model: &YoloX,
     head: &TemporalHead,
     x: &Tensor,
-    (anchors, positives): (&[(usize, i64)], &[(usize, i64)]),
+    (anchors, positives): (&[FrameTime], &[FrameTime]),
     keys: &TemporalKeys,
 ) -> Result<Tensor> {
     let b = anchors.len();

@@ -12,6 +12,7 @@ mod model_cases;
 mod nn_cases;
 mod optim_cases;
 mod pretrain_cases;
+mod ssl_cases;
 
 use conv_cases::*;
 use conv_mma_cases::*;
@@ -27,6 +28,7 @@ use optim_cases::*;
 use pretrain_cases::*;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use ssl_cases::*;
 
 use super::{timed, timed_cpu, Case, Inputs, Measure, Outputs};
 use crate::backend::conv_geometry::Conv2dGeometry;
@@ -191,6 +193,14 @@ pub fn cases() -> Vec<Case> {
     v.push(patch_ssl_step_case(
         "patch SSL step, InfoNCE, MLP head, joint BN (norm)",
         crate::pretrain::PatchLossKind::InfoNce,
+    ));
+    v.push(ssl_step_case(
+        "SimSiam step, two views, stop-gradient (norm)",
+        false,
+    ));
+    v.push(ssl_step_case(
+        "temporal contrast step, masked InfoNCE (norm)",
+        true,
     ));
     // Last, the tensor-core convs (the most intricate indexing): a fault there that ends the
     // CUDA context (an illegal address) then leaves every row above with its result.

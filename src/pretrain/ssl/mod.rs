@@ -1,0 +1,18 @@
+//! Self-supervised backbone pretraining beyond the study (docs/pretraining.md): the shared
+//! config keys ([`config`]), the shared run loop ([`runner`]), augmented views ([`views`]) and
+//! the methods built on them.
+
+pub mod config;
+pub mod mlp;
+pub mod runner;
+pub mod simsiam;
+pub mod temporal;
+pub mod timed_frames;
+pub mod views;
+
+pub use config::{MethodKeys, SslCommon, SslConfig, COMMON_KEYS};
+pub use runner::{run_ssl, store_entries, BatchBuilder, SslMethod};
+pub use simsiam::{pretrain_simsiam, SimSiamConfig, SimSiamKeys};
+pub use temporal::{pretrain_temporal, TemporalConfig, TemporalKeys};
+pub use timed_frames::TimedFrames;
+pub use views::ViewAugment;

@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod heads;
 pub mod loader;
+pub mod masked_decoder;
 pub mod patch_geometry;
 pub mod patch_loss;
 pub mod patch_ssl;

@@ -195,7 +195,10 @@ fn patch_targets_and_loss_by_hand() {
         let row = &t[p * 3072..(p + 1) * 3072];
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / 3072.0;
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 3071.0;
-        assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-4, "{mean} {var}");
+        assert!(
+            mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-4,
+            "{mean} {var}"
+        );
     }
     // Patch 1 masked: a zero prediction costs mean(t²) = 3071/3072 there; patch 0 (visible)
     // does not count, whatever is predicted on it.
@@ -240,7 +243,10 @@ fn one_step_reaches_backbone_tokens_and_decoder() {
     let loss = masked_reconstruction_loss(&pred, &images, &mask).unwrap();
     assert!(loss.item().unwrap().is_finite());
     loss.backward().unwrap();
-    let nonzero = |t: &Tensor| t.grad().is_some_and(|g| g.to_vec().iter().any(|&v| v != 0.0));
+    let nonzero = |t: &Tensor| {
+        t.grad()
+            .is_some_and(|g| g.to_vec().iter().any(|&v| v != 0.0))
+    };
     for e in decoder.store.parameters() {
         assert!(nonzero(&e.tensor), "{} has no gradient", e.name);
     }

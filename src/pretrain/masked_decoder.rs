@@ -184,3 +184,20 @@ pub fn masked_reconstruction_loss(
     let count = ops::sum_all(&masked)?;
     ops::div(&ops::sum_all(&ops::mul(&per_patch, &masked)?)?, &count)
 }
+
+/// One masked-autoencoding step's forward and backward (no optimiser step): `images [B, 3, H, W]`
+/// (the unmasked input, also the target) through the sparse backbone, the decoder and the loss;
+/// returns the loss on the images' device. BN runs as `model`'s store says.
+pub fn masked_autoencoding_step(
+    model: &crate::models::YoloX,
+    decoder: &MaskedDecoder,
+    images: &Tensor,
+    mask: &PatchMask,
+) -> Result<Tensor> {
+    let bn = crate::models::SparseBn::of_store(&model.store);
+    let (c3, c4, c5) = model.backbone.backbone.forward_masked(images, mask, bn)?;
+    let predicted = decoder.forward([&c3, &c4, &c5], mask)?;
+    let loss = masked_reconstruction_loss(&predicted, images, mask)?;
+    loss.backward()?;
+    Ok(loss)
+}

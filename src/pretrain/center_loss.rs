@@ -29,7 +29,10 @@ use super::centers::{center_loss, update_centers};
 use super::data::{seeded_split, Crop, CropSet, InputNorm};
 use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
+use super::health::HealthConfig;
 use super::loader::{crop_batches, CropSampling};
+use super::run_files::write_epoch_files;
+use super::ssl::runner::epoch_health;
 use super::state::{config_json, state_to_resume, BestSnapshot, RunState, STATE_FILE};
 use super::transfer::{restore, save_backbone_checkpoint, snapshot};
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
@@ -103,6 +106,13 @@ pub struct CenterLossConfig {
     pub precision: Precision,
     /// Threads that decode, resize and augment batches ahead of the step.
     pub workers: usize,
+    /// The embedding health after every epoch (`health.rs`): a map of its keys, `true` (the
+    /// defaults) or `false` (skip). It reads the model and changes nothing.
+    #[serde(
+        deserialize_with = "super::ssl::config::health_setting",
+        serialize_with = "super::ssl::config::health_json"
+    )]
+    pub health: Option<HealthConfig>,
 }
 
 impl Default for CenterLossConfig {
@@ -132,6 +142,7 @@ impl Default for CenterLossConfig {
             device: "cpu".into(),
             precision: Precision::F32,
             workers: 2,
+            health: Some(HealthConfig::default()),
         }
     }
 }
@@ -448,6 +459,7 @@ pub fn pretrain_center_loss(
         (first_epoch, report, best) = (resumed.epochs_done, resumed.report, resumed.best);
     }
     let (mut seen, mut train_time) = (0usize, 0.0f64);
+    let health_sources: Vec<_> = train_idx.iter().map(|&i| data[i].image.clone()).collect();
     for epoch in first_epoch..cfg.epochs {
         let mut order = train_idx.clone();
         order.shuffle(&mut rng);
@@ -482,6 +494,16 @@ pub fn pretrain_center_loss(
                 best = Some((acc, epoch, snapshot(model, &head_tensors)));
             }
         }
+        stats.images_seen = crops_seen;
+        stats.health = epoch_health(
+            model,
+            cfg.health.as_ref(),
+            &health_sources,
+            ([cfg.input_size; 2], cfg.input_norm),
+            device,
+            ("center loss", epoch),
+            &mut report,
+        )?;
         report.epochs.push(stats);
         if let Some(dir) = &cfg.out {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -492,6 +514,7 @@ pub fn pretrain_center_loss(
                 &rng,
                 best.as_ref(),
             )?;
+            write_epoch_files(dir, &report, "center loss")?;
         }
     }
     if let Some((acc, epoch, values)) = best {
@@ -499,6 +522,7 @@ pub fn pretrain_center_loss(
         (report.best_accuracy, report.best_epoch) = (Some(acc), Some(epoch));
     }
     model.set_training(true);
+    report.health = report.epochs.last().and_then(|e| e.health.clone());
     report.samples_per_s = seen as f64 / train_time.max(1e-9);
     if let Some(dir) = &cfg.out {
         let extra = head_and_centers(&head, &centers);

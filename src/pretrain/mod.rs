@@ -11,12 +11,16 @@ pub mod color_jitter;
 pub mod data;
 pub mod device;
 pub mod heads;
+pub mod health;
+pub mod knn;
 pub mod loader;
 pub mod masked_decoder;
 pub mod patch_geometry;
 pub mod patch_loss;
 pub mod patch_ssl;
 pub mod probe;
+pub mod run_files;
+pub mod ssl;
 pub mod state;
 pub mod transfer;
 
@@ -30,6 +34,8 @@ pub use centers::center_loss;
 pub use data::{CropSet, FrameSet, ImageSource, InputNorm};
 pub use device::DeviceConfig;
 pub use heads::{HeadKind, PretrainHead};
+pub use health::{embedding_health, HealthConfig, HealthReport};
+pub use knn::{knn_probe, KnnConfig, KnnReport};
 pub use patch_ssl::PatchLossKind;
 pub use patch_ssl::{pretrain_patch_ssl, PatchGeometry, PatchSslConfig};
 pub use probe::{linear_probe, ProbeConfig, ProbeReport};
@@ -78,6 +84,12 @@ pub struct EpochStats {
     /// Wall time of the epoch's training steps (loader waits included, evaluation not).
     #[serde(default)]
     pub seconds: f64,
+    /// Images (crops, frames or views) the epoch's steps consumed.
+    #[serde(default)]
+    pub images_seen: usize,
+    /// The embedding health after the epoch (`health.rs`), when checked.
+    #[serde(default)]
+    pub health: Option<HealthReport>,
 }
 
 /// What a pretraining run did.
@@ -92,6 +104,10 @@ pub struct PretrainReport {
     /// Training throughput: crops (center loss) or patches (SSL) per second.
     pub samples_per_s: f64,
     pub steps: u64,
+    /// The last epoch's embedding health, when checked.
+    pub health: Option<HealthReport>,
+    /// Warnings of the run (an embedding collapse, each epoch it was seen).
+    pub warnings: Vec<String>,
 }
 
 /// Parse a JSON config, naming `source` (the file) and any unknown key in errors.

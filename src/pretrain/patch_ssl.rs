@@ -23,7 +23,10 @@ use super::color_jitter::ColorAugment;
 use super::data::{FrameSet, InputNorm};
 use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
+use super::health::HealthConfig;
 use super::loader::{patch_batches, PatchInput, PatchSampling};
+use super::run_files::write_epoch_files;
+use super::ssl::runner::epoch_health;
 use super::state::{config_json, state_to_resume, RunState, STATE_FILE};
 use super::transfer::save_backbone_checkpoint;
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
@@ -99,6 +102,13 @@ pub struct PatchSslConfig {
     pub precision: Precision,
     /// Threads that decode, resize and augment batches ahead of the step.
     pub workers: usize,
+    /// The embedding health after every epoch (`health.rs`): a map of its keys, `true` (the
+    /// defaults) or `false` (skip). It reads the model and changes nothing.
+    #[serde(
+        deserialize_with = "super::ssl::config::health_setting",
+        serialize_with = "super::ssl::config::health_json"
+    )]
+    pub health: Option<HealthConfig>,
 }
 
 impl Default for PatchSslConfig {
@@ -136,6 +146,7 @@ impl Default for PatchSslConfig {
             device: "cpu".into(),
             precision: Precision::F32,
             workers: 2,
+            health: Some(HealthConfig::default()),
         }
     }
 }
@@ -491,6 +502,15 @@ pub fn pretrain_patch_ssl_with_loss(
         )?;
         patches_seen += frames_seen * per_frame;
         train_time += seconds;
+        let health = epoch_health(
+            model,
+            cfg.health.as_ref(),
+            &sources,
+            ([cfg.patch_size; 2], cfg.input_norm),
+            device,
+            (state.method, epoch),
+            &mut report,
+        )?;
         report.epochs.push(EpochStats {
             epoch,
             loss: m[0],
@@ -498,6 +518,8 @@ pub fn pretrain_patch_ssl_with_loss(
             mean_pos_cos: Some(m[1]),
             mean_neg_cos: Some(m[2]),
             seconds,
+            images_seen: frames_seen,
+            health,
         });
         if let Some(dir) = &cfg.out {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -508,9 +530,11 @@ pub fn pretrain_patch_ssl_with_loss(
                 &rng,
                 None,
             )?;
+            write_epoch_files(dir, &report, state.method)?;
         }
     }
     report.best_epoch = report.epochs.last().map(|e| e.epoch);
+    report.health = report.epochs.last().and_then(|e| e.health.clone());
     report.samples_per_s = patches_seen as f64 / train_time.max(1e-9);
     if let Some(dir) = &cfg.out {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -31,8 +31,9 @@ pub const STATE_FILE: &str = "pretrain_state.safetensors";
 pub const STATE_FORMAT: &str = "ssod-pretrain-state";
 
 /// Config keys that may differ between a state and the run resuming it: where the files go, and
-/// where and how fast the run computes, not what it computes (`precision` does, and must match).
-const FREE_KEYS: &[&str] = &["out", "resume", "device", "workers", "cache"];
+/// where and how fast the run computes, not what it computes (`precision` does, and must match),
+/// and the health check (`health.rs`: it reads the model and changes nothing).
+const FREE_KEYS: &[&str] = &["out", "resume", "device", "workers", "cache", "health"];
 
 /// The best epoch so far: its accuracy, epoch and the values of the tensors it restores.
 pub type BestSnapshot = (f64, usize, Vec<Vec<f32>>);

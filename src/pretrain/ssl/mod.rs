@@ -1,0 +1,11 @@
+//! Self-supervised backbone pretraining beyond the study (docs/pretraining.md): the shared
+//! config keys ([`config`]), the shared run loop ([`runner`]), augmented views ([`views`]) and
+//! the methods built on them.
+
+pub mod config;
+pub mod runner;
+pub mod views;
+
+pub use config::{MethodKeys, SslCommon, SslConfig, COMMON_KEYS};
+pub use runner::{run_ssl, store_entries, BatchBuilder, SslMethod};
+pub use views::ViewAugment;

@@ -28,6 +28,8 @@ pub enum PretrainKind {
     Ssl(PretrainArgs),
     /// Frozen backbone + logistic regression on fg/bg crops: accuracy in seconds
     Probe(PretrainArgs),
+    /// SparK-style masked autoencoding on any image folder (docs/pretraining.md)
+    Masked(PretrainArgs),
 }
 
 #[derive(Args)]
@@ -38,7 +40,7 @@ pub struct PretrainArgs {
     /// Model whose backbone is trained: yolox-nano, yolox-tiny, yolox-s, ...
     #[arg(long, default_value = "yolox-s")]
     pub model: String,
-    /// Crops folder (center, probe) or frames folder (ssl)
+    /// Crops folder (center, probe), frames folder (ssl) or images folder (masked)
     #[arg(long)]
     pub data: PathBuf,
     /// Output folder (checkpoint, report.json); default runs/pretrain-<kind>/<unix seconds>
@@ -169,6 +171,19 @@ impl PretrainCommand {
                 let m = model(&args)?;
                 let frames = FrameSet::load(&args.data)?;
                 let r = pretrain_patch_ssl(&m, &frames, &cfg)?;
+                print_report(&r);
+                write_json(&dir, &r)
+            }
+            PretrainKind::Masked(args) => {
+                let mut cfg: ssod::pretrain::MaskedConfig = read_config(&args.config)?;
+                let c = &mut cfg.common;
+                args.device_overrides(&mut c.device, &mut c.precision)?;
+                let dir = out_dir(&args, "masked")?;
+                c.out = Some(dir.clone());
+                c.resume |= args.resume;
+                let m = model(&args)?;
+                let images = FrameSet::load(&args.data)?;
+                let r = ssod::pretrain::pretrain_masked(&m, &images, &cfg)?;
                 print_report(&r);
                 write_json(&dir, &r)
             }

@@ -226,7 +226,9 @@ fn patch_targets_and_loss_by_hand() {
         .item()
         .unwrap();
     assert!((loss as f64 - 3071.0 / 3072.0).abs() < 1e-4, "{loss}");
-    // The exact target on the masked patch costs nothing.
+    // A prediction of another shape, or a mask that hides nothing, is an error.
+    let all_visible = PatchMask::new(&[vec![true, true]], [1, 2], Device::Cpu).unwrap();
+    assert!(masked_reconstruction_loss(&pred, &images, &all_visible).is_err());
     let shape_err = masked_reconstruction_loss(
         &Tensor::from_vec(vec![0.0; 3 * 32 * 32], [1, 3, 32, 32]).unwrap(),
         &images,

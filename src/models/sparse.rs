@@ -85,6 +85,12 @@ impl PatchMask {
         self.levels.get(k)
     }
 
+    /// Masked patches over the batch (counted on the host when the mask was built).
+    pub fn masked_patches(&self) -> usize {
+        let grid = &self.levels[5];
+        grid.numel() - (self.visible[5] as usize)
+    }
+
     /// The mask matching `x [B, C, h, w]`'s resolution and its visible-position count.
     fn matching(&self, x: &Tensor) -> Result<(&Tensor, f32)> {
         let hw = (x.dim(-2)?, x.dim(-1)?);

@@ -173,6 +173,12 @@ pub fn masked_reconstruction_loss(
             ),
         ));
     }
+    if mask.masked_patches() == 0 {
+        return Err(Error::op(
+            "masked_reconstruction_loss",
+            "the mask hides no patch: there is nothing to reconstruct",
+        ));
+    }
     let target = normalised_patch_targets(images)?;
     let diff = ops::sub(&patchify(predicted)?, &target)?;
     let per_patch = ops::mean(&ops::mul(&diff, &diff)?, &[-1], false)?; // [B, L]

@@ -40,6 +40,8 @@ pub enum PretrainKind {
     Knn(PretrainArgs),
     /// Embedding health (std, effective rank, alignment, uniformity) on an image folder
     Health(PretrainArgs),
+    /// SparK-style masked autoencoding on any image folder (docs/pretraining.md)
+    Masked(PretrainArgs),
 }
 
 #[derive(Args)]
@@ -50,7 +52,7 @@ pub struct PretrainArgs {
     /// Model whose backbone is trained: yolox-nano, yolox-tiny, yolox-s, ...
     #[arg(long, default_value = "yolox-s")]
     pub model: String,
-    /// Crops folder (center, probe) or frames folder (ssl)
+    /// Crops folder (center, probe), frames folder (ssl) or images folder (masked)
     #[arg(long)]
     pub data: PathBuf,
     /// Output folder (checkpoint, report.json); default runs/pretrain-<kind>/<unix seconds>
@@ -234,6 +236,17 @@ fn execute_ssl(kind: PretrainKind) -> anyhow::Result<()> {
             (c.out, c.resume) = (Some(dir.clone()), c.resume | args.resume);
             let frames = TimedFrames::load(&args.data)?;
             let r = pretrain_temporal(&model(&args)?, &frames, &cfg)?;
+            print_report(&r);
+            write_json(&dir, &r)
+        }
+        PretrainKind::Masked(args) => {
+            let mut cfg: ssod::pretrain::MaskedConfig = read_config(&args.config)?;
+            let c = &mut cfg.common;
+            args.device_overrides(&mut c.device, &mut c.precision)?;
+            let dir = out_dir(&args, "masked")?;
+            (c.out, c.resume) = (Some(dir.clone()), c.resume | args.resume);
+            let images = FrameSet::load(&args.data)?;
+            let r = ssod::pretrain::pretrain_masked(&model(&args)?, &images, &cfg)?;
             print_report(&r);
             write_json(&dir, &r)
         }

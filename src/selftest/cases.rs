@@ -202,6 +202,7 @@ pub fn cases() -> Vec<Case> {
         "temporal contrast step, masked InfoNCE (norm)",
         true,
     ));
+    v.push(masked_step_case());
     // Last, the tensor-core convs (the most intricate indexing): a fault there that ends the
     // CUDA context (an illegal address) then leaves every row above with its result.
     v.extend(conv_mma_cases());

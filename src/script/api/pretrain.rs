@@ -173,6 +173,18 @@ pub fn register(api: &mut Api) {
             };
             Ok(report_map(&lift(pretrain_patch_ssl_with_loss(&m.0, &frames, &cfg, Some(&mut loss_fn)))?))
         });
+    func!(api, "pretrain_masked", &["m: Model", "images_dir: String", "cfg: Map"], "Map",
+        "SparK-style masked autoencoding of m's backbone on a folder of images (docs/pretraining.md): 32 px patches masked (mask_ratio 0.6), sparse backbone, mask tokens + light decoder, MSE on masked patches. cfg: the common SSL keys (seed, epochs, batch_size, lr, weight_decay, schedule, image_size, max_steps_per_epoch, out, resume, device, precision, workers, health) and mask_ratio, decoder_width, hflip_prob, input_norm. Returns #{loss, checkpoint, samples_per_s, steps, health, ...}.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("pretrain_masked", resumable(cfg))?;
+            let images = lift(FrameSet::load(&output_path(dir)))?;
+            let r = lift(crate::pretrain::pretrain_masked(&m.0, &images, &cfg))?;
+            let mut map = report_map(&r);
+            let health = serde_json::to_value(&r.health).map_err(|e| script_err(format!("pretrain_masked: {e}")))?;
+            let health: Dynamic = serde_json::from_value(health).map_err(|e| script_err(format!("pretrain_masked: {e}")))?;
+            map.entry("health".into()).or_insert(health);
+            Ok(map)
+        });
     func!(api, "linear_probe", &["m: Model", "crops_dir: String", "cfg: Map"], "Map",
         "Frozen backbone (GAP of C5) + logistic regression on fg/bg crops; cfg keys as ProbeConfig. Returns #{accuracy, train_accuracy, feature_dim, seconds, crops_per_s}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {

@@ -1,7 +1,9 @@
 //! Pretraining-step parity: one center-loss step (with both centre updates) and one patch-SSL
 //! step (cosine loss on frames cut on the device; InfoNCE on patches cut by the loader, MLP head,
 //! joint BN) with the engine's ops on CUDA tensors against the same step on the CPU: loss,
-//! cosines, every gradient of backbone, head and centres, and the updated centres.
+//! cosines, every gradient of backbone, head and centres, and the updated centres. One masked
+//! autoencoding step (sparse backbone, decoder, masked MSE) likewise: loss, gradients and the
+//! running statistics its sparse BN wrote back.
 
 use super::*;
 use crate::models::{YoloX, YoloXConfig};
@@ -9,6 +11,9 @@ use crate::ops::PatchBox;
 use crate::pretrain::center_loss::{center_loss_step, CenterLossConfig};
 use crate::pretrain::centers::{update_centers, wen_center_update};
 use crate::pretrain::loader::PatchInput;
+use crate::pretrain::masked_decoder::{
+    masked_autoencoding_step, sample_visible_patches, MaskedDecoder,
+};
 use crate::pretrain::patch_ssl::{
     patch_ssl_step, upload_patches, BnMode, PatchLossKind, PatchSslConfig,
 };
@@ -204,5 +209,86 @@ pub(super) fn patch_ssl_step_case(name: &'static str, loss: PatchLossKind) -> Ca
         make: Box::new(make_frames),
         cpu: Box::new(move |inp| ssl_step(inp, Device::Cpu, loss)),
         gpu: Box::new(move |_, inp| ssl_step(inp, Device::Cuda, loss)),
+    }
+}
+
+const MASKED_IMAGES: usize = 2;
+const MASKED_H: usize = 96;
+const MASKED_W: usize = 128;
+
+fn masked_step(inp: &Inputs, device: Device) -> Result<Outputs> {
+    let model = YoloX::new(YoloXConfig::variant("nano", 2)?)?;
+    let decoder = MaskedDecoder::new(model.config.width, 32, 7)?;
+    model.store.to_device(device)?;
+    decoder.store.to_device(device)?;
+    model.set_training(true);
+    decoder.store.set_training(true);
+    let grid = [MASKED_H / 32, MASKED_W / 32];
+    let visible: Vec<Vec<bool>> = inp[1]
+        .chunks(grid[0] * grid[1])
+        .map(|row| row.iter().map(|&v| v > 0.5).collect())
+        .collect();
+    let images = Tensor::from_vec_on(
+        inp[0].clone(),
+        [MASKED_IMAGES, 3, MASKED_H, MASKED_W],
+        device,
+    )?;
+    let (loss, ms) = timed_cpu(|| {
+        let mask = crate::models::PatchMask::new(&visible, grid, device)?;
+        masked_autoencoding_step(&model, &decoder, &images, &mask)
+    })?;
+    let grads = |entries: Vec<crate::nn::NamedTensor>, prefix: &str| -> Vec<f32> {
+        entries
+            .into_iter()
+            .filter(|e| e.name.starts_with(prefix) && e.tensor.requires_grad())
+            .flat_map(|e| {
+                e.tensor
+                    .grad()
+                    .map(|g| g.to_vec())
+                    .unwrap_or_else(|| vec![0.0; e.tensor.numel()])
+            })
+            .collect()
+    };
+    let running: Vec<f32> = model
+        .store
+        .entries()
+        .into_iter()
+        .filter(|e| e.name.starts_with("backbone.backbone.") && e.name.contains("running_"))
+        .flat_map(|e| e.tensor.to_vec())
+        .collect();
+    Ok(out(
+        vec![
+            ("loss", vec![loss.item()?]),
+            (
+                "d backbone",
+                grads(model.store.entries(), "backbone.backbone."),
+            ),
+            ("d decoder", grads(decoder.store.entries(), "")),
+            ("running stats", running),
+        ],
+        ms,
+    ))
+}
+
+pub(super) fn masked_step_case() -> Case {
+    Case {
+        name: "masked autoencoding step, sparse BN (norm)",
+        kernels: &[],
+        shape: format!(
+            "{MASKED_IMAGES} images {MASKED_W}x{MASKED_H}, mask ratio 0.6, nano, decoder 32"
+        ),
+        tol: 1e-3,
+        measure: Measure::RelativeNorm,
+        make: Box::new(|rng| {
+            let images = uniform(rng, MASKED_IMAGES * 3 * MASKED_H * MASKED_W, 0.0, 255.0);
+            let patches = (MASKED_H / 32) * (MASKED_W / 32);
+            let visible = (0..MASKED_IMAGES)
+                .flat_map(|_| sample_visible_patches(patches, 0.6, rng))
+                .map(|v| if v { 1.0 } else { 0.0 })
+                .collect();
+            vec![images, visible]
+        }),
+        cpu: Box::new(|inp| masked_step(inp, Device::Cpu)),
+        gpu: Box::new(|_, inp| masked_step(inp, Device::Cuda)),
     }
 }

@@ -1,5 +1,6 @@
 // batch_norm.cu: batch normalisation over [N, C, H, W] per channel (PyTorch semantics, as
-// src/ops/batch_norm.rs), and the fused BN + SiLU pair YOLOX's ConvBnAct uses. f32 accumulate.
+// src/backend/cpu/batch_norm.rs), and the fused BN + SiLU pair YOLOX's ConvBnAct uses.
+// f32 accumulate.
 //
 // Contract (plane = H*W, M = N*plane values per channel, chunks = ceil(M / chunk))
 //   batch_norm_stats_partial_f32(x, partial [C, chunks, 2], N, C, plane, chunk): block b takes

@@ -10,8 +10,8 @@
 //     row-major over `kept`). One block per output (blocks loop over outputs with stride
 //     gridDim.x); the block's threads stride the `reduced` = prod(dims)/prod(kept) inputs and fold
 //     them with the same fixed tree: deterministic. rank <= 6. Contiguous row-major x.
-// Checked against: ops::sum_all / ops::sum (src/ops/reduce.rs; f64 accumulation there, hence the
-//   selftest's relative-error floor for sums of mixed-sign values).
+// Checked against: ops::sum_all / ops::sum (src/backend/cpu/reduce.rs; f64 accumulation there,
+//   hence the selftest's relative-error floor for sums of mixed-sign values).
 // Launch geometry: blockDim.x == 256 exactly (the tree assumes it); sum_partial any grid <= 65535.
 // Check: cargo test --release --test cuda_kernels_compile; ssod selftest --device cuda.
 

@@ -7,7 +7,7 @@
 //   cosine_similarity_bwd_f32(g [outer,inner], a, b, da, db, outer, len, inner): fused: recomputes
 //     dot and norms (nothing saved) and writes
 //     da = g·(b/(|a||b|) − cos·a/|a|²), db = g·(a/(|a||b|) − cos·b/|b|²), the |a|² (|b|²) term
-//     dropped where that norm is clamped at eps (as src/ops/similarity.rs).
+//     dropped where that norm is clamped at eps (as src/backend/cpu/similarity.rs).
 //   The patch-contrastive loss (1 − cos, averaged) is this pair with g = −1/count.
 // Checked against: ops::cosine_similarity (f64 accumulation there) through Tensor + autograd.
 // Launch geometry: one thread per output (o, j), 1-D grid-stride, 256 threads.

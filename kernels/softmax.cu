@@ -6,8 +6,8 @@
 //   log_softmax_fwd_f32(x, y, outer, len, inner):  y = (x - m) - log sum exp(x - m)
 //   softmax_bwd_f32(dy, y, dx, ...):               dx = y·(dy − Σ dy·y)
 //   log_softmax_bwd_f32(dy, y, dx, ...):           dx = dy − exp(y)·Σ dy
-// Checked against: ops::softmax / ops::log_softmax (src/ops/softmax.rs); both sum the backward's
-//   row in f64.
+// Checked against: ops::softmax / ops::log_softmax (src/backend/cpu/softmax.rs); both sum the
+//   backward's row in f64.
 // Launch geometry: one thread per row (o, j), 1-D grid-stride over outer*inner rows; each thread
 //   walks its row three times (max, sum, write). Fine for the class/channel axes of this project
 //   (len <= a few thousand); a block-per-row variant is the next step if a benchmark asks.

@@ -3,36 +3,72 @@
 //! the disk (`fsync`) and renamed over the destination; the folder is then flushed so the
 //! rename itself survives a power cut. A reader sees the old file or the new one, never a mix.
 //!
-//! Temporary names are `.<file name>.<pid>.<n>.tmp`: hidden, ending in `.tmp` (so no glob for
-//! `*.safetensors`, `*.json` or `*.csv` takes one for a real file), and unique per process and
-//! per write (`n` counts the process's writes), so two processes or two threads writing the
-//! same destination never share a temporary file. On an error the temporary file is removed and
-//! the destination is untouched; only a killed process can leave one behind, and it is safe to
-//! delete ([`is_temp_file`] recognises them).
+//! Temporary names are `.<file name>.<host>-<pid>-<n>.tmp`: hidden, ending in `.tmp` (so no glob
+//! for `*.safetensors`, `*.json` or `*.csv` takes one for a real file), and unique per host,
+//! process and write (`n` counts the process's writes), so two processes or two threads writing
+//! the same destination never share a temporary file, even on a file system that several hosts
+//! share (the notebook cache on a cluster, docs/cluster.md). On an error the temporary file is
+//! removed and the destination is untouched; only a killed process can leave one behind, and it
+//! is safe to delete ([`is_temp_file`] recognises them).
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use crate::{Error, Result};
 
-/// Writes started by this process, for unique temporary names.
-static WRITES: AtomicU64 = AtomicU64::new(0);
+/// This machine's host name (`localhost` when it cannot be read).
+pub fn hostname() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let name = String::from_utf8_lossy(&buf[..end]).to_string();
+        if rc == 0 && !name.is_empty() {
+            name
+        } else {
+            "localhost".to_string()
+        }
+    })
+}
 
-/// A fresh temporary path next to `path` (see the module docs for the name).
+/// A name part no other process (on any host) and no other call in this process produces:
+/// `<host>-<pid>-<n>`, with characters outside `[A-Za-z0-9-]` in the host name replaced by `_`
+/// (no dot, so the part splits off a file name unambiguously).
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let host: String = hostname()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{host}-{}-{n}", std::process::id())
+}
+
+/// A fresh temporary path next to `path`, for a file or a folder (see the module docs for the
+/// name; same folder, so the final rename stays on one file system).
 pub fn temp_path_for(path: &Path) -> PathBuf {
-    let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let mut name = OsString::from(".");
     name.push(path.file_name().unwrap_or(path.as_os_str()));
-    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    name.push(format!(".{}.tmp", unique_suffix()));
     path.with_file_name(name)
 }
 
 /// Whether `file_name` is a temporary name a killed writer may have left: one of
-/// [`temp_path_for`] (`.<name>.<pid>.<n>.tmp`) or of the notebook's shared-folder writes
-/// (`script::shared_fs`: `.<name>.tmp-<host>-<pid>-<n>`, and the cache's objects in the making,
-/// `.tmp-<host>-<pid>-<n>.<ext>`).
+/// [`temp_path_for`] (`.<name>.<host>-<pid>-<n>.tmp`, or `.<name>.<pid>.<n>.tmp` as older
+/// versions wrote), one of the notebook cache's objects in the making
+/// (`.tmp-<host>-<pid>-<n>.<ext>`, `script::cache`), or an older shared-folder write
+/// (`.<name>.tmp-<host>-<pid>-<n>`).
 pub fn is_temp_file(file_name: &str) -> bool {
     if file_name.starts_with('.') && (file_name.starts_with(".tmp-") || file_name.contains(".tmp-"))
     {
@@ -44,11 +80,20 @@ pub fn is_temp_file(file_name: &str) -> bool {
     else {
         return false;
     };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // `<base>.<host>-<pid>-<n>`
+    if let Some((base, suffix)) = inner.rsplit_once('.') {
+        let mut parts = suffix.rsplitn(3, '-');
+        if let (Some(n), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) {
+            if !base.is_empty() && !host.is_empty() && digits(n) && digits(pid) {
+                return true;
+            }
+        }
+    }
+    // `<base>.<pid>.<n>`
     let mut parts = inner.rsplitn(3, '.');
     let (count, pid, base) = (parts.next(), parts.next(), parts.next());
-    let digits =
-        |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
-    digits(count) && digits(pid) && base.is_some_and(|b| !b.is_empty())
+    count.is_some_and(digits) && pid.is_some_and(digits) && base.is_some_and(|b| !b.is_empty())
 }
 
 /// Write `bytes` to `path` atomically and durably (module docs). Creates the parent folder.
@@ -122,16 +167,16 @@ mod tests {
         assert_eq!(a.parent(), Some(Path::new("run")));
         let name = a.file_name().unwrap().to_str().unwrap();
         let pid = std::process::id();
-        assert!(
-            name.starts_with(&format!(".last.ckpt.safetensors.{pid}.")),
-            "{name}"
-        );
+        assert!(name.starts_with(".last.ckpt.safetensors."), "{name}");
+        assert!(name.contains(&format!("-{pid}-")), "{name}");
         assert!(
             name.ends_with(".tmp") && !name.ends_with(".safetensors"),
             "{name}"
         );
         assert!(is_temp_file(name));
         assert!(is_temp_file(".one.csv.tmp-vm-77-3"));
+        assert!(is_temp_file(".one.csv.77.3.tmp"));
+        assert!(is_temp_file(".one.csv.node-7_x-77-3.tmp"));
         assert!(is_temp_file(".tmp-vm-77-4.safetensors"));
         for real in [
             "last.safetensors",
@@ -141,6 +186,8 @@ mod tests {
             "x.1.2.tmp",
             ".x.1.a.tmp",
             "x.tmp-1",
+            ".x.vm-a-3.tmp",
+            ".x.-77-3.tmp",
         ] {
             assert!(!is_temp_file(real), "{real}");
         }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
+use ssod::atomic_file::hostname;
 use ssod::script::claim::{try_claim, ClaimOutcome, ClaimRules};
-use ssod::script::shared_fs::hostname;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ssod_claim_{}_{name}", std::process::id()));

@@ -119,6 +119,55 @@ fn a_compile_error_names_the_file_and_carries_the_nvrtc_log() {
     println!("{err}");
 }
 
+/// Every Rust mirror of a CUDA struct (`src/backend/cuda/structs.rs`) has the CUDA struct's
+/// size, alignment and field offsets: each kernel file compiles with `static_assert`s of the
+/// size and alignment the Rust side asserts at compile time appended, and a probe kernel whose
+/// PTX holds what the CUDA compiler computed for each. A wrong size is refused (the check can
+/// fail).
+#[test]
+fn every_cuda_struct_has_the_layout_its_rust_mirror_asserts() {
+    use ssod::backend::cuda::structs::{
+        layout_check_source, probe_kernel, probed_layout, struct_layouts,
+    };
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let layouts = struct_layouts();
+    assert!(layouts.len() >= 9, "{layouts:?}");
+    let compile = |file: KernelFile, checks: &str| {
+        let src = format!("{}\n{checks}", file.source());
+        ssod::backend::cuda::compile_source(&file.file_name(), &src, "compute_80")
+    };
+    let mut checked = 0;
+    for file in KernelFile::ALL {
+        let mine: Vec<_> = layouts.iter().filter(|l| l.file == file).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let checks: String = mine.iter().map(|l| layout_check_source(l)).collect();
+        let ptx = compile(file, &checks).unwrap_or_else(|e| panic!("{e}"));
+        for l in mine {
+            let mut want = vec![l.size as u64, l.align as u64];
+            want.extend(l.fields.iter().map(|&(_, offset)| offset as u64));
+            let got = probed_layout(&ptx, &probe_kernel(l))
+                .unwrap_or_else(|| panic!("{}: probe not found in the PTX", l.name));
+            assert_eq!(
+                got, want,
+                "{} (size, alignment, offsets of {:?})",
+                l.name, l.fields
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, layouts.len());
+    let mut wrong = layouts[0];
+    wrong.size += 8;
+    let err = compile(wrong.file, &layout_check_source(&wrong))
+        .expect_err("a wrong size must not compile")
+        .to_string();
+    assert!(err.contains(&format!("size of {}", wrong.name)), "{err}");
+}
+
 /// Every kernel-like name written as a string in the launchers (`"…_f32"`, `"…_bf16"`) is a
 /// symbol of some kernel file: a typo there would surface only on a GPU, as a missing function.
 /// Needs no NVRTC.

@@ -9,7 +9,7 @@ use ssod::nn::{ParamStore, TensorKind};
 use ssod::tensor::Tensor;
 use ssod::train::{
     yolox_warm_cos_lr, Adam, LrSchedule, ModelEma, Optimizer, OptimizerKind, SchedulerKind, Sgd,
-    TrainConfig,
+    SimOtaMode, TrainConfig,
 };
 
 fn close(got: f64, want: f64, tol: f64, what: &str) {
@@ -122,6 +122,17 @@ fn config_from_json_names_bad_keys() {
         .unwrap_err()
         .to_string();
     assert!(bad_size.contains("`input_size`"), "{bad_size}");
+    // The SimOTA mode takes the names its error message offers (and the older capitalised one).
+    for (name, mode) in [
+        ("release", SimOtaMode::Release),
+        ("Release", SimOtaMode::Release),
+        ("2023", SimOtaMode::Centre2023),
+    ] {
+        let c = TrainConfig::from_json_value(&serde_json::json!({ "simota_mode": name }))
+            .unwrap_or_else(|e| panic!("simota_mode {name}: {e}"));
+        assert_eq!(c.simota_mode, mode, "{name}");
+        assert_eq!(SimOtaMode::parse("release").unwrap(), SimOtaMode::Release);
+    }
     let not_object = TrainConfig::from_json_value(&serde_json::json!([1, 2])).unwrap_err();
     assert!(not_object.to_string().contains("object"), "{not_object}");
 

@@ -1,5 +1,9 @@
 //! Compute backends. The CPU backend works on plain slices (`&[f32]` in, `Vec<f32>` out) so that
 //! each kernel can be tested and benchmarked on its own; `ops` adapts tensors to them.
+//!
+//! Both sides use the op's stem: `cpu/<op>.rs` (kernel), `cuda/<op>.rs` (launcher of
+//! `kernels/<op>.cu`). Neither knows about tensors or autograd: the one dispatch between them is
+//! the `fwd`/`bwd` pair in `src/ops/<op>.rs` (DEVELOPERS.md, "How an op is laid out").
 
 pub mod conv_geometry;
 pub mod cpu;

@@ -209,6 +209,37 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
     if let Some(note) = note {
         eprintln!("{note}");
     }
+    check_conv_args(&a)?;
+    set_precision(&a, device)?;
+    let algorithms = conv_algorithms(&a, device)?;
+    let layers = model_layers(&a.model, a.size, a.batch)?;
+    let peak = matrix_peak_gflops(device, a.reps)?;
+    print_conv_header(&a, device, &layers, peak);
+    let mut rows = Vec::new();
+    let mut totals = StepTotals::new(algorithms.len().max(1));
+    for (i, l) in layers.iter().enumerate() {
+        rows.push(time_layer_row(
+            i,
+            l,
+            &algorithms,
+            (device, a.reps, peak),
+            &mut totals,
+        )?);
+    }
+    totals.print(&algorithms);
+    if let Some(path) = &a.json {
+        let obj = serde_json::json!({
+            "model": a.model, "size": a.size, "batch": a.batch, "device": device.to_string(),
+            "precision": a.precision, "reps": a.reps, "matrix_peak_gflops": peak, "layers": rows,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&obj)?)
+            .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Sizes the bench takes, and a `--json` file that does not exist yet.
+fn check_conv_args(a: &BenchConvArgs) -> anyhow::Result<()> {
     if a.size == 0 || !a.size.is_multiple_of(32) || a.batch == 0 || a.reps == 0 {
         anyhow::bail!("--size must be a positive multiple of 32; --batch and --reps must be >= 1");
     }
@@ -220,6 +251,11 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `--precision` on the GPU (the CPU computes in f32: a note says so).
+fn set_precision(a: &BenchConvArgs, device: Device) -> anyhow::Result<()> {
     let precision = Precision::from_name(&a.precision).map_err(|e| anyhow::anyhow!("--{e}"))?;
     match device {
         Device::Cuda => cuda::device()?.set_matrix_precision(precision.matrix_precision())?,
@@ -229,8 +265,12 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
         ),
         Device::Cpu => {}
     }
-    // The algorithms to time each layer with, the device's own first.
-    let algorithms: Vec<ConvAlgorithm> = match (device, a.conv.as_deref()) {
+    Ok(())
+}
+
+/// The algorithms to time each layer with, the device's own first (none on the CPU).
+fn conv_algorithms(a: &BenchConvArgs, device: Device) -> anyhow::Result<Vec<ConvAlgorithm>> {
+    Ok(match (device, a.conv.as_deref()) {
         (Device::Cpu, Some(_)) => anyhow::bail!("--conv chooses among GPU conv algorithms"),
         (Device::Cpu, None) => Vec::new(),
         (Device::Cuda, None) => vec![cuda::device()?.conv_algorithm()],
@@ -238,9 +278,10 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
         (Device::Cuda, Some(name)) => {
             vec![ConvAlgorithm::from_name(name).map_err(|e| anyhow::anyhow!("--conv: {e}"))?]
         }
-    };
-    let layers = model_layers(&a.model, a.size, a.batch)?;
-    let peak = matrix_peak_gflops(device, a.reps)?;
+    })
+}
+
+fn print_conv_header(a: &BenchConvArgs, device: Device, layers: &[Layer], peak: f64) {
     println!(
         "{} at {}x{}, batch {}: {} distinct conv layers ({} calls per forward), device {device}, \
          precision {}, median of {} reps",
@@ -262,92 +303,108 @@ pub fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
     );
     println!("| # | layer | conv | calls | GFLOP fwd | ms fwd | ms bwd_input | ms bwd_weight | GFLOP/s fwd+bwd | % of peak | ms per step (all calls) |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut rows = Vec::new();
-    // Per algorithm (one entry on the CPU), and the faster of the algorithms pass by pass.
-    let runs = algorithms.len().max(1);
-    let mut step_ms = vec![[0f64; 3]; runs];
-    let mut best_ms = [0f64; 3];
-    for (i, l) in layers.iter().enumerate() {
-        let g = &l.geometry;
-        let gflop = 2.0 * g.macs() as f64 / 1e9;
-        let per_step = [l.count, l.input_grad_count, l.count].map(|c| c as f64);
-        let calls = if l.input_grad_count == l.count {
-            l.count.to_string()
-        } else {
-            format!("{} ({} with dx)", l.count, l.input_grad_count)
-        };
-        let mut times = Vec::new();
-        for (run, step) in step_ms.iter_mut().enumerate() {
-            let algorithm = algorithms.get(run).copied();
-            if let Some(algorithm) = algorithm {
-                cuda::device()?.set_conv_algorithm(algorithm);
-            }
-            let t = time_layer(g, device, a.reps)?;
-            (0..3).for_each(|k| step[k] += t[k] * per_step[k]);
-            let rate = 3.0 * gflop / t.iter().sum::<f64>() * 1e3;
-            println!(
-                "| {i} | {} | {} | {calls} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {rate:.0} | {:.0} % | {:.2} |",
-                describe(g),
-                algorithm.map_or("-", ConvAlgorithm::name),
-                t[0],
-                t[1],
-                t[2],
-                100.0 * rate / peak,
-                (0..3).map(|k| t[k] * per_step[k]).sum::<f64>()
-            );
-            times.push(t);
+}
+
+/// Milliseconds per training step of the three passes (forward, input gradient, weight
+/// gradient), every call counted: per algorithm (one entry on the CPU), and the faster of the
+/// algorithms pass by pass.
+struct StepTotals {
+    step_ms: Vec<[f64; 3]>,
+    best_ms: [f64; 3],
+}
+
+impl StepTotals {
+    fn new(runs: usize) -> StepTotals {
+        StepTotals {
+            step_ms: vec![[0f64; 3]; runs],
+            best_ms: [0f64; 3],
         }
-        (0..3).for_each(|k| {
-            best_ms[k] += times.iter().map(|t| t[k]).fold(f64::INFINITY, f64::min) * per_step[k]
-        });
-        let t = times[0];
-        let mut row = serde_json::json!({
-            "layer": describe(g), "calls": l.count, "input_grad_calls": l.input_grad_count,
-            "batch": g.batch, "in_channels": g.in_channels,
-            "in_h": g.in_h, "in_w": g.in_w, "out_channels": g.out_channels, "kernel": g.kernel_h,
-            "stride": g.stride, "padding": g.padding, "groups": g.groups, "gflop_fwd": gflop,
+    }
+
+    fn print(&self, algorithms: &[ConvAlgorithm]) {
+        for (run, ms) in self.step_ms.iter().enumerate() {
+            println!(
+                "per training step{} (every call; no input gradient for the convs on the images): \
+                 forward {:.1} ms, input gradients {:.1} ms, weight gradients {:.1} ms, total {:.1} ms",
+                algorithms
+                    .get(run)
+                    .map_or(String::new(), |a| format!(", {}", a.name())),
+                ms[0],
+                ms[1],
+                ms[2],
+                ms.iter().sum::<f64>()
+            );
+        }
+        if self.step_ms.len() > 1 {
+            let best_ms = &self.best_ms;
+            println!(
+                "per training step, the faster algorithm per layer and pass: forward {:.1} ms, input \
+                 gradients {:.1} ms, weight gradients {:.1} ms, total {:.1} ms",
+                best_ms[0],
+                best_ms[1],
+                best_ms[2],
+                best_ms.iter().sum::<f64>()
+            );
+        }
+    }
+}
+
+/// Time layer `i` with each algorithm (the device's own pass on the CPU), print its table row
+/// per algorithm, add it to `totals`, and return its JSON row.
+fn time_layer_row(
+    i: usize,
+    l: &Layer,
+    algorithms: &[ConvAlgorithm],
+    (device, reps, peak): (Device, usize, f64),
+    totals: &mut StepTotals,
+) -> anyhow::Result<serde_json::Value> {
+    let g = &l.geometry;
+    let gflop = 2.0 * g.macs() as f64 / 1e9;
+    let per_step = [l.count, l.input_grad_count, l.count].map(|c| c as f64);
+    let calls = if l.input_grad_count == l.count {
+        l.count.to_string()
+    } else {
+        format!("{} ({} with dx)", l.count, l.input_grad_count)
+    };
+    let mut times = Vec::new();
+    for (run, step) in totals.step_ms.iter_mut().enumerate() {
+        let algorithm = algorithms.get(run).copied();
+        if let Some(algorithm) = algorithm {
+            cuda::device()?.set_conv_algorithm(algorithm);
+        }
+        let t = time_layer(g, device, reps)?;
+        (0..3).for_each(|k| step[k] += t[k] * per_step[k]);
+        let rate = 3.0 * gflop / t.iter().sum::<f64>() * 1e3;
+        println!(
+            "| {i} | {} | {} | {calls} | {gflop:.2} | {:.3} | {:.3} | {:.3} | {rate:.0} | {:.0} % | {:.2} |",
+            describe(g),
+            algorithm.map_or("-", ConvAlgorithm::name),
+            t[0],
+            t[1],
+            t[2],
+            100.0 * rate / peak,
+            (0..3).map(|k| t[k] * per_step[k]).sum::<f64>()
+        );
+        times.push(t);
+    }
+    (0..3).for_each(|k| {
+        totals.best_ms[k] += times.iter().map(|t| t[k]).fold(f64::INFINITY, f64::min) * per_step[k]
+    });
+    let t = times[0];
+    let mut row = serde_json::json!({
+        "layer": describe(g), "calls": l.count, "input_grad_calls": l.input_grad_count,
+        "batch": g.batch, "in_channels": g.in_channels,
+        "in_h": g.in_h, "in_w": g.in_w, "out_channels": g.out_channels, "kernel": g.kernel_h,
+        "stride": g.stride, "padding": g.padding, "groups": g.groups, "gflop_fwd": gflop,
+        "ms_fwd": t[0], "ms_bwd_input": t[1], "ms_bwd_weight": t[2],
+    });
+    if let Some(first) = algorithms.first() {
+        row["conv"] = first.name().into();
+    }
+    for (algorithm, t) in algorithms.iter().zip(&times).skip(1) {
+        row[algorithm.name()] = serde_json::json!({
             "ms_fwd": t[0], "ms_bwd_input": t[1], "ms_bwd_weight": t[2],
         });
-        if let Some(first) = algorithms.first() {
-            row["conv"] = first.name().into();
-        }
-        for (algorithm, t) in algorithms.iter().zip(&times).skip(1) {
-            row[algorithm.name()] = serde_json::json!({
-                "ms_fwd": t[0], "ms_bwd_input": t[1], "ms_bwd_weight": t[2],
-            });
-        }
-        rows.push(row);
     }
-    for (run, ms) in step_ms.iter().enumerate() {
-        println!(
-            "per training step{} (every call; no input gradient for the convs on the images): \
-             forward {:.1} ms, input gradients {:.1} ms, weight gradients {:.1} ms, total {:.1} ms",
-            algorithms
-                .get(run)
-                .map_or(String::new(), |a| format!(", {}", a.name())),
-            ms[0],
-            ms[1],
-            ms[2],
-            ms.iter().sum::<f64>()
-        );
-    }
-    if runs > 1 {
-        println!(
-            "per training step, the faster algorithm per layer and pass: forward {:.1} ms, input \
-             gradients {:.1} ms, weight gradients {:.1} ms, total {:.1} ms",
-            best_ms[0],
-            best_ms[1],
-            best_ms[2],
-            best_ms.iter().sum::<f64>()
-        );
-    }
-    if let Some(path) = &a.json {
-        let obj = serde_json::json!({
-            "model": a.model, "size": a.size, "batch": a.batch, "device": device.to_string(),
-            "precision": a.precision, "reps": a.reps, "matrix_peak_gflops": peak, "layers": rows,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&obj)?)
-            .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;
-    }
-    Ok(())
+    Ok(row)
 }

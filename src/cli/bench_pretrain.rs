@@ -127,6 +127,8 @@ fn run_center(a: &BenchPretrainArgs, model: &YoloX, workers: usize) -> anyhow::R
         device: a.device.clone(),
         precision: Precision::from_name(&a.precision)?,
         workers,
+        // The benchmark times the steps; the health check between epochs is not part of them.
+        health: None,
         ..Default::default()
     };
     let report = pretrain_center_loss(model, &crops, &cfg)?;
@@ -168,6 +170,8 @@ fn run_ssl(a: &BenchPretrainArgs, model: &YoloX, workers: usize) -> anyhow::Resu
         device: a.device.clone(),
         precision: Precision::from_name(&a.precision)?,
         workers,
+        // The benchmark times the steps; the health check between epochs is not part of them.
+        health: None,
         ..Default::default()
     };
     cfg.validate()?;

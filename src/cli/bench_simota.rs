@@ -9,7 +9,7 @@ use clap::Args;
 use super::bench::median;
 use rand::Rng;
 use ssod::backend::cuda::{self, simota as cuda_simota};
-use ssod::detect::simota::{simota_assign, SimOtaConfig, SimOtaInput};
+use ssod::detect::simota::{simota_assign, Assignment, SimOtaConfig, SimOtaInput};
 use ssod::detect::simota_stats::AssignmentStats;
 use ssod::models::YoloX;
 use ssod::rng::rng_for;
@@ -123,34 +123,13 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
     }
     let grid = YoloX::anchor_grid(a.size, a.size);
     let images: Vec<Image> = (0..a.batch).map(|i| random_image(&a, &grid, i)).collect();
-    let grids: Vec<(f32, f32)> = grid.iter().map(|&(x, y, _)| (x, y)).collect();
-    let strides: Vec<f32> = grid.iter().map(|&(_, _, s)| s).collect();
-    let cfg = SimOtaConfig::default();
-    let assign_cpu = |img: &Image| {
-        simota_assign(
-            &SimOtaInput {
-                pred_boxes_cxcywh: &img.boxes,
-                cls_logits: &img.cls,
-                obj_logits: &img.obj,
-                grids: &grids,
-                strides: &strides,
-                gt_boxes_cxcywh: &img.gt_boxes,
-                gt_classes: &img.gt_classes,
-                num_classes: a.classes,
-            },
-            &cfg,
-        )
+    let anchors = Anchors {
+        count: grid.len(),
+        grids: grid.iter().map(|&(x, y, _)| (x, y)).collect(),
+        strides: grid.iter().map(|&(_, _, s)| s).collect(),
     };
-    let mut cpu_ms = Vec::new();
-    let mut cpu_result = Vec::new();
-    for _ in 0..a.reps {
-        let t = Instant::now();
-        cpu_result = images
-            .iter()
-            .map(assign_cpu)
-            .collect::<Result<Vec<_>, _>>()?;
-        cpu_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    let cfg = SimOtaConfig::default();
+    let (cpu_ms, cpu_result) = time_cpu(&a, &images, &anchors, &cfg)?;
     println!(
         "SimOTA, {} images x {} anchors x {} GTs, {} classes (release prior, radius {})",
         a.batch,
@@ -172,9 +151,74 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let (gpu_ms, gpu_dl_ms, gpu_result) = time_gpu(&dev, &a, &images, &anchors, &cfg)?;
+    let (agree, total_fg) = agreement(&cpu_result, &gpu_result);
+    println!(
+        "cuda  {:.2} ms per batch on {} (kernels), {:.2} ms with the assignments copied back",
+        median(gpu_ms),
+        dev.name(),
+        median(gpu_dl_ms)
+    );
+    println!("agreement: {agree} of {total_fg} CPU foreground (anchor, GT) pairs also assigned on the GPU");
+    Ok(())
+}
+
+/// The anchor grid as SimOTA takes it: cells `(gx, gy)` and strides.
+struct Anchors {
+    count: usize,
+    grids: Vec<(f32, f32)>,
+    strides: Vec<f32>,
+}
+
+/// The CPU assignment of every image, `reps` times: the time of each rep (ms) and the last
+/// rep's assignments.
+fn time_cpu(
+    a: &BenchSimotaArgs,
+    images: &[Image],
+    anchors: &Anchors,
+    cfg: &SimOtaConfig,
+) -> anyhow::Result<(Vec<f64>, Vec<Assignment>)> {
+    let assign_cpu = |img: &Image| {
+        simota_assign(
+            &SimOtaInput {
+                pred_boxes_cxcywh: &img.boxes,
+                cls_logits: &img.cls,
+                obj_logits: &img.obj,
+                grids: &anchors.grids,
+                strides: &anchors.strides,
+                gt_boxes_cxcywh: &img.gt_boxes,
+                gt_classes: &img.gt_classes,
+                num_classes: a.classes,
+            },
+            cfg,
+        )
+    };
+    let mut cpu_ms = Vec::new();
+    let mut cpu_result = Vec::new();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        cpu_result = images
+            .iter()
+            .map(assign_cpu)
+            .collect::<Result<Vec<_>, _>>()?;
+        cpu_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((cpu_ms, cpu_result))
+}
+
+/// The GPU assignment of every image after one warm-up run, `reps` times without and with the
+/// download of the assignments: both times per rep (ms) and the last downloaded assignments.
+#[allow(clippy::type_complexity)]
+fn time_gpu(
+    dev: &cuda::CudaDevice,
+    a: &BenchSimotaArgs,
+    images: &[Image],
+    anchors: &Anchors,
+    cfg: &SimOtaConfig,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<HostAssignment>)> {
     let flat = |v: &[[f32; 4]]| v.iter().flatten().copied().collect::<Vec<f32>>();
-    let grids_flat: Vec<f32> = grids.iter().flat_map(|&(x, y)| [x, y]).collect();
-    let (g_dev, s_dev) = (dev.upload(&grids_flat)?, dev.upload(&strides)?);
+    let grids_flat: Vec<f32> = anchors.grids.iter().flat_map(|&(x, y)| [x, y]).collect();
+    let (g_dev, s_dev) = (dev.upload(&grids_flat)?, dev.upload(&anchors.strides)?);
     let uploaded = images
         .iter()
         .map(|img| {
@@ -198,11 +242,11 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
                 obj_logits: o,
                 grids: &g_dev,
                 strides: &s_dev,
-                num_anchors: grid.len(),
+                num_anchors: anchors.count,
                 num_classes: a.classes,
             };
             device_results.push(cuda_simota::assign(
-                &dev,
+                dev,
                 &inp,
                 &img.gt_boxes,
                 &img.gt_classes,
@@ -212,7 +256,7 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
         }
         if download {
             for r in &device_results {
-                out.push(cuda_simota::download_assignment(&dev, r)?);
+                out.push(cuda_simota::download_assignment(dev, r)?);
             }
         }
         dev.synchronize()?;
@@ -228,8 +272,14 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
         gpu_dl_ms.push(ms);
         gpu_result = r;
     }
+    Ok((gpu_ms, gpu_dl_ms, gpu_result))
+}
+
+/// `(pairs, total)`: how many of the CPU's foreground (anchor, GT) pairs the GPU assigned too,
+/// of all the CPU's foreground anchors.
+fn agreement(cpu_result: &[Assignment], gpu_result: &[HostAssignment]) -> (usize, usize) {
     let (mut agree, mut total_fg) = (0usize, 0usize);
-    for (c, (fg, gts, _)) in cpu_result.iter().zip(&gpu_result) {
+    for (c, (fg, gts, _)) in cpu_result.iter().zip(gpu_result) {
         total_fg += c.num_fg;
         let cpu_pairs: Vec<(usize, usize)> = c
             .fg_indices()
@@ -246,12 +296,5 @@ pub fn bench_simota(a: BenchSimotaArgs) -> anyhow::Result<()> {
             gpu_fg.into_iter().zip(gts.iter().copied()).collect();
         agree += cpu_pairs.iter().filter(|p| gpu_pairs.contains(p)).count();
     }
-    println!(
-        "cuda  {:.2} ms per batch on {} (kernels), {:.2} ms with the assignments copied back",
-        median(gpu_ms),
-        dev.name(),
-        median(gpu_dl_ms)
-    );
-    println!("agreement: {agree} of {total_fg} CPU foreground (anchor, GT) pairs also assigned on the GPU");
-    Ok(())
+    (agree, total_fg)
 }

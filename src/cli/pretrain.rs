@@ -1,4 +1,4 @@
-//! `ssod pretrain center|ssl|probe --config cfg.json --data DIR`: backbone pretraining from the
+//! `ssod pretrain center|ssl|probe|simsiam|temporal|knn|health --config cfg.json --data DIR`: backbone pretraining from the
 //! command line (the same library functions as the Rhai API).
 
 use std::path::{Path, PathBuf};
@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ssod::models::{YoloX, YoloXConfig};
+use ssod::pretrain::ssl::{
+    pretrain_simsiam, pretrain_temporal, SimSiamConfig, TemporalConfig, TimedFrames,
+};
+use ssod::pretrain::{embedding_health, knn_probe, HealthConfig, KnnConfig};
 use ssod::pretrain::{
     linear_probe, load_backbone, parse_config, pretrain_center_loss, pretrain_patch_ssl,
     CenterLossConfig, CropSet, FrameSet, PatchSslConfig, PretrainReport, ProbeConfig,
@@ -30,6 +34,16 @@ pub enum PretrainKind {
     Probe(PretrainArgs),
     /// Dense contrast (DenseCL) on any image folder; `neck: true` pretrains the PAFPN too
     Dense(PretrainArgs),
+    /// SimSiam (two views, predictor, stop-gradient) on frames or any image folder
+    Simsiam(PretrainArgs),
+    /// Temporal contrast: nearby frames of a video are positives (`ssod frames` output)
+    Temporal(PretrainArgs),
+    /// Frozen backbone + cosine k-NN on fg/bg crops
+    Knn(PretrainArgs),
+    /// Embedding health (std, effective rank, alignment, uniformity) on an image folder
+    Health(PretrainArgs),
+    /// SparK-style masked autoencoding on any image folder (docs/pretraining.md)
+    Masked(PretrainArgs),
 }
 
 #[derive(Args)]
@@ -40,7 +54,7 @@ pub struct PretrainArgs {
     /// Model whose backbone is trained: yolox-nano, yolox-tiny, yolox-s, ...
     #[arg(long, default_value = "yolox-s")]
     pub model: String,
-    /// Crops folder (center, probe) or frames folder (ssl)
+    /// Crops folder (center, probe), frames folder (ssl) or images folder (masked)
     #[arg(long)]
     pub data: PathBuf,
     /// Output folder (checkpoint, report.json); default runs/pretrain-<kind>/<unix seconds>
@@ -132,6 +146,13 @@ fn print_report(r: &PretrainReport) {
             r.best_epoch
         );
     }
+    if let Some(h) = &r.health {
+        println!(
+            "last epoch's embedding health: std·√d {:.3}, effective rank {:.2}, alignment {:.4}, uniformity {:.4}{}",
+            h.std_ratio, h.effective_rank, h.alignment, h.uniformity,
+            if h.collapsed { " (collapsed)" } else { "" }
+        );
+    }
     println!("{:.1} samples/s over {} steps", r.samples_per_s, r.steps);
     if let Some(c) = &r.checkpoint {
         println!("checkpoint {}", c.display());
@@ -174,19 +195,6 @@ impl PretrainCommand {
                 print_report(&r);
                 write_json(&dir, &r)
             }
-            PretrainKind::Dense(args) => {
-                let mut cfg: ssod::pretrain::dense::DenseConfig = read_config(&args.config)?;
-                let common = &mut cfg.common;
-                args.device_overrides(&mut common.device, &mut common.precision)?;
-                let dir = out_dir(&args, "dense")?;
-                common.out = Some(dir.clone());
-                common.resume |= args.resume;
-                let m = model(&args)?;
-                let images = FrameSet::load(&args.data)?;
-                let r = ssod::pretrain::dense::pretrain_dense(&m, &images, &cfg)?;
-                print_report(&r);
-                write_json(&dir, &r)
-            }
             PretrainKind::Probe(args) => {
                 let mut cfg: ProbeConfig = read_config(&args.config)?;
                 args.device_overrides(&mut cfg.device, &mut cfg.precision)?;
@@ -203,6 +211,93 @@ impl PretrainCommand {
                 }
                 Ok(())
             }
+            other => execute_ssl(other),
+        }
+    }
+}
+
+/// The self-supervised methods, the k-NN probe and the health check.
+fn execute_ssl(kind: PretrainKind) -> anyhow::Result<()> {
+    match kind {
+        PretrainKind::Simsiam(args) => {
+            let mut cfg: SimSiamConfig = read_config(&args.config)?;
+            let c = &mut cfg.common;
+            args.device_overrides(&mut c.device, &mut c.precision)?;
+            let dir = out_dir(&args, "simsiam")?;
+            (c.out, c.resume) = (Some(dir.clone()), c.resume | args.resume);
+            let images = FrameSet::load(&args.data)?;
+            let r = pretrain_simsiam(&model(&args)?, &images, &cfg)?;
+            print_report(&r);
+            write_json(&dir, &r)
+        }
+        PretrainKind::Temporal(args) => {
+            let mut cfg: TemporalConfig = read_config(&args.config)?;
+            let c = &mut cfg.common;
+            args.device_overrides(&mut c.device, &mut c.precision)?;
+            let dir = out_dir(&args, "temporal")?;
+            (c.out, c.resume) = (Some(dir.clone()), c.resume | args.resume);
+            let frames = TimedFrames::load(&args.data)?;
+            let r = pretrain_temporal(&model(&args)?, &frames, &cfg)?;
+            print_report(&r);
+            write_json(&dir, &r)
+        }
+        PretrainKind::Masked(args) => {
+            let mut cfg: ssod::pretrain::MaskedConfig = read_config(&args.config)?;
+            let c = &mut cfg.common;
+            args.device_overrides(&mut c.device, &mut c.precision)?;
+            let dir = out_dir(&args, "masked")?;
+            (c.out, c.resume) = (Some(dir.clone()), c.resume | args.resume);
+            let images = FrameSet::load(&args.data)?;
+            let r = ssod::pretrain::pretrain_masked(&model(&args)?, &images, &cfg)?;
+            print_report(&r);
+            write_json(&dir, &r)
+        }
+        PretrainKind::Knn(args) => {
+            let mut cfg: KnnConfig = read_config(&args.config)?;
+            args.device_overrides(&mut cfg.device, &mut cfg.precision)?;
+            let crops = CropSet::load(&args.data)?;
+            let r = knn_probe(&model(&args)?, &crops, &cfg)?;
+            println!(
+                "k-NN probe (k {}): held-out accuracy {:.4}, {} + {} crops, {} features, {:.1} s",
+                r.k, r.accuracy, r.train_size, r.val_size, r.feature_dim, r.seconds
+            );
+            if let Some(out) = &args.out {
+                std::fs::create_dir_all(out)?;
+                write_json(out, &r)?;
+            }
+            Ok(())
+        }
+        PretrainKind::Health(args) => {
+            let mut cfg: HealthConfig = read_config(&args.config)?;
+            let mut precision = ssod::train::config::Precision::F32;
+            args.device_overrides(&mut cfg.device, &mut precision)?;
+            let images = FrameSet::load(&args.data)?;
+            let h = embedding_health(&model(&args)?, &images, &cfg)?;
+            println!(
+                "embedding health: std {:.3e} (·√d {:.3}, min {:.3e}), effective rank {:.2} of {}, alignment {:.4}, uniformity {:.4}{}",
+                h.std_mean, h.std_ratio, h.std_min, h.effective_rank, h.dim.min(h.samples),
+                h.alignment, h.uniformity, if h.collapsed { ", COLLAPSED" } else { "" }
+            );
+            if let Some(out) = &args.out {
+                std::fs::create_dir_all(out)?;
+                write_json(out, &h)?;
+            }
+            Ok(())
+        }
+        PretrainKind::Dense(args) => {
+            let mut cfg: ssod::pretrain::dense::DenseConfig = read_config(&args.config)?;
+            let c = &mut cfg.common;
+            args.device_overrides(&mut c.device, &mut c.precision)?;
+            let dir = out_dir(&args, "dense")?;
+            (c.out, c.resume) = (Some(dir.clone()), c.resume | args.resume);
+            let m = model(&args)?;
+            let images = FrameSet::load(&args.data)?;
+            let r = ssod::pretrain::dense::pretrain_dense(&m, &images, &cfg)?;
+            print_report(&r);
+            write_json(&dir, &r)
+        }
+        PretrainKind::Center(_) | PretrainKind::Ssl(_) | PretrainKind::Probe(_) => {
+            anyhow::bail!("center, ssl and probe run in PretrainCommand::execute")
         }
     }
 }

@@ -62,15 +62,7 @@ impl VocAnnotation {
     /// Parse VOC XML text. The error is a message without the file name (the caller adds it).
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let mut reader = Reader::from_str(text);
-        let mut stack: Vec<String> = Vec::new();
-        let mut leaf_text = String::new();
-        let mut filename: Option<String> = None;
-        let mut width: Option<u32> = None;
-        let mut height: Option<u32> = None;
-        let mut objects: Vec<VocObject> = Vec::new();
-        let mut current: Option<PartialObject> = None;
-        let mut saw_root = false;
-
+        let mut doc = VocBuilder::default();
         loop {
             let event = reader.read_event().map_err(|e| {
                 let (line, col) = line_col(text, reader.error_position() as usize);
@@ -79,89 +71,31 @@ impl VocAnnotation {
             match event {
                 Event::Start(start) => {
                     let name = start.local_name().as_ref().to_string();
-                    if stack.is_empty() {
-                        if saw_root {
-                            let (line, col) = line_col(text, reader.buffer_position() as usize);
-                            return Err(format!(
-                                "malformed XML at line {line}, column {col}: a second root element <{name}>"
-                            ));
-                        }
-                        saw_root = true;
+                    if doc.stack.is_empty() && doc.saw_root {
+                        let (line, col) = line_col(text, reader.buffer_position() as usize);
+                        return Err(format!(
+                            "malformed XML at line {line}, column {col}: a second root element <{name}>"
+                        ));
                     }
-                    stack.push(name);
-                    leaf_text.clear();
-                    if is_path(&stack, &["object"]) {
-                        current = Some(PartialObject::default());
-                    }
+                    doc.open(name);
                 }
                 Event::Empty(start) => {
                     // `<object/>` or `<difficult/>`: an element with no content. An empty object
                     // is an object without a name and a box, reported as such.
                     let name = start.local_name().as_ref().to_string();
-                    if stack.len() == 1 && name == "object" {
+                    if doc.stack.len() == 1 && name == "object" {
                         return Err(format!(
                             "object[{}]: empty <object/> (no <name>, no <bndbox>)",
-                            objects.len()
+                            doc.objects.len()
                         ));
                     }
                 }
-                Event::Text(t) => leaf_text.push_str(&t.xml10_content()),
-                Event::CData(c) => leaf_text.push_str(&c),
-                Event::GeneralRef(r) => {
-                    let resolved = if r.is_char_ref() {
-                        r.resolve_char_ref().ok().flatten().map(String::from)
-                    } else {
-                        quick_xml::escape::resolve_predefined_entity(&r).map(String::from)
-                    };
-                    match resolved {
-                        Some(s) => leaf_text.push_str(&s),
-                        None => return Err(format!("unknown entity reference `&{};`", &*r)),
-                    }
-                }
-                Event::End(_) => {
-                    let value = leaf_text.trim().to_string();
-                    let obj_index = objects.len();
-                    if is_path(&stack, &["filename"]) {
-                        filename = Some(value);
-                    } else if is_path(&stack, &["size", "width"]) {
-                        width = Some(parse_size("size/width", &value)?);
-                    } else if is_path(&stack, &["size", "height"]) {
-                        height = Some(parse_size("size/height", &value)?);
-                    } else if let Some(obj) = current.as_mut() {
-                        if is_path(&stack, &["object", "name"]) {
-                            obj.name = Some(value);
-                        } else if is_path(&stack, &["object", "difficult"]) {
-                            obj.difficult = match value.as_str() {
-                                "" | "0" => false,
-                                "1" => true,
-                                other => {
-                                    return Err(format!(
-                                        "object[{obj_index}]: <difficult> is `{other}`, expected 0 or 1"
-                                    ))
-                                }
-                            };
-                        } else if stack.len() == 4 && stack[1] == "object" && stack[2] == "bndbox" {
-                            let field = stack[3].as_str();
-                            let slot = match field {
-                                "xmin" => Some(&mut obj.xmin),
-                                "ymin" => Some(&mut obj.ymin),
-                                "xmax" => Some(&mut obj.xmax),
-                                "ymax" => Some(&mut obj.ymax),
-                                _ => None,
-                            };
-                            if let Some(slot) = slot {
-                                *slot = Some(parse_coord(obj_index, field, &value)?);
-                            }
-                        } else if is_path(&stack, &["object"]) {
-                            let obj = current.take().unwrap_or_default();
-                            objects.push(finish_object(obj_index, obj)?);
-                        }
-                    }
-                    stack.pop();
-                    leaf_text.clear();
-                }
+                Event::Text(t) => doc.leaf_text.push_str(&t.xml10_content()),
+                Event::CData(c) => doc.leaf_text.push_str(&c),
+                Event::GeneralRef(r) => doc.leaf_text.push_str(&resolve_reference(&r)?),
+                Event::End(_) => doc.close()?,
                 Event::Eof => {
-                    if let Some(open) = stack.last() {
+                    if let Some(open) = doc.stack.last() {
                         let (line, col) = line_col(text, text.len());
                         return Err(format!(
                             "malformed XML at line {line}, column {col}: end of file inside <{open}>"
@@ -172,18 +106,7 @@ impl VocAnnotation {
                 Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
             }
         }
-        if !saw_root {
-            let (line, col) = line_col(text, text.len());
-            return Err(format!(
-                "malformed XML at line {line}, column {col}: end of file without a root element"
-            ));
-        }
-        Ok(VocAnnotation {
-            filename: filename.unwrap_or_default(),
-            width: width.ok_or("missing <size><width>")?,
-            height: height.ok_or("missing <size><height>")?,
-            objects,
-        })
+        doc.finish(text)
     }
 
     /// Standard VOC XML text (`<annotation>` with folder, filename, size with depth 3, segmented 0
@@ -231,6 +154,105 @@ impl VocAnnotation {
     pub fn write_xml(&self, path: &Path) -> Result<()> {
         crate::atomic_file::write_atomic(path, self.to_xml_string().as_bytes())
     }
+}
+/// What [`VocAnnotation::parse`] has read so far: the open elements, the text of the innermost
+/// one, and the fields and objects it closed.
+#[derive(Default)]
+struct VocBuilder {
+    stack: Vec<String>,
+    leaf_text: String,
+    filename: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    objects: Vec<VocObject>,
+    current: Option<PartialObject>,
+    saw_root: bool,
+}
+
+impl VocBuilder {
+    /// An element opens (an `<object>` directly under the root starts a new object).
+    fn open(&mut self, name: String) {
+        if self.stack.is_empty() {
+            self.saw_root = true;
+        }
+        self.stack.push(name);
+        self.leaf_text.clear();
+        if is_path(&self.stack, &["object"]) {
+            self.current = Some(PartialObject::default());
+        }
+    }
+
+    /// The innermost element closes: its text goes to the field its path names.
+    fn close(&mut self) -> std::result::Result<(), String> {
+        let value = self.leaf_text.trim().to_string();
+        let obj_index = self.objects.len();
+        let stack = &self.stack;
+        if is_path(stack, &["filename"]) {
+            self.filename = Some(value);
+        } else if is_path(stack, &["size", "width"]) {
+            self.width = Some(parse_size("size/width", &value)?);
+        } else if is_path(stack, &["size", "height"]) {
+            self.height = Some(parse_size("size/height", &value)?);
+        } else if let Some(obj) = self.current.as_mut() {
+            if is_path(stack, &["object", "name"]) {
+                obj.name = Some(value);
+            } else if is_path(stack, &["object", "difficult"]) {
+                obj.difficult = match value.as_str() {
+                    "" | "0" => false,
+                    "1" => true,
+                    other => {
+                        return Err(format!(
+                            "object[{obj_index}]: <difficult> is `{other}`, expected 0 or 1"
+                        ))
+                    }
+                };
+            } else if stack.len() == 4 && stack[1] == "object" && stack[2] == "bndbox" {
+                let field = stack[3].as_str();
+                let slot = match field {
+                    "xmin" => Some(&mut obj.xmin),
+                    "ymin" => Some(&mut obj.ymin),
+                    "xmax" => Some(&mut obj.xmax),
+                    "ymax" => Some(&mut obj.ymax),
+                    _ => None,
+                };
+                if let Some(slot) = slot {
+                    *slot = Some(parse_coord(obj_index, field, &value)?);
+                }
+            } else if is_path(stack, &["object"]) {
+                let obj = self.current.take().unwrap_or_default();
+                self.objects.push(finish_object(obj_index, obj)?);
+            }
+        }
+        self.stack.pop();
+        self.leaf_text.clear();
+        Ok(())
+    }
+
+    /// The annotation, once the whole `text` was read.
+    fn finish(self, text: &str) -> std::result::Result<VocAnnotation, String> {
+        if !self.saw_root {
+            let (line, col) = line_col(text, text.len());
+            return Err(format!(
+                "malformed XML at line {line}, column {col}: end of file without a root element"
+            ));
+        }
+        Ok(VocAnnotation {
+            filename: self.filename.unwrap_or_default(),
+            width: self.width.ok_or("missing <size><width>")?,
+            height: self.height.ok_or("missing <size><height>")?,
+            objects: self.objects,
+        })
+    }
+}
+
+/// The text of a character or predefined entity reference (`&#38;`, `&amp;`).
+fn resolve_reference(r: &quick_xml::events::BytesRef) -> std::result::Result<String, String> {
+    let resolved = if r.is_char_ref() {
+        r.resolve_char_ref().ok().flatten().map(String::from)
+    } else {
+        quick_xml::escape::resolve_predefined_entity(r).map(String::from)
+    };
+    resolved.ok_or_else(|| format!("unknown entity reference `&{};`", &**r))
 }
 
 /// `stack` is `[root, rest...]` exactly (the root's own name is not checked: `<annotation>` in

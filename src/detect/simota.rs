@@ -14,6 +14,7 @@ use crate::{Error, Result};
 pub enum SimOtaMode {
     /// 2021-07..2022-12 (the published weights; mmdet's SimOTAAssigner): in-box OR in-centre
     /// candidates, penalty 1e5 for anchors not in both.
+    #[serde(rename = "release", alias = "Release")]
     Release,
     /// Commit 14c62a7 (2023-01): centre prior only, penalty 1e6 outside it (checked against
     /// YOLOX's main branch in `tests/simota_reference.rs`).

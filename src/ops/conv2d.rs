@@ -1,5 +1,6 @@
 //! 2-D convolution (cross-correlation, as PyTorch): `x [N,C,H,W], w [K,C/g,kh,kw], b [K]?`.
-//! The kernels live in `backend::cpu::conv2d` (`fwd`, `bwd_input`, `bwd_weight`).
+//! Kernels: `backend::cpu::conv2d` and `backend::cuda::conv2d` (`kernels/conv2d*.cu`); this file
+//! validates, dispatches (`fwd`, `bwd`) and records.
 
 use crate::autograd::record;
 use crate::backend::conv_geometry::Conv2dGeometry;
@@ -129,6 +130,14 @@ pub fn trace_geometries<R>(f: impl FnOnce() -> R) -> (R, Vec<TracedConv>) {
     (result, traced)
 }
 
+/// Which gradients a conv2d backward computes (the inputs that need one, and the bias if any).
+#[derive(Clone, Copy)]
+struct Needs {
+    dx: bool,
+    dw: bool,
+    bias: bool,
+}
+
 /// `y = conv(x, w) + b`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
     let g = geometry(x, w, &params)?;
@@ -145,75 +154,102 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: Conv2dParams) 
             return Err(Error::shape("conv2d (bias)", [g.out_channels], b.shape()));
         }
     }
-    if compute_device(&[x, w]) == Device::Cuda {
-        return conv2d_cuda(x, w, b, g);
-    }
-    let (ho, wo) = (g.out_h(), g.out_w());
-    let mut y = x.with_values(|xv| w.with_values(|wv| cpu_conv2d::fwd(xv, wv, &g)))??;
-    if let Some(b) = b {
-        let plane = ho * wo;
-        b.with_values(|bv| {
-            for (i, chunk) in y.chunks_mut(plane.max(1)).enumerate() {
-                let bias = bv[i % g.out_channels];
-                chunk.iter_mut().for_each(|v| *v += bias);
-            }
-        })?;
-    }
-    let out = Tensor::from_vec(y, [g.batch, g.out_channels, ho, wo])?;
+    let device = compute_device(&[x, w]);
+    let out = fwd(device, x, w, b, &g)?;
     let (xs, ws) = (x.detach(), w.detach());
     let mut inputs = vec![x, w];
     if let Some(b) = b {
         inputs.push(b);
     }
-    let has_bias = b.is_some();
-    let (need_dx, need_dw) = (x.requires_grad(), w.requires_grad());
+    let needs = Needs {
+        dx: x.requires_grad(),
+        dw: w.requires_grad(),
+        bias: b.is_some(),
+    };
     record("conv2d", out, &inputs, move |dy| {
-        dy.with_values(|dyv| {
-            let dx = if need_dx {
-                let v = ws.with_values(|wv| cpu_conv2d::bwd_input(dyv, wv, &g))?;
-                Some(Tensor::from_vec(v, xs.shape().clone())?)
-            } else {
-                None
-            };
-            let dw = if need_dw {
-                let v = xs.with_values(|xv| cpu_conv2d::bwd_weight(dyv, xv, &g))?;
-                Some(Tensor::from_vec(v, ws.shape().clone())?)
-            } else {
-                None
-            };
-            let mut grads = vec![dx, dw];
-            if has_bias {
-                let plane = (ho * wo).max(1);
-                let mut db = vec![0f64; g.out_channels];
-                for (i, chunk) in dyv.chunks(plane).enumerate() {
-                    db[i % g.out_channels] += chunk.iter().map(|&v| v as f64).sum::<f64>();
-                }
-                grads.push(Some(Tensor::from_vec(
-                    db.into_iter().map(|v| v as f32).collect(),
-                    [g.out_channels],
-                )?));
-            }
-            Ok(grads)
-        })?
+        bwd(device, [&xs, &ws], dy, &g, needs)
     })
 }
 
-/// The CUDA arm: the same geometry through `backend::cuda::conv2d`; the bias is a broadcast add
-/// forward and a per-channel sum backward.
-fn conv2d_cuda(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Conv2dGeometry) -> Result<Tensor> {
+/// The forward on `device` (the device of x and w).
+fn fwd(
+    device: Device,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: &Conv2dGeometry,
+) -> Result<Tensor> {
+    match device {
+        Device::Cpu => cpu_fwd(x, w, b, g),
+        Device::Cuda => cuda_fwd(x, w, b, g),
+    }
+}
+
+/// `[dx, dw, db]` (db only with a bias) on the device the forward ran on.
+fn bwd(
+    device: Device,
+    xw: [&Tensor; 2],
+    dy: &Tensor,
+    g: &Conv2dGeometry,
+    needs: Needs,
+) -> Result<Vec<Option<Tensor>>> {
+    match device {
+        Device::Cpu => cpu_bwd(xw, dy, g, needs),
+        Device::Cuda => cuda_bwd(xw, dy, g, needs),
+    }
+}
+
+fn cpu_fwd(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeometry) -> Result<Tensor> {
     let (ho, wo) = (g.out_h(), g.out_w());
-    let y_dims = [g.batch, g.out_channels, ho, wo];
+    let mut y = x.with_values(|xv| w.with_values(|wv| cpu_conv2d::fwd(xv, wv, g)))??;
+    if let Some(b) = b {
+        b.with_values(|bv| cpu_conv2d::bias_add(&mut y, bv, ho * wo))?;
+    }
+    Tensor::from_vec(y, [g.batch, g.out_channels, ho, wo])
+}
+
+fn cpu_bwd(
+    [xs, ws]: [&Tensor; 2],
+    dy: &Tensor,
+    g: &Conv2dGeometry,
+    needs: Needs,
+) -> Result<Vec<Option<Tensor>>> {
+    dy.with_values(|dyv| {
+        let dx = if needs.dx {
+            let v = ws.with_values(|wv| cpu_conv2d::bwd_input(dyv, wv, g))?;
+            Some(Tensor::from_vec(v, xs.shape().clone())?)
+        } else {
+            None
+        };
+        let dw = if needs.dw {
+            let v = xs.with_values(|xv| cpu_conv2d::bwd_weight(dyv, xv, g))?;
+            Some(Tensor::from_vec(v, ws.shape().clone())?)
+        } else {
+            None
+        };
+        let mut grads = vec![dx, dw];
+        if needs.bias {
+            let db = cpu_conv2d::bias_grad(dyv, g.out_channels, g.out_h() * g.out_w());
+            grads.push(Some(Tensor::from_vec(db, [g.out_channels])?));
+        }
+        Ok(grads)
+    })?
+}
+
+/// The CUDA forward through `backend::cuda::conv2d`; the bias is a broadcast add.
+fn cuda_fwd(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeometry) -> Result<Tensor> {
+    let y_dims = [g.batch, g.out_channels, g.out_h(), g.out_w()];
     // x may be a bf16 activation: the conv reads it as stored (backend::cuda::bf16). In bf16
     // storage mode a conv without bias (YOLOX's BaseConv, whose BN keeps y for its backward)
     // writes y as bf16; a biased one (the heads' predictions) keeps f32 for the bias and loss.
     let y = x.with_cuda_values(|dev, xs| {
         w.with_cuda(|_, ws| {
             let out_bf16 = b.is_none() && cuda_bf16::stores_bf16(dev);
-            cuda_conv2d::fwd(dev, xs, ws, &g, out_bf16)
+            cuda_conv2d::fwd(dev, xs, ws, g, out_bf16)
         })
     })?;
-    let out = match b {
-        None => Tensor::from_cuda_buffer(y, y_dims)?,
+    match b {
+        None => Tensor::from_cuda_buffer(y, y_dims),
         Some(b) => b.with_cuda(|dev, bs| {
             let y = y.into_f32(dev)?;
             let (y, _) = cuda_ew::binary_bcast(
@@ -225,40 +261,40 @@ fn conv2d_cuda(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Conv2dGeometry) ->
                 &[1, g.out_channels, 1, 1],
             )?;
             Tensor::from_cuda(y, y_dims)
-        })?,
-    };
-    let (xs, ws) = (x.detach(), w.detach());
-    let mut inputs = vec![x, w];
-    if let Some(b) = b {
-        inputs.push(b);
+        }),
     }
-    let has_bias = b.is_some();
-    let (need_dx, need_dw) = (x.requires_grad(), w.requires_grad());
-    record("conv2d", out, &inputs, move |dy| {
-        dy.with_cuda(|dev, dys| {
-            let dx = if need_dx {
-                let v = ws.with_cuda(|_, wv| cuda_conv2d::bwd_input(dev, dys, wv, &g))?;
-                Some(Tensor::from_cuda(v, xs.shape().clone())?)
-            } else {
-                None
-            };
-            let dw = if need_dw {
-                let v = xs.with_cuda_values(|_, xv| cuda_conv2d::bwd_weight(dev, dys, xv, &g))?;
-                Some(Tensor::from_cuda(v, ws.shape().clone())?)
-            } else {
-                None
-            };
-            let mut grads = vec![dx, dw];
-            if has_bias {
-                let db = cuda_reduce::sum_keepdim(
-                    dev,
-                    dys,
-                    &[g.batch, g.out_channels, ho * wo],
-                    &[1, g.out_channels, 1],
-                )?;
-                grads.push(Some(Tensor::from_cuda(db, [g.out_channels])?));
-            }
-            Ok(grads)
-        })
+}
+
+/// The CUDA backward; the bias gradient is a per-channel sum.
+fn cuda_bwd(
+    [xs, ws]: [&Tensor; 2],
+    dy: &Tensor,
+    g: &Conv2dGeometry,
+    needs: Needs,
+) -> Result<Vec<Option<Tensor>>> {
+    dy.with_cuda(|dev, dys| {
+        let dx = if needs.dx {
+            let v = ws.with_cuda(|_, wv| cuda_conv2d::bwd_input(dev, dys, wv, g))?;
+            Some(Tensor::from_cuda(v, xs.shape().clone())?)
+        } else {
+            None
+        };
+        let dw = if needs.dw {
+            let v = xs.with_cuda_values(|_, xv| cuda_conv2d::bwd_weight(dev, dys, xv, g))?;
+            Some(Tensor::from_cuda(v, ws.shape().clone())?)
+        } else {
+            None
+        };
+        let mut grads = vec![dx, dw];
+        if needs.bias {
+            let db = cuda_reduce::sum_keepdim(
+                dev,
+                dys,
+                &[g.batch, g.out_channels, g.out_h() * g.out_w()],
+                &[1, g.out_channels, 1],
+            )?;
+            grads.push(Some(Tensor::from_cuda(db, [g.out_channels])?));
+        }
+        Ok(grads)
     })
 }

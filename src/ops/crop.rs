@@ -6,12 +6,13 @@
 //! their image (the sampler guarantees it; a box that does not is an error naming it).
 //! Backward scatter-adds each patch's gradient into its image window (windows may overlap:
 //! the study's negatives can overlap each other and the right positive).
-
-use rayon::prelude::*;
+//! Kernels: `backend::cpu::crop` and `backend::cuda::crop` (`kernels/crop.cu`); this file
+//! validates, dispatches (`fwd`, `bwd`) and records.
 
 use crate::autograd::record;
+use crate::backend::cpu::crop::{self as cpu_crop, Corner};
 use crate::backend::cuda::crop::{crop_patches_bwd, crop_patches_fwd, CropBoxes};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 /// The top-left corner of one square patch in image `image` of the batch (pixels).
@@ -54,65 +55,71 @@ pub fn crop_patches(images: &Tensor, boxes: &[PatchBox], size: usize) -> Result<
             ));
         }
     }
-    if images.is_cuda() {
-        return crop_patches_cuda(images, boxes, size);
-    }
-    let patch_len = c * size * size;
-    let mut out = vec![0f32; boxes.len() * patch_len];
-    images.with_values(|v| {
-        out.par_chunks_mut(patch_len.max(1))
-            .zip(boxes.par_iter())
-            .for_each(|(dst, b)| {
-                for ch in 0..c {
-                    for r in 0..size {
-                        let src = ((b.image * c + ch) * h + b.y + r) * w + b.x;
-                        let d = (ch * size + r) * size;
-                        dst[d..d + size].copy_from_slice(&v[src..src + size]);
-                    }
-                }
-            });
-    })?;
-    let out = Tensor::from_vec(out, [boxes.len(), c, size, size])?;
-    let boxes = boxes.to_vec();
-    let in_shape = images.shape().clone();
+    let dims = [n, c, h, w];
+    let corners: Vec<Corner> = boxes.iter().map(|b| (b.image, b.x, b.y)).collect();
+    let (out, saved) = fwd(images, dims, corners, size)?;
     record("crop_patches", out, &[images], move |g| {
-        // Scatter-add per image (patches of one image may overlap), images in parallel.
-        let mut gx = vec![0f32; in_shape.numel()];
-        let image_len = c * h * w;
-        g.with_values(|gv| {
-            gx.par_chunks_mut(image_len.max(1))
-                .enumerate()
-                .for_each(|(img, gimg)| {
-                    for (p, b) in boxes.iter().enumerate().filter(|(_, b)| b.image == img) {
-                        for ch in 0..c {
-                            for r in 0..size {
-                                let dst = (ch * h + b.y + r) * w + b.x;
-                                let src = ((p * c + ch) * size + r) * size;
-                                for t in 0..size {
-                                    gimg[dst + t] += gv[src + t];
-                                }
-                            }
-                        }
-                    }
-                });
-        })?;
-        Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
+        Ok(vec![Some(bwd(&saved, g, dims, size)?)])
     })
 }
 
-/// The CUDA arm (`kernels/crop.cu`): the boxes (checked above) are uploaded once and serve the
-/// forward gather and the backward scatter-add.
-fn crop_patches_cuda(images: &Tensor, boxes: &[PatchBox], size: usize) -> Result<Tensor> {
-    let d = images.dims();
-    let dims = [d[0], d[1], d[2], d[3]];
-    let corners: Vec<(usize, usize, usize)> = boxes.iter().map(|b| (b.image, b.x, b.y)).collect();
+/// The boxes as the backward needs them: host corners, or the device copy the forward uploaded.
+enum Saved {
+    Cpu(Vec<Corner>),
+    Cuda(CropBoxes),
+}
+
+/// The forward on the images' device.
+fn fwd(
+    images: &Tensor,
+    dims: [usize; 4],
+    corners: Vec<Corner>,
+    size: usize,
+) -> Result<(Tensor, Saved)> {
+    match images.device() {
+        Device::Cpu => cpu_fwd(images, dims, corners, size),
+        Device::Cuda => cuda_fwd(images, dims, corners, size),
+    }
+}
+
+/// The images' gradient on the device the forward ran on.
+fn bwd(saved: &Saved, g: &Tensor, dims: [usize; 4], size: usize) -> Result<Tensor> {
+    match saved {
+        Saved::Cpu(corners) => {
+            let gx = g.with_values(|gv| cpu_crop::bwd(gv, dims, corners, size))?;
+            Tensor::from_vec(gx, dims)
+        }
+        Saved::Cuda(device_boxes) => cuda_bwd(device_boxes, g, dims),
+    }
+}
+
+fn cpu_fwd(
+    images: &Tensor,
+    dims: [usize; 4],
+    corners: Vec<Corner>,
+    size: usize,
+) -> Result<(Tensor, Saved)> {
+    let out = images.with_values(|v| cpu_crop::fwd(v, dims, &corners, size))?;
+    let out = Tensor::from_vec(out, [corners.len(), dims[1], size, size])?;
+    Ok((out, Saved::Cpu(corners)))
+}
+
+/// `kernels/crop.cu`: the boxes (checked above) are uploaded once and serve the forward gather
+/// and the backward scatter-add.
+fn cuda_fwd(
+    images: &Tensor,
+    dims: [usize; 4],
+    corners: Vec<Corner>,
+    size: usize,
+) -> Result<(Tensor, Saved)> {
     let dev = crate::backend::cuda::device()?;
     let device_boxes = CropBoxes::new(&dev, dims, &corners, size)?;
     let y = images.with_cuda(|dev, xs| crop_patches_fwd(dev, xs, &device_boxes))?;
-    let out = Tensor::from_cuda(y, [boxes.len(), dims[1], size, size])?;
-    let in_shape = images.shape().clone();
-    record("crop_patches", out, &[images], move |g| {
-        let gx = g.with_cuda(|dev, gs| crop_patches_bwd(dev, gs, &device_boxes))?;
-        Ok(vec![Some(Tensor::from_cuda(gx, in_shape.clone())?)])
-    })
+    let out = Tensor::from_cuda(y, [corners.len(), dims[1], size, size])?;
+    Ok((out, Saved::Cuda(device_boxes)))
+}
+
+fn cuda_bwd(device_boxes: &CropBoxes, g: &Tensor, dims: [usize; 4]) -> Result<Tensor> {
+    let gx = g.with_cuda(|dev, gs| crop_patches_bwd(dev, gs, device_boxes))?;
+    Tensor::from_cuda(gx, dims)
 }

@@ -1,10 +1,14 @@
 //! Elementwise unary ops and the scalar forms of arithmetic.
 //!
 //! Each op gives its derivative as a function of the value it saves: the input (`*_from_input`)
-//! or the output (`*_from_output`, e.g. sigmoid' = y(1-y)), whichever is cheaper.
+//! or the output (`*_from_output`, e.g. sigmoid' = y(1-y)), whichever is cheaper. All of them go
+//! through `unary`: `unary_fwd` / `unary_bwd` dispatch to the host maps
+//! (`backend::cpu::elementwise`) or the kernels of `backend::cuda::elementwise`
+//! (`kernels/elementwise.cu`); ops without a kernel (`OnCuda::Host`) take the host path.
 
 use super::{map_values, zip_values};
 use crate::autograd::record;
+pub use crate::backend::cpu::math::{exp_fast, sigmoid_f32};
 use crate::backend::cuda::elementwise::{self as cuda_ew, Unary};
 use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
@@ -20,26 +24,33 @@ enum OnCuda {
     Host,
 }
 
-/// The CUDA arm shared by every elementwise op with a kernel.
-fn unary_cuda(op: &'static str, x: &Tensor, how: OnCuda) -> Result<Tensor> {
-    let y = x.with_cuda(|dev, xs| match how {
-        OnCuda::Kernel(u) => cuda_ew::unary_fwd(dev, u, xs),
-        OnCuda::Affine(a, b) => cuda_ew::scale_shift(dev, xs, a, b),
-        OnCuda::Host => unreachable!("the host path does not come here"),
-    })?;
-    let out = Tensor::from_cuda(y, x.shape().clone())?;
-    let saved = match how {
-        OnCuda::Kernel(u) if u.saves_output() => out.detach(),
-        _ => x.detach(),
-    };
+/// Which value an op's derivative reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Saves {
+    /// The input (`dfdx(x)`).
+    Input,
+    /// The output (`dfdy(y)`, e.g. sigmoid' = y(1-y)).
+    Output,
+}
+
+/// The value the backward reads, and where the forward ran.
+enum Saved {
+    Host(Tensor),
+    Cuda(Tensor),
+}
+
+/// Every elementwise op: the dispatched forward, one recorded backward `g · d(saved)`.
+fn unary(
+    op: &'static str,
+    x: &Tensor,
+    on_cuda: OnCuda,
+    saves: Saves,
+    f: impl Fn(f32) -> f32 + Sync,
+    d: impl Fn(f32) -> f32 + Sync + Send + 'static,
+) -> Result<Tensor> {
+    let (out, saved) = unary_fwd(x, on_cuda, saves, f)?;
     record(op, out, &[x], move |g| {
-        let shape = g.shape().clone();
-        let dx = g.with_cuda(|dev, gs| match how {
-            OnCuda::Kernel(u) => saved.with_cuda(|_, sv| cuda_ew::unary_bwd(dev, u, gs, sv)),
-            OnCuda::Affine(a, _) => cuda_ew::scale_shift(dev, gs, a, 0.0),
-            OnCuda::Host => unreachable!("the host path does not come here"),
-        })?;
-        Ok(vec![Some(Tensor::from_cuda(dx, shape)?)])
+        Ok(vec![Some(unary_bwd(op, on_cuda, &saved, g, &d)?)])
     })
 }
 
@@ -50,14 +61,7 @@ fn unary_from_input(
     f: impl Fn(f32) -> f32 + Sync,
     dfdx: impl Fn(f32) -> f32 + Sync + Send + 'static,
 ) -> Result<Tensor> {
-    if x.device() == Device::Cuda && !matches!(on_cuda, OnCuda::Host) {
-        return unary_cuda(op, x, on_cuda);
-    }
-    let y = map_values(x, f)?;
-    let saved = x.detach();
-    record(op, y, &[x], move |g| {
-        Ok(vec![Some(zip_values(op, g, &saved, |g, x| g * dfdx(x))?)])
-    })
+    unary(op, x, on_cuda, Saves::Input, f, dfdx)
 }
 
 fn unary_from_output(
@@ -67,51 +71,65 @@ fn unary_from_output(
     f: impl Fn(f32) -> f32 + Sync,
     dfdy: impl Fn(f32) -> f32 + Sync + Send + 'static,
 ) -> Result<Tensor> {
-    if x.device() == Device::Cuda && !matches!(on_cuda, OnCuda::Host) {
-        return unary_cuda(op, x, on_cuda);
+    unary(op, x, on_cuda, Saves::Output, f, dfdy)
+}
+
+/// The forward on x's device; an op without a CUDA kernel takes the host path.
+fn unary_fwd(
+    x: &Tensor,
+    on_cuda: OnCuda,
+    saves: Saves,
+    f: impl Fn(f32) -> f32 + Sync,
+) -> Result<(Tensor, Saved)> {
+    match (x.device(), on_cuda) {
+        (Device::Cuda, OnCuda::Kernel(_) | OnCuda::Affine(..)) => cuda_unary_fwd(x, on_cuda),
+        (Device::Cpu, _) | (Device::Cuda, OnCuda::Host) => {
+            let y = map_values(x, f)?;
+            let saved = match saves {
+                Saves::Input => x.detach(),
+                Saves::Output => y.detach(),
+            };
+            Ok((y, Saved::Host(saved)))
+        }
     }
-    let y = map_values(x, f)?;
-    let saved = y.detach();
-    record(op, y, &[x], move |g| {
-        Ok(vec![Some(zip_values(op, g, &saved, |g, y| g * dfdy(y))?)])
-    })
 }
 
-/// `e^x` for f32 without a libm call, so loops over activations vectorise: `2^k · p(r)` with
-/// `x = k·ln2 + r`, |r| ≤ ln2/2, p a degree-6 Taylor polynomial (relative error < 2e-7 over the
-/// whole range, i.e. ~1-2 ulp). Saturates to 0 below −87.3 and to f32::MAX-ish above 88.7.
-///
-/// Float-only arithmetic: on the baseline x86-64 target `f32::round` is a `roundf` call and
-/// `as i32` a saturating scalar conversion, either of which keeps callers' loops scalar. `k` is
-/// rounded half away from zero (as `round`) by the 1.5·2²³ trick (nearest-even) corrected on
-/// exact ties, and `2^k` is built from the bits of `k + 127 + 1.5·2²³`.
-#[inline(always)]
-pub fn exp_fast(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
-    let x = x.clamp(-87.3, 88.7);
-    let t = x * std::f32::consts::LOG2_E;
-    // |t| < 129: rounding with MAGIC and `t - rn` are exact.
-    let rn = (t + MAGIC) - MAGIC;
-    let d = t - rn;
-    let up = if d == 0.5 && t > 0.0 { 1.0 } else { 0.0 };
-    let down = if d == -0.5 && t < 0.0 { 1.0 } else { 0.0 };
-    let k = rn + up - down;
-    // Cody-Waite split of ln 2 keeps r exact enough for f32.
-    let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // k + 127 in [1, 255] sits in the low mantissa bits; the shift drops MAGIC's bits.
-    let scale = f32::from_bits((k + 127.0 + MAGIC).to_bits() << 23);
-    p * scale
+fn unary_bwd(
+    op: &'static str,
+    on_cuda: OnCuda,
+    saved: &Saved,
+    g: &Tensor,
+    d: &(impl Fn(f32) -> f32 + Sync),
+) -> Result<Tensor> {
+    match saved {
+        Saved::Host(s) => zip_values(op, g, s, |g, v| g * d(v)),
+        Saved::Cuda(s) => cuda_unary_bwd(on_cuda, s, g),
+    }
 }
 
-/// Logistic sigmoid of one value, branch-free (vectorises) and saturating cleanly at ±∞
-/// (logits near ±300 give exactly 0 or 1, never NaN).
-#[inline(always)]
-pub fn sigmoid_f32(x: f32) -> f32 {
-    1.0 / (1.0 + exp_fast(-x))
+/// The CUDA arm shared by every elementwise op with a kernel.
+fn cuda_unary_fwd(x: &Tensor, how: OnCuda) -> Result<(Tensor, Saved)> {
+    let y = x.with_cuda(|dev, xs| match how {
+        OnCuda::Kernel(u) => cuda_ew::unary_fwd(dev, u, xs),
+        OnCuda::Affine(a, b) => cuda_ew::scale_shift(dev, xs, a, b),
+        OnCuda::Host => unreachable!("the host path does not come here"),
+    })?;
+    let out = Tensor::from_cuda(y, x.shape().clone())?;
+    let saved = match how {
+        OnCuda::Kernel(u) if u.saves_output() => out.detach(),
+        _ => x.detach(),
+    };
+    Ok((out, Saved::Cuda(saved)))
+}
+
+fn cuda_unary_bwd(how: OnCuda, saved: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let shape = g.shape().clone();
+    let dx = g.with_cuda(|dev, gs| match how {
+        OnCuda::Kernel(u) => saved.with_cuda(|_, sv| cuda_ew::unary_bwd(dev, u, gs, sv)),
+        OnCuda::Affine(a, _) => cuda_ew::scale_shift(dev, gs, a, 0.0),
+        OnCuda::Host => unreachable!("the host path does not come here"),
+    })?;
+    Tensor::from_cuda(dx, shape)
 }
 
 pub fn neg(x: &Tensor) -> Result<Tensor> {
@@ -248,48 +266,4 @@ pub fn rdiv_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
 /// arctan (CIoU's aspect-ratio term); derivative 1/(1 + x²).
 pub fn atan(x: &Tensor) -> Result<Tensor> {
     unary_from_input("atan", x, OnCuda::Host, f32::atan, |x| 1.0 / (1.0 + x * x))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::exp_fast;
-
-    /// The same function written with `round` and an integer exponent (the form it replaced).
-    fn exp_fast_reference(x: f32) -> f32 {
-        let x = x.clamp(-87.3, 88.7);
-        let k = (x * std::f32::consts::LOG2_E).round();
-        let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
-        let p = 1.0
-            + r * (1.0
-                + r * (0.5
-                    + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-        p * f32::from_bits(((k as i32 + 127) as u32) << 23)
-    }
-
-    /// Bit for bit, rounding ties (`x·log2(e)` at k + 0.5) and the clamp edges included.
-    #[test]
-    fn exp_fast_matches_the_rounding_form_bit_for_bit() {
-        let mut xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 1e-3).collect();
-        for k in -130..130 {
-            let t = (k as f32 + 0.5) / std::f32::consts::LOG2_E;
-            xs.extend([
-                t,
-                -t,
-                t.next_up(),
-                t.next_down(),
-                -t.next_up(),
-                -t.next_down(),
-            ]);
-        }
-        xs.extend([0.0, -0.0, 87.3, -87.3, 88.7, -88.7, 1e30, -1e30]);
-        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE, 1e-40]);
-        for x in xs {
-            assert_eq!(
-                exp_fast(x).to_bits(),
-                exp_fast_reference(x).to_bits(),
-                "x = {x}"
-            );
-        }
-        assert!(exp_fast(f32::NAN).is_nan());
-    }
 }

@@ -1,11 +1,31 @@
 //! Loss ops. Each returns per-element values (cross_entropy: one per row), no reduction.
+//! Kernels: `backend::cpu::loss` and `backend::cuda::loss` (`kernels/loss.cu`); this file
+//! validates, dispatches (`*_fwd`, `*_bwd`) and records. cross_entropy on CUDA is composed of
+//! device ops (which record themselves); smooth L1 runs on the host.
 
-use super::elementwise::sigmoid_f32;
-use super::{softmax::log_softmax_values, zip_values};
+use super::zip_values;
 use crate::autograd::record;
-use crate::backend::cuda::loss as cuda_loss;
-use crate::tensor::{compute_device, Device, Tensor};
+use crate::backend::cpu::loss as cpu_loss;
+use crate::backend::cuda::{loss as cuda_loss, CudaSlice};
+use crate::tensor::{compute_device, Device, Shape, Tensor};
 use crate::{Error, Result};
+
+/// What the BCE backward reads.
+enum BceSaved {
+    /// The inputs and, with a weight, the unweighted loss (its gradient).
+    Cpu {
+        x: Tensor,
+        t: Tensor,
+        w: Option<Tensor>,
+        raw: Tensor,
+    },
+    /// Device copies of the inputs (one kernel gives all three gradients).
+    Cuda {
+        x: CudaSlice<f32>,
+        t: CudaSlice<f32>,
+        w: Option<CudaSlice<f32>>,
+    },
+}
 
 /// Binary cross-entropy on logits, `max(x,0) − x·t + log(1 + e^{−|x|})` (stable for |x| ~ 300),
 /// times `weight` when given. Gradients: x → (σ(x) − t)·w, t → −x·w, w → the unweighted loss.
@@ -34,65 +54,105 @@ pub fn bce_with_logits(
     if let Some(wt) = weight {
         inputs.push(wt);
     }
-    if compute_device(&inputs) == Device::Cuda {
-        return bce_with_logits_cuda(logits, target, weight, &inputs);
+    let (out, saved) = bce_fwd(compute_device(&inputs), logits, target, weight)?;
+    let shape = logits.shape().clone();
+    record("bce_with_logits", out, &inputs, move |g| {
+        bce_bwd(&saved, g, &shape)
+    })
+}
+
+fn bce_fwd(
+    device: Device,
+    logits: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<(Tensor, BceSaved)> {
+    match device {
+        Device::Cpu => cpu_bce_fwd(logits, target, weight),
+        Device::Cuda => cuda_bce_fwd(logits, target, weight),
     }
-    let raw = zip_values("bce_with_logits", logits, target, |x, t| {
-        x.max(0.0) - x * t + (-x.abs()).exp().ln_1p()
-    })?;
+}
+
+/// `[dx, dt]`, and `dw` with a weight.
+fn bce_bwd(saved: &BceSaved, g: &Tensor, shape: &Shape) -> Result<Vec<Option<Tensor>>> {
+    match saved {
+        BceSaved::Cpu { x, t, w, raw } => cpu_bce_bwd([x, t], w.as_ref(), raw, g),
+        BceSaved::Cuda { x, t, w } => cuda_bce_bwd([x, t], w.as_ref(), g, shape),
+    }
+}
+
+fn cpu_bce_fwd(
+    logits: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<(Tensor, BceSaved)> {
+    let raw = zip_values("bce_with_logits", logits, target, cpu_loss::bce_with_logits)?;
     let out = match weight {
         Some(w) => zip_values("bce_with_logits", &raw, w, |l, w| l * w)?,
         None => raw.clone(),
     };
     // `raw` may be `out` itself (no weight): keep a detached handle, never the output, or the
     // node would own its own output (an Arc cycle that leaks the graph).
-    let raw = raw.detach();
-    let (x, t) = (logits.detach(), target.detach());
-    let w = weight.map(Tensor::detach);
-    record("bce_with_logits", out, &inputs, move |g| {
-        let gw = match &w {
-            Some(w) => zip_values("bce_with_logits", g, w, |g, w| g * w)?,
-            None => g.clone(),
-        };
-        let dx = {
-            let d = zip_values("bce_with_logits", &x, &t, |x, t| sigmoid_f32(x) - t)?;
-            zip_values("bce_with_logits", &gw, &d, |g, d| g * d)?
-        };
-        let dt = zip_values("bce_with_logits", &gw, &x, |g, x| -g * x)?;
-        let mut grads = vec![Some(dx), Some(dt)];
-        if w.is_some() {
-            grads.push(Some(zip_values("bce_with_logits", g, &raw, |g, l| g * l)?));
-        }
-        Ok(grads)
-    })
+    let saved = BceSaved::Cpu {
+        x: logits.detach(),
+        t: target.detach(),
+        w: weight.map(Tensor::detach),
+        raw: raw.detach(),
+    };
+    Ok((out, saved))
 }
 
-/// The CUDA arm of `bce_with_logits`: one kernel forward (weight applied inside), one backward
-/// for all three gradients.
-fn bce_with_logits_cuda(
+fn cpu_bce_bwd(
+    [x, t]: [&Tensor; 2],
+    w: Option<&Tensor>,
+    raw: &Tensor,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
+    let gw = match w {
+        Some(w) => zip_values("bce_with_logits", g, w, |g, w| g * w)?,
+        None => g.clone(),
+    };
+    let dx = {
+        let d = zip_values("bce_with_logits", x, t, cpu_loss::bce_with_logits_dx)?;
+        zip_values("bce_with_logits", &gw, &d, |g, d| g * d)?
+    };
+    let dt = zip_values("bce_with_logits", &gw, x, |g, x| -g * x)?;
+    let mut grads = vec![Some(dx), Some(dt)];
+    if w.is_some() {
+        grads.push(Some(zip_values("bce_with_logits", g, raw, |g, l| g * l)?));
+    }
+    Ok(grads)
+}
+
+/// One kernel forward (weight applied inside), one backward for all three gradients.
+fn cuda_bce_fwd(
     logits: &Tensor,
     target: &Tensor,
     weight: Option<&Tensor>,
-    inputs: &[&Tensor],
-) -> Result<Tensor> {
-    let shape = logits.shape().clone();
+) -> Result<(Tensor, BceSaved)> {
     let (x, t) = (logits.cuda_owned()?, target.cuda_owned()?);
     let w = weight.map(Tensor::cuda_owned).transpose()?;
     let dev = crate::backend::cuda::device()?;
     let y = cuda_loss::bce_with_logits_fwd(&dev, &x, &t, w.as_ref())?;
-    let out = Tensor::from_cuda(y, shape.clone())?;
-    record("bce_with_logits", out, inputs, move |g| {
-        let (dx, dt, dw) =
-            g.with_cuda(|dev, gs| cuda_loss::bce_with_logits_bwd(dev, gs, &x, &t, w.as_ref()))?;
-        let mut grads = vec![
-            Some(Tensor::from_cuda(dx, shape.clone())?),
-            Some(Tensor::from_cuda(dt, shape.clone())?),
-        ];
-        if let Some(dw) = dw {
-            grads.push(Some(Tensor::from_cuda(dw, shape.clone())?));
-        }
-        Ok(grads)
-    })
+    let out = Tensor::from_cuda(y, logits.shape().clone())?;
+    Ok((out, BceSaved::Cuda { x, t, w }))
+}
+
+fn cuda_bce_bwd(
+    [x, t]: [&CudaSlice<f32>; 2],
+    w: Option<&CudaSlice<f32>>,
+    g: &Tensor,
+    shape: &Shape,
+) -> Result<Vec<Option<Tensor>>> {
+    let (dx, dt, dw) = g.with_cuda(|dev, gs| cuda_loss::bce_with_logits_bwd(dev, gs, x, t, w))?;
+    let mut grads = vec![
+        Some(Tensor::from_cuda(dx, shape.clone())?),
+        Some(Tensor::from_cuda(dt, shape.clone())?),
+    ];
+    if let Some(dw) = dw {
+        grads.push(Some(Tensor::from_cuda(dw, shape.clone())?));
+    }
+    Ok(grads)
 }
 
 /// Cross-entropy of `logits [N, C]` against integer class ids `labels [N]` (given as floats):
@@ -121,26 +181,39 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
             })
             .collect::<Result<_>>()
     })??;
-    if logits.is_cuda() {
-        return cross_entropy_composed(logits, &classes);
+    // Composed of recorded device ops: the op records nothing of its own on that path.
+    if let Some(y) = cuda_cross_entropy_composed(logits, &classes)? {
+        return Ok(y);
     }
-    let logp = logits.with_values(|v| log_softmax_values(v, n, c, 1))?;
-    let losses: Vec<f32> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, &k)| -logp[i * c + k])
-        .collect();
-    let out = Tensor::from_vec(losses, [n])?;
+    let (out, logp) = cross_entropy_fwd(logits, &classes)?;
     record("cross_entropy", out, &[logits], move |g| {
-        // d/dlogits = g_row · (softmax − onehot)
-        let gv = g.to_vec();
-        let mut dx: Vec<f32> = logp.iter().map(|l| l.exp()).collect();
-        for (i, &k) in classes.iter().enumerate() {
-            dx[i * c + k] -= 1.0;
-            dx[i * c..(i + 1) * c].iter_mut().for_each(|d| *d *= gv[i]);
-        }
-        Ok(vec![Some(Tensor::from_vec(dx, [n, c])?)])
+        Ok(vec![Some(cross_entropy_bwd(g, &logp, &classes, [n, c])?)])
     })
+}
+
+/// The host path: the losses and the log-probabilities.
+fn cross_entropy_fwd(logits: &Tensor, classes: &[usize]) -> Result<(Tensor, Vec<f32>)> {
+    let (n, c) = (logits.dims()[0], logits.dims()[1]);
+    let (losses, logp) = logits.with_values(|v| cpu_loss::cross_entropy_fwd(v, classes, c))?;
+    Ok((Tensor::from_vec(losses, [n])?, logp))
+}
+
+fn cross_entropy_bwd(
+    g: &Tensor,
+    logp: &[f32],
+    classes: &[usize],
+    [n, c]: [usize; 2],
+) -> Result<Tensor> {
+    let dx = cpu_loss::cross_entropy_bwd(&g.to_vec(), logp, classes, c);
+    Tensor::from_vec(dx, [n, c])
+}
+
+/// The CUDA arm of [`cross_entropy`] (`None` on the CPU): [`cross_entropy_composed`].
+fn cuda_cross_entropy_composed(logits: &Tensor, classes: &[usize]) -> Result<Option<Tensor>> {
+    if !logits.is_cuda() {
+        return Ok(None);
+    }
+    cross_entropy_composed(logits, classes).map(Some)
 }
 
 /// The CUDA arm of [`cross_entropy`]: `−gather(log_softmax(logits), class)`, so the softmax and
@@ -171,28 +244,28 @@ pub fn smooth_l1_loss(a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
     if a.shape() != b.shape() {
         return Err(Error::shape("smooth_l1", a.shape(), b.shape()));
     }
-    let out = zip_values("smooth_l1", a, b, move |x, y| {
-        let d = (x - y).abs();
-        if d < beta {
-            0.5 * d * d / beta
-        } else {
-            d - 0.5 * beta
-        }
-    })?;
+    let out = smooth_l1_fwd(a, b, beta)?;
     let (a2, b2) = (a.detach(), b.detach());
     record("smooth_l1", out, &[a, b], move |g| {
-        let slope = zip_values("smooth_l1", &a2, &b2, move |x, y| {
-            let d = x - y;
-            if d.abs() < beta {
-                d / beta
-            } else {
-                d.signum() * (d != 0.0) as u8 as f32
-            }
-        })?;
-        let ga = zip_values("smooth_l1", g, &slope, |g, s| g * s)?;
-        let gb = zip_values("smooth_l1", g, &slope, |g, s| -g * s)?;
+        let (ga, gb) = smooth_l1_bwd(&a2, &b2, g, beta)?;
         Ok(vec![Some(ga), Some(gb)])
     })
+}
+
+/// The host path (no CUDA kernel: a CUDA tensor makes the round trip).
+fn smooth_l1_fwd(a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
+    zip_values("smooth_l1", a, b, move |x, y| {
+        cpu_loss::smooth_l1(x, y, beta)
+    })
+}
+
+fn smooth_l1_bwd(a: &Tensor, b: &Tensor, g: &Tensor, beta: f32) -> Result<(Tensor, Tensor)> {
+    let slope = zip_values("smooth_l1", a, b, move |x, y| {
+        cpu_loss::smooth_l1_slope(x, y, beta)
+    })?;
+    let ga = zip_values("smooth_l1", g, &slope, |g, s| g * s)?;
+    let gb = zip_values("smooth_l1", g, &slope, |g, s| -g * s)?;
+    Ok((ga, gb))
 }
 
 #[cfg(test)]

@@ -1,70 +1,19 @@
 //! Matrix products through sgemm: `matmul` (2-D or batched) and `linear` (x·Wᵀ + b).
-
-use rayon::prelude::*;
+//! Kernels: `backend::cpu::matmul` (the `gemm` crate) and `backend::cuda::gemm` (cuBLAS); this
+//! file validates, dispatches (`*_fwd`, `*_bwd`) and records. On CUDA, linear's bias is a
+//! separate broadcast `add` (recorded by it); on the CPU the kernel adds it.
 
 use crate::autograd::record;
-use crate::backend::cpu::gemm::{sgemm, MatRef};
+use crate::backend::cpu::matmul::{self as cpu_matmul, LinearShape, MatmulShape};
 use crate::backend::cuda::gemm::{self as cuda_gemm, GemmShape};
-use crate::tensor::{compute_device, Device, Tensor};
+use crate::backend::cuda::CudaSlice;
+use crate::tensor::{compute_device, Device, Shape, Tensor};
 use crate::{Error, Result};
 
-/// One operand of a batched product: values, batch stride (0 = shared by every batch item) and
-/// the row/column strides of each matrix.
-#[derive(Clone, Copy)]
-struct Operand<'a> {
-    data: &'a [f32],
-    batch_stride: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Operand<'a> {
-    fn row_major(data: &'a [f32], batch_stride: usize, cols: usize) -> Self {
-        Operand {
-            data,
-            batch_stride,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-    fn transposed(data: &'a [f32], batch_stride: usize, cols: usize) -> Self {
-        Operand {
-            data,
-            batch_stride,
-            row_stride: 1,
-            col_stride: cols,
-        }
-    }
-    fn item(&self, i: usize) -> MatRef<'a> {
-        MatRef {
-            data: &self.data[i * self.batch_stride..],
-            row_stride: self.row_stride,
-            col_stride: self.col_stride,
-        }
-    }
-}
-
-/// `c[i] = a[i] · b[i]` for `batch` items, c row-major `[batch, m, n]`.
-fn batched_gemm(batch: usize, m: usize, n: usize, k: usize, a: Operand, b: Operand) -> Vec<f32> {
-    let mut c = vec![0f32; batch * m * n];
-    if batch == 1 {
-        sgemm(
-            m,
-            n,
-            k,
-            a.item(0),
-            b.item(0),
-            &mut c,
-            n,
-            false,
-            rayon::current_num_threads(),
-        );
-    } else if m * n > 0 {
-        c.par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, ci)| sgemm(m, n, k, a.item(i), b.item(i), ci, n, false, 1));
-    }
-    c
+/// The operands a product's backward reads, where the forward left them.
+enum Saved {
+    Cpu(Vec<f32>, Vec<f32>),
+    Cuda(CudaSlice<f32>, CudaSlice<f32>),
 }
 
 /// `a [.., m, k] · b [k, n] | [.., k, n]` (b's batch dims equal to a's, or b 2-D).
@@ -90,60 +39,62 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             got: format!("{}", b.shape()),
         });
     }
-    let batch: usize = batch_dims.iter().product();
-    let mut dims = batch_dims.to_vec();
-    dims.extend([m, n]);
-    if compute_device(&[a, b]) == Device::Cuda {
-        return matmul_cuda(a, b, (batch, m, n, k), b_batched, dims);
-    }
-    let (av, bv) = (a.to_vec(), b.to_vec());
-    let b_bs = if b_batched { k * n } else { 0 };
-    let c = batched_gemm(
-        batch,
+    let s = MatmulShape {
+        batch: batch_dims.iter().product(),
         m,
         n,
         k,
-        Operand::row_major(&av, m * k, k),
-        Operand::row_major(&bv, b_bs, n),
-    );
-    let out = Tensor::from_vec(c, dims)?;
-    let (a_shape, b_shape) = (a.shape().clone(), b.shape().clone());
+        b_batched,
+    };
+    let mut dims = batch_dims.to_vec();
+    dims.extend([m, n]);
+    let (out, saved) = matmul_fwd(compute_device(&[a, b]), a, b, s, dims)?;
+    let shapes = [a.shape().clone(), b.shape().clone()];
     record("matmul", out, &[a, b], move |g| {
-        let gv = g.to_vec();
-        // ga[i] = g[i] · b[i]ᵀ
-        let ga = batched_gemm(
-            batch,
-            m,
-            k,
-            n,
-            Operand::row_major(&gv, m * n, n),
-            Operand::transposed(&bv, b_bs, n),
-        );
-        // gb[i] = a[i]ᵀ · g[i]; with a shared b, sum over the batch: one product over batch·m rows.
-        let gb = if b_batched {
-            batched_gemm(
-                batch,
-                k,
-                n,
-                m,
-                Operand::transposed(&av, m * k, k),
-                Operand::row_major(&gv, m * n, n),
-            )
-        } else {
-            batched_gemm(
-                1,
-                k,
-                n,
-                batch * m,
-                Operand::transposed(&av, 0, k),
-                Operand::row_major(&gv, 0, n),
-            )
-        };
-        Ok(vec![
-            Some(Tensor::from_vec(ga, a_shape.clone())?),
-            Some(Tensor::from_vec(gb, b_shape.clone())?),
-        ])
+        let (ga, gb) = matmul_bwd(&saved, g, s, &shapes)?;
+        Ok(vec![Some(ga), Some(gb)])
     })
+}
+
+fn matmul_fwd(
+    device: Device,
+    a: &Tensor,
+    b: &Tensor,
+    s: MatmulShape,
+    dims: Vec<usize>,
+) -> Result<(Tensor, Saved)> {
+    match device {
+        Device::Cpu => {
+            let (av, bv) = (a.to_vec(), b.to_vec());
+            let c = cpu_matmul::matmul_fwd(&av, &bv, s);
+            Ok((Tensor::from_vec(c, dims)?, Saved::Cpu(av, bv)))
+        }
+        Device::Cuda => cuda_matmul_fwd(a, b, s, dims),
+    }
+}
+
+fn matmul_bwd(
+    saved: &Saved,
+    g: &Tensor,
+    s: MatmulShape,
+    [a_shape, b_shape]: &[Shape; 2],
+) -> Result<(Tensor, Tensor)> {
+    match saved {
+        Saved::Cpu(av, bv) => {
+            let (ga, gb) = cpu_matmul::matmul_bwd(&g.to_vec(), av, bv, s);
+            Ok((
+                Tensor::from_vec(ga, a_shape.clone())?,
+                Tensor::from_vec(gb, b_shape.clone())?,
+            ))
+        }
+        Saved::Cuda(a_dev, b_dev) => {
+            let (ga, gb) = g.with_cuda(|dev, gs| cuda_matmul_bwd(dev, gs, [a_dev, b_dev], s))?;
+            Ok((
+                Tensor::from_cuda(ga, a_shape.clone())?,
+                Tensor::from_cuda(gb, b_shape.clone())?,
+            ))
+        }
+    }
 }
 
 /// `x [.., in] · wᵀ + b` with `w [out, in]`, `b [out]` (PyTorch's `nn.Linear`).
@@ -161,149 +112,104 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             return Err(Error::shape("linear", [out_f], b.shape()));
         }
     }
-    let rows = x.numel() / in_f.max(1);
-    if compute_device(&[x, w]) == Device::Cuda || b.is_some_and(Tensor::is_cuda) {
-        let y = linear_cuda(x, w, (rows, out_f, in_f))?;
-        return match b {
-            Some(b) => super::add(&y, b),
-            None => Ok(y),
-        };
-    }
-    let (xv, wv) = (x.to_vec(), w.to_vec());
-    let mut y = batched_gemm(
-        1,
-        rows,
-        out_f,
-        in_f,
-        Operand::row_major(&xv, 0, in_f),
-        Operand::transposed(&wv, 0, in_f),
-    );
-    if let Some(b) = b {
-        b.with_values(|bv| {
-            y.chunks_mut(out_f)
-                .for_each(|row| row.iter_mut().zip(bv).for_each(|(v, bb)| *v += bb))
-        })?;
-    }
-    let mut dims = x.dims().to_vec();
-    *dims.last_mut().expect("rank >= 1") = out_f;
-    let out = Tensor::from_vec(y, dims)?;
-    let (x_shape, w_shape) = (x.shape().clone(), w.shape().clone());
+    let s = LinearShape {
+        rows: x.numel() / in_f.max(1),
+        out_features: out_f,
+        in_features: in_f,
+    };
+    let mut all = vec![x, w];
+    all.extend(b);
+    let (out, saved, bias_in_kernel) = linear_fwd(compute_device(&all), x, w, b, s)?;
     let mut inputs = vec![x, w];
-    if let Some(b) = b {
-        inputs.push(b);
+    if bias_in_kernel {
+        inputs.extend(b);
     }
-    let has_bias = b.is_some();
-    record("linear", out, &inputs, move |g| {
-        let gv = g.to_vec();
-        let gx = batched_gemm(
-            1,
-            rows,
-            in_f,
-            out_f,
-            Operand::row_major(&gv, 0, out_f),
-            Operand::row_major(&wv, 0, in_f),
-        );
-        let gw = batched_gemm(
-            1,
-            out_f,
-            in_f,
-            rows,
-            Operand::transposed(&gv, 0, out_f),
-            Operand::row_major(&xv, 0, in_f),
-        );
-        let mut grads = vec![
-            Some(Tensor::from_vec(gx, x_shape.clone())?),
-            Some(Tensor::from_vec(gw, w_shape.clone())?),
-        ];
-        if has_bias {
-            let mut gb = vec![0f64; out_f];
-            gv.chunks(out_f).for_each(|row| {
-                row.iter()
-                    .zip(gb.iter_mut())
-                    .for_each(|(g, acc)| *acc += *g as f64)
-            });
-            grads.push(Some(Tensor::from_vec(
-                gb.into_iter().map(|v| v as f32).collect(),
-                [out_f],
-            )?));
-        }
-        Ok(grads)
-    })
+    let shapes = [x.shape().clone(), w.shape().clone()];
+    let y = record("linear", out, &inputs, move |g| {
+        linear_bwd(&saved, g, s, &shapes, bias_in_kernel)
+    })?;
+    match b {
+        Some(b) if !bias_in_kernel => super::add(&y, b),
+        _ => Ok(y),
+    }
 }
 
-/// The CUDA arm of `matmul` (cuBLAS strided-batched sgemm, `backend::cuda::gemm::matmul`):
-/// `a [batch·m, k]`, `b [k, n]` shared or `[batch, k, n]`; gradients as on the CPU.
-fn matmul_cuda(
-    a: &Tensor,
-    b: &Tensor,
-    (batch, m, n, k): (usize, usize, usize, usize),
+/// The product, what its backward reads, and whether the bias was added in it.
+fn linear_fwd(
+    device: Device,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    s: LinearShape,
+) -> Result<(Tensor, Saved, bool)> {
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank >= 1") = s.out_features;
+    match device {
+        Device::Cpu => {
+            let (xv, wv) = (x.to_vec(), w.to_vec());
+            let bv = b.map(Tensor::to_vec);
+            let y = cpu_matmul::linear_fwd(&xv, &wv, bv.as_deref(), s);
+            Ok((Tensor::from_vec(y, dims)?, Saved::Cpu(xv, wv), b.is_some()))
+        }
+        Device::Cuda => {
+            let (out, saved) = cuda_linear_fwd(x, w, s, dims)?;
+            Ok((out, saved, false))
+        }
+    }
+}
+
+/// `[gx, gw]`, and `gb` when the forward added the bias.
+fn linear_bwd(
+    saved: &Saved,
+    g: &Tensor,
+    s: LinearShape,
+    [x_shape, w_shape]: &[Shape; 2],
+    has_bias: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    match saved {
+        Saved::Cpu(xv, wv) => {
+            let (gx, gw, gb) = cpu_matmul::linear_bwd(&g.to_vec(), xv, wv, s, has_bias);
+            let mut grads = vec![
+                Some(Tensor::from_vec(gx, x_shape.clone())?),
+                Some(Tensor::from_vec(gw, w_shape.clone())?),
+            ];
+            if let Some(gb) = gb {
+                grads.push(Some(Tensor::from_vec(gb, [s.out_features])?));
+            }
+            Ok(grads)
+        }
+        Saved::Cuda(x_dev, w_dev) => {
+            let (gx, gw) = g.with_cuda(|dev, gs| cuda_linear_bwd(dev, gs, [x_dev, w_dev], s))?;
+            Ok(vec![
+                Some(Tensor::from_cuda(gx, x_shape.clone())?),
+                Some(Tensor::from_cuda(gw, w_shape.clone())?),
+            ])
+        }
+    }
+}
+
+/// The batched product's cuBLAS shape (`a` batched; `b` as the call says).
+fn gemm_shape(
+    s: MatmulShape,
+    (m, n, k): (usize, usize, usize),
+    trans: (bool, bool),
     b_batched: bool,
-    dims: Vec<usize>,
-) -> Result<Tensor> {
-    let (a_dev, b_dev) = (a.cuda_owned()?, b.cuda_owned()?);
-    let dev = crate::backend::cuda::device()?;
-    let shape = move |m, n, k, trans_a, trans_b, a_batched, b_batched| GemmShape {
-        batch,
+) -> GemmShape {
+    GemmShape {
+        batch: s.batch,
         m,
         n,
         k,
-        trans_a,
-        trans_b,
-        a_batched,
+        trans_a: trans.0,
+        trans_b: trans.1,
+        a_batched: true,
         b_batched,
-    };
-    let c = cuda_gemm::matmul(
-        &dev,
-        &a_dev,
-        &b_dev,
-        &shape(m, n, k, false, false, true, b_batched),
-    )?;
-    let out = Tensor::from_cuda(c, dims)?;
-    let (a_shape, b_shape) = (a.shape().clone(), b.shape().clone());
-    record("matmul", out, &[a, b], move |g| {
-        let (ga, gb) = g.with_cuda(|dev, gs| {
-            // ga[i] = g[i] · b[i]ᵀ
-            let ga = cuda_gemm::matmul(
-                dev,
-                gs,
-                &b_dev,
-                &shape(m, k, n, false, true, true, b_batched),
-            )?;
-            // gb[i] = a[i]ᵀ · g[i]; with a shared b, one product over all batch·m rows.
-            let gb = if b_batched {
-                cuda_gemm::matmul(dev, &a_dev, gs, &shape(k, n, m, true, false, true, true))?
-            } else {
-                let all_rows = GemmShape {
-                    batch: 1,
-                    m: k,
-                    n,
-                    k: batch * m,
-                    trans_a: true,
-                    trans_b: false,
-                    a_batched: false,
-                    b_batched: false,
-                };
-                cuda_gemm::matmul(dev, &a_dev, gs, &all_rows)?
-            };
-            Ok((ga, gb))
-        })?;
-        Ok(vec![
-            Some(Tensor::from_cuda(ga, a_shape.clone())?),
-            Some(Tensor::from_cuda(gb, b_shape.clone())?),
-        ])
-    })
+    }
 }
 
-/// The CUDA arm of `linear` without its bias (added by the caller with a broadcast `add`):
-/// `y [rows, out] = x [rows, in] · wᵀ` on cuBLAS.
-fn linear_cuda(
-    x: &Tensor,
-    w: &Tensor,
-    (rows, out_f, in_f): (usize, usize, usize),
-) -> Result<Tensor> {
-    let (x_dev, w_dev) = (x.cuda_owned()?, w.cuda_owned()?);
-    let dev = crate::backend::cuda::device()?;
-    let product = |m, n, k, trans_a, trans_b| GemmShape {
+/// One unbatched product's cuBLAS shape.
+fn single_gemm(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmShape {
+    GemmShape {
         batch: 1,
         m,
         n,
@@ -312,27 +218,83 @@ fn linear_cuda(
         trans_b,
         a_batched: false,
         b_batched: false,
+    }
+}
+
+/// cuBLAS strided-batched sgemm (`backend::cuda::gemm::matmul`): `a [batch·m, k]`, `b [k, n]`
+/// shared or `[batch, k, n]`.
+fn cuda_matmul_fwd(
+    a: &Tensor,
+    b: &Tensor,
+    s: MatmulShape,
+    dims: Vec<usize>,
+) -> Result<(Tensor, Saved)> {
+    let (a_dev, b_dev) = (a.cuda_owned()?, b.cuda_owned()?);
+    let dev = crate::backend::cuda::device()?;
+    let shape = gemm_shape(s, (s.m, s.n, s.k), (false, false), s.b_batched);
+    let c = cuda_gemm::matmul(&dev, &a_dev, &b_dev, &shape)?;
+    Ok((Tensor::from_cuda(c, dims)?, Saved::Cuda(a_dev, b_dev)))
+}
+
+/// `ga[i] = g[i] · b[i]ᵀ`; `gb[i] = a[i]ᵀ · g[i]`, with a shared b one product over all batch·m
+/// rows.
+fn cuda_matmul_bwd(
+    dev: &crate::backend::cuda::CudaDevice,
+    gs: &CudaSlice<f32>,
+    [a_dev, b_dev]: [&CudaSlice<f32>; 2],
+    s: MatmulShape,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    let MatmulShape {
+        batch,
+        m,
+        n,
+        k,
+        b_batched,
+    } = s;
+    let ga_shape = gemm_shape(s, (m, k, n), (false, true), b_batched);
+    let ga = cuda_gemm::matmul(dev, gs, b_dev, &ga_shape)?;
+    let gb = if b_batched {
+        let gb_shape = gemm_shape(s, (k, n, m), (true, false), true);
+        cuda_gemm::matmul(dev, a_dev, gs, &gb_shape)?
+    } else {
+        cuda_gemm::matmul(dev, a_dev, gs, &single_gemm(k, n, batch * m, true, false))?
     };
+    Ok((ga, gb))
+}
+
+/// `y [rows, out] = x [rows, in] · wᵀ` on cuBLAS (no bias: the caller adds it).
+fn cuda_linear_fwd(
+    x: &Tensor,
+    w: &Tensor,
+    s: LinearShape,
+    dims: Vec<usize>,
+) -> Result<(Tensor, Saved)> {
+    let (x_dev, w_dev) = (x.cuda_owned()?, w.cuda_owned()?);
+    let dev = crate::backend::cuda::device()?;
+    let (rows, out_f, in_f) = (s.rows, s.out_features, s.in_features);
     let y = cuda_gemm::matmul(
         &dev,
         &x_dev,
         &w_dev,
-        &product(rows, out_f, in_f, false, true),
+        &single_gemm(rows, out_f, in_f, false, true),
     )?;
-    let mut dims = x.dims().to_vec();
-    *dims.last_mut().expect("rank >= 1") = out_f;
-    let out = Tensor::from_cuda(y, dims)?;
-    let (x_shape, w_shape) = (x.shape().clone(), w.shape().clone());
-    record("linear", out, &[x, w], move |g| {
-        let (gx, gw) = g.with_cuda(|dev, gs| {
-            // gx = g · w, gw = gᵀ · x
-            let gx = cuda_gemm::matmul(dev, gs, &w_dev, &product(rows, in_f, out_f, false, false))?;
-            let gw = cuda_gemm::matmul(dev, gs, &x_dev, &product(out_f, in_f, rows, true, false))?;
-            Ok((gx, gw))
-        })?;
-        Ok(vec![
-            Some(Tensor::from_cuda(gx, x_shape.clone())?),
-            Some(Tensor::from_cuda(gw, w_shape.clone())?),
-        ])
-    })
+    Ok((Tensor::from_cuda(y, dims)?, Saved::Cuda(x_dev, w_dev)))
+}
+
+/// `gx = g · w`, `gw = gᵀ · x`.
+fn cuda_linear_bwd(
+    dev: &crate::backend::cuda::CudaDevice,
+    gs: &CudaSlice<f32>,
+    [x_dev, w_dev]: [&CudaSlice<f32>; 2],
+    s: LinearShape,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    let (rows, out_f, in_f) = (s.rows, s.out_features, s.in_features);
+    let gx = cuda_gemm::matmul(
+        dev,
+        gs,
+        w_dev,
+        &single_gemm(rows, in_f, out_f, false, false),
+    )?;
+    let gw = cuda_gemm::matmul(dev, gs, x_dev, &single_gemm(out_f, in_f, rows, true, false))?;
+    Ok((gx, gw))
 }

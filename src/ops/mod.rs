@@ -2,6 +2,12 @@
 //! computes its forward on the tensor's device, and records its backward rule with
 //! [`crate::autograd::record`]. Backward rules return fresh gradients; the tape accumulates.
 //!
+//! The layout (DEVELOPERS.md, "How an op is laid out"): the public op validates, builds its
+//! parameter struct, calls its file's `fwd` and records one closure calling `bwd`; `fwd` and
+//! `bwd` hold the one device dispatch (a `match` on the device or on the saved state) whose arms
+//! (`cpu_*`, `cuda_*`) lend tensor values to `backend::cpu::<op>` and `backend::cuda::<op>`.
+//! No kernel loops here. `tests/architecture.rs` lists the files that follow it.
+//!
 //! Loss ops return per-element values (cross_entropy: one per row); callers reduce.
 
 mod batch_norm;
@@ -39,27 +45,17 @@ pub use shape::{
 pub use similarity::cosine_similarity;
 pub use softmax::{log_softmax, softmax};
 
-use rayon::prelude::*;
-
+use crate::backend::cpu::elementwise as cpu_ew;
 use crate::tensor::Tensor;
 use crate::Result;
 
-/// Elementwise maps above this size run on rayon; below it the thread hand-off costs more.
-const PAR_MIN_LEN: usize = 1 << 15;
-
-/// A fresh contiguous tensor with `f` applied to every value of `x`.
+/// A fresh contiguous tensor with `f` applied to every value of `x` (on the host).
 pub(crate) fn map_values(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
-    let out = x.with_values(|v| {
-        if v.len() >= PAR_MIN_LEN {
-            v.par_iter().map(|&a| f(a)).collect::<Vec<f32>>()
-        } else {
-            v.iter().map(|&a| f(a)).collect()
-        }
-    })?;
+    let out = x.with_values(|v| cpu_ew::map(v, f))?;
     Tensor::from_vec(out, x.shape().clone())
 }
 
-/// A fresh contiguous tensor with `f(a, b)` over two tensors of the same shape.
+/// A fresh contiguous tensor with `f(a, b)` over two tensors of the same shape (on the host).
 pub(crate) fn zip_values(
     op: &str,
     a: &Tensor,
@@ -69,18 +65,7 @@ pub(crate) fn zip_values(
     if a.shape() != b.shape() {
         return Err(crate::Error::shape(op, a.shape(), b.shape()));
     }
-    let out = a.with_values(|va| {
-        b.with_values(|vb| {
-            if va.len() >= PAR_MIN_LEN {
-                va.par_iter()
-                    .zip(vb.par_iter())
-                    .map(|(&x, &y)| f(x, y))
-                    .collect::<Vec<f32>>()
-            } else {
-                va.iter().zip(vb.iter()).map(|(&x, &y)| f(x, y)).collect()
-            }
-        })
-    })??;
+    let out = a.with_values(|va| b.with_values(|vb| cpu_ew::zip(va, vb, f)))??;
     Ok(Tensor::from_vec(out, a.shape().clone()).expect("same length"))
 }
 

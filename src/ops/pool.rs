@@ -1,13 +1,15 @@
 //! Pooling over `[N, C, H, W]`: max (padding acts as −∞, as PyTorch), average (padding counts as
 //! zeros in the divisor: PyTorch's default `count_include_pad=True`), global average, and ×2
-//! nearest upsampling (YOLOX's PAFPN).
-
-use rayon::prelude::*;
+//! nearest upsampling (YOLOX's PAFPN). Kernels: `backend::cpu::pool` and `backend::cuda::pool`
+//! (`kernels/pool.cu`); this file validates, dispatches (`*_fwd`, `*_bwd`) and records.
+//! Average pooling has no CUDA kernel here: with non-overlapping windows it is composed of
+//! device ops on CUDA (which record themselves), otherwise it takes the host path.
 
 use crate::autograd::record;
+use crate::backend::cpu::pool::{self as cpu_pool, PoolGeometry};
 use crate::backend::cuda::bf16::{CudaBuffer, CudaValues};
-use crate::backend::cuda::pool::{self as cuda_pool, PoolGeometry};
-use crate::tensor::{Device, Tensor};
+use crate::backend::cuda::{pool as cuda_pool, CudaSlice};
+use crate::tensor::{Device, Shape, Tensor};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,15 +19,7 @@ pub struct Pool2dParams {
     pub padding: usize,
 }
 
-struct PoolGeom {
-    planes: usize,
-    h: usize,
-    w: usize,
-    ho: usize,
-    wo: usize,
-}
-
-fn geom(op: &str, x: &Tensor, p: &Pool2dParams) -> Result<PoolGeom> {
+fn geometry(op: &str, x: &Tensor, p: &Pool2dParams) -> Result<PoolGeometry> {
     if x.rank() != 4 {
         return Err(Error::shape(op, "x [N, C, H, W]", x.shape()));
     }
@@ -46,174 +40,116 @@ fn geom(op: &str, x: &Tensor, p: &Pool2dParams) -> Result<PoolGeom> {
             ),
         ));
     }
-    Ok(PoolGeom {
+    Ok(PoolGeometry {
         planes: x.dims()[0] * x.dims()[1],
         h,
         w,
-        ho: (h + 2 * p.padding - p.kernel) / p.stride + 1,
-        wo: (w + 2 * p.padding - p.kernel) / p.stride + 1,
+        kernel: p.kernel,
+        stride: p.stride,
+        padding: p.padding,
     })
+}
+
+/// `[N, C, ho, wo]` of a pooled `x`.
+fn out_dims(x: &Tensor, ho: usize, wo: usize) -> [usize; 4] {
+    [x.dims()[0], x.dims()[1], ho, wo]
+}
+
+/// Where the max-pool forward left each window's argmax for the backward.
+enum Argmax {
+    Cpu(Vec<u32>),
+    Cuda(CudaSlice<i32>),
 }
 
 /// Max pooling; the gradient goes to the first maximal element of each window.
 pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
-    let g = geom("max_pool2d", x, &p)?;
-    let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
-    if x.device() == Device::Cuda {
-        let cg = PoolGeometry {
-            planes: g.planes,
-            h,
-            w,
-            kernel: p.kernel,
-            stride: p.stride,
-            padding: p.padding,
-        };
-        // A bf16 activation (bf16 storage mode) is pooled as bf16.
-        let (y, arg) =
-            x.with_cuda_values(|dev, xv| match xv {
-                CudaValues::F32(xs) => cuda_pool::max_pool2d_fwd(dev, xs, &cg)
-                    .map(|(y, arg)| (CudaBuffer::F32(y), arg)),
-                CudaValues::Bf16(bits) => cuda_pool::max_pool2d_fwd(dev, bits, &cg)
-                    .map(|(y, arg)| (CudaBuffer::Bf16(y), arg)),
-            })?;
-        let out = Tensor::from_cuda_buffer(y, [x.dims()[0], x.dims()[1], ho, wo])?;
-        let in_shape = x.shape().clone();
-        return record("max_pool2d", out, &[x], move |dy| {
-            let dx = dy.with_cuda(|dev, dys| cuda_pool::max_pool2d_bwd(dev, dys, &arg, &cg))?;
-            Ok(vec![Some(Tensor::from_cuda(dx, in_shape.clone())?)])
-        });
-    }
-    // Separable: a row pass (max over kx of each input row) then a column pass (max over ky of
-    // the row results), k + k taps per output instead of k² (SPP's k = 13: 26 vs 169). Same
-    // winner as scanning the window in row-major order taking the first value that is greater
-    // (or the first NaN): the row pass picks each row's first max / first NaN, the column pass
-    // the first row whose pick is greatest / NaN, i.e. the window's first in row-major order.
-    let (k, s, pad) = (p.kernel, p.stride, p.padding);
-    // In-bounds tap range of output o along an axis of length n (never empty: pad < k).
-    let range = move |o: usize, n: usize| {
-        let start = (o * s) as isize - pad as isize;
-        (
-            start.max(0) as usize,
-            ((start + k as isize) as usize).min(n),
-        )
-    };
-    let better = |v: f32, best: f32| v > best || v.is_nan() && !best.is_nan();
-    let mut y = vec![0f32; g.planes * ho * wo];
-    let mut arg = vec![0u32; g.planes * ho * wo];
-    x.with_values(|xv| {
-        y.par_chunks_mut((ho * wo).max(1))
-            .zip(arg.par_chunks_mut((ho * wo).max(1)))
-            .enumerate()
-            .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(rv, ri), (pl, (yp, ap))| {
-                    let xp = &xv[pl * h * w..(pl + 1) * h * w];
-                    rv.clear();
-                    ri.clear();
-                    for iy in 0..h {
-                        let row = &xp[iy * w..(iy + 1) * w];
-                        for ox in 0..wo {
-                            let (lo, hi) = range(ox, w);
-                            let (mut best, mut bi) = (row[lo], lo);
-                            for (ix, &v) in row.iter().enumerate().take(hi).skip(lo + 1) {
-                                if better(v, best) {
-                                    best = v;
-                                    bi = ix;
-                                }
-                            }
-                            rv.push(best);
-                            ri.push((iy * w + bi) as u32);
-                        }
-                    }
-                    for oy in 0..ho {
-                        let (lo, hi) = range(oy, h);
-                        for ox in 0..wo {
-                            let (mut best, mut bi) = (rv[lo * wo + ox], ri[lo * wo + ox]);
-                            for iy in lo + 1..hi {
-                                let v = rv[iy * wo + ox];
-                                if better(v, best) {
-                                    best = v;
-                                    bi = ri[iy * wo + ox];
-                                }
-                            }
-                            yp[oy * wo + ox] = best;
-                            ap[oy * wo + ox] = bi;
-                        }
-                    }
-                },
-            )
-    })?;
-    let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], ho, wo])?;
+    let g = geometry("max_pool2d", x, &p)?;
+    let (out, arg) = max_pool_fwd(x, &g)?;
     let in_shape = x.shape().clone();
     record("max_pool2d", out, &[x], move |dy| {
-        let dyv = dy.to_vec();
-        let mut dx = vec![0f32; in_shape.numel()];
-        dx.par_chunks_mut((h * w).max(1))
-            .enumerate()
-            .for_each(|(pl, dxp)| {
-                for j in 0..ho * wo {
-                    let o = pl * ho * wo + j;
-                    dxp[arg[o] as usize] += dyv[o];
-                }
-            });
-        Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
+        Ok(vec![Some(max_pool_bwd(&arg, dy, &g, &in_shape)?)])
     })
+}
+
+fn max_pool_fwd(x: &Tensor, g: &PoolGeometry) -> Result<(Tensor, Argmax)> {
+    match x.device() {
+        Device::Cpu => cpu_max_pool_fwd(x, g),
+        Device::Cuda => cuda_max_pool_fwd(x, g),
+    }
+}
+
+fn max_pool_bwd(arg: &Argmax, dy: &Tensor, g: &PoolGeometry, in_shape: &Shape) -> Result<Tensor> {
+    match arg {
+        Argmax::Cpu(arg) => {
+            let dx = dy.with_values(|dyv| cpu_pool::max_bwd(dyv, arg, g))?;
+            Tensor::from_vec(dx, in_shape.clone())
+        }
+        Argmax::Cuda(arg) => cuda_max_pool_bwd(arg, dy, g, in_shape),
+    }
+}
+
+fn cpu_max_pool_fwd(x: &Tensor, g: &PoolGeometry) -> Result<(Tensor, Argmax)> {
+    let (y, arg) = x.with_values(|xv| cpu_pool::max_fwd(xv, g))?;
+    let out = Tensor::from_vec(y, out_dims(x, g.out_h(), g.out_w()))?;
+    Ok((out, Argmax::Cpu(arg)))
+}
+
+fn cuda_max_pool_fwd(x: &Tensor, g: &PoolGeometry) -> Result<(Tensor, Argmax)> {
+    // A bf16 activation (bf16 storage mode) is pooled as bf16.
+    let (y, arg) = x.with_cuda_values(|dev, xv| match xv {
+        CudaValues::F32(xs) => {
+            cuda_pool::max_pool2d_fwd(dev, xs, g).map(|(y, arg)| (CudaBuffer::F32(y), arg))
+        }
+        CudaValues::Bf16(bits) => {
+            cuda_pool::max_pool2d_fwd(dev, bits, g).map(|(y, arg)| (CudaBuffer::Bf16(y), arg))
+        }
+    })?;
+    let out = Tensor::from_cuda_buffer(y, out_dims(x, g.out_h(), g.out_w()))?;
+    Ok((out, Argmax::Cuda(arg)))
+}
+
+fn cuda_max_pool_bwd(
+    arg: &CudaSlice<i32>,
+    dy: &Tensor,
+    g: &PoolGeometry,
+    in_shape: &Shape,
+) -> Result<Tensor> {
+    let dx = dy.with_cuda(|dev, dys| cuda_pool::max_pool2d_bwd(dev, dys, arg, g))?;
+    Tensor::from_cuda(dx, in_shape.clone())
 }
 
 /// Average pooling (zeros in the padding count in the divisor k², as PyTorch's default).
 pub fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
-    let g = geom("avg_pool2d", x, &p)?;
-    let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
-    if x.device() == Device::Cuda && p.kernel == p.stride && p.padding == 0 {
-        return tiled_avg_pool_composed(x, p.kernel, ho, wo);
+    let g = geometry("avg_pool2d", x, &p)?;
+    // Composed of recorded device ops: the op records nothing of its own on that path.
+    if let Some(y) = cuda_avg_pool_composed(x, &g)? {
+        return Ok(y);
     }
-    let inv = 1.0 / (p.kernel * p.kernel) as f32;
-    // Visit the in-bounds taps of output (oy, ox).
-    let taps = move |oy: usize, ox: usize, f: &mut dyn FnMut(usize)| {
-        for ky in 0..p.kernel {
-            let iy = (oy * p.stride + ky) as isize - p.padding as isize;
-            if iy < 0 || iy >= h as isize {
-                continue;
-            }
-            for kx in 0..p.kernel {
-                let ix = (ox * p.stride + kx) as isize - p.padding as isize;
-                if ix >= 0 && ix < w as isize {
-                    f(iy as usize * w + ix as usize);
-                }
-            }
-        }
-    };
-    let xv = x.to_vec();
-    let mut y = vec![0f32; g.planes * ho * wo];
-    y.par_chunks_mut((ho * wo).max(1))
-        .enumerate()
-        .for_each(|(pl, yp)| {
-            let xp = &xv[pl * h * w..(pl + 1) * h * w];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut s = 0f32;
-                    taps(oy, ox, &mut |i| s += xp[i]);
-                    yp[oy * wo + ox] = s * inv;
-                }
-            }
-        });
-    let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], ho, wo])?;
+    let out = avg_pool_fwd(x, &g)?;
     let in_shape = x.shape().clone();
     record("avg_pool2d", out, &[x], move |dy| {
-        let dyv = dy.to_vec();
-        let mut dx = vec![0f32; in_shape.numel()];
-        dx.par_chunks_mut((h * w).max(1))
-            .enumerate()
-            .for_each(|(pl, dxp)| {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let d = dyv[pl * ho * wo + oy * wo + ox] * inv;
-                        taps(oy, ox, &mut |i| dxp[i] += d);
-                    }
-                }
-            });
-        Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
+        Ok(vec![Some(avg_pool_bwd(dy, &g, &in_shape)?)])
     })
+}
+
+/// The host path (any device: a CUDA tensor makes the round trip).
+fn avg_pool_fwd(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
+    let y = x.with_values(|xv| cpu_pool::avg_fwd(xv, g))?;
+    Tensor::from_vec(y, out_dims(x, g.out_h(), g.out_w()))
+}
+
+fn avg_pool_bwd(dy: &Tensor, g: &PoolGeometry, in_shape: &Shape) -> Result<Tensor> {
+    let dx = dy.with_values(|dyv| cpu_pool::avg_bwd(dyv, g))?;
+    Tensor::from_vec(dx, in_shape.clone())
+}
+
+/// The CUDA arm of [`avg_pool2d`] where windows do not overlap (kernel = stride, no padding),
+/// `None` elsewhere (and on the CPU).
+fn cuda_avg_pool_composed(x: &Tensor, g: &PoolGeometry) -> Result<Option<Tensor>> {
+    if x.device() == Device::Cuda && g.kernel == g.stride && g.padding == 0 {
+        return tiled_avg_pool_composed(x, g.kernel, g.out_h(), g.out_w()).map(Some);
+    }
+    Ok(None)
 }
 
 /// The CUDA arm of [`avg_pool2d`] with non-overlapping windows (kernel = stride, no padding,
@@ -251,52 +187,62 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
         return Err(Error::shape("upsample2x", "x [N, C, H, W]", x.shape()));
     }
     let (planes, h, w) = (x.dims()[0] * x.dims()[1], x.dims()[2], x.dims()[3]);
-    if x.device() == Device::Cuda {
-        // A bf16 activation (bf16 storage mode) is upsampled as bf16.
-        let y = x.with_cuda_values(|dev, xv| match xv {
-            CudaValues::F32(xs) => {
-                cuda_pool::upsample2x_fwd(dev, xs, planes, h, w).map(CudaBuffer::F32)
-            }
-            CudaValues::Bf16(bits) => {
-                cuda_pool::upsample2x_fwd(dev, bits, planes, h, w).map(CudaBuffer::Bf16)
-            }
-        })?;
-        let out = Tensor::from_cuda_buffer(y, [x.dims()[0], x.dims()[1], 2 * h, 2 * w])?;
-        let in_shape = x.shape().clone();
-        return record("upsample2x", out, &[x], move |dy| {
-            let dx = dy.with_cuda(|dev, dys| cuda_pool::upsample2x_bwd(dev, dys, planes, h, w))?;
-            Ok(vec![Some(Tensor::from_cuda(dx, in_shape.clone())?)])
-        });
-    }
-    let xv = x.to_vec();
-    let mut y = vec![0f32; planes * 4 * h * w];
-    y.par_chunks_mut((4 * h * w).max(1))
-        .enumerate()
-        .for_each(|(pl, yp)| {
-            let xp = &xv[pl * h * w..(pl + 1) * h * w];
-            for oy in 0..2 * h {
-                for ox in 0..2 * w {
-                    yp[oy * 2 * w + ox] = xp[(oy / 2) * w + ox / 2];
-                }
-            }
-        });
-    let out = Tensor::from_vec(y, [x.dims()[0], x.dims()[1], 2 * h, 2 * w])?;
+    let device = x.device();
+    let out = upsample_fwd(device, x, (planes, h, w))?;
     let in_shape = x.shape().clone();
     record("upsample2x", out, &[x], move |dy| {
-        let dyv = dy.to_vec();
-        let mut dx = vec![0f32; in_shape.numel()];
-        dx.par_chunks_mut((h * w).max(1))
-            .enumerate()
-            .for_each(|(pl, dxp)| {
-                let dp = &dyv[pl * 4 * h * w..(pl + 1) * 4 * h * w];
-                for oy in 0..2 * h {
-                    for ox in 0..2 * w {
-                        dxp[(oy / 2) * w + ox / 2] += dp[oy * 2 * w + ox];
-                    }
-                }
-            });
-        Ok(vec![Some(Tensor::from_vec(dx, in_shape.clone())?)])
+        Ok(vec![Some(upsample_bwd(
+            device,
+            dy,
+            (planes, h, w),
+            &in_shape,
+        )?)])
     })
+}
+
+/// `(planes, h, w)` of an upsampled input.
+type Planes = (usize, usize, usize);
+
+fn upsample_fwd(device: Device, x: &Tensor, planes: Planes) -> Result<Tensor> {
+    match device {
+        Device::Cpu => cpu_upsample_fwd(x, planes),
+        Device::Cuda => cuda_upsample_fwd(x, planes),
+    }
+}
+
+fn upsample_bwd(device: Device, dy: &Tensor, planes: Planes, in_shape: &Shape) -> Result<Tensor> {
+    match device {
+        Device::Cpu => cpu_upsample_bwd(dy, planes, in_shape),
+        Device::Cuda => cuda_upsample_bwd(dy, planes, in_shape),
+    }
+}
+
+fn cpu_upsample_fwd(x: &Tensor, (planes, h, w): Planes) -> Result<Tensor> {
+    let y = x.with_values(|xv| cpu_pool::upsample2x_fwd(xv, planes, h, w))?;
+    Tensor::from_vec(y, out_dims(x, 2 * h, 2 * w))
+}
+
+fn cpu_upsample_bwd(dy: &Tensor, (planes, h, w): Planes, in_shape: &Shape) -> Result<Tensor> {
+    let dx = dy.with_values(|dyv| cpu_pool::upsample2x_bwd(dyv, planes, h, w))?;
+    Tensor::from_vec(dx, in_shape.clone())
+}
+
+fn cuda_upsample_fwd(x: &Tensor, (planes, h, w): Planes) -> Result<Tensor> {
+    // A bf16 activation (bf16 storage mode) is upsampled as bf16.
+    let y = x.with_cuda_values(|dev, xv| match xv {
+        CudaValues::F32(xs) => {
+            cuda_pool::upsample2x_fwd(dev, xs, planes, h, w).map(CudaBuffer::F32)
+        }
+        CudaValues::Bf16(bits) => {
+            cuda_pool::upsample2x_fwd(dev, bits, planes, h, w).map(CudaBuffer::Bf16)
+        }
+    })?;
+    Tensor::from_cuda_buffer(y, out_dims(x, 2 * h, 2 * w))
+}
+
+fn cuda_upsample_bwd(dy: &Tensor, (planes, h, w): Planes, in_shape: &Shape) -> Result<Tensor> {
+    let dx = dy.with_cuda(|dev, dys| cuda_pool::upsample2x_bwd(dev, dys, planes, h, w))?;
+    Tensor::from_cuda(dx, in_shape.clone())
 }
 
 #[cfg(test)]

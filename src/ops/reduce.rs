@@ -1,10 +1,13 @@
 //! Reductions: sums and means over axes or everything, max over one axis.
 //! Sums accumulate in f64 in a fixed order, so results do not depend on the thread count.
+//! Kernels: `backend::cpu::reduce` and `backend::cuda::reduce` (`kernels/reduce.cu`); this file
+//! validates, dispatches (`*_fwd`, `*_bwd`) and records. max_axis runs on the host.
 
 use super::split_at_axis;
 use crate::autograd::record;
+use crate::backend::cpu::reduce as cpu_reduce;
 use crate::backend::cuda::{reduce as cuda_reduce, CudaSlice};
-use crate::tensor::{Device, Shape, StridedIter, Tensor};
+use crate::tensor::{Device, Shape, Tensor};
 use crate::{Error, Result};
 
 fn resolve_axes(op: &str, shape: &Shape, axes: &[isize]) -> Result<Vec<bool>> {
@@ -39,24 +42,31 @@ pub fn sum(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
             .map(|(&d, _)| d)
             .collect()
     };
-    let out = if x.device() == Device::Cuda {
-        Tensor::from_cuda(sum_keepdim_cuda(x, &kept)?, out_dims)?
-    } else {
-        Tensor::from_vec(sum_values_keepdim(x, &kept)?, out_dims)?
-    };
+    let out = sum_fwd(x, &kept, out_dims)?;
     let in_shape = x.shape().clone();
     record("sum", out, &[x], move |g| {
-        let g = g.reshape(kept.clone())?;
-        Ok(vec![Some(
-            super::broadcast_to(&g, &in_shape)?.contiguous()?,
-        )])
+        Ok(vec![Some(sum_bwd(g, &kept, &in_shape)?)])
     })
+}
+
+/// `x` summed down to `kept` (same rank, 1 where reduced), shaped `out_dims`.
+fn sum_fwd(x: &Tensor, kept: &[usize], out_dims: impl Into<Shape>) -> Result<Tensor> {
+    match x.device() {
+        Device::Cpu => cpu_sum_fwd(x, kept, out_dims),
+        Device::Cuda => Tensor::from_cuda(cuda_sum_keepdim(x, kept)?, out_dims),
+    }
+}
+
+/// The sum's gradient: `g` broadcast back over the reduced axes (device ops).
+fn sum_bwd(g: &Tensor, kept: &[usize], in_shape: &Shape) -> Result<Tensor> {
+    let g = g.reshape(kept.to_vec())?;
+    super::broadcast_to(&g, in_shape)?.contiguous()
 }
 
 /// The CUDA arm of the keepdim sums: `x` summed down to `kept` (same rank, 1 where reduced),
 /// contiguous over `kept`. Neighbouring axes that are both kept or both reduced are merged first
 /// (the kernel takes rank <= 6; merging keeps the summation's meaning).
-fn sum_keepdim_cuda(x: &Tensor, kept: &[usize]) -> Result<CudaSlice<f32>> {
+fn cuda_sum_keepdim(x: &Tensor, kept: &[usize]) -> Result<CudaSlice<f32>> {
     let (mut dims, mut keep): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut last_reduced: Option<bool> = None;
     for (&d, &k) in x.dims().iter().zip(kept) {
@@ -82,16 +92,9 @@ fn sum_keepdim_cuda(x: &Tensor, kept: &[usize]) -> Result<CudaSlice<f32>> {
 }
 
 /// Sum of `x` reduced to `kept` (same rank, 1 where reduced), in f64, in logical order.
-fn sum_values_keepdim(x: &Tensor, kept: &[usize]) -> Result<Vec<f32>> {
-    let kept_shape = Shape(kept.to_vec());
-    let out_strides = kept_shape.broadcast_strides(&kept_shape.contiguous_strides(), x.shape());
-    let mut acc = vec![0f64; kept_shape.numel()];
-    x.with_values(|v| {
-        for (&val, o) in v.iter().zip(StridedIter::with(x.dims(), &out_strides, 0)) {
-            acc[o] += val as f64;
-        }
-    })?;
-    Ok(acc.into_iter().map(|a| a as f32).collect())
+fn cpu_sum_fwd(x: &Tensor, kept: &[usize], out_dims: impl Into<Shape>) -> Result<Tensor> {
+    let sums = x.with_values(|v| cpu_reduce::sum_keepdim(v, x.dims(), kept))?;
+    Tensor::from_vec(sums, out_dims)
 }
 
 pub fn mean(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
@@ -110,19 +113,26 @@ pub fn mean(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
 /// Sum of every element, as a one-element tensor of shape `[]`.
 pub fn sum_all(x: &Tensor) -> Result<Tensor> {
     let in_shape = x.shape().clone();
-    if x.device() == Device::Cuda {
-        let total = x.with_cuda(cuda_reduce::sum_all)?;
-        let out = Tensor::from_cuda(total, Vec::<usize>::new())?;
-        return record("sum", out, &[x], move |g| {
-            Ok(vec![Some(super::broadcast_to(g, &in_shape)?.contiguous()?)])
-        });
-    }
-    let total = x.with_values(|v| v.iter().map(|&a| a as f64).sum::<f64>())? as f32;
-    let out = Tensor::scalar(total);
+    let device = x.device();
+    let out = sum_all_fwd(device, x)?;
     record("sum", out, &[x], move |g| {
-        let gv = g.item()?;
-        Ok(vec![Some(Tensor::full(in_shape.clone(), gv))])
+        Ok(vec![Some(sum_all_bwd(device, g, &in_shape)?)])
     })
+}
+
+fn sum_all_fwd(device: Device, x: &Tensor) -> Result<Tensor> {
+    match device {
+        Device::Cpu => Ok(Tensor::scalar(x.with_values(cpu_reduce::sum_all)?)),
+        Device::Cuda => Tensor::from_cuda(x.with_cuda(cuda_reduce::sum_all)?, Vec::<usize>::new()),
+    }
+}
+
+/// `g` (shape `[]`) spread over the input's shape.
+fn sum_all_bwd(device: Device, g: &Tensor, in_shape: &Shape) -> Result<Tensor> {
+    match device {
+        Device::Cpu => Ok(Tensor::full(in_shape.clone(), g.item()?)),
+        Device::Cuda => super::broadcast_to(g, in_shape)?.contiguous(),
+    }
 }
 
 pub fn mean_all(x: &Tensor) -> Result<Tensor> {
@@ -143,44 +153,38 @@ pub fn max_axis(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
             format!("max over an empty axis of shape {}", x.shape()),
         ));
     }
-    let mut values = vec![0f32; outer * inner];
-    let mut argmax = vec![0usize; outer * inner];
-    x.with_values(|v| {
-        for o in 0..outer {
-            for j in 0..inner {
-                let mut best = v[o * len * inner + j];
-                let mut bi = 0;
-                for i in 1..len {
-                    let c = v[(o * len + i) * inner + j];
-                    // NaN propagates, as torch.max.
-                    if c > best || (c.is_nan() && !best.is_nan()) {
-                        best = c;
-                        bi = i;
-                    }
-                }
-                values[o * inner + j] = best;
-                argmax[o * inner + j] = bi;
-            }
-        }
-    })?;
     let mut out_dims = x.dims().to_vec();
     if keepdim {
         out_dims[a] = 1;
     } else {
         out_dims.remove(a);
     }
-    let out = Tensor::from_vec(values, out_dims)?;
+    let split = (outer, len, inner);
+    let (out, argmax) = max_fwd(x, split, out_dims)?;
     let in_shape = x.shape().clone();
     record("max", out, &[x], move |g| {
-        let gv = g.to_vec();
-        let mut gx = vec![0f32; in_shape.numel()];
-        for o in 0..outer {
-            for j in 0..inner {
-                gx[(o * len + argmax[o * inner + j]) * inner + j] = gv[o * inner + j];
-            }
-        }
-        Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
+        Ok(vec![Some(max_bwd(g, &argmax, split, &in_shape)?)])
     })
+}
+
+/// The host path (no CUDA kernel: a CUDA tensor makes the round trip).
+fn max_fwd(
+    x: &Tensor,
+    split: cpu_reduce::AxisSplit,
+    out_dims: Vec<usize>,
+) -> Result<(Tensor, Vec<usize>)> {
+    let (values, argmax) = x.with_values(|v| cpu_reduce::max_fwd(v, split))?;
+    Ok((Tensor::from_vec(values, out_dims)?, argmax))
+}
+
+fn max_bwd(
+    g: &Tensor,
+    argmax: &[usize],
+    split: cpu_reduce::AxisSplit,
+    in_shape: &Shape,
+) -> Result<Tensor> {
+    let gx = cpu_reduce::max_bwd(&g.to_vec(), argmax, split);
+    Tensor::from_vec(gx, in_shape.clone())
 }
 
 /// Sum `g` down to `target` (the inverse of broadcasting `target` up to `g`'s shape).
@@ -202,11 +206,7 @@ pub fn sum_to_shape(g: &Tensor, target: &Shape) -> Result<Tensor> {
             return Err(Error::shape("sum_to_shape", target, g.shape()));
         }
     }
-    let out = if g.device() == Device::Cuda {
-        Tensor::from_cuda(sum_keepdim_cuda(g, &kept)?, target.clone())?
-    } else {
-        Tensor::from_vec(sum_values_keepdim(g, &kept)?, target.clone())?
-    };
+    let out = sum_fwd(g, &kept, target.clone())?;
     let g_shape = g.shape().clone();
     record("sum_to_shape", out, &[g], move |gg| {
         Ok(vec![Some(super::broadcast_to(gg, &g_shape)?.contiguous()?)])

@@ -1,14 +1,16 @@
 //! Shape ops. Reshape (of a contiguous tensor), permute, narrow, strided slices and broadcasts are
 //! views that share storage; cat copies. Backward rules work in the input's logical index space.
+//! The copies with a device dispatch (`slice_bwd`, `cat_fwd`) use `backend::cpu::shape` and
+//! `backend::cuda::layout` (`kernels/layout.cu`); the other backwards are device ops.
 
 use super::split_at_axis;
 use crate::autograd::record;
+use crate::backend::cpu::shape as cpu_shape;
 use crate::backend::cpu::uninit::filled_vec;
 use crate::backend::cuda::bf16::{self as cuda_bf16, CudaBuffer, CudaValues};
 use crate::backend::cuda::layout::{self as cuda_layout, StridedSide};
-use crate::tensor::{compute_device, Device, Layout, Shape, StridedIter, Tensor};
+use crate::tensor::{compute_device, Device, Layout, Shape, Tensor};
 use crate::{Error, Result};
-use rayon::prelude::*;
 
 /// Same values, new shape (a view when `x` is contiguous, a copy otherwise). For `-1` style
 /// shapes resolve them first with [`infer_shape`].
@@ -144,56 +146,84 @@ pub fn slice_step(
         ));
     }
     let len = (end - start).div_ceil(step);
+    let out = slice_fwd(x, a, (start, len, step));
+    let mut dims = x.dims().to_vec();
+    dims[a] = len;
+    // Scatter g into zeros at the logical positions the slice read.
+    let in_shape = x.shape().clone();
+    let in_strides = in_shape.contiguous_strides();
+    let mut view_strides = in_strides.clone();
+    view_strides[a] *= step;
+    let view = SliceView {
+        dims,
+        strides: view_strides,
+        offset: start * in_strides[a],
+    };
+    record("slice", out, &[x], move |g| {
+        Ok(vec![Some(slice_bwd(g, &view, &in_shape)?)])
+    })
+}
+
+/// Where a slice's elements sit in its (contiguous) input: the backward's scatter pattern.
+struct SliceView {
+    dims: Vec<usize>,
+    strides: Vec<usize>,
+    offset: usize,
+}
+
+/// The view of `len` elements from `start` every `step` along axis `a`.
+fn slice_fwd(x: &Tensor, a: usize, (start, len, step): (usize, usize, usize)) -> Tensor {
     let l = x.layout();
     let mut dims = l.shape.dims().to_vec();
     dims[a] = len;
     let mut strides = l.strides.clone();
     strides[a] *= step;
     let offset = l.offset + if len > 0 { start * l.strides[a] } else { 0 };
-    let out = x.view_with_layout(Layout {
-        shape: Shape(dims.clone()),
+    x.view_with_layout(Layout {
+        shape: Shape(dims),
         strides,
         offset,
-    });
-    let in_shape = x.shape().clone();
-    record("slice", out, &[x], move |g| {
-        // Scatter g into zeros at the logical positions the slice read.
-        let in_strides = in_shape.contiguous_strides();
-        let mut view_strides = in_strides.clone();
-        view_strides[a] *= step;
-        if g.device() == Device::Cuda {
-            let gx = g.with_cuda(|dev, gs| {
-                let mut gx = dev.zeros(in_shape.numel())?;
-                cuda_layout::strided_copy(
-                    dev,
-                    &dims,
-                    gs,
-                    StridedSide {
-                        strides: &Shape(dims.clone()).contiguous_strides(),
-                        offset: 0,
-                    },
-                    &mut gx,
-                    StridedSide {
-                        strides: &view_strides,
-                        offset: start * in_strides[a],
-                    },
-                )?;
-                Ok(gx)
-            })?;
-            return Ok(vec![Some(Tensor::from_cuda(gx, in_shape.clone())?)]);
-        }
-        let mut gx = vec![0f32; in_shape.numel()];
-        g.with_values(|gv| {
-            for (&v, i) in gv.iter().zip(StridedIter::with(
-                &dims,
-                &view_strides,
-                start * in_strides[a],
-            )) {
-                gx[i] += v;
-            }
-        })?;
-        Ok(vec![Some(Tensor::from_vec(gx, in_shape.clone())?)])
     })
+}
+
+fn slice_bwd(g: &Tensor, view: &SliceView, in_shape: &Shape) -> Result<Tensor> {
+    match g.device() {
+        Device::Cpu => {
+            let gx = g.with_values(|gv| {
+                cpu_shape::scatter_strided(
+                    gv,
+                    &view.dims,
+                    &view.strides,
+                    view.offset,
+                    in_shape.numel(),
+                )
+            })?;
+            Tensor::from_vec(gx, in_shape.clone())
+        }
+        Device::Cuda => cuda_slice_bwd(g, view, in_shape),
+    }
+}
+
+fn cuda_slice_bwd(g: &Tensor, view: &SliceView, in_shape: &Shape) -> Result<Tensor> {
+    let gx = g.with_cuda(|dev, gs| {
+        let mut gx = dev.zeros(in_shape.numel())?;
+        cuda_layout::strided_copy(
+            dev,
+            &view.dims,
+            gs,
+            StridedSide {
+                strides: &Shape(view.dims.clone()).contiguous_strides(),
+                offset: 0,
+            },
+            &mut gx,
+            StridedSide {
+                strides: &view.strides,
+                offset: view.offset,
+            },
+        )?;
+        Ok(gx)
+    })?;
+    Tensor::from_cuda(gx, in_shape.clone())
 }
 
 /// `len` elements from `start` along `axis` (a view).
@@ -305,35 +335,41 @@ pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
     let mut dims = first.dims().to_vec();
     dims[a] = total;
     let inputs: Vec<&Tensor> = xs.iter().collect();
-    if compute_device(&inputs) == Device::Cuda {
-        let out = cat_cuda(xs, a, &dims)?;
-        return record("cat", out, &inputs, move |g| cat_backward(g, a, &lens));
+    let out = cat_fwd(compute_device(&inputs), xs, a, &dims, &lens)?;
+    record("cat", out, &inputs, move |g| cat_bwd(g, a, &lens))
+}
+
+fn cat_fwd(
+    device: Device,
+    xs: &[Tensor],
+    axis: usize,
+    dims: &[usize],
+    lens: &[usize],
+) -> Result<Tensor> {
+    match device {
+        Device::Cpu => cpu_cat_fwd(xs, axis, dims, lens),
+        Device::Cuda => cuda_cat_fwd(xs, axis, dims),
     }
-    let (outer, _, inner) = split_at_axis(&dims, a);
+}
+
+/// Each output row (one index of the axes before `axis`) is the inputs' rows side by side,
+/// copied row by row in parallel into a buffer that is not zeroed first (the pieces tile every
+/// row).
+fn cpu_cat_fwd(xs: &[Tensor], axis: usize, dims: &[usize], lens: &[usize]) -> Result<Tensor> {
+    let (outer, total, inner) = split_at_axis(dims, axis);
     let row = total * inner;
     let out = if outer * row == 0 {
         Vec::new()
     } else {
-        // Each output row (one index of the axes before `a`) is the inputs' rows side by side,
-        // copied row by row in parallel into a buffer that is not zeroed first (the pieces
-        // tile every row).
         // A failed read (only a CUDA tensor's can fail; this arm runs on CPU tensors) is kept
         // and returned after the fill.
         let mut failed = None;
         let write = |out: &mut [std::mem::MaybeUninit<f32>]| {
             let mut at = 0;
-            for (x, &len) in xs.iter().zip(&lens) {
+            for (x, &len) in xs.iter().zip(lens) {
                 if len * inner > 0 {
-                    let read = x.with_values(|v| {
-                        out.par_chunks_mut(row)
-                            .zip(v.par_chunks(len * inner))
-                            .for_each(|(dst, src)| {
-                                let dst = &mut dst[at * inner..(at + len) * inner];
-                                for (d, s) in dst.iter_mut().zip(src) {
-                                    d.write(*s);
-                                }
-                            })
-                    });
+                    let piece = (at * inner, len * inner);
+                    let read = x.with_values(|v| cpu_shape::cat_piece(out, v, row, piece));
                     if let Err(e) = read {
                         // Keep the buffer initialised for the SAFETY claim below.
                         out.iter_mut().for_each(|d| {
@@ -345,19 +381,19 @@ pub fn cat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
                 at += len;
             }
         };
-        // SAFETY: the pieces' lengths along `a` sum to `total`, so every row is written in full.
+        // SAFETY: the pieces' lengths along `axis` sum to `total`, so every row is written in
+        // full.
         let out = unsafe { filled_vec(outer * row, write).0 };
         if let Some(e) = failed {
             return Err(e);
         }
         out
     };
-    let out = Tensor::from_vec(out, dims)?;
-    record("cat", out, &inputs, move |g| cat_backward(g, a, &lens))
+    Tensor::from_vec(out, dims.to_vec())
 }
 
-/// Each input's gradient: its piece of `g` along `axis`.
-fn cat_backward(g: &Tensor, axis: usize, lens: &[usize]) -> Result<Vec<Option<Tensor>>> {
+/// Each input's gradient: its piece of `g` along `axis` (device ops).
+fn cat_bwd(g: &Tensor, axis: usize, lens: &[usize]) -> Result<Vec<Option<Tensor>>> {
     let mut grads = Vec::with_capacity(lens.len());
     let mut at = 0;
     for &len in lens {
@@ -368,7 +404,7 @@ fn cat_backward(g: &Tensor, axis: usize, lens: &[usize]) -> Result<Vec<Option<Te
 }
 
 /// The CUDA arm of `cat`: each piece copied into its slab of a fresh buffer.
-fn cat_cuda(xs: &[Tensor], axis: usize, dims: &[usize]) -> Result<Tensor> {
+fn cuda_cat_fwd(xs: &[Tensor], axis: usize, dims: &[usize]) -> Result<Tensor> {
     let dev = crate::backend::cuda::device()?;
     let out_strides = Shape(dims.to_vec()).contiguous_strides();
     let len = dims.iter().product();

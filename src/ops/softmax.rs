@@ -1,107 +1,92 @@
 //! softmax and log_softmax along an axis (max-subtracted, so large logits do not overflow).
+//! Kernels: `backend::cpu::softmax` and `backend::cuda::softmax` (`kernels/softmax.cu`); this
+//! file validates, dispatches (`fwd`, `bwd`) and records. Both backwards read the saved output.
 
 use super::split_at_axis;
 use crate::autograd::record;
+use crate::backend::cpu::softmax::{self as cpu_softmax, AxisSplit};
 use crate::backend::cuda::softmax as cuda_softmax;
 use crate::tensor::{Device, Tensor};
 use crate::Result;
 
-/// `log_softmax` values of a contiguous `[outer, len, inner]` block.
-pub(crate) fn log_softmax_values(v: &[f32], outer: usize, len: usize, inner: usize) -> Vec<f32> {
-    let mut out = vec![0f32; v.len()];
-    for o in 0..outer {
-        for j in 0..inner {
-            let at = |i: usize| (o * len + i) * inner + j;
-            let m = (0..len).map(|i| v[at(i)]).fold(f32::NEG_INFINITY, f32::max);
-            // (x − m) − ln Σ e^(x−m): subtracting the max first keeps full precision for
-            // large logits (m + ln Σ rounded in f32 would lose ~1e-4 at |x| ~ 1000).
-            let log_sum = (0..len)
-                .map(|i| ((v[at(i)] - m) as f64).exp())
-                .sum::<f64>()
-                .ln();
-            for i in 0..len {
-                out[at(i)] = ((v[at(i)] - m) as f64 - log_sum) as f32;
-            }
+/// Which of the two ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Softmax,
+    LogSoftmax,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Softmax => "softmax",
+            Kind::LogSoftmax => "log_softmax",
         }
     }
-    out
 }
 
 pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
-    let a = x.shape().axis("log_softmax", axis)?;
-    let (outer, len, inner) = split_at_axis(x.dims(), a);
-    if x.device() == Device::Cuda {
-        return softmax_cuda("log_softmax", x, (outer, len, inner), true);
-    }
-    let y = x.with_values(|v| log_softmax_values(v, outer, len, inner))?;
-    let out = Tensor::from_vec(y, x.shape().clone())?;
-    let saved = out.detach();
-    record("log_softmax", out, &[x], move |g| {
-        // dx = g − softmax · Σ g
-        let (gv, yv) = (g.to_vec(), saved.to_vec());
-        let mut dx = vec![0f32; gv.len()];
-        for o in 0..outer {
-            for j in 0..inner {
-                let at = |i: usize| (o * len + i) * inner + j;
-                // In f64: dx cancels where g ≈ softmax·Σg (the CUDA kernel sums in double too).
-                let s = (0..len).map(|i| gv[at(i)] as f64).sum::<f64>() as f32;
-                for i in 0..len {
-                    dx[at(i)] = gv[at(i)] - yv[at(i)].exp() * s;
-                }
-            }
-        }
-        Ok(vec![Some(Tensor::from_vec(dx, saved.shape().clone())?)])
-    })
+    softmax_op(x, axis, Kind::LogSoftmax)
 }
 
 pub fn softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
-    let a = x.shape().axis("softmax", axis)?;
-    let (outer, len, inner) = split_at_axis(x.dims(), a);
-    if x.device() == Device::Cuda {
-        return softmax_cuda("softmax", x, (outer, len, inner), false);
-    }
-    let y: Vec<f32> = x
-        .with_values(|v| log_softmax_values(v, outer, len, inner))?
-        .into_iter()
-        .map(f32::exp)
-        .collect();
-    let out = Tensor::from_vec(y, x.shape().clone())?;
+    softmax_op(x, axis, Kind::Softmax)
+}
+
+fn softmax_op(x: &Tensor, axis: isize, kind: Kind) -> Result<Tensor> {
+    let a = x.shape().axis(kind.name(), axis)?;
+    let split = split_at_axis(x.dims(), a);
+    let device = x.device();
+    let out = fwd(device, x, split, kind)?;
     let saved = out.detach();
-    record("softmax", out, &[x], move |g| {
-        // dx = y · (g − Σ g·y)
-        let (gv, yv) = (g.to_vec(), saved.to_vec());
-        let mut dx = vec![0f32; gv.len()];
-        for o in 0..outer {
-            for j in 0..inner {
-                let at = |i: usize| (o * len + i) * inner + j;
-                // In f64: dx = y·(g − s) cancels where g ≈ s (the CUDA kernel sums in double).
-                let s = (0..len)
-                    .map(|i| gv[at(i)] as f64 * yv[at(i)] as f64)
-                    .sum::<f64>() as f32;
-                for i in 0..len {
-                    dx[at(i)] = yv[at(i)] * (gv[at(i)] - s);
-                }
-            }
-        }
-        Ok(vec![Some(Tensor::from_vec(dx, saved.shape().clone())?)])
+    record(kind.name(), out, &[x], move |g| {
+        Ok(vec![Some(bwd(device, g, &saved, split, kind)?)])
     })
 }
 
-/// The CUDA arm of `softmax` (`log: false`) and `log_softmax` (`log: true`): one kernel each
-/// way (`kernels/softmax.cu`), the backward from the saved output as on the CPU.
-fn softmax_cuda(
-    op: &'static str,
-    x: &Tensor,
-    (outer, len, inner): (usize, usize, usize),
-    log: bool,
-) -> Result<Tensor> {
+/// The forward on `device` (x's).
+fn fwd(device: Device, x: &Tensor, split: AxisSplit, kind: Kind) -> Result<Tensor> {
+    match device {
+        Device::Cpu => cpu_fwd(x, split, kind),
+        Device::Cuda => cuda_fwd(x, split, kind),
+    }
+}
+
+/// The input gradient from the output gradient `g` and the saved output `y`.
+fn bwd(device: Device, g: &Tensor, y: &Tensor, split: AxisSplit, kind: Kind) -> Result<Tensor> {
+    match device {
+        Device::Cpu => cpu_bwd(g, y, split, kind),
+        Device::Cuda => cuda_bwd(g, y, split, kind),
+    }
+}
+
+fn cpu_fwd(x: &Tensor, split: AxisSplit, kind: Kind) -> Result<Tensor> {
+    let y = x.with_values(|v| match kind {
+        Kind::Softmax => cpu_softmax::softmax(v, split),
+        Kind::LogSoftmax => cpu_softmax::log_softmax(v, split),
+    })?;
+    Tensor::from_vec(y, x.shape().clone())
+}
+
+fn cpu_bwd(g: &Tensor, y: &Tensor, split: AxisSplit, kind: Kind) -> Result<Tensor> {
+    let (gv, yv) = (g.to_vec(), y.to_vec());
+    let dx = match kind {
+        Kind::Softmax => cpu_softmax::softmax_bwd(&gv, &yv, split),
+        Kind::LogSoftmax => cpu_softmax::log_softmax_bwd(&gv, &yv, split),
+    };
+    Tensor::from_vec(dx, y.shape().clone())
+}
+
+fn cuda_fwd(x: &Tensor, (outer, len, inner): AxisSplit, kind: Kind) -> Result<Tensor> {
+    let log = kind == Kind::LogSoftmax;
     let y = x.with_cuda(|dev, xs| cuda_softmax::fwd(dev, xs, outer, len, inner, log))?;
-    let out = Tensor::from_cuda(y, x.shape().clone())?;
-    let saved = out.detach();
-    record(op, out, &[x], move |g| {
-        let dx = g.with_cuda(|dev, gs| {
-            saved.with_cuda(|_, ys| cuda_softmax::bwd(dev, gs, ys, outer, len, inner, log))
-        })?;
-        Ok(vec![Some(Tensor::from_cuda(dx, saved.shape().clone())?)])
-    })
+    Tensor::from_cuda(y, x.shape().clone())
+}
+
+fn cuda_bwd(g: &Tensor, y: &Tensor, (outer, len, inner): AxisSplit, kind: Kind) -> Result<Tensor> {
+    let log = kind == Kind::LogSoftmax;
+    let dx = g.with_cuda(|dev, gs| {
+        y.with_cuda(|_, ys| cuda_softmax::bwd(dev, gs, ys, outer, len, inner, log))
+    })?;
+    Tensor::from_cuda(dx, y.shape().clone())
 }

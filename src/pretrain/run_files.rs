@@ -26,6 +26,9 @@ pub const HEALTH_COLUMNS: &[&str] = &[
     "health_collapsed",
 ];
 
+/// A column only some methods fill: its name and how to read it from an epoch.
+type OptionalColumn = (&'static str, fn(&EpochStats) -> Option<f64>);
+
 fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| v.to_string())
 }
@@ -48,7 +51,7 @@ fn health_fields(e: &EpochStats) -> Vec<String> {
 /// `epochs.csv`'s text: `epoch` (1-based), `loss`, `seconds`, `images_seen`, then `accuracy`,
 /// `pos_cos`, `neg_cos` when some epoch has them, then [`HEALTH_COLUMNS`].
 pub fn epochs_csv(epochs: &[EpochStats]) -> Result<String> {
-    let optional: [(&str, fn(&EpochStats) -> Option<f64>); 3] = [
+    let optional: [OptionalColumn; 3] = [
         ("accuracy", |e| e.accuracy),
         ("pos_cos", |e| e.mean_pos_cos),
         ("neg_cos", |e| e.mean_neg_cos),

@@ -101,6 +101,8 @@ fn grid_points(axes: &Axes) -> Vec<Vec<usize>> {
     points
 }
 
+/// `ablate(grid, seeds, f)`: run (or restore) every point and seed, then write the tables and
+/// return one map per run (the point's values, the seed and the metrics).
 pub fn ablate(
     nc: &NativeCallContext,
     ctx: &Arc<RunContext>,
@@ -110,11 +112,7 @@ pub fn ablate(
 ) -> ScriptResult<Array> {
     let (axes, seeds) = parse_grid(&grid, &seeds)?;
     let points = grid_points(&axes);
-    let (cell_key, index) = {
-        let mut cell = ctx.cell();
-        cell.ablations += 1;
-        (cell.key.clone(), cell.ablations)
-    };
+    let (cell_key, index) = count_ablation(ctx);
     let total = points.len() * seeds.len();
     let plan = points::Plan {
         axes: &axes,
@@ -131,25 +129,41 @@ pub fn ablate(
         )));
     }
     if tally.missing > 0 {
-        let shard = ctx.shard.map(|s| s.to_string()).unwrap_or_default();
-        let summary = format!(
-            "shard {shard}: computed {} point(s) of the ablation, {} restored from the cache, {} of {total} still missing (other shards' points or points running elsewhere); \
-             the tables are written by a run without --shard once every point is cached",
-            tally.computed, tally.restored, tally.missing
-        );
-        ctx.emit(OutputItem::Text(summary.clone()));
-        ctx.cell().shard_stop = Some(summary);
-        // Not catchable by a script's try/catch: the cell must not end as if complete.
-        return Err(Box::new(EvalAltResult::ErrorTerminated(
-            Dynamic::from("shard done"),
-            Position::NONE,
-        )));
+        return Err(stop_shard(ctx, &tally, total));
     }
     let rows = tally.rows;
     write_tables(ctx, &axes, &points, &rows, index)?;
+    Ok(rows_as_maps(&axes, &points, rows))
+}
 
-    Ok(rows
-        .into_iter()
+/// This is the cell's next ablation: `(the cell's key, its number in the cell, from 1)`.
+fn count_ablation(ctx: &RunContext) -> (String, usize) {
+    let mut cell = ctx.cell();
+    cell.ablations += 1;
+    (cell.key.clone(), cell.ablations)
+}
+
+/// A shard that computed its points while others are missing: say so, and stop the cell (the
+/// tables wait for a run with every point).
+fn stop_shard(ctx: &RunContext, tally: &points::Tally, total: usize) -> Box<EvalAltResult> {
+    let shard = ctx.shard.map(|s| s.to_string()).unwrap_or_default();
+    let summary = format!(
+        "shard {shard}: computed {} point(s) of the ablation, {} restored from the cache, {} of {total} still missing (other shards' points or points running elsewhere); \
+         the tables are written by a run without --shard once every point is cached",
+        tally.computed, tally.restored, tally.missing
+    );
+    ctx.emit(OutputItem::Text(summary.clone()));
+    ctx.cell().shard_stop = Some(summary);
+    // Not catchable by a script's try/catch: the cell must not end as if complete.
+    Box::new(EvalAltResult::ErrorTerminated(
+        Dynamic::from("shard done"),
+        Position::NONE,
+    ))
+}
+
+/// One map per run: the point's grid values, `seed` and the metrics.
+fn rows_as_maps(axes: &Axes, points: &[Vec<usize>], rows: Vec<Row>) -> Array {
+    rows.into_iter()
         .map(|(pi, seed, m)| {
             let mut row = Map::new();
             for ((k, vals), &i) in axes.iter().zip(&points[pi]) {
@@ -161,7 +175,7 @@ pub fn ablate(
             }
             Dynamic::from_map(row)
         })
-        .collect())
+        .collect()
 }
 
 /// The metric `k` of a row, NaN when the row lacks it.

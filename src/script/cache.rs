@@ -36,10 +36,11 @@ use std::sync::{Arc, OnceLock, RwLock};
 use rhai::{Dynamic, Scope};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::{temp_path_for, unique_suffix, write_atomic};
 use crate::digest::hash_bytes;
 pub use crate::digest::hash_parts;
 use crate::script::api::notebook::OutputItem;
-use crate::script::shared_fs::{publish_dir, temp_sibling, unique_suffix, write_shared};
+use crate::script::shared_fs::publish_dir;
 use crate::{Error, Result};
 
 /// The key of a cell (see the module documentation).
@@ -425,7 +426,7 @@ impl CellCache {
         // The entry is built in a temporary folder and published whole (replacing an older
         // entry), so a process reading it at the same time never sees a mix.
         let dir = self.entry(key);
-        let tmp = temp_sibling(&dir);
+        let tmp = temp_path_for(&dir);
         let built = (|| -> Result<()> {
             std::fs::create_dir_all(tmp.join("files")).map_err(|e| Error::io(&tmp, e))?;
             for rel in &record.files {
@@ -436,11 +437,11 @@ impl CellCache {
                 }
                 std::fs::copy(&src, &dest).map_err(|e| Error::io(&src, e))?;
             }
-            write_shared(
+            write_atomic(
                 &tmp.join("scope.json"),
                 to_json(&ScopeFile { vars })?.as_bytes(),
             )?;
-            write_shared(&tmp.join("cell.json"), to_json(record)?.as_bytes())
+            write_atomic(&tmp.join("cell.json"), to_json(record)?.as_bytes())
         })();
         if let Err(e) = built {
             let _ = std::fs::remove_dir_all(&tmp);

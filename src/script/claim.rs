@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::script::shared_fs::{hostname, temp_sibling, unique_suffix};
+use crate::atomic_file::{hostname, temp_path_for, unique_suffix};
 use crate::{Error, Result};
 
 /// Timing of claims.
@@ -275,7 +275,7 @@ fn inspect(path: &Path) -> Result<Option<(Vec<u8>, Holder)>> {
 /// Remove the stale claim whose content is `stale`. `Some(holder)`: the file had meanwhile
 /// become another process's fresh claim, which is put back.
 fn remove_stale(path: &Path, stale: &[u8]) -> Result<Option<Holder>> {
-    let aside = temp_sibling(path);
+    let aside = temp_path_for(path);
     match std::fs::rename(path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -3,6 +3,7 @@
 mod conv_cases;
 mod conv_mma_cases;
 mod decode_nms_cases;
+mod dense_cases;
 mod detect_cases;
 mod elementwise_cases;
 mod gemm_cases;
@@ -12,10 +13,12 @@ mod model_cases;
 mod nn_cases;
 mod optim_cases;
 mod pretrain_cases;
+mod ssl_cases;
 
 use conv_cases::*;
 use conv_mma_cases::*;
 use decode_nms_cases::*;
+use dense_cases::*;
 use detect_cases::*;
 use elementwise_cases::*;
 use gemm_cases::*;
@@ -27,6 +30,7 @@ use optim_cases::*;
 use pretrain_cases::*;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use ssl_cases::*;
 
 use super::{timed, timed_cpu, Case, Inputs, Measure, Outputs};
 use crate::backend::conv_geometry::Conv2dGeometry;
@@ -193,6 +197,15 @@ pub fn cases() -> Vec<Case> {
         crate::pretrain::PatchLossKind::InfoNce,
     ));
     v.push(dense_step_case());
+    v.push(ssl_step_case(
+        "SimSiam step, two views, stop-gradient (norm)",
+        false,
+    ));
+    v.push(ssl_step_case(
+        "temporal contrast step, masked InfoNCE (norm)",
+        true,
+    ));
+    v.push(masked_step_case());
     // Last, the tensor-core convs (the most intricate indexing): a fault there that ends the
     // CUDA context (an illegal address) then leaves every row above with its result.
     v.extend(conv_mma_cases());

@@ -420,49 +420,22 @@ pub fn train_detector(
     let files = RunFiles::new(&opts.out_dir);
     let resume_from = resume_source(&files, opts.resume.as_ref())?;
     std::fs::create_dir_all(&files.dir).map_err(|e| Error::io(&files.dir, e))?;
-    let loader = Loader::new(
-        train,
-        loader_config(config, false, opts.workers, opts.cache),
-    )?;
-    let iters_per_epoch = loader.batches_per_epoch() as u64;
-    if iters_per_epoch == 0 {
-        return Err(Error::InvalidArgument(
-            "train_detector: the training set has no images".into(),
-        ));
-    }
-    let mut trainer = DetectorTrainer::new(model, config.clone(), iters_per_epoch)?;
+    let mut loaders = EpochLoaders::new(train, config, opts)?;
+    let mut trainer = DetectorTrainer::new(model, config.clone(), loaders.iters_per_epoch)?;
     let (mut csv, mut simota_csv) =
         open_run_csvs(&mut trainer, &files, resume_from.as_deref(), config, opts)?;
     trainer.to_device(opts.device)?;
     let no_aug_start = config.no_aug_start_epoch();
-    let mut no_aug_loader: Option<Loader> = None;
     let mut history = Vec::new();
     let mut final_metrics = None;
 
     while trainer.epoch < config.max_epoch {
-        let epoch = trainer.epoch;
-        let no_aug = epoch >= no_aug_start;
-        if no_aug && no_aug_loader.is_none() {
-            // trainer.py before_epoch: close mosaic, start the L1 loss.
-            no_aug_loader = Some(Loader::new(
-                train,
-                loader_config(config, true, opts.workers, opts.cache),
-            )?);
-        }
-        trainer.loss.use_l1 = no_aug;
-        // Transfer experiments may keep the pretrained backbone fixed for the first epochs.
-        trainer
-            .model
-            .freeze_backbone(epoch < config.freeze_backbone_epochs);
-        let active = no_aug_loader.as_ref().unwrap_or(&loader);
-        let sums = run_epoch(&mut trainer, active, opts, &files)?;
+        let no_aug = trainer.epoch >= no_aug_start;
+        let loader = loaders.for_epoch(no_aug)?;
+        begin_epoch(&mut trainer, config, no_aug);
+        let sums = run_epoch(&mut trainer, loader, opts, &files)?;
         trainer.epoch += 1;
-        let interval = if no_aug {
-            1
-        } else {
-            config.eval_interval.max(1)
-        };
-        let evaluates = trainer.epoch % interval == 0 || trainer.epoch == config.max_epoch;
+        let evaluates = evaluates_after(trainer.epoch, no_aug, config);
         let metrics = match val {
             Some(v) if evaluates => Some(evaluate_epoch(&trainer, v, config)?),
             _ => None,
@@ -474,15 +447,13 @@ pub fn train_detector(
             final_metrics = Some(m.clone());
         }
         if opts.verbose {
-            println!(
-                "{}",
-                epoch_line(
-                    &row,
-                    config.max_epoch,
-                    metrics.as_ref(),
-                    sums.skipped_images
-                )
+            let line = epoch_line(
+                &row,
+                config.max_epoch,
+                metrics.as_ref(),
+                sums.skipped_images,
             );
+            println!("{line}");
         }
         save_epoch_files(&mut trainer, &files, evaluates, metrics.as_ref())?;
         history.push(record);
@@ -490,10 +461,90 @@ pub fn train_detector(
             break;
         }
     }
+    finish_run(trainer, &files, history, final_metrics, opts.verbose)
+}
+
+/// The training set's loaders: with the recipe's augmentation, and from the first no-aug epoch
+/// on the one without mosaic (made then).
+struct EpochLoaders<'a> {
+    train: &'a CocoDataset,
+    config: &'a TrainConfig,
+    opts: &'a TrainRunOptions,
+    augmented: Loader,
+    no_aug: Option<Loader>,
+    iters_per_epoch: u64,
+}
+
+impl<'a> EpochLoaders<'a> {
+    fn new(
+        train: &'a CocoDataset,
+        config: &'a TrainConfig,
+        opts: &'a TrainRunOptions,
+    ) -> Result<EpochLoaders<'a>> {
+        let augmented = Loader::new(
+            train,
+            loader_config(config, false, opts.workers, opts.cache),
+        )?;
+        let iters_per_epoch = augmented.batches_per_epoch() as u64;
+        if iters_per_epoch == 0 {
+            return Err(Error::InvalidArgument(
+                "train_detector: the training set has no images".into(),
+            ));
+        }
+        Ok(EpochLoaders {
+            train,
+            config,
+            opts,
+            augmented,
+            no_aug: None,
+            iters_per_epoch,
+        })
+    }
+
+    /// The loader of an epoch (`no_aug`: of the no-aug phase).
+    fn for_epoch(&mut self, no_aug: bool) -> Result<&Loader> {
+        if no_aug && self.no_aug.is_none() {
+            // trainer.py before_epoch: close mosaic (the L1 loss starts in `begin_epoch`).
+            let cfg = loader_config(self.config, true, self.opts.workers, self.opts.cache);
+            self.no_aug = Some(Loader::new(self.train, cfg)?);
+        }
+        Ok(self.no_aug.as_ref().unwrap_or(&self.augmented))
+    }
+}
+
+/// The epoch's switches: the L1 loss in the no-aug phase, and a frozen backbone for the
+/// recipe's first epochs (transfer experiments may keep the pretrained backbone fixed).
+fn begin_epoch(trainer: &mut DetectorTrainer, config: &TrainConfig, no_aug: bool) {
+    trainer.loss.use_l1 = no_aug;
+    let epoch = trainer.epoch;
+    trainer
+        .model
+        .freeze_backbone(epoch < config.freeze_backbone_epochs);
+}
+
+/// Whether the epoch that just ended (`epochs_done` of them) is evaluated: every
+/// `eval_interval` epochs, every epoch of the no-aug phase, and the last.
+fn evaluates_after(epochs_done: usize, no_aug: bool, config: &TrainConfig) -> bool {
+    let interval = if no_aug {
+        1
+    } else {
+        config.eval_interval.max(1)
+    };
+    epochs_done.is_multiple_of(interval) || epochs_done == config.max_epoch
+}
+
+/// After the last epoch: adopt the evaluated weights, plot the run, and report it.
+fn finish_run(
+    trainer: DetectorTrainer,
+    files: &RunFiles,
+    history: Vec<EpochRecord>,
+    final_metrics: Option<Metrics>,
+    verbose: bool,
+) -> Result<TrainReport> {
     trainer.adopt_eval_weights()?;
     let simota = read_simota_csv(&files.simota_csv())?;
-    plot_run(&files, final_metrics.as_ref(), &simota);
-    if let (true, Some(last)) = (opts.verbose, history.last()) {
+    plot_run(files, final_metrics.as_ref(), &simota);
+    if let (true, Some(last)) = (verbose, history.last()) {
         println!("{}", simota_table_text(last.epoch, &last.assignment));
     }
     Ok(TrainReport {

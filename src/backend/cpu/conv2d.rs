@@ -1,6 +1,6 @@
 //! conv2d on the CPU: `x [N,C,H,W], w [K,C/g,kh,kw] -> y [N,K,Ho,Wo]`, f32, symmetric stride and
-//! zero padding, groups (depthwise when groups = C = K). No bias: `ops::conv2d` adds it
-//! ([`bias_add`] is here for it).
+//! zero padding, groups (depthwise when groups = C = K). No bias in the kernels: `ops::conv2d`
+//! adds it with [`bias_add`] and takes its gradient with [`bias_grad`].
 //!
 //! Three paths, chosen by [`conv_path`] from the shapes alone:
 //! - [`ConvPath::Depthwise`] (groups = C = K): direct loops, `depthwise.rs`;
@@ -179,6 +179,16 @@ pub fn bias_add(y: &mut [f32], bias: &[f32], plane: usize) {
         let b = bias[i % channels];
         row.iter_mut().for_each(|v| *v += b);
     });
+}
+
+/// The bias gradient `db[c] = Σ dy[n, c, ..]` over an NCHW gradient with `plane = Ho·Wo`: per
+/// plane in f64, planes added in image order.
+pub fn bias_grad(dy: &[f32], channels: usize, plane: usize) -> Vec<f32> {
+    let mut db = vec![0f64; channels];
+    for (i, chunk) in dy.chunks(plane.max(1)).enumerate() {
+        db[i % channels] += chunk.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    db.into_iter().map(|v| v as f32).collect()
 }
 
 /// Plain loops: the definition the fast paths are tested against.

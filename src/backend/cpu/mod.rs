@@ -1,9 +1,21 @@
 //! CPU kernels: `gemm` crate for matrix products, rayon across batch items, plain loops elsewhere.
 //! One file per op family; each exports `fwd` / `bwd_*` functions on slices.
 
+pub mod batch_norm;
 pub mod conv2d;
+pub mod crop;
+pub mod elementwise;
 pub mod gemm;
+pub mod index;
+pub mod loss;
+pub mod math;
+pub mod matmul;
+pub mod pool;
+pub mod reduce;
+pub mod shape;
 pub mod simd;
+pub mod similarity;
+pub mod softmax;
 pub mod uninit;
 
 /// Keep freed tensor buffers in the heap instead of returning them to the kernel: glibc maps

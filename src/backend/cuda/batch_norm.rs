@@ -1,10 +1,11 @@
 //! Launchers of `kernels/batch_norm.cu`: BatchNorm2d (training and eval) and the fused
-//! BN + SiLU pair. CPU twin: `src/ops/batch_norm.rs` (+ `ops::silu`).
+//! BN + SiLU pair. CPU twin: `src/backend/cpu/batch_norm.rs`.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::bf16::{widened_unless, CudaBuffer, CudaValues};
-use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice, BLOCK};
+use super::context::{grid_1d, grid_per_item, CudaDevice, BLOCK};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -133,23 +134,25 @@ fn launch_fwd(
     let mut wide = None;
     let x = widened_unless(dev, x, out_bf16, &mut wide)?;
     let sym = &fwd_sym(silu, x.suffix(), out_bf16);
-    let f = dev.function(KernelFile::BatchNorm, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    x.push_arg(&mut b);
-    b.arg(mean).arg(s_stat).arg(gamma).arg(beta);
     // Every element is written (both walks cover [N, C, plane]): no zeroing pass.
     let mut y = if out_bf16 {
         CudaBuffer::Bf16(dev.alloc_u16(s.len())?)
     } else {
         CudaBuffer::F32(dev.alloc(s.len())?)
     };
-    match &mut y {
-        CudaBuffer::F32(v) => b.arg(v),
-        CudaBuffer::Bf16(v) => b.arg(v),
-    };
-    b.arg(&n).arg(&c).arg(&plane).arg(&eps).arg(&s_is_var);
-    // SAFETY: x, y hold N·C·plane; per-channel buffers C (checked by the callers).
-    unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::BatchNorm, sym)
+        .reads("x [N, C, plane]", x, s.len())
+        .reads("mean [C]", mean, s.c)
+        .reads("invstd or running var [C]", s_stat, s.c)
+        .reads("gamma [C]", gamma, s.c)
+        .reads("beta [C]", beta, s.c)
+        .writes("y [N, C, plane]", &mut y, s.len())
+        .value(&n)
+        .value(&c)
+        .value(&plane)
+        .value(&eps)
+        .value(&s_is_var)
+        .launch(s.elementwise_grid())?;
     Ok(y)
 }
 
@@ -196,38 +199,37 @@ pub fn fwd_train(
     let (m, chunk) = (to_i64(op, count)?, to_i64(op, REDUCE_CHUNK)?);
     let mut partial = dev.alloc(2 * s.c * s.chunks())?;
     let sym = &x_sym("batch_norm_stats_partial", false, x.suffix());
-    let f = dev.function(KernelFile::BatchNorm, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    x.push_arg(&mut b);
-    b.arg(&mut partial).arg(&n).arg(&c).arg(&plane).arg(&chunk);
-    // SAFETY: x holds N·C·plane (checked); partial 2 floats per (channel, chunk) block, each
-    // block writing its own two.
-    unsafe { b.launch(s.reduce_grid()) }.map_err(|e| cuda_err(sym, e))?;
-    let f = dev.function(KernelFile::BatchNorm, "batch_norm_stats_finalize_f32")?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&partial)
-        .arg(&mut mean)
-        .arg(&mut invstd)
-        .arg(&mut var)
-        .arg(&c)
-        .arg(&m)
-        .arg(&chunk)
-        .arg(&eps);
-    // SAFETY: partial as written above, the stats C elements.
-    unsafe { b.launch(grid_1d(s.c)) }.map_err(|e| cuda_err("batch_norm_stats_finalize_f32", e))?;
+    let partial_len = 2 * s.c * s.chunks();
+    // Each (channel, chunk) block writes its own two partials.
+    Kernel::new(dev, KernelFile::BatchNorm, sym)
+        .reads("x [N, C, plane]", x, s.len())
+        .writes("partial [C, chunks, 2]", &mut partial, partial_len)
+        .value(&n)
+        .value(&c)
+        .value(&plane)
+        .value(&chunk)
+        .launch(s.reduce_grid())?;
+    Kernel::new(dev, KernelFile::BatchNorm, "batch_norm_stats_finalize_f32")
+        .reads("partial [C, chunks, 2]", &partial, partial_len)
+        .writes("mean [C]", &mut mean, s.c)
+        .writes("invstd [C]", &mut invstd, s.c)
+        .writes("var [C]", &mut var, s.c)
+        .value(&c)
+        .value(&m)
+        .value(&chunk)
+        .value(&eps)
+        .launch(grid_1d(s.c))?;
 
     let unbias = count as f32 / (count - 1) as f32;
-    let f = dev.function(KernelFile::BatchNorm, "batch_norm_update_running_f32")?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(running_mean)
-        .arg(running_var)
-        .arg(&mean)
-        .arg(&var)
-        .arg(&c)
-        .arg(&momentum)
-        .arg(&unbias);
-    // SAFETY: four buffers of C elements.
-    unsafe { b.launch(grid_1d(s.c)) }.map_err(|e| cuda_err("batch_norm_update_running_f32", e))?;
+    Kernel::new(dev, KernelFile::BatchNorm, "batch_norm_update_running_f32")
+        .writes("running_mean [C]", running_mean, s.c)
+        .writes("running_var [C]", running_var, s.c)
+        .reads("mean [C]", &mean, s.c)
+        .reads("var [C]", &var, s.c)
+        .value(&c)
+        .value(&momentum)
+        .value(&unbias)
+        .launch(grid_1d(s.c))?;
 
     let y = launch_fwd(
         dev,
@@ -315,43 +317,48 @@ pub fn bwd_train(
     let (m, chunk) = (to_i64(op, s.per_channel())?, to_i64(op, REDUCE_CHUNK)?);
     let mut partial = dev.alloc(2 * s.c * s.chunks())?;
     let sym = &x_sym("batch_norm_bwd_partial", silu, x.suffix());
-    let f = dev.function(KernelFile::BatchNorm, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy);
-    x.push_arg(&mut b);
-    b.arg(&saved.mean).arg(&saved.invstd).arg(gamma).arg(beta);
-    b.arg(&mut partial).arg(&n).arg(&c).arg(&plane).arg(&chunk);
-    // SAFETY: lengths checked above; partial 2 floats per (channel, chunk) block.
-    unsafe { b.launch(s.reduce_grid()) }.map_err(|e| cuda_err(sym, e))?;
-    let sym = "batch_norm_sums_finalize_f32";
-    let f = dev.function(KernelFile::BatchNorm, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&partial)
-        .arg(&mut sum_dz)
-        .arg(&mut sum_dz_xhat)
-        .arg(&c)
-        .arg(&m)
-        .arg(&chunk);
-    // SAFETY: partial as written above, the sums C elements.
-    unsafe { b.launch(grid_1d(s.c)) }.map_err(|e| cuda_err(sym, e))?;
+    let partial_len = 2 * s.c * s.chunks();
+    // Each (channel, chunk) block writes its own two partials.
+    Kernel::new(dev, KernelFile::BatchNorm, sym)
+        .reads("dy [N, C, plane]", dy, s.len())
+        .reads("x [N, C, plane]", x, s.len())
+        .reads("mean [C]", &saved.mean, s.c)
+        .reads("invstd [C]", &saved.invstd, s.c)
+        .reads("gamma [C]", gamma, s.c)
+        .reads("beta [C]", beta, s.c)
+        .writes("partial [C, chunks, 2]", &mut partial, partial_len)
+        .value(&n)
+        .value(&c)
+        .value(&plane)
+        .value(&chunk)
+        .launch(s.reduce_grid())?;
+    Kernel::new(dev, KernelFile::BatchNorm, "batch_norm_sums_finalize_f32")
+        .reads("partial [C, chunks, 2]", &partial, partial_len)
+        .writes("sum_dz [C]", &mut sum_dz, s.c)
+        .writes("sum_dz_xhat [C]", &mut sum_dz_xhat, s.c)
+        .value(&c)
+        .value(&m)
+        .value(&chunk)
+        .launch(grid_1d(s.c))?;
 
     let mut dx = dev.alloc(s.len())?;
     let training = 1i32;
     let sym = &x_sym("batch_norm_bwd", silu, x.suffix());
-    let f = dev.function(KernelFile::BatchNorm, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy);
-    x.push_arg(&mut b);
-    b.arg(&saved.mean).arg(&saved.invstd).arg(gamma).arg(beta);
-    b.arg(&sum_dz)
-        .arg(&sum_dz_xhat)
-        .arg(&mut dx)
-        .arg(&n)
-        .arg(&c)
-        .arg(&plane)
-        .arg(&training);
-    // SAFETY: lengths checked above.
-    unsafe { b.launch(s.elementwise_grid()) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::BatchNorm, sym)
+        .reads("dy [N, C, plane]", dy, s.len())
+        .reads("x [N, C, plane]", x, s.len())
+        .reads("mean [C]", &saved.mean, s.c)
+        .reads("invstd [C]", &saved.invstd, s.c)
+        .reads("gamma [C]", gamma, s.c)
+        .reads("beta [C]", beta, s.c)
+        .reads("sum_dz [C]", &sum_dz, s.c)
+        .reads("sum_dz_xhat [C]", &sum_dz_xhat, s.c)
+        .writes("dx [N, C, plane]", &mut dx, s.len())
+        .value(&n)
+        .value(&c)
+        .value(&plane)
+        .value(&training)
+        .launch(s.elementwise_grid())?;
     // dgamma = Σ dz·xhat, dbeta = Σ dz.
     Ok((dx, sum_dz_xhat, sum_dz))
 }

@@ -14,9 +14,10 @@
 //!   it an f32 copy: correct everywhere, fast where it matters.
 //! - Gradients, parameters, optimizer state and BN statistics stay f32 (the master copies).
 
-use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchArgs, PushKernelArg};
 
-use super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
+use super::context::{grid_1d, CudaDevice, MatrixPrecision};
+use super::launch::{Arg, DeviceBuffer, Kernel, WritableBuffer};
 use super::{to_i64, KernelFile};
 use crate::Result;
 
@@ -35,16 +36,6 @@ impl<'a> CudaValues<'a> {
             CudaValues::Bf16(_) => "bf16",
         }
     }
-    /// Push the buffer as the next kernel argument.
-    pub fn push_arg<'b>(&self, b: &mut cudarc::driver::LaunchArgs<'b>)
-    where
-        'a: 'b,
-    {
-        match *self {
-            CudaValues::F32(s) => b.arg(s),
-            CudaValues::Bf16(s) => b.arg(s),
-        };
-    }
     pub fn len(&self) -> usize {
         match self {
             CudaValues::F32(s) => s.len(),
@@ -53,6 +44,23 @@ impl<'a> CudaValues<'a> {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl<'a> Arg<'a> for CudaValues<'a> {
+    fn push_to<'x>(self: Box<Self>, args: &mut LaunchArgs<'x>)
+    where
+        'a: 'x,
+    {
+        match *self {
+            CudaValues::F32(s) => args.arg(s),
+            CudaValues::Bf16(s) => args.arg(s),
+        };
+    }
+}
+impl<'a> DeviceBuffer<'a> for CudaValues<'a> {
+    fn elements(&self) -> usize {
+        self.len()
     }
 }
 
@@ -98,6 +106,27 @@ impl CudaBuffer {
         }
     }
 }
+
+impl<'a> Arg<'a> for &'a mut CudaBuffer {
+    fn push_to<'x>(self: Box<Self>, args: &mut LaunchArgs<'x>)
+    where
+        'a: 'x,
+    {
+        match *self {
+            CudaBuffer::F32(s) => args.arg(s),
+            CudaBuffer::Bf16(s) => args.arg(s),
+        };
+    }
+}
+impl<'a> DeviceBuffer<'a> for &'a mut CudaBuffer {
+    fn elements(&self) -> usize {
+        match &**self {
+            CudaBuffer::F32(s) => s.len(),
+            CudaBuffer::Bf16(s) => s.len(),
+        }
+    }
+}
+impl<'a> WritableBuffer<'a> for &'a mut CudaBuffer {}
 
 /// `x` as it is when it is f32 or `keep` holds, else its bf16 bits widened into `wide` (an op
 /// whose kernel for this case reads f32).
@@ -151,12 +180,12 @@ where
     if len == 0 {
         return Ok(y);
     }
-    let f = dev.function(KernelFile::Elementwise, sym)?;
     let (x_ptr, _read) = x.device_ptr(dev.stream());
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(&x_ptr).arg(&mut y).arg(&n);
-    // SAFETY: the caller's buffer holds at least `len` values; y holds len.
-    unsafe { lb.launch(grid_1d(len)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Elementwise, sym)
+        .reads_address("x", &x_ptr, x.len(), len)
+        .writes("y", &mut y, len)
+        .value(&n)
+        .launch(grid_1d(len))?;
     Ok(y)
 }
 
@@ -171,11 +200,12 @@ pub fn add(dev: &CudaDevice, a: &CudaSlice<u16>, b: &CudaSlice<u16>) -> Result<C
         return Ok(y);
     }
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Elementwise, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(a).arg(b).arg(&mut y).arg(&n64);
-    // SAFETY: a, b, y hold n elements.
-    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Elementwise, sym)
+        .reads("a", a, n)
+        .reads("b", b, n)
+        .writes("y", &mut y, n)
+        .value(&n64)
+        .launch(grid_1d(n))?;
     Ok(y)
 }
 

@@ -10,18 +10,19 @@
 //! the implicit-GEMM tensor-core kernels in `conv2d/implicit_gemm/`, and which of the two runs
 //! a conv (the device's setting; by default `auto`'s measured choice) in `conv2d/algorithm.rs`.
 
-use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr};
 
 use super::bf16::{stores_bf16, to_bf16, widened_unless, CudaBuffer, CudaValues};
-use super::context::{
-    cuda_err, grid_1d, grid_per_item, ConvAlgorithm, CudaDevice, MatrixPrecision,
-};
+use super::context::{grid_1d, grid_per_item, ConvAlgorithm, CudaDevice, MatrixPrecision};
 use super::gemm::{gemm_rm_batched_bf16_b, sgemm_rm_batched, used_len, Strided};
+use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{check_len, KernelFile};
 use crate::backend::conv_geometry::Conv2dGeometry;
 use crate::{Error, Result};
 
 pub mod algorithm;
+pub mod direct;
 pub mod implicit_gemm;
 mod weight_grad;
 use algorithm::{algorithm_for, ConvPass};
@@ -30,7 +31,7 @@ pub use weight_grad::bwd_weight;
 /// Mirrors `struct ConvGeom` of conv2d.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct ConvGeom {
+pub(crate) struct ConvGeom {
     n: i64,
     c: i64,
     h: i64,
@@ -44,8 +45,10 @@ struct ConvGeom {
     ho: i64,
     wo: i64,
 }
-// SAFETY: twelve i64, `repr(C)`, the layout of the CUDA struct.
-unsafe impl DeviceRepr for ConvGeom {}
+cuda_struct!(ConvGeom mirrors "ConvGeom" in KernelFile::Conv2d, size 96, align 8, {
+    n @ 0, c @ 8, h @ 16, w @ 24, k @ 32, kh @ 40, kw @ 48, stride @ 56, pad @ 64, groups @ 72,
+    ho @ 80, wo @ 88,
+});
 
 /// Check a geometry before any arithmetic on it (the CPU twin trusts its caller; here the
 /// launcher is the last line before the GPU, so it refuses what would misindex).
@@ -104,7 +107,6 @@ fn launch_direct(
     g: &Conv2dGeometry,
     per_item: bool,
 ) -> Result<()> {
-    let f = dev.function(KernelFile::Conv2d, sym)?;
     let cg = geom(g);
     let items = out.len();
     let cfg = if per_item {
@@ -112,11 +114,26 @@ fn launch_direct(
     } else {
         grid_1d(items)
     };
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(a).arg(b).arg(out).arg(&cg);
-    // SAFETY: the launcher checked every buffer's length against the geometry.
-    unsafe { lb.launch(cfg) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    let (a_len, b_len, out_len) = direct_lens(sym, g)?;
+    Kernel::new(dev, KernelFile::Conv2d, sym)
+        .reads("first operand", a, a_len)
+        .reads("second operand", b, b_len)
+        .writes("out", out, out_len)
+        .value(&cg)
+        .launch(cfg)
+}
+
+/// The lengths of a direct kernel's `(first operand, second operand, output)` from the
+/// geometry: forward `(x, w, y)`, input gradient `(dy, w, dx)`, weight gradient `(dy, x, dw)`.
+fn direct_lens(sym: &str, g: &Conv2dGeometry) -> Result<(usize, usize, usize)> {
+    match sym {
+        "conv2d_fwd_f32" | "conv2d_dw_fwd_f32" => Ok((g.x_len(), g.w_len(), g.y_len())),
+        "conv2d_bwd_input_f32" | "conv2d_dw_bwd_input_f32" => Ok((g.y_len(), g.w_len(), g.x_len())),
+        "conv2d_bwd_weight_f32" | "conv2d_dw_bwd_weight_f32" => {
+            Ok((g.y_len(), g.x_len(), g.w_len()))
+        }
+        other => Err(Error::op(other, "not a direct conv kernel")),
+    }
 }
 
 /// The input as the conv reads it: bf16 storage stays bf16 in bf16 product mode (the column
@@ -418,22 +435,23 @@ fn im2col<X: DeviceRepr, T: DeviceRepr>(
     g: &Conv2dGeometry,
     (n0, items, grp): (usize, usize, usize),
 ) -> Result<()> {
-    let f = dev.function(KernelFile::Conv2d, sym)?;
     let cg = geom(g);
     let (n64, items64, grp64) = (n0 as i64, items as i64, grp as i64);
     let len = col.len();
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(x)
-        .arg(col)
-        .arg(&cg)
-        .arg(&n64)
-        .arg(&items64)
-        .arg(&grp64);
-    // SAFETY: x holds the geometry's N·C·H·W (checked by the callers); col holds
-    // items·C/g·kh·kw·Ho·Wo elements; n0 + items <= N and grp < groups.
-    unsafe { lb.launch(grid_1d(len)) }
-        .map(|_| ())
-        .map_err(|e| cuda_err(sym, e))
+    // n0 + items <= N and grp < groups.
+    Kernel::new(dev, KernelFile::Conv2d, sym)
+        .reads("x [N, C, H, W]", x, g.x_len())
+        .writes("columns", col, col_len(g, items))
+        .value(&cg)
+        .value(&n64)
+        .value(&items64)
+        .value(&grp64)
+        .launch(grid_1d(len))
+}
+
+/// Elements of the column matrices of `items` items of one group: items·C/g·kh·kw·Ho·Wo.
+fn col_len(g: &Conv2dGeometry, items: usize) -> usize {
+    items * Dims::of(g).ckk * g.out_h() * g.out_w()
 }
 
 fn col2im(
@@ -446,22 +464,18 @@ fn col2im(
     grp: usize,
 ) -> Result<()> {
     let sym = "conv2d_col2im_f32";
-    let f = dev.function(KernelFile::Conv2d, sym)?;
     let cg = geom(g);
     let (n64, items64, grp64) = (n0 as i64, items as i64, grp as i64);
     let len = items * (g.in_channels / g.groups) * g.in_h * g.in_w;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(col)
-        .arg(dx)
-        .arg(&cg)
-        .arg(&n64)
-        .arg(&items64)
-        .arg(&grp64);
-    // SAFETY: writes only the (n, grp) slabs of dx for n in n0..n0+items, reads col within
-    // items·C/g·kh·kw·Ho·Wo.
-    unsafe { lb.launch(grid_1d(len)) }
-        .map(|_| ())
-        .map_err(|e| cuda_err(sym, e))
+    // Writes only the (n, grp) slabs of dx for n in n0..n0+items.
+    Kernel::new(dev, KernelFile::Conv2d, sym)
+        .reads("columns", col, col_len(g, items))
+        .writes("dx [N, C, H, W]", dx, g.x_len())
+        .value(&cg)
+        .value(&n64)
+        .value(&items64)
+        .value(&grp64)
+        .launch(grid_1d(len))
 }
 
 /// Gradient with respect to the input: `dx = conv_transpose(dy, w)`.
@@ -544,52 +558,4 @@ fn bwd_input_by(
         }
     }
     Ok(dx)
-}
-
-/// The direct kernels (one thread per output element; bwd_weight one block per weight): the GPU
-/// reference for the im2col + cuBLAS path, and the path for shapes cuBLAS does not like.
-pub mod direct {
-    use super::*;
-
-    pub fn fwd(
-        dev: &CudaDevice,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        g: &Conv2dGeometry,
-    ) -> Result<CudaSlice<f32>> {
-        check_geometry(g)?;
-        check_len("conv2d_fwd", "x", x, g.x_len())?;
-        check_len("conv2d_fwd", "w", w, g.w_len())?;
-        let mut y = dev.zeros(g.y_len())?;
-        launch_direct(dev, "conv2d_fwd_f32", x, w, &mut y, g, false)?;
-        Ok(y)
-    }
-
-    pub fn bwd_input(
-        dev: &CudaDevice,
-        dy: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        g: &Conv2dGeometry,
-    ) -> Result<CudaSlice<f32>> {
-        check_geometry(g)?;
-        check_len("conv2d_bwd_input", "dy", dy, g.y_len())?;
-        check_len("conv2d_bwd_input", "w", w, g.w_len())?;
-        let mut dx = dev.zeros(g.x_len())?;
-        launch_direct(dev, "conv2d_bwd_input_f32", dy, w, &mut dx, g, false)?;
-        Ok(dx)
-    }
-
-    pub fn bwd_weight(
-        dev: &CudaDevice,
-        dy: &CudaSlice<f32>,
-        x: &CudaSlice<f32>,
-        g: &Conv2dGeometry,
-    ) -> Result<CudaSlice<f32>> {
-        check_geometry(g)?;
-        check_len("conv2d_bwd_weight", "dy", dy, g.y_len())?;
-        check_len("conv2d_bwd_weight", "x", x, g.x_len())?;
-        let mut dw = dev.zeros(g.w_len())?;
-        launch_direct(dev, "conv2d_bwd_weight_f32", dy, x, &mut dw, g, true)?;
-        Ok(dw)
-    }
 }

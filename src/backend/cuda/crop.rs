@@ -1,12 +1,13 @@
 //! Launchers of `kernels/crop.cu`: batched square crops out of `[N, C, H, W]` images and the
-//! scatter-add backward. CPU twin: `src/ops/crop.rs` (`ops::crop_patches`).
+//! scatter-add backward. CPU twin: `src/backend/cpu/crop.rs` (`ops::crop_patches`).
 //!
 //! The boxes are host data (the patch sampler draws them); [`CropBoxes::new`] checks them exactly
 //! as the op does and uploads them once, for the forward and the backward.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{grid_1d, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -116,7 +117,7 @@ pub fn check_corners(
 fn launch(
     dev: &CudaDevice,
     sym: &str,
-    src: &CudaSlice<f32>,
+    (src, src_len): (&CudaSlice<f32>, usize),
     boxes: &CropBoxes,
     out_len: usize,
 ) -> Result<CudaSlice<f32>> {
@@ -126,15 +127,13 @@ fn launch(
     if threads == 0 || out.is_empty() {
         return Ok(out);
     }
-    let f = dev.function(KernelFile::Crop, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(src).arg(&boxes.boxes).arg(&mut out);
-    for v in &a {
-        lb.arg(v);
-    }
-    // SAFETY: the caller checked src against the images or patches length, out is the other;
-    // every box lies inside the images (CropBoxes::new) and the kernels skip any other.
-    unsafe { lb.launch(grid_1d(threads)) }.map_err(|e| cuda_err(sym, e))?;
+    // Every box lies inside the images (CropBoxes::new) and the kernels skip any other.
+    Kernel::new(dev, KernelFile::Crop, sym)
+        .reads("source", src, src_len)
+        .reads("boxes [P, 3]", &boxes.boxes, 3 * boxes.count)
+        .writes("out", &mut out, out_len)
+        .values(&a)
+        .launch(grid_1d(threads))?;
     Ok(out)
 }
 
@@ -146,7 +145,13 @@ pub fn crop_patches_fwd(
 ) -> Result<CudaSlice<f32>> {
     let sym = "crop_patches_fwd_f32";
     check_len(sym, "images [N, C, H, W]", images, boxes.images_len())?;
-    launch(dev, sym, images, boxes, boxes.patches_len())
+    launch(
+        dev,
+        sym,
+        (images, boxes.images_len()),
+        boxes,
+        boxes.patches_len(),
+    )
 }
 
 /// `dpatches [P, C, size, size]` → `dimages [N, C, H, W]`, each patch's gradient added into its
@@ -163,7 +168,13 @@ pub fn crop_patches_bwd(
         dpatches,
         boxes.patches_len(),
     )?;
-    launch(dev, sym, dpatches, boxes, boxes.images_len())
+    launch(
+        dev,
+        sym,
+        (dpatches, boxes.patches_len()),
+        boxes,
+        boxes.images_len(),
+    )
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! suppression masks on the GPU, the greedy pass over them on the host). CPU twins:
 //! `src/detect/decode.rs` (`decode_batch_f32`) and `src/detect/nms.rs` (`nms`, `batched_nms`).
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -46,11 +47,14 @@ pub fn decode_outputs(
     if n == 0 {
         return Ok(out);
     }
-    let f = dev.function(KernelFile::Detect, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(raw).arg(grid).arg(&mut out).arg(&b).arg(&a).arg(&r);
-    // SAFETY: raw and out hold B·A·(5+C), grid A·3.
-    unsafe { lb.launch(grid_1d(rows)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Detect, sym)
+        .reads("raw [B, A, 5 + C]", raw, n)
+        .reads("grid [A, 3]", grid, 3 * anchors)
+        .writes("out [B, A, 5 + C]", &mut out, n)
+        .value(&b)
+        .value(&a)
+        .value(&r)
+        .launch(grid_1d(rows))?;
     Ok(out)
 }
 
@@ -99,17 +103,15 @@ fn nms_mask(
         to_i64(sym, words)?,
         classes.is_some() as i32,
     );
-    let f = dev.function(KernelFile::Detect, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(boxes)
-        .arg(cls)
-        .arg(&mut mask)
-        .arg(&nn)
-        .arg(&ww)
-        .arg(&iou_thr)
-        .arg(&has);
-    // SAFETY: boxes hold 4N values, classes N (read only when given), mask N·words.
-    unsafe { lb.launch(grid_1d(cells)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Detect, sym)
+        .reads("boxes [N, 4] (xyxy)", boxes, 4 * n)
+        .reads("classes [N]", cls, if classes.is_some() { n } else { 0 })
+        .writes("mask [N, words]", &mut mask, cells)
+        .value(&nn)
+        .value(&ww)
+        .value(&iou_thr)
+        .value(&has)
+        .launch(grid_1d(cells))?;
     Ok((dev.download(&mask)?, n, words))
 }
 

@@ -2,9 +2,11 @@
 //! (same shape, or NumPy broadcasting through strides). CPU twins: `src/ops/elementwise.rs`,
 //! `src/ops/binary.rs`.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{grid_1d, CudaDevice};
+use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -72,11 +74,13 @@ pub fn unary_fwd(dev: &CudaDevice, op: Unary, x: &CudaSlice<f32>) -> Result<Cuda
     }
     let (p0, p1) = op.params();
     let n64 = to_i64(&sym, n)?;
-    let f = dev.function(KernelFile::Elementwise, &sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mut y).arg(&n64).arg(&p0).arg(&p1);
-    // SAFETY: x and y hold n elements; the kernel reads/writes indices < n only.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(&sym, e))?;
+    Kernel::new(dev, KernelFile::Elementwise, &sym)
+        .reads("x", x, n)
+        .writes("y", &mut y, n)
+        .value(&n64)
+        .value(&p0)
+        .value(&p1)
+        .launch(grid_1d(n))?;
     Ok(y)
 }
 
@@ -97,16 +101,14 @@ pub fn unary_bwd(
     }
     let (p0, p1) = op.params();
     let n64 = to_i64(&sym, n)?;
-    let f = dev.function(KernelFile::Elementwise, &sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy)
-        .arg(saved)
-        .arg(&mut dx)
-        .arg(&n64)
-        .arg(&p0)
-        .arg(&p1);
-    // SAFETY: all three buffers hold n elements.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(&sym, e))?;
+    Kernel::new(dev, KernelFile::Elementwise, &sym)
+        .reads("dy", dy, n)
+        .reads("saved", saved, n)
+        .writes("dx", &mut dx, n)
+        .value(&n64)
+        .value(&p0)
+        .value(&p1)
+        .launch(grid_1d(n))?;
     Ok(dx)
 }
 
@@ -145,11 +147,12 @@ pub fn binary(
         return Ok(y);
     }
     let n64 = to_i64(&sym, n)?;
-    let f = dev.function(KernelFile::Elementwise, &sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(a).arg(b).arg(&mut y).arg(&n64);
-    // SAFETY: a, b, y hold n elements.
-    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(&sym, e))?;
+    Kernel::new(dev, KernelFile::Elementwise, &sym)
+        .reads("a", a, n)
+        .reads("b", b, n)
+        .writes("y", &mut y, n)
+        .value(&n64)
+        .launch(grid_1d(n))?;
     Ok(y)
 }
 
@@ -159,15 +162,16 @@ pub const MAX_RANK: usize = 6;
 /// Mirrors `struct Bcast` of elementwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-struct Bcast {
+pub(crate) struct Bcast {
     rank: i32,
-    pad: i32,
+    pad_: i32,
     dims: [i64; MAX_RANK],
     sa: [i64; MAX_RANK],
     sb: [i64; MAX_RANK],
 }
-// SAFETY: plain `repr(C)` data with the layout of the CUDA struct (i32, i32, then i64 arrays).
-unsafe impl DeviceRepr for Bcast {}
+cuda_struct!(Bcast mirrors "Bcast" in KernelFile::Elementwise, size 152, align 8, {
+    rank @ 0, pad_ @ 4, dims @ 8, sa @ 56, sb @ 104,
+});
 
 /// NumPy broadcast of two shapes, or an error naming both.
 pub fn broadcast_dims(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
@@ -248,11 +252,14 @@ pub fn binary_bcast(
         g.sb[i] = sb[i];
     }
     let n64 = to_i64(&sym, n)?;
-    let f = dev.function(KernelFile::Elementwise, &sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(a).arg(b).arg(&mut y).arg(&n64).arg(&g);
-    // SAFETY: the strides index a and b within their checked lengths for every output index.
-    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(&sym, e))?;
+    // The strides index a and b within their lengths for every output index.
+    Kernel::new(dev, KernelFile::Elementwise, &sym)
+        .reads("a", a, a_dims.iter().product())
+        .reads("b", b, b_dims.iter().product())
+        .writes("y", &mut y, n)
+        .value(&n64)
+        .value(&g)
+        .launch(grid_1d(n))?;
     Ok((y, out))
 }
 
@@ -272,11 +279,14 @@ pub fn div_bwd(
         return Ok((ga, gb));
     }
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Elementwise, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(g).arg(a).arg(b).arg(&mut ga).arg(&mut gb).arg(&n64);
-    // SAFETY: five buffers of n elements.
-    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Elementwise, sym)
+        .reads("g", g, n)
+        .reads("a", a, n)
+        .reads("b", b, n)
+        .writes("ga", &mut ga, n)
+        .writes("gb", &mut gb, n)
+        .value(&n64)
+        .launch(grid_1d(n))?;
     Ok((ga, gb))
 }
 
@@ -289,11 +299,13 @@ pub fn scale_shift(dev: &CudaDevice, x: &CudaSlice<f32>, a: f32, b: f32) -> Resu
         return Ok(y);
     }
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Elementwise, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(x).arg(&mut y).arg(&n64).arg(&a).arg(&b);
-    // SAFETY: x and y hold n elements.
-    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Elementwise, sym)
+        .reads("x", x, n)
+        .writes("y", &mut y, n)
+        .value(&n64)
+        .value(&a)
+        .value(&b)
+        .launch(grid_1d(n))?;
     Ok(y)
 }
 
@@ -305,10 +317,10 @@ pub fn fill(dev: &CudaDevice, n: usize, v: f32) -> Result<CudaSlice<f32>> {
         return Ok(y);
     }
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Elementwise, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(&mut y).arg(&n64).arg(&v);
-    // SAFETY: y holds n elements.
-    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Elementwise, sym)
+        .writes("y", &mut y, n)
+        .value(&n64)
+        .value(&v)
+        .launch(grid_1d(n))?;
     Ok(y)
 }

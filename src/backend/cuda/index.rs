@@ -1,14 +1,15 @@
 //! Launchers of `kernels/index.cu`: `index_select` and `gather` along an axis viewed as
-//! `[outer, len, inner]`, with their scatter-add backwards. CPU twin: `src/ops/index.rs`.
+//! `[outer, len, inner]`, with their scatter-add backwards. CPU twin: `src/backend/cpu/index.rs`.
 //!
 //! Indices reach the kernels only as [`DeviceIndices`], which can only be built by checking
 //! them (on the device for f32 indices already there, on the host for host indices), so a launch
 //! never sees an index outside `0..len`: a bad one is an error naming its position and value,
 //! as `ops::index` reports it, before any gather or scatter runs.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -48,11 +49,13 @@ impl DeviceIndices {
         }
         let mut bad = dev.upload(&[n32])?;
         let nn = to_i64(sym, n)?;
-        let f = dev.function(KernelFile::Index, sym)?;
-        let mut lb = dev.stream().launch_builder(&f);
-        lb.arg(idx).arg(&mut out).arg(&mut bad).arg(&nn).arg(&b);
-        // SAFETY: idx and out hold n elements, bad one.
-        unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+        Kernel::new(dev, KernelFile::Index, sym)
+            .reads("indices (f32)", idx, n)
+            .writes("indices (i32)", &mut out, n)
+            .writes("first bad position", &mut bad, 1)
+            .value(&nn)
+            .value(&b)
+            .launch(grid_1d(n))?;
         let first_bad = dev.download(&bad)?.first().copied().unwrap_or(n32);
         if first_bad < n32 {
             let k = first_bad.max(0) as usize;
@@ -151,18 +154,15 @@ fn check_geometry(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Run `sym` over `threads` positions of `[outer, len | k, inner]` (`dims`) from `src` (of
+/// `src_len` elements) into a fresh output of `out_len`.
 fn launch(
     dev: &CudaDevice,
     sym: &str,
-    src: &CudaSlice<f32>,
+    (src, src_len): (&CudaSlice<f32>, usize),
     idx: &DeviceIndices,
-    out_len: usize,
-    threads: usize,
-    outer: usize,
-    len: usize,
-    inner: usize,
-    k: usize,
+    (out_len, threads): (usize, usize),
+    [outer, len, inner, k]: [usize; 4],
 ) -> Result<CudaSlice<f32>> {
     let mut out = dev.zeros(out_len)?;
     if threads == 0 || out_len == 0 {
@@ -174,15 +174,14 @@ fn launch(
         to_i64(sym, inner)?,
         to_i64(sym, k)?,
     ];
-    let f = dev.function(KernelFile::Index, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(src).arg(idx.as_slice()).arg(&mut out);
-    for v in &a {
-        lb.arg(v);
-    }
-    // SAFETY: the callers checked src, idx and out against [outer, len|k, inner]; every index
-    // lies in 0..len (DeviceIndices), and the kernels skip any other.
-    unsafe { lb.launch(grid_1d(threads)) }.map_err(|e| cuda_err(sym, e))?;
+    // Every index lies in 0..len (DeviceIndices), and the kernels skip any other; the callers
+    // checked the index count against the geometry.
+    Kernel::new(dev, KernelFile::Index, sym)
+        .reads("source", src, src_len)
+        .reads("indices", idx.as_slice(), idx.len())
+        .writes("out", &mut out, out_len)
+        .values(&a)
+        .launch(grid_1d(threads))?;
     Ok(out)
 }
 
@@ -200,7 +199,8 @@ pub fn index_select_fwd(
     let k = idx.len();
     let (x_len, y_len) = check_geometry(sym, idx, k, outer, len, inner, k)?;
     check_len(sym, "x [outer, len, inner]", x, x_len)?;
-    launch(dev, sym, x, idx, y_len, y_len, outer, len, inner, k)
+    let dims = [outer, len, inner, k];
+    launch(dev, sym, (x, x_len), idx, (y_len, y_len), dims)
 }
 
 /// `dy [outer, k, inner]` → `dx [outer, len, inner]`, scatter-added at the indices.
@@ -216,7 +216,8 @@ pub fn index_select_bwd(
     let k = idx.len();
     let (x_len, y_len) = check_geometry(sym, idx, k, outer, len, inner, k)?;
     check_len(sym, "dy [outer, k, inner]", dy, y_len)?;
-    launch(dev, sym, dy, idx, x_len, y_len, outer, len, inner, k)
+    let dims = [outer, len, inner, k];
+    launch(dev, sym, (dy, y_len), idx, (x_len, y_len), dims)
 }
 
 /// `x [outer, len, inner]`, `idx [outer, k, inner]` → `y [outer, k, inner]`,
@@ -234,7 +235,8 @@ pub fn gather_fwd(
     let n_idx = outer.saturating_mul(k).saturating_mul(inner);
     let (x_len, y_len) = check_geometry(sym, idx, n_idx, outer, len, inner, k)?;
     check_len(sym, "x [outer, len, inner]", x, x_len)?;
-    launch(dev, sym, x, idx, y_len, y_len, outer, len, inner, k)
+    let dims = [outer, len, inner, k];
+    launch(dev, sym, (x, x_len), idx, (y_len, y_len), dims)
 }
 
 /// `dy [outer, k, inner]` → `dx [outer, len, inner]`, scatter-added at the indices.
@@ -251,7 +253,8 @@ pub fn gather_bwd(
     let n_idx = outer.saturating_mul(k).saturating_mul(inner);
     let (x_len, y_len) = check_geometry(sym, idx, n_idx, outer, len, inner, k)?;
     check_len(sym, "dy [outer, k, inner]", dy, y_len)?;
-    launch(dev, sym, dy, idx, x_len, y_len, outer, len, inner, k)
+    let dims = [outer, len, inner, k];
+    launch(dev, sym, (dy, y_len), idx, (x_len, y_len), dims)
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! `contiguous()`, `cat`, and the backward of `narrow`/`slice_step`). CPU twin:
 //! `crate::tensor::StridedIter`.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::bf16::StoredElement;
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{grid_1d, CudaDevice};
+use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -15,17 +17,18 @@ pub const MAX_RANK: usize = 6;
 /// Mirrors `struct Strided` of layout.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-struct Strided {
+pub(crate) struct Strided {
     rank: i32,
-    pad: i32,
+    pad_: i32,
     src_offset: i64,
     dst_offset: i64,
     dims: [i64; MAX_RANK],
     ss: [i64; MAX_RANK],
     ds: [i64; MAX_RANK],
 }
-// SAFETY: plain `repr(C)` data with the layout of the CUDA struct (i32, i32, then i64s).
-unsafe impl DeviceRepr for Strided {}
+cuda_struct!(Strided mirrors "Strided" in KernelFile::Layout, size 168, align 8, {
+    rank @ 0, pad_ @ 4, src_offset @ 8, dst_offset @ 16, dims @ 24, ss @ 72, ds @ 120,
+});
 
 /// One side of a copy: strides (elements) and offset into a buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,13 +144,13 @@ pub fn strided_copy<T: StoredElement>(
         g.ds[i] = to_i64(sym, ct[i])?;
     }
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Layout, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(src).arg(dst).arg(&n64).arg(&g);
-    // SAFETY: the largest index of either side was checked against its buffer above; strides
-    // are non-negative, so every index of the walk lies in [offset, last].
-    unsafe { lb.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    // Strides are non-negative, so every index of the walk lies in [offset, last].
+    Kernel::new(dev, KernelFile::Layout, sym)
+        .reads("source", src, src_last + 1)
+        .writes("destination", dst, dst_last + 1)
+        .value(&n64)
+        .value(&g)
+        .launch(grid_1d(n))
 }
 
 /// A fresh contiguous buffer holding the `dims` view (`strides`, `offset`) of `src`.

@@ -1,9 +1,10 @@
 //! Launchers of `kernels/loss.cu`: BCE on logits and the IoU-family box losses (forward and
-//! backward in one kernel). CPU twins: `src/ops/loss.rs`, `src/detect/loss.rs`.
+//! backward in one kernel). CPU twins: `src/backend/cpu/loss.rs`, `src/detect/loss.rs`.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{grid_1d, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::Result;
 
@@ -23,17 +24,19 @@ pub fn bce_with_logits_fwd(
     let has_w = weight.is_some() as i32;
     let n64 = to_i64(sym, n)?;
     let mut y = dev.zeros(n)?;
-    let f = dev.function(KernelFile::Loss, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
     // Without a weight the kernel never reads `w`; x stands in for it.
-    b.arg(x)
-        .arg(t)
-        .arg(weight.unwrap_or(x))
-        .arg(&mut y)
-        .arg(&n64)
-        .arg(&has_w);
-    // SAFETY: all buffers hold n elements.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Loss, sym)
+        .reads("x", x, n)
+        .reads("target", t, n)
+        .reads(
+            "weight",
+            weight.unwrap_or(x),
+            if weight.is_some() { n } else { 0 },
+        )
+        .writes("y", &mut y, n)
+        .value(&n64)
+        .value(&has_w)
+        .launch(grid_1d(n))?;
     Ok(y)
 }
 
@@ -60,16 +63,18 @@ pub fn bce_with_logits_bwd(
     let (mut dx, mut dt) = (dev.zeros(n)?, dev.zeros(n)?);
     // The kernel writes dw only with a weight; without one a 1-element dummy is never touched.
     let mut dw = dev.zeros(if weight.is_some() { n } else { 1 })?;
-    let f = dev.function(KernelFile::Loss, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(g).arg(x).arg(t).arg(weight.unwrap_or(x));
-    b.arg(&mut dx)
-        .arg(&mut dt)
-        .arg(&mut dw)
-        .arg(&n64)
-        .arg(&has_w);
-    // SAFETY: all read buffers hold n elements; dw holds n when written.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    let weighted = if weight.is_some() { n } else { 0 };
+    Kernel::new(dev, KernelFile::Loss, sym)
+        .reads("g", g, n)
+        .reads("x", x, n)
+        .reads("target", t, n)
+        .reads("weight", weight.unwrap_or(x), weighted)
+        .writes("dx", &mut dx, n)
+        .writes("dt", &mut dt, n)
+        .writes("dweight", &mut dw, weighted)
+        .value(&n64)
+        .value(&has_w)
+        .launch(grid_1d(n))?;
     Ok((dx, dt, weight.map(|_| dw)))
 }
 
@@ -98,16 +103,14 @@ pub fn box_loss_fwd_bwd(
     let n64 = to_i64(sym, n)?;
     let k = kind as i32;
     let (mut loss, mut dpred) = (dev.zeros(n)?, dev.zeros(4 * n)?);
-    let f = dev.function(KernelFile::Loss, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(pred)
-        .arg(target)
-        .arg(g)
-        .arg(&mut loss)
-        .arg(&mut dpred)
-        .arg(&n64)
-        .arg(&k);
-    // SAFETY: pred, target, dpred hold 4n elements, g and loss n.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Loss, sym)
+        .reads("pred", pred, 4 * n)
+        .reads("target", target, 4 * n)
+        .reads("g", g, n)
+        .writes("loss", &mut loss, n)
+        .writes("dpred", &mut dpred, 4 * n)
+        .value(&n64)
+        .value(&k)
+        .launch(grid_1d(n))?;
     Ok((loss, dpred))
 }

@@ -30,10 +30,14 @@
 //!   ([`crop::CropBoxes`]), matmul/linear ([`gemm::matmul`]), box losses
 //!   ([`loss::box_loss_fwd_bwd`]), decode + NMS ([`detect::decode_outputs`],
 //!   [`detect::nms_by_score`]) for inference.
+//! - Launches: every kernel launch goes through `launch::Kernel`, which checks each buffer
+//!   against the elements its launcher declares the kernel touches and the grid against the
+//!   GPU limits, and holds the one `unsafe` launch call.
 //! - Errors: every launcher already returns `Error::ShapeMismatch`/`Error::Op` on bad lengths and
 //!   `Error::Cuda` for driver/NVRTC/cuBLAS failures, naming the kernel.
 
 pub mod context;
+pub(crate) mod launch;
 pub mod modules;
 pub mod ptx_cache;
 
@@ -54,6 +58,7 @@ pub mod reduce;
 pub mod similarity;
 pub mod simota;
 pub mod softmax;
+pub mod structs;
 
 use std::panic::catch_unwind;
 use std::sync::OnceLock;

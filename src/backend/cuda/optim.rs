@@ -2,9 +2,11 @@
 //! updated in place, one tensor per launch or every tensor of a model in one launch (`*_multi`).
 //! CPU reference: the PyTorch formulas (see the kernel file's contract).
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 
-use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice};
+use super::context::{grid_1d, grid_per_item, CudaDevice};
+use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -40,18 +42,15 @@ pub fn sgd_nesterov(
     check_len(sym, "g", g, n)?;
     check_len(sym, "momentum buffer", buf, n)?;
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Optim, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(p)
-        .arg(g)
-        .arg(buf)
-        .arg(&n64)
-        .arg(&lr)
-        .arg(&momentum)
-        .arg(&weight_decay);
-    // SAFETY: three buffers of n elements.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    Kernel::new(dev, KernelFile::Optim, sym)
+        .writes("p", p, n)
+        .reads("g", g, n)
+        .writes("momentum buffer", buf, n)
+        .value(&n64)
+        .value(&lr)
+        .value(&momentum)
+        .value(&weight_decay)
+        .launch(grid_1d(n))
 }
 
 /// Adam hyper-parameters; `step` counts from 1 (bias corrections `1 − β^step`).
@@ -108,18 +107,21 @@ pub fn adam(
     let bc2 = 1.0 - h.beta2.powi(step);
     let dec = h.decoupled as i32;
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Optim, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(p).arg(g).arg(m).arg(v).arg(&n64);
-    b.arg(&h.lr)
-        .arg(&h.beta1)
-        .arg(&h.beta2)
-        .arg(&h.eps)
-        .arg(&h.weight_decay);
-    b.arg(&bc1).arg(&bc2).arg(&dec);
-    // SAFETY: four buffers of n elements.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    Kernel::new(dev, KernelFile::Optim, sym)
+        .writes("p", p, n)
+        .reads("g", g, n)
+        .writes("m", m, n)
+        .writes("v", v, n)
+        .value(&n64)
+        .value(&h.lr)
+        .value(&h.beta1)
+        .value(&h.beta2)
+        .value(&h.eps)
+        .value(&h.weight_decay)
+        .value(&bc1)
+        .value(&bc2)
+        .value(&dec)
+        .launch(grid_1d(n))
 }
 
 /// `ema = decay·ema + (1 − decay)·p`.
@@ -136,12 +138,12 @@ pub fn ema(
     let n = ema.len();
     check_len(sym, "p", p, n)?;
     let n64 = to_i64(sym, n)?;
-    let f = dev.function(KernelFile::Optim, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(ema).arg(p).arg(&n64).arg(&decay);
-    // SAFETY: two buffers of n elements.
-    unsafe { b.launch(grid_1d(n)) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    Kernel::new(dev, KernelFile::Optim, sym)
+        .writes("ema", ema, n)
+        .reads("p", p, n)
+        .value(&n64)
+        .value(&decay)
+        .launch(grid_1d(n))
 }
 
 // ---- multi-tensor forms ----
@@ -161,18 +163,18 @@ const MULTI_CHUNK: usize = 4096;
 /// Mirrors `struct SgdRef` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct SgdRef {
+pub(crate) struct SgdRef {
     p: u64,
     g: u64,
     buf: u64,
     n: i64,
     wd: f32,
-    pad: i32,
+    pad_: i32,
 }
 /// Mirrors `struct AdamRef` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct AdamRef {
+pub(crate) struct AdamRef {
     p: u64,
     g: u64,
     m: u64,
@@ -181,12 +183,12 @@ struct AdamRef {
     wd: f32,
     bc1: f32,
     bc2: f32,
-    pad: i32,
+    pad_: i32,
 }
 /// Mirrors `struct EmaRef` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct EmaRef {
+pub(crate) struct EmaRef {
     ema: u64,
     src: u64,
     n: i64,
@@ -194,18 +196,23 @@ struct EmaRef {
 /// Mirrors `struct Chunk` of optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct Chunk {
+pub(crate) struct Chunk {
     tensor: i64,
     start: i64,
 }
-// SAFETY: plain `repr(C)` data with the layouts of the CUDA structs (u64 pointers, i64, f32).
-unsafe impl DeviceRepr for SgdRef {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for AdamRef {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for EmaRef {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for Chunk {}
+// Device addresses (`float*`) as u64.
+cuda_struct!(SgdRef mirrors "SgdRef" in KernelFile::Optim, size 40, align 8, {
+    p @ 0, g @ 8, buf @ 16, n @ 24, wd @ 32, pad_ @ 36,
+});
+cuda_struct!(AdamRef mirrors "AdamRef" in KernelFile::Optim, size 56, align 8, {
+    p @ 0, g @ 8, m @ 16, v @ 24, n @ 32, wd @ 40, bc1 @ 44, bc2 @ 48, pad_ @ 52,
+});
+cuda_struct!(EmaRef mirrors "EmaRef" in KernelFile::Optim, size 24, align 8, {
+    ema @ 0, src @ 8, n @ 16,
+});
+cuda_struct!(Chunk mirrors "Chunk" in KernelFile::Optim, size 16, align 8, {
+    tensor @ 0, start @ 8,
+});
 
 /// The chunks of tensors of lengths `lens`: `(tensor, first element)`, MULTI_CHUNK apart.
 fn chunks_of(op: &str, lens: impl Iterator<Item = usize>) -> Result<Vec<Chunk>> {
@@ -255,7 +262,7 @@ pub fn sgd_nesterov_multi(
             buf: t.buf.device_ptr_mut(stream).0,
             n: to_i64(sym, n)?,
             wd: t.weight_decay,
-            pad: 0,
+            pad_: 0,
         });
     }
     let chunks = chunks_of(sym, tensors.iter().map(|t| t.p.len()))?;
@@ -296,7 +303,7 @@ pub fn adam_multi(dev: &CudaDevice, tensors: &mut [AdamTensor], h: &AdamParams) 
             wd: t.weight_decay,
             bc1: 1.0 - h.beta1.powi(step),
             bc2: 1.0 - h.beta2.powi(step),
-            pad: 0,
+            pad_: 0,
         });
     }
     let chunks = chunks_of(sym, tensors.iter().map(|t| t.p.len()))?;
@@ -347,19 +354,15 @@ fn launch_multi<R: DeviceRepr>(
     }
     let (refs_dev, chunks_dev) = (dev.upload(refs)?, dev.upload(chunks)?);
     let k = to_i64(sym, chunks.len())?;
-    let f = dev.function(KernelFile::Optim, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&refs_dev).arg(&chunks_dev).arg(&k);
-    for v in scalars {
-        b.arg(v);
-    }
-    for v in flags {
-        b.arg(v);
-    }
-    // SAFETY: every ref points at live buffers of its `n` elements (checked by the callers,
-    // which hold them borrowed); chunk starts are below their tensor's n.
-    unsafe { b.launch(grid_per_item(chunks.len())) }.map_err(|e| cuda_err(sym, e))?;
-    Ok(())
+    // Every ref points at live buffers of its `n` elements (checked by the callers, which
+    // hold them borrowed until the launch is queued); chunk starts are below their tensor's n.
+    Kernel::new(dev, KernelFile::Optim, sym)
+        .reads("tensor table", &refs_dev, refs.len())
+        .reads("chunk table", &chunks_dev, chunks.len())
+        .value(&k)
+        .values(scalars)
+        .values(flags)
+        .launch(grid_per_item(chunks.len()))
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! Launchers of `kernels/pool.cu`: max / average pooling and nearest ×2 upsampling over
-//! `[planes = N·C, H, W]`. CPU twin: `src/ops/pool.rs`.
+//! `[planes = N·C, H, W]`. CPU twin: `src/backend/cpu/pool.rs`.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::bf16::StoredElement;
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{grid_1d, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -91,14 +92,12 @@ pub fn max_pool2d_fwd<T: StoredElement>(
     let a = g.args(sym)?;
     // Every output and index is written.
     let (mut y, mut arg) = (T::alloc(dev, g.y_len())?, dev.zeros_i32(g.y_len())?);
-    let f = dev.function(KernelFile::Pool, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mut y).arg(&mut arg);
-    for v in &a {
-        b.arg(v);
-    }
-    // SAFETY: lengths checked against the geometry.
-    unsafe { b.launch(grid_1d(g.y_len())) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Pool, sym)
+        .reads("x", x, g.x_len())
+        .writes("y", &mut y, g.y_len())
+        .writes("argmax", &mut arg, g.y_len())
+        .values(&a)
+        .launch(grid_1d(g.y_len()))?;
     Ok((y, arg))
 }
 
@@ -114,14 +113,13 @@ pub fn max_pool2d_bwd(
     check_len(sym, "argmax", arg, g.y_len())?;
     let a = g.args(sym)?;
     let mut dx = dev.zeros(g.x_len())?;
-    let f = dev.function(KernelFile::Pool, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy).arg(arg).arg(&mut dx);
-    for v in &a {
-        b.arg(v);
-    }
-    // SAFETY: lengths checked; argmax is only compared, never used as an address.
-    unsafe { b.launch(grid_1d(g.x_len())) }.map_err(|e| cuda_err(sym, e))?;
+    // argmax is only compared, never used as an address.
+    Kernel::new(dev, KernelFile::Pool, sym)
+        .reads("dy", dy, g.y_len())
+        .reads("argmax", arg, g.y_len())
+        .writes("dx", &mut dx, g.x_len())
+        .values(&a)
+        .launch(grid_1d(g.x_len()))?;
     Ok(dx)
 }
 
@@ -135,14 +133,11 @@ pub fn avg_pool2d_fwd(
     check_len(sym, "x", x, g.x_len())?;
     let a = g.args(sym)?;
     let mut y = dev.zeros(g.y_len())?;
-    let f = dev.function(KernelFile::Pool, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mut y);
-    for v in &a {
-        b.arg(v);
-    }
-    // SAFETY: lengths checked against the geometry.
-    unsafe { b.launch(grid_1d(g.y_len())) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Pool, sym)
+        .reads("x", x, g.x_len())
+        .writes("y", &mut y, g.y_len())
+        .values(&a)
+        .launch(grid_1d(g.y_len()))?;
     Ok(y)
 }
 
@@ -156,14 +151,11 @@ pub fn avg_pool2d_bwd(
     check_len(sym, "dy", dy, g.y_len())?;
     let a = g.args(sym)?;
     let mut dx = dev.zeros(g.x_len())?;
-    let f = dev.function(KernelFile::Pool, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy).arg(&mut dx);
-    for v in &a {
-        b.arg(v);
-    }
-    // SAFETY: lengths checked against the geometry.
-    unsafe { b.launch(grid_1d(g.x_len())) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Pool, sym)
+        .reads("dy", dy, g.y_len())
+        .writes("dx", &mut dx, g.x_len())
+        .values(&a)
+        .launch(grid_1d(g.x_len()))?;
     Ok(dx)
 }
 
@@ -186,11 +178,13 @@ pub fn upsample2x_fwd<T: StoredElement>(
         return Ok(y);
     }
     let cfg = grid_1d(y.len());
-    let f = dev.function(KernelFile::Pool, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mut y).arg(&p).arg(&hh).arg(&ww);
-    // SAFETY: x holds planes·H·W, y four times that.
-    unsafe { b.launch(cfg) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Pool, sym)
+        .reads("x [planes, H, W]", x, planes * h * w)
+        .writes("y [planes, 2H, 2W]", &mut y, 4 * planes * h * w)
+        .value(&p)
+        .value(&hh)
+        .value(&ww)
+        .launch(cfg)?;
     Ok(y)
 }
 
@@ -209,11 +203,13 @@ pub fn upsample2x_bwd(
         return Ok(dx);
     }
     let cfg = grid_1d(dx.len());
-    let f = dev.function(KernelFile::Pool, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy).arg(&mut dx).arg(&p).arg(&hh).arg(&ww);
-    // SAFETY: dy holds 4·planes·H·W, dx planes·H·W.
-    unsafe { b.launch(cfg) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Pool, sym)
+        .reads("dy [planes, 2H, 2W]", dy, 4 * planes * h * w)
+        .writes("dx [planes, H, W]", &mut dx, planes * h * w)
+        .value(&p)
+        .value(&hh)
+        .value(&ww)
+        .launch(cfg)?;
     Ok(dx)
 }
 

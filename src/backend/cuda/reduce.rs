@@ -1,9 +1,11 @@
 //! Launchers of `kernels/reduce.cu`: deterministic sums (fixed grid, fixed tree, no atomics).
-//! CPU twin: `src/ops/reduce.rs`.
+//! CPU twin: `src/backend/cpu/reduce.rs`.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
-use super::context::{cuda_err, grid_per_item, CudaDevice, BLOCK};
+use super::context::{grid_per_item, CudaDevice, BLOCK};
+use super::launch::Kernel;
+use super::structs::cuda_struct;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -17,26 +19,28 @@ pub fn sum_all(dev: &CudaDevice, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
     let blocks = n.div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS);
     let mut partial = dev.zeros(blocks)?;
     let mut total = dev.zeros(1)?;
-    let f = dev.function(KernelFile::Reduce, sym)?;
     let n64 = to_i64(sym, n)?;
     let cfg = LaunchConfig {
         grid_dim: (blocks as u32, 1, 1),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mut partial).arg(&n64);
-    // SAFETY: reads x[..n], writes partial[..blocks] (one per block).
-    unsafe { b.launch(cfg) }.map_err(|e| cuda_err(sym, e))?;
+    // One partial sum per block.
+    Kernel::new(dev, KernelFile::Reduce, sym)
+        .reads("x", x, n)
+        .writes("partial sums", &mut partial, blocks)
+        .value(&n64)
+        .launch(cfg)?;
     let nb = blocks as i64;
     let one = LaunchConfig {
         grid_dim: (1, 1, 1),
         ..cfg
     };
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&partial).arg(&mut total).arg(&nb);
-    // SAFETY: reads partial[..blocks], writes total[0].
-    unsafe { b.launch(one) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Reduce, sym)
+        .reads("partial sums", &partial, blocks)
+        .writes("total", &mut total, 1)
+        .value(&nb)
+        .launch(one)?;
     Ok(total)
 }
 
@@ -46,14 +50,15 @@ pub const MAX_RANK: usize = 6;
 /// Mirrors `struct Reduce` of reduce.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-struct ReduceGeom {
+pub(crate) struct ReduceGeom {
     rank: i32,
-    pad: i32,
+    pad_: i32,
     dims: [i64; MAX_RANK],
     kept: [i64; MAX_RANK],
 }
-// SAFETY: plain `repr(C)` data with the layout of the CUDA struct.
-unsafe impl DeviceRepr for ReduceGeom {}
+cuda_struct!(ReduceGeom mirrors "Reduce" in KernelFile::Reduce, size 104, align 8, {
+    rank @ 0, pad_ @ 4, dims @ 8, kept @ 56,
+});
 
 /// `x` (contiguous `dims`) summed down to `kept` (same rank; each axis either kept whole or 1).
 /// The output is contiguous over `kept` (the keepdim form; drop the 1s for keepdim = false).
@@ -94,10 +99,13 @@ pub fn sum_keepdim(
         g.kept[i] = to_i64(sym, kept[i])?;
     }
     let (o64, r64) = (to_i64(sym, outputs)?, to_i64(sym, reduced)?);
-    let f = dev.function(KernelFile::Reduce, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mut y).arg(&o64).arg(&r64).arg(&g);
-    // SAFETY: each output reads only inputs of its own slab of x (checked length).
-    unsafe { b.launch(grid_per_item(outputs)) }.map_err(|e| cuda_err(sym, e))?;
+    // Each output reads only inputs of its own slab of x.
+    Kernel::new(dev, KernelFile::Reduce, sym)
+        .reads("x", x, total)
+        .writes("y", &mut y, outputs)
+        .value(&o64)
+        .value(&r64)
+        .value(&g)
+        .launch(grid_per_item(outputs))?;
     Ok(y)
 }

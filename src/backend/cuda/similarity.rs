@@ -1,9 +1,10 @@
 //! Launchers of `kernels/similarity.cu`: cosine similarity along the middle axis of
-//! `[outer, len, inner]` and its fused backward. CPU twin: `src/ops/similarity.rs`.
+//! `[outer, len, inner]` and its fused backward. CPU twin: `src/backend/cpu/similarity.rs`.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{grid_1d, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::Result;
 
@@ -21,11 +22,14 @@ pub fn cosine_similarity_fwd(
     check_len(sym, "b (same shape as a)", b, outer * len * inner)?;
     let (o, l, i) = (to_i64(sym, outer)?, to_i64(sym, len)?, to_i64(sym, inner)?);
     let mut y = dev.zeros(outer * inner)?;
-    let f = dev.function(KernelFile::Similarity, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(a).arg(b).arg(&mut y).arg(&o).arg(&l).arg(&i);
-    // SAFETY: a, b hold outer·len·inner, y outer·inner.
-    unsafe { lb.launch(grid_1d(outer * inner)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Similarity, sym)
+        .reads("a [outer, len, inner]", a, outer * len * inner)
+        .reads("b [outer, len, inner]", b, outer * len * inner)
+        .writes("y [outer, inner]", &mut y, outer * inner)
+        .value(&o)
+        .value(&l)
+        .value(&i)
+        .launch(grid_1d(outer * inner))?;
     Ok(y)
 }
 
@@ -45,17 +49,16 @@ pub fn cosine_similarity_bwd(
     check_len(sym, "b (same shape as a)", b, outer * len * inner)?;
     let (o, l, i) = (to_i64(sym, outer)?, to_i64(sym, len)?, to_i64(sym, inner)?);
     let (mut da, mut db) = (dev.zeros(a.len())?, dev.zeros(a.len())?);
-    let f = dev.function(KernelFile::Similarity, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(g)
-        .arg(a)
-        .arg(b)
-        .arg(&mut da)
-        .arg(&mut db)
-        .arg(&o)
-        .arg(&l)
-        .arg(&i);
-    // SAFETY: lengths checked above.
-    unsafe { lb.launch(grid_1d(outer * inner)) }.map_err(|e| cuda_err(sym, e))?;
+    let n = outer * len * inner;
+    Kernel::new(dev, KernelFile::Similarity, sym)
+        .reads("g [outer, inner]", g, outer * inner)
+        .reads("a [outer, len, inner]", a, n)
+        .reads("b [outer, len, inner]", b, n)
+        .writes("da [outer, len, inner]", &mut da, n)
+        .writes("db [outer, len, inner]", &mut db, n)
+        .value(&o)
+        .value(&l)
+        .value(&i)
+        .launch(grid_1d(outer * inner))?;
     Ok((da, db))
 }

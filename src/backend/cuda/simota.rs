@@ -4,9 +4,10 @@
 //! Predictions stay on the device; the few ground-truth boxes come from the host (the loader),
 //! so their classes are checked here before anything is launched.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
-use super::context::{cuda_err, grid_1d, grid_per_item, CudaDevice};
+use super::context::{grid_1d, grid_per_item, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::{Error, Result};
 
@@ -107,26 +108,24 @@ pub fn cost(
     }
     let (a64, g64, c64) = (to_i64(sym, a)?, to_i64(sym, g)?, to_i64(sym, c)?);
     let mode = prior as i32;
-    let f = dev.function(KernelFile::Simota, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(inp.pred_boxes)
-        .arg(inp.cls_logits)
-        .arg(inp.obj_logits)
-        .arg(inp.grids)
-        .arg(inp.strides);
     // With no GT the kernel never reads gt / gt_cls; pass the (empty) buffers all the same.
-    b.arg(&gt)
-        .arg(&gt_cls)
-        .arg(&mut cost)
-        .arg(&mut iou)
-        .arg(&mut cand);
-    b.arg(&a64)
-        .arg(&g64)
-        .arg(&c64)
-        .arg(&mode)
-        .arg(&center_radius);
-    // SAFETY: every buffer's length was checked against A, C and G.
-    unsafe { b.launch(grid_1d(a)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Simota, sym)
+        .reads("pred_boxes [A, 4]", inp.pred_boxes, 4 * a)
+        .reads("cls_logits [A, C]", inp.cls_logits, a * c)
+        .reads("obj_logits [A]", inp.obj_logits, a)
+        .reads("grids [A, 2]", inp.grids, 2 * a)
+        .reads("strides [A]", inp.strides, a)
+        .reads("gt [G, 4]", &gt, 4 * g)
+        .reads("gt classes [G]", &gt_cls, g)
+        .writes("cost [G, A]", &mut cost, g * a)
+        .writes("iou [G, A]", &mut iou, g * a)
+        .writes("cand [A]", &mut cand, a)
+        .value(&a64)
+        .value(&g64)
+        .value(&c64)
+        .value(&mode)
+        .value(&center_radius)
+        .launch(grid_1d(a))?;
     Ok(SimOtaCost {
         cost,
         iou,
@@ -150,29 +149,25 @@ pub fn assign_from_cost(dev: &CudaDevice, m: &SimOtaCost) -> Result<SimOtaDevice
     let mut picked = dev.zeros_i32(g * a)?;
     if g > 0 {
         let sym = "simota_dynamic_k_f32";
-        let f = dev.function(KernelFile::Simota, sym)?;
-        let mut b = dev.stream().launch_builder(&f);
-        b.arg(&m.cost)
-            .arg(&m.iou)
-            .arg(&m.cand)
-            .arg(&mut picked)
-            .arg(&a64)
-            .arg(&g64);
-        // SAFETY: cost, iou, picked hold G·A elements, cand A.
-        unsafe { b.launch(grid_per_item(g)) }.map_err(|e| cuda_err(sym, e))?;
+        Kernel::new(dev, KernelFile::Simota, sym)
+            .reads("cost [G, A]", &m.cost, g * a)
+            .reads("iou [G, A]", &m.iou, g * a)
+            .reads("cand [A]", &m.cand, a)
+            .writes("picked [G, A]", &mut picked, g * a)
+            .value(&a64)
+            .value(&g64)
+            .launch(grid_per_item(g))?;
     }
     let sym = "simota_resolve_f32";
-    let f = dev.function(KernelFile::Simota, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&m.cost)
-        .arg(&m.iou)
-        .arg(&picked)
-        .arg(&mut matched)
-        .arg(&mut pred_iou)
-        .arg(&a64)
-        .arg(&g64);
-    // SAFETY: as above; matched and pred_iou hold A elements.
-    unsafe { b.launch(grid_1d(a)) }.map_err(|e| cuda_err(sym, e))?;
+    Kernel::new(dev, KernelFile::Simota, sym)
+        .reads("cost [G, A]", &m.cost, g * a)
+        .reads("iou [G, A]", &m.iou, g * a)
+        .reads("picked [G, A]", &picked, g * a)
+        .writes("matched [A]", &mut matched, a)
+        .writes("pred_iou [A]", &mut pred_iou, a)
+        .value(&a64)
+        .value(&g64)
+        .launch(grid_1d(a))?;
     Ok(SimOtaDeviceAssignment { matched, pred_iou })
 }
 

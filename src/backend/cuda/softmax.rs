@@ -1,9 +1,10 @@
 //! Launchers of `kernels/softmax.cu`: softmax / log_softmax along the middle axis of
-//! `[outer, len, inner]`. CPU twin: `src/ops/softmax.rs`.
+//! `[outer, len, inner]`. CPU twin: `src/backend/cpu/softmax.rs`.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
-use super::context::{cuda_err, grid_1d, CudaDevice};
+use super::context::{grid_1d, CudaDevice};
+use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
 use crate::Result;
 
@@ -28,11 +29,14 @@ pub fn fwd(
     check_len(sym, "x [outer, len, inner]", x, outer * len * inner)?;
     let (o, l, i) = args(sym, outer, len, inner)?;
     let mut y = dev.zeros(x.len())?;
-    let f = dev.function(KernelFile::Softmax, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(x).arg(&mut y).arg(&o).arg(&l).arg(&i);
-    // SAFETY: x and y hold outer·len·inner elements.
-    unsafe { b.launch(grid_1d(outer * inner)) }.map_err(|e| cuda_err(sym, e))?;
+    let n = outer * len * inner;
+    Kernel::new(dev, KernelFile::Softmax, sym)
+        .reads("x [outer, len, inner]", x, n)
+        .writes("y [outer, len, inner]", &mut y, n)
+        .value(&o)
+        .value(&l)
+        .value(&i)
+        .launch(grid_1d(outer * inner))?;
     Ok(y)
 }
 
@@ -55,10 +59,14 @@ pub fn bwd(
     check_len(sym, "y", y, outer * len * inner)?;
     let (o, l, i) = args(sym, outer, len, inner)?;
     let mut dx = dev.zeros(dy.len())?;
-    let f = dev.function(KernelFile::Softmax, sym)?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(dy).arg(y).arg(&mut dx).arg(&o).arg(&l).arg(&i);
-    // SAFETY: three buffers of outer·len·inner elements.
-    unsafe { b.launch(grid_1d(outer * inner)) }.map_err(|e| cuda_err(sym, e))?;
+    let n = outer * len * inner;
+    Kernel::new(dev, KernelFile::Softmax, sym)
+        .reads("dy [outer, len, inner]", dy, n)
+        .reads("y [outer, len, inner]", y, n)
+        .writes("dx [outer, len, inner]", &mut dx, n)
+        .value(&o)
+        .value(&l)
+        .value(&i)
+        .launch(grid_1d(outer * inner))?;
     Ok(dx)
 }

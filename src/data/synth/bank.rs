@@ -39,10 +39,27 @@ pub fn render_bank(
 ) -> Bank {
     let height = height.max(1);
     let mut canvas = Canvas::new(width, height, look.sky_horizon);
+    // The random draws keep their order: sky, buildings, trees, shore strip.
+    paint_sky(&mut canvas, rng, (width, height), unit, look);
+    let buildings = draw_buildings(rng, (width, height), unit);
+    paint_buildings(&mut canvas, &buildings, (width, height), look);
+    paint_tree_line(&mut canvas, rng, (width, height), unit, look);
+    paint_shore_strip(&mut canvas, rng, (width, height), unit);
+    let half = canvas.half();
+    Bank { canvas, half }
+}
+
+/// Sky with clouds: fractal noise on a coarse grid (step 4), bilinear in between, to keep it
+/// cheap.
+fn paint_sky(
+    canvas: &mut Canvas,
+    rng: &mut ChaCha8Rng,
+    (width, height): (usize, usize),
+    unit: f32,
+    look: &Look,
+) {
     let noise_seed: u32 = rng.random();
     let h = height as f32;
-
-    // Sky with clouds: fractal noise on a coarse grid (step 4), bilinear in between, to keep it cheap.
     let step = 4usize;
     let (gw, gh) = (width / step + 2, height / step + 2);
     let cloud_scale = 1.0 / (140.0 * unit);
@@ -71,8 +88,15 @@ pub fn render_bank(
             canvas.set(x, y, mix(sky, scale(look.cloud, shade), cloud * 0.9));
         }
     }
+}
 
-    // Buildings: far ones first (hazier), each a rectangle with a grid of windows and floor bands.
+/// Buildings, each a rectangle with a grid of windows and floor bands, in drawing order.
+fn draw_buildings(
+    rng: &mut ChaCha8Rng,
+    (width, height): (usize, usize),
+    unit: f32,
+) -> Vec<Building> {
+    let h = height as f32;
     let n_buildings = match rng.random_range(0..10) {
         0..=2 => 0,
         3..=5 => rng.random_range(1..4),
@@ -118,6 +142,17 @@ pub fn render_bank(
     }
     // Taller buildings are farther away in FloW's cities: draw them first.
     buildings.sort_by_key(|b| b.top);
+    buildings
+}
+
+/// The buildings, far ones first (hazier).
+fn paint_buildings(
+    canvas: &mut Canvas,
+    buildings: &[Building],
+    (width, height): (usize, usize),
+    look: &Look,
+) {
+    let h = height as f32;
     for (bi, b) in buildings.iter().enumerate() {
         let haze = look.haze * (1.0 - b.top as f32 / h).clamp(0.0, 1.0);
         for y in b.top.max(0)..height as i32 {
@@ -139,9 +174,18 @@ pub fn render_bank(
             }
         }
     }
+}
 
-    // Tree line: crowns along the shore, their height following 1-D noise. Each column keeps the
-    // highest crown top over it; everything below is foliage with leafy value-noise shading.
+/// Tree line: crowns along the shore, their height following 1-D noise. Each column keeps the
+/// highest crown top over it; everything below is foliage with leafy value-noise shading.
+fn paint_tree_line(
+    canvas: &mut Canvas,
+    rng: &mut ChaCha8Rng,
+    (width, height): (usize, usize),
+    unit: f32,
+    look: &Look,
+) {
+    let h = height as f32;
     let tree_amount: f32 = rng.random_range(0.0..1.0);
     if tree_amount > 0.08 {
         let base = h * rng.random_range(0.08..0.35);
@@ -197,8 +241,15 @@ pub fn render_bank(
             }
         }
     }
+}
 
-    // Shore strip: a few rows of dark vegetation / embankment at the horizon.
+/// Shore strip: a few rows of dark vegetation / embankment at the horizon.
+fn paint_shore_strip(
+    canvas: &mut Canvas,
+    rng: &mut ChaCha8Rng,
+    (width, height): (usize, usize),
+    unit: f32,
+) {
     let strip = (rng.random_range(2.0..9.0) * unit).max(1.0) as usize;
     let strip_colour: Rgb = if rng.random_bool(0.5) {
         [0.22, 0.26, 0.16]
@@ -213,7 +264,4 @@ pub fn render_bank(
             canvas.set(x, y, scale(strip_colour, v));
         }
     }
-
-    let half = canvas.half();
-    Bank { canvas, half }
 }

@@ -156,7 +156,7 @@ mod tests {
         let lo = fractions.iter().cloned().fold(1.0, f64::min);
         let hi = fractions.iter().cloned().fold(0.0, f64::max);
         // Rounding moves an area by a few pixels' worth around the 0.2..1 range.
-        assert!(lo >= 0.18 && lo < 0.3, "smallest area fraction {lo}");
+        assert!((0.18..0.3).contains(&lo), "smallest area fraction {lo}");
         assert!(hi > 0.8 && hi <= 1.0, "largest area fraction {hi}");
     }
 

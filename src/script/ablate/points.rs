@@ -12,13 +12,13 @@ use rhai::{Dynamic, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 use serde::{Deserialize, Serialize};
 
 use super::{label_of, Axes, Row};
+use crate::atomic_file::write_atomic;
 use crate::digest::hash_parts;
 use crate::progress::INTERRUPTED;
 use crate::script::api::notebook::{OutputItem, RunContext};
 use crate::script::cache::{to_json, CellCache};
 use crate::script::claim::{try_claim, Claim, ClaimOutcome, ClaimRules};
 use crate::script::convert::{script_err, ScriptResult};
-use crate::script::shared_fs::write_shared;
 
 /// How often an unsharded run looks again at a point another process is computing.
 const WAIT_POLL: Duration = Duration::from_secs(2);
@@ -153,25 +153,7 @@ pub(super) fn run_points(
         for &seed in plan.seeds {
             let owned = ctx.shard.is_none_or(|s| s.owns(number));
             number += 1;
-            let mut cfg = Map::new();
-            for ((k, vals), &i) in plan.axes.iter().zip(p) {
-                cfg.insert(k.as_str().into(), vals[i].clone());
-            }
-            cfg.insert("seed".into(), Dynamic::from_int(seed));
-            let point_json = plan
-                .axes
-                .iter()
-                .zip(p)
-                .map(|((k, vals), &i)| format!("{k}={:?}", vals[i].to_string()))
-                .collect::<Vec<_>>()
-                .join(";");
-            let key = hash_parts(&[
-                "ssod-ablate-v1",
-                plan.cell_key,
-                &plan.index.to_string(),
-                &point_json,
-                &seed.to_string(),
-            ]);
+            let key = point_key(plan, p, seed);
             let what = format!("[{number}/{total}] {}, seed={seed}", label_of(plan.axes, p));
             let source = match &cache {
                 Some(c) => acquire(
@@ -191,6 +173,7 @@ pub(super) fn run_points(
                 }
                 Source::Compute(claim) => {
                     let file = cache.as_ref().map(|c| c.ablation_point(&key));
+                    let cfg = point_config(plan.axes, p, seed);
                     let m = compute(nc, ctx, f, cfg, file.as_deref())?;
                     if claim.as_ref().is_some_and(Claim::lost) {
                         ctx.emit(OutputItem::Text(format!(
@@ -218,6 +201,35 @@ pub(super) fn run_points(
     Ok(tally)
 }
 
+/// The closure's argument for point `p` and `seed`: the point's grid values and `seed`.
+fn point_config(axes: &Axes, p: &[usize], seed: i64) -> Map {
+    let mut cfg = Map::new();
+    for ((k, vals), &i) in axes.iter().zip(p) {
+        cfg.insert(k.as_str().into(), vals[i].clone());
+    }
+    cfg.insert("seed".into(), Dynamic::from_int(seed));
+    cfg
+}
+
+/// The cache key of point `p` and `seed`: the calling cell's key, which ablation of the cell,
+/// the point's values and the seed.
+fn point_key(plan: &Plan, p: &[usize], seed: i64) -> String {
+    let point_json = plan
+        .axes
+        .iter()
+        .zip(p)
+        .map(|((k, vals), &i)| format!("{k}={:?}", vals[i].to_string()))
+        .collect::<Vec<_>>()
+        .join(";");
+    hash_parts(&[
+        "ssod-ablate-v1",
+        plan.cell_key,
+        &plan.index.to_string(),
+        &point_json,
+        &seed.to_string(),
+    ])
+}
+
 /// Run the closure for one point and cache its metrics at `file` (when caching).
 fn compute(
     nc: &NativeCallContext,
@@ -239,7 +251,7 @@ fn compute(
         let rec = PointRecord {
             metrics: metrics.clone(),
         };
-        if let Err(e) = to_json(&rec).and_then(|t| write_shared(file, t.as_bytes())) {
+        if let Err(e) = to_json(&rec).and_then(|t| write_atomic(file, t.as_bytes())) {
             ctx.emit(OutputItem::Text(format!(
                 "note: ablation point not cached: {e}"
             )));

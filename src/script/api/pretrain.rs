@@ -7,7 +7,9 @@ use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext, INT};
 
 use super::models::Model;
 use super::Api;
+use crate::pretrain::ssl::{pretrain_simsiam, pretrain_temporal, TimedFrames};
 use crate::pretrain::state::STATE_FILE;
+use crate::pretrain::{embedding_health, knn_probe, HealthReport, KnnReport};
 use crate::pretrain::{
     linear_probe, load_backbone, patch_ssl::pretrain_patch_ssl_with_loss, pretrain_center_loss,
     pretrain_patch_ssl, CropSet, FrameSet, PretrainReport, ProbeReport,
@@ -80,6 +82,47 @@ fn report_map(r: &PretrainReport) -> Map {
     );
     m.insert("samples_per_s".into(), Dynamic::from_float(r.samples_per_s));
     m.insert("steps".into(), Dynamic::from_int(r.steps as INT));
+    m.insert(
+        "health".into(),
+        r.health
+            .as_ref()
+            .map_or(Dynamic::UNIT, |h| health_map(h).into()),
+    );
+    let warnings: Array = r.warnings.iter().map(|w| w.clone().into()).collect();
+    m.insert("warnings".into(), warnings.into());
+    m
+}
+
+fn health_map(h: &HealthReport) -> Map {
+    let mut m = Map::new();
+    for (k, v) in [
+        ("std_mean", h.std_mean),
+        ("std_min", h.std_min),
+        ("std_ratio", h.std_ratio),
+        ("effective_rank", h.effective_rank),
+        ("alignment", h.alignment),
+        ("uniformity", h.uniformity),
+        ("seconds", h.seconds),
+    ] {
+        m.insert(k.into(), Dynamic::from_float(v));
+    }
+    m.insert("collapsed".into(), Dynamic::from_bool(h.collapsed));
+    m.insert("dim".into(), Dynamic::from_int(h.dim as INT));
+    m.insert("samples".into(), Dynamic::from_int(h.samples as INT));
+    m
+}
+
+fn knn_map(r: &KnnReport) -> Map {
+    let mut m = Map::new();
+    m.insert("accuracy".into(), Dynamic::from_float(r.accuracy));
+    m.insert("k".into(), Dynamic::from_int(r.k as INT));
+    m.insert(
+        "feature_dim".into(),
+        Dynamic::from_int(r.feature_dim as INT),
+    );
+    m.insert("train_size".into(), Dynamic::from_int(r.train_size as INT));
+    m.insert("val_size".into(), Dynamic::from_int(r.val_size as INT));
+    m.insert("seconds".into(), Dynamic::from_float(r.seconds));
     m
 }
 
@@ -130,6 +173,18 @@ pub fn register(api: &mut Api) {
             };
             Ok(report_map(&lift(pretrain_patch_ssl_with_loss(&m.0, &frames, &cfg, Some(&mut loss_fn)))?))
         });
+    func!(api, "pretrain_masked", &["m: Model", "images_dir: String", "cfg: Map"], "Map",
+        "SparK-style masked autoencoding of m's backbone on a folder of images (docs/pretraining.md): 32 px patches masked (mask_ratio 0.6), sparse backbone, mask tokens + light decoder, MSE on masked patches. cfg: the common SSL keys (seed, epochs, batch_size, lr, weight_decay, schedule, image_size, max_steps_per_epoch, out, resume, device, precision, workers, health) and mask_ratio, decoder_width, hflip_prob, input_norm. Returns #{loss, checkpoint, samples_per_s, steps, health, ...}.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("pretrain_masked", resumable(cfg))?;
+            let images = lift(FrameSet::load(&output_path(dir)))?;
+            let r = lift(crate::pretrain::pretrain_masked(&m.0, &images, &cfg))?;
+            let mut map = report_map(&r);
+            let health = serde_json::to_value(&r.health).map_err(|e| script_err(format!("pretrain_masked: {e}")))?;
+            let health: Dynamic = serde_json::from_value(health).map_err(|e| script_err(format!("pretrain_masked: {e}")))?;
+            map.entry("health".into()).or_insert(health);
+            Ok(map)
+        });
     func!(api, "linear_probe", &["m: Model", "crops_dir: String", "cfg: Map"], "Map",
         "Frozen backbone (GAP of C5) + logistic regression on fg/bg crops; cfg keys as ProbeConfig. Returns #{accuracy, train_accuracy, feature_dim, seconds, crops_per_s}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
@@ -142,14 +197,7 @@ pub fn register(api: &mut Api) {
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("pretrain_dense", resumable(cfg))?;
             let images = lift(FrameSet::load(&output_path(dir)))?;
-            let r = lift(crate::pretrain::dense::pretrain_dense(&m.0, &images, &cfg))?;
-            let mut out = report_map(&r);
-            let health = match &r.health {
-                Some(h) => rhai::serde::to_dynamic(h)?,
-                None => Dynamic::UNIT,
-            };
-            out.entry("health".into()).or_insert(health);
-            Ok(out)
+            Ok(report_map(&lift(crate::pretrain::dense::pretrain_dense(&m.0, &images, &cfg))?))
         });
     func!(api, "load_backbone", &["m: Model", "path: String", "opts: Map"], "i64",
         "load_backbone with options: #{ neck: true } loads the PAFPN's neck too (every backbone.* tensor: a pretrain_dense checkpoint with neck: true, or a detector's weights), failing when the file holds no neck. Returns the number of tensors loaded.",
@@ -167,6 +215,34 @@ pub fn register(api: &mut Api) {
                 println!("load_backbone: {} tensors, {} of them the neck's, from {p}", r.loaded, r.neck_loaded);
             }
             Ok(r.loaded as INT)
+        });
+    func!(api, "pretrain_simsiam", &["m: Model", "images_dir: String", "cfg: Map"], "Map",
+        "SimSiam (two views, predictor, stop-gradient) on a folder of frames or images; cfg: the common SSL keys (seed, epochs, batch_size, lr, weight_decay, schedule, image_size, max_steps_per_epoch, out, resume, device, precision, workers, health) and proj_dim, pred_hidden, views, input_norm. Returns the report map with the last epoch's health.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("pretrain_simsiam", resumable(cfg))?;
+            let images = lift(FrameSet::load(&output_path(dir)))?;
+            Ok(report_map(&lift(pretrain_simsiam(&m.0, &images, &cfg))?))
+        });
+    func!(api, "pretrain_temporal", &["m: Model", "frames_dir: String", "cfg: Map"], "Map",
+        "Temporal contrast on `ssod frames` / `ssod synth` frames (video = folder, time = frame number in the name): positives gap[0]..=gap[1] frames apart, negatives other videos or beyond far_gap, InfoNCE at temperature; cfg: the common SSL keys and gap, far_gap, temperature, proj_hidden, proj_dim, views, input_norm. Returns the report map.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("pretrain_temporal", resumable(cfg))?;
+            let frames = lift(TimedFrames::load(&output_path(dir)))?;
+            Ok(report_map(&lift(pretrain_temporal(&m.0, &frames, &cfg))?))
+        });
+    func!(api, "knn_probe", &["m: Model", "crops_dir: String", "cfg: Map"], "Map",
+        "Frozen backbone (GAP of C5) + cosine k-NN on fg/bg crops, linear_probe's split; cfg keys as KnnConfig (k, seed, input_size, val_fraction, ...). Returns #{accuracy, k, feature_dim, train_size, val_size, seconds}.",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("knn_probe", cfg)?;
+            let crops = lift(CropSet::load(&output_path(dir)))?;
+            Ok(knn_map(&lift(knn_probe(&m.0, &crops, &cfg))?))
+        });
+    func!(api, "embedding_health", &["m: Model", "images_dir: String", "cfg: Map"], "Map",
+        "Health of the backbone's L2-normalised GAP(C5) embeddings on a folder of images: per-dimension std (std_mean, std_min, std_ratio = std·√d), effective_rank, alignment, uniformity, collapsed; cfg keys as HealthConfig (samples, image_size, seed, collapse_below, views, ...).",
+        |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
+            let cfg = config_from_map("embedding_health", cfg)?;
+            let images = lift(FrameSet::load(&output_path(dir)))?;
+            Ok(health_map(&lift(embedding_health(&m.0, &images, &cfg))?))
         });
     func!(api, "load_backbone", &["m: Model", "path: String"], "i64",
         "Load the backbone.backbone.* tensors (weights and BN statistics) of a pretraining checkpoint; fails naming any tensor whose shape differs. Returns the number loaded.",

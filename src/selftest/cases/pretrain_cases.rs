@@ -1,21 +1,22 @@
 //! Pretraining-step parity: one center-loss step (with both centre updates) and one patch-SSL
 //! step (cosine loss on frames cut on the device; InfoNCE on patches cut by the loader, MLP head,
 //! joint BN) with the engine's ops on CUDA tensors against the same step on the CPU: loss,
-//! cosines, every gradient of backbone, head and centres, and the updated centres. One dense
-//! contrast step (two views per image, C3–C5 and the PAFPN, geometric matching) likewise.
+//! cosines, every gradient of backbone, head and centres, and the updated centres. One masked
+//! autoencoding step (sparse backbone, decoder, masked MSE) likewise: loss, gradients and the
+//! running statistics its sparse BN wrote back.
 
 use super::*;
 use crate::models::{YoloX, YoloXConfig};
 use crate::ops::PatchBox;
 use crate::pretrain::center_loss::{center_loss_step, CenterLossConfig};
 use crate::pretrain::centers::{update_centers, wen_center_update};
-use crate::pretrain::dense::geometry::draw_view;
-use crate::pretrain::dense::{dense_step, DenseHeads, DenseKeys, ViewBox};
 use crate::pretrain::loader::PatchInput;
+use crate::pretrain::masked_decoder::{
+    masked_autoencoding_step, sample_visible_patches, MaskedDecoder,
+};
 use crate::pretrain::patch_ssl::{
     patch_ssl_step, upload_patches, BnMode, PatchLossKind, PatchSslConfig,
 };
-use crate::pretrain::ssl::ViewAugment;
 use crate::pretrain::{HeadKind, PretrainHead};
 use crate::tensor::Device;
 
@@ -211,51 +212,30 @@ pub(super) fn patch_ssl_step_case(name: &'static str, loss: PatchLossKind) -> Ca
     }
 }
 
-const DENSE_IMAGES: usize = 2;
-const VIEW: usize = 64;
+const MASKED_IMAGES: usize = 2;
+const MASKED_H: usize = 96;
+const MASKED_W: usize = 128;
 
-/// Two images' views: cuts of a 128×96 image, view 2 flipped, drawn once by the case's seed.
-fn dense_views(rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
-    let values = uniform(rng, 2 * DENSE_IMAGES * 3 * VIEW * VIEW, 0.0, 255.0);
-    let aug = ViewAugment {
-        crop_scale: [0.3, 1.0],
-        ..ViewAugment::default()
-    };
-    let boxes = (0..2 * DENSE_IMAGES)
-        .flat_map(|_| {
-            let v = draw_view(&aug, [128, 96], rng);
-            [v.x, v.y, v.w, v.h, usize::from(v.flipped)].map(|u| u as f32)
-        })
-        .collect();
-    vec![values, boxes]
-}
-
-fn dense_parity_step(inp: &Inputs, device: Device) -> Result<Outputs> {
+fn masked_step(inp: &Inputs, device: Device) -> Result<Outputs> {
     let model = YoloX::new(YoloXConfig::variant("nano", 2)?)?;
-    let cfg = DenseKeys {
-        dim: 16,
-        neck: true,
-        ..Default::default()
-    };
-    let heads = DenseHeads::new(model.config.width, cfg.dim, cfg.neck, 7)?;
+    let decoder = MaskedDecoder::new(model.config.width, 32, 7)?;
     model.store.to_device(device)?;
-    heads.store.to_device(device)?;
+    decoder.store.to_device(device)?;
     model.set_training(true);
-    heads.store.set_training(true);
-    let views: Vec<ViewBox> = inp[1]
-        .chunks(5)
-        .map(|c| ViewBox {
-            x: c[0] as usize,
-            y: c[1] as usize,
-            w: c[2] as usize,
-            h: c[3] as usize,
-            flipped: c[4] > 0.5,
-        })
+    decoder.store.set_training(true);
+    let grid = [MASKED_H / 32, MASKED_W / 32];
+    let visible: Vec<Vec<bool>> = inp[1]
+        .chunks(grid[0] * grid[1])
+        .map(|row| row.iter().map(|&v| v > 0.5).collect())
         .collect();
-    let boxes: Vec<(ViewBox, ViewBox)> = views.chunks(2).map(|p| (p[0], p[1])).collect();
-    let (step, ms) = timed_cpu(|| {
-        let x = Tensor::from_vec_on(inp[0].clone(), [2 * DENSE_IMAGES, 3, VIEW, VIEW], device)?;
-        dense_step(&model, &heads, &x, &boxes, 11, &cfg)
+    let images = Tensor::from_vec_on(
+        inp[0].clone(),
+        [MASKED_IMAGES, 3, MASKED_H, MASKED_W],
+        device,
+    )?;
+    let (loss, ms) = timed_cpu(|| {
+        let mask = crate::models::PatchMask::new(&visible, grid, device)?;
+        masked_autoencoding_step(&model, &decoder, &images, &mask)
     })?;
     let grads = |entries: Vec<crate::nn::NamedTensor>, prefix: &str| -> Vec<f32> {
         entries
@@ -269,37 +249,46 @@ fn dense_parity_step(inp: &Inputs, device: Device) -> Result<Outputs> {
             })
             .collect()
     };
+    let running: Vec<f32> = model
+        .store
+        .entries()
+        .into_iter()
+        .filter(|e| e.name.starts_with("backbone.backbone.") && e.name.contains("running_"))
+        .flat_map(|e| e.tensor.to_vec())
+        .collect();
     Ok(out(
         vec![
-            ("loss", vec![step.loss.item()?]),
-            (
-                "global, dense",
-                vec![step.global.item()?, step.dense.item()?],
-            ),
-            ("cosines", vec![step.pos_cos.item()?, step.neg_cos.item()?]),
+            ("loss", vec![loss.item()?]),
             (
                 "d backbone",
                 grads(model.store.entries(), "backbone.backbone."),
             ),
-            (
-                "d backbone + neck",
-                grads(model.store.entries(), "backbone."),
-            ),
-            ("d heads", grads(heads.store.entries(), "")),
+            ("d decoder", grads(decoder.store.entries(), "")),
+            ("running stats", running),
         ],
         ms,
     ))
 }
 
-pub(super) fn dense_step_case() -> Case {
+pub(super) fn masked_step_case() -> Case {
     Case {
-        name: "dense contrast step, C3-C5 + PAFPN, geometric matching (norm)",
+        name: "masked autoencoding step, sparse BN (norm)",
         kernels: &[],
-        shape: format!("{DENSE_IMAGES} images x 2 views {VIEW}x{VIEW}, nano, neck"),
+        shape: format!(
+            "{MASKED_IMAGES} images {MASKED_W}x{MASKED_H}, mask ratio 0.6, nano, decoder 32"
+        ),
         tol: 1e-3,
         measure: Measure::RelativeNorm,
-        make: Box::new(dense_views),
-        cpu: Box::new(|inp| dense_parity_step(inp, Device::Cpu)),
-        gpu: Box::new(|_, inp| dense_parity_step(inp, Device::Cuda)),
+        make: Box::new(|rng| {
+            let images = uniform(rng, MASKED_IMAGES * 3 * MASKED_H * MASKED_W, 0.0, 255.0);
+            let patches = (MASKED_H / 32) * (MASKED_W / 32);
+            let visible = (0..MASKED_IMAGES)
+                .flat_map(|_| sample_visible_patches(patches, 0.6, rng))
+                .map(|v| if v { 1.0 } else { 0.0 })
+                .collect();
+            vec![images, visible]
+        }),
+        cpu: Box::new(|inp| masked_step(inp, Device::Cpu)),
+        gpu: Box::new(|_, inp| masked_step(inp, Device::Cuda)),
     }
 }

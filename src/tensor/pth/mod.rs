@@ -29,6 +29,7 @@
 
 mod legacy;
 mod machine;
+mod opcodes;
 mod pickle;
 mod state_dict;
 mod zip;

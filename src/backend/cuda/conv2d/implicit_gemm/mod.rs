@@ -12,10 +12,12 @@
 //! `CudaDevice::set_conv_algorithm`); `Auto` is the default (checked in emulation without a GPU
 //! and on an H200: BENCHMARKS.md, docs/cuda.md). The selftest checks them either way.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
 
 use super::super::bf16::{stores_bf16, widened_unless, CudaBuffer, CudaValues};
-use super::super::context::{cuda_err, grid_1d, CudaDevice, MatrixPrecision};
+use super::super::context::{grid_1d, CudaDevice, MatrixPrecision};
+use super::super::launch::Kernel;
+use super::super::structs::cuda_struct;
 use super::super::{check_len, KernelFile};
 use super::{check_geometry, check_input_len};
 use crate::backend::conv_geometry::Conv2dGeometry;
@@ -29,7 +31,7 @@ use tap_major::{fwd_taps, packed_weights, tap_kernels, TAP_MAJOR_CHANNELS};
 /// tensor under 2^31 elements).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct MmaConvGeom {
+pub(crate) struct MmaConvGeom {
     n: i32,
     c: i32,
     h: i32,
@@ -45,8 +47,22 @@ struct MmaConvGeom {
     phase_h: i32,
     phase_w: i32,
 }
-// SAFETY: fourteen i32, `repr(C)`, the layout of the CUDA struct.
-unsafe impl DeviceRepr for MmaConvGeom {}
+cuda_struct!(MmaConvGeom mirrors "MmaConvGeom" in KernelFile::Conv2dMma, size 56, align 4, {
+    n @ 0, c @ 4, h @ 8, w @ 12, k @ 16, kh @ 20, kw @ 24, stride @ 28, pad @ 32, ho @ 36,
+    wo @ 40, split_len @ 44, phase_h @ 48, phase_w @ 52,
+});
+
+impl MmaConvGeom {
+    /// Elements of x `[N, C, H, W]`, w `[K, C, kh, kw]` and y `[N, K, Ho, Wo]`.
+    fn lens(&self) -> (usize, usize, usize) {
+        let p = |v: [i32; 4]| v.iter().map(|&d| d.max(0) as usize).product::<usize>();
+        (
+            p([self.n, self.c, self.h, self.w]),
+            p([self.k, self.c, self.kh, self.kw]),
+            p([self.n, self.k, self.ho, self.wo]),
+        )
+    }
+}
 
 /// The block tiles of conv2d_mma.cuh: 64 or 128 rows (`TM`, 2·TM threads) by `TILE_N` columns;
 /// `TILE_K` is the largest of the arithmetics' `K_TILE` (32 bf16, 16 TF32, 8 for the f32
@@ -228,24 +244,24 @@ fn check_tensor_cores(dev: &CudaDevice) -> Result<()> {
     ))
 }
 
-/// Runs `pick` over the `m_len × n_len` product (`splits` times) on `(a, b, c)`.
+/// Runs `pick` over the `m_len × n_len` product (`splits` times) on `(a, b, c)`, which hold
+/// (at least) `lens` elements: the ones the geometry `mg` makes the kernel index.
 fn launch<A: DeviceRepr, B: DeviceRepr, C: DeviceRepr>(
     dev: &CudaDevice,
     (file, pick): (KernelFile, Pick),
     (m_len, n_len, splits): (usize, usize, usize),
     (a, b, c): (&CudaSlice<A>, &CudaSlice<B>, &mut CudaSlice<C>),
-    mg: &MmaConvGeom,
+    (lens, mg): ([usize; 3], &MmaConvGeom),
 ) -> Result<()> {
     let (sym, cfg) = pick.launch_for(m_len, n_len, splits)?;
     check_tensor_cores(dev)?;
-    let f = dev.function(file, sym)?;
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(a).arg(b).arg(c).arg(mg);
-    // SAFETY: the callers checked each buffer's length against the geometry the kernel indexes
-    // by; the grid is the kernel's tile count.
-    unsafe { lb.launch(cfg) }
-        .map(|_| ())
-        .map_err(|e| cuda_err(sym, e))
+    // The grid is the kernel's tile count.
+    Kernel::new(dev, file, sym)
+        .reads("first operand", a, lens[0])
+        .reads("second operand", b, lens[1])
+        .writes("product", c, lens[2])
+        .value(mg)
+        .launch(cfg)
 }
 
 /// Forward: `y = conv(x, w)`, x f32 or bf16 bits; y bf16 bits when `out_bf16`, bf16 storage
@@ -316,7 +332,9 @@ fn fwd_into<X: DeviceRepr, W: DeviceRepr, Y: DeviceRepr>(
     mut y: CudaSlice<Y>,
     mg: &MmaConvGeom,
 ) -> Result<CudaSlice<Y>> {
-    launch(dev, run, shape, (x, w, &mut y), mg)?;
+    // The packed weights of the tap-major forms have the weights' length.
+    let (x_len, w_len, y_len) = mg.lens();
+    launch(dev, run, shape, (x, w, &mut y), ([x_len, w_len, y_len], mg))?;
     Ok(y)
 }
 
@@ -363,15 +381,19 @@ pub fn bwd_input(
                     let len = g.in_channels * ph.taps * pw.taps * g.out_channels;
                     let (pack, run) = ((k.file, t.pack_bwd_input), (k.file, t.bwd_input));
                     // The bf16 arithmetic packs bf16 bits, the others f32.
+                    let lens = ([g.y_len(), len, g.x_len()], &mg);
                     if precision == MatrixPrecision::Bf16 {
                         let wp = packed_weights(dev, pack, w, dev.alloc_u16(len)?, &mg)?;
-                        launch(dev, run, shape, (dy, &wp, &mut dx), &mg)?;
+                        launch(dev, run, shape, (dy, &wp, &mut dx), lens)?;
                     } else {
                         let wp = packed_weights(dev, pack, w, dev.alloc(len)?, &mg)?;
-                        launch(dev, run, shape, (dy, &wp, &mut dx), &mg)?;
+                        launch(dev, run, shape, (dy, &wp, &mut dx), lens)?;
                     }
                 }
-                None => launch(dev, (k.file, k.bwd_input), shape, (dy, w, &mut dx), &mg)?,
+                None => {
+                    let lens = ([g.y_len(), g.w_len(), g.x_len()], &mg);
+                    launch(dev, (k.file, k.bwd_input), shape, (dy, w, &mut dx), lens)?
+                }
             }
         }
     }
@@ -439,6 +461,8 @@ pub fn bwd_weight(
         Some(dev.alloc(splits * g.w_len())?)
     };
     let target = part.as_mut().unwrap_or(&mut dw);
+    // One w-sized slab of partial sums per split (dw itself when there is one split).
+    let lens = ([g.y_len(), g.x_len(), splits * g.w_len()], &mg);
     let precision = dev.matrix_precision();
     match x {
         CudaValues::Bf16(x) if precision == MatrixPrecision::Bf16 => {
@@ -451,25 +475,26 @@ pub fn bwd_weight(
                 (KernelFile::Conv2dMma, pick),
                 shape,
                 (dy, x, target),
-                &mg,
+                lens,
             )?
         }
         x => {
             let mut wide = None;
             let x = f32_values(dev, x, &mut wide)?;
             let k = kernels(precision);
-            launch(dev, (k.file, k.bwd_weight), shape, (dy, x, target), &mg)?
+            launch(dev, (k.file, k.bwd_weight), shape, (dy, x, target), lens)?
         }
     }
     if let Some(part) = part {
         let k = kernels(precision);
         let sym = k.sum_splits;
-        let f = dev.function(k.file, sym)?;
         let (len, count) = (g.w_len() as i64, splits as i32);
-        let mut lb = dev.stream().launch_builder(&f);
-        lb.arg(&part).arg(&mut dw).arg(&len).arg(&count);
-        // SAFETY: part holds splits·len floats, dw len.
-        unsafe { lb.launch(grid_1d(g.w_len())) }.map_err(|e| cuda_err(sym, e))?;
+        Kernel::new(dev, k.file, sym)
+            .reads("partial sums [splits, w]", &part, splits * g.w_len())
+            .writes("dw", &mut dw, g.w_len())
+            .value(&len)
+            .value(&count)
+            .launch(grid_1d(g.w_len()))?;
     }
     Ok(dw)
 }

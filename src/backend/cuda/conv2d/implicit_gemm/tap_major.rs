@@ -2,7 +2,7 @@
 //! (tap, channel) order by their own kernels, then products reducing over runs of up to 32
 //! channels at one tap; for every conv whose summed-over channel count is a multiple of 32.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr};
 
 use super::*;
 
@@ -71,13 +71,14 @@ pub(super) fn packed_weights<T: DeviceRepr>(
     mut wp: CudaSlice<T>,
     mg: &MmaConvGeom,
 ) -> Result<CudaSlice<T>> {
-    let f = dev.function(file, sym)?;
+    // The caller sized `wp` to the rows · taps · inner elements of its packing; grid-stride.
     let len = wp.len();
-    let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(w).arg(&mut wp).arg(mg);
-    // SAFETY: the kernel writes the rows * taps * inner elements of its packing (the caller
-    // sized `wp` so) and reads the weights, whose length the caller checked; grid-stride.
-    unsafe { lb.launch(grid_1d(len)) }.map_err(|e| cuda_err(sym, e))?;
+    let (_, w_len, _) = mg.lens();
+    Kernel::new(dev, file, sym)
+        .reads("w [K, C, kh, kw]", w, w_len)
+        .writes("packed weights", &mut wp, len)
+        .value(mg)
+        .launch(grid_1d(len))?;
     Ok(wp)
 }
 

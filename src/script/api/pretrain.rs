@@ -68,6 +68,11 @@ fn report_map(r: &PretrainReport) -> Map {
     m.insert("accuracy".into(), col(&|e| opt_float(e.accuracy)).into());
     m.insert("pos_cos".into(), col(&|e| opt_float(e.mean_pos_cos)).into());
     m.insert("neg_cos".into(), col(&|e| opt_float(e.mean_neg_cos)).into());
+    m.insert("seconds".into(), col(&|e| Dynamic::from_float(e.seconds)).into());
+    m.insert(
+        "images_seen".into(),
+        col(&|e| Dynamic::from_int(e.images_seen as INT)).into(),
+    );
     m.insert("best_accuracy".into(), opt_float(r.best_accuracy));
     m.insert(
         "best_epoch".into(),
@@ -144,14 +149,14 @@ fn probe_map(r: &ProbeReport) -> Map {
 
 pub fn register(api: &mut Api) {
     func!(api, "pretrain_center_loss", &["m: Model", "crops_dir: String", "cfg: Map"], "Map",
-        "Center-loss fg/bg pretraining of m's backbone on `ssod crop` output; cfg keys as CenterLossConfig (epochs, batch_size, lr, center_weight, input_norm, head, out, resume, ...); with out, the state is kept each epoch and resume: true continues it. Returns #{loss, accuracy, best_accuracy, best_epoch, checkpoint, samples_per_s, steps}.",
+        "Center-loss fg/bg pretraining of m's backbone on `ssod crop` output; cfg keys as CenterLossConfig (epochs, batch_size, lr, center_weight, input_norm, head, out, resume, ...); with out, the state is kept each epoch and resume: true continues it. Returns #{loss, accuracy, seconds, images_seen (per epoch), best_accuracy, best_epoch, checkpoint, samples_per_s, steps, health, warnings}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("pretrain_center_loss", resumable(cfg))?;
             let crops = lift(CropSet::load(&output_path(dir)))?;
             Ok(report_map(&lift(pretrain_center_loss(&m.0, &crops, &cfg))?))
         });
     func!(api, "pretrain_patch_ssl", &["m: Model", "frames_dir: String", "cfg: Map"], "Map",
-        "Patch-contrastive SSL of m's backbone on a folder of frames; cfg keys as PatchSslConfig (patch_size, loss, temperature, negative_sampler, bn_mode, augment_per, out, resume, ...); with out, the state is kept each epoch and resume: true continues it. Returns #{loss, pos_cos, neg_cos, checkpoint, samples_per_s, steps}.",
+        "Patch-contrastive SSL of m's backbone on a folder of frames; cfg keys as PatchSslConfig (patch_size, loss, temperature, negative_sampler, bn_mode, augment_per, out, resume, ...); with out, the state is kept each epoch and resume: true continues it. Returns #{loss, pos_cos, neg_cos, seconds, images_seen (per epoch), checkpoint, samples_per_s, steps, health, warnings}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("pretrain_patch_ssl", resumable(cfg))?;
             let frames = lift(FrameSet::load(&output_path(dir)))?;

@@ -31,9 +31,8 @@ use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
 use super::health::HealthConfig;
 use super::loader::{crop_batches, CropSampling};
-use super::run_files::write_epoch_files;
 use super::ssl::runner::epoch_health;
-use super::state::{config_json, state_to_resume, BestSnapshot, RunState, STATE_FILE};
+use super::state::{config_json, state_to_resume, BestSnapshot, RunState};
 use super::transfer::{restore, save_backbone_checkpoint, snapshot};
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
 use crate::autograd::no_grad;
@@ -387,12 +386,15 @@ fn head_and_centers(head: &PretrainHead, centers: &Tensor) -> Vec<(String, Tenso
 fn write_checkpoint(
     model: &YoloX,
     extra: &[(String, Tensor)],
-    dir: &std::path::Path,
-) -> Result<PathBuf> {
+    out: Option<&std::path::Path>,
+) -> Result<Option<PathBuf>> {
+    let Some(dir) = out else {
+        return Ok(None);
+    };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let path = dir.join("center_loss_best.safetensors");
     save_backbone_checkpoint(model, extra, &path)?;
-    Ok(path)
+    Ok(Some(path))
 }
 
 /// The centres' name in checkpoints and states.
@@ -445,17 +447,11 @@ pub fn pretrain_center_loss(
     let mut report = PretrainReport::default();
     let mut best: Option<BestSnapshot> = None;
     let mut first_epoch = 0;
-    if let Some(path) = &resume_from {
-        let resumed = state.resume(
-            path,
-            [("model", &mut opt_model), ("head", &mut opt_head)],
-            &mut rng,
-        )?;
-        println!(
-            "resuming center-loss pretraining {} after epoch {}",
-            path.display(),
-            resumed.epochs_done
-        );
+    if let Some(resumed) = state.resume_if(
+        resume_from.as_deref(),
+        [("model", &mut opt_model), ("head", &mut opt_head)],
+        &mut rng,
+    )? {
         (first_epoch, report, best) = (resumed.epochs_done, resumed.report, resumed.best);
     }
     let (mut seen, mut train_time) = (0usize, 0.0f64);
@@ -505,29 +501,22 @@ pub fn pretrain_center_loss(
             &mut report,
         )?;
         report.epochs.push(stats);
-        if let Some(dir) = &cfg.out {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            state.save(
-                &dir.join(STATE_FILE),
-                [("model", &opt_model), ("head", &opt_head)],
-                &report,
-                &rng,
-                best.as_ref(),
-            )?;
-            write_epoch_files(dir, &report, "center loss")?;
-        }
+        state.save_epoch(
+            cfg.out.as_deref(),
+            [("model", &opt_model), ("head", &opt_head)],
+            &report,
+            &rng,
+            best.as_ref(),
+        )?;
     }
     if let Some((acc, epoch, values)) = best {
         restore(model, &head_tensors, &values)?;
         (report.best_accuracy, report.best_epoch) = (Some(acc), Some(epoch));
     }
     model.set_training(true);
-    report.health = report.epochs.last().and_then(|e| e.health.clone());
-    report.samples_per_s = seen as f64 / train_time.max(1e-9);
-    if let Some(dir) = &cfg.out {
-        let extra = head_and_centers(&head, &centers);
-        report.checkpoint = Some(write_checkpoint(model, &extra, dir)?);
-    }
+    report.conclude(seen, train_time);
+    let extra = head_and_centers(&head, &centers);
+    report.checkpoint = write_checkpoint(model, &extra, cfg.out.as_deref())?;
     scope.leave()?;
     Ok(report)
 }

@@ -116,6 +116,15 @@ pub struct PretrainReport {
     pub warnings: Vec<String>,
 }
 
+impl PretrainReport {
+    /// At the end of a run: the last epoch's health, and the throughput over the training
+    /// steps' time (`samples`: crops, patches or images, as the method counts them).
+    pub(crate) fn conclude(&mut self, samples: usize, train_seconds: f64) {
+        self.health = self.epochs.last().and_then(|e| e.health.clone());
+        self.samples_per_s = samples as f64 / train_seconds.max(1e-9);
+    }
+}
+
 /// Parse a JSON config, naming `source` (the file) and any unknown key in errors.
 pub fn parse_config<T: DeserializeOwned>(text: &str, source: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| Error::format(source, format!("bad config: {e}")))

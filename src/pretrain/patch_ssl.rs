@@ -25,9 +25,8 @@ use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
 use super::health::HealthConfig;
 use super::loader::{patch_batches, PatchInput, PatchSampling};
-use super::run_files::write_epoch_files;
 use super::ssl::runner::epoch_health;
-use super::state::{config_json, state_to_resume, RunState, STATE_FILE};
+use super::state::{config_json, state_to_resume, RunState};
 use super::transfer::save_backbone_checkpoint;
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
 use crate::models::YoloX;
@@ -329,6 +328,21 @@ pub fn patch_ssl_step(
 }
 
 /// The head's tensors under the names checkpoints and states use.
+/// `patch_ssl_last.safetensors` in `out` (backbone and head), when the run has an `out`.
+fn write_last(
+    model: &YoloX,
+    head: &PretrainHead,
+    out: Option<&std::path::Path>,
+) -> Result<Option<std::path::PathBuf>> {
+    let Some(dir) = out else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("patch_ssl_last.safetensors");
+    save_backbone_checkpoint(model, &head_entries(head), &path)?;
+    Ok(Some(path))
+}
+
 fn head_entries(head: &PretrainHead) -> Vec<(String, Tensor)> {
     head.store
         .entries()
@@ -462,17 +476,11 @@ pub fn pretrain_patch_ssl_with_loss(
         head: head_entries(&head),
     };
     let mut first_epoch = 0;
-    if let Some(path) = &resume_from {
-        let resumed = state.resume(
-            path,
-            [("model", &mut opt_model), ("head", &mut opt_head)],
-            &mut rng,
-        )?;
-        println!(
-            "resuming patch SSL {} after epoch {}",
-            path.display(),
-            resumed.epochs_done
-        );
+    if let Some(resumed) = state.resume_if(
+        resume_from.as_deref(),
+        [("model", &mut opt_model), ("head", &mut opt_head)],
+        &mut rng,
+    )? {
         (first_epoch, report) = (resumed.epochs_done, resumed.report);
     }
     for epoch in first_epoch..cfg.epochs {
@@ -521,27 +529,17 @@ pub fn pretrain_patch_ssl_with_loss(
             images_seen: frames_seen,
             health,
         });
-        if let Some(dir) = &cfg.out {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            state.save(
-                &dir.join(STATE_FILE),
-                [("model", &opt_model), ("head", &opt_head)],
-                &report,
-                &rng,
-                None,
-            )?;
-            write_epoch_files(dir, &report, state.method)?;
-        }
+        state.save_epoch(
+            cfg.out.as_deref(),
+            [("model", &opt_model), ("head", &opt_head)],
+            &report,
+            &rng,
+            None,
+        )?;
     }
     report.best_epoch = report.epochs.last().map(|e| e.epoch);
-    report.health = report.epochs.last().and_then(|e| e.health.clone());
-    report.samples_per_s = patches_seen as f64 / train_time.max(1e-9);
-    if let Some(dir) = &cfg.out {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join("patch_ssl_last.safetensors");
-        save_backbone_checkpoint(model, &head_entries(&head), &path)?;
-        report.checkpoint = Some(path);
-    }
+    report.conclude(patches_seen, train_time);
+    report.checkpoint = write_last(model, &head, cfg.out.as_deref())?;
     scope.leave()?;
     Ok(report)
 }

@@ -139,6 +139,45 @@ impl RunState<'_> {
         )
     }
 
+    /// After an epoch, in `out` when the run has one: the state ([`STATE_FILE`], for resume)
+    /// and the epoch table and loss plot (`run_files.rs`).
+    pub fn save_epoch(
+        &self,
+        out: Option<&Path>,
+        optimizers: NamedOptimizers,
+        report: &PretrainReport,
+        rng: &ChaCha8Rng,
+        best: Option<&BestSnapshot>,
+    ) -> Result<()> {
+        let Some(dir) = out else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        self.save(&dir.join(STATE_FILE), optimizers, report, rng, best)?;
+        super::run_files::write_epoch_files(dir, report, self.method)
+    }
+
+    /// [`RunState::resume`] from `path` when there is one (a run asked to resume), saying so;
+    /// `None` for a fresh run.
+    pub fn resume_if(
+        &self,
+        path: Option<&Path>,
+        optimizers: [(&str, &mut dyn Optimizer); 2],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<Resumed>> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let resumed = self.resume(path, optimizers, rng)?;
+        println!(
+            "resuming {} {} after epoch {}",
+            self.method,
+            path.display(),
+            resumed.epochs_done
+        );
+        Ok(Some(resumed))
+    }
+
     /// Restore model, head, optimisers and the random stream from `path`, after checking that
     /// it is a state of this method with the same config (but `epochs`, which may be raised).
     /// Nothing changes on error.

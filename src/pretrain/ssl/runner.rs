@@ -26,8 +26,7 @@ use crate::nn::ParamStore;
 use crate::pretrain::data::{ImageSource, InputNorm};
 use crate::pretrain::device::{DeviceScope, EpochMeans};
 use crate::pretrain::health::{collapse_warning, health_of_sources};
-use crate::pretrain::run_files::write_epoch_files;
-use crate::pretrain::state::{state_to_resume, RunState, STATE_FILE};
+use crate::pretrain::state::{state_to_resume, RunState};
 use crate::pretrain::transfer::save_backbone_checkpoint;
 use crate::pretrain::{step_pair, EpochStats, PretrainReport};
 use crate::rng::rng_for;
@@ -238,18 +237,11 @@ pub fn run_ssl<M: SslMethod>(
     };
     let mut report = PretrainReport::default();
     let mut first_epoch = 0;
-    if let Some(path) = &resume_from {
-        let resumed = state.resume(
-            path,
-            [("model", &mut opt_model), ("head", &mut opt_head)],
-            &mut rng,
-        )?;
-        println!(
-            "resuming {} {} after epoch {}",
-            method.name(),
-            path.display(),
-            resumed.epochs_done
-        );
+    if let Some(resumed) = state.resume_if(
+        resume_from.as_deref(),
+        [("model", &mut opt_model), ("head", &mut opt_head)],
+        &mut rng,
+    )? {
         (first_epoch, report) = (resumed.epochs_done, resumed.report);
     }
     let health_sources = method.health_images();
@@ -286,21 +278,16 @@ pub fn run_ssl<M: SslMethod>(
             health,
             ..Default::default()
         });
-        if let Some(dir) = &common.out {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            state.save(
-                &dir.join(STATE_FILE),
-                [("model", &opt_model), ("head", &opt_head)],
-                &report,
-                &rng,
-                None,
-            )?;
-            write_epoch_files(dir, &report, method.name())?;
-        }
+        state.save_epoch(
+            common.out.as_deref(),
+            [("model", &opt_model), ("head", &opt_head)],
+            &report,
+            &rng,
+            None,
+        )?;
     }
     report.best_epoch = report.epochs.last().map(|e| e.epoch);
-    report.health = report.epochs.last().and_then(|e| e.health.clone());
-    report.samples_per_s = images_seen as f64 / train_time.max(1e-9);
+    report.conclude(images_seen, train_time);
     if let Some(dir) = &common.out {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(format!("{}_last.safetensors", method.name()));

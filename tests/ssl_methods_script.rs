@@ -23,7 +23,12 @@ const METHODS: [&str; 8] = [
 ];
 /// The methods on the shared self-supervised run loop and the images one sample puts through
 /// the network (two views, or an anchor frame and its partner; one masked image).
-const SSL_METHODS: [(&str, f64); 4] = [("simsiam", 2.0), ("dense", 2.0), ("temporal", 2.0), ("masked", 1.0)];
+const SSL_METHODS: [(&str, f64); 4] = [
+    ("simsiam", 2.0),
+    ("dense", 2.0),
+    ("temporal", 2.0),
+    ("masked", 1.0),
+];
 const SEEDS: [i64; 2] = [1, 2];
 /// The tiny scale's budget of samples: 2 epochs × (16 / (2 · 2)) steps × 2 samples.
 const SAMPLES: f64 = 16.0;
@@ -96,7 +101,13 @@ fn check_summary(points: &CsvTable, summary: &CsvTable) {
     for (_, r) in &summary.records {
         let method = field(summary, r, "method");
         assert_eq!(number(summary, r, "seeds"), SEEDS.len() as f64);
-        for metric in ["linear_probe", "knn_probe", "effective_rank", "AP", "pretrain_seconds"] {
+        for metric in [
+            "linear_probe",
+            "knn_probe",
+            "effective_rank",
+            "AP",
+            "pretrain_seconds",
+        ] {
             let values: Vec<f64> = points
                 .records
                 .iter()
@@ -125,7 +136,15 @@ fn check_pretraining_folders(run: &Path) {
             assert!(dir.join("loss.png").is_file(), "{}", dir.display());
             let epochs = table(&dir.join("epochs.csv"));
             assert_eq!(epochs.records.len(), 2, "{method}: two epochs");
-            for col in ["loss", "seconds", "images_seen", "health_effective_rank", "health_std_ratio", "health_alignment", "health_uniformity"] {
+            for col in [
+                "loss",
+                "seconds",
+                "images_seen",
+                "health_effective_rank",
+                "health_std_ratio",
+                "health_alignment",
+                "health_uniformity",
+            ] {
                 assert!(epochs.column(col).is_some(), "{method}: no {col} column");
             }
             let seen: f64 = epochs

@@ -68,7 +68,10 @@ fn report_map(r: &PretrainReport) -> Map {
     m.insert("accuracy".into(), col(&|e| opt_float(e.accuracy)).into());
     m.insert("pos_cos".into(), col(&|e| opt_float(e.mean_pos_cos)).into());
     m.insert("neg_cos".into(), col(&|e| opt_float(e.mean_neg_cos)).into());
-    m.insert("seconds".into(), col(&|e| Dynamic::from_float(e.seconds)).into());
+    m.insert(
+        "seconds".into(),
+        col(&|e| Dynamic::from_float(e.seconds)).into(),
+    );
     m.insert(
         "images_seen".into(),
         col(&|e| Dynamic::from_int(e.images_seen as INT)).into(),

@@ -1,5 +1,6 @@
-//! `ssod pretrain center|ssl|probe|simsiam|temporal|knn|health --config cfg.json --data DIR`: backbone pretraining from the
-//! command line (the same library functions as the Rhai API).
+//! `ssod pretrain center|ssl|simsiam|dense|temporal|masked|probe|knn|health --config cfg.json
+//! --data DIR`: backbone pretraining, probes and the embedding health from the command line (the
+//! same library functions as the Rhai API).
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ use ssod::train::config::Precision;
 
 #[derive(Subcommand)]
 pub enum PretrainCommand {
-    /// Pretrain a detector backbone: center loss (fg/bg crops), patch SSL (frames), linear probe
+    /// Pretrain a detector backbone (center loss, patch SSL, SimSiam, dense, temporal, masked), probe it (linear, k-NN) or check its embedding health
     #[command(subcommand)]
     Pretrain(PretrainKind),
 }

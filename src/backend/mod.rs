@@ -8,3 +8,12 @@
 pub mod conv_geometry;
 pub mod cpu;
 pub mod cuda;
+
+/// What follows a batch norm in the same pass (the BN kernels of both backends take it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Plain BatchNorm2d.
+    Identity,
+    /// `silu(bn(x))` (YOLOX BaseConv's BN → SiLU) with no intermediate tensor.
+    Silu,
+}

@@ -10,7 +10,6 @@
 use crate::autograd::{is_grad_enabled, record};
 use crate::backend::cpu::batch_norm::{self as cpu_bn, Activation, BnCall, Normalizer};
 use crate::backend::cuda::batch_norm as cuda_bn;
-use crate::backend::cuda::bf16 as cuda_bf16;
 use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
@@ -228,6 +227,15 @@ fn cpu_bwd(
     ))
 }
 
+/// The CUDA kernels' mode for `call` on `dev` (its activation, and bf16 output in bf16 storage
+/// mode).
+fn cuda_mode(call: &BnCall, dev: &crate::backend::cuda::CudaDevice) -> cuda_bn::BnMode {
+    cuda_bn::BnMode {
+        activation: call.activation,
+        output: cuda_bn::OutputFormat::for_device(dev),
+    }
+}
+
 /// The CUDA forward, `None` where it hands the call to the host (see [`fwd`]).
 fn cuda_fwd(a: &BnArgs, call: &BnCall) -> Result<Option<(Tensor, Saved)>> {
     if !(a.running_mean.is_cuda() && a.running_var.is_cuda()) {
@@ -238,7 +246,7 @@ fn cuda_fwd(a: &BnArgs, call: &BnCall) -> Result<Option<(Tensor, Saved)>> {
         c: call.c,
         plane: call.plane,
     };
-    let (p, silu) = (a.p, call.activation == Activation::Silu);
+    let p = a.p;
     let (x, gamma, beta) = (a.x, a.gamma, a.beta);
     if !p.training {
         if is_grad_enabled() && [x, gamma, beta].iter().any(|t| t.requires_grad()) {
@@ -249,8 +257,8 @@ fn cuda_fwd(a: &BnArgs, call: &BnCall) -> Result<Option<(Tensor, Saved)>> {
                 beta.with_cuda(|_, bs| {
                     a.running_mean.with_cuda(|_, rm| {
                         a.running_var.with_cuda(|_, rv| {
-                            let out = (silu, cuda_bf16::stores_bf16(dev));
-                            cuda_bn::fwd_eval(dev, xs, gs, bs, rm, rv, shape, p.eps, out)
+                            let mode = cuda_mode(call, dev);
+                            cuda_bn::fwd_eval(dev, xs, gs, bs, rm, rv, shape, p.eps, mode)
                         })
                     })
                 })
@@ -265,8 +273,8 @@ fn cuda_fwd(a: &BnArgs, call: &BnCall) -> Result<Option<(Tensor, Saved)>> {
             beta.with_cuda(|_, bs| {
                 a.running_mean.with_cuda_mut(|_, rm| {
                     a.running_var.with_cuda_mut(|_, rv| {
-                        let out = (silu, cuda_bf16::stores_bf16(dev));
-                        cuda_bn::fwd_train(dev, xs, gs, bs, rm, rv, shape, p.momentum, p.eps, out)
+                        let mode = cuda_mode(call, dev);
+                        cuda_bn::fwd_train(dev, xs, gs, bs, rm, rv, shape, p.momentum, p.eps, mode)
                     })
                 })
             })
@@ -297,11 +305,11 @@ fn cuda_bwd(
         c: call.c,
         plane: call.plane,
     };
-    let silu = call.activation == Activation::Silu;
+    let act = call.activation;
     let (dx, dgamma, dbeta) = dy.with_cuda(|dev, dys| {
         x.with_cuda_values(|_, xv| {
             gamma.with_cuda(|_, gv| {
-                beta.with_cuda(|_, bv| cuda_bn::bwd_train(dev, dys, xv, gv, bv, stats, shape, silu))
+                beta.with_cuda(|_, bv| cuda_bn::bwd_train(dev, dys, xv, gv, bv, stats, shape, act))
             })
         })
     })?;

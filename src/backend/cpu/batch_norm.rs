@@ -15,14 +15,7 @@ use crate::backend::cpu::math::sigmoid_f32;
 use crate::backend::cpu::simd::simd_fn;
 use crate::backend::cpu::uninit::filled_vec;
 
-/// What follows the normalisation in the same pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// Plain BatchNorm2d.
-    Identity,
-    /// `silu(bn(x))` (YOLOX BaseConv's BN → SiLU) with no intermediate tensor.
-    Silu,
-}
+pub use crate::backend::Activation;
 
 /// The sizes and mode of one BN call: `x [n, c, H, W]` with `plane = H·W`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use super::bf16::{widened_unless, CudaBuffer, CudaValues};
 use super::context::{grid_1d, grid_per_item, CudaDevice, BLOCK};
 use super::launch::Kernel;
 use super::{check_len, to_i64, KernelFile};
+use crate::backend::Activation;
 use crate::{Error, Result};
 
 /// `[N, C, plane]` sizes of a BN call (plane = H·W).
@@ -90,6 +91,40 @@ fn check_params(
     Ok(())
 }
 
+/// How a forward writes `y`: f32, or bf16 bits (bf16 storage mode, [`super::bf16`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    F32,
+    Bf16,
+}
+
+impl OutputFormat {
+    /// The format activations are stored in on `dev` ([`super::bf16::stores_bf16`]).
+    pub fn for_device(dev: &CudaDevice) -> OutputFormat {
+        if super::bf16::stores_bf16(dev) {
+            OutputFormat::Bf16
+        } else {
+            OutputFormat::F32
+        }
+    }
+}
+
+/// A forward's mode: the activation fused after the normalisation and the output's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnMode {
+    pub activation: Activation,
+    pub output: OutputFormat,
+}
+
+impl BnMode {
+    fn silu(self) -> bool {
+        self.activation == Activation::Silu
+    }
+    fn out_bf16(self) -> bool {
+        self.output == OutputFormat::Bf16
+    }
+}
+
 /// The kernel `stem` (its SiLU twin when `silu`) for x stored as `x_suffix` (`f32`, `bf16`).
 fn x_sym(stem: &str, silu: bool, x_suffix: &str) -> String {
     let stem = if silu {
@@ -116,7 +151,7 @@ fn fwd_sym(silu: bool, x_suffix: &str, out_bf16: bool) -> String {
 }
 
 /// `y = bn(x)` (then SiLU) by the element-wise forward kernel, with `s` the per-channel inverse
-/// std (`s_is_var` 0) or running variance (1); `y` as f32 or, with `out_bf16`, bf16 bits.
+/// std (`s_is_var` 0) or running variance (1); `y` as `mode.output` says.
 #[allow(clippy::too_many_arguments)]
 fn launch_fwd(
     dev: &CudaDevice,
@@ -128,9 +163,10 @@ fn launch_fwd(
     s: BnShape,
     eps: f32,
     s_is_var: i32,
-    (silu, out_bf16): (bool, bool),
+    mode: BnMode,
 ) -> Result<CudaBuffer> {
     let (n, c, plane) = s.i64s("batch_norm (cuda)")?;
+    let (silu, out_bf16) = (mode.silu(), mode.out_bf16());
     let mut wide = None;
     let x = widened_unless(dev, x, out_bf16, &mut wide)?;
     let sym = &fwd_sym(silu, x.suffix(), out_bf16);
@@ -156,8 +192,8 @@ fn launch_fwd(
     Ok(y)
 }
 
-/// Training forward: batch statistics, running stats updated in place, `y = bn(x)` (then SiLU
-/// when `silu`; as bf16 bits when `out_bf16`, bf16 storage).
+/// Training forward: batch statistics, running stats updated in place, `y = bn(x)` (then the
+/// mode's activation; in the mode's output format).
 #[allow(clippy::too_many_arguments)]
 pub fn fwd_train(
     dev: &CudaDevice,
@@ -169,7 +205,7 @@ pub fn fwd_train(
     s: BnShape,
     momentum: f32,
     eps: f32,
-    (silu, out_bf16): (bool, bool),
+    mode: BnMode,
 ) -> Result<(CudaBuffer, BnSaved)> {
     let op = "batch_norm (cuda)";
     check_params(
@@ -231,18 +267,7 @@ pub fn fwd_train(
         .value(&unbias)
         .launch(grid_1d(s.c))?;
 
-    let y = launch_fwd(
-        dev,
-        x,
-        &mean,
-        &invstd,
-        gamma,
-        beta,
-        s,
-        eps,
-        0,
-        (silu, out_bf16),
-    )?;
+    let y = launch_fwd(dev, x, &mean, &invstd, gamma, beta, s, eps, 0, mode)?;
     Ok((y, BnSaved { mean, invstd }))
 }
 
@@ -257,7 +282,7 @@ pub fn fwd_eval(
     running_var: &CudaSlice<f32>,
     s: BnShape,
     eps: f32,
-    (silu, out_bf16): (bool, bool),
+    mode: BnMode,
 ) -> Result<CudaBuffer> {
     let op = "batch_norm (cuda, eval)";
     check_params(
@@ -282,11 +307,12 @@ pub fn fwd_eval(
         s,
         eps,
         1,
-        (silu, out_bf16),
+        mode,
     )
 }
 
-/// Training backward: `(dx, dgamma, dbeta)`. `x` is the forward input, `saved` its statistics.
+/// Training backward: `(dx, dgamma, dbeta)`. `x` is the forward input, `saved` its statistics,
+/// `activation` the one the forward fused.
 #[allow(clippy::too_many_arguments)]
 pub fn bwd_train(
     dev: &CudaDevice,
@@ -296,9 +322,10 @@ pub fn bwd_train(
     beta: &CudaSlice<f32>,
     saved: &BnSaved,
     s: BnShape,
-    silu: bool,
+    activation: Activation,
 ) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
     let op = "batch_norm backward (cuda)";
+    let silu = activation == Activation::Silu;
     check_params(
         op,
         s,

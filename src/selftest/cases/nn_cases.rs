@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::backend::cuda::bf16::{self, CudaValues};
+use crate::backend::Activation;
 
 // ---- batch norm ----
 
@@ -100,26 +101,29 @@ pub(super) fn bn_case(
                 BnFormat::Bf16 => CudaValues::Bf16(&x16),
                 _ => CudaValues::F32(&x),
             };
+            let activation = if silu {
+                Activation::Silu
+            } else {
+                Activation::Identity
+            };
+            let output = if out_bf16 {
+                bn::OutputFormat::Bf16
+            } else {
+                bn::OutputFormat::F32
+            };
+            let mode = bn::BnMode { activation, output };
             if !training {
                 let (y, ms) = timed(dev, || {
-                    bn::fwd_eval(dev, x, &gamma, &beta, &rm, &rv, s, eps, (silu, out_bf16))
+                    bn::fwd_eval(dev, x, &gamma, &beta, &rm, &rv, s, eps, mode)
                 })?;
                 return Ok(out(vec![("y", dev.download(&y.into_f32(dev)?)?)], ms));
             }
             let ((y, dx, dgamma, dbeta), ms) = timed(dev, || {
                 let (y, saved) = bn::fwd_train(
-                    dev,
-                    x,
-                    &gamma,
-                    &beta,
-                    &mut rm,
-                    &mut rv,
-                    s,
-                    momentum,
-                    eps,
-                    (silu, out_bf16),
+                    dev, x, &gamma, &beta, &mut rm, &mut rv, s, momentum, eps, mode,
                 )?;
-                let (dx, dg, db) = bn::bwd_train(dev, &dy, x, &gamma, &beta, &saved, s, silu)?;
+                let (dx, dg, db) =
+                    bn::bwd_train(dev, &dy, x, &gamma, &beta, &saved, s, activation)?;
                 Ok((y, dx, dg, db))
             })?;
             Ok(out(

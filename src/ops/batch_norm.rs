@@ -10,6 +10,7 @@
 use crate::autograd::{is_grad_enabled, record};
 use crate::backend::cpu::batch_norm::{self as cpu_bn, Activation, BnCall, Normalizer};
 use crate::backend::cuda::batch_norm as cuda_bn;
+use crate::backend::cuda::{CudaDevice, CudaSlice};
 use crate::tensor::{compute_device, Device, Tensor};
 use crate::{Error, Result};
 
@@ -227,12 +228,25 @@ fn cpu_bwd(
     ))
 }
 
-/// The CUDA kernels' mode for `call` on `dev` (its activation, and bf16 output in bf16 storage
-/// mode).
-fn cuda_mode(call: &BnCall, dev: &crate::backend::cuda::CudaDevice) -> cuda_bn::BnMode {
-    cuda_bn::BnMode {
+/// The CUDA launchers' arguments for `call` on `dev`: its activation, bf16 output in bf16
+/// storage mode.
+fn cuda_launch<'a>(
+    call: &BnCall,
+    dev: &CudaDevice,
+    (gamma, beta): (&'a CudaSlice<f32>, &'a CudaSlice<f32>),
+    shape: cuda_bn::BnShape,
+    eps: f32,
+) -> cuda_bn::BnLaunch<'a> {
+    let mode = cuda_bn::BnMode {
         activation: call.activation,
         output: cuda_bn::OutputFormat::for_device(dev),
+    };
+    cuda_bn::BnLaunch {
+        gamma,
+        beta,
+        shape,
+        eps,
+        mode,
     }
 }
 
@@ -257,8 +271,8 @@ fn cuda_fwd(a: &BnArgs, call: &BnCall) -> Result<Option<(Tensor, Saved)>> {
                 beta.with_cuda(|_, bs| {
                     a.running_mean.with_cuda(|_, rm| {
                         a.running_var.with_cuda(|_, rv| {
-                            let mode = cuda_mode(call, dev);
-                            cuda_bn::fwd_eval(dev, xs, gs, bs, rm, rv, shape, p.eps, mode)
+                            let launch = cuda_launch(call, dev, (gs, bs), shape, p.eps);
+                            cuda_bn::fwd_eval(dev, xs, &launch, (rm, rv))
                         })
                     })
                 })
@@ -273,8 +287,8 @@ fn cuda_fwd(a: &BnArgs, call: &BnCall) -> Result<Option<(Tensor, Saved)>> {
             beta.with_cuda(|_, bs| {
                 a.running_mean.with_cuda_mut(|_, rm| {
                     a.running_var.with_cuda_mut(|_, rv| {
-                        let mode = cuda_mode(call, dev);
-                        cuda_bn::fwd_train(dev, xs, gs, bs, rm, rv, shape, p.momentum, p.eps, mode)
+                        let launch = cuda_launch(call, dev, (gs, bs), shape, p.eps);
+                        cuda_bn::fwd_train(dev, xs, &launch, (rm, rv), p.momentum)
                     })
                 })
             })
@@ -305,11 +319,14 @@ fn cuda_bwd(
         c: call.c,
         plane: call.plane,
     };
-    let act = call.activation;
     let (dx, dgamma, dbeta) = dy.with_cuda(|dev, dys| {
         x.with_cuda_values(|_, xv| {
             gamma.with_cuda(|_, gv| {
-                beta.with_cuda(|_, bv| cuda_bn::bwd_train(dev, dys, xv, gv, bv, stats, shape, act))
+                beta.with_cuda(|_, bv| {
+                    // eps is unused by the backward (the saved inverse std holds it).
+                    let launch = cuda_launch(call, dev, (gv, bv), shape, 0.0);
+                    cuda_bn::bwd_train(dev, dys, xv, &launch, stats)
+                })
             })
         })
     })?;

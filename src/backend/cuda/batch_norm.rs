@@ -125,6 +125,17 @@ impl BnMode {
     }
 }
 
+/// What every BN launcher takes besides the activations and statistics: the per-channel
+/// affine parameters, the sizes, eps and the mode.
+#[derive(Clone, Copy)]
+pub struct BnLaunch<'a> {
+    pub gamma: &'a CudaSlice<f32>,
+    pub beta: &'a CudaSlice<f32>,
+    pub shape: BnShape,
+    pub eps: f32,
+    pub mode: BnMode,
+}
+
 /// The kernel `stem` (its SiLU twin when `silu`) for x stored as `x_suffix` (`f32`, `bf16`).
 fn x_sym(stem: &str, silu: bool, x_suffix: &str) -> String {
     let stem = if silu {
@@ -152,19 +163,14 @@ fn fwd_sym(silu: bool, x_suffix: &str, out_bf16: bool) -> String {
 
 /// `y = bn(x)` (then SiLU) by the element-wise forward kernel, with `s` the per-channel inverse
 /// std (`s_is_var` 0) or running variance (1); `y` as `mode.output` says.
-#[allow(clippy::too_many_arguments)]
 fn launch_fwd(
     dev: &CudaDevice,
     x: CudaValues,
-    mean: &CudaSlice<f32>,
-    s_stat: &CudaSlice<f32>,
-    gamma: &CudaSlice<f32>,
-    beta: &CudaSlice<f32>,
-    s: BnShape,
-    eps: f32,
+    p: &BnLaunch,
+    (mean, s_stat): (&CudaSlice<f32>, &CudaSlice<f32>),
     s_is_var: i32,
-    mode: BnMode,
 ) -> Result<CudaBuffer> {
+    let (gamma, beta, s, eps, mode) = (p.gamma, p.beta, p.shape, p.eps, p.mode);
     let (n, c, plane) = s.i64s("batch_norm (cuda)")?;
     let (silu, out_bf16) = (mode.silu(), mode.out_bf16());
     let mut wide = None;
@@ -194,20 +200,15 @@ fn launch_fwd(
 
 /// Training forward: batch statistics, running stats updated in place, `y = bn(x)` (then the
 /// mode's activation; in the mode's output format).
-#[allow(clippy::too_many_arguments)]
 pub fn fwd_train(
     dev: &CudaDevice,
     x: CudaValues,
-    gamma: &CudaSlice<f32>,
-    beta: &CudaSlice<f32>,
-    running_mean: &mut CudaSlice<f32>,
-    running_var: &mut CudaSlice<f32>,
-    s: BnShape,
+    p: &BnLaunch,
+    (running_mean, running_var): (&mut CudaSlice<f32>, &mut CudaSlice<f32>),
     momentum: f32,
-    eps: f32,
-    mode: BnMode,
 ) -> Result<(CudaBuffer, BnSaved)> {
     let op = "batch_norm (cuda)";
+    let (gamma, beta, s, eps) = (p.gamma, p.beta, p.shape, p.eps);
     check_params(
         op,
         s,
@@ -267,24 +268,19 @@ pub fn fwd_train(
         .value(&unbias)
         .launch(grid_1d(s.c))?;
 
-    let y = launch_fwd(dev, x, &mean, &invstd, gamma, beta, s, eps, 0, mode)?;
+    let y = launch_fwd(dev, x, p, (&mean, &invstd), 0)?;
     Ok((y, BnSaved { mean, invstd }))
 }
 
 /// Eval forward with the running statistics.
-#[allow(clippy::too_many_arguments)]
 pub fn fwd_eval(
     dev: &CudaDevice,
     x: CudaValues,
-    gamma: &CudaSlice<f32>,
-    beta: &CudaSlice<f32>,
-    running_mean: &CudaSlice<f32>,
-    running_var: &CudaSlice<f32>,
-    s: BnShape,
-    eps: f32,
-    mode: BnMode,
+    p: &BnLaunch,
+    (running_mean, running_var): (&CudaSlice<f32>, &CudaSlice<f32>),
 ) -> Result<CudaBuffer> {
     let op = "batch_norm (cuda, eval)";
+    let (gamma, beta, s, eps) = (p.gamma, p.beta, p.shape, p.eps);
     check_params(
         op,
         s,
@@ -297,35 +293,21 @@ pub fn fwd_eval(
         ],
         eps,
     )?;
-    launch_fwd(
-        dev,
-        x,
-        running_mean,
-        running_var,
-        gamma,
-        beta,
-        s,
-        eps,
-        1,
-        mode,
-    )
+    launch_fwd(dev, x, p, (running_mean, running_var), 1)
 }
 
 /// Training backward: `(dx, dgamma, dbeta)`. `x` is the forward input, `saved` its statistics,
-/// `activation` the one the forward fused.
-#[allow(clippy::too_many_arguments)]
+/// `p` as the forward's (its mode's activation is undone; eps is in `saved`).
 pub fn bwd_train(
     dev: &CudaDevice,
     dy: &CudaSlice<f32>,
     x: CudaValues,
-    gamma: &CudaSlice<f32>,
-    beta: &CudaSlice<f32>,
+    p: &BnLaunch,
     saved: &BnSaved,
-    s: BnShape,
-    activation: Activation,
 ) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
     let op = "batch_norm backward (cuda)";
-    let silu = activation == Activation::Silu;
+    let (gamma, beta, s) = (p.gamma, p.beta, p.shape);
+    let silu = p.mode.activation == Activation::Silu;
     check_params(
         op,
         s,

@@ -112,18 +112,20 @@ pub(super) fn bn_case(
                 bn::OutputFormat::F32
             };
             let mode = bn::BnMode { activation, output };
+            let launch = bn::BnLaunch {
+                gamma: &gamma,
+                beta: &beta,
+                shape: s,
+                eps,
+                mode,
+            };
             if !training {
-                let (y, ms) = timed(dev, || {
-                    bn::fwd_eval(dev, x, &gamma, &beta, &rm, &rv, s, eps, mode)
-                })?;
+                let (y, ms) = timed(dev, || bn::fwd_eval(dev, x, &launch, (&rm, &rv)))?;
                 return Ok(out(vec![("y", dev.download(&y.into_f32(dev)?)?)], ms));
             }
             let ((y, dx, dgamma, dbeta), ms) = timed(dev, || {
-                let (y, saved) = bn::fwd_train(
-                    dev, x, &gamma, &beta, &mut rm, &mut rv, s, momentum, eps, mode,
-                )?;
-                let (dx, dg, db) =
-                    bn::bwd_train(dev, &dy, x, &gamma, &beta, &saved, s, activation)?;
+                let (y, saved) = bn::fwd_train(dev, x, &launch, (&mut rm, &mut rv), momentum)?;
+                let (dx, dg, db) = bn::bwd_train(dev, &dy, x, &launch, &saved)?;
                 Ok((y, dx, dg, db))
             })?;
             Ok(out(

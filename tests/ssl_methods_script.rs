@@ -8,8 +8,8 @@ mod notebook_support;
 
 use std::path::{Path, PathBuf};
 
-use notebook_support::{ssod, temp_dir, Out};
-use ssod::csv_table::{read_csv, CsvTable};
+use notebook_support::{field, mean_std, number, ssod, table, temp_dir, Out};
+use ssod::csv_table::CsvTable;
 
 const METHODS: [&str; 8] = [
     "none",
@@ -37,30 +37,6 @@ fn run_script(dir: &Path, args: &[&str]) -> Out {
     let mut all = vec!["run", "ssl_methods.rhai", "--set", "scale=tiny"];
     all.extend_from_slice(args);
     ssod(dir, &all)
-}
-
-fn table(path: &Path) -> CsvTable {
-    read_csv(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn field<'a>(t: &CsvTable, record: &'a [String], column: &str) -> &'a str {
-    let i = t
-        .column(column)
-        .unwrap_or_else(|| panic!("no column {column} in {:?}", t.header));
-    &record[i]
-}
-
-fn number(t: &CsvTable, record: &[String], column: &str) -> f64 {
-    let v = field(t, record, column);
-    v.parse()
-        .unwrap_or_else(|_| panic!("{column}: `{v}` is not a number"))
-}
-
-fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let ss: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
-    (mean, (ss / (n - 1.0)).sqrt())
 }
 
 /// Every method × seed is a point whose probes, health and AP are in their ranges.

@@ -10,8 +10,8 @@ mod notebook_support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use notebook_support::{ssod, temp_dir, Out};
-use ssod::csv_table::{read_csv, CsvTable};
+use notebook_support::{field, mean_std, number, ssod, table, temp_dir, Out};
+use ssod::csv_table::CsvTable;
 
 const ROWS: [&str; 9] = [
     "baseline",
@@ -37,31 +37,6 @@ fn run_study(dir: &Path, out: &str) -> (Out, PathBuf) {
     );
     assert!(result.ok, "{}\n{}", result.stdout, result.stderr);
     (result, dir.join(out))
-}
-
-fn table(path: &Path) -> CsvTable {
-    read_csv(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn field<'a>(t: &CsvTable, record: &'a [String], column: &str) -> &'a str {
-    let i = t
-        .column(column)
-        .unwrap_or_else(|| panic!("no column {column} in {:?}", t.header));
-    &record[i]
-}
-
-fn number(t: &CsvTable, record: &[String], column: &str) -> f64 {
-    let v = field(t, record, column);
-    v.parse()
-        .unwrap_or_else(|_| panic!("{column}: `{v}` is not a number"))
-}
-
-/// Mean and sample standard deviation (n − 1), written out for the check.
-fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let ss: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
-    (mean, (ss / (n - 1.0)).sqrt())
 }
 
 /// `metric` of every point: (row, label fraction) -> seed -> value.

@@ -129,3 +129,31 @@ pub fn spawn_ssod(cwd: &Path, args: &[&str]) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// A CSV the run wrote (panics naming the file when it cannot be read).
+pub fn table(path: &Path) -> ssod::csv_table::CsvTable {
+    ssod::csv_table::read_csv(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `column` of `record` (panics naming the column when the table lacks it).
+pub fn field<'a>(t: &ssod::csv_table::CsvTable, record: &'a [String], column: &str) -> &'a str {
+    let i = t
+        .column(column)
+        .unwrap_or_else(|| panic!("no column {column} in {:?}", t.header));
+    &record[i]
+}
+
+/// `column` of `record` as a number.
+pub fn number(t: &ssod::csv_table::CsvTable, record: &[String], column: &str) -> f64 {
+    let v = field(t, record, column);
+    v.parse()
+        .unwrap_or_else(|_| panic!("{column}: `{v}` is not a number"))
+}
+
+/// Mean and sample standard deviation (n − 1), written out for the checks.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let ss: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
+    (mean, (ss / (n - 1.0)).sqrt())
+}

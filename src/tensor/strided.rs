@@ -1,62 +1,8 @@
-//! Iterating the storage indices of a strided view in logical (row-major) order.
+//! Reading a strided view in logical (row-major) order.
+
+pub(crate) use crate::backend::cpu::strided::StridedIter;
 
 use super::Layout;
-
-/// Yields storage indices of every element of a layout, last axis fastest.
-pub(crate) struct StridedIter {
-    dims: Vec<usize>,
-    strides: Vec<usize>,
-    index: Vec<usize>,
-    next: Option<usize>,
-    remaining: usize,
-}
-
-impl StridedIter {
-    pub(crate) fn new(layout: &Layout) -> Self {
-        Self::with(layout.shape.dims(), &layout.strides, layout.offset)
-    }
-
-    pub(crate) fn with(dims: &[usize], strides: &[usize], offset: usize) -> Self {
-        let remaining = dims.iter().product();
-        StridedIter {
-            dims: dims.to_vec(),
-            strides: strides.to_vec(),
-            index: vec![0; dims.len()],
-            next: if remaining > 0 { Some(offset) } else { None },
-            remaining,
-        }
-    }
-}
-
-impl Iterator for StridedIter {
-    type Item = usize;
-
-    fn next(&mut self) -> Option<usize> {
-        let cur = self.next?;
-        self.remaining -= 1;
-        if self.remaining == 0 {
-            self.next = None;
-            return Some(cur);
-        }
-        let mut pos = cur;
-        for ax in (0..self.dims.len()).rev() {
-            self.index[ax] += 1;
-            pos += self.strides[ax];
-            if self.index[ax] < self.dims[ax] {
-                self.next = Some(pos);
-                return Some(cur);
-            }
-            pos -= self.strides[ax] * self.dims[ax];
-            self.index[ax] = 0;
-        }
-        self.next = None;
-        Some(cur)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
-    }
-}
 
 /// The values of a strided view in logical order: whole rows copied at once when the last axis
 /// is contiguous (narrowed and permuted-outer views: cat's backward, the head's reshapes), element
@@ -123,7 +69,9 @@ mod tests {
             },
         ];
         for l in &layouts {
-            let walk: Vec<f32> = StridedIter::new(l).map(|i| data[i]).collect();
+            let walk: Vec<f32> = StridedIter::with(l.shape.dims(), &l.strides, l.offset)
+                .map(|i| data[i])
+                .collect();
             assert_eq!(gather_strided(&data, l), walk, "{l:?}");
         }
     }

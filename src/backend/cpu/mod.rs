@@ -16,6 +16,7 @@ pub mod shape;
 pub mod simd;
 pub mod similarity;
 pub mod softmax;
+pub mod strided;
 pub mod uninit;
 
 /// Keep freed tensor buffers in the heap instead of returning them to the kernel: glibc maps

@@ -2,6 +2,8 @@
 //! depend on the thread count) and max over one axis. `ops::reduce` validates, dispatches and
 //! records; the CUDA twin is `backend::cuda::reduce`.
 
+use super::strided::StridedIter;
+
 /// Sum of a contiguous `v` of shape `dims` down to `kept` (same rank, 1 where reduced), in f64,
 /// each output accumulating its inputs in logical order.
 pub fn sum_keepdim(v: &[f32], dims: &[usize], kept: &[usize]) -> Vec<f32> {
@@ -14,18 +16,8 @@ pub fn sum_keepdim(v: &[f32], dims: &[usize], kept: &[usize]) -> Vec<f32> {
         stride *= kept[ax];
     }
     let mut acc = vec![0f64; kept.iter().product()];
-    let (mut index, mut o) = (vec![0usize; rank], 0usize);
-    for &val in v {
+    for (&val, o) in v.iter().zip(StridedIter::with(dims, &out_strides, 0)) {
         acc[o] += val as f64;
-        for ax in (0..rank).rev() {
-            index[ax] += 1;
-            o += out_strides[ax];
-            if index[ax] < dims[ax] {
-                break;
-            }
-            o -= out_strides[ax] * index[ax];
-            index[ax] = 0;
-        }
     }
     acc.into_iter().map(|a| a as f32).collect()
 }

@@ -6,6 +6,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::strided::StridedIter;
+
 /// Write one piece of a concatenation into every output row: the output is `[outer, row]` and
 /// the piece `[outer, piece_len]`, landing at `at..at + piece_len` of each row. Rows in
 /// parallel; `out` may be uninitialised (the pieces together write every element).
@@ -35,19 +37,8 @@ pub fn scatter_strided(
     len: usize,
 ) -> Vec<f32> {
     let mut out = vec![0f32; len];
-    let rank = dims.len();
-    let (mut index, mut at) = (vec![0usize; rank], offset);
-    for &v in values {
+    for (&v, at) in values.iter().zip(StridedIter::with(dims, strides, offset)) {
         out[at] += v;
-        for ax in (0..rank).rev() {
-            index[ax] += 1;
-            at += strides[ax];
-            if index[ax] < dims[ax] {
-                break;
-            }
-            at -= strides[ax] * index[ax];
-            index[ax] = 0;
-        }
     }
     out
 }

@@ -54,7 +54,7 @@ pub(super) fn strided_copy_case() -> Case {
                 },
             )?;
             let mut expect = vec![0f32; n];
-            for i in crate::tensor::StridedIter::new(&l) {
+            for i in crate::tensor::StridedIter::with(l.shape.dims(), &l.strides, l.offset) {
                 expect[i] = inp[0][i];
             }
             let back = dev.download(&scattered)?;

@@ -1,5 +1,5 @@
 //! SimSiam on generated videos: the loss falls and a k-NN probe on fg/bg crops beats the same
-//! backbone at random initialisation (two seeds); the run writes its files with the health
+//! backbone untrained (two seeds); the run writes its files with the health
 //! columns; a run resumed after 2 of 3 epochs ends bit for bit where a straight 3-epoch run
 //! ends; bad inputs are errors naming them.
 
@@ -7,7 +7,7 @@ mod ssl_support;
 
 use ssl_support::*;
 use ssod::pretrain::ssl::{pretrain_simsiam, SimSiamConfig, SslCommon};
-use ssod::pretrain::{knn_probe, parse_config, FrameSet};
+use ssod::pretrain::{parse_config, FrameSet};
 use ssod::tensor::safetensors_io::read_safetensors;
 
 fn frame_set(frames: &[Frame]) -> FrameSet {
@@ -60,48 +60,22 @@ fn loss_falls_on_two_seeds() {
     }
 }
 
-/// The loss falls on both seeds (asserted by `loss_falls_on_two_seeds`); a probe beating the
-/// random initialisation does not hold yet at this scale: both probes score lower after
-/// pretraining (see the numbers this prints), so the test is ignored until it does.
+/// lr 1e-3 and views without colour jitter or grayscale: on water the bottles' colour is what
+/// sets them apart, and the ImageNet recipe's colour augmentations teach the backbone to ignore
+/// it (with them the probe ends below the untrained backbone at this scale; docs/ssl-methods.md).
 #[test]
-#[ignore = "at this tiny scale the pretrained backbone probes below its random initialisation"]
-fn simsiam_learns_and_beats_random_init_on_two_seeds() {
-    let probe_frames = videos(10, 10, 77);
-    let crops = crops(&probe_frames, 5);
-    let train = frame_set(&videos(8, 8, 1));
-    let mut failures = Vec::new();
-    for seed in [1u64, 2] {
-        let model = tiny_model(seed);
-        // Short runs: the probes run the backbone in eval mode, whose BN running statistics
-        // must follow the trained weights within a few dozen steps (YOLOX's momentum 0.03
-        // would leave a third of the initial statistics after 32 steps).
-        model.store.set_bn_momentum(Some(0.3));
-        let before = knn_probe(&model, &crops, &knn_cfg()).unwrap().accuracy;
-        let lin_before = linear_probe_accuracy(&model, &crops);
-        let report = pretrain_simsiam(&model, &train, &config(seed, 10)).unwrap();
-        let after = knn_probe(&model, &crops, &knn_cfg()).unwrap().accuracy;
-        let losses: Vec<f64> = report.epochs.iter().map(|e| e.loss).collect();
-        let lin_after = linear_probe_accuracy(&model, &crops);
-        println!("seed {seed}: losses {losses:?}, k-NN {before:.3} -> {after:.3}, linear {lin_before:.3} -> {lin_after:.3}");
-        let tail = losses[losses.len() - 2..].iter().sum::<f64>() / 2.0;
-        if tail >= losses[0] - 0.05 {
-            failures.push(format!("seed {seed}: loss did not fall: {losses:?}"));
-        }
-        // The linear probe is the criterion; k-NN is printed for the record.
-        let _ = (before, after);
-        if lin_after <= lin_before {
-            failures.push(format!(
-                "seed {seed}: linear probe {lin_after} does not beat random init {lin_before}"
-            ));
-        }
-        let h = report.health.as_ref().expect("health of the last epoch");
-        assert!(h.effective_rank >= 1.0 && h.effective_rank <= 16.0 + 1e-9);
-        assert!(report
-            .epochs
-            .iter()
-            .all(|e| e.health.is_some() && e.images_seen == 2 * 64));
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
+fn simsiam_beats_random_init_on_two_seeds() {
+    let (frames, crops) = probe_data();
+    let train = frame_set(&frames);
+    assert_beats_random_init("simsiam", &frames, &crops, |model, seed| {
+        let mut cfg = config(seed, 10);
+        cfg.common.lr = 1e-3;
+        cfg.common.health = None;
+        cfg.method.views.color_jitter_prob = 0.0;
+        cfg.method.views.grayscale_prob = 0.0;
+        let report = pretrain_simsiam(model, &train, &cfg).unwrap();
+        report.epochs.iter().map(|e| e.loss).collect()
+    });
 }
 
 /// Every tensor of a safetensors file as bits.

@@ -1,12 +1,11 @@
 //! Temporal contrast on generated videos: the loss falls and a k-NN probe on fg/bg crops beats
-//! the same backbone at random initialisation (two seeds); frames load with their video and
+//! the same backbone untrained (two seeds); frames load with their video and
 //! frame number from the names `ssod frames` writes, and a folder without them is an error
 //! naming the file; a resumed run ends where a straight run ends.
 
 mod ssl_support;
 
 use ssl_support::*;
-use ssod::pretrain::knn_probe;
 use ssod::pretrain::ssl::{pretrain_temporal, SslCommon, TemporalConfig, TimedFrames};
 
 fn timed(frames: &[Frame]) -> TimedFrames {
@@ -53,43 +52,23 @@ fn loss_falls_on_two_seeds() {
     }
 }
 
-/// The loss falls on both seeds (asserted by `loss_falls_on_two_seeds`); a probe beating the
-/// random initialisation does not hold yet at this scale: both probes score lower after
-/// pretraining (see the numbers this prints), so the test is ignored until it does.
+/// lr 1e-3, views without colour jitter or grayscale (as SimSiam's test, same reason) and
+/// `far_gap` 7: the 8-frame videos then give no negatives from the anchor's own video, whose
+/// frames hold the same bottles a few pixels away (a negative that differs only in where things
+/// are teaches positions, not objects).
 #[test]
-#[ignore = "at this tiny scale the pretrained backbone probes below its random initialisation"]
-fn temporal_learns_and_beats_random_init_on_two_seeds() {
-    let crops = crops(&videos(10, 10, 77), 5);
-    let train = timed(&videos(8, 8, 1));
-    let mut failures = Vec::new();
-    for seed in [1u64, 2] {
-        let model = tiny_model(seed);
-        // Short runs: the probes run the backbone in eval mode, whose BN running statistics
-        // must follow the trained weights within a few dozen steps (YOLOX's momentum 0.03
-        // would leave a third of the initial statistics after 32 steps).
-        model.store.set_bn_momentum(Some(0.3));
-        let before = knn_probe(&model, &crops, &knn_cfg()).unwrap().accuracy;
-        let lin_before = linear_probe_accuracy(&model, &crops);
-        let report = pretrain_temporal(&model, &train, &config(seed, 10)).unwrap();
-        let after = knn_probe(&model, &crops, &knn_cfg()).unwrap().accuracy;
-        let losses: Vec<f64> = report.epochs.iter().map(|e| e.loss).collect();
-        let lin_after = linear_probe_accuracy(&model, &crops);
-        println!(
-            "seed {seed}: losses {losses:?}, k-NN {before:.3} -> {after:.3}, linear {lin_before:.3} -> {lin_after:.3}"
-        );
-        let tail = losses[losses.len() - 2..].iter().sum::<f64>() / 2.0;
-        if tail >= losses[0] - 0.05 {
-            failures.push(format!("seed {seed}: loss did not fall: {losses:?}"));
-        }
-        // The linear probe is the criterion; k-NN is printed for the record.
-        let _ = (before, after);
-        if lin_after <= lin_before {
-            failures.push(format!(
-                "seed {seed}: linear probe {lin_after} does not beat random init {lin_before}"
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
+fn temporal_beats_random_init_on_two_seeds() {
+    let (frames, crops) = probe_data();
+    let train = timed(&frames);
+    assert_beats_random_init("temporal", &frames, &crops, |model, seed| {
+        let mut cfg = config(seed, 10);
+        cfg.common.lr = 1e-3;
+        cfg.method.far_gap = 7;
+        cfg.method.views.color_jitter_prob = 0.0;
+        cfg.method.views.grayscale_prob = 0.0;
+        let report = pretrain_temporal(model, &train, &cfg).unwrap();
+        report.epochs.iter().map(|e| e.loss).collect()
+    });
 }
 
 #[test]

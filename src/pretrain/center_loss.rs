@@ -29,9 +29,8 @@ use super::centers::{center_loss, update_centers};
 use super::data::{seeded_split, Crop, CropSet, InputNorm};
 use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
-use super::health::HealthConfig;
+use super::health::{HealthConfig, HealthWatch};
 use super::loader::{crop_batches, CropSampling};
-use super::ssl::runner::epoch_health;
 use super::state::{config_json, state_to_resume, BestSnapshot, RunState};
 use super::transfer::{restore, save_backbone_checkpoint, snapshot};
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
@@ -456,6 +455,14 @@ pub fn pretrain_center_loss(
     }
     let (mut seen, mut train_time) = (0usize, 0.0f64);
     let health_sources: Vec<_> = train_idx.iter().map(|&i| data[i].image.clone()).collect();
+    let health = HealthWatch::start(
+        model,
+        cfg.health.as_ref(),
+        &health_sources,
+        ([cfg.input_size; 2], cfg.input_norm),
+        device,
+        "center loss",
+    )?;
     for epoch in first_epoch..cfg.epochs {
         let mut order = train_idx.clone();
         order.shuffle(&mut rng);
@@ -491,15 +498,7 @@ pub fn pretrain_center_loss(
             }
         }
         stats.images_seen = crops_seen;
-        stats.health = epoch_health(
-            model,
-            cfg.health.as_ref(),
-            &health_sources,
-            ([cfg.input_size; 2], cfg.input_norm),
-            device,
-            ("center loss", epoch),
-            &mut report,
-        )?;
+        stats.health = health.after_epoch(model, epoch, &mut report)?;
         report.epochs.push(stats);
         state.save_epoch(
             cfg.out.as_deref(),

@@ -370,12 +370,22 @@ pub fn embedding_health(
     report
 }
 
-/// A warning line for a collapsed report (None when healthy).
-pub fn collapse_warning(what: &str, epoch: usize, h: &HealthReport) -> Option<String> {
-    h.collapsed.then(|| {
+/// A warning line for a report that has collapsed since `start` (None otherwise; see
+/// [`HealthWatch`]).
+pub fn collapse_warning(
+    what: &str,
+    epoch: usize,
+    h: &HealthReport,
+    start: Option<&HealthReport>,
+) -> Option<String> {
+    let narrowed = start.is_none_or(|s| h.std_ratio < s.std_ratio);
+    (h.collapsed && narrowed).then(|| {
+        let since = start.map_or(String::new(), |s| {
+            format!("; {:.3}/√d at the start of the run", s.std_ratio)
+        });
         format!(
             "warning: {what} epoch {}: the embedding has collapsed (std of the normalised \
-             embedding {:.2e} = {:.3}/√d, effective rank {:.2} of {})",
+             embedding {:.2e} = {:.3}/√d{since}, effective rank {:.2} of {})",
             epoch + 1,
             h.std_mean,
             h.std_ratio,
@@ -383,6 +393,70 @@ pub fn collapse_warning(what: &str, epoch: usize, h: &HealthReport) -> Option<St
             h.dim.min(h.samples)
         )
     })
+}
+
+/// The health check a pretraining run makes after every epoch, with the health it started from.
+///
+/// A randomly initialised backbone's GAP(C5) embeddings already point almost the same way (its
+/// activations are mostly positive and BN's running statistics are still the initial ones):
+/// `std_ratio` ≈ 0.01–0.03, below the collapse line. Training spreads them out. So the warning
+/// fires only for an embedding that is collapsed *and* narrower than when the run (or its
+/// resumed part) started: a collapse the training caused, not the one it began from. The
+/// `collapsed` column of `epochs.csv` keeps the absolute criterion.
+pub(crate) struct HealthWatch<'a> {
+    cfg: Option<HealthConfig>,
+    sources: &'a [ImageSource],
+    device: Device,
+    what: &'a str,
+    /// The health before the first epoch of this process.
+    pub start: Option<HealthReport>,
+}
+
+impl<'a> HealthWatch<'a> {
+    /// Measure the starting health (nothing when `health` is None or there are < 2 images).
+    /// Eval mode, its own random draws: the run's weights and stream are untouched.
+    pub(crate) fn start(
+        model: &YoloX,
+        health: Option<&HealthConfig>,
+        sources: &'a [ImageSource],
+        (size, norm): ([usize; 2], InputNorm),
+        device: Device,
+        what: &'a str,
+    ) -> Result<Self> {
+        let cfg = health
+            .filter(|_| sources.len() >= 2)
+            .map(|c| c.for_run(size, norm));
+        let start = match &cfg {
+            Some(c) => Some(health_of_sources(model, sources, c, device)?),
+            None => None,
+        };
+        Ok(HealthWatch {
+            cfg,
+            sources,
+            device,
+            what,
+            start,
+        })
+    }
+
+    /// The health after `epoch` (None when switched off); a warning printed and kept in
+    /// `report` when the embedding has collapsed since the start.
+    pub(crate) fn after_epoch(
+        &self,
+        model: &YoloX,
+        epoch: usize,
+        report: &mut crate::pretrain::PretrainReport,
+    ) -> Result<Option<HealthReport>> {
+        let Some(cfg) = &self.cfg else {
+            return Ok(None);
+        };
+        let h = health_of_sources(model, self.sources, cfg, self.device)?;
+        if let Some(w) = collapse_warning(self.what, epoch, &h, self.start.as_ref()) {
+            eprintln!("{w}");
+            report.warnings.push(w);
+        }
+        Ok(Some(h))
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +478,28 @@ mod tests {
         // Every pair at distance 0: log E exp(0) = 0.
         assert!(h.uniformity.abs() < 1e-12);
         assert!(h.collapsed);
+    }
+
+    #[test]
+    fn the_warning_needs_a_collapse_the_run_caused() {
+        let at = |std_ratio: f64| HealthReport {
+            std_ratio,
+            collapsed: std_ratio < 0.1,
+            dim: 8,
+            samples: 4,
+            ..Default::default()
+        };
+        // Random init (0.02) spreading out to 0.05: still under the line, but not a collapse.
+        assert!(collapse_warning("m", 0, &at(0.05), Some(&at(0.02))).is_none());
+        // Narrower than at the start: warned, with the starting value.
+        let w = collapse_warning("m", 2, &at(0.01), Some(&at(0.02))).unwrap();
+        assert!(
+            w.contains("epoch 3") && w.contains("0.020/√d at the start"),
+            "{w}"
+        );
+        // Healthy, or no start measured: the absolute criterion alone.
+        assert!(collapse_warning("m", 0, &at(0.5), Some(&at(0.9))).is_none());
+        assert!(collapse_warning("m", 0, &at(0.05), None).is_some());
     }
 
     #[test]

@@ -23,9 +23,8 @@ use super::color_jitter::ColorAugment;
 use super::data::{FrameSet, InputNorm};
 use super::device::{DeviceConfig, DeviceScope, EpochMeans};
 use super::heads::{HeadKind, PretrainHead};
-use super::health::HealthConfig;
+use super::health::{HealthConfig, HealthWatch};
 use super::loader::{patch_batches, PatchInput, PatchSampling};
-use super::ssl::runner::epoch_health;
 use super::state::{config_json, state_to_resume, RunState};
 use super::transfer::save_backbone_checkpoint;
 use super::{adam_pair, check_positive, step_pair, EpochStats, PretrainReport, PretrainSchedule};
@@ -483,6 +482,14 @@ pub fn pretrain_patch_ssl_with_loss(
     )? {
         (first_epoch, report) = (resumed.epochs_done, resumed.report);
     }
+    let health = HealthWatch::start(
+        model,
+        cfg.health.as_ref(),
+        &sources,
+        ([cfg.patch_size; 2], cfg.input_norm),
+        device,
+        state.method,
+    )?;
     for epoch in first_epoch..cfg.epochs {
         let mut order: Vec<usize> = (0..sources.len()).collect();
         order.shuffle(&mut rng);
@@ -510,15 +517,7 @@ pub fn pretrain_patch_ssl_with_loss(
         )?;
         patches_seen += frames_seen * per_frame;
         train_time += seconds;
-        let health = epoch_health(
-            model,
-            cfg.health.as_ref(),
-            &sources,
-            ([cfg.patch_size; 2], cfg.input_norm),
-            device,
-            (state.method, epoch),
-            &mut report,
-        )?;
+        let epoch_health = health.after_epoch(model, epoch, &mut report)?;
         report.epochs.push(EpochStats {
             epoch,
             loss: m[0],
@@ -527,7 +526,7 @@ pub fn pretrain_patch_ssl_with_loss(
             mean_neg_cos: Some(m[2]),
             seconds,
             images_seen: frames_seen,
-            health,
+            health: epoch_health,
         });
         state.save_epoch(
             cfg.out.as_deref(),

@@ -25,7 +25,7 @@ use crate::models::YoloX;
 use crate::nn::ParamStore;
 use crate::pretrain::data::{ImageSource, InputNorm};
 use crate::pretrain::device::{DeviceScope, EpochMeans};
-use crate::pretrain::health::{collapse_warning, health_of_sources};
+use crate::pretrain::health::HealthWatch;
 use crate::pretrain::state::{state_to_resume, RunState};
 use crate::pretrain::transfer::save_backbone_checkpoint;
 use crate::pretrain::{step_pair, EpochStats, PretrainReport};
@@ -167,30 +167,6 @@ fn train_epoch<M: SslMethod>(
     Ok((loss, started.elapsed().as_secs_f64(), items))
 }
 
-/// The health after an epoch (None when switched off), a warning printed and kept on collapse.
-pub(crate) fn epoch_health(
-    model: &YoloX,
-    health: Option<&crate::pretrain::health::HealthConfig>,
-    sources: &[ImageSource],
-    (size, norm): ([usize; 2], InputNorm),
-    device: Device,
-    (what, epoch): (&str, usize),
-    report: &mut PretrainReport,
-) -> Result<Option<crate::pretrain::HealthReport>> {
-    let Some(cfg) = health else {
-        return Ok(None);
-    };
-    if sources.len() < 2 {
-        return Ok(None);
-    }
-    let h = health_of_sources(model, sources, &cfg.for_run(size, norm), device)?;
-    if let Some(w) = collapse_warning(what, epoch, &h) {
-        eprintln!("{w}");
-        report.warnings.push(w);
-    }
-    Ok(Some(h))
-}
-
 /// Run `method` on `model`'s backbone (see the module docs). `config` is the method's full
 /// config as JSON (a resumed run must have the same, but for `epochs` and the free keys).
 pub fn run_ssl<M: SslMethod>(
@@ -245,6 +221,14 @@ pub fn run_ssl<M: SslMethod>(
         (first_epoch, report) = (resumed.epochs_done, resumed.report);
     }
     let health_sources = method.health_images();
+    let health = HealthWatch::start(
+        model,
+        common.health.as_ref(),
+        &health_sources,
+        (common.image_size, method.input_norm()),
+        lp.device,
+        method.name(),
+    )?;
     let (mut images_seen, mut train_time) = (0usize, 0.0f64);
     for epoch in first_epoch..common.epochs {
         let mut order: Vec<usize> = (0..method.items()).collect();
@@ -260,22 +244,14 @@ pub fn run_ssl<M: SslMethod>(
         )?;
         let seen = items * method.images_per_item();
         (images_seen, train_time) = (images_seen + seen, train_time + seconds);
-        let health = epoch_health(
-            model,
-            common.health.as_ref(),
-            &health_sources,
-            (common.image_size, method.input_norm()),
-            lp.device,
-            (method.name(), epoch),
-            &mut report,
-        )?;
+        let epoch_health = health.after_epoch(model, epoch, &mut report)?;
         model.set_training(true);
         report.epochs.push(EpochStats {
             epoch,
             loss,
             seconds,
             images_seen: seen,
-            health,
+            health: epoch_health,
             ..Default::default()
         });
         state.save_epoch(

@@ -381,3 +381,46 @@ fn pointwise_paths_at_every_simd_level() {
     }
     force_level(None);
 }
+
+/// Every path gives the same bits at every SIMD level: the pointwise weight gradient's portable
+/// twin adds what the AVX-512 kernel adds in the same order, and the shapes alone choose the
+/// paths (shapes of `pointwise_paths_at_every_simd_level` and `results_do_not_depend_on_thread_count`).
+#[test]
+fn results_do_not_depend_on_the_simd_level() {
+    let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let shapes = [
+        Conv2dGeometry::square([3, 5, 7, 9], 13, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 64, 3, 5], 64, (1, 1, 0, 1)),
+        Conv2dGeometry::square([1, 9, 1, 3], 25, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 32, 40, 40], 64, (1, 1, 0, 1)),
+        Conv2dGeometry::square([3, 12, 10, 11], 18, (1, 1, 0, 3)),
+        Conv2dGeometry::square([1, 16, 80, 80], 8, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 64, 20, 20], 96, (1, 1, 0, 1)),
+        Conv2dGeometry::square([2, 32, 24, 26], 48, (3, 2, 1, 1)),
+        Conv2dGeometry::square([3, 32, 21, 19], 32, (3, 1, 1, 32)),
+        Conv2dGeometry::square([140, 8, 4, 4], 48, (3, 1, 1, 1)),
+    ];
+    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for g in &shapes {
+        let x = values(g.x_len(), 21);
+        let w = values(g.w_len(), 22);
+        let dy = values(g.y_len(), 23);
+        let run = |level| {
+            force_level(Some(level));
+            let out = (
+                bits(conv2d::fwd(&x, &w, g)),
+                bits(conv2d::bwd_input(&dy, &w, g)),
+                bits(conv2d::bwd_weight(&dy, &x, g)),
+            );
+            force_level(None);
+            out
+        };
+        let widest = run(SimdLevel::Avx512);
+        for level in [SimdLevel::Avx2, SimdLevel::Baseline] {
+            let other = run(level);
+            assert!(widest.0 == other.0, "fwd differs at {level:?}: {g:?}");
+            assert!(widest.1 == other.1, "bwd_input differs at {level:?}: {g:?}");
+            assert!(widest.2 == other.2, "bwd_weight differs at {level:?}: {g:?}");
+        }
+    }
+}

@@ -13,8 +13,7 @@
 mod depthwise;
 mod gemm_path;
 mod im2col;
-#[cfg(target_arch = "x86_64")]
-mod pointwise_avx512;
+mod pointwise_weight_grad;
 
 use crate::backend::conv_geometry::Conv2dGeometry;
 

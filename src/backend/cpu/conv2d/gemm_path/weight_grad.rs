@@ -1,30 +1,22 @@
 //! The weight gradient of the gemm-path convs, `dw_g = Σ_n dy_g[n] · cols[n]ᵀ`, in two
 //! schedules: one product per batch item and a sum of per-item gradients in item order
-//! (`bwd_weight_item`, with the AVX-512 kernel for pointwise convs with few channels), or, for
+//! (`bwd_weight_item`, with `pointwise_weight_grad` for pointwise convs with few channels), or, for
 //! small maps with many channels (`packed_weight_grad`), every item packed into one product over
 //! all positions (`bwd_weight_packed`).
 //! Both give results that do not depend on the thread count (tests/cpu_conv2d.rs).
 
 use super::{im2col, inner_threads, with_cols, Conv2dGeometry, GroupDims};
-#[cfg(target_arch = "x86_64")]
-use crate::backend::cpu::conv2d::pointwise_avx512 as direct;
+use crate::backend::cpu::conv2d::pointwise_weight_grad as direct;
 use crate::backend::cpu::gemm::{sgemm, MatRef};
 use crate::backend::cpu::simd::simd_fn;
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Whether a pointwise conv's weight gradient runs on the AVX-512 kernel of `pointwise_avx512`
-/// instead of gemms.
-#[cfg(target_arch = "x86_64")]
+/// Whether a pointwise conv's weight gradient runs on `pointwise_weight_grad` (its AVX-512
+/// kernel or the portable twin, the same bits) instead of gemms. The shapes alone decide, so
+/// the schedule (and the bits) do not depend on the SIMD level.
 fn direct_pointwise_weight_grad(d: &GroupDims) -> bool {
-    d.pointwise
-        && d.cin_g <= direct::MAX_CHANNELS
-        && d.cout_g <= direct::MAX_CHANNELS
-        && direct::available()
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn direct_pointwise_weight_grad(_: &GroupDims) -> bool {
-    false
+    d.pointwise && d.cin_g <= direct::MAX_CHANNELS && d.cout_g <= direct::MAX_CHANNELS
 }
 
 /// Overwrites `dw`.
@@ -244,7 +236,6 @@ fn bwd_weight_item(
     dw: &mut [f32],
     threads: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
     if direct_pointwise_weight_grad(d) {
         for grp in 0..g.groups {
             let dy_g = &dy_n[grp * d.cout_g * d.out_plane..][..d.cout_g * d.out_plane];

@@ -420,7 +420,10 @@ fn results_do_not_depend_on_the_simd_level() {
             let other = run(level);
             assert!(widest.0 == other.0, "fwd differs at {level:?}: {g:?}");
             assert!(widest.1 == other.1, "bwd_input differs at {level:?}: {g:?}");
-            assert!(widest.2 == other.2, "bwd_weight differs at {level:?}: {g:?}");
+            assert!(
+                widest.2 == other.2,
+                "bwd_weight differs at {level:?}: {g:?}"
+            );
         }
     }
 }

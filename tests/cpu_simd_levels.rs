@@ -44,7 +44,11 @@ fn a_training_step_has_the_same_bits_at_every_simd_level() {
     println!("compared levels {levels:?}");
     let (_, loss0, grads0) = &runs[0];
     for (at, loss, grads) in &runs[1..] {
-        assert_eq!(loss, loss0, "loss differs between {:?} and {at:?}", levels[0]);
+        assert_eq!(
+            loss, loss0,
+            "loss differs between {:?} and {at:?}",
+            levels[0]
+        );
         for ((name, a), (_, b)) in grads0.iter().zip(grads) {
             assert!(
                 a == b,

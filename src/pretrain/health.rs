@@ -371,7 +371,7 @@ pub fn embedding_health(
 }
 
 /// A warning line for a report that has collapsed since `start` (None otherwise; see
-/// [`HealthWatch`]).
+/// `HealthWatch` in this module).
 pub fn collapse_warning(
     what: &str,
     epoch: usize,

@@ -167,7 +167,10 @@ fn a_training_run_killed_at_random_points_stays_loadable() {
     let data = synth(&dir);
     let run = dir.join("run");
     let log = dir.join("stderr.txt");
-    const EPOCHS: usize = 60;
+    // Long enough that at least 10 of the kills (0.1-1 s apart, 3-8 epochs each on the 2-core
+    // VM) land before the run ends, however quiet the machine: at 60 epochs a quiet VM finished
+    // after 9.
+    const EPOCHS: usize = 150;
     let mut rng = Rng::new(21);
     let (mut kills, mut last_epoch, mut finished) = (0, 0, false);
     for _ in 0..20 {

@@ -184,17 +184,6 @@ pub fn knn_cfg() -> KnnConfig {
     }
 }
 
-/// Held-out accuracy of the linear probe on the crops resized to 64 px (the training scale) (the same split as [`knn_cfg`]).
-pub fn linear_probe_accuracy(model: &YoloX, crops: &CropSet) -> f64 {
-    let cfg = ProbeConfig {
-        input_size: 64,
-        val_fraction: 0.3,
-        workers: 1,
-        ..ProbeConfig::default()
-    };
-    linear_probe(model, crops, &cfg).unwrap().val_accuracy
-}
-
 /// Precise BN: `model`'s BN running statistics replaced by their average over `frames`
 /// (batches of 16 whole frames).
 pub fn calibrate_bn(model: &YoloX, frames: &[Frame]) {

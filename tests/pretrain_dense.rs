@@ -354,15 +354,17 @@ fn a_tiny_backbone_learns_on_generated_frames() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The shared probe comparison (tests/ssl_support) at lr 2e-3 and the method's defaults.
+/// The shared probe comparison (tests/ssl_support) on 256 frames (32 videos), lr 1e-3 and the
+/// method's defaults. Measured, k-NN untrained → trained on seeds 1-4: 0.654 → 0.835,
+/// 0.806 → 0.815, 0.767 → 0.829, 0.743 → 0.768 (linear probe above too on all four).
 #[test]
-fn dense_beats_random_init_on_two_seeds() {
-    let (frames, crops) = ssl_support::probe_data();
+fn dense_beats_random_init() {
+    let (frames, crops) = ssl_support::probe_data(32);
     let train = FrameSet::from_images(frames.iter().map(|f| f.image.clone()).collect());
     ssl_support::assert_beats_random_init("dense", &frames, &crops, |model, seed| {
         let cfg: DenseConfig = parse_config(
             &format!(
-                r#"{{"seed": {seed}, "epochs": 10, "batch_size": 16, "lr": 0.002,
+                r#"{{"seed": {seed}, "epochs": 10, "batch_size": 16, "lr": 0.001,
                     "image_size": [64, 64], "health": false}}"#
             ),
             "dense.json",

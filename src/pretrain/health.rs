@@ -327,8 +327,9 @@ pub(crate) fn health_of_sources(
                 let plain = sources[i].load_resized(w as u32, h as u32)?;
                 push_rgb_planes(&plain, false, &mut inputs[0]);
                 let mut rng = rng_for(cfg.seed, &format!("pretrain/health/view/{i}"));
-                cfg.views.push_view(&img, [w, h], &mut rng, &mut inputs[1]);
-                cfg.views.push_view(&img, [w, h], &mut rng, &mut inputs[2]);
+                let [_, first, second] = &mut inputs;
+                cfg.views
+                    .push_view_pair((&img, &img), [w, h], &mut rng, (first, second));
             }
             for (k, mut values) in inputs.into_iter().enumerate() {
                 norm.apply_to_rgb_planes(&mut values, w * h);

@@ -109,6 +109,8 @@ impl DenseKeys {
             color_jitter_prob: self.color_jitter_prob,
             color_jitter: self.color_jitter,
             grayscale_prob: self.grayscale_prob,
+            // Dense contrast matches cells through the views' known overlap.
+            pair_region_scale: None,
         }
     }
 }

@@ -105,8 +105,7 @@ pub fn two_view_builder(
         for (k, &item) in items.iter().enumerate() {
             let img = sources[item].load()?;
             let mut rng = rng_for(epoch_seed, &format!("{tag}/{}", first + k));
-            views.push_view(&img, size, &mut rng, &mut a);
-            views.push_view(&img, size, &mut rng, &mut b);
+            views.push_view_pair((&img, &img), size, &mut rng, (&mut a, &mut b));
         }
         a.extend_from_slice(&b);
         norm.apply_to_rgb_planes(&mut a, w * h);

@@ -280,8 +280,7 @@ impl SslMethod for Temporal<'_> {
                 let j = options[rng.random_range(0..options.len())];
                 let (fa, fp) = (&frames.frames[i], &frames.frames[j]);
                 let (img_a, img_p) = (fa.image.load()?, fp.image.load()?);
-                views.push_view(&img_a, size, &mut rng, &mut a);
-                views.push_view(&img_p, size, &mut rng, &mut p);
+                views.push_view_pair((&img_a, &img_p), size, &mut rng, (&mut a, &mut p));
                 batch.anchors.push((fa.video, fa.time));
                 batch.positives.push((fp.video, fp.time));
             }

@@ -8,13 +8,35 @@ use crate::ops::{self, BatchNormParams};
 use crate::tensor::Tensor;
 use crate::Result;
 
+/// The BatchNorm1d after a layer's Linear, if any.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Bn {
+    Off,
+    /// Learned scale γ and shift β (PyTorch's default).
+    Affine,
+    /// γ = 1 and β = 0, not trained (PyTorch's `affine=False`, SimSiam's projector output):
+    /// stored as buffers so that they follow the store's device.
+    Fixed,
+}
+
 /// One layer: `Linear(in, out)` (with a bias unless BN follows), then BN, then ReLU.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerSpec {
     pub inputs: usize,
     pub outputs: usize,
-    pub bn: bool,
+    pub bn: Bn,
     pub relu: bool,
+}
+
+impl LayerSpec {
+    pub const fn new(inputs: usize, outputs: usize, bn: Bn, relu: bool) -> LayerSpec {
+        LayerSpec {
+            inputs,
+            outputs,
+            bn,
+            relu,
+        }
+    }
 }
 
 struct Layer {
@@ -37,21 +59,26 @@ impl Mlp {
             let b = b.sub(i);
             let (cin, cout) = (spec.inputs, spec.outputs);
             let weight = b.uniform_fan_in("weight", [cout, cin], cin, TensorKind::Weight)?;
-            let bias = if spec.bn {
+            let bias = if spec.bn == Bn::Off {
+                Some(b.uniform_fan_in("bias", [cout], cin, TensorKind::NoDecay)?)
+            } else {
+                None
+            };
+            let bn = if spec.bn == Bn::Off {
                 None
             } else {
-                Some(b.uniform_fan_in("bias", [cout], cin, TensorKind::NoDecay)?)
-            };
-            let bn = if spec.bn {
+                let affine = if spec.bn == Bn::Affine {
+                    TensorKind::NoDecay
+                } else {
+                    TensorKind::Buffer
+                };
                 let n = b.sub("bn");
                 Some([
-                    n.register("weight", [cout], vec![1.0; cout], TensorKind::NoDecay)?,
-                    n.register("bias", [cout], vec![0.0; cout], TensorKind::NoDecay)?,
+                    n.register("weight", [cout], vec![1.0; cout], affine)?,
+                    n.register("bias", [cout], vec![0.0; cout], affine)?,
                     n.register("running_mean", [cout], vec![0.0; cout], TensorKind::Buffer)?,
                     n.register("running_var", [cout], vec![1.0; cout], TensorKind::Buffer)?,
                 ])
-            } else {
-                None
             };
             layers.push(Layer {
                 spec,

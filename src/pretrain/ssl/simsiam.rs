@@ -5,7 +5,8 @@
 //!
 //! Heads (the paper's Sec. 3 and Appendix A, scaled to CSPDarknet's C5 width `d = 1024·width`
 //! where the paper's ResNet-50 has 2048):
-//! - projector: 3 × Linear(·, d) with BN, ReLU after the first two, BN (no ReLU) on the output;
+//! - projector: 3 × Linear(·, d) with BN, ReLU after the first two, BN without affine
+//!   (`affine=False` in the reference code: γ = 1, β = 0 fixed) and no ReLU on the output;
 //! - predictor: Linear(d, d/4) → BN → ReLU → Linear(d/4, d) (the paper's 2048 → 512 → 2048
 //!   bottleneck).
 //!
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::config::{MethodKeys, SslCommon, SslConfig};
-use super::mlp::{backbone_gap, LayerSpec, Mlp};
+use super::mlp::{backbone_gap, Bn, LayerSpec, Mlp};
 use super::runner::{run_ssl, BatchBuilder, SslMethod};
 use super::views::ViewAugment;
 use crate::models::YoloX;
@@ -130,23 +131,21 @@ impl SimSiamHead {
         let hidden = keys.pred_hidden.unwrap_or((d / 4).max(1));
         let store = ParamStore::new(seed);
         let b = store.builder().sub("pretrain_head");
-        let layer = |inputs, outputs, bn, relu| LayerSpec {
-            inputs,
-            outputs,
-            bn,
-            relu,
-        };
+        let layer = LayerSpec::new;
         let projector = Mlp::new(
             &b.sub("projector"),
             &[
-                layer(c5, d, true, true),
-                layer(d, d, true, true),
-                layer(d, d, true, false),
+                layer(c5, d, Bn::Affine, true),
+                layer(d, d, Bn::Affine, true),
+                layer(d, d, Bn::Fixed, false),
             ],
         )?;
         let predictor = Mlp::new(
             &b.sub("predictor"),
-            &[layer(d, hidden, true, true), layer(hidden, d, false, false)],
+            &[
+                layer(d, hidden, Bn::Affine, true),
+                layer(hidden, d, Bn::Off, false),
+            ],
         )?;
         Ok(SimSiamHead {
             store,
@@ -252,4 +251,30 @@ pub fn pretrain_simsiam(
         images: Arc::new(images.frames.clone()),
     };
     run_ssl(model, &mut method, &cfg.common, config_json(cfg)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::TensorKind;
+
+    /// The reference projector ends in `BatchNorm1d(dim, affine=False)`: its γ and β are fixed
+    /// buffers here, while the other BN layers learn theirs.
+    #[test]
+    fn only_the_projector_output_bn_is_fixed() {
+        let head = SimSiamHead::new(16, &SimSiamKeys::default(), 0).unwrap();
+        let kinds: Vec<(String, TensorKind, bool)> = head
+            .store
+            .entries()
+            .into_iter()
+            .filter(|e| e.name.ends_with("bn.weight") || e.name.ends_with("bn.bias"))
+            .map(|e| (e.name, e.kind, e.tensor.requires_grad()))
+            .collect();
+        assert_eq!(kinds.len(), 2 * 4, "{kinds:?}");
+        for (name, kind, trained) in kinds {
+            let fixed = name.starts_with("pretrain_head.projector.2.");
+            assert_eq!(trained, !fixed, "{name}");
+            assert_eq!(kind == TensorKind::Buffer, fixed, "{name}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::{MethodKeys, SslConfig};
-use super::mlp::{backbone_gap, LayerSpec, Mlp};
+use super::mlp::{backbone_gap, Bn, LayerSpec, Mlp};
 use super::runner::{run_ssl, BatchBuilder, SslMethod};
 use super::timed_frames::TimedFrames;
 use super::views::ViewAugment;
@@ -174,17 +174,11 @@ impl TemporalHead {
     pub fn new(c5: usize, keys: &TemporalKeys, seed: u64) -> Result<TemporalHead> {
         let hidden = keys.proj_hidden.unwrap_or(c5);
         let store = ParamStore::new(seed);
-        let layer = |inputs, outputs, bn, relu| LayerSpec {
-            inputs,
-            outputs,
-            bn,
-            relu,
-        };
         let projector = Mlp::new(
             &store.builder().sub("pretrain_head").sub("projector"),
             &[
-                layer(c5, hidden, true, true),
-                layer(hidden, keys.proj_dim, false, false),
+                LayerSpec::new(c5, hidden, Bn::Affine, true),
+                LayerSpec::new(hidden, keys.proj_dim, Bn::Off, false),
             ],
         )?;
         Ok(TemporalHead { store, projector })

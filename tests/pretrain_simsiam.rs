@@ -65,7 +65,9 @@ fn loss_falls_on_two_seeds() {
 /// trained on seeds 1-4: 0.647 → 0.743, 0.807 → 0.887, 0.767 → 0.812, 0.752 → 0.854 (linear
 /// probe above too). The setting was chosen on these seeds; on seeds 5-8, held out, it gave
 /// 0.682 → 0.803, 0.677 → 0.731, 0.678 → 0.754, 0.635 → 0.865. With SimSiam's independent crops
-/// it does not hold (30 epochs: 0.673 and 0.711 on seeds 3 and 4); docs/ssl-methods.md.
+/// it does not hold (30 epochs: 0.673 and 0.711 on seeds 3 and 4). A check of this generator
+/// and setting: on a variant whose glints and ripples do not identify the video it falls below
+/// on two seeds (docs/ssl-methods.md, "How far the SimSiam result carries").
 #[test]
 fn simsiam_beats_random_init() {
     let (frames, crops) = probe_data(8);

@@ -11,6 +11,7 @@ use crate::Result;
 /// The BatchNorm1d after a layer's Linear, if any.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Bn {
+    /// No BN: the Linear keeps its bias.
     Off,
     /// Learned scale γ and shift β (PyTorch's default).
     Affine,

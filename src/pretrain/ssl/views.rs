@@ -2,7 +2,8 @@
 //! check's alignment: RandomResizedCrop → horizontal flip → RandomApply(ColorJitter) →
 //! RandomGrayscale, as the SimSiam / MoCo v2 recipe (Chen & He 2021, Appendix A; docs/pretraining.md).
 //! The recipe's Gaussian blur is left out (at the 64-224 px inputs used here it mostly erases
-//! the small objects the detector is for).
+//! the small objects the detector is for). `pair_region_scale` optionally cuts both views of a
+//! pair from one shared region ([`ViewAugment::push_view_pair`]).
 
 use image::RgbImage;
 use rand::Rng;
@@ -101,8 +102,8 @@ impl ViewAugment {
         }
     }
 
-    /// torchvision's RandomResizedCrop rectangle at `crop_scale`: ten tries at a random area and log-uniform
-    /// aspect ratio, then the centre crop at the clamped ratio.
+    /// torchvision's RandomResizedCrop rectangle at `crop_scale`: ten tries at a random area and
+    /// log-uniform aspect ratio, then the centre crop at the clamped ratio.
     pub fn crop_rect(&self, w: u32, h: u32, rng: &mut impl Rng) -> CropRect {
         self.crop_rect_at(self.crop_scale, w, h, rng)
     }

@@ -357,14 +357,10 @@ fn into_forms_overwrite_dirty_buffers() {
     }
 }
 
-/// The weight gradient of pointwise convs with at most 64 channels runs on an AVX-512 kernel
-/// where the CPU has it and on gemms otherwise: every SIMD level against the reference, on
-/// shapes that reach every tail of the kernel's tiles (output or input rows not a multiple of 4,
-/// positions not a multiple of 16 or fewer than 16, several 512-position panels, groups).
-#[test]
-fn pointwise_paths_at_every_simd_level() {
-    let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let shapes = [
+/// 1×1 convolutions that take each pointwise weight-gradient path: lanes-wide and narrow
+/// channel counts, planes smaller than a tile, grouped.
+fn pointwise_shapes() -> Vec<Conv2dGeometry> {
+    vec![
         Conv2dGeometry::square([3, 5, 7, 9], 13, (1, 1, 0, 1)),
         Conv2dGeometry::square([2, 64, 3, 5], 64, (1, 1, 0, 1)),
         Conv2dGeometry::square([1, 9, 1, 3], 25, (1, 1, 0, 1)),
@@ -372,10 +368,20 @@ fn pointwise_paths_at_every_simd_level() {
         Conv2dGeometry::square([2, 64, 33, 31], 32, (1, 1, 0, 1)),
         Conv2dGeometry::square([3, 12, 10, 11], 18, (1, 1, 0, 3)),
         Conv2dGeometry::square([1, 16, 80, 80], 8, (1, 1, 0, 1)),
-    ];
+    ]
+}
+
+/// The weight gradient of pointwise convs with at most 64 channels runs on an AVX-512 kernel
+/// where the CPU has it and on its portable twin otherwise: every SIMD level against the
+/// reference, on shapes that reach every tail of the kernel's tiles (output or input rows not a
+/// multiple of 4, positions not a multiple of 16 or fewer than 16, several 512-position panels,
+/// groups).
+#[test]
+fn pointwise_paths_at_every_simd_level() {
+    let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     for level in [SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512] {
         force_level(Some(level));
-        for g in &shapes {
+        for g in &pointwise_shapes() {
             check_all(g);
         }
     }
@@ -384,22 +390,17 @@ fn pointwise_paths_at_every_simd_level() {
 
 /// Every path gives the same bits at every SIMD level: the pointwise weight gradient's portable
 /// twin adds what the AVX-512 kernel adds in the same order, and the shapes alone choose the
-/// paths (shapes of `pointwise_paths_at_every_simd_level` and `results_do_not_depend_on_thread_count`).
+/// paths (the pointwise shapes and some of `results_do_not_depend_on_thread_count`'s).
 #[test]
 fn results_do_not_depend_on_the_simd_level() {
     let _level = LEVEL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let shapes = [
-        Conv2dGeometry::square([3, 5, 7, 9], 13, (1, 1, 0, 1)),
-        Conv2dGeometry::square([2, 64, 3, 5], 64, (1, 1, 0, 1)),
-        Conv2dGeometry::square([1, 9, 1, 3], 25, (1, 1, 0, 1)),
-        Conv2dGeometry::square([2, 32, 40, 40], 64, (1, 1, 0, 1)),
-        Conv2dGeometry::square([3, 12, 10, 11], 18, (1, 1, 0, 3)),
-        Conv2dGeometry::square([1, 16, 80, 80], 8, (1, 1, 0, 1)),
+    let mut shapes = pointwise_shapes();
+    shapes.extend([
         Conv2dGeometry::square([2, 64, 20, 20], 96, (1, 1, 0, 1)),
         Conv2dGeometry::square([2, 32, 24, 26], 48, (3, 2, 1, 1)),
         Conv2dGeometry::square([3, 32, 21, 19], 32, (3, 1, 1, 32)),
         Conv2dGeometry::square([140, 8, 4, 4], 48, (3, 1, 1, 1)),
-    ];
+    ]);
     let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     for g in &shapes {
         let x = values(g.x_len(), 21);

@@ -410,7 +410,7 @@ pub(crate) struct HealthWatch<'a> {
     device: Device,
     what: &'a str,
     /// The health before the first epoch of this process.
-    pub start: Option<HealthReport>,
+    start: Option<HealthReport>,
 }
 
 impl<'a> HealthWatch<'a> {

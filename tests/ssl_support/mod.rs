@@ -7,7 +7,9 @@
 use image::{Rgb, RgbImage};
 use ssod::models::{YoloX, YoloXConfig};
 use ssod::pretrain::data::images_to_input;
-use ssod::pretrain::{knn_probe, linear_probe, CropSet, InputNorm, KnnConfig, ProbeConfig};
+use ssod::pretrain::{
+    knn_probe, linear_probe, CropSet, InputNorm, KnnConfig, PretrainReport, ProbeConfig,
+};
 use ssod::train::evaluate::recalibrate_batch_norm;
 
 /// SplitMix64: the same values on every machine.
@@ -41,8 +43,9 @@ pub struct Frame {
 /// `videos` videos of `per_video` consecutive frames, all filmed on one lake: every video has
 /// the same water (colour, noise, ripples of one frequency; only the ripple phase differs) and
 /// its own 2 to 4 bottles (size, colour, drift), plus two thin glints as bright as a bottle.
-/// What tells two videos apart is their bottles, so a backbone that learns to tell frames
-/// apart learns about bottles (per-video water tints would let it tell videos by their water).
+/// Per-video water tints would let a backbone tell videos apart by their water; here the
+/// bottles tell them apart, but so do the glints' path and the ripple phase, which follow the
+/// video (docs/ssl-methods.md, "How far the SimSiam result carries").
 pub fn videos(videos: usize, per_video: usize, seed: u64) -> Vec<Frame> {
     let base = [40i64, 100, 90];
     let mut out = Vec::new();
@@ -229,7 +232,7 @@ pub const PROBE_SEEDS: [u64; 4] = [1, 2, 3, 4];
 
 /// "A probe beats the same backbone at random initialisation" (docs/ssl-methods.md, "Does each
 /// method learn?"). For each of [`PROBE_SEEDS`]: `pretrain(model, seed)` trains a fresh tiny
-/// backbone on `frames` and returns its per-epoch losses; the control is the same backbone
+/// backbone on `frames` and returns its report; the control is the same backbone
 /// untrained. Both get their BN statistics from `frames` by precise BN, so they differ only in
 /// the learned weights: an untrained backbone probed with BN's initial statistics (mean 0,
 /// variance 1) is a different network, not the one the detector would start from. The
@@ -239,7 +242,7 @@ pub fn assert_beats_random_init(
     method: &str,
     frames: &[Frame],
     crops: &CropSet,
-    pretrain: impl Fn(&YoloX, u64) -> Vec<f64>,
+    pretrain: impl Fn(&YoloX, u64) -> PretrainReport,
 ) {
     let mut failures = Vec::new();
     for seed in PROBE_SEEDS {
@@ -247,7 +250,11 @@ pub fn assert_beats_random_init(
         calibrate_bn(&control, frames);
         let [knn_control, linear_control] = probe_scores(&control, crops);
         let trained = tiny_model(seed);
-        let losses = pretrain(&trained, seed);
+        let losses: Vec<f64> = pretrain(&trained, seed)
+            .epochs
+            .iter()
+            .map(|e| e.loss)
+            .collect();
         calibrate_bn(&trained, frames);
         let [knn_trained, linear_trained] = probe_scores(&trained, crops);
         println!(

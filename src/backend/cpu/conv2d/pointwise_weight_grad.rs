@@ -7,11 +7,11 @@
 //! cores) with 64 output channels and ~80–95 with 32: the crate packs both long operands for a
 //! result that fits in registers. Here every weight has 16 partial sums: lane `l` takes
 //! positions `l, l+16, …` in increasing order, each a product then a sum (not fused: the
-//! baseline level has no FMA instruction; a position past the plane's end adds `0·0`), and the lanes are reduced at the end in a fixed tree
-//! ([`reduce_lanes`]). The AVX-512 kernel keeps a 4 × 4 tile of weights' lanes in registers
-//! while 512-position panels of the rows stream past; the portable twin
-//! ([`weight_grad_lanes_portable`], `simd_fn!`) walks the same panels weight by weight. Neither
-//! depends on the thread count.
+//! baseline level has no FMA instruction; a position past the plane's end adds `0·0`), and the
+//! lanes are reduced at the end in a fixed tree ([`reduce_lanes`]). The AVX-512 kernel keeps a
+//! 4 × 4 tile of weights' lanes in registers while 512-position panels of the rows stream past;
+//! the portable twin ([`weight_grad_lanes_portable`], `simd_fn!`) walks the same panels weight
+//! by weight. Neither depends on the thread count.
 //!
 //! Also tried: a register-blocked forward / input gradient (12 × 32 output tiles, input rows
 //! packed per block, prefetch, optionally non-temporal stores). It was level with the crate at

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ssod::models::{YoloX, YoloXConfig};
-use ssod::pretrain::ssl::{
-    pretrain_simsiam, pretrain_temporal, SimSiamConfig, TemporalConfig, TimedFrames,
-};
+use ssod::pretrain::ssl::{pretrain_simsiam, SimSiamConfig};
+use ssod::pretrain::temporal::{pretrain_temporal, TemporalConfig, TimedFrames};
 use ssod::pretrain::{embedding_health, knn_probe, HealthConfig, KnnConfig};
 use ssod::pretrain::{
     linear_probe, load_backbone, parse_config, pretrain_center_loss, pretrain_patch_ssl,

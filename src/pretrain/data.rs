@@ -98,6 +98,14 @@ pub enum ImageSource {
 }
 
 impl ImageSource {
+    /// The file's path, or that the image is in memory (for error messages).
+    pub fn describe(&self) -> String {
+        match self {
+            ImageSource::File(path) => path.display().to_string(),
+            ImageSource::Memory(_) => "an in-memory image".into(),
+        }
+    }
+
     /// The decoded image (an error names the file).
     pub fn load(&self) -> Result<Arc<RgbImage>> {
         match self {

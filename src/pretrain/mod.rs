@@ -24,6 +24,7 @@ pub mod probe;
 pub mod run_files;
 pub mod ssl;
 pub mod state;
+pub mod temporal;
 pub mod transfer;
 
 use std::path::PathBuf;

@@ -139,6 +139,26 @@ pub fn same_image_offsets(image_of: &[usize]) -> Vec<f32> {
     out
 }
 
+/// Also takes out, in the cell offsets `offsets [n, n]` of [`same_image_offsets`], every pair
+/// of cells whose images are excluded at the image level: `excluded [images, images]`
+/// (row: the query's image, column: the key's; non-zero: not a negative), e.g. two frames of
+/// one video in temporal contrast.
+pub fn exclude_image_pairs(
+    offsets: &mut [f32],
+    image_of: &[usize],
+    excluded: &[f32],
+    images: usize,
+) {
+    let n = image_of.len();
+    for (i, &a) in image_of.iter().enumerate() {
+        for (j, &b) in image_of.iter().enumerate() {
+            if excluded[a * images + b] != 0.0 {
+                offsets[i * n + j] = EXCLUDED;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +268,11 @@ mod tests {
             same_image_offsets(&[0, 0, 1]),
             vec![0.0, e, 0.0, e, 0.0, 0.0, 0.0, 0.0, 0.0]
         );
+        // Images 0 and 1 excluded one way (query of image 1, key of image 0): cell 2 (image 1)
+        // loses cells 0 and 1 (image 0) as negatives; cells 0 and 1 keep cell 2.
+        let mut off = same_image_offsets(&[0, 0, 1]);
+        exclude_image_pairs(&mut off, &[0, 0, 1], &[0.0, 0.0, e, 0.0], 2);
+        assert_eq!(off, vec![0.0, e, 0.0, e, 0.0, 0.0, e, e, 0.0]);
     }
 
     #[test]

@@ -22,8 +22,9 @@ pub struct PairLoss {
 
 /// Symmetric InfoNCE of paired rows `q [N, D]`, `k [N, D]` at temperature `τ`: logits
 /// `cos(q_i, k_j)/τ + offsets[i·N + j]`, cross-entropy with target `i`, averaged over both
-/// directions. `offsets` (`[N, N]`, symmetric, on the host) is 0 or [`super::geometry::EXCLUDED`];
-/// None keeps every pair.
+/// directions. `offsets` (`[N, N]`, on the host) is 0 or [`super::geometry::EXCLUDED`]; entry
+/// `i·N + j` belongs to the pair (q_i, k_j) in both directions (the backward one reads the
+/// logits transposed), so it need not be symmetric. None keeps every pair.
 pub fn paired_info_nce(
     q: &Tensor,
     k: &Tensor,

@@ -30,6 +30,7 @@ pub use geometry::ViewBox;
 pub use heads::DenseHeads;
 pub use run::pretrain_dense;
 pub use step::{dense_step, DenseLoss};
+pub use views::ViewSampling;
 
 /// How the positive of a view-1 cell is found in view 2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,21 +46,11 @@ pub enum Matching {
 /// Dense contrast's config: the common self-supervised keys and [`DenseKeys`] in one map.
 pub type DenseConfig = SslConfig<DenseKeys>;
 
-/// Dense contrast's own keys (the common ones: [`crate::pretrain::ssl::SslCommon`]; the views
-/// are `image_size`, DenseCL's 224 × 224 by default).
+/// The keys of the dense contrastive loss itself, shared by `pretrain_dense` (flat in its map,
+/// [`DenseKeys`]) and by temporal contrast's dense objective (its `dense` map).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DenseKeys {
-    /// RandomResizedCrop's area fraction `[min, max]` (DenseCL / MoCo v2: [0.2, 1.0]).
-    pub crop_scale: [f64; 2],
-    /// RandomResizedCrop's aspect ratio `[min, max]` (torchvision: [3/4, 4/3]).
-    pub crop_ratio: [f64; 2],
-    pub flip_prob: f64,
-    pub color_jitter_prob: f64,
-    /// ColorJitter(brightness, contrast, saturation, hue) (MoCo v2: 0.4, 0.4, 0.4, 0.1).
-    pub color_jitter: [f64; 4],
-    pub grayscale_prob: f64,
-    pub input_norm: InputNorm,
+pub struct DenseContrast {
     /// Embedding size of the dense and global heads (DenseCL: 128).
     pub dim: usize,
     /// InfoNCE temperature (DenseCL / MoCo v2: 0.2).
@@ -77,17 +68,9 @@ pub struct DenseKeys {
     pub bn_momentum: Option<f32>,
 }
 
-impl Default for DenseKeys {
+impl Default for DenseContrast {
     fn default() -> Self {
-        let aug = ViewAugment::default();
-        DenseKeys {
-            crop_scale: aug.crop_scale,
-            crop_ratio: aug.crop_ratio,
-            flip_prob: aug.flip_prob,
-            color_jitter_prob: aug.color_jitter_prob,
-            color_jitter: aug.color_jitter,
-            grayscale_prob: aug.grayscale_prob,
-            input_norm: InputNorm::Bgr255,
+        DenseContrast {
             dim: 128,
             temperature: 0.2,
             global_weight: 0.5,
@@ -99,25 +82,8 @@ impl Default for DenseKeys {
     }
 }
 
-impl DenseKeys {
-    /// The view keys as the shared view transform.
-    pub fn view_augment(&self) -> ViewAugment {
-        ViewAugment {
-            crop_scale: self.crop_scale,
-            crop_ratio: self.crop_ratio,
-            flip_prob: self.flip_prob,
-            color_jitter_prob: self.color_jitter_prob,
-            color_jitter: self.color_jitter,
-            grayscale_prob: self.grayscale_prob,
-            // Dense contrast matches cells through the views' known overlap.
-            pair_region_scale: None,
-        }
-    }
-}
-
-impl MethodKeys for DenseKeys {
-    fn validate(&self) -> Result<()> {
-        self.view_augment().validate("pretrain_dense")?;
+impl DenseContrast {
+    pub fn validate(&self) -> Result<()> {
         check_positive("dim", self.dim)?;
         check_positive("queries_per_image", self.queries_per_image)?;
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
@@ -139,5 +105,89 @@ impl MethodKeys for DenseKeys {
             )));
         }
         Ok(())
+    }
+}
+
+/// Dense contrast's own keys (the common ones: [`crate::pretrain::ssl::SslCommon`]; the views
+/// are `image_size`, DenseCL's 224 × 224 by default): the views' keys, then the loss's
+/// ([`DenseContrast`], documented there), in one flat map.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DenseKeys {
+    /// RandomResizedCrop's area fraction `[min, max]` (DenseCL / MoCo v2: [0.2, 1.0]).
+    pub crop_scale: [f64; 2],
+    /// RandomResizedCrop's aspect ratio `[min, max]` (torchvision: [3/4, 4/3]).
+    pub crop_ratio: [f64; 2],
+    pub flip_prob: f64,
+    pub color_jitter_prob: f64,
+    /// ColorJitter(brightness, contrast, saturation, hue) (MoCo v2: 0.4, 0.4, 0.4, 0.1).
+    pub color_jitter: [f64; 4],
+    pub grayscale_prob: f64,
+    pub input_norm: InputNorm,
+    pub dim: usize,
+    pub temperature: f64,
+    pub global_weight: f64,
+    pub matching: Matching,
+    pub queries_per_image: usize,
+    pub neck: bool,
+    pub bn_momentum: Option<f32>,
+}
+
+impl Default for DenseKeys {
+    fn default() -> Self {
+        let aug = ViewAugment::default();
+        let loss = DenseContrast::default();
+        DenseKeys {
+            crop_scale: aug.crop_scale,
+            crop_ratio: aug.crop_ratio,
+            flip_prob: aug.flip_prob,
+            color_jitter_prob: aug.color_jitter_prob,
+            color_jitter: aug.color_jitter,
+            grayscale_prob: aug.grayscale_prob,
+            input_norm: InputNorm::Bgr255,
+            dim: loss.dim,
+            temperature: loss.temperature,
+            global_weight: loss.global_weight,
+            matching: loss.matching,
+            queries_per_image: loss.queries_per_image,
+            neck: loss.neck,
+            bn_momentum: loss.bn_momentum,
+        }
+    }
+}
+
+impl DenseKeys {
+    /// The view keys as the shared view transform.
+    pub fn view_augment(&self) -> ViewAugment {
+        ViewAugment {
+            crop_scale: self.crop_scale,
+            crop_ratio: self.crop_ratio,
+            flip_prob: self.flip_prob,
+            color_jitter_prob: self.color_jitter_prob,
+            color_jitter: self.color_jitter,
+            grayscale_prob: self.grayscale_prob,
+            // Dense contrast matches cells through the views' known overlap.
+            pair_region_scale: None,
+        }
+    }
+
+    /// The loss keys.
+    pub fn contrast(&self) -> DenseContrast {
+        DenseContrast {
+            dim: self.dim,
+            temperature: self.temperature,
+            global_weight: self.global_weight,
+            matching: self.matching,
+            queries_per_image: self.queries_per_image,
+            neck: self.neck,
+            bn_momentum: self.bn_momentum,
+        }
+    }
+}
+
+impl MethodKeys for DenseKeys {
+    fn validate(&self) -> Result<()> {
+        self.view_augment().validate("pretrain_dense")?;
+        self.contrast().validate()
     }
 }

@@ -75,27 +75,32 @@ impl SslMethod for DenseMethod {
             &x,
             &batch.boxes,
             batch.seed,
-            &self.cfg.method,
+            &self.cfg.method.contrast(),
+            None,
         )?;
         Ok(out.loss)
     }
 
-    /// The heads, and with `neck` the PAFPN's neck under the detector's names, so
-    /// `load_backbone_with(.., neck: true)` finds it.
     fn checkpoint_extra(&self, model: &YoloX) -> Vec<(String, Tensor)> {
-        let mut extra = store_entries(&self.heads.store);
-        if self.cfg.method.neck {
-            extra.extend(
-                model
-                    .store
-                    .entries()
-                    .into_iter()
-                    .filter(|e| is_neck_tensor(&e.name))
-                    .map(|e| (e.name, e.tensor)),
-            );
-        }
-        extra
+        checkpoint_extra(&self.heads, self.cfg.method.neck, model)
     }
+}
+
+/// What a dense-contrast checkpoint holds besides the backbone: the heads, and with `neck` the
+/// PAFPN's neck under the detector's names, so `load_backbone_with(.., neck: true)` finds it.
+pub fn checkpoint_extra(heads: &DenseHeads, neck: bool, model: &YoloX) -> Vec<(String, Tensor)> {
+    let mut extra = store_entries(&heads.store);
+    if neck {
+        extra.extend(
+            model
+                .store
+                .entries()
+                .into_iter()
+                .filter(|e| is_neck_tensor(&e.name))
+                .map(|e| (e.name, e.tensor)),
+        );
+    }
+    extra
 }
 
 /// Pretrain `model`'s backbone (and with `neck: true` its PAFPN) by dense contrast on `images`

@@ -7,10 +7,12 @@
 
 use rand::Rng;
 
-use super::geometry::{argmax_matches, geometric_matches, same_image_offsets, Grid, ViewBox};
+use super::geometry::{
+    argmax_matches, exclude_image_pairs, geometric_matches, same_image_offsets, Grid, ViewBox,
+};
 use super::heads::{feature_rows, l2_normalize_rows, DenseHeads};
 use super::loss::paired_info_nce;
-use super::{DenseKeys, Matching};
+use super::{DenseContrast, Matching};
 use crate::autograd::no_grad;
 use crate::models::YoloX;
 use crate::ops;
@@ -69,7 +71,7 @@ fn feature_matches(feat: &Tensor, images: usize) -> Result<Vec<Vec<(usize, usize
 fn level_pairs(
     feat: &Tensor,
     boxes: &[(ViewBox, ViewBox)],
-    cfg: &DenseKeys,
+    cfg: &DenseContrast,
     rng: &mut impl Rng,
 ) -> Result<Vec<Vec<(usize, usize)>>> {
     let d = feat.dims();
@@ -90,13 +92,15 @@ fn level_pairs(
         .collect())
 }
 
-/// The dense InfoNCE of level `k` (None when no cell of any image matched).
+/// The dense InfoNCE of level `k` (None when no cell of any image matched); `excluded`: the
+/// image-level offsets of [`dense_step`].
 fn level_loss(
     heads: &DenseHeads,
     k: usize,
     feat: &Tensor,
     pairs: &[Vec<(usize, usize)>],
     temperature: f64,
+    excluded: Option<&[f32]>,
 ) -> Result<Option<super::loss::PairLoss>> {
     let d = feat.dims();
     let (images, hw) = (pairs.len(), d[2] * d[3]);
@@ -115,20 +119,28 @@ fn level_loss(
     let rows = heads.dense_rows(k, feat)?; // [2B·hw, dim]
     let q = ops::index_select(&rows, 0, &Tensor::from_vec(q_rows, [n])?)?;
     let kk = ops::index_select(&rows, 0, &Tensor::from_vec(k_rows, [n])?)?;
-    let offsets = same_image_offsets(&image_of);
+    let mut offsets = same_image_offsets(&image_of);
+    if let Some(excluded) = excluded {
+        exclude_image_pairs(&mut offsets, &image_of, excluded, images);
+    }
     Ok(Some(paired_info_nce(&q, &kk, Some(&offsets), temperature)?))
 }
 
-/// One step's forward and backward (no optimiser step) on `x [2B, 3, vh, vw]` (every image's
+/// One step's forward and backward (no optimiser step) on `x [2B, 3, vh, vw]` (every pair's
 /// first view, then every second view) whose views are `boxes`; `seed` keys which matched cells
-/// the step keeps.
+/// the step keeps. A pair's two views are of one image, or of two frames of a fixed camera
+/// (temporal contrast): the boxes are in the same pixel frame. `excluded` (`[B, B]`, row: pair
+/// i's first view, column: pair j's second view; [`super::geometry::EXCLUDED`] or 0) takes
+/// image pairs out of each other's negatives, at the global and every dense level; None: every
+/// other pair is a negative.
 pub fn dense_step(
     model: &YoloX,
     heads: &DenseHeads,
     x: &Tensor,
     boxes: &[(ViewBox, ViewBox)],
     seed: u64,
-    cfg: &DenseKeys,
+    cfg: &DenseContrast,
+    excluded: Option<&[f32]>,
 ) -> Result<DenseLoss> {
     let b = boxes.len();
     if x.rank() != 4 || x.dims()[0] != 2 * b || b == 0 {
@@ -138,19 +150,25 @@ pub fn dense_step(
             x.shape(),
         ));
     }
+    if excluded.is_some_and(|e| e.len() != b * b) {
+        return Err(Error::op(
+            "dense_step",
+            format!("the excluded pairs must hold B·B = {} values", b * b),
+        ));
+    }
     let levels = dense_levels(model, x, cfg.neck)?;
     let g = heads.global_rows(&levels[2])?;
     let global = paired_info_nce(
         &ops::narrow(&g, 0, 0, b)?,
         &ops::narrow(&g, 0, b, b)?,
-        None,
+        excluded,
         cfg.temperature,
     )?;
     let mut rng = rng_for(seed, "dense/pairs");
     let mut dense_terms = Vec::new();
     for (k, feat) in levels.iter().enumerate() {
         let pairs = level_pairs(feat, boxes, cfg, &mut rng)?;
-        if let Some(l) = level_loss(heads, k, feat, &pairs, cfg.temperature)? {
+        if let Some(l) = level_loss(heads, k, feat, &pairs, cfg.temperature, excluded)? {
             dense_terms.push(l);
         }
     }

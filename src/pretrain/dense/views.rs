@@ -67,6 +67,24 @@ fn render_view(
     planes
 }
 
+/// Two views, of `first` and of `second`, as RGB 0..255 planes `[3, vh, vw]` each, and their
+/// boxes. The two are one image, or two frames of one fixed camera (temporal contrast), so both
+/// boxes are drawn in the pixel frame of `first`; `second` must be as large.
+pub fn view_pair(
+    first: &image::RgbImage,
+    second: &image::RgbImage,
+    s: &ViewSampling,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> ((ViewBox, ViewBox), [Vec<f32>; 2]) {
+    let size = [first.width() as usize, first.height() as usize];
+    debug_assert_eq!(first.dimensions(), second.dimensions());
+    let v1 = draw_view(&s.augment, size, rng);
+    let v2 = draw_view(&s.augment, size, rng);
+    let p1 = render_view(first, &v1, s, rng);
+    let p2 = render_view(second, &v2, s, rng);
+    ((v1, v2), [p1, p2])
+}
+
 /// The view pairs of `items` (image indices), the images at epoch positions `first..`.
 pub fn build_view_pairs(
     images: &[ImageSource],
@@ -81,13 +99,11 @@ pub fn build_view_pairs(
     let mut boxes = Vec::with_capacity(items.len());
     for (k, &item) in items.iter().enumerate() {
         let img = images[item].load()?;
-        let size = [img.width() as usize, img.height() as usize];
         let mut rng = rng_for(s.epoch_seed, &format!("dense/{}", first + k));
-        let v1 = draw_view(&s.augment, size, &mut rng);
-        let v2 = draw_view(&s.augment, size, &mut rng);
-        views.extend(render_view(&img, &v1, s, &mut rng));
-        second.extend(render_view(&img, &v2, s, &mut rng));
-        boxes.push((v1, v2));
+        let (pair, [p1, p2]) = view_pair(&img, &img, s, &mut rng);
+        views.extend(p1);
+        second.extend(p2);
+        boxes.push(pair);
     }
     views.extend(second);
     s.norm.apply_to_rgb_planes(&mut views, plane);

@@ -6,13 +6,9 @@ pub mod config;
 pub mod mlp;
 pub mod runner;
 pub mod simsiam;
-pub mod temporal;
-pub mod timed_frames;
 pub mod views;
 
 pub use config::{MethodKeys, SslCommon, SslConfig, COMMON_KEYS};
 pub use runner::{run_ssl, store_entries, BatchBuilder, SslMethod};
 pub use simsiam::{pretrain_simsiam, SimSiamConfig, SimSiamKeys};
-pub use temporal::{pretrain_temporal, TemporalConfig, TemporalKeys};
-pub use timed_frames::TimedFrames;
 pub use views::ViewAugment;

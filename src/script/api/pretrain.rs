@@ -7,8 +7,9 @@ use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext, INT};
 
 use super::models::Model;
 use super::Api;
-use crate::pretrain::ssl::{pretrain_simsiam, pretrain_temporal, TimedFrames};
+use crate::pretrain::ssl::pretrain_simsiam;
 use crate::pretrain::state::STATE_FILE;
+use crate::pretrain::temporal::{pretrain_temporal, TimedFrames};
 use crate::pretrain::{embedding_health, knn_probe, HealthReport, KnnReport};
 use crate::pretrain::{
     linear_probe, load_backbone, patch_ssl::pretrain_patch_ssl_with_loss, pretrain_center_loss,
@@ -232,7 +233,7 @@ pub fn register(api: &mut Api) {
             Ok(report_map(&lift(pretrain_simsiam(&m.0, &images, &cfg))?))
         });
     func!(api, "pretrain_temporal", &["m: Model", "frames_dir: String", "cfg: Map"], "Map",
-        "Temporal contrast on `ssod frames` / `ssod synth` frames (video = folder, time = frame number in the name): positives gap[0]..=gap[1] frames apart, negatives other videos or beyond far_gap, InfoNCE at temperature; cfg: the common SSL keys and gap, far_gap, temperature, proj_hidden, proj_dim, views, input_norm. Returns the report map.",
+        "Temporal contrast on `ssod frames` / `ssod synth` frames (video = folder, time = frame number in the name): positives gap[0]..=gap[1] frames apart, negatives other videos or beyond far_gap; objective \"dense\" (default: dense contrast between the two frames' views, keys in the `dense` map: dim, temperature, global_weight, matching, queries_per_image, neck, bn_momentum) or \"global\" (InfoNCE of whole-view embeddings: temperature, proj_hidden, proj_dim); cfg: the common SSL keys and gap, far_gap, objective, dense, temperature, proj_hidden, proj_dim, views, input_norm. Returns the report map.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("pretrain_temporal", resumable(cfg))?;
             let frames = lift(TimedFrames::load(&output_path(dir)))?;

@@ -53,7 +53,7 @@ fn dense_parity_step(inp: &Inputs, device: Device) -> Result<Outputs> {
     let boxes: Vec<(ViewBox, ViewBox)> = views.chunks(2).map(|p| (p[0], p[1])).collect();
     let (step, ms) = timed_cpu(|| {
         let x = Tensor::from_vec_on(inp[0].clone(), [2 * DENSE_IMAGES, 3, VIEW, VIEW], device)?;
-        dense_step(&model, &heads, &x, &boxes, 11, &cfg)
+        dense_step(&model, &heads, &x, &boxes, 11, &cfg.contrast(), None)
     })?;
     let grads = |entries: Vec<crate::nn::NamedTensor>, prefix: &str| -> Vec<f32> {
         entries

@@ -8,7 +8,7 @@ use crate::models::{YoloX, YoloXConfig};
 use crate::nn::ParamStore;
 use crate::pretrain::heads::c5_channels;
 use crate::pretrain::ssl::simsiam::{simsiam_step, SimSiamHead, SimSiamKeys};
-use crate::pretrain::ssl::temporal::{temporal_step, TemporalHead, TemporalKeys};
+use crate::pretrain::temporal::{temporal_step, TemporalHead, TemporalKeys};
 use crate::tensor::Device;
 
 const VIEWS: usize = 3;

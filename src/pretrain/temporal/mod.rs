@@ -1,39 +1,59 @@
 //! Temporal contrast: two frames of the same video a few frames apart are a positive pair;
 //! frames of other videos, or of the same video farther apart than `far_gap`, are negatives.
 //! Each step takes `batch_size` anchor frames, draws for each a positive frame `gap[0]..=gap[1]`
-//! frames away in its video, augments both (`views.rs`), embeds them with backbone → projector
-//! (SimCLR's 2-layer MLP, Chen et al. 2020) and minimises InfoNCE (Oord et al. 2018) with
-//! temperature τ over the batch: anchor i's logits are `cos(a_i, p_j)/τ` for every j, the
-//! target is j = i, and a `p_j` of the same video within `far_gap` of anchor i is masked out
-//! (it is neither positive nor a fair negative). Time as a free label follows Time-Contrastive
-//! Networks (Sermanet et al. 2018) and VINCE (Gordon et al. 2020, τ = 0.1); docs/pretraining.md.
+//! frames away in its video and cuts a view of each (`views`). Two objectives
+//! (docs/pretraining.md, "Temporal contrast"):
+//! - `dense` (the default): dense contrast ([`crate::pretrain::dense`], DenseCL's loss and heads)
+//!   between the two frames' views. Both crop boxes are drawn in the frames' common pixel frame,
+//!   so with a fixed camera the geometric rule pairs the cells that see the same place of the
+//!   scene a few frames apart (objects moved a little); `matching: "feature"` pairs the most
+//!   similar cell instead. Negatives are the cells of the other pairs' frames, minus those of the
+//!   anchor's video within `far_gap`.
+//! - `global`: the frames embedded whole and contrasted by InfoNCE ([`global`], VINCE-style).
 //!
 //! Frames come with their video and frame number ([`TimedFrames`], from the names
 //! `ssod frames` writes). An anchor needs a frame of its video within the gap range; frames
 //! without one are not anchors (they still serve as positives of others).
+
+pub mod global;
+pub mod timed_frames;
 
 use std::sync::Arc;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::config::{MethodKeys, SslConfig};
-use super::mlp::{backbone_gap, Bn, LayerSpec, Mlp};
-use super::runner::{run_ssl, BatchBuilder, SslMethod};
-use super::timed_frames::TimedFrames;
-use super::views::ViewAugment;
 use crate::models::YoloX;
 use crate::nn::ParamStore;
-use crate::ops;
 use crate::pretrain::data::{ImageSource, InputNorm};
+use crate::pretrain::dense::geometry::EXCLUDED;
+use crate::pretrain::dense::run::checkpoint_extra;
+use crate::pretrain::dense::views::{view_pair, ViewSampling};
+use crate::pretrain::dense::{dense_step, DenseContrast, DenseHeads, ViewBox};
 use crate::pretrain::heads::c5_channels;
+use crate::pretrain::ssl::{run_ssl, store_entries, BatchBuilder, MethodKeys, SslConfig};
+use crate::pretrain::ssl::{SslMethod, ViewAugment};
 use crate::pretrain::state::config_json;
 use crate::pretrain::PretrainReport;
 use crate::rng::rng_for;
 use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
-/// The temporal method's own keys (the common ones are in [`super::SslCommon`]).
+pub use global::{temporal_step, TemporalHead};
+pub use timed_frames::TimedFrames;
+
+/// What the positive frame pairs are contrasted by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemporalObjective {
+    /// Dense contrast between the two frames' views (the `dense` keys).
+    #[default]
+    Dense,
+    /// InfoNCE of whole-view embeddings (`temperature`, `proj_hidden`, `proj_dim`).
+    Global,
+}
+
+/// The temporal method's own keys (the common ones are in [`crate::pretrain::ssl::SslCommon`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TemporalKeys {
@@ -41,10 +61,14 @@ pub struct TemporalKeys {
     pub gap: [i64; 2],
     /// A frame of the anchor's video farther than this is a negative; nearer ones are masked.
     pub far_gap: i64,
+    pub objective: TemporalObjective,
+    /// The dense objective's loss keys ([`DenseContrast`], DenseCL's defaults).
+    pub dense: DenseContrast,
+    /// The global objective's InfoNCE temperature (VINCE: 0.1).
     pub temperature: f64,
-    /// Projector hidden width; None: C5's channels.
+    /// The global objective's projector hidden width; None: C5's channels.
     pub proj_hidden: Option<usize>,
-    /// Embedding size of the projector (SimCLR: 128).
+    /// The global objective's embedding size (SimCLR: 128).
     pub proj_dim: usize,
     pub views: ViewAugment,
     pub input_norm: InputNorm,
@@ -55,6 +79,8 @@ impl Default for TemporalKeys {
         TemporalKeys {
             gap: [1, 10],
             far_gap: 60,
+            objective: TemporalObjective::Dense,
+            dense: DenseContrast::default(),
             temperature: 0.1,
             proj_hidden: None,
             proj_dim: 128,
@@ -89,7 +115,18 @@ impl MethodKeys for TemporalKeys {
                 "`proj_dim` and `proj_hidden` must be >= 1".into(),
             ));
         }
-        self.views.validate("views")
+        self.views.validate("views")?;
+        self.dense
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("`dense`: {e}")))?;
+        if self.objective == TemporalObjective::Dense && self.views.pair_region_scale.is_some() {
+            return Err(Error::InvalidArgument(
+                "`views.pair_region_scale` is for the global objective: the dense objective \
+                 pairs cells through the views' overlap, drawn over the whole frame"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -100,12 +137,15 @@ pub type TemporalConfig = SslConfig<TemporalKeys>;
 pub type FrameTime = (usize, i64);
 
 /// One step's input: anchors' views then positives' views `[2B, 3, h, w]`, and the (video,
-/// time) of each anchor and positive.
+/// time) of each anchor and positive; for the dense objective also the views' boxes (in the
+/// frames' pixels) and the seed of the step's own draws.
 pub struct TemporalBatch {
     pub values: Vec<f32>,
     pub size: [usize; 2],
-    pub anchors: Vec<(usize, i64)>,
-    pub positives: Vec<(usize, i64)>,
+    pub anchors: Vec<FrameTime>,
+    pub positives: Vec<FrameTime>,
+    pub boxes: Vec<(ViewBox, ViewBox)>,
+    pub seed: u64,
 }
 
 /// For every frame, the frames of its video within the positive gap range.
@@ -128,7 +168,7 @@ fn positive_candidates(frames: &TimedFrames, [lo, hi]: [i64; 2]) -> Vec<Vec<usiz
 }
 
 /// The InfoNCE mask of a batch: `mask[i·B + j]` = 0 where `p_j` may be a negative (or is the
-/// positive, j = i) of anchor i, −1e4 where it is a near frame of the anchor's video.
+/// positive, j = i) of anchor i, [`EXCLUDED`] where it is a near frame of the anchor's video.
 pub fn near_frame_mask(
     anchors: &[(usize, i64)],
     positives: &[(usize, i64)],
@@ -139,80 +179,22 @@ pub fn near_frame_mask(
     for (i, &(va, ta)) in anchors.iter().enumerate() {
         for (j, &(vp, tp)) in positives.iter().enumerate() {
             if j != i && va == vp && (ta - tp).abs() <= far_gap {
-                mask[i * b + j] = -1e4;
+                mask[i * b + j] = EXCLUDED;
             }
         }
     }
     mask
 }
 
-/// InfoNCE of anchors `a [B, D]` against positives `p [B, D]` (row i's positive is p_i), with
-/// `mask [B, B]` added to the logits `cos(a_i, p_j) / τ`.
-pub fn temporal_info_nce(
-    a: &Tensor,
-    p: &Tensor,
-    mask: &Tensor,
-    temperature: f64,
-) -> Result<Tensor> {
-    let (b, d) = (a.dims()[0], a.dims()[1]);
-    let a3 = ops::reshape(a, [b, 1, d])?;
-    let p3 = ops::reshape(p, [1, b, d])?;
-    let cos = ops::cosine_similarity(&a3, &p3, 2)?; // [B, B]
-    let logits = ops::add(&ops::div_scalar(&cos, temperature as f32)?, mask)?;
-    // Class ids are read on the host (`cross_entropy`): kept there, no device round trip.
-    let targets = Tensor::from_vec((0..b).map(|i| i as f32).collect(), [b])?;
-    ops::mean_all(&ops::cross_entropy(&logits, &targets)?)
-}
-
-/// The projector (SimCLR's: Linear → BN → ReLU → Linear) in a store of its own.
-pub struct TemporalHead {
-    pub store: ParamStore,
-    projector: Mlp,
-}
-
-impl TemporalHead {
-    pub fn new(c5: usize, keys: &TemporalKeys, seed: u64) -> Result<TemporalHead> {
-        let hidden = keys.proj_hidden.unwrap_or(c5);
-        let store = ParamStore::new(seed);
-        let projector = Mlp::new(
-            &store.builder().sub("pretrain_head").sub("projector"),
-            &[
-                LayerSpec::new(c5, hidden, Bn::Affine, true),
-                LayerSpec::new(hidden, keys.proj_dim, Bn::Off, false),
-            ],
-        )?;
-        Ok(TemporalHead { store, projector })
-    }
-}
-
-/// One step's forward and backward on `x [2B, 3, h, w]` (anchors, then positives) with the
-/// frames' (video, time): the loss.
-pub fn temporal_step(
-    model: &YoloX,
-    head: &TemporalHead,
-    x: &Tensor,
-    (anchors, positives): (&[FrameTime], &[FrameTime]),
-    keys: &TemporalKeys,
-) -> Result<Tensor> {
-    let b = anchors.len();
-    let mask = near_frame_mask(anchors, positives, keys.far_gap);
-    let mask = Tensor::from_vec_on(mask, [b, b], x.device())?;
-    let z = head
-        .projector
-        .forward(&backbone_gap(model, x)?, head.store.is_training())?;
-    let loss = temporal_info_nce(
-        &ops::narrow(&z, 0, 0, b)?,
-        &ops::narrow(&z, 0, b, b)?,
-        &mask,
-        keys.temperature,
-    )?;
-    loss.backward()?;
-    Ok(loss)
+/// The heads of the objective, each in a store of its own.
+enum Heads {
+    Dense(DenseHeads),
+    Global(TemporalHead),
 }
 
 struct Temporal<'a> {
     cfg: &'a TemporalConfig,
-    head: TemporalHead,
+    heads: Heads,
     frames: Arc<TimedFrames>,
     candidates: Arc<Vec<Vec<usize>>>,
     /// Frames that have a positive within the gap range.
@@ -228,7 +210,10 @@ impl SslMethod for Temporal<'_> {
     }
 
     fn head_store(&self) -> &ParamStore {
-        &self.head.store
+        match &self.heads {
+            Heads::Dense(h) => &h.store,
+            Heads::Global(h) => &h.store,
+        }
     }
 
     fn items(&self) -> usize {
@@ -253,11 +238,19 @@ impl SslMethod for Temporal<'_> {
             self.candidates.clone(),
             self.anchors.clone(),
         );
-        let (views, size, norm) = (
-            self.cfg.method.views,
+        let keys = &self.cfg.method;
+        let (objective, views, size, norm) = (
+            keys.objective,
+            keys.views,
             self.cfg.common.image_size,
-            self.cfg.method.input_norm,
+            keys.input_norm,
         );
+        let sampling = ViewSampling {
+            view_size: size,
+            augment: views,
+            norm,
+            epoch_seed,
+        };
         Arc::new(move |first: usize, items: &[usize]| {
             let [w, h] = size;
             let (mut a, mut p) = (Vec::new(), Vec::new());
@@ -266,6 +259,8 @@ impl SslMethod for Temporal<'_> {
                 size,
                 anchors: Vec::new(),
                 positives: Vec::new(),
+                boxes: Vec::new(),
+                seed: rng_for(epoch_seed, &format!("temporal/step/{first}")).random(),
             };
             for (k, &item) in items.iter().enumerate() {
                 let i = anchors[item];
@@ -274,7 +269,27 @@ impl SslMethod for Temporal<'_> {
                 let j = options[rng.random_range(0..options.len())];
                 let (fa, fp) = (&frames.frames[i], &frames.frames[j]);
                 let (img_a, img_p) = (fa.image.load()?, fp.image.load()?);
-                views.push_view_pair((&img_a, &img_p), size, &mut rng, (&mut a, &mut p));
+                match objective {
+                    TemporalObjective::Global => {
+                        views.push_view_pair((&img_a, &img_p), size, &mut rng, (&mut a, &mut p))
+                    }
+                    TemporalObjective::Dense => {
+                        if img_a.dimensions() != img_p.dimensions() {
+                            return Err(Error::InvalidArgument(format!(
+                                "temporal (dense objective): frames of one video must have one \
+                                 size, {} is {:?} and {} is {:?}",
+                                fa.image.describe(),
+                                img_a.dimensions(),
+                                fp.image.describe(),
+                                img_p.dimensions()
+                            )));
+                        }
+                        let (pair, [va, vp]) = view_pair(&img_a, &img_p, &sampling, &mut rng);
+                        a.extend(va);
+                        p.extend(vp);
+                        batch.boxes.push(pair);
+                    }
+                }
                 batch.anchors.push((fa.video, fa.time));
                 batch.positives.push((fp.video, fp.time));
             }
@@ -290,19 +305,44 @@ impl SslMethod for Temporal<'_> {
         let [w, h] = batch.size;
         let x = Tensor::from_vec_on(batch.values, [2 * b, 3, h, w], device)?;
         let pairs = (batch.anchors.as_slice(), batch.positives.as_slice());
-        temporal_step(model, &self.head, &x, pairs, &self.cfg.method)
+        let keys = &self.cfg.method;
+        match &self.heads {
+            Heads::Global(head) => temporal_step(model, head, &x, pairs, keys),
+            Heads::Dense(heads) => {
+                let excluded = near_frame_mask(pairs.0, pairs.1, keys.far_gap);
+                let out = dense_step(
+                    model,
+                    heads,
+                    &x,
+                    &batch.boxes,
+                    batch.seed,
+                    &keys.dense,
+                    Some(&excluded),
+                )?;
+                Ok(out.loss)
+            }
+        }
+    }
+
+    fn checkpoint_extra(&self, model: &YoloX) -> Vec<(String, Tensor)> {
+        match &self.heads {
+            Heads::Dense(heads) => checkpoint_extra(heads, self.cfg.method.dense.neck, model),
+            Heads::Global(head) => store_entries(&head.store),
+        }
     }
 }
 
-/// Temporal-contrast pretraining of `model`'s backbone on `frames` (see the module docs);
-/// writes `temporal_last.safetensors` (backbone + projector) into `out`.
+/// Temporal-contrast pretraining of `model`'s backbone (and, with the dense objective and
+/// `dense.neck`, its PAFPN) on `frames` (see the module docs); writes `temporal_last.safetensors`
+/// (backbone + heads) into `out`.
 pub fn pretrain_temporal(
     model: &YoloX,
     frames: &TimedFrames,
     cfg: &TemporalConfig,
 ) -> Result<PretrainReport> {
     cfg.validate()?;
-    let candidates = positive_candidates(frames, cfg.method.gap);
+    let keys = &cfg.method;
+    let candidates = positive_candidates(frames, keys.gap);
     let anchors: Vec<usize> = (0..frames.len())
         .filter(|&i| !candidates[i].is_empty())
         .collect();
@@ -310,25 +350,41 @@ pub fn pretrain_temporal(
         return Err(Error::InvalidArgument(format!(
             "temporal: no frame has another frame of its video {}..={} frames away (`gap`); \
              {} frames in {} videos",
-            cfg.method.gap[0],
-            cfg.method.gap[1],
+            keys.gap[0],
+            keys.gap[1],
             frames.len(),
             frames.videos.len()
         )));
     }
-    let head = TemporalHead::new(
-        c5_channels(model.config.width),
-        &cfg.method,
-        cfg.common.seed,
-    )?;
+    let (heads, bn_momentum) = match keys.objective {
+        TemporalObjective::Dense => (
+            Heads::Dense(DenseHeads::new(
+                model.config.width,
+                keys.dense.dim,
+                keys.dense.neck,
+                cfg.common.seed,
+            )?),
+            keys.dense.bn_momentum,
+        ),
+        TemporalObjective::Global => (
+            Heads::Global(TemporalHead::new(
+                c5_channels(model.config.width),
+                keys,
+                cfg.common.seed,
+            )?),
+            None,
+        ),
+    };
     let mut method = Temporal {
         cfg,
-        head,
+        heads,
         sources: Arc::new(frames.frames.iter().map(|f| f.image.clone()).collect()),
         frames: Arc::new(frames.clone()),
         candidates: Arc::new(candidates),
         anchors: Arc::new(anchors),
     };
+    // Restored on every exit, errors included.
+    let _momentum = model.store.bn_momentum_scope(bn_momentum);
     run_ssl(model, &mut method, &cfg.common, config_json(cfg)?)
 }
 
@@ -348,27 +404,6 @@ mod tests {
         let m = near_frame_mask(&a, &p, 100);
         // far_gap 100: anchor 0 ↔ p1 (98) and anchor 1 ↔ p0 (97) are masked.
         assert_eq!(m, vec![0.0, -1e4, 0.0, -1e4, 0.0, 0.0, 0.0, 0.0, 0.0]);
-    }
-
-    #[test]
-    fn info_nce_matches_a_hand_computed_case() {
-        // a = [e0, e1], p = [e0, e0]: cos row 0 = [1, 1], row 1 = [0, 0]; τ = 1.
-        // Row 0: −log(e/(e+e)) = ln 2; row 1: target 1, −log(1/2) = ln 2. Mean ln 2.
-        let a = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], [2, 2]).unwrap();
-        let p = Tensor::from_vec(vec![2.0, 0.0, 3.0, 0.0], [2, 2]).unwrap();
-        let zero = Tensor::zeros([2, 2]);
-        let l = temporal_info_nce(&a, &p, &zero, 1.0)
-            .unwrap()
-            .item()
-            .unwrap();
-        assert!((l as f64 - 2f64.ln()).abs() < 1e-6, "{l}");
-        // Masking p1 out of row 0: row 0 = −log(1) = 0; row 1 unchanged: mean ln 2 / 2.
-        let mask = Tensor::from_vec(vec![0.0, -1e4, 0.0, 0.0], [2, 2]).unwrap();
-        let l = temporal_info_nce(&a, &p, &mask, 1.0)
-            .unwrap()
-            .item()
-            .unwrap();
-        assert!((l as f64 - 2f64.ln() / 2.0).abs() < 1e-6, "{l}");
     }
 
     #[test]

@@ -16,8 +16,12 @@
 //! - `collapsed`: `std_ratio < collapse_below` (default 0.1: a tenth of the healthy spread).
 //!
 //! The check samples a fixed set of images (its own seeded draws: it never touches a training
-//! run's random stream) and runs the backbone in eval mode without recording, so a run with the
-//! check computes the same weights as one without.
+//! run's random stream) and runs the backbone in eval mode without recording. By default
+//! (`precise_bn`) it first recomputes the BN statistics on those images and puts the model's own
+//! back afterwards: early in a run YOLOX's BN momentum of 0.03 has moved the running
+//! statistics only part of the way from their initial values, and an eval-mode network with
+//! such statistics reads as collapsed (every embedding the same direction) when the weights
+//! are not. A run with the check computes the same weights as one without.
 
 use std::time::Instant;
 
@@ -31,6 +35,7 @@ use crate::models::YoloX;
 use crate::ops;
 use crate::rng::rng_for;
 use crate::tensor::{Device, Tensor};
+use crate::train::evaluate::with_precise_bn;
 use crate::{Error, Result};
 
 /// What [`embedding_health`] samples and how.
@@ -52,6 +57,9 @@ pub struct HealthConfig {
     pub views: ViewAugment,
     /// `cpu`, `cuda` or `auto` when called on its own (inside a run: the run's device).
     pub device: String,
+    /// Measure with BN statistics recomputed on the sampled images (precise BN) and the model's
+    /// own put back after; false: with the model's running statistics as they are.
+    pub precise_bn: bool,
 }
 
 impl Default for HealthConfig {
@@ -65,6 +73,7 @@ impl Default for HealthConfig {
             collapse_below: 0.1,
             views: ViewAugment::default(),
             device: "cpu".into(),
+            precise_bn: true,
         }
     }
 }
@@ -316,9 +325,44 @@ pub(crate) fn health_of_sources(
         picked.truncate(cfg.samples);
         picked.sort_unstable();
     }
-    let was_training = model.store.is_training();
-    model.set_training(false);
-    let result = no_grad(|| -> Result<[Vec<Vec<f64>>; 3]> {
+    let plain_batch = |chunk: &[usize]| -> Result<Tensor> {
+        let mut values = Vec::with_capacity(chunk.len() * 3 * w * h);
+        for &i in chunk {
+            let plain = sources[i].load_resized(w as u32, h as u32)?;
+            push_rgb_planes(&plain, false, &mut values);
+        }
+        norm.apply_to_rgb_planes(&mut values, w * h);
+        Tensor::from_vec_on(values, [chunk.len(), 3, h, w], device)
+    };
+    let measure = || -> Result<[Vec<Vec<f64>>; 3]> {
+        let was_training = model.store.is_training();
+        model.set_training(false);
+        let result = embeddings_of(model, sources, &picked, cfg, device);
+        model.set_training(was_training);
+        result
+    };
+    let [plain, a, b] = if cfg.precise_bn {
+        let batches = picked.chunks(cfg.batch_size).map(plain_batch);
+        with_precise_bn(model, batches, measure)?
+    } else {
+        measure()?
+    };
+    let mut report = health_metrics(&plain, &a, &b, cfg.collapse_below)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// GAP(C5) of the picked images as they are and of their two views, in eval mode.
+fn embeddings_of(
+    model: &YoloX,
+    sources: &[ImageSource],
+    picked: &[usize],
+    cfg: &HealthConfig,
+    device: Device,
+) -> Result<[Vec<Vec<f64>>; 3]> {
+    let [w, h] = cfg.image_size.unwrap_or([224, 224]);
+    let norm = cfg.input_norm.unwrap_or_default();
+    no_grad(|| -> Result<[Vec<Vec<f64>>; 3]> {
         let mut out: [Vec<Vec<f64>>; 3] = Default::default();
         for chunk in picked.chunks(cfg.batch_size) {
             let mut inputs: [Vec<f32>; 3] = Default::default();
@@ -337,12 +381,7 @@ pub(crate) fn health_of_sources(
             }
         }
         Ok(out)
-    });
-    model.set_training(was_training);
-    let [plain, a, b] = result?;
-    let mut report = health_metrics(&plain, &a, &b, cfg.collapse_below)?;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    })
 }
 
 /// The embedding health of `model`'s backbone on `images` (see the module docs), computed on
@@ -398,12 +437,11 @@ pub fn collapse_warning(
 
 /// The health check a pretraining run makes after every epoch, with the health it started from.
 ///
-/// A randomly initialised backbone's GAP(C5) embeddings already point almost the same way (its
-/// activations are mostly positive and BN's running statistics are still the initial ones):
-/// `std_ratio` ≈ 0.01–0.03, below the collapse line. Training spreads them out. So the warning
-/// fires only for an embedding that is collapsed *and* narrower than when the run (or its
-/// resumed part) started: a collapse the training caused, not the one it began from. The
-/// `collapsed` column of `epochs.csv` keeps the absolute criterion.
+/// The warning fires only for an embedding that is collapsed *and* narrower than when the run
+/// (or its resumed part) started: a collapse the training caused, not one it began from (a
+/// collapsed checkpoint, or a check with `precise_bn: false`, which reads a run's first epochs
+/// as collapsed; see the module docs). The `collapsed` column of `epochs.csv` keeps the
+/// absolute criterion.
 pub(crate) struct HealthWatch<'a> {
     cfg: Option<HealthConfig>,
     sources: &'a [ImageSource],

@@ -73,16 +73,54 @@ pub fn evaluate_detector(
 /// YOLOX's BN momentum of 0.03 needs a few hundred steps before the running statistics match
 /// the weights; short runs (tests, quick ablations) evaluate reliably only after this.
 pub fn recalibrate_batch_norm(model: &YoloX, batches: &[Tensor]) -> Result<()> {
+    recalibrate_batch_norm_with(model, batches.iter().map(|x| Ok(x.clone())))
+}
+
+/// `measure` with every BN layer's running statistics replaced by their precise-BN average over
+/// `batches` ([`recalibrate_batch_norm_with`]), then the model's own statistics put back bit for
+/// bit, on errors too: what `measure` reads fits the current weights, and the model (a training
+/// run's included) is left as it was.
+pub fn with_precise_bn<T>(
+    model: &YoloX,
+    batches: impl IntoIterator<Item = Result<Tensor>>,
+    measure: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let saved = model
+        .store
+        .entries()
+        .into_iter()
+        .filter(|e| e.kind == crate::nn::TensorKind::Buffer)
+        .map(|e| {
+            let t = &e.tensor;
+            let copy = Tensor::from_vec_on(t.to_vec(), t.dims(), t.device())?;
+            Ok((e.tensor, copy))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let result = recalibrate_batch_norm_with(model, batches).and_then(|()| measure());
+    for (live, copy) in &saved {
+        live.assign(copy)?;
+    }
+    result
+}
+
+/// [`recalibrate_batch_norm`] over batches made one at a time (so they need not all be in
+/// memory at once). The model's training mode and BN momentum setting are restored after.
+pub fn recalibrate_batch_norm_with(
+    model: &YoloX,
+    batches: impl IntoIterator<Item = Result<Tensor>>,
+) -> Result<()> {
     let was_training = model.store.is_training();
+    let momentum = model.store.bn_momentum();
     model.set_training(true);
     let result = (|| {
-        for (k, x) in batches.iter().enumerate() {
+        for (k, x) in batches.into_iter().enumerate() {
+            let x = x?;
             model.store.set_bn_momentum(Some(1.0 / (k as f32 + 1.0)));
-            crate::autograd::no_grad(|| model.forward(x))?;
+            crate::autograd::no_grad(|| model.forward(&x))?;
         }
         Ok(())
     })();
-    model.store.set_bn_momentum(None);
+    model.store.set_bn_momentum(momentum);
     model.set_training(was_training);
     result
 }

@@ -247,7 +247,7 @@ pub fn register(api: &mut Api) {
             Ok(knn_map(&lift(knn_probe(&m.0, &crops, &cfg))?))
         });
     func!(api, "embedding_health", &["m: Model", "images_dir: String", "cfg: Map"], "Map",
-        "Health of the backbone's L2-normalised GAP(C5) embeddings on a folder of images: per-dimension std (std_mean, std_min, std_ratio = std·√d), effective_rank, alignment, uniformity, collapsed; cfg keys as HealthConfig (samples, image_size, seed, collapse_below, views, ...).",
+        "Health of the backbone's L2-normalised GAP(C5) embeddings on a folder of images: per-dimension std (std_mean, std_min, std_ratio = std·√d), effective_rank, alignment, uniformity, collapsed; cfg keys as HealthConfig (samples, image_size, seed, collapse_below, views, precise_bn: BN statistics recomputed on the sampled images and restored after, default true, ...).",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("embedding_health", cfg)?;
             let images = lift(FrameSet::load(&output_path(dir)))?;

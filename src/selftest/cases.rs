@@ -205,6 +205,7 @@ pub fn cases() -> Vec<Case> {
         "temporal contrast step, masked InfoNCE (norm)",
         true,
     ));
+    v.push(temporal_dense_step_case());
     v.push(masked_step_case());
     // Last, the tensor-core convs (the most intricate indexing): a fault there that ends the
     // CUDA context (an illegal address) then leaves every row above with its result.

@@ -1,10 +1,12 @@
 //! Dense-contrast step parity: one step (two views per image, C3–C5 and the PAFPN, geometric
 //! matching) with the engine's ops on CUDA tensors against the same step on the CPU: loss, its
-//! global and dense parts, the cosines, every gradient of backbone, neck and heads.
+//! global and dense parts, the cosines, every gradient of backbone, neck and heads. The same
+//! step with one image pair excluded one way (temporal contrast's dense objective: a near frame
+//! of the anchor's video is no negative) is a second row.
 
 use super::*;
 use crate::models::{YoloX, YoloXConfig};
-use crate::pretrain::dense::geometry::draw_view;
+use crate::pretrain::dense::geometry::{draw_view, EXCLUDED};
 use crate::pretrain::dense::{dense_step, DenseHeads, DenseKeys, ViewBox};
 use crate::pretrain::ssl::ViewAugment;
 use crate::tensor::Device;
@@ -28,7 +30,7 @@ fn dense_views(rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
     vec![values, boxes]
 }
 
-fn dense_parity_step(inp: &Inputs, device: Device) -> Result<Outputs> {
+fn dense_parity_step(inp: &Inputs, device: Device, excluded: Option<&[f32]>) -> Result<Outputs> {
     let model = YoloX::new(YoloXConfig::variant("nano", 2)?)?;
     let cfg = DenseKeys {
         dim: 16,
@@ -53,7 +55,7 @@ fn dense_parity_step(inp: &Inputs, device: Device) -> Result<Outputs> {
     let boxes: Vec<(ViewBox, ViewBox)> = views.chunks(2).map(|p| (p[0], p[1])).collect();
     let (step, ms) = timed_cpu(|| {
         let x = Tensor::from_vec_on(inp[0].clone(), [2 * DENSE_IMAGES, 3, VIEW, VIEW], device)?;
-        dense_step(&model, &heads, &x, &boxes, 11, &cfg.contrast(), None)
+        dense_step(&model, &heads, &x, &boxes, 11, &cfg.contrast(), excluded)
     })?;
     let grads = |entries: Vec<crate::nn::NamedTensor>, prefix: &str| -> Vec<f32> {
         entries
@@ -97,7 +99,24 @@ pub(super) fn dense_step_case() -> Case {
         tol: 1e-3,
         measure: Measure::RelativeNorm,
         make: Box::new(dense_views),
-        cpu: Box::new(|inp| dense_parity_step(inp, Device::Cpu)),
-        gpu: Box::new(|_, inp| dense_parity_step(inp, Device::Cuda)),
+        cpu: Box::new(|inp| dense_parity_step(inp, Device::Cpu, None)),
+        gpu: Box::new(|_, inp| dense_parity_step(inp, Device::Cuda, None)),
+    }
+}
+
+/// Pair 0's first view (the anchor) does not take pair 1's second view (a near frame of its
+/// video) as a negative; pair 1's anchor still takes pair 0's.
+const EXCLUDED_ONE_WAY: [f32; 4] = [0.0, EXCLUDED, 0.0, 0.0];
+
+pub(super) fn temporal_dense_step_case() -> Case {
+    Case {
+        name: "temporal contrast step, dense objective, a frame pair excluded (norm)",
+        kernels: &[],
+        shape: format!("{DENSE_IMAGES} frame pairs x {VIEW}x{VIEW}, nano, neck"),
+        tol: 1e-3,
+        measure: Measure::RelativeNorm,
+        make: Box::new(dense_views),
+        cpu: Box::new(|inp| dense_parity_step(inp, Device::Cpu, Some(&EXCLUDED_ONE_WAY))),
+        gpu: Box::new(|_, inp| dense_parity_step(inp, Device::Cuda, Some(&EXCLUDED_ONE_WAY))),
     }
 }

@@ -337,7 +337,7 @@ pub(crate) fn health_of_sources(
     let measure = || -> Result<[Vec<Vec<f64>>; 3]> {
         let was_training = model.store.is_training();
         model.set_training(false);
-        let result = embeddings_of(model, sources, &picked, cfg, device);
+        let result = embeddings_of(model, sources, &picked, ([w, h], norm), cfg, device);
         model.set_training(was_training);
         result
     };
@@ -352,16 +352,16 @@ pub(crate) fn health_of_sources(
     Ok(report)
 }
 
-/// GAP(C5) of the picked images as they are and of their two views, in eval mode.
+/// GAP(C5) of the picked images as they are and of their two views, at `[w, h]` in `norm`, in
+/// eval mode.
 fn embeddings_of(
     model: &YoloX,
     sources: &[ImageSource],
     picked: &[usize],
+    ([w, h], norm): ([usize; 2], InputNorm),
     cfg: &HealthConfig,
     device: Device,
 ) -> Result<[Vec<Vec<f64>>; 3]> {
-    let [w, h] = cfg.image_size.unwrap_or([224, 224]);
-    let norm = cfg.input_norm.unwrap_or_default();
     no_grad(|| -> Result<[Vec<Vec<f64>>; 3]> {
         let mut out: [Vec<Vec<f64>>; 3] = Default::default();
         for chunk in picked.chunks(cfg.batch_size) {

@@ -1,8 +1,8 @@
 //! SparK-style masked convolutional autoencoding (Tian et al., ICLR 2023, "Designing BERT for
 //! CNNs"; docs/pretraining.md, "Masked autoencoding") on any folder of images.
 //!
-//! Per image: resize to `image_size`, a horizontal flip with `hflip_prob` (SparK's
-//! RandomHorizontalFlip), and a random `mask_ratio` of its 32 px patches masked
+//! Per image: a random crop of `crop_scale` of its area resized to `image_size` and a horizontal
+//! flip with `hflip_prob` (SparK's RandomResizedCrop and RandomHorizontalFlip), and a random `mask_ratio` of its 32 px patches masked
 //! ([`sample_visible_patches`]). The backbone runs sparsely on the visible patches
 //! ([`crate::models::sparse`]), the decoder ([`MaskedDecoder`]) fills the masked positions with
 //! mask tokens and predicts pixels; the loss is the MSE on the masked patches, per-patch
@@ -11,14 +11,16 @@
 
 use std::sync::Arc;
 
+use image::RgbImage;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::data::{push_rgb_planes, FrameSet, ImageSource, InputNorm};
 use super::masked_decoder::{masked_autoencoding_step, sample_visible_patches, MaskedDecoder};
-use super::ssl::{run_ssl, BatchBuilder, MethodKeys, SslConfig, SslMethod};
+use super::ssl::{run_ssl, BatchBuilder, MethodKeys, SslConfig, SslMethod, ViewAugment};
 use super::state::config_json;
 use super::PretrainReport;
+use crate::data::augment::resize_bilinear;
 use crate::models::{PatchMask, YoloX, MASK_PATCH_PX};
 use crate::nn::ParamStore;
 use crate::rng::rng_for;
@@ -34,6 +36,11 @@ pub struct MaskedKeys {
     /// Channels of the decoder at every stage (SparK: 768 at stride 32 for ResNet-50, halved
     /// per stage; scaled down here).
     pub decoder_width: usize,
+    /// RandomResizedCrop's area fraction range, the crop resized to `image_size` (SparK:
+    /// 0.67..1). `None`: the whole image, resized.
+    pub crop_scale: Option<[f64; 2]>,
+    /// RandomResizedCrop's aspect-ratio range (torchvision: 3/4..4/3).
+    pub crop_ratio: [f64; 2],
     /// Probability of a horizontal flip (SparK: 0.5).
     pub hflip_prob: f64,
     /// Input convention (default the detector's: BGR 0..255).
@@ -45,6 +52,8 @@ impl Default for MaskedKeys {
         MaskedKeys {
             mask_ratio: 0.6,
             decoder_width: 128,
+            crop_scale: Some([0.67, 1.0]),
+            crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
             hflip_prob: 0.5,
             input_norm: InputNorm::Bgr255,
         }
@@ -60,6 +69,9 @@ impl MethodKeys for MaskedKeys {
             )));
         }
         super::check_positive("decoder_width", self.decoder_width)?;
+        if let Some(crop) = self.crop() {
+            crop.validate("pretrain_masked")?;
+        }
         if !(0.0..=1.0).contains(&self.hflip_prob) {
             return Err(Error::InvalidArgument(format!(
                 "`hflip_prob` must be in [0, 1], got {}",
@@ -67,6 +79,34 @@ impl MethodKeys for MaskedKeys {
             )));
         }
         Ok(())
+    }
+}
+
+impl MaskedKeys {
+    /// The RandomResizedCrop of `crop_scale` and `crop_ratio` (the crop rectangle of the
+    /// image-level methods' views), or `None` for the whole image.
+    fn crop(&self) -> Option<ViewAugment> {
+        self.crop_scale.map(|crop_scale| ViewAugment {
+            crop_scale,
+            crop_ratio: self.crop_ratio,
+            ..ViewAugment::default()
+        })
+    }
+
+    /// `source` as the method sees it: a random crop (or the whole image) resized to `w`×`h`.
+    fn load_view(
+        &self,
+        source: &ImageSource,
+        [w, h]: [u32; 2],
+        rng: &mut impl Rng,
+    ) -> Result<Arc<RgbImage>> {
+        let Some(crop) = self.crop() else {
+            return source.load_resized(w, h);
+        };
+        let img = source.load()?;
+        let (x, y, cw, ch) = crop.crop_rect(img.width(), img.height(), rng);
+        let region = image::imageops::crop_imm(img.as_ref(), x, y, cw, ch).to_image();
+        Ok(Arc::new(resize_bilinear(&region, w, h)))
     }
 }
 
@@ -127,8 +167,8 @@ impl SslMethod for MaskedMethod {
             let mut visible = Vec::with_capacity(items.len());
             for (i, &item) in items.iter().enumerate() {
                 let mut rng = rng_for(epoch_seed, &format!("masked/{}", first + i));
+                let img = keys.load_view(&sources[item], [w as u32, h as u32], &mut rng)?;
                 let flip = rng.random_bool(keys.hflip_prob);
-                let img = sources[item].load_resized(w as u32, h as u32)?;
                 push_rgb_planes(&img, flip, &mut values);
                 visible.push(sample_visible_patches(h32 * w32, keys.mask_ratio, &mut rng));
             }
@@ -172,4 +212,42 @@ pub fn pretrain_masked(
         keys: cfg.method.clone(),
     };
     run_ssl(model, &mut method, &cfg.common, config_json(cfg)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    #[test]
+    fn views_are_crops_resized_or_the_whole_image() {
+        // x in red, y in green: a crop's corner values say where it was cut.
+        let img = RgbImage::from_fn(120, 80, |x, y| Rgb([x as u8, y as u8, 0]));
+        let source = ImageSource::Memory(Arc::new(img.clone()));
+        let whole = MaskedKeys {
+            crop_scale: None,
+            ..MaskedKeys::default()
+        };
+        let mut rng = rng_for(0, "t");
+        let view = whole.load_view(&source, [120, 80], &mut rng).unwrap();
+        assert_eq!(*view, img);
+        let keys = MaskedKeys {
+            crop_scale: Some([0.25, 0.25]),
+            crop_ratio: [1.5, 1.5],
+            ..MaskedKeys::default()
+        };
+        let mut corners = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let view = keys.load_view(&source, [96, 64], &mut rng).unwrap();
+            assert_eq!(view.dimensions(), (96, 64));
+            // A quarter of the area at the image's 3:2 is 60 × 40 px, magnified 1.6 times.
+            let [r0, g0, _] = view.get_pixel(0, 0).0;
+            let [r1, g1, _] = view.get_pixel(95, 63).0;
+            let (span_x, span_y) = (r1 as i32 - r0 as i32, g1 as i32 - g0 as i32);
+            assert!((57..=61).contains(&span_x), "{span_x}");
+            assert!((37..=41).contains(&span_y), "{span_y}");
+            corners.insert((r0, g0));
+        }
+        assert!(corners.len() > 10, "crops are drawn at random places");
+    }
 }

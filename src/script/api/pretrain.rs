@@ -183,7 +183,7 @@ pub fn register(api: &mut Api) {
             Ok(report_map(&lift(pretrain_patch_ssl_with_loss(&m.0, &frames, &cfg, Some(&mut loss_fn)))?))
         });
     func!(api, "pretrain_masked", &["m: Model", "images_dir: String", "cfg: Map"], "Map",
-        "SparK-style masked autoencoding of m's backbone on a folder of images (docs/pretraining.md): 32 px patches masked (mask_ratio 0.6), sparse backbone, mask tokens + light decoder, MSE on masked patches. cfg: the common SSL keys (seed, epochs, batch_size, lr, weight_decay, schedule, image_size, max_steps_per_epoch, out, resume, device, precision, workers, health) and mask_ratio, decoder_width, hflip_prob, input_norm. Returns #{loss, checkpoint, samples_per_s, steps, health, ...}.",
+        "SparK-style masked autoencoding of m's backbone on a folder of images (docs/pretraining.md): 32 px patches masked (mask_ratio 0.6), sparse backbone, mask tokens + light decoder, MSE on masked patches. cfg: the common SSL keys (seed, epochs, batch_size, lr, weight_decay, schedule, image_size, max_steps_per_epoch, out, resume, device, precision, workers, health) and mask_ratio, decoder_width, crop_scale (RandomResizedCrop, SparK 0.67..1; () for the whole image), crop_ratio, hflip_prob, input_norm. Returns #{loss, checkpoint, samples_per_s, steps, health, ...}.",
         |m: &mut Model, dir: &str, cfg: Map| -> ScriptResult<Map> {
             let cfg = config_from_map("pretrain_masked", resumable(cfg))?;
             let images = lift(FrameSet::load(&output_path(dir)))?;

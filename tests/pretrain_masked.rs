@@ -407,6 +407,10 @@ fn bad_configs_are_errors_naming_the_key() {
         (r#"{"crop_scale": [0.0, 1.0]}"#, "crop_scale"),
         (r#"{"crop_scale": [0.9, 0.5]}"#, "crop_scale"),
         (r#"{"crop_ratio": [2.0, 1.0]}"#, "crop_ratio"),
+        (
+            r#"{"crop_scale": null, "crop_ratio": [0.0, 1.0]}"#,
+            "crop_ratio",
+        ),
         (r#"{"image_size": [100, 64]}"#, "image_size"),
         (r#"{"image_size": [32, 32]}"#, "image_size"),
         (r#"{"epochs": 0}"#, "epochs"),

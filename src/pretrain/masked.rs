@@ -2,8 +2,8 @@
 //! CNNs"; docs/pretraining.md, "Masked autoencoding") on any folder of images.
 //!
 //! Per image: a random crop of `crop_scale` of its area resized to `image_size` and a horizontal
-//! flip with `hflip_prob` (SparK's RandomResizedCrop and RandomHorizontalFlip), and a random `mask_ratio` of its 32 px patches masked
-//! ([`sample_visible_patches`]). The backbone runs sparsely on the visible patches
+//! flip with `hflip_prob` (SparK's RandomResizedCrop and RandomHorizontalFlip), and a random
+//! `mask_ratio` of its 32 px patches masked ([`sample_visible_patches`]). The backbone runs sparsely on the visible patches
 //! ([`crate::models::sparse`]), the decoder ([`MaskedDecoder`]) fills the masked positions with
 //! mask tokens and predicts pixels; the loss is the MSE on the masked patches, per-patch
 //! normalised. The run loop (optimisers, schedule, loader, health, state, files) is the shared
@@ -69,9 +69,10 @@ impl MethodKeys for MaskedKeys {
             )));
         }
         super::check_positive("decoder_width", self.decoder_width)?;
-        if let Some(crop) = self.crop() {
-            crop.validate("pretrain_masked")?;
-        }
+        // `crop_ratio` is checked even when the whole image is used, so a bad value is never
+        // silently ignored.
+        self.crop_at(self.crop_scale.unwrap_or([1.0, 1.0]))
+            .validate("pretrain_masked")?;
         if !(0.0..=1.0).contains(&self.hflip_prob) {
             return Err(Error::InvalidArgument(format!(
                 "`hflip_prob` must be in [0, 1], got {}",
@@ -86,11 +87,16 @@ impl MaskedKeys {
     /// The RandomResizedCrop of `crop_scale` and `crop_ratio` (the crop rectangle of the
     /// image-level methods' views), or `None` for the whole image.
     fn crop(&self) -> Option<ViewAugment> {
-        self.crop_scale.map(|crop_scale| ViewAugment {
+        self.crop_scale.map(|scale| self.crop_at(scale))
+    }
+
+    /// The crop transform at area fraction range `crop_scale` and this `crop_ratio`.
+    fn crop_at(&self, crop_scale: [f64; 2]) -> ViewAugment {
+        ViewAugment {
             crop_scale,
             crop_ratio: self.crop_ratio,
             ..ViewAugment::default()
-        })
+        }
     }
 
     /// `source` as the method sees it: a random crop (or the whole image) resized to `w`×`h`.

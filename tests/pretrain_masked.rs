@@ -432,6 +432,32 @@ fn bad_configs_are_errors_naming_the_key() {
     assert!(pretrain_masked(&model, &empty, &MaskedConfig::default()).is_err());
 }
 
+/// A state of a whole-image run (`crop_scale` null) holds no crop keys, as the states written
+/// before those keys existed: it resumes with `crop_scale` null (whatever `crop_ratio`, which
+/// then does nothing), and a crop is refused with both keys named.
+#[test]
+fn whole_image_states_resume_and_a_crop_is_refused() {
+    let dir = temp_dir("resume");
+    let frames = generated_frames(4, 5);
+    let run = |extra: &str, epochs: usize, resume: bool| {
+        let cfg = config(&format!(
+            r#"{{"epochs": {epochs}, "batch_size": 2, "image_size": [96, 64], "decoder_width": 8,
+                "workers": 1, "health": false, "out": "{out}", "resume": {resume} {extra}}}"#,
+            out = dir.join("run").display()
+        ));
+        pretrain_masked(&tiny_model(0.125, false), &frames, &cfg)
+    };
+    run(r#", "crop_scale": null"#, 1, false).unwrap();
+    let err = run("", 2, true).unwrap_err().to_string();
+    assert!(
+        err.contains("`crop_scale`") && err.contains("`crop_ratio`"),
+        "{err}"
+    );
+    let resumed = run(r#", "crop_scale": null, "crop_ratio": [1.0, 2.0]"#, 2, true).unwrap();
+    assert_eq!(resumed.epochs.len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn rhai_and_cli_write_the_run_folder() {
     let dir = temp_dir("api");

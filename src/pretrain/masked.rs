@@ -217,7 +217,21 @@ pub fn pretrain_masked(
         image_size: cfg.common.image_size,
         keys: cfg.method.clone(),
     };
-    run_ssl(model, &mut method, &cfg.common, config_json(cfg)?)
+    run_ssl(model, &mut method, &cfg.common, state_config(cfg)?)
+}
+
+/// The config a state compares on resume. With `crop_scale` null neither crop key changes what
+/// is computed, so both are left out: a state written before the crop keys existed (the whole
+/// image, always) resumes with `crop_scale` null, and one written with a crop does not.
+fn state_config(cfg: &MaskedConfig) -> Result<serde_json::Value> {
+    let mut json = config_json(cfg)?;
+    if cfg.method.crop_scale.is_none() {
+        if let Some(keys) = json.as_object_mut() {
+            keys.remove("crop_scale");
+            keys.remove("crop_ratio");
+        }
+    }
+    Ok(json)
 }
 
 #[cfg(test)]

@@ -170,6 +170,18 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Folders directly in `dir`, sorted by path (one video's frames each, as `ssod synth` and
+/// `ssod frames` write them).
+pub fn list_subfolders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    folders.sort();
+    Ok(folders)
+}
+
 /// Decode every frame of `video` with ffmpeg and hand each to `sink(index, frame)` in order.
 pub fn decode_video(
     video: &Path,

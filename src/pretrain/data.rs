@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::csv_table::read_csv;
 use crate::data::augment::resize_bilinear;
-use crate::data::frames::list_images;
+use crate::data::frames::{list_images, list_subfolders};
 use crate::data::image_io::read_rgb;
 use crate::rng::rng_for;
 use crate::tensor::Tensor;
@@ -243,13 +243,7 @@ impl FrameSet {
     pub fn load(dir: &Path) -> Result<FrameSet> {
         let mut files = list_images(dir)?;
         if files.is_empty() {
-            let mut subdirs: Vec<_> = std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
-                .collect();
-            subdirs.sort();
-            for sub in subdirs {
+            for sub in list_subfolders(dir)? {
                 files.extend(list_images(&sub)?);
             }
         }

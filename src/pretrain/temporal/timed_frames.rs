@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use crate::data::frames::list_images;
+use crate::data::frames::{list_images, list_subfolders};
 use crate::pretrain::data::ImageSource;
 use crate::{Error, Result};
 
@@ -54,13 +54,7 @@ impl TimedFrames {
         }
         let mut folders = vec![dir.to_path_buf()];
         if list_images(dir)?.is_empty() {
-            let mut subdirs: Vec<_> = std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
-                .collect();
-            subdirs.sort();
-            folders = subdirs;
+            folders = list_subfolders(dir)?;
         }
         let mut out = TimedFrames::default();
         for folder in folders {
